@@ -1,0 +1,46 @@
+# The two commands the README starts with. Each sets up everything it needs
+# on a fresh machine with Python 3.11+ and Node.js: a virtual environment
+# with the package and its test tools, and the pinned CDK command line.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CDK_CLI_VERSION := 2.1148.1
+CDK := npx --yes --prefix .cdk-cli cdk
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: synth test install lint nag cfn-lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when the project's dependencies change.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+.cdk-cli/node_modules/.bin/cdk:
+	npm install --silent --no-audit --no-fund --prefix .cdk-cli aws-cdk@$(CDK_CLI_VERSION)
+
+install: $(VENV)/.installed .cdk-cli/node_modules/.bin/cdk
+
+## Synthesize the example model stacks into cdk.out/ (no AWS account, no Docker).
+synth: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" .cdk-cli/node_modules/.bin/cdk synth --quiet --app "$(BIN)/python app.py"
+	@ls cdk.out/*.template.json
+
+## Run the whole test suite, the linters and the template checks.
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -n 2 -q
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf cdk.out .pytest_cache
