@@ -65,9 +65,28 @@ class Rule(SpecModel):
 
 
 class ActionTarget(SpecModel):
-    """Where an action sends its decision, besides the decision log."""
+    """Where an action sends its decision, besides the decision log.
 
-    kind: Literal["sns", "sqs", "eventbridge", "log"]
+    ``custom`` runs a team's own ``mdlc_core.actions.Action`` subclass, named
+    by ``handler`` ("module:Class", bundled with the function); its IAM
+    permissions are the team's to grant.
+    """
+
+    kind: Literal["sns", "sqs", "eventbridge", "log", "custom"]
+    handler: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="custom only: 'module:Class' of an Action subclass",
+    )
+    options: dict[str, str] = Field(
+        default_factory=dict, description="passed to the action as self.options"
+    )
+
+    @model_validator(mode="after")
+    def _handler(self) -> ActionTarget:
+        if (self.kind == "custom") != (self.handler is not None):
+            raise ValueError("a custom action needs a handler, and only a custom action has one")
+        return self
 
 
 class IntegrationSpec(SpecModel):

@@ -1,0 +1,255 @@
+"""The fused stream consumer against moto (DynamoDB, SQS, SNS) and a stub endpoint."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from mdlc_constructs.spec import load_spec
+from tests.lambda_loader import load_handler
+
+SPEC = Path(__file__).resolve().parents[1] / "models" / "fraud.yaml"
+REGION = "us-east-1"
+MODEL_PACKAGE = "arn:aws:sagemaker:us-east-1:123456789012:model-package/fraud/3"
+
+
+class StubRuntime:
+    """sagemaker-runtime: moto answers invoke_endpoint with static data, so score
+    each CSV row from its first value (order_amount / 1000) and count calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.fail_with: Exception | None = None
+
+    def invoke_endpoint(self, **kwargs: Any) -> dict[str, Any]:
+        rows = kwargs["Body"].decode().split("\n")
+        self.calls.append(rows)
+        if self.fail_with is not None:
+            raise self.fail_with
+        scores = [str(float(row.split(",")[0]) / 1000) for row in rows]
+        return {
+            "Body": io.BytesIO("\n".join(scores).encode()),
+            "ContentType": "text/csv",
+            "InvokedProductionVariant": "blue",
+        }
+
+
+class Context:
+    function_name = "stream-consumer"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 60_000
+
+
+def record(sequence: int, payload: Any, *, raw: bytes | None = None) -> dict[str, Any]:
+    data = raw if raw is not None else json.dumps(payload).encode()
+    return {
+        "eventID": f"shardId-000000000000:{sequence}",
+        "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/fraud-events",
+        "kinesis": {
+            "sequenceNumber": str(sequence),
+            "partitionKey": "p",
+            "data": base64.b64encode(data).decode(),
+            "approximateArrivalTimestamp": 1_800_000_000.0,
+        },
+    }
+
+
+def order(order_id: str, amount: float, customer: str = "c1") -> dict[str, Any]:
+    return {"order_id": order_id, "customer_id": customer, "order_amount": amount,
+            "order_ts": "2026-11-02T10:00:00Z"}
+
+
+@pytest.fixture
+def aws(tmp_path, monkeypatch):
+    config = tmp_path / "mdlc_config.json"
+    config.write_text(json.dumps(load_spec(SPEC).as_config()))
+    for name, value in {
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "MDLC_CONFIG_FILE": str(config),
+        "AWS_LAMBDA_FUNCTION_NAME": "stream-consumer",
+    }.items():
+        monkeypatch.setenv(name, value)
+    from mdlc_core import runtime_config
+
+    runtime_config.load_config.cache_clear()
+    with mock_aws():
+        ddb = boto3.client("dynamodb", region_name=REGION)
+        for table, key in (("features", "pk"), ("decisions", "event_id"), ("idempotency", "id")):
+            ddb.create_table(
+                TableName=table,
+                KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        ddb.put_item(
+            TableName="features",
+            Item={"pk": {"S": "c1"}, "features": {"M": {
+                "account_tenure": {"N": "400"},
+                "order_total_30d": {"N": "1000"},
+                "order_count_30d": {"N": "4"},
+            }}},
+        )
+        sqs = boto3.client("sqs", region_name=REGION)
+        dlq = sqs.create_queue(QueueName="dlq")["QueueUrl"]
+        review = sqs.create_queue(QueueName="review")["QueueUrl"]
+        blocked = sqs.create_queue(QueueName="blocked")["QueueUrl"]
+        sns = boto3.client("sns", region_name=REGION)
+        topic = sns.create_topic(Name="block")["TopicArn"]
+        blocked_arn = sqs.get_queue_attributes(
+            QueueUrl=blocked, AttributeNames=["QueueArn"]
+        )["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=blocked_arn,
+                      Attributes={"RawMessageDelivery": "true"})
+        for name, value in {
+            "ENDPOINT_NAME": "fraud-endpoint",
+            "FEATURES_TABLE": "features",
+            "DECISIONS_TABLE": "decisions",
+            "IDEMPOTENCY_TABLE": "idempotency",
+            "DEAD_LETTER_QUEUE_URL": dlq,
+            "ACTION_TOPIC_ARN": topic,
+            "ACTION_QUEUE_URL": review,
+            "MODEL_PACKAGE_VERSION": MODEL_PACKAGE,
+        }.items():
+            monkeypatch.setenv(name, value)
+        module = load_handler("stream_consumer")
+        runtime = StubRuntime()
+        module.SCORER.scorer.client = runtime
+        yield {"module": module, "runtime": runtime, "ddb": ddb, "sqs": sqs,
+               "dlq": dlq, "review": review, "blocked": blocked}
+
+
+def messages(sqs, url: str) -> list[dict[str, Any]]:
+    found = []
+    while True:
+        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                    MessageAttributeNames=["All"]).get("Messages", [])
+        if not batch:
+            return found
+        for message in batch:
+            found.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def logged(ddb, event_id: str) -> dict[str, Any] | None:
+    return ddb.get_item(TableName="decisions", Key={"event_id": {"S": event_id}}).get("Item")
+
+
+def test_good_records_are_decided_logged_and_acted_on(aws):
+    event = {"Records": [record(1, order("o-block", 950.0)), record(2, order("o-review", 700.0)),
+                         record(3, order("o-approve", 100.0))]}
+
+    response = aws["module"].handler(event, Context())
+
+    assert response == {"batchItemFailures": []}
+    assert len(aws["runtime"].calls) == 1, "one endpoint call for the whole batch"
+    # Rows in the model's feature order: amount, tenure, total, count, amount / mean.
+    assert aws["runtime"].calls[0][0] == "950.0,400.0,1000.0,4.0,3.8"
+    item = logged(aws["ddb"], "o-block")
+    assert item["action"] == {"S": "block"}
+    assert item["rule_id"] == {"S": "block_high_risk"}
+    assert item["score"] == {"N": "0.95"}
+    assert item["model_version"]["S"].endswith("model-package/fraud/3")
+    assert item["features"]["M"]["order_total_30d"] == {"N": "1000.0"}
+    assert logged(aws["ddb"], "o-approve")["rule_id"] == {"S": "default"}
+    assert [m["event_id"] for m in messages(aws["sqs"], aws["blocked"])] == ["o-block"]
+    assert [m["event_id"] for m in messages(aws["sqs"], aws["review"])] == ["o-review"]
+    assert messages(aws["sqs"], aws["dlq"]) == []
+
+
+def test_malformed_record_goes_to_the_dlq_and_does_not_fail_the_others(aws):
+    event = {"Records": [
+        record(1, order("o-1", 950.0)),
+        record(2, None, raw=b"{not json"),
+        record(3, {"customer_id": "c1", "order_amount": 5}),
+        record(4, order("o-4", "lots")),
+        record(5, order("o-5", 700.0)),
+    ]}
+
+    response = aws["module"].handler(event, Context())
+
+    assert response == {"batchItemFailures": []}
+    dead = {m["source"]["sequence_number"]: m for m in messages(aws["sqs"], aws["dlq"])}
+    assert sorted(dead) == ["2", "3", "4"]
+    assert dead["2"]["payload"] == "{not json"
+    assert dead["2"]["reason"].startswith("not JSON")
+    assert "order_id" in dead["3"]["reason"]
+    assert "order_amount must be a number" in dead["4"]["reason"]
+    assert json.loads(dead["4"]["payload"])["order_id"] == "o-4"
+    assert logged(aws["ddb"], "o-1")["action"] == {"S": "block"}
+    assert logged(aws["ddb"], "o-5")["action"] == {"S": "review"}
+    assert aws["runtime"].calls[0] and len(aws["runtime"].calls[0]) == 2
+
+
+def test_redelivered_batch_acts_once_per_event(aws):
+    event = {"Records": [record(1, order("o-1", 950.0)), record(2, order("o-2", 700.0))]}
+    aws["module"].handler(event, Context())
+    first = logged(aws["ddb"], "o-1")
+
+    # The same events again (a retry from an earlier sequence number), plus a
+    # producer resend of o-1 inside one batch.
+    again = {"Records": [record(7, order("o-1", 950.0)), record(8, order("o-2", 700.0)),
+                         record(9, order("o-1", 950.0))]}
+    assert aws["module"].handler(again, Context()) == {"batchItemFailures": []}
+
+    assert [m["event_id"] for m in messages(aws["sqs"], aws["blocked"])] == ["o-1"]
+    assert [m["event_id"] for m in messages(aws["sqs"], aws["review"])] == ["o-2"]
+    # The log keeps the decision that was acted on, not a re-scored copy.
+    assert logged(aws["ddb"], "o-1")["decided_at"] == first["decided_at"]
+
+
+def test_transient_endpoint_error_reports_batch_item_failures(aws):
+    from botocore.exceptions import ClientError
+
+    aws["runtime"].fail_with = ClientError(
+        {"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "InvokeEndpoint"
+    )
+    event = {"Records": [record(1, order("o-1", 950.0)), record(2, None, raw=b"[]"),
+                         record(3, order("o-3", 100.0))]}
+
+    response = aws["module"].handler(event, Context())
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": "1"}, {"itemIdentifier": "3"}]}
+    assert logged(aws["ddb"], "o-1") is None
+    assert messages(aws["sqs"], aws["blocked"]) == []
+    # The malformed neighbour is dead-lettered, not retried with the others.
+    assert [m["source"]["sequence_number"] for m in messages(aws["sqs"], aws["dlq"])] == ["2"]
+
+    # The retry succeeds and acts: the failed attempt took no idempotency lock.
+    aws["runtime"].fail_with = None
+    retry = {"Records": [record(1, order("o-1", 950.0)), record(3, order("o-3", 100.0))]}
+    assert aws["module"].handler(retry, Context()) == {"batchItemFailures": []}
+    assert [m["event_id"] for m in messages(aws["sqs"], aws["blocked"])] == ["o-1"]
+
+
+def test_failed_action_fails_only_its_record_and_is_retried(aws):
+    module = aws["module"]
+    sqs_action = module.DISPATCHER.actions["review"]
+    original = sqs_action.perform
+    sqs_action.perform = lambda decision: (_ for _ in ()).throw(RuntimeError("queue down"))
+    event = {"Records": [record(1, order("o-1", 950.0)), record(2, order("o-2", 700.0))]}
+
+    assert module.handler(event, Context()) == {"batchItemFailures": [{"itemIdentifier": "2"}]}
+    assert logged(aws["ddb"], "o-2") is None
+
+    sqs_action.perform = original
+    assert module.handler(event, Context()) == {"batchItemFailures": []}
+    assert [m["event_id"] for m in messages(aws["sqs"], aws["review"])] == ["o-2"]
+    assert [m["event_id"] for m in messages(aws["sqs"], aws["blocked"])] == ["o-1"]
+
+
+def test_unknown_entity_scores_with_missing_features(aws):
+    event = {"Records": [record(1, order("o-new", 200.0, customer="c-new"))]}
+
+    assert aws["module"].handler(event, Context()) == {"batchItemFailures": []}
+    assert aws["runtime"].calls[0] == ["200.0,,,,"]
+    assert logged(aws["ddb"], "o-new")["action"] == {"S": "approve"}
