@@ -1,0 +1,878 @@
+"""Feature engineering: one definition, a batch engine and an incremental engine.
+
+Windows are whole UTC days. An aggregate with ``window_days = N`` read *as of*
+day ``D`` covers the events whose timestamp falls on one of the N days
+``D-N+1 .. D`` (both ends included), i.e. timestamps in
+``(end_of(D) - N days, end_of(D)]``. Both engines use this rule, so they
+give the same numbers for the same events (see docs/features.md).
+
+Three forms:
+
+* :func:`compute_batch` - one row per entity (``data.entity_key``) as of a
+  day: aggregates over the window ending that day, raw columns taken from
+  the entity's latest event on or before that day, then expressions in
+  declared order. Used by batch inference and ``mdlc features``.
+* :func:`compute_per_event` - every event's features as of the event
+  itself: the window ending on the event's day, restricted to events at or
+  before it in (timestamp, event id) order, the event included. Used for
+  training rows, so no future event leaks into a row, and it is exactly
+  what online serving sees when it scores an event after recording it.
+* :class:`IncrementalEngine` - per-entity day buckets in a small store
+  (memory, or DynamoDB through :class:`DynamoDBStore`), updated in constant
+  work per event and exactly once per event id.
+
+Null handling, the same everywhere: null or non-finite values do not
+contribute to sum/mean/min/max; ``count`` without a column counts events,
+with a column counts its non-null values; the sum of nothing is 0, the
+mean/min/max of nothing is null; an expression that divides by zero or
+reads a null is null.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, Protocol
+
+import numpy as np
+
+from .expressions import Expression, parse
+
+EPOCH = date(1970, 1, 1)
+_US_PER_DAY = 86_400_000_000
+
+
+class FeatureError(ValueError):
+    """Events or a spec the engines cannot use (missing column, bad timestamp)."""
+
+
+class MalformedEvent(FeatureError):
+    """One event that cannot be applied; the stream consumer reports it as failed."""
+
+
+# --- the definition --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    name: str
+    function: str
+    column: str | None
+    window_days: int
+    entity: str
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """The feature part of a spec, resolved: defaults applied, expressions compiled."""
+
+    model: str
+    entity_key: str
+    event_id: str
+    timestamp: str
+    aggregates: tuple[Aggregate, ...]
+    expressions: tuple[tuple[str, Expression], ...]
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> FeatureSet:
+        """From ``ModelSpec.as_config()`` (what handlers get from runtime_config)."""
+        try:
+            data = config["data"]
+            features = config.get("features") or {}
+            entity_key = data["entity_key"]
+            aggregates = tuple(
+                Aggregate(
+                    name=a["name"],
+                    function=a["function"],
+                    column=a.get("column"),
+                    window_days=int(a["window_days"]),
+                    entity=a.get("entity") or entity_key,
+                )
+                for a in features.get("aggregates", [])
+            )
+            known = set(data.get("column_names") or [c["name"] for c in data["columns"]])
+            known |= {a.name for a in aggregates}
+            compiled = []
+            for e in features.get("expressions", []):
+                compiled.append((e["name"], parse(e["expression"], known=known)))
+                known.add(e["name"])
+            return cls(
+                model=config.get("name", "model"),
+                entity_key=entity_key,
+                event_id=data["event_id"],
+                timestamp=data["timestamp"],
+                aggregates=aggregates,
+                expressions=tuple(compiled),
+            )
+        except (KeyError, TypeError) as error:
+            raise FeatureError(f"the spec has no usable data/features section: {error}") from error
+
+    @property
+    def names(self) -> list[str]:
+        return [a.name for a in self.aggregates] + [name for name, _ in self.expressions]
+
+    @property
+    def entity_columns(self) -> list[str]:
+        """Every column that keys a store item; ``entity_key`` first (it holds ``last``)."""
+        columns = [self.entity_key]
+        for a in self.aggregates:
+            if a.entity not in columns:
+                columns.append(a.entity)
+        return columns
+
+    def horizon(self, entity: str | None = None) -> int:
+        """Days of history kept: the longest window (for one entity column, or overall)."""
+        windows = [a.window_days for a in self.aggregates if entity in (None, a.entity)]
+        return max(windows, default=0)
+
+    @property
+    def value_columns(self) -> list[str]:
+        """Columns whose per-day statistics the buckets keep."""
+        return sorted({a.column for a in self.aggregates if a.column is not None})
+
+    @property
+    def raw_columns(self) -> list[str]:
+        """Raw columns that expressions read, from the entity's latest event."""
+        features = set(self.names)
+        names: set[str] = set()
+        for _, expression in self.expressions:
+            names |= expression.names - features
+        return sorted(names)
+
+    @property
+    def last_columns(self) -> list[str]:
+        """What the entity item remembers of the latest event: expression inputs and
+        the keys of aggregates over other entities."""
+        others = [c for c in self.entity_columns if c != self.entity_key]
+        return sorted(set(self.raw_columns) | set(others))
+
+    @property
+    def required_columns(self) -> list[str]:
+        columns = [self.event_id, self.timestamp, *self.entity_columns]
+        columns += [c for c in self.value_columns + self.raw_columns if c not in columns]
+        return columns
+
+
+# --- time helpers -----------------------------------------------------------------
+
+
+def to_micros(value: Any) -> int:
+    """A timestamp (datetime, ISO string, or epoch micros) as UTC microseconds.
+
+    Naive timestamps are taken as UTC, as the spec's timestamp column is.
+    """
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    if isinstance(value, str) and value.strip():
+        try:
+            return to_micros(datetime.fromisoformat(value.strip()))
+        except ValueError as error:
+            raise FeatureError(f"{value!r} is not an ISO 8601 timestamp") from error
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        return int(value)
+    raise FeatureError(f"{value!r} is not a timestamp")
+
+
+def day_of(micros: int) -> int:
+    return micros // _US_PER_DAY
+
+
+def day_number(day: date | str) -> int:
+    """Days since 1970-01-01 for a date or 'YYYY-MM-DD'."""
+    if isinstance(day, str):
+        try:
+            day = date.fromisoformat(day)
+        except ValueError as error:
+            raise FeatureError(f"{day!r} is not a date (YYYY-MM-DD)") from error
+    if isinstance(day, datetime):
+        day = day.date()
+    return (day - EPOCH).days
+
+
+def day_string(number: int) -> str:
+    return (EPOCH + timedelta(days=number)).isoformat()
+
+
+# --- events as columns --------------------------------------------------------------
+
+
+@dataclass
+class EventColumns:
+    """Events as NumPy columns, deduplicated on the event id (first delivery wins)."""
+
+    event_id: np.ndarray  # object (str)
+    micros: np.ndarray  # int64
+    day: np.ndarray  # int64
+    keys: dict[str, np.ndarray]  # entity column -> object (str or None)
+    values: dict[str, np.ndarray]  # numeric column -> float64, NaN for null
+    positions: np.ndarray  # index of each kept row in the input
+
+    def __len__(self) -> int:
+        return len(self.event_id)
+
+    def take(self, index: np.ndarray) -> EventColumns:
+        return EventColumns(
+            self.event_id[index], self.micros[index], self.day[index],
+            {k: v[index] for k, v in self.keys.items()},
+            {k: v[index] for k, v in self.values.items()},
+            self.positions[index],
+        )
+
+
+def _column_list(events: Any, name: str) -> list[Any]:
+    if hasattr(events, "column_names"):  # a pyarrow Table
+        if name not in events.column_names:
+            raise FeatureError(
+                f"the events have no column {name!r}; they have {events.column_names}"
+            )
+        column = events.column(name)
+        import pyarrow as pa  # only when given a Table
+
+        if pa.types.is_timestamp(column.type):
+            column = column.cast(pa.timestamp("us", column.type.tz)).cast(pa.int64())
+        return column.to_pylist()
+    rows: Sequence[Mapping[str, Any]] = events
+    missing = next((i for i, row in enumerate(rows) if name not in row), None)
+    if missing is not None:
+        raise FeatureError(f"event {missing} has no column {name!r}")
+    return [row[name] for row in rows]
+
+
+def _as_float(value: Any, column: str) -> float:
+    if value is None or value == "":
+        return math.nan
+    if isinstance(value, bool):
+        return float(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as error:
+        raise FeatureError(f"column {column!r}: {value!r} is not a number") from error
+    return number if math.isfinite(number) else math.nan
+
+
+def _as_key(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def event_columns(events: Any, features: FeatureSet) -> EventColumns:
+    """Columns the engines need from a pyarrow Table or a sequence of dict rows."""
+    ids = [_as_key(v) for v in _column_list(events, features.event_id)]
+    raw_ts = _column_list(events, features.timestamp)
+    for index, (event_id, ts) in enumerate(zip(ids, raw_ts, strict=True)):
+        if event_id is None:
+            raise FeatureError(f"event {index} has no {features.event_id}")
+        if ts is None:
+            raise FeatureError(f"event {event_id!r} has no {features.timestamp}")
+    micros = np.array([to_micros(v) for v in raw_ts], dtype=np.int64)
+    keys = {c: np.array([_as_key(v) for v in _column_list(events, c)], dtype=object)
+            for c in features.entity_columns}
+    missing = np.flatnonzero(keys[features.entity_key] == None)  # noqa: E711 - elementwise
+    if missing.size:
+        raise FeatureError(f"event {ids[missing[0]]!r} has no {features.entity_key}")
+    numeric = sorted(set(features.value_columns) | set(features.raw_columns))
+    values = {c: np.array([_as_float(v, c) for v in _column_list(events, c)], dtype=np.float64)
+              for c in numeric if c not in keys}
+    id_array = np.array(ids, dtype=object)
+    # Redelivered events count once: keep each id's first row.
+    _, first = np.unique(id_array.astype(str), return_index=True)
+    first.sort()
+    columns = EventColumns(id_array, micros, micros // _US_PER_DAY, keys, values,
+                           np.arange(len(ids)))
+    return columns.take(first) if len(first) != len(ids) else columns
+
+
+# --- expressions ------------------------------------------------------------------------
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def evaluate_expressions(features: FeatureSet, scope: dict[str, Any]) -> dict[str, Any]:
+    """Scalar form: ``scope`` holds raw values and aggregates; returns the expressions."""
+    out: dict[str, Any] = {}
+    for name, expression in features.expressions:
+        value = _finite_or_none(expression.evaluate(scope))
+        out[name] = value
+        scope[name] = value
+    return out
+
+
+# min/max/log1p are Python scalar functions: expressions calling them run per row.
+_SCALAR_ONLY = re.compile(r"\b(min|max|log1p)\s*\(")
+
+
+def _evaluate_vector(expression: Expression, scope: dict[str, np.ndarray], n: int) -> np.ndarray:
+    # NumPy gives inf/NaN where Python raises ZeroDivisionError; both become null
+    # (NaN), so the vector and scalar forms agree.
+    if _SCALAR_ONLY.search(expression.source):
+        rows = [
+            _finite_or_none(expression.evaluate({k: _py(scope[k][i]) for k in expression.names}))
+            for i in range(n)
+        ]
+        return np.array([math.nan if v is None else v for v in rows], dtype=np.float64)
+    with np.errstate(all="ignore"):
+        result = np.asarray(expression.evaluate({k: scope[k] for k in expression.names}),
+                            dtype=np.float64)
+    result = np.broadcast_to(result, (n,)).copy()
+    result[~np.isfinite(result)] = math.nan
+    return result
+
+
+def _py(value: Any) -> Any:
+    if isinstance(value, float | np.floating):
+        return None if math.isnan(value) else float(value)
+    return value
+
+
+# --- batch engine ---------------------------------------------------------------------------
+
+
+def _null_float(values: np.ndarray) -> list[float | None]:
+    return [None if math.isnan(v) else float(v) for v in values.tolist()]
+
+
+def _range_reduce(values: np.ndarray, start: np.ndarray, end: np.ndarray, op: Any,
+                  identity: float) -> np.ndarray:
+    """``op`` over ``values[start[i]:end[i]+1]`` for every i, vectorized.
+
+    A table of power-of-two blocks (sparse table); each range is split into
+    at most log2(n) blocks, so sums are pairwise-accurate and nothing loops
+    per row in Python.
+    """
+    result = np.full(len(start), identity, dtype=np.float64)
+    if len(values) == 0:
+        return result
+    length = end - start + 1
+    levels = [values.astype(np.float64)]
+    while (1 << len(levels)) <= int(length.max()):
+        previous, width = levels[-1], 1 << (len(levels) - 1)
+        levels.append(op(previous[:-width], previous[width:]))
+    position = start.copy()
+    for k in range(len(levels) - 1, -1, -1):
+        selected = (length >> k) & 1 == 1
+        if selected.any():
+            result[selected] = op(result[selected], levels[k][position[selected]])
+            position[selected] += 1 << k
+    return result
+
+
+def _window_bounds(keys: np.ndarray, day: np.ndarray, micros: np.ndarray, ids: np.ndarray,
+                   window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sort by (key, time, id); for each sorted row, the first row of its window."""
+    order = np.lexsort((ids.astype(str), micros, keys.astype(str)))
+    sorted_keys = keys[order].astype(str)
+    _, group = np.unique(sorted_keys, return_inverse=True)
+    # Keys are sorted, so (group, day) combined is non-decreasing: one searchsorted
+    # finds every window start.
+    sorted_day = day[order]
+    offset = int(sorted_day.min()) - window - 1 if len(sorted_day) else 0
+    span = int(sorted_day.max()) - offset + 1 if len(sorted_day) else 1
+    combined = group.astype(np.int64) * span + (sorted_day - offset)
+    first_day = group.astype(np.int64) * span + (sorted_day - window + 1 - offset)
+    start = np.searchsorted(combined, first_day, side="left")
+    return order, start, np.arange(len(order))
+
+
+def _aggregate_ranges(agg: Aggregate, ev: EventColumns, order: np.ndarray, start: np.ndarray,
+                      end: np.ndarray) -> np.ndarray:
+    """The aggregate over sorted ranges [start, end]; NaN for null."""
+    if agg.column is None:
+        return (end - start + 1).astype(np.float64)
+    raw = ev.values[agg.column][order]
+    present = ~np.isnan(raw)
+    counts = np.concatenate([[0], np.cumsum(present)])
+    n = (counts[end + 1] - counts[start]).astype(np.float64)
+    if agg.function == "count":
+        return n
+    if agg.function in ("sum", "mean"):
+        total = _range_reduce(np.where(present, raw, 0.0), start, end, np.add, 0.0)
+        if agg.function == "sum":
+            return total
+        with np.errstate(all="ignore"):
+            return np.where(n > 0, total / np.where(n > 0, n, 1), math.nan)
+    op, identity = (np.minimum, math.inf) if agg.function == "min" else (np.maximum, -math.inf)
+    extreme = _range_reduce(np.where(present, raw, identity), start, end, op, identity)
+    return np.where(n > 0, extreme, math.nan)
+
+
+def compute_per_event(events: Any, features: FeatureSet) -> dict[str, list[Any]]:
+    """Every event's features as of itself (training rows), in input order.
+
+    Returns columns: the event id, the entity key, then every feature.
+    Duplicated event ids appear once (first delivery).
+    """
+    ev = event_columns(events, features)
+    n = len(ev)
+    out: dict[str, Any] = {features.event_id: ev.event_id.tolist(),
+                           features.entity_key: ev.keys[features.entity_key].tolist()}
+    scope: dict[str, np.ndarray] = dict(ev.values)
+    for agg in features.aggregates:
+        keys = ev.keys[agg.entity]
+        result = np.full(n, math.nan)
+        has_key = np.flatnonzero(keys != None)  # noqa: E711 - elementwise
+        if has_key.size:
+            sub = ev.take(has_key)
+            order, start, end = _window_bounds(sub.keys[agg.entity], sub.day, sub.micros,
+                                               sub.event_id, agg.window_days)
+            values = _aggregate_ranges(agg, sub, order, start, end)
+            result[has_key[order]] = values
+        if agg.function in ("sum", "count"):
+            result[np.isnan(result)] = 0.0
+        scope[agg.name] = result
+        out[agg.name] = result
+    for name, expression in features.expressions:
+        scope[name] = _evaluate_vector(expression, scope, n)
+        out[name] = scope[name]
+    for agg in features.aggregates:
+        out[agg.name] = _format_aggregate(agg, out[agg.name])
+    for name, _ in features.expressions:
+        out[name] = _null_float(out[name])
+    return out
+
+
+def _format_aggregate(agg: Aggregate, values: np.ndarray) -> list[Any]:
+    if agg.function == "count":
+        return [int(v) for v in values.tolist()]
+    return _null_float(values)
+
+
+def _latest_per_entity(ev: EventColumns, entity: str) -> tuple[np.ndarray, np.ndarray]:
+    """(entity values, row index of each entity's latest event by (time, id))."""
+    keys = ev.keys[entity].astype(str)
+    order = np.lexsort((ev.event_id.astype(str), ev.micros, keys))
+    sorted_keys = keys[order]
+    last = np.flatnonzero(np.append(sorted_keys[1:] != sorted_keys[:-1], True))
+    return sorted_keys[last], order[last]
+
+
+def compute_batch(events: Any, features: FeatureSet, as_of: date | str) -> list[dict[str, Any]]:
+    """One row per entity as of the end of day ``as_of``, sorted by entity.
+
+    An entity appears when its latest event on or before ``as_of`` lies within
+    the longest window (every entity, when there are no aggregates). Raw
+    columns for expressions, and the keys of aggregates over other entities,
+    come from that latest event. Events after ``as_of`` are ignored.
+    """
+    ev = event_columns(events, features)
+    today = day_number(as_of)
+    ev = ev.take(np.flatnonzero(ev.day <= today))
+    if len(ev) == 0:
+        return []
+    entities, latest = _latest_per_entity(ev, features.entity_key)
+    horizon = features.horizon()
+    if horizon:
+        keep = ev.day[latest] > today - horizon
+        entities, latest = entities[keep], latest[keep]
+    n = len(entities)
+    scope: dict[str, np.ndarray] = {c: v[latest] for c, v in ev.values.items()}
+    for agg in features.aggregates:
+        in_window = np.flatnonzero((ev.day > today - agg.window_days)
+                                   & (ev.keys[agg.entity] != None))  # noqa: E711
+        window = ev.take(in_window)
+        wanted = ev.keys[agg.entity][latest]
+        result = np.full(n, math.nan)
+        if len(window):
+            order, start, end = _group_ranges(window.keys[agg.entity].astype(str))
+            values = _aggregate_ranges(agg, window, order, start, end)
+            group_keys = window.keys[agg.entity].astype(str)[order][end]
+            position = np.searchsorted(group_keys, wanted.astype(str))
+            position = np.minimum(position, len(group_keys) - 1)
+            found = (group_keys[position] == wanted.astype(str)) & (wanted != None)  # noqa: E711
+            result[found] = values[position[found]]
+        if agg.function in ("sum", "count"):
+            result[np.isnan(result)] = 0.0
+        scope[agg.name] = result
+    for name, expression in features.expressions:
+        scope[name] = _evaluate_vector(expression, scope, n)
+    columns = {a.name: _format_aggregate(a, scope[a.name]) for a in features.aggregates}
+    columns |= {name: _null_float(scope[name]) for name, _ in features.expressions}
+    return [
+        {features.entity_key: entity, **{name: columns[name][i] for name in features.names}}
+        for i, entity in enumerate(entities.tolist())
+    ]
+
+
+def _group_ranges(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sort by key; one (start, end) range per distinct key."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    boundary = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
+    start = np.concatenate([[0], boundary])
+    end = np.concatenate([boundary - 1, [len(keys) - 1]])
+    return order, start, end
+
+
+# --- incremental engine ------------------------------------------------------------------------
+
+
+class DuplicateEvent(Exception):
+    """The event id was already recorded: the update must not be applied again."""
+
+
+class WriteConflict(Exception):
+    """An item changed since it was read; read again and retry."""
+
+
+@dataclass
+class Write:
+    key: str
+    item: dict[str, Any]
+    version: int  # the version read; 0 when the item did not exist
+
+
+class FeatureStore(Protocol):
+    """What the incremental engine needs from storage.
+
+    ``commit`` is atomic: it records ``event_id`` (failing with
+    :class:`DuplicateEvent` when already recorded) and writes every item only
+    if each is still at the version that was read (else :class:`WriteConflict`).
+    Nothing is written when either check fails.
+    """
+
+    def get(self, key: str) -> tuple[dict[str, Any] | None, int]: ...
+
+    def commit(self, event_id: str, writes: list[Write], marker_expires_at: int) -> None: ...
+
+
+class MemoryStore:
+    """The store for tests, benchmarks and the command line."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, tuple[dict[str, Any], int]] = {}
+        self.markers: dict[str, int] = {}
+
+    def get(self, key: str) -> tuple[dict[str, Any] | None, int]:
+        item, version = self.items.get(key, (None, 0))
+        return (copy.deepcopy(item) if item is not None else None), version
+
+    def commit(self, event_id: str, writes: list[Write], marker_expires_at: int) -> None:
+        if event_id in self.markers:
+            raise DuplicateEvent(event_id)
+        for write in writes:
+            if self.items.get(write.key, (None, 0))[1] != write.version:
+                raise WriteConflict(write.key)
+        self.markers[event_id] = marker_expires_at
+        for write in writes:
+            self.items[write.key] = (copy.deepcopy(write.item), write.version + 1)
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    LATE = "late"  # older than every window the event feeds: ignored, as batch does
+
+
+@dataclass
+class ParsedEvent:
+    event_id: str
+    micros: int
+    day: int
+    keys: dict[str, str | None]
+    values: dict[str, float]  # NaN for null
+    last: dict[str, Any]
+
+
+@dataclass
+class IncrementalEngine:
+    """Running per-day aggregates per entity, one small item per entity value.
+
+    Item (see docs/features.md): ``days`` maps 'YYYY-MM-DD' to
+    ``{"n": events, "v": {column: [sum, count, min, max]}}`` for at most the
+    longest window of that entity column; ``watermark`` is the newest day
+    seen; the ``data.entity_key`` item also keeps ``last`` (the latest event's
+    time, id and the columns expressions read). Work per event is bounded by
+    the window length, never by history.
+    """
+
+    features: FeatureSet
+    store: FeatureStore
+    max_attempts: int = 8
+    marker_days: int = 8
+    clock: Any = field(default=time.time)
+
+    def key(self, entity: str, value: str) -> str:
+        return f"{self.features.model}#{entity}#{value}"
+
+    def parse(self, event: Mapping[str, Any]) -> ParsedEvent:
+        fs = self.features
+        try:
+            event_id = _as_key(event.get(fs.event_id))
+            if event_id is None:
+                raise MalformedEvent(f"no {fs.event_id}")
+            if event.get(fs.timestamp) is None:
+                raise MalformedEvent(f"event {event_id!r} has no {fs.timestamp}")
+            micros = to_micros(event[fs.timestamp])
+            keys = {c: _as_key(event.get(c)) for c in fs.entity_columns}
+            if keys[fs.entity_key] is None:
+                raise MalformedEvent(f"event {event_id!r} has no {fs.entity_key}")
+            values = {c: _as_float(event.get(c), c) for c in fs.value_columns}
+            last = {}
+            for c in fs.last_columns:
+                last[c] = keys[c] if c in keys else _py(_as_float(event.get(c), c))
+        except MalformedEvent:
+            raise
+        except FeatureError as error:
+            raise MalformedEvent(str(error)) from error
+        return ParsedEvent(event_id, micros, day_of(micros), keys, values, last)
+
+    def apply(self, event: Mapping[str, Any] | ParsedEvent) -> Outcome:
+        """Add one event; a redelivered event id changes nothing."""
+        parsed = event if isinstance(event, ParsedEvent) else self.parse(event)
+        for _ in range(self.max_attempts):
+            writes, fed = self._writes(parsed)
+            if not writes:
+                return Outcome.LATE
+            # Markers outlive the longest window past the event's day, so a
+            # redelivery is caught as long as it could still change a window,
+            # and at least `marker_days` (longer than the stream keeps records).
+            expires = max(int(self.clock()) + self.marker_days * 86_400,
+                          (parsed.day + self.features.horizon() + 2) * 86_400)
+            try:
+                self.store.commit(parsed.event_id, writes, expires)
+            except DuplicateEvent:
+                return Outcome.DUPLICATE
+            except WriteConflict:
+                continue
+            return Outcome.APPLIED if fed else Outcome.LATE
+        raise WriteConflict(f"event {parsed.event_id!r}: items kept changing, gave up")
+
+    def _writes(self, ev: ParsedEvent) -> tuple[list[Write], bool]:
+        fs = self.features
+        writes: list[Write] = []
+        fed = not fs.aggregates
+        for entity in fs.entity_columns:
+            value = ev.keys[entity]
+            if value is None:
+                continue
+            key = self.key(entity, value)
+            item, version = self.store.get(key)
+            item = item or {"days": {}, "watermark": None}
+            horizon = fs.horizon(entity)
+            changed = False
+            if horizon:
+                watermark = max(ev.day, day_number(item["watermark"]) if item["watermark"]
+                                else ev.day)
+                if ev.day > watermark - horizon:
+                    _add_to_bucket(item["days"], ev, fs, entity)
+                    fed = changed = True
+                    item["watermark"] = day_string(watermark)
+                    cutoff = day_string(watermark - horizon)
+                    # ISO dates sort as strings; drop days that left every window.
+                    for day in [d for d in item["days"] if d <= cutoff]:
+                        del item["days"][day]
+            if entity == fs.entity_key:
+                last = item.get("last")
+                if last is None or (ev.micros, ev.event_id) > (last["micros"], last["event_id"]):
+                    item["last"] = {"micros": ev.micros, "event_id": ev.event_id,
+                                    "values": ev.last}
+                    changed = True
+            if changed:
+                newest = max(day_number(item["watermark"]) if item.get("watermark") else ev.day,
+                             item["last"]["micros"] // _US_PER_DAY if item.get("last") else ev.day)
+                item["expires_at"] = (newest + fs.horizon() + 2) * 86_400
+                writes.append(Write(key, item, version))
+        if not fed and fs.aggregates:
+            # Late for every window: nothing to add, and batch ignores it too.
+            return [], False
+        return writes, fed
+
+    def read(self, entity_value: str, as_of: date | str) -> dict[str, Any] | None:
+        """The entity's features as of the end of day ``as_of`` (same row as
+        :func:`compute_batch`); None when the entity has no event in the
+        longest window. ``as_of`` must not be before the entity's newest event
+        day (older days may already have been dropped)."""
+        fs = self.features
+        today = day_number(as_of)
+        item, _ = self.store.get(self.key(fs.entity_key, entity_value))
+        if item is None or item.get("last") is None:
+            return None
+        last = item["last"]
+        horizon = fs.horizon()
+        if horizon and last["micros"] // _US_PER_DAY <= today - horizon:
+            return None
+        scope: dict[str, Any] = dict(last["values"])
+        items = {fs.entity_key: item}
+        row: dict[str, Any] = {fs.entity_key: entity_value}
+        for agg in fs.aggregates:
+            value = entity_value if agg.entity == fs.entity_key else last["values"].get(agg.entity)
+            if agg.entity not in items:
+                other = self.store.get(self.key(agg.entity, value))[0] if value else None
+                items[agg.entity] = other or {"days": {}}
+            result = window_value(items[agg.entity]["days"], agg, today) if value else (
+                0 if agg.function == "count" else 0.0 if agg.function == "sum" else None)
+            scope[agg.name] = result
+            row[agg.name] = result
+        row |= evaluate_expressions(fs, scope)
+        return {k: row[k] for k in [fs.entity_key, *fs.names]}
+
+
+def _add_to_bucket(days: dict[str, Any], ev: ParsedEvent, fs: FeatureSet, entity: str) -> None:
+    bucket = days.setdefault(day_string(ev.day), {"n": 0, "v": {}})
+    bucket["n"] += 1
+    columns = {a.column for a in fs.aggregates if a.entity == entity and a.column}
+    for column in sorted(columns):
+        value = ev.values[column]
+        if math.isnan(value):
+            continue
+        stats = bucket["v"].get(column)
+        if stats is None:
+            bucket["v"][column] = [value, 1, value, value]
+        else:
+            stats[0] += value
+            stats[1] += 1
+            stats[2] = min(stats[2], value)
+            stats[3] = max(stats[3], value)
+
+
+def window_value(days: Mapping[str, Any], agg: Aggregate, today: int) -> Any:
+    """One aggregate from day buckets, over the window ending on day ``today``."""
+    low, high = day_string(today - agg.window_days), day_string(today)
+    total, count, events = 0.0, 0, 0
+    lowest, highest = math.inf, -math.inf
+    for day in sorted(days):
+        if not low < day <= high:
+            continue
+        bucket = days[day]
+        events += int(bucket["n"])
+        if agg.column is None:
+            continue
+        stats = bucket["v"].get(agg.column)
+        if stats:
+            total += float(stats[0])
+            count += int(stats[1])
+            lowest = min(lowest, float(stats[2]))
+            highest = max(highest, float(stats[3]))
+    if agg.function == "count":
+        return events if agg.column is None else count
+    if agg.function == "sum":
+        return total
+    if count == 0:
+        return None
+    return {"mean": total / count if count else None, "min": lowest, "max": highest}[agg.function]
+
+
+def replay(engine: IncrementalEngine, events: Iterable[Mapping[str, Any]]) -> dict[Outcome, int]:
+    counts = dict.fromkeys(Outcome, 0)
+    for event in events:
+        counts[engine.apply(event)] += 1
+    return counts
+
+
+def incremental_table(events: Sequence[Mapping[str, Any]] | Any, features: FeatureSet,
+                      as_of: date | str) -> list[dict[str, Any]]:
+    """The :func:`compute_batch` table built by replaying events through a
+    fresh in-memory incremental engine (events after ``as_of`` are not fed)."""
+    rows = events.to_pylist() if hasattr(events, "to_pylist") else list(events)
+    today = day_number(as_of)
+    engine = IncrementalEngine(features, MemoryStore())
+    entities: set[str] = set()
+    for row in rows:
+        try:
+            parsed = engine.parse(row)
+        except MalformedEvent as error:
+            raise FeatureError(str(error)) from error
+        if parsed.day <= today:
+            engine.apply(parsed)
+            entities.add(str(parsed.keys[features.entity_key]))
+    table = [engine.read(entity, as_of) for entity in sorted(entities)]
+    return [row for row in table if row is not None]
+
+
+# --- DynamoDB ------------------------------------------------------------------------------
+
+
+def _to_dynamo(value: Any) -> Any:
+    if isinstance(value, float):
+        return Decimal(repr(value))  # repr round-trips the float exactly
+    if isinstance(value, dict):
+        return {k: _to_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_dynamo(v) for v in value]
+    return value
+
+
+def _from_dynamo(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() and "." not in str(value) \
+            else float(value)
+    if isinstance(value, dict):
+        return {k: _from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_dynamo(v) for v in value]
+    return value
+
+
+class DynamoDBStore:
+    """:class:`FeatureStore` on a DynamoDB table with partition key ``pk`` (string).
+
+    Each commit is one TransactWriteItems: a put of the marker item
+    ``<model>#event#<event id>`` on ``attribute_not_exists(pk)``, and a put of
+    every changed aggregate item on its ``version`` (optimistic lock). Both
+    carry ``expires_at`` for the table's TTL.
+    """
+
+    def __init__(self, client: Any, table_name: str, model: str) -> None:
+        from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+        self.client, self.table_name, self.model = client, table_name, model
+        self._serialize = TypeSerializer().serialize
+        self._deserialize = TypeDeserializer().deserialize
+
+    def get(self, key: str) -> tuple[dict[str, Any] | None, int]:
+        response = self.client.get_item(TableName=self.table_name, Key={"pk": {"S": key}},
+                                        ConsistentRead=True)
+        raw = response.get("Item")
+        if raw is None:
+            return None, 0
+        item = {k: _from_dynamo(self._deserialize(v)) for k, v in raw.items()}
+        version = int(item.pop("version"))
+        item.pop("pk")
+        return item, version
+
+    def _marshal(self, item: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: self._serialize(_to_dynamo(v)) for k, v in item.items()}
+
+    def commit(self, event_id: str, writes: list[Write], marker_expires_at: int) -> None:
+        marker = {"pk": f"{self.model}#event#{event_id}", "expires_at": marker_expires_at,
+                  "recorded_at": int(time.time())}
+        actions: list[dict[str, Any]] = [{"Put": {
+            "TableName": self.table_name, "Item": self._marshal(marker),
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }}]
+        for write in writes:
+            put: dict[str, Any] = {
+                "TableName": self.table_name,
+                "Item": self._marshal({**write.item, "pk": write.key,
+                                       "version": write.version + 1}),
+            }
+            if write.version == 0:
+                put["ConditionExpression"] = "attribute_not_exists(pk)"
+            else:
+                put["ConditionExpression"] = "version = :v"
+                put["ExpressionAttributeValues"] = {":v": {"N": str(write.version)}}
+            actions.append({"Put": put})
+        try:
+            self.client.transact_write_items(TransactItems=actions)
+        except self.client.exceptions.TransactionCanceledException as error:
+            reasons = [r.get("Code") for r in error.response.get("CancellationReasons", [])]
+            if reasons and reasons[0] == "ConditionalCheckFailed":
+                raise DuplicateEvent(event_id) from error
+            if "ConditionalCheckFailed" in reasons or "TransactionConflict" in reasons:
+                raise WriteConflict(event_id) from error
+            raise
