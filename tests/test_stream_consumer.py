@@ -68,7 +68,8 @@ def order(order_id: str, amount: float, customer: str = "c1") -> dict[str, Any]:
 
 
 @pytest.fixture
-def aws(tmp_path, monkeypatch):
+def aws_env(tmp_path, monkeypatch):
+    """moto resources and the environment both integration handlers read."""
     config = tmp_path / "mdlc_config.json"
     config.write_text(json.dumps(load_spec(SPEC).as_config()))
     for name, value in {
@@ -121,11 +122,15 @@ def aws(tmp_path, monkeypatch):
             "MODEL_PACKAGE_VERSION": MODEL_PACKAGE,
         }.items():
             monkeypatch.setenv(name, value)
-        module = load_handler("stream_consumer")
-        runtime = StubRuntime()
-        module.SCORER.scorer.client = runtime
-        yield {"module": module, "runtime": runtime, "ddb": ddb, "sqs": sqs,
-               "dlq": dlq, "review": review, "blocked": blocked}
+        yield {"ddb": ddb, "sqs": sqs, "dlq": dlq, "review": review, "blocked": blocked}
+
+
+@pytest.fixture
+def aws(aws_env):
+    module = load_handler("stream_consumer")
+    runtime = StubRuntime()
+    module.SCORER.scorer.client = runtime
+    return {**aws_env, "module": module, "runtime": runtime}
 
 
 def messages(sqs, url: str) -> list[dict[str, Any]]:
