@@ -1,0 +1,325 @@
+"""Read a dataset (CSV file, Parquet file or snapshot folder) into a typed Arrow table.
+
+One entry point, shared by the quality engine and feature engineering::
+
+    table = read_table("datasets/fraud/dt=2026-11-01/", spec["data"]["columns"])
+
+``columns`` is the spec's ``data.columns`` (plain dicts or spec objects with
+``name`` and ``type``); the table has exactly those columns, in that order,
+typed ``string -> string``, ``int -> int64``, ``float -> float64``,
+``bool -> bool``, ``timestamp -> timestamp[us, UTC]``. Extra columns in the
+files are ignored.
+
+A file that cannot be used (missing, not CSV or Parquet, empty, missing a
+declared column, not parseable at all) raises :class:`DataError` naming the
+file. A single *value* that does not parse as its declared type does not:
+it becomes null in the typed column and is recorded, so the ``type`` quality
+rule can count and name it. :func:`unparseable` returns those records; they
+refer to the rows of the table as read (filtering or re-ordering the table
+makes them stale).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+}
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".txt")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+# Row positions of unparseable values kept per column; enough for any sample
+# a report shows, bounded so a wholly wrong column does not bloat metadata.
+TRACK_LIMIT = 1000
+_METADATA_KEY = b"mdlc.unparseable"
+
+_INT = r"^\s*[+-]?\d{1,18}\s*$"
+_FLOAT = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$|^\s*[+-]?(inf|infinity|nan)\s*$"
+_TRUE = ["true", "t", "yes", "y", "1"]
+_FALSE = ["false", "f", "no", "n", "0"]
+# Naive timestamps are taken as UTC; these are tried in order after ISO 8601.
+_TIME_FORMATS = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d")
+
+
+class DataError(ValueError):
+    """A dataset that cannot be read as the spec declares it."""
+
+
+@dataclass
+class Unparseable:
+    """Values of one column that did not parse as its declared type."""
+
+    count: int = 0
+    rows: list[int] = field(default_factory=list)  # first TRACK_LIMIT row positions
+    values: list[str] = field(default_factory=list)  # the raw text, same order as rows
+
+
+def read_table(path: str | Path, columns: Sequence[Any] | None = None) -> pa.Table:
+    """Read ``path`` (a CSV or Parquet file, or a folder of them) typed by ``columns``.
+
+    Without ``columns`` every column is read with Arrow's own type inference
+    (no unparseable-value tracking): for exploring, not for checking.
+
+    A folder is read recursively, in sorted path order; files whose names
+    start with ``_`` or ``.`` (manifests, ``_SUCCESS`` markers) and files that
+    are not CSV or Parquet are skipped. Raises :class:`DataError`.
+    """
+    specs = None if columns is None else [_column_spec(column) for column in columns]
+    root = Path(path)
+    if root.is_dir():
+        files = data_files(root)
+        if not files:
+            raise DataError(f"{root}: folder has no CSV or Parquet files")
+    elif root.exists():
+        files = [root]
+    else:
+        raise DataError(f"{root}: no such file or folder")
+    tables = [_read_file(file, specs) for file in files]
+    if len(tables) == 1:
+        return tables[0]
+    try:
+        return _concat(tables)
+    except pa.ArrowException as error:  # only untyped reads can disagree between files
+        raise DataError(f"{root}: files have different schemas: {_first_line(error)}") from error
+
+
+def data_files(folder: Path) -> list[Path]:
+    """The CSV and Parquet files under ``folder`` that :func:`read_table` reads."""
+    return sorted(
+        file for file in folder.rglob("*")
+        if file.is_file()
+        and not any(part.startswith(("_", ".")) for part in file.relative_to(folder).parts)
+        and _format(file, sniff=False) is not None
+    )
+
+
+def unparseable(table: pa.Table) -> dict[str, Unparseable]:
+    """Per column, the values :func:`read_table` could not parse (empty when none)."""
+    raw = (table.schema.metadata or {}).get(_METADATA_KEY)
+    if not raw:
+        return {}
+    return {name: Unparseable(**record) for name, record in json.loads(raw).items()}
+
+
+def parse_strings(values: pa.Array | pa.ChunkedArray, type_name: str) -> pa.ChunkedArray:
+    """Parse text as ``type_name``; values that do not parse become null.
+
+    Callers find the unparseable values as ``is_valid(values) & is_null(result)``.
+    """
+    values = values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values])
+    target = ARROW_TYPES[type_name]
+    if type_name == "string":
+        return values
+    try:  # clean data, the common case, takes the fast strict path
+        if type_name != "bool":
+            return pc.cast(values, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    if type_name == "int":
+        ok = pc.match_substring_regex(values, _INT)
+        return pc.cast(pc.utf8_trim_whitespace(pc.if_else(ok, values, None)), target)
+    if type_name == "float":
+        ok = pc.match_substring_regex(values, _FLOAT, ignore_case=True)
+        return pc.cast(pc.utf8_trim_whitespace(pc.if_else(ok, values, None)), target)
+    if type_name == "bool":
+        lowered = pc.utf8_lower(pc.utf8_trim_whitespace(values))
+        is_true = pc.is_in(lowered, value_set=pa.array(_TRUE))
+        is_false = pc.is_in(lowered, value_set=pa.array(_FALSE))
+        return pc.if_else(is_true, True, pc.if_else(is_false, False, pa.scalar(None, pa.bool_())))
+    return _parse_timestamps(values)
+
+
+# --- internals -------------------------------------------------------------------
+
+
+def _column_spec(column: Any) -> tuple[str, str]:
+    if isinstance(column, Mapping):
+        name, type_name = column["name"], column["type"]
+    else:
+        name, type_name = column.name, column.type
+    if type_name not in ARROW_TYPES:
+        raise DataError(f"column {name!r}: unknown type {type_name!r}")
+    return str(name), str(type_name)
+
+
+def _format(file: Path, *, sniff: bool = True) -> str | None:
+    name = file.name.lower()
+    if name.endswith(CSV_SUFFIXES):
+        return "csv"
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if sniff:
+        # Objects copied from S3 may have no extension; Parquet says what it is.
+        with file.open("rb") as handle:
+            if handle.read(4) == b"PAR1":
+                return "parquet"
+    return None
+
+
+def _read_file(file: Path, specs: list[tuple[str, str]] | None) -> pa.Table:
+    kind = _format(file)
+    if kind is None:
+        raise DataError(
+            f"{file}: not a CSV or Parquet file (expected one of "
+            f"{', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)})"
+        )
+    if file.stat().st_size == 0:
+        raise DataError(f"{file}: file is empty")
+    names = None if specs is None else [name for name, _ in specs]
+    try:
+        raw = _read_csv(file, names) if kind == "csv" else _read_parquet(file, names)
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as error:
+        reason = _first_line(error)
+        raise DataError(f"{file}: cannot be read as {kind.upper()}: {reason}") from error
+    if raw.num_columns == 0:
+        raise DataError(f"{file}: has no columns")
+    return raw if specs is None else _typed(raw, specs, file)
+
+
+def _read_csv(file: Path, names: list[str] | None) -> pa.Table:
+    if names is None:
+        return pacsv.read_csv(file)
+    with pacsv.open_csv(file) as reader:  # header only, to name missing columns
+        header = reader.schema.names
+    _require(file, header, names)
+    # Every declared column is read as text and parsed here, so one bad value
+    # is counted by the type rule instead of failing the whole file.
+    options = pacsv.ConvertOptions(
+        column_types={name: pa.string() for name in names},
+        include_columns=names,
+        strings_can_be_null=True,
+    )
+    return pacsv.read_csv(file, convert_options=options)
+
+
+def _read_parquet(file: Path, names: list[str] | None) -> pa.Table:
+    if names is None:
+        return pq.read_table(file)
+    schema = pq.read_schema(file)
+    _require(file, schema.names, names)
+    return pq.read_table(file, columns=names)
+
+
+def _require(file: Path, present: Iterable[str], names: list[str]) -> None:
+    present = list(present)
+    missing = [name for name in names if name not in present]
+    if missing:
+        raise DataError(
+            f"{file}: missing column(s) {', '.join(missing)}; "
+            f"the file has {', '.join(present) or 'no columns'}"
+        )
+
+
+def _typed(raw: pa.Table, specs: list[tuple[str, str]], file: Path) -> pa.Table:
+    arrays: list[pa.ChunkedArray] = []
+    problems: dict[str, dict[str, Any]] = {}
+    for name, type_name in specs:
+        source = raw.column(name)
+        try:
+            typed = _convert(source, type_name)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:
+            # Nested or binary Parquet columns have no text form to parse.
+            raise DataError(
+                f"{file}: column {name!r} is stored as {source.type}, "
+                f"which cannot be read as {type_name}"
+            ) from error
+        if typed.null_count > source.null_count:
+            bad = pc.and_(pc.is_valid(source), pc.is_null(typed))
+            rows = np.flatnonzero(bad.to_numpy(zero_copy_only=False))
+            tracked = rows[:TRACK_LIMIT]
+            text = source if pa.types.is_string(source.type) else pc.cast(source, pa.string())
+            problems[name] = {
+                "count": len(rows),
+                "rows": tracked.tolist(),
+                "values": pc.take(text, pa.array(tracked)).to_pylist(),
+            }
+        arrays.append(typed)
+    schema = pa.schema(
+        [pa.field(name, ARROW_TYPES[type_name]) for name, type_name in specs],
+        metadata={_METADATA_KEY: json.dumps(problems)} if problems else None,
+    )
+    try:
+        return pa.Table.from_arrays(arrays, schema=schema)
+    except pa.ArrowException as error:  # pragma: no cover - _convert guarantees the types
+        raise DataError(f"{file}: {_first_line(error)}") from error
+
+
+def _convert(source: pa.ChunkedArray, type_name: str) -> pa.ChunkedArray:
+    target = ARROW_TYPES[type_name]
+    if source.type == target:
+        return source
+    if pa.types.is_string(source.type) or pa.types.is_large_string(source.type):
+        return parse_strings(pc.cast(source, pa.string()), type_name)
+    if type_name == "timestamp" and pa.types.is_timestamp(source.type):
+        if source.type.tz is None:  # naive Parquet timestamps are taken as UTC
+            return pc.cast(pc.assume_timezone(source, "UTC"), target)
+        return pc.cast(source, target)
+    try:  # a lossless cast between Parquet types (int32 -> int64, int -> float)
+        return pc.cast(source, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        # Lossy (1.5 as int): go through text so the bad values are counted.
+        return parse_strings(pc.cast(source, pa.string()), type_name)
+
+
+def _parse_timestamps(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    target = ARROW_TYPES["timestamp"]
+    if len(values) == 0:
+        return pa.chunked_array([], type=target)
+    trimmed = pc.utf8_trim_whitespace(values)
+    # Values with an explicit zone (Z, +02:00) go through the ISO cast; naive
+    # ones through strptime (taken as UTC). Each value lands in one branch.
+    zoned = pc.match_substring_regex(trimmed, r"(Z|[+-]\d{2}:?\d{2})$")
+    candidates = []
+    if pc.any(zoned).as_py():
+        well_formed = pc.and_(zoned, pc.match_substring_regex(
+            trimmed, r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$"
+        ))
+        # e.g. month 13 with a zone fails the cast: then all zoned values count as bad
+        with contextlib.suppress(pa.ArrowInvalid):
+            candidates.append(pc.cast(pc.if_else(well_formed, trimmed, None), target))
+    # strptime does not understand fractional seconds; they are dropped.
+    naive = pc.replace_substring_regex(
+        pc.if_else(zoned, None, trimmed), r"(\d{2}:\d{2}:\d{2})\.\d{1,9}$", r"\1"
+    )
+    for fmt in _TIME_FORMATS:
+        parsed = pc.strptime(naive, format=fmt, unit="us", error_is_null=True)
+        candidates.append(pc.cast(pc.assume_timezone(parsed, "UTC"), target))
+    return pc.coalesce(*candidates)
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    merged: dict[str, dict[str, Any]] = {}
+    offset = 0
+    for table in tables:
+        for name, record in unparseable(table).items():
+            into = merged.setdefault(name, {"count": 0, "rows": [], "values": []})
+            into["count"] += record.count
+            room = TRACK_LIMIT - len(into["rows"])
+            into["rows"] += [offset + row for row in record.rows[:room]]
+            into["values"] += record.values[:room]
+        offset += table.num_rows
+    combined = pa.concat_tables(
+        [t.replace_schema_metadata(None) for t in tables], promote_options="default"
+    )
+    return combined.replace_schema_metadata({_METADATA_KEY: json.dumps(merged)} if merged else None)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
