@@ -6,7 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CDK_CLI_VERSION := 2.1148.1
-CDK := npx --yes --prefix .cdk-cli cdk
+# npx runs the CLI pinned above from .cdk-cli, never a global or newer one.
+CDK := npx --no-install --prefix .cdk-cli cdk
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -28,7 +29,7 @@ install: $(VENV)/.installed .cdk-cli/node_modules/.bin/cdk
 
 ## Synthesize the example model stacks into cdk.out/ (no AWS account, no Docker).
 synth: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" .cdk-cli/node_modules/.bin/cdk synth --quiet --app "$(BIN)/python app.py"
+	$(CDK) synth --quiet --app "$(BIN)/python app.py"
 	@ls cdk.out/*.template.json
 
 ## Run the whole test suite, the linters and the template checks.

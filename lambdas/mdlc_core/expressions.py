@@ -22,12 +22,35 @@ from typing import Any
 FUNCTIONS: dict[str, Any] = {"abs": abs, "min": min, "max": max, "log1p": math.log1p}
 
 _ARITHMETIC_NODES = (
-    ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Name, ast.Load, ast.USub,
-    ast.UAdd, ast.Call, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow,
+    ast.Expression,
+    ast.BinOp,
+    ast.UnaryOp,
+    ast.Constant,
+    ast.Name,
+    ast.Load,
+    ast.USub,
+    ast.UAdd,
+    ast.Call,
+    ast.Add,
+    ast.Sub,
+    ast.Mult,
+    ast.Div,
+    ast.FloorDiv,
+    ast.Mod,
+    ast.Pow,
 )
 _BOOLEAN_NODES = (
-    ast.BoolOp, ast.And, ast.Or, ast.Not, ast.Compare,
-    ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE,
+    ast.BoolOp,
+    ast.And,
+    ast.Or,
+    ast.Not,
+    ast.Compare,
+    ast.Eq,
+    ast.NotEq,
+    ast.Lt,
+    ast.LtE,
+    ast.Gt,
+    ast.GtE,
 )
 
 
@@ -82,8 +105,9 @@ def _check(node: ast.AST, source: str, allow_boolean: bool) -> None:
                 raise ExpressionError(f"{source!r}: functions take no keyword arguments")
 
 
-def parse(source: str, *, known: set[str] | frozenset[str] | None = None,
-          boolean: bool = False) -> Expression:
+def parse(
+    source: str, *, known: set[str] | frozenset[str] | None = None, boolean: bool = False
+) -> Expression:
     """Parse ``source``; with ``known``, every variable must be one of them.
 
     ``boolean=True`` allows comparisons and and/or/not (rule conditions);
@@ -95,7 +119,8 @@ def parse(source: str, *, known: set[str] | frozenset[str] | None = None,
         raise ExpressionError(f"{source!r} does not parse: {error.msg}") from error
     _check(tree, source, boolean)
     names = frozenset(
-        node.id for node in ast.walk(tree)
+        node.id
+        for node in ast.walk(tree)
         if isinstance(node, ast.Name) and node.id not in FUNCTIONS
     )
     if known is not None:

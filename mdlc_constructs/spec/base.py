@@ -40,7 +40,9 @@ def _model_name(value: str) -> str:
 
 def _instance_type(value: str) -> str:
     if not re.match(r"^ml\.[a-z0-9]+\.[a-z0-9]+$", value):
-        raise ValueError(f"expected a SageMaker instance type such as 'ml.m5.xlarge', got {value!r}")
+        raise ValueError(
+            f"expected a SageMaker instance type such as 'ml.m5.xlarge', got {value!r}"
+        )
     return value
 
 

@@ -144,7 +144,7 @@ class RowCountRule(_Rule):
 
 
 class FreshnessRule(_Rule):
-    """The newest ``column`` timestamp is at most ``max_age_hours`` before the snapshot date's end."""
+    """The newest ``column`` value is at most ``max_age_hours`` before the snapshot date ends."""
 
     kind: Literal["freshness"]
     column: Identifier

@@ -38,9 +38,9 @@ def _user_location(loc: tuple[str | int, ...], data: object) -> list[str | int]:
     path: list[str | int] = []
     node = data
     for part in loc:
-        if isinstance(part, str) and isinstance(node, dict) and part not in node:
-            if node.get("kind") == part:
-                continue
+        is_tag = isinstance(node, dict) and part not in node and node.get("kind") == part
+        if isinstance(part, str) and is_tag:
+            continue
         path.append(part)
         try:
             node = node[part]  # type: ignore[index]
@@ -53,14 +53,16 @@ def _describe(error: dict, data: object) -> list[str]:
     loc = _user_location(tuple(error["loc"]), data)
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        return [f"{_location(loc)}: unknown field (check the spelling; docs/spec.md lists the fields)"]
+        return [
+            f"{_location(loc)}: unknown field (check the spelling; docs/spec.md lists the fields)"
+        ]
     if error["type"] == "value_error" and not loc:
         # Cross-field checks already start each line with the field's path.
         return message.splitlines()
     received = error.get("input")
-    if error["type"] != "missing" and not isinstance(received, dict | list):
-        if repr(received) not in message:
-            message = f"{message} (got {received!r})"
+    shown = error["type"] == "missing" or isinstance(received, dict | list)
+    if not shown and repr(received) not in message:
+        message = f"{message} (got {received!r})"
     return [f"{_location(loc)}: {message}"]
 
 

@@ -41,7 +41,9 @@ class MarketplaceAlgorithm(SpecModel):
     """An AWS Marketplace algorithm the account has subscribed to."""
 
     kind: Literal["marketplace"]
-    arn: str = Field(pattern=r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:\d{12}:algorithm/[A-Za-z0-9-]+$")
+    arn: str = Field(
+        pattern=r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:\d{12}:algorithm/[A-Za-z0-9-]+$"
+    )
 
 
 class CustomAlgorithm(SpecModel):
@@ -80,14 +82,16 @@ class TrainingSpec(SpecModel):
     max_runtime_minutes: int = Field(default=120, ge=1, le=40320)
     spot: Spot = Spot()
     hyperparameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
-    content_type: Literal["text/csv", "application/x-parquet", "application/x-recordio-protobuf"] = (
-        "text/csv"
-    )
+    content_type: Literal[
+        "text/csv", "application/x-parquet", "application/x-recordio-protobuf"
+    ] = "text/csv"
     evaluation: Evaluation
     approval: Literal["manual", "automatic"] = Field(
         default="manual", description="manual: registered as PendingManualApproval"
     )
-    schedule: Schedule | None = Field(default=None, description="scheduled re-training; none by default")
+    schedule: Schedule | None = Field(
+        default=None, description="scheduled re-training; none by default"
+    )
     cooldown_hours: float = Field(
         default=24.0, ge=0.0, description="minimum time between two event-driven re-trainings"
     )

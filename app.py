@@ -1,0 +1,41 @@
+#!/usr/bin/env python3
+"""The example app: one MdlcModelStack per spec in models/.
+
+`make synth` runs it; `cdk deploy` deploys it. The account and region come
+from the environment (CDK_DEFAULT_ACCOUNT/REGION) when deploying and are left
+unresolved for synthesis without credentials.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import aws_cdk as cdk
+
+from mdlc_constructs.compliance import apply_compliance_checks
+from mdlc_constructs.model_stack import MdlcModelStack
+from mdlc_constructs.spec import SpecError, load_specs
+
+
+def main() -> None:
+    app = cdk.App()
+    models = Path(app.node.try_get_context("mdlc:models") or Path(__file__).parent / "models")
+    try:
+        specs = load_specs(models)
+    except SpecError as error:
+        sys.exit(f"cannot synthesize: invalid model specs\n{error}")
+    env = None
+    if os.environ.get("CDK_DEFAULT_ACCOUNT"):
+        env = cdk.Environment(
+            account=os.environ["CDK_DEFAULT_ACCOUNT"], region=os.environ.get("CDK_DEFAULT_REGION")
+        )
+    for spec in specs:
+        MdlcModelStack(app, f"Mdlc-{spec.name}", spec=spec, env=env)
+    apply_compliance_checks(app)
+    app.synth()
+
+
+if __name__ == "__main__":
+    main()

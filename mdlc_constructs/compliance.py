@@ -1,0 +1,87 @@
+"""cdk-nag packs and acknowledgments, for the library and for its users.
+
+cdk-nag v3 runs as a CDK validation plugin: findings stop synthesis and are
+written to ``<outdir>/validation-report.json``. A finding is acknowledged at
+the construct that causes it, with a reason a reviewer can check; a rule
+with granular findings (``AwsSolutions-IAM5[Resource::*]``) needs each
+finding acknowledged, the base id does not cover them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from aws_cdk import Acknowledgment, App, Validations
+from cdk_nag import AwsSolutionsChecks, PCIDSS321Checks
+from constructs import IConstruct
+
+MIN_REASON_LENGTH = 20
+
+
+def apply_compliance_checks(app: App, *, verbose: bool = False) -> None:
+    """Register the AwsSolutions and PCI DSS 3.2.1 packs on ``app``.
+
+    Synthesis then fails on any finding that is not acknowledged.
+    """
+    Validations.of(app).add_plugins(
+        AwsSolutionsChecks(app, verbose=verbose),
+        PCIDSS321Checks(app, verbose=verbose),
+    )
+
+
+def acknowledge(scope: IConstruct, rule: str, reason: str) -> None:
+    """Acknowledge one cdk-nag finding on ``scope`` and everything below it.
+
+    Args:
+        rule: the rule id as cdk-nag prints it, e.g. ``AwsSolutions-IAM5`` or
+            ``AwsSolutions-IAM5[Action::s3:*]`` or ``PCI.DSS.321-LambdaDLQ``.
+        reason: why the finding is acceptable here; at least 20 characters,
+            so an acknowledgment always says something a reviewer can check.
+    """
+    if len(reason.strip()) < MIN_REASON_LENGTH:
+        raise ValueError(
+            f"the reason for acknowledging {rule} must explain it "
+            f"(at least {MIN_REASON_LENGTH} characters), got {reason!r}"
+        )
+    Validations.of(scope).acknowledge(Acknowledgment(id=rule, reason=reason))
+
+
+def acknowledge_all(scope: IConstruct, reasons: Mapping[str, str]) -> None:
+    """Acknowledge several findings on ``scope``: ``{rule: reason}``."""
+    for rule, reason in reasons.items():
+        acknowledge(scope, rule, reason)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One unacknowledged finding from a validation report."""
+
+    pack: str
+    rule: str
+    construct_path: str
+    description: str
+
+    def __str__(self) -> str:
+        return f"{self.rule} at {self.construct_path}: {self.description}"
+
+
+def read_findings(outdir: str | Path) -> list[Finding]:
+    """The findings in ``outdir``'s validation report (none when there is no report)."""
+    report = Path(outdir) / "validation-report.json"
+    if not report.exists():
+        return []
+    data = json.loads(report.read_text())
+    return [
+        Finding(
+            plugin["pluginName"],
+            violation["ruleName"],
+            construct["constructPath"],
+            violation["description"],
+        )
+        for plugin in data.get("pluginReports", [])
+        for violation in plugin.get("violations", [])
+        for construct in violation.get("violatingConstructs", [])
+    ]

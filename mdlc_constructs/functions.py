@@ -1,0 +1,223 @@
+"""The one way this library creates Lambda functions.
+
+Every handler gets the same secure, observable defaults: the latest Python
+runtime aws-cdk-lib offers, code from ``lambdas/<name>`` as a plain asset
+(no Docker), Powertools from the AWS-managed layer, explicit memory and
+timeout, X-Ray tracing, a KMS-encrypted log group with retention, and the
+model spec written into the asset as ``mdlc_config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from .compliance import acknowledge_all
+
+#: aws-cdk-lib 2.275's newest Python runtime (cdk-nag AwsSolutions-L1 checks this).
+RUNTIME = lambda_.Runtime.PYTHON_3_14
+ARCHITECTURE = lambda_.Architecture.X86_64
+
+#: AWS publishes the Powertools layer in every commercial region from this
+#: account. The version is overridable with the context key below, so a team
+#: can move to a newer layer without a library release.
+POWERTOOLS_LAYER_ACCOUNT = "017000801446"
+POWERTOOLS_LAYER_VERSION = 27
+POWERTOOLS_CONTEXT_KEY = "mdlc:powertoolsLayerVersion"
+
+#: The AWS SDK for pandas layer brings NumPy and PyArrow, which the data
+#: engines (quality, features, monitoring) need for speed.
+DATA_LAYER_ACCOUNT = "336392948345"
+DATA_LAYER_VERSION = 1
+DATA_CONTEXT_KEY = "mdlc:dataLayerVersion"
+
+CONFIG_FILE_NAME = "mdlc_config.json"
+
+
+def handlers_root() -> Path:
+    """The folder holding the handler folders, installed or from a checkout."""
+    import mdlc_handlers
+
+    return Path(mdlc_handlers.__file__).resolve().parent
+
+
+def core_root() -> Path:
+    import mdlc_core
+
+    return Path(mdlc_core.__file__).resolve().parent
+
+
+def _layer_version(scope: Construct, key: str, default: int) -> int:
+    value = scope.node.try_get_context(key)
+    return int(value) if value is not None else default
+
+
+def _runtime_tag() -> str:
+    return RUNTIME.name.replace(".", "")  # python3.14 -> python314
+
+
+def _handler_folder(handler: str | Path) -> Path:
+    source = Path(handler) if isinstance(handler, Path) else handlers_root() / handler
+    if not (source / "index.py").is_file():
+        known = sorted(p.name for p in handlers_root().iterdir() if (p / "index.py").is_file())
+        raise ValueError(
+            f"no Lambda handler {str(handler)!r}: expected {source / 'index.py'} "
+            f"(the library's handlers: {known})"
+        )
+    return source
+
+
+@cache
+def _staged_asset(source: Path, config_json: str) -> str:
+    """Copy the handler folder, mdlc_core and the config into one folder.
+
+    Cached per (folder, config) so a synthesis stages each asset once; the
+    folder's content, not its path, decides the asset hash, so synthesis is
+    deterministic.
+    """
+    # A fresh folder per process: parallel test workers must not share one.
+    target = Path(tempfile.mkdtemp(prefix=f"mdlc-asset-{source.name}-")) / "code"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "tests")
+    shutil.copytree(source, target, ignore=ignore)
+    shutil.copytree(core_root(), target / "mdlc_core", ignore=ignore)
+    if config_json:
+        (target / CONFIG_FILE_NAME).write_text(config_json)
+    return str(target)
+
+
+def python_function(
+    scope: Construct,
+    construct_id: str,
+    *,
+    handler: str | Path,
+    description: str,
+    key: kms.IKey,
+    config: Mapping[str, Any] | None = None,
+    environment: Mapping[str, str] | None = None,
+    memory_size: int = 256,
+    timeout: Duration | None = None,
+    reserved_concurrent_executions: int | None = None,
+    data_layer: bool = False,
+    log_retention: logs.RetentionDays = logs.RetentionDays.ONE_YEAR,
+    dead_letter_queue: sqs.IQueue | None = None,
+    vpc: ec2.IVpc | None = None,
+    layers: Sequence[lambda_.ILayerVersion] = (),
+) -> lambda_.Function:
+    """Create the function for ``lambdas/<handler>/index.py``.
+
+    Args:
+        handler: the handler folder's name under ``lambdas/``, or the Path of a
+            team's own folder with an ``index.py`` defining ``handler``.
+        description: shown in the console; say what the function does.
+        key: encrypts the log group and the environment variables.
+        config: the model spec as plain JSON (``ModelSpec.as_config()``), read
+            by the handler through ``mdlc_core.runtime_config``. Default: none.
+        environment: resource names the handler needs. Powertools' service
+            name is set from ``handler``.
+        memory_size: MB. Default 256.
+        timeout: Default: 60 seconds.
+        reserved_concurrent_executions: cap (and reserve) concurrency. Default:
+            unreserved; the caller decides where a cap protects a downstream.
+        data_layer: add the AWS SDK for pandas layer (NumPy, PyArrow).
+            Default: no.
+        log_retention: Default one year.
+        dead_letter_queue: for asynchronously invoked functions. Default: none
+            (synchronous callers such as Step Functions handle failures).
+        vpc: run in these private subnets. Default: no VPC (the handlers call
+            only AWS APIs over TLS).
+        layers: more layers, after Powertools.
+    """
+    stack = Stack.of(scope)
+    config_json = json.dumps(config, sort_keys=True, separators=(",", ":")) if config else ""
+    source = _handler_folder(handler)
+    code = lambda_.Code.from_asset(_staged_asset(source, config_json))
+    log_group = logs.LogGroup(
+        scope,
+        f"{construct_id}Logs",
+        retention=log_retention,
+        encryption_key=key,
+        removal_policy=RemovalPolicy.RETAIN,
+    )
+    powertools = lambda_.LayerVersion.from_layer_version_arn(
+        scope,
+        f"{construct_id}Powertools",
+        f"arn:{stack.partition}:lambda:{stack.region}:{POWERTOOLS_LAYER_ACCOUNT}:layer:"
+        f"AWSLambdaPowertoolsPythonV3-{_runtime_tag()}-{ARCHITECTURE.name}:"
+        f"{_layer_version(scope, POWERTOOLS_CONTEXT_KEY, POWERTOOLS_LAYER_VERSION)}",
+    )
+    all_layers = [powertools]
+    if data_layer:
+        all_layers.append(
+            lambda_.LayerVersion.from_layer_version_arn(
+                scope,
+                f"{construct_id}DataLayer",
+                f"arn:{stack.partition}:lambda:{stack.region}:{DATA_LAYER_ACCOUNT}:layer:"
+                f"AWSSDKPandas-{_runtime_tag().capitalize()}:"
+                f"{_layer_version(scope, DATA_CONTEXT_KEY, DATA_LAYER_VERSION)}",
+            )
+        )
+    all_layers.extend(layers)
+    function = lambda_.Function(
+        scope,
+        construct_id,
+        runtime=RUNTIME,
+        architecture=ARCHITECTURE,
+        handler="index.handler",
+        code=code,
+        description=description,
+        memory_size=memory_size,
+        timeout=timeout or Duration.seconds(60),
+        tracing=lambda_.Tracing.ACTIVE,
+        log_group=log_group,
+        environment={
+            "POWERTOOLS_SERVICE_NAME": source.name,
+            "POWERTOOLS_LOG_LEVEL": "INFO",
+            **dict(environment or {}),
+        },
+        environment_encryption=key,
+        reserved_concurrent_executions=reserved_concurrent_executions,
+        dead_letter_queue=dead_letter_queue,
+        layers=all_layers,
+        vpc=vpc,
+        vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
+        if vpc
+        else None,
+    )
+    reasons = {
+        # X-Ray's PutTraceSegments has no resource-level permissions.
+        "AwsSolutions-IAM5[Resource::*]": "X-Ray PutTraceSegments/PutTelemetryRecords do "
+        "not support resource-level permissions (added by tracing=ACTIVE)",
+        "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+        "AWSLambdaBasicExecutionRole]": "The AWS-managed basic execution policy only "
+        "allows writing this function's logs",
+    }
+    if vpc is None:
+        reasons["PCI.DSS.321-LambdaInsideVPC"] = (
+            "The handler calls only AWS APIs over TLS and reaches no private network; "
+            "pass vpc= to run it in private subnets"
+        )
+    if reserved_concurrent_executions is None:
+        reasons["PCI.DSS.321-LambdaConcurrency"] = (
+            "Concurrency is bounded by the caller (a workflow, a schedule or a stream's "
+            "shards); reserved_concurrent_executions caps it where a downstream needs it"
+        )
+    if dead_letter_queue is None:
+        reasons["PCI.DSS.321-LambdaDLQ"] = (
+            "Invoked synchronously or by an event source mapping, whose caller owns "
+            "retries and failure destinations"
+        )
+    acknowledge_all(function, reasons)
+    return function

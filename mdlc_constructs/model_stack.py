@@ -1,0 +1,75 @@
+"""One model, one stack: every MDLC stage for a spec, wired together."""
+
+from __future__ import annotations
+
+from aws_cdk import Stack, Tags
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from .compliance import acknowledge
+from .spec import ModelSpec
+from .storage import DataLake
+
+
+class MdlcModelStack(Stack):
+    """The stack for one model spec.
+
+    Args:
+        spec: the model spec (``load_spec('models/<name>.yaml')``).
+        data_lake: a shared data lake (e.g. from a platform stack). Default: a
+            new one in this stack.
+        alarm_topic: an existing topic for failures and approvals. Default: a
+            new topic encrypted with the data lake's key.
+        **kwargs: passed to ``Stack`` (``env``, ``stack_name``, ...).
+
+    Attributes:
+        spec, data_lake, key, topic.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        spec: ModelSpec,
+        data_lake: DataLake | None = None,
+        alarm_topic: sns.ITopic | None = None,
+        **kwargs: object,
+    ) -> None:
+        kwargs.setdefault("description", f"mdlc-constructs model stack for {spec.name!r}")
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        self.spec = spec
+        Tags.of(self).add("mdlc:model", spec.name)
+        Tags.of(self).add("mdlc:owner", spec.owner)
+        self.data_lake = data_lake or DataLake(self, "DataLake")
+        self.key: kms.IKey = self.data_lake.key
+        self.topic: sns.ITopic = alarm_topic or self._create_topic()
+        acknowledge(
+            self,
+            "PCI.DSS.321-IAMNoInlinePolicy",
+            "CDK grant methods attach a policy to exactly one role, scoped to the "
+            "resources that role uses; a shared managed policy would widen access",
+        )
+
+    def _create_topic(self) -> sns.Topic:
+        topic = sns.Topic(
+            self,
+            "Notifications",
+            display_name=f"MDLC {self.spec.name}: failures and approvals",
+            master_key=self.key,
+            enforce_ssl=True,
+        )
+        # Only this account may publish; the default policy already denies others,
+        # stating it keeps a later broad grant from opening the topic.
+        topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=["sns:Publish"],
+                resources=[topic.topic_arn],
+                conditions={"StringNotEquals": {"aws:PrincipalAccount": self.account}},
+            )
+        )
+        return topic

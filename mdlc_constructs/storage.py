@@ -1,0 +1,257 @@
+"""The data lake: one customer-managed key and the buckets every stage uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from .compliance import acknowledge_all
+
+#: The buckets of a data lake, in the order they are created. The names are
+#: construct ids: changing one replaces the bucket (and orphans its data).
+BUCKET_KINDS = ("raw", "datasets", "features", "artifacts", "predictions", "capture")
+
+
+@dataclass(frozen=True)
+class BucketOverrides:
+    """Props merged into every generated bucket (AWS Solutions Constructs style).
+
+    Only what is safe to change: security properties (encryption, TLS,
+    public access, versioning, logging) are not overridable.
+    """
+
+    noncurrent_version_expiration_days: int = 365
+    noncurrent_versions_to_retain: int = 3
+    #: None keeps current objects in S3 Standard.
+    transition_to_infrequent_access_days: int | None = 90
+    intelligent_tiering: bool = False
+
+
+class DataLake(Construct):
+    """A KMS key with rotation and the buckets for every MDLC stage.
+
+    Every generated bucket blocks all public access, accepts TLS only, is
+    encrypted with the key, is versioned, logs server access to ``log_bucket``,
+    expires noncurrent versions, and is retained when the stack is deleted.
+
+    Args:
+        key: an existing key to encrypt with. Default: a new key with rotation,
+            retained on delete, usable by CloudWatch Logs, CloudWatch alarms and
+            EventBridge (which encrypt logs and publish to encrypted topics).
+        buckets: existing buckets by kind (``raw``, ``datasets``, ``features``,
+            ``artifacts``, ``predictions``, ``capture``); the others are created.
+            Default: all are created.
+        log_bucket: an existing bucket for server access logs. Default: a new
+            one (SSE-S3, since S3 log delivery cannot write with a KMS key).
+        overrides: lifecycle settings for the generated buckets. Default:
+            noncurrent versions kept 365 days (at least 3), current objects to
+            Infrequent Access after 90 days.
+        removal_policy: for the key and the generated buckets. Default: RETAIN.
+            Data is kept unless the owner chooses otherwise.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        key: kms.IKey | None = None,
+        buckets: dict[str, s3.IBucket] | None = None,
+        log_bucket: s3.IBucket | None = None,
+        overrides: BucketOverrides | None = None,
+        removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        existing = dict(buckets or {})
+        unknown = sorted(set(existing) - set(BUCKET_KINDS))
+        if unknown:
+            raise ValueError(
+                f"DataLake buckets: unknown kinds {unknown}; expected some of {list(BUCKET_KINDS)}"
+            )
+        self._overrides = overrides or BucketOverrides()
+        self._removal_policy = removal_policy
+        self.key: kms.IKey = key or self._create_key()
+        self.log_bucket: s3.IBucket = log_bucket or self._create_log_bucket()
+        self._buckets: dict[str, s3.IBucket] = {
+            kind: existing.get(kind) or self._create_bucket(kind) for kind in BUCKET_KINDS
+        }
+
+    # -- public attributes ----------------------------------------------------
+
+    def bucket(self, kind: str) -> s3.IBucket:
+        """The bucket of ``kind`` (one of ``BUCKET_KINDS``)."""
+        try:
+            return self._buckets[kind]
+        except KeyError:
+            raise ValueError(f"no {kind!r} bucket; expected one of {list(BUCKET_KINDS)}") from None
+
+    @property
+    def raw(self) -> s3.IBucket:
+        """Source data as delivered, before snapshots."""
+        return self._buckets["raw"]
+
+    @property
+    def datasets(self) -> s3.IBucket:
+        """Immutable dated snapshots: ``datasets/<model>/dt=YYYY-MM-DD/``."""
+        return self._buckets["datasets"]
+
+    @property
+    def features(self) -> s3.IBucket:
+        """Feature snapshots computed from the datasets."""
+        return self._buckets["features"]
+
+    @property
+    def artifacts(self) -> s3.IBucket:
+        """Model artifacts, evaluation reports and training outputs."""
+        return self._buckets["artifacts"]
+
+    @property
+    def predictions(self) -> s3.IBucket:
+        """Batch predictions and decisions, dated."""
+        return self._buckets["predictions"]
+
+    @property
+    def capture(self) -> s3.IBucket:
+        """Captured real-time inference requests and responses."""
+        return self._buckets["capture"]
+
+    def grant_read(self, grantee: iam.IGrantable, *kinds: str) -> None:
+        """Read objects of the given bucket kinds (and decrypt with the key)."""
+        for kind in kinds:
+            self.bucket(kind).grant_read(grantee)
+
+    def grant_read_write(self, grantee: iam.IGrantable, *kinds: str) -> None:
+        """Read and write objects of the given bucket kinds (and use the key)."""
+        for kind in kinds:
+            self.bucket(kind).grant_read_write(grantee)
+
+    # -- resources ------------------------------------------------------------
+
+    def _create_key(self) -> kms.Key:
+        key = kms.Key(
+            self,
+            "Key",
+            description=f"mdlc-constructs data key for {Stack.of(self).stack_name}",
+            enable_key_rotation=True,
+            removal_policy=self._removal_policy,
+        )
+        stack = Stack.of(self)
+        # CloudWatch Logs encrypts log groups with this key, scoped to this
+        # account's log groups by the encryption context.
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
+                actions=[
+                    "kms:Encrypt*",
+                    "kms:Decrypt*",
+                    "kms:ReEncrypt*",
+                    "kms:GenerateDataKey*",
+                    "kms:Describe*",
+                ],
+                resources=["*"],
+                conditions={
+                    "ArnLike": {
+                        "kms:EncryptionContext:aws:logs:arn": stack.format_arn(
+                            service="logs",
+                            resource="log-group",
+                            resource_name="*",
+                            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                        )
+                    }
+                },
+            )
+        )
+        # Alarms and EventBridge rules publish to topics and queues encrypted
+        # with this key; without these grants the messages are dropped silently.
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[
+                    iam.ServicePrincipal("cloudwatch.amazonaws.com"),
+                    iam.ServicePrincipal("events.amazonaws.com"),
+                ],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],
+                conditions={"StringEquals": {"aws:SourceAccount": stack.account}},
+            )
+        )
+        return key
+
+    def _lifecycle_rules(self) -> list[s3.LifecycleRule]:
+        o = self._overrides
+        transitions = []
+        if o.transition_to_infrequent_access_days is not None:
+            transitions.append(
+                s3.Transition(
+                    storage_class=s3.StorageClass.INTELLIGENT_TIERING
+                    if o.intelligent_tiering
+                    else s3.StorageClass.INFREQUENT_ACCESS,
+                    transition_after=Duration.days(o.transition_to_infrequent_access_days),
+                )
+            )
+        return [
+            s3.LifecycleRule(
+                id="noncurrent-versions",
+                noncurrent_version_expiration=Duration.days(o.noncurrent_version_expiration_days),
+                noncurrent_versions_to_retain=o.noncurrent_versions_to_retain,
+                abort_incomplete_multipart_upload_after=Duration.days(7),
+                transitions=transitions or None,
+            )
+        ]
+
+    def _create_log_bucket(self) -> s3.Bucket:
+        bucket = s3.Bucket(
+            self,
+            "AccessLogs",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            lifecycle_rules=self._lifecycle_rules(),
+            removal_policy=self._removal_policy,
+        )
+        acknowledge_all(
+            bucket,
+            {
+                "AwsSolutions-S1": "This is the server access log bucket; logging it to "
+                "itself would loop, and CloudTrail data events cover it",
+                "PCI.DSS.321-S3BucketLoggingEnabled": "This is the server access log "
+                "bucket; logging it to itself would loop",
+                "PCI.DSS.321-S3DefaultEncryptionKMS": "S3 server access log delivery "
+                "supports only SSE-S3 on the target bucket, not KMS keys",
+                "PCI.DSS.321-S3BucketReplicationEnabled": "Cross-region replication is an "
+                "account-level disaster-recovery choice; pass a replicated log_bucket",
+            },
+        )
+        return bucket
+
+    def _create_bucket(self, kind: str) -> s3.Bucket:
+        bucket = s3.Bucket(
+            self,
+            kind.capitalize(),
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=self.key,
+            bucket_key_enabled=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            server_access_logs_bucket=self.log_bucket,
+            server_access_logs_prefix=f"{kind}/",
+            lifecycle_rules=self._lifecycle_rules(),
+            removal_policy=self._removal_policy,
+        )
+        acknowledge_all(
+            bucket,
+            {
+                "PCI.DSS.321-S3BucketReplicationEnabled": "Cross-region replication is an "
+                "account-level disaster-recovery choice; pass replicated buckets via "
+                "DataLake(buckets=...)",
+            },
+        )
+        return bucket

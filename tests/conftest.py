@@ -1,0 +1,65 @@
+"""Shared fixtures. The example stack is synthesized once per test session
+(jsii synthesis takes seconds) and every template test reads that one result."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+FRAUD_SPEC = ROOT / "models" / "fraud.yaml"
+
+
+@pytest.fixture(scope="session")
+def fraud_spec():
+    from mdlc_constructs.spec import load_spec
+
+    return load_spec(FRAUD_SPEC)
+
+
+@pytest.fixture(scope="session")
+def fraud_config_file(tmp_path_factory, fraud_spec) -> Path:
+    """The fraud spec as the JSON file a deployed handler reads."""
+    path = tmp_path_factory.mktemp("config") / "mdlc_config.json"
+    path.write_text(json.dumps(fraud_spec.as_config()))
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthesized(tmp_path_factory, fraud_spec):
+    """The example app (fraud stack, both cdk-nag packs), synthesized once.
+
+    Synthesis fails here, naming the findings, if cdk-nag reports anything
+    that is not acknowledged.
+    """
+    from mdlc_constructs.compliance import read_findings
+    from mdlc_constructs.model_stack import MdlcModelStack
+    from mdlc_constructs.testing import make_app
+
+    outdir = tmp_path_factory.mktemp("cdk.out")
+    app = make_app(outdir=str(outdir))
+    stack = MdlcModelStack(app, "Mdlc-fraud", spec=fraud_spec)
+    try:
+        assembly = app.synth()
+    except Exception as error:  # jsii raises RuntimeError with the report path
+        findings = "\n".join(str(f) for f in read_findings(outdir))
+        pytest.fail(f"synthesis failed: {error}\n{findings}")
+    return stack, assembly
+
+
+@pytest.fixture(scope="session")
+def fraud_stack(synthesized):
+    return synthesized[0]
+
+
+@pytest.fixture(scope="session")
+def fraud_template(synthesized):
+    from aws_cdk.assertions import Template
+
+    stack, assembly = synthesized
+    return Template.from_json(assembly.get_stack_by_name(stack.stack_name).template)

@@ -1,0 +1,60 @@
+"""cdk-nag: the example app has no unacknowledged finding (the session
+fixture fails otherwise), and the check really fails on a bad resource."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_s3 as s3
+
+from mdlc_constructs.compliance import acknowledge, read_findings
+from mdlc_constructs.testing import make_app
+
+
+def test_example_app_synthesizes_with_both_packs(synthesized):
+    stack, assembly = synthesized
+    assert assembly.get_stack_by_name(stack.stack_name).template["Resources"]
+
+
+def test_a_non_compliant_bucket_fails_synthesis(tmp_path):
+    app = make_app(outdir=str(tmp_path))
+    stack = cdk.Stack(app, "Careless")
+    s3.Bucket(stack, "Open")  # no KMS, no TLS policy, no logging, no versioning
+    with pytest.raises(RuntimeError) as failure:
+        app.synth()
+    assert str(failure.value).startswith("ValidationFailed")
+    rules = {finding.rule for finding in read_findings(tmp_path)}
+    assert {
+        "AwsSolutions-S10",
+        "PCI.DSS.321-S3DefaultEncryptionKMS",
+        "PCI.DSS.321-S3BucketVersioningEnabled",
+    } <= rules
+
+
+def test_acknowledged_findings_do_not_fail(tmp_path):
+    app = make_app(outdir=str(tmp_path))
+    stack = cdk.Stack(app, "Acknowledged")
+    bucket = s3.Bucket(
+        stack,
+        "Bucket",
+        encryption=s3.BucketEncryption.S3_MANAGED,
+        enforce_ssl=True,
+        versioned=True,
+        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+    )
+    for rule in (
+        "AwsSolutions-S1",
+        "PCI.DSS.321-S3BucketLoggingEnabled",
+        "PCI.DSS.321-S3BucketReplicationEnabled",
+        "PCI.DSS.321-S3DefaultEncryptionKMS",
+    ):
+        acknowledge(bucket, rule, "acknowledged in a test of acknowledgments")
+    app.synth()
+    assert read_findings(tmp_path) == []
+
+
+def test_an_acknowledgment_needs_a_real_reason():
+    app = make_app(compliance=False)
+    stack = cdk.Stack(app, "Lazy")
+    with pytest.raises(ValueError, match="must explain it"):
+        acknowledge(stack, "AwsSolutions-S1", "ok")
