@@ -322,7 +322,10 @@ def test_cli_engines_print_identical_tables(tmp_path: Any, capsys: Any) -> None:
     [
         ("order_id,customer_id\no1,c1\n", [], "order_ts"),
         ("", [], "empty"),
-        ("order_id,customer_id,order_ts,order_amount\no1,c1,nope,1\n", [], "ISO 8601"),
+        ("order_id,customer_id,order_ts,order_amount\no1,c1,nope,1\n", [], "'order_ts'"),
+        ("order_id,customer_id,order_ts,order_amount\no1,c1,2026-03-01T00:00:00,ten\n", [],
+         "'order_amount'"),
+        ("\x00\x01binary\xff", [], "events.csv"),
         ("order_id,customer_id,order_ts,order_amount\no1,c1,2026-03-01T00:00:00,1\n",
          ["--as-of", "03/01/2026"], "YYYY-MM-DD"),
     ],

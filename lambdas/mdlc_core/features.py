@@ -156,8 +156,8 @@ class FeatureSet:
     @property
     def required_columns(self) -> list[str]:
         columns = [self.event_id, self.timestamp, *self.entity_columns]
-        columns += [c for c in self.value_columns + self.raw_columns if c not in columns]
-        return columns
+        columns += self.value_columns + self.raw_columns
+        return list(dict.fromkeys(columns))
 
 
 # --- time helpers -----------------------------------------------------------------
@@ -240,6 +240,13 @@ def _column_list(events: Any, name: str) -> list[Any]:
         if pa.types.is_timestamp(column.type):
             column = column.cast(pa.timestamp("us", column.type.tz)).cast(pa.int64())
         return column.to_pylist()
+    if isinstance(events, Mapping):  # columns: name -> list of values
+        if name not in events:
+            raise FeatureError(f"the events have no column {name!r}; they have {list(events)}")
+        lengths = {len(values) for values in events.values()}
+        if len(lengths) > 1:
+            raise FeatureError(f"the event columns have different lengths: {sorted(lengths)}")
+        return list(events[name])
     rows: Sequence[Mapping[str, Any]] = events
     missing = next((i for i, row in enumerate(rows) if name not in row), None)
     if missing is not None:
@@ -276,7 +283,10 @@ def event_columns(events: Any, features: FeatureSet) -> EventColumns:
             raise FeatureError(f"event {index} has no {features.event_id}")
         if ts is None:
             raise FeatureError(f"event {event_id!r} has no {features.timestamp}")
-    micros = np.array([to_micros(v) for v in raw_ts], dtype=np.int64)
+    try:
+        micros = np.array([to_micros(v) for v in raw_ts], dtype=np.int64)
+    except FeatureError as error:
+        raise FeatureError(f"column {features.timestamp!r}: {error}") from error
     keys = {c: np.array([_as_key(v) for v in _column_list(events, c)], dtype=object)
             for c in features.entity_columns}
     missing = np.flatnonzero(keys[features.entity_key] == None)  # noqa: E711 - elementwise

@@ -28,31 +28,52 @@ from . import EXIT_OK, UsageError
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "features", help="compute the spec's features per entity as of a date",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "features",
+        help="compute the spec's features per entity as of a date",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("spec", metavar="SPEC", help="model spec YAML file")
-    parser.add_argument("events", metavar="EVENTS",
-                        help="events: a CSV, Parquet or JSON-lines file, or a snapshot folder")
-    parser.add_argument("--as-of", required=True, metavar="DATE",
-                        help="the last day (YYYY-MM-DD, UTC) inside every window")
+    parser.add_argument(
+        "events",
+        metavar="EVENTS",
+        help="events: a CSV, Parquet or JSON-lines file, or a snapshot folder",
+    )
+    parser.add_argument(
+        "--as-of",
+        required=True,
+        metavar="DATE",
+        help="the last day (YYYY-MM-DD, UTC) inside every window",
+    )
     parser.add_argument("--engine", choices=("batch", "incremental"), default="batch")
     parser.set_defaults(run=run)
 
 
-def read_events(path: Path, columns: list[str]) -> Any:
-    """The events as a pyarrow Table (or dict rows for JSON lines)."""
+def read_events(path: Path, columns: list[dict[str, Any]]) -> Any:
+    """The events as a pyarrow Table (or dict rows for JSON lines).
+
+    ``columns`` are the spec's column declarations the engines read.
+    """
     if not path.exists():
         raise UsageError(f"{path}: no such file or folder")
     try:  # the shared reader, when present, also handles snapshot folders
-        from mdlc_core.tabular import DataError, read_table
+        from mdlc_core import tabular
     except ImportError:
-        read_table, DataError = None, None  # type: ignore[assignment]
-    if read_table is not None and path.suffix not in (".jsonl", ".json"):
+        tabular = None  # type: ignore[assignment]
+    if tabular is not None and path.suffix not in (".jsonl", ".json"):
         try:
-            return read_table(path)
-        except DataError as error:  # type: ignore[misc]
-            raise UsageError(f"{path}: {error}") from error
+            table = tabular.read_table(path, columns)
+        except tabular.DataError as error:
+            raise UsageError(str(error)) from error
+        # The reader turns values that do not parse into nulls (for the quality
+        # rules to count); a feature computed from them would be silently wrong.
+        for name, bad in tabular.unparseable(table).items():
+            declared = next(c["type"] for c in columns if c["name"] == name)
+            raise UsageError(
+                f"{path}: column {name!r}: {bad.count} value(s) are not "
+                f"{declared}, e.g. {bad.values[:3]} (rows {bad.rows[:3]})"
+            )
+        return table
     if path.is_dir():
         raise UsageError(f"{path}: reading a snapshot folder needs mdlc_core.tabular")
     if path.stat().st_size == 0:
@@ -92,8 +113,10 @@ def format_value(value: Any) -> str:
 def render(rows: list[dict[str, Any]], columns: list[str]) -> str:
     cells = [columns] + [[format_value(row[c]) for c in columns] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True))
-                     .rstrip() for line in cells)
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in cells
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,7 +127,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         day_number(args.as_of)
         features = FeatureSet.from_config(spec.as_config())
-        events = read_events(Path(args.events), features.required_columns)
+        needed = set(features.required_columns)
+        declared = [c for c in spec.as_config()["data"]["columns"] if c["name"] in needed]
+        events = read_events(Path(args.events), declared)
         engine = compute_batch if args.engine == "batch" else incremental_table
         rows = engine(events, features, args.as_of)
     except FeatureError as error:

@@ -1,0 +1,143 @@
+"""Feature handlers against moto: batch feature snapshots and the online updater."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pyarrow.parquet as pq
+import pytest
+from mdlc_core.features import FeatureSet, compute_batch
+from moto import mock_aws
+
+from mdlc_constructs.spec import load_spec
+from tests.lambda_loader import load_handler
+
+RAW, DATASETS, FEATURES, TABLE = "raw-bucket-f", "datasets-bucket-f", "features-bucket-f", "feat"
+START = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def aws(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    config = tmp_path / "mdlc_config.json"
+    config.write_text(json.dumps(load_spec("models/fraud.yaml").as_config()))
+    for name, value in {"MDLC_CONFIG_FILE": str(config), "AWS_DEFAULT_REGION": "us-east-1",
+                        "RAW_BUCKET": RAW, "DATASETS_BUCKET": DATASETS,
+                        "FEATURES_BUCKET": FEATURES, "FEATURES_TABLE": TABLE,
+                        "MODEL_NAME": "fraud"}.items():
+        monkeypatch.setenv(name, value)
+    from mdlc_core.runtime_config import load_config
+
+    load_config.cache_clear()
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        for bucket in (RAW, DATASETS, FEATURES):
+            s3.create_bucket(Bucket=bucket)
+            s3.put_bucket_versioning(Bucket=bucket,
+                                     VersioningConfiguration={"Status": "Enabled"})
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        ddb.create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST",
+                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
+        yield s3, ddb
+    load_config.cache_clear()
+
+
+def orders(day: int, rows: list[tuple[str, str, int, float]]) -> list[dict[str, Any]]:
+    return [{"order_id": o, "customer_id": c,
+             "order_ts": (START + timedelta(days=day, hours=h)).isoformat(),
+             "order_amount": a, "account_tenure": 5, "fraud_status": 0} for o, c, h, a in rows]
+
+
+def csv(rows: list[dict[str, Any]]) -> bytes:
+    header = list(rows[0])
+    return ("\n".join([",".join(header)] + [",".join(str(r[k]) for k in header) for r in rows])
+            + "\n").encode()
+
+
+def test_batch_handler_writes_training_rows_and_entity_table(aws: Any) -> None:
+    s3, _ = aws
+    sourcing = load_handler("data_sourcing")
+    days = {
+        0: orders(0, [("o1", "c1", 1, 10.0), ("o2", "c2", 2, 5.0)]),
+        20: orders(20, [("o3", "c1", 3, 20.0)]),
+        35: orders(35, [("o4", "c1", 4, 40.0), ("o5", "c3", 5, 1.0), ("o3", "c1", 3, 20.0)]),
+    }
+    for day, rows in days.items():
+        date = (START + timedelta(days=day)).date().isoformat()
+        s3.put_object(Bucket=RAW, Key=f"orders/dt={date}/part.csv", Body=csv(rows))
+        sourcing.handler({"date": date}, None)
+    batch = load_handler("feature_batch")
+    out = batch.handler({"date": "2026-04-05"}, None)
+    assert out["features_key"] == "features/fraud/dt=2026-04-05/features.parquet"
+    assert out["snapshots"] == ["datasets/fraud/dt=2026-03-21/_manifest.json",
+                                "datasets/fraud/dt=2026-04-05/_manifest.json"]
+    training = pq.read_table(io.BytesIO(
+        s3.get_object(Bucket=FEATURES, Key=out["features_key"])["Body"].read())).to_pylist()
+    # o3 was redelivered in the day's snapshot: it stays a row of its own day only.
+    assert [(r["order_id"], r["order_total_30d"], r["order_count_30d"]) for r in training] == [
+        ("o4", 60.0, 2), ("o5", 1.0, 1)]
+    entities = pq.read_table(io.BytesIO(
+        s3.get_object(Bucket=FEATURES, Key=out["entities_key"])["Body"].read())).to_pylist()
+    expected = compute_batch([r for rows in days.values() for r in rows],
+                             FeatureSet.from_config(load_spec("models/fraud.yaml").as_config()),
+                             "2026-04-05")
+    assert entities == expected and out["entities"] == 2
+
+
+def test_batch_handler_needs_the_days_snapshot(aws: Any) -> None:
+    batch = load_handler("feature_batch")
+    with pytest.raises(ValueError, match="no snapshot of 2026-04-05"):
+        batch.handler({"date": "2026-04-05"}, None)
+
+
+def kinesis(records: list[Any]) -> dict[str, Any]:
+    out = []
+    for index, record in enumerate(records):
+        data = record if isinstance(record, bytes) else json.dumps(record).encode()
+        out.append({
+            "eventSource": "aws:kinesis", "eventID": f"shardId-0:{index}",
+            "kinesis": {"data": base64.b64encode(data).decode(), "sequenceNumber": str(index),
+                        "partitionKey": "p", "kinesisSchemaVersion": "1.0",
+                        "approximateArrivalTimestamp": 1.0},
+        })
+    return {"Records": out}
+
+
+class Context:
+    function_name = "feature_update"
+    memory_limit_in_mb = 256
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:feature_update"
+    aws_request_id = "req"
+
+
+def test_update_handler_exactly_once_partial_failures_and_reads(aws: Any) -> None:
+    _, ddb = aws
+    update = load_handler("feature_update")
+    events = orders(0, [("o1", "c1", 1, 10.0), ("o2", "c1", 2, 5.0)])
+    batch = kinesis([events[0], b"{not json", events[1], {"order_id": "o9"}, events[0]])
+    response = update.handler(batch, Context())
+    assert response == {"batchItemFailures": [{"itemIdentifier": "1"},
+                                              {"itemIdentifier": "3"}]}
+    # The whole batch again (a retry): nothing is counted twice.
+    update.handler(kinesis([events[0], events[1]]), Context())
+    engine = update.engine()
+    row = engine.read("c1", "2026-03-01")
+    assert row == {"customer_id": "c1", "order_total_30d": 15.0, "order_count_30d": 2,
+                   "amount_to_30d_mean": pytest.approx(5.0 / 7.5)}
+    item = ddb.get_item(TableName=TABLE, Key={"pk": {"S": "fraud#customer_id#c1"}})["Item"]
+    assert item["version"]["N"] == "2"
+    assert int(item["expires_at"]["N"]) == (20513 + 30 + 2) * 86_400  # 2026-03-01 is day 20513
+    assert set(item["days"]["M"]) == {"2026-03-01"}
+    marker = ddb.get_item(TableName=TABLE, Key={"pk": {"S": "fraud#event#o1"}})["Item"]
+    assert "expires_at" in marker
+
+
+def test_all_bad_batch_reports_every_record(aws: Any) -> None:
+    update = load_handler("feature_update")
+    response = update.handler(kinesis([b"\xff", [1, 2]]), Context())
+    assert len(response["batchItemFailures"]) == 2

@@ -1,0 +1,164 @@
+"""Data sourcing handler against moto: immutable dated snapshots with a manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, date, datetime
+from typing import Any
+
+import boto3
+import pytest
+from mdlc_core import sourcing
+from moto import mock_aws
+
+from mdlc_constructs.spec import load_spec
+from tests.lambda_loader import load_handler
+
+RAW, DATASETS = "raw-bucket-test", "datasets-bucket-test"
+CSV_1 = b"order_id,customer_id,order_ts,order_amount\no1,c1,2026-03-01T10:00:00Z,10.5\n"
+CSV_2 = (b"order_id,customer_id,order_ts,order_amount\n"
+         b"o2,c2,2026-03-01T11:00:00Z,3\no3,c1,2026-03-01T12:00:00Z,4\n")
+
+
+@pytest.fixture
+def env(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    config = tmp_path / "mdlc_config.json"
+    config.write_text(json.dumps(load_spec("models/fraud.yaml").as_config()))
+    monkeypatch.setenv("MDLC_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("RAW_BUCKET", RAW)
+    monkeypatch.setenv("DATASETS_BUCKET", DATASETS)
+    monkeypatch.setenv("MODEL_NAME", "fraud")
+    from mdlc_core.runtime_config import load_config
+
+    load_config.cache_clear()
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        for bucket in (RAW, DATASETS):
+            s3.create_bucket(Bucket=bucket)
+            s3.put_bucket_versioning(Bucket=bucket,
+                                     VersioningConfiguration={"Status": "Enabled"})
+        yield s3, load_handler("data_sourcing")
+    load_config.cache_clear()
+
+
+def manifest(s3: Any, key: str) -> dict[str, Any]:
+    return json.loads(s3.get_object(Bucket=DATASETS, Key=key)["Body"].read())
+
+
+def test_partition_folder_snapshot_has_a_complete_manifest(env: Any) -> None:
+    s3, module = env
+    v1 = s3.put_object(Bucket=RAW, Key="orders/dt=2026-03-01/b.csv", Body=CSV_2)["VersionId"]
+    v2 = s3.put_object(Bucket=RAW, Key="orders/dt=2026-03-01/a.csv", Body=CSV_1)["VersionId"]
+    s3.put_object(Bucket=RAW, Key="orders/dt=2026-03-02/c.csv", Body=CSV_1)  # another day
+    out = module.handler({"date": "2026-03-01"}, None)
+    prefix = "datasets/fraud/dt=2026-03-01/"
+    assert out == {
+        "date": "2026-03-01", "version": 1, "snapshot_prefix": prefix,
+        "manifest_key": prefix + "_manifest.json", "rows": 3,
+        "content_hash": hashlib.sha256(CSV_1 + CSV_2).hexdigest(), "created": True,
+    }
+    m = manifest(s3, out["manifest_key"])
+    assert [o["key"] for o in m["objects"]] == [prefix + "orders/a.csv", prefix + "orders/b.csv"]
+    assert [o["source"]["version_id"] for o in m["objects"]] == [v2, v1]
+    assert all(o["source"]["etag"] for o in m["objects"])
+    assert [c["name"] for c in m["schema"]["orders"]] == [
+        "order_id", "customer_id", "order_ts", "order_amount"]
+    assert m["spec_name"] == "fraud" and m["created_at"]
+    copied = s3.get_object(Bucket=DATASETS, Key=prefix + "orders/a.csv")
+    assert copied["Body"].read() == CSV_1
+    assert copied["Metadata"]["source-version-id"] == v2
+
+
+def test_rerun_is_a_no_op_and_source_changes_do_not_leak_in(env: Any) -> None:
+    s3, module = env
+    s3.put_object(Bucket=RAW, Key="orders/dt=2026-03-01/a.csv", Body=CSV_1)
+    first = module.handler({"date": "2026-03-01"}, None)
+    before = manifest(s3, first["manifest_key"])
+    s3.put_object(Bucket=RAW, Key="orders/dt=2026-03-01/a.csv", Body=CSV_2)  # upstream rewrite
+    again = module.handler({"date": "2026-03-01"}, None)
+    assert again == {**first, "created": False}
+    assert manifest(s3, first["manifest_key"]) == before
+    body = s3.get_object(Bucket=DATASETS, Key="datasets/fraud/dt=2026-03-01/orders/a.csv")
+    assert body["Body"].read() == CSV_1
+
+    newer = module.handler({"date": "2026-03-01", "new_version": True}, None)
+    assert newer["created"] and newer["version"] == 2
+    assert newer["snapshot_prefix"] == "datasets/fraud/dt=2026-03-01/v=2/"
+    assert newer["content_hash"] == hashlib.sha256(CSV_2).hexdigest()
+    assert manifest(s3, first["manifest_key"]) == before  # v1 untouched
+    third = module.handler({"date": "2026-03-01", "new_version": True}, None)
+    assert third["version"] == 3
+
+
+def test_last_modified_rule_without_partitions(env: Any, monkeypatch: Any) -> None:
+    s3, module = env
+    s3.put_object(Bucket=RAW, Key="orders/today.csv", Body=CSV_1)
+    s3.put_object(Bucket=RAW, Key="orders/dt=2020-01-01/old.csv", Body=CSV_2)
+    today = datetime.now(UTC).date()
+    out = module.handler({"date": today.isoformat()}, None)
+    m = manifest(s3, out["manifest_key"])
+    assert [o["source"]["key"] for o in m["objects"]] == ["orders/today.csv"]
+    with pytest.raises(sourcing.SourcingError, match="no source objects"):
+        module.handler({"date": "2001-01-01"}, None)
+
+
+def test_concurrent_run_loses_to_the_committed_manifest(env: Any) -> None:
+    s3, module = env
+    s3.put_object(Bucket=RAW, Key="orders/dt=2026-03-01/a.csv", Body=CSV_1)
+    source = sourcing.build_source({"kind": "s3", "name": "orders", "prefix": "orders"},
+                                   s3=s3, default_bucket=RAW)
+    real_read = sourcing.read_manifest
+    calls = {"n": 0}
+
+    def racing_read(client: Any, bucket: str, key: str) -> Any:
+        # The other run commits right after our existence check.
+        calls["n"] += 1
+        if calls["n"] == 1:
+            winner = module.handler({"date": "2026-03-01"}, None)
+            assert winner["created"]
+            return None
+        return real_read(client, bucket, key)
+
+    sourcing.read_manifest = racing_read
+    try:
+        out = sourcing.create_snapshot(s3, sources=[source], bucket=DATASETS, model="fraud",
+                                       spec_name="fraud", day=date(2026, 3, 1))
+    finally:
+        sourcing.read_manifest = real_read
+    assert out["created"] is False and out["version"] == 1
+
+
+def test_existing_object_with_other_content_is_never_replaced(env: Any) -> None:
+    s3, module = env
+    s3.put_object(Bucket=RAW, Key="orders/dt=2026-03-01/a.csv", Body=CSV_1)
+    s3.put_object(Bucket=DATASETS, Key="datasets/fraud/dt=2026-03-01/orders/a.csv", Body=b"x")
+    with pytest.raises(sourcing.SourcingError, match="never overwritten"):
+        module.handler({"date": "2026-03-01"}, None)
+
+
+def test_scheduled_run_takes_yesterday_and_bad_dates_fail() -> None:
+    now = datetime(2026, 3, 2, 1, tzinfo=UTC)
+    assert sourcing.parse_day({}, now) == date(2026, 3, 1)
+    with pytest.raises(sourcing.SourcingError, match="YYYY-MM-DD"):
+        sourcing.parse_day({"date": "1 March"})
+
+
+def test_a_team_registers_another_source_kind() -> None:
+    @sourcing.register_source("inline")
+    class InlineSource(sourcing.Source):
+        def list_objects(self, day: date) -> list[sourcing.SourceObject]:
+            return [sourcing.SourceObject(self.name, "-", "k", None, "e", 1, "k.csv")]
+
+        def read(self, obj: sourcing.SourceObject) -> bytes:
+            return CSV_1
+
+    try:
+        built = sourcing.build_source({"kind": "inline", "name": "x"}, s3=None,
+                                      default_bucket="b")
+        assert isinstance(built, InlineSource)
+        with pytest.raises(sourcing.SourcingError, match="unknown kind"):
+            sourcing.build_source({"kind": "ftp", "name": "y"}, s3=None, default_bucket="b")
+    finally:
+        sourcing.SOURCE_KINDS.pop("inline")
