@@ -30,7 +30,7 @@ reads a null is null.
 
 from __future__ import annotations
 
-import copy
+import json
 import math
 import re
 import time
@@ -564,12 +564,14 @@ class MemoryStore:
     """The store for tests, benchmarks and the command line."""
 
     def __init__(self) -> None:
-        self.items: dict[str, tuple[dict[str, Any], int]] = {}
+        self.items: dict[str, tuple[str, int]] = {}
         self.markers: dict[str, int] = {}
 
     def get(self, key: str) -> tuple[dict[str, Any] | None, int]:
         item, version = self.items.get(key, (None, 0))
-        return (copy.deepcopy(item) if item is not None else None), version
+        # Items are kept as JSON text, like a real store: callers get their own
+        # copy, and the cost scales with the item size as it does in DynamoDB.
+        return (json.loads(item) if item is not None else None), version
 
     def commit(self, event_id: str, writes: list[Write], marker_expires_at: int) -> None:
         if event_id in self.markers:
@@ -579,7 +581,7 @@ class MemoryStore:
                 raise WriteConflict(write.key)
         self.markers[event_id] = marker_expires_at
         for write in writes:
-            self.items[write.key] = (copy.deepcopy(write.item), write.version + 1)
+            self.items[write.key] = (json.dumps(write.item), write.version + 1)
 
 
 class Outcome(StrEnum):
