@@ -85,3 +85,48 @@ def read_findings(outdir: str | Path) -> list[Finding]:
         for violation in plugin.get("violations", [])
         for construct in violation.get("violatingConstructs", [])
     ]
+
+
+#: The action families aws-cdk-lib's grant methods use (``bucket.grant_read``,
+#: ``key.grant_encrypt_decrypt``, ...). cdk-nag reports each as a wildcard.
+GRANT_ACTION_WILDCARDS = (
+    "s3:Abort*",
+    "s3:DeleteObject*",
+    "s3:GetBucket*",
+    "s3:GetObject*",
+    "s3:List*",
+    "kms:GenerateDataKey*",
+    "kms:ReEncrypt*",
+)
+
+
+def acknowledge_grant_actions(scope: IConstruct) -> None:
+    """Acknowledge the action wildcards of aws-cdk-lib grant methods on ``scope``.
+
+    They name action families (every ``s3:GetObject*`` variant, every
+    ``kms:GenerateDataKey*`` variant) on resources the grant already scopes.
+    """
+    for action in GRANT_ACTION_WILDCARDS:
+        acknowledge(
+            scope,
+            f"AwsSolutions-IAM5[Action::{action}]",
+            f"{action} is an aws-cdk-lib grant method's action family, applied only to "
+            "the resources the grant names",
+        )
+
+
+def resource_token(resource: IConstruct, attribute: str = "Arn") -> str:
+    """How cdk-nag prints a ``Fn::GetAtt`` of ``resource`` in a granular finding:
+    ``<LogicalId.Arn>``. ``resource`` is an L2 construct or its Cfn resource."""
+    from aws_cdk import CfnElement, Stack
+
+    element = resource if isinstance(resource, CfnElement) else resource.node.default_child
+    if not isinstance(element, CfnElement):
+        raise ValueError(f"{resource.node.path} has no CloudFormation resource of its own")
+    return f"<{Stack.of(element).get_logical_id(element)}.{attribute}>"
+
+
+def acknowledge_objects(scope: IConstruct, bucket: IConstruct, pattern: str, reason: str) -> None:
+    """Acknowledge ``AwsSolutions-IAM5`` for object access under ``pattern`` of
+    ``bucket`` (an S3 object ARN cannot be named without a wildcard)."""
+    acknowledge(scope, f"AwsSolutions-IAM5[Resource::{resource_token(bucket)}/{pattern}]", reason)

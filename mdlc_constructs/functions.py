@@ -25,7 +25,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from .compliance import acknowledge_all
+from .compliance import acknowledge_all, acknowledge_grant_actions
 
 #: aws-cdk-lib 2.275's newest Python runtime (cdk-nag AwsSolutions-L1 checks this).
 RUNTIME = lambda_.Runtime.PYTHON_3_14
@@ -78,6 +78,13 @@ def _handler_folder(handler: str | Path) -> Path:
             f"(the library's handlers: {known})"
         )
     return source
+
+
+def stage_code(handler: str | Path, config: Mapping[str, Any] | None = None) -> str:
+    """The folder a function (or a Processing job) gets as code: the handler
+    folder, ``mdlc_core`` and the spec as ``mdlc_config.json``."""
+    config_json = json.dumps(config, sort_keys=True, separators=(",", ":")) if config else ""
+    return _staged_asset(_handler_folder(handler), config_json)
 
 
 @cache
@@ -141,9 +148,8 @@ def python_function(
         layers: more layers, after Powertools.
     """
     stack = Stack.of(scope)
-    config_json = json.dumps(config, sort_keys=True, separators=(",", ":")) if config else ""
     source = _handler_folder(handler)
-    code = lambda_.Code.from_asset(_staged_asset(source, config_json))
+    code = lambda_.Code.from_asset(stage_code(source, config))
     log_group = logs.LogGroup(
         scope,
         f"{construct_id}Logs",
@@ -220,4 +226,5 @@ def python_function(
             "retries and failure destinations"
         )
     acknowledge_all(function, reasons)
+    acknowledge_grant_actions(function)
     return function

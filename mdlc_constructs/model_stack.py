@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from aws_cdk import Stack, Tags
+from aws_cdk import Duration, Stack, Tags
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from .compliance import acknowledge
+from .preparation import DataPreparation
 from .spec import ModelSpec
 from .storage import DataLake
 
@@ -25,7 +27,10 @@ class MdlcModelStack(Stack):
         **kwargs: passed to ``Stack`` (``env``, ``stack_name``, ...).
 
     Attributes:
-        spec, data_lake, key, topic.
+        spec, data_lake, key, topic, stream (or None), preparation.
+
+    Each stage is built by a ``build_*`` method called from the constructor;
+    a team changes one stage by subclassing and overriding that method.
     """
 
     def __init__(
@@ -46,11 +51,52 @@ class MdlcModelStack(Stack):
         self.data_lake = data_lake or DataLake(self, "DataLake")
         self.key: kms.IKey = self.data_lake.key
         self.topic: sns.ITopic = alarm_topic or self._create_topic()
+        self.stream: kinesis.IStream | None = self.build_event_stream()
+        self.preparation = self.build_data_preparation()
         acknowledge(
             self,
             "PCI.DSS.321-IAMNoInlinePolicy",
             "CDK grant methods attach a policy to exactly one role, scoped to the "
             "resources that role uses; a shared managed policy would widen access",
+        )
+
+    # -- stages: each built by a method a team can override in a subclass ------
+
+    def build_event_stream(self) -> kinesis.IStream | None:
+        """The encrypted stream client events arrive on, when online features or
+        the client integration need one. Default: on-demand capacity (or
+        ``integration.shards``), KMS with the data key, 24 hours retention."""
+        integration = self.spec.integration
+        online = self.spec.features.online and bool(self.spec.features.aggregates)
+        if not online and not (integration and integration.enabled):
+            return None
+        shards = integration.shards if integration else None
+        stream = kinesis.Stream(
+            self,
+            "Events",
+            encryption=kinesis.StreamEncryption.KMS,
+            encryption_key=self.key,
+            stream_mode=kinesis.StreamMode.PROVISIONED if shards else kinesis.StreamMode.ON_DEMAND,
+            shard_count=shards,
+            retention_period=Duration.hours(24),
+        )
+        acknowledge(
+            stream,
+            "AwsSolutions-KDS3",
+            "Encrypted with the model's customer-managed key on purpose: its key policy, "
+            "rotation and audit trail are the account owner's, not AWS-managed",
+        )
+        return stream
+
+    def build_data_preparation(self) -> DataPreparation:
+        """Stages 1-3: sourcing, data quality and features, and their daily workflow."""
+        return DataPreparation(
+            self,
+            "Data",
+            spec=self.spec,
+            data_lake=self.data_lake,
+            topic=self.topic,
+            stream=self.stream,
         )
 
     def _create_topic(self) -> sns.Topic:

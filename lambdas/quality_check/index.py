@@ -6,6 +6,9 @@ Event::
      "date": "YYYY-MM-DD",                                  # default: the dt= in the prefix
      "previous_prefix": "datasets/<model>/dt=YYYY-MM-DD/"}  # optional, for consistency rules
 
+``"previous_prefix": "latest"`` compares with the newest snapshot of the 31
+days before ``date`` (none found: the consistency rules are skipped).
+
 Environment:
     REPORT_BUCKET                 report at ``quality-reports/<model>/dt=<date>/report.json``
     POWERTOOLS_METRICS_NAMESPACE  namespace of the ``QualityViolations`` metrics
@@ -37,6 +40,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from mdlc_core import quality, tabular
 from mdlc_core.runtime_config import load_config
+from mdlc_core.sourcing import latest_manifest
 
 logger = Logger(service="quality_check")
 metrics = Metrics()
@@ -62,6 +66,8 @@ METRIC_NAME = "QualityViolations"
 # PutMetricData accepts 1000 values per call; smaller batches stay far below
 # the request size limit whatever the rule ids are.
 _BATCH = 200
+#: How far back "previous_prefix": "latest" looks for an earlier snapshot.
+LOOKBACK_DAYS = 31
 _DATE_IN_PREFIX = re.compile(r"dt=(\d{4}-\d{2}-\d{2})")
 
 
@@ -79,6 +85,12 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     prefix = _required(event, "snapshot_prefix")
     snapshot_date = _date(event.get("date"), prefix, "date")
     previous_prefix = event.get("previous_prefix")
+    if previous_prefix == "latest":
+        # The workflow asks for the newest earlier snapshot, whatever its date:
+        # the consistency rules scale their expectation by the days between.
+        found = _latest_before(bucket, model, snapshot_date)
+        previous_prefix, previous_date_text = found if found else (None, None)
+        event = {**event, "previous_date": previous_date_text}
     previous_date = None
     if previous_prefix:
         previous_date = _date(
@@ -122,6 +134,16 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     }
 
 
+def _latest_before(bucket: str, model: str, day: date) -> tuple[str, str] | None:
+    """The newest snapshot in the LOOKBACK_DAYS before ``day``: (prefix, date)."""
+    for back in range(1, LOOKBACK_DAYS + 1):
+        earlier = day - timedelta(days=back)
+        found = latest_manifest(s3, bucket, model, earlier)
+        if found is not None:
+            return found[1]["snapshot_prefix"], earlier.isoformat()
+    return None
+
+
 @capture_method
 def _download(bucket: str, prefix: str, into: Path) -> Path:
     """Copy the snapshot's data objects (not manifests or markers) to ``into``."""
@@ -132,8 +154,10 @@ def _download(bucket: str, prefix: str, into: Path) -> Path:
         for item in page.get("Contents", []):
             relative = item["Key"][len(prefix):].lstrip("/")
             parts = relative.split("/")
+            # Later versions of the same day live in v=N/ below this prefix;
+            # they are other snapshots, not part of this one.
             if not relative or relative.endswith("/") or any(
-                part.startswith(("_", ".")) or part == ".." for part in parts
+                part.startswith(("_", ".", "v=")) or part == ".." for part in parts
             ):
                 continue
             target = into.joinpath(*parts)

@@ -1,0 +1,194 @@
+"""Stage 3, feature engineering: batch for training and batch inference, and
+the incremental form for online serving (running aggregates in DynamoDB)."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kinesis as kinesis
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from .compliance import acknowledge, acknowledge_objects
+from .functions import python_function
+from .spec import ModelSpec
+from .storage import DataLake
+from .workflow import invoke
+
+
+def encrypted_queue(scope: Construct, construct_id: str, *, key, retention_days: int = 14):
+    """An SQS queue for failed records: KMS, TLS only, kept 14 days."""
+    queue = sqs.Queue(
+        scope,
+        construct_id,
+        encryption=sqs.QueueEncryption.KMS,
+        encryption_master_key=key,
+        enforce_ssl=True,
+        retention_period=Duration.days(retention_days),
+    )
+    acknowledge(
+        queue,
+        "AwsSolutions-SQS3",
+        "This queue is itself the dead-letter destination of a stream consumer",
+    )
+    return queue
+
+
+class FeatureEngineering(Construct):
+    """Derived features from the spec, computed two ways with the same numbers.
+
+    * Batch: a function that reads a day's snapshot (and the days its windows
+      need) and writes ``features/<model>/dt=<date>/features.parquet`` (one row
+      per event, its features as of itself: training data) and
+      ``entities.parquet`` (one row per entity at the end of the day: batch
+      inference) to the features bucket.
+    * Online (when ``features.online`` and an event stream is given): each
+      event on the stream updates its entity's running aggregates in a
+      DynamoDB table, exactly once per event id, in constant work.
+
+    Args:
+        spec: the model spec.
+        data_lake: snapshots are read from ``datasets``, written to ``features``.
+        stream: the model's event stream; required for online features.
+        table: an existing online feature table (partition key ``pk`` string,
+            TTL attribute ``expires_at``). Default: a new one.
+
+    Attributes:
+        batch_function, table (or None), update_function (or None),
+        dead_letter_queue (or None).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        spec: ModelSpec,
+        data_lake: DataLake,
+        stream: kinesis.IStream | None = None,
+        table: dynamodb.ITable | None = None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.spec = spec
+        self.data_lake = data_lake
+        self.batch_function: lambda_.Function = python_function(
+            self,
+            "Batch",
+            handler="feature_batch",
+            description=f"MDLC {spec.name}: compute the day's batch features",
+            key=data_lake.key,
+            config=spec.as_config(),
+            environment={
+                "DATASETS_BUCKET": data_lake.datasets.bucket_name,
+                "FEATURES_BUCKET": data_lake.features.bucket_name,
+                "MODEL_NAME": spec.name,
+            },
+            memory_size=3008,
+            timeout=Duration.minutes(15),
+            data_layer=True,
+        )
+        datasets, features = f"datasets/{spec.name}/*", f"features/{spec.name}/*"
+        data_lake.datasets.grant_read(self.batch_function, datasets)
+        data_lake.features.grant_read(self.batch_function, features)
+        data_lake.features.grant_put(self.batch_function, features)
+        for bucket, pattern in ((data_lake.datasets, datasets), (data_lake.features, features)):
+            acknowledge_objects(
+                self.batch_function,
+                bucket,
+                pattern,
+                "Objects are named by date at run time; access is limited to this model",
+            )
+        self.table: dynamodb.ITable | None = None
+        self.update_function: lambda_.Function | None = None
+        self.dead_letter_queue: sqs.Queue | None = None
+        if spec.features.online and spec.features.aggregates:
+            if stream is None:
+                raise ValueError(
+                    f"{spec.source or spec.name}: features.online needs the model's event "
+                    "stream; pass stream= (MdlcModelStack creates one)"
+                )
+            self.table = table or self._create_table()
+            self._create_updater(stream)
+
+    def _create_table(self) -> dynamodb.Table:
+        return dynamodb.Table(
+            self,
+            "OnlineFeatures",
+            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            encryption_key=self.data_lake.key,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            time_to_live_attribute="expires_at",
+            deletion_protection=True,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
+    def _create_updater(self, stream: kinesis.IStream) -> None:
+        assert self.table is not None
+        integration = self.spec.integration
+        self.update_function = python_function(
+            self,
+            "Update",
+            handler="feature_update",
+            description=f"MDLC {self.spec.name}: apply each event to the online aggregates",
+            key=self.data_lake.key,
+            config=self.spec.as_config(),
+            environment={"FEATURES_TABLE": self.table.table_name, "MODEL_NAME": self.spec.name},
+            memory_size=512,
+            timeout=Duration.seconds(60),
+        )
+        self.table.grant_read_write_data(self.update_function)
+        self.dead_letter_queue = encrypted_queue(self, "UpdateFailures", key=self.data_lake.key)
+        # A Kinesis mapping retries forever and keeps records a week unless
+        # told otherwise: bound both, bisect poison batches, report partial
+        # failures, and keep what still fails (the queue gets the shard and
+        # sequence numbers to replay from the stream).
+        self.update_function.add_event_source(
+            sources.KinesisEventSource(
+                stream,
+                starting_position=lambda_.StartingPosition.TRIM_HORIZON,
+                batch_size=integration.batch_size if integration else 100,
+                max_batching_window=Duration.seconds(
+                    integration.max_batching_window_seconds if integration else 1
+                ),
+                bisect_batch_on_error=True,
+                retry_attempts=integration.retry_attempts if integration else 3,
+                max_record_age=Duration.seconds(
+                    integration.max_record_age_seconds if integration else 3600
+                ),
+                report_batch_item_failures=True,
+                on_failure=sources.SqsDlq(self.dead_letter_queue),
+            )
+        )
+        acknowledge(
+            self.update_function,
+            "PCI.DSS.321-LambdaDLQ",
+            "Failures go to the Kinesis event source mapping's on-failure SQS destination",
+        )
+
+    # -- use by other stages ---------------------------------------------------
+
+    def grant_read_online(self, grantee: iam.IGrantable) -> None:
+        """Read the online features (the integration's first step)."""
+        if self.table is None:
+            raise ValueError(f"model {self.spec.name!r} has no online features (features.online)")
+        self.table.grant_read_data(grantee)
+
+    def compute(self, scope: Construct, construct_id: str = "ComputeFeatures") -> sfn.TaskStateBase:
+        """A workflow step: features of ``$.data.snapshot.date`` into ``$.data.features``."""
+        return invoke(
+            scope,
+            construct_id,
+            self.batch_function,
+            payload={"date.$": "$.data.snapshot.date"},
+            result_path="$.data.features",
+            timeout=Duration.minutes(16),
+            comment="Compute the batch features of the snapshot",
+        )

@@ -1,0 +1,120 @@
+"""Stages 1-3 as one chain: source the day's snapshot, check it, compute its
+features. Training and batch inference start with this chain; a scheduled
+workflow runs it daily so every snapshot is checked when it is taken."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_kinesis as kinesis
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from .features import FeatureEngineering
+from .quality import DataQuality
+from .sourcing import DataSourcing
+from .spec import ModelSpec
+from .spec.schedule import cron_fields
+from .storage import DataLake
+from .workflow import notify_and_fail, state_machine
+
+
+def schedule_of(expression: str) -> events.Schedule:
+    """An EventBridge schedule from a spec's (validated) expression."""
+    fields = cron_fields(expression)
+    if fields is None:
+        return events.Schedule.expression(expression)
+    return events.Schedule.cron(**fields)
+
+
+class DataPreparation(Construct):
+    """Sourcing, quality and features for one model, and their daily workflow.
+
+    The workflow's input is ``{"date": "YYYY-MM-DD"}`` (absent: yesterday, as
+    the schedule runs it; given: a backfill). It leaves at ``$.data``:
+    ``snapshot`` (the sourcing result), ``quality`` (passed, violations,
+    report_uri) and ``features`` (features_key, entities_key, rows).
+
+    Args:
+        spec, data_lake, topic: the model spec, its data lake and its topic.
+        stream: the model's event stream, for online features.
+
+    Attributes:
+        sourcing, quality, features: the stage constructs.
+        state_machine: the daily workflow.
+        rule: its schedule (``data.schedule``).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        spec: ModelSpec,
+        data_lake: DataLake,
+        topic: sns.ITopic,
+        stream: kinesis.IStream | None = None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.spec = spec
+        self.topic = topic
+        self.sourcing = DataSourcing(self, "Sourcing", spec=spec, data_lake=data_lake)
+        self.quality = DataQuality(self, "Quality", spec=spec, data_lake=data_lake)
+        self.features = FeatureEngineering(
+            self, "Features", spec=spec, data_lake=data_lake, stream=stream
+        )
+        workflow = sfn.Parallel(
+            self,
+            "PrepareData",
+            result_path="$.prepared",
+            comment="Error boundary: any failure notifies the topic",
+        )
+        workflow.branch(self.chain(self, "Daily"))
+        workflow.add_catch(
+            notify_and_fail(
+                self,
+                "DataPreparation",
+                topic=topic,
+                subject=f"MDLC {spec.name}: data preparation failed",
+                cause="Data preparation failed; see the execution",
+            ),
+            result_path="$.error",
+        )
+        self.state_machine = state_machine(
+            self,
+            "Workflow",
+            definition=workflow,
+            key=data_lake.key,
+            timeout=Duration.hours(2),
+            comment=f"MDLC {spec.name}: source, check and featurize the day's snapshot",
+        )
+        if spec.quality.runner == "processing":
+            self.quality.grant_processing(self.state_machine.role)
+        self.rule = events.Rule(
+            self,
+            "Schedule",
+            schedule=schedule_of(spec.data.schedule),
+            description=f"MDLC {spec.name}: daily data preparation",
+            # No date: the sourcing step takes yesterday's snapshot.
+            targets=[
+                targets.SfnStateMachine(
+                    self.state_machine,
+                    input=events.RuleTargetInput.from_object({"trigger": "schedule"}),
+                )
+            ],
+        )
+
+    def chain(self, scope: Construct, prefix: str) -> sfn.Chain:
+        """Source → check (violations notify and fail) → features, as new states
+        in ``scope`` with ids starting with ``prefix``, for any workflow."""
+        source = self.sourcing.task(scope, f"{prefix}SourceSnapshot")
+        check = self.quality.check(scope, f"{prefix}CheckQuality")
+        features = self.features.compute(scope, f"{prefix}ComputeFeatures")
+        return sfn.Chain.start(source).next(check).next(features)
+
+    def grant_to(self, machine: sfn.StateMachine) -> None:
+        """What another workflow using :meth:`chain` needs beyond its Lambda grants."""
+        if self.spec.quality.runner == "processing":
+            self.quality.grant_processing(machine.role)

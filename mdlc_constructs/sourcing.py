@@ -1,0 +1,110 @@
+"""Stage 1, data sourcing: immutable dated snapshots with a manifest."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from .compliance import acknowledge_objects
+from .functions import python_function
+from .spec import ModelSpec
+from .storage import DataLake
+from .workflow import invoke
+
+
+class DataSourcing(Construct):
+    """The function that writes ``datasets/<model>/dt=YYYY-MM-DD/`` and its
+    ``_manifest.json`` (row count, schema, content hash, source object
+    versions, creation time). A snapshot is never overwritten: a re-run for a
+    date returns the existing one; ``{"new_version": true}`` writes ``v=N``.
+
+    Source kinds: ``s3`` prefixes. A team adds a kind by registering a
+    ``mdlc_core.sourcing.Source`` subclass in its own handler folder and
+    overriding :meth:`grant_sources` to grant access to what it reads.
+
+    Args:
+        spec: the model spec.
+        data_lake: where raw data is read and snapshots are written.
+        handler: the handler folder. Default ``data_sourcing``.
+
+    Attributes:
+        function: the sourcing function (input ``{"date"?, "new_version"?}``).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        spec: ModelSpec,
+        data_lake: DataLake,
+        handler: str = "data_sourcing",
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.spec = spec
+        self.data_lake = data_lake
+        self.function: lambda_.Function = python_function(
+            self,
+            "Function",
+            handler=handler,
+            description=f"MDLC {spec.name}: build the dated dataset snapshot",
+            key=data_lake.key,
+            config=spec.as_config(),
+            environment={
+                "DATASETS_BUCKET": data_lake.datasets.bucket_name,
+                "RAW_BUCKET": data_lake.raw.bucket_name,
+                "MODEL_NAME": spec.name,
+            },
+            memory_size=1024,
+            timeout=Duration.minutes(10),
+            data_layer=True,
+        )
+        # Snapshots of this model only: earlier days' manifests are read to
+        # find the latest version, new snapshots are written once each.
+        data_lake.datasets.grant_read(self.function, f"datasets/{spec.name}/*")
+        data_lake.datasets.grant_put(self.function, f"datasets/{spec.name}/*")
+        acknowledge_objects(
+            self.function,
+            data_lake.datasets,
+            f"datasets/{spec.name}/*",
+            "Snapshot objects are named by date and version at run time; access is "
+            "limited to this model's prefix",
+        )
+        self.grant_sources(self.function)
+
+    def grant_sources(self, grantee: iam.IGrantable) -> None:
+        """Read access to every source in the spec (an extension point)."""
+        for source in self.spec.data.sources:
+            bucket: s3.IBucket = (
+                s3.Bucket.from_bucket_name(self, f"Source{source.name}", source.bucket)
+                if source.bucket
+                else self.data_lake.raw
+            )
+            bucket.grant_read(grantee, f"{source.prefix}*")
+            if not source.bucket:
+                acknowledge_objects(
+                    self.function,
+                    bucket,
+                    f"{source.prefix}*",
+                    f"Source {source.name!r} delivers objects under its prefix with "
+                    "names unknown at synthesis; read access is limited to that prefix",
+                )
+
+    def task(self, scope: Construct, construct_id: str = "SourceSnapshot") -> sfn.TaskStateBase:
+        """A workflow step: source the snapshot of ``$.date`` into ``$.data.snapshot``.
+
+        The whole state is the function's event, so an execution without a
+        ``date`` (a scheduled run) takes yesterday's snapshot.
+        """
+        return invoke(
+            scope,
+            construct_id,
+            self.function,
+            result_path="$.data.snapshot",
+            timeout=Duration.minutes(11),
+            comment="Build (or return) the immutable snapshot of the day",
+        )

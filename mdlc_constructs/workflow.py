@@ -1,0 +1,171 @@
+"""Step Functions building blocks every workflow in the library shares.
+
+A workflow here always has: logging at ALL level without execution data (the
+data can hold features of real customers), X-Ray tracing, a timeout on the
+machine and on every task, retries with backoff only where a step is
+idempotent, and a catch that notifies the model's topic with the reason and
+then fails the execution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from .compliance import acknowledge, acknowledge_all, resource_token
+
+#: Errors worth retrying on any AWS service integration: throttling and
+#: transient service faults, never validation or permission errors.
+TRANSIENT_ERRORS = (
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+    "ThrottlingException",
+    "SageMaker.AmazonSageMakerException",
+)
+
+
+def retry_transient(
+    state: sfn.TaskStateBase, *, errors: tuple[str, ...] = TRANSIENT_ERRORS, attempts: int = 4
+) -> None:
+    """Retry ``state`` with exponential backoff and jitter on transient errors only.
+
+    Call this only for idempotent steps: a retried step runs again.
+    """
+    state.add_retry(
+        errors=list(errors),
+        interval=Duration.seconds(2),
+        backoff_rate=2.0,
+        max_attempts=attempts,
+        jitter_strategy=sfn.JitterType.FULL,
+    )
+
+
+def invoke(
+    scope: Construct,
+    construct_id: str,
+    function: lambda_.IFunction,
+    *,
+    payload: Mapping[str, Any] | None = None,
+    result_path: str | None = None,
+    timeout: Duration = Duration.minutes(5),
+    idempotent: bool = True,
+    comment: str | None = None,
+) -> tasks.LambdaInvoke:
+    """A Lambda task that keeps the state and puts the function's result at ``result_path``.
+
+    Args:
+        payload: the event, with ``sfn.JsonPath`` references. Default: the state.
+        result_path: where the result goes. Default: ``$.<construct_id>``.
+        timeout: the task's timeout. Default 5 minutes.
+        idempotent: retry transient errors with backoff. Default True.
+    """
+    task = tasks.LambdaInvoke(
+        scope,
+        construct_id,
+        lambda_function=function,
+        payload=sfn.TaskInput.from_object(dict(payload)) if payload is not None else None,
+        payload_response_only=True,
+        result_path=result_path or f"$.{construct_id}",
+        task_timeout=sfn.Timeout.duration(timeout),
+        retry_on_service_exceptions=False,
+        comment=comment,
+    )
+    if idempotent:
+        retry_transient(task)
+    if isinstance(function, lambda_.Function):
+        # LambdaInvoke grants the function and its versions (<arn>:*).
+        acknowledge(
+            Stack.of(scope),
+            f"AwsSolutions-IAM5[Resource::{resource_token(function)}:*]",
+            "Step Functions may invoke any version of this one function (LambdaInvoke grant)",
+        )
+    return task
+
+
+def notify_and_fail(
+    scope: Construct, construct_id: str, *, topic: sns.ITopic, subject: str, cause: str
+) -> sfn.Chain:
+    """Publish the error of the failed step to ``topic``, then fail with ``cause``.
+
+    Catches put the error at ``$.error``; the message carries it and the
+    execution's name, so the notification is enough to find the run.
+    """
+    publish = tasks.SnsPublish(
+        scope,
+        f"{construct_id}Notify",
+        topic=topic,
+        subject=subject[:100],
+        message=sfn.TaskInput.from_object(
+            {
+                "subject": subject,
+                "execution": sfn.JsonPath.execution_id,
+                "error": sfn.JsonPath.string_at("$.error.Error"),
+                "cause": sfn.JsonPath.string_at("$.error.Cause"),
+            }
+        ),
+        result_path=sfn.JsonPath.DISCARD,
+        task_timeout=sfn.Timeout.duration(Duration.minutes(1)),
+    )
+    retry_transient(
+        publish,
+        errors=("SNS.SdkClientException", "SNS.ThrottledException", "SNS.InternalErrorException"),
+    )
+    return publish.next(
+        sfn.Fail(scope, f"{construct_id}Failed", cause=cause, error=f"{construct_id}Failed")
+    )
+
+
+def state_machine(
+    scope: Construct,
+    construct_id: str,
+    *,
+    definition: sfn.IChainable,
+    key: kms.IKey,
+    timeout: Duration,
+    comment: str,
+    express: bool = False,
+    log_retention: logs.RetentionDays = logs.RetentionDays.ONE_YEAR,
+) -> sfn.StateMachine:
+    """A state machine with the library's logging, tracing, timeout and encryption."""
+    log_group = logs.LogGroup(
+        scope,
+        f"{construct_id}Logs",
+        retention=log_retention,
+        encryption_key=key,
+        removal_policy=RemovalPolicy.RETAIN,
+    )
+    machine = sfn.StateMachine(
+        scope,
+        construct_id,
+        definition_body=sfn.DefinitionBody.from_chainable(definition),
+        state_machine_type=sfn.StateMachineType.EXPRESS
+        if express
+        else sfn.StateMachineType.STANDARD,
+        timeout=timeout,
+        comment=comment,
+        tracing_enabled=True,
+        logs=sfn.LogOptions(
+            destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=False
+        ),
+        encryption_configuration=sfn.CustomerManagedEncryptionConfiguration(key),
+    )
+    acknowledge_all(
+        machine,
+        {
+            "AwsSolutions-IAM5[Resource::*]": "CloudWatch Logs delivery and X-Ray actions "
+            "(logs:CreateLogDelivery, xray:PutTraceSegments, ...) do not support "
+            "resource-level permissions",
+        },
+    )
+    return machine
