@@ -82,6 +82,12 @@ class TrainingSpec(SpecModel):
     max_runtime_minutes: int = Field(default=120, ge=1, le=40320)
     spot: Spot = Spot()
     hyperparameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    validation_fraction: float = Field(
+        default=0.2,
+        gt=0.0,
+        lt=1.0,
+        description="share of events held out for validation, chosen by a hash of the event id",
+    )
     content_type: Literal[
         "text/csv", "application/x-parquet", "application/x-recordio-protobuf"
     ] = "text/csv"

@@ -1,0 +1,94 @@
+"""Prepare a training run: resolve its parameters and write the train/validation channels.
+
+Event (from the training workflow)::
+
+    {"state": <the execution's state: "data" from data preparation, plus the
+               input's overrides "hyperparameters", "instance_type",
+               "instance_count", "threshold", "code_version">,
+     "execution": <the execution's id>}
+
+Reads ``state.data.features.features_key`` (Parquet, one row per event) from
+FEATURES_BUCKET, splits it deterministically (see ``mdlc_core.training_input``)
+and writes both channels in the spec's ``training.content_type`` to
+ARTIFACTS_BUCKET under ``training-input/<model>/<job name>/``.
+
+Environment: FEATURES_BUCKET, ARTIFACTS_BUCKET, MODEL_NAME, FEATURE_COLUMNS (JSON
+list, ``ModelSpec.feature_columns``).
+
+Returns ``{"job_name", "parameters", "channels": {"train", "validation"},
+"output_uri", "rows", "lineage"}``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger
+from mdlc_core import training_input as ti
+from mdlc_core.runtime_config import load_config
+
+logger = Logger(service="training_input")
+s3 = boto3.client("s3")
+
+
+def _features_key(state: dict[str, Any]) -> str:
+    key = ((state.get("data") or {}).get("features") or {}).get("features_key")
+    if not key:
+        raise ti.TrainingInputError(
+            "the input has no data.features.features_key (the feature snapshot to train on)"
+        )
+    return key
+
+
+def _read_columns(bucket: str, key: str, names: list[str]) -> dict[str, list[Any]]:
+    import pyarrow.parquet as pq
+
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    table = pq.read_table(io.BytesIO(body))
+    present = [n for n in names if n in table.column_names]
+    return {n: table.column(n).to_pylist() for n in present}
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    config = load_config()
+    model = os.environ.get("MODEL_NAME", config["name"])
+    features_bucket, artifacts = os.environ["FEATURES_BUCKET"], os.environ["ARTIFACTS_BUCKET"]
+    state = event.get("state") or {}
+    training = config["training"]
+    data = config["data"]
+    # The model's inputs in training order, as ModelSpec.feature_columns said at
+    # synthesis: the order of the CSV columns must be the order inference uses.
+    feature_columns = json.loads(os.environ["FEATURE_COLUMNS"])
+    parameters = ti.resolve_parameters(training, state)
+    key = _features_key(state)
+    day = str(((state.get("data") or {}).get("features") or {}).get("date") or "undated")
+    job = ti.job_name(model, day, str(event.get("execution", "")))
+    columns = _read_columns(
+        features_bucket, key, [data["event_id"], data["label"], *feature_columns]
+    )
+    split = ti.split(
+        columns,
+        event_id=data["event_id"],
+        label=data["label"],
+        features=feature_columns,
+        validation_fraction=training.get("validation_fraction", 0.2),
+    )
+    prefix = f"training-input/{model}/{job}"
+    channels = {}
+    for name, rows in (("train", split.train), ("validation", split.validation)):
+        body, suffix = ti.encode(rows, training["content_type"])
+        s3.put_object(Bucket=artifacts, Key=f"{prefix}/{name}/{name}.{suffix}", Body=body)
+        channels[name] = f"s3://{artifacts}/{prefix}/{name}/"
+    logger.info("training input written", extra={"job_name": job, "rows": split.rows})
+    return {
+        "job_name": job,
+        "parameters": parameters,
+        "channels": channels,
+        "output_uri": f"s3://{artifacts}/training-output/{model}/",
+        "rows": split.rows,
+        "lineage": ti.lineage(state.get("data") or {}, state.get("code_version")),
+    }
