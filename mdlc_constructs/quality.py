@@ -19,7 +19,12 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from .compliance import acknowledge, acknowledge_objects
+from .compliance import (
+    acknowledge,
+    acknowledge_all,
+    acknowledge_grant_actions,
+    acknowledge_objects,
+)
 from .functions import python_function, stage_code
 from .images import image_uri
 from .spec import ModelSpec
@@ -160,11 +165,19 @@ class DataQuality(Construct):
                 conditions={"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
             )
         )
-        acknowledge(
+        acknowledge_grant_actions(self.processing_role)
+        acknowledge_all(
             self.processing_role,
-            "AwsSolutions-IAM5[Resource::*]",
-            "cloudwatch:PutMetricData supports no resource-level permission; limited to "
-            "the MDLC/DataQuality namespace by condition",
+            {
+                "AwsSolutions-IAM5[Resource::*]": "cloudwatch:PutMetricData supports no "
+                "resource-level permission; limited to the MDLC/DataQuality namespace",
+                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-"
+                "<AWS::AccountId>-<AWS::Region>/*]": "Reads the job's code, a CDK asset whose "
+                "object name is a content hash known only at synthesis of the asset",
+                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:"
+                "<AWS::AccountId>:log-group:/aws/sagemaker/ProcessingJobs:*]": "SageMaker "
+                "writes one log stream per job into this fixed log group",
+            },
         )
 
     def _processing_state(self, scope: Construct, construct_id: str) -> sfn.IChainable:
@@ -288,6 +301,12 @@ class DataQuality(Construct):
             result_path="$.data.qualityReport",
             task_timeout=sfn.Timeout.duration(Duration.minutes(1)),
         )
+        acknowledge_objects(
+            Stack.of(scope),
+            self.data_lake.artifacts,
+            f"{REPORT_PREFIX}/{self.spec.name}/*",
+            "The workflow reads back the report of the day the job wrote; names are dated",
+        )
         summarize = sfn.Pass(
             scope,
             f"{construct_id}Summary",
@@ -334,6 +353,13 @@ class DataQuality(Construct):
             )
         )
         self.processing_role.grant_pass_role(role)
+        if isinstance(role, Construct):
+            acknowledge(
+                role,
+                f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:"
+                f"<AWS::AccountId>:processing-job/{self.spec.name}-quality-*]",
+                "Job names carry the execution id; the prefix limits them to this model",
+            )
 
     # -- workflow steps --------------------------------------------------------
 
