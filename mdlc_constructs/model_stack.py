@@ -11,8 +11,10 @@ from constructs import Construct
 
 from .compliance import acknowledge
 from .preparation import DataPreparation
+from .retraining import Retraining
 from .spec import ModelSpec
 from .storage import DataLake
+from .training import TrainingWorkflow
 
 
 class MdlcModelStack(Stack):
@@ -27,7 +29,8 @@ class MdlcModelStack(Stack):
         **kwargs: passed to ``Stack`` (``env``, ``stack_name``, ...).
 
     Attributes:
-        spec, data_lake, key, topic, stream (or None), preparation.
+        spec, data_lake, key, topic, stream (or None), preparation, training,
+        retraining.
 
     Each stage is built by a ``build_*`` method called from the constructor;
     a team changes one stage by subclassing and overriding that method.
@@ -53,6 +56,8 @@ class MdlcModelStack(Stack):
         self.topic: sns.ITopic = alarm_topic or self._create_topic()
         self.stream: kinesis.IStream | None = self.build_event_stream()
         self.preparation = self.build_data_preparation()
+        self.training = self.build_training()
+        self.retraining = self.build_retraining()
         acknowledge(
             self,
             "PCI.DSS.321-IAMNoInlinePolicy",
@@ -97,6 +102,33 @@ class MdlcModelStack(Stack):
             data_lake=self.data_lake,
             topic=self.topic,
             stream=self.stream,
+        )
+
+    def build_training(self) -> TrainingWorkflow:
+        """Stages 4-5: the training workflow and its model package group.
+
+        The workflow starts with the data preparation chain, so a training run
+        always uses a freshly checked snapshot and its features.
+        """
+        training = TrainingWorkflow(
+            self,
+            "Training",
+            spec=self.spec,
+            data_lake=self.data_lake,
+            topic=self.topic,
+            prepare_data=self.preparation.chain,
+        )
+        self.preparation.grant_to(training.state_machine)
+        return training
+
+    def build_retraining(self) -> Retraining:
+        """Re-training: the spec's schedule, the retrain event and alarms, with a cooldown."""
+        return Retraining(
+            self,
+            "Retraining",
+            spec=self.spec,
+            state_machine=self.training.state_machine,
+            key=self.key,
         )
 
     def _create_topic(self) -> sns.Topic:
