@@ -348,3 +348,32 @@ def test_cli_missing_file_and_bad_spec_exit_2(tmp_path: Any, capsys: Any) -> Non
     bad.write_text("name: x\n")
     (tmp_path / "e.csv").write_text("a\n1\n")
     assert main(["features", str(bad), str(tmp_path / "e.csv"), "--as-of", "2026-03-01"]) == 2
+
+
+def test_the_online_path_runs_without_numpy(tmp_path):
+    """Stream functions deploy without the data layer: the incremental engine and the
+    online reader must not import NumPy."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mdlc_constructs.spec import load_spec
+
+    config = load_spec(Path(__file__).resolve().parents[1] / "models" / "fraud.yaml").as_config()
+    script = f"""
+import sys
+sys.modules["numpy"] = None  # any import of NumPy now fails
+from mdlc_core.features import FeatureSet, IncrementalEngine, MemoryStore
+engine = IncrementalEngine(FeatureSet.from_config({config!r}), MemoryStore())
+engine.apply({{"order_id": "o1", "customer_id": "c1", "order_amount": 5.0,
+              "order_ts": 1_795_000_000_000_000}})
+row = engine.read("c1", "2026-11-18")
+assert row["order_total_30d"] == 5.0 and row["order_count_30d"] == 1, row
+assert "numpy" not in {{m for m in sys.modules if sys.modules[m] is not None}}
+print("ok")
+"""
+    lambdas = Path(__file__).resolve().parents[1] / "lambdas"
+    result = subprocess.run([sys.executable, "-c", script], cwd=lambdas, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,23 @@ def record(sequence: int, payload: Any, *, raw: bytes | None = None) -> dict[str
 
 def order(order_id: str, amount: float, customer: str = "c1") -> dict[str, Any]:
     return {"order_id": order_id, "customer_id": customer, "order_amount": amount,
-            "order_ts": "2026-11-02T10:00:00Z"}
+            "account_tenure": 400, "order_ts": NOW.isoformat()}
+
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def seed_online_features(ddb: Any, config: dict[str, Any]) -> None:
+    """c1's history as the feature_update function stores it: 4 orders, 1000 in total,
+    in the last 30 days (the online table's real layout, day buckets per entity)."""
+    from mdlc_core.features import DynamoDBStore, FeatureSet, IncrementalEngine
+
+    engine = IncrementalEngine(FeatureSet.from_config(config),
+                               DynamoDBStore(ddb, "features", config["name"]))
+    for days_ago, amount in ((1, 100.0), (3, 200.0), (10, 300.0), (29, 400.0)):
+        engine.apply({"order_id": f"past-{days_ago}", "customer_id": "c1",
+                      "order_amount": amount, "order_ts": (NOW - timedelta(days=days_ago))
+                      .isoformat()})
 
 
 @pytest.fixture
@@ -92,14 +109,7 @@ def aws_env(tmp_path, monkeypatch):
                 AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
                 BillingMode="PAY_PER_REQUEST",
             )
-        ddb.put_item(
-            TableName="features",
-            Item={"pk": {"S": "c1"}, "features": {"M": {
-                "account_tenure": {"N": "400"},
-                "order_total_30d": {"N": "1000"},
-                "order_count_30d": {"N": "4"},
-            }}},
-        )
+        seed_online_features(ddb, json.loads(config.read_text()))
         sqs = boto3.client("sqs", region_name=REGION)
         dlq = sqs.create_queue(QueueName="dlq")["QueueUrl"]
         review = sqs.create_queue(QueueName="review")["QueueUrl"]
@@ -256,5 +266,52 @@ def test_unknown_entity_scores_with_missing_features(aws):
     event = {"Records": [record(1, order("o-new", 200.0, customer="c-new"))]}
 
     assert aws["module"].handler(event, Context()) == {"batchItemFailures": []}
-    assert aws["runtime"].calls[0] == ["200.0,,,,"]
+    # The event's own columns, and no stored history (the entity is unknown).
+    assert aws["runtime"].calls[0] == ["200.0,400.0,,,"]
     assert logged(aws["ddb"], "o-new")["action"] == {"S": "approve"}
+
+
+class CountingDynamoDB:
+    """Wraps a client and counts BatchGetItem calls."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.batch_gets = 0
+
+    def batch_get_item(self, **kwargs: Any) -> dict[str, Any]:
+        self.batch_gets += 1
+        return self.client.batch_get_item(**kwargs)
+
+
+def test_features_written_by_the_updater_are_read_back_by_the_consumer(aws, monkeypatch):
+    """The two halves of the online store agree: feature_update writes day buckets,
+    the consumer's reader turns them into window values, in one BatchGetItem."""
+    monkeypatch.setenv("MODEL_NAME", "fraud")
+    updater = load_handler("feature_update")
+    history = [
+        {"order_id": "h-1", "customer_id": "c9", "order_amount": 300.0, "account_tenure": 20,
+         "order_ts": (NOW - timedelta(days=2)).isoformat()},
+        {"order_id": "h-2", "customer_id": "c9", "order_amount": 500.0, "account_tenure": 21,
+         "order_ts": (NOW - timedelta(days=1)).isoformat()},
+        # Outside the 30-day window as of today: stored, but not counted.
+        {"order_id": "h-0", "customer_id": "c9", "order_amount": 9000.0, "account_tenure": 1,
+         "order_ts": (NOW - timedelta(days=31)).isoformat()},
+    ]
+    written = updater.handler(
+        {"Records": [record(i, event) for i, event in enumerate(history, start=1)]}, Context()
+    )
+    assert written == {"batchItemFailures": []}
+
+    counting = CountingDynamoDB(aws["module"].SCORER.reader.client)
+    aws["module"].SCORER.reader.client = counting
+    event = {"Records": [record(10, order("o-9", 200.0, customer="c9")),
+                         record(11, order("o-10", 950.0, customer="c1")),
+                         record(12, order("o-11", 100.0, customer="c9"))]}
+
+    assert aws["module"].handler(event, Context()) == {"batchItemFailures": []}
+    assert counting.batch_gets == 1, "one feature read for the whole batch"
+    # amount, tenure (the event's), total and count of c9's last 30 days, 200 / (800 / 2).
+    assert aws["runtime"].calls == [["200.0,400.0,800.0,2.0,0.5",
+                                     "950.0,400.0,1000.0,4.0,3.8",
+                                     "100.0,400.0,800.0,2.0,0.25"]]
+    assert logged(aws["ddb"], "o-9")["features"]["M"]["order_total_30d"] == {"N": "800.0"}

@@ -46,9 +46,9 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from mdlc_core.actions import Clients, DecisionLog, Dispatcher
 from mdlc_core.decisions import Decision, RuleSet
+from mdlc_core.features import FeatureSet, OnlineFeatureReader
 from mdlc_core.runtime_config import load_config
 from mdlc_core.scoring import (
-    DynamoDBFeatureReader,
     EndpointScorer,
     FeaturePlan,
     Rejected,
@@ -77,8 +77,11 @@ IDEMPOTENCY = IdempotencyConfig(
 
 # Built on first use so that each step needs only its own environment.
 @cache
-def _reader() -> DynamoDBFeatureReader:
-    return DynamoDBFeatureReader(CLIENTS.get("dynamodb"), os.environ["FEATURES_TABLE"])
+def _reader() -> OnlineFeatureReader:
+    # The table the feature_update function writes (day buckets per entity).
+    return OnlineFeatureReader(
+        CLIENTS.get("dynamodb"), os.environ["FEATURES_TABLE"], FeatureSet.from_config(CONFIG)
+    )
 
 
 @cache

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -41,9 +42,22 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Protocol
 
-import numpy as np
-
 from .expressions import Expression, parse
+
+
+class _NumPy:
+    """NumPy, imported on first use. The batch engines need it; the online
+    path (:class:`IncrementalEngine`, :class:`OnlineFeatureReader`) is pure
+    Python, so the stream functions run without the data layer and start fast."""
+
+    def __getattr__(self, name: str) -> Any:
+        import numpy
+
+        globals()["np"] = numpy  # later lookups skip this proxy
+        return getattr(numpy, name)
+
+
+np: Any = _NumPy()
 
 EPOCH = date(1970, 1, 1)
 _US_PER_DAY = 86_400_000_000
@@ -177,7 +191,8 @@ def to_micros(value: Any) -> int:
             return to_micros(datetime.fromisoformat(value.strip()))
         except ValueError as error:
             raise FeatureError(f"{value!r} is not an ISO 8601 timestamp") from error
-    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+    # numbers.Integral covers NumPy integers without importing NumPy.
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value)
     raise FeatureError(f"{value!r} is not a timestamp")
 
@@ -345,7 +360,8 @@ def _evaluate_vector(expression: Expression, scope: dict[str, np.ndarray], n: in
 
 
 def _py(value: Any) -> Any:
-    if isinstance(value, float | np.floating):
+    # numbers.Real minus Integral: floats and NumPy floats, without importing NumPy.
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
         return None if math.isnan(value) else float(value)
     return value
 
@@ -619,7 +635,7 @@ class IncrementalEngine:
     clock: Any = field(default=time.time)
 
     def key(self, entity: str, value: str) -> str:
-        return f"{self.features.model}#{entity}#{value}"
+        return item_key(self.features.model, entity, value)
 
     def parse(self, event: Mapping[str, Any]) -> ParsedEvent:
         fs = self.features
@@ -710,28 +726,51 @@ class IncrementalEngine:
         longest window. ``as_of`` must not be before the entity's newest event
         day (older days may already have been dropped)."""
         fs = self.features
-        today = day_number(as_of)
         item, _ = self.store.get(self.key(fs.entity_key, entity_value))
-        if item is None or item.get("last") is None:
-            return None
-        last = item["last"]
-        horizon = fs.horizon()
-        if horizon and last["micros"] // _US_PER_DAY <= today - horizon:
-            return None
-        scope: dict[str, Any] = dict(last["values"])
-        items = {fs.entity_key: item}
-        row: dict[str, Any] = {fs.entity_key: entity_value}
-        for agg in fs.aggregates:
-            value = entity_value if agg.entity == fs.entity_key else last["values"].get(agg.entity)
-            if agg.entity not in items:
-                other = self.store.get(self.key(agg.entity, value))[0] if value else None
-                items[agg.entity] = other or {"days": {}}
-            result = window_value(items[agg.entity]["days"], agg, today) if value else (
-                0 if agg.function == "count" else 0.0 if agg.function == "sum" else None)
-            scope[agg.name] = result
-            row[agg.name] = result
-        row |= evaluate_expressions(fs, scope)
-        return {k: row[k] for k in [fs.entity_key, *fs.names]}
+        return features_as_of(
+            fs, entity_value, item, day_number(as_of),
+            lambda entity, value: self.store.get(self.key(entity, value))[0],
+        )
+
+
+def item_key(model: str, entity: str, value: str) -> str:
+    """The store key of an entity item: ``<model>#<entity column>#<value>``."""
+    return f"{model}#{entity}#{value}"
+
+
+def features_as_of(
+    fs: FeatureSet,
+    entity_value: str,
+    item: Mapping[str, Any] | None,
+    today: int,
+    other_item: Any,
+) -> dict[str, Any] | None:
+    """One entity's row as of the end of day number ``today``, from its store item.
+
+    ``other_item(entity column, value)`` returns the item of an aggregate over
+    another entity column (or None). Shared by :meth:`IncrementalEngine.read`
+    and :class:`OnlineFeatureReader`, so both read the same numbers.
+    """
+    if item is None or item.get("last") is None:
+        return None
+    last = item["last"]
+    horizon = fs.horizon()
+    if horizon and last["micros"] // _US_PER_DAY <= today - horizon:
+        return None
+    scope: dict[str, Any] = dict(last["values"])
+    items: dict[str, Mapping[str, Any]] = {fs.entity_key: item}
+    row: dict[str, Any] = {fs.entity_key: entity_value}
+    for agg in fs.aggregates:
+        value = entity_value if agg.entity == fs.entity_key else last["values"].get(agg.entity)
+        if agg.entity not in items:
+            other = other_item(agg.entity, value) if value else None
+            items[agg.entity] = other or {"days": {}}
+        result = window_value(items[agg.entity]["days"], agg, today) if value else (
+            0 if agg.function == "count" else 0.0 if agg.function == "sum" else None)
+        scope[agg.name] = result
+        row[agg.name] = result
+    row |= evaluate_expressions(fs, scope)
+    return {k: row[k] for k in [fs.entity_key, *fs.names]}
 
 
 def _add_to_bucket(days: dict[str, Any], ev: ParsedEvent, fs: FeatureSet, entity: str) -> None:
@@ -888,3 +927,93 @@ class DynamoDBStore:
             if "ConditionalCheckFailed" in reasons or "TransactionConflict" in reasons:
                 raise WriteConflict(event_id) from error
             raise
+
+
+class TransientReadError(RuntimeError):
+    """The table throttled part of a read and kept doing so; retry later."""
+
+
+class OnlineFeatureReader:
+    """Many entities' online features in one DynamoDB BatchGetItem per 100 keys.
+
+    Reads the items :class:`DynamoDBStore` writes (``<model>#<entity
+    column>#<value>``, day buckets, ``last``) and computes each entity's
+    window values as of a day, exactly as :meth:`IncrementalEngine.read`
+    does. This is the integration's "collect features" step: the fused
+    consumer calls it once per batch. Aggregates keyed by another entity
+    column (``aggregates[].entity``) need their items, named by each entity's
+    latest event, in a second BatchGetItem round; the example spec has none.
+
+    Args:
+        client: a boto3 DynamoDB client.
+        table_name: the online feature table.
+        features: the spec's feature set (``FeatureSet.from_config``).
+        clock: seconds since the epoch, for the default ``as_of`` (today, UTC).
+    """
+
+    CHUNK = 100  # BatchGetItem's limit
+    RETRIES = 4
+
+    def __init__(self, client: Any, table_name: str, features: FeatureSet, *,
+                 backoff_seconds: float = 0.05, clock: Any = time.time) -> None:
+        from boto3.dynamodb.types import TypeDeserializer
+
+        self.client, self.table_name, self.features = client, table_name, features
+        self.backoff_seconds = backoff_seconds
+        self.clock = clock
+        self._deserialize = TypeDeserializer().deserialize
+
+    def read_many(self, entity_ids: Sequence[str],
+                  as_of: date | str | None = None) -> dict[str, dict[str, Any]]:
+        """``{entity id: {feature name: value}}`` as of the end of day ``as_of``
+        (default: today in UTC). Entities without an event in the longest
+        window are left out (they score with missing values)."""
+        fs = self.features
+        today = day_number(as_of) if as_of is not None else int(self.clock()) // 86_400
+        unique = list(dict.fromkeys(str(e) for e in entity_ids))
+        items = self._get_many([item_key(fs.model, fs.entity_key, e) for e in unique])
+        others = {
+            item_key(fs.model, a.entity, str(value))
+            for e in unique
+            if (item := items.get(item_key(fs.model, fs.entity_key, e))) and item.get("last")
+            for a in fs.aggregates
+            if a.entity != fs.entity_key and (value := item["last"]["values"].get(a.entity))
+        }
+        if others:
+            items |= self._get_many(sorted(others))
+        found: dict[str, dict[str, Any]] = {}
+        for entity in unique:
+            row = features_as_of(
+                fs, entity, items.get(item_key(fs.model, fs.entity_key, entity)), today,
+                lambda column, value: items.get(item_key(fs.model, column, str(value))),
+            )
+            if row is not None:
+                row.pop(fs.entity_key, None)
+                found[entity] = row
+        return found
+
+    def _get_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        items: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(keys), self.CHUNK):
+            request: dict[str, Any] = {self.table_name: {
+                "Keys": [{"pk": {"S": k}} for k in keys[start : start + self.CHUNK]],
+                "ProjectionExpression": "pk, #d, #l",
+                "ExpressionAttributeNames": {"#d": "days", "#l": "last"},
+                "ConsistentRead": False,
+            }}
+            for attempt in range(self.RETRIES):
+                response = self.client.batch_get_item(RequestItems=request)
+                for raw in response.get("Responses", {}).get(self.table_name, []):
+                    item = {k: _from_dynamo(self._deserialize(v)) for k, v in raw.items()}
+                    items[item.pop("pk")] = item
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                # Unprocessed keys mean the table throttled part of the read.
+                time.sleep(self.backoff_seconds * 2**attempt)
+            else:
+                raise TransientReadError(
+                    f"feature table {self.table_name} left keys unprocessed after "
+                    f"{self.RETRIES} attempts"
+                )
+        return items

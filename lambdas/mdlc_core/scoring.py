@@ -19,11 +19,14 @@ per well-formed record and one ``Rejected`` per malformed one:
 A failure of step 2 or 4 (throttling, an endpoint error) raises
 ``TransientError``: the caller reports the batch's records for retry.
 
-Online feature store contract (``DynamoDBFeatureReader``): one item per
-entity, ``{"pk": "<entity id>", "features": {"<feature name>": <number>}}``
-(a string partition key ``pk`` and a map attribute ``features``). A missing
-item or feature is a missing value (an empty CSV field, which XGBoost
-treats as missing), never an error.
+Feature readers: the deployed handlers read the online table the
+``feature_update`` function writes with ``mdlc_core.features.OnlineFeatureReader``
+(day buckets per entity, window values computed as of today). A store of
+precomputed features, one item per entity ``{"pk": "<entity id>",
+"features": {"<feature name>": <number>}}``, is read by
+``DynamoDBFeatureReader``; any other store implements ``FeatureReader``. A
+missing item or feature is a missing value (an empty CSV field, which
+XGBoost treats as missing), never an error.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """The fused client-integration path: a Kinesis consumer that batches.
 
 For a batch of Kinesis records it makes one feature read (DynamoDB
-BatchGetItem, 100 keys a call) and one endpoint call for all of them, then
-evaluates the rules and performs each event's action (``mdlc_core``).
+BatchGetItem, 100 keys a call, on the online table the ``feature_update``
+function writes, read by ``mdlc_core.features.OnlineFeatureReader``) and one
+endpoint call for all of them, then evaluates the rules and performs each
+event's action (``mdlc_core``).
 
 Input: the Kinesis event (``Records[].kinesis.data`` is base64 JSON with
 the spec's ``data.event_id`` and ``data.entity_key`` and numeric raw
@@ -55,10 +57,10 @@ from aws_lambda_powertools.utilities.idempotency import (
 from botocore.config import Config
 from mdlc_core.actions import Clients, DecisionLog, Dispatcher
 from mdlc_core.decisions import Decision, RuleSet, utc_now
+from mdlc_core.features import FeatureSet, OnlineFeatureReader
 from mdlc_core.runtime_config import load_config
 from mdlc_core.scoring import (
     BatchScorer,
-    DynamoDBFeatureReader,
     EndpointScorer,
     FeaturePlan,
     Rejected,
@@ -90,7 +92,11 @@ DISPATCHER = Dispatcher.from_config(CONFIG, CLIENTS)
 DECISION_LOG = DecisionLog.from_env(CLIENTS)
 SCORER = BatchScorer(
     FeaturePlan(CONFIG),
-    DynamoDBFeatureReader(CLIENTS.get("dynamodb"), os.environ["FEATURES_TABLE"]),
+    # The table the feature_update function writes: one BatchGetItem per 100
+    # entities, window values computed here as of today (UTC).
+    OnlineFeatureReader(
+        CLIENTS.get("dynamodb"), os.environ["FEATURES_TABLE"], FeatureSet.from_config(CONFIG)
+    ),
     EndpointScorer(CLIENTS.get("sagemaker-runtime"), os.environ["ENDPOINT_NAME"]),
     RULES,
     model_version=os.environ.get("MODEL_PACKAGE_VERSION") or None,
