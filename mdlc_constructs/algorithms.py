@@ -383,6 +383,32 @@ class CustomImage(Construct):
                 "with credentials",
             },
         )
+        # CodeBuild's own generated policy: reading the source asset, writing its
+        # log streams and report groups, using the key for artifacts and logs.
+        project_id = Stack.of(self).get_logical_id(
+            self.project.node.default_child  # type: ignore[arg-type]
+        )
+        acknowledge_all(
+            self.project,
+            {
+                "AwsSolutions-IAM5[Action::s3:GetObject*]": "Reads the source asset object "
+                "(CodeBuild's generated S3 source policy)",
+                "AwsSolutions-IAM5[Action::s3:GetBucket*]": "CodeBuild's S3 source policy on "
+                "the asset bucket only",
+                "AwsSolutions-IAM5[Action::s3:List*]": "CodeBuild's S3 source policy on the "
+                "asset bucket only",
+                "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": "CodeBuild encrypts its "
+                "artifacts and logs with the data key only",
+                "AwsSolutions-IAM5[Action::kms:ReEncrypt*]": "CodeBuild's key grant, on the "
+                "data key only",
+                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:codebuild:<AWS::Region>:"
+                f"<AWS::AccountId>:report-group/<{project_id}>-*]": "Report groups of this "
+                "project only (CodeBuild's generated policy)",
+                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:"
+                f"<AWS::AccountId>:log-group:/aws/codebuild/<{project_id}>:*]": "Log streams "
+                "of this project's default log group only (CodeBuild's generated policy)",
+            },
+        )
 
 
 # -- the factory ------------------------------------------------------------------
