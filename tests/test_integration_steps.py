@@ -94,3 +94,22 @@ def test_endpoint_failure_is_transient(steps):
     state = module.handler({"step": "collect_features", "event": order("o-1", 10.0)}, Context())
     with pytest.raises(module.TransientError):
         module.handler({**state, "step": "run_inference"}, Context())
+
+
+def test_a_kinesis_record_from_the_pipe_is_decoded(steps):
+    """The state-machine path's input: EventBridge Pipes sends the Kinesis record,
+    its data base64; the workflow wraps the state as {"step", "state"}."""
+    import base64
+
+    module = steps["module"]
+    data = base64.b64encode(json.dumps(order("o-k", 650.0)).encode()).decode()
+    record = {"data": data, "sequenceNumber": "42", "partitionKey": "c1"}
+
+    state = module.handler({"step": "collect_features", "state": {"record": record}}, Context())
+
+    assert state["event_id"] == "o-k" and state["record_id"] == "42"
+    assert "record" not in state
+    assert state["features"]["order_total_30d"] == 1000.0
+    with pytest.raises(module.MalformedEvent, match="base64"):
+        module.handler({"step": "collect_features",
+                        "state": {"record": {"data": "%%%", "sequenceNumber": "43"}}}, Context())

@@ -1,12 +1,14 @@
 """The talk's client-integration path: one Express workflow per event, four steps.
 
 One function serves every step; ``event["step"]`` picks it. Each step takes
-the previous step's output (plus ``step``) and returns it with its own keys
-added, so the state machine passes the whole state along
-(``Payload.$: $`` with ``step`` set per task, ``ResultPath: $``):
+the previous step's output and returns it with its own keys added, so the
+state machine passes the whole state along: the task's payload is
+``{"step": <name>, "state.$": "$"}`` and its ``ResultPath`` is ``$``
+(``ClientIntegration`` builds it; a flat ``{"step", ...state}`` works too):
 
 ``collect_features``
-    in:  ``{"step", "event": <the producer's event, an object or JSON text>}``
+    in:  ``{"step", "event": <the producer's event, an object or JSON text>}``,
+    or ``{"step", "record": <a Kinesis record as EventBridge Pipes sends it>}``
     out: ``{"event", "event_id", "entity_id", "features": {name: number|null}}``
     (features in the model's training order: the online feature table,
     overlaid by the event's raw columns, then the spec's expressions)
@@ -32,6 +34,8 @@ only by the step that needs it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 from collections.abc import Callable
@@ -119,9 +123,24 @@ def _act() -> Callable[..., dict[str, Any]]:
     return act
 
 
+def _from_kinesis(record: Any) -> tuple[str, str]:
+    """(payload text, sequence number) of a Kinesis record as EventBridge Pipes sends it."""
+    if not isinstance(record, dict) or "data" not in record:
+        raise MalformedEvent("the record has no Kinesis data")
+    try:
+        text = base64.b64decode(record["data"], validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, TypeError) as error:
+        raise MalformedEvent(f"not base64 UTF-8: {error}") from error
+    return text, str(record.get("sequenceNumber", ""))
+
+
 def collect_features(state: dict[str, Any]) -> dict[str, Any]:
-    raw = state.get("event")
-    payload = raw if isinstance(raw, str) else json.dumps(raw)
+    if "record" in state:  # from the pipe: the Kinesis record, its data base64
+        payload, record_id = _from_kinesis(state.pop("record"))
+        state = {**state, "record_id": record_id}
+    else:
+        raw = state.get("event")
+        payload = raw if isinstance(raw, str) else json.dumps(raw)
     parsed = PLAN.parse(str(state.get("record_id", "")), payload)
     if isinstance(parsed, Rejected):
         raise MalformedEvent(parsed.reason)
@@ -192,7 +211,11 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     step = STEPS.get(event.get("step", ""))
     if step is None:
         raise MalformedEvent(f"unknown step {event.get('step')!r}; expected one of {list(STEPS)}")
-    state = {k: v for k, v in event.items() if k != "step"}
+    # The workflow sends {"step", "state": <the whole state>}; a flat event works too.
+    if isinstance(event.get("state"), dict):
+        state = dict(event["state"])
+    else:
+        state = {k: v for k, v in event.items() if k != "step"}
     result = step(state)
     logger.info("step done", extra={"step": event["step"], "event_id": result.get("event_id")})
     return result

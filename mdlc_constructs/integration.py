@@ -1,0 +1,540 @@
+"""Stage 8, client integration: the talk's four steps for every event on the stream.
+
+**Collect features** (the online feature table) → **run inference** (the
+real-time endpoint) → **execute rules** → **perform action**, for the
+events on the model's encrypted Kinesis stream, in the spec's
+``integration.mode``:
+
+``fused`` (default)
+    One Lambda function (``lambdas/stream_consumer``) consumes the stream in
+    batches: one feature read and one endpoint call per batch. The event
+    source mapping bisects on error, bounds retries and record age (spec),
+    reports partial batch failures and sends what still fails to the
+    dead-letter queue (metadata: shard and sequence numbers, enough to
+    replay). Malformed records go to the same queue from the function, with
+    the payload and the reason.
+``state_machine``
+    The talk's drawing: one Express workflow per event, its four steps as
+    Lambda tasks (``lambdas/integration_step``). An EventBridge pipe reads
+    the stream one record at a time and starts the workflow synchronously,
+    so a failed execution is retried by the pipe (bisect, bounded retries
+    and record age, then the dead-letter queue). A pipe needs no code of
+    ours, keeps the stream's ordering per shard, and has the same failure
+    bounds as an event source mapping; a starter function would add a hop
+    and its own failure handling. Malformed events are caught in the
+    workflow and sent to the dead-letter queue with the reason; anything
+    else that fails after its retries notifies the topic and fails the
+    execution, so the pipe retries it.
+
+Both paths write every decision to the decision log table and act
+idempotently on the producer's event id (the Powertools idempotency table).
+
+Action targets: one per kind the spec's ``integration.actions`` use (an
+encrypted SNS topic, an encrypted SQS queue with its own dead-letter queue,
+an encrypted EventBridge bus), each granted to the function that acts with
+its one send action. ``custom`` kinds get no target and no permission: the
+construct cannot know what a team's action calls, so the team grants it on
+:attr:`ClientIntegration.function` (``function.add_to_role_policy``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Duration, RemovalPolicy, Stack, Token
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kinesis as kinesis
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_pipes as pipes
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct, IConstruct
+
+from .compliance import acknowledge, acknowledge_all, acknowledge_grant_actions
+from .features import encrypted_queue
+from .functions import python_function
+from .spec import ModelSpec
+from .storage import DataLake
+from .workflow import invoke, notify_and_fail, state_machine
+
+#: The four steps, in order, as ``lambdas/integration_step`` names them.
+STEPS = ("collect_features", "run_inference", "execute_rules", "perform_action")
+
+#: Errors each step raises that a retry can fix (``lambdas/integration_step``).
+#: ``MalformedEvent`` is never retried: it is caught and dead-lettered.
+RETRYABLE_ERRORS: dict[str, tuple[str, ...]] = {
+    "collect_features": ("TransientError",),
+    "run_inference": ("TransientError", "EndpointError"),
+    "execute_rules": (),
+    # Safe to retry: the action is idempotent on the producer's event id.
+    "perform_action": ("ActionError", "IdempotencyAlreadyInProgressError", "TransientError"),
+}
+MALFORMED_ERROR = "MalformedEvent"
+
+#: Built-in action kinds with a target this construct creates.
+TARGET_KINDS = ("sns", "sqs", "eventbridge")
+
+
+class ClientIntegration(Construct):
+    """Decide and act on every event of the model's stream (see the module docstring).
+
+    Args:
+        spec: the model spec; ``integration`` must be present and enabled.
+        data_lake: the model's data lake (its key is the default key).
+        key: encrypts the tables, queues, targets, logs and function
+            environments. Default: ``data_lake.key``.
+        topic: the model's notification topic; failed workflow executions
+            (``state_machine`` mode) are published here.
+        stream: the encrypted Kinesis stream client events arrive on.
+        feature_table: the online feature table (``FeatureEngineering.table``,
+            written by ``feature_update``); read-only here.
+        endpoint_name: the real-time endpoint (``RealtimeEndpoint.endpoint_name``);
+            only ``sagemaker:InvokeEndpoint`` on this endpoint is granted.
+        model_package_version: written into every decision. Default: none;
+            decisions name the endpoint variant that scored them
+            (``variant:<name>``), which the deployment workflow maps to a version.
+        decision_table: an existing decision log (string partition key
+            ``event_id``). Default: a new table (KMS, PITR, retained).
+        starting_position: where a new mapping or pipe starts reading. Default:
+            TRIM_HORIZON, so nothing on the stream is skipped; the spec's
+            ``max_record_age_seconds`` bounds how old an event may be acted on.
+
+    Attributes:
+        consumer: the fused consumer function (None in ``state_machine`` mode).
+        step_function: the workflow's step function (None in ``fused`` mode).
+        function: the function that acts (either of the above); grant custom
+            actions' permissions to it.
+        state_machine: the Express workflow (None in ``fused`` mode).
+        pipe: the EventBridge pipe (None in ``fused`` mode).
+        decision_table, idempotency_table, dead_letter_queue.
+        action_targets: action name -> the topic, queue or bus it sends to
+            (names of ``log`` and ``custom`` kinds are absent).
+        topic_target, queue_target, event_bus_target: each or None.
+
+    Extension points (plain methods called from the constructor):
+    ``build_action_targets``, ``build_consumer``, ``build_state_machine``,
+    ``environment``.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        spec: ModelSpec,
+        data_lake: DataLake,
+        topic: sns.ITopic,
+        stream: kinesis.IStream,
+        feature_table: dynamodb.ITable,
+        endpoint_name: str,
+        key: kms.IKey | None = None,
+        model_package_version: str | None = None,
+        decision_table: dynamodb.ITable | None = None,
+        starting_position: lambda_.StartingPosition = lambda_.StartingPosition.TRIM_HORIZON,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        where = spec.source or spec.name
+        if spec.integration is None or not spec.integration.enabled:
+            raise ValueError(
+                f"{where}: integration is missing or disabled; ClientIntegration needs "
+                "integration.rules and integration.default_action"
+            )
+        if not endpoint_name:
+            raise ValueError(f"{where}: ClientIntegration needs endpoint_name (the real-time "
+                             "endpoint, RealtimeEndpoint.endpoint_name)")
+        self.spec = spec
+        self.integration = spec.integration
+        self.data_lake = data_lake
+        self.key: kms.IKey = key or data_lake.key
+        self.topic = topic
+        self.stream = stream
+        self.feature_table = feature_table
+        self.endpoint_name = endpoint_name
+        self.model_package_version = model_package_version
+        self.starting_position = starting_position
+        stack = Stack.of(self)
+        # SageMaker writes endpoint names in lower case in its ARNs.
+        name = endpoint_name if Token.is_unresolved(endpoint_name) else endpoint_name.lower()
+        self.endpoint_arn = stack.format_arn(
+            service="sagemaker", resource="endpoint", resource_name=name
+        )
+
+        self.decision_table: dynamodb.ITable = decision_table or self._table(
+            "Decisions", "event_id", ttl=None
+        )
+        self.idempotency_table: dynamodb.ITable = self._table(
+            "Idempotency", "id", ttl="expiration"
+        )
+        self.dead_letter_queue: sqs.Queue = encrypted_queue(self, "DeadLetters", key=self.key)
+        self.topic_target: sns.Topic | None = None
+        self.queue_target: sqs.Queue | None = None
+        self.event_bus_target: events.EventBus | None = None
+        self.action_targets: dict[str, IConstruct] = self.build_action_targets()
+
+        self.consumer: lambda_.Function | None = None
+        self.step_function: lambda_.Function | None = None
+        self.state_machine: sfn.StateMachine | None = None
+        self.pipe: pipes.CfnPipe | None = None
+        if self.integration.mode == "fused":
+            self.consumer = self.build_consumer()
+            self.function: lambda_.Function = self.consumer
+        else:
+            self.step_function = self._step_function()
+            self.function = self.step_function
+            self.state_machine = self.build_state_machine(self.step_function)
+            self.pipe = self._pipe(self.state_machine)
+        self._grant(self.function)
+
+    # -- extension points ---------------------------------------------------------
+
+    def environment(self) -> dict[str, str]:
+        """What both handlers read (docs/integration.md, Environment)."""
+        env = {
+            "ENDPOINT_NAME": self.endpoint_name,
+            "FEATURES_TABLE": self.feature_table.table_name,
+            "DECISIONS_TABLE": self.decision_table.table_name,
+            "IDEMPOTENCY_TABLE": self.idempotency_table.table_name,
+            "DEAD_LETTER_QUEUE_URL": self.dead_letter_queue.queue_url,
+        }
+        if self.topic_target is not None:
+            env["ACTION_TOPIC_ARN"] = self.topic_target.topic_arn
+        if self.queue_target is not None:
+            env["ACTION_QUEUE_URL"] = self.queue_target.queue_url
+        if self.event_bus_target is not None:
+            env["ACTION_EVENT_BUS_NAME"] = self.event_bus_target.event_bus_name
+        if self.model_package_version:
+            env["MODEL_PACKAGE_VERSION"] = self.model_package_version
+        return env
+
+    def build_action_targets(self) -> dict[str, IConstruct]:
+        """One target per built-in kind the spec uses; action name -> target.
+
+        The handlers send every action of a kind to the same target, with the
+        action and rule as message attributes (SNS) or fields, so subscribers
+        filter by action.
+        """
+        kinds = {name: target.kind for name, target in self.integration.actions.items()}
+        targets: dict[str, IConstruct] = {}
+        if "sns" in kinds.values():
+            self.topic_target = sns.Topic(
+                self,
+                "ActionTopic",
+                display_name=f"MDLC {self.spec.name}: decisions",
+                master_key=self.key,
+                enforce_ssl=True,
+            )
+        if "sqs" in kinds.values():
+            redrive = encrypted_queue(self, "ActionQueueDeadLetters", key=self.key)
+            self.queue_target = sqs.Queue(
+                self,
+                "ActionQueue",
+                encryption=sqs.QueueEncryption.KMS,
+                encryption_master_key=self.key,
+                enforce_ssl=True,
+                retention_period=Duration.days(14),
+                dead_letter_queue=sqs.DeadLetterQueue(queue=redrive, max_receive_count=5),
+            )
+        if "eventbridge" in kinds.values():
+            self.event_bus_target = events.EventBus(
+                self,
+                "ActionBus",
+                description=f"MDLC {self.spec.name}: decisions (detail-type MDLC Decision)",
+                kms_key=self.key,
+            )
+        by_kind: dict[str, IConstruct | None] = {
+            "sns": self.topic_target,
+            "sqs": self.queue_target,
+            "eventbridge": self.event_bus_target,
+        }
+        for name, kind in kinds.items():
+            target = by_kind.get(kind)
+            if target is not None:
+                targets[name] = target
+        return targets
+
+    def build_consumer(self) -> lambda_.Function:
+        """The fused path: the batching consumer and its Kinesis event source."""
+        integration = self.integration
+        consumer = python_function(
+            self,
+            "Consumer",
+            handler="stream_consumer",
+            description=f"MDLC {self.spec.name}: features, inference, rules and actions "
+            "per batch of stream events",
+            key=self.key,
+            config=self.spec.as_config(),
+            environment=self.environment(),
+            memory_size=1024,
+            # The endpoint client fails after 20 s (x3 attempts); the batch's
+            # reads, actions and log writes fit well within the rest.
+            timeout=Duration.minutes(2),
+        )
+        # A Kinesis mapping retries forever and keeps records for the stream's
+        # retention unless told otherwise: bound both, bisect poison batches,
+        # report partial failures and keep what still fails.
+        consumer.add_event_source(
+            sources.KinesisEventSource(
+                self.stream,
+                starting_position=self.starting_position,
+                batch_size=integration.batch_size,
+                max_batching_window=Duration.seconds(integration.max_batching_window_seconds),
+                bisect_batch_on_error=True,
+                retry_attempts=integration.retry_attempts,
+                max_record_age=Duration.seconds(integration.max_record_age_seconds),
+                report_batch_item_failures=True,
+                on_failure=sources.SqsDlq(self.dead_letter_queue),
+            )
+        )
+        acknowledge(
+            consumer,
+            "PCI.DSS.321-LambdaDLQ",
+            "A stream consumer's failures go to its event source mapping's on-failure "
+            "destination (the encrypted DeadLetters queue), not to a function DLQ, "
+            "which only serves asynchronous invocations",
+        )
+        return consumer
+
+    def build_state_machine(self, function: lambda_.IFunction) -> sfn.StateMachine:
+        """The talk's path: collect features → run inference → execute rules → perform action.
+
+        Input: the pipe's batch of one Kinesis record (``[record]``). Malformed
+        events go to the dead-letter queue (the execution succeeds: retrying
+        cannot help); other failures, after their retries, notify the topic
+        and fail the execution, so the pipe retries the record.
+        """
+        take = sfn.Pass(
+            self,
+            "TakeRecord",
+            comment="The pipe sends a batch of one record",
+            parameters={"record.$": "$[0]"},
+        )
+        chain: sfn.Chain | None = None
+        for step in STEPS:
+            task = invoke(
+                self,
+                _state_id(step),
+                function,
+                payload={"step": step, "state.$": "$"},
+                result_path="$",
+                timeout=Duration.seconds(30),
+                comment=f"Client integration step {step}",
+            )
+            if RETRYABLE_ERRORS[step]:
+                task.add_retry(
+                    errors=list(RETRYABLE_ERRORS[step]),
+                    interval=Duration.seconds(1),
+                    backoff_rate=2.0,
+                    max_attempts=3,
+                    jitter_strategy=sfn.JitterType.FULL,
+                )
+            chain = sfn.Chain.start(task) if chain is None else chain.next(task)
+        decide = sfn.Parallel(
+            self,
+            "Decide",
+            comment="Error boundary: malformed events are dead-lettered, failures notify",
+            result_selector={"decision.$": "$[0].decision", "receipt.$": "$[0].receipt"},
+        )
+        assert chain is not None
+        decide.branch(chain)
+        dead_letter = tasks.SqsSendMessage(
+            self,
+            "DeadLetter",
+            queue=self.dead_letter_queue,
+            message_body=sfn.TaskInput.from_object(
+                {
+                    "reason": sfn.JsonPath.string_at("$.error.Cause"),
+                    "model": self.spec.name,
+                    "execution": sfn.JsonPath.execution_id,
+                    "record": sfn.JsonPath.object_at("$.record"),
+                }
+            ),
+            result_path=sfn.JsonPath.DISCARD,
+            task_timeout=sfn.Timeout.duration(Duration.seconds(20)),
+        )
+        dead_letter.add_retry(
+            errors=["SQS.SdkClientException", "SQS.AmazonSQSException"],
+            interval=Duration.seconds(1),
+            backoff_rate=2.0,
+            max_attempts=3,
+            jitter_strategy=sfn.JitterType.FULL,
+        )
+        decide.add_catch(
+            dead_letter.next(sfn.Succeed(self, "DeadLettered")),
+            errors=[MALFORMED_ERROR],
+            result_path="$.error",
+        )
+        decide.add_catch(
+            notify_and_fail(
+                self,
+                "Integration",
+                topic=self.topic,
+                subject=f"MDLC {self.spec.name}: an event could not be decided",
+                cause="A client-integration step failed after its retries",
+            ),
+            errors=["States.ALL"],
+            result_path="$.error",
+        )
+        machine = state_machine(
+            self,
+            "Workflow",
+            definition=sfn.Chain.start(take).next(decide),
+            key=self.key,
+            express=True,
+            # Pipes wait up to 5 minutes for a synchronous Express execution.
+            timeout=Duration.minutes(4),
+            comment=f"MDLC {self.spec.name}: decide and act on one event",
+        )
+        # Sending to the encrypted dead-letter queue: the queue's key actions.
+        acknowledge_grant_actions(machine)
+        return machine
+
+    # -- resources -------------------------------------------------------------------
+
+    def _table(self, construct_id: str, key_name: str, *, ttl: str | None) -> dynamodb.Table:
+        return dynamodb.Table(
+            self,
+            construct_id,
+            partition_key=dynamodb.Attribute(name=key_name, type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            encryption_key=self.key,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            time_to_live_attribute=ttl,
+            deletion_protection=True,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
+    def _step_function(self) -> lambda_.Function:
+        return python_function(
+            self,
+            "Steps",
+            handler="integration_step",
+            description=f"MDLC {self.spec.name}: one client-integration step per invocation",
+            key=self.key,
+            config=self.spec.as_config(),
+            environment=self.environment(),
+            memory_size=512,
+            timeout=Duration.seconds(25),
+        )
+
+    def _pipe(self, machine: sfn.StateMachine) -> pipes.CfnPipe:
+        integration = self.integration
+        role = iam.Role(
+            self,
+            "PipeRole",
+            assumed_by=iam.ServicePrincipal(
+                "pipes.amazonaws.com",
+                conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
+            ),
+            description=f"MDLC {self.spec.name}: read the event stream, start the workflow",
+        )
+        self.stream.grant_read(role)
+        machine.grant(role, "states:StartSyncExecution")
+        self.dead_letter_queue.grant_send_messages(role)
+        self.key.grant_encrypt_decrypt(role)
+        log_group = logs.LogGroup(
+            self,
+            "PipeLogs",
+            retention=logs.RetentionDays.ONE_YEAR,
+            encryption_key=self.key,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        log_group.grant_write(role)
+        acknowledge_grant_actions(role)
+        acknowledge_all(
+            role,
+            {
+                "AwsSolutions-IAM5[Action::kms:Encrypt*]": "grant_encrypt_decrypt's key "
+                "actions, on the model's key only",
+                "AwsSolutions-IAM5[Action::kms:Decrypt*]": "grant_encrypt_decrypt's key "
+                "actions, on the model's key only",
+            },
+        )
+        starting = self.starting_position.name
+        pipe = pipes.CfnPipe(
+            self,
+            "Pipe",
+            description=f"MDLC {self.spec.name}: one workflow execution per stream event",
+            role_arn=role.role_arn,
+            source=self.stream.stream_arn,
+            source_parameters=pipes.CfnPipe.PipeSourceParametersProperty(
+                kinesis_stream_parameters=pipes.CfnPipe.PipeSourceKinesisStreamParametersProperty(
+                    starting_position=starting,
+                    batch_size=1,
+                    maximum_retry_attempts=integration.retry_attempts,
+                    maximum_record_age_in_seconds=integration.max_record_age_seconds,
+                    on_partial_batch_item_failure="AUTOMATIC_BISECT",
+                    dead_letter_config=pipes.CfnPipe.DeadLetterConfigProperty(
+                        arn=self.dead_letter_queue.queue_arn
+                    ),
+                )
+            ),
+            target=machine.state_machine_arn,
+            target_parameters=pipes.CfnPipe.PipeTargetParametersProperty(
+                step_function_state_machine_parameters=pipes.CfnPipe.PipeTargetStateMachineParametersProperty(
+                    # Synchronous: a failed execution fails the record, and the pipe
+                    # retries it, then dead-letters it.
+                    invocation_type="REQUEST_RESPONSE"
+                )
+            ),
+            kms_key_identifier=self.key.key_arn,
+            log_configuration=pipes.CfnPipe.PipeLogConfigurationProperty(
+                level="ERROR",
+                include_execution_data=None,
+                cloudwatch_logs_log_destination=pipes.CfnPipe.CloudwatchLogsLogDestinationProperty(
+                    log_group_arn=log_group.log_group_arn
+                ),
+            ),
+        )
+        pipe.node.add_dependency(role)
+        return pipe
+
+    def _grant(self, function: lambda_.Function) -> None:
+        """Least privilege for the function that decides and acts."""
+        self.feature_table.grant_read_data(function)
+        function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:InvokeEndpoint"], resources=[self.endpoint_arn]
+            )
+        )
+        self.decision_table.grant_write_data(function)
+        self.idempotency_table.grant_read_write_data(function)
+        self.dead_letter_queue.grant_send_messages(function)
+        if self.topic_target is not None:
+            self.topic_target.grant_publish(function)
+        if self.queue_target is not None:
+            self.queue_target.grant_send_messages(function)
+        if self.event_bus_target is not None:
+            self.event_bus_target.grant_put_events_to(function)
+
+    # -- metrics ------------------------------------------------------------------
+
+    def metric_iterator_age(self, **props: Any) -> cloudwatch.Metric:
+        """How far behind the stream the integration is (maximum, milliseconds).
+
+        Fused: the consumer's ``IteratorAge``. State machine: the stream's
+        ``GetRecords.IteratorAgeMilliseconds``, which covers every
+        shared-throughput reader of the stream (the pipe and the feature
+        updater), so it is an upper bound for the pipe.
+        """
+        props.setdefault("statistic", "Maximum")
+        if self.consumer is not None:
+            return self.consumer.metric("IteratorAge", **props)
+        return self.stream.metric_get_records_iterator_age_milliseconds(**props)
+
+
+def _state_id(step: str) -> str:
+    """collect_features -> CollectFeatures (construct ids are a public contract)."""
+    return "".join(part.capitalize() for part in step.split("_"))
+
+
