@@ -1,0 +1,969 @@
+"""Stage 6, real-time inference: a SageMaker endpoint that serves the latest
+approved model version, deployed blue/green with automatic rollback.
+
+Who owns what (see docs/deployment.md for the reasoning):
+
+* **CloudFormation** owns everything that exists before any model is
+  approved: the SageMaker execution role, the two rollback alarms (they name
+  the endpoint, which has a deterministic name), the EventBridge rule and the
+  deployment workflow.
+* **The deployment workflow** owns the endpoint itself: its models,
+  endpoint configurations, the endpoint and its autoscaling registration.
+  CloudFormation never holds an ``AWS::SageMaker::Endpoint`` that it would
+  revert to a stale configuration on the next ``cdk deploy``.
+
+The workflow, started by a ``SageMaker Model Package State Change`` event
+(``ModelApprovalStatus == Approved`` in this model's package group), or by
+hand with ``{"detail": {"ModelPackageArn": "<arn>"}}``::
+
+    Deploy (error boundary: any failure notifies the topic once, then fails)
+      DescribeModelPackage -> IsDeployable (Approved, this group) else NotDeployable
+      FindEndpoint (DescribeEndpoint; "Could not find endpoint" -> NoEndpointYet)
+        IsAlreadyServing? (this version, InService) -> AlreadyServing (Succeed)
+      NameResources (mdlc-<model>-v<version>-<random>) -> CreateModel -> CreateEndpointConfig
+      CreateOrUpdate: CreateEndpoint | UpdateEndpoint (blue/green + auto-rollback alarms)
+      WaitForEndpoint -> DescribeEndpoint -> EndpointSettled? (loop while Creating/Updating/...)
+      VerifyDeployment: InService AND EndpointConfigName == the new one, else
+        RolledBack / EndpointFailed (Fail with the reason)
+      RegisterScalableTarget -> PutScalingPolicy -> NotifyDeployed -> Deployed
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from .compliance import acknowledge_all, resource_token
+from .spec import ModelSpec
+from .storage import DataLake
+from .workflow import notify_and_fail, retry_transient, state_machine
+
+#: The one production variant. It never changes between endpoint
+#: configurations: the alarms and the autoscaling target name it.
+VARIANT_NAME = "AllTraffic"
+
+#: Endpoint states in which a deployment is still moving. Any other state is
+#: final for the workflow (UpdateRollbackFailed and Failed need a person).
+TRANSITIONAL_STATES = ("Creating", "Updating", "SystemUpdating", "RollingBack")
+
+#: Throttling as the AWS SDK integrations report it: safe to retry on reads
+#: and on the idempotent autoscaling calls.
+SDK_THROTTLING = (
+    "SageMaker.ThrottlingException",
+    "SageMaker.SageMakerException",
+    "ApplicationAutoScaling.ConcurrentUpdateException",
+    "ApplicationAutoScaling.InternalServiceException",
+    "ThrottlingException",
+)
+
+#: Time SageMaker needs to provision a fleet before shifting traffic.
+PROVISIONING = Duration.minutes(30)
+
+
+def _deployment_seconds(spec: ModelSpec) -> int:
+    """An upper bound of one blue/green deployment, for SageMaker's own timeout."""
+    d = spec.inference.realtime.deployment
+    shifts = {"canary": 1, "linear": math.ceil(100 / d.step_percent) - 1, "all_at_once": 0}
+    total = int(PROVISIONING.to_seconds()) + (shifts[d.strategy] * d.wait_minutes +
+                                              d.bake_minutes) * 60
+    # UpdateEndpoint accepts 600..28800 seconds.
+    return max(600, min(28800, total))
+
+
+def validate_realtime(spec: ModelSpec) -> None:
+    """Fail at synthesis on settings SageMaker would only reject at deployment.
+
+    Raises:
+        ValueError: naming the spec field, the value and what is accepted.
+    """
+    where = f" in {spec.source}" if spec.source else ""
+    realtime = spec.inference.realtime
+    d = realtime.deployment
+    if d.strategy == "canary" and d.step_percent > 50:
+        raise ValueError(
+            f"inference.realtime.deployment.step_percent{where}: a canary is at most 50% of "
+            f"the fleet, got {d.step_percent}"
+        )
+    if d.strategy == "linear" and not 10 <= d.step_percent <= 50:
+        raise ValueError(
+            f"inference.realtime.deployment.step_percent{where}: a linear step is 10-50% of "
+            f"the fleet, got {d.step_percent}"
+        )
+    a = realtime.autoscaling
+    if not a.min_capacity <= realtime.initial_instance_count <= a.max_capacity:
+        raise ValueError(
+            f"inference.realtime.initial_instance_count{where}: {realtime.initial_instance_count}"
+            f" is outside autoscaling min_capacity..max_capacity "
+            f"({a.min_capacity}..{a.max_capacity})"
+        )
+
+
+class RealtimeEndpoint(Construct):
+    """A SageMaker endpoint for the latest approved version of a model package
+    group, deployed by an event-driven, verified, blue/green workflow.
+
+    Args:
+        spec: the model spec; ``inference.realtime`` gives the instance type
+            and count, autoscaling, deployment strategy, rollback thresholds
+            and data capture percentage.
+        data_lake: its key encrypts the instance volumes and captured data;
+            captured requests go to ``capture/<model>/`` in its ``capture``
+            bucket; model artifacts are read from its ``artifacts`` bucket.
+        topic: deployments (success and failure with the reason) and the
+            rollback alarms are published here.
+        model_package_group_name: the registry group whose approved versions
+            are served (``TrainingWorkflow.model_package_group_name``).
+        endpoint_name: Default ``mdlc-<model>``. It is a public contract:
+            clients invoke it and the alarms name it.
+        model_artifacts_prefix: where the group's model artifacts are in the
+            artifacts bucket; the execution role reads nothing else. Default
+            ``training-output/<model>/`` (where ``TrainingWorkflow`` writes).
+        image_repositories: ECR repositories of custom inference images, that
+            the execution role may pull from. Default: none (SageMaker pulls
+            built-in algorithm images from AWS's registries itself).
+        poll_interval: how often the workflow checks a deployment. Default one
+            minute.
+
+    Attributes:
+        endpoint_name, endpoint_arn, variant_name, execution_role,
+        deployment_workflow, rule (the approval trigger), error_rate_alarm,
+        latency_alarm, model_package_group_name, model_package_group_arn.
+
+    Extension points (plain methods called from the constructor):
+    ``build_execution_role``, ``build_alarms``, ``endpoint_config_parameters``,
+    ``deployment_config``, ``scaling_policy_parameters``.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        spec: ModelSpec,
+        data_lake: DataLake,
+        topic: sns.ITopic,
+        model_package_group_name: str,
+        endpoint_name: str | None = None,
+        model_artifacts_prefix: str | None = None,
+        image_repositories: Sequence[ecr.IRepository] = (),
+        poll_interval: Duration = Duration.minutes(1),
+    ) -> None:
+        super().__init__(scope, construct_id)
+        validate_realtime(spec)
+        self.spec = spec
+        self.realtime = spec.inference.realtime
+        self.data_lake = data_lake
+        self.key = data_lake.key
+        self.topic = topic
+        self.stack = Stack.of(self)
+        self.endpoint_name = endpoint_name or f"mdlc-{spec.name}"
+        self.variant_name = VARIANT_NAME
+        # Models and endpoint configurations are named <prefix><version>-<random>.
+        self.resource_prefix = f"{self.endpoint_name}-v"
+        self.model_package_group_name = model_package_group_name
+        self.model_package_group_arn = self.stack.format_arn(
+            service="sagemaker",
+            resource="model-package-group",
+            resource_name=model_package_group_name,
+        )
+        self.endpoint_arn = self._arn("endpoint", self.endpoint_name)
+        self.model_artifacts_prefix = model_artifacts_prefix or f"training-output/{spec.name}/"
+        self.capture_prefix = f"capture/{spec.name}/"
+        self._image_repositories = list(image_repositories)
+        self._poll_interval = poll_interval
+
+        self.error_rate_alarm, self.latency_alarm = self.build_alarms()
+        self.execution_role = self.build_execution_role()
+        self.deployment_workflow = state_machine(
+            self,
+            "DeploymentWorkflow",
+            definition=self._definition(),
+            key=self.key,
+            timeout=Duration.seconds(_deployment_seconds(spec) + 3600),
+            comment=f"Deploy approved versions of {model_package_group_name} to "
+            f"{self.endpoint_name}, blue/green, and verify",
+        )
+        self._grant_workflow()
+        self.rule = events.Rule(
+            self,
+            "ModelApproved",
+            description=f"Deploy approved versions of {model_package_group_name}",
+            event_pattern=events.EventPattern(
+                source=["aws.sagemaker"],
+                detail_type=["SageMaker Model Package State Change"],
+                detail={
+                    "ModelPackageGroupName": [model_package_group_name],
+                    "ModelApprovalStatus": ["Approved"],
+                },
+            ),
+            targets=[
+                targets.SfnStateMachine(
+                    self.deployment_workflow,
+                    retry_attempts=8,
+                    max_event_age=Duration.hours(2),
+                )
+            ],
+        )
+        # A timed-out execution cannot catch its own timeout: EventBridge reports it.
+        events.Rule(
+            self,
+            "DeploymentTimedOut",
+            description=f"Notify when a deployment to {self.endpoint_name} times out",
+            event_pattern=events.EventPattern(
+                source=["aws.states"],
+                detail_type=["Step Functions Execution Status Change"],
+                detail={
+                    "stateMachineArn": [self.deployment_workflow.state_machine_arn],
+                    "status": ["TIMED_OUT"],
+                },
+            ),
+            targets=[targets.SnsTopic(topic)],
+        )
+
+    # -- public API ---------------------------------------------------------------
+
+    def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Let ``grantee`` call ``sagemaker:InvokeEndpoint`` on this endpoint only."""
+        return iam.Grant.add_to_principal(
+            grantee=grantee, actions=["sagemaker:InvokeEndpoint"], resource_arns=[self.endpoint_arn]
+        )
+
+    def metric(self, metric_name: str, **props: Any) -> cloudwatch.Metric:
+        """A SageMaker metric of this endpoint's variant (``AWS/SageMaker``)."""
+        options = {"period": Duration.minutes(1), "statistic": "Sum", **props}
+        return cloudwatch.Metric(
+            namespace="AWS/SageMaker",
+            metric_name=metric_name,
+            dimensions_map={"EndpointName": self.endpoint_name, "VariantName": self.variant_name},
+            **options,
+        )
+
+    def metric_invocations(self, **props: Any) -> cloudwatch.Metric:
+        """Requests served (Sum per minute by default)."""
+        return self.metric("Invocations", **props)
+
+    def metric_errors(self, **props: Any) -> cloudwatch.Metric:
+        """Requests the model failed (HTTP 5XX; Sum per minute by default)."""
+        return self.metric("Invocation5XXErrors", **props)
+
+    def metric_latency(self, **props: Any) -> cloudwatch.Metric:
+        """The model's latency in microseconds (p99 per minute by default)."""
+        return self.metric("ModelLatency", **{"statistic": "p99", **props})
+
+    # -- extension points ---------------------------------------------------------
+
+    def build_alarms(self) -> tuple[cloudwatch.Alarm, cloudwatch.Alarm]:
+        """The two alarms that roll a deployment back (and notify the topic).
+
+        Both take 2 of 3 one-minute datapoints, and treat no traffic as OK:
+        an idle endpoint is not a broken one.
+        """
+        d = self.realtime.deployment
+        error_rate = cloudwatch.MathExpression(
+            expression="IF(invocations > 0, errors / invocations, 0)",
+            using_metrics={
+                "errors": self.metric_errors(),
+                "invocations": self.metric_invocations(),
+            },
+            period=Duration.minutes(1),
+            label="5XX error rate",
+        )
+        errors = cloudwatch.Alarm(
+            self,
+            "ErrorRateAlarm",
+            alarm_name=f"{self.endpoint_name}-5xx-error-rate",
+            alarm_description=f"{self.endpoint_name}: 5XX share of invocations above "
+            f"{d.max_error_rate} (inference.realtime.deployment.max_error_rate); rolls back a "
+            "deployment in progress",
+            metric=error_rate,
+            threshold=d.max_error_rate,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=3,
+            datapoints_to_alarm=2,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        latency = cloudwatch.Alarm(
+            self,
+            "LatencyAlarm",
+            alarm_name=f"{self.endpoint_name}-p99-model-latency",
+            alarm_description=f"{self.endpoint_name}: p99 model latency above "
+            f"{d.max_p99_latency_ms} ms (inference.realtime.deployment.max_p99_latency_ms); "
+            "rolls back a deployment in progress",
+            # ModelLatency is in microseconds.
+            metric=self.metric_latency(),
+            threshold=d.max_p99_latency_ms * 1000,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=3,
+            datapoints_to_alarm=2,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        for alarm in (errors, latency):
+            alarm.add_alarm_action(cw_actions.SnsAction(self.topic))
+        return errors, latency
+
+    def build_execution_role(self) -> iam.Role:
+        """The role SageMaker assumes to run the model: this group's artifacts,
+        this endpoint's capture prefix and logs, the data key, listed images."""
+        role = iam.Role(
+            self,
+            "ExecutionRole",
+            assumed_by=iam.ServicePrincipal(
+                "sagemaker.amazonaws.com",
+                conditions={"StringEquals": {"aws:SourceAccount": self.stack.account}},
+            ),
+            description=f"SageMaker endpoint {self.endpoint_name} of {self.spec.name}",
+        )
+        artifacts, capture = self.data_lake.artifacts, self.data_lake.capture
+        artifacts.grant_read(role, f"{self.model_artifacts_prefix}*")
+        capture.grant_put(role, f"{self.capture_prefix}*")
+        log_group = self.stack.format_arn(
+            service="logs",
+            resource="log-group",
+            resource_name=f"/aws/sagemaker/Endpoints/{self.endpoint_name}",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
+                         "logs:DescribeLogStreams"],
+                resources=[log_group, f"{log_group}:log-stream:*"],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
+            )
+        )
+        # Deployment guardrails read the rollback alarms' state.
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:DescribeAlarms"],
+                resources=[self.error_rate_alarm.alarm_arn, self.latency_alarm.alarm_arn],
+            )
+        )
+        for repository in self._image_repositories:
+            repository.grant_pull(role)
+        reasons = {
+            "AwsSolutions-IAM5[Resource::*]": "cloudwatch:PutMetricData and "
+            "ecr:GetAuthorizationToken have no resource-level permissions; metrics are "
+            "limited to SageMaker's namespaces by condition",
+            "AwsSolutions-IAM5[Action::s3:GetObject*]": "grant_read on this model's "
+            "artifacts only",
+            "AwsSolutions-IAM5[Action::s3:GetBucket*]": "grant_read on the artifacts bucket only",
+            "AwsSolutions-IAM5[Action::s3:List*]": "grant_read on the artifacts bucket only",
+            "AwsSolutions-IAM5[Action::s3:Abort*]": "grant_put lets SageMaker abort its own "
+            "multipart uploads of captured data",
+            "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": "Encrypting captured data with "
+            "the data key",
+            "AwsSolutions-IAM5[Action::kms:ReEncrypt*]": "grant_put's key actions on the data "
+            "key only",
+            f"AwsSolutions-IAM5[Resource::{resource_token(artifacts)}/"
+            f"{self.model_artifacts_prefix}*]": "Reads only this model's artifacts",
+            f"AwsSolutions-IAM5[Resource::{resource_token(capture)}/{self.capture_prefix}*]":
+            "Writes only this model's captured requests and responses",
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:"
+            f"<AWS::AccountId>:log-group:/aws/sagemaker/Endpoints/{self.endpoint_name}:"
+            "log-stream:*]": "Log streams of this endpoint's instances only (named by "
+            "SageMaker per instance)",
+        }
+        acknowledge_all(role, reasons)
+        return role
+
+    def endpoint_config_parameters(self) -> dict[str, Any]:
+        """CreateEndpointConfig's parameters, without the names (set per version)."""
+        realtime = self.realtime
+        parameters: dict[str, Any] = {
+            "ProductionVariants": [
+                {
+                    "VariantName": self.variant_name,
+                    "ModelName": sfn.JsonPath.string_at("$.deployment.name"),
+                    "InstanceType": realtime.instance_type,
+                    "InitialInstanceCount": realtime.initial_instance_count,
+                    "InitialVariantWeight": 1,
+                }
+            ],
+            # Encrypts the ML storage volumes of the instances.
+            "KmsKeyId": self.key.key_arn,
+            "Tags": self._tags(),
+        }
+        if realtime.data_capture_percent > 0:
+            parameters["DataCaptureConfig"] = {
+                "EnableCapture": True,
+                "InitialSamplingPercentage": realtime.data_capture_percent,
+                "DestinationS3Uri": f"s3://{self.data_lake.capture.bucket_name}/"
+                f"{self.capture_prefix}",
+                "KmsKeyId": self.key.key_arn,
+                "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+                "CaptureContentTypeHeader": {
+                    "CsvContentTypes": ["text/csv"],
+                    "JsonContentTypes": ["application/json"],
+                },
+            }
+        return parameters
+
+    def deployment_config(self) -> dict[str, Any]:
+        """UpdateEndpoint's DeploymentConfig: blue/green traffic shifting per the
+        spec, and rollback when either alarm fires."""
+        d = self.realtime.deployment
+        routing: dict[str, Any] = {
+            "Type": d.strategy.upper(),
+            "WaitIntervalInSeconds": d.wait_minutes * 60,
+        }
+        step = {"Type": "CAPACITY_PERCENT", "Value": d.step_percent}
+        if d.strategy == "canary":
+            routing["CanarySize"] = step
+        elif d.strategy == "linear":
+            routing["LinearStepSize"] = step
+        return {
+            "BlueGreenUpdatePolicy": {
+                "TrafficRoutingConfiguration": routing,
+                # The bake time: the blue fleet is kept (and alarms watched) this long
+                # after the last shift, so a rollback is instant.
+                "TerminationWaitInSeconds": d.bake_minutes * 60,
+                "MaximumExecutionTimeoutInSeconds": _deployment_seconds(self.spec),
+            },
+            "AutoRollbackConfiguration": {
+                "Alarms": [
+                    {"AlarmName": self.error_rate_alarm.alarm_name},
+                    {"AlarmName": self.latency_alarm.alarm_name},
+                ]
+            },
+        }
+
+    def scaling_policy_parameters(self) -> dict[str, Any]:
+        """PutScalingPolicy's target tracking on invocations per instance."""
+        a = self.realtime.autoscaling
+        return {
+            "PolicyName": f"{self.endpoint_name}-invocations-per-instance",
+            "PolicyType": "TargetTrackingScaling",
+            "TargetTrackingScalingPolicyConfiguration": {
+                "TargetValue": a.target_invocations_per_instance,
+                "PredefinedMetricSpecification": {
+                    "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+                },
+                # Scale out fast under load, scale in slowly to avoid flapping.
+                "ScaleOutCooldown": 60,
+                "ScaleInCooldown": 300,
+            },
+        }
+
+    # -- the workflow -------------------------------------------------------------
+
+    def _definition(self) -> sfn.IChainable:
+        name = self.spec.name
+        boundary = sfn.Parallel(
+            self,
+            "Deploy",
+            result_path=sfn.JsonPath.DISCARD,
+            comment="Error boundary: any failure notifies the topic once",
+        )
+        boundary.branch(self._deploy_chain())
+        boundary.add_catch(
+            notify_and_fail(
+                self,
+                "Deployment",
+                topic=self.topic,
+                subject=f"MDLC {name}: deployment to {self.endpoint_name} failed",
+                cause="The deployment failed or was rolled back; see the notification",
+            ),
+            result_path="$.error",
+        )
+        return boundary
+
+    def _deploy_chain(self) -> sfn.IChainable:
+        describe_package = self._sdk(
+            "DescribeModelPackage",
+            "describeModelPackage",
+            {"ModelPackageName": sfn.JsonPath.string_at("$.detail.ModelPackageArn")},
+            resources=[self._arn("model-package", f"{self.model_package_group_name}/*")],
+            result_selector={
+                "arn": sfn.JsonPath.string_at("$.ModelPackageArn"),
+                "group": sfn.JsonPath.string_at("$.ModelPackageGroupName"),
+                "version": sfn.JsonPath.number_at("$.ModelPackageVersion"),
+                "status": sfn.JsonPath.string_at("$.ModelApprovalStatus"),
+                # How the version appears in endpoint configuration names.
+                "tag": sfn.JsonPath.format("v{}", sfn.JsonPath.string_at("$.ModelPackageVersion")),
+            },
+            result_path="$.package",
+        )
+        not_deployable = self._fail(
+            "NotDeployable",
+            "ModelPackageNotDeployable",
+            sfn.JsonPath.format(
+                f"{{}} is {{}} in group {{}}; only Approved versions of "
+                f"{self.model_package_group_name} are deployed",
+                sfn.JsonPath.string_at("$.package.arn"),
+                sfn.JsonPath.string_at("$.package.status"),
+                sfn.JsonPath.string_at("$.package.group"),
+            ),
+        )
+        # DescribeEndpoint is the existence check: SageMaker answers a missing
+        # endpoint with a ValidationException "Could not find endpoint ...".
+        # (ListEndpoints would need "*" and a JSONPath filter that fails on no match.)
+        find = self._sdk(
+            "FindEndpoint",
+            "describeEndpoint",
+            {"EndpointName": self.endpoint_name},
+            resources=[self.endpoint_arn],
+            result_selector={
+                "status": sfn.JsonPath.string_at("$.EndpointStatus"),
+                "config": sfn.JsonPath.string_at("$.EndpointConfigName"),
+                # <endpoint>-v<version>-<random>: the version is the second last part.
+                # CDK's JsonPath helpers type ArrayLength as a string: write it out.
+                "version.$": "States.ArrayGetItem(States.StringSplit($.EndpointConfigName, '-'), "
+                "States.MathAdd(States.ArrayLength(States.StringSplit($.EndpointConfigName, "
+                "'-')), -2))",
+            },
+            result_path="$.served",
+        )
+        lookup_failed = sfn.Fail(
+            self, "FindEndpointFailed", error_path="$.lookup.Error", cause_path="$.lookup.Cause"
+        )
+        no_endpoint = sfn.Pass(
+            self, "NoEndpointYet", comment="The first approved version creates the endpoint"
+        )
+        missing = (
+            sfn.Choice(self, "EndpointMissing")
+            .when(
+                sfn.Condition.string_matches("$.lookup.Cause", "*Could not find endpoint*"),
+                no_endpoint,
+            )
+            .otherwise(lookup_failed)
+        )
+        find.add_catch(missing, errors=["States.TaskFailed"], result_path="$.lookup")
+        exists = sfn.Condition.is_present("$.served.status")
+        already = sfn.Succeed(
+            self, "AlreadyServing", comment="A repeated event for the version already served"
+        )
+        name = sfn.Pass(
+            self,
+            "NameResources",
+            comment="Model and endpoint configuration names, unique per deployment",
+            parameters={
+                "name": sfn.JsonPath.format(
+                    f"{self.resource_prefix}{{}}-{{}}",
+                    sfn.JsonPath.string_at("$.package.version"),
+                    sfn.JsonPath.array_get_item(
+                        sfn.JsonPath.string_split(sfn.JsonPath.uuid(), "-"), 0
+                    ),
+                )
+            },
+            result_path="$.deployment",
+        )
+        create_model = self._sdk(
+            "CreateModel",
+            "createModel",
+            {
+                "ModelName": sfn.JsonPath.string_at("$.deployment.name"),
+                "ExecutionRoleArn": self.execution_role.role_arn,
+                "PrimaryContainer": {
+                    "ModelPackageName": sfn.JsonPath.string_at("$.package.arn"),
+                },
+                # The container cannot call out: captured payment data stays put.
+                "EnableNetworkIsolation": True,
+                "Tags": self._tags(),
+            },
+            resources=[self._arn("model", f"{self.resource_prefix}*")],
+            retry=False,
+        )
+        config_parameters = self.endpoint_config_parameters()
+        config_parameters["EndpointConfigName"] = sfn.JsonPath.string_at("$.deployment.name")
+        create_config = self._sdk(
+            "CreateEndpointConfig",
+            "createEndpointConfig",
+            config_parameters,
+            resources=[self._arn("endpoint-config", f"{self.resource_prefix}*")],
+            retry=False,
+        )
+        create_endpoint = self._sdk(
+            "CreateEndpoint",
+            "createEndpoint",
+            {
+                "EndpointName": self.endpoint_name,
+                "EndpointConfigName": sfn.JsonPath.string_at("$.deployment.name"),
+                "Tags": self._tags(),
+            },
+            resources=[self.endpoint_arn,
+                       self._arn("endpoint-config", f"{self.resource_prefix}*")],
+            retry=False,
+        )
+        update_endpoint = self._sdk(
+            "UpdateEndpoint",
+            "updateEndpoint",
+            {
+                "EndpointName": self.endpoint_name,
+                "EndpointConfigName": sfn.JsonPath.string_at("$.deployment.name"),
+                "DeploymentConfig": self.deployment_config(),
+                # Keep the autoscaled instance count and weights; take the new
+                # data capture settings from the new configuration.
+                "RetainAllVariantProperties": True,
+                "ExcludeRetainedVariantProperties": [{"VariantPropertyType": "DataCaptureConfig"}],
+            },
+            resources=[self.endpoint_arn,
+                       self._arn("endpoint-config", f"{self.resource_prefix}*")],
+            retry=False,
+        )
+        wait = sfn.Wait(
+            self,
+            "WaitForEndpoint",
+            time=sfn.WaitTime.duration(self._poll_interval),
+            comment="Traffic shifting, baking and rollback take minutes",
+        )
+        describe = self._sdk(
+            "DescribeEndpoint",
+            "describeEndpoint",
+            {"EndpointName": self.endpoint_name},
+            resources=[self.endpoint_arn],
+            result_path="$.endpoint",
+        )
+        verify = self._verify()
+        settled = (
+            sfn.Choice(self, "EndpointSettled")
+            .when(
+                sfn.Condition.or_(
+                    *[sfn.Condition.string_equals("$.endpoint.EndpointStatus", state)
+                      for state in TRANSITIONAL_STATES]
+                ),
+                wait,
+            )
+            .otherwise(verify)
+        )
+        wait.next(describe).next(settled)
+
+        deploy = (
+            sfn.Chain.start(name)
+            .next(create_model)
+            .next(create_config)
+            .next(
+                sfn.Choice(self, "CreateOrUpdate")
+                .when(exists, update_endpoint.next(wait))
+                .otherwise(create_endpoint.next(wait))
+            )
+        )
+        find.next(
+            sfn.Choice(self, "IsAlreadyServing")
+            .when(
+                sfn.Condition.and_(
+                    sfn.Condition.string_equals("$.served.status", "InService"),
+                    sfn.Condition.string_equals_json_path("$.served.version", "$.package.tag"),
+                ),
+                already,
+            )
+            .otherwise(deploy)
+        )
+        no_endpoint.next(deploy)
+        return (
+            sfn.Chain.start(describe_package)
+            .next(
+                sfn.Choice(self, "IsDeployable")
+                .when(
+                    sfn.Condition.and_(
+                        sfn.Condition.string_equals("$.package.status", "Approved"),
+                        sfn.Condition.string_equals(
+                            "$.package.group", self.model_package_group_name
+                        ),
+                    ),
+                    find,
+                )
+                .otherwise(not_deployable)
+            )
+        )
+
+    def _verify(self) -> sfn.IChainable:
+        """InService AND serving the new configuration, else fail with the reason.
+
+        An endpoint whose alarms fired rolls back to the blue fleet and reports
+        InService again: only the served configuration name tells."""
+        reason = "$.endpoint.reason"
+        with_reason = sfn.Pass(
+            self,
+            "ReadFailureReason",
+            parameters={"text": sfn.JsonPath.string_at("$.endpoint.FailureReason")},
+            result_path=reason,
+        )
+        without_reason = sfn.Pass(
+            self,
+            "NoFailureReason",
+            parameters={"text": "SageMaker reported no FailureReason"},
+            result_path=reason,
+        )
+        rolled_back = self._fail(
+            "RolledBack",
+            "DeploymentRolledBack",
+            sfn.JsonPath.format(
+                f"{self.endpoint_name} rolled back: it serves {{}} instead of {{}} "
+                "(model package {}); a rollback alarm fired or the new fleet failed: {}",
+                sfn.JsonPath.string_at("$.endpoint.EndpointConfigName"),
+                sfn.JsonPath.string_at("$.deployment.name"),
+                sfn.JsonPath.string_at("$.package.arn"),
+                sfn.JsonPath.string_at("$.endpoint.reason.text"),
+            ),
+        )
+        failed = self._fail(
+            "EndpointFailed",
+            "DeploymentFailed",
+            sfn.JsonPath.format(
+                f"{self.endpoint_name} is {{}} serving {{}}, not {{}} (model package {{}}): {{}}",
+                sfn.JsonPath.string_at("$.endpoint.EndpointStatus"),
+                sfn.JsonPath.string_at("$.endpoint.EndpointConfigName"),
+                sfn.JsonPath.string_at("$.deployment.name"),
+                sfn.JsonPath.string_at("$.package.arn"),
+                sfn.JsonPath.string_at("$.endpoint.reason.text"),
+            ),
+        )
+        judge = (
+            sfn.Choice(self, "RolledBackOrFailed")
+            .when(sfn.Condition.string_equals("$.endpoint.EndpointStatus", "InService"),
+                  rolled_back)
+            .otherwise(failed)
+        )
+        with_reason.next(judge)
+        without_reason.next(judge)
+        explain = (
+            sfn.Choice(self, "HasFailureReason")
+            .when(sfn.Condition.is_present("$.endpoint.FailureReason"), with_reason)
+            .otherwise(without_reason)
+        )
+        success = self._autoscaling().next(self._notify_deployed())
+        return (
+            sfn.Choice(self, "VerifyDeployment",
+                       comment="Serves the new configuration and is InService")
+            .when(
+                sfn.Condition.and_(
+                    sfn.Condition.string_equals("$.endpoint.EndpointStatus", "InService"),
+                    sfn.Condition.string_equals_json_path(
+                        "$.endpoint.EndpointConfigName", "$.deployment.name"
+                    ),
+                ),
+                success,
+            )
+            .otherwise(explain)
+        )
+
+    def _autoscaling(self) -> sfn.Chain:
+        """Register the variant and its target-tracking policy (both idempotent)."""
+        a = self.realtime.autoscaling
+        target = {
+            "ServiceNamespace": "sagemaker",
+            "ResourceId": f"endpoint/{self.endpoint_name}/variant/{self.variant_name}",
+            "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+        }
+        register = self._autoscaling_call(
+            "RegisterScalableTarget",
+            "registerScalableTarget",
+            {**target, "MinCapacity": a.min_capacity, "MaxCapacity": a.max_capacity},
+        )
+        policy = self._autoscaling_call(
+            "PutScalingPolicy", "putScalingPolicy", {**target, **self.scaling_policy_parameters()}
+        )
+        return sfn.Chain.start(register).next(policy)
+
+    def _notify_deployed(self) -> sfn.Chain:
+        publish = tasks.SnsPublish(
+            self,
+            "NotifyDeployed",
+            topic=self.topic,
+            subject=f"MDLC {self.spec.name}: new version serving on {self.endpoint_name}"[:100],
+            message=sfn.TaskInput.from_object(
+                {
+                    "model": self.spec.name,
+                    "endpoint": self.endpoint_name,
+                    "model_package": sfn.JsonPath.string_at("$.package.arn"),
+                    "version": sfn.JsonPath.number_at("$.package.version"),
+                    "endpoint_config": sfn.JsonPath.string_at("$.deployment.name"),
+                    "execution": sfn.JsonPath.execution_id,
+                }
+            ),
+            result_path=sfn.JsonPath.DISCARD,
+            task_timeout=sfn.Timeout.duration(Duration.minutes(1)),
+        )
+        retry_transient(publish, errors=("SNS.ThrottledException", "SNS.InternalErrorException"))
+        return publish.next(sfn.Succeed(self, "Deployed"))
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _sdk(
+        self,
+        construct_id: str,
+        action: str,
+        parameters: dict[str, Any],
+        *,
+        resources: list[str],
+        iam_action: str | None = None,
+        result_selector: dict[str, Any] | None = None,
+        result_path: str | None = sfn.JsonPath.DISCARD,
+        retry: bool = True,
+    ) -> tasks.CallAwsService:
+        """A SageMaker SDK call with a timeout; reads are retried on throttling,
+        creates are not (a second create of the same name fails)."""
+        task = tasks.CallAwsService(
+            self,
+            construct_id,
+            service="sagemaker",
+            action=action,
+            iam_action=iam_action or f"sagemaker:{action[0].upper()}{action[1:]}",
+            iam_resources=resources,
+            parameters=parameters,
+            result_selector=result_selector,
+            result_path=result_path,
+            task_timeout=sfn.Timeout.duration(Duration.minutes(2)),
+        )
+        if retry:
+            retry_transient(task, errors=SDK_THROTTLING)
+        else:
+            retry_transient(task, errors=("SageMaker.ThrottlingException", "ThrottlingException"))
+        return task
+
+    def _autoscaling_call(
+        self, construct_id: str, action: str, parameters: dict[str, Any]
+    ) -> tasks.CallAwsService:
+        task = tasks.CallAwsService(
+            self,
+            construct_id,
+            service="applicationautoscaling",
+            action=action,
+            iam_action=f"application-autoscaling:{action[0].upper()}{action[1:]}",
+            # Application Auto Scaling has no resource-level permissions for a
+            # target that does not exist yet; see _grant_workflow.
+            iam_resources=["*"],
+            parameters=parameters,
+            result_path=sfn.JsonPath.DISCARD,
+            task_timeout=sfn.Timeout.duration(Duration.minutes(2)),
+        )
+        retry_transient(task, errors=SDK_THROTTLING)
+        return task
+
+    def _fail(self, construct_id: str, error: str, cause: str) -> sfn.Chain:
+        """Put ``{Error, Cause}`` at ``$.error`` and fail the branch with them, so the
+        boundary's catch notifies with this cause."""
+        describe = sfn.Pass(
+            self,
+            construct_id,
+            parameters={"Error": error, "Cause": cause},
+            result_path="$.error",
+        )
+        return describe.next(
+            sfn.Fail(
+                self,
+                f"{construct_id}Fail",
+                error_path="$.error.Error",
+                cause_path="$.error.Cause",
+            )
+        )
+
+    def _arn(self, resource: str, name: str) -> str:
+        return self.stack.format_arn(service="sagemaker", resource=resource, resource_name=name)
+
+    def _tags(self) -> list[dict[str, str]]:
+        return [
+            {"Key": "mdlc:model", "Value": self.spec.name},
+            {"Key": "mdlc:owner", "Value": self.spec.owner},
+        ]
+
+    def _grant_workflow(self) -> None:
+        """What the workflow's role needs beyond the tasks' own statements."""
+        role = self.deployment_workflow.role
+        configs = self._arn("endpoint-config", f"{self.resource_prefix}*")
+        models = self._arn("model", f"{self.resource_prefix}*")
+        statements = [
+            # CreateModel hands the execution role to SageMaker: this role only.
+            iam.PolicyStatement(
+                actions=["iam:PassRole"],
+                resources=[self.execution_role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+            ),
+            # Tags given to Create* calls are authorized as AddTags.
+            iam.PolicyStatement(
+                actions=["sagemaker:AddTags"],
+                resources=[models, configs, self.endpoint_arn],
+            ),
+            # KmsKeyId on volumes and capture: SageMaker creates grants for the fleet.
+            iam.PolicyStatement(
+                actions=["kms:CreateGrant", "kms:DescribeKey"],
+                resources=[self.key.key_arn],
+                conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
+            ),
+            # UpdateEndpoint validates the AutoRollbackConfiguration alarms.
+            iam.PolicyStatement(
+                actions=["cloudwatch:DescribeAlarms"],
+                resources=[self.error_rate_alarm.alarm_arn, self.latency_alarm.alarm_arn],
+            ),
+            # RegisterScalableTarget checks the caller can see and scale the variant.
+            iam.PolicyStatement(
+                actions=[
+                    "sagemaker:DescribeEndpoint",
+                    "sagemaker:DescribeEndpointConfig",
+                    "sagemaker:UpdateEndpointWeightsAndCapacities",
+                ],
+                resources=[self.endpoint_arn, configs],
+            ),
+            # Target tracking creates and replaces its own alarms on the caller's behalf.
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricAlarm", "cloudwatch:DescribeAlarms",
+                         "cloudwatch:DeleteAlarms"],
+                resources=[
+                    self.stack.format_arn(
+                        service="cloudwatch",
+                        resource="alarm",
+                        resource_name=f"TargetTracking-endpoint/{self.endpoint_name}/*",
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                ],
+            ),
+            # The first registration in an account creates Application Auto
+            # Scaling's service-linked role for SageMaker.
+            iam.PolicyStatement(
+                actions=["iam:CreateServiceLinkedRole"],
+                resources=[
+                    self.stack.format_arn(
+                        service="iam",
+                        region="",
+                        resource="role",
+                        resource_name="aws-service-role/sagemaker.application-autoscaling."
+                        "amazonaws.com/AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint",
+                    )
+                ],
+                conditions={
+                    "StringLike": {
+                        "iam:AWSServiceName": "sagemaker.application-autoscaling.amazonaws.com"
+                    }
+                },
+            ),
+        ]
+        for statement in statements:
+            role.add_to_principal_policy(statement)
+        sagemaker_arn = "arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>"
+        acknowledge_all(
+            self.deployment_workflow,
+            {
+                "AwsSolutions-IAM5[Resource::*]": "Application Auto Scaling's "
+                "RegisterScalableTarget/PutScalingPolicy have no resource-level permissions "
+                "(scalable targets get random ids)",
+                f"AwsSolutions-IAM5[Resource::{sagemaker_arn}:model/{self.resource_prefix}*]":
+                "Models of this endpoint only: one per deployed version, named per execution",
+                f"AwsSolutions-IAM5[Resource::{sagemaker_arn}:endpoint-config/"
+                f"{self.resource_prefix}*]": "Endpoint configurations of this endpoint only: "
+                "one per deployed version, named per execution",
+                f"AwsSolutions-IAM5[Resource::{sagemaker_arn}:model-package/"
+                f"{self.model_package_group_name}/*]": "Versions of this model's package "
+                "group only",
+                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:cloudwatch:<AWS::Region>:"
+                f"<AWS::AccountId>:alarm:TargetTracking-endpoint/{self.endpoint_name}/*]":
+                "The alarms target tracking creates for this endpoint's variant only",
+            },
+        )
