@@ -1,0 +1,328 @@
+"""Stage 6, offline inference: the day's batch transform with the latest approved model.
+
+:class:`BatchInferenceWorkflow` is one scheduled Standard state machine::
+
+    Prepare (error boundary: any failure notifies the topic)
+      [DataPreparation.chain]  source, quality gate, features of the day
+      PrepareTransformInput    Lambda: entities.parquet -> CSV parts (feature order)
+      FindApprovedModel        sagemaker:ListModelPackages, Approved, newest first
+      ModelFound?              none -> NoApprovedModel (notify, fail)
+      CreateModel              sagemaker:CreateModel from the package, named per run
+      Transform                CreateTransformJob.sync, KMS on volume and output
+      DecideParts              Distributed Map over the output objects: Lambda
+                               batch_decisions applies the rules per part
+      NotifyDone               SNS summary
+
+Predictions land in ``predictions/<model>/dt=<date>/part-NNNNN.csv.out`` and
+decisions in ``predictions/<model>/dt=<date>/decisions/`` of the predictions
+bucket. The execution input may carry ``{"date": "YYYY-MM-DD"}`` (default:
+yesterday, as data preparation does).
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, Size, Stack
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from .compliance import acknowledge_all, acknowledge_grant_actions, resource_token
+from .functions import python_function
+from .preparation import DataPreparation, schedule_of
+from .spec import ModelSpec
+from .storage import DataLake
+from .workflow import invoke, notify_and_fail, retry_transient, state_machine
+
+SAGEMAKER_TRANSIENT = ("SageMaker.ThrottlingException", "SageMaker.AmazonSageMakerException",
+                       "ThrottlingException")
+
+
+class BatchInferenceWorkflow(Construct):
+    """The daily batch inference of one model (see the module docstring).
+
+    Args:
+        spec: the model spec (``inference.batch``: schedule, instance type and count).
+        data_lake: features are read from ``features``, predictions and
+            decisions written to ``predictions``, models read from ``artifacts``.
+        topic: failures, "no approved model" and the run summary are published here.
+        model_package_group_name: the group whose newest Approved version is used
+            (``TrainingWorkflow.model_package_group_name``).
+        preparation: the model's data preparation; its chain runs first.
+        max_concurrency: Distributed Map child executions at once. Default 50.
+        schedule: run on ``inference.batch.schedule``. Default True.
+
+    Attributes:
+        state_machine, function (prepare input and decide), model_role, rule (or None).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        spec: ModelSpec,
+        data_lake: DataLake,
+        topic: sns.ITopic,
+        model_package_group_name: str,
+        preparation: DataPreparation,
+        max_concurrency: int = 50,
+        schedule: bool = True,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        if len(spec.name) > 20:
+            raise ValueError(f"{spec.source or spec.name}: name {spec.name!r} is longer than 20 "
+                             "characters; SageMaker model and job names (63) would not fit")
+        self.spec = spec
+        self.batch = spec.inference.batch
+        self.data_lake = data_lake
+        self.key = data_lake.key
+        self.topic = topic
+        self.model_package_group_name = model_package_group_name
+        self.max_concurrency = max_concurrency
+        stack = Stack.of(self)
+        model = spec.name
+        self.function = python_function(
+            self,
+            "Decisions",
+            handler="batch_decisions",
+            description=f"MDLC {model}: batch transform input, and rules over its output",
+            key=self.key,
+            config=spec.as_config(),
+            environment={
+                "FEATURES_BUCKET": data_lake.features.bucket_name,
+                "PREDICTIONS_BUCKET": data_lake.predictions.bucket_name,
+                "MODEL_NAME": model,
+            },
+            memory_size=3008,
+            timeout=Duration.minutes(10),
+            data_layer=True,
+        )
+        data_lake.features.grant_read(self.function, f"features/{model}/*")
+        data_lake.predictions.grant_read(self.function, f"predictions/{model}/*")
+        data_lake.predictions.grant_read_write(self.function, f"batch-input/{model}/*")
+        data_lake.predictions.grant_put(self.function, f"predictions/{model}/*")
+        self.model_role = self._model_role()
+
+        failure = notify_and_fail(self, "BatchInference", topic=topic,
+                                  subject=f"MDLC {model}: batch inference failed",
+                                  cause="A step of the batch inference workflow failed")
+        body = sfn.Parallel(self, "Run", result_path="$.run",
+                            comment="Error boundary: any failure notifies the topic")
+        body.branch(self._chain(preparation))
+        body.add_catch(failure, result_path="$.error")
+        self.state_machine = state_machine(
+            self,
+            "StateMachine",
+            definition=body,
+            key=self.key,
+            timeout=Duration.hours(12),
+            comment=f"MDLC {model}: daily batch inference with the latest approved model",
+        )
+        preparation.grant_to(self.state_machine)
+        self._grant_workflow(stack)
+        self.rule: events.Rule | None = None
+        if schedule and self.batch.enabled:
+            self.rule = events.Rule(
+                self, "Schedule", schedule=schedule_of(self.batch.schedule),
+                description=f"MDLC {model}: daily batch inference",
+                targets=[targets.SfnStateMachine(
+                    self.state_machine,
+                    input=events.RuleTargetInput.from_object({"trigger": "schedule"}))],
+            )
+
+    def grant_start_execution(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Start a run (for example a backfill with ``{"date": ...}``)."""
+        return self.state_machine.grant_start_execution(grantee)
+
+    # -- the chain -------------------------------------------------------------------
+
+    def _chain(self, preparation: DataPreparation) -> sfn.IChainable:
+        model = self.spec.name
+        prepared = preparation.chain(self, "Batch")
+        prepare_input = invoke(
+            self, "PrepareTransformInput", self.function,
+            payload={"step": "prepare_input", "date.$": "$.data.snapshot.date",
+                     "entities_key.$": "$.data.features.entities_key"},
+            result_path="$.batch", timeout=Duration.minutes(11),
+            comment="entities.parquet -> CSV parts in the model's feature order",
+        )
+        find = tasks.CallAwsService(
+            self, "FindApprovedModel",
+            service="sagemaker", action="listModelPackages",
+            parameters={"ModelPackageGroupName": self.model_package_group_name,
+                        "ModelApprovalStatus": "Approved", "SortBy": "CreationTime",
+                        "SortOrder": "Descending", "MaxResults": 1},
+            iam_resources=["*"],
+            result_selector={"packages.$": "$.ModelPackageSummaryList"},
+            result_path="$.approved",
+            task_timeout=sfn.Timeout.duration(Duration.minutes(1)),
+        )
+        retry_transient(find, errors=SAGEMAKER_TRANSIENT)
+        none = sfn.Pass(
+            self, "NoApprovedModel",
+            parameters={"Error": "NoApprovedModel",
+                        "Cause": f"No Approved version in {self.model_package_group_name}; "
+                        "approve one in the model registry"},
+            result_path="$.error",
+        ).next(notify_and_fail(self, "NoModel", topic=self.topic,
+                               subject=f"MDLC {model}: no approved model for batch inference",
+                               cause="No approved model package"))
+        name = sfn.JsonPath.format(f"mdlc-{model}-b-{{}}", sfn.JsonPath.uuid())
+        create = tasks.CallAwsService(
+            self, "CreateModel",
+            service="sagemaker", action="createModel",
+            parameters={
+                "ModelName": name,
+                "ExecutionRoleArn": self.model_role.role_arn,
+                "PrimaryContainer": {"ModelPackageName": sfn.JsonPath.string_at(
+                    "$.approved.packages[0].ModelPackageArn")},
+                "EnableNetworkIsolation": True,
+                "Tags": [{"Key": "mdlc:model", "Value": model}],
+            },
+            iam_resources=[Stack.of(self).format_arn(
+                service="sagemaker", resource="model", resource_name=f"mdlc-{model}-b-*")],
+            additional_iam_statements=[iam.PolicyStatement(
+                actions=["iam:PassRole"], resources=[self.model_role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}})],
+            result_selector={"name.$": "States.ArrayGetItem(States.StringSplit("
+                             "$.ModelArn, '/'), 1)"},
+            result_path="$.model",
+            task_timeout=sfn.Timeout.duration(Duration.minutes(2)),
+        )
+        retry_transient(create, errors=("SageMaker.ThrottlingException", "ThrottlingException"))
+        transform = tasks.SageMakerCreateTransformJob(
+            self, "Transform",
+            transform_job_name=sfn.JsonPath.string_at("$.model.name"),
+            model_name=sfn.JsonPath.string_at("$.model.name"),
+            role=self.model_role,
+            integration_pattern=sfn.IntegrationPattern.RUN_JOB,
+            batch_strategy=tasks.BatchStrategy.MULTI_RECORD,
+            max_payload=Size.mebibytes(6),
+            transform_input=tasks.TransformInput(
+                transform_data_source=tasks.TransformDataSource(
+                    s3_data_source=tasks.TransformS3DataSource(
+                        s3_uri=sfn.JsonPath.string_at("$.batch.input_prefix"),
+                        s3_data_type=tasks.S3DataType.S3_PREFIX)),
+                content_type="text/csv", split_type=tasks.SplitType.LINE),
+            transform_output=tasks.TransformOutput(
+                s3_output_path=sfn.JsonPath.string_at("$.batch.output_prefix"),
+                encryption_key=self.key, accept="text/csv", assemble_with=tasks.AssembleWith.LINE),
+            transform_resources=tasks.TransformResources(
+                instance_count=self.batch.instance_count,
+                instance_type=_instance_type(self.batch.instance_type),
+                volume_encryption_key=self.key),
+            tags={"mdlc:model": model},
+            result_path="$.transform",
+            task_timeout=sfn.Timeout.duration(Duration.hours(6)),
+        )
+        transform.add_retry(errors=list(SAGEMAKER_TRANSIENT), interval=Duration.seconds(15),
+                            backoff_rate=2.0, max_attempts=3, jitter_strategy=sfn.JitterType.FULL)
+        decide_parts = sfn.DistributedMap(
+            self, "DecideParts",
+            item_reader=sfn.S3ObjectsItemReader(bucket=self.data_lake.predictions,
+                                                prefix=f"predictions/{model}/"),
+            item_selector={"step": "decide", "Key.$": "$$.Map.Item.Value.Key",
+                           "date.$": "$.data.snapshot.date", "model.$": "$.model.name"},
+            max_concurrency=self.max_concurrency,
+            tolerated_failure_percentage=0,
+            result_path="$.decisions",
+            result_selector={"parts.$": "States.ArrayLength($)"},
+        )
+        decide_part = sfn.Choice(self, "IsTodaysOutput").when(
+            sfn.Condition.string_matches("$.Key", f"predictions/{model}/dt=*.csv.out"),
+            invoke(self, "DecidePart", self.function, result_path="$.result",
+                   timeout=Duration.minutes(11), comment="Rules over one output part"),
+        ).otherwise(sfn.Pass(self, "SkipObject"))
+        decide_parts.item_processor(decide_part)
+        done = tasks.SnsPublish(
+            self, "NotifyDone", topic=self.topic, subject=f"MDLC {model}: batch inference done",
+            message=sfn.TaskInput.from_object({
+                "date": sfn.JsonPath.string_at("$.data.snapshot.date"),
+                "model": sfn.JsonPath.string_at("$.approved.packages[0].ModelPackageArn"),
+                "predictions": sfn.JsonPath.string_at("$.batch.output_prefix"),
+                "rows": sfn.JsonPath.number_at("$.batch.rows")}),
+            result_path=sfn.JsonPath.DISCARD,
+            task_timeout=sfn.Timeout.duration(Duration.minutes(1)),
+        )
+        retry_transient(done, errors=("SNS.ThrottledException", "SNS.InternalErrorException"))
+        found = sfn.Choice(self, "ModelFound").when(
+            sfn.Condition.is_present("$.approved.packages[0]"),
+            sfn.Chain.start(create).next(transform).next(decide_parts).next(done),
+        ).otherwise(none)
+        return sfn.Chain.start(prepared).next(prepare_input).next(find).next(found)
+
+    # -- roles and grants ----------------------------------------------------------------
+
+    def _model_role(self) -> iam.Role:
+        role = iam.Role(
+            self, "ModelRole", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description=f"MDLC {self.spec.name}: batch transform of the approved model")
+        self.data_lake.artifacts.grant_read(role)
+        self.data_lake.predictions.grant_read(role, f"batch-input/{self.spec.name}/*")
+        self.data_lake.predictions.grant_put(role, f"predictions/{self.spec.name}/*")
+        role.add_to_policy(iam.PolicyStatement(
+            actions=["ecr:GetAuthorizationToken", "cloudwatch:PutMetricData", "logs:CreateLogGroup",
+                     "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams",
+                     "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
+                     "ecr:BatchCheckLayerAvailability"],
+            resources=["*"]))
+        acknowledge_grant_actions(role)
+        acknowledge_all(role, {
+            "AwsSolutions-IAM5[Resource::*]": "ECR GetAuthorizationToken and CloudWatch "
+            "PutMetricData have no resource-level permissions; the built-in algorithm images "
+            "live in AWS-owned registries of each region, named by the model package",
+            f"AwsSolutions-IAM5[Resource::{resource_token(self.data_lake.artifacts)}/*]":
+            "Model artifacts of any registered version of this model's group",
+            f"AwsSolutions-IAM5[Resource::{resource_token(self.data_lake.predictions)}/batch-input/"
+            f"{self.spec.name}/*]": "This model's transform input, named by date",
+            f"AwsSolutions-IAM5[Resource::{resource_token(self.data_lake.predictions)}/predictions/"
+            f"{self.spec.name}/*]": "This model's predictions, named by date",
+        })
+        return role
+
+    def _grant_workflow(self, stack: Stack) -> None:
+        machine = self.state_machine
+        # The Distributed Map lists the output objects and starts child executions.
+        self.data_lake.predictions.grant_read(machine, f"predictions/{self.spec.name}/*")
+        acknowledge_grant_actions(machine)
+        predictions = resource_token(self.data_lake.predictions)
+        logical = stack.get_logical_id(machine.node.default_child)
+        executions = ("arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"
+                      '{"Fn::Select":[6,{"Fn::Split":[":",{"Ref":"' + logical + '"}]}]}')
+        for pattern in (":*", "/*:*"):
+            acknowledge_all(machine, {
+                f"AwsSolutions-IAM5[Resource::{executions}{pattern}]": "The Distributed Map "
+                "manages the child executions of this state machine only (aws-cdk-lib policy)",
+            })
+        acknowledge_all(machine, {
+            "AwsSolutions-IAM5[Resource::*]": "sagemaker:ListModelPackages has no resource-level "
+            "permission; CloudWatch Logs delivery and X-Ray neither",
+            f"AwsSolutions-IAM5[Resource::{predictions}/predictions/{self.spec.name}/*]":
+            "The Distributed Map reads this model's transform output, named by date",
+            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:"
+            f"<AWS::AccountId>:model/mdlc-{self.spec.name}-b-*]": "Models this workflow creates, "
+            "one per run, named by a UUID",
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:"
+            "<AWS::AccountId>:transform-job/*]": "The transform job is named per run; the "
+            "aws-cdk-lib task grants its job actions on transform-job/*",
+        })
+        acknowledge_all(self.function, {
+            f"AwsSolutions-IAM5[Resource::{resource_token(self.data_lake.features)}/features/"
+            f"{self.spec.name}/*]": "This model's feature snapshots, named by date",
+            f"AwsSolutions-IAM5[Resource::{resource_token(self.data_lake.predictions)}/predictions/"
+            f"{self.spec.name}/*]": "This model's predictions and decisions, named by date",
+            f"AwsSolutions-IAM5[Resource::{resource_token(self.data_lake.predictions)}/batch-input/"
+            f"{self.spec.name}/*]": "This model's transform input, named by date",
+            "AwsSolutions-IAM5[Action::s3:DeleteObject*]": "grant_read_write on this model's "
+            "transform input only, which a rerun replaces",
+        })
+
+
+def _instance_type(name: str):
+    from aws_cdk import aws_ec2 as ec2
+
+    return ec2.InstanceType(name.removeprefix("ml."))
