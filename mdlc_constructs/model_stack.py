@@ -10,7 +10,9 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from .compliance import acknowledge
+from .monitoring import ModelMonitoring
 from .preparation import DataPreparation
+from .realtime import RealtimeEndpoint
 from .retraining import Retraining
 from .spec import ModelSpec
 from .storage import DataLake
@@ -30,7 +32,7 @@ class MdlcModelStack(Stack):
 
     Attributes:
         spec, data_lake, key, topic, stream (or None), preparation, training,
-        retraining.
+        retraining, realtime (or None), monitoring.
 
     Each stage is built by a ``build_*`` method called from the constructor;
     a team changes one stage by subclassing and overriding that method.
@@ -58,6 +60,8 @@ class MdlcModelStack(Stack):
         self.preparation = self.build_data_preparation()
         self.training = self.build_training()
         self.retraining = self.build_retraining()
+        self.realtime = self.build_realtime()
+        self.monitoring = self.build_monitoring()
         acknowledge(
             self,
             "PCI.DSS.321-IAMNoInlinePolicy",
@@ -130,6 +134,52 @@ class MdlcModelStack(Stack):
             state_machine=self.training.state_machine,
             key=self.key,
         )
+
+    def build_realtime(self) -> RealtimeEndpoint | None:
+        """Stage 6, real time: the approved model version on an endpoint,
+        deployed blue/green by an event-driven workflow. None when disabled."""
+        if not self.spec.inference.realtime.enabled:
+            return None
+        repository = getattr(self.training.algorithm.resources, "repository", None)
+        return RealtimeEndpoint(
+            self,
+            "Realtime",
+            spec=self.spec,
+            data_lake=self.data_lake,
+            topic=self.topic,
+            model_package_group_name=self.training.model_package_group_name,
+            image_repositories=[repository] if repository is not None else [],
+        )
+
+    def build_monitoring(self) -> ModelMonitoring:
+        """Stage 7: the daily monitoring job, alarms (accuracy and drift start
+        re-training through the cooldown), and the model's dashboard."""
+        consumers = [f for f in (self.preparation.features.update_function,) if f is not None]
+        monitoring = ModelMonitoring(
+            self,
+            "Monitoring",
+            spec=self.spec,
+            data_lake=self.data_lake,
+            topic=self.topic,
+            retrain=self.retraining if self.spec.monitoring.retrain_on_alarm else None,
+            stream=self.stream,
+            stream_consumers=consumers,
+            state_machines=[
+                machine
+                for machine in (
+                    self.preparation.state_machine,
+                    self.training.state_machine,
+                    self.realtime.deployment_workflow if self.realtime else None,
+                )
+                if machine is not None
+            ],
+            endpoint_name=self.realtime.endpoint_name if self.realtime else None,
+        )
+        if self.realtime is not None:
+            monitoring.dashboard.add_alarms(
+                [self.realtime.error_rate_alarm, self.realtime.latency_alarm]
+            )
+        return monitoring
 
     def _create_topic(self) -> sns.Topic:
         topic = sns.Topic(

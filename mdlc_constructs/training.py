@@ -213,6 +213,10 @@ class TrainingWorkflow(Construct):
         )
         self.data_lake.features.grant_read(self.input_function, f"features/{model}/*")
         self.data_lake.artifacts.grant_put(self.input_function, f"training-input/{model}/*")
+        # The training features become the monitoring baseline (open loop).
+        self.data_lake.artifacts.grant_put(
+            self.input_function, f"baselines/{model}/features.parquet"
+        )
         acknowledge_all(
             self.input_function,
             {

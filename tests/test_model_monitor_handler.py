@@ -204,3 +204,13 @@ def test_custom_namespace(env, monkeypatch):
     load_handler("model_monitor").handler({"date": DAY}, None)
     names = boto3.client("cloudwatch").list_metrics(Namespace="Team/Fraud")["Metrics"]
     assert {m["MetricName"] for m in names} >= {"Precision", "ScorePSI"}
+
+
+def test_missing_baseline_still_monitors_accuracy_without_drift(env, monkeypatch):
+    seed(env)
+    monkeypatch.setenv("BASELINE_KEY", "baselines/fraud/")  # nothing written there yet
+    result = load_handler("model_monitor").handler({"date": DAY}, None)
+    names = metrics_by_name()
+    assert "Precision" in names and "ActionShare" in names
+    assert "ScorePSI" not in names and "FeaturePSI" not in names
+    assert result["predictions"] > 0

@@ -88,3 +88,7 @@ def test_handler_writes_channels(monkeypatch, fraud_spec, fraud_config_file):
         assert len(first) == 1 + len(fraud_spec.feature_columns)
         assert first[0] in ("0", "1")
         assert result["rows"]["train"] + result["rows"]["validation"] == n
+        # The training features are the monitoring job's drift baseline.
+        baseline = s3.get_object(Bucket="artifacts", Key="baselines/fraud/features.parquet")
+        columns = pq.read_table(io.BytesIO(baseline["Body"].read())).column_names
+        assert columns == fraud_spec.feature_columns

@@ -178,7 +178,11 @@ def _baseline(location: str | None, default_bucket: str) -> Any:
     if key.endswith("/"):
         tables = _read_prefix(bucket, key)
         if not tables:
-            raise monitoring.MonitoringInputError(f"s3://{bucket}/{key}: no baseline files")
+            # A model's first days come before any baseline exists: the
+            # closed loop and action shares still run; drift is not compared.
+            logger.warning("no baseline files; drift is not compared",
+                           extra={"baseline": f"s3://{bucket}/{key}"})
+            return None
         return monitoring.concat_tables(tables, f"s3://{bucket}/{key}")
     body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     return monitoring.read_table_bytes(body, f"s3://{bucket}/{key}")

@@ -10,7 +10,8 @@ Event (from the training workflow)::
 Reads ``state.data.features.features_key`` (Parquet, one row per event) from
 FEATURES_BUCKET, splits it deterministically (see ``mdlc_core.training_input``)
 and writes both channels in the spec's ``training.content_type`` to
-ARTIFACTS_BUCKET under ``training-input/<model>/<job name>/``.
+ARTIFACTS_BUCKET under ``training-input/<model>/<job name>/``, and the
+training features as the monitoring baseline ``baselines/<model>/features.parquet``.
 
 Environment: FEATURES_BUCKET, ARTIFACTS_BUCKET, MODEL_NAME, FEATURE_COLUMNS (JSON
 list, ``ModelSpec.feature_columns``).
@@ -32,6 +33,8 @@ from mdlc_core import training_input as ti
 from mdlc_core.runtime_config import load_config
 
 logger = Logger(service="training_input")
+#: Where the monitoring job looks for its baseline (ModelMonitoring's default).
+BASELINE_PREFIX = "baselines"
 s3 = boto3.client("s3")
 
 
@@ -51,6 +54,24 @@ def _read_columns(bucket: str, key: str, names: list[str]) -> dict[str, list[Any
     table = pq.read_table(io.BytesIO(body))
     present = [n for n in names if n in table.column_names]
     return {n: table.column(n).to_pylist() for n in present}
+
+
+def _write_baseline(
+    bucket: str, model: str, columns: dict[str, list[Any]], feature_columns: list[str]
+) -> None:
+    """The training features are the open-loop monitor's reference distribution.
+
+    One file per model, replaced by each run: drift is measured against what
+    the newest model was trained on.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({name: columns[name] for name in feature_columns if name in columns})
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    s3.put_object(Bucket=bucket, Key=f"{BASELINE_PREFIX}/{model}/features.parquet",
+                  Body=sink.getvalue())
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -83,6 +104,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         body, suffix = ti.encode(rows, training["content_type"])
         s3.put_object(Bucket=artifacts, Key=f"{prefix}/{name}/{name}.{suffix}", Body=body)
         channels[name] = f"s3://{artifacts}/{prefix}/{name}/"
+    _write_baseline(artifacts, model, columns, feature_columns)
     logger.info("training input written", extra={"job_name": job, "rows": split.rows})
     return {
         "job_name": job,
