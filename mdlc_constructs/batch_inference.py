@@ -224,7 +224,8 @@ class BatchInferenceWorkflow(Construct):
         decide_parts = sfn.DistributedMap(
             self, "DecideParts",
             item_reader=sfn.S3ObjectsItemReader(bucket=self.data_lake.predictions,
-                                                prefix=f"predictions/{model}/"),
+                                                prefix=sfn.JsonPath.string_at(
+                                                    "$.batch.output_key_prefix")),
             item_selector={"step": "decide", "Key.$": "$$.Map.Item.Value.Key",
                            "date.$": "$.data.snapshot.date", "model.$": "$.model.name"},
             max_concurrency=self.max_concurrency,
