@@ -93,7 +93,7 @@ def test_example_spec_is_valid(fraud_spec):
         ),
         (
             lambda d: d.update(name="Fraud Model"),
-            "models/fraud.yaml: name: expected 1-31 lower-case letters",
+            "models/fraud.yaml: name: expected 1-20 lower-case letters",
         ),
         (
             lambda d: d["inference"]["realtime"]["autoscaling"].update(min_capacity=5),

@@ -18,7 +18,7 @@ class SpecModel(BaseModel):
 
 
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 
 
 def _identifier(value: str) -> str:
@@ -32,7 +32,7 @@ def _identifier(value: str) -> str:
 def _model_name(value: str) -> str:
     if not _NAME.match(value):
         raise ValueError(
-            "expected 1-31 lower-case letters, digits or '-', starting with a letter "
+            "expected 1-20 lower-case letters, digits or '-', starting with a letter "
             f"(it becomes part of AWS resource names), got {value!r}"
         )
     return value
