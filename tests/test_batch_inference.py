@@ -108,7 +108,8 @@ def test_decisions_run_in_a_distributed_map_over_the_output(template):
     assert decide["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
     assert decide["ItemReader"]["Resource"].endswith(":states:::s3:listObjectsV2")
     # Only the run's own day: the prefix comes from the prepare step.
-    assert decide["ItemReader"]["Parameters"] == {"Bucket": "TOKEN", "Prefix.$": "$.batch.output_key_prefix"}
+    assert decide["ItemReader"]["Parameters"] == {
+        "Bucket": "TOKEN", "Prefix.$": "$.batch.output_key_prefix"}
     assert decide["ItemSelector"]["step"] == "decide"
     assert decide["MaxConcurrency"] == 50
 
