@@ -1,0 +1,225 @@
+"""Many models, one platform: shared resources in one stack, a small stack per model.
+
+A hundred models must not mean a hundred copies of the data lake, its key and
+the failure topic. :class:`MdlcPlatformStack` holds what models share;
+:func:`build_app` adds one :class:`~mdlc_constructs.model_stack.MdlcModelStack`
+per spec that takes the platform's resources by interface::
+
+    app = cdk.App()
+    build_app(app, Path("models"), shared_platform=True)   # Mdlc-Platform + Mdlc-<name>...
+    build_app(app, Path("models"), shared_platform=False)  # Mdlc-<name>, self-contained
+
+References only go from model stacks to the platform stack (a model reads
+the platform's buckets, key and topic; the platform never names a model's
+resource), so CloudFormation can deploy the platform first and the model
+stacks in parallel, and removing a model never touches the platform.
+
+The code version (the commit a deployment was built from) is read by
+:func:`code_version` from the context key ``mdlc:codeVersion``, which the
+pipeline's synth step sets (``cdk synth -c mdlc:codeVersion=<commit>``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aws_cdk as cdk
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from .compliance import acknowledge
+from .model_stack import MdlcModelStack
+from .spec import ModelSpec, SpecError, load_specs
+from .storage import BucketOverrides, DataLake
+
+#: Context key (and, for local runs, the environment variable
+#: ``MDLC_CODE_VERSION``) naming the commit the app is synthesized from.
+CODE_VERSION_CONTEXT = "mdlc:codeVersion"
+CODE_VERSION_ENV = "MDLC_CODE_VERSION"
+#: What lineage records when nothing says which commit this is.
+UNKNOWN_CODE_VERSION = "unknown"
+
+#: Construct id of the platform stack that :func:`build_app` creates.
+PLATFORM_STACK_ID = "Mdlc-Platform"
+
+
+def code_version(scope: Construct) -> str:
+    """The commit ``scope`` is synthesized from: context ``mdlc:codeVersion``, else
+    the ``MDLC_CODE_VERSION`` environment variable, else ``'unknown'``.
+
+    The training workflow records it in every model version it registers
+    (``MetadataProperties.CommitId`` and ``mdlc:code-version``).
+    """
+    value = scope.node.try_get_context(CODE_VERSION_CONTEXT) or os.environ.get(CODE_VERSION_ENV)
+    return str(value).strip() if value and str(value).strip() else UNKNOWN_CODE_VERSION
+
+
+def stack_id(spec: ModelSpec, prefix: str = "Mdlc") -> str:
+    """The construct id (and default stack name) of a model's stack: ``Mdlc-<name>``.
+
+    A public contract: a new id deploys a new stack next to the old one.
+    """
+    return f"{prefix}-{spec.name}"
+
+
+class MdlcPlatformStack(cdk.Stack):
+    """What every model of an account and region shares.
+
+    Args:
+        key: an existing KMS key for the data lake. Default: a new key with
+            rotation, retained on delete (see :class:`DataLake`).
+        bucket_overrides: lifecycle settings of the shared buckets. Default:
+            :class:`BucketOverrides` defaults.
+        removal_policy: for the key and the buckets. Default: RETAIN.
+        topic_display_name: Default: ``"MDLC platform: failures and approvals"``.
+        **kwargs: passed to ``Stack`` (``env``, ``stack_name``, ...).
+
+    Attributes:
+        data_lake: the shared :class:`DataLake` (buckets are partitioned by
+            model: every stage writes under ``<prefix>/<model>/``).
+        key: the data lake's key (``kms.IKey``).
+        topic: the shared failure and approval topic (``sns.ITopic``),
+            encrypted with ``key``; model names are in every message's subject.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        key: kms.IKey | None = None,
+        bucket_overrides: BucketOverrides | None = None,
+        removal_policy: cdk.RemovalPolicy = cdk.RemovalPolicy.RETAIN,
+        topic_display_name: str = "MDLC platform: failures and approvals",
+        **kwargs: object,
+    ) -> None:
+        kwargs.setdefault("description", "mdlc-constructs platform: shared data lake, key, topic")
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        cdk.Tags.of(self).add("mdlc:component", "platform")
+        self.data_lake = self.build_data_lake(key, bucket_overrides, removal_policy)
+        self.key: kms.IKey = self.data_lake.key
+        self.topic: sns.ITopic = self.build_topic(topic_display_name)
+        acknowledge(
+            self,
+            "PCI.DSS.321-IAMNoInlinePolicy",
+            "CDK grant methods attach a policy to exactly one role, scoped to the "
+            "resources that role uses; a shared managed policy would widen access",
+        )
+
+    # -- extension points: override in a subclass to change one shared resource --
+
+    def build_data_lake(
+        self,
+        key: kms.IKey | None,
+        overrides: BucketOverrides | None,
+        removal_policy: cdk.RemovalPolicy,
+    ) -> DataLake:
+        """The shared data lake. Construct id ``DataLake`` (a public contract)."""
+        return DataLake(
+            self, "DataLake", key=key, overrides=overrides, removal_policy=removal_policy
+        )
+
+    def build_topic(self, display_name: str) -> sns.Topic:
+        """The shared topic, encrypted with the data key, TLS only, this account only."""
+        topic = sns.Topic(
+            self,
+            "Notifications",
+            display_name=display_name,
+            master_key=self.key,
+            enforce_ssl=True,
+        )
+        topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=["sns:Publish"],
+                resources=[topic.topic_arn],
+                conditions={"StringNotEquals": {"aws:PrincipalAccount": self.account}},
+            )
+        )
+        return topic
+
+
+#: Builds one model's stack: ``(scope, id, spec, platform or None, env) -> Stack``.
+ModelStackFactory = Callable[
+    [Construct, str, ModelSpec, MdlcPlatformStack | None, cdk.Environment | None],
+    cdk.Stack,
+]
+
+
+def default_model_stack(
+    scope: Construct,
+    construct_id: str,
+    spec: ModelSpec,
+    platform: MdlcPlatformStack | None,
+    env: cdk.Environment | None,
+) -> MdlcModelStack:
+    """An :class:`MdlcModelStack`, on the platform's data lake and topic when given."""
+    if platform is None:
+        return MdlcModelStack(scope, construct_id, spec=spec, env=env)
+    return MdlcModelStack(
+        scope,
+        construct_id,
+        spec=spec,
+        data_lake=platform.data_lake,
+        alarm_topic=platform.topic,
+        env=env,
+    )
+
+
+@dataclass
+class MdlcApp:
+    """What :func:`build_app` created."""
+
+    specs: list[ModelSpec]
+    platform: MdlcPlatformStack | None
+    models: dict[str, cdk.Stack] = field(default_factory=dict)
+
+
+def build_app(
+    app: Construct,
+    models_dir: str | Path,
+    *,
+    shared_platform: bool,
+    env: cdk.Environment | None = None,
+    model_stack: ModelStackFactory = default_model_stack,
+    prefix: str = "Mdlc",
+    specs: list[ModelSpec] | None = None,
+) -> MdlcApp:
+    """Add the stacks for every spec in ``models_dir`` to ``app`` (an App or a Stage).
+
+    Args:
+        models_dir: the folder of ``*.yaml`` specs.
+        shared_platform: True: one ``<prefix>-Platform`` stack with the data
+            lake, key and topic, and one small ``<prefix>-<name>`` stack per
+            model that uses them. False: one self-contained stack per model.
+        env: account and region of every stack. Default: environment-agnostic.
+        model_stack: builds one model's stack; a team passes its own
+            ``MdlcModelStack`` subclass here. Default: :func:`default_model_stack`.
+        prefix: of every stack id. Default ``"Mdlc"``.
+        specs: already loaded specs. Default: ``load_specs(models_dir)``.
+
+    Raises:
+        SpecError: a spec is invalid, two specs share a name, or there is none.
+    """
+    if specs is None:
+        specs = load_specs(models_dir)
+    if not specs:
+        raise SpecError(models_dir, [f"{models_dir}: no *.yaml model specs found"])
+    platform = (
+        MdlcPlatformStack(app, f"{prefix}-Platform", env=env) if shared_platform else None
+    )
+    result = MdlcApp(specs=specs, platform=platform)
+    for spec in specs:
+        stack = model_stack(app, stack_id(spec, prefix), spec, platform, env)
+        if platform is not None:
+            # Explicit, so `cdk deploy Mdlc-<name>` deploys the platform first
+            # even before the model references anything of it.
+            stack.add_stack_dependency(platform, reason="uses the shared data lake, key and topic")
+        result.models[spec.name] = stack
+    return result
