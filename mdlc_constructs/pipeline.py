@@ -1,0 +1,724 @@
+"""CI/CD: one self-updating pipeline from a commit to staging, approval, production.
+
+:class:`MdlcPipelineStack` is a CDK Pipelines ``CodePipeline``::
+
+    Source        CodeCommit repository, or a CodeStar connection (GitHub, GitLab,
+                  Bitbucket), chosen by ``PipelineConfig.connection_arn``
+    Build/Synth   installs, runs ``make test``, synthesizes with the commit id in
+                  the context (``-c mdlc:codeVersion=<commit>``)
+    UpdatePipeline  self-mutation: the pipeline first updates itself
+    Assets        publishes Lambda code and other assets
+    Staging       the platform stack and every model stack; then every custom
+                  training container is built into the stage's ECR repository
+    Production    after a manual approval, the same stacks and images
+
+Every stage deploys exactly what :func:`~mdlc_constructs.platform.build_app`
+builds locally, so what `make synth` shows is what the pipeline deploys.
+
+The commit id reaches the stacks as the context value ``mdlc:codeVersion``
+(read with :func:`~mdlc_constructs.platform.code_version`); the training
+workflow records it as every model version's ``CommitId``. See docs/pipeline.md.
+
+Artifacts rest in a bucket encrypted with the pipeline's own KMS key (rotated,
+retained); with accounts other than the pipeline's, the key and the bucket
+grant exactly the target accounts' CDK deploy roles.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+from aws_cdk import aws_codebuild as codebuild
+from aws_cdk import aws_codecommit as codecommit
+from aws_cdk import aws_codepipeline as codepipeline
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from aws_cdk import pipelines
+from constructs import Construct
+
+from .algorithms import CustomImage
+from .compliance import acknowledge, acknowledge_all
+from .platform import (
+    CODE_VERSION_CONTEXT,
+    MdlcApp,
+    ModelStackFactory,
+    build_app,
+    code_version,
+    default_model_stack,
+)
+from .spec import load_specs
+
+#: Context key holding the pipeline's configuration (see :meth:`PipelineConfig.from_context`).
+PIPELINE_CONTEXT = "mdlc:pipeline"
+#: The CDK command line the project pins (the Makefile's CDK variable).
+CDK_COMMAND = "npx --no-install --prefix .cdk-cli cdk"
+_ACCOUNT = re.compile(r"^\d{12}$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+_CONNECTION = re.compile(
+    r"^arn:aws[a-z-]*:(codestar-connections|codeconnections):[a-z0-9-]+:\d{12}:connection/[\w-]+$"
+)
+
+__all__ = [
+    "CODE_VERSION_CONTEXT",
+    "DeploymentTarget",
+    "MdlcPipelineStack",
+    "MdlcStage",
+    "PipelineConfig",
+    "build",
+    "code_version",
+]
+
+
+@dataclass(frozen=True)
+class DeploymentTarget:
+    """Where a stage deploys. ``None``: the pipeline's own account or region."""
+
+    account: str | None = None
+    region: str | None = None
+
+    def validate(self, where: str) -> None:
+        if self.account is not None and not _ACCOUNT.match(self.account):
+            raise ValueError(f"{where}.account: expected 12 digits, got {self.account!r}")
+        if self.region is not None and not _REGION.match(self.region):
+            raise ValueError(f"{where}.region: expected a region like 'eu-west-1', got "
+                             f"{self.region!r}")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """What the pipeline builds from and deploys to.
+
+    Attributes:
+        repository: the CodeCommit repository's name, or ``owner/name`` of
+            the repository behind ``connection_arn``.
+        branch: Default ``main``.
+        connection_arn: a CodeStar (CodeConnections) connection. Default:
+            none, the source is CodeCommit.
+        create_repository: create the CodeCommit repository in the pipeline
+            stack (retained on delete). Default: no, it exists already.
+        account, region: of the pipeline itself. Default: the environment
+            the pipeline stack is given (or the CLI's).
+        staging, production: deployment targets. Default: the pipeline's
+            account and region.
+        models_dir: the specs, relative to the repository root. Default ``models``.
+        shared_platform: one platform stack per stage plus one small stack
+            per model (True, the default), or self-contained model stacks.
+        pipeline_name: Default ``mdlc``.
+    """
+
+    repository: str
+    branch: str = "main"
+    connection_arn: str | None = None
+    create_repository: bool = False
+    account: str | None = None
+    region: str | None = None
+    staging: DeploymentTarget = field(default_factory=DeploymentTarget)
+    production: DeploymentTarget = field(default_factory=DeploymentTarget)
+    models_dir: str = "models"
+    shared_platform: bool = True
+    pipeline_name: str = "mdlc"
+
+    def __post_init__(self) -> None:
+        if self.connection_arn is not None:
+            if not _CONNECTION.match(self.connection_arn):
+                raise ValueError(
+                    f"{PIPELINE_CONTEXT}.connection_arn: expected a CodeStar connection ARN "
+                    f"(arn:aws:codestar-connections:<region>:<account>:connection/<id>), "
+                    f"got {self.connection_arn!r}"
+                )
+            if self.repository.count("/") != 1:
+                raise ValueError(
+                    f"{PIPELINE_CONTEXT}.repository: with a connection, expected 'owner/name', "
+                    f"got {self.repository!r}"
+                )
+            if self.create_repository:
+                raise ValueError(
+                    f"{PIPELINE_CONTEXT}.create_repository: only for CodeCommit, not with a "
+                    "connection"
+                )
+        elif not re.match(r"^[\w.-]{1,100}$", self.repository):
+            raise ValueError(
+                f"{PIPELINE_CONTEXT}.repository: expected a CodeCommit repository name "
+                f"(letters, digits, '.', '_', '-'), got {self.repository!r}"
+            )
+        DeploymentTarget(self.account, self.region).validate(PIPELINE_CONTEXT)
+        self.staging.validate(f"{PIPELINE_CONTEXT}.staging")
+        self.production.validate(f"{PIPELINE_CONTEXT}.production")
+
+    @property
+    def source_kind(self) -> str:
+        """``codecommit`` or ``connection``."""
+        return "connection" if self.connection_arn else "codecommit"
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> PipelineConfig:
+        """From plain data, e.g. cdk.json's ``context["mdlc:pipeline"]``."""
+        data = dict(data)
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{PIPELINE_CONTEXT}: unknown fields {unknown}; expected some of "
+                             f"{sorted(known)}")
+        if "repository" not in data:
+            raise ValueError(f"{PIPELINE_CONTEXT}.repository: required")
+        for stage in ("staging", "production"):
+            value = data.get(stage) or {}
+            if not isinstance(value, Mapping) or set(value) - {"account", "region"}:
+                raise ValueError(f"{PIPELINE_CONTEXT}.{stage}: expected {{account, region}}, "
+                                 f"got {value!r}")
+            data[stage] = DeploymentTarget(
+                account=str(value["account"]) if value.get("account") else None,
+                region=value.get("region"),
+            )
+        if data.get("account") is not None:
+            data["account"] = str(data["account"])
+        return cls(**data)
+
+    @classmethod
+    def from_context(cls, scope: Construct) -> PipelineConfig | None:
+        """The ``mdlc:pipeline`` context value, or None when there is none."""
+        value = scope.node.try_get_context(PIPELINE_CONTEXT)
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{PIPELINE_CONTEXT}: expected an object, got {value!r}")
+        return cls.from_mapping(value)
+
+    @property
+    def cross_account(self) -> bool:
+        """Whether a stage deploys to an account other than the pipeline's."""
+        return any(
+            t.account is not None and t.account != self.account
+            for t in (self.staging, self.production)
+        )
+
+
+class MdlcStage(cdk.Stage):
+    """One deployment of every model: what :func:`build_app` builds, in a Stage.
+
+    Args:
+        models_dir: the spec folder (read at synthesis).
+        shared_platform: see :func:`build_app`. Default True.
+        model_stack: builds one model's stack. Default: ``MdlcModelStack``.
+        **kwargs: passed to ``Stage`` (``env``, ...).
+
+    Attributes:
+        app: the :class:`MdlcApp` (``platform``, ``models``, ``specs``).
+        images: ``{model name: [CustomImage, ...]}``, the containers built after deployment.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        models_dir: str | Path,
+        shared_platform: bool = True,
+        model_stack: ModelStackFactory = default_model_stack,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.app: MdlcApp = build_app(
+            self, models_dir, shared_platform=shared_platform, model_stack=model_stack
+        )
+        self.images: dict[str, list[CustomImage]] = {
+            name: [c for c in stack.node.find_all() if isinstance(c, CustomImage)]
+            for name, stack in self.app.models.items()
+        }
+
+
+class MdlcPipelineStack(cdk.Stack):
+    """The CI/CD pipeline of a repository of model specs.
+
+    Args:
+        config: source, stages and accounts.
+        models_dir: where the specs are at synthesis. Default:
+            ``config.models_dir`` relative to the current directory.
+        key: encrypts artifacts and build output. Default: a new key with
+            rotation, retained on delete.
+        model_stack: builds one model's stack in every stage. Default:
+            ``MdlcModelStack``; a team passes its subclass.
+        **kwargs: passed to ``Stack``. ``env`` defaults to the config's
+            account and region.
+
+    Attributes:
+        config, key, artifact_bucket, access_log_bucket, repository (CodeCommit,
+        or None), source (``pipelines.CodePipelineSource``), synth (the synth
+        ``CodeBuildStep``), pipeline (``pipelines.CodePipeline``), staging,
+        production (:class:`MdlcStage`), approval (the ``ManualApprovalStep``),
+        image_steps (``{stage id: [CodeBuildStep, ...]}``).
+
+    Extension points (plain methods called from the constructor):
+    ``build_source``, ``build_synth``, ``build_stage``, ``build_image_step``.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: PipelineConfig,
+        models_dir: str | Path | None = None,
+        key: kms.IKey | None = None,
+        model_stack: ModelStackFactory = default_model_stack,
+        **kwargs: Any,
+    ) -> None:
+        if "env" not in kwargs and (config.account or config.region):
+            kwargs["env"] = cdk.Environment(account=config.account, region=config.region)
+        kwargs.setdefault("description", f"mdlc-constructs CI/CD pipeline {config.pipeline_name}")
+        super().__init__(scope, construct_id, **kwargs)
+        self.config = config
+        self.models_dir = Path(models_dir or config.models_dir)
+        self.model_stack = model_stack
+        # Fail at synthesis, naming the file and field, not in the pipeline.
+        load_specs(self.models_dir)
+        self._check_cross_account()
+        self.key = key or self._create_key()
+        self.access_log_bucket = self._create_access_log_bucket()
+        self.artifact_bucket = self._create_artifact_bucket()
+        self.repository: codecommit.IRepository | None = None
+        self.source = self.build_source()
+        self.synth = self.build_synth(self.source)
+        code_pipeline = codepipeline.Pipeline(
+            self,
+            "CodePipeline",
+            pipeline_name=config.pipeline_name,
+            artifact_bucket=self.artifact_bucket,
+            pipeline_type=codepipeline.PipelineType.V2,
+            # A new commit supersedes a run that is still deploying the old one.
+            restart_execution_on_update=True,
+        )
+        self.pipeline = pipelines.CodePipeline(
+            self,
+            "Pipeline",
+            code_pipeline=code_pipeline,
+            synth=self.synth,
+            self_mutation=True,
+            publish_assets_in_parallel=False,
+            code_build_defaults=pipelines.CodeBuildOptions(
+                build_environment=codebuild.BuildEnvironment(
+                    build_image=codebuild.LinuxBuildImage.STANDARD_7_0,
+                    compute_type=codebuild.ComputeType.MEDIUM,
+                ),
+                timeout=cdk.Duration.minutes(60),
+            ),
+        )
+        self.image_steps: dict[str, list[pipelines.CodeBuildStep]] = {}
+        self.staging = self.build_stage("Staging", config.staging)
+        self.pipeline.add_stage(self.staging, post=self._image_steps(self.staging))
+        self.approval = pipelines.ManualApprovalStep(
+            "PromoteToProduction",
+            comment="Staging is deployed and its images are built: promote this commit "
+            "to production?",
+        )
+        self.production = self.build_stage("Production", config.production)
+        self.pipeline.add_stage(
+            self.production, pre=[self.approval], post=self._image_steps(self.production)
+        )
+        # Pipeline-internal constructs exist only after build_pipeline().
+        self.pipeline.build_pipeline()
+        self._acknowledge()
+
+    # -- extension points -----------------------------------------------------------
+
+    def build_source(self) -> pipelines.CodePipelineSource:
+        """CodeCommit (``config.repository``) or the CodeStar connection's repository."""
+        c = self.config
+        if c.connection_arn:
+            return pipelines.CodePipelineSource.connection(
+                c.repository,
+                c.branch,
+                connection_arn=c.connection_arn,
+                # The synth step reads the commit id from the source's variables;
+                # no clone credentials are needed in CodeBuild.
+                code_build_clone_output=False,
+                trigger_on_push=True,
+            )
+        if c.create_repository:
+            repository: codecommit.IRepository = codecommit.Repository(
+                self,
+                "Repository",
+                repository_name=c.repository,
+                description="Model specs and team code of the MDLC pipeline",
+                kms_key=self.key,
+            )
+            # The source of every model version: never deleted with the stack.
+            repository.apply_removal_policy(cdk.RemovalPolicy.RETAIN)
+        else:
+            repository = codecommit.Repository.from_repository_name(
+                self, "Repository", c.repository
+            )
+        self.repository = repository
+        return pipelines.CodePipelineSource.code_commit(
+            repository,
+            c.branch,
+            trigger=None,  # EventBridge (the default), not polling
+            code_build_clone_output=False,
+        )
+
+    def build_synth(self, source: pipelines.CodePipelineSource) -> pipelines.CodeBuildStep:
+        """Install, ``make test``, synthesize with the commit id; output ``cdk.out``."""
+        return pipelines.CodeBuildStep(
+            "Synth",
+            input=source,
+            env={
+                # The CommitId source variable: the same value for CodeCommit
+                # and connections, and it survives retries of this step.
+                "MDLC_CODE_VERSION": source.source_attribute("CommitId"),
+            },
+            install_commands=["make install"],
+            commands=[
+                "make test",
+                f'{CDK_COMMAND} synth --quiet --app ".venv/bin/python app.py" '
+                f'-c {CODE_VERSION_CONTEXT}="$MDLC_CODE_VERSION"',
+            ],
+            primary_output_directory="cdk.out",
+            partial_build_spec=codebuild.BuildSpec.from_object(
+                {"phases": {"install": {"runtime-versions": {"python": "3.12",
+                                                             "nodejs": "20"}}}}
+            ),
+        )
+
+    def build_stage(self, construct_id: str, target: DeploymentTarget) -> MdlcStage:
+        """One stage with every model stack, in ``target``'s account and region."""
+        env = None
+        if target.account or target.region:
+            env = cdk.Environment(
+                account=target.account or self.config.account,
+                region=target.region or self.config.region,
+            )
+        return MdlcStage(
+            self,
+            construct_id,
+            models_dir=self.models_dir,
+            shared_platform=self.config.shared_platform,
+            model_stack=self.model_stack,
+            env=env,
+        )
+
+    def build_image_step(
+        self, stage: MdlcStage, model: str, image: CustomImage, index: int
+    ) -> pipelines.CodeBuildStep:
+        """After a stage is deployed: build ``model``'s custom container in that
+        stage's account, with the image's own CodeBuild project.
+
+        The project is the one the training workflow runs before each job: it
+        skips an existing tag, so training never waits for this build twice.
+        The step assumes a role the model stack creates for exactly this
+        (``PipelineImageBuild``), trusted by the pipeline's account only.
+        """
+        model_stack = stage.app.models[model]
+        suffix = "" if index == 0 else str(index + 1)
+        trigger = _ImageBuildTrigger(
+            model_stack,
+            f"PipelineImageBuild{suffix}",
+            image=image,
+            pipeline_account=self.account,
+            role_name=_image_role_name(model, stage.stage_name, suffix),
+        )
+        account = model_stack.account
+        role_arn = f"arn:{cdk.Aws.PARTITION}:iam::{account}:role/{trigger.role_name}"
+        return pipelines.CodeBuildStep(
+            f"BuildImage-{model}{suffix}",
+            env_from_cfn_outputs={
+                "PROJECT": trigger.project_output,
+                "ROLE_ARN": trigger.role_output,
+            },
+            commands=[
+                "set -euo pipefail",
+                'creds=$(aws sts assume-role --role-arn "$ROLE_ARN" '
+                '--role-session-name mdlc-image-build --query Credentials --output text)',
+                'read -r AWS_ACCESS_KEY_ID _ AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN <<< "$creds"',
+                "export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN",
+                'id=$(aws codebuild start-build --project-name "$PROJECT" '
+                "--query build.id --output text)",
+                'echo "building $PROJECT: $id"',
+                # CodeBuild has no waiter: poll, and fail this step with the build.
+                'while status=$(aws codebuild batch-get-builds --ids "$id" '
+                '--query "builds[0].buildStatus" --output text); '
+                '[ "$status" = IN_PROGRESS ]; do sleep 20; done',
+                'echo "build $id: $status"; test "$status" = SUCCEEDED',
+            ],
+            role_policy_statements=[
+                iam.PolicyStatement(actions=["sts:AssumeRole"], resources=[role_arn])
+            ],
+            timeout=cdk.Duration.minutes(70),
+        )
+
+    # -- internals ------------------------------------------------------------------
+
+    def _image_steps(self, stage: MdlcStage) -> list[pipelines.Step]:
+        steps = [
+            self.build_image_step(stage, model, image, index)
+            for model, images in stage.images.items()
+            for index, image in enumerate(images)
+        ]
+        self.image_steps[stage.stage_name] = steps
+        return list(steps)
+
+    def _check_cross_account(self) -> None:
+        if self.config.cross_account and cdk.Token.is_unresolved(self.account):
+            raise ValueError(
+                f"{PIPELINE_CONTEXT}.account: stages deploy to other accounts, so the "
+                "pipeline's own account must be given (account and region)"
+            )
+
+    def _create_key(self) -> kms.Key:
+        return kms.Key(
+            self,
+            "ArtifactKey",
+            description=f"Encrypts the artifacts and build output of pipeline "
+            f"{self.config.pipeline_name}",
+            enable_key_rotation=True,
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
+
+    def _create_access_log_bucket(self) -> s3.Bucket:
+        bucket = s3.Bucket(
+            self,
+            "AccessLogs",
+            # S3 server access logging cannot deliver to a KMS-encrypted bucket.
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+            lifecycle_rules=[s3.LifecycleRule(expiration=cdk.Duration.days(365),
+                                              noncurrent_version_expiration=cdk.Duration.days(30))],
+        )
+        acknowledge_all(
+            bucket,
+            {
+                "AwsSolutions-S1": "This is the access-log bucket; logging it to itself "
+                "would loop",
+                "PCI.DSS.321-S3BucketLoggingEnabled": "This is the access-log bucket; "
+                "logging it to itself would loop",
+                "PCI.DSS.321-S3DefaultEncryptionKMS": "S3 server access log delivery "
+                "supports SSE-S3 only",
+                "PCI.DSS.321-S3BucketReplicationEnabled": "Access logs of pipeline "
+                "artifacts; the artifacts are rebuilt from the repository",
+            },
+        )
+        return bucket
+
+    def _create_artifact_bucket(self) -> s3.Bucket:
+        bucket = s3.Bucket(
+            self,
+            "Artifacts",
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=self.key,
+            bucket_key_enabled=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            server_access_logs_bucket=self.access_log_bucket,
+            server_access_logs_prefix="artifacts/",
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+            # Artifacts are rebuilt from the repository at any commit.
+            lifecycle_rules=[s3.LifecycleRule(expiration=cdk.Duration.days(90),
+                                              noncurrent_version_expiration=cdk.Duration.days(7))],
+        )
+        acknowledge(
+            bucket,
+            "PCI.DSS.321-S3BucketReplicationEnabled",
+            "Pipeline artifacts are derived data: any commit's artifacts are rebuilt from "
+            "the source repository, so a replica would add cost and no recovery",
+        )
+        return bucket
+
+    def _acknowledge(self) -> None:
+        pipeline = self.pipeline.pipeline
+        acknowledge_all(
+            self,
+            {
+                "PCI.DSS.321-IAMNoInlinePolicy": "CDK Pipelines attaches one policy per role, "
+                "scoped to that role's actions; a shared managed policy would widen access",
+                # Every CodeBuild project of the pipeline gets its source from the
+                # pipeline's artifact (CODEPIPELINE source type), never a URL.
+                "PCI.DSS.321-CodeBuildProjectSourceRepoUrl": "Pipeline-sourced projects: the "
+                "source is the pipeline's encrypted artifact, there is no repository URL or "
+                "credential in the project (the rule misfires on CODEPIPELINE sources)",
+                "PCI.DSS.321-CodeBuildProjectEnvVarAwsCred": "No AWS credentials are in the "
+                "project's environment; the image steps assume a role at run time",
+            },
+        )
+        acknowledge_all(
+            pipeline,
+            {
+                "AwsSolutions-IAM5[Action::s3:GetObject*]": "aws-cdk-lib grants on the "
+                "pipeline's own artifact bucket only",
+                "AwsSolutions-IAM5[Action::s3:GetBucket*]": "aws-cdk-lib grants on the "
+                "pipeline's own artifact bucket only",
+                "AwsSolutions-IAM5[Action::s3:List*]": "aws-cdk-lib grants on the pipeline's "
+                "own artifact bucket only",
+                "AwsSolutions-IAM5[Action::s3:DeleteObject*]": "Actions replace their own "
+                "output artifacts in the pipeline's bucket",
+                "AwsSolutions-IAM5[Action::s3:Abort*]": "Actions abort their own multipart "
+                "uploads to the pipeline's bucket",
+                "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": "Encrypting artifacts with "
+                "the pipeline's own key only",
+                "AwsSolutions-IAM5[Action::kms:ReEncrypt*]": "aws-cdk-lib grant on the "
+                "pipeline's own key only",
+                f"AwsSolutions-IAM5[Resource::<{_logical(self.artifact_bucket)}.Arn>/*]": "Every "
+                "action reads and writes artifacts under per-execution keys of the pipeline's "
+                "own bucket; the object names are only known at run time",
+            },
+        )
+        self._acknowledge_projects()
+        # The roles CDK Pipelines creates for its CodeBuild projects (synth,
+        # self-mutation, asset publishing, image steps) live under the pipeline
+        # construct and the stack; acknowledge what they share at the stack.
+        acknowledge_all(
+            self,
+            {
+                "AwsSolutions-IAM5[Action::s3:GetObject*]": "aws-cdk-lib grants on the "
+                "pipeline's artifact bucket and CDK's bootstrap asset buckets only",
+                "AwsSolutions-IAM5[Action::s3:GetBucket*]": "aws-cdk-lib grants on the "
+                "pipeline's artifact bucket only",
+                "AwsSolutions-IAM5[Action::s3:List*]": "aws-cdk-lib grants on the pipeline's "
+                "artifact bucket only",
+                "AwsSolutions-IAM5[Action::s3:DeleteObject*]": "Build output replaces its "
+                "own artifacts in the pipeline's bucket",
+                "AwsSolutions-IAM5[Action::s3:Abort*]": "Builds abort their own multipart "
+                "uploads to the pipeline's bucket",
+                "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": "Encrypting build output "
+                "with the pipeline's own key only",
+                "AwsSolutions-IAM5[Action::kms:ReEncrypt*]": "aws-cdk-lib grant on the "
+                "pipeline's own key only",
+                f"AwsSolutions-IAM5[Resource::<{_logical(self.artifact_bucket)}.Arn>/*]": "Builds "
+                "read and write artifacts under per-execution keys of the pipeline's bucket",
+            },
+        )
+
+
+    def _acknowledge_projects(self) -> None:
+        """The CodeBuild defaults of every project's role, and CDK Pipelines' own roles."""
+        region = _pseudo(self.region, "Region")
+        account = _pseudo(self.account, "AccountId")
+        prefix = f"arn:<AWS::Partition>:{{service}}:{region}:{account}:"
+        for project in [c for c in self.node.find_all() if isinstance(c, codebuild.Project)]:
+            name = f"<{_logical(project)}>"
+            acknowledge_all(
+                project,
+                {
+                    f"AwsSolutions-IAM5[Resource::{prefix.format(service='logs')}log-group:"
+                    f"/aws/codebuild/{name}:*]": "The project's own log streams (CodeBuild "
+                    "names them per build)",
+                    f"AwsSolutions-IAM5[Resource::{prefix.format(service='codebuild')}"
+                    f"report-group/{name}-*]": "The project's own test report groups "
+                    "(CodeBuild names them per report)",
+                },
+            )
+        acknowledge_all(
+            self.pipeline.self_mutation_project,
+            {
+                "AwsSolutions-IAM5[Resource::*]": "cloudformation:DescribeStacks and "
+                "s3:ListBucket of the CDK CLI during self-mutation; the CLI looks up the "
+                "bootstrap stack whose name it does not know in advance",
+                f"AwsSolutions-IAM5[Resource::arn:*:iam::{account}:role/*]": "sts:AssumeRole "
+                "only on roles tagged as CDK bootstrap roles (condition on "
+                "iam:ResourceTag/aws-cdk:bootstrap-role)",
+            },
+        )
+        assets = self.pipeline.node.try_find_child("Assets")
+        if assets is not None:
+            acknowledge_all(
+                assets,
+                {
+                    "AwsSolutions-IAM5[Resource::*]": "CDK Pipelines' asset role starts and "
+                    "reads the builds of its per-asset projects, created after the role",
+                    f"AwsSolutions-IAM5[Resource::{prefix.format(service='logs')}log-group:"
+                    "/aws/codebuild/*]": "Log groups of the asset publishing projects, one "
+                    "per asset, named by CodeBuild",
+                    f"AwsSolutions-IAM5[Resource::{prefix.format(service='codebuild')}"
+                    "report-group/*]": "Report groups of the asset publishing projects, named "
+                    "by CodeBuild",
+                },
+            )
+
+
+class _ImageBuildTrigger(Construct):
+    """In a model stack: a role the pipeline's account assumes to run the image
+    build project, and the outputs the pipeline step reads."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        image: CustomImage,
+        pipeline_account: str,
+        role_name: str,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.role_name = role_name
+        self.role = iam.Role(
+            self,
+            "Role",
+            role_name=role_name,
+            assumed_by=iam.AccountPrincipal(pipeline_account),
+            description=f"Lets the MDLC pipeline build {image.image_tag}",
+            max_session_duration=cdk.Duration.hours(2),
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["codebuild:StartBuild", "codebuild:BatchGetBuilds"],
+                resources=[image.project.project_arn],
+            )
+        )
+        self.project_output = cdk.CfnOutput(
+            self, "Project", value=image.project.project_name,
+            description="CodeBuild project that builds this model's container",
+        )
+        self.role_output = cdk.CfnOutput(
+            self, "RoleArn", value=self.role.role_arn,
+            description="Role the pipeline assumes to start the image build",
+        )
+
+
+def _image_role_name(model: str, stage: str, suffix: str) -> str:
+    # Named, so the pipeline's policy can name it before the stage exists;
+    # per stage, so staging and production may share an account.
+    return f"mdlc-{model}-image{suffix}-{stage.lower()}"[:64]
+
+
+def _pseudo(value: str, name: str) -> str:
+    """How cdk-nag prints an account or region: the value, or ``<AWS::Name>``."""
+    return f"<AWS::{name}>" if cdk.Token.is_unresolved(value) else value
+
+
+def _logical(resource: Construct) -> str:
+    element = resource.node.default_child
+    return cdk.Stack.of(resource).get_logical_id(element)  # type: ignore[arg-type]
+
+
+def build(
+    app: cdk.App,
+    models_dir: str | Path,
+    *,
+    shared_platform: bool = True,
+    env: cdk.Environment | None = None,
+    model_stack: ModelStackFactory = default_model_stack,
+) -> MdlcPipelineStack | MdlcApp:
+    """The whole app: the pipeline when context ``mdlc:pipeline`` configures one,
+    else the stacks themselves (:func:`build_app`), for ``cdk deploy`` by hand.
+
+    The pipeline stack's id is ``MdlcPipeline``; its stages contain the model
+    stacks, so ``cdk deploy MdlcPipeline`` is the only deployment by hand.
+    """
+    config = PipelineConfig.from_context(app)
+    if config is None:
+        return build_app(
+            app, models_dir, shared_platform=shared_platform, env=env, model_stack=model_stack
+        )
+    return MdlcPipelineStack(
+        app, "MdlcPipeline", config=config, models_dir=models_dir, model_stack=model_stack
+    )
