@@ -1,0 +1,108 @@
+"""The fraud team's constructs: subclasses of the library, each overriding one method."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aws_cdk as cdk
+from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from mdlc_constructs.functions import python_function
+from mdlc_constructs.model_stack import MdlcModelStack
+from mdlc_constructs.platform import MdlcPlatformStack, default_model_stack
+from mdlc_constructs.spec import ModelSpec
+from mdlc_constructs.training import TrainingWorkflow
+from mdlc_constructs.workflow import invoke
+
+HERE = Path(__file__).resolve().parent
+#: The team's tolerated gap between the train and validation metric.
+MAX_GAP = 0.05
+
+
+class TeamTrainingWorkflow(TrainingWorkflow):
+    """Training whose evaluation penalizes overfitting (``handlers/overfit_evaluation``)."""
+
+    def build_evaluation(self) -> sfn.IChainable:
+        """Leaves ``$.evaluation.value`` (and ``.metric``) like the default, for the gate."""
+        self.evaluation_function = python_function(
+            self,
+            "OverfitEvaluation",
+            handler=HERE / "handlers" / "overfit_evaluation",
+            description=f"{self.spec.name}: validation metric penalized for overfitting",
+            key=self.key,
+            timeout=Duration.seconds(30),
+        )
+        return self.catch(
+            invoke(
+                self,
+                "EvaluateGeneralization",
+                self.evaluation_function,
+                payload={
+                    "metrics": sfn.JsonPath.list_at("$.job.FinalMetricDataList"),
+                    "metric": self.training.evaluation.metric,
+                    "max_gap": MAX_GAP,
+                },
+                result_path="$.evaluation",
+                timeout=Duration.minutes(1),
+                comment="The team's evaluation: validation metric minus excess overfitting",
+            )
+        )
+
+
+class TeamFraudStack(MdlcModelStack):
+    """The library's model stack with the team's training workflow and alarm.
+
+    Attributes (beyond MdlcModelStack's): training_failures_alarm.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, **kwargs: object) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        self.training_failures_alarm = self.build_team_alarms()
+
+    def build_training(self) -> TrainingWorkflow:
+        """Same id and wiring as the library's, so swapping keeps deployed resources."""
+        training = TeamTrainingWorkflow(
+            self,
+            "Training",
+            spec=self.spec,
+            data_lake=self.data_lake,
+            topic=self.topic,
+            prepare_data=self.preparation.chain,
+        )
+        self.preparation.grant_to(training.state_machine)
+        return training
+
+    def build_team_alarms(self) -> cloudwatch.Alarm:
+        """Page the team when a training run fails or misses the threshold twice in a week."""
+        alarm = cloudwatch.Alarm(
+            self,
+            "TrainingFailures",
+            alarm_description=f"{self.spec.name}: two failed or below-threshold training runs "
+            "within 7 days",
+            metric=self.training.metric_failed(period=Duration.days(1), statistic="Sum"),
+            threshold=2,
+            evaluation_periods=7,
+            datapoints_to_alarm=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        alarm.add_alarm_action(cw_actions.SnsAction(self.topic))
+        return alarm
+
+
+def team_model_stack(
+    scope: Construct,
+    construct_id: str,
+    spec: ModelSpec,
+    platform: MdlcPlatformStack | None,
+    env: cdk.Environment | None,
+) -> MdlcModelStack:
+    """The team's factory for ``build_app``: fraud models get ``TeamFraudStack``."""
+    if spec.owner != "fraud_ops":
+        return default_model_stack(scope, construct_id, spec, platform, env)
+    shared = {"data_lake": platform.data_lake, "alarm_topic": platform.topic} if platform else {}
+    return TeamFraudStack(scope, construct_id, spec=spec, env=env, **shared)

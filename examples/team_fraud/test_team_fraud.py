@@ -1,0 +1,200 @@
+"""The team package's tests: they run in the library's suite (pyproject testpaths).
+
+One synthesis of the team's stack for the module; the action and the
+evaluation handler are tested as plain Python.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+SPEC = HERE / "models" / "fraud-team.yaml"
+
+
+def _load_evaluation():
+    path = HERE / "handlers" / "overfit_evaluation" / "index.py"
+    module_spec = importlib.util.spec_from_file_location("team_overfit_evaluation", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+# -- the evaluation handler -------------------------------------------------------
+
+
+def test_evaluation_penalizes_only_the_gap_beyond_the_tolerance():
+    evaluation = _load_evaluation()
+    metrics = [
+        {"MetricName": "train:auc", "Value": 0.99},
+        {"MetricName": "validation:auc", "Value": 0.85},
+    ]
+    result = evaluation.evaluate(metrics, "validation:auc", 0.05)
+    assert result["gap"] == pytest.approx(0.14)
+    assert result["value"] == pytest.approx(0.85 - 0.09)
+    # Within the tolerance the validation metric stands as it is.
+    close = [{"MetricName": "train:auc", "Value": 0.88}, *metrics[1:]]
+    assert evaluation.evaluate(close, "validation:auc", 0.05)["value"] == pytest.approx(0.85)
+
+
+def test_evaluation_fails_when_the_metric_is_missing():
+    evaluation = _load_evaluation()
+    with pytest.raises(ValueError, match="did not report validation:auc"):
+        evaluation.handler({"metrics": [{"MetricName": "train:auc", "Value": 1}],
+                            "metric": "validation:auc"}, None)
+
+
+# -- the custom action ------------------------------------------------------------
+
+
+class _Events:
+    def __init__(self, fail: bool = False) -> None:
+        self.entries: list[dict] = []
+        self.fail = fail
+
+    def put_events(self, Entries):
+        self.entries.extend(Entries)
+        if self.fail:
+            return {"FailedEntryCount": 1,
+                    "Entries": [{"ErrorCode": "InternalFailure", "ErrorMessage": "try again"}]}
+        return {"FailedEntryCount": 0, "Entries": [{"EventId": "e-1"}]}
+
+
+def _decision(action: str = "review"):
+    from mdlc_core.decisions import Decision
+
+    return Decision(event_id="order-42", entity_id="customer-7", model_version="v3",
+                    score=0.7, rule_id="review_medium_risk", action=action)
+
+
+@pytest.fixture
+def bundled(monkeypatch):
+    """The package folder on sys.path, as the Lambda bundle puts team_actions.py at the top."""
+    monkeypatch.syspath_prepend(str(HERE))
+    import team_actions
+
+    return team_actions
+
+
+@pytest.fixture(scope="module")
+def team_config():
+    from mdlc_constructs.spec import load_spec
+
+    return load_spec(SPEC).as_config()
+
+
+def test_spec_names_the_custom_action_and_dispatch_uses_it(team_config, bundled):
+    from mdlc_core.actions import Clients, Dispatcher, Targets
+
+    team_actions = bundled
+
+    events = _Events()
+    dispatcher = Dispatcher.from_config(team_config, Clients(events=events), Targets())
+    assert isinstance(dispatcher.actions["review"], team_actions.CaseManagementAction)
+    receipt = dispatcher.perform(_decision())
+    assert receipt == {"action": "review", "kind": "case_management",
+                       "case_id": "fraud-team:order-42", "event_id": "e-1"}
+    (entry,) = events.entries
+    assert entry["DetailType"] == team_actions.DETAIL_TYPE
+    detail = json.loads(entry["Detail"])
+    assert detail["queue"] == "high-touch"
+    assert detail["decision"]["event_id"] == "order-42"
+
+
+def test_a_refused_case_raises_so_the_event_is_retried(team_config, bundled):
+    from mdlc_core.actions import ActionError, Clients, Dispatcher, Targets
+
+    dispatcher = Dispatcher.from_config(team_config, Clients(events=_Events(fail=True)), Targets())
+    with pytest.raises(ActionError, match="InternalFailure"):
+        dispatcher.perform(_decision())
+
+
+# -- the stack --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def team_stack(tmp_path_factory):
+    from mdlc_constructs.compliance import read_findings
+    from mdlc_constructs.platform import build_app
+    from mdlc_constructs.testing import make_app
+    from team_fraud.stack import team_model_stack
+
+    outdir = tmp_path_factory.mktemp("team-cdk.out")
+    app = make_app(outdir=str(outdir))  # both cdk-nag packs: the team's code must pass too
+    built = build_app(app, HERE / "models", shared_platform=False, model_stack=team_model_stack)
+    try:
+        app.synth()
+    except Exception as error:
+        findings = "\n".join(str(f) for f in read_findings(outdir))
+        pytest.fail(f"synthesis failed: {error}\n{findings}")
+    return built.models["fraud-team"]
+
+
+@pytest.fixture(scope="module")
+def team_template(team_stack):
+    from mdlc_constructs.testing import normalized_template
+
+    return normalized_template(team_stack)
+
+
+def test_the_team_stack_is_the_subclass_with_the_team_workflow(team_stack):
+    from team_fraud.stack import TeamFraudStack, TeamTrainingWorkflow
+
+    assert isinstance(team_stack, TeamFraudStack)
+    assert isinstance(team_stack.training, TeamTrainingWorkflow)
+    # Same construct id as the library's: swapping the class keeps the resources.
+    assert team_stack.training.node.id == "Training"
+
+
+def _training_definition(template) -> str:
+    machines = {
+        k: v for k, v in template["Resources"].items()
+        if v["Type"] == "AWS::StepFunctions::StateMachine" and k.startswith("Training")
+    }
+    (machine,) = machines.values()
+    return json.dumps(machine["Properties"]["DefinitionString"])
+
+
+def test_evaluation_is_swapped_and_the_gate_still_reads_its_result(team_template):
+    definition = _training_definition(team_template)
+    assert "EvaluateGeneralization" in definition
+    assert "SelectMetric" not in definition  # the library's default evaluation is gone
+    assert "MeetsThreshold" in definition
+    functions = [
+        v for v in team_template["Resources"].values()
+        if v["Type"] == "AWS::Lambda::Function"
+        and "overfitting" in v["Properties"].get("Description", "")
+    ]
+    assert len(functions) == 1
+
+
+def test_the_team_alarm_notifies_the_model_topic(team_template):
+    alarms = {
+        k: v for k, v in team_template["Resources"].items()
+        if v["Type"] == "AWS::CloudWatch::Alarm" and k.startswith("TrainingFailures")
+    }
+    (alarm,) = alarms.values()
+    props = alarm["Properties"]
+    assert props["Threshold"] == 2
+    assert props["EvaluationPeriods"] == 7
+    assert props["AlarmActions"] == [{"Ref": next(
+        k for k, v in team_template["Resources"].items() if v["Type"] == "AWS::SNS::Topic")}]
+
+
+def test_team_parts_snapshot(team_template, snapshot):
+    """What the team owns (its workflow's definition and its alarm), against the snapshot.
+
+    Update after an intended change: ``pytest examples --snapshot-update``.
+    """
+    resources = team_template["Resources"]
+    owned = {
+        k: v for k, v in resources.items()
+        if k.startswith(("TrainingFailures", "TrainingOverfitEvaluation"))
+        and v["Type"] in ("AWS::CloudWatch::Alarm", "AWS::Lambda::Function")
+    }
+    assert owned
+    assert {"definition": _training_definition(team_template), "resources": owned} == snapshot
