@@ -1,0 +1,99 @@
+"""Synthesis time for many models: 1, 10 and 50 generated specs on a shared platform.
+
+Prints seconds per model for each size and the ratio against a baseline built
+in the same run: a plain aws-cdk-lib stack with the same resources (types, counts and
+properties) as one model stack (no mdlc-constructs code, no cdk-nag), synthesized
+the same number of times. A ratio near 1 means the library adds little over
+writing the same stacks by hand; seconds per model staying flat from 10 to 50
+models means synthesis grows linearly.
+
+    .venv/bin/python benchmarks/bench_synth.py [--sizes 1,10,50] [--no-nag]
+
+It takes minutes (jsii synthesis is about a second per stack); not part of the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import aws_cdk as cdk  # noqa: E402
+from aws_cdk import CfnResource  # noqa: E402
+
+from mdlc_constructs.platform import build_app  # noqa: E402
+from mdlc_constructs.testing import make_app  # noqa: E402
+
+
+def generate_specs(folder: Path, count: int) -> Path:
+    text = (ROOT / "models" / "fraud.yaml").read_text()
+    for index in range(count):
+        name = f"fraud-{index:03d}"
+        (folder / f"{name}.yaml").write_text(text.replace("name: fraud\n", f"name: {name}\n", 1))
+    return folder
+
+
+def synth_library(count: int, nag: bool) -> tuple[float, dict[str, list[tuple[str, dict]]]]:
+    with tempfile.TemporaryDirectory() as specs, tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        app = make_app(outdir=out, compliance=nag)
+        build_app(app, generate_specs(Path(specs), count), shared_platform=True)
+        try:
+            assembly = app.synth()
+        except Exception:  # findings: the templates are written before validation
+            assembly = None
+        elapsed = time.perf_counter() - start
+        shapes = {}
+        for path in Path(out).glob("*.template.json"):
+            shapes[path.name] = list(json.loads(path.read_text())["Resources"].items())
+        del assembly
+    return elapsed, shapes
+
+
+def synth_baseline(shape: list[tuple[str, dict]], platform: list[tuple[str, dict]],
+                   count: int) -> float:
+    """The same resources, types and properties, written as plain CfnResources."""
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        app = cdk.App(outdir=out, analytics_reporting=False)
+        for name, resources in [("Platform", platform), *[(f"M{i}", shape) for i in range(count)]]:
+            stack = cdk.Stack(app, f"Plain-{name}")
+            for logical_id, resource in resources:
+                if resource["Type"] == "AWS::CDK::Metadata":
+                    continue
+                CfnResource(stack, logical_id, type=resource["Type"],
+                            properties=resource.get("Properties")).override_logical_id(logical_id)
+        app.synth()
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1,10,50")
+    parser.add_argument("--no-nag", action="store_true", help="skip the cdk-nag packs")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    print(f"{'models':>6} {'library s':>10} {'s/model':>8} {'baseline s':>10} {'ratio':>6}")
+    for count in sizes:
+        elapsed, shapes = synth_library(count, nag=not args.no_nag)
+        platform = shapes.pop("Mdlc-Platform.template.json")
+        shape = next(iter(shapes.values()))
+        baseline = synth_baseline(shape, platform, count)
+        print(f"{count:>6} {elapsed:>10.1f} {elapsed / count:>8.2f} {baseline:>10.1f} "
+              f"{elapsed / baseline:>6.1f}", flush=True)
+    kinds = Counter(r["Type"] for _, r in shape)
+    print(f"(one model stack: {len(shape)} resources of {len(kinds)} types; the baseline "
+          "writes the same resources and properties as plain CfnResources)")
+
+
+if __name__ == "__main__":
+    main()
