@@ -58,8 +58,13 @@ def test_shared_resources_exist_once_in_the_platform(shared):
     assert _count(platform, "AWS::S3::Bucket") == 7  # six data lake buckets + access logs
     for model in MODELS:
         template = templates[f"Mdlc-{model}"]
-        for kind in ("AWS::KMS::Key", "AWS::S3::Bucket", "AWS::SNS::Topic"):
+        for kind in ("AWS::KMS::Key", "AWS::S3::Bucket"):
             assert _count(template, kind) == 0, f"Mdlc-{model} duplicates a {kind}"
+        # A model may own topics of its own (e.g. an integration action's), but
+        # not a second failure-and-approval topic.
+        topics = [r["Properties"].get("DisplayName", "") for r in template["Resources"].values()
+                  if r["Type"] == "AWS::SNS::Topic"]
+        assert not [t for t in topics if "failures and approvals" in t], topics
 
 
 def test_references_go_from_models_to_the_platform_only(shared):
