@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The example app: one MdlcModelStack per spec in models/.
+"""The example app: one MdlcModelStack per spec in models/ (or the pipeline
+that deploys them, when cdk.json configures ``mdlc:pipeline``).
 
 `make synth` runs it; `cdk deploy` deploys it. The account and region come
 from the environment (CDK_DEFAULT_ACCOUNT/REGION) when deploying and are left
@@ -15,24 +16,26 @@ from pathlib import Path
 import aws_cdk as cdk
 
 from mdlc_constructs.compliance import apply_compliance_checks
-from mdlc_constructs.model_stack import MdlcModelStack
-from mdlc_constructs.spec import SpecError, load_specs
+from mdlc_constructs.pipeline import build
+from mdlc_constructs.spec import SpecError
 
 
 def main() -> None:
     app = cdk.App()
     models = Path(app.node.try_get_context("mdlc:models") or Path(__file__).parent / "models")
-    try:
-        specs = load_specs(models)
-    except SpecError as error:
-        sys.exit(f"cannot synthesize: invalid model specs\n{error}")
+    shared = str(app.node.try_get_context("mdlc:sharedPlatform")).lower() == "true"
     env = None
     if os.environ.get("CDK_DEFAULT_ACCOUNT"):
         env = cdk.Environment(
             account=os.environ["CDK_DEFAULT_ACCOUNT"], region=os.environ.get("CDK_DEFAULT_REGION")
         )
-    for spec in specs:
-        MdlcModelStack(app, f"Mdlc-{spec.name}", spec=spec, env=env)
+    try:
+        # The pipeline when cdk.json's context configures one (mdlc:pipeline),
+        # else the model stacks themselves, self-contained or on a shared
+        # platform stack (-c mdlc:sharedPlatform=true).
+        build(app, models, shared_platform=shared, env=env)
+    except SpecError as error:
+        sys.exit(f"cannot synthesize: invalid model specs\n{error}")
     apply_compliance_checks(app)
     app.synth()
 

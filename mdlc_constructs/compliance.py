@@ -9,12 +9,14 @@ finding acknowledged, the base id does not cover them.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from aws_cdk import Acknowledgment, App, Validations
+from aws_cdk import Acknowledgment, App, CfnElement, Stack, Token, Validations
 from cdk_nag import AwsSolutionsChecks, PCIDSS321Checks
 from constructs import IConstruct
 
@@ -46,7 +48,64 @@ def acknowledge(scope: IConstruct, rule: str, reason: str) -> None:
             f"the reason for acknowledging {rule} must explain it "
             f"(at least {MIN_REASON_LENGTH} characters), got {reason!r}"
         )
-    Validations.of(scope).acknowledge(Acknowledgment(id=rule, reason=reason))
+    for variant in _variants(scope, rule):
+        Validations.of(scope).acknowledge(Acknowledgment(id=variant, reason=reason))
+
+
+# -- how cdk-nag prints references ------------------------------------------------
+#
+# Acknowledgments are written once, in the form cdk-nag prints for an
+# environment-agnostic stack that owns its resources: ``<AWS::Region>``,
+# ``<LogicalId.Arn>``. The same construct can land in a stack with an explicit
+# account and region (cdk-nag then prints the values) or use a resource of
+# another stack (cdk-nag then prints the CloudFormation export's name), so
+# ``acknowledge`` also records the finding in those forms.
+
+_PSEUDO = {"<AWS::Region>": "region", "<AWS::AccountId>": "account"}
+_REFERENCE = re.compile(r"<([A-Za-z0-9]+)(?:\.([A-Za-z0-9.]+))?>")
+#: Logical id -> the elements resource_token() named, to find their stacks.
+_NAMED: dict[str, list[CfnElement]] = {}
+
+
+def _variants(scope: IConstruct, rule: str) -> list[str]:
+    stack = Stack.of(scope)
+    variants = [rule]
+    literal = rule
+    for placeholder, attribute in _PSEUDO.items():
+        value = getattr(stack, attribute)
+        if placeholder in literal and not Token.is_unresolved(value):
+            literal = literal.replace(placeholder, value)
+    if literal != rule:
+        variants.append(literal)
+    for current in list(variants):
+        exported = current
+        for match in _REFERENCE.finditer(current):
+            logical_id, attribute = match.group(1), match.group(2)
+            producer = next(
+                (
+                    e
+                    for e in _NAMED.get(logical_id, [])
+                    if e.node.root is stack.node.root and Stack.of(e) is not stack
+                ),
+                None,
+            )
+            if producer is not None:
+                exported = exported.replace(
+                    match.group(0), export_name(producer, logical_id, attribute)
+                )
+        if exported != current:
+            variants.append(exported)
+    return variants
+
+
+def export_name(element: CfnElement, logical_id: str, attribute: str | None) -> str:
+    """The name CDK gives the export of ``element``'s attribute (or Ref) when
+    another stack uses it (aws-cdk-lib's ``generateExportName``)."""
+    reference = {"Fn::GetAtt": [logical_id, attribute]} if attribute else {"Ref": logical_id}
+    components = ["Exports", "Output" + json.dumps(reference, separators=(",", ":"))]
+    digest = hashlib.md5("/".join(components).encode()).hexdigest()[:8].upper()
+    human = "".join(re.sub(r"[^A-Za-z0-9]", "", c) for c in components)[:240]
+    return f"{Stack.of(element).stack_name}:{human}{digest}"
 
 
 def acknowledge_all(scope: IConstruct, reasons: Mapping[str, str]) -> None:
@@ -117,13 +176,19 @@ def acknowledge_grant_actions(scope: IConstruct) -> None:
 
 def resource_token(resource: IConstruct, attribute: str = "Arn") -> str:
     """How cdk-nag prints a ``Fn::GetAtt`` of ``resource`` in a granular finding:
-    ``<LogicalId.Arn>``. ``resource`` is an L2 construct or its Cfn resource."""
-    from aws_cdk import CfnElement, Stack
+    ``<LogicalId.Arn>``. ``resource`` is an L2 construct or its Cfn resource.
 
+    ``acknowledge`` turns it into the export's name when the finding is in
+    another stack than ``resource``.
+    """
     element = resource if isinstance(resource, CfnElement) else resource.node.default_child
     if not isinstance(element, CfnElement):
         raise ValueError(f"{resource.node.path} has no CloudFormation resource of its own")
-    return f"<{Stack.of(element).get_logical_id(element)}.{attribute}>"
+    logical_id = Stack.of(element).get_logical_id(element)
+    named = _NAMED.setdefault(logical_id, [])
+    if not any(e is element for e in named):
+        named.append(element)
+    return f"<{logical_id}.{attribute}>"
 
 
 def acknowledge_objects(scope: IConstruct, bucket: IConstruct, pattern: str, reason: str) -> None:

@@ -9,7 +9,9 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
+from .batch_inference import BatchInferenceWorkflow
 from .compliance import acknowledge
+from .integration import ClientIntegration
 from .monitoring import ModelMonitoring
 from .preparation import DataPreparation
 from .realtime import RealtimeEndpoint
@@ -32,7 +34,8 @@ class MdlcModelStack(Stack):
 
     Attributes:
         spec, data_lake, key, topic, stream (or None), preparation, training,
-        retraining, realtime (or None), monitoring.
+        retraining, realtime, batch_inference, integration (each None when the
+        spec disables it), monitoring.
 
     Each stage is built by a ``build_*`` method called from the constructor;
     a team changes one stage by subclassing and overriding that method.
@@ -61,6 +64,8 @@ class MdlcModelStack(Stack):
         self.training = self.build_training()
         self.retraining = self.build_retraining()
         self.realtime = self.build_realtime()
+        self.batch_inference = self.build_batch_inference()
+        self.integration = self.build_integration()
         self.monitoring = self.build_monitoring()
         acknowledge(
             self,
@@ -151,10 +156,62 @@ class MdlcModelStack(Stack):
             image_repositories=[repository] if repository is not None else [],
         )
 
+    def build_batch_inference(self) -> BatchInferenceWorkflow | None:
+        """Stage 6, offline: the scheduled batch transform with the latest
+        approved model version, and its decisions. None when disabled."""
+        if not self.spec.inference.batch.enabled:
+            return None
+        return BatchInferenceWorkflow(
+            self,
+            "BatchInference",
+            spec=self.spec,
+            data_lake=self.data_lake,
+            topic=self.topic,
+            model_package_group_name=self.training.model_package_group_name,
+            preparation=self.preparation,
+        )
+
+    def build_integration(self) -> ClientIntegration | None:
+        """Stage 8: collect features, run inference, execute rules and perform
+        the action for every event on the stream. None without ``integration``."""
+        integration = self.spec.integration
+        if integration is None or not integration.enabled:
+            return None
+        where = self.spec.source or self.spec.name
+        table = self.preparation.features.table
+        if table is None or self.stream is None:
+            raise ValueError(
+                f"{where}: integration needs online features "
+                "(features.online: true with at least one aggregate)"
+            )
+        if self.realtime is None:
+            raise ValueError(
+                f"{where}: integration needs the real-time endpoint "
+                "(inference.realtime.enabled: true)"
+            )
+        return ClientIntegration(
+            self,
+            "Integration",
+            spec=self.spec,
+            data_lake=self.data_lake,
+            key=self.key,
+            topic=self.topic,
+            stream=self.stream,
+            feature_table=table,
+            endpoint_name=self.realtime.endpoint_name,
+        )
+
     def build_monitoring(self) -> ModelMonitoring:
         """Stage 7: the daily monitoring job, alarms (accuracy and drift start
         re-training through the cooldown), and the model's dashboard."""
-        consumers = [f for f in (self.preparation.features.update_function,) if f is not None]
+        consumers = [
+            f
+            for f in (
+                self.preparation.features.update_function,
+                self.integration.consumer if self.integration else None,
+            )
+            if f is not None
+        ]
         monitoring = ModelMonitoring(
             self,
             "Monitoring",
@@ -170,11 +227,15 @@ class MdlcModelStack(Stack):
                     self.preparation.state_machine,
                     self.training.state_machine,
                     self.realtime.deployment_workflow if self.realtime else None,
+                    self.batch_inference.state_machine if self.batch_inference else None,
+                    self.integration.state_machine if self.integration else None,
                 )
                 if machine is not None
             ],
             endpoint_name=self.realtime.endpoint_name if self.realtime else None,
         )
+        if self.integration is not None:
+            monitoring.add_function(self.integration.function, title="Client integration")
         if self.realtime is not None:
             monitoring.dashboard.add_alarms(
                 [self.realtime.error_rate_alarm, self.realtime.latency_alarm]

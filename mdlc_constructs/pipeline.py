@@ -43,13 +43,12 @@ from aws_cdk import pipelines
 from constructs import Construct
 
 from .algorithms import CustomImage
-from .compliance import acknowledge, acknowledge_all
+from .compliance import acknowledge, acknowledge_all, resource_token
+from .lineage import CODE_VERSION_CONTEXT, code_version
 from .platform import (
-    CODE_VERSION_CONTEXT,
     MdlcApp,
     ModelStackFactory,
     build_app,
-    code_version,
     default_model_stack,
 )
 from .spec import load_specs
@@ -696,8 +695,7 @@ def _pseudo(value: str, name: str) -> str:
 
 
 def _logical(resource: Construct) -> str:
-    element = resource.node.default_child
-    return cdk.Stack.of(resource).get_logical_id(element)  # type: ignore[arg-type]
+    return resource_token(resource)[1:].split(".")[0]
 
 
 def build(

@@ -15,13 +15,13 @@ resource), so CloudFormation can deploy the platform first and the model
 stacks in parallel, and removing a model never touches the platform.
 
 The code version (the commit a deployment was built from) is read by
-:func:`code_version` from the context key ``mdlc:codeVersion``, which the
-pipeline's synth step sets (``cdk synth -c mdlc:codeVersion=<commit>``).
+:func:`mdlc_constructs.lineage.code_version` from the context key
+``mdlc:codeVersion``, which the pipeline's synth step sets
+(``cdk synth -c mdlc:codeVersion=<commit>``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,26 +37,8 @@ from .model_stack import MdlcModelStack
 from .spec import ModelSpec, SpecError, load_specs
 from .storage import BucketOverrides, DataLake
 
-#: Context key (and, for local runs, the environment variable
-#: ``MDLC_CODE_VERSION``) naming the commit the app is synthesized from.
-CODE_VERSION_CONTEXT = "mdlc:codeVersion"
-CODE_VERSION_ENV = "MDLC_CODE_VERSION"
-#: What lineage records when nothing says which commit this is.
-UNKNOWN_CODE_VERSION = "unknown"
-
 #: Construct id of the platform stack that :func:`build_app` creates.
 PLATFORM_STACK_ID = "Mdlc-Platform"
-
-
-def code_version(scope: Construct) -> str:
-    """The commit ``scope`` is synthesized from: context ``mdlc:codeVersion``, else
-    the ``MDLC_CODE_VERSION`` environment variable, else ``'unknown'``.
-
-    The training workflow records it in every model version it registers
-    (``MetadataProperties.CommitId`` and ``mdlc:code-version``).
-    """
-    value = scope.node.try_get_context(CODE_VERSION_CONTEXT) or os.environ.get(CODE_VERSION_ENV)
-    return str(value).strip() if value and str(value).strip() else UNKNOWN_CODE_VERSION
 
 
 def stack_id(spec: ModelSpec, prefix: str = "Mdlc") -> str:

@@ -45,8 +45,9 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from .algorithms import TrainingAlgorithm, training_algorithm
-from .compliance import acknowledge_all
+from .compliance import acknowledge_all, resource_token
 from .functions import python_function
+from .lineage import code_version
 from .spec import ModelSpec
 from .storage import DataLake
 from .workflow import invoke, notify_and_fail, retry_transient, state_machine
@@ -206,6 +207,9 @@ class TrainingWorkflow(Construct):
                 "ARTIFACTS_BUCKET": self.data_lake.artifacts.bucket_name,
                 "MODEL_NAME": model,
                 "FEATURE_COLUMNS": json.dumps(self.spec.feature_columns),
+                # The deployed commit: the lineage of every run that does not
+                # name one (scheduled and triggered re-trainings included).
+                "CODE_VERSION": code_version(self),
             },
             memory_size=2048,
             timeout=Duration.minutes(10),
@@ -592,7 +596,9 @@ class TrainingWorkflow(Construct):
         return chain
 
     def _logical(self, bucket: Any) -> str:
-        return self.stack.get_logical_id(bucket.node.default_child)
+        # resource_token registers the bucket, so acknowledge() also matches
+        # the finding when the bucket lives in a shared platform stack.
+        return resource_token(bucket)[1:].split(".")[0]
 
     def _create_training_role(self) -> iam.Role:
         """The role SageMaker assumes for the job: this model's data, this key, its logs."""

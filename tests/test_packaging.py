@@ -50,3 +50,7 @@ def test_core_and_every_library_module_are_in_the_wheel(wheel_names):
     for path in (ROOT / "mdlc_constructs").rglob("*.py"):
         assert path.relative_to(ROOT).as_posix() in wheel_names
     assert "mdlc_handlers/mdlc_core/expressions.py" not in wheel_names  # shipped once
+
+
+def test_the_example_spec_ships_for_mdlc_new(wheel_names):
+    assert "mdlc_constructs/examples/fraud.yaml" in wheel_names

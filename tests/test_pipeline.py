@@ -93,12 +93,6 @@ def test_pipeline_stack_passes_cdk_nag(synthesized_pipeline):
     assert own == [], "\n".join(map(str, own))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="training.py acknowledges '<AWS::Region>:<AWS::AccountId>' ARNs; in a stage with "
-    "an explicit account and region cdk-nag prints the literal values (and CustomImage's "
-    "CodeBuild log/report-group defaults are not acknowledged): training engineer to fix",
-)
 def test_stage_stacks_pass_cdk_nag(synthesized_pipeline):
     assert synthesized_pipeline[2] == []
 

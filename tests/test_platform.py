@@ -95,12 +95,6 @@ def test_platform_stack_passes_cdk_nag(shared):
     assert [f for f in findings if f.construct_path.startswith("Mdlc-Platform/")] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compliance.resource_token names <LogicalId.Arn>, but a bucket of the platform "
-    "stack appears in a model stack as Fn::ImportValue 'Mdlc-Platform:ExportsOutput...'; "
-    "the acknowledgments of the stages' object grants miss (fix proposed to the lead)",
-)
 def test_model_stacks_pass_cdk_nag_on_a_shared_platform(shared):
     _, _, findings = shared
     assert findings == []
@@ -128,7 +122,7 @@ def test_build_app_rejects_an_empty_folder(tmp_path):
 
 
 def test_code_version_comes_from_context_then_environment(monkeypatch):
-    from mdlc_constructs.platform import code_version
+    from mdlc_constructs.lineage import code_version
     from mdlc_constructs.testing import make_app
 
     monkeypatch.delenv("MDLC_CODE_VERSION", raising=False)

@@ -60,6 +60,7 @@ def test_handler_writes_channels(monkeypatch, fraud_spec, fraud_config_file):
     monkeypatch.setenv("FEATURES_BUCKET", "features")
     monkeypatch.setenv("ARTIFACTS_BUCKET", "artifacts")
     monkeypatch.setenv("FEATURE_COLUMNS", json.dumps(fraud_spec.feature_columns))
+    monkeypatch.setenv("CODE_VERSION", "deployed-commit")
     n = 100
     table = {"order_id": [f"o{i}" for i in range(n)], "fraud_status": [i % 2 for i in range(n)]}
     for column in fraud_spec.feature_columns:
@@ -92,3 +93,7 @@ def test_handler_writes_channels(monkeypatch, fraud_spec, fraud_config_file):
         baseline = s3.get_object(Bucket="artifacts", Key="baselines/fraud/features.parquet")
         columns = pq.read_table(io.BytesIO(baseline["Body"].read())).column_names
         assert columns == fraud_spec.feature_columns
+        # A run that names no commit (a scheduled re-training) records the deployed one.
+        del state["code_version"]
+        again = handler.handler({"state": state, "execution": "arn:y"}, None)
+        assert again["lineage"]["code_version"] == "deployed-commit"

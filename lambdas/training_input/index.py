@@ -14,7 +14,8 @@ ARTIFACTS_BUCKET under ``training-input/<model>/<job name>/``, and the
 training features as the monitoring baseline ``baselines/<model>/features.parquet``.
 
 Environment: FEATURES_BUCKET, ARTIFACTS_BUCKET, MODEL_NAME, FEATURE_COLUMNS (JSON
-list, ``ModelSpec.feature_columns``).
+list, ``ModelSpec.feature_columns``), CODE_VERSION (the deployed commit: the
+lineage's ``code_version`` when the execution input names none).
 
 Returns ``{"job_name", "parameters", "channels": {"train", "validation"},
 "output_uri", "rows", "lineage"}``.
@@ -112,5 +113,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "channels": channels,
         "output_uri": f"s3://{artifacts}/training-output/{model}/",
         "rows": split.rows,
-        "lineage": ti.lineage(state.get("data") or {}, state.get("code_version")),
+        "lineage": ti.lineage(
+            state.get("data") or {},
+            state.get("code_version") or os.environ.get("CODE_VERSION"),
+        ),
     }

@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("name", metavar="NAME",
-                        help="model name: 1-31 lower-case letters, digits or '-'")
+                        help="model name: 1-20 lower-case letters, digits or '-'")
     parser.add_argument("--from", dest="source", metavar="SPEC", type=Path, default=None,
                         help="the spec to copy (default: the example fraud spec)")
     parser.add_argument("--dir", dest="directory", metavar="DIR", type=Path,
@@ -59,7 +59,7 @@ def scaffold(name: str, source: Path, owner: str | None = None) -> str:
     """
     if not _NAME.match(name):
         raise UsageError(
-            f"invalid NAME {name!r}: expected 1-31 lower-case letters, digits or '-', "
+            f"invalid NAME {name!r}: expected 1-20 lower-case letters, digits or '-', "
             "starting with a letter (it becomes part of AWS resource names)"
         )
     try:
