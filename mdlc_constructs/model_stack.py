@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from aws_cdk import Duration, Stack, Tags
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
@@ -13,6 +12,7 @@ from .batch_inference import BatchInferenceWorkflow
 from .compliance import acknowledge
 from .integration import ClientIntegration
 from .monitoring import ModelMonitoring
+from .notifications import notification_topic
 from .preparation import DataPreparation
 from .realtime import RealtimeEndpoint
 from .retraining import Retraining
@@ -243,22 +243,9 @@ class MdlcModelStack(Stack):
         return monitoring
 
     def _create_topic(self) -> sns.Topic:
-        topic = sns.Topic(
+        return notification_topic(
             self,
             "Notifications",
+            key=self.key,
             display_name=f"MDLC {self.spec.name}: failures and approvals",
-            master_key=self.key,
-            enforce_ssl=True,
         )
-        # Only this account may publish; the default policy already denies others,
-        # stating it keeps a later broad grant from opening the topic.
-        topic.add_to_resource_policy(
-            iam.PolicyStatement(
-                effect=iam.Effect.DENY,
-                principals=[iam.AnyPrincipal()],
-                actions=["sns:Publish"],
-                resources=[topic.topic_arn],
-                conditions={"StringNotEquals": {"aws:PrincipalAccount": self.account}},
-            )
-        )
-        return topic

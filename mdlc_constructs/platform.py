@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aws_cdk as cdk
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from .compliance import acknowledge
 from .model_stack import MdlcModelStack
+from .notifications import notification_topic
 from .spec import ModelSpec, SpecError, load_specs
 from .storage import BucketOverrides, DataLake
 
@@ -108,23 +108,7 @@ class MdlcPlatformStack(cdk.Stack):
 
     def build_topic(self, display_name: str) -> sns.Topic:
         """The shared topic, encrypted with the data key, TLS only, this account only."""
-        topic = sns.Topic(
-            self,
-            "Notifications",
-            display_name=display_name,
-            master_key=self.key,
-            enforce_ssl=True,
-        )
-        topic.add_to_resource_policy(
-            iam.PolicyStatement(
-                effect=iam.Effect.DENY,
-                principals=[iam.AnyPrincipal()],
-                actions=["sns:Publish"],
-                resources=[topic.topic_arn],
-                conditions={"StringNotEquals": {"aws:PrincipalAccount": self.account}},
-            )
-        )
-        return topic
+        return notification_topic(self, "Notifications", key=self.key, display_name=display_name)
 
 
 #: Builds one model's stack: ``(scope, id, spec, platform or None, env) -> Stack``.

@@ -47,6 +47,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from .compliance import acknowledge_all, resource_token
+from .sagemaker_access import grant_job_logs
 from .spec import ModelSpec
 from .storage import DataLake
 from .workflow import notify_and_fail, retry_transient, state_machine
@@ -329,26 +330,7 @@ class RealtimeEndpoint(Construct):
         artifacts, capture = self.data_lake.artifacts, self.data_lake.capture
         artifacts.grant_read(role, f"{self.model_artifacts_prefix}*")
         capture.grant_put(role, f"{self.capture_prefix}*")
-        log_group = self.stack.format_arn(
-            service="logs",
-            resource="log-group",
-            resource_name=f"/aws/sagemaker/Endpoints/{self.endpoint_name}",
-            arn_format=ArnFormat.COLON_RESOURCE_NAME,
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
-                         "logs:DescribeLogStreams"],
-                resources=[log_group, f"{log_group}:log-stream:*"],
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["cloudwatch:PutMetricData"],
-                resources=["*"],
-                conditions={"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
-            )
-        )
+        grant_job_logs(role, log_group=f"Endpoints/{self.endpoint_name}")
         # Deployment guardrails read the rollback alarms' state.
         role.add_to_policy(
             iam.PolicyStatement(

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import ArnFormat, Aws, CfnTag, Duration, RemovalPolicy, Stack
+from aws_cdk import Aws, CfnTag, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -48,6 +48,7 @@ from .algorithms import TrainingAlgorithm, training_algorithm
 from .compliance import acknowledge_all, resource_token
 from .functions import python_function
 from .lineage import code_version
+from .sagemaker_access import grant_job_logs
 from .spec import ModelSpec
 from .storage import DataLake
 from .workflow import invoke, notify_and_fail, retry_transient, state_machine
@@ -617,26 +618,7 @@ class TrainingWorkflow(Construct):
         artifacts.grant_read_write(role, f"training-output/{model}/*")
         artifacts.grant_read_write(role, f"training-checkpoints/{model}/*")
         self.key.grant_encrypt_decrypt(role)
-        log_group_arn = self.stack.format_arn(
-            service="logs",
-            resource="log-group",
-            resource_name="/aws/sagemaker/TrainingJobs",
-            arn_format=ArnFormat.COLON_RESOURCE_NAME,
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
-                         "logs:DescribeLogStreams"],
-                resources=[log_group_arn, f"{log_group_arn}:log-stream:{self.job_prefix}*"],
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["cloudwatch:PutMetricData"],
-                resources=["*"],
-                conditions={"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
-            )
-        )
+        grant_job_logs(role, log_group="TrainingJobs", stream_pattern=f"{self.job_prefix}*")
         self.algorithm.grant_training_role(role)
         bucket = self._logical(artifacts)
         acknowledge_all(

@@ -1,0 +1,37 @@
+"""What every SageMaker execution role needs besides its data: its logs and
+its metrics. Training jobs, endpoints and Processing jobs share this."""
+
+from __future__ import annotations
+
+from aws_cdk import ArnFormat, Stack
+from aws_cdk import aws_iam as iam
+
+
+def grant_job_logs(role: iam.IRole, *, log_group: str, stream_pattern: str = "*") -> str:
+    """Let SageMaker write ``role``'s job logs to ``/aws/sagemaker/<log_group>``
+    (streams matching ``stream_pattern``) and publish its own metrics.
+
+    Returns the log group's ARN. ``cloudwatch:PutMetricData`` has no resource-level
+    permission; it is limited to SageMaker's ``/aws/sagemaker/*`` namespaces.
+    """
+    arn = Stack.of(role).format_arn(
+        service="logs",
+        resource="log-group",
+        resource_name=f"/aws/sagemaker/{log_group}",
+        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+    )
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
+                     "logs:DescribeLogStreams"],
+            resources=[arn, f"{arn}:log-stream:{stream_pattern}"],
+        )
+    )
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=["cloudwatch:PutMetricData"],
+            resources=["*"],
+            conditions={"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
+        )
+    )
+    return arn
