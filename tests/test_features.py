@@ -377,3 +377,57 @@ print("ok")
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+# --- the per-entity table batch inference scores ---------------------------------------
+
+
+def test_entity_table_carries_each_entitys_raw_inputs_from_its_latest_event() -> None:
+    from mdlc_core.features import entity_table
+
+    fs = fraud()
+    spec = load_spec("models/fraud.yaml")
+    assert list(fs.inputs) == [c for c in spec.feature_columns if c not in fs.names]
+    assert fs.entity_table_schema == ["customer_id", *spec.feature_columns]
+    assert set(fs.entity_table_columns) >= {*fs.required_columns, "account_tenure"}
+    rows = [
+        {**event(1, "c1", START, 10.0), "account_tenure": 100},
+        # Same instant, higher id: the tie-break of (time, id) makes it the latest.
+        {**event(2, "c1", START + timedelta(days=2), 30.0), "account_tenure": "102"},
+        {**event(0, "c1", START + timedelta(days=2), 99.0), "account_tenure": 1},
+        {**event(3, "c1", START + timedelta(days=3), 50.0), "account_tenure": 103},  # after
+        {**event(4, "c2", START, None), "account_tenure": None},
+    ]
+    as_of = (START + timedelta(days=2)).date()
+    table = entity_table(rows, fs, as_of)
+    assert list(table) == fs.entity_table_schema
+    assert table["customer_id"] == ["c1", "c2"]
+    assert table["order_amount"] == [30.0, None]
+    assert table["account_tenure"] == [102.0, None]
+    # The features are compute_batch's, unchanged.
+    batch = compute_batch(rows, fs, as_of)
+    for name in fs.names:
+        assert table[name] == [row[name] for row in batch], name
+    assert table["amount_to_30d_mean"][0] == pytest.approx(30.0 / (139.0 / 3))
+
+
+def test_entity_table_has_every_column_without_rows_and_needs_the_inputs() -> None:
+    from mdlc_core.features import entity_table
+
+    fs = fraud()
+    assert entity_table([], fs, "2026-03-01") == {name: [] for name in fs.entity_table_schema}
+    with pytest.raises(FeatureError, match="no column 'account_tenure'"):
+        entity_table([event(1, "c1", START, 1.0)], fs, "2026-03-01")
+    with pytest.raises(FeatureError, match="also the entity key or feature names"):
+        compute_batch([], fs, "2026-03-01", inputs=["order_total_30d"])
+
+
+def test_bool_inputs_read_from_csv_text_are_numbers() -> None:
+    config = load_spec("models/fraud.yaml").as_config()
+    config["data"]["columns"].append({"name": "is_guest", "type": "bool"})
+    fs = FeatureSet.from_config(config)
+    assert fs.inputs[-1] == "is_guest"
+    rows = [{**event(1, "c1", START, 1.0), "account_tenure": "5", "is_guest": "True"},
+            {**event(2, "c2", START, 1.0), "account_tenure": "5", "is_guest": "false"}]
+    [first, second] = compute_batch(rows, fs, "2026-03-01", inputs=fs.inputs)
+    assert (first["is_guest"], second["is_guest"]) == (1.0, 0.0)

@@ -11,7 +11,9 @@ Three forms:
 * :func:`compute_batch` - one row per entity (``data.entity_key``) as of a
   day: aggregates over the window ending that day, raw columns taken from
   the entity's latest event on or before that day, then expressions in
-  declared order. Used by batch inference and ``mdlc features``.
+  declared order. Used by ``mdlc features``; :func:`entity_table` adds the
+  model's raw inputs (``FeatureSet.inputs``) from the same latest event and
+  is the per-entity table batch inference scores.
 * :func:`compute_per_event` - every event's features as of the event
   itself: the window ending on the event's day, restricted to events at or
   before it in (timestamp, event id) order, the event included. Used for
@@ -93,6 +95,11 @@ class FeatureSet:
     timestamp: str
     aggregates: tuple[Aggregate, ...]
     expressions: tuple[tuple[str, Expression], ...]
+    #: The model's raw inputs, in training order (the raw part of
+    #: ``ModelSpec.feature_columns``: non-string columns that are not the entity
+    #: key, event id, timestamp or label). Batch inference carries them into
+    #: the per-entity table from each entity's latest event.
+    inputs: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> FeatureSet:
@@ -117,6 +124,9 @@ class FeatureSet:
             for e in features.get("expressions", []):
                 compiled.append((e["name"], parse(e["expression"], known=known)))
                 known.add(e["name"])
+            roles = {entity_key, data["event_id"], data["timestamp"], data.get("label")}
+            inputs = tuple(c["name"] for c in data.get("columns") or []
+                           if c["name"] not in roles and c.get("type") != "string")
             return cls(
                 model=config.get("name", "model"),
                 entity_key=entity_key,
@@ -124,6 +134,7 @@ class FeatureSet:
                 timestamp=data["timestamp"],
                 aggregates=aggregates,
                 expressions=tuple(compiled),
+                inputs=inputs,
             )
         except (KeyError, TypeError) as error:
             raise FeatureError(f"the spec has no usable data/features section: {error}") from error
@@ -172,6 +183,17 @@ class FeatureSet:
         columns = [self.event_id, self.timestamp, *self.entity_columns]
         columns += self.value_columns + self.raw_columns
         return list(dict.fromkeys(columns))
+
+    @property
+    def entity_table_columns(self) -> list[str]:
+        """What :func:`entity_table` reads: ``required_columns`` and the model's raw inputs."""
+        return list(dict.fromkeys([*self.required_columns, *self.inputs]))
+
+    @property
+    def entity_table_schema(self) -> list[str]:
+        """The columns of :func:`entity_table`, in order: the entity key, the raw
+        inputs, then the features (so every model input is present)."""
+        return [self.entity_key, *self.inputs, *self.names]
 
 
 # --- time helpers -----------------------------------------------------------------
@@ -274,6 +296,8 @@ def _as_float(value: Any, column: str) -> float:
         return math.nan
     if isinstance(value, bool):
         return float(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return float(value.strip().lower() == "true")  # a bool column read from CSV text
     try:
         number = float(value)
     except (TypeError, ValueError) as error:
@@ -289,8 +313,10 @@ def _as_key(value: Any) -> str | None:
     return str(value)
 
 
-def event_columns(events: Any, features: FeatureSet) -> EventColumns:
-    """Columns the engines need from a pyarrow Table or a sequence of dict rows."""
+def event_columns(events: Any, features: FeatureSet,
+                  extra: Sequence[str] = ()) -> EventColumns:
+    """Columns the engines need from a pyarrow Table or a sequence of dict rows,
+    plus the numeric columns ``extra`` (as floats, NaN for null)."""
     ids = [_as_key(v) for v in _column_list(events, features.event_id)]
     raw_ts = _column_list(events, features.timestamp)
     for index, (event_id, ts) in enumerate(zip(ids, raw_ts, strict=True)):
@@ -307,9 +333,12 @@ def event_columns(events: Any, features: FeatureSet) -> EventColumns:
     missing = np.flatnonzero(keys[features.entity_key] == None)  # noqa: E711 - elementwise
     if missing.size:
         raise FeatureError(f"event {ids[missing[0]]!r} has no {features.entity_key}")
-    numeric = sorted(set(features.value_columns) | set(features.raw_columns))
+    numeric = sorted(set(features.value_columns) | set(features.raw_columns) | set(extra))
     values = {c: np.array([_as_float(v, c) for v in _column_list(events, c)], dtype=np.float64)
               for c in numeric if c not in keys}
+    for c in extra:
+        if c in keys:  # a numeric input that also keys an aggregate
+            values[c] = np.array([_as_float(v, c) for v in keys[c]], dtype=np.float64)
     id_array = np.array(ids, dtype=object)
     # Redelivered events count once: keep each id's first row.
     _, first = np.unique(id_array.astype(str), return_index=True)
@@ -487,15 +516,24 @@ def _latest_per_entity(ev: EventColumns, entity: str) -> tuple[np.ndarray, np.nd
     return sorted_keys[last], order[last]
 
 
-def compute_batch(events: Any, features: FeatureSet, as_of: date | str) -> list[dict[str, Any]]:
+def compute_batch(events: Any, features: FeatureSet, as_of: date | str, *,
+                  inputs: Sequence[str] = ()) -> list[dict[str, Any]]:
     """One row per entity as of the end of day ``as_of``, sorted by entity.
 
     An entity appears when its latest event on or before ``as_of`` lies within
     the longest window (every entity, when there are no aggregates). Raw
     columns for expressions, and the keys of aggregates over other entities,
     come from that latest event. Events after ``as_of`` are ignored.
+
+    ``inputs``: raw numeric columns to carry from that same latest event into
+    the row, after the entity key (null where the event has none). Default:
+    none, so the row is exactly what :meth:`IncrementalEngine.read` returns.
     """
-    ev = event_columns(events, features)
+    inputs = list(dict.fromkeys(inputs))
+    clash = sorted(set(inputs) & {features.entity_key, *features.names})
+    if clash:
+        raise FeatureError(f"inputs {clash} are also the entity key or feature names")
+    ev = event_columns(events, features, extra=inputs)
     today = day_number(as_of)
     ev = ev.take(np.flatnonzero(ev.day <= today))
     if len(ev) == 0:
@@ -526,12 +564,27 @@ def compute_batch(events: Any, features: FeatureSet, as_of: date | str) -> list[
         scope[agg.name] = result
     for name, expression in features.expressions:
         scope[name] = _evaluate_vector(expression, scope, n)
-    columns = {a.name: _format_aggregate(a, scope[a.name]) for a in features.aggregates}
+    columns = {c: _null_float(ev.values[c][latest]) for c in inputs}
+    columns |= {a.name: _format_aggregate(a, scope[a.name]) for a in features.aggregates}
     columns |= {name: _null_float(scope[name]) for name, _ in features.expressions}
+    names = [*inputs, *features.names]
     return [
-        {features.entity_key: entity, **{name: columns[name][i] for name in features.names}}
+        {features.entity_key: entity, **{name: columns[name][i] for name in names}}
         for i, entity in enumerate(entities.tolist())
     ]
+
+
+def entity_table(events: Any, features: FeatureSet, as_of: date | str) -> dict[str, list[Any]]:
+    """The per-entity table batch inference scores, as columns
+    (``features.entity_table_schema``): :func:`compute_batch` with the model's
+    raw inputs (``features.inputs``) taken from each entity's latest event on
+    or before ``as_of`` (the "as of its latest event" rule of the entity row
+    :meth:`IncrementalEngine.read` gives online), so every model input is
+    present, not only the derived features. ``events`` must have ``features.entity_table_columns``.
+    Every column is present even when there are no rows.
+    """
+    rows = compute_batch(events, features, as_of, inputs=features.inputs)
+    return {name: [row[name] for row in rows] for name in features.entity_table_schema}
 
 
 def _group_ranges(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
