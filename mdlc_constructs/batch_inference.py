@@ -10,35 +10,74 @@
       CreateModel              sagemaker:CreateModel from the package, named per run
       Transform                CreateTransformJob.sync, KMS on volume and output
       DecideParts              Distributed Map over the output objects: Lambda
-                               batch_decisions applies the rules per part
+                               batch_decisions joins each score with its entity
+                               and input row, applies the rules and performs the
+                               actions (idempotent per date, entity and model
+                               version), then writes the decisions
       NotifyDone               SNS summary
 
 Predictions land in ``predictions/<model>/dt=<date>/part-NNNNN.csv.out`` and
 decisions in ``predictions/<model>/dt=<date>/decisions/`` of the predictions
 bucket. The execution input may carry ``{"date": "YYYY-MM-DD"}`` (default:
-yesterday, as data preparation does).
+yesterday, as data preparation does). Without an enabled ``integration``
+section there are no rules: the run ends after the transform (predictions
+only).
+
+Actions go to the same targets as the client integration when given them
+(``action_targets=ActionTargets.of(integration)``); otherwise the workflow
+creates its own target per built-in kind the spec uses.
 """
 
 from __future__ import annotations
 
-from aws_cdk import Duration, Size, Stack
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aws_cdk import Duration, RemovalPolicy, Size, Stack
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from .compliance import acknowledge_all, acknowledge_grant_actions, resource_token
+from .features import encrypted_queue
 from .functions import python_function
 from .preparation import DataPreparation, schedule_of
 from .spec import ModelSpec
 from .storage import DataLake
 from .workflow import invoke, notify_and_fail, retry_transient, state_machine
 
+if TYPE_CHECKING:
+    from .integration import ClientIntegration
+
 SAGEMAKER_TRANSIENT = ("SageMaker.ThrottlingException", "SageMaker.AmazonSageMakerException",
                        "ThrottlingException")
+
+#: What ``lambdas/batch_decisions`` raises when some actions of a part failed
+#: (the others acted); retrying the part is safe, acted entities are skipped.
+ACTIONS_INCOMPLETE = "ActionsIncomplete"
+
+
+@dataclass(frozen=True)
+class ActionTargets:
+    """Where the built-in action kinds send: the topic (``sns``), queue
+    (``sqs``) and bus (``eventbridge``); None for a kind the spec does not use."""
+
+    topic: sns.ITopic | None = None
+    queue: sqs.IQueue | None = None
+    event_bus: events.IEventBus | None = None
+
+    @classmethod
+    def of(cls, integration: ClientIntegration) -> ActionTargets:
+        """The client integration's targets, so batch and online decisions reach
+        the same subscribers."""
+        return cls(topic=integration.topic_target, queue=integration.queue_target,
+                   event_bus=integration.event_bus_target)
 
 
 class BatchInferenceWorkflow(Construct):
@@ -54,9 +93,27 @@ class BatchInferenceWorkflow(Construct):
         preparation: the model's data preparation; its chain runs first.
         max_concurrency: Distributed Map child executions at once. Default 50.
         schedule: run on ``inference.batch.schedule``. Default True.
+        action_targets: where actions send (``ActionTargets.of(integration)``).
+            Default: a new encrypted target per built-in kind the spec's
+            ``integration.actions`` use (``build_action_targets``).
+        idempotency_table: the Powertools idempotency table (string key ``id``,
+            TTL ``expiration``), e.g. ``ClientIntegration.idempotency_table``
+            (batch keys have their own prefix). Default: a new table (KMS,
+            PITR, retained) when an action has a side effect, else none.
+        action_concurrency: actions in flight per part (threads in one
+            invocation; times ``max_concurrency`` parts). Default 16.
+        action_idempotency: how long an acted (date, entity, model version)
+            stays recorded, so a rerun of that day does not act again.
+            Default 8 days.
 
     Attributes:
-        state_machine, function (prepare input and decide), model_role, rule (or None).
+        state_machine, function (prepare input and decide; grant custom
+        actions' permissions to it), model_role, rule (or None),
+        action_targets (``ActionTargets``), idempotency_table (or None),
+        decides (False without an enabled ``integration``: predictions only).
+
+    Extension point (a plain method called from the constructor):
+    ``build_action_targets``.
     """
 
     def __init__(
@@ -71,6 +128,10 @@ class BatchInferenceWorkflow(Construct):
         preparation: DataPreparation,
         max_concurrency: int = 50,
         schedule: bool = True,
+        action_targets: ActionTargets | None = None,
+        idempotency_table: dynamodb.ITable | None = None,
+        action_concurrency: int = 16,
+        action_idempotency: Duration = Duration.days(8),
     ) -> None:
         super().__init__(scope, construct_id)
         if len(spec.name) > 20:
@@ -82,9 +143,39 @@ class BatchInferenceWorkflow(Construct):
         self.key = data_lake.key
         self.topic = topic
         self.model_package_group_name = model_package_group_name
+        if max_concurrency < 1 or action_concurrency < 1:
+            raise ValueError(f"{spec.source or spec.name}: max_concurrency and "
+                             f"action_concurrency must be at least 1, got {max_concurrency} "
+                             f"and {action_concurrency}")
         self.max_concurrency = max_concurrency
         stack = Stack.of(self)
         model = spec.name
+        integration = spec.integration
+        self.decides = integration is not None and integration.enabled
+        kinds = {t.kind for t in integration.actions.values()} if integration else set()
+        self.action_targets = ActionTargets()
+        self.idempotency_table: dynamodb.ITable | None = None
+        if self.decides:
+            self.action_targets = action_targets or self.build_action_targets()
+            # A named action without a declared kind is ``log``: no side effect.
+            if kinds - {"log"}:
+                self.idempotency_table = idempotency_table or self._idempotency_table()
+        environment = {
+            "FEATURES_BUCKET": data_lake.features.bucket_name,
+            "PREDICTIONS_BUCKET": data_lake.predictions.bucket_name,
+            "MODEL_NAME": model,
+            "ACTION_CONCURRENCY": str(action_concurrency),
+            "ACTION_IDEMPOTENCY_SECONDS": str(int(action_idempotency.to_seconds())),
+        }
+        sends = self.action_targets
+        if self.idempotency_table is not None:
+            environment["IDEMPOTENCY_TABLE"] = self.idempotency_table.table_name
+        if sends.topic is not None:
+            environment["ACTION_TOPIC_ARN"] = sends.topic.topic_arn
+        if sends.queue is not None:
+            environment["ACTION_QUEUE_URL"] = sends.queue.queue_url
+        if sends.event_bus is not None:
+            environment["ACTION_EVENT_BUS_NAME"] = sends.event_bus.event_bus_name
         self.function = python_function(
             self,
             "Decisions",
@@ -92,11 +183,7 @@ class BatchInferenceWorkflow(Construct):
             description=f"MDLC {model}: batch transform input, and rules over its output",
             key=self.key,
             config=spec.as_config(),
-            environment={
-                "FEATURES_BUCKET": data_lake.features.bucket_name,
-                "PREDICTIONS_BUCKET": data_lake.predictions.bucket_name,
-                "MODEL_NAME": model,
-            },
+            environment=environment,
             memory_size=3008,
             timeout=Duration.minutes(10),
             data_layer=True,
@@ -105,6 +192,7 @@ class BatchInferenceWorkflow(Construct):
         data_lake.predictions.grant_read(self.function, f"predictions/{model}/*")
         data_lake.predictions.grant_read_write(self.function, f"batch-input/{model}/*")
         data_lake.predictions.grant_put(self.function, f"predictions/{model}/*")
+        self._grant_actions()
         self.model_role = self._model_role()
 
         failure = notify_and_fail(self, "BatchInference", topic=topic,
@@ -137,6 +225,58 @@ class BatchInferenceWorkflow(Construct):
     def grant_start_execution(self, grantee: iam.IGrantable) -> iam.Grant:
         """Start a run (for example a backfill with ``{"date": ...}``)."""
         return self.state_machine.grant_start_execution(grantee)
+
+    # -- extension point ---------------------------------------------------------------
+
+    def build_action_targets(self) -> ActionTargets:
+        """The targets when none are given: one per built-in kind the spec uses
+        (an encrypted SNS topic, an encrypted SQS queue with its own redrive
+        queue, an encrypted EventBridge bus), like ``ClientIntegration``'s.
+        ``custom`` kinds get none: grant what they call on :attr:`function`."""
+        assert self.spec.integration is not None
+        kinds = {t.kind for t in self.spec.integration.actions.values()}
+        topic = queue = bus = None
+        if "sns" in kinds:
+            topic = sns.Topic(self, "ActionTopic", master_key=self.key, enforce_ssl=True,
+                              display_name=f"MDLC {self.spec.name}: batch decisions")
+        if "sqs" in kinds:
+            redrive = encrypted_queue(self, "ActionQueueDeadLetters", key=self.key)
+            queue = sqs.Queue(
+                self, "ActionQueue", encryption=sqs.QueueEncryption.KMS,
+                encryption_master_key=self.key, enforce_ssl=True,
+                retention_period=Duration.days(14),
+                dead_letter_queue=sqs.DeadLetterQueue(queue=redrive, max_receive_count=5))
+        if "eventbridge" in kinds:
+            bus = events.EventBus(
+                self, "ActionBus", kms_key=self.key,
+                description=f"MDLC {self.spec.name}: batch decisions (MDLC Decision)")
+        return ActionTargets(topic=topic, queue=queue, event_bus=bus)
+
+    def _idempotency_table(self) -> dynamodb.Table:
+        return dynamodb.Table(
+            self, "Idempotency",
+            partition_key=dynamodb.Attribute(name="id", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            encryption_key=self.key,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True),
+            time_to_live_attribute="expiration",
+            deletion_protection=True,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
+    def _grant_actions(self) -> None:
+        """Each target's one send action, and the idempotency records."""
+        sends = self.action_targets
+        if self.idempotency_table is not None:
+            self.idempotency_table.grant_read_write_data(self.function)
+        if sends.topic is not None:
+            sends.topic.grant_publish(self.function)
+        if sends.queue is not None:
+            sends.queue.grant_send_messages(self.function)
+        if sends.event_bus is not None:
+            sends.event_bus.grant_put_events_to(self.function)
 
     # -- the chain -------------------------------------------------------------------
 
@@ -227,16 +367,25 @@ class BatchInferenceWorkflow(Construct):
                                                 prefix=sfn.JsonPath.string_at(
                                                     "$.batch.output_key_prefix")),
             item_selector={"step": "decide", "Key.$": "$$.Map.Item.Value.Key",
-                           "date.$": "$.data.snapshot.date", "model.$": "$.model.name"},
+                           "date.$": "$.data.snapshot.date", "model.$": "$.model.name",
+                           # Every decision names the package version that scored it.
+                           "model_version.$": "$.approved.packages[0].ModelPackageArn"},
             max_concurrency=self.max_concurrency,
             tolerated_failure_percentage=0,
             result_path="$.decisions",
             result_selector={"parts.$": "States.ArrayLength($)"},
         )
+        decide_one = invoke(self, "DecidePart", self.function, result_path="$.result",
+                            timeout=Duration.minutes(11),
+                            comment="Rules and actions over one output part")
+        # Safe to retry: actions are idempotent per (date, entity, model version),
+        # so only the ones that failed act on the retry.
+        decide_one.add_retry(errors=[ACTIONS_INCOMPLETE], interval=Duration.seconds(30),
+                             backoff_rate=2.0, max_attempts=3,
+                             jitter_strategy=sfn.JitterType.FULL)
         decide_part = sfn.Choice(self, "IsTodaysOutput").when(
             sfn.Condition.string_matches("$.Key", f"predictions/{model}/dt=*.csv.out"),
-            invoke(self, "DecidePart", self.function, result_path="$.result",
-                   timeout=Duration.minutes(11), comment="Rules over one output part"),
+            decide_one,
         ).otherwise(sfn.Pass(self, "SkipObject"))
         decide_parts.item_processor(decide_part)
         done = tasks.SnsPublish(
@@ -250,9 +399,11 @@ class BatchInferenceWorkflow(Construct):
             task_timeout=sfn.Timeout.duration(Duration.minutes(1)),
         )
         retry_transient(done, errors=("SNS.ThrottledException", "SNS.InternalErrorException"))
+        scored = sfn.Chain.start(create).next(transform)
+        # Without rules (no enabled integration section) a run writes predictions only.
+        scored = scored.next(decide_parts).next(done) if self.decides else scored.next(done)
         found = sfn.Choice(self, "ModelFound").when(
-            sfn.Condition.is_present("$.approved.packages[0]"),
-            sfn.Chain.start(create).next(transform).next(decide_parts).next(done),
+            sfn.Condition.is_present("$.approved.packages[0]"), scored,
         ).otherwise(none)
         return sfn.Chain.start(prepared).next(prepare_input).next(find).next(found)
 

@@ -1,30 +1,53 @@
-"""Batch inference around the SageMaker transform job: its input, then rules per output part.
+"""Batch inference around the SageMaker transform job: its input, then rules and actions per part.
 
 Two operations, picked by ``event["step"]``:
 
 ``prepare_input``
     in:  ``{"step", "date", "entities_key"}`` (``entities_key``: the day's
-    ``entities.parquet`` in FEATURES_BUCKET, from the features step).
-    Writes the transform input as CSV parts without a header, columns in
-    the model's training order (``ModelSpec.feature_columns``; a column the
-    entity table lacks, such as a per-event raw column, is an empty field,
-    which XGBoost treats as missing), ``PART_ROWS`` rows each, to
-    ``batch-input/<model>/dt=<date>/part-NNNNN.csv`` in PREDICTIONS_BUCKET,
-    and each part's entity ids alongside (``part-NNNNN.ids``, one per line,
-    the same order: a transform job keeps line order within an object).
-    out: ``{"input_prefix", "output_prefix", "parts", "rows"}`` (S3 URIs and
-    the key prefix the Distributed Map lists).
+    ``entities.parquet`` in FEATURES_BUCKET, written by the features step
+    with ``mdlc_core.features.entity_table``: one row per entity, its raw
+    model inputs from its latest event on or before the day, and its
+    features). Writes the transform input as CSV parts without a header,
+    every column of ``ModelSpec.feature_columns`` in training order (a null
+    value is an empty field, which XGBoost treats as missing; a column the
+    table lacks is an error, never a silently empty input), ``PART_ROWS``
+    rows each, to ``batch-input/<model>/dt=<date>/part-NNNNN.csv`` in
+    PREDICTIONS_BUCKET, and each part's entity ids alongside
+    (``part-NNNNN.ids``, one per line, the same order: a transform job keeps
+    line order within an object, so line *i* of the input, of the ids and of
+    the output are the same entity).
+    out: ``{"input_prefix", "output_prefix", "input_key_prefix",
+    "output_key_prefix", "parts", "rows"}`` (S3 URIs and the key prefixes).
 ``decide``
-    in:  ``{"step", "date", "Key"}`` (``Key``: one transform output object,
-    ``predictions/<model>/dt=<date>/part-NNNNN.csv.out``, as the Distributed
-    Map's S3 item reader lists it). Applies ``mdlc_core.decisions`` to each
-    row (the event id is ``<date>#<entity id>``) and writes the decisions
-    as JSON lines to ``predictions/<model>/dt=<date>/decisions/part-NNNNN.jsonl``.
-    Rerunning a part rewrites the same object (idempotent).
+    in:  ``{"step", "date", "Key", "model_version"}`` (``Key``: one transform
+    output object, ``predictions/<model>/dt=<date>/part-NNNNN.csv.out``, as
+    the Distributed Map's S3 item reader lists it; ``model_version``: the
+    approved model package ARN the transform ran). Joins each score with its
+    entity id and its input row (the features the model saw, as the online
+    path passes them), applies ``mdlc_core.decisions`` (event id
+    ``<date>#<entity id>``), performs each decision's action through
+    ``mdlc_core.actions.Dispatcher`` (the same targets as the client
+    integration), then writes the decisions as JSON lines to
+    ``predictions/<model>/dt=<date>/decisions/part-NNNNN.jsonl``.
     out: ``{"key", "rows", "actions": {action: count}}``.
 
-Environment: FEATURES_BUCKET, PREDICTIONS_BUCKET, MODEL_NAME, MODEL_VERSION
-(optional; default the run's model name, given in the event as ``model``).
+Idempotency: an action with a side effect (any kind but ``log``) runs inside
+a Powertools ``idempotent_function`` keyed on ``<date>#<entity id>#<model
+version>`` (DynamoDB persistence, IDEMPOTENCY_TABLE, key prefix
+``mdlc-batch-action-<model>``), and the action is the only work inside it:
+if it raises, Powertools releases the lock and a retry acts; a retried map
+item (or a rerun of the day with the same model version) returns the stored
+decision and does not act again. The decisions object is written last, from
+the stored decisions, so it always records what was acted on. When any action
+fails, the part raises ``ActionsIncomplete`` after trying all the others (the
+workflow retries the part; acted entities are skipped).
+
+Environment: FEATURES_BUCKET, PREDICTIONS_BUCKET, MODEL_NAME; for actions
+IDEMPOTENCY_TABLE (needed when an action has a side effect),
+ACTION_TOPIC_ARN, ACTION_QUEUE_URL, ACTION_EVENT_BUS_NAME (the kinds the spec
+uses), ACTION_IDEMPOTENCY_SECONDS (default 8 days), ACTION_CONCURRENCY
+(actions in flight per part, default 16); MODEL_VERSION (optional override
+of the event's ``model_version``).
 """
 
 from __future__ import annotations
@@ -33,11 +56,16 @@ import io
 import json
 import os
 from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from typing import Any
 
 import boto3
 from aws_lambda_powertools import Logger
-from mdlc_core.decisions import RuleSet
+from botocore.config import Config
+from mdlc_core.actions import Clients, Dispatcher
+from mdlc_core.decisions import Decision, RuleSet
 from mdlc_core.runtime_config import load_config
 from mdlc_core.scoring import feature_columns, parse_scores
 
@@ -46,6 +74,15 @@ s3 = boto3.client("s3")
 CONFIG = load_config()
 MODEL = os.environ.get("MODEL_NAME", CONFIG.get("name", "model"))
 PART_ROWS = 100_000
+CLIENTS = Clients(factory=lambda service: boto3.client(
+    service, config=Config(retries={"mode": "standard"}, max_pool_connections=64)))
+
+
+class ActionsIncomplete(RuntimeError):
+    """Some actions of a part failed; the others acted. Retrying the part is safe."""
+
+
+# --- prepare_input ------------------------------------------------------------------
 
 
 def prepare_input(event: dict[str, Any]) -> dict[str, Any]:
@@ -56,9 +93,14 @@ def prepare_input(event: dict[str, Any]) -> dict[str, Any]:
     table = pq.read_table(io.BytesIO(body))
     entity = CONFIG["data"]["entity_key"]
     columns = feature_columns(CONFIG)
+    missing = [c for c in [entity, *columns] if c not in table.column_names]
+    if missing:
+        # An absent input column would be scored as missing for every entity.
+        raise ValueError(f"s3://{os.environ['FEATURES_BUCKET']}/{key} has no column(s) "
+                         f"{missing}; the model's inputs are {columns} (features step: "
+                         "mdlc_core.features.entity_table)")
     ids = [str(v) for v in table.column(entity).to_pylist()]
-    values = {c: table.column(c).to_pylist() if c in table.column_names else [None] * len(ids)
-              for c in columns}
+    values = {c: table.column(c).to_pylist() for c in columns}
     bucket = os.environ["PREDICTIONS_BUCKET"]
     prefix = f"batch-input/{MODEL}/dt={date}/"
     parts = 0
@@ -81,36 +123,154 @@ def prepare_input(event: dict[str, Any]) -> dict[str, Any]:
             "parts": parts, "rows": len(ids)}
 
 
-def decide(event: dict[str, Any]) -> dict[str, Any]:
+# --- decide ---------------------------------------------------------------------------
+
+
+def parse_inputs(text: str, columns: Sequence[str]) -> list[dict[str, float | None]]:
+    """The transform's input rows back as ``{column: value}`` (empty field: None)."""
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line:
+            continue
+        fields = line.split(",")
+        if len(fields) != len(columns):
+            raise ValueError(f"input line {number} has {len(fields)} fields, expected "
+                             f"{len(columns)} ({columns})")
+        rows.append({c: (float(v) if v else None) for c, v in zip(columns, fields, strict=True)})
+    return rows
+
+
+@cache
+def rules() -> RuleSet:
+    return RuleSet.from_config(CONFIG)
+
+
+@cache
+def dispatcher() -> Dispatcher:
+    # The same targets as the client integration, from the same environment.
+    return Dispatcher.from_config(CONFIG, CLIENTS)
+
+
+@cache
+def _idempotent_act() -> tuple[Callable[..., dict[str, Any]], Any]:
+    """The side effect wrapped in Powertools idempotency, built on first use
+    (a spec whose actions are all ``log`` needs no table)."""
+    from aws_lambda_powertools.utilities.idempotency import (
+        DynamoDBPersistenceLayer,
+        IdempotencyConfig,
+        idempotent_function,
+    )
+
+    table = os.environ.get("IDEMPOTENCY_TABLE")
+    if not table:
+        raise RuntimeError("IDEMPOTENCY_TABLE is not set; an action with a side effect "
+                           "needs it so a retried part acts once")
+    config = IdempotencyConfig(
+        event_key_jmespath="key",
+        # A rerun of a recent day with the same model version must not act again.
+        expires_after_seconds=int(os.environ.get("ACTION_IDEMPOTENCY_SECONDS", 8 * 86_400)),
+    )
+    persistence = DynamoDBPersistenceLayer(table_name=table, boto3_client=CLIENTS.get("dynamodb"))
+
+    @idempotent_function(data_keyword_argument="item", persistence_store=persistence,
+                         config=config, key_prefix=f"mdlc-batch-action-{MODEL}")
+    def act(item: dict[str, Any]) -> dict[str, Any]:
+        """The side effect, alone: once per (date, entity, model version)."""
+        receipt = dispatcher().perform(Decision.from_record(item["decision"]))
+        return {"decision": item["decision"], "receipt": receipt}
+
+    return act, config
+
+
+def idempotency_key(date: str, entity_id: str, version: str) -> str:
+    return f"{date}#{entity_id}#{version}"
+
+
+def perform(decisions: Sequence[Decision], date: str,
+            context: Any = None) -> tuple[list[Decision], list[tuple[str, str]]]:
+    """Perform each decision's action; returns (the decisions acted on, in
+    order, as stored on first acting) and the (event id, reason) of failures."""
+    actions = dispatcher().actions
+    acted: list[Decision | None] = list(decisions)
+    pending = [i for i, d in enumerate(decisions)
+               if getattr(actions.get(d.action), "kind", None) != "log"]
+    if not pending:
+        return list(decisions), []
+    act, config = _idempotent_act()
+    if context is not None:
+        config.register_lambda_context(context)
+
+    def one(index: int) -> tuple[int, Decision | None, str | None]:
+        decision = decisions[index]
+        key = idempotency_key(date, decision.entity_id or decision.event_id,
+                              decision.model_version)
+        try:
+            result = act(item={"key": key, "decision": decision.to_record()})
+        except Exception as error:  # reported per decision; the others still act
+            return index, None, f"{type(error).__name__}: {error}"
+        return index, Decision.from_record(result["decision"]), None
+
+    failures: list[tuple[str, str]] = []
+    workers = max(1, int(os.environ.get("ACTION_CONCURRENCY", "16")))
+    with ThreadPoolExecutor(max_workers=min(workers, len(pending))) as pool:
+        for index, stored, reason in pool.map(one, pending):
+            acted[index] = stored
+            if reason is not None:
+                failures.append((decisions[index].event_id, reason))
+    return [d for d in acted if d is not None], failures
+
+
+def decide(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     bucket = os.environ["PREDICTIONS_BUCKET"]
     date, key = event["date"], event["Key"]
     name = key.rsplit("/", 1)[-1].removesuffix(".csv.out")
-    ids_key = f"batch-input/{MODEL}/dt={date}/{name}.ids"
-    ids = s3.get_object(Bucket=bucket, Key=ids_key)["Body"].read().decode().split()
-    text = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
-    scores = parse_scores(text, len(ids))
-    rules = RuleSet.from_config(CONFIG)
-    version = os.environ.get("MODEL_VERSION") or str(event.get("model") or "unknown")
+    prefix = f"batch-input/{MODEL}/dt={date}/"
+    ids = [line for line in _text(bucket, f"{prefix}{name}.ids").splitlines() if line]
+    columns = feature_columns(CONFIG)
+    inputs = parse_inputs(_text(bucket, f"{prefix}{name}.csv"), columns)
+    if len(inputs) != len(ids):
+        raise ValueError(f"{prefix}{name}: {len(inputs)} input rows for {len(ids)} entity ids")
+    scores = parse_scores(_text(bucket, key), len(ids))
+    version = (os.environ.get("MODEL_VERSION") or event.get("model_version")
+               or str(event.get("model") or "unknown"))
     counts: Counter[str] = Counter()
-    lines = []
-    for entity_id, score in zip(ids, scores, strict=True):
+    decisions = []
+    for entity_id, features, score in zip(ids, inputs, scores, strict=True):
         if score is None:
             counts["no_score"] += 1
             continue
-        decision = rules.decide(f"{date}#{entity_id}", score, {}, version, entity_id=entity_id)
-        counts[decision.action] += 1
-        lines.append(json.dumps(decision.to_record(), separators=(",", ":")))
+        # The same inputs a rule sees online: every model input, in training order.
+        decisions.append(rules().decide(f"{date}#{entity_id}", score, features, version,
+                                        entity_id=entity_id))
+    acted, failures = perform(decisions, date, context)
+    if failures:
+        logger.error("actions failed", extra={"part": key, "failed": len(failures),
+                                              "first": failures[0]})
+        raise ActionsIncomplete(f"{len(failures)} of {len(decisions)} actions of {key} failed "
+                                f"(first: {failures[0][0]}: {failures[0][1]}); the others "
+                                "acted, and a retry acts only on these")
+    counts.update(d.action for d in acted)
     out_key = f"predictions/{MODEL}/dt={date}/decisions/{name}.jsonl"
+    lines = [json.dumps(d.to_record(), separators=(",", ":")) for d in acted]
+    # Last: the record of what was done, rewritten whole by a retry.
     s3.put_object(Bucket=bucket, Key=out_key, Body=("\n".join(lines) + "\n").encode(),
                   ContentType="application/x-ndjson")
+    logger.info("part decided", extra={"part": key, "actions": dict(counts)})
     return {"key": out_key, "rows": len(ids), "actions": dict(counts)}
 
 
-STEPS = {"prepare_input": prepare_input, "decide": decide}
+def _text(bucket: str, key: str) -> str:
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+
+
+STEPS: dict[str, Callable[..., dict[str, Any]]] = {"prepare_input": prepare_input,
+                                                    "decide": decide}
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    step = STEPS.get(event.get("step", ""))
-    if step is None:
-        raise ValueError(f"unknown step {event.get('step')!r}; expected one of {list(STEPS)}")
-    return step(event)
+    step = event.get("step", "")
+    if step == "prepare_input":
+        return prepare_input(event)
+    if step == "decide":
+        return decide(event, context)
+    raise ValueError(f"unknown step {step!r}; expected one of {list(STEPS)}")
