@@ -12,6 +12,12 @@ and the DynamoDB and SageMaker calls of each, and their ratios. Exits 1 if
 the fused path makes fewer than 25x fewer feature and endpoint calls or
 adds 1 ms or more per record.
 
+Features are read as the deployed consumer reads them:
+``mdlc_core.features.OnlineFeatureReader`` over the items ``feature_update``
+writes (day buckets per entity and its latest event, built here by replaying
+30 days of history through ``IncrementalEngine``), window values computed in
+process as of the day.
+
 Not counted (the same on both paths): Powertools idempotency's two
 DynamoDB writes per acted event, and one SNS/SQS call per blocked or
 reviewed event.
@@ -33,9 +39,15 @@ sys.path.insert(0, str(ROOT / "lambdas"))
 sys.path.insert(0, str(ROOT))
 from mdlc_core.actions import Clients, DecisionLog, Dispatcher, Targets  # noqa: E402
 from mdlc_core.decisions import RuleSet  # noqa: E402
+from mdlc_core.features import (  # noqa: E402
+    FeatureSet,
+    IncrementalEngine,
+    MemoryStore,
+    OnlineFeatureReader,
+    _to_dynamo,
+)
 from mdlc_core.scoring import (  # noqa: E402
     BatchScorer,
-    DynamoDBFeatureReader,
     EndpointScorer,
     FeaturePlan,
 )
@@ -78,7 +90,16 @@ class StubMessaging:
         return {"MessageId": "m"}
 
 
-def make_records(n: int, seed: int = 7) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+TODAY = "2026-11-02"
+HISTORY_EVENTS_PER_CUSTOMER = 6  # spread over the 30-day window: realistic day buckets
+
+
+def make_records(n: int, config: dict[str, Any],
+                 seed: int = 7) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """N stream records, and the online feature items of their customers as
+    ``feature_update`` leaves them (DynamoDB attribute format)."""
+    from boto3.dynamodb.types import TypeSerializer
+
     rng = random.Random(seed)
     customers = [f"c{i}" for i in range(max(1, n // 5))]
     records = [
@@ -86,17 +107,23 @@ def make_records(n: int, seed: int = 7) -> tuple[list[tuple[str, str]], dict[str
             str(i),
             json.dumps({"order_id": f"o{i}", "customer_id": rng.choice(customers),
                         "order_amount": round(rng.uniform(1, 1000), 2),
-                        "order_ts": "2026-11-02T10:00:00Z"}),
+                        "account_tenure": rng.randint(0, 3000),
+                        "order_ts": f"{TODAY}T10:00:00Z"}),
         )
         for i in range(n)
     ]
+    store = MemoryStore()
+    engine = IncrementalEngine(FeatureSet.from_config(config), store)
+    for c in customers:
+        for j in range(HISTORY_EVENTS_PER_CUSTOMER):
+            engine.apply({"order_id": f"h-{c}-{j}", "customer_id": c,
+                          "order_ts": f"2026-10-{rng.randint(5, 31):02d}T12:00:00Z",
+                          "order_amount": round(rng.uniform(1, 1000), 2),
+                          "account_tenure": rng.randint(0, 3000)})
+    serialize = TypeSerializer().serialize
     items = {
-        c: {"pk": {"S": c}, "features": {"M": {
-            "account_tenure": {"N": str(rng.randint(0, 3000))},
-            "order_total_30d": {"N": str(round(rng.uniform(0, 5000), 2))},
-            "order_count_30d": {"N": str(rng.randint(1, 30))},
-        }}}
-        for c in customers
+        key: {k: serialize(_to_dynamo(v)) for k, v in {**json.loads(text), "pk": key}.items()}
+        for key, (text, _) in store.items.items()
     }
     return records, items
 
@@ -124,7 +151,7 @@ def measure(records, batch_size, parts, repeats: int = 5) -> tuple[float, Counte
 def main(n: int = 1000) -> int:
     config = load_spec(ROOT / "models" / "fraud.yaml").as_config()
     batch_size = config["integration"]["batch_size"]
-    records, items = make_records(n)
+    records, items = make_records(n, config)
     messaging = StubMessaging()
     clients = Clients(dynamodb=StubDynamoDB(items), sagemaker_runtime=StubRuntime(),
                       sns=messaging, sqs=messaging)
@@ -132,7 +159,10 @@ def main(n: int = 1000) -> int:
     parts = {
         "scorer": BatchScorer(
             FeaturePlan(config),
-            DynamoDBFeatureReader(clients.get("dynamodb"), "features"),
+            # The consumer's reader, as of the records' day (a fixed clock).
+            OnlineFeatureReader(clients.get("dynamodb"), "features",
+                                FeatureSet.from_config(config),
+                                clock=lambda: 1_793_620_800),  # 2026-11-02T12:00:00Z
             EndpointScorer(clients.get("sagemaker-runtime"), "endpoint"),
             rules,
             model_version="pkg/1",
@@ -142,6 +172,12 @@ def main(n: int = 1000) -> int:
         ),
         "log": DecisionLog(clients, table_name="decisions"),
     }
+    # The reads must find real windows, or the figures would flatter the fused path.
+    sample = sorted({json.loads(r[1])["customer_id"] for r in records[:batch_size]})
+    found = parts["scorer"].reader.read_many(sample)
+    if len(found) != len(sample) or not all(f["order_count_30d"] for f in found.values()):
+        print(f"online features missing: {len(found)} of {len(sample)} entities found")
+        return 1
     run(records[:50], batch_size, parts)  # warm up caches and the expression code
 
     fused_s, fused = measure(records, batch_size, parts)
