@@ -8,7 +8,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from .batch_inference import BatchInferenceWorkflow
+from .batch_inference import ActionTargets, BatchInferenceWorkflow
 from .compliance import acknowledge
 from .integration import ClientIntegration
 from .monitoring import ModelMonitoring
@@ -64,8 +64,8 @@ class MdlcModelStack(Stack):
         self.training = self.build_training()
         self.retraining = self.build_retraining()
         self.realtime = self.build_realtime()
-        self.batch_inference = self.build_batch_inference()
         self.integration = self.build_integration()
+        self.batch_inference = self.build_batch_inference()
         self.monitoring = self.build_monitoring()
         acknowledge(
             self,
@@ -169,6 +169,10 @@ class MdlcModelStack(Stack):
             topic=self.topic,
             model_package_group_name=self.training.model_package_group_name,
             preparation=self.preparation,
+            # With a client integration, batch decisions act through its
+            # targets and idempotency table instead of creating their own.
+            action_targets=ActionTargets.of(self.integration) if self.integration else None,
+            idempotency_table=self.integration.idempotency_table if self.integration else None,
         )
 
     def build_integration(self) -> ClientIntegration | None:
