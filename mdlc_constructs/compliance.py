@@ -63,8 +63,9 @@ def acknowledge(scope: IConstruct, rule: str, reason: str) -> None:
 
 _PSEUDO = {"<AWS::Region>": "region", "<AWS::AccountId>": "account"}
 _REFERENCE = re.compile(r"<([A-Za-z0-9]+)(?:\.([A-Za-z0-9.]+))?>")
-#: Logical id -> the elements resource_token() named, to find their stacks.
-_NAMED: dict[str, list[CfnElement]] = {}
+#: Logical id -> (app, stack) of each element resource_token() named. Kept as
+#: plain Python objects so matching costs no jsii round trip per acknowledgment.
+_NAMED: dict[str, list[tuple[object, Stack]]] = {}
 
 
 def _variants(scope: IConstruct, rule: str) -> list[str]:
@@ -72,20 +73,24 @@ def _variants(scope: IConstruct, rule: str) -> list[str]:
     variants = [rule]
     literal = rule
     for placeholder, attribute in _PSEUDO.items():
-        value = getattr(stack, attribute)
-        if placeholder in literal and not Token.is_unresolved(value):
-            literal = literal.replace(placeholder, value)
+        if placeholder in literal:
+            value = getattr(stack, attribute)
+            if not Token.is_unresolved(value):
+                literal = literal.replace(placeholder, value)
     if literal != rule:
         variants.append(literal)
+    if "<" not in rule or not _REFERENCE.search(rule):
+        return variants
+    root = stack.node.root
     for current in list(variants):
         exported = current
         for match in _REFERENCE.finditer(current):
             logical_id, attribute = match.group(1), match.group(2)
             producer = next(
                 (
-                    e
-                    for e in _NAMED.get(logical_id, [])
-                    if e.node.root is stack.node.root and Stack.of(e) is not stack
+                    owner
+                    for app, owner in _NAMED.get(logical_id, [])
+                    if owner is not stack and app is root
                 ),
                 None,
             )
@@ -98,14 +103,14 @@ def _variants(scope: IConstruct, rule: str) -> list[str]:
     return variants
 
 
-def export_name(element: CfnElement, logical_id: str, attribute: str | None) -> str:
-    """The name CDK gives the export of ``element``'s attribute (or Ref) when
-    another stack uses it (aws-cdk-lib's ``generateExportName``)."""
+def export_name(producer: Stack, logical_id: str, attribute: str | None) -> str:
+    """The name CDK gives the export of a ``producer`` resource's attribute (or
+    Ref) when another stack uses it (aws-cdk-lib's ``generateExportName``)."""
     reference = {"Fn::GetAtt": [logical_id, attribute]} if attribute else {"Ref": logical_id}
     components = ["Exports", "Output" + json.dumps(reference, separators=(",", ":"))]
     digest = hashlib.md5("/".join(components).encode()).hexdigest()[:8].upper()
     human = "".join(re.sub(r"[^A-Za-z0-9]", "", c) for c in components)[:240]
-    return f"{Stack.of(element).stack_name}:{human}{digest}"
+    return f"{producer.stack_name}:{human}{digest}"
 
 
 def acknowledge_all(scope: IConstruct, reasons: Mapping[str, str]) -> None:
@@ -184,10 +189,11 @@ def resource_token(resource: IConstruct, attribute: str = "Arn") -> str:
     element = resource if isinstance(resource, CfnElement) else resource.node.default_child
     if not isinstance(element, CfnElement):
         raise ValueError(f"{resource.node.path} has no CloudFormation resource of its own")
-    logical_id = Stack.of(element).get_logical_id(element)
+    owner = Stack.of(element)
+    logical_id = owner.get_logical_id(element)
     named = _NAMED.setdefault(logical_id, [])
-    if not any(e is element for e in named):
-        named.append(element)
+    if not any(stack is owner for _, stack in named):
+        named.append((owner.node.root, owner))
     return f"<{logical_id}.{attribute}>"
 
 
