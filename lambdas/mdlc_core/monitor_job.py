@@ -1,0 +1,254 @@
+"""Scheduled model monitoring of one day: S3 in, report and metrics out.
+
+The S3 and CloudWatch side of stage 7, shared by both runners: the
+``model_monitor`` Lambda handler and the ``processing_job`` entry
+(``--kind monitoring``) call :func:`run` with their own boto3 clients and
+the same environment, so a day monitored by either runner has the same
+report and the same metrics. The numbers come from ``mdlc_core.monitoring``.
+
+Event: ``{"date": "YYYY-MM-DD"}`` (absent: yesterday, UTC). Optional keys:
+``closed_loop_lag_days`` (evaluate accuracy on the predictions of that many
+days before ``date``, whose labels have had time to arrive) and ``baseline``
+(``s3://bucket/key`` or a key; a key ending in ``/`` is a prefix of files).
+
+Environment (``environ``):
+    PREDICTIONS_BUCKET   predictions under ``predictions/<model>/dt=YYYY-MM-DD/``
+    LABELS_BUCKET        default PREDICTIONS_BUCKET
+    LABELS_PREFIX        default ``labels/<model>/``; labels under ``<prefix>dt=<event date>/``
+    BASELINE_BUCKET      default PREDICTIONS_BUCKET
+    BASELINE_KEY         used when the event names no baseline
+    REPORT_BUCKET        default PREDICTIONS_BUCKET; report at
+                         ``monitoring/<model>/dt=<date>/report.json``
+    METRICS_NAMESPACE    default ``MDLC``
+    CLOSED_LOOP_LAG_DAYS default 0
+
+Metrics: see :func:`metric_data` and docs/monitoring.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+
+from . import monitoring
+
+logger = logging.getLogger("mdlc.monitor_job")
+
+# put_metric_data takes up to 1000 values per call; smaller batches keep each
+# request far below the 1 MB payload limit.
+_BATCH = 200
+
+
+def run(
+    event: Mapping[str, Any],
+    config: Mapping[str, Any],
+    *,
+    s3: Any,
+    cloudwatch: Any,
+    environ: Mapping[str, str],
+) -> dict[str, Any]:
+    """Monitor one day; returns the summary (the full report goes to S3)."""
+    model = config["name"]
+    spec = config.get("monitoring", {})
+    day = parse_date(event.get("date"))
+    lag = int(event.get("closed_loop_lag_days", environ.get("CLOSED_LOOP_LAG_DAYS", 0)))
+    closed_day = day - timedelta(days=lag)
+    predictions_bucket = environ["PREDICTIONS_BUCKET"]
+    features = feature_columns(config)
+    reader = _Reader(s3)
+
+    today = reader.predictions(predictions_bucket, model, day, features)
+    baseline = reader.baseline(
+        event.get("baseline") or environ.get("BASELINE_KEY"),
+        environ.get("BASELINE_BUCKET", predictions_bucket),
+    )
+    report: dict[str, Any] = {
+        "model": model,
+        "date": day.isoformat(),
+        "closed_loop_date": closed_day.isoformat(),
+        "predictions": len(today),
+    }
+    report["open_loop"] = monitoring.open_loop(
+        today, baseline, int(spec.get("open_loop", {}).get("bins", 10)), features
+    )
+    closed_predictions = (
+        today if lag == 0 else reader.predictions(predictions_bucket, model, closed_day, features)
+    )
+    labels = reader.labels(
+        environ.get("LABELS_BUCKET", predictions_bucket),
+        environ.get("LABELS_PREFIX", f"labels/{model}/"),
+        closed_day,
+    )
+    threshold = float(spec.get("closed_loop", {}).get("decision_threshold", 0.5))
+    report["closed_loop"] = monitoring.closed_loop(closed_predictions, labels, threshold)
+    alarms = monitoring.evaluate_alarms(report, spec)
+    report["alarms"] = alarms
+
+    published = publish(cloudwatch, environ.get("METRICS_NAMESPACE", "MDLC"), model, report)
+    report_key = f"monitoring/{model}/dt={day.isoformat()}/report.json"
+    report_bucket = environ.get("REPORT_BUCKET", predictions_bucket)
+    s3.put_object(
+        Bucket=report_bucket,
+        Key=report_key,
+        Body=json.dumps(report, indent=2, sort_keys=True).encode(),
+        ContentType="application/json",
+    )
+    summary = {
+        "model": model,
+        "date": day.isoformat(),
+        "closed_loop_date": closed_day.isoformat(),
+        "predictions": len(today),
+        "labels": report["closed_loop"]["labels"],
+        "unmatched_labels": report["closed_loop"]["unmatched_labels"],
+        "metrics_published": published,
+        "report": f"s3://{report_bucket}/{report_key}",
+        "alarms": [a["message"] for a in alarms],
+        "status": "ALARM" if alarms else ("NO_DATA" if not len(today) else "OK"),
+    }
+    logger.info("monitoring done: %s", json.dumps(summary))
+    return summary
+
+
+def parse_date(value: Any) -> date:
+    """The monitored day: ``value`` (YYYY-MM-DD) or, when None, yesterday (UTC)."""
+    if value is None:
+        return datetime.now(UTC).date() - timedelta(days=1)
+    try:
+        return date.fromisoformat(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"event 'date' must be YYYY-MM-DD, got {value!r}") from error
+
+
+def feature_columns(config: Mapping[str, Any]) -> list[str]:
+    """The monitored features: the same rule as ``ModelSpec.feature_columns``,
+    on the JSON form of the spec."""
+    data = config.get("data", {})
+    roles = {data.get(k) for k in ("entity_key", "event_id", "timestamp", "label")}
+    raw = [
+        c["name"]
+        for c in data.get("columns", [])
+        if c["name"] not in roles and c.get("type") != "string"
+    ]
+    features = config.get("features", {})
+    derived = [f["name"] for f in features.get("aggregates", [])]
+    derived += [f["name"] for f in features.get("expressions", [])]
+    return raw + derived
+
+
+class _Reader:
+    """Reads the day's tables from S3 with one client."""
+
+    def __init__(self, s3: Any) -> None:
+        self.s3 = s3
+
+    def prefix(self, bucket: str, prefix: str) -> list[pa.Table]:
+        tables = []
+        paginator = self.s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                name = key.rsplit("/", 1)[-1]
+                # Writers leave markers (_SUCCESS), manifests (.json) and folders.
+                if not item["Size"] or name.startswith(("_", ".")) or key.endswith(".json"):
+                    continue
+                body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+                tables.append(monitoring.read_table_bytes(body, f"s3://{bucket}/{key}"))
+        return tables
+
+    def predictions(
+        self, bucket: str, model: str, day: date, features: list[str]
+    ) -> monitoring.Predictions:
+        prefix = f"predictions/{model}/dt={day.isoformat()}/"
+        tables = self.prefix(bucket, prefix)
+        if not tables:
+            logger.warning("no predictions under s3://%s/%s", bucket, prefix)
+            empty = pa.table(
+                {c: pa.array([], pa.string()) for c in monitoring.PREDICTION_COLUMNS}
+            )
+            return monitoring.Predictions.from_table(empty)
+        table = monitoring.concat_tables(tables, f"s3://{bucket}/{prefix}")
+        return monitoring.Predictions.from_table(table, features, what=f"s3://{bucket}/{prefix}")
+
+    def labels(self, bucket: str, prefix: str, day: date) -> monitoring.Labels | None:
+        prefix = f"{prefix.rstrip('/')}/dt={day.isoformat()}/"
+        tables = self.prefix(bucket, prefix)
+        if not tables:
+            return None
+        table = monitoring.concat_tables(tables, f"s3://{bucket}/{prefix}")
+        return monitoring.Labels.from_table(table, what=f"s3://{bucket}/{prefix}")
+
+    def baseline(self, location: str | None, default_bucket: str) -> pa.Table | None:
+        if not location:
+            return None
+        bucket, key = default_bucket, location
+        if location.startswith("s3://"):
+            bucket, _, key = location[5:].partition("/")
+        if key.endswith("/"):
+            tables = self.prefix(bucket, key)
+            if not tables:
+                # A model's first days come before any baseline exists: the
+                # closed loop and action shares still run; drift is not compared.
+                logger.warning("no baseline files under s3://%s/%s; drift is not compared",
+                               bucket, key)
+                return None
+            return monitoring.concat_tables(tables, f"s3://{bucket}/{key}")
+        body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return monitoring.read_table_bytes(body, f"s3://{bucket}/{key}")
+
+
+def metric_data(model: str, report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The CloudWatch datums for a report; None values are left out.
+
+    Dimensions Model and ModelVersion (``all`` aggregates every version and is
+    what alarms watch): Predictions, Precision, Recall, F1, AUC, LabelCoverage,
+    UnmatchedLabels (``all`` only), ScorePSI, KSPValue, FeaturePSI and
+    FeatureKSPValue (+ Feature), ActionShare (+ Action).
+    """
+    data: list[dict[str, Any]] = []
+
+    def add(name: str, value: Any, version: str, unit: str = "None", **extra: str) -> None:
+        if value is None:
+            return
+        dimensions = [{"Name": "Model", "Value": model}, {"Name": "ModelVersion", "Value": version}]
+        dimensions += [{"Name": k, "Value": v} for k, v in extra.items()]
+        data.append(
+            {"MetricName": name, "Dimensions": dimensions, "Value": float(value), "Unit": unit}
+        )
+
+    closed = report.get("closed_loop")
+    if closed:
+        for group in closed["by_version"]:
+            version = group["model_version"]
+            add("Precision", group["precision"], version)
+            add("Recall", group["recall"], version)
+            add("F1", group["f1"], version)
+            add("AUC", group["auc"], version)
+            add("LabelCoverage", group["label_coverage"], version)
+        add("UnmatchedLabels", closed["unmatched_labels"], monitoring.ALL_VERSIONS, "Count")
+    opened = report.get("open_loop")
+    if opened:
+        for group in opened["by_version"]:
+            version = group["model_version"]
+            add("Predictions", group["rows"], version, "Count")
+            if group["score"]:
+                add("ScorePSI", group["score"]["psi"], version)
+                add("KSPValue", group["score"]["ks_pvalue"], version)
+            for feature, drift in group["features"].items():
+                add("FeaturePSI", drift["psi"], version, Feature=feature)
+                add("FeatureKSPValue", drift["ks_pvalue"], version, Feature=feature)
+            for action, share in group["actions"].items():
+                add("ActionShare", share, version, Action=action)
+    return data
+
+
+def publish(cloudwatch: Any, namespace: str, model: str, report: Mapping[str, Any]) -> int:
+    """Publish the report's metrics; returns how many values were sent."""
+    data = metric_data(model, report)
+    for start in range(0, len(data), _BATCH):
+        cloudwatch.put_metric_data(Namespace=namespace, MetricData=data[start : start + _BATCH])
+    return len(data)
