@@ -15,6 +15,7 @@ from constructs import Construct
 
 from .compliance import acknowledge, acknowledge_objects
 from .functions import python_function
+from .processing import ProcessingRunner, S3Access
 from .spec import ModelSpec
 from .storage import DataLake
 from .workflow import invoke
@@ -57,9 +58,13 @@ class FeatureEngineering(Construct):
         table: an existing online feature table (partition key ``pk`` string,
             TTL attribute ``expires_at``). Default: a new one.
 
+    ``features.runner: processing`` computes the batch features in a SageMaker
+    Processing job instead (the same code, ``mdlc_core.feature_job``); the
+    function stays for backfills and small days.
+
     Attributes:
-        batch_function, table (or None), update_function (or None),
-        dead_letter_queue (or None).
+        batch_function, processing_runner (or None), table (or None),
+        update_function (or None), dead_letter_queue (or None).
     """
 
     def __init__(
@@ -102,6 +107,9 @@ class FeatureEngineering(Construct):
                 pattern,
                 "Objects are named by date at run time; access is limited to this model",
             )
+        self.processing_runner: ProcessingRunner | None = None
+        if spec.features.runner == "processing":
+            self.processing_runner = self._create_processing_runner()
         self.table: dynamodb.ITable | None = None
         self.update_function: lambda_.Function | None = None
         self.dead_letter_queue: sqs.Queue | None = None
@@ -113,6 +121,28 @@ class FeatureEngineering(Construct):
                 )
             self.table = table or self._create_table()
             self._create_updater(stream)
+
+    def _create_processing_runner(self) -> ProcessingRunner:
+        """The scale-out runner: ``feature_job.run`` in a SageMaker Processing job,
+        for windows of days that do not fit the function's memory or 15 minutes."""
+        spec, lake = self.spec, self.data_lake
+        datasets, features = f"datasets/{spec.name}/*", f"features/{spec.name}/*"
+        reason = "Objects are named by date at run time; access is limited to this model"
+        return ProcessingRunner(
+            self,
+            "Processing",
+            spec=spec,
+            kind="features",
+            key=lake.key,
+            output_bucket=lake.artifacts,
+            reads=[S3Access(lake.datasets, datasets, reason)],
+            writes=[S3Access(lake.features, features, reason)],
+            environment={
+                "DATASETS_BUCKET": lake.datasets.bucket_name,
+                "FEATURES_BUCKET": lake.features.bucket_name,
+                "MODEL_NAME": spec.name,
+            },
+        )
 
     def _create_table(self) -> dynamodb.Table:
         return dynamodb.Table(
@@ -181,8 +211,20 @@ class FeatureEngineering(Construct):
             raise ValueError(f"model {self.spec.name!r} has no online features (features.online)")
         self.table.grant_read_data(grantee)
 
-    def compute(self, scope: Construct, construct_id: str = "ComputeFeatures") -> sfn.TaskStateBase:
-        """A workflow step: features of ``$.data.snapshot.date`` into ``$.data.features``."""
+    def compute(self, scope: Construct, construct_id: str = "ComputeFeatures") -> sfn.IChainable:
+        """A workflow step: features of ``$.data.snapshot.date`` into ``$.data.features``.
+
+        ``features.runner: processing`` runs the same code as a SageMaker
+        Processing job; the result at ``$.data.features`` is the same.
+        """
+        if self.processing_runner is not None:
+            return self.processing_runner.run(
+                scope,
+                construct_id,
+                arguments={"--date": "$.data.snapshot.date"},
+                result_path="$.data.features",
+                comment="Compute the batch features of the snapshot (Processing)",
+            )
         return invoke(
             scope,
             construct_id,
@@ -192,3 +234,12 @@ class FeatureEngineering(Construct):
             timeout=Duration.minutes(16),
             comment="Compute the batch features of the snapshot",
         )
+
+    def grant_processing(self, role: iam.IRole) -> None:
+        """What a state machine needs to run the Processing runner (the steps of
+        :meth:`compute` already bring it to the state machine they are in)."""
+        if self.processing_runner is None:
+            raise ValueError(
+                f"model {self.spec.name!r} computes features in Lambda (features.runner: embedded)"
+            )
+        self.processing_runner.grant_start(role)

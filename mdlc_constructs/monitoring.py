@@ -1,7 +1,8 @@
 """Stage 7, model monitoring: the scheduled job, its alarms, re-training and a dashboard.
 
 The job is ``lambdas/model_monitor`` (engine ``mdlc_core.monitoring``, also
-``mdlc monitor``): once per ``monitoring.schedule`` it computes the open loop
+``mdlc monitor``; or the same code in a SageMaker Processing job when
+``monitoring.runner`` is ``processing``): once per ``monitoring.schedule`` it computes the open loop
 (score and feature drift against the baseline, action shares) for yesterday
 and the closed loop (accuracy against labels) for the day whose labels have
 had ``monitoring.closed_loop.label_delay_days`` to arrive, in one run, and
@@ -35,8 +36,10 @@ from .compliance import acknowledge, acknowledge_objects
 from .dashboard import DEFAULT_NAMESPACE, ModelDashboard, ModelMetrics, endpoint_name_of
 from .functions import python_function
 from .preparation import schedule_of
+from .processing import STARTUP_ALLOWANCE, ProcessingRunner, S3Access
 from .spec import ModelSpec
 from .storage import DataLake
+from .workflow import notify_and_fail, state_machine
 
 #: Where the job writes ``dt=<date>/report.json`` (in the artifacts bucket).
 REPORT_PREFIX = "monitoring"
@@ -134,8 +137,18 @@ class ModelMonitoring(Construct):
             :meth:`add_endpoint`.
         dashboard_name: Default ``mdlc-<model>``.
 
+    ``monitoring.runner: processing`` runs the same job code
+    (``mdlc_core.monitor_job``) as a SageMaker Processing job instead: the
+    schedule starts a small workflow (``Workflow``) that runs the job and
+    notifies the topic when it fails; the reports and metrics are the same.
+    ``memory_size`` and ``timeout`` then do not apply
+    (``monitoring.processing`` sizes the job).
+
     Attributes:
-        function: the job. dead_letter_queue: its failed invocations.
+        function: the job (None with the Processing runner).
+        processing_runner, state_machine: the Processing runner and its
+        workflow (None with the embedded runner).
+        dead_letter_queue: failed invocations (of the schedule's target).
         schedule: the EventBridge rule. metrics: the metric factory.
         alarms: ``{id: alarm}``. retrain_alarms: those that re-train.
         retrain_alarm: the composite ``RetrainNeeded`` alarm (None until
@@ -207,7 +220,14 @@ class ModelMonitoring(Construct):
         self.metrics = ModelMetrics(spec, namespace=metrics_namespace, period=alarm_period)
 
         self.dead_letter_queue = self._create_dead_letter_queue()
-        self.function = self._create_function(memory_size, timeout)
+        self.function: lambda_.Function | None = None
+        self.processing_runner: ProcessingRunner | None = None
+        self.state_machine: sfn.StateMachine | None = None
+        if spec.monitoring.runner == "processing":
+            self.processing_runner = self._create_processing_runner()
+            self.state_machine = self._create_workflow()
+        else:
+            self.function = self._create_function(memory_size, timeout)
         self.schedule = self._create_schedule()
 
         self.alarms: dict[str, cloudwatch.Alarm] = {}
@@ -253,7 +273,10 @@ class ModelMonitoring(Construct):
             self.add_workflow(machine)
         for function in functions:
             self.add_function(function)
-        self.add_function(self.function, title=f"Monitoring job {spec.name}")
+        if self.function is not None:
+            self.add_function(self.function, title=f"Monitoring job {spec.name}")
+        if self.state_machine is not None:
+            self.add_workflow(self.state_machine, title=f"Monitoring job {spec.name}")
 
     # -- extension points ---------------------------------------------------------
 
@@ -437,7 +460,12 @@ class ModelMonitoring(Construct):
         self.dashboard.add_endpoint(endpoint_name, variant_name=variant_name)
 
     def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
-        """Let ``grantee`` run the job (e.g. a backfill: ``{"date": "YYYY-MM-DD"}``)."""
+        """Let ``grantee`` run the job (e.g. a backfill: ``{"date": "YYYY-MM-DD"}``):
+        invoke the function, or start the workflow when ``monitoring.runner`` is
+        ``processing`` (the same event is the execution's input)."""
+        if self.state_machine is not None:
+            return self.state_machine.grant_start_execution(grantee)
+        assert self.function is not None
         return self.function.grant_invoke(grantee)
 
     # -- internals -----------------------------------------------------------------
@@ -492,15 +520,7 @@ class ModelMonitoring(Construct):
         function.configure_async_invoke(retry_attempts=2, max_event_age=Duration.hours(6))
 
         # Read-only on what the job reads, put-only on its reports.
-        predictions = f"predictions/{spec.name}/*"
-        labels = f"{self.labels_prefix}*"
-        baseline = f"{self.baseline_key}*" if self.baseline_key.endswith("/") else self.baseline_key
-        reports = f"{REPORT_PREFIX}/{spec.name}/*"
-        reads = [
-            (lake.predictions, predictions, "This model's predictions, one folder per day"),
-            (self.labels_bucket, labels, "This model's labels, one folder per event date"),
-            (self.baseline_bucket, baseline, "This model's baseline (scored training snapshot)"),
-        ]
+        reads, reports = self._job_access()
         for bucket, pattern, reason in reads:
             bucket.grant_read(function, pattern)
             self._acknowledge_objects(function, bucket, pattern, reason)
@@ -525,6 +545,19 @@ class ModelMonitoring(Construct):
         )
         return function
 
+    def _job_access(self) -> tuple[list[tuple[s3.IBucket, str, str]], str]:
+        """What the job reads ``(bucket, pattern, why)`` and where it puts reports."""
+        spec, lake = self.spec, self.data_lake
+        baseline = f"{self.baseline_key}*" if self.baseline_key.endswith("/") else self.baseline_key
+        reads = [
+            (lake.predictions, f"predictions/{spec.name}/*",
+             "This model's predictions, one folder per day"),
+            (self.labels_bucket, f"{self.labels_prefix}*",
+             "This model's labels, one folder per event date"),
+            (self.baseline_bucket, baseline, "This model's baseline (scored training snapshot)"),
+        ]  # fmt: skip
+        return reads, f"{REPORT_PREFIX}/{spec.name}/*"
+
     def _acknowledge_objects(
         self, function: lambda_.Function, bucket: s3.IBucket, pattern: str, reason: str
     ) -> None:
@@ -541,22 +574,101 @@ class ModelMonitoring(Construct):
             acknowledge(function, f"AwsSolutions-IAM5[Resource::{arn}]", reason)
 
     def _create_schedule(self) -> events.Rule:
+        event = events.RuleTargetInput.from_object(self.schedule_input())
+        target: events.IRuleTarget
+        if self.state_machine is not None:
+            target = targets.SfnStateMachine(
+                self.state_machine,
+                input=event,
+                # Delivery failures only: a failed run is the workflow's to report.
+                retry_attempts=4,
+                max_event_age=Duration.hours(2),
+                dead_letter_queue=self.dead_letter_queue,
+            )
+        else:
+            assert self.function is not None
+            target = targets.LambdaFunction(
+                self.function,
+                event=event,
+                # Delivery failures (throttling, a deleted function) only:
+                # failures of the run itself are Lambda's retries above.
+                retry_attempts=4,
+                max_event_age=Duration.hours(2),
+                dead_letter_queue=self.dead_letter_queue,
+            )
         return events.Rule(
             self,
             "Schedule",
             schedule=schedule_of(self.spec.monitoring.schedule),
             description=f"MDLC {self.spec.name}: daily model monitoring",
-            targets=[
-                targets.LambdaFunction(
-                    self.function,
-                    event=events.RuleTargetInput.from_object(self.schedule_input()),
-                    # Delivery failures (throttling, a deleted function) only:
-                    # failures of the run itself are Lambda's retries above.
-                    retry_attempts=4,
-                    max_event_age=Duration.hours(2),
-                    dead_letter_queue=self.dead_letter_queue,
-                )
-            ],
+            targets=[target],
+        )
+
+    # -- the scale-out runner --------------------------------------------------------
+
+    def _create_processing_runner(self) -> ProcessingRunner:
+        """``monitor_job.run`` in a SageMaker Processing job: the same reads,
+        report and metrics as the function, without Lambda's memory and time limits."""
+        spec, lake = self.spec, self.data_lake
+        reads, reports = self._job_access()
+        return ProcessingRunner(
+            self,
+            "Processing",
+            spec=spec,
+            kind="monitoring",
+            key=lake.key,
+            output_bucket=lake.artifacts,
+            reads=[S3Access(b, p, f"{r}; objects are named by date at run time")
+                   for b, p, r in reads],
+            writes=[S3Access(lake.artifacts, reports, "This model's monitoring reports, one "
+                             "per day; objects are named by date at run time")],
+            environment=self.job_environment(),
+            metrics_namespace=self.metrics_namespace,
+        )  # fmt: skip
+
+    def _create_workflow(self) -> sfn.StateMachine:
+        """Schedule → this workflow → the Processing job; a failure notifies the topic."""
+        assert self.processing_runner is not None
+        spec = self.spec
+        # The execution's input is the function's event ({"date": ...} or
+        # nothing); the job gets it as JSON, so a backfill works the same way.
+        event = sfn.Pass(self, "Event", parameters={"event.$": "$"})
+        boundary = sfn.Parallel(
+            self,
+            "Monitor",
+            result_selector={"summary.$": "$[0].summary"},
+            result_path="$.result",
+            comment="Error boundary: any failure notifies the topic",
+        )
+        boundary.branch(
+            self.processing_runner.run(
+                self,
+                "RunJob",
+                arguments={"--event": "States.JsonToString($.event)"},
+                result_path="$.summary",
+                comment="Monitor the day in a SageMaker Processing job",
+            )
+        )
+        boundary.add_catch(
+            notify_and_fail(
+                self,
+                "MonitoringRun",
+                topic=self.topic,
+                subject=f"MDLC {spec.name}: monitoring run failed",
+                cause="The monitoring job failed; no metrics were published for the day",
+            ),
+            result_path="$.error",
+        )
+        job = spec.monitoring.processing
+        return state_machine(
+            self,
+            "Workflow",
+            definition=event.next(boundary),
+            key=self.data_lake.key,
+            timeout=Duration.minutes(job.max_runtime_minutes)
+            .plus(STARTUP_ALLOWANCE)
+            .plus(Duration.minutes(10)),
+            comment=f"MDLC {spec.name}: daily model monitoring as a Processing job",
         )
 
     def _create_alarm(

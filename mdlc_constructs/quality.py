@@ -3,30 +3,25 @@
 One engine (``mdlc_core.quality``), two runners with the same rules and the
 same JSON report: embedded (a Lambda function; also ``mdlc quality``) and
 scale-out (a SageMaker Processing job running the same code on a bigger
-instance, chosen by ``quality.runner: processing`` in the spec).
+instance, chosen by ``quality.runner: processing`` in the spec; see
+:mod:`mdlc_constructs.processing`).
 """
 
 from __future__ import annotations
 
-import json
-
-from aws_cdk import ArnFormat, Aws, Duration, Stack
+from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_stepfunctions as sfn
-from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from .compliance import (
     acknowledge,
-    acknowledge_all,
-    acknowledge_grant_actions,
     acknowledge_objects,
 )
-from .functions import python_function, stage_code
-from .images import image_uri
+from .functions import python_function
+from .processing import ProcessingRunner, S3Access
 from .spec import ModelSpec
 from .storage import DataLake
 from .workflow import invoke
@@ -35,9 +30,6 @@ METRICS_NAMESPACE = "MDLC/DataQuality"
 VIOLATIONS_METRIC = "QualityViolations"
 REPORT_PREFIX = "quality-reports"
 
-#: The Processing runner's image: SageMaker's scikit-learn container ships
-#: Python with NumPy, pandas and PyArrow, all the engine needs.
-PROCESSING_FRAMEWORK = ("sklearn", "1.2-1")
 
 
 class DataQuality(Construct):
@@ -56,7 +48,8 @@ class DataQuality(Construct):
 
     Attributes:
         function: the embedded runner (a Lambda function).
-        processing_role: the Processing job's role, when the runner is ``processing``.
+        processing_runner: the :class:`~mdlc_constructs.processing.ProcessingRunner`
+            when the runner is ``processing`` (else None); processing_role: its role.
     """
 
     def __init__(
@@ -102,10 +95,11 @@ class DataQuality(Construct):
             "cloudwatch:PutMetricData supports no resource-level permission; it is "
             "limited to the MDLC/DataQuality namespace by condition (X-Ray also needs *)",
         )
-        self.processing_role: iam.Role | None = None
-        self._code_asset: s3_assets.Asset | None = None
+        self.processing_runner: ProcessingRunner | None = None
+        self.processing_role: iam.IRole | None = None
         if spec.quality.runner == "processing":
-            self._create_processing_runner()
+            self.processing_runner = self._create_processing_runner()
+            self.processing_role = self.processing_runner.role
 
     def _grant_runner(self, grantee: iam.IGrantable) -> None:
         prefix = f"datasets/{self.spec.name}/*"
@@ -129,237 +123,40 @@ class DataQuality(Construct):
 
     # -- the scale-out runner --------------------------------------------------
 
-    def _create_processing_runner(self) -> None:
-        self.processing_role = iam.Role(
+    def _create_processing_runner(self) -> ProcessingRunner:
+        spec, lake = self.spec, self.data_lake
+        reports = f"{REPORT_PREFIX}/{spec.name}/*"
+        return ProcessingRunner(
             self,
-            "ProcessingRole",
-            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
-            description=f"MDLC {self.spec.name}: data quality Processing job",
-        )
-        self._grant_runner(self.processing_role)
-        self._code_asset = s3_assets.Asset(
-            self, "ProcessingCode", path=stage_code("quality_processing", self.spec.as_config())
-        )
-        self._code_asset.grant_read(self.processing_role)
-        logs = Stack.of(self).format_arn(
-            service="logs",
-            resource="log-group",
-            resource_name="/aws/sagemaker/ProcessingJobs:*",
-            arn_format=ArnFormat.COLON_RESOURCE_NAME,
-        )
-        self.processing_role.add_to_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "logs:CreateLogGroup",
-                    "logs:CreateLogStream",
-                    "logs:PutLogEvents",
-                    "logs:DescribeLogStreams",
-                ],
-                resources=[logs],
-            )
-        )
-        self.processing_role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["cloudwatch:PutMetricData"],
-                resources=["*"],
-                conditions={"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
-            )
-        )
-        acknowledge_grant_actions(self.processing_role)
-        acknowledge_all(
-            self.processing_role,
-            {
-                "AwsSolutions-IAM5[Resource::*]": "cloudwatch:PutMetricData supports no "
-                "resource-level permission; limited to the MDLC/DataQuality namespace",
-                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-"
-                "<AWS::AccountId>-<AWS::Region>/*]": "Reads the job's code, a CDK asset whose "
-                "object name is a content hash known only at synthesis of the asset",
-                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:"
-                "<AWS::AccountId>:log-group:/aws/sagemaker/ProcessingJobs:*]": "SageMaker "
-                "writes one log stream per job into this fixed log group",
-            },
-        )
-
-    def _processing_state(self, scope: Construct, construct_id: str) -> sfn.IChainable:
-        assert self.processing_role is not None and self._code_asset is not None
-        framework, version = PROCESSING_FRAMEWORK
-        image = image_uri(self, "ProcessingImages", framework=framework, version=version)
-        datasets = self.data_lake.datasets.bucket_name
-        artifacts = self.data_lake.artifacts.bucket_name
-        job = {
-            # Execution names are unique per state machine; the job name must be
-            # unique per account, so it carries the model name and a run id.
-            "ProcessingJobName.$": f"States.Format('{self.spec.name}-quality-{{}}', "
-            "States.ArrayGetItem(States.StringSplit($$.Execution.Name, '-'), 0))",
-            "RoleArn": self.processing_role.role_arn,
-            "AppSpecification": {
-                "ImageUri": image,
-                "ContainerEntrypoint": ["python3", "/opt/ml/processing/code/index.py"],
-                "ContainerArguments.$": "States.Array('--date', $.data.snapshot.date)",
-            },
-            "ProcessingInputs": [
-                {
-                    "InputName": "code",
-                    "S3Input": {
-                        "S3Uri": self._code_asset.s3_object_url,
-                        "LocalPath": "/opt/ml/processing/code",
-                        "S3DataType": "S3Prefix",
-                        "S3InputMode": "File",
-                    },
-                },
-                {
-                    "InputName": "snapshot",
-                    "S3Input": {
-                        "S3Uri.$": f"States.Format('s3://{datasets}/{{}}', "
-                        "$.data.snapshot.snapshot_prefix)",
-                        "LocalPath": "/opt/ml/processing/input/current",
-                        "S3DataType": "S3Prefix",
-                        "S3InputMode": "File",
-                    },
-                },
+            "Processing",
+            spec=spec,
+            kind="quality",
+            key=lake.key,
+            output_bucket=lake.artifacts,
+            reads=[
+                S3Access(lake.datasets, f"datasets/{spec.name}/*",
+                         "Snapshot objects are named at run time; limited to this model"),
             ],
-            "ProcessingOutputConfig": {
-                "KmsKeyId": self.data_lake.key.key_arn,
-                "Outputs": [
-                    {
-                        "OutputName": "report",
-                        "S3Output": {
-                            "S3Uri.$": f"States.Format('s3://{artifacts}/{REPORT_PREFIX}/"
-                            f"{self.spec.name}/dt={{}}/', $.data.snapshot.date)",
-                            "LocalPath": "/opt/ml/processing/output",
-                            "S3UploadMode": "EndOfJob",
-                        },
-                    }
-                ],
-            },
-            "ProcessingResources": {
-                "ClusterConfig": {
-                    "InstanceCount": 1,
-                    "InstanceType": "ml.m5.4xlarge",
-                    "VolumeSizeInGB": 100,
-                    "VolumeKmsKeyId": self.data_lake.key.key_arn,
-                }
-            },
-            # Not isolated: the job publishes its violation metrics to CloudWatch.
-            "NetworkConfig": {"EnableNetworkIsolation": False},
-            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
-        }
-        with_previous = json.loads(json.dumps(job))
-        with_previous["ProcessingInputs"].append(
-            {
-                "InputName": "previous",
-                "S3Input": {
-                    "S3Uri.$": f"States.Format('s3://{datasets}/{{}}', "
-                    "$.data.snapshot.previous_snapshot_prefix)",
-                    "LocalPath": "/opt/ml/processing/input/previous",
-                    "S3DataType": "S3Prefix",
-                    "S3InputMode": "File",
-                },
-            }
-        )
-        with_previous["AppSpecification"]["ContainerArguments.$"] = (
-            "States.Array('--date', $.data.snapshot.date, "
-            "'--previous-date', $.data.snapshot.previous_date)"
-        )
-
-        def run(suffix: str, parameters: dict) -> sfn.CustomState:
-            return sfn.CustomState(
-                scope,
-                f"{construct_id}{suffix}",
-                state_json={
-                    "Type": "Task",
-                    "Resource": f"arn:{Aws.PARTITION}:states:::sagemaker:createProcessingJob.sync",
-                    "Parameters": parameters,
-                    "ResultPath": sfn.JsonPath.DISCARD,
-                    "TimeoutSeconds": 3900,
-                },
-            )
-
-        # The consistency rules compare with the previous snapshot, when there is one.
-        choose = sfn.Choice(scope, construct_id)
-        choose.when(
-            sfn.Condition.is_present("$.data.snapshot.previous_snapshot_prefix"),
-            run("WithPrevious", with_previous),
-        )
-        choose.otherwise(run("FirstSnapshot", job))
-        # The job writes the same report the Lambda runner writes; the gate
-        # reads its summary back so both runners stop the workflow alike.
-        read = tasks.CallAwsService(
-            scope,
-            f"{construct_id}ReadReport",
-            service="s3",
-            action="getObject",
-            parameters={
-                "Bucket": artifacts,
-                "Key.$": f"States.Format('{REPORT_PREFIX}/{self.spec.name}/dt={{}}/report.json', "
-                "$.data.snapshot.date)",
-            },
-            iam_resources=[
-                self.data_lake.artifacts.arn_for_objects(f"{REPORT_PREFIX}/{self.spec.name}/*")
+            writes=[
+                S3Access(lake.artifacts, reports,
+                         "One report per date, named at run time; limited to this model"),
             ],
-            result_selector={"report.$": "States.StringToJson($.Body)"},
-            result_path="$.data.qualityReport",
-            task_timeout=sfn.Timeout.duration(Duration.minutes(1)),
-        )
-        acknowledge_objects(
-            Stack.of(scope),
-            self.data_lake.artifacts,
-            f"{REPORT_PREFIX}/{self.spec.name}/*",
-            "The workflow reads back the report of the day the job wrote; names are dated",
-        )
-        summarize = sfn.Pass(
-            scope,
-            f"{construct_id}Summary",
-            parameters={
-                "passed.$": "$.data.qualityReport.report.summary.passed",
-                "violations.$": "$.data.qualityReport.report.summary.violations",
-                "report_uri.$": f"States.Format('s3://{artifacts}/{REPORT_PREFIX}/"
-                f"{self.spec.name}/dt={{}}/report.json', $.data.snapshot.date)",
+            environment={
+                "DATASETS_BUCKET": lake.datasets.bucket_name,
+                "REPORT_BUCKET": lake.artifacts.bucket_name,
+                "METRICS_NAMESPACE": METRICS_NAMESPACE,
             },
-            result_path="$.data.quality",
-        )
-        return sfn.Chain.start(choose.afterwards()).next(read).next(summarize)
+            metrics_namespace=METRICS_NAMESPACE,
+        )  # fmt: skip
 
     def grant_processing(self, role: iam.IRole) -> None:
-        """What a state machine needs to run the Processing runner."""
-        assert self.processing_role is not None
-        stack = Stack.of(self)
-        job_arn = stack.format_arn(
-            service="sagemaker",
-            resource="processing-job",
-            resource_name=f"{self.spec.name}-quality-*",
-        )
-        role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "sagemaker:CreateProcessingJob",
-                    "sagemaker:DescribeProcessingJob",
-                    "sagemaker:StopProcessingJob",
-                    "sagemaker:AddTags",
-                ],
-                resources=[job_arn],
+        """What a state machine needs to run the Processing runner (the steps of
+        :meth:`check` already bring it to the state machine they are in)."""
+        if self.processing_runner is None:
+            raise ValueError(
+                f"model {self.spec.name!r} checks quality in Lambda (quality.runner: embedded)"
             )
-        )
-        role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
-                resources=[
-                    stack.format_arn(
-                        service="events",
-                        resource="rule",
-                        resource_name="StepFunctionsGetEventsForSageMakerProcessingJobsRule",
-                    )
-                ],
-            )
-        )
-        self.processing_role.grant_pass_role(role)
-        if isinstance(role, Construct):
-            acknowledge(
-                role,
-                f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:"
-                f"<AWS::AccountId>:processing-job/{self.spec.name}-quality-*]",
-                "Job names carry the execution id; the prefix limits them to this model",
-            )
+        self.processing_runner.grant_start(role)
 
     # -- workflow steps --------------------------------------------------------
 
@@ -368,8 +165,19 @@ class DataQuality(Construct):
         consistency rules) into ``$.data.quality``; violations fail the
         execution with ``DataQualityViolations`` and the report's location,
         so nothing downstream sees bad data (the workflow's catch notifies)."""
-        if self.spec.quality.runner == "processing":
-            step: sfn.IChainable = self._processing_state(scope, construct_id)
+        if self.processing_runner is not None:
+            # The same check, report and metrics in a Processing job; its
+            # result lands at $.data.quality as the function's would.
+            step: sfn.IChainable = self.processing_runner.run(
+                scope,
+                construct_id,
+                arguments={
+                    "--date": "$.data.snapshot.date",
+                    "--snapshot-prefix": "$.data.snapshot.snapshot_prefix",
+                },
+                result_path="$.data.quality",
+                comment="Check the snapshot against the spec's data quality rules (Processing)",
+            )
         else:
             step = invoke(
                 scope,

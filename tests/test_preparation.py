@@ -1,18 +1,11 @@
 """Stages 1-3 in the example stack: functions, the daily workflow, the
-quality gate, online features and the scale-out quality runner."""
+quality gate and online features (the scale-out runners: test_processing.py)."""
 
 from __future__ import annotations
 
 import json
 
-import pytest
-import yaml
 from aws_cdk.assertions import Match, Template
-
-from mdlc_constructs.model_stack import MdlcModelStack
-from mdlc_constructs.spec import parse_spec
-from mdlc_constructs.testing import make_app
-from tests.conftest import FRAUD_SPEC
 
 
 def _definition(template: Template, comment_part: str) -> dict:
@@ -163,29 +156,5 @@ def test_event_stream_is_encrypted_with_the_data_key(fraud_template):
     )
 
 
-@pytest.fixture(scope="module")
-def processing_template(tmp_path_factory) -> Template:
-    data = yaml.safe_load(FRAUD_SPEC.read_text())
-    data["name"] = "fraudscale"
-    data["quality"]["runner"] = "processing"
-    spec = parse_spec(data, "fraudscale.yaml")
-    app = make_app(outdir=str(tmp_path_factory.mktemp("cdk.out")))
-    stack = MdlcModelStack(app, "Mdlc-fraudscale", spec=spec)
-    assembly = app.synth()
-    return Template.from_json(assembly.get_stack_by_name(stack.stack_name).template)
-
-
-def test_processing_runner_runs_the_same_engine_as_a_processing_job(processing_template):
-    text = _states(_definition(processing_template, "source, check and featurize"))
-    assert "sagemaker:createProcessingJob.sync" in text
-    assert '"DailyCheckQualityWithPrevious"' in text and '"DailyCheckQualityFirstSnapshot"' in text
-    assert "/opt/ml/processing/code/index.py" in text
-    assert '"VolumeKmsKeyId"' in text and '"KmsKeyId"' in text
-    assert "DailyCheckQualityReadReport" in text  # the gate reads the report back
-
-
-def test_processing_runner_permissions_are_scoped(processing_template):
-    policies = json.dumps(processing_template.find_resources("AWS::IAM::Policy"))
-    assert "processing-job/fraudscale-quality-*" in policies
-    assert '"iam:PassRole"' in policies
-    assert "sagemaker:*" not in policies
+# The scale-out runners (quality, features, monitoring as Processing jobs) are
+# tested in tests/test_processing.py, on one stack with every runner switched.

@@ -6,7 +6,15 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from .base import Fraction, Identifier, NonNegative, PositiveInt, Schedule, SpecModel
+from .base import (
+    Fraction,
+    Identifier,
+    InstanceType,
+    NonNegative,
+    PositiveInt,
+    Schedule,
+    SpecModel,
+)
 
 ColumnType = Literal["string", "int", "float", "bool", "timestamp"]
 
@@ -71,6 +79,30 @@ class DataSpec(SpecModel):
         if self.column(self.timestamp).type != "timestamp":
             raise ValueError(f"the timestamp column {self.timestamp!r} must have type 'timestamp'")
         return self
+
+
+# --- the scale-out runner ---------------------------------------------------------
+
+Runner = Literal["embedded", "processing"]
+
+
+class ProcessingResources(SpecModel):
+    """The SageMaker Processing job of a stage whose ``runner`` is ``processing``.
+
+    The job runs the same code as the embedded (Lambda) runner on one
+    instance; pick one whose memory holds the day's data (see the stage's
+    docs, "When to switch runners").
+    """
+
+    instance_type: InstanceType = Field(
+        default="ml.m5.4xlarge", description="one instance of this type (default 16 vCPU, 64 GiB)"
+    )
+    volume_size_gb: int = Field(
+        default=100, ge=1, le=16384, description="KMS-encrypted scratch volume, GB"
+    )
+    max_runtime_minutes: int = Field(
+        default=120, ge=1, le=7 * 24 * 60, description="the job is stopped after this long"
+    )
 
 
 # --- data quality rules -------------------------------------------------------
@@ -179,10 +211,13 @@ QualityRule = Annotated[
 class QualitySpec(SpecModel):
     """Data quality rules checked on every snapshot before it is used."""
 
-    runner: Literal["embedded", "processing"] = Field(
+    runner: Runner = Field(
         default="embedded",
         description="embedded: in Lambda; processing: a SageMaker Processing job, for data "
         "that does not fit a Lambda",
+    )
+    processing: ProcessingResources = Field(
+        default_factory=ProcessingResources, description="the job, when runner is processing"
     )
     sample_size: PositiveInt = Field(default=20, description="offending keys kept per failed rule")
     rules: list[QualityRule] = Field(min_length=1)
@@ -225,7 +260,14 @@ class ExpressionFeature(SpecModel):
 class FeaturesSpec(SpecModel):
     """Derived features, computed in batch and incrementally online."""
 
-    runner: Literal["embedded", "processing"] = "embedded"
+    runner: Runner = Field(
+        default="embedded",
+        description="embedded: the batch features in Lambda; processing: a SageMaker "
+        "Processing job, for windows of days that do not fit a Lambda",
+    )
+    processing: ProcessingResources = Field(
+        default_factory=ProcessingResources, description="the job, when runner is processing"
+    )
     aggregates: list[AggregateFeature] = Field(default_factory=list)
     expressions: list[ExpressionFeature] = Field(default_factory=list)
     online: bool = Field(
