@@ -41,7 +41,7 @@ class FolderS3:
         assert name == "list_objects_v2"
         return self
 
-    def paginate(self, Bucket: str, Prefix: str) -> list[dict[str, Any]]:  # noqa: N803
+    def paginate(self, Bucket: str, Prefix: str) -> list[dict[str, Any]]:
         base = self.root / Bucket
         items = [
             {"Key": str(p.relative_to(base)), "Size": p.stat().st_size}
@@ -50,10 +50,10 @@ class FolderS3:
         ]
         return [{"Contents": items}]
 
-    def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803
-        return {"Body": open(self.root / Bucket / Key, "rb")}  # noqa: SIM115
+    def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:
+        return {"Body": open(self.root / Bucket / Key, "rb")}
 
-    def put_object(self, Bucket: str, Key: str, Body: bytes, **_: Any) -> None:  # noqa: N803
+    def put_object(self, Bucket: str, Key: str, Body: bytes, **_: Any) -> None:
         self.puts[f"{Bucket}/{Key}"] = len(Body)
 
 
@@ -61,7 +61,7 @@ class CountingCloudWatch:
     def __init__(self) -> None:
         self.values = 0
 
-    def put_metric_data(self, Namespace: str, MetricData: list[Any]) -> None:  # noqa: N803
+    def put_metric_data(self, Namespace: str, MetricData: list[Any]) -> None:
         self.values += len(MetricData)
 
 

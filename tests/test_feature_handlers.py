@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 import pyarrow.parquet as pq
 import pytest
-from mdlc_core.features import FeatureSet, compute_batch
+from mdlc_core.features import FeatureSet, compute_batch, entity_table
 from moto import mock_aws
 
 from mdlc_constructs.spec import load_spec
@@ -83,10 +83,16 @@ def test_batch_handler_writes_training_rows_and_entity_table(aws: Any) -> None:
         ("o4", 60.0, 2), ("o5", 1.0, 1)]
     entities = pq.read_table(io.BytesIO(
         s3.get_object(Bucket=FEATURES, Key=out["entities_key"])["Body"].read())).to_pylist()
-    expected = compute_batch([r for rows in days.values() for r in rows],
-                             FeatureSet.from_config(load_spec("models/fraud.yaml").as_config()),
-                             "2026-04-05")
-    assert entities == expected and out["entities"] == 2
+    events = [r for rows in days.values() for r in rows]
+    features = FeatureSet.from_config(load_spec("models/fraud.yaml").as_config())
+    expected = entity_table(events, features, "2026-04-05")
+    # One row per entity with every model input: raw columns, then features.
+    assert entities == [dict(zip(expected, row, strict=True))
+                        for row in zip(*expected.values(), strict=True)]
+    assert list(entities[0]) == features.entity_table_schema and out["entities"] == 2
+    # The window values are the batch engine's.
+    assert [{k: e[k] for k in (features.entity_key, *features.names)} for e in entities] == \
+        compute_batch(events, features, "2026-04-05")
 
 
 def test_batch_handler_needs_the_days_snapshot(aws: Any) -> None:

@@ -99,7 +99,7 @@ def test_clean_snapshot_passes_writes_report_and_zero_metrics(
         {"bucket": DATA, "snapshot_prefix": prefix, "previous_prefix": previous}, CONTEXT
     )
     key = "quality-reports/fraud/dt=2026-11-01/report.json"
-    assert result == {"passed": True, "violations": 0, "failed_rules": [],
+    assert result == {"passed": True, "violations": 0, "rows": 6, "failed_rules": [],
                       "report_uri": f"s3://{REPORTS}/{key}"}
     report = json.loads(aws.get_object(Bucket=REPORTS, Key=key)["Body"].read())
     assert report["source"] == f"s3://{DATA}/{prefix}"
@@ -162,3 +162,32 @@ def test_malformed_event_raises(aws: Any, handler: ModuleType) -> None:
         handler.handler({"bucket": DATA}, CONTEXT)
     with pytest.raises(ValueError, match="no 'date'"):
         handler.handler({"bucket": DATA, "snapshot_prefix": "datasets/fraud/latest/"}, CONTEXT)
+
+
+def test_latest_compares_with_the_newest_earlier_snapshot_across_a_gap(
+    aws: Any, handler: ModuleType
+) -> None:
+    # The workflow asks for "latest": the snapshot three days earlier is found
+    # (days without snapshots are skipped), and tenure must have grown by 3.
+    def manifest(day: str) -> None:
+        prefix = f"datasets/fraud/dt={day}/"
+        body = json.dumps({"snapshot_prefix": prefix, "date": day}).encode()
+        aws.put_object(Bucket=DATA, Key=f"{prefix}_manifest.json", Body=body)
+
+    earlier = put_snapshot(aws, "2026-10-29", orders_csv(
+        [("p1", "c1", "2026-10-29T10:00:00Z", 5, 364, 0)]))
+    manifest("2026-10-29")
+    prefix = put_snapshot(aws, "2026-11-01", orders_csv(
+        [("o1", "c1", "2026-11-01T10:00:00Z", 5, 367, 0)]))
+    # A later version of the same day is another snapshot, not part of this one.
+    aws.put_object(Bucket=DATA, Key=f"{prefix}v=2/part-0000.csv", Body=b"not,a,snapshot\n")
+    result = handler.handler(
+        {"bucket": DATA, "snapshot_prefix": prefix, "previous_prefix": "latest"}, CONTEXT
+    )
+    report = json.loads(
+        aws.get_object(Bucket=REPORTS, Key=result["report_uri"].split("/", 3)[3])["Body"].read()
+    )
+    assert report["previous_source"] == f"s3://{DATA}/{earlier}"
+    assert report["previous_date"] == "2026-10-29"
+    tenure = next(r for r in report["rules"] if r["id"] == "tenure_grows_daily")
+    assert tenure["status"] == "pass"

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from datetime import date, timedelta
 from typing import Any
 
-from .features import FeatureError, FeatureSet, compute_batch, compute_per_event
+from .features import FeatureError, FeatureSet, compute_per_event, entity_table
 from .sourcing import latest_manifest
 
 logger = logging.getLogger("mdlc.feature_job")
@@ -74,7 +74,7 @@ def run(
     """Compute and write the features of ``day``; see the module docstring."""
     features = FeatureSet.from_config(config)
     model = model or config["name"]
-    columns = features.required_columns
+    columns = features.entity_table_columns
     merged: dict[str, list[Any]] = {c: [] for c in columns}
     today_ids: set[str] = set()
     earlier_ids: set[str] = set()
@@ -100,10 +100,7 @@ def run(
     fresh = today_ids - earlier_ids
     keep = [i for i, event_id in enumerate(per_event[features.event_id]) if event_id in fresh]
     rows = {name: [values[i] for i in keep] for name, values in per_event.items()}
-    table = compute_batch(merged, features, day)
-    entities = {
-        name: [row[name] for row in table] for name in [features.entity_key, *features.names]
-    }
+    entities = entity_table(merged, features, day)
     prefix = f"features/{model}/dt={day.isoformat()}/"
     write_parquet(s3, features_bucket, prefix + "features.parquet", rows)
     write_parquet(s3, features_bucket, prefix + "entities.parquet", entities)
@@ -112,7 +109,7 @@ def run(
         "features_key": prefix + "features.parquet",
         "entities_key": prefix + "entities.parquet",
         "rows": len(keep),
-        "entities": len(table),
+        "entities": len(entities[features.entity_key]),
         "snapshots": manifests,
     }
     logger.info("features written: %s", outcome)

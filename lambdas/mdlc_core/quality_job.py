@@ -43,14 +43,25 @@ def run(
     report_bucket: str,
     namespace: str,
     scratch: str | Path | None = None,
+    previous_prefix: str | None = "latest",
+    previous_date: date | None = None,
 ) -> dict[str, Any]:
     """Check the snapshot under ``snapshot_prefix`` of ``day``; returns
-    ``{"passed", "violations", "failed_rules", "report_uri"}``."""
+    ``{"passed", "violations", "rows", "failed_rules", "report_uri"}``.
+
+    ``previous_prefix`` is the snapshot the consistency rules compare with:
+    ``"latest"`` (the newest of the LOOKBACK_DAYS before ``day``), a prefix
+    (``previous_date`` defaults to the day before), or None (no comparison).
+    """
     model = config["name"]
     columns = config["data"]["columns"]
-    found = latest_before(s3, bucket, model, day)
-    previous_prefix, previous_date = (found[0], date.fromisoformat(found[1])) if found else (
-        None, None)
+    if previous_prefix == "latest":
+        found = latest_before(s3, bucket, model, day)
+        previous_prefix, previous_date = (
+            (found[0], date.fromisoformat(found[1])) if found else (None, None)
+        )
+    elif previous_prefix and previous_date is None:
+        previous_date = day - timedelta(days=1)
     with tempfile.TemporaryDirectory(prefix="mdlc-quality-", dir=scratch) as folder:
         table = tabular.read_table(download(s3, bucket, snapshot_prefix, Path(folder, "current")),
                                    columns)
@@ -77,6 +88,7 @@ def run(
     return {
         "passed": summary["passed"],
         "violations": summary["violations"],
+        "rows": summary["rows"],
         "failed_rules": failed,
         "report_uri": f"s3://{report_bucket}/{report_key}",
     }
