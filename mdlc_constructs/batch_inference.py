@@ -50,7 +50,7 @@ from .functions import python_function
 from .preparation import DataPreparation, schedule_of
 from .spec import ModelSpec
 from .storage import DataLake
-from .workflow import invoke, notify_and_fail, retry_transient, state_machine
+from .workflow import invoke, notify_and_fail, notify_timeouts, retry_transient, state_machine
 
 if TYPE_CHECKING:
     from .integration import ClientIntegration
@@ -209,6 +209,10 @@ class BatchInferenceWorkflow(Construct):
             key=self.key,
             timeout=Duration.hours(12),
             comment=f"MDLC {model}: daily batch inference with the latest approved model",
+        )
+        notify_timeouts(
+            self, "TimedOut", machine=self.state_machine, topic=topic,
+            description=f"Notify when a batch inference run of {model} times out",
         )
         preparation.grant_to(self.state_machine)
         self._grant_workflow(stack)

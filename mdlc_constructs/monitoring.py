@@ -39,7 +39,7 @@ from .preparation import schedule_of
 from .processing import STARTUP_ALLOWANCE, ProcessingRunner, S3Access
 from .spec import ModelSpec
 from .storage import DataLake
-from .workflow import notify_and_fail, state_machine
+from .workflow import notify_and_fail, notify_timeouts, state_machine
 
 #: Where the job writes ``dt=<date>/report.json`` (in the artifacts bucket).
 REPORT_PREFIX = "monitoring"
@@ -660,7 +660,7 @@ class ModelMonitoring(Construct):
             result_path="$.error",
         )
         job = spec.monitoring.processing
-        return state_machine(
+        machine = state_machine(
             self,
             "Workflow",
             definition=event.next(boundary),
@@ -670,6 +670,11 @@ class ModelMonitoring(Construct):
             .plus(Duration.minutes(10)),
             comment=f"MDLC {spec.name}: daily model monitoring as a Processing job",
         )
+        notify_timeouts(
+            self, "TimedOut", machine=machine, topic=self.topic,
+            description=f"Notify when a monitoring run of {spec.name} times out",
+        )
+        return machine
 
     def _create_alarm(
         self,

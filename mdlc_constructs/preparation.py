@@ -18,7 +18,7 @@ from .sourcing import DataSourcing
 from .spec import ModelSpec
 from .spec.schedule import cron_fields
 from .storage import DataLake
-from .workflow import notify_and_fail, state_machine
+from .workflow import notify_and_fail, notify_timeouts, state_machine
 
 
 def schedule_of(expression: str) -> events.Schedule:
@@ -89,6 +89,10 @@ class DataPreparation(Construct):
             key=data_lake.key,
             timeout=Duration.hours(2),
             comment=f"MDLC {spec.name}: source, check and featurize the day's snapshot",
+        )
+        notify_timeouts(
+            self, "TimedOut", machine=self.state_machine, topic=topic,
+            description=f"Notify when a data preparation run of {spec.name} times out",
         )
         if spec.quality.runner == "processing":
             self.quality.grant_processing(self.state_machine.role)

@@ -50,7 +50,7 @@ from .compliance import acknowledge_all, resource_token
 from .sagemaker_access import grant_job_logs
 from .spec import ModelSpec
 from .storage import DataLake
-from .workflow import notify_and_fail, retry_transient, state_machine
+from .workflow import notify_and_fail, notify_timeouts, retry_transient, state_machine
 
 #: The one production variant. It never changes between endpoint
 #: configurations: the alarms and the autoscaling target name it.
@@ -218,20 +218,12 @@ class RealtimeEndpoint(Construct):
                 )
             ],
         )
-        # A timed-out execution cannot catch its own timeout: EventBridge reports it.
-        events.Rule(
+        notify_timeouts(
             self,
             "DeploymentTimedOut",
+            machine=self.deployment_workflow,
+            topic=topic,
             description=f"Notify when a deployment to {self.endpoint_name} times out",
-            event_pattern=events.EventPattern(
-                source=["aws.states"],
-                detail_type=["Step Functions Execution Status Change"],
-                detail={
-                    "stateMachineArn": [self.deployment_workflow.state_machine_arn],
-                    "status": ["TIMED_OUT"],
-                },
-            ),
-            targets=[targets.SnsTopic(topic)],
         )
 
     # -- public API ---------------------------------------------------------------

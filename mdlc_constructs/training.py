@@ -35,8 +35,6 @@ from typing import Any
 
 from aws_cdk import Aws, CfnTag, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_sns as sns
@@ -51,7 +49,7 @@ from .lineage import code_version
 from .sagemaker_access import grant_job_logs
 from .spec import ModelSpec
 from .storage import DataLake
-from .workflow import invoke, notify_and_fail, retry_transient, state_machine
+from .workflow import invoke, notify_and_fail, notify_timeouts, retry_transient, state_machine
 
 #: Data preparation: a chain that leaves ``$.data`` (snapshot, quality, features).
 PrepareData = Callable[[Construct, str], sfn.IChainable]
@@ -723,17 +721,10 @@ class TrainingWorkflow(Construct):
 
     def _notify_timeouts(self) -> None:
         """A timed-out run cannot catch its own timeout: EventBridge reports it."""
-        events.Rule(
+        notify_timeouts(
             self,
             "TimedOut",
+            machine=self.state_machine,
+            topic=self.topic,
             description=f"Notify when a training run of {self.spec.name} times out",
-            event_pattern=events.EventPattern(
-                source=["aws.states"],
-                detail_type=["Step Functions Execution Status Change"],
-                detail={
-                    "stateMachineArn": [self.state_machine.state_machine_arn],
-                    "status": ["TIMED_OUT"],
-                },
-            ),
-            targets=[targets.SnsTopic(self.topic)],
         )

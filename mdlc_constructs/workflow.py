@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -169,3 +171,29 @@ def state_machine(
         },
     )
     return machine
+
+
+def notify_timeouts(
+    scope: Construct,
+    construct_id: str,
+    *,
+    machine: sfn.IStateMachine,
+    topic: sns.ITopic,
+    description: str,
+) -> events.Rule:
+    """Publish to ``topic`` when an execution of ``machine`` times out.
+
+    A timed-out execution cannot catch its own timeout, so its error boundary
+    never runs; EventBridge sees the status change and reports it.
+    """
+    return events.Rule(
+        scope,
+        construct_id,
+        description=description,
+        event_pattern=events.EventPattern(
+            source=["aws.states"],
+            detail_type=["Step Functions Execution Status Change"],
+            detail={"stateMachineArn": [machine.state_machine_arn], "status": ["TIMED_OUT"]},
+        ),
+        targets=[targets.SnsTopic(topic)],
+    )

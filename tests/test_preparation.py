@@ -158,3 +158,26 @@ def test_event_stream_is_encrypted_with_the_data_key(fraud_template):
 
 # The scale-out runners (quality, features, monitoring as Processing jobs) are
 # tested in tests/test_processing.py, on one stack with every runner switched.
+
+
+def test_every_standard_workflow_reports_its_timeouts(fraud_template):
+    # A timed-out execution cannot catch its own timeout; EventBridge reports it.
+    machines = {
+        logical_id
+        for logical_id, machine in fraud_template.find_resources(
+            "AWS::StepFunctions::StateMachine"
+        ).items()
+        if machine["Properties"].get("StateMachineType") != "EXPRESS"
+    }
+    topic = next(
+        logical_id
+        for logical_id, topic in fraud_template.find_resources("AWS::SNS::Topic").items()
+        if "failures and approvals" in topic["Properties"].get("DisplayName", "")
+    )
+    watched = set()
+    for rule in fraud_template.find_resources("AWS::Events::Rule").values():
+        detail = rule["Properties"].get("EventPattern", {}).get("detail", {})
+        if detail.get("status") == ["TIMED_OUT"]:
+            watched.update(ref["Ref"] for ref in detail["stateMachineArn"])
+            assert [t["Arn"] for t in rule["Properties"]["Targets"]] == [{"Ref": topic}]
+    assert machines and machines <= watched, machines - watched
