@@ -75,7 +75,7 @@ def _render(parts: list[Any], refs: dict[str, str]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def synthesized(tmp_path_factory, fraud_spec):
     sys.path.insert(0, str(ROOT))
-    from examples.custom_evaluation import HoldoutEvaluationWorkflow
+    from examples.team_fraud.stack import TeamTrainingWorkflow
     from mdlc_constructs.compliance import read_findings
     from mdlc_constructs.testing import make_app
     from mdlc_constructs.training import TrainingWorkflow
@@ -123,8 +123,8 @@ def synthesized(tmp_path_factory, fraud_spec):
     standin_workflow = StandInWorkflow(stand_in, "Training", spec=fraud_spec,
                                        data_lake=stand_in.data_lake, topic=stand_in.topic)
     example = TrainingTestStack(app, "Training-example")
-    HoldoutEvaluationWorkflow(example, "Training", spec=fraud_spec, data_lake=example.data_lake,
-                              topic=example.topic, prepare_data=stand_in_prepare)
+    TeamTrainingWorkflow(example, "Training", spec=fraud_spec, data_lake=example.data_lake,
+                         topic=example.topic, prepare_data=stand_in_prepare)
     try:
         assembly = app.synth()
     except Exception as error:
@@ -319,10 +319,10 @@ def test_custom_evaluation_replaces_the_default(synthesized):
     asl = _render(_definition(template)[1], {})
     states = asl["States"]
     assert "MetricsReported" not in states and "SelectMetric" not in states
-    assert states["Train"]["Next"] == "ScoreHoldout"
-    assert states["ScoreHoldout"]["Next"] == "MeetsThreshold"
-    assert states["ScoreHoldout"]["ResultPath"] == "$.evaluation"
-    assert states["ScoreHoldout"]["Catch"][0]["Next"] == "TrainingNotify"
+    assert states["Train"]["Next"] == "EvaluateGeneralization"
+    assert states["EvaluateGeneralization"]["Next"] == "MeetsThreshold"
+    assert states["EvaluateGeneralization"]["ResultPath"] == "$.evaluation"
+    assert states["EvaluateGeneralization"]["Catch"][0]["Next"] == "TrainingNotify"
 
 
 # -- execution in moto --------------------------------------------------------------
