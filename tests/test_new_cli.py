@@ -10,7 +10,7 @@ def test_new_writes_a_valid_spec_named_after_the_model(tmp_path, capsys):
     assert main(["new", "chargeback", "--dir", str(tmp_path), "--owner", "disputes"]) == EXIT_OK
     spec = load_spec(tmp_path / "chargeback.yaml")
     assert (spec.name, spec.owner) == ("chargeback", "disputes")
-    assert "TODO" in spec.description
+    assert spec.description == "Describe what chargeback predicts."
     # The example's comments stay: the scaffold is a starting point to read.
     assert (tmp_path / "chargeback.yaml").read_text().startswith("#")
     assert "chargeback.yaml: created" in capsys.readouterr().out

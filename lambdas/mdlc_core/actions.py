@@ -32,6 +32,7 @@ import importlib
 import json
 import math
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -102,7 +103,7 @@ def register_action(kind: str) -> Callable[[type[Action]], type[Action]]:
     return decorate
 
 
-class Action:
+class Action(ABC):
     """Base class: one named action of the spec, bound to its target.
 
     ``perform`` is called at most once per event id (the callers wrap it in
@@ -127,8 +128,9 @@ class Action:
         self.model = model
         self.options = dict(options or {})
 
+    @abstractmethod
     def perform(self, decision: Decision) -> dict[str, Any]:
-        raise NotImplementedError
+        """Act on ``decision``; return a receipt (what was sent, its id)."""
 
     def message(self, decision: Decision) -> str:
         return json.dumps({"model": self.model, **decision.to_record()}, separators=(",", ":"))

@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -51,7 +52,7 @@ class SourceObject:
     relative_key: str  # the key inside the snapshot's source folder
 
 
-class Source:
+class Source(ABC):
     """A kind of data source. Subclasses set ``kind`` and implement both methods."""
 
     kind: ClassVar[str] = ""
@@ -63,13 +64,13 @@ class Source:
         self.s3 = s3
         self.default_bucket = default_bucket
 
+    @abstractmethod
     def list_objects(self, day: date) -> list[SourceObject]:
         """The objects that make up day ``day``, sorted by key."""
-        raise NotImplementedError
 
+    @abstractmethod
     def read(self, obj: SourceObject) -> bytes:
         """The bytes of exactly the version ``list_objects`` saw."""
-        raise NotImplementedError
 
 
 SOURCE_KINDS: dict[str, type[Source]] = {}

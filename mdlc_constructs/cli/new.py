@@ -78,7 +78,7 @@ def scaffold(name: str, source: Path, owner: str | None = None) -> str:
         if not count:
             raise UsageError(f"--from {source}: expected a top-level 'owner:' line")
     if original.description:
-        text = re.sub(r"^description:[^\n]*$", f'description: "TODO: what {name} predicts"',
+        text = re.sub(r"^description:[^\n]*$", f'description: "Describe what {name} predicts."',
                       text, count=1, flags=re.MULTILINE)
     # Valid by construction: the file we write passes the same validator as `mdlc validate`.
     try:
