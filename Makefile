@@ -11,7 +11,7 @@ CDK := npx --no-install --prefix .cdk-cli cdk
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: synth test install lint nag cfn-lint bench clean
+.PHONY: synth test install lint cfn-lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ test: install
 
 lint: install
 	$(BIN)/ruff check .
+
+## cfn-lint the synthesized templates: errors fail, warnings are printed.
+cfn-lint: synth
+	$(BIN)/cfn-lint --non-zero-exit-code error cdk.out/*.template.json
 
 bench: install
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
