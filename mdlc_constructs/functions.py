@@ -9,6 +9,7 @@ model spec written into the asset as ``mdlc_config.json``.
 
 from __future__ import annotations
 
+import atexit
 import json
 import shutil
 import tempfile
@@ -96,7 +97,10 @@ def _staged_asset(source: Path, config_json: str) -> str:
     deterministic.
     """
     # A fresh folder per process: parallel test workers must not share one.
-    target = Path(tempfile.mkdtemp(prefix=f"mdlc-asset-{source.name}-")) / "code"
+    # CDK copies it into the cloud assembly; it is removed when the process ends.
+    folder = tempfile.mkdtemp(prefix=f"mdlc-asset-{source.name}-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    target = Path(folder) / "code"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "tests")
     shutil.copytree(source, target, ignore=ignore)
     shutil.copytree(core_root(), target / "mdlc_core", ignore=ignore)
