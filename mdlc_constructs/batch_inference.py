@@ -30,7 +30,9 @@ creates its own target per built-in kind the spec uses.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aws_cdk import Duration, RemovalPolicy, Size, Stack
@@ -105,6 +107,8 @@ class BatchInferenceWorkflow(Construct):
         action_idempotency: how long an acted (date, entity, model version)
             stays recorded, so a rerun of that day does not act again.
             Default 8 days.
+        action_code: files or packages bundled with the decisions function,
+            for custom action kinds. Default: none.
 
     Attributes:
         state_machine, function (prepare input and decide; grant custom
@@ -132,6 +136,7 @@ class BatchInferenceWorkflow(Construct):
         idempotency_table: dynamodb.ITable | None = None,
         action_concurrency: int = 16,
         action_idempotency: Duration = Duration.days(8),
+        action_code: Sequence[Path] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         if len(spec.name) > 20:
@@ -187,6 +192,7 @@ class BatchInferenceWorkflow(Construct):
             memory_size=3008,
             timeout=Duration.minutes(10),
             data_layer=True,
+            extra_code=action_code,
         )
         data_lake.features.grant_read(self.function, f"features/{model}/*")
         data_lake.predictions.grant_read(self.function, f"predictions/{model}/*")

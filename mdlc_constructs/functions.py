@@ -81,15 +81,24 @@ def _handler_folder(handler: str | Path) -> Path:
     return source
 
 
-def stage_code(handler: str | Path, config: Mapping[str, Any] | None = None) -> str:
+def stage_code(
+    handler: str | Path,
+    config: Mapping[str, Any] | None = None,
+    extra_code: Sequence[Path] = (),
+) -> str:
     """The folder a function (or a Processing job) gets as code: the handler
-    folder, ``mdlc_core`` and the spec as ``mdlc_config.json``."""
+    folder, ``mdlc_core``, the spec as ``mdlc_config.json`` and ``extra_code``
+    (files or packages a team adds, importable from the code root)."""
     config_json = json.dumps(config, sort_keys=True, separators=(",", ":")) if config else ""
-    return _staged_asset(_handler_folder(handler), config_json)
+    extra = tuple(Path(path).resolve() for path in extra_code)
+    for path in extra:
+        if not path.exists():
+            raise ValueError(f"extra_code {path} does not exist")
+    return _staged_asset(_handler_folder(handler), config_json, extra)
 
 
 @cache
-def _staged_asset(source: Path, config_json: str) -> str:
+def _staged_asset(source: Path, config_json: str, extra: tuple[Path, ...] = ()) -> str:
     """Copy the handler folder, mdlc_core and the config into one folder.
 
     Cached per (folder, config) so a synthesis stages each asset once; the
@@ -106,6 +115,11 @@ def _staged_asset(source: Path, config_json: str) -> str:
     shutil.copytree(core_root(), target / "mdlc_core", ignore=ignore)
     if config_json:
         (target / CONFIG_FILE_NAME).write_text(config_json)
+    for path in extra:
+        if path.is_dir():
+            shutil.copytree(path, target / path.name, ignore=ignore)
+        else:
+            shutil.copy2(path, target / path.name)
     return str(target)
 
 
@@ -126,6 +140,7 @@ def python_function(
     dead_letter_queue: sqs.IQueue | None = None,
     vpc: ec2.IVpc | None = None,
     layers: Sequence[lambda_.ILayerVersion] = (),
+    extra_code: Sequence[Path] = (),
 ) -> lambda_.Function:
     """Create the function for ``lambdas/<handler>/index.py``.
 
@@ -150,10 +165,12 @@ def python_function(
         vpc: run in these private subnets. Default: no VPC (the handlers call
             only AWS APIs over TLS).
         layers: more layers, after Powertools.
+        extra_code: files or package folders copied to the code root, e.g. a
+            team's custom action module. Default: none.
     """
     stack = Stack.of(scope)
     source = _handler_folder(handler)
-    code = lambda_.Code.from_asset(stage_code(source, config))
+    code = lambda_.Code.from_asset(stage_code(source, config, extra_code))
     log_group = logs.LogGroup(
         scope,
         f"{construct_id}Logs",

@@ -39,6 +39,8 @@ construct cannot know what a team's action calls, so the team grants it on
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy, Stack, Token
@@ -106,6 +108,9 @@ class ClientIntegration(Construct):
         starting_position: where a new mapping or pipe starts reading. Default:
             TRIM_HORIZON, so nothing on the stream is skipped; the spec's
             ``max_record_age_seconds`` bounds how old an event may be acted on.
+        action_code: files or packages bundled with the acting function, for
+            custom action kinds (``{kind: custom, handler: "module:Class"}``).
+            Default: none.
 
     Attributes:
         consumer: the fused consumer function (None in ``state_machine`` mode).
@@ -139,8 +144,10 @@ class ClientIntegration(Construct):
         model_package_version: str | None = None,
         decision_table: dynamodb.ITable | None = None,
         starting_position: lambda_.StartingPosition = lambda_.StartingPosition.TRIM_HORIZON,
+        action_code: Sequence[Path] = (),
     ) -> None:
         super().__init__(scope, construct_id)
+        self.action_code = tuple(action_code)
         where = spec.source or spec.name
         if spec.integration is None or not spec.integration.enabled:
             raise ValueError(
@@ -272,6 +279,7 @@ class ClientIntegration(Construct):
             key=self.key,
             config=self.spec.as_config(),
             environment=self.environment(),
+            extra_code=self.action_code,
             memory_size=1024,
             # The endpoint client fails after 20 s (x3 attempts); the batch's
             # reads, actions and log writes fit well within the rest.
@@ -423,6 +431,7 @@ class ClientIntegration(Construct):
             key=self.key,
             config=self.spec.as_config(),
             environment=self.environment(),
+            extra_code=self.action_code,
             memory_size=512,
             timeout=Duration.seconds(25),
         )

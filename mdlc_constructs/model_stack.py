@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 from aws_cdk import Duration, Stack, Tags
 from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_kms as kms
@@ -173,7 +176,14 @@ class MdlcModelStack(Stack):
             # targets and idempotency table instead of creating their own.
             action_targets=ActionTargets.of(self.integration) if self.integration else None,
             idempotency_table=self.integration.idempotency_table if self.integration else None,
+            action_code=self.action_code(),
         )
+
+    def action_code(self) -> Sequence[Path]:
+        """Modules bundled with the functions that perform actions (online and
+        batch), for the spec's ``custom`` action kinds. Default: none; a team
+        returns its own, e.g. ``[Path(__file__).parent / "team_actions.py"]``."""
+        return ()
 
     def build_integration(self) -> ClientIntegration | None:
         """Stage 8: collect features, run inference, execute rules and perform
@@ -203,6 +213,7 @@ class MdlcModelStack(Stack):
             stream=self.stream,
             feature_table=table,
             endpoint_name=self.realtime.endpoint_name,
+            action_code=self.action_code(),
         )
 
     def build_monitoring(self) -> ModelMonitoring:

@@ -2,7 +2,7 @@
 
 :class:`TrainingWorkflow` is one Step Functions state machine::
 
-    [prepare_data]            sourcing, quality gate, features (the lead's chain)
+    [prepare_data]            sourcing, quality gate, features (DataPreparation.chain)
     PrepareTrainingInput      Lambda: run parameters, train/validation channels
     [BuildImage]              custom containers only: CodeBuild, skipped when built
     Train                     SageMaker CreateTrainingJob.sync

@@ -8,10 +8,14 @@ import aws_cdk as cdk
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_events as events
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from mdlc_constructs.batch_inference import BatchInferenceWorkflow
 from mdlc_constructs.functions import python_function
+from mdlc_constructs.integration import ClientIntegration
 from mdlc_constructs.model_stack import MdlcModelStack
 from mdlc_constructs.platform import MdlcPlatformStack, default_model_stack
 from mdlc_constructs.spec import ModelSpec
@@ -75,6 +79,30 @@ class TeamFraudStack(MdlcModelStack):
         )
         self.preparation.grant_to(training.state_machine)
         return training
+
+    def action_code(self) -> list[Path]:
+        """The team's action kind ships with the functions that act."""
+        return [HERE / "team_actions.py"]
+
+    def build_integration(self) -> ClientIntegration | None:
+        integration = super().build_integration()
+        if integration is not None:
+            self._grant_cases(integration.function)
+        return integration
+
+    def build_batch_inference(self) -> BatchInferenceWorkflow | None:
+        batch = super().build_batch_inference()
+        if batch is not None and batch.decides:
+            self._grant_cases(batch.function)
+        return batch
+
+    def _grant_cases(self, function: lambda_.IFunction) -> None:
+        """Custom actions get no permissions from the library: the case
+        management action puts events on the account's default bus."""
+        bus = self.node.try_find_child("CaseBus") or events.EventBus.from_event_bus_name(
+            self, "CaseBus", "default"
+        )
+        bus.grant_put_events_to(function)
 
     def build_team_alarms(self) -> cloudwatch.Alarm:
         """Page the team when a training run fails or misses the threshold twice in a week."""

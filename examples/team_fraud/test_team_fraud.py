@@ -198,3 +198,23 @@ def test_team_parts_snapshot(team_template, snapshot):
     }
     assert owned
     assert {"definition": _training_definition(team_template), "resources": owned} == snapshot
+
+
+def test_the_custom_action_ships_with_the_acting_functions_and_may_put_events(team_stack):
+    from aws_cdk.assertions import Template
+
+    template = Template.from_stack(team_stack).to_json()
+    outdir = Path(team_stack.node.root.outdir)
+    acting = {
+        "acting": team_stack.integration.function.node.default_child,
+        "batch": team_stack.batch_inference.function.node.default_child,
+    }
+    for name, function in acting.items():
+        resource = template["Resources"][team_stack.get_logical_id(function)]
+        asset_hash = resource["Properties"]["Code"]["S3Key"].removesuffix(".zip")
+        code = outdir / f"asset.{asset_hash}"
+        assert (code / "team_actions.py").is_file(), name
+        assert (code / "index.py").is_file() and (code / "mdlc_core").is_dir(), name
+    policies = json.dumps(template["Resources"])
+    assert '"events:PutEvents"' in policies
+    assert "event-bus/default" in policies
