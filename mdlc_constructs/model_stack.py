@@ -44,6 +44,10 @@ class MdlcModelStack(Stack):
     a team changes one stage by subclassing and overriding that method.
     """
 
+    #: The training workflow class ``build_training`` instantiates: a team's
+    #: subclass (e.g. with its own ``build_evaluation``) goes here.
+    training_workflow_class: type[TrainingWorkflow] = TrainingWorkflow
+
     def __init__(
         self,
         scope: Construct,
@@ -120,9 +124,11 @@ class MdlcModelStack(Stack):
         """Stages 4-5: the training workflow and its model package group.
 
         The workflow starts with the data preparation chain, so a training run
-        always uses a freshly checked snapshot and its features.
+        always uses a freshly checked snapshot and its features. The class is
+        ``training_workflow_class``: a team that only swaps a step of the
+        workflow sets that attribute instead of overriding this method.
         """
-        training = TrainingWorkflow(
+        training = self.training_workflow_class(
             self,
             "Training",
             spec=self.spec,

@@ -3,7 +3,7 @@
 * ``stack.TeamTrainingWorkflow`` swaps the evaluation step (``build_evaluation``)
   for a generalization check run by the team's own Lambda handler
   (``handlers/overfit_evaluation``).
-* ``stack.TeamFraudStack`` uses it (``build_training``) and adds an alarm on
+* ``stack.TeamFraudStack`` uses it (``training_workflow_class``) and adds an alarm on
   failed training runs (``build_team_alarms``).
 * ``team_actions.CaseManagementAction`` is a rule action of a new kind
   (``case_management``) that the spec names as ``{kind: custom, handler:

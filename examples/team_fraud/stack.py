@@ -63,22 +63,12 @@ class TeamFraudStack(MdlcModelStack):
     Attributes (beyond MdlcModelStack's): training_failures_alarm.
     """
 
+    #: Same id and wiring as the library's: swapping the class keeps deployed resources.
+    training_workflow_class = TeamTrainingWorkflow
+
     def __init__(self, scope: Construct, construct_id: str, **kwargs: object) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         self.training_failures_alarm = self.build_team_alarms()
-
-    def build_training(self) -> TrainingWorkflow:
-        """Same id and wiring as the library's, so swapping keeps deployed resources."""
-        training = TeamTrainingWorkflow(
-            self,
-            "Training",
-            spec=self.spec,
-            data_lake=self.data_lake,
-            topic=self.topic,
-            prepare_data=self.preparation.chain,
-        )
-        self.preparation.grant_to(training.state_machine)
-        return training
 
     def action_code(self) -> list[Path]:
         """The team's action kind ships with the functions that act."""
