@@ -415,7 +415,13 @@ class BatchInferenceWorkflow(Construct):
         found = sfn.Choice(self, "ModelFound").when(
             sfn.Condition.is_present("$.approved.packages[0]"), scored,
         ).otherwise(none)
-        return sfn.Chain.start(prepared).next(prepare_input).next(find).next(found)
+        # A day on which no entity had an event in the window has nothing to
+        # score: a transform over an empty prefix would fail and page someone.
+        has_rows = sfn.Choice(self, "HasRows").when(
+            sfn.Condition.number_equals("$.batch.rows", 0),
+            sfn.Succeed(self, "NothingToScore", comment="No entity to score on this day"),
+        ).otherwise(sfn.Chain.start(find).next(found))
+        return sfn.Chain.start(prepared).next(prepare_input).next(has_rows)
 
     # -- roles and grants ----------------------------------------------------------------
 

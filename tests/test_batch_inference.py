@@ -84,7 +84,7 @@ def test_the_run_prepares_finds_the_model_transforms_decides_and_notifies(templa
     # The data preparation chain (its quality gate branches), then the batch steps.
     edges = {
         "BatchComputeFeatures": "PrepareTransformInput",
-        "PrepareTransformInput": "FindApprovedModel",
+        "PrepareTransformInput": "HasRows",
         "FindApprovedModel": "ModelFound",
         "CreateModel": "Transform",
         "Transform": "DecideParts",
@@ -93,6 +93,11 @@ def test_the_run_prepares_finds_the_model_transforms_decides_and_notifies(templa
     for state, following in edges.items():
         assert states[state]["Next"] == following, state
     assert states["ModelFound"]["Choices"][0]["Next"] == "CreateModel"
+    # A day without entities ends the run without a transform over nothing.
+    assert states["HasRows"]["Choices"][0] == {
+        "Variable": "$.batch.rows", "NumericEquals": 0, "Next": "NothingToScore"}
+    assert states["HasRows"]["Default"] == "FindApprovedModel"
+    assert states["NothingToScore"]["Type"] == "Succeed"
     assert "BatchCheckQuality" in states
     assert run["Catch"][0]["ErrorEquals"] == ["States.ALL"]
     for name, state in states.items():
