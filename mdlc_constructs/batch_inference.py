@@ -50,6 +50,7 @@ from .compliance import acknowledge_all, acknowledge_grant_actions, resource_tok
 from .features import encrypted_queue
 from .functions import python_function
 from .preparation import DataPreparation, schedule_of
+from .sagemaker_access import sagemaker_role
 from .spec import ModelSpec
 from .storage import DataLake
 from .workflow import invoke, notify_and_fail, notify_timeouts, retry_transient, state_machine
@@ -426,10 +427,12 @@ class BatchInferenceWorkflow(Construct):
     # -- roles and grants ----------------------------------------------------------------
 
     def _model_role(self) -> iam.Role:
-        role = iam.Role(
-            self, "ModelRole", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
-            description=f"MDLC {self.spec.name}: batch transform of the approved model")
-        self.data_lake.artifacts.grant_read(role)
+        role = sagemaker_role(
+            self, "ModelRole",
+            description=f"MDLC {self.spec.name}: batch transform of the approved model",
+        )
+        # The approved versions' artifacts, written by this model's training.
+        self.data_lake.artifacts.grant_read(role, f"training-output/{self.spec.name}/*")
         self.data_lake.predictions.grant_read(role, f"batch-input/{self.spec.name}/*")
         self.data_lake.predictions.grant_put(role, f"predictions/{self.spec.name}/*")
         role.add_to_policy(iam.PolicyStatement(
@@ -443,7 +446,8 @@ class BatchInferenceWorkflow(Construct):
             "AwsSolutions-IAM5[Resource::*]": "ECR GetAuthorizationToken and CloudWatch "
             "PutMetricData have no resource-level permissions; the built-in algorithm images "
             "live in AWS-owned registries of each region, named by the model package",
-            f"AwsSolutions-IAM5[Resource::{resource_token(self.data_lake.artifacts)}/*]":
+            f"AwsSolutions-IAM5[Resource::{resource_token(self.data_lake.artifacts)}/"
+            f"training-output/{self.spec.name}/*]":
             "Model artifacts of any registered version of this model's group",
             f"AwsSolutions-IAM5[Resource::{resource_token(self.data_lake.predictions)}/batch-input/"
             f"{self.spec.name}/*]": "This model's transform input, named by date",

@@ -72,11 +72,11 @@ def _variants(scope: IConstruct, rule: str) -> list[str]:
     stack = Stack.of(scope)
     variants = [rule]
     literal = rule
-    for placeholder, attribute in _PSEUDO.items():
-        if placeholder in literal:
+    for pseudo, attribute in _PSEUDO.items():
+        if pseudo in literal:
             value = getattr(stack, attribute)
             if not Token.is_unresolved(value):
-                literal = literal.replace(placeholder, value)
+                literal = literal.replace(pseudo, value)
     if literal != rule:
         variants.append(literal)
     if "<" not in rule or not _REFERENCE.search(rule):

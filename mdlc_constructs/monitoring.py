@@ -567,9 +567,9 @@ class ModelMonitoring(Construct):
         if bucket.node.default_child is not None:
             acknowledge_objects(function, bucket, pattern, reason)
         elif not Token.is_unresolved(bucket.bucket_name):
-            # An imported bucket: cdk-nag prints its ARN with the partition
-            # placeholder. A bucket whose name is itself a token is the
-            # caller's to acknowledge (its rendering is not known here).
+            # An imported bucket: cdk-nag prints its ARN with <AWS::Partition>.
+            # A bucket whose name is itself a token is the caller's to
+            # acknowledge (its rendering is not known here).
             arn = f"arn:<AWS::Partition>:s3:::{bucket.bucket_name}/{pattern}"
             acknowledge(function, f"AwsSolutions-IAM5[Resource::{arn}]", reason)
 

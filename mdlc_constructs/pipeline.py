@@ -52,6 +52,7 @@ from .platform import (
     default_model_stack,
 )
 from .spec import load_specs
+from .storage import access_log_bucket
 
 #: Context key holding the pipeline's configuration (see :meth:`PipelineConfig.from_context`).
 PIPELINE_CONTEXT = "mdlc:pipeline"
@@ -479,33 +480,19 @@ class MdlcPipelineStack(cdk.Stack):
         )
 
     def _create_access_log_bucket(self) -> s3.Bucket:
-        bucket = s3.Bucket(
+        return access_log_bucket(
             self,
             "AccessLogs",
-            # S3 server access logging cannot deliver to a KMS-encrypted bucket.
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            enforce_ssl=True,
-            versioned=True,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    expiration=cdk.Duration.days(365),
+                    noncurrent_version_expiration=cdk.Duration.days(30),
+                )
+            ],
             removal_policy=cdk.RemovalPolicy.RETAIN,
-            lifecycle_rules=[s3.LifecycleRule(expiration=cdk.Duration.days(365),
-                                              noncurrent_version_expiration=cdk.Duration.days(30))],
+            replication_reason="Access logs of pipeline artifacts; the artifacts are "
+            "rebuilt from the repository",
         )
-        acknowledge_all(
-            bucket,
-            {
-                "AwsSolutions-S1": "This is the access-log bucket; logging it to itself "
-                "would loop",
-                "PCI.DSS.321-S3BucketLoggingEnabled": "This is the access-log bucket; "
-                "logging it to itself would loop",
-                "PCI.DSS.321-S3DefaultEncryptionKMS": "S3 server access log delivery "
-                "supports SSE-S3 only",
-                "PCI.DSS.321-S3BucketReplicationEnabled": "Access logs of pipeline "
-                "artifacts; the artifacts are rebuilt from the repository",
-            },
-        )
-        return bucket
 
     def _create_artifact_bucket(self) -> s3.Bucket:
         bucket = s3.Bucket(

@@ -31,7 +31,7 @@ from constructs import Construct
 from .compliance import acknowledge, acknowledge_all, acknowledge_grant_actions, resource_token
 from .functions import stage_code
 from .images import image_uri
-from .sagemaker_access import grant_job_logs
+from .sagemaker_access import grant_job_logs, sagemaker_role
 from .spec import ModelSpec
 from .spec.data import ProcessingResources
 from .workflow import retry_transient
@@ -134,14 +134,8 @@ class ProcessingRunner(Construct):
         self.job_prefix = f"{spec.name}-{kind}-"
         self.output_prefix = f"{OUTPUT_PREFIX}/{spec.name}/{kind}/"
         stack = Stack.of(self)
-        self.role = iam.Role(
-            self,
-            "Role",
-            assumed_by=iam.ServicePrincipal(
-                "sagemaker.amazonaws.com",
-                conditions={"StringEquals": {"aws:SourceAccount": stack.account}},
-            ),
-            description=f"MDLC {spec.name}: {kind} Processing jobs",
+        self.role = sagemaker_role(
+            self, "Role", description=f"MDLC {spec.name}: {kind} Processing jobs"
         )
         self.code = s3_assets.Asset(
             self, "Code", path=stage_code("processing_job", spec.as_config())

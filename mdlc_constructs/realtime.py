@@ -47,7 +47,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from .compliance import acknowledge_all, resource_token
-from .sagemaker_access import grant_job_logs
+from .sagemaker_access import grant_job_logs, sagemaker_role
 from .spec import ModelSpec
 from .storage import DataLake
 from .workflow import notify_and_fail, notify_timeouts, retry_transient, state_machine
@@ -310,13 +310,9 @@ class RealtimeEndpoint(Construct):
     def build_execution_role(self) -> iam.Role:
         """The role SageMaker assumes to run the model: this group's artifacts,
         this endpoint's capture prefix and logs, the data key, listed images."""
-        role = iam.Role(
+        role = sagemaker_role(
             self,
             "ExecutionRole",
-            assumed_by=iam.ServicePrincipal(
-                "sagemaker.amazonaws.com",
-                conditions={"StringEquals": {"aws:SourceAccount": self.stack.account}},
-            ),
             description=f"SageMaker endpoint {self.endpoint_name} of {self.spec.name}",
         )
         artifacts, capture = self.data_lake.artifacts, self.data_lake.capture

@@ -1,10 +1,26 @@
-"""What every SageMaker execution role needs besides its data: its logs and
-its metrics. Training jobs, endpoints and Processing jobs share this."""
+"""SageMaker execution roles: who may assume them, and what every one needs
+besides its data (its logs and metrics). Training jobs, endpoints, batch
+transforms and Processing jobs share this."""
 
 from __future__ import annotations
 
 from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+
+def sagemaker_role(scope: Construct, construct_id: str, *, description: str) -> iam.Role:
+    """A role only SageMaker acting for this account can assume (the
+    ``aws:SourceAccount`` condition prevents a confused deputy)."""
+    return iam.Role(
+        scope,
+        construct_id,
+        assumed_by=iam.ServicePrincipal(
+            "sagemaker.amazonaws.com",
+            conditions={"StringEquals": {"aws:SourceAccount": Stack.of(scope).account}},
+        ),
+        description=description,
+    )
 
 
 def grant_job_logs(role: iam.IRole, *, log_group: str, stream_pattern: str = "*") -> str:
@@ -22,8 +38,12 @@ def grant_job_logs(role: iam.IRole, *, log_group: str, stream_pattern: str = "*"
     )
     role.add_to_principal_policy(
         iam.PolicyStatement(
-            actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
-                     "logs:DescribeLogStreams"],
+            actions=[
+                "logs:CreateLogGroup",
+                "logs:CreateLogStream",
+                "logs:PutLogEvents",
+                "logs:DescribeLogStreams",
+            ],
             resources=[arn, f"{arn}:log-stream:{stream_pattern}"],
         )
     )

@@ -204,31 +204,14 @@ class DataLake(Construct):
         ]
 
     def _create_log_bucket(self) -> s3.Bucket:
-        bucket = s3.Bucket(
+        return access_log_bucket(
             self,
             "AccessLogs",
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            enforce_ssl=True,
-            versioned=True,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             lifecycle_rules=self._lifecycle_rules(),
             removal_policy=self._removal_policy,
+            replication_reason="Cross-region replication is an account-level "
+            "disaster-recovery choice; pass a replicated log_bucket",
         )
-        acknowledge_all(
-            bucket,
-            {
-                "AwsSolutions-S1": "This is the server access log bucket; logging it to "
-                "itself would loop, and CloudTrail data events cover it",
-                "PCI.DSS.321-S3BucketLoggingEnabled": "This is the server access log "
-                "bucket; logging it to itself would loop",
-                "PCI.DSS.321-S3DefaultEncryptionKMS": "S3 server access log delivery "
-                "supports only SSE-S3 on the target bucket, not KMS keys",
-                "PCI.DSS.321-S3BucketReplicationEnabled": "Cross-region replication is an "
-                "account-level disaster-recovery choice; pass a replicated log_bucket",
-            },
-        )
-        return bucket
 
     def _create_bucket(self, kind: str) -> s3.Bucket:
         bucket = s3.Bucket(
@@ -255,3 +238,43 @@ class DataLake(Construct):
             },
         )
         return bucket
+
+
+def access_log_bucket(
+    scope: Construct,
+    construct_id: str,
+    *,
+    lifecycle_rules: list[s3.LifecycleRule],
+    removal_policy: RemovalPolicy,
+    replication_reason: str,
+) -> s3.Bucket:
+    """A bucket for S3 server access logs: private, TLS only, versioned.
+
+    S3 log delivery writes only to SSE-S3 buckets, and a log bucket cannot log
+    to itself; both findings are acknowledged here, with the reason the
+    caller gives for not replicating it.
+    """
+    bucket = s3.Bucket(
+        scope,
+        construct_id,
+        encryption=s3.BucketEncryption.S3_MANAGED,
+        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+        enforce_ssl=True,
+        versioned=True,
+        object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+        lifecycle_rules=lifecycle_rules,
+        removal_policy=removal_policy,
+    )
+    acknowledge_all(
+        bucket,
+        {
+            "AwsSolutions-S1": "This is the server access log bucket; logging it to "
+            "itself would loop, and CloudTrail data events cover it",
+            "PCI.DSS.321-S3BucketLoggingEnabled": "This is the server access log "
+            "bucket; logging it to itself would loop",
+            "PCI.DSS.321-S3DefaultEncryptionKMS": "S3 server access log delivery "
+            "supports only SSE-S3 on the target bucket, not KMS keys",
+            "PCI.DSS.321-S3BucketReplicationEnabled": replication_reason,
+        },
+    )
+    return bucket

@@ -46,7 +46,7 @@ from .algorithms import TrainingAlgorithm, training_algorithm
 from .compliance import acknowledge_all, resource_token
 from .functions import python_function
 from .lineage import code_version
-from .sagemaker_access import grant_job_logs
+from .sagemaker_access import grant_job_logs, sagemaker_role
 from .spec import ModelSpec
 from .storage import DataLake
 from .workflow import invoke, notify_and_fail, notify_timeouts, retry_transient, state_machine
@@ -602,14 +602,8 @@ class TrainingWorkflow(Construct):
     def _create_training_role(self) -> iam.Role:
         """The role SageMaker assumes for the job: this model's data, this key, its logs."""
         model = self.spec.name
-        role = iam.Role(
-            self,
-            "TrainingRole",
-            assumed_by=iam.ServicePrincipal(
-                "sagemaker.amazonaws.com",
-                conditions={"StringEquals": {"aws:SourceAccount": self.stack.account}},
-            ),
-            description=f"SageMaker training jobs of {model}",
+        role = sagemaker_role(
+            self, "TrainingRole", description=f"SageMaker training jobs of {model}"
         )
         artifacts = self.data_lake.artifacts
         artifacts.grant_read(role, f"training-input/{model}/*")
