@@ -411,6 +411,34 @@ def test_entity_table_carries_each_entitys_raw_inputs_from_its_latest_event() ->
     assert table["amount_to_30d_mean"][0] == pytest.approx(30.0 / (139.0 / 3))
 
 
+def test_training_table_carries_timestamp_label_and_inputs_of_each_event() -> None:
+    from mdlc_core.features import training_table
+
+    fs = fraud()
+    spec = load_spec("models/fraud.yaml")
+    assert fs.training_table_schema == ["order_id", "customer_id", "order_ts", "fraud_status",
+                                        *spec.feature_columns]
+    rows = [
+        {**event(1, "c1", START, 10.0), "account_tenure": "100", "fraud_status": 1},
+        {**event(2, "c1", START + timedelta(hours=1), None), "account_tenure": 100,
+         "fraud_status": None},
+        {**event(1, "c1", START, 99.0), "account_tenure": 5, "fraud_status": 0},  # redelivered
+    ]
+    table = training_table(rows, fs)
+    assert list(table) == fs.training_table_schema
+    assert table["order_id"] == ["o1", "o2"]
+    assert table["order_ts"] == [START, START + timedelta(hours=1)]
+    assert table["fraud_status"] == [1, None]  # as given; the first delivery wins
+    assert table["order_amount"] == [10.0, None] and table["account_tenure"] == [100.0, 100.0]
+    # The features are compute_per_event's, unchanged.
+    per_event = compute_per_event(rows, fs)
+    for name in fs.names:
+        assert table[name] == per_event[name], name
+    # Events without a label column (scoring data) give no label column.
+    unlabelled = [{k: v for k, v in r.items() if k != "fraud_status"} for r in rows]
+    assert "fraud_status" not in training_table(unlabelled, fs)
+
+
 def test_entity_table_has_every_column_without_rows_and_needs_the_inputs() -> None:
     from mdlc_core.features import entity_table
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import date
 
 import boto3
 import pytest
 from mdlc_core import training_input as ti
 from moto import mock_aws
 
+from tests import producers
 from tests.lambda_loader import load_handler
+
+DAY = date(2026, 11, 1)
 
 
 def test_split_is_deterministic_and_label_first():
@@ -49,46 +53,60 @@ def test_job_name_fits_and_is_stable():
                                                    "arn:aws:states:...:execution:x:y")
 
 
-def test_handler_writes_channels(monkeypatch, fraud_spec, fraud_config_file):
-    import pyarrow as pa
+@pytest.fixture
+def training_env(monkeypatch, fraud_spec, fraud_config_file):
+    """The training input function's environment, as TrainingWorkflow sets it."""
+    for name, value in {
+        "AWS_DEFAULT_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing", "MDLC_CONFIG_FILE": str(fraud_config_file),
+        "FEATURES_BUCKET": producers.FEATURES, "ARTIFACTS_BUCKET": "artifacts",
+        "FEATURE_COLUMNS": json.dumps(fraud_spec.feature_columns),
+        "CODE_VERSION": "deployed-commit",
+    }.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    from mdlc_core.runtime_config import load_config
+
+    load_config.cache_clear()
+    yield
+    load_config.cache_clear()
+
+
+def test_handler_trains_on_the_feature_steps_real_output(training_env, fraud_spec):
+    """Sourcing -> feature_job.run -> the training input handler, on moto: the
+    feature snapshot the feature step writes is one the handler can split."""
     import pyarrow.parquet as pq
 
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("MDLC_CONFIG_FILE", str(fraud_config_file))
-    monkeypatch.setenv("FEATURES_BUCKET", "features")
-    monkeypatch.setenv("ARTIFACTS_BUCKET", "artifacts")
-    monkeypatch.setenv("FEATURE_COLUMNS", json.dumps(fraud_spec.feature_columns))
-    monkeypatch.setenv("CODE_VERSION", "deployed-commit")
-    n = 100
-    table = {"order_id": [f"o{i}" for i in range(n)], "fraud_status": [i % 2 for i in range(n)]}
-    for column in fraud_spec.feature_columns:
-        table[column] = [float(i) for i in range(n)]
-    buffer = io.BytesIO()
-    pq.write_table(pa.table(table), buffer)
+    config = fraud_spec.as_config()
+    n = 120
     with mock_aws():
         s3 = boto3.client("s3", region_name="eu-west-1")
-        for bucket in ("features", "artifacts"):
-            s3.create_bucket(Bucket=bucket,
-                             CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        key = "features/fraud/dt=2026-11-01/features.parquet"
-        s3.put_object(Bucket="features", Key=key, Body=buffer.getvalue())
+        producers.create_buckets(s3, producers.RAW, producers.DATASETS, producers.FEATURES,
+                                 "artifacts", region="eu-west-1")
+        data = producers.prepare_data(s3, config, DAY, producers.orders_csv(DAY, n))
+        assert data["features"]["rows"] == n
+        written = pq.read_table(io.BytesIO(s3.get_object(
+            Bucket=producers.FEATURES, Key=data["features"]["features_key"])["Body"].read()))
+        # What a training run needs, typed: the label is a number, not CSV text.
+        assert written.column_names == ["order_id", "customer_id", "order_ts", "fraud_status",
+                                        *fraud_spec.feature_columns]
+        assert str(written.schema.field("fraud_status").type) == "int64"
         handler = load_handler("training_input")
-        state = {"data": {"features": {"features_key": key, "date": "2026-11-01"},
-                          "snapshot": {"snapshot_prefix": "datasets/fraud/dt=2026-11-01/"}},
-                 "code_version": "abc123", "instance_count": 2}
+        state = {"data": data, "code_version": "abc123", "instance_count": 2}
         result = handler.handler({"state": state, "execution": "arn:x"}, None)
         assert result["parameters"]["instance_count"] == 2
         assert result["lineage"]["code_version"] == "abc123"
-        assert result["lineage"]["dataset_manifest"] == "unknown"
+        assert result["lineage"]["dataset_manifest"] == data["snapshot"]["manifest_key"]
+        assert result["lineage"]["feature_snapshot"] == data["features"]["features_key"]
         assert result["channels"]["train"].startswith("s3://artifacts/training-input/fraud/")
         train_key = result["channels"]["train"].removeprefix("s3://artifacts/") + "train.csv"
         body = s3.get_object(Bucket="artifacts", Key=train_key)["Body"].read().decode()
-        first = body.splitlines()[0].split(",")
-        assert len(first) == 1 + len(fraud_spec.feature_columns)
-        assert first[0] in ("0", "1")
+        lines = body.splitlines()
+        assert {len(line.split(",")) for line in lines} == {1 + len(fraud_spec.feature_columns)}
+        assert {line.split(",")[0] for line in lines} == {"0", "1"}
+        # A missing amount reaches the channel as an empty field (XGBoost: missing).
+        assert any(line.split(",")[1] == "" for line in lines)
         assert result["rows"]["train"] + result["rows"]["validation"] == n
+        assert result["rows"]["dropped_unlabelled"] == 0
         # The training features are the monitoring job's drift baseline.
         baseline = s3.get_object(Bucket="artifacts", Key="baselines/fraud/features.parquet")
         columns = pq.read_table(io.BytesIO(baseline["Body"].read())).column_names
@@ -97,3 +115,20 @@ def test_handler_writes_channels(monkeypatch, fraud_spec, fraud_config_file):
         del state["code_version"]
         again = handler.handler({"state": state, "execution": "arn:y"}, None)
         assert again["lineage"]["code_version"] == "deployed-commit"
+
+
+def test_handler_names_what_an_unlabelled_snapshot_lacks(training_env, fraud_spec):
+    """A day whose source has no label column cannot be trained on; the handler says so."""
+    config = fraud_spec.as_config()
+    unlabelled = b"\n".join(
+        b",".join(line.split(b",")[:-1])
+        for line in producers.orders_csv(DAY, 40).splitlines()
+    ) + b"\n"
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="eu-west-1")
+        producers.create_buckets(s3, producers.RAW, producers.DATASETS, producers.FEATURES,
+                                 "artifacts", region="eu-west-1")
+        data = producers.prepare_data(s3, config, DAY, unlabelled)
+        handler = load_handler("training_input")
+        with pytest.raises(ti.TrainingInputError, match=r"no column\(s\) \['fraud_status'\]"):
+            handler.handler({"state": {"data": data}, "execution": "arn:x"}, None)

@@ -10,8 +10,11 @@ it that the longest window needs (missing earlier days are skipped and
 logged; a missing day itself is an error), and writes to the features bucket:
 
 * ``features/<model>/dt=<date>/features.parquet``: one row per event of the
-  day's snapshot, its features as of itself (training rows; earlier days are
-  history only);
+  day's snapshot (training rows; earlier days are history only), with what a
+  training run reads from it (``features.training_table``): the event id,
+  the entity key, the timestamp, the label (typed as ``data.columns``
+  declares it; absent when the day's snapshot has no label column), every
+  raw model input and the derived features as of the event itself;
 * ``features/<model>/dt=<date>/entities.parquet``: one row per entity as of
   the end of the day (batch inference).
 
@@ -27,17 +30,27 @@ from collections.abc import Mapping
 from datetime import date, timedelta
 from typing import Any
 
-from .features import FeatureError, FeatureSet, compute_per_event, entity_table
+from .features import FeatureError, FeatureSet, entity_table, training_table
 from .sourcing import latest_manifest
 
 logger = logging.getLogger("mdlc.feature_job")
 
 
-def read_object(s3: Any, bucket: str, key: str, columns: list[str]) -> dict[str, list[Any]]:
-    """The ``columns`` of one snapshot object (CSV or Parquet) as Python lists."""
+def read_object(
+    s3: Any, bucket: str, key: str, columns: list[str], *,
+    optional: Mapping[str, str] | None = None,
+) -> dict[str, list[Any]]:
+    """The ``columns`` of one snapshot object (CSV or Parquet) as Python lists.
+
+    ``optional``: more columns, by name with their declared type, read only
+    when the object has them and converted to that type (as the quality
+    check reads them); an absent one is not in the result.
+    """
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
+
+    from .tabular import convert
 
     body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     if key.endswith(".parquet"):
@@ -50,7 +63,11 @@ def read_object(s3: Any, bucket: str, key: str, columns: list[str]) -> dict[str,
     missing = [c for c in columns if c not in table.column_names]
     if missing:
         raise FeatureError(f"s3://{bucket}/{key} has no column(s) {missing}")
-    return {c: table.column(c).to_pylist() for c in columns}
+    out = {c: table.column(c).to_pylist() for c in columns}
+    for name, type_name in (optional or {}).items():
+        if name in table.column_names and name not in out:
+            out[name] = convert(table.column(name), type_name).to_pylist()
+    return out
 
 
 def write_parquet(s3: Any, bucket: str, key: str, columns: dict[str, list[Any]]) -> None:
@@ -75,7 +92,13 @@ def run(
     features = FeatureSet.from_config(config)
     model = model or config["name"]
     columns = features.entity_table_columns
-    merged: dict[str, list[Any]] = {c: [] for c in columns}
+    # The label is read when a snapshot object has it, typed as declared: a
+    # CSV snapshot holds text, and the training channels need numbers.
+    label = features.label if features.label not in (None, *columns) else None
+    declared = {c["name"]: c["type"] for c in config["data"].get("columns") or []}
+    optional = {label: declared.get(label, "string")} if label else {}
+    merged: dict[str, list[Any]] = {c: [] for c in [*columns, *optional]}
+    labelled_today = False
     today_ids: set[str] = set()
     earlier_ids: set[str] = set()
     manifests = []
@@ -90,12 +113,18 @@ def run(
         manifest_key, manifest = found
         manifests.append(manifest_key)
         for obj in manifest["objects"]:
-            part = read_object(s3, datasets_bucket, obj["key"], columns)
-            for c in columns:
-                merged[c].extend(part[c])
+            part = read_object(s3, datasets_bucket, obj["key"], columns, optional=optional)
+            size = len(part[features.event_id])
+            for c in merged:
+                merged[c].extend(part.get(c) or [None] * size)
+            if label and label in part and back == 0:
+                labelled_today = True
             ids = today_ids if back == 0 else earlier_ids
             ids.update(str(v) for v in part[features.event_id])
-    per_event = compute_per_event(merged, features)
+    if label and not labelled_today:
+        # The day's snapshot has no label (scoring data): no all-null column.
+        del merged[label]
+    per_event = training_table(merged, features)
     # A row redelivered into today's snapshot stays a training row of its first day.
     fresh = today_ids - earlier_ids
     keep = [i for i, event_id in enumerate(per_event[features.event_id]) if event_id in fresh]

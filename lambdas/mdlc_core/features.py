@@ -19,6 +19,8 @@ Three forms:
   before it in (timestamp, event id) order, the event included. Used for
   training rows, so no future event leaks into a row, and it is exactly
   what online serving sees when it scores an event after recording it.
+  :func:`training_table` adds the event's timestamp, label and raw model
+  inputs (``FeatureSet.inputs``) and is the per-event table training reads.
 * :class:`IncrementalEngine` - per-entity day buckets in a small store
   (memory, or DynamoDB through :class:`DynamoDBStore`), updated in constant
   work per event and exactly once per event id.
@@ -100,6 +102,8 @@ class FeatureSet:
     #: key, event id, timestamp or label). Batch inference carries them into
     #: the per-entity table from each entity's latest event.
     inputs: tuple[str, ...] = ()
+    #: The ground-truth column (``data.label``): training rows carry it.
+    label: str | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> FeatureSet:
@@ -135,6 +139,7 @@ class FeatureSet:
                 aggregates=aggregates,
                 expressions=tuple(compiled),
                 inputs=inputs,
+                label=data.get("label"),
             )
         except (KeyError, TypeError) as error:
             raise FeatureError(f"the spec has no usable data/features section: {error}") from error
@@ -194,6 +199,15 @@ class FeatureSet:
         """The columns of :func:`entity_table`, in order: the entity key, the raw
         inputs, then the features (so every model input is present)."""
         return [self.entity_key, *self.inputs, *self.names]
+
+    @property
+    def training_table_schema(self) -> list[str]:
+        """The columns of :func:`training_table`, in order: the event id, the entity
+        key, the timestamp, the label, the raw inputs, then the features (the
+        label only when the events have it)."""
+        label = [self.label] if self.label else []
+        return [self.event_id, self.entity_key, self.timestamp, *label, *self.inputs,
+                *self.names]
 
 
 # --- time helpers -----------------------------------------------------------------
@@ -466,16 +480,34 @@ def _aggregate_ranges(agg: Aggregate, ev: EventColumns, order: np.ndarray, start
     return np.where(n > 0, extreme, math.nan)
 
 
-def compute_per_event(events: Any, features: FeatureSet) -> dict[str, list[Any]]:
+def compute_per_event(events: Any, features: FeatureSet, *,
+                      inputs: Sequence[str] = ()) -> dict[str, list[Any]]:
     """Every event's features as of itself (training rows), in input order.
 
-    Returns columns: the event id, the entity key, then every feature.
-    Duplicated event ids appear once (first delivery).
+    Returns columns: the event id, the entity key, the ``inputs`` (raw
+    numeric columns of the event itself, as floats, null where it has none;
+    default none), then every feature. Duplicated event ids appear once
+    (first delivery).
     """
-    ev = event_columns(events, features)
+    inputs = _checked_inputs(features, inputs)
+    return _per_event(event_columns(events, features, extra=inputs), features, inputs)
+
+
+def _checked_inputs(features: FeatureSet, inputs: Sequence[str]) -> list[str]:
+    inputs = list(dict.fromkeys(inputs))
+    clash = sorted(set(inputs) & {features.entity_key, *features.names})
+    if clash:
+        raise FeatureError(f"inputs {clash} are also the entity key or feature names")
+    return inputs
+
+
+def _per_event(ev: EventColumns, features: FeatureSet,
+               inputs: Sequence[str]) -> dict[str, list[Any]]:
     n = len(ev)
     out: dict[str, Any] = {features.event_id: ev.event_id.tolist(),
                            features.entity_key: ev.keys[features.entity_key].tolist()}
+    for c in inputs:
+        out[c] = _null_float(ev.values[c])
     scope: dict[str, np.ndarray] = dict(ev.values)
     for agg in features.aggregates:
         keys = ev.keys[agg.entity]
@@ -499,6 +531,44 @@ def compute_per_event(events: Any, features: FeatureSet) -> dict[str, list[Any]]
     for name, _ in features.expressions:
         out[name] = _null_float(out[name])
     return out
+
+
+def training_table(events: Any, features: FeatureSet) -> dict[str, list[Any]]:
+    """The per-event table training reads, as columns (``features.training_table_schema``).
+
+    :func:`compute_per_event` with everything a training run needs from the
+    event itself: its timestamp (UTC ``datetime``), its label as given (the
+    column is left out when the events have none: scoring data has no
+    label) and the model's raw inputs (``features.inputs``, as floats, the
+    same values :func:`entity_table` gives batch inference), so that every
+    column of ``ModelSpec.feature_columns`` is present, not only the derived
+    features. One row per event id (first delivery), in input order.
+    """
+    inputs = _checked_inputs(features, features.inputs)
+    ev = event_columns(events, features, extra=inputs)
+    out = _per_event(ev, features, inputs)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    carried: dict[str, list[Any]] = {
+        features.timestamp: [epoch + timedelta(microseconds=m) for m in ev.micros.tolist()],
+    }
+    label = features.label
+    labels = _optional_column(events, label) if label else None
+    if label and labels is not None:
+        carried[label] = [labels[p] for p in ev.positions.tolist()]
+    columns = {**out, **carried}
+    return {name: columns[name] for name in features.training_table_schema if name in columns}
+
+
+def _optional_column(events: Any, name: str) -> list[Any] | None:
+    """The raw values of ``name``, or None when the events do not have the column
+    (for dict rows: when no row has it; a row without it is null)."""
+    if hasattr(events, "column_names") or isinstance(events, Mapping):
+        present = name in (events.column_names if hasattr(events, "column_names") else events)
+        return _column_list(events, name) if present else None
+    rows: Sequence[Mapping[str, Any]] = events
+    if not any(name in row for row in rows):
+        return None
+    return [row.get(name) for row in rows]
 
 
 def _format_aggregate(agg: Aggregate, values: np.ndarray) -> list[Any]:
@@ -529,10 +599,7 @@ def compute_batch(events: Any, features: FeatureSet, as_of: date | str, *,
     the row, after the entity key (null where the event has none). Default:
     none, so the row is exactly what :meth:`IncrementalEngine.read` returns.
     """
-    inputs = list(dict.fromkeys(inputs))
-    clash = sorted(set(inputs) & {features.entity_key, *features.names})
-    if clash:
-        raise FeatureError(f"inputs {clash} are also the entity key or feature names")
+    inputs = _checked_inputs(features, inputs)
     ev = event_columns(events, features, extra=inputs)
     today = day_number(as_of)
     ev = ev.take(np.flatnonzero(ev.day <= today))

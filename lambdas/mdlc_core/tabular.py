@@ -144,6 +144,14 @@ def parse_strings(values: pa.Array | pa.ChunkedArray, type_name: str) -> pa.Chun
     return _parse_timestamps(values)
 
 
+def convert(values: pa.ChunkedArray, type_name: str) -> pa.ChunkedArray:
+    """One column as ``type_name``, by the rules :func:`read_table` applies (text
+    is parsed, Parquet types are cast; a value that does not fit becomes null)."""
+    if type_name not in ARROW_TYPES:
+        raise DataError(f"unknown type {type_name!r}; expected one of {sorted(ARROW_TYPES)}")
+    return _convert(values, type_name)
+
+
 # --- internals -------------------------------------------------------------------
 
 
