@@ -9,14 +9,22 @@ never a hand-made copy of what those steps produce. The caller runs inside
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import pytest
 from mdlc_core import feature_job
 from mdlc_core.sourcing import build_source, create_snapshot
 
+from tests.lambda_loader import load_handler
+
 RAW, DATASETS, FEATURES = "raw-bucket", "datasets-bucket", "features-bucket"
+ARTIFACTS = "artifacts-bucket"
 HEADER = "order_id,customer_id,order_ts,order_amount,account_tenure,fraud_status"
 
 
@@ -65,3 +73,51 @@ def prepare_data(s3: Any, config: Mapping[str, Any], day: date, body: bytes, *,
     computed = feature_job.run(config, day, s3=s3, datasets_bucket=datasets,
                                features_bucket=features_bucket, model=config["name"])
     return {"snapshot": made, "features": computed}
+
+
+@contextmanager
+def training_input_handler(spec: Any, config_file: Path, *,
+                           region: str = "eu-west-1") -> Iterator[ModuleType]:
+    """The training_input handler with the environment TrainingWorkflow gives it
+    (load it inside ``mock_aws``: its S3 client is made at import)."""
+    from mdlc_core.runtime_config import load_config
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {
+            "AWS_DEFAULT_REGION": region, "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing", "MDLC_CONFIG_FILE": str(config_file),
+            "FEATURES_BUCKET": FEATURES, "ARTIFACTS_BUCKET": ARTIFACTS,
+            "FEATURE_COLUMNS": json.dumps(spec.feature_columns),
+            "CODE_VERSION": "deployed-commit",
+        }.items():  # fmt: skip
+            patch.setenv(name, value)
+        load_config.cache_clear()
+        try:
+            yield load_handler("training_input")
+        finally:
+            load_config.cache_clear()
+
+
+def training_outputs(spec: Any, config_file: Path,
+                     runs: Mapping[str, tuple[str, Mapping[str, Any]]],
+                     *, day: date = date(2026, 11, 1), rows: int = 120) -> dict[str, Any]:
+    """What PrepareTrainingInput leaves at ``$.training``, from the real steps.
+
+    On a fresh moto: a day's orders are snapshotted, the feature step runs,
+    then the training input handler once per ``runs`` entry
+    ``name: (execution id, execution input overrides)``. Returns each run's
+    handler result by name, and the data preparation result as ``"data"``.
+    """
+    import boto3
+    from moto import mock_aws
+
+    config = spec.as_config()
+    with mock_aws(), training_input_handler(spec, config_file) as handler:
+        s3 = boto3.client("s3", region_name="eu-west-1")
+        create_buckets(s3, RAW, DATASETS, FEATURES, ARTIFACTS, region="eu-west-1")
+        data = prepare_data(s3, config, day, orders_csv(day, rows))
+        out: dict[str, Any] = {"data": data}
+        for name, (execution, overrides) in runs.items():
+            state = {"data": data, **overrides}
+            out[name] = handler.handler({"state": state, "execution": execution}, None)
+    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from datetime import date
 
 import boto3
@@ -12,9 +13,9 @@ from mdlc_core import training_input as ti
 from moto import mock_aws
 
 from tests import producers
-from tests.lambda_loader import load_handler
 
 DAY = date(2026, 11, 1)
+ARTIFACTS = producers.ARTIFACTS
 
 
 def test_split_is_deterministic_and_label_first():
@@ -54,81 +55,131 @@ def test_job_name_fits_and_is_stable():
 
 
 @pytest.fixture
-def training_env(monkeypatch, fraud_spec, fraud_config_file):
-    """The training input function's environment, as TrainingWorkflow sets it."""
-    for name, value in {
-        "AWS_DEFAULT_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing", "MDLC_CONFIG_FILE": str(fraud_config_file),
-        "FEATURES_BUCKET": producers.FEATURES, "ARTIFACTS_BUCKET": "artifacts",
-        "FEATURE_COLUMNS": json.dumps(fraud_spec.feature_columns),
-        "CODE_VERSION": "deployed-commit",
-    }.items():  # fmt: skip
-        monkeypatch.setenv(name, value)
-    from mdlc_core.runtime_config import load_config
-
-    load_config.cache_clear()
-    yield
-    load_config.cache_clear()
+def lake(fraud_spec, fraud_config_file):
+    """moto with the data lake's buckets, and the training_input handler loaded in it."""
+    with mock_aws(), producers.training_input_handler(fraud_spec, fraud_config_file) as handler:
+        s3 = boto3.client("s3", region_name="eu-west-1")
+        producers.create_buckets(s3, producers.RAW, producers.DATASETS, producers.FEATURES,
+                                 ARTIFACTS, region="eu-west-1")
+        yield s3, handler
 
 
-def test_handler_trains_on_the_feature_steps_real_output(training_env, fraud_spec):
+def test_handler_trains_on_the_feature_steps_real_output(lake, fraud_spec):
     """Sourcing -> feature_job.run -> the training input handler, on moto: the
     feature snapshot the feature step writes is one the handler can split."""
     import pyarrow.parquet as pq
 
-    config = fraud_spec.as_config()
+    s3, handler = lake
     n = 120
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="eu-west-1")
-        producers.create_buckets(s3, producers.RAW, producers.DATASETS, producers.FEATURES,
-                                 "artifacts", region="eu-west-1")
-        data = producers.prepare_data(s3, config, DAY, producers.orders_csv(DAY, n))
-        assert data["features"]["rows"] == n
-        written = pq.read_table(io.BytesIO(s3.get_object(
-            Bucket=producers.FEATURES, Key=data["features"]["features_key"])["Body"].read()))
-        # What a training run needs, typed: the label is a number, not CSV text.
-        assert written.column_names == ["order_id", "customer_id", "order_ts", "fraud_status",
-                                        *fraud_spec.feature_columns]
-        assert str(written.schema.field("fraud_status").type) == "int64"
-        handler = load_handler("training_input")
-        state = {"data": data, "code_version": "abc123", "instance_count": 2}
-        result = handler.handler({"state": state, "execution": "arn:x"}, None)
-        assert result["parameters"]["instance_count"] == 2
-        assert result["lineage"]["code_version"] == "abc123"
-        assert result["lineage"]["dataset_manifest"] == data["snapshot"]["manifest_key"]
-        assert result["lineage"]["feature_snapshot"] == data["features"]["features_key"]
-        assert result["channels"]["train"].startswith("s3://artifacts/training-input/fraud/")
-        train_key = result["channels"]["train"].removeprefix("s3://artifacts/") + "train.csv"
-        body = s3.get_object(Bucket="artifacts", Key=train_key)["Body"].read().decode()
-        lines = body.splitlines()
-        assert {len(line.split(",")) for line in lines} == {1 + len(fraud_spec.feature_columns)}
-        assert {line.split(",")[0] for line in lines} == {"0", "1"}
-        # A missing amount reaches the channel as an empty field (XGBoost: missing).
-        assert any(line.split(",")[1] == "" for line in lines)
-        assert result["rows"]["train"] + result["rows"]["validation"] == n
-        assert result["rows"]["dropped_unlabelled"] == 0
-        # The training features are the monitoring job's drift baseline.
-        baseline = s3.get_object(Bucket="artifacts", Key="baselines/fraud/features.parquet")
-        columns = pq.read_table(io.BytesIO(baseline["Body"].read())).column_names
-        assert columns == fraud_spec.feature_columns
-        # A run that names no commit (a scheduled re-training) records the deployed one.
-        del state["code_version"]
-        again = handler.handler({"state": state, "execution": "arn:y"}, None)
-        assert again["lineage"]["code_version"] == "deployed-commit"
+    data = producers.prepare_data(s3, fraud_spec.as_config(), DAY, producers.orders_csv(DAY, n))
+    assert data["features"]["rows"] == n
+    written = pq.read_table(io.BytesIO(s3.get_object(
+        Bucket=producers.FEATURES, Key=data["features"]["features_key"])["Body"].read()))
+    # What a training run needs, typed: the label is a number, not CSV text.
+    assert written.column_names == ["order_id", "customer_id", "order_ts", "fraud_status",
+                                    *fraud_spec.feature_columns]
+    assert str(written.schema.field("fraud_status").type) == "int64"
+    state = {"data": data, "code_version": "abc123", "instance_count": 2}
+    result = handler.handler({"state": state, "execution": "arn:x"}, None)
+    assert result["parameters"]["instance_count"] == 2
+    assert result["lineage"]["code_version"] == "abc123"
+    assert result["lineage"]["dataset_manifest"] == data["snapshot"]["manifest_key"]
+    assert result["lineage"]["feature_snapshot"] == data["features"]["features_key"]
+    assert result["channels"]["train"].startswith(f"s3://{ARTIFACTS}/training-input/fraud/")
+    train_key = result["channels"]["train"].removeprefix(f"s3://{ARTIFACTS}/") + "train.csv"
+    lines = s3.get_object(Bucket=ARTIFACTS, Key=train_key)["Body"].read().decode().splitlines()
+    assert {len(line.split(",")) for line in lines} == {1 + len(fraud_spec.feature_columns)}
+    assert {line.split(",")[0] for line in lines} == {"0", "1"}
+    # A missing amount reaches the channel as an empty field (XGBoost: missing).
+    assert any(line.split(",")[1] == "" for line in lines)
+    assert result["rows"]["train"] + result["rows"]["validation"] == n
+    assert result["rows"]["dropped_unlabelled"] == 0
+    # The training features are the monitoring job's drift baseline.
+    baseline = s3.get_object(Bucket=ARTIFACTS, Key="baselines/fraud/features.parquet")
+    columns = pq.read_table(io.BytesIO(baseline["Body"].read())).column_names
+    assert columns == fraud_spec.feature_columns
+    # A run that names no commit (a scheduled re-training) records the deployed one.
+    del state["code_version"]
+    again = handler.handler({"state": state, "execution": "arn:y"}, None)
+    assert again["lineage"]["code_version"] == "deployed-commit"
 
 
-def test_handler_names_what_an_unlabelled_snapshot_lacks(training_env, fraud_spec):
+def test_handler_names_what_an_unlabelled_snapshot_lacks(lake, fraud_spec):
     """A day whose source has no label column cannot be trained on; the handler says so."""
-    config = fraud_spec.as_config()
+    s3, handler = lake
     unlabelled = b"\n".join(
         b",".join(line.split(b",")[:-1])
         for line in producers.orders_csv(DAY, 40).splitlines()
     ) + b"\n"
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="eu-west-1")
-        producers.create_buckets(s3, producers.RAW, producers.DATASETS, producers.FEATURES,
-                                 "artifacts", region="eu-west-1")
-        data = producers.prepare_data(s3, config, DAY, unlabelled)
-        handler = load_handler("training_input")
-        with pytest.raises(ti.TrainingInputError, match=r"no column\(s\) \['fraud_status'\]"):
-            handler.handler({"state": {"data": data}, "execution": "arn:x"}, None)
+    data = producers.prepare_data(s3, fraud_spec.as_config(), DAY, unlabelled)
+    with pytest.raises(ti.TrainingInputError, match=r"no column\(s\) \['fraud_status'\]"):
+        handler.handler({"state": {"data": data}, "execution": "arn:x"}, None)
+
+
+EXECUTION = "arn:aws:states:eu-west-1:123456789012:execution:mdlc-fraud-training:run-1"
+
+
+def test_client_token_is_stable_per_execution_unique_across_and_valid():
+    token = ti.client_token(EXECUTION)
+    assert ti.CLIENT_TOKEN.match(token) and 1 <= len(token) <= 36
+    assert ti.client_token(EXECUTION) == token  # a retry of the same execution
+    assert ti.client_token(EXECUTION.replace("run-1", "run-2")) != token
+    with pytest.raises(ti.TrainingInputError, match="ClientToken"):
+        ti.client_token("")
+
+
+def _definition(template, logical_id: str) -> dict:
+    """A state machine's ASL from the synthesized template, CloudFormation tokens
+    replaced by a placeholder string."""
+    body = template["Resources"][logical_id]["Properties"]["DefinitionString"]
+    parts = body["Fn::Join"][1] if isinstance(body, dict) else [body]
+    return json.loads("".join(p if isinstance(p, str) else "token" for p in parts))
+
+
+def _training_paths(node) -> set[str]:
+    """Every ``$.training...`` JSONPath anywhere in ``node``: parameters (``X.$``),
+    Choice variables and ``*Path`` fields, and intrinsic function arguments."""
+    if isinstance(node, dict):
+        return set().union(*(_training_paths(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_training_paths(v) for v in node))
+    if isinstance(node, str):
+        return set(re.findall(r"\$\.training(?:\.[A-Za-z_][A-Za-z0-9_]*)*", node))
+    return set()
+
+
+def _lookup(data, path: str):
+    for name in path.removeprefix("$.training").split(".")[1:]:
+        assert isinstance(data, dict) and name in data, f"{path}: no {name!r} in {data!r}"
+        data = data[name]
+    return data
+
+
+def test_every_training_path_the_workflow_reads_is_in_the_handlers_output(
+    fraud_template, fraud_spec, fraud_config_file
+):
+    """The synthesized training workflow's references to ``$.training`` against
+    what PrepareTrainingInput really returns (the steps before it run on moto)."""
+    template = fraud_template.to_json()
+    machines = [k for k, r in template["Resources"].items()
+                if r["Type"] == "AWS::StepFunctions::StateMachine"
+                and "PrepareTrainingInput" in json.dumps(r["Properties"]["DefinitionString"])]
+    assert len(machines) == 1, machines
+    asl = _definition(template, machines[0])
+    paths = _training_paths(asl)
+    # The Register step's ClientToken is among them, and so are the job's inputs.
+    assert {"$.training.client_token", "$.training.job_name",
+            "$.training.channels.train", "$.training.parameters.threshold"} <= paths
+    outputs = producers.training_outputs(fraud_spec, fraud_config_file, {
+        "first": (EXECUTION, {}),
+        "retry": (EXECUTION, {}),
+        "other": (EXECUTION.replace("run-1", "run-2"), {}),
+    })
+    training = outputs["first"]
+    for path in sorted(paths):
+        assert _lookup(training, path) is not None, path
+    token = _lookup(training, "$.training.client_token")
+    assert isinstance(token, str) and ti.CLIENT_TOKEN.match(token)
+    # A retried PrepareTrainingInput gives the same token; another execution another.
+    assert outputs["retry"]["client_token"] == token
+    assert outputs["other"]["client_token"] != token

@@ -110,6 +110,8 @@ def synthesized(tmp_path_factory, fraud_spec):
                 parameters={"model_package_arn": "arn:aws:sagemaker:eu-west-1:123456789012:"
                             "model-package/mdlc-fraud/1",
                             "image": self.algorithm.image_uri,
+                            # What the real Register reads besides the lineage.
+                            "client_token": sfn.JsonPath.string_at("$.training.client_token"),
                             "lineage": self.lineage_properties()},
                 result_path="$.registration",
             )
@@ -328,10 +330,11 @@ def test_custom_evaluation_replaces_the_default(synthesized):
 # -- execution in moto --------------------------------------------------------------
 
 
-def _job(value: float | None) -> dict[str, Any]:
+def _job(training: dict[str, Any], value: float | None) -> dict[str, Any]:
+    """DescribeTrainingJob as SageMaker reports it (moto cannot run the job)."""
     job = {
-        "TrainingJobName": "mdlc-fraud-20261101-abc",
-        "ModelArtifacts": {"S3ModelArtifacts": "s3://a/training-output/fraud/m/model.tar.gz"},
+        "TrainingJobName": training["job_name"],
+        "ModelArtifacts": {"S3ModelArtifacts": f"{training['output_uri']}m/model.tar.gz"},
     }
     if value is not None:
         job["FinalMetricDataList"] = [
@@ -341,21 +344,22 @@ def _job(value: float | None) -> dict[str, Any]:
     return job
 
 
-def _training(threshold: float = 0.8) -> dict[str, Any]:
-    return {
-        "job_name": "mdlc-fraud-20261101-abc",
-        "client_token": "t",
-        "parameters": {"threshold": threshold},
-        "lineage": {
-            "dataset_date": "2026-11-01", "dataset_snapshot": "datasets/fraud/dt=2026-11-01/",
-            "dataset_manifest": "m.json", "dataset_content_hash": "h",
-            "feature_snapshot": FEATURES_KEY, "code_version": "abc123",
-        },
-    }
+@pytest.fixture(scope="module")
+def trainings(fraud_spec, fraud_config_file) -> dict[str, Any]:
+    """What PrepareTrainingInput returns, from the real handler on the real
+    feature step's output (moto), for the spec's threshold and for a run whose
+    input overrides it."""
+    from tests import producers
+
+    execution = "arn:aws:states:eu-west-1:123456789012:execution:training:run"
+    return producers.training_outputs(fraud_spec, fraud_config_file, {
+        "default": (f"{execution}-1", {"code_version": "abc123"}),
+        "threshold_0.6": (f"{execution}-2", {"code_version": "abc123", "threshold": 0.6}),
+    })
 
 
 @pytest.fixture(scope="module")
-def run(synthesized):
+def run(synthesized, trainings):
     import boto3
     from moto import mock_aws
 
@@ -404,41 +408,49 @@ def run(synthesized):
         yield execute
 
 
-def test_gate_passes_and_registers(run):
-    result, messages = run({"training": _training(), "job": _job(0.91), "fail": False})
+def test_gate_passes_and_registers(run, trainings):
+    training = trainings["default"]
+    result, messages = run({"training": training, "job": _job(training, 0.91), "fail": False})
     assert result["status"] == "SUCCEEDED", result
     output = json.loads(result["output"])
     assert output["evaluation"] == {"metric": "validation:auc", "source": "FinalMetricDataList",
                                     "value": 0.91}
+    assert output["registration"]["client_token"] == training["client_token"]
     lineage = output["registration"]["lineage"]
     assert lineage["mdlc:evaluation-value"] == "0.91"
     assert lineage["mdlc:code-version"] == "abc123"
-    assert lineage["mdlc:training-job"] == "mdlc-fraud-20261101-abc"
+    assert lineage["mdlc:training-job"] == training["job_name"]
+    assert lineage["mdlc:feature-snapshot"] == trainings["data"]["features"]["features_key"]
     assert [m["model_package"] for m in messages] == [
         "arn:aws:sagemaker:eu-west-1:123456789012:model-package/mdlc-fraud/1"]
 
 
-def test_gate_fails_below_threshold_without_registering(run):
-    result, messages = run({"training": _training(), "job": _job(0.7), "fail": False})
+def test_gate_fails_below_threshold_without_registering(run, trainings):
+    training = trainings["default"]
+    result, messages = run({"training": training, "job": _job(training, 0.7), "fail": False})
     assert result["status"] == "FAILED"
     assert result.get("error") == "ModelBelowThreshold"
     assert [m["result"] for m in messages] == ["below threshold"]
     assert messages[0]["value"] == 0.7 and messages[0]["threshold"] == 0.8
 
 
-def test_threshold_from_the_input(run):
-    result, _ = run({"training": _training(threshold=0.6), "job": _job(0.7), "fail": False})
+def test_threshold_from_the_input(run, trainings):
+    training = trainings["threshold_0.6"]
+    assert training["parameters"]["threshold"] == 0.6
+    result, _ = run({"training": training, "job": _job(training, 0.7), "fail": False})
     assert result["status"] == "SUCCEEDED"
 
 
-def test_metric_not_reported_notifies_and_fails(run):
-    result, messages = run({"training": _training(), "job": _job(None), "fail": False})
+def test_metric_not_reported_notifies_and_fails(run, trainings):
+    training = trainings["default"]
+    result, messages = run({"training": training, "job": _job(training, None), "fail": False})
     assert result["status"] == "FAILED"
     assert [m["error"] for m in messages] == ["MetricNotReported"]
 
 
-def test_failed_step_notifies_with_the_reason(run):
-    result, messages = run({"training": _training(), "job": _job(0.9), "fail": True})
+def test_failed_step_notifies_with_the_reason(run, trainings):
+    training = trainings["default"]
+    result, messages = run({"training": training, "job": _job(training, 0.9), "fail": True})
     assert result["status"] == "FAILED"
     assert result.get("error") == "TrainingFailed"
     assert len(messages) == 1

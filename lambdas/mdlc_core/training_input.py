@@ -25,6 +25,8 @@ from typing import Any
 CONTENT_TYPES = ("text/csv", "application/x-parquet")
 #: SageMaker job names: 1-63 characters, alphanumerics and hyphens.
 JOB_NAME_LIMIT = 63
+#: CreateModelPackage's ClientToken: 1-36 characters, ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,35}$.
+CLIENT_TOKEN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,35}$")
 UNKNOWN = "unknown"
 
 
@@ -157,6 +159,25 @@ def job_name(model: str, day: str, execution: str) -> str:
     name = f"mdlc-{model}-{day.replace('-', '')}-{digest}"
     name = re.sub(r"[^A-Za-z0-9-]", "-", name)
     return name[:JOB_NAME_LIMIT].rstrip("-")
+
+
+def client_token(execution: str) -> str:
+    """The registration's idempotency token: 32 hex characters of SHA-256 of the
+    execution's id.
+
+    Stable across retries of the Register step and redrives of the same
+    execution (a repeated CreateModelPackage returns the version the first
+    call made), different for every other execution (each run registers its
+    own version). An empty id would give every caller the same token, so
+    that later runs silently got an earlier version back: it is an error.
+    """
+    if not execution:
+        raise TrainingInputError(
+            "the event has no 'execution' (the workflow passes $$.Execution.Id): the "
+            "registration's ClientToken must be unique per run"
+        )
+    # Hex digits only, 32 of them: always within CLIENT_TOKEN.
+    return hashlib.sha256(f"mdlc-register:{execution}".encode()).hexdigest()[:32]
 
 
 def _hyperparameter(name: str, value: Any) -> str:

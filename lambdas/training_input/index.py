@@ -17,8 +17,10 @@ Environment: FEATURES_BUCKET, ARTIFACTS_BUCKET, MODEL_NAME, FEATURE_COLUMNS (JSO
 list, ``ModelSpec.feature_columns``), CODE_VERSION (the deployed commit: the
 lineage's ``code_version`` when the execution input names none).
 
-Returns ``{"job_name", "parameters", "channels": {"train", "validation"},
-"output_uri", "rows", "lineage"}``.
+Returns ``{"job_name", "client_token", "parameters", "channels": {"train",
+"validation"}, "output_uri", "rows", "lineage"}`` (``client_token``: the
+Register step's idempotency token, stable across retries of this execution
+and unique per execution).
 """
 
 from __future__ import annotations
@@ -88,7 +90,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     parameters = ti.resolve_parameters(training, state)
     key = _features_key(state)
     day = str(((state.get("data") or {}).get("features") or {}).get("date") or "undated")
-    job = ti.job_name(model, day, str(event.get("execution", "")))
+    execution = str(event.get("execution") or "")
+    job = ti.job_name(model, day, execution)
+    # Before any write: a run without an execution id must not produce channels.
+    token = ti.client_token(execution)
     columns = _read_columns(
         features_bucket, key, [data["event_id"], data["label"], *feature_columns]
     )
@@ -109,6 +114,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     logger.info("training input written", extra={"job_name": job, "rows": split.rows})
     return {
         "job_name": job,
+        "client_token": token,
         "parameters": parameters,
         "channels": channels,
         "output_uri": f"s3://{artifacts}/training-output/{model}/",
