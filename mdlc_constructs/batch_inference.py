@@ -16,9 +16,12 @@
                                version), then writes the decisions
       NotifyDone               SNS summary
 
-Predictions land in ``predictions/<model>/dt=<date>/part-NNNNN.csv.out`` and
-decisions in ``predictions/<model>/dt=<date>/decisions/`` of the predictions
-bucket. The execution input may carry ``{"date": "YYYY-MM-DD"}`` (default:
+The transform reads ``batch-input/<model>/dt=<date>/transform/part-NNNNN.csv``
+(the input prefix holds only those parts: a transform job reads every object
+under its S3Prefix); the entity ids of each part are beside it, in
+``batch-input/<model>/dt=<date>/ids/``. Predictions land in
+``predictions/<model>/dt=<date>/part-NNNNN.csv.out`` and decisions in
+``predictions/<model>/dt=<date>/decisions/`` of the predictions bucket. The execution input may carry ``{"date": "YYYY-MM-DD"}`` (default:
 yesterday, as data preparation does). Without an enabled ``integration``
 section there are no rules: the run ends after the transform (predictions
 only).

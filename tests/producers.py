@@ -53,14 +53,16 @@ def orders_csv(day: date, count: int, *, customers: int = 7, first: int = 0) -> 
 
 
 def snapshot(s3: Any, config: Mapping[str, Any], day: date, body: bytes, *,
-             raw: str = RAW, datasets: str = DATASETS) -> dict[str, Any]:
+             raw: str = RAW, datasets: str = DATASETS,
+             new_version: bool = False) -> dict[str, Any]:
     """Drop ``body`` as the day's source partition and build the day's snapshot
-    (``mdlc_core.sourcing``, as the data_sourcing handler does)."""
+    (``mdlc_core.sourcing``, as the data_sourcing handler does; ``new_version``:
+    a corrected drop becomes the day's next version)."""
     s3.put_object(Bucket=raw, Key=f"orders/dt={day.isoformat()}/part-0000.csv", Body=body)
     sources = [build_source(source, s3=s3, default_bucket=raw)
                for source in config["data"]["sources"]]
     return create_snapshot(s3, sources=sources, bucket=datasets, model=config["name"],
-                           spec_name=config["name"], day=day)
+                           spec_name=config["name"], day=day, new_version=new_version)
 
 
 def prepare_data(s3: Any, config: Mapping[str, Any], day: date, body: bytes, *,

@@ -323,40 +323,132 @@ def _put_entities(s3, columns: dict[str, list[Any]]) -> str:
     return key
 
 
-def test_transform_input_has_every_model_input_from_the_latest_event(batch_aws, fraud_spec):
-    """events -> entity_table (the features step) -> prepare_input: every column of
-    spec.feature_columns, in order, with the raw inputs of each entity's latest event."""
-    from mdlc_core.features import FeatureSet, entity_table
+def _orders(rows: list[tuple[str, str, str, str, str]]) -> bytes:
+    """A source drop of orders: (order id, customer, timestamp, amount, tenure)."""
+    from tests.producers import HEADER
 
-    features = FeatureSet.from_config(fraud_spec.as_config())
-    assert list(features.inputs) == ["order_amount", "account_tenure"]
-    events = [
-        {"order_id": "o1", "customer_id": "c1", "order_ts": "2026-11-20T10:00:00",
-         "order_amount": "100.0", "account_tenure": "300", "fraud_status": "0"},
-        {"order_id": "o2", "customer_id": "c1", "order_ts": "2026-11-27T09:00:00",
-         "order_amount": "300.0", "account_tenure": "307", "fraud_status": "0"},
-        # After the day: not the latest event as of 2026-11-27.
-        {"order_id": "o3", "customer_id": "c1", "order_ts": "2026-11-28T09:00:00",
-         "order_amount": "9.0", "account_tenure": "308", "fraud_status": "0"},
-        {"order_id": "o4", "customer_id": "c2", "order_ts": "2026-11-26T23:59:59",
-         "order_amount": "", "account_tenure": "5", "fraud_status": "0"},
-    ]
-    table = entity_table(events, features, DATE)
-    assert list(table) == ["customer_id", *fraud_spec.feature_columns]
+    return ("\n".join([HEADER, *(",".join([*r, "0"]) for r in rows)]) + "\n").encode()
+
+
+def _features(batch_aws, fraud_spec, days: dict[str, bytes], *,
+              new_version: bool = False) -> dict[str, Any]:
+    """Snapshot each day's drop and run the feature step on the last day (moto);
+    returns its result (``entities_key``: the real entities.parquet)."""
+    from datetime import date
+
+    from mdlc_core import feature_job
+
+    from tests import producers
+
+    s3, config = batch_aws["s3"], fraud_spec.as_config()
+    if not new_version:
+        producers.create_buckets(s3, producers.RAW, producers.DATASETS)
+    for day, body in days.items():
+        producers.snapshot(s3, config, date.fromisoformat(day), body, new_version=new_version)
+    return feature_job.run(config, date.fromisoformat(max(days)), s3=s3,
+                           datasets_bucket=producers.DATASETS, features_bucket="features")
+
+
+def _objects(s3, prefix: str) -> dict[str, str]:
+    listed = s3.list_objects_v2(Bucket="predictions", Prefix=prefix).get("Contents", [])
+    return {o["Key"]: s3.get_object(Bucket="predictions", Key=o["Key"])["Body"].read().decode()
+            for o in listed}
+
+
+def _transform(s3, prepared: dict[str, Any], score_of) -> list[str]:
+    """SageMaker's part of the run (moto has no transform): every object under the
+    input prefix is scored line by line, and its output is named as a transform
+    names it, ``<input object name>.out`` under the output prefix."""
+    outputs = []
+    for key, text in _objects(s3, prepared["input_key_prefix"]).items():
+        scores = [score_of([float(v) if v else None for v in line.split(",")])
+                  for line in text.splitlines()]
+        out = prepared["output_key_prefix"] + key.removeprefix(prepared["input_key_prefix"])
+        s3.put_object(Bucket="predictions", Key=f"{out}.out",
+                      Body=("\n".join(scores) + "\n").encode())
+        outputs.append(f"{out}.out")
+    return outputs
+
+
+def test_transform_input_has_every_model_input_from_the_latest_event(batch_aws, fraud_spec):
+    """sourcing -> feature_job.run (entities.parquet) -> prepare_input: every column of
+    spec.feature_columns, in order, with the raw inputs of each entity's latest event."""
+    from mdlc_core.features import FeatureSet
+
+    assert list(FeatureSet.from_config(fraud_spec.as_config()).inputs) == [
+        "order_amount", "account_tenure"]
+    features = _features(batch_aws, fraud_spec, {
+        "2026-11-20": _orders([("o1", "c1", "2026-11-20T10:00:00", "100.0", "300")]),
+        DATE: _orders([
+            ("o2", "c1", "2026-11-27T09:00:00", "300.0", "307"),
+            # Late in the day's drop but after the day: not the latest event as of it.
+            ("o3", "c1", "2026-11-28T09:00:00", "9.0", "308"),
+            ("o4", "c2", "2026-11-26T23:59:59", "", "5"),
+        ]),
+    })
     module = batch_aws["load"]()
 
     out = module.handler({"step": "prepare_input", "date": DATE,
-                          "entities_key": _put_entities(batch_aws["s3"], table)}, None)
+                          "entities_key": features["entities_key"]}, None)
 
     assert out["rows"] == 2 and out["parts"] == 1
-    prefix = f"batch-input/fraud/dt={DATE}/"
     s3 = batch_aws["s3"]
-    lines = s3.get_object(Bucket="predictions",
-                          Key=f"{prefix}part-00000.csv")["Body"].read().decode().splitlines()
+    inputs = _objects(s3, out["input_key_prefix"])
+    assert out["input_prefix"] == f"s3://predictions/{out['input_key_prefix']}"
+    assert list(inputs) == [f"{out['input_key_prefix']}part-00000.csv"]
     # order_amount, account_tenure (latest event), order_total_30d, order_count_30d, ratio
-    assert lines == ["300.0,307.0,400.0,2.0,1.5", ",5.0,0.0,1.0,"]
-    ids = s3.get_object(Bucket="predictions", Key=f"{prefix}part-00000.ids")["Body"].read()
-    assert ids.decode().split() == ["c1", "c2"]
+    assert inputs[f"{out['input_key_prefix']}part-00000.csv"].splitlines() == [
+        "300.0,307.0,400.0,2.0,1.5", ",5.0,0.0,1.0,"]
+    ids = _objects(s3, out["ids_key_prefix"])
+    assert [text.split() for text in ids.values()] == [["c1", "c2"]]
+
+
+def test_transform_reads_only_csv_parts_and_decide_finds_each_parts_ids(
+    batch_aws, fraud_spec, monkeypatch
+):
+    """Everything under the transform's input prefix is a CSV part of exactly the
+    model's inputs (a transform job reads every object there); decide joins each
+    output, named as the transform names it, with its part's ids; a rerun of the
+    day with fewer parts leaves no stale part behind."""
+    s3 = batch_aws["s3"]
+    width = len(fraud_spec.feature_columns)
+    orders = [(f"o{i}", f"c{i}", f"{DATE}T{10 + i}:00:00", f"{100 + i}.0", "50")
+              for i in range(5)]
+    features = _features(batch_aws, fraud_spec, {DATE: _orders(orders)})
+    module = batch_aws["load"]()
+    monkeypatch.setattr(module, "PART_ROWS", 2)
+    event = {"step": "prepare_input", "date": DATE, "entities_key": features["entities_key"]}
+
+    prepared = module.handler(event, None)
+
+    assert prepared["parts"] == 3 and prepared["rows"] == 5
+    inputs = _objects(s3, prepared["input_key_prefix"])
+    assert [key.rsplit("/", 1)[1] for key in inputs] == [
+        "part-00000.csv", "part-00001.csv", "part-00002.csv"]
+    for key, text in inputs.items():
+        assert {len(line.split(",")) for line in text.splitlines()} == {width}, key
+    # Scores by amount, so each decision can be traced to its entity.
+    outputs = _transform(s3, prepared, lambda row: f"{(row[0] - 100) / 10:.1f}")
+    assert [key.rsplit("/", 1)[1] for key in outputs] == [
+        "part-00000.csv.out", "part-00001.csv.out", "part-00002.csv.out"]
+    decided = {}
+    for key in outputs:
+        result = module.handler({"step": "decide", "date": DATE, "Key": key,
+                                 "model_version": VERSION}, None)
+        lines = s3.get_object(Bucket="predictions", Key=result["key"])["Body"].read()
+        for record in map(json.loads, lines.splitlines()):
+            decided[record["entity_id"]] = (record["score"], record["features"]["order_amount"])
+    assert decided == {f"c{i}": (i / 10, 100.0 + i) for i in range(5)}
+
+    # The day rerun on a new snapshot version with one entity: one part, and
+    # nothing stale left for the transform to read.
+    features = _features(batch_aws, fraud_spec, {DATE: _orders(orders[:1])}, new_version=True)
+    rerun = module.handler({**event, "entities_key": features["entities_key"]}, None)
+    assert rerun["parts"] == 1
+    assert list(_objects(s3, rerun["input_key_prefix"])) == [
+        f"{rerun['input_key_prefix']}part-00000.csv"]
+    assert list(_objects(s3, rerun["ids_key_prefix"])) == [
+        f"{rerun['ids_key_prefix']}part-00000.ids"]
 
 
 def test_transform_input_refuses_a_table_without_the_raw_inputs(batch_aws):
@@ -368,16 +460,15 @@ def test_transform_input_refuses_a_table_without_the_raw_inputs(batch_aws):
         module.handler({"step": "prepare_input", "date": DATE, "entities_key": key}, None)
 
 
-def _part(s3, rows: list[tuple[str, str, str]]) -> str:
-    """One prepared part and its transform output: (entity id, input row, score)."""
-    prefix = f"batch-input/fraud/dt={DATE}/"
-    s3.put_object(Bucket="predictions", Key=f"{prefix}part-00000.ids",
-                  Body=("\n".join(r[0] for r in rows) + "\n").encode())
-    s3.put_object(Bucket="predictions", Key=f"{prefix}part-00000.csv",
-                  Body=("\n".join(r[1] for r in rows) + "\n").encode())
-    output = f"predictions/fraud/dt={DATE}/part-00000.csv.out"
-    s3.put_object(Bucket="predictions", Key=output,
-                  Body=("\n".join(r[2] for r in rows) + "\n").encode())
+def _scored_part(batch_aws, fraud_spec, module, orders: list[tuple[str, ...]],
+                 scores: dict[float | None, str]) -> str:
+    """The day's real transform input (sourcing, the feature step, prepare_input)
+    and its one output part, each row scored by its order amount (``scores``);
+    returns the output's key."""
+    features = _features(batch_aws, fraud_spec, {DATE: _orders(orders)})
+    prepared = module.handler({"step": "prepare_input", "date": DATE,
+                               "entities_key": features["entities_key"]}, None)
+    [output] = _transform(batch_aws["s3"], prepared, lambda row: scores[row[0]])
     return output
 
 
@@ -386,7 +477,9 @@ def _decide(module, key: str) -> dict[str, Any]:
                            "model": "mdlc-fraud-b-1", "model_version": VERSION}, None)
 
 
-def test_rules_see_the_features_and_actions_act_once_per_entity_and_version(batch_aws):
+def test_rules_see_the_features_and_actions_act_once_per_entity_and_version(
+    batch_aws, fraud_spec
+):
     """A rule on a feature matches in batch; block publishes, review sends, approve only
     logs; a failed action fails the part, and the retry acts only where it had not."""
     s3, sqs = batch_aws["s3"], batch_aws["sqs"]
@@ -397,10 +490,13 @@ def test_rules_see_the_features_and_actions_act_once_per_entity_and_version(batc
          "action": "review"},
         {"id": "review_medium_risk", "when": "score >= 0.6", "action": "review"},
     ])
-    key = _part(s3, [("c1", "10.0,400.0,10.0,1.0,1.0", "0.95"),
-                     ("c2", "2500.0,3.0,2500.0,1.0,1.0", "0.1"),
-                     ("c3", "20.0,900.0,40.0,2.0,1.0", "0.2"),
-                     ("c4", ",,0.0,0.0,", "nan")])
+    key = _scored_part(batch_aws, fraud_spec, module, [
+        ("o1", "c1", f"{DATE}T10:00:00", "10.0", "400"),
+        ("o2", "c2", f"{DATE}T10:00:00", "2500.0", "3"),
+        ("o3", "c3", f"{DATE}T09:00:00", "20.0", "899"),
+        ("o4", "c3", f"{DATE}T10:00:00", "20.0", "900"),
+        ("o5", "c4", f"{DATE}T10:00:00", "", ""),  # nothing to score on: no score
+    ], {10.0: "0.95", 2500.0: "0.1", 20.0: "0.2", None: "nan"})
 
     # The review queue does not exist yet: review actions fail, block acts.
     with pytest.raises(Exception) as failed:
@@ -440,21 +536,24 @@ def test_rules_see_the_features_and_actions_act_once_per_entity_and_version(batc
     assert rewritten[:2] == records[:2]
 
 
-def test_a_new_model_version_acts_again_on_the_same_day(batch_aws):
-    s3, sqs = batch_aws["s3"], batch_aws["sqs"]
+def test_a_new_model_version_acts_again_on_the_same_day(batch_aws, fraud_spec):
+    sqs = batch_aws["sqs"]
     module = batch_aws["load"]()
-    key = _part(s3, [("c1", "10.0,400.0,10.0,1.0,1.0", "0.95")])
+    key = _scored_part(batch_aws, fraud_spec, module,
+                       [("o1", "c1", f"{DATE}T10:00:00", "10.0", "400")], {10.0: "0.95"})
     _decide(module, key)
     module.handler({"step": "decide", "date": DATE, "Key": key,
                     "model_version": VERSION.replace("/3", "/4")}, None)
     assert [m["model_version"][-1] for m in _drain(sqs, batch_aws["blocked"])] == ["3", "4"]
 
 
-def test_decide_refuses_a_part_whose_inputs_do_not_match_its_ids(batch_aws):
+def test_decide_refuses_a_part_whose_inputs_do_not_match_its_ids(batch_aws, fraud_spec):
     s3 = batch_aws["s3"]
     module = batch_aws["load"]()
-    key = _part(s3, [("c1", "10.0,400.0,10.0,1.0,1.0", "0.95")])
-    s3.put_object(Bucket="predictions", Key=f"batch-input/fraud/dt={DATE}/part-00000.csv",
+    key = _scored_part(batch_aws, fraud_spec, module,
+                       [("o1", "c1", f"{DATE}T10:00:00", "10.0", "400")], {10.0: "0.95"})
+    # The input part damaged after the transform read it.
+    s3.put_object(Bucket="predictions", Key=f"{module.input_key_prefix(DATE)}part-00000.csv",
                   Body=b"10.0,400.0\n")
     with pytest.raises(ValueError, match="input line 1 has 2 fields, expected 5"):
         _decide(module, key)

@@ -11,16 +11,22 @@ Two operations, picked by ``event["step"]``:
     every column of ``ModelSpec.feature_columns`` in training order (a null
     value is an empty field, which XGBoost treats as missing; a column the
     table lacks is an error, never a silently empty input), ``PART_ROWS``
-    rows each, to ``batch-input/<model>/dt=<date>/part-NNNNN.csv`` in
-    PREDICTIONS_BUCKET, and each part's entity ids alongside
-    (``part-NNNNN.ids``, one per line, the same order: a transform job keeps
-    line order within an object, so line *i* of the input, of the ids and of
-    the output are the same entity).
+    rows each, to ``batch-input/<model>/dt=<date>/transform/part-NNNNN.csv``
+    in PREDICTIONS_BUCKET, and each part's entity ids in the sibling folder
+    ``batch-input/<model>/dt=<date>/ids/part-NNNNN.ids`` (one per line, the
+    same order: a transform job keeps line order within an object, so line
+    *i* of the input, of the ids and of the output are the same entity). The
+    ids are not under the transform's input prefix because a transform job
+    reads every object under its S3Prefix: an ids file there would be scored
+    as input and fail the job. Objects a previous run of the day left under
+    either folder (a rerun with fewer parts) are deleted for the same reason.
     out: ``{"input_prefix", "output_prefix", "input_key_prefix",
-    "output_key_prefix", "parts", "rows"}`` (S3 URIs and the key prefixes).
+    "output_key_prefix", "ids_key_prefix", "parts", "rows"}`` (S3 URIs and
+    the key prefixes).
 ``decide``
     in:  ``{"step", "date", "Key", "model_version"}`` (``Key``: one transform
-    output object, ``predictions/<model>/dt=<date>/part-NNNNN.csv.out``, as
+    output object, ``predictions/<model>/dt=<date>/part-NNNNN.csv.out``
+    (the transform names it after its input object, ``.out`` appended), as
     the Distributed Map's S3 item reader lists it; ``model_version``: the
     approved model package ARN the transform ran). Joins each score with its
     entity id and its input row (the features the model saw, as the online
@@ -85,6 +91,33 @@ class ActionsIncomplete(RuntimeError):
 # --- prepare_input ------------------------------------------------------------------
 
 
+def input_key_prefix(date: str) -> str:
+    """The transform job's input: CSV parts and nothing else (it reads every object)."""
+    return f"batch-input/{MODEL}/dt={date}/transform/"
+
+
+def ids_key_prefix(date: str) -> str:
+    """Each part's entity ids, beside the transform input, never inside it."""
+    return f"batch-input/{MODEL}/dt={date}/ids/"
+
+
+def output_key_prefix(date: str) -> str:
+    return f"predictions/{MODEL}/dt={date}/"
+
+
+def _delete_others(bucket: str, prefix: str, keep: set[str]) -> None:
+    """Delete what a previous run of the day left under ``prefix`` (not in ``keep``)."""
+    stale = [
+        {"Key": item["Key"]}
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for item in page.get("Contents", [])
+        if item["Key"] not in keep
+    ]
+    for start in range(0, len(stale), 1000):
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": stale[start:start + 1000],
+                                                 "Quiet": True})
+
+
 def prepare_input(event: dict[str, Any]) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
@@ -102,8 +135,9 @@ def prepare_input(event: dict[str, Any]) -> dict[str, Any]:
     ids = [str(v) for v in table.column(entity).to_pylist()]
     values = {c: table.column(c).to_pylist() for c in columns}
     bucket = os.environ["PREDICTIONS_BUCKET"]
-    prefix = f"batch-input/{MODEL}/dt={date}/"
+    prefix, ids_prefix = input_key_prefix(date), ids_key_prefix(date)
     parts = 0
+    written: set[str] = set()
     for start in range(0, len(ids), PART_ROWS):
         end = min(start + PART_ROWS, len(ids))
         rows = (
@@ -113,14 +147,17 @@ def prepare_input(event: dict[str, Any]) -> dict[str, Any]:
         name = f"part-{parts:05d}"
         s3.put_object(Bucket=bucket, Key=f"{prefix}{name}.csv",
                       Body=("\n".join(rows) + "\n").encode(), ContentType="text/csv")
-        s3.put_object(Bucket=bucket, Key=f"{prefix}{name}.ids",
+        s3.put_object(Bucket=bucket, Key=f"{ids_prefix}{name}.ids",
                       Body=("\n".join(ids[start:end]) + "\n").encode())
+        written |= {f"{prefix}{name}.csv", f"{ids_prefix}{name}.ids"}
         parts += 1
-    output = f"predictions/{MODEL}/dt={date}/"
+    for folder in (prefix, ids_prefix):
+        _delete_others(bucket, folder, written)
+    output = output_key_prefix(date)
     logger.info("transform input written", extra={"rows": len(ids), "parts": parts})
     return {"input_prefix": f"s3://{bucket}/{prefix}", "input_key_prefix": prefix,
             "output_prefix": f"s3://{bucket}/{output}", "output_key_prefix": output,
-            "parts": parts, "rows": len(ids)}
+            "ids_key_prefix": ids_prefix, "parts": parts, "rows": len(ids)}
 
 
 # --- decide ---------------------------------------------------------------------------
@@ -223,13 +260,15 @@ def perform(decisions: Sequence[Decision], date: str,
 def decide(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     bucket = os.environ["PREDICTIONS_BUCKET"]
     date, key = event["date"], event["Key"]
-    name = key.rsplit("/", 1)[-1].removesuffix(".csv.out")
-    prefix = f"batch-input/{MODEL}/dt={date}/"
-    ids = [line for line in _text(bucket, f"{prefix}{name}.ids").splitlines() if line]
+    # The transform names its output after the input object: part-NNNNN.csv.out.
+    name = key.rsplit("/", 1)[-1].removesuffix(".out").removesuffix(".csv")
+    prefix, ids_prefix = input_key_prefix(date), ids_key_prefix(date)
+    ids = [line for line in _text(bucket, f"{ids_prefix}{name}.ids").splitlines() if line]
     columns = feature_columns(CONFIG)
     inputs = parse_inputs(_text(bucket, f"{prefix}{name}.csv"), columns)
     if len(inputs) != len(ids):
-        raise ValueError(f"{prefix}{name}: {len(inputs)} input rows for {len(ids)} entity ids")
+        raise ValueError(f"{prefix}{name}.csv: {len(inputs)} input rows for {len(ids)} "
+                         f"entity ids in {ids_prefix}{name}.ids")
     scores = parse_scores(_text(bucket, key), len(ids))
     version = (os.environ.get("MODEL_VERSION") or event.get("model_version")
                or str(event.get("model") or "unknown"))
