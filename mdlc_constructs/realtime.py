@@ -18,7 +18,8 @@ hand with ``{"detail": {"ModelPackageArn": "<arn>"}}``::
 
     Deploy (error boundary: any failure notifies the topic once, then fails)
       DescribeModelPackage -> IsDeployable (Approved, this group) else NotDeployable
-      FindEndpoint (DescribeEndpoint; "Could not find endpoint" -> NoEndpointYet)
+      FindEndpoint (DescribeEndpoint; "Could not find endpoint" -> NoEndpointYet,
+        at once; throttled -> FindEndpointAgain after a backoff, at most 4 times)
         IsAlreadyServing? (this version, InService) -> AlreadyServing (Succeed)
       NameResources (mdlc-<model>-v<version>-<random>) -> CreateModel -> CreateEndpointConfig
       CreateOrUpdate: CreateEndpoint | UpdateEndpoint (blue/green + auto-rollback alarms)
@@ -60,15 +61,36 @@ VARIANT_NAME = "AllTraffic"
 #: final for the workflow (UpdateRollbackFailed and Failed need a person).
 TRANSITIONAL_STATES = ("Creating", "Updating", "SystemUpdating", "RollingBack")
 
-#: Throttling as the AWS SDK integrations report it: safe to retry on reads
-#: and on the idempotent autoscaling calls.
+#: Throttling and transient faults under their own names: safe to retry on
+#: reads and on the idempotent autoscaling calls.
 SDK_THROTTLING = (
     "SageMaker.ThrottlingException",
-    "SageMaker.SageMakerException",
     "ApplicationAutoScaling.ConcurrentUpdateException",
     "ApplicationAutoScaling.InternalServiceException",
     "ThrottlingException",
 )
+
+#: The one name a Task gets for every SageMaker error the SDK's model does not
+#: declare: ThrottlingException, and also ValidationException, which is how
+#: DescribeEndpoint answers a missing endpoint ("Could not find endpoint").
+#: The AWS SDK integrations report it as SageMaker.SageMakerException (the
+#: SDK v2 base class, as they report S3.S3Exception, and as moto's and
+#: LocalStack's interpreters name it); the optimized .sync integrations as
+#: SageMaker.AmazonSageMakerException. Both spellings, so neither slips past.
+SAGEMAKER_UNMODELED = ("SageMaker.SageMakerException", "SageMaker.AmazonSageMakerException")
+
+#: Retries of a read whose resource exists (the event's model package, the
+#: endpoint being deployed): an unmodeled error there is throttling in
+#: practice, so it is retried with the named ones; a validation or permission
+#: error costs the retries' half minute before the boundary's catch.
+READ_RETRY = (*SDK_THROTTLING, *SAGEMAKER_UNMODELED)
+
+#: FindEndpoint's own retries of a throttled lookup (Retry cannot tell the
+#: unmodeled throttling from a missing endpoint: the Catch reads the cause).
+FIND_RETRIES = 4
+#: Causes of a throttled SageMaker call: the service's message ("Rate
+#: exceeded"), or the error code where the SDK's message includes it.
+THROTTLED_CAUSES = ("*Rate exceeded*", "*ThrottlingException*")
 
 #: Time SageMaker needs to provision a fleet before shifting traffic.
 PROVISIONING = Duration.minutes(30)
@@ -485,11 +507,17 @@ class RealtimeEndpoint(Construct):
         # DescribeEndpoint is the existence check: SageMaker answers a missing
         # endpoint with a ValidationException "Could not find endpoint ...".
         # (ListEndpoints would need "*" and a JSONPath filter that fails on no match.)
+        # That error has the unmodeled name throttling also has, and Retry runs
+        # before Catch: a Retry on that name would retry every first deployment
+        # four times before it reached the catch. So Retry names throttling
+        # only by its own names; the catch tells the missing endpoint (go on at
+        # once) from throttling (wait and look again, boundedly) by the cause.
         find = self._sdk(
             "FindEndpoint",
             "describeEndpoint",
             {"EndpointName": self.endpoint_name},
             resources=[self.endpoint_arn],
+            retry=SDK_THROTTLING,
             result_selector={
                 "status": sfn.JsonPath.string_at("$.EndpointStatus"),
                 "config": sfn.JsonPath.string_at("$.EndpointConfigName"),
@@ -507,11 +535,46 @@ class RealtimeEndpoint(Construct):
         no_endpoint = sfn.Pass(
             self, "NoEndpointYet", comment="The first approved version creates the endpoint"
         )
+        again = sfn.Wait(
+            self,
+            "FindEndpointAgain",
+            time=sfn.WaitTime.seconds_path("$.find_retries.wait"),
+            comment="SageMaker throttled the lookup: back off, then look again",
+        )
+        again.next(find)
+        first_retry = sfn.Pass(
+            self,
+            "CountFindRetry",
+            parameters={"count": 1, "wait": 5},
+            result_path="$.find_retries",
+        ).next(again)
+        next_retry = sfn.Pass(
+            self,
+            "CountNextFindRetry",
+            parameters={
+                "count.$": "States.MathAdd($.find_retries.count, 1)",
+                # Doubling: 5, 10, 20, 40 seconds.
+                "wait.$": "States.MathAdd($.find_retries.wait, $.find_retries.wait)",
+            },
+            result_path="$.find_retries",
+        ).next(again)
+        retries_left = (
+            sfn.Choice(self, "FindRetriesLeft")
+            .when(sfn.Condition.is_not_present("$.find_retries"), first_retry)
+            .when(sfn.Condition.number_less_than("$.find_retries.count", FIND_RETRIES),
+                  next_retry)
+            .otherwise(lookup_failed)
+        )
         missing = (
             sfn.Choice(self, "EndpointMissing")
             .when(
                 sfn.Condition.string_matches("$.lookup.Cause", "*Could not find endpoint*"),
                 no_endpoint,
+            )
+            .when(
+                sfn.Condition.or_(*[sfn.Condition.string_matches("$.lookup.Cause", cause)
+                                    for cause in THROTTLED_CAUSES]),
+                retries_left,
             )
             .otherwise(lookup_failed)
         )
@@ -549,7 +612,7 @@ class RealtimeEndpoint(Construct):
                 "Tags": self._tags(),
             },
             resources=[self._arn("model", f"{self.resource_prefix}*")],
-            retry=False,
+            retry=None,
         )
         config_parameters = self.endpoint_config_parameters()
         config_parameters["EndpointConfigName"] = sfn.JsonPath.string_at("$.deployment.name")
@@ -558,7 +621,7 @@ class RealtimeEndpoint(Construct):
             "createEndpointConfig",
             config_parameters,
             resources=[self._arn("endpoint-config", f"{self.resource_prefix}*")],
-            retry=False,
+            retry=None,
         )
         create_endpoint = self._sdk(
             "CreateEndpoint",
@@ -570,7 +633,7 @@ class RealtimeEndpoint(Construct):
             },
             resources=[self.endpoint_arn,
                        self._arn("endpoint-config", f"{self.resource_prefix}*")],
-            retry=False,
+            retry=None,
         )
         update_endpoint = self._sdk(
             "UpdateEndpoint",
@@ -586,7 +649,7 @@ class RealtimeEndpoint(Construct):
             },
             resources=[self.endpoint_arn,
                        self._arn("endpoint-config", f"{self.resource_prefix}*")],
-            retry=False,
+            retry=None,
         )
         wait = sfn.Wait(
             self,
@@ -777,10 +840,11 @@ class RealtimeEndpoint(Construct):
         iam_action: str | None = None,
         result_selector: dict[str, Any] | None = None,
         result_path: str | None = sfn.JsonPath.DISCARD,
-        retry: bool = True,
+        retry: Sequence[str] | None = READ_RETRY,
     ) -> tasks.CallAwsService:
-        """A SageMaker SDK call with a timeout; reads are retried on throttling,
-        creates are not (a second create of the same name fails)."""
+        """A SageMaker SDK call with a timeout, retried on the errors ``retry``
+        names (default: a read's, ``READ_RETRY``). None: a create, retried only
+        on throttling by name (a second create of the same name would fail)."""
         task = tasks.CallAwsService(
             self,
             construct_id,
@@ -793,8 +857,8 @@ class RealtimeEndpoint(Construct):
             result_path=result_path,
             task_timeout=sfn.Timeout.duration(Duration.minutes(2)),
         )
-        if retry:
-            retry_transient(task, errors=SDK_THROTTLING)
+        if retry is not None:
+            retry_transient(task, errors=tuple(retry))
         else:
             retry_transient(task, errors=("SageMaker.ThrottlingException", "ThrottlingException"))
         return task

@@ -326,6 +326,44 @@ def test_workflow_shape(asl):
             assert "TimeoutSeconds" in state, name
 
 
+def test_missing_endpoint_goes_straight_to_the_catch_and_throttling_retries(asl):
+    """Retry runs before Catch: FindEndpoint must not retry on the name a missing
+    endpoint's ValidationException carries (SageMaker's unmodeled-error name, in
+    either spelling), or every first deployment retries four times first."""
+    from mdlc_constructs.realtime import FIND_RETRIES, SAGEMAKER_UNMODELED
+
+    states = _states(asl)
+    find = states["FindEndpoint"]
+    (retry,) = find["Retry"]
+    assert not set(retry["ErrorEquals"]) & {*SAGEMAKER_UNMODELED, "States.ALL",
+                                            "States.TaskFailed"}
+    assert {"SageMaker.ThrottlingException", "ThrottlingException"} <= set(retry["ErrorEquals"])
+    (catch,) = find["Catch"]
+    assert catch == {"ErrorEquals": ["States.TaskFailed"], "ResultPath": "$.lookup",
+                     "Next": "EndpointMissing"}
+    missing, throttled = states["EndpointMissing"]["Choices"]
+    assert missing == {"Variable": "$.lookup.Cause",
+                       "StringMatches": "*Could not find endpoint*", "Next": "NoEndpointYet"}
+    assert {c["StringMatches"] for c in throttled["Or"]} == {"*Rate exceeded*",
+                                                            "*ThrottlingException*"}
+    assert throttled["Next"] == "FindRetriesLeft"
+    assert states["EndpointMissing"]["Default"] == "FindEndpointFailed"
+    # Throttled lookups back off and look again, a bounded number of times.
+    first, more = states["FindRetriesLeft"]["Choices"]
+    assert (first["Next"], more["Next"]) == ("CountFindRetry", "CountNextFindRetry")
+    assert more["NumericLessThan"] == FIND_RETRIES
+    assert states["FindRetriesLeft"]["Default"] == "FindEndpointFailed"
+    assert states["CountFindRetry"]["Next"] == states["CountNextFindRetry"]["Next"] == (
+        "FindEndpointAgain")
+    assert states["FindEndpointAgain"]["SecondsPath"] == "$.find_retries.wait"
+    assert states["FindEndpointAgain"]["Next"] == "FindEndpoint"
+    # Reads of resources that exist still retry the unmodeled name (throttling there).
+    for name in ("DescribeModelPackage", "DescribeEndpoint"):
+        (read,) = states[name]["Retry"]
+        assert set(SAGEMAKER_UNMODELED) <= set(read["ErrorEquals"]), name
+        assert "SageMaker.ThrottlingException" in read["ErrorEquals"], name
+
+
 # -- IAM -------------------------------------------------------------------------------
 
 
@@ -448,6 +486,7 @@ def run(synthesized):
     """
     import boto3
     from moto import mock_aws
+    from moto.core.exceptions import JsonRESTError
     from moto.core.responses import ActionResult
     from moto.sagemaker.responses import SageMakerResponse
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
@@ -458,6 +497,15 @@ def run(synthesized):
     topic_id = next(k for k, r in raw["Resources"].items() if r["Type"] == "AWS::SNS::Topic")
     outcome = {"value": "serve"}
     updates: list[dict[str, Any]] = []
+    # DescribeEndpoint calls SageMaker throttles before it answers again.
+    throttle = {"remaining": 0}
+    describe_endpoint = SageMakerResponse.describe_endpoint
+
+    def throttled_describe_endpoint(self: SageMakerResponse) -> ActionResult:
+        if throttle["remaining"] > 0:
+            throttle["remaining"] -= 1
+            raise JsonRESTError("ThrottlingException", "Rate exceeded")
+        return describe_endpoint(self)
 
     def update_endpoint(self: SageMakerResponse) -> ActionResult:
         updates.append(dict(self._get_params()))
@@ -472,6 +520,7 @@ def run(synthesized):
         # moto knows no UpdateEndpoint, and maps the SDK integration's
         # 'applicationautoscaling' to no boto3 client: both are moto's gaps.
         SageMakerResponse.update_endpoint = update_endpoint  # type: ignore[attr-defined]
+        SageMakerResponse.describe_endpoint = throttled_describe_endpoint  # type: ignore[method-assign]
         overrides = state_task_service.StateTaskService._SERVICE_NAME_SFN_TO_BOTO_OVERRIDES
         overrides["applicationautoscaling"] = "application-autoscaling"
         try:
@@ -488,7 +537,9 @@ def run(synthesized):
             asl = _render(_definition_parts(raw), {topic_id: topic, **_alarm_names(raw)})
             for state in _states(asl).values():
                 if state["Type"] == "Wait":
-                    state["Seconds"] = 0  # the poll interval, not worth waiting for here
+                    # The poll interval and backoffs, not worth waiting for here.
+                    state.pop("SecondsPath", None)
+                    state["Seconds"] = 0
             client = boto3.client("stepfunctions", region_name=REGION)
             machine = client.create_state_machine(
                 name="deploy", definition=json.dumps(asl),
@@ -529,10 +580,11 @@ def run(synthesized):
                 return described, [json.loads(m["Body"]) for m in messages]
 
             yield {"execute": execute, "register": register, "sagemaker": sagemaker,
-                   "updates": updates,
+                   "updates": updates, "throttle": throttle, "stepfunctions": client,
                    "autoscaling": boto3.client("application-autoscaling", region_name=REGION)}
         finally:
             del SageMakerResponse.update_endpoint  # type: ignore[attr-defined]
+            SageMakerResponse.describe_endpoint = describe_endpoint  # type: ignore[method-assign]
             overrides.pop("applicationautoscaling", None)
 
 
@@ -616,3 +668,33 @@ def test_unapproved_version_is_not_deployed(run, first_deployment):
     assert "PendingManualApproval" in message["cause"]
     assert run["sagemaker"].describe_endpoint(EndpointName=ENDPOINT)[
         "EndpointConfigName"] == before
+
+
+def test_throttled_lookup_backs_off_looks_again_and_gives_up_bounded(run, first_deployment):
+    """SageMaker throttles FindEndpoint: the deployment looks again after a backoff
+    and goes on; throttled past FIND_RETRIES, it fails and notifies the cause."""
+    from mdlc_constructs.realtime import FIND_RETRIES
+
+    def waits(result: dict[str, Any]) -> int:
+        events = run["stepfunctions"].get_execution_history(
+            executionArn=result["executionArn"], maxResults=1000)["events"]
+        return sum(1 for e in events if e["type"] == "WaitStateEntered"
+                   and e["stateEnteredEventDetails"]["name"] == "FindEndpointAgain")
+
+    arn = run["register"]()
+    run["throttle"]["remaining"] = 2
+    result, messages = run["execute"](arn, "serve")
+    assert result["status"] == "SUCCEEDED", result
+    assert waits(result) == 2
+    assert run["sagemaker"].describe_endpoint(EndpointName=ENDPOINT)[
+        "EndpointConfigName"].startswith(f"{ENDPOINT}-v5-")
+    assert [m["model_package"] for m in messages] == [arn]
+
+    arn = run["register"]()
+    run["throttle"]["remaining"] = FIND_RETRIES + 1
+    result, messages = run["execute"](arn, "serve")
+    assert result["status"] == "FAILED"
+    assert waits(result) == FIND_RETRIES
+    (message,) = messages
+    assert "Rate exceeded" in message["cause"]
+    run["throttle"]["remaining"] = 0
