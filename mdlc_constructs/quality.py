@@ -136,6 +136,10 @@ class DataQuality(Construct):
             reads=[
                 S3Access(lake.datasets, f"datasets/{spec.name}/*",
                          "Snapshot objects are named at run time; limited to this model"),
+                # The earlier days' reports tell which snapshot last passed,
+                # the one the consistency rules compare with.
+                S3Access(lake.artifacts, reports,
+                         "One report per date, named at run time; limited to this model"),
             ],
             writes=[
                 S3Access(lake.artifacts, reports,

@@ -143,10 +143,15 @@ def test_quality_job_writes_the_same_report_and_metrics(
     day = snapshot_days(aws)
     prefix = f"datasets/fraud/dt={day}/"
     handler = load_handler("quality_check")
-    lambda_metrics = Recorder()
-    monkeypatch.setattr(handler, "cloudwatch", lambda_metrics)
     context = type("Context", (), {"function_name": "q", "memory_limit_in_mb": 1024,
                                    "aws_request_id": "r", "invoked_function_arn": "arn"})()
+    # The day before, checked as the workflow checks it: its passed report makes
+    # it the snapshot both runners compare with.
+    before = (START + timedelta(days=20)).date().isoformat()
+    assert handler.handler({"bucket": DATASETS, "snapshot_prefix": f"datasets/fraud/dt={before}/",
+                            "previous_prefix": "latest"}, context)["passed"] is True
+    lambda_metrics = Recorder()
+    monkeypatch.setattr(handler, "cloudwatch", lambda_metrics)
     lambda_result = handler.handler(
         {"bucket": DATASETS, "snapshot_prefix": prefix, "date": day, "previous_prefix": "latest"},
         context,
@@ -410,6 +415,10 @@ def test_job_roles_read_and_write_only_their_prefixes(scaled: dict[str, Any]) ->
     features = json.dumps(_policies_of(template, _logical(runners["features"].role)))
     assert "datasets/fraudscale/*" in features and "features/fraudscale/*" in features
     assert "quality-reports" not in features
+    # The quality job reads the earlier reports: which snapshot last passed.
+    quality = _policies_of(template, _logical(runners["quality"].role))
+    assert any("s3:GetObject*" in json.dumps(st["Action"])
+               and "quality-reports/fraudscale/*" in json.dumps(st["Resource"]) for st in quality)
 
 
 def test_workflows_may_start_only_their_own_jobs(scaled: dict[str, Any]) -> None:

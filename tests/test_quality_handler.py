@@ -19,6 +19,7 @@ from tests.lambda_loader import load_handler
 from .test_quality_engine import SPEC, orders_csv
 
 DATA = "data-bucket"
+RAW = "raw-bucket"
 REPORTS = "report-bucket"
 NAMESPACE = "MDLC/Quality"
 CONTEXT = SimpleNamespace(
@@ -45,6 +46,7 @@ def aws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket=DATA)
         s3.create_bucket(Bucket=REPORTS)
+        s3.create_bucket(Bucket=RAW)
         yield s3
     load_config.cache_clear()
 
@@ -164,21 +166,42 @@ def test_malformed_event_raises(aws: Any, handler: ModuleType) -> None:
         handler.handler({"bucket": DATA, "snapshot_prefix": "datasets/fraud/latest/"}, CONTEXT)
 
 
+def _snapshot(aws: Any, day: str, rows: list[tuple[Any, ...]]) -> str:
+    """The day's snapshot as data sourcing builds it (source drop, copy, manifest)."""
+    from tests import producers
+
+    made = producers.snapshot(aws, SPEC, date.fromisoformat(day), orders_csv(rows).encode(),
+                              raw=RAW, datasets=DATA)
+    return made["snapshot_prefix"]
+
+
+def _check(handler: ModuleType, aws: Any, day: str, rows: list[tuple[Any, ...]]) -> dict:
+    """Snapshot ``rows`` for ``day`` and run the workflow's check on it ("latest");
+    returns the result and the report it wrote."""
+    prefix = _snapshot(aws, day, rows)
+    result = handler.handler(
+        {"bucket": DATA, "snapshot_prefix": prefix, "previous_prefix": "latest"}, CONTEXT
+    )
+    key = result["report_uri"].split("/", 3)[3]
+    return {**result, "prefix": prefix,
+            "report": json.loads(aws.get_object(Bucket=REPORTS, Key=key)["Body"].read())}
+
+
+def _tenure(report: dict[str, Any]) -> dict[str, Any]:
+    return next(r for r in report["rules"] if r["id"] == "tenure_grows_daily")
+
+
 def test_latest_compares_with_the_newest_earlier_snapshot_across_a_gap(
     aws: Any, handler: ModuleType
 ) -> None:
     # The workflow asks for "latest": the snapshot three days earlier is found
-    # (days without snapshots are skipped), and tenure must have grown by 3.
-    def manifest(day: str) -> None:
-        prefix = f"datasets/fraud/dt={day}/"
-        body = json.dumps({"snapshot_prefix": prefix, "date": day}).encode()
-        aws.put_object(Bucket=DATA, Key=f"{prefix}_manifest.json", Body=body)
-
-    earlier = put_snapshot(aws, "2026-10-29", orders_csv(
-        [("p1", "c1", "2026-10-29T10:00:00Z", 5, 364, 0)]))
-    manifest("2026-10-29")
-    prefix = put_snapshot(aws, "2026-11-01", orders_csv(
-        [("o1", "c1", "2026-11-01T10:00:00Z", 5, 367, 0)]))
+    # (days without snapshots, or with one never checked, are skipped), and
+    # tenure must have grown by 3.
+    earlier = _check(handler, aws, "2026-10-29", [("p1", "c1", "2026-10-29T10:00:00Z", 5, 364, 0)])
+    assert earlier["passed"] is True
+    # A snapshot that was never checked is not a previous snapshot.
+    _snapshot(aws, "2026-10-31", [("q1", "c1", "2026-10-31T10:00:00Z", 5, 1, 0)])
+    prefix = _snapshot(aws, "2026-11-01", [("o1", "c1", "2026-11-01T10:00:00Z", 5, 367, 0)])
     # A later version of the same day is another snapshot, not part of this one.
     aws.put_object(Bucket=DATA, Key=f"{prefix}v=2/part-0000.csv", Body=b"not,a,snapshot\n")
     result = handler.handler(
@@ -187,7 +210,24 @@ def test_latest_compares_with_the_newest_earlier_snapshot_across_a_gap(
     report = json.loads(
         aws.get_object(Bucket=REPORTS, Key=result["report_uri"].split("/", 3)[3])["Body"].read()
     )
-    assert report["previous_source"] == f"s3://{DATA}/{earlier}"
+    assert report["previous_source"] == f"s3://{DATA}/{earlier['prefix']}"
     assert report["previous_date"] == "2026-10-29"
-    tenure = next(r for r in report["rules"] if r["id"] == "tenure_grows_daily")
-    assert tenure["status"] == "pass"
+    assert _tenure(report)["status"] == "pass"
+
+
+def test_latest_skips_a_snapshot_that_failed_quality(aws: Any, handler: ModuleType) -> None:
+    """Three consecutive days, each checked as the workflow checks it: tenure
+    364, 54, 366. The middle day fails; the third is compared with the first
+    (the newest that passed), grows by 2 in 2 days and passes, where comparing
+    with the failed day would have failed good data."""
+    first = _check(handler, aws, "2026-11-01", [("o1", "c1", "2026-11-01T10:00:00Z", 5, 364, 0)])
+    middle = _check(handler, aws, "2026-11-02", [("o2", "c1", "2026-11-02T10:00:00Z", 5, 54, 0)])
+    third = _check(handler, aws, "2026-11-03", [("o3", "c1", "2026-11-03T10:00:00Z", 5, 366, 0)])
+
+    assert first["passed"] is True and _tenure(first["report"])["status"] == "skipped"
+    assert middle["passed"] is False and middle["failed_rules"] == ["tenure_grows_daily"]
+    assert middle["report"]["previous_source"] == f"s3://{DATA}/{first['prefix']}"
+    assert third["report"]["previous_source"] == f"s3://{DATA}/{first['prefix']}"
+    assert third["report"]["previous_date"] == "2026-11-01"
+    assert _tenure(third["report"])["status"] == "pass"
+    assert third["passed"] is True

@@ -5,7 +5,8 @@ The S3 and CloudWatch side of stage 2 for the scale-out runner
 ``quality_check`` Lambda handler: the same snapshot files (data objects only,
 not manifests, markers or later versions ``v=N/``), the same previous
 snapshot for the consistency rules (the newest one in the
-:data:`LOOKBACK_DAYS` before the date), the same report at
+:data:`LOOKBACK_DAYS` before the date that passed its own check, found by
+its report: :func:`latest_passed_before`), the same report at
 ``quality-reports/<model>/dt=<date>/report.json`` and the same
 ``QualityViolations`` metrics. ``tests/test_processing.py`` runs both on the
 same snapshot and compares.
@@ -22,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from . import quality, tabular
-from .sourcing import latest_manifest
 
 logger = logging.getLogger("mdlc.quality_job")
 
 METRIC_NAME = "QualityViolations"
+#: Reports are ``<REPORT_PREFIX>/<model>/dt=<date>/report.json`` in the report bucket.
+REPORT_PREFIX = "quality-reports"
 #: How far back the previous snapshot is looked for (as the Lambda runner).
 LOOKBACK_DAYS = 31
 _BATCH = 200
@@ -50,13 +52,14 @@ def run(
     ``{"passed", "violations", "rows", "failed_rules", "report_uri"}``.
 
     ``previous_prefix`` is the snapshot the consistency rules compare with:
-    ``"latest"`` (the newest of the LOOKBACK_DAYS before ``day``), a prefix
-    (``previous_date`` defaults to the day before), or None (no comparison).
+    ``"latest"`` (the newest of the LOOKBACK_DAYS before ``day`` that passed
+    quality, :func:`latest_passed_before`), a prefix (``previous_date``
+    defaults to the day before), or None (no comparison).
     """
     model = config["name"]
     columns = config["data"]["columns"]
     if previous_prefix == "latest":
-        found = latest_before(s3, bucket, model, day)
+        found = latest_passed_before(s3, bucket, report_bucket, model, day)
         previous_prefix, previous_date = (
             (found[0], date.fromisoformat(found[1])) if found else (None, None)
         )
@@ -75,7 +78,7 @@ def run(
         source=f"s3://{bucket}/{snapshot_prefix}",
         previous_source=f"s3://{bucket}/{previous_prefix}" if previous_prefix else None,
     )
-    report_key = f"quality-reports/{model}/dt={day.isoformat()}/report.json"
+    report_key = report_key_of(model, day)
     s3.put_object(
         Bucket=report_bucket, Key=report_key, ContentType="application/json",
         Body=json.dumps(report, indent=2).encode("utf-8"),
@@ -94,13 +97,53 @@ def run(
     }
 
 
-def latest_before(s3: Any, bucket: str, model: str, day: date) -> tuple[str, str] | None:
-    """The newest snapshot in the LOOKBACK_DAYS before ``day``: (prefix, date)."""
+def report_key_of(model: str, day: date) -> str:
+    """Where the check of ``day``'s snapshot writes its report (in the report bucket)."""
+    return f"{REPORT_PREFIX}/{model}/dt={day.isoformat()}/report.json"
+
+
+def read_report(s3: Any, report_bucket: str, model: str, day: date) -> dict[str, Any] | None:
+    """The report of ``day``'s check, or None when that day was never checked."""
+    try:
+        body = s3.get_object(Bucket=report_bucket, Key=report_key_of(model, day))["Body"].read()
+    except Exception as error:
+        code = (getattr(error, "response", None) or {}).get("Error", {}).get("Code")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise
+    return json.loads(body)
+
+
+def latest_passed_before(
+    s3: Any, bucket: str, report_bucket: str, model: str, day: date
+) -> tuple[str, str] | None:
+    """The newest snapshot in the LOOKBACK_DAYS before ``day`` that passed its own
+    quality check: (prefix, date), or None.
+
+    A day counts by its report: one without a report (never checked, or its
+    check could not read it) or whose report failed is skipped, because the
+    gate stopped that data; judging today's growth against values already
+    found wrong would flag good data, or pass bad data that merely continues
+    the bad day. The prefix is the snapshot that report checked (its
+    ``source``), so a later, unchecked version of that day is not used in
+    its place.
+    """
+    expected = f"s3://{bucket}/"
     for back in range(1, LOOKBACK_DAYS + 1):
         earlier = day - timedelta(days=back)
-        found = latest_manifest(s3, bucket, model, earlier)
-        if found is not None:
-            return found[1]["snapshot_prefix"], earlier.isoformat()
+        report = read_report(s3, report_bucket, model, earlier)
+        if report is None:
+            logger.info("no quality report of %s: not a previous snapshot", earlier)
+            continue
+        if not (report.get("summary") or {}).get("passed"):
+            logger.info("the snapshot of %s failed quality: not a previous snapshot", earlier)
+            continue
+        source = str(report.get("source") or "")
+        if not source.startswith(expected):
+            logger.warning("the report of %s checked %r, not a snapshot in %s: skipped",
+                           earlier, source, bucket)
+            continue
+        return source[len(expected):], earlier.isoformat()
     return None
 
 

@@ -7,7 +7,9 @@ Event::
      "previous_prefix": "datasets/<model>/dt=YYYY-MM-DD/"}  # optional, for consistency rules
 
 ``"previous_prefix": "latest"`` compares with the newest snapshot of the 31
-days before ``date`` (none found: the consistency rules are skipped).
+days before ``date`` that passed its own check (its report in REPORT_BUCKET
+says so; days without a report or with a failed one are skipped; none
+found: the consistency rules are skipped).
 
 Environment:
     REPORT_BUCKET                 report at ``quality-reports/<model>/dt=<date>/report.json``
