@@ -21,7 +21,8 @@ The transform reads ``batch-input/<model>/dt=<date>/transform/part-NNNNN.csv``
 under its S3Prefix); the entity ids of each part are beside it, in
 ``batch-input/<model>/dt=<date>/ids/``. Predictions land in
 ``predictions/<model>/dt=<date>/part-NNNNN.csv.out`` and decisions in
-``predictions/<model>/dt=<date>/decisions/`` of the predictions bucket. The execution input may carry ``{"date": "YYYY-MM-DD"}`` (default:
+``predictions/<model>/dt=<date>/decisions/`` of the predictions bucket.
+The execution input may carry ``{"date": "YYYY-MM-DD"}`` (default:
 yesterday, as data preparation does). Without an enabled ``integration``
 section there are no rules: the run ends after the transform (predictions
 only).
