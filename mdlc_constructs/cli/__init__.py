@@ -17,7 +17,10 @@ EXIT_VIOLATIONS = 1
 EXIT_USAGE = 2
 
 # Module names under mdlc_constructs.cli, in the order `mdlc --help` lists them.
-COMMANDS = ("validate", "quality", "baseline", "features", "decide", "monitor", "new", "sample")
+COMMANDS = (
+    "validate", "quality", "baseline", "features", "decide", "monitor", "new", "sample",
+    "simulate",
+)
 
 
 class UsageError(Exception):

@@ -1,0 +1,97 @@
+"""Local service implementations, attached to boto3 through botocore's event system.
+
+moto answers most calls. Where it cannot do what AWS does (Lambda without
+Docker only echoes its payload; SageMaker jobs do not run; ``UpdateEndpoint``
+is missing), a local implementation answers instead: :class:`ServiceHooks`
+registers one ``before-call`` handler on boto3's default session, and a
+handler that returns a response short-circuits the HTTP request, the public
+way botocore offers (the same hook ``botocore.stub.Stubber`` uses). Every
+client created from that session afterwards, the handlers' module-level
+clients and moto's Step Functions interpreter included, goes through it.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+from botocore.awsrequest import AWSResponse
+from botocore.response import StreamingBody
+
+#: A local operation: the call's API parameters -> its parsed response.
+Operation = Callable[[dict[str, Any]], dict[str, Any]]
+
+_PARAMS_KEY = "mdlc_local_api_params"
+
+
+class ServiceError(Exception):
+    """Raised by a local operation: becomes the AWS error ``code`` with ``message``."""
+
+    def __init__(self, code: str, message: str, *, status: int = 400) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+def streaming(body: bytes) -> StreamingBody:
+    return StreamingBody(io.BytesIO(body), len(body))
+
+
+class ServiceHooks:
+    """Routes chosen operations (``("lambda", "Invoke")``) to local implementations."""
+
+    def __init__(self) -> None:
+        self._operations: dict[tuple[str, str], Operation] = {}
+        self._session: boto3.Session | None = None
+        self._local = threading.local()
+        self.calls: list[tuple[str, str]] = []
+
+    def add(self, service: str, operation: str, implementation: Operation) -> None:
+        """``service`` is botocore's hyphenated service id (``sagemaker-runtime``)."""
+        self._operations[(service, operation)] = implementation
+
+    def install(self) -> None:
+        boto3.setup_default_session()
+        session = boto3.DEFAULT_SESSION
+        assert session is not None
+        session.events.register("before-parameter-build", self._remember_params,
+                                unique_id="mdlc-local-params")
+        session.events.register("before-call", self._dispatch, unique_id="mdlc-local-call")
+        self._session = session
+
+    def uninstall(self) -> None:
+        if self._session is not None:
+            self._session.events.unregister("before-parameter-build",
+                                            unique_id="mdlc-local-params")
+            self._session.events.unregister("before-call", unique_id="mdlc-local-call")
+            self._session = None
+        boto3.DEFAULT_SESSION = None
+
+    @staticmethod
+    def _remember_params(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context[_PARAMS_KEY] = dict(params)
+
+    def _dispatch(self, model: Any, context: dict[str, Any], event_name: str, **_: Any) -> Any:
+        # event_name: before-call.<service-id>.<Operation>
+        _, service, operation = event_name.split(".", 2)
+        implementation = self._operations.get((service, operation))
+        if implementation is None:
+            return None
+        params = context.get(_PARAMS_KEY, {})
+        request_id = str(uuid.uuid4())
+        try:
+            parsed = implementation(params)
+        except ServiceError as error:
+            http = AWSResponse("https://local", error.status, {}, None)
+            return http, {
+                "Error": {"Code": error.code, "Message": error.message},
+                "ResponseMetadata": {"HTTPStatusCode": error.status, "RequestId": request_id},
+            }
+        parsed = dict(parsed)
+        parsed.setdefault("ResponseMetadata", {"HTTPStatusCode": 200, "RequestId": request_id})
+        return AWSResponse("https://local", 200, {}, None), parsed

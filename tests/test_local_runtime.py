@@ -1,0 +1,223 @@
+"""The local runtime's building blocks, each against AWS's documented behaviour.
+
+These run without synthesis: a template is written by hand where the test
+is about the runtime (not about a stage's template), and every state
+machine here runs on moto's interpreter with the AWS-semantics patches.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from mdlc_constructs.local.assembly import Assembly, AssemblyError, Resolver, StackArtifact
+from mdlc_constructs.local.clock import fire_times
+from mdlc_constructs.local.events import matches
+from mdlc_constructs.local.stepfunctions import MOTO_VERSION, local_definition
+
+
+def test_moto_is_the_version_the_patches_were_written_for():
+    import moto
+
+    # The AWS-semantics patches touch moto internals: another release must be
+    # re-checked (mdlc_constructs/local/stepfunctions.py), not silently used.
+    assert moto.__version__ == MOTO_VERSION
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert '"moto[' in pyproject and f"=={MOTO_VERSION}" in pyproject
+
+
+def test_another_moto_version_is_refused(monkeypatch):
+    import moto
+
+    from mdlc_constructs.local import stepfunctions
+
+    monkeypatch.setattr(stepfunctions, "_INSTALLED", False)
+    monkeypatch.setattr(moto, "__version__", "9.9.9")
+    with pytest.raises(stepfunctions.MotoVersionError, match=r"moto 9\.9\.9 is installed"):
+        stepfunctions.install_aws_semantics()
+
+
+@pytest.mark.parametrize(
+    ("expression", "start", "end", "expected"),
+    [
+        ("cron(0 2 * * ? *)", "2026-11-01T00:00", "2026-11-03T00:00",
+         ["2026-11-01T02:00", "2026-11-02T02:00"]),
+        # Day-of-week 1 is Sunday in EventBridge; 2026-11-01 is a Sunday.
+        ("cron(0 4 ? * SUN *)", "2026-11-01T00:00", "2026-11-15T00:00",
+         ["2026-11-01T04:00", "2026-11-08T04:00"]),
+        ("cron(30 6 ? * 2-6 *)", "2026-11-06T00:00", "2026-11-10T00:00",
+         ["2026-11-06T06:30", "2026-11-09T06:30"]),
+        ("cron(0 0 L * ? *)", "2026-11-01T00:00", "2026-12-02T00:00", ["2026-11-30T00:00"]),
+        ("cron(0 9 ? * 2#1 *)", "2026-11-01T00:00", "2026-12-31T00:00",
+         ["2026-11-02T09:00", "2026-12-07T09:00"]),
+        ("cron(0/30 1 * * ? 2026)", "2026-12-31T00:00", "2027-01-02T00:00",
+         ["2026-12-31T01:00", "2026-12-31T01:30"]),
+    ],
+)
+def test_schedules_fire_as_eventbridge_documents(expression, start, end, expected):
+    def utc(text: str) -> datetime:
+        return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+    fired = [t.strftime("%Y-%m-%dT%H:%M") for t in fire_times(expression, utc(start), utc(end))]
+    assert fired == expected
+
+
+def test_rate_schedules_count_from_the_rule_creation():
+    created = datetime(2026, 11, 1, 0, 10, tzinfo=UTC)
+    fired = list(fire_times("rate(6 hours)", created, datetime(2026, 11, 2, tzinfo=UTC),
+                            created=created))
+    assert [t.hour for t in fired] == [6, 12, 18]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "event", "expected"),
+    [
+        ({"source": ["aws.sagemaker"], "detail": {"ModelApprovalStatus": ["Approved"]}},
+         {"source": "aws.sagemaker", "detail": {"ModelApprovalStatus": "Approved"}}, True),
+        ({"source": ["aws.sagemaker"], "detail": {"ModelApprovalStatus": ["Approved"]}},
+         {"source": "aws.sagemaker", "detail": {"ModelApprovalStatus": "Rejected"}}, False),
+        ({"detail": {"state": {"value": ["ALARM"]}}},
+         {"detail": {"state": {"value": "OK"}}}, False),
+        ({"resources": ["arn:a"]}, {"resources": ["arn:b", "arn:a"]}, True),
+        ({"detail": {"model": [{"prefix": "fr"}]}}, {"detail": {"model": "fraud"}}, True),
+        ({"detail": {"n": [{"numeric": [">", 0, "<=", 5]}]}}, {"detail": {"n": 5}}, True),
+        ({"detail": {"n": [{"numeric": [">", 0, "<=", 5]}]}}, {"detail": {"n": 6}}, False),
+        ({"detail": {"x": [{"exists": False}]}}, {"detail": {}}, True),
+        ({"detail": {"x": [{"anything-but": ["a"]}]}}, {"detail": {"x": "b"}}, True),
+        ({"detail-type": ["MDLC Retrain Requested"]}, {"detail-type": "Other"}, False),
+    ],
+)
+def test_event_patterns_match_as_eventbridge_does(pattern, event, expected):
+    assert matches(pattern, event) is expected
+
+
+def test_local_definition_replaces_sync_sagemaker_waits_and_backoff():
+    definition = {"StartAt": "Train", "States": {
+        "Train": {"Type": "Task", "Resource": "arn:aws:states:::sagemaker:createTrainingJob.sync",
+                  "Retry": [{"ErrorEquals": ["X"], "IntervalSeconds": 30, "BackoffRate": 2,
+                             "MaxAttempts": 3}], "Next": "Wait"},
+        "Wait": {"Type": "Wait", "SecondsPath": "$.wait", "Next": "Branch"},
+        "Branch": {"Type": "Parallel", "End": True, "Branches": [{"StartAt": "T", "States": {
+            "T": {"Type": "Task", "End": True,
+                  "Resource": "arn:aws:states:::sagemaker:createTransformJob.sync"}}}]},
+    }}
+    local, rewrites = local_definition(definition, region="us-east-1", account="123456789012")
+    assert local["States"]["Train"]["Resource"].endswith(
+        ":function:mdlc-local-sagemaker-createTrainingJob")
+    assert local["States"]["Train"]["Retry"][0] == {"ErrorEquals": ["X"], "IntervalSeconds": 1,
+                                                    "BackoffRate": 1, "MaxAttempts": 3}
+    assert local["States"]["Wait"] == {"Type": "Wait", "Seconds": 0, "Next": "Branch"}
+    branch = local["States"]["Branch"]["Branches"][0]["States"]["T"]
+    assert branch["Resource"].endswith(":function:mdlc-local-sagemaker-createTransformJob")
+    assert definition["States"]["Wait"]["SecondsPath"] == "$.wait"  # the input is untouched
+    assert len(rewrites) == 3
+
+
+def _stack(template: dict) -> StackArtifact:
+    return StackArtifact(name="S", template=template, assets={})
+
+
+def test_resolver_evaluates_the_intrinsics_templates_use():
+    stack = _stack({"Mappings": {"Images": {"us-east-1": {"image": "img:1"}}},
+                    "Conditions": {"Yes": {"Fn::Equals": ["a", "a"]}},
+                    "Resources": {}})
+    resolver = Resolver(stack, exports={"Platform-Key": "arn:key"})
+    resolver.attributes["Bucket"] = {"Ref": "b-1", "Arn": "arn:aws:s3:::b-1"}
+    assert resolver.resolve({"Fn::Join": ["", [{"Fn::GetAtt": ["Bucket", "Arn"]}, "/*"]]}) == \
+        "arn:aws:s3:::b-1/*"
+    assert resolver.resolve({"Fn::Sub": "s3://${Bucket}/x/${AWS::Region}"}) == \
+        "s3://b-1/x/us-east-1"
+    assert resolver.resolve({"Fn::FindInMap": ["Images", {"Ref": "AWS::Region"}, "image"]}) == \
+        "img:1"
+    assert resolver.resolve({"Fn::Select": [1, {"Fn::Split": ["/", "a/b/c"]}]}) == "b"
+    assert resolver.resolve({"Fn::ImportValue": "Platform-Key"}) == "arn:key"
+    assert resolver.resolve({"Fn::If": ["Yes", 1, 2]}) == 1
+    assert resolver.resolve([{"Ref": "AWS::NoValue"}, "kept"]) == ["kept"]
+    with pytest.raises(AssemblyError, match=r"Fn::GetAtt Missing\.Arn"):
+        resolver.resolve({"Fn::GetAtt": ["Missing", "Arn"]})
+
+
+def _write_assembly(directory: Path, template: dict) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "S.template.json").write_text(json.dumps(template))
+    (directory / "manifest.json").write_text(json.dumps({"version": "55.0.0", "artifacts": {
+        "S": {"type": "aws:cloudformation:stack",
+              "properties": {"templateFile": "S.template.json"}}}}))
+    return directory
+
+
+def _machine(definition: dict) -> dict:
+    return {"Resources": {
+        "Role": {"Type": "AWS::IAM::Role", "Properties": {"AssumeRolePolicyDocument": {}}},
+        "Machine": {"Type": "AWS::StepFunctions::StateMachine", "Properties": {
+            "RoleArn": {"Fn::GetAtt": ["Role", "Arn"]},
+            "DefinitionString": json.dumps(definition)}},
+    }}
+
+
+def test_states_runtime_is_not_caught_by_states_all(tmp_path):
+    from mdlc_constructs.local.runtime import LocalCloud
+
+    # AWS: "A retry or catch on States.ALL won't catch States.Runtime errors."
+    definition = {"StartAt": "Bad", "States": {
+        "Bad": {"Type": "Pass", "Parameters": {"x.$": "$.missing.path"}, "Next": "Done",
+                "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Caught"}]},
+        "Caught": {"Type": "Succeed"},
+        "Done": {"Type": "Succeed"},
+    }}
+    assembly = _write_assembly(tmp_path / "cdk.out", _machine(definition))
+    with LocalCloud(assembly, start=datetime(2026, 11, 2, tzinfo=UTC)) as cloud:
+        run = cloud.wait(cloud.start_execution("S", "Machine", {}))
+    assert run.status == "FAILED"
+    assert run.error == "States.Runtime"
+
+
+def test_a_states_error_out_of_a_parallel_branch_keeps_its_name(tmp_path):
+    from mdlc_constructs.local.runtime import LocalCloud
+
+    definition = {"StartAt": "Boundary", "States": {
+        "Boundary": {"Type": "Parallel", "End": True, "ResultPath": "$.out",
+                     "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error",
+                                "Next": "Report"}],
+                     "Branches": [{"StartAt": "Transform", "States": {
+                         "Transform": {
+                             "Type": "Task", "End": True,
+                             "Resource": "arn:aws:states:::sagemaker:createTransformJob.sync",
+                             "Parameters": {
+                                 "TransformJobName": "t", "ModelName": "no-such-model",
+                                 "TransformInput": {"DataSource": {"S3DataSource": {
+                                     "S3Uri": "s3://b/in/", "S3DataType": "S3Prefix"}}},
+                                 "TransformOutput": {"S3OutputPath": "s3://b/out/"}}}}}]},
+        "Report": {"Type": "Pass", "End": True},
+    }}
+    assembly = _write_assembly(tmp_path / "cdk.out", _machine(definition))
+    with LocalCloud(assembly, start=datetime(2026, 11, 2, tzinfo=UTC)) as cloud:
+        run = cloud.wait(cloud.start_execution("S", "Machine", {}))
+    # A failed .sync job is States.TaskFailed, with the job's description as
+    # the cause, and it leaves the Parallel under that name for its Catch.
+    assert run.status == "SUCCEEDED"
+    assert run.output["error"]["Error"] == "States.TaskFailed"
+    cause = json.loads(run.output["error"]["Cause"])
+    assert cause["TransformJobStatus"] == "Failed"
+    assert "no-such-model" in cause["FailureReason"]
+
+
+def test_a_definite_path_into_an_array_selects_one_value(tmp_path):
+    from mdlc_constructs.local.runtime import LocalCloud
+
+    definition = {"StartAt": "Pick", "States": {"Pick": {
+        "Type": "Pass", "End": True,
+        "Parameters": {"one.$": "$.packages[0].arn", "all.$": "$.packages[*].arn"}}}}
+    assembly = _write_assembly(tmp_path / "cdk.out", _machine(definition))
+    with LocalCloud(assembly, start=datetime(2026, 11, 2, tzinfo=UTC)) as cloud:
+        run = cloud.wait(cloud.start_execution(
+            "S", "Machine", {"packages": [{"arn": "a"}, {"arn": "b"}]}))
+    assert run.output == {"one": "a", "all": ["a", "b"]}
+
+
+def test_an_unknown_assembly_is_a_clear_error(tmp_path):
+    with pytest.raises(AssemblyError, match=r"no manifest\.json"):
+        Assembly(tmp_path)
