@@ -13,15 +13,19 @@
                                batch_decisions joins each score with its entity
                                and input row, applies the rules and performs the
                                actions (idempotent per date, entity and model
-                               version), then writes the decisions
+                               version), then writes the decisions and
+                               monitoring's predictions
       NotifyDone               SNS summary
 
 The transform reads ``batch-input/<model>/dt=<date>/transform/part-NNNNN.csv``
 (the input prefix holds only those parts: a transform job reads every object
 under its S3Prefix); the entity ids of each part are beside it, in
-``batch-input/<model>/dt=<date>/ids/``. Predictions land in
-``predictions/<model>/dt=<date>/part-NNNNN.csv.out`` and decisions in
-``predictions/<model>/dt=<date>/decisions/`` of the predictions bucket.
+``batch-input/<model>/dt=<date>/ids/``. The transform's raw output lands
+in ``predictions/<model>/dt=<date>/transform/part-NNNNN.csv.out`` (the
+folder the Distributed Map lists), decisions in
+``predictions/<model>/dt=<date>/decisions/`` and monitoring's input (the
+same decisions as predictions, ``mdlc_core.predictions``) in
+``predictions/<model>/dt=<date>/scored/`` of the predictions bucket.
 The execution input may carry ``{"date": "YYYY-MM-DD"}`` (default:
 yesterday, as data preparation does). Without an enabled ``integration``
 section there are no rules: the run ends after the transform (predictions

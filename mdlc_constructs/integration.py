@@ -28,6 +28,11 @@ events on the model's encrypted Kinesis stream, in the spec's
 
 Both paths write every decision to the decision log table and act
 idempotently on the producer's event id (the Powertools idempotency table).
+Both also write the decisions as model monitoring's input, one predictions
+file per invocation under ``predictions/<model>/dt=<day>/scored/`` of the
+data lake's predictions bucket (``PREDICTIONS_BUCKET``; ``s3:PutObject`` on
+that pattern only), so the monitor sees every real-time decision with the
+producer's event id, which the labels join on.
 
 Action targets: one per kind the spec's ``integration.actions`` use (an
 encrypted SNS topic, an encrypted SQS queue with its own dead-letter queue,
@@ -60,11 +65,16 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct, IConstruct
 
-from .compliance import acknowledge, acknowledge_all, acknowledge_grant_actions
+from .compliance import (
+    acknowledge,
+    acknowledge_all,
+    acknowledge_grant_actions,
+    acknowledge_objects,
+)
 from .features import encrypted_queue
 from .functions import python_function
 from .spec import ModelSpec
-from .storage import DataLake
+from .storage import DataLake, scored_predictions_pattern
 from .workflow import invoke, notify_and_fail, state_machine
 
 #: The four steps, in order, as ``lambdas/integration_step`` names them.
@@ -90,7 +100,9 @@ class ClientIntegration(Construct):
 
     Args:
         spec: the model spec; ``integration`` must be present and enabled.
-        data_lake: the model's data lake (its key is the default key).
+        data_lake: the model's data lake (its key is the default key); the
+            acting function puts monitoring's input (predictions) under
+            ``predictions/<model>/dt=*/scored/`` of its predictions bucket.
         key: encrypts the tables, queues, targets, logs and function
             environments. Default: ``data_lake.key``.
         topic: the model's notification topic; failed workflow executions
@@ -210,6 +222,8 @@ class ClientIntegration(Construct):
             "DECISIONS_TABLE": self.decision_table.table_name,
             "IDEMPOTENCY_TABLE": self.idempotency_table.table_name,
             "DEAD_LETTER_QUEUE_URL": self.dead_letter_queue.queue_url,
+            # Monitoring's input: predictions/<model>/dt=<day>/scored/ there.
+            "PREDICTIONS_BUCKET": self.data_lake.predictions.bucket_name,
         }
         if self.topic_target is not None:
             env["ACTION_TOPIC_ARN"] = self.topic_target.topic_arn
@@ -517,6 +531,7 @@ class ClientIntegration(Construct):
             )
         )
         self.decision_table.grant_write_data(function)
+        self._grant_predictions(function)
         self.idempotency_table.grant_read_write_data(function)
         self.dead_letter_queue.grant_send_messages(function)
         if self.topic_target is not None:
@@ -525,6 +540,25 @@ class ClientIntegration(Construct):
             self.queue_target.grant_send_messages(function)
         if self.event_bus_target is not None:
             self.event_bus_target.grant_put_events_to(function)
+
+    def _grant_predictions(self, function: lambda_.Function) -> None:
+        """Put-only on this model's monitoring input (and encrypt with its key)."""
+        bucket = self.data_lake.predictions
+        pattern = scored_predictions_pattern(self.spec.name)
+        function.add_to_role_policy(
+            iam.PolicyStatement(actions=["s3:PutObject"],
+                                resources=[bucket.arn_for_objects(pattern)])
+        )
+        if bucket.encryption_key is not None:
+            bucket.encryption_key.grant_encrypt(function)
+        reason = ("This model's monitoring input, one folder per day; objects are named by "
+                  "date and stream batch at run time")
+        if bucket.node.default_child is not None:
+            acknowledge_objects(function, bucket, pattern, reason)
+        elif not Token.is_unresolved(bucket.bucket_name):
+            # An imported bucket: cdk-nag prints its ARN with <AWS::Partition>.
+            arn = f"arn:<AWS::Partition>:s3:::{bucket.bucket_name}/{pattern}"
+            acknowledge(function, f"AwsSolutions-IAM5[Resource::{arn}]", reason)
 
     # -- metrics ------------------------------------------------------------------
 

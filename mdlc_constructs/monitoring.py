@@ -38,7 +38,7 @@ from .functions import python_function
 from .preparation import schedule_of
 from .processing import STARTUP_ALLOWANCE, ProcessingRunner, S3Access
 from .spec import ModelSpec
-from .storage import DataLake
+from .storage import DataLake, scored_predictions_pattern
 from .workflow import notify_and_fail, notify_timeouts, state_machine
 
 #: Where the job writes ``dt=<date>/report.json`` (in the artifacts bucket).
@@ -93,7 +93,7 @@ class ModelMonitoring(Construct):
         spec: the model spec (``monitoring`` section; ``name`` is the metrics'
             ``Model`` dimension).
         data_lake: predictions are read from ``predictions``
-            (``predictions/<model>/dt=YYYY-MM-DD/``); reports are written to
+            (``predictions/<model>/dt=YYYY-MM-DD/scored/``); reports are written to
             ``artifacts`` (``monitoring/<model>/dt=<date>/report.json``).
         topic: the model's topic; every alarm notifies it.
         retrain: what the accuracy and drift alarms start: a
@@ -550,8 +550,8 @@ class ModelMonitoring(Construct):
         spec, lake = self.spec, self.data_lake
         baseline = f"{self.baseline_key}*" if self.baseline_key.endswith("/") else self.baseline_key
         reads = [
-            (lake.predictions, f"predictions/{spec.name}/*",
-             "This model's predictions, one folder per day"),
+            (lake.predictions, scored_predictions_pattern(spec.name),
+             "This model's predictions (the scored/ folder of each day), one folder per day"),
             (self.labels_bucket, f"{self.labels_prefix}*",
              "This model's labels, one folder per event date"),
             (self.baseline_bucket, baseline, "This model's baseline (scored training snapshot)"),

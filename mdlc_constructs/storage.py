@@ -12,6 +12,15 @@ from constructs import Construct
 
 from .compliance import acknowledge_all
 
+
+def scored_predictions_pattern(model: str) -> str:
+    """The objects that are model monitoring's input, in the predictions bucket:
+    ``predictions/<model>/dt=<day>/scored/...`` (``lambdas/mdlc_core/predictions.py``;
+    the batch decide step, the stream consumer and the integration step write
+    there, the monitoring job reads only there)."""
+    return f"predictions/{model}/dt=*/scored/*"
+
+
 #: The buckets of a data lake, in the order they are created. The names are
 #: construct ids: changing one replaces the bucket (and orphans its data).
 BUCKET_KINDS = ("raw", "datasets", "features", "artifacts", "predictions", "capture")
@@ -112,7 +121,8 @@ class DataLake(Construct):
 
     @property
     def predictions(self) -> s3.IBucket:
-        """Batch predictions and decisions, dated."""
+        """Batch predictions and decisions, dated; monitoring's input under
+        ``predictions/<model>/dt=<day>/scored/`` (:func:`scored_predictions_pattern`)."""
         return self._buckets["predictions"]
 
     @property

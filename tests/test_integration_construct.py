@@ -170,6 +170,25 @@ def test_no_wildcard_resources_beyond_acknowledged_ones(templates):
                     statement
 
 
+def test_predictions_are_put_only_in_the_models_scored_folders(templates):
+    """Both paths write monitoring's input: PREDICTIONS_BUCKET names the lake's predictions
+    bucket, and the acting function may only put objects under
+    predictions/fraud/dt=*/scored/ there (plus encrypt with the bucket's key)."""
+    for mode in MODES:
+        functions = _resources(templates[mode], "AWS::Lambda::Function")
+        (bucket,) = [f["Properties"]["Environment"]["Variables"]["PREDICTIONS_BUCKET"]
+                     for f in functions.values()
+                     if "PREDICTIONS_BUCKET" in f["Properties"]["Environment"]["Variables"]]
+        assert bucket["Ref"].startswith("DataLakePredictions"), (mode, bucket)
+        s3_writes = [s for s in _statements(templates[mode])
+                     if any(a.startswith(("s3:Put", "s3:Delete", "s3:Abort"))
+                            for a in _actions(s))]
+        assert len(s3_writes) == 1, (mode, s3_writes)
+        assert _actions(s3_writes[0]) == ["s3:PutObject"]
+        resource = json.dumps(s3_writes[0]["Resource"])
+        assert "DataLakePredictions" in resource and "/predictions/fraud/dt=*/scored/*" in resource
+
+
 def test_feature_table_is_read_only(templates):
     for mode in MODES:
         for statement in _statements(templates[mode]):

@@ -19,6 +19,7 @@ from tests.lambda_loader import load_handler
 BUCKET = "predictions-bucket"
 LABELS = "labels-bucket"
 DAY = "2024-05-01"
+SCORED = f"predictions/fraud/dt={DAY}/scored/"
 
 
 @pytest.fixture
@@ -67,8 +68,9 @@ def seed(s3, n=200, shift=0.0):
         (f"o{i}", f"{scores[i]:.6f}", f"{DAY}T10:00:00Z", versions[i], actions[i], amounts[i])
         for i in range(n)
     ]
-    # Two files of one day, CSV and Parquet, plus a marker that must be skipped.
-    put_csv(s3, BUCKET, f"predictions/fraud/dt={DAY}/part-0.csv", rows[: n // 2], header)
+    # Two files of one day's scored/ folder, CSV and Parquet, plus a marker that must
+    # be skipped.
+    put_csv(s3, BUCKET, f"{SCORED}part-0.csv", rows[: n // 2], header)
     rest = slice(n // 2, n)
     ts = pc.cast(pa.array([f"{DAY}T10:00:00Z"] * (n - n // 2)), pa.timestamp("us", "UTC"))
     table = pa.table(
@@ -81,8 +83,8 @@ def seed(s3, n=200, shift=0.0):
             "order_amount": amounts[rest],
         }
     )
-    put_parquet(s3, BUCKET, f"predictions/fraud/dt={DAY}/part-1.parquet", table)
-    s3.put_object(Bucket=BUCKET, Key=f"predictions/fraud/dt={DAY}/_SUCCESS", Body=b"")
+    put_parquet(s3, BUCKET, f"{SCORED}part-1.parquet", table)
+    s3.put_object(Bucket=BUCKET, Key=f"{SCORED}_SUCCESS", Body=b"")
     labels = [
         (f"o{i}", int(scores[i] > 0.5), "2024-05-20T00:00:00Z") for i in range(n) if i % 4 != 3
     ]
@@ -214,3 +216,27 @@ def test_missing_baseline_still_monitors_accuracy_without_drift(env, monkeypatch
     assert "Precision" in names and "ActionShare" in names
     assert "ScorePSI" not in names and "FeaturePSI" not in names
     assert result["predictions"] > 0
+
+
+def test_reads_only_the_scored_folder_and_only_csv_or_parquet(env):
+    """Beside scored/ the day holds a transform's raw output and the decision records,
+    and other writers may leave files in scored/: none of them is read (and none fails
+    the run); an event written twice (a redelivered stream batch) counts once."""
+    seed(env)
+    day = f"predictions/fraud/dt={DAY}/"
+    env.put_object(Bucket=BUCKET, Key=f"{day}transform/part-00000.csv.out", Body=b"0.5\n0.7\n")
+    env.put_object(Bucket=BUCKET, Key=f"{day}decisions/part-00000.jsonl", Body=b'{"a": 1}\n')
+    env.put_object(Bucket=BUCKET, Key=f"{day}part-00000.csv", Body=b"not,the,contract\n1,2,3\n")
+    env.put_object(Bucket=BUCKET, Key=f"{SCORED}notes.txt", Body=b"hello")
+    env.put_object(Bucket=BUCKET, Key=f"{SCORED}part-00000.jsonl", Body=b'{"a": 1}\n')
+    header = ["event_id", "score", "prediction_ts", "model_version", "action", "order_amount"]
+    put_csv(env, BUCKET, f"{SCORED}again.csv", [("o1", "0.1", f"{DAY}T11:00:00Z", "v1",
+                                                 "approve", "10")], header)
+
+    result = load_handler("model_monitor").handler({"date": DAY}, None)
+
+    assert result["predictions"] == 200
+    report = json.loads(
+        env.get_object(Bucket=BUCKET, Key=f"monitoring/fraud/dt={DAY}/report.json")["Body"].read()
+    )
+    assert report["duplicate_predictions"] == 1

@@ -382,7 +382,7 @@ def test_job_reads_its_inputs_and_only_puts_its_reports(built):
     (read,) = [s for s in statements if "s3:GetObject*" in _actions(s)]
     object_reads = {r for r in _resources(read) if "Fn::Join" in r}
     assert object_reads == {
-        objects(lake.predictions, "predictions/fraud/*"),
+        objects(lake.predictions, "predictions/fraud/dt=*/scored/*"),
         objects(lake.predictions, "labels/fraud/*"),
         objects(lake.artifacts, "baselines/fraud/*"),
     }

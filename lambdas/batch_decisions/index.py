@@ -22,10 +22,11 @@ Two operations, picked by ``event["step"]``:
     either folder (a rerun with fewer parts) are deleted for the same reason.
     out: ``{"input_prefix", "output_prefix", "input_key_prefix",
     "output_key_prefix", "ids_key_prefix", "parts", "rows"}`` (S3 URIs and
-    the key prefixes).
+    the key prefixes; the transform's output is
+    ``predictions/<model>/dt=<date>/transform/``, a folder of its own).
 ``decide``
     in:  ``{"step", "date", "Key", "model_version"}`` (``Key``: one transform
-    output object, ``predictions/<model>/dt=<date>/part-NNNNN.csv.out``
+    output object, ``predictions/<model>/dt=<date>/transform/part-NNNNN.csv.out``
     (the transform names it after its input object, ``.out`` appended), as
     the Distributed Map's S3 item reader lists it; ``model_version``: the
     approved model package ARN the transform ran). Joins each score with its
@@ -34,8 +35,13 @@ Two operations, picked by ``event["step"]``:
     ``<date>#<entity id>``), performs each decision's action through
     ``mdlc_core.actions.Dispatcher`` (the same targets as the client
     integration), then writes the decisions as JSON lines to
-    ``predictions/<model>/dt=<date>/decisions/part-NNNNN.jsonl``.
-    out: ``{"key", "rows", "actions": {action: count}}``.
+    ``predictions/<model>/dt=<date>/decisions/part-NNNNN.jsonl`` and the
+    same decisions as monitoring's input (``mdlc_core.predictions``: Parquet,
+    ``event_id``, ``score``, ``prediction_ts`` = the decision time,
+    ``model_version``, ``action`` and the feature columns it scored) to
+    ``predictions/<model>/dt=<date>/scored/part-NNNNN.parquet``, the only
+    folder of the day the monitor reads (it never reads the ``.out``).
+    out: ``{"key", "predictions_key", "rows", "actions": {action: count}}``.
 
 Idempotency: an action with a side effect (any kind but ``log``) runs inside
 a Powertools ``idempotent_function`` keyed on ``<date>#<entity id>#<model
@@ -43,8 +49,9 @@ version>`` (DynamoDB persistence, IDEMPOTENCY_TABLE, key prefix
 ``mdlc-batch-action-<model>``), and the action is the only work inside it:
 if it raises, Powertools releases the lock and a retry acts; a retried map
 item (or a rerun of the day with the same model version) returns the stored
-decision and does not act again. The decisions object is written last, from
-the stored decisions, so it always records what was acted on. When any action
+decision and does not act again. The decisions and predictions objects are
+written last, from the stored decisions, so they always record what was acted
+on (a retry rewrites both whole, under the same keys). When any action
 fails, the part raises ``ActionsIncomplete`` after trying all the others (the
 workflow retries the part; acted entities are skipped).
 
@@ -72,6 +79,7 @@ from aws_lambda_powertools import Logger
 from botocore.config import Config
 from mdlc_core.actions import Clients, Dispatcher
 from mdlc_core.decisions import Decision, RuleSet
+from mdlc_core.predictions import day_prefix, scored_prefix, to_parquet
 from mdlc_core.runtime_config import load_config
 from mdlc_core.scoring import feature_columns, parse_scores
 
@@ -102,7 +110,10 @@ def ids_key_prefix(date: str) -> str:
 
 
 def output_key_prefix(date: str) -> str:
-    return f"predictions/{MODEL}/dt={date}/"
+    """The transform's raw output (``part-NNNNN.csv.out``), in its own folder of the
+    day: the Distributed Map lists only it, and the monitor never reads it (its
+    input is the day's ``scored/`` folder, ``mdlc_core.predictions``)."""
+    return f"{day_prefix(MODEL, date)}transform/"
 
 
 def _delete_others(bucket: str, prefix: str, keep: set[str]) -> None:
@@ -289,13 +300,19 @@ def decide(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
                                 f"(first: {failures[0][0]}: {failures[0][1]}); the others "
                                 "acted, and a retry acts only on these")
     counts.update(d.action for d in acted)
-    out_key = f"predictions/{MODEL}/dt={date}/decisions/{name}.jsonl"
+    out_key = f"{day_prefix(MODEL, date)}decisions/{name}.jsonl"
     lines = [json.dumps(d.to_record(), separators=(",", ":")) for d in acted]
     # Last: the record of what was done, rewritten whole by a retry.
     s3.put_object(Bucket=bucket, Key=out_key, Body=("\n".join(lines) + "\n").encode(),
                   ContentType="application/x-ndjson")
+    # Monitoring's input: the same decisions in its contract, in the day's
+    # scored/ folder (the transform's .out beside it is not monitoring input).
+    predictions_key = f"{scored_prefix(MODEL, date)}{name}.parquet"
+    s3.put_object(Bucket=bucket, Key=predictions_key, Body=to_parquet(acted, columns),
+                  ContentType="application/vnd.apache.parquet")
     logger.info("part decided", extra={"part": key, "actions": dict(counts)})
-    return {"key": out_key, "rows": len(ids), "actions": dict(counts)}
+    return {"key": out_key, "predictions_key": predictions_key, "rows": len(ids),
+            "actions": dict(counts)}
 
 
 def _text(bucket: str, key: str) -> str:

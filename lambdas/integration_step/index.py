@@ -18,7 +18,13 @@ state machine passes the whole state along: the task's payload is
     in:  the above; out: adds ``"decision"`` (``Decision.to_record()``)
 ``perform_action``
     in:  the above; out: adds ``"receipt"``; ``decision`` becomes the decision
-    that was acted on (a redelivered event acts once and returns the first)
+    that was acted on (a redelivered event acts once and returns the first).
+    After the action it writes that decision to the decision log and, when
+    PREDICTIONS_BUCKET is set, as monitoring's input (``mdlc_core.predictions``):
+    one CSV per invocation, which here is one event,
+    ``predictions/<model>/dt=<day of decided_at>/scored/event-<event id>.csv``;
+    the name is the event's, so a redelivery overwrites it. A failed write
+    raises ``TransientError`` (retried; the action does not run again).
 
 Errors, by name, for the state machine's Retry and Catch:
 ``MalformedEvent`` (the event or the model's answer is unusable: do not
@@ -27,7 +33,7 @@ retry, send to the dead-letter destination), ``TransientError`` and
 ``IdempotencyAlreadyInProgressError`` (retry: the action is idempotent).
 
 Environment: as the stream consumer (ENDPOINT_NAME, FEATURES_TABLE,
-DECISIONS_TABLE and/or DECISIONS_BUCKET, IDEMPOTENCY_TABLE, ACTION_TOPIC_ARN,
+DECISIONS_TABLE and/or DECISIONS_BUCKET, PREDICTIONS_BUCKET, IDEMPOTENCY_TABLE, ACTION_TOPIC_ARN,
 ACTION_QUEUE_URL, ACTION_EVENT_BUS_NAME, MODEL_PACKAGE_VERSION), each read
 only by the step that needs it.
 """
@@ -41,6 +47,7 @@ import os
 from collections.abc import Callable
 from functools import cache
 from typing import Any
+from urllib.parse import quote
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.idempotency import (
@@ -51,6 +58,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 from mdlc_core.actions import Clients, DecisionLog, Dispatcher
 from mdlc_core.decisions import Decision, RuleSet
 from mdlc_core.features import FeatureSet, OnlineFeatureReader
+from mdlc_core.predictions import PredictionLog
 from mdlc_core.runtime_config import load_config
 from mdlc_core.scoring import (
     EndpointScorer,
@@ -58,6 +66,7 @@ from mdlc_core.scoring import (
     Rejected,
     TransientError,
     csv_row,
+    feature_columns,
 )
 
 logger = Logger(service="mdlc-integration-step")
@@ -101,6 +110,11 @@ def _dispatcher() -> Dispatcher:
 @cache
 def _decision_log() -> DecisionLog:
     return DecisionLog.from_env(CLIENTS)
+
+
+@cache
+def _prediction_log() -> PredictionLog | None:
+    return PredictionLog.from_env(CLIENTS, CONFIG, feature_columns(CONFIG))
 
 
 @cache
@@ -186,7 +200,15 @@ def perform_action(state: dict[str, Any]) -> dict[str, Any]:
         raise MalformedEvent("perform_action needs the decision from execute_rules")
     result = _act()(decision=state["decision"])
     # The stored decision, on a redelivery too, so the log matches what was done.
-    _decision_log().write(Decision.from_record(result["decision"]))
+    decision = Decision.from_record(result["decision"])
+    _decision_log().write(decision)
+    predictions = _prediction_log()
+    # Monitoring's input, from the same decision; named by the event, so a retry overwrites.
+    if predictions is not None and predictions.write_many(
+        [decision], f"event-{quote(decision.event_id, safe='')}"
+    ):
+        raise TransientError(f"the prediction of {decision.event_id} was not written to "
+                             f"s3://{predictions.bucket}/; retrying does not act again")
     return {**state, "decision": result["decision"], "receipt": result["receipt"]}
 
 

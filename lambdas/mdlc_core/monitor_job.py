@@ -12,7 +12,9 @@ days before ``date``, whose labels have had time to arrive) and ``baseline``
 (``s3://bucket/key`` or a key; a key ending in ``/`` is a prefix of files).
 
 Environment (``environ``):
-    PREDICTIONS_BUCKET   predictions under ``predictions/<model>/dt=YYYY-MM-DD/``
+    PREDICTIONS_BUCKET   predictions under ``predictions/<model>/dt=YYYY-MM-DD/scored/``
+                         (``mdlc_core.predictions``: only .csv, .csv.gz and .parquet
+                         files are read there; an event id is counted once a day)
     LABELS_BUCKET        default PREDICTIONS_BUCKET
     LABELS_PREFIX        default ``labels/<model>/``; labels under ``<prefix>dt=<event date>/``
     BASELINE_BUCKET      default PREDICTIONS_BUCKET
@@ -33,9 +35,12 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import monitoring
+from .predictions import is_prediction_file, scored_prefix
 
 logger = logging.getLogger("mdlc.monitor_job")
 
@@ -72,6 +77,8 @@ def run(
         "date": day.isoformat(),
         "closed_loop_date": closed_day.isoformat(),
         "predictions": len(today),
+        # Extra copies of an event's prediction (a redelivered stream batch), counted once.
+        "duplicate_predictions": reader.duplicates.get(day, 0),
     }
     report["open_loop"] = monitoring.open_loop(
         today, baseline, int(spec.get("open_loop", {}).get("bins", 10)), features
@@ -145,25 +152,34 @@ class _Reader:
 
     def __init__(self, s3: Any) -> None:
         self.s3 = s3
+        self.duplicates: dict[date, int] = {}
 
     def prefix(self, bucket: str, prefix: str) -> list[pa.Table]:
+        """Every CSV (.csv, .csv.gz) and Parquet (.parquet, .pq) file under ``prefix``;
+        anything else (markers such as _SUCCESS, manifests, a transform's .out,
+        JSON lines) is skipped, and logged."""
         tables = []
+        skipped = []
         paginator = self.s3.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
             for item in page.get("Contents", []):
                 key = item["Key"]
-                name = key.rsplit("/", 1)[-1]
-                # Writers leave markers (_SUCCESS), manifests (.json) and folders.
-                if not item["Size"] or name.startswith(("_", ".")) or key.endswith(".json"):
+                if not item["Size"] or key.endswith("/"):
+                    continue
+                if not is_prediction_file(key):
+                    skipped.append(key)
                     continue
                 body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
                 tables.append(monitoring.read_table_bytes(body, f"s3://{bucket}/{key}"))
+        if skipped:
+            logger.info("skipped %d object(s) under s3://%s/%s that are not CSV or Parquet, "
+                        "e.g. %s", len(skipped), bucket, prefix, skipped[0])
         return tables
 
     def predictions(
         self, bucket: str, model: str, day: date, features: list[str]
     ) -> monitoring.Predictions:
-        prefix = f"predictions/{model}/dt={day.isoformat()}/"
+        prefix = scored_prefix(model, day.isoformat())
         tables = self.prefix(bucket, prefix)
         if not tables:
             logger.warning("no predictions under s3://%s/%s", bucket, prefix)
@@ -172,6 +188,7 @@ class _Reader:
             )
             return monitoring.Predictions.from_table(empty)
         table = monitoring.concat_tables(tables, f"s3://{bucket}/{prefix}")
+        table, self.duplicates[day] = first_per_event(table)
         return monitoring.Predictions.from_table(table, features, what=f"s3://{bucket}/{prefix}")
 
     def labels(self, bucket: str, prefix: str, day: date) -> monitoring.Labels | None:
@@ -199,6 +216,26 @@ class _Reader:
             return monitoring.concat_tables(tables, f"s3://{bucket}/{key}")
         body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         return monitoring.read_table_bytes(body, f"s3://{bucket}/{key}")
+
+
+def first_per_event(table: pa.Table) -> tuple[pa.Table, int]:
+    """The first row of each ``event_id`` and how many rows were dropped.
+
+    The writers are at least once: a stream batch redelivered from another
+    sequence number writes its events' (identical, stored) decisions into a
+    second file, which must not count twice. A table without usable ids is
+    returned as is, for ``Predictions.from_table`` to refuse with the reason.
+    """
+    if "event_id" not in table.column_names or table.column("event_id").null_count:
+        return table, 0
+    ids = table.column("event_id").cast(pa.string()).combine_chunks()
+    codes = pc.dictionary_encode(ids).indices.to_numpy(zero_copy_only=False)
+    _, first = np.unique(codes, return_index=True)
+    if len(first) == len(codes):
+        return table, 0
+    dropped = len(codes) - len(first)
+    logger.warning("%d duplicate prediction row(s) of the same event ids counted once", dropped)
+    return table.take(pa.array(np.sort(first))), dropped
 
 
 def metric_data(model: str, report: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -23,7 +23,11 @@ Failure handling:
   the batch that was not dead-lettered is reported as failed, and the event
   source mapping retries (bisecting, bounded retries and record age, then its
   on-failure destination);
-- failure of one event's action or decision-log write: that record alone.
+- failure of one event's action or decision-log write: that record alone;
+- failure of the predictions write (below): the records of that file, so
+  that the stream redelivers them and monitoring does not silently miss
+  real-time decisions. Their actions do not run again (idempotency) and the
+  decision log is overwritten with the same records.
 
 Actions are idempotent on the producer's event id (Powertools idempotency,
 DynamoDB persistence): the action is the only work inside the idempotent
@@ -32,8 +36,21 @@ redelivered event returns the stored decision and does not act again. The
 decision log is written after the actions, from those stored decisions, so
 it always records the decision that was acted on.
 
+Predictions for model monitoring (``mdlc_core.predictions``): after the
+decision log, the batch's logged decisions are written as ONE CSV per
+invocation (one per UTC day of the decisions, in practice one) to
+``predictions/<model>/dt=<day of decided_at>/scored/stream-<shard>-<first
+sequence number>-<last sequence number>.csv`` in PREDICTIONS_BUCKET, from
+the same stored decisions. The name is the batch's, so a redelivery of the
+same batch (a timeout, a crash) overwrites the file; a batch retried from
+another sequence number (partial failure, bisection) writes the events
+after the failed one into a second file with identical rows, and the
+monitor counts each event id of a day once. Without PREDICTIONS_BUCKET
+nothing is written.
+
 Environment: ENDPOINT_NAME, FEATURES_TABLE, DECISIONS_TABLE and/or
-DECISIONS_BUCKET, IDEMPOTENCY_TABLE, DEAD_LETTER_QUEUE_URL, ACTION_TOPIC_ARN,
+DECISIONS_BUCKET, PREDICTIONS_BUCKET (monitoring's input), IDEMPOTENCY_TABLE,
+DEAD_LETTER_QUEUE_URL, ACTION_TOPIC_ARN,
 ACTION_QUEUE_URL, ACTION_EVENT_BUS_NAME (for the kinds the spec uses),
 MODEL_PACKAGE_VERSION (optional; without it decisions name the endpoint
 variant that scored them), MDLC_CONFIG_FILE (tests only).
@@ -58,6 +75,7 @@ from botocore.config import Config
 from mdlc_core.actions import Clients, DecisionLog, Dispatcher
 from mdlc_core.decisions import Decision, RuleSet, utc_now
 from mdlc_core.features import FeatureSet, OnlineFeatureReader
+from mdlc_core.predictions import PredictionLog
 from mdlc_core.runtime_config import load_config
 from mdlc_core.scoring import (
     BatchScorer,
@@ -65,6 +83,7 @@ from mdlc_core.scoring import (
     FeaturePlan,
     Rejected,
     TransientError,
+    feature_columns,
 )
 
 logger = Logger(service="mdlc-stream-consumer")
@@ -90,6 +109,7 @@ CLIENTS = Clients(factory=_client)
 RULES = RuleSet.from_config(CONFIG)
 DISPATCHER = Dispatcher.from_config(CONFIG, CLIENTS)
 DECISION_LOG = DecisionLog.from_env(CLIENTS)
+PREDICTION_LOG = PredictionLog.from_env(CLIENTS, CONFIG, feature_columns(CONFIG))
 SCORER = BatchScorer(
     FeaturePlan(CONFIG),
     # The table the feature_update function writes: one BatchGetItem per 100
@@ -167,15 +187,35 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         acted.append((scored.record_id, Decision.from_record(result["decision"])))
 
     unlogged = set(DECISION_LOG.write_many(d for _, d in acted))
+    logged: list[tuple[str, Decision]] = []
     for record_id, decision in acted:
         if decision.event_id in unlogged:
             logger.error("decision not logged", extra={"event_id": decision.event_id})
             failures.append(record_id)
+        else:
+            logged.append((record_id, decision))
+
+    # Monitoring's input, last, from the same stored decisions: one file per batch.
+    if PREDICTION_LOG is not None and logged:
+        unwritten = set(PREDICTION_LOG.write_many((d for _, d in logged), batch_name(records)))
+        if unwritten:
+            logger.error("predictions not written; the records are retried",
+                         extra={"events": len(unwritten)})
+        failures += [record_id for record_id, d in logged if d.event_id in unwritten]
     logger.info(
         "batch done",
         extra={"records": len(records), "decided": len(acted), "failed": len(set(failures))},
     )
     return _response(failures, by_id)
+
+
+def batch_name(records: Sequence[dict[str, Any]]) -> str:
+    """``stream-<shard>-<first>-<last sequence number>``: the same for a redelivery
+    of the same batch, so its predictions file is overwritten, not duplicated."""
+    first, last = records[0], records[-1]
+    shard = str(first.get("eventID", "")).partition(":")[0] or "shard"
+    return (f"stream-{shard}-{first['kinesis']['sequenceNumber']}-"
+            f"{last['kinesis']['sequenceNumber']}")
 
 
 def dead_letter(rejected: Sequence[Rejected], records: dict[str, dict[str, Any]]) -> list[str]:
