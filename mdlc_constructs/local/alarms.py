@@ -6,7 +6,8 @@ the templates is evaluated over its last ``EvaluationPeriods`` periods of
 ``DatapointsToAlarm``, comparison and ``TreatMissingData``; composite alarms
 evaluate their ``AlarmRule`` over the others' states. A state change is
 published as EventBridge's "CloudWatch Alarm State Change" event and to the
-alarm's actions (SNS topics), which is how alarms start re-training.
+alarm's actions (SNS topics), which is how alarms start re-training. Alarms
+are evaluated when metric data arrives and at least hourly.
 
 Alarms on metric math (``Metrics``) stay ``INSUFFICIENT_DATA`` locally: the
 endpoint metrics they read (AWS/SageMaker invocations, errors) are not
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .hooks import ServiceHooks
 from .resources import raw_client
 
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
@@ -51,6 +53,20 @@ class AlarmEvaluator:
         self.publish_event = publish_event
         self._cloudwatch = raw_client("cloudwatch")
         self._sns = raw_client("sns")
+        # Metric alarms change when data arrives or time passes: evaluate them
+        # when metrics were put, else at most hourly (an evaluation costs one
+        # GetMetricStatistics per alarm).
+        self._metrics_put = True
+        self._evaluated_at: datetime | None = None
+
+    def install(self, hooks: ServiceHooks) -> None:
+        def put(params: dict[str, Any]) -> dict[str, Any]:
+            self._metrics_put = True
+            response = self._cloudwatch.put_metric_data(**params)
+            response.pop("ResponseMetadata", None)
+            return response
+
+        hooks.add("cloudwatch", "PutMetricData", put)
 
     def add(self, alarm: Alarm) -> None:
         self.alarms[alarm.arn] = alarm
@@ -110,6 +126,11 @@ class AlarmEvaluator:
     def evaluate(self, now: datetime | None = None) -> list[Alarm]:
         """Evaluate every alarm; returns those whose state changed."""
         now = (now or datetime.now(UTC)).astimezone(UTC)
+        if not self._metrics_put and self._evaluated_at is not None and (
+                now - self._evaluated_at).total_seconds() < 3600:
+            return []
+        self._metrics_put = False
+        self._evaluated_at = now
         changed = []
         ordered = sorted(self.alarms.values(), key=lambda a: a.composite)
         for alarm in ordered:

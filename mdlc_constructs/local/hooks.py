@@ -31,11 +31,13 @@ _PARAMS_KEY = "mdlc_local_api_params"
 class ServiceError(Exception):
     """Raised by a local operation: becomes the AWS error ``code`` with ``message``."""
 
-    def __init__(self, code: str, message: str, *, status: int = 400) -> None:
+    def __init__(self, code: str, message: str, *, status: int = 400,
+                 extra: dict[str, Any] | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.status = status
+        self.extra = extra or {}
 
 
 def streaming(body: bytes) -> StreamingBody:
@@ -91,6 +93,7 @@ class ServiceHooks:
             return http, {
                 "Error": {"Code": error.code, "Message": error.message},
                 "ResponseMetadata": {"HTTPStatusCode": error.status, "RequestId": request_id},
+                **error.extra,
             }
         parsed = dict(parsed)
         parsed.setdefault("ResponseMetadata", {"HTTPStatusCode": 200, "RequestId": request_id})

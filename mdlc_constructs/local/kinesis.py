@@ -25,6 +25,7 @@ from typing import Any
 
 from .assembly import REGION
 from .functions import LambdaRuntime
+from .hooks import ServiceHooks
 from .resources import raw_client
 
 
@@ -76,6 +77,24 @@ class StreamPoller:
         self.mappings: list[EventSourceMapping] = []
         self._kinesis = raw_client("kinesis")
         self.failures: list[dict[str, Any]] = []
+        # Streams written since they were last drained: a poll reads only
+        # those, as most polls (one per settle) find nothing new.
+        self._dirty: set[str] | None = None
+
+    def install(self, hooks: ServiceHooks) -> None:
+        """Note each write to a stream, so polls skip the streams with nothing new."""
+        self._dirty = set()
+
+        def put(operation: str) -> Any:
+            def forward(params: dict[str, Any]) -> dict[str, Any]:
+                response = getattr(self._kinesis, operation)(**params)
+                self._dirty.add(params.get("StreamARN") or params.get("StreamName", ""))
+                response.pop("ResponseMetadata", None)
+                return response
+            return forward
+
+        hooks.add("kinesis", "PutRecord", put("put_record"))
+        hooks.add("kinesis", "PutRecords", put("put_records"))
 
     def add(self, mapping: EventSourceMapping) -> None:
         self.mappings.append(mapping)
@@ -95,8 +114,13 @@ class StreamPoller:
     def poll(self) -> int:
         """Deliver everything on the streams; returns the number of records delivered."""
         delivered = 0
+        dirty = None if self._dirty is None else set(self._dirty)
         for mapping in self.mappings:
             if not mapping.enabled:
+                continue
+            name = mapping.stream_arn.rsplit("/", 1)[-1]
+            if dirty is not None and mapping.stream_arn not in dirty and name not in dirty \
+                    and not any(mapping.pending.values()):
                 continue
             for shard in self._shards(mapping):
                 while True:
@@ -113,6 +137,8 @@ class StreamPoller:
                     del pending[: mapping.batch_size]
                     self._deliver(mapping, shard, batch, mapping.max_retries)
                     delivered += len(batch)
+        if self._dirty is not None and dirty is not None:
+            self._dirty -= dirty
         return delivered
 
     def _invoke(self, mapping: EventSourceMapping, shard: str, batch: list[dict[str, Any]]

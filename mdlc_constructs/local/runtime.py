@@ -32,7 +32,7 @@ from typing import Any
 from .alarms import Alarm, AlarmEvaluator
 from .assembly import ACCOUNT, REGION, Assembly, Resolver
 from .clock import SimulatedClock
-from .dynamodb import LocalTransactions
+from .dynamodb import FastItems, LocalTransactions
 from .events import EventBus, Rule
 from .functions import LambdaRuntime, LocalFunction
 from .hooks import ServiceError, ServiceHooks, streaming
@@ -136,7 +136,11 @@ class LocalCloud:
         self.hooks.add("sfn", "StartExecution", self._start_execution_hook)
         self.sagemaker.install(self.hooks)
         self.bus.install(self.hooks)
-        LocalTransactions().install(self.hooks)
+        self.streams.install(self.hooks)
+        self.alarms.install(self.hooks)
+        items = FastItems()
+        items.install(self.hooks)
+        LocalTransactions(items).install(self.hooks)
         for operation, run in (("createTrainingJob", self.sagemaker.run_training_job),
                                ("createTransformJob", self.sagemaker.run_transform_job),
                                ("createProcessingJob", self._processing_job)):

@@ -3,9 +3,9 @@
 Timeline, for each day ``D`` of the orders file:
 
 * during ``D``, once a version serves on the endpoint, each row goes on the
-  model's stream as its producer would send it (at its timestamp, hour by
-  hour), and the stream consumers (online features, client integration)
-  run as their event source mappings deliver;
+  model's stream as its producer would send it (in time order, in blocks of
+  ``STREAM_BLOCK_HOURS`` hours), and the stream consumers (online features,
+  client integration) run as their event source mappings deliver;
 * at ``D+1 00:00`` the day's rows land in the raw bucket
   (``<source prefix>dt=D/part-00000.csv``), and the labels of the day
   ``label_delay_days`` earlier land under the labels prefix;
@@ -39,6 +39,12 @@ from .runtime import Execution, LocalCloud
 _WORKFLOWS = (("/Data/", "data_preparation"), ("/Training/", "training"),
               ("/Realtime/", "deployment"), ("/BatchInference/", "batch_inference"),
               ("/Integration/", "integration"), ("/Monitoring/", "monitoring"))
+
+
+#: Events go on the stream in blocks of this many hours (each block at its
+#: start, in time order): fewer, fuller batches than hour by hour, as a busy
+#: stream delivers them, with the day's schedules still between the blocks.
+STREAM_BLOCK_HOURS = 4
 
 
 class SimulationInputError(ValueError):
@@ -97,6 +103,8 @@ class Simulation:
     approve: str = "auto"
     initial_training: bool = True
     progress: Callable[[str], None] | None = None
+    #: Called after each day (the cloud still up): tests inject events and faults.
+    on_day: Callable[[Simulation, date], None] | None = None
     report: dict[str, Any] = field(default_factory=dict)
     _approved: set[str] = field(default_factory=set)
 
@@ -229,6 +237,8 @@ class Simulation:
                 self.cloud.settle()
                 self._react()
             self._log_new(before)
+            if self.on_day:
+                self.on_day(self, day)
         # The last day's rows are prepared, scored and monitored the day after.
         before = set(self.cloud.executions)
         last = self.start + timedelta(days=self.days)
@@ -248,14 +258,16 @@ class Simulation:
                       + (f" ({execution.error})" if execution.error else ""))
 
     def _live_day(self, day: date) -> None:
-        """Hour by hour: the schedules due, then the hour's events on the stream."""
+        """Block by block (``STREAM_BLOCK_HOURS``): the schedules due, then the
+        block's events on the stream, in time order."""
         stream = self._physical("AWS::Kinesis::Stream", "/Events/")
         data = self.spec.data
         by_hour: dict[int, list[dict[str, str]]] = defaultdict(list)
         for row in self.orders.by_day.get(day, []):
-            by_hour[int(row[data.timestamp][11:13])].append(row)
+            hour = int(row[data.timestamp][11:13])
+            by_hour[hour - hour % STREAM_BLOCK_HOURS].append(row)
         kinesis = self.cloud.client("kinesis")
-        for hour in range(24):
+        for hour in range(0, 24, STREAM_BLOCK_HOURS):
             self.cloud.advance_to(_midnight(day) + timedelta(hours=hour))
             self._react()
             if stream is None or not by_hour.get(hour) or not self._serving():
@@ -397,14 +409,33 @@ class Simulation:
             "alarms": [{"alarm": a.name, **change} for a in self.cloud.alarms.alarms.values()
                        for change in a.changes],
             "notifications": [{"subject": n["subject"], "message": n["message"]}
-                              for n in self.cloud.notifications],
+                              for n in self.cloud.notifications
+                              if n["topic"] not in self._action_topics()],
             "denied_calls": [],
+            "functions": self._function_totals(),
             "_by_arn": by_arn,
         }
         self.report.pop("_by_arn")
         self.stream_decisions = stream
         self.batch_decisions = batch
         return self.report
+
+    def _function_totals(self) -> dict[str, dict[str, Any]]:
+        """Invocations, errors and seconds per function (logical id), in this run."""
+        totals: dict[str, dict[str, Any]] = {}
+        for invocation in self.cloud.lambdas.history:
+            function = self.cloud.lambdas.get(invocation.function)
+            entry = totals.setdefault(function.logical_id, {"invocations": 0, "errors": 0,
+                                                            "seconds": 0.0})
+            entry["invocations"] += 1
+            entry["errors"] += bool(invocation.error)
+            entry["seconds"] = round(entry["seconds"] + invocation.seconds, 3)
+        return totals
+
+    def _action_topics(self) -> set[str]:
+        """Topics that carry decisions (actions), not the model's notifications."""
+        return {f.environment["ACTION_TOPIC_ARN"] for f in self.cloud.lambdas.functions.values()
+                if "ACTION_TOPIC_ARN" in f.environment}
 
     def _queued_dead_letters(self) -> int:
         count = 0
@@ -518,8 +549,8 @@ def simulate(spec: Any, orders: Path, *, start: date | None = None, days: int | 
              approve: str = "auto", assembly: Path | None = None, stack: str | None = None,
              stack_class: type | None = None, scratch: Path | None = None,
              initial_training: bool = True, configure: Callable[[LocalCloud], None] | None = None,
-             progress: Callable[[str], None] | None = None, out: Path | None = None
-             ) -> Simulation:
+             progress: Callable[[str], None] | None = None, out: Path | None = None,
+             on_day: Callable[[Simulation, date], None] | None = None) -> Simulation:
     """Synthesize (unless ``assembly`` is given), deploy locally and run; returns the run.
 
     ``configure`` is called with the deployed cloud before the first day, to
@@ -554,7 +585,7 @@ def simulate(spec: Any, orders: Path, *, start: date | None = None, days: int | 
             configure(cloud)
         run = Simulation(cloud=cloud, spec=spec, stack=stack, orders=data, start=start,
                          days=days, approve=approve, initial_training=initial_training,
-                         progress=progress)
+                         progress=progress, on_day=on_day)
         run.run()
         if out is not None:
             run.write(out)
