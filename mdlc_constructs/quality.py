@@ -203,9 +203,12 @@ class DataQuality(Construct):
             scope,
             f"{construct_id}Violations",
             error="DataQualityViolations",
+            # The notification names the failed rules (e.g. tenure_grows_daily), so
+            # the reader knows what broke without opening the report.
             cause_path=sfn.JsonPath.format(
-                "{} data quality violations; report {}",
+                "{} data quality violations, rules {}; report {}",
                 sfn.JsonPath.string_at("$.data.quality.violations"),
+                sfn.JsonPath.json_to_string(sfn.JsonPath.list_at("$.data.quality.failed_rules")),
                 sfn.JsonPath.string_at("$.data.quality.report_uri"),
             ),
         )
