@@ -11,7 +11,7 @@ CDK := npx --no-install --prefix .cdk-cli cdk
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: synth test install lint cfn-lint bench clean
+.PHONY: simulate synth test install lint cfn-lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,14 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	npm install --silent --no-audit --no-fund --prefix .cdk-cli aws-cdk@$(CDK_CLI_VERSION)
 
 install: $(VENV)/.installed .cdk-cli/node_modules/.bin/cdk
+
+## The main job: synthesize the example model stack and run its whole lifecycle
+## locally for 28 simulated days on generated orders (docs/local.md), printing
+## the summary; the report, decisions, objects and logs go to .simulate/out/.
+SIM := .simulate
+simulate: install synth
+	$(BIN)/mdlc sample models/fraud.yaml --days 28 --start 2026-11-01 --seed 1 --out $(SIM)/orders.csv
+	$(BIN)/mdlc simulate models/fraud.yaml --orders $(SIM)/orders.csv --out $(SIM)/out
 
 ## Synthesize the example model stacks into cdk.out/ (no AWS account, no Docker).
 synth: install
@@ -48,4 +56,4 @@ bench: install
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf cdk.out .pytest_cache
+	rm -rf cdk.out .pytest_cache $(SIM)
