@@ -33,7 +33,7 @@ install: $(VENV)/.installed .cdk-cli/node_modules/.bin/cdk
 SIM := .simulate
 simulate: install synth
 	$(BIN)/mdlc sample models/fraud.yaml --days 28 --start 2026-11-01 --seed 1 --out $(SIM)/orders.csv
-	$(BIN)/mdlc simulate models/fraud.yaml --orders $(SIM)/orders.csv --out $(SIM)/out
+	$(BIN)/mdlc simulate models/fraud.yaml --orders $(SIM)/orders.csv --assembly cdk.out --out $(SIM)/out
 
 ## Synthesize the example model stacks into cdk.out/ (no AWS account, no Docker).
 synth: install

@@ -42,7 +42,9 @@ def synthesized(tmp_path_factory, fraud_spec):
     from mdlc_constructs.testing import make_app
 
     outdir = tmp_path_factory.mktemp("cdk.out")
-    app = make_app(outdir=str(outdir))
+    # Path metadata as `cdk synth` writes it: the local simulation finds each
+    # stage's resources by construct path (normalized templates drop it).
+    app = make_app(outdir=str(outdir), context={"aws:cdk:enable-path-metadata": True})
     stack = MdlcModelStack(app, "Mdlc-fraud", spec=fraud_spec)
     try:
         assembly = app.synth()

@@ -124,7 +124,9 @@ def team_stack(tmp_path_factory):
     from team_fraud.stack import team_model_stack
 
     outdir = tmp_path_factory.mktemp("team-cdk.out")
-    app = make_app(outdir=str(outdir))  # both cdk-nag packs: the team's code must pass too
+    # Both cdk-nag packs (the team's code must pass too), and path metadata as
+    # `cdk synth` writes it, for the local run below.
+    app = make_app(outdir=str(outdir), context={"aws:cdk:enable-path-metadata": True})
     built = build_app(app, HERE / "models", shared_platform=False, model_stack=team_model_stack)
     try:
         app.synth()
@@ -218,3 +220,38 @@ def test_the_custom_action_ships_with_the_acting_functions_and_may_put_events(te
     policies = json.dumps(template["Resources"])
     assert '"events:PutEvents"' in policies
     assert "event-bus/default" in policies
+
+
+# -- the team's stack, run locally ---------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_team_stack_runs_its_lifecycle_locally(team_stack, tmp_path):
+    """The team's own evaluation step and case-management action, executed."""
+    from datetime import date
+
+    from mdlc_constructs.local.simulation import simulate
+    from mdlc_constructs.sampling import sample, write_csv
+    from mdlc_constructs.spec import load_spec
+    from team_fraud import team_actions
+
+    spec = load_spec(SPEC)
+    orders = tmp_path / "orders.csv"
+    write_csv(spec, sample(spec, days=3, start=date(2026, 11, 1), rows_per_day=300, seed=5),
+              orders)
+    run = simulate(spec, orders, assembly=Path(team_stack.node.root.outdir),
+                   stack=team_stack.stack_name)
+    report = run.report
+    assert [e for e in report["executions"] if e["status"] != "SUCCEEDED"] == []
+    versions = report["model_versions"]
+    assert versions and all(v["metrics"]["validation:auc"] > 0.8 for v in versions)
+    assert report["endpoint"]["serving_version"] == versions[-1]["version"]
+    # The team's evaluation (train/validation gap) judged the version.
+    training = next(e for e in report["executions"] if e["workflow"] == "training")
+    output = run.cloud.executions[training["execution"]].output
+    assert output["evaluation"]["gap"] >= 0
+    # Orders sent to review opened a case through the team's action, once each.
+    reviews = [d for d in run.stream_decisions if d["action"] == "review"]
+    cases = [e for e in run.cloud.bus.history if e.get("detail-type") == team_actions.DETAIL_TYPE]
+    assert reviews and len(cases) >= len(reviews)
+    assert len({c["detail"]["decision"]["event_id"] for c in cases}) == len(cases)

@@ -39,6 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--stack-class", metavar="MODULE:CLASS",
                         help="a team's MdlcModelStack subclass to synthesize instead")
+    parser.add_argument("--assembly", metavar="DIR",
+                        help="run this synthesized cloud assembly (e.g. cdk.out from `cdk "
+                        "synth`) instead of synthesizing the spec's stack")
+    parser.add_argument("--stack", metavar="NAME",
+                        help="the model's stack in --assembly (default: Mdlc-<model>)")
     parser.add_argument("--no-initial-training", action="store_true",
                         help="wait for the first scheduled training instead of starting one "
                         "after the first day")
@@ -101,8 +106,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"[{time.monotonic() - began:6.1f}s] {text}", flush=True)
 
     try:
+        assembly = Path(args.assembly) if args.assembly else None
+        if assembly is not None and not (assembly / "manifest.json").is_file():
+            raise UsageError(f"--assembly {args.assembly}: not a cloud assembly (no "
+                             "manifest.json); run `cdk synth` first")
         result = simulate(spec, Path(args.orders), start=start, days=args.days,
                           approve=args.approve, stack_class=_stack_class(args.stack_class),
+                          assembly=assembly, stack=args.stack,
                           initial_training=not args.no_initial_training, progress=progress,
                           out=Path(args.out) if args.out else None)
     except SimulationInputError as error:

@@ -219,6 +219,12 @@ class Simulation:
 
     def run(self) -> dict[str, Any]:
         """Run every day; the clock starts as the first day's rows land."""
+        resources = self.cloud.deployed[self.stack].stack.resources.values()
+        if not any("aws:cdk:path" in r.get("Metadata", {}) for r in resources):
+            raise SimulationInputError(
+                f"{self.stack}: the template has no construct paths (aws:cdk:path metadata); "
+                "synthesize with `cdk synth` (it records them by default) or with the context "
+                "aws:cdk:enable-path-metadata=true")
         started = time.monotonic()
         training = self._resource("AWS::StepFunctions::StateMachine", "/Training/")
         for index in range(self.days):
@@ -246,6 +252,7 @@ class Simulation:
                                                          _midnight(last + timedelta(days=1))):
             self.cloud.advance_to(when + timedelta(seconds=1))
             self._react()
+        self._react()
         self._log_new(before)
         self.cloud.settle()
         return self._report(time.monotonic() - started)
