@@ -221,3 +221,113 @@ def test_a_definite_path_into_an_array_selects_one_value(tmp_path):
 def test_an_unknown_assembly_is_a_clear_error(tmp_path):
     with pytest.raises(AssemblyError, match=r"no manifest\.json"):
         Assembly(tmp_path)
+
+
+def _assembly_with_function(directory: Path, handler_code: str, extra: dict) -> Path:
+    """A one-function assembly whose code asset is ``handler_code``."""
+    asset = directory / "asset.handler"
+    asset.mkdir(parents=True)
+    (asset / "index.py").write_text(handler_code)
+    template = {"Resources": {
+        "Role": {"Type": "AWS::IAM::Role", "Properties": {"AssumeRolePolicyDocument": {}}},
+        "Fn": {"Type": "AWS::Lambda::Function", "Properties": {
+            "Code": {"S3Bucket": "assets", "S3Key": "handler.zip"}, "Handler": "index.handler",
+            "Role": {"Fn::GetAtt": ["Role", "Arn"]}, "Timeout": 30,
+            "Environment": {"Variables": {"GREETING": "hello"}}}},
+        **extra,
+    }}
+    (directory / "S.template.json").write_text(json.dumps(template))
+    (directory / "S.assets.json").write_text(json.dumps({"files": {"h": {
+        "source": {"path": "asset.handler", "packaging": "zip"},
+        "destinations": {"d": {"bucketName": "assets", "objectKey": "handler.zip"}}}}}))
+    (directory / "manifest.json").write_text(json.dumps({"version": "55.0.0", "artifacts": {
+        "S.assets": {"type": "cdk:asset-manifest", "properties": {"file": "S.assets.json"}},
+        "S": {"type": "aws:cloudformation:stack", "dependencies": ["S.assets"],
+              "properties": {"templateFile": "S.template.json"}}}}))
+    return directory
+
+
+_CONSUMER = '''
+import base64, json, os
+SEEN = []
+
+def handler(event, context):
+    assert os.environ["GREETING"] == "hello"
+    failures = []
+    for record in event["Records"]:
+        body = json.loads(base64.b64decode(record["kinesis"]["data"]))
+        SEEN.append(body["n"])
+        if body["n"] == 3:
+            raise RuntimeError("poison record")
+        if body["n"] == 7 and SEEN.count(7) == 1:
+            failures.append({"itemIdentifier": record["kinesis"]["sequenceNumber"]})
+    return {"batchItemFailures": failures}
+'''
+
+
+def test_kinesis_batches_are_delivered_as_the_event_source_mapping_does(tmp_path):
+    from mdlc_constructs.local.runtime import LocalCloud
+
+    extra = {
+        "Stream": {"Type": "AWS::Kinesis::Stream", "Properties": {"ShardCount": 1}},
+        "Failures": {"Type": "AWS::SQS::Queue", "Properties": {}},
+        "Mapping": {"Type": "AWS::Lambda::EventSourceMapping", "Properties": {
+            "FunctionName": {"Ref": "Fn"}, "EventSourceArn": {"Fn::GetAtt": ["Stream", "Arn"]},
+            "BatchSize": 4, "BisectBatchOnFunctionError": True, "MaximumRetryAttempts": 2,
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            "StartingPosition": "TRIM_HORIZON",
+            "DestinationConfig": {"OnFailure": {"Destination": {
+                "Fn::GetAtt": ["Failures", "Arn"]}}}}},
+    }
+    assembly = _assembly_with_function(tmp_path / "cdk.out", _CONSUMER, extra)
+    with LocalCloud(assembly, start=datetime(2026, 11, 2, tzinfo=UTC)) as cloud:
+        stream = cloud.physical("S", "Stream")
+        cloud.client("kinesis").put_records(StreamName=stream, Records=[
+            {"Data": json.dumps({"n": n}).encode(), "PartitionKey": "p"} for n in range(10)])
+        cloud.settle()
+        module = cloud.lambdas.get(cloud.physical("S", "Fn")).module
+        seen = list(module.SEEN)
+        queue = cloud.physical("S", "Failures")
+        messages = cloud.client("sqs").receive_message(QueueUrl=queue, MaxNumberOfMessages=10)
+    records = [json.loads(m["Body"]) for m in messages.get("Messages", [])]
+    # Every record is delivered; a reported item failure is retried from that
+    # record on; the poison record is bisected down to itself and, after the
+    # retries, goes to the on-failure destination as Lambda's metadata record.
+    assert set(seen) == set(range(10))
+    assert seen.count(7) >= 2
+    assert [r["KinesisBatchInfo"]["batchSize"] for r in records] == [1]
+    assert records[0]["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert "data" not in json.dumps(records[0]).lower().replace("metadata", "")
+
+
+def test_a_handler_runs_with_its_environment_and_reports_errors_as_lambda_does(tmp_path):
+    from mdlc_constructs.local.runtime import LocalCloud
+
+    code = "import os\ndef handler(event, context):\n    if event.get('fail'):\n" \
+           "        raise ValueError('bad input: ' + event['fail'])\n" \
+           "    return {'greeting': os.environ['GREETING'], 'left': " \
+           "context.get_remaining_time_in_millis() > 0}\n"
+    assembly = _assembly_with_function(tmp_path / "cdk.out", code, {})
+    with LocalCloud(assembly, start=datetime(2026, 11, 2, tzinfo=UTC)) as cloud:
+        name = cloud.physical("S", "Fn")
+        ok = cloud.client("lambda").invoke(FunctionName=name, Payload=b"{}")
+        bad = cloud.client("lambda").invoke(FunctionName=name, Payload=b'{"fail": "x"}')
+        ok_body, bad_body = json.loads(ok["Payload"].read()), json.loads(bad["Payload"].read())
+    assert ok_body == {"greeting": "hello", "left": True} and "FunctionError" not in ok
+    assert bad["FunctionError"] == "Unhandled"
+    assert bad_body["errorType"] == "ValueError" and bad_body["errorMessage"] == "bad input: x"
+
+
+def test_simulate_refuses_unusable_input_with_exit_code_2(tmp_path, capsys):
+    from mdlc_constructs.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    spec = str(root / "models" / "fraud.yaml")
+    missing = tmp_path / "orders.csv"
+    missing.write_text("order_id,customer_id\no-1,c-1\n")
+    assert main(["simulate", spec, "--orders", str(tmp_path / "none.csv")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["simulate", spec, "--orders", str(missing)]) == 2
+    assert "missing column(s)" in capsys.readouterr().err
+    assert main(["simulate", spec, "--orders", str(missing), "--start", "11/01"]) == 2
+    assert "--start" in capsys.readouterr().err

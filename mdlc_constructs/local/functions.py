@@ -127,14 +127,16 @@ class LambdaRuntime:
 
     @contextlib.contextmanager
     def _environment(self, function: LocalFunction) -> Iterator[None]:
-        saved = dict(os.environ)
-        os.environ.update(_RUNTIME_ENVIRONMENT)
-        os.environ.update(function.environment)
-        os.environ["AWS_LAMBDA_FUNCTION_NAME"] = function.name
-        os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] = str(function.memory)
-        os.environ.pop("MDLC_CONFIG_FILE", None)
-        if function.code is not None:
-            os.environ["LAMBDA_TASK_ROOT"] = str(function.code)
+        changes = {**_RUNTIME_ENVIRONMENT, **function.environment,
+                   "AWS_LAMBDA_FUNCTION_NAME": function.name,
+                   "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory),
+                   "MDLC_CONFIG_FILE": None,
+                   "LAMBDA_TASK_ROOT": str(function.code) if function.code else None}
+        with scoped_environment(changes):
+            yield
+
+    @contextlib.contextmanager
+    def _invocation(self, function: LocalFunction) -> Iterator[None]:
         _clear_config_cache()
         stdout, stderr = sys.stdout, sys.stderr
         sys.stdout = sys.stderr = function.log
@@ -142,8 +144,6 @@ class LambdaRuntime:
             yield
         finally:
             sys.stdout, sys.stderr = stdout, stderr
-            os.environ.clear()
-            os.environ.update(saved)
             _clear_config_cache()
 
     def _load(self, function: LocalFunction) -> ModuleType:
@@ -168,7 +168,7 @@ class LambdaRuntime:
     def invoke(self, name_or_arn: str, payload: bytes) -> Invocation:
         """Run the function on ``payload`` (JSON bytes), as a synchronous invoke."""
         function = self.get(name_or_arn)
-        with self._lock, self._environment(function):
+        with self._lock, self._environment(function), self._invocation(function):
             started = time.monotonic()
             context = LambdaContext(function.name, function.arn, function.memory,
                                     function.timeout)
@@ -219,6 +219,30 @@ class LambdaRuntime:
             text = function.log.getvalue()
             if text:
                 (directory / f"{function.name}.log").write_text(text)
+
+
+@contextlib.contextmanager
+def scoped_environment(changes: dict[str, str | None]) -> Iterator[None]:
+    """Set (or, for None, remove) only these variables, and put them back after.
+
+    Never clears the environment: the Step Functions interpreter's threads
+    create boto3 clients meanwhile, which read the region and credentials
+    from it.
+    """
+    saved = {name: os.environ.get(name) for name in changes}
+    for name, value in changes.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _clear_config_cache() -> None:

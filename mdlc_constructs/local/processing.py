@@ -15,14 +15,13 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
-import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .functions import FunctionError
+from .functions import FunctionError, scoped_environment
 from .resources import arn
 
 if TYPE_CHECKING:
@@ -57,53 +56,56 @@ def run_processing_job(cloud: LocalCloud, params: dict[str, Any]) -> dict[str, A
                             "processing_job code input; this job has none")
     folder = _asset_folder(cloud, code)
     base = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=cloud.scratch))
-    saved = dict(os.environ)
+    environment = {k: str(v) for k, v in params.get("Environment", {}).items()}
+    environment["MDLC_CONFIG_FILE"] = str(folder / "mdlc_config.json")
     try:
-        os.environ.update({k: str(v) for k, v in params.get("Environment", {}).items()})
-        os.environ["MDLC_CONFIG_FILE"] = str(folder / "mdlc_config.json")
-        module_name = f"mdlc_local_processing_{abs(hash(folder))}"
-        spec = importlib.util.spec_from_file_location(module_name, folder / "index.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.path.insert(0, str(folder))
-        try:
-            spec.loader.exec_module(module)
-        finally:
-            sys.path.remove(str(folder))
-        loader = sys.modules.get("mdlc_core.runtime_config")
-        if loader is not None:
-            loader.load_config.cache_clear()
-        arguments = list(params.get("AppSpecification", {}).get("ContainerArguments", []))
-        try:
-            with contextlib.redirect_stdout(sys.stderr):
-                status = module.main(arguments, base=base, s3=cloud.client("s3"),
-                                     cloudwatch=cloud.client("cloudwatch"))
-        except SystemExit as error:  # argparse errors
-            status = error.code
-        except Exception as error:
-            description.update(ProcessingJobStatus="Failed", ExitMessage=str(error)[:1024],
-                               FailureReason=f"AlgorithmError: {type(error).__name__}: {error}")
-            raise FunctionError("States.TaskFailed", json.dumps(description)) from error
-        if status:
-            description.update(ProcessingJobStatus="Failed",
-                               FailureReason=f"AlgorithmError: exit code {status}")
-            raise FunctionError("States.TaskFailed", json.dumps(description))
-        output_config = params.get("ProcessingOutputConfig", {})
-        s3 = cloud.client("s3")
-        for output in output_config.get("Outputs", []):
-            target = output["S3Output"]
-            local = base / Path(target["LocalPath"]).relative_to("/opt/ml/processing")
-            bucket, _, prefix = target["S3Uri"][5:].partition("/")
-            for path in sorted(local.rglob("*")) if local.exists() else []:
-                if path.is_file():
-                    extra = ({"ServerSideEncryption": "aws:kms",
-                              "SSEKMSKeyId": output_config["KmsKeyId"]}
-                             if output_config.get("KmsKeyId") else {})
-                    s3.put_object(Bucket=bucket, Key=prefix.rstrip("/") + "/" +
-                                  str(path.relative_to(local)), Body=path.read_bytes(), **extra)
+        with scoped_environment(environment):
+            _run(cloud, params, folder, base, description)
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
         shutil.rmtree(base, ignore_errors=True)
     description["ProcessingJobStatus"] = "Completed"
     return description
+
+
+def _run(cloud: LocalCloud, params: dict[str, Any], folder: Path, base: Path,
+         description: dict[str, Any]) -> None:
+    """Run the job's code in process and upload its outputs (the job's environment is set)."""
+    module_name = f"mdlc_local_processing_{abs(hash(folder))}"
+    spec = importlib.util.spec_from_file_location(module_name, folder / "index.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(folder))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(folder))
+    loader = sys.modules.get("mdlc_core.runtime_config")
+    if loader is not None:
+        loader.load_config.cache_clear()
+    arguments = list(params.get("AppSpecification", {}).get("ContainerArguments", []))
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            status = module.main(arguments, base=base, s3=cloud.client("s3"),
+                                 cloudwatch=cloud.client("cloudwatch"))
+    except SystemExit as error:  # argparse errors
+        status = error.code
+    except Exception as error:
+        description.update(ProcessingJobStatus="Failed", ExitMessage=str(error)[:1024],
+                           FailureReason=f"AlgorithmError: {type(error).__name__}: {error}")
+        raise FunctionError("States.TaskFailed", json.dumps(description)) from error
+    if status:
+        description.update(ProcessingJobStatus="Failed",
+                           FailureReason=f"AlgorithmError: exit code {status}")
+        raise FunctionError("States.TaskFailed", json.dumps(description))
+    output_config = params.get("ProcessingOutputConfig", {})
+    s3 = cloud.client("s3")
+    extra = ({"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": output_config["KmsKeyId"]}
+             if output_config.get("KmsKeyId") else {})
+    for output in output_config.get("Outputs", []):
+        target = output["S3Output"]
+        local = base / Path(target["LocalPath"]).relative_to("/opt/ml/processing")
+        bucket, _, prefix = target["S3Uri"][5:].partition("/")
+        for path in sorted(local.rglob("*")) if local.exists() else []:
+            if path.is_file():
+                s3.put_object(Bucket=bucket, Key=f"{prefix.rstrip('/')}/"
+                              f"{path.relative_to(local)}", Body=path.read_bytes(), **extra)

@@ -179,10 +179,12 @@ def install_aws_semantics() -> None:
 
 
 def _sdk_timestamps_as_text(task: Any) -> None:
-    """Timestamps in an AWS SDK task's result are JSON text, as Step Functions gives them.
+    """Timestamps and bodies in an AWS SDK task's result are JSON text, as in AWS.
 
-    boto3 parses them into ``datetime`` objects, which moto leaves in the
-    state, where they break ``DescribeExecution`` once they reach the output.
+    boto3 parses timestamps into ``datetime`` objects and leaves an S3 body a
+    stream, which moto leaves in the state: the timestamps break
+    ``DescribeExecution`` once they reach the output, and ``States.StringToJson($.Body)``
+    fails on the stream, where AWS passes the body as a string.
     """
     from datetime import UTC, datetime
 
@@ -190,6 +192,10 @@ def _sdk_timestamps_as_text(task: Any) -> None:
         if isinstance(value, datetime):
             stamp = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
             return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        if hasattr(value, "read"):  # S3 GetObject's Body: the integration returns the text
+            return value.read().decode("utf-8", errors="replace")
+        if isinstance(value, bytes):
+            return value.decode("utf-8", errors="replace")
         if isinstance(value, dict):
             return {k: text(v) for k, v in value.items()}
         if isinstance(value, list):
