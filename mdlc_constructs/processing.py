@@ -385,7 +385,10 @@ class ProcessingRunner(Construct):
                         {"Key": "mdlc:kind", "Value": self.kind},
                     ],
                 },
-                "ResultPath": None,
+                # A null ResultPath does not survive jsii (the key is dropped and
+                # the job's description would replace the state, losing the
+                # job name ReadResult needs): keep the description beside it.
+                "ResultPath": f"{result_path}.job",
                 "TimeoutSeconds": resources.max_runtime_minutes * 60
                 + int(STARTUP_ALLOWANCE.to_seconds()),
             },

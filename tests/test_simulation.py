@@ -184,7 +184,8 @@ def test_blue_green_deploys_and_rolls_back_a_failing_green_fleet(lifecycle):
     assert outcomes[3] == "rolled_back"
     assert outcomes[4] == "deployed"
     rolled_back = [e for e in _by_workflow(run.report, "deployment") if e["status"] == "FAILED"]
-    assert len(rolled_back) == 1 and rolled_back[0]["error"] == "DeploymentFailed"
+    assert len(rolled_back) == 1 and rolled_back[0]["error"] == "DeploymentFailed", [
+        (e["error"], (e["cause"] or "")[:400]) for e in rolled_back]
     notices = [json.loads(n["message"]) for n in run.report["notifications"]
                if "deployment to mdlc-fraud failed" in (n["subject"] or "")]
     assert notices and notices[0]["error"] == "DeploymentRolledBack"
@@ -203,11 +204,16 @@ def test_stream_decisions_come_from_the_served_model_and_act_once(lifecycle):
         assert 0.0 <= decision["score"] <= 1.0
         assert decision["model_version"]
         assert set(decision["features"]) >= {"order_total_30d", "order_count_30d"}
-    # Each block acted once: one SNS message per blocked event, none doubled.
-    blocked = [json.loads(n["message"]) for n in run.report["notifications"]
-               if (n["subject"] or "").startswith("MDLC fraud decision") or
-               '"action": "block"' in (n["message"] or "")]
-    assert blocked == [] or len({b.get("event_id") for b in blocked}) == len(blocked)
+    # Each block acted once: one message on the action topic per blocked event
+    # (stream and batch), none doubled, none missing.
+    action_topics = {f.environment["ACTION_TOPIC_ARN"] for f in run.cloud.lambdas.functions.values()
+                     if "ACTION_TOPIC_ARN" in f.environment}
+    published = [json.loads(n["message"]) for n in run.cloud.notifications
+                 if n["topic"] in action_topics]
+    blocked = {d["event_id"] for d in decisions if d["action"] == "block"}
+    blocked |= {d["event_id"] for d in run.batch_decisions if d["action"] == "block"}
+    assert [m["action"] for m in published] == ["block"] * len(published)
+    assert sorted(m["event_id"] for m in published) == sorted(blocked)
 
 
 def test_batch_decisions_are_written_per_day(lifecycle):
@@ -253,3 +259,28 @@ def test_alarms_start_retraining_within_the_cooldown(lifecycle):
     assert all((b - a).total_seconds() >= 24 * 3600 for a, b in pairwise(starts))
     # A request right after an alarm's run is refused by the cooldown.
     assert requests and requests[0]["after"] == requests[0]["executions"]
+
+
+def test_the_processing_runner_runs_the_same_checks_in_a_processing_job(tmp_path):
+    """quality and features on SageMaker Processing: the job's code asset runs locally."""
+    from mdlc_constructs.local.simulation import synthesize
+
+    document = yaml.safe_load((Path(__file__).resolve().parents[1] / "models" / "fraud.yaml")
+                              .read_text())
+    document["quality"]["runner"] = "processing"
+    document["features"]["runner"] = "processing"
+    (tmp_path / "fraud.yaml").write_text(yaml.safe_dump(document))
+    spec = load_spec(tmp_path / "fraud.yaml")
+    synthesize(spec, tmp_path / "cdk.out")
+    orders = _orders(spec, tmp_path / "orders.csv", days=2, rows=300)
+    run = _run(spec, orders, tmp_path / "cdk.out", initial_training=False,
+               out=tmp_path / "out")
+    prepared = _by_workflow(run.report, "data_preparation")
+    assert [(e["date"], e["status"], e["cause"]) for e in prepared] == [
+        ("2026-11-01", "SUCCEEDED", None), ("2026-11-02", "SUCCEEDED", None)]
+    assert "DataQualityFunctionC5BA9E4D" not in run.report["functions"]
+    assert run.report["functions"]["mdlc-local-sagemaker-createProcessingJob"]["invocations"] >= 4
+    # The jobs wrote what the Lambda runner writes: the report and the features.
+    s3 = tmp_path / "out" / "s3"
+    assert list(s3.glob("*/quality-reports/fraud/dt=2026-11-02/report.json"))
+    assert list(s3.glob("*/features/fraud/dt=2026-11-02/features.parquet"))
