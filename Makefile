@@ -43,7 +43,7 @@ synth: install
 ## Run the whole test suite, the linters and the template checks.
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
 lint: install
 	$(BIN)/ruff check .

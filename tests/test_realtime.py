@@ -522,6 +522,9 @@ def run(synthesized):
         SageMakerResponse.update_endpoint = update_endpoint  # type: ignore[attr-defined]
         SageMakerResponse.describe_endpoint = throttled_describe_endpoint  # type: ignore[method-assign]
         overrides = state_task_service.StateTaskService._SERVICE_NAME_SFN_TO_BOTO_OVERRIDES
+        # Put back what was there: the local runtime (mdlc_constructs.local) maps
+        # the same name for the rest of the process.
+        previous = overrides.get("applicationautoscaling")
         overrides["applicationautoscaling"] = "application-autoscaling"
         try:
             sns = boto3.client("sns", region_name=REGION)
@@ -585,7 +588,10 @@ def run(synthesized):
         finally:
             del SageMakerResponse.update_endpoint  # type: ignore[attr-defined]
             SageMakerResponse.describe_endpoint = describe_endpoint  # type: ignore[method-assign]
-            overrides.pop("applicationautoscaling", None)
+            if previous is None:
+                overrides.pop("applicationautoscaling", None)
+            else:
+                overrides["applicationautoscaling"] = previous
 
 
 @pytest.fixture(scope="module")

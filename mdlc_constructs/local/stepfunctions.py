@@ -125,8 +125,6 @@ _INSTALLED = False
 def install_aws_semantics() -> None:
     """Make moto's interpreter follow AWS where it is more lenient (module docstring)."""
     global _INSTALLED
-    if _INSTALLED:
-        return
     import moto
 
     if moto.__version__ != MOTO_VERSION:
@@ -157,6 +155,11 @@ def install_aws_semantics() -> None:
             clients, dict):
         raise MotoVersionError("moto's ErrorEqualsDecl._eval_body, _SERVICE_ERROR_NAMES or "
                                "StateTaskService._SERVICE_NAME_SFN_TO_BOTO_OVERRIDES moved")
+    # Shared tables: (re)applied on every call, as other code may edit them.
+    names.update({k.lower(): v for k, v in SERVICE_ERROR_NAMES.items()})
+    clients.update(SERVICE_CLIENT_NAMES)
+    if _INSTALLED:
+        return
     original = decl._eval_body
     runtime = StatesErrorName(typ=StatesErrorNameType.StatesRuntime)
 
@@ -173,8 +176,6 @@ def install_aws_semantics() -> None:
     _propagate_states_errors()
     _definite_paths_select_one_value()
     _sdk_timestamps_as_text(aws_sdk.StateTaskServiceAwsSdk)
-    names.update({k.lower(): v for k, v in SERVICE_ERROR_NAMES.items()})
-    clients.update(SERVICE_CLIENT_NAMES)
     _INSTALLED = True
 
 
