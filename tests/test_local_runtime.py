@@ -331,3 +331,84 @@ def test_simulate_refuses_unusable_input_with_exit_code_2(tmp_path, capsys):
     assert "missing column(s)" in capsys.readouterr().err
     assert main(["simulate", spec, "--orders", str(missing), "--start", "11/01"]) == 2
     assert "--start" in capsys.readouterr().err
+
+
+def _item_store_run(shortcut: bool) -> list:
+    """The same item operations through the shortcut or through moto's handler."""
+    import boto3
+    from moto import mock_aws
+
+    from mdlc_constructs.local.dynamodb import FastItems
+    from mdlc_constructs.local.hooks import ServiceError
+
+    items = FastItems()
+
+    def run(operation, params):
+        try:
+            if shortcut:
+                answer = items.shortcut(operation, params)
+                assert answer is not None, f"{operation} should take the shortcut"
+                return answer
+            return items.call(operation, params)
+        except ServiceError as error:
+            return {"error": error.code, **error.extra}
+
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        client.create_table(TableName="t", BillingMode="PAY_PER_REQUEST",
+                            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
+        client.put_item(TableName="t", Item={
+            "pk": {"S": "a"}, "n": {"N": "1.5"}, "status": {"S": "INPROGRESS"},
+            "nested": {"M": {"x": {"N": "2"}, "y": {"L": [{"S": "z"}]}}}})
+        client.put_item(TableName="t", Item={"pk": {"S": "b"}, "n": {"N": "3"}})
+        results = [run("UpdateItem", {
+            "TableName": "t", "Key": {"pk": {"S": "a"}},
+            "UpdateExpression": "SET #status = :s, #expiry = :e, payload = :d",
+            "ExpressionAttributeNames": {"#status": "status", "#expiry": "expiry"},
+            "ExpressionAttributeValues": {":s": {"S": "COMPLETED"}, ":e": {"N": "99"},
+                                          ":d": {"S": "{}"}}})]
+        results.append(run("UpdateItem", {  # an item that did not exist
+            "TableName": "t", "Key": {"pk": {"S": "c"}}, "UpdateExpression": "SET n = :n",
+            "ExpressionAttributeValues": {":n": {"N": "7"}}}))
+        # The feature store's conditional puts: first write, versioned write, stale write.
+        first = {"TableName": "t", "ConditionExpression": "attribute_not_exists(pk)",
+                 "Item": {"pk": {"S": "d"}, "version": {"N": "1"}}}
+        results.append(run("PutItem", first))
+        results.append(run("PutItem", {**first, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}))
+        versioned = {"TableName": "t", "ConditionExpression": "version = :v",
+                     "ExpressionAttributeValues": {":v": {"N": "1.0"}},
+                     "Item": {"pk": {"S": "d"}, "version": {"N": "2"}}}
+        results.append(run("PutItem", versioned))
+        results.append(run("PutItem", versioned))  # now stale: version is 2
+        results.append(run("PutItem", {**versioned, "Item": {"pk": {"S": "new"}}}))
+        batch = run("BatchGetItem", {"RequestItems": {"t": {
+            "Keys": [{"pk": {"S": "a"}}, {"pk": {"S": "b"}}, {"pk": {"S": "missing"}},
+                     {"pk": {"S": "c"}}],
+            "ProjectionExpression": "pk, #n, nested, #s",
+            "ExpressionAttributeNames": {"#n": "n", "#s": "status"}}}})
+        results.append(sorted(batch["Responses"]["t"], key=lambda i: i["pk"]["S"]))
+        results.append(batch.get("UnprocessedKeys"))
+        results.append(sorted((i for i in client.scan(TableName="t")["Items"]),
+                              key=lambda i: i["pk"]["S"]))
+    return results
+
+
+def test_the_item_store_shortcut_answers_as_moto_does():
+    assert _item_store_run(shortcut=True) == _item_store_run(shortcut=False)
+
+
+def test_the_item_store_shortcut_leaves_conditions_and_paths_to_moto():
+    from mdlc_constructs.local.dynamodb import FastItems
+
+    items = FastItems()
+    assert items.shortcut("UpdateItem", {"TableName": "t", "Key": {"pk": {"S": "a"}},
+                                         "UpdateExpression": "SET n = n + :one"}) is None
+    assert items.shortcut("UpdateItem", {"TableName": "t", "Key": {"pk": {"S": "a"}},
+                                         "UpdateExpression": "SET n = :v",
+                                         "ConditionExpression": "attribute_exists(pk)"}) is None
+    assert items.shortcut("BatchGetItem", {"RequestItems": {"t": {
+        "Keys": [{"pk": {"S": "a"}}], "ProjectionExpression": "nested.x"}}}) is None
+    # An unaliased reserved word: moto (as DynamoDB) refuses it, so moto answers.
+    assert items.shortcut("UpdateItem", {"TableName": "t", "Key": {"pk": {"S": "a"}},
+                                         "UpdateExpression": "SET data = :v"}) is None

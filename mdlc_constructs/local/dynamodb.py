@@ -25,6 +25,8 @@ other writer sees the intermediate state.
 
 from __future__ import annotations
 
+import functools
+import re
 from typing import Any
 
 from .hooks import ServiceError, ServiceHooks
@@ -44,13 +46,171 @@ FAST_OPERATIONS = {"GetItem": "get_item", "PutItem": "put_item", "UpdateItem": "
                    "BatchWriteItem": "batch_write_item", "Query": "query"}
 
 
+_NAME = r"(?:#\w+|[A-Za-z_]\w*)"
+_SIMPLE_SET = re.compile(rf"^\s*SET\s+{_NAME}\s*=\s*:\w+(?:\s*,\s*{_NAME}\s*=\s*:\w+)*\s*$",
+                         re.IGNORECASE)
+_SIMPLE_PROJECTION = re.compile(rf"^\s*{_NAME}(?:\s*,\s*{_NAME})*\s*$")
+_NOT_EXISTS = re.compile(rf"^\s*attribute_not_exists\(\s*({_NAME})\s*\)\s*$")
+_EQUALS = re.compile(rf"^\s*({_NAME})\s*=\s*(:\w+)\s*$")
+
+
+def _same(left: dict[str, Any], right: dict[str, Any]) -> bool:
+    """DynamoDB equality of two attribute values: numbers by value, the rest as given."""
+    if "N" in left and "N" in right:
+        from decimal import Decimal
+
+        return Decimal(left["N"]) == Decimal(right["N"])
+    return left == right
+
+
+@functools.cache
+def _reserved_words() -> frozenset[str]:
+    from moto.dynamodb.parsing.reserved_keywords import ReservedKeywords
+
+    return frozenset(w.upper() for w in ReservedKeywords.get_reserved_keywords())
+
+
 class FastItems:
-    """moto's DynamoDB handler called directly for the item operations."""
+    """moto's DynamoDB handler called directly for the item operations.
+
+    Three operations the stream path makes per event take a shortcut through
+    moto's backend where their expressions are plain, as tests/test_local_runtime.py
+    checks against moto's own answers: an ``UpdateItem`` that only ``SET``s
+    attributes to values (Powertools idempotency's), a ``PutItem`` whose
+    condition is ``attribute_not_exists(a)`` or ``a = :v`` (the feature
+    store's), and a ``BatchGetItem`` whose projection names top-level
+    attributes (the online feature reader's). moto parses and validates such
+    expressions at length for each call; anything else goes to moto.
+    """
 
     def install(self, hooks: ServiceHooks) -> None:
         for operation in FAST_OPERATIONS:
             hooks.add("dynamodb", operation,
-                      lambda params, operation=operation: self.call(operation, params))
+                      lambda params, operation=operation: self.run(operation, params))
+
+    def run(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        answer = self.shortcut(operation, params)
+        return self.call(operation, params) if answer is None else answer
+
+    @staticmethod
+    def _plain(names: list[str]) -> bool:
+        """No unaliased reserved word (moto and DynamoDB refuse those: let moto say so)."""
+        reserved = _reserved_words()
+        return not any(n.upper() in reserved for n in names if not n.startswith("#"))
+
+    @staticmethod
+    def _backend() -> Any:
+        from moto.dynamodb.models import dynamodb_backends
+
+        from .assembly import ACCOUNT, REGION
+
+        return dynamodb_backends[ACCOUNT][REGION]
+
+    def shortcut(self, operation: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        """The answer without moto's expression machinery, or None where it is needed."""
+        try:
+            if operation == "UpdateItem":
+                return self._simple_update(params)
+            if operation == "BatchGetItem":
+                return self._simple_batch_get(params)
+            if operation == "PutItem":
+                return self._simple_put(params)
+        except KeyError:  # a table or placeholder moto reports better
+            return None
+        return None
+
+    def _simple_update(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        expression = params.get("UpdateExpression", "")
+        if (not _SIMPLE_SET.match(expression) or params.get("ConditionExpression")
+                or params.get("Expected") or params.get("ReturnValues", "NONE") != "NONE"):
+            return None
+        backend = self._backend()
+        table = backend.tables[params["TableName"]]
+        names = params.get("ExpressionAttributeNames") or {}
+        values = params.get("ExpressionAttributeValues") or {}
+        key = params["Key"]
+        if set(key) != {k for k in (table.hash_key_attr, table.range_key_attr) if k}:
+            return None
+        targets = [a.partition("=")[0].strip() for a in expression.strip()[3:].split(",")]
+        if not self._plain(targets):
+            return None
+        existing = backend.get_item(params["TableName"], key)
+        attributes = dict(existing.to_json()["Attributes"]) if existing else dict(key)
+        for assignment in expression.strip()[3:].split(","):
+            target, _, placeholder = (part.strip() for part in assignment.partition("="))
+            name = names[target] if target.startswith("#") else target
+            if name in key:
+                return None  # updating a key attribute: moto's error message
+            attributes[name] = values[placeholder]
+        backend.put_item(params["TableName"], attributes, overwrite=True)
+        # What moto's handler answers (its fixed capacity figure included).
+        return {"ConsumedCapacity": {"TableName": params["TableName"], "CapacityUnits": 0.5}}
+
+    def _simple_put(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        condition = params.get("ConditionExpression")
+        if (not condition or params.get("Expected")
+                or params.get("ReturnValues", "NONE") != "NONE"):
+            return None
+        not_exists, equals = _NOT_EXISTS.match(condition), _EQUALS.match(condition)
+        if not (not_exists or equals):
+            return None
+        backend = self._backend()
+        table = backend.tables[params["TableName"]]
+        if getattr(table, "global_indexes", None):
+            return None
+        item = params["Item"]
+        key_names = [k for k in (table.hash_key_attr, table.range_key_attr) if k]
+        if any(not next(iter(item.get(k, {"": ""}).values())) for k in key_names):
+            return None  # a missing or empty key: moto's validation message
+        names = params.get("ExpressionAttributeNames") or {}
+        target = (not_exists or equals).group(1)  # type: ignore[union-attr]
+        if not self._plain([target]):
+            return None
+        name = names[target] if target.startswith("#") else target
+        existing = backend.get_item(params["TableName"], {k: item[k] for k in key_names})
+        current = existing.to_json()["Attributes"] if existing else None
+        if not_exists:
+            passed = current is None or name not in current
+        else:
+            expected = (params.get("ExpressionAttributeValues") or {})[equals.group(2)]  # type: ignore[union-attr]
+            passed = current is not None and name in current and _same(current[name], expected)
+        if not passed:
+            extra = {"Item": current} if current and params.get(
+                "ReturnValuesOnConditionCheckFailure") == "ALL_OLD" else {}
+            raise ServiceError("ConditionalCheckFailedException",
+                               "The conditional request failed", extra=extra)
+        backend.put_item(params["TableName"], item, overwrite=True)
+        return {}  # what moto's handler answers for a put without ReturnValues
+
+    def _simple_batch_get(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        backend = self._backend()
+        responses: dict[str, list[dict[str, Any]]] = {}
+        for table_name, request in params.get("RequestItems", {}).items():
+            projection = request.get("ProjectionExpression")
+            if projection and not _SIMPLE_PROJECTION.match(projection):
+                return None
+            if request.get("AttributesToGet"):
+                return None
+            names = request.get("ExpressionAttributeNames") or {}
+            if projection and not self._plain([p.strip() for p in projection.split(",")]):
+                return None
+            wanted = None if not projection else [
+                names[p.strip()] if p.strip().startswith("#") else p.strip()
+                for p in projection.split(",")]
+            table = backend.tables[table_name]
+            found = []
+            for key in request["Keys"]:
+                if set(key) != {k for k in (table.hash_key_attr, table.range_key_attr) if k}:
+                    return None
+                item = backend.get_item(table_name, key)
+                if item is None:
+                    continue
+                attributes = item.to_json()["Attributes"]
+                if wanted is not None:
+                    attributes = {k: v for k, v in attributes.items() if k in wanted}
+                found.append(attributes)
+            responses[table_name] = found
+        return {"Responses": responses, "UnprocessedKeys": {}}
 
     def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         from moto.dynamodb.exceptions import DynamodbException
@@ -105,14 +265,14 @@ class LocalTransactions:
             (kind, op), = entry.items()
             table = op["TableName"]
             key = self._key_of(table, op["Item"]) if kind == "Put" else op["Key"]
-            before = self._items.call("GetItem", {"TableName": table, "Key": key,
+            before = self._items.run("GetItem", {"TableName": table, "Key": key,
                                                   "ConsistentRead": True}).get("Item")
             shared = {k: op[k] for k in _SHARED if k in op}
             if not shared.get("ExpressionAttributeNames"):
                 shared.pop("ExpressionAttributeNames", None)
             if not shared.get("ExpressionAttributeValues"):
                 shared.pop("ExpressionAttributeValues", None)
-            call = self._items.call
+            call = self._items.run
             try:
                 if kind == "Put":
                     call("PutItem", {"Item": op["Item"], **shared})
@@ -152,6 +312,6 @@ class LocalTransactions:
     def _rollback(self, undo: list[tuple[str, dict[str, Any], dict[str, Any] | None]]) -> None:
         for table, key, before in reversed(undo):
             if before is None:
-                self._items.call("DeleteItem", {"TableName": table, "Key": key})
+                self._items.run("DeleteItem", {"TableName": table, "Key": key})
             else:
-                self._items.call("PutItem", {"TableName": table, "Item": before})
+                self._items.run("PutItem", {"TableName": table, "Item": before})
