@@ -284,3 +284,25 @@ def test_the_processing_runner_runs_the_same_checks_in_a_processing_job(tmp_path
     s3 = tmp_path / "out" / "s3"
     assert list(s3.glob("*/quality-reports/fraud/dt=2026-11-02/report.json"))
     assert list(s3.glob("*/features/fraud/dt=2026-11-02/features.parquet"))
+
+
+def test_a_spec_unlike_the_example_runs_its_lifecycle(tmp_path):
+    """A regression model on Linear Learner, int event ids, bool and text columns."""
+    from mdlc_constructs.local.simulation import synthesize
+    from tests.test_sample import DEMAND
+
+    document = yaml.safe_load(DEMAND)
+    for rule in document["quality"]["rules"]:
+        if rule["kind"] == "freshness":
+            rule["max_age_hours"] = 36  # checked the morning after, as scheduled
+    (tmp_path / "demand.yaml").write_text(yaml.safe_dump(document))
+    spec = load_spec(tmp_path / "demand.yaml")
+    synthesize(spec, tmp_path / "cdk.out")
+    orders = _orders(spec, tmp_path / "sales.csv", days=3, rows=300)
+    report = _run(spec, orders, tmp_path / "cdk.out").report
+    assert [e for e in report["executions"] if e["status"] != "SUCCEEDED"] == []
+    (version,) = report["model_versions"]
+    assert version["approval"] == "Approved"
+    assert 0 <= version["metrics"]["validation:mse"] < 100  # the spec's gate
+    assert report["endpoint"]["serving_version"] == 1
+    assert len(_by_workflow(report, "batch_inference")) == 3

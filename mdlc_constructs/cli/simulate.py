@@ -63,7 +63,7 @@ def _stack_class(text: str | None) -> type | None:
         raise UsageError(f"--stack-class {text!r}: {error}") from error
 
 
-def _summary(report: dict) -> list[str]:
+def _summary(report: dict, metric: str) -> list[str]:
     lines = []
     for execution in report["executions"]:
         line = (f"  {execution['date'] or '-':10}  {execution['workflow']:16} "
@@ -72,7 +72,7 @@ def _summary(report: dict) -> list[str]:
             line += f"  {execution['error']}: {(execution['cause'] or '')[:160]}"
         lines.append(line)
     versions = ", ".join(
-        f"v{v['version']} {v['approval']} {v['metrics'].get('validation:auc', '')}"
+        f"v{v['version']} {v['approval']} {metric} {v['metrics'].get(metric, 'not reported')}"
         for v in report["model_versions"]) or "none"
     endpoint = report["endpoint"]
     lines += [
@@ -121,5 +121,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
-        print("\n".join(_summary(report)))
+        print("\n".join(_summary(report, spec.training.evaluation.metric)))
     return EXIT_VIOLATIONS if result.failed() else EXIT_OK
