@@ -312,12 +312,12 @@ class SageMakerLocal:
             raise self._missing(params["EndpointName"])
         return {}
 
-    def _model_of_config(self, config: str) -> str:
+    def model_of_config(self, config: str) -> str:
         variants = self._sagemaker.describe_endpoint_config(
             EndpointConfigName=config)["ProductionVariants"]
         return variants[0]["ModelName"]
 
-    def _version_of_model(self, model_name: str) -> int | None:
+    def version_of_model(self, model_name: str) -> int | None:
         model = self._sagemaker.describe_model(ModelName=model_name)
         container = model.get("PrimaryContainer") or {}
         package = container.get("ModelPackageName")
@@ -329,8 +329,8 @@ class SageMakerLocal:
     def _bring_up(self, config: str) -> str | None:
         """Start a fleet on ``config``; the reason it fails, or None."""
         try:
-            model = self._model_of_config(config)
-            version = self._version_of_model(model)
+            model = self.model_of_config(config)
+            version = self.version_of_model(model)
             if version in self._failing_versions:
                 return (f"The new fleet for model package version {version} failed its health "
                         "check (simulated failure)")
@@ -393,11 +393,11 @@ class SageMakerLocal:
         endpoint = self.endpoints.get(endpoint_name)
         if endpoint is None or endpoint.status not in ("InService", "Updating"):
             raise self._missing(endpoint_name)
-        return self._model_of_config(endpoint.config)
+        return self.model_of_config(endpoint.config)
 
     def serving_version(self, endpoint_name: str) -> int | None:
         try:
-            return self._version_of_model(self.serving_model(endpoint_name))
+            return self.version_of_model(self.serving_model(endpoint_name))
         except ServiceError:
             return None
 

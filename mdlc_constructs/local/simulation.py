@@ -383,11 +383,10 @@ class Simulation:
         stream, batch = self._decisions()
         endpoint = self._endpoint_name()
         versions = self._versions()
-        by_arn = {v["arn"]: v["version"] for v in versions}
         deployments = []
         for deployment in self.cloud.sagemaker.deployments:
-            model = self.cloud.sagemaker._model_of_config(deployment["config"])
-            deployments.append({"version": self.cloud.sagemaker._version_of_model(model),
+            model = self.cloud.sagemaker.model_of_config(deployment["config"])
+            deployments.append({"version": self.cloud.sagemaker.version_of_model(model),
                                 "outcome": deployment["outcome"],
                                 "reason": deployment["reason"]})
         dead_letters = sum(m.dead_lettered for m in self.cloud.streams.mappings)
@@ -420,9 +419,7 @@ class Simulation:
                               if n["topic"] not in self._action_topics()],
             "denied_calls": [],
             "functions": self._function_totals(),
-            "_by_arn": by_arn,
         }
-        self.report.pop("_by_arn")
         self.stream_decisions = stream
         self.batch_decisions = batch
         return self.report
