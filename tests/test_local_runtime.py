@@ -360,7 +360,8 @@ def _item_store_run(shortcut: bool) -> list:
                             AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
         client.put_item(TableName="t", Item={
             "pk": {"S": "a"}, "n": {"N": "1.5"}, "status": {"S": "INPROGRESS"},
-            "nested": {"M": {"x": {"N": "2"}, "y": {"L": [{"S": "z"}]}}}})
+            "nested": {"M": {"x": {"N": "2"}, "y": {"L": [{"S": "z"}]}}},
+            "days": {"L": [{"N": "1"}, {"M": {"k": {"S": "v"}}}]}, "tags": {"SS": ["p", "q"]}})
         client.put_item(TableName="t", Item={"pk": {"S": "b"}, "n": {"N": "3"}})
         results = [run("UpdateItem", {
             "TableName": "t", "Key": {"pk": {"S": "a"}},
@@ -382,10 +383,13 @@ def _item_store_run(shortcut: bool) -> list:
         results.append(run("PutItem", versioned))
         results.append(run("PutItem", versioned))  # now stale: version is 2
         results.append(run("PutItem", {**versioned, "Item": {"pk": {"S": "new"}}}))
+        results.append(run("GetItem", {"TableName": "t", "Key": {"pk": {"S": "a"}},
+                                       "ConsistentRead": True}))
+        results.append(run("GetItem", {"TableName": "t", "Key": {"pk": {"S": "absent"}}}))
         batch = run("BatchGetItem", {"RequestItems": {"t": {
             "Keys": [{"pk": {"S": "a"}}, {"pk": {"S": "b"}}, {"pk": {"S": "missing"}},
                      {"pk": {"S": "c"}}],
-            "ProjectionExpression": "pk, #n, nested, #s",
+            "ProjectionExpression": "pk, #n, nested, #s, days",
             "ExpressionAttributeNames": {"#n": "n", "#s": "status"}}}})
         results.append(sorted(batch["Responses"]["t"], key=lambda i: i["pk"]["S"]))
         results.append(batch.get("UnprocessedKeys"))

@@ -73,10 +73,11 @@ def _reserved_words() -> frozenset[str]:
 class FastItems:
     """moto's DynamoDB handler called directly for the item operations.
 
-    Three operations the stream path makes per event take a shortcut through
+    Four operations the stream path makes per event take a shortcut through
     moto's backend where their expressions are plain, as tests/test_local_runtime.py
     checks against moto's own answers: an ``UpdateItem`` that only ``SET``s
-    attributes to values (Powertools idempotency's), a ``PutItem`` whose
+    attributes to values (Powertools idempotency's), a ``GetItem`` of a whole
+    item, a ``PutItem`` whose
     condition is ``attribute_not_exists(a)`` or ``a = :v`` (the feature
     store's), and a ``BatchGetItem`` whose projection names top-level
     attributes (the online feature reader's). moto parses and validates such
@@ -115,6 +116,8 @@ class FastItems:
                 return self._simple_batch_get(params)
             if operation == "PutItem":
                 return self._simple_put(params)
+            if operation == "GetItem":
+                return self._simple_get(params)
         except KeyError:  # a table or placeholder moto reports better
             return None
         return None
@@ -145,6 +148,19 @@ class FastItems:
         backend.put_item(params["TableName"], attributes, overwrite=True)
         # What moto's handler answers (its fixed capacity figure included).
         return {"ConsumedCapacity": {"TableName": params["TableName"], "CapacityUnits": 0.5}}
+
+    def _simple_get(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        if params.get("ProjectionExpression") or params.get("AttributesToGet") or params.get(
+                "ExpressionAttributeNames") is not None:
+            return None
+        backend = self._backend()
+        table = backend.tables[params["TableName"]]
+        key = params["Key"]
+        if set(key) != {k for k in (table.hash_key_attr, table.range_key_attr) if k} or any(
+                not next(iter(v.values()), None) for v in key.values()):
+            return None
+        item = backend.get_item(params["TableName"], key)
+        return {"Item": item.to_json()["Attributes"]} if item else {}
 
     def _simple_put(self, params: dict[str, Any]) -> dict[str, Any] | None:
         condition = params.get("ConditionExpression")
