@@ -25,7 +25,9 @@ other writer sees the intermediate state.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import re
 from typing import Any
 
@@ -37,7 +39,7 @@ _SHARED = ("TableName", "ConditionExpression", "ExpressionAttributeNames",
 
 
 class TransactionCanceled(ServiceError):
-    pass
+    """``TransactionCanceledException`` with AWS's per-item ``CancellationReasons``."""
 
 
 #: Item operations answered in process, and moto's handler method for each.
@@ -108,43 +110,53 @@ class FastItems:
         return dynamodb_backends[ACCOUNT][REGION]
 
     def shortcut(self, operation: str, params: dict[str, Any]) -> dict[str, Any] | None:
-        """The answer without moto's expression machinery, or None where it is needed."""
-        try:
-            if operation == "UpdateItem":
-                return self._simple_update(params)
-            if operation == "BatchGetItem":
-                return self._simple_batch_get(params)
-            if operation == "PutItem":
-                return self._simple_put(params)
-            if operation == "GetItem":
-                return self._simple_get(params)
-        except KeyError:  # a table or placeholder moto reports better
+        """The answer without moto's expression machinery, or None where moto must answer
+        (anything the shortcut does not cover, and every error it does not raise itself:
+        an unknown table, an undefined ``#name`` or ``:value``, a bad key)."""
+        shortcuts = {"UpdateItem": self._simple_update, "BatchGetItem": self._simple_batch_get,
+                     "PutItem": self._simple_put, "GetItem": self._simple_get}
+        if operation not in shortcuts:
             return None
-        return None
+        return shortcuts[operation](params)
+
+    def _table(self, name: Any) -> Any:
+        """moto's table, or None when there is none (moto reports ResourceNotFound)."""
+        return self._backend().tables.get(name) if isinstance(name, str) else None
+
+    @staticmethod
+    def _key_names(table: Any) -> set[str]:
+        return {k for k in (table.hash_key_attr, table.range_key_attr) if k}
+
+    @staticmethod
+    def _attribute(reference: str, names: dict[str, str]) -> str | None:
+        """The attribute a ``#name`` or plain name stands for; None if the alias is undefined."""
+        return names.get(reference) if reference.startswith("#") else reference
 
     def _simple_update(self, params: dict[str, Any]) -> dict[str, Any] | None:
         expression = params.get("UpdateExpression", "")
         if (not _SIMPLE_SET.match(expression) or params.get("ConditionExpression")
                 or params.get("Expected") or params.get("ReturnValues", "NONE") != "NONE"):
             return None
-        backend = self._backend()
-        table = backend.tables[params["TableName"]]
+        table = self._table(params.get("TableName"))
+        key = params.get("Key") or {}
+        if table is None or set(key) != self._key_names(table):
+            return None
         names = params.get("ExpressionAttributeNames") or {}
         values = params.get("ExpressionAttributeValues") or {}
-        key = params["Key"]
-        if set(key) != {k for k in (table.hash_key_attr, table.range_key_attr) if k}:
+        assignments = [tuple(part.strip() for part in assignment.partition("=")[::2])
+                       for assignment in expression.strip()[3:].split(",")]
+        if not self._plain([target for target, _ in assignments]):
             return None
-        targets = [a.partition("=")[0].strip() for a in expression.strip()[3:].split(",")]
-        if not self._plain(targets):
-            return None
+        updates = {}
+        for target, value_ref in assignments:
+            name = self._attribute(target, names)
+            if name is None or value_ref not in values or name in key:
+                return None  # undefined alias or value, or a key attribute: moto's errors
+            updates[name] = values[value_ref]
+        backend = self._backend()
         existing = backend.get_item(params["TableName"], key)
         attributes = dict(existing.to_json()["Attributes"]) if existing else dict(key)
-        for assignment in expression.strip()[3:].split(","):
-            target, _, placeholder = (part.strip() for part in assignment.partition("="))
-            name = names[target] if target.startswith("#") else target
-            if name in key:
-                return None  # updating a key attribute: moto's error message
-            attributes[name] = values[placeholder]
+        attributes.update(updates)
         backend.put_item(params["TableName"], attributes, overwrite=True)
         # What moto's handler answers (its fixed capacity figure included).
         return {"ConsumedCapacity": {"TableName": params["TableName"], "CapacityUnits": 0.5}}
@@ -153,13 +165,12 @@ class FastItems:
         if params.get("ProjectionExpression") or params.get("AttributesToGet") or params.get(
                 "ExpressionAttributeNames") is not None:
             return None
-        backend = self._backend()
-        table = backend.tables[params["TableName"]]
-        key = params["Key"]
-        if set(key) != {k for k in (table.hash_key_attr, table.range_key_attr) if k} or any(
+        table = self._table(params.get("TableName"))
+        key = params.get("Key") or {}
+        if table is None or set(key) != self._key_names(table) or any(
                 not next(iter(v.values()), None) for v in key.values()):
             return None
-        item = backend.get_item(params["TableName"], key)
+        item = self._backend().get_item(params["TableName"], key)
         return {"Item": item.to_json()["Attributes"]} if item else {}
 
     def _simple_put(self, params: dict[str, Any]) -> dict[str, Any] | None:
@@ -170,26 +181,29 @@ class FastItems:
         not_exists, equals = _NOT_EXISTS.match(condition), _EQUALS.match(condition)
         if not (not_exists or equals):
             return None
-        backend = self._backend()
-        table = backend.tables[params["TableName"]]
-        if getattr(table, "global_indexes", None):
+        table = self._table(params.get("TableName"))
+        if table is None or getattr(table, "global_indexes", None):
             return None
-        item = params["Item"]
-        key_names = [k for k in (table.hash_key_attr, table.range_key_attr) if k]
+        item = params.get("Item") or {}
+        key_names = sorted(self._key_names(table))
         if any(not next(iter(item.get(k, {"": ""}).values())) for k in key_names):
             return None  # a missing or empty key: moto's validation message
         names = params.get("ExpressionAttributeNames") or {}
+        values = params.get("ExpressionAttributeValues") or {}
         target = (not_exists or equals).group(1)  # type: ignore[union-attr]
-        if not self._plain([target]):
-            return None
-        name = names[target] if target.startswith("#") else target
+        name = self._attribute(target, names)
+        value_ref = equals.group(2) if equals else None
+        if name is None or not self._plain([target]) or (
+                value_ref is not None and value_ref not in values):
+            return None  # undefined alias or value, or a reserved word: moto's errors
+        backend = self._backend()
         existing = backend.get_item(params["TableName"], {k: item[k] for k in key_names})
         current = existing.to_json()["Attributes"] if existing else None
-        if not_exists:
+        if value_ref is None:
             passed = current is None or name not in current
         else:
-            expected = (params.get("ExpressionAttributeValues") or {})[equals.group(2)]  # type: ignore[union-attr]
-            passed = current is not None and name in current and _same(current[name], expected)
+            passed = current is not None and name in current and _same(current[name],
+                                                                       values[value_ref])
         if not passed:
             extra = {"Item": current} if current and params.get(
                 "ReturnValuesOnConditionCheckFailure") == "ALL_OLD" else {}
@@ -203,33 +217,33 @@ class FastItems:
         responses: dict[str, list[dict[str, Any]]] = {}
         for table_name, request in params.get("RequestItems", {}).items():
             projection = request.get("ProjectionExpression")
-            if projection and not _SIMPLE_PROJECTION.match(projection):
+            table = self._table(table_name)
+            if table is None or request.get("AttributesToGet") or (
+                    projection and not _SIMPLE_PROJECTION.match(projection)):
                 return None
-            if request.get("AttributesToGet"):
-                return None
-            names = request.get("ExpressionAttributeNames") or {}
-            if projection and not self._plain([p.strip() for p in projection.split(",")]):
-                return None
-            wanted = None if not projection else [
-                names[p.strip()] if p.strip().startswith("#") else p.strip()
-                for p in projection.split(",")]
-            table = backend.tables[table_name]
+            wanted: set[str] | None = None
+            if projection:
+                references = [p.strip() for p in projection.split(",")]
+                names = request.get("ExpressionAttributeNames") or {}
+                attributes = [self._attribute(r, names) for r in references]
+                if not self._plain(references) or None in attributes:
+                    return None  # a reserved word or undefined alias: moto's errors
+                wanted = set(attributes)  # type: ignore[arg-type]
             found = []
-            for key in request["Keys"]:
-                if set(key) != {k for k in (table.hash_key_attr, table.range_key_attr) if k}:
+            for key in request.get("Keys", []):
+                if set(key) != self._key_names(table):
                     return None
                 item = backend.get_item(table_name, key)
                 if item is None:
                     continue
-                attributes = item.to_json()["Attributes"]
-                if wanted is not None:
-                    attributes = {k: v for k, v in attributes.items() if k in wanted}
-                found.append(attributes)
+                values = item.to_json()["Attributes"]
+                found.append(values if wanted is None else
+                             {k: v for k, v in values.items() if k in wanted})
             responses[table_name] = found
         return {"Responses": responses, "UnprocessedKeys": {}}
 
     def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-        from moto.dynamodb.exceptions import DynamodbException
+        from moto.core.exceptions import JsonRESTError
         from moto.dynamodb.responses import DynamoHandler
 
         from .assembly import ACCOUNT, REGION
@@ -240,18 +254,21 @@ class FastItems:
         handler.body = params
         try:
             result = getattr(handler, FAST_OPERATIONS[operation])()
-        except DynamodbException as error:
-            import json
-
+        except JsonRESTError as error:
+            # Every error moto's DynamoDB raises (ResourceNotFound is not a
+            # DynamodbException), as the service's error with its code.
             code = str(error.error_type).rsplit("#", 1)[-1]
             extra = {}
-            try:
+            with contextlib.suppress(TypeError, ValueError):
                 described = json.loads(error.description)
                 if "Item" in described:
                     extra["Item"] = described["Item"]
-            except (TypeError, ValueError):
-                pass
             raise ServiceError(code, error.message, extra=extra) from None
+        except (KeyError, IndexError) as error:
+            # moto trips over some malformed requests (an undefined #name in an
+            # update) that DynamoDB refuses with a ValidationException.
+            raise ServiceError("ValidationException",
+                               f"Invalid request: {type(error).__name__} {error}") from None
         return dict(result.result)  # type: ignore[call-overload]
 
 

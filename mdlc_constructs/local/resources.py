@@ -118,20 +118,11 @@ def _dependency_order(resources: dict[str, Any]) -> list[str]:
 
 
 def _recorded(factory: ResourceFactory, logical_id: str, props: dict[str, Any]) -> dict[str, Any]:
-    name = props.get("RoleName") or props.get("LogGroupName") or props.get("AlarmName") \
-        or props.get("Name") or factory.name(logical_id)
-    kind = factory.stack.resources[logical_id]["Type"]
-    service = kind.split("::")[1].lower()
-    resource_arn = (f"arn:{PARTITION}:iam::{ACCOUNT}:role/{name}" if kind == "AWS::IAM::Role"
-                    else arn(service, f"{logical_id}/{name}"))
-    attributes: dict[str, Any] = {"Ref": name, "Arn": resource_arn}
-    if kind == "AWS::Logs::LogGroup":
-        attributes["Arn"] = arn("logs", f"log-group:{name}:*")
-    if kind == "AWS::CloudWatch::Alarm" or kind == "AWS::CloudWatch::CompositeAlarm":
-        attributes["Arn"] = arn("cloudwatch", f"alarm:{name}")
-    if kind == "AWS::IAM::Role":
-        attributes["RoleId"] = f"AROA{abs(hash(name)) % 10**16:016d}"
-    return attributes
+    """A type with no local behaviour (IAM policies' neighbours, dashboards, ESM
+    records, ...): its Ref and an ARN, so templates that reference it resolve."""
+    name = props.get("Name") or factory.name(logical_id)
+    service = factory.stack.resources[logical_id]["Type"].split("::")[1].lower()
+    return {"Ref": name, "Arn": arn(service, f"{logical_id}/{name}")}
 
 
 def _kms_key(factory: ResourceFactory, logical_id: str, props: dict[str, Any]) -> dict[str, Any]:

@@ -232,14 +232,6 @@ class LocalCloud:
     def physical(self, stack: str, logical_id: str) -> Any:
         return self.deployed[stack].physical[logical_id]
 
-    def find(self, stack: str, resource_type: str, contains: str = "") -> str:
-        """The logical id of the one ``resource_type`` whose logical id contains ``contains``."""
-        found = [lid for lid in self.deployed[stack].stack.of_type(resource_type)
-                 if contains in lid]
-        if len(found) != 1:
-            raise KeyError(f"{stack}: {len(found)} {resource_type} matching {contains!r}: {found}")
-        return found[0]
-
     def machine_logical_id(self, arn: str) -> tuple[str, str]:
         for name, deployed in self.deployed.items():
             for logical_id, physical in deployed.physical.items():
