@@ -9,10 +9,12 @@ then fails the execution.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import Duration, RemovalPolicy, Stack, Token
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_kms as kms
@@ -24,6 +26,9 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from .compliance import acknowledge, acknowledge_all, resource_token
+
+#: Step Functions' limit on a state machine's name.
+MAX_STATE_MACHINE_NAME = 80
 
 #: Errors worth retrying on any AWS service integration: throttling and
 #: transient service faults, never validation or permission errors.
@@ -128,6 +133,31 @@ def notify_and_fail(
     )
 
 
+def state_machine_name(scope: Construct, construct_id: str) -> str:
+    """The physical name of the state machine ``construct_id`` in ``scope``:
+    the stack's name, then the construct path below the stack, joined by ``-``
+    (``Mdlc-fraud-Data-Workflow``).
+
+    Unique per account and region, because stack names are; deterministic, so
+    the role's KMS condition can name the machine's ARN before it exists. Over
+    80 characters (Step Functions' limit), the name is cut and ends with a
+    hash of the whole name instead.
+    """
+    stack = Stack.of(scope)
+    if Token.is_unresolved(stack.stack_name):
+        raise ValueError(
+            f"{scope.node.path}/{construct_id}: the stack name must be known at synthesis "
+            f"to name the state machine, got the token {stack.stack_name!r}"
+        )
+    below = scope.node.path[len(stack.node.path):].strip("/")
+    parts = [stack.stack_name, *(p for p in below.split("/") if p), construct_id]
+    name = "-".join(re.sub(r"[^A-Za-z0-9_-]", "", part) for part in parts)
+    if len(name) <= MAX_STATE_MACHINE_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[:MAX_STATE_MACHINE_NAME - 9]}-{digest}"
+
+
 def state_machine(
     scope: Construct,
     construct_id: str,
@@ -138,8 +168,26 @@ def state_machine(
     comment: str,
     express: bool = False,
     log_retention: logs.RetentionDays = logs.RetentionDays.ONE_YEAR,
+    name: str | None = None,
 ) -> sfn.StateMachine:
-    """A state machine with the library's logging, tracing, timeout and encryption."""
+    """A state machine with the library's logging, tracing, timeout and encryption.
+
+    The machine is encrypted with ``key``. Its role may use the key only for
+    this machine: ``kms:Decrypt`` and ``kms:GenerateDataKey`` under the
+    encryption context ``aws:states:stateMachineArn`` equal to the machine's
+    own ARN (what Step Functions sends, per its data at rest encryption
+    documentation). aws-cdk-lib builds that ARN from the physical name, so
+    the machine always has one: ``name``, default :func:`state_machine_name`
+    (an unnamed machine would get ``arn:...:stateMachine:``, a condition that
+    never matches, and could not start). Log delivery to the encrypted log
+    group is allowed by ``kms:GenerateDataKey`` under AWS's documented
+    ``kms:EncryptionContext:SourceArn`` condition, and the key policy lets
+    ``delivery.logs.amazonaws.com`` decrypt (both added by aws-cdk-lib).
+
+    Whoever starts an execution needs no key permission (``StartExecution``;
+    ``StartSyncExecution`` of an Express machine needs ``kms:Decrypt``);
+    reading executions back needs ``kms:Decrypt`` (docs/permissions.md).
+    """
     log_group = logs.LogGroup(
         scope,
         f"{construct_id}Logs",
@@ -150,6 +198,7 @@ def state_machine(
     machine = sfn.StateMachine(
         scope,
         construct_id,
+        state_machine_name=name or state_machine_name(scope, construct_id),
         definition_body=sfn.DefinitionBody.from_chainable(definition),
         state_machine_type=sfn.StateMachineType.EXPRESS
         if express
