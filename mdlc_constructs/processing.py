@@ -228,14 +228,18 @@ class ProcessingRunner(Construct):
                 conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
             ),
             # VolumeKmsKeyId/KmsKeyId: SageMaker creates grants on the key on
-            # behalf of the caller of CreateProcessingJob.
+            # behalf of the caller of CreateProcessingJob...
             iam.PolicyStatement(
-                actions=["kms:CreateGrant", "kms:DescribeKey"],
+                actions=["kms:CreateGrant"],
                 resources=[self.key.key_arn],
                 conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
             ),
-            # Reading the result back: an SSE-KMS object of the output bucket.
-            iam.PolicyStatement(actions=["kms:Decrypt"], resources=[self.key.key_arn]),
+            # ...and describes the key as the caller (kms:GrantIsForAWSResource
+            # is never set on DescribeKey); reading the result back decrypts an
+            # SSE-KMS object of the output bucket.
+            iam.PolicyStatement(
+                actions=["kms:DescribeKey", "kms:Decrypt"], resources=[self.key.key_arn]
+            ),
         ]
 
     @property

@@ -926,12 +926,15 @@ class RealtimeEndpoint(Construct):
                 actions=["sagemaker:AddTags"],
                 resources=[models, configs, self.endpoint_arn],
             ),
-            # KmsKeyId on volumes and capture: SageMaker creates grants for the fleet.
+            # KmsKeyId on volumes and capture: SageMaker creates grants for the fleet...
             iam.PolicyStatement(
-                actions=["kms:CreateGrant", "kms:DescribeKey"],
+                actions=["kms:CreateGrant"],
                 resources=[self.key.key_arn],
                 conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
             ),
+            # ...and describes the key as the caller. kms:GrantIsForAWSResource
+            # is set on grant operations only: DescribeKey under it never applies.
+            iam.PolicyStatement(actions=["kms:DescribeKey"], resources=[self.key.key_arn]),
             # UpdateEndpoint validates the AutoRollbackConfiguration alarms.
             iam.PolicyStatement(
                 actions=["cloudwatch:DescribeAlarms"],

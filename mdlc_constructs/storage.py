@@ -152,7 +152,9 @@ class DataLake(Construct):
         )
         stack = Stack.of(self)
         # CloudWatch Logs encrypts log groups with this key, scoped to this
-        # account's log groups by the encryption context.
+        # account's log groups by the encryption context. (AWS's example adds
+        # kms:Describe*, but DescribeKey carries no encryption context, so
+        # under this condition it could never apply.)
         key.add_to_resource_policy(
             iam.PolicyStatement(
                 principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
@@ -161,7 +163,6 @@ class DataLake(Construct):
                     "kms:Decrypt*",
                     "kms:ReEncrypt*",
                     "kms:GenerateDataKey*",
-                    "kms:Describe*",
                 ],
                 resources=["*"],
                 conditions={

@@ -678,12 +678,15 @@ class TrainingWorkflow(Construct):
                 conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
             ),
             # VolumeKmsKeyId/KmsKeyId: SageMaker creates grants for the job on
-            # behalf of the caller of CreateTrainingJob.
+            # behalf of the caller of CreateTrainingJob...
             iam.PolicyStatement(
-                actions=["kms:CreateGrant", "kms:DescribeKey"],
+                actions=["kms:CreateGrant"],
                 resources=[self.key.key_arn],
                 conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
             ),
+            # ...and describes the key as the caller. kms:GrantIsForAWSResource
+            # is set on grant operations only: DescribeKey under it never applies.
+            iam.PolicyStatement(actions=["kms:DescribeKey"], resources=[self.key.key_arn]),
             *self.algorithm.workflow_statements(),
         ]
         for statement in statements:

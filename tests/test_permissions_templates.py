@@ -280,3 +280,43 @@ def test_starting_an_execution_needs_no_key_permission(model_templates):
             role = target["RoleArn"]["Fn::GetAtt"][0]
             assert [(actions(s), resolve(s["Resource"])) for s in roles[role]] == [
                 (["states:startexecution"], f"<{target['Arn']['Ref']}>")], (label, role)
+
+
+# -- 2. every KMS grant can apply ----------------------------------------------------------
+
+
+def test_every_kms_condition_can_match_the_actions_it_allows(model_templates, shared_templates):
+    """A condition key the request never carries fails the statement: an
+    encryption-context key on DescribeKey, GrantIsForAWSResource on anything but
+    the grant operations."""
+    templates = [t for _, t in model_templates.values()] + [shared_templates["Mdlc-Platform"]]
+    for template in templates:
+        for where, statement in statements(template):
+            kms = _kms_actions(statement)
+            if not kms:
+                continue
+            for key in conditions(statement):
+                if key.startswith("kms:EncryptionContext:"):
+                    dead = {a for a in kms if a not in ENCRYPTION_CONTEXT_ACTIONS
+                            and a != "kms:reencrypt*"}
+                    assert not dead, f"{where}: {key} is never set on {sorted(dead)}"
+                if key == "kms:GrantIsForAWSResource":
+                    dead = kms - GRANT_ACTIONS
+                    assert not dead, f"{where}: {key} is never set on {sorted(dead)}"
+
+
+def test_roles_that_pass_the_key_to_sagemaker_may_describe_it_and_grant_for_it(model_templates):
+    """CreateTrainingJob, CreateProcessingJob and CreateEndpointConfig with a
+    KmsKeyId: SageMaker creates grants for the job (CreateGrant, only when it
+    asks for an AWS resource) and describes the key as the caller."""
+    callers = ("TrainingStateMachineRole", "RealtimeDeploymentWorkflowRole")
+    processing = {VARIANT: ("DataWorkflowRole", "MonitoringWorkflowRole")}
+    for label, (model, template) in model_templates.items():
+        for role, found in role_statements(template).items():
+            if not role.startswith(callers + processing.get(model, ())):
+                continue
+            describe = [s for s in found if allows(s, "kms:DescribeKey") and "Condition" not in s]
+            grant = [s for s in found if allows(s, "kms:CreateGrant")]
+            assert describe, (label, role)
+            assert grant and all(conditions(s) == {"kms:GrantIsForAWSResource": ("Bool", ["true"])}
+                                 for s in grant), (label, role)
