@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING
 
 from aws_cdk import Duration, RemovalPolicy, Size, Stack
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -58,7 +59,12 @@ from .compliance import acknowledge_all, acknowledge_grant_actions, resource_tok
 from .features import encrypted_queue
 from .functions import python_function
 from .preparation import DataPreparation, schedule_of
-from .sagemaker_access import sagemaker_role
+from .sagemaker_access import (
+    WILDCARD_REASON,
+    grant_image_pull,
+    grant_job_logs,
+    sagemaker_role,
+)
 from .spec import ModelSpec
 from .storage import DataLake
 from .workflow import invoke, notify_and_fail, notify_timeouts, retry_transient, state_machine
@@ -118,11 +124,16 @@ class BatchInferenceWorkflow(Construct):
             Default 8 days.
         action_code: files or packages bundled with the decisions function,
             for custom action kinds. Default: none.
+        image_repositories: ECR repositories the model's image may come from
+            (a custom algorithm's, ``TrainingAlgorithm.resources.repository``);
+            the model role may pull from these only. Default: none (SageMaker's
+            built-in algorithm images).
 
     Attributes:
         state_machine, function (prepare input and decide; grant custom
         actions' permissions to it), model_role, rule (or None),
         action_targets (``ActionTargets``), idempotency_table (or None),
+        model_prefix (``mdlc-<model>-b-``, of every model and job name),
         decides (False without an enabled ``integration``: predictions only).
 
     Extension point (a plain method called from the constructor):
@@ -146,12 +157,16 @@ class BatchInferenceWorkflow(Construct):
         action_concurrency: int = 16,
         action_idempotency: Duration = Duration.days(8),
         action_code: Sequence[Path] = (),
+        image_repositories: Sequence[ecr.IRepository] = (),
     ) -> None:
         super().__init__(scope, construct_id)
+        self._image_repositories = tuple(image_repositories)
         if len(spec.name) > 20:
             raise ValueError(f"{spec.source or spec.name}: name {spec.name!r} is longer than 20 "
                              "characters; SageMaker model and job names (63) would not fit")
         self.spec = spec
+        #: Every model and transform job of this workflow is named <prefix><uuid>.
+        self.model_prefix = f"mdlc-{spec.name}-b-"
         self.batch = spec.inference.batch
         self.data_lake = data_lake
         self.key = data_lake.key
@@ -330,7 +345,7 @@ class BatchInferenceWorkflow(Construct):
         ).next(notify_and_fail(self, "NoModel", topic=self.topic,
                                subject=f"MDLC {model}: no approved model for batch inference",
                                cause="No approved model package"))
-        name = sfn.JsonPath.format(f"mdlc-{model}-b-{{}}", sfn.JsonPath.uuid())
+        name = sfn.JsonPath.format(f"{self.model_prefix}{{}}", sfn.JsonPath.uuid())
         create = tasks.CallAwsService(
             self, "CreateModel",
             service="sagemaker", action="createModel",
@@ -343,7 +358,7 @@ class BatchInferenceWorkflow(Construct):
                 "Tags": [{"Key": "mdlc:model", "Value": model}],
             },
             iam_resources=[Stack.of(self).format_arn(
-                service="sagemaker", resource="model", resource_name=f"mdlc-{model}-b-*")],
+                service="sagemaker", resource="model", resource_name=f"{self.model_prefix}*")],
             additional_iam_statements=[iam.PolicyStatement(
                 actions=["iam:PassRole"], resources=[self.model_role.role_arn],
                 conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}})],
@@ -443,17 +458,17 @@ class BatchInferenceWorkflow(Construct):
         self.data_lake.artifacts.grant_read(role, f"training-output/{self.spec.name}/*")
         self.data_lake.predictions.grant_read(role, f"batch-input/{self.spec.name}/*")
         self.data_lake.predictions.grant_put(role, f"predictions/{self.spec.name}/*")
-        role.add_to_policy(iam.PolicyStatement(
-            actions=["ecr:GetAuthorizationToken", "cloudwatch:PutMetricData", "logs:CreateLogGroup",
-                     "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams",
-                     "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
-                     "ecr:BatchCheckLayerAvailability"],
-            resources=["*"]))
+        # The transform job is named after its model (mdlc-<model>-b-<uuid>);
+        # SageMaker names its log streams <job name>/<instance>.
+        grant_job_logs(role, log_group="TransformJobs", stream_pattern=f"{self.model_prefix}*")
+        grant_image_pull(role, self._image_repositories)
         acknowledge_grant_actions(role)
         acknowledge_all(role, {
-            "AwsSolutions-IAM5[Resource::*]": "ECR GetAuthorizationToken and CloudWatch "
-            "PutMetricData have no resource-level permissions; the built-in algorithm images "
-            "live in AWS-owned registries of each region, named by the model package",
+            "AwsSolutions-IAM5[Resource::*]": WILDCARD_REASON,
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:"
+            "<AWS::AccountId>:log-group:/aws/sagemaker/TransformJobs:log-stream:"
+            f"{self.model_prefix}*]": "Log streams of this model's transform jobs only "
+            "(named per run)",
             f"AwsSolutions-IAM5[Resource::{resource_token(self.data_lake.artifacts)}/"
             f"training-output/{self.spec.name}/*]":
             "Model artifacts of any registered version of this model's group",
@@ -484,7 +499,7 @@ class BatchInferenceWorkflow(Construct):
             f"AwsSolutions-IAM5[Resource::{predictions}/predictions/{self.spec.name}/*]":
             "The Distributed Map reads this model's transform output, named by date",
             f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:"
-            f"<AWS::AccountId>:model/mdlc-{self.spec.name}-b-*]": "Models this workflow creates, "
+            f"<AWS::AccountId>:model/{self.model_prefix}*]": "Models this workflow creates, "
             "one per run, named by a UUID",
             "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:"
             "<AWS::AccountId>:transform-job/*]": "The transform job is named per run; the "

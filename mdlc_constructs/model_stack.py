@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aws_cdk import Duration, Stack, Tags
+from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
@@ -154,7 +155,6 @@ class MdlcModelStack(Stack):
         deployed blue/green by an event-driven workflow. None when disabled."""
         if not self.spec.inference.realtime.enabled:
             return None
-        repository = getattr(self.training.algorithm.resources, "repository", None)
         return RealtimeEndpoint(
             self,
             "Realtime",
@@ -162,7 +162,7 @@ class MdlcModelStack(Stack):
             data_lake=self.data_lake,
             topic=self.topic,
             model_package_group_name=self.training.model_package_group_name,
-            image_repositories=[repository] if repository is not None else [],
+            image_repositories=self._image_repositories(),
         )
 
     def build_batch_inference(self) -> BatchInferenceWorkflow | None:
@@ -183,7 +183,14 @@ class MdlcModelStack(Stack):
             action_targets=ActionTargets.of(self.integration) if self.integration else None,
             idempotency_table=self.integration.idempotency_table if self.integration else None,
             action_code=self.action_code(),
+            image_repositories=self._image_repositories(),
         )
+
+    def _image_repositories(self) -> list[ecr.IRepository]:
+        """The training algorithm's own repository (a custom image), if any: the
+        endpoint's and the batch transform's roles may pull from it only."""
+        repository = getattr(self.training.algorithm.resources, "repository", None)
+        return [repository] if repository is not None else []
 
     def action_code(self) -> Sequence[Path]:
         """Modules bundled with the functions that perform actions (online and

@@ -48,7 +48,12 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from .compliance import acknowledge_all, resource_token
-from .sagemaker_access import grant_job_logs, sagemaker_role
+from .sagemaker_access import (
+    WILDCARD_REASON,
+    grant_image_pull,
+    grant_job_logs,
+    sagemaker_role,
+)
 from .spec import ModelSpec
 from .storage import DataLake
 from .workflow import notify_and_fail, notify_timeouts, retry_transient, state_machine
@@ -348,12 +353,9 @@ class RealtimeEndpoint(Construct):
                 resources=[self.error_rate_alarm.alarm_arn, self.latency_alarm.alarm_arn],
             )
         )
-        for repository in self._image_repositories:
-            repository.grant_pull(role)
+        grant_image_pull(role, self._image_repositories)
         reasons = {
-            "AwsSolutions-IAM5[Resource::*]": "cloudwatch:PutMetricData and "
-            "ecr:GetAuthorizationToken have no resource-level permissions; metrics are "
-            "limited to SageMaker's namespaces by condition",
+            "AwsSolutions-IAM5[Resource::*]": WILDCARD_REASON,
             "AwsSolutions-IAM5[Action::s3:GetObject*]": "grant_read on this model's "
             "artifacts only",
             "AwsSolutions-IAM5[Action::s3:GetBucket*]": "grant_read on the artifacts bucket only",

@@ -1,12 +1,25 @@
 """SageMaker execution roles: who may assume them, and what every one needs
-besides its data (its logs and metrics). Training jobs, endpoints, batch
-transforms and Processing jobs share this."""
+besides its data (its logs, its metrics, its images). Training jobs,
+endpoints, batch transforms and Processing jobs share this, so each role's
+``*`` resources are only the actions without resource-level permissions
+(``cloudwatch:PutMetricData`` under a namespace condition, and
+``ecr:GetAuthorizationToken`` when it pulls from a repository)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aws_cdk import ArnFormat, Stack
+from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
 from constructs import Construct
+
+#: The cdk-nag reason for a SageMaker role's ``*`` resources (see the module docstring).
+WILDCARD_REASON = (
+    "cloudwatch:PutMetricData and ecr:GetAuthorizationToken have no resource-level "
+    "permissions; metrics are limited to SageMaker's namespaces by condition, and images "
+    "are pulled from the named repositories only"
+)
 
 
 def sagemaker_role(scope: Construct, construct_id: str, *, description: str) -> iam.Role:
@@ -55,3 +68,12 @@ def grant_job_logs(role: iam.IRole, *, log_group: str, stream_pattern: str = "*"
         )
     )
     return arn
+
+
+def grant_image_pull(role: iam.IRole, repositories: Sequence[ecr.IRepository]) -> None:
+    """Let SageMaker pull ``role``'s images from ``repositories`` (this model's
+    own, e.g. a custom algorithm's): the layer and image reads on each
+    repository, and ``ecr:GetAuthorizationToken``, which has no resource-level
+    permission. SageMaker's built-in algorithm images need neither."""
+    for repository in repositories:
+        repository.grant_pull(role)

@@ -320,3 +320,51 @@ def test_roles_that_pass_the_key_to_sagemaker_may_describe_it_and_grant_for_it(m
             assert describe, (label, role)
             assert grant and all(conditions(s) == {"kms:GrantIsForAWSResource": ("Bool", ["true"])}
                                  for s in grant), (label, role)
+
+
+# -- 3. SageMaker roles: `*` only where the API has no resource-level permission ----------------
+
+#: What a SageMaker execution role may be granted on `*`: the actions without
+#: resource-level permissions (metrics under a namespace condition).
+SAGEMAKER_WILDCARD_ACTIONS = {"cloudwatch:putmetricdata", "ecr:getauthorizationtoken"}
+
+
+def sagemaker_roles(template: dict[str, Any]) -> list[str]:
+    return [
+        logical for logical, r in template["Resources"].items()
+        if r["Type"] == "AWS::IAM::Role"
+        and any(s.get("Principal", {}).get("Service") == "sagemaker.amazonaws.com"
+                for s in r["Properties"]["AssumeRolePolicyDocument"]["Statement"])
+    ]
+
+
+def test_sagemaker_roles_name_star_only_for_actions_without_resource_permissions(
+    model_templates,
+):
+    for label, (_model, template) in model_templates.items():
+        roles = role_statements(template)
+        found = sagemaker_roles(template)
+        assert any(r.startswith("BatchInferenceModelRole") for r in found), label
+        for role in found:
+            for statement in roles[role]:
+                if "*" not in as_list(statement["Resource"]):
+                    continue
+                extra = set(actions(statement)) - SAGEMAKER_WILDCARD_ACTIONS
+                assert not extra, f"{label}: {role} has {sorted(extra)} on *"
+                if "cloudwatch:putmetricdata" in actions(statement):
+                    assert "cloudwatch:namespace" in conditions(statement), (label, role)
+
+
+def test_the_batch_model_role_writes_only_its_transform_jobs_logs(model_templates):
+    for label, (model, template) in model_templates.items():
+        roles = role_statements(template)
+        (role,) = [r for r in sagemaker_roles(template)
+                   if r.startswith("BatchInferenceModelRole")]
+        group = "arn:aws:logs:REGION:ACCOUNT:log-group:/aws/sagemaker/TransformJobs"
+        logs = [s for s in roles[role] if any(a.startswith("logs:") for a in actions(s))]
+        assert logs, label
+        for statement in logs:
+            assert sorted(as_list(resolve(statement["Resource"]))) == sorted(
+                [group, f"{group}:log-stream:mdlc-{model}-b-*"]), (label, statement)
+        assert not [s for s in roles[role] if any(a.startswith("ecr:") for a in actions(s))], (
+            "a built-in algorithm's image needs no ECR permission", label)
