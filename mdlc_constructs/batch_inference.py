@@ -41,14 +41,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import jsii
 from aws_cdk import Duration, RemovalPolicy, Size, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
@@ -66,7 +68,7 @@ from .sagemaker_access import (
     sagemaker_role,
 )
 from .spec import ModelSpec
-from .storage import DataLake
+from .storage import DataLake, grant_read_objects, grant_read_write_objects, list_statement
 from .workflow import invoke, notify_and_fail, notify_timeouts, retry_transient, state_machine
 
 if TYPE_CHECKING:
@@ -78,6 +80,47 @@ SAGEMAKER_TRANSIENT = ("SageMaker.ThrottlingException", "SageMaker.AmazonSageMak
 #: What ``lambdas/batch_decisions`` raises when some actions of a part failed
 #: (the others acted); retrying the part is safe, acted entities are skipped.
 ACTIONS_INCOMPLETE = "ActionsIncomplete"
+
+
+@jsii.implements(sfn.IItemReader)
+class PrefixedObjectsReader:
+    """A Distributed Map reader of the objects under a prefix, like
+    ``sfn.S3ObjectsItemReader``, whose ``s3:ListBucket`` is limited to
+    ``allowed`` (an ``s3:prefix`` condition) instead of the whole bucket.
+
+    ``prefix`` may be a JSONPath (resolved per execution); ``allowed`` is the
+    pattern every prefix it resolves to lies under (``predictions/<model>/*``).
+    """
+
+    def __init__(self, *, bucket: s3.IBucket, prefix: str, allowed: str) -> None:
+        self._reader = sfn.S3ObjectsItemReader(bucket=bucket, prefix=prefix)
+        self._bucket = bucket
+        self._allowed = allowed
+
+    @property
+    def bucket(self) -> s3.IBucket:
+        return self._bucket
+
+    @property
+    def bucket_name_path(self) -> str | None:
+        return None
+
+    @property
+    def resource(self) -> str:
+        return self._reader.resource
+
+    @property
+    def max_items(self) -> int | None:
+        return None
+
+    def render(self, query_language: sfn.QueryLanguage | None = None) -> Any:
+        return self._reader.render(query_language)
+
+    def provide_policy_statements(self) -> list[iam.PolicyStatement]:
+        return [list_statement(self._bucket, [self._allowed])]
+
+    def validate_item_reader(self) -> list[str]:
+        return list(self._reader.validate_item_reader())
 
 
 @dataclass(frozen=True)
@@ -218,9 +261,9 @@ class BatchInferenceWorkflow(Construct):
             data_layer=True,
             extra_code=action_code,
         )
-        data_lake.features.grant_read(self.function, f"features/{model}/*")
-        data_lake.predictions.grant_read(self.function, f"predictions/{model}/*")
-        data_lake.predictions.grant_read_write(self.function, f"batch-input/{model}/*")
+        grant_read_objects(data_lake.features, self.function, f"features/{model}/*")
+        grant_read_objects(data_lake.predictions, self.function, f"predictions/{model}/*")
+        grant_read_write_objects(data_lake.predictions, self.function, f"batch-input/{model}/*")
         data_lake.predictions.grant_put(self.function, f"predictions/{model}/*")
         self._grant_actions()
         self.model_role = self._model_role()
@@ -397,9 +440,12 @@ class BatchInferenceWorkflow(Construct):
                             backoff_rate=2.0, max_attempts=3, jitter_strategy=sfn.JitterType.FULL)
         decide_parts = sfn.DistributedMap(
             self, "DecideParts",
-            item_reader=sfn.S3ObjectsItemReader(bucket=self.data_lake.predictions,
-                                                prefix=sfn.JsonPath.string_at(
-                                                    "$.batch.output_key_prefix")),
+            # Lists predictions/<model>/dt=<date>/transform/ (the function's
+            # output_key_prefix), and may list nothing outside the model's prefix.
+            item_reader=PrefixedObjectsReader(
+                bucket=self.data_lake.predictions,
+                prefix=sfn.JsonPath.string_at("$.batch.output_key_prefix"),
+                allowed=f"predictions/{model}/*"),
             item_selector={"step": "decide", "Key.$": "$$.Map.Item.Value.Key",
                            "date.$": "$.data.snapshot.date", "model.$": "$.model.name",
                            # Every decision names the package version that scored it.
@@ -455,8 +501,8 @@ class BatchInferenceWorkflow(Construct):
             description=f"MDLC {self.spec.name}: batch transform of the approved model",
         )
         # The approved versions' artifacts, written by this model's training.
-        self.data_lake.artifacts.grant_read(role, f"training-output/{self.spec.name}/*")
-        self.data_lake.predictions.grant_read(role, f"batch-input/{self.spec.name}/*")
+        grant_read_objects(self.data_lake.artifacts, role, f"training-output/{self.spec.name}/*")
+        grant_read_objects(self.data_lake.predictions, role, f"batch-input/{self.spec.name}/*")
         self.data_lake.predictions.grant_put(role, f"predictions/{self.spec.name}/*")
         # The transform job is named after its model (mdlc-<model>-b-<uuid>);
         # SageMaker names its log streams <job name>/<instance>.
@@ -482,7 +528,7 @@ class BatchInferenceWorkflow(Construct):
     def _grant_workflow(self, stack: Stack) -> None:
         machine = self.state_machine
         # The Distributed Map lists the output objects and starts child executions.
-        self.data_lake.predictions.grant_read(machine, f"predictions/{self.spec.name}/*")
+        grant_read_objects(self.data_lake.predictions, machine, f"predictions/{self.spec.name}/*")
         acknowledge_grant_actions(machine)
         predictions = resource_token(self.data_lake.predictions)
         logical = stack.get_logical_id(machine.node.default_child)

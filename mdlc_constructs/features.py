@@ -17,7 +17,7 @@ from .compliance import acknowledge, acknowledge_objects
 from .functions import python_function
 from .processing import ProcessingRunner, S3Access
 from .spec import ModelSpec
-from .storage import DataLake
+from .storage import DataLake, grant_read_objects
 from .workflow import invoke
 
 
@@ -97,8 +97,8 @@ class FeatureEngineering(Construct):
             data_layer=True,
         )
         datasets, features = f"datasets/{spec.name}/*", f"features/{spec.name}/*"
-        data_lake.datasets.grant_read(self.batch_function, datasets)
-        data_lake.features.grant_read(self.batch_function, features)
+        grant_read_objects(data_lake.datasets, self.batch_function, datasets)
+        grant_read_objects(data_lake.features, self.batch_function, features)
         data_lake.features.grant_put(self.batch_function, features)
         for bucket, pattern in ((data_lake.datasets, datasets), (data_lake.features, features)):
             acknowledge_objects(

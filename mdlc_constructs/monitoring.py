@@ -38,7 +38,7 @@ from .functions import python_function
 from .preparation import schedule_of
 from .processing import STARTUP_ALLOWANCE, ProcessingRunner, S3Access
 from .spec import ModelSpec
-from .storage import DataLake, scored_predictions_pattern
+from .storage import DataLake, grant_read_objects, scored_predictions_pattern
 from .workflow import notify_and_fail, notify_timeouts, state_machine
 
 #: Where the job writes ``dt=<date>/report.json`` (in the artifacts bucket).
@@ -522,7 +522,7 @@ class ModelMonitoring(Construct):
         # Read-only on what the job reads, put-only on its reports.
         reads, reports = self._job_access()
         for bucket, pattern, reason in reads:
-            bucket.grant_read(function, pattern)
+            grant_read_objects(bucket, function, pattern)
             self._acknowledge_objects(function, bucket, pattern, reason)
         lake.artifacts.grant_put(function, reports)
         self._acknowledge_objects(

@@ -34,6 +34,7 @@ from .images import image_uri
 from .sagemaker_access import grant_job_logs, sagemaker_role
 from .spec import ModelSpec
 from .spec.data import ProcessingResources
+from .storage import grant_read_objects
 from .workflow import retry_transient
 
 #: SageMaker's scikit-learn image: Python 3 with NumPy, pandas, PyArrow and
@@ -86,7 +87,8 @@ class ProcessingRunner(Construct):
         key: encrypts the job's volume and its outputs; the job may use it.
         output_bucket: where the job's result lands
             (``processing/<model>/<kind>/<job name>/result.json``) and is read back.
-        reads: objects the job reads (``s3:GetObject*``/``List*`` via ``grant_read``).
+        reads: objects the job reads (``s3:GetObject*``, and ``s3:ListBucket``
+            under the pattern's prefix: :func:`~mdlc_constructs.storage.grant_read_objects`).
         writes: objects the job writes (``s3:PutObject`` via ``grant_put``).
         environment: the job's environment (bucket names and settings, as the
             Lambda runner gets them). Default: none.
@@ -152,7 +154,7 @@ class ProcessingRunner(Construct):
     def _grant_job(self, reads: list[S3Access], writes: list[S3Access]) -> None:
         role = self.role
         for access in reads:
-            access.bucket.grant_read(role, access.pattern)
+            grant_read_objects(access.bucket, role, access.pattern)
         for access in writes:
             access.bucket.grant_put(role, access.pattern)
         outputs = S3Access(
@@ -161,16 +163,15 @@ class ProcessingRunner(Construct):
             "SageMaker uploads each job's result under its own job name, below this prefix",
         )
         self.output_bucket.grant_put(role, outputs.pattern)
-        self.code.grant_read(role)
+        # The code input is the asset's one object (an S3Prefix input lists its
+        # key as the prefix): not the rest of the account's CDK assets bucket.
+        grant_read_objects(self.code.bucket, role, self.code.s3_object_key)
         # The volume and the uploaded outputs are encrypted with the data key.
         self.key.grant_encrypt_decrypt(role)
         grant_job_logs(role, log_group="ProcessingJobs", stream_pattern=f"{self.job_prefix}*")
         reasons = {
             "AwsSolutions-IAM5[Resource::*]": "cloudwatch:PutMetricData has no resource-level "
             "permission; it is limited by a namespace condition",
-            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-"
-            "<AWS::AccountId>-<AWS::Region>/*]": "Reads the job's code, a CDK asset whose object "
-            "name is a content hash",
             "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:"
             "<AWS::AccountId>:log-group:/aws/sagemaker/ProcessingJobs:log-stream:"
             f"{self.job_prefix}*]": "Log streams of this model's jobs of this kind only",

@@ -23,7 +23,7 @@ from .compliance import (
 from .functions import python_function
 from .processing import ProcessingRunner, S3Access
 from .spec import ModelSpec
-from .storage import DataLake
+from .storage import DataLake, grant_read_objects
 from .workflow import invoke
 
 METRICS_NAMESPACE = "MDLC/DataQuality"
@@ -103,9 +103,9 @@ class DataQuality(Construct):
 
     def _grant_runner(self, grantee: iam.IGrantable) -> None:
         prefix = f"datasets/{self.spec.name}/*"
-        self.data_lake.datasets.grant_read(grantee, prefix)
+        grant_read_objects(self.data_lake.datasets, grantee, prefix)
         reports = f"{REPORT_PREFIX}/{self.spec.name}/*"
-        self.data_lake.artifacts.grant_read(grantee, reports)
+        grant_read_objects(self.data_lake.artifacts, grantee, reports)
         self.data_lake.artifacts.grant_put(grantee, reports)
         scope = grantee if isinstance(grantee, Construct) else self
         acknowledge_objects(

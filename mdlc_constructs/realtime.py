@@ -55,7 +55,7 @@ from .sagemaker_access import (
     sagemaker_role,
 )
 from .spec import ModelSpec
-from .storage import DataLake
+from .storage import DataLake, grant_read_objects
 from .workflow import notify_and_fail, notify_timeouts, retry_transient, state_machine
 
 #: The one production variant. It never changes between endpoint
@@ -343,7 +343,7 @@ class RealtimeEndpoint(Construct):
             description=f"SageMaker endpoint {self.endpoint_name} of {self.spec.name}",
         )
         artifacts, capture = self.data_lake.artifacts, self.data_lake.capture
-        artifacts.grant_read(role, f"{self.model_artifacts_prefix}*")
+        grant_read_objects(artifacts, role, f"{self.model_artifacts_prefix}*")
         capture.grant_put(role, f"{self.capture_prefix}*")
         grant_job_logs(role, log_group=f"Endpoints/{self.endpoint_name}")
         # Deployment guardrails read the rollback alarms' state.
@@ -356,10 +356,10 @@ class RealtimeEndpoint(Construct):
         grant_image_pull(role, self._image_repositories)
         reasons = {
             "AwsSolutions-IAM5[Resource::*]": WILDCARD_REASON,
-            "AwsSolutions-IAM5[Action::s3:GetObject*]": "grant_read on this model's "
+            "AwsSolutions-IAM5[Action::s3:GetObject*]": "grant_read_objects on this model's "
             "artifacts only",
-            "AwsSolutions-IAM5[Action::s3:GetBucket*]": "grant_read on the artifacts bucket only",
-            "AwsSolutions-IAM5[Action::s3:List*]": "grant_read on the artifacts bucket only",
+            "AwsSolutions-IAM5[Action::s3:GetBucket*]": "grant_read_objects on the artifacts "
+            "bucket only",
             "AwsSolutions-IAM5[Action::s3:Abort*]": "grant_put lets SageMaker abort its own "
             "multipart uploads of captured data",
             "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": "Encrypting captured data with "

@@ -12,7 +12,7 @@ from constructs import Construct
 from .compliance import acknowledge_objects
 from .functions import python_function
 from .spec import ModelSpec
-from .storage import DataLake
+from .storage import DataLake, grant_read_objects
 from .workflow import invoke
 
 
@@ -65,7 +65,7 @@ class DataSourcing(Construct):
         )
         # Snapshots of this model only: earlier days' manifests are read to
         # find the latest version, new snapshots are written once each.
-        data_lake.datasets.grant_read(self.function, f"datasets/{spec.name}/*")
+        grant_read_objects(data_lake.datasets, self.function, f"datasets/{spec.name}/*")
         data_lake.datasets.grant_put(self.function, f"datasets/{spec.name}/*")
         acknowledge_objects(
             self.function,
@@ -84,7 +84,7 @@ class DataSourcing(Construct):
                 if source.bucket
                 else self.data_lake.raw
             )
-            bucket.grant_read(grantee, f"{source.prefix}*")
+            grant_read_objects(bucket, grantee, f"{source.prefix}*")
             if not source.bucket:
                 acknowledge_objects(
                     self.function,

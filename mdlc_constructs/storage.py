@@ -1,7 +1,19 @@
-"""The data lake: one customer-managed key and the buckets every stage uses."""
+"""The data lake: one customer-managed key and the buckets every stage uses,
+and the grants every stage uses on them.
+
+Buckets are partitioned by model (``<prefix>/<model>/...``) and, on a shared
+platform, shared by every model. aws-cdk-lib's ``bucket.grant_read(grantee,
+pattern)`` scopes object access to ``pattern`` but grants ``s3:List*`` on the
+whole bucket, which would let one model list the object names of every
+other. :func:`grant_read_objects` and :func:`grant_read_write_objects` grant
+the same object access, and ``s3:ListBucket`` only under ``pattern``'s prefix
+(an ``s3:prefix`` condition): every listing the handlers and SageMaker make
+names a prefix inside what they read.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
@@ -19,6 +31,71 @@ def scored_predictions_pattern(model: str) -> str:
     the batch decide step, the stream consumer and the integration step write
     there, the monitoring job reads only there)."""
     return f"predictions/{model}/dt=*/scored/*"
+
+
+def listing_prefixes(pattern: str) -> list[str]:
+    """The ``s3:prefix`` values a listing of ``pattern``'s objects may use:
+    ``datasets/fraud/*`` -> ``["datasets/fraud/*", "datasets/fraud/"]``. A
+    pattern without a wildcard names one object (or a prefix SageMaker lists,
+    such as an asset's key) and is its own value."""
+    if not pattern.endswith("*"):
+        return [pattern]
+    return [pattern, pattern.rstrip("*")] if pattern.rstrip("*") else [pattern]
+
+
+def list_conditions(patterns: Sequence[str]) -> dict[str, dict[str, list[str]]]:
+    """The condition of a listing limited to ``patterns``' prefixes."""
+    values = [v for pattern in patterns for v in listing_prefixes(pattern)]
+    if not values or any(v in ("", "*") for v in values):
+        raise ValueError(f"listing must be limited to a prefix, got patterns {list(patterns)!r}")
+    return {"StringLike": {"s3:prefix": values}}
+
+
+def list_statement(bucket: s3.IBucket, patterns: Sequence[str]) -> iam.PolicyStatement:
+    """``s3:ListBucket`` on ``bucket``, only for prefixes inside ``patterns``."""
+    return iam.PolicyStatement(
+        actions=["s3:ListBucket"], resources=[bucket.bucket_arn],
+        conditions=list_conditions(patterns),
+    )
+
+
+def grant_list(bucket: s3.IBucket, grantee: iam.IGrantable, pattern: str) -> iam.Grant:
+    """Let ``grantee`` list ``bucket`` under ``pattern``'s prefix only."""
+    return iam.Grant.add_to_principal_or_resource(
+        grantee=grantee, actions=["s3:ListBucket"], resource_arns=[bucket.bucket_arn],
+        resource=bucket, conditions=list_conditions([pattern]),
+    )
+
+
+def grant_read_objects(bucket: s3.IBucket, grantee: iam.IGrantable, pattern: str) -> None:
+    """What ``bucket.grant_read(grantee, pattern)`` grants, with listing limited to
+    ``pattern``'s prefix: ``s3:GetObject*`` on the objects, ``s3:GetBucket*`` on
+    the bucket, ``s3:ListBucket`` under the prefix, and decrypting with the
+    bucket's key."""
+    iam.Grant.add_to_principal_or_resource(
+        grantee=grantee, actions=["s3:GetObject*"],
+        resource_arns=[bucket.arn_for_objects(pattern)], resource=bucket,
+    )
+    iam.Grant.add_to_principal_or_resource(
+        grantee=grantee, actions=["s3:GetBucket*"], resource_arns=[bucket.bucket_arn],
+        resource=bucket,
+    )
+    grant_list(bucket, grantee, pattern)
+    if bucket.encryption_key is not None:
+        bucket.encryption_key.grant(grantee, "kms:Decrypt", "kms:DescribeKey")
+
+
+def grant_read_write_objects(bucket: s3.IBucket, grantee: iam.IGrantable, pattern: str) -> None:
+    """What ``bucket.grant_read_write(grantee, pattern)`` grants, with listing
+    limited to ``pattern``'s prefix: :func:`grant_read_objects`, ``grant_put``
+    (put and abort, encrypting with the key), deleting the objects, and listing
+    the parts of their multipart uploads."""
+    grant_read_objects(bucket, grantee, pattern)
+    bucket.grant_put(grantee, pattern)
+    iam.Grant.add_to_principal_or_resource(
+        grantee=grantee, actions=["s3:DeleteObject*", "s3:ListMultipartUploadParts"],
+        resource_arns=[bucket.arn_for_objects(pattern)], resource=bucket,
+    )
 
 
 #: The buckets of a data lake, in the order they are created. The names are
@@ -131,12 +208,18 @@ class DataLake(Construct):
         return self._buckets["capture"]
 
     def grant_read(self, grantee: iam.IGrantable, *kinds: str) -> None:
-        """Read objects of the given bucket kinds (and decrypt with the key)."""
+        """Read objects of the given bucket kinds (and decrypt with the key).
+
+        Whole buckets: on a shared platform that is every model's objects. The
+        library's roles use :func:`grant_read_objects` with their model's
+        prefixes instead."""
         for kind in kinds:
             self.bucket(kind).grant_read(grantee)
 
     def grant_read_write(self, grantee: iam.IGrantable, *kinds: str) -> None:
-        """Read and write objects of the given bucket kinds (and use the key)."""
+        """Read and write objects of the given bucket kinds (and use the key).
+
+        Whole buckets, like :meth:`grant_read`."""
         for kind in kinds:
             self.bucket(kind).grant_read_write(grantee)
 

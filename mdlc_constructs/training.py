@@ -48,7 +48,7 @@ from .functions import python_function
 from .lineage import code_version
 from .sagemaker_access import grant_job_logs, sagemaker_role
 from .spec import ModelSpec
-from .storage import DataLake
+from .storage import DataLake, grant_read_objects, grant_read_write_objects
 from .workflow import invoke, notify_and_fail, notify_timeouts, retry_transient, state_machine
 
 #: Data preparation: a chain that leaves ``$.data`` (snapshot, quality, features).
@@ -214,7 +214,7 @@ class TrainingWorkflow(Construct):
             timeout=Duration.minutes(10),
             data_layer=True,
         )
-        self.data_lake.features.grant_read(self.input_function, f"features/{model}/*")
+        grant_read_objects(self.data_lake.features, self.input_function, f"features/{model}/*")
         self.data_lake.artifacts.grant_put(self.input_function, f"training-input/{model}/*")
         # The training features become the monitoring baseline (open loop).
         self.data_lake.artifacts.grant_put(
@@ -223,12 +223,10 @@ class TrainingWorkflow(Construct):
         acknowledge_all(
             self.input_function,
             {
-                "AwsSolutions-IAM5[Action::s3:GetObject*]": "grant_read's object actions, "
+                "AwsSolutions-IAM5[Action::s3:GetObject*]": "grant_read_objects' object actions, "
                 "scoped to this model's feature snapshots",
-                "AwsSolutions-IAM5[Action::s3:GetBucket*]": "grant_read's bucket actions on "
+                "AwsSolutions-IAM5[Action::s3:GetBucket*]": "grant_read_objects' bucket actions on "
                 "the features bucket only",
-                "AwsSolutions-IAM5[Action::s3:List*]": "grant_read's list actions on the "
-                "features bucket only",
                 "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": "Writing SSE-KMS objects "
                 "with the data key",
                 "AwsSolutions-IAM5[Action::kms:ReEncrypt*]": "grant_put's key actions for "
@@ -606,9 +604,9 @@ class TrainingWorkflow(Construct):
             self, "TrainingRole", description=f"SageMaker training jobs of {model}"
         )
         artifacts = self.data_lake.artifacts
-        artifacts.grant_read(role, f"training-input/{model}/*")
-        artifacts.grant_read_write(role, f"training-output/{model}/*")
-        artifacts.grant_read_write(role, f"training-checkpoints/{model}/*")
+        grant_read_objects(artifacts, role, f"training-input/{model}/*")
+        grant_read_write_objects(artifacts, role, f"training-output/{model}/*")
+        grant_read_write_objects(artifacts, role, f"training-checkpoints/{model}/*")
         self.key.grant_encrypt_decrypt(role)
         grant_job_logs(role, log_group="TrainingJobs", stream_pattern=f"{self.job_prefix}*")
         self.algorithm.grant_training_role(role)
@@ -622,8 +620,6 @@ class TrainingWorkflow(Construct):
                 "model's training prefixes",
                 "AwsSolutions-IAM5[Action::s3:GetBucket*]": "S3 grants on the artifacts "
                 "bucket only",
-                "AwsSolutions-IAM5[Action::s3:List*]": "SageMaker lists the channel prefix; "
-                "artifacts bucket only",
                 "AwsSolutions-IAM5[Action::s3:DeleteObject*]": "SageMaker replaces its own "
                 "checkpoints and output under this model's prefixes",
                 "AwsSolutions-IAM5[Action::s3:Abort*]": "SageMaker aborts its own multipart "
@@ -692,7 +688,7 @@ class TrainingWorkflow(Construct):
         for statement in statements:
             role.add_to_principal_policy(statement)
         # CreateModelPackage checks that the caller can read the model artifact.
-        self.data_lake.artifacts.grant_read(role, f"training-output/{self.spec.name}/*")
+        grant_read_objects(self.data_lake.artifacts, role, f"training-output/{self.spec.name}/*")
         bucket = self._logical(self.data_lake.artifacts)
         self._acknowledge_workflow(bucket)
 
@@ -708,9 +704,8 @@ class TrainingWorkflow(Construct):
                 "of this model's package group only",
                 "AwsSolutions-IAM5[Action::s3:GetObject*]": "Reading this model's artifacts "
                 "(CreateModelPackage validates the model data)",
-                "AwsSolutions-IAM5[Action::s3:GetBucket*]": "grant_read on the artifacts "
+                "AwsSolutions-IAM5[Action::s3:GetBucket*]": "grant_read_objects on the artifacts "
                 "bucket only",
-                "AwsSolutions-IAM5[Action::s3:List*]": "grant_read on the artifacts bucket only",
                 f"AwsSolutions-IAM5[Resource::<{bucket}.Arn>/training-output/"
                 f"{self.spec.name}/*]": "This model's artifacts only",
             },

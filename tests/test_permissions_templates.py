@@ -368,3 +368,147 @@ def test_the_batch_model_role_writes_only_its_transform_jobs_logs(model_template
                 [group, f"{group}:log-stream:mdlc-{model}-b-*"]), (label, statement)
         assert not [s for s in roles[role] if any(a.startswith("ecr:") for a in actions(s))], (
             "a built-in algorithm's image needs no ECR permission", label)
+
+
+# -- 4. listing: a model's own prefixes only ---------------------------------------------------
+
+#: Data lake buckets by the logical id their ARN names (own or imported from the platform).
+BUCKETS = ("Raw", "Datasets", "Features", "Artifacts", "Predictions", "Capture")
+ASSETS = "cdk-hnb659fds-assets"
+DAY = "2026-11-27"
+
+
+def string_like(value: str, pattern: str) -> bool:
+    """IAM's StringLike: ``*`` any run of characters, ``?`` any one, case-sensitive."""
+    import re
+
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value) is not None
+
+
+def bucket_of(resource: str) -> str | None:
+    """``Datasets``, ``assets``, ... for a bucket ARN; None for object ARNs
+    (``<bucket ARN>/<key>``: references and bucket names hold no ``/``)."""
+    if "/" in resource:
+        return None
+    for kind in BUCKETS:
+        if f"DataLake{kind}" in resource:
+            return kind
+    if ASSETS in resource:
+        return "assets"
+    return "*" if resource == "*" else resource
+
+
+def listings(template: dict[str, Any]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """Role -> [(bucket, statement)] for every statement allowing s3:ListBucket on a bucket."""
+    found: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for role, role_found in role_statements(template).items():
+        for statement in role_found:
+            if not allows(statement, "s3:ListBucket"):
+                continue
+            for resource in as_list(resolve(statement["Resource"])):
+                kind = bucket_of(str(resource))
+                if kind is not None:
+                    found.setdefault(role, []).append((kind, statement))
+    return found
+
+
+def may_list(template: dict[str, Any], role_prefix: str, bucket: str, prefix: str) -> bool:
+    (role,) = [r for r in role_statements(template) if r.startswith(role_prefix)]
+    return any(
+        kind == bucket and any(string_like(prefix, v) for v in
+                               conditions(statement).get("s3:prefix", ("", []))[1])
+        for kind, statement in listings(template).get(role, [])
+    )
+
+
+def test_every_listing_is_limited_to_the_models_prefixes(model_templates):
+    """No role may list a whole bucket: with a shared platform that would show one
+    model every other model's object names. Each s3:ListBucket has a StringLike
+    s3:prefix condition inside the model's prefixes (or its declared source
+    prefix in the raw bucket, or its Processing code object)."""
+    for label, (model, template) in model_templates.items():
+        found = listings(template)
+        assert found, label
+        for role, entries in found.items():
+            for bucket, statement in entries:
+                assert bucket != "*", f"{label}: {role} may list every bucket"
+                operator, values = conditions(statement).get("s3:prefix", (None, []))
+                assert operator == "StringLike" and values, (
+                    f"{label}: {role} may list all of {bucket}: {statement}")
+                for value in values:
+                    if bucket == "Raw":
+                        assert value in ("orders/*", "orders/"), (label, role, value)
+                    elif bucket == "assets":
+                        assert "/" not in value and value.endswith(".zip"), (label, role, value)
+                    else:
+                        assert value.split("/")[1] == model and "*" not in value.split("/")[0], (
+                            label, role, bucket, value)
+
+
+def test_every_listing_the_workflows_make_is_inside_a_grant(model_templates):
+    """The prefixes the handlers, the Distributed Map and SageMaker list (from the
+    handlers' own helpers where they have one, else as the code builds them)
+    are inside the role's s3:prefix condition."""
+    from datetime import date
+
+    from mdlc_core.predictions import day_prefix, scored_prefix
+    from mdlc_core.sourcing import snapshot_prefix
+
+    job = f"mdlc-x-{DAY}-abc"
+    for label, (model, template) in model_templates.items():
+        expected = [
+            # mdlc_core.sourcing.S3PrefixSource: the day's partition, else the prefix.
+            ("DataSourcingFunctionServiceRole", "Raw", f"orders/dt={DAY}/"),
+            ("DataSourcingFunctionServiceRole", "Raw", "orders/"),
+            # mdlc_core.quality_job.download: the snapshot (and a later version).
+            ("DataQualityFunctionServiceRole", "Datasets",
+             snapshot_prefix(model, date.fromisoformat(DAY))),
+            ("DataQualityFunctionServiceRole", "Datasets",
+             snapshot_prefix(model, date.fromisoformat(DAY), 2)),
+            # batch_decisions: input_key_prefix and ids_key_prefix (rerun clean-up).
+            ("BatchInferenceDecisionsServiceRole", "Predictions",
+             f"batch-input/{model}/dt={DAY}/transform/"),
+            ("BatchInferenceDecisionsServiceRole", "Predictions",
+             f"batch-input/{model}/dt={DAY}/ids/"),
+            # The transform job's S3Prefix input, as the model role.
+            ("BatchInferenceModelRole", "Predictions", f"batch-input/{model}/dt={DAY}/transform/"),
+            # The Distributed Map's ItemReader: batch_decisions.output_key_prefix.
+            ("BatchInferenceStateMachineRole", "Predictions",
+             f"{day_prefix(model, DAY)}transform/"),
+            # training_input's channels (S3Prefix) and the job's checkpoints.
+            ("TrainingTrainingRole", "Artifacts", f"training-input/{model}/{job}/train/"),
+            ("TrainingTrainingRole", "Artifacts", f"training-checkpoints/{model}/{job}/"),
+        ]
+        monitor = "MonitoringProcessingRole" if model == VARIANT else "MonitoringJobServiceRole"
+        expected += [
+            # mdlc_core.monitor_job: the day's scored predictions, labels, a baseline folder.
+            (monitor, "Predictions", scored_prefix(model, DAY)),
+            (monitor, "Predictions", f"labels/{model}/dt={DAY}/"),
+            (monitor, "Artifacts", f"baselines/{model}/"),
+        ]
+        for role, bucket, prefix in expected:
+            assert may_list(template, role, bucket, prefix), (label, role, bucket, prefix)
+            other = prefix.replace(f"/{model}/", "/another-model/")
+            assert other == prefix or not may_list(template, role, bucket, other), (
+                label, role, other)
+
+
+def test_processing_jobs_list_only_their_code_object(model_templates):
+    """A Processing job's code input is an S3Prefix on the asset's key: its role
+    may list (and read) that one object of the account's CDK assets bucket."""
+    import re
+
+    _model, template = model_templates[f"shared {VARIANT}"]
+    definitions = json.dumps([p["DefinitionString"] for p in machines(template).values()])
+    keys = set(re.findall(r"[0-9a-f]{64}\.zip", definitions))
+    assert keys
+    roles = [r for r in role_statements(template) if "ProcessingRole" in r]
+    assert len(roles) == 3, roles
+    for role in roles:
+        listed = [v for kind, s in listings(template)[role] if kind == "assets"
+                  for v in conditions(s)["s3:prefix"][1]]
+        assert len(listed) == 1 and listed[0] in keys, (role, listed)
+        reads = [r for s in role_statements(template)[role] if allows(s, "s3:GetObject")
+                 for r in as_list(resolve(s["Resource"])) if ASSETS in str(r)]
+        assert reads and all(str(r).endswith(listed[0]) for r in reads), (role, reads)
