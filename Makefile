@@ -9,6 +9,8 @@ CDK_CLI_VERSION := 2.1148.1
 # npx runs the CLI pinned above from .cdk-cli, never a global or newer one.
 CDK := npx --no-install --prefix .cdk-cli cdk
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+# jsii names the Node.js major versions whose end-of-life banner it keeps quiet.
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: simulate synth test install lint cfn-lint bench clean

@@ -11,6 +11,8 @@ import pytest
 
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")  # jsii's banner
+
 ROOT = Path(__file__).resolve().parents[1]
 FRAUD_SPEC = ROOT / "models" / "fraud.yaml"
 

@@ -89,6 +89,7 @@ def _summary(report: dict, metric: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")  # jsii's banner
     from mdlc_constructs.local.simulation import SimulationInputError, simulate
 
     try:
