@@ -386,6 +386,40 @@ def _item_store_run(shortcut: bool) -> list:
         results.append(run("PutItem", versioned))
         results.append(run("PutItem", versioned))  # now stale: version is 2
         results.append(run("PutItem", {**versioned, "Item": {"pk": {"S": "new"}}}))
+        # Powertools idempotency's save: absent, live, expired, and stuck in progress.
+        idempotency = {
+            "TableName": "t",
+            "ConditionExpression": "attribute_not_exists(#id) OR #expiry < :now OR "
+            "(#status = :inprogress AND attribute_exists(#in_progress_expiry) AND "
+            "#in_progress_expiry < :now_in_millis)",
+            "ExpressionAttributeNames": {"#id": "pk", "#expiry": "expiration",
+                                         "#in_progress_expiry": "in_progress_expiration",
+                                         "#status": "status"},
+            "ExpressionAttributeValues": {":now": {"N": "100"}, ":now_in_millis": {"N": "100000"},
+                                          ":inprogress": {"S": "INPROGRESS"}},
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
+        for pk, expiration, status, in_progress in [
+                ("i1", "200", "INPROGRESS", "200000"),   # absent: saved
+                ("i1", "200", "INPROGRESS", "200000"),   # live, in progress: refused
+                ("i2", "50", "COMPLETED", None),         # absent: saved
+                ("i2", "300", "INPROGRESS", "300000"),   # expired: saved
+                ("i2", "300", "INPROGRESS", "300000")]:  # live again: refused
+            item = {"pk": {"S": pk}, "expiration": {"N": expiration}, "status": {"S": status}}
+            if in_progress:
+                item["in_progress_expiration"] = {"N": in_progress}
+            results.append(run("PutItem", {**idempotency, "Item": item}))
+        stuck = {"pk": {"S": "i3"}, "expiration": {"N": "900"}, "status": {"S": "INPROGRESS"},
+                 "in_progress_expiration": {"N": "50000"}}
+        results.append(run("PutItem", {"TableName": "t", "Item": stuck,
+                                       "ConditionExpression": "attribute_not_exists(pk)"}))
+        results.append(run("PutItem", {**idempotency, "Item": {**stuck, "status": {
+            "S": "COMPLETED"}}}))  # in progress past its expiry: saved
+        # Strings order by their bytes; NOT binds tighter than AND.
+        results.append(run("PutItem", {
+            "TableName": "t", "Item": {"pk": {"S": "i3"}, "status": {"S": "x"}},
+            "ConditionExpression": "NOT #s < :low AND #s <= :high",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": {":low": {"S": "COMPLETE"}, ":high": {"S": "COMPLETEZ"}}}))
         results.append(run("GetItem", {"TableName": "t", "Key": {"pk": {"S": "a"}},
                                        "ConsistentRead": True}))
         results.append(run("GetItem", {"TableName": "t", "Key": {"pk": {"S": "absent"}}}))
@@ -396,6 +430,7 @@ def _item_store_run(shortcut: bool) -> list:
             "ExpressionAttributeNames": {"#n": "n", "#s": "status"}}}})
         results.append(sorted(batch["Responses"]["t"], key=lambda i: i["pk"]["S"]))
         results.append(batch.get("UnprocessedKeys"))
+        items.flush()  # what the runtime does before any other call reaches moto
         results.append(sorted((i for i in client.scan(TableName="t")["Items"]),
                               key=lambda i: i["pk"]["S"]))
     return results
@@ -406,9 +441,23 @@ def test_the_item_store_shortcut_answers_as_moto_does():
 
 
 def test_the_item_store_shortcut_leaves_conditions_and_paths_to_moto():
+    import boto3
+    from moto import mock_aws
+
     from mdlc_constructs.local.dynamodb import FastItems
 
-    items = FastItems()
+    with mock_aws():
+        boto3.client("dynamodb", region_name="us-east-1").create_table(
+            TableName="t", BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
+        _leaves_to_moto(FastItems())
+
+
+def _leaves_to_moto(items) -> None:
+    # The table exists: each None below is the expression's doing.
+    assert items.shortcut("PutItem", {"TableName": "t", "Item": {"pk": {"S": "a"}},
+                                      "ConditionExpression": "attribute_not_exists(pk)"}) == {}
     assert items.shortcut("UpdateItem", {"TableName": "t", "Key": {"pk": {"S": "a"}},
                                          "UpdateExpression": "SET n = n + :one"}) is None
     assert items.shortcut("UpdateItem", {"TableName": "t", "Key": {"pk": {"S": "a"}},
@@ -419,6 +468,14 @@ def test_the_item_store_shortcut_leaves_conditions_and_paths_to_moto():
     # An unaliased reserved word: moto (as DynamoDB) refuses it, so moto answers.
     assert items.shortcut("UpdateItem", {"TableName": "t", "Key": {"pk": {"S": "a"}},
                                          "UpdateExpression": "SET data = :v"}) is None
+    # Conditions beyond the plain kind: moto's (a nested path, <>, an unused value).
+    for condition, values in [("nested.x = :v", {":v": {"N": "1"}}),
+                              ("n <> :v", {":v": {"N": "1"}}),
+                              ("attribute_exists(pk)", {":v": {"N": "1"}}),
+                              ("begins_with(pk, :v)", {":v": {"S": "a"}})]:
+        assert items.shortcut("PutItem", {"TableName": "t", "Item": {"pk": {"S": "a"}},
+                                          "ConditionExpression": condition,
+                                          "ExpressionAttributeValues": values}) is None, condition
 
 
 def test_the_item_store_shortcut_leaves_every_error_to_moto():
@@ -457,3 +514,55 @@ def test_the_item_store_shortcut_leaves_every_error_to_moto():
                                             "ProjectionExpression": "#gone"}}}
         assert items.shortcut("BatchGetItem", undefined) is None
         assert items.run("BatchGetItem", undefined)["Responses"] == {"t": []}
+
+
+def test_items_held_by_the_shortcuts_are_what_every_other_reader_sees():
+    """The shortcuts hold items ahead of moto; every other path reads them, and the
+    shortcuts read what moto changed meanwhile."""
+    import boto3
+    from moto import mock_aws
+
+    from mdlc_constructs.local.dynamodb import FastItems
+    from mdlc_constructs.local.hooks import ServiceHooks
+    from mdlc_constructs.local.resources import raw_client
+
+    hooks, items = ServiceHooks(), FastItems()
+    with mock_aws():
+        hooks.install()
+        items.install(hooks)
+        try:
+            client = boto3.client("dynamodb", region_name="us-east-1")  # through the hooks
+            client.create_table(
+                TableName="t", BillingMode="PAY_PER_REQUEST",
+                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                           {"AttributeName": "n", "KeyType": "RANGE"}],
+                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                      {"AttributeName": "n", "AttributeType": "N"}])
+            key = {"pk": {"S": "a"}, "n": {"N": "1"}}
+            client.put_item(TableName="t", Item={**key, "v": {"N": "1"}},
+                            ConditionExpression="attribute_not_exists(pk)")
+            assert items._dirty == {"t": {(("pk", "S", "a"), ("n", "N", "1"))}}
+            # Another operation through the hooks, and a client of its own, see it.
+            assert client.query(TableName="t", KeyConditionExpression="pk = :a",
+                                ExpressionAttributeValues={":a": {"S": "a"}})["Count"] == 1
+            client.put_item(TableName="t", Item={**key, "v": {"N": "2"}},
+                            ConditionExpression="v = :one",
+                            ExpressionAttributeValues={":one": {"N": "1"}})
+            assert raw_client("dynamodb").get_item(TableName="t", Key=key)["Item"]["v"] == {
+                "N": "2"}
+            # moto changes the item (an ADD is no shortcut); the shortcut reads the change.
+            client.update_item(TableName="t", Key=key, UpdateExpression="ADD v :one",
+                               ExpressionAttributeValues={":one": {"N": "1"}})
+            assert client.get_item(TableName="t", Key={"pk": {"S": "a"}, "n": {"N": "1.0"}})[
+                "Item"]["v"] == {"N": "3"}
+            # A key of the wrong type is moto's to refuse, as DynamoDB does.
+            with pytest.raises(client.exceptions.ClientError, match="ValidationException"):
+                client.put_item(TableName="t", Item={"pk": {"S": "b"}, "n": {"S": "x"}},
+                                ConditionExpression="attribute_not_exists(pk)")
+            client.put_item(TableName="t", Item={"pk": {"S": "c"}, "n": {"N": "2"}},
+                            ConditionExpression="attribute_not_exists(pk)")
+            assert sorted(i["pk"]["S"] for i in items.all_items("t")) == ["a", "c"]
+            assert {i["pk"]["S"] for i in client.scan(TableName="t")["Items"]} == {"a", "c"}
+        finally:
+            items.uninstall()
+            hooks.uninstall()

@@ -24,6 +24,8 @@ from botocore.response import StreamingBody
 
 #: A local operation: the call's API parameters -> its parsed response.
 Operation = Callable[[dict[str, Any]], dict[str, Any]]
+#: Told of a call that goes on to moto: (operation, the call's API parameters).
+Observer = Callable[[str, dict[str, Any]], None]
 
 _PARAMS_KEY = "mdlc_local_api_params"
 
@@ -49,6 +51,7 @@ class ServiceHooks:
 
     def __init__(self) -> None:
         self._operations: dict[tuple[str, str], Operation] = {}
+        self._observers: dict[str, list[Observer]] = {}
         self._session: boto3.Session | None = None
         self._local = threading.local()
         self.calls: list[tuple[str, str]] = []
@@ -57,6 +60,10 @@ class ServiceHooks:
         """``service`` is botocore's hyphenated service id (``sagemaker-runtime``)."""
         self._operations[(service, operation)] = implementation
 
+    def observe(self, service: str, observer: Observer) -> None:
+        """Call ``observer`` before each call of ``service`` that no local operation answers."""
+        self._observers.setdefault(service, []).append(observer)
+
     def install(self) -> None:
         boto3.setup_default_session()
         session = boto3.DEFAULT_SESSION
@@ -64,13 +71,52 @@ class ServiceHooks:
         session.events.register("before-parameter-build", self._remember_params,
                                 unique_id="mdlc-local-params")
         session.events.register("before-call", self._dispatch, unique_id="mdlc-local-call")
+        session.events.register("creating-client-class", self._add_local_requests,
+                                unique_id="mdlc-local-requests")
         self._session = session
+
+    def _add_local_requests(self, class_attributes: dict[str, Any], base_classes: list[type],
+                            **_: Any) -> None:
+        """Clients skip building the HTTP request of a call answered locally.
+
+        botocore validates and serializes every request before ``before-call``;
+        for a call a local operation answers, the serialized body is never
+        read, and serializing a DynamoDB transaction of 30-day aggregates costs
+        more than answering it. The parameters are still validated as botocore
+        validates them (unless the client turned validation off).
+        """
+        hooks = self
+
+        class LocalRequests:
+            def _convert_to_request_dict(self: Any, api_params: dict[str, Any],
+                                         operation_model: Any, endpoint_url: str,
+                                         context: Any = None, headers: Any = None,
+                                         set_user_agent_header: bool = True) -> dict[str, Any]:
+                service = self.meta.service_model.service_id.hyphenize()
+                if (service, operation_model.name) not in hooks._operations:
+                    return super()._convert_to_request_dict(  # type: ignore[misc]
+                        api_params, operation_model, endpoint_url, context, headers,
+                        set_user_agent_header)
+                if self.meta.config.parameter_validation:
+                    from botocore.exceptions import ParamValidationError
+                    from botocore.validate import ParamValidator
+
+                    report = ParamValidator().validate(api_params, operation_model.input_shape)
+                    if report.has_errors():
+                        raise ParamValidationError(report=report.generate_report())
+                return {"url_path": "/", "query_string": {}, "method": "POST",
+                        "headers": dict(headers or {}), "body": b"", "url": endpoint_url,
+                        "context": context if context is not None else {}}
+
+        base_classes.insert(0, LocalRequests)
 
     def uninstall(self) -> None:
         if self._session is not None:
             self._session.events.unregister("before-parameter-build",
                                             unique_id="mdlc-local-params")
             self._session.events.unregister("before-call", unique_id="mdlc-local-call")
+            self._session.events.unregister("creating-client-class",
+                                            unique_id="mdlc-local-requests")
             self._session = None
         boto3.DEFAULT_SESSION = None
 
@@ -82,9 +128,11 @@ class ServiceHooks:
         # event_name: before-call.<service-id>.<Operation>
         _, service, operation = event_name.split(".", 2)
         implementation = self._operations.get((service, operation))
-        if implementation is None:
-            return None
         params = context.get(_PARAMS_KEY, {})
+        if implementation is None:
+            for observer in self._observers.get(service, ()):
+                observer(operation, params)
+            return None
         request_id = str(uuid.uuid4())
         try:
             parsed = implementation(params)

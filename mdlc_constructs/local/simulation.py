@@ -334,10 +334,10 @@ class Simulation:
             from boto3.dynamodb.types import TypeDeserializer
 
             deserialize = TypeDeserializer().deserialize
-            client = self.cloud.client("dynamodb")
-            for page in client.get_paginator("scan").paginate(TableName=table):
-                for item in page["Items"]:
-                    stream.append({k: _plain(deserialize(v)) for k, v in item.items()})
+            # Read in process: a paginated Scan of tens of thousands of decisions
+            # through moto costs seconds, and the report is not a deployed caller.
+            for item in self.cloud.items.all_items(table):
+                stream.append({k: _plain(deserialize(v)) for k, v in item.items()})
         batch: list[dict[str, Any]] = []
         bucket = self._physical("AWS::S3::Bucket", "/DataLake/Predictions/")
         if bucket:
