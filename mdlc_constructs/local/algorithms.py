@@ -443,6 +443,9 @@ class XGBoostPredictor:
     """An xgboost Booster served as the built-in's transform/endpoint serves it."""
 
     def __init__(self, booster: xgboost.Booster) -> None:
+        # One thread: requests are a few rows, and OpenMP's thread team costs
+        # milliseconds per call as soon as another process loads the cores.
+        booster.set_param({"nthread": 1})
         self.booster = booster
 
     def predict_csv(self, body: bytes) -> bytes:
@@ -451,7 +454,8 @@ class XGBoostPredictor:
         matrix = _parse_inference_body(body, self.booster.num_features())
         if not matrix.shape[0]:
             return b""
-        scores = np.asarray(self.booster.predict(xgboost.DMatrix(matrix, missing=math.nan)))
+        scores = np.asarray(self.booster.predict(
+            xgboost.DMatrix(matrix, missing=math.nan, nthread=1)))
         return _format_scores(scores)
 
 

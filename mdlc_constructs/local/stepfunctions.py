@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -176,7 +177,47 @@ def install_aws_semantics() -> None:
     _propagate_states_errors()
     _definite_paths_select_one_value()
     _sdk_timestamps_as_text(aws_sdk.StateTaskServiceAwsSdk)
+    _reuse_sdk_clients()
     _INSTALLED = True
+
+
+def _reuse_sdk_clients() -> None:
+    """One boto3 client per service for the interpreter's tasks, not one per task.
+
+    moto builds a new client for every Task state it runs (``boto_client_for``),
+    and a botocore client costs about 10 ms to create: more than most calls it
+    makes. The clients are the same for every task but for a role to assume
+    (``Credentials``), which keeps its own client; they are dropped when boto3's
+    default session changes (a new :class:`~mdlc_constructs.local.runtime.LocalCloud`).
+    """
+    import sys
+
+    import boto3
+    import moto.stepfunctions.parser.backend.execution_worker  # noqa: F401  (loads the tasks)
+    from moto.stepfunctions.parser.asl.utils import boto_client
+
+    original = boto_client.boto_client_for
+    users = [module for name, module in list(sys.modules.items())
+             if name.startswith("moto.stepfunctions.parser")
+             and getattr(module, "boto_client_for", None) is original]
+    if len(users) < 2:  # the defining module and at least the AWS SDK task
+        raise MotoVersionError("moto's Step Functions tasks no longer call boto_client_for")
+    cache: dict[tuple[Any, ...], Any] = {}
+    lock = threading.Lock()
+
+    def cached(region: str, service: str, state_credentials: Any = None) -> Any:
+        if state_credentials is not None:
+            return original(region, service, state_credentials)
+        key = (id(boto3.DEFAULT_SESSION), region, service)
+        with lock:
+            if key not in cache:
+                if any(k[0] != key[0] for k in cache):
+                    cache.clear()
+                cache[key] = original(region, service)
+            return cache[key]
+
+    for module in users:
+        module.boto_client_for = cached  # type: ignore[attr-defined]
 
 
 def _sdk_timestamps_as_text(task: Any) -> None:
