@@ -282,6 +282,7 @@ class BatchInferenceWorkflow(Construct):
             key=self.key,
             timeout=Duration.hours(12),
             comment=f"MDLC {model}: daily batch inference with the latest approved model",
+            notifies=[topic],
         )
         notify_timeouts(
             self, "TimedOut", machine=self.state_machine, topic=topic,

@@ -413,6 +413,7 @@ class ClientIntegration(Construct):
             # Pipes wait up to 5 minutes for a synchronous Express execution.
             timeout=Duration.minutes(4),
             comment=f"MDLC {self.spec.name}: decide and act on one event",
+            notifies=[self.topic],
         )
         # Sending to the encrypted dead-letter queue: the queue's key actions.
         acknowledge_grant_actions(machine)

@@ -669,6 +669,7 @@ class ModelMonitoring(Construct):
             .plus(STARTUP_ALLOWANCE)
             .plus(Duration.minutes(10)),
             comment=f"MDLC {spec.name}: daily model monitoring as a Processing job",
+            notifies=[self.topic],
         )
         notify_timeouts(
             self, "TimedOut", machine=machine, topic=self.topic,

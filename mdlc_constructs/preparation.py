@@ -89,6 +89,7 @@ class DataPreparation(Construct):
             key=data_lake.key,
             timeout=Duration.hours(2),
             comment=f"MDLC {spec.name}: source, check and featurize the day's snapshot",
+            notifies=[topic],
         )
         notify_timeouts(
             self, "TimedOut", machine=self.state_machine, topic=topic,

@@ -223,6 +223,7 @@ class RealtimeEndpoint(Construct):
             timeout=Duration.seconds(_deployment_seconds(spec) + 3600),
             comment=f"Deploy approved versions of {model_package_group_name} to "
             f"{self.endpoint_name}, blue/green, and verify",
+            notifies=[self.topic],
         )
         self._grant_workflow()
         self.rule = events.Rule(

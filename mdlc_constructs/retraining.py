@@ -27,6 +27,7 @@ from constructs import Construct
 
 from .compliance import acknowledge_all
 from .functions import python_function
+from .key_grants import grant_table_key
 from .spec import ModelSpec
 from .spec.schedule import cron_fields
 
@@ -114,6 +115,7 @@ class Retraining(Construct):
             dead_letter_queue=self.dead_letter_queue,
         )
         self.table.grant(self.function, "dynamodb:PutItem", "dynamodb:DeleteItem")
+        grant_table_key(self.table, key, self.function)
         state_machine.grant_start_execution(self.function)
         # ListExecutions is authorized on the state machine itself; grant_read
         # would add DescribeExecution on every execution, which we do not need.

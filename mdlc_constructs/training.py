@@ -179,6 +179,7 @@ class TrainingWorkflow(Construct):
             key=self.key,
             timeout=self.machine_timeout(),
             comment=f"Train, evaluate and register {spec.name!r}",
+            notifies=[topic],
         )
         self._grant_workflow()
         self._notify_timeouts()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy, Stack, Token
@@ -26,6 +26,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from .compliance import acknowledge, acknowledge_all, resource_token
+from .key_grants import grant_publish_key
 
 #: Step Functions' limit on a state machine's name.
 MAX_STATE_MACHINE_NAME = 80
@@ -169,6 +170,7 @@ def state_machine(
     express: bool = False,
     log_retention: logs.RetentionDays = logs.RetentionDays.ONE_YEAR,
     name: str | None = None,
+    notifies: Sequence[sns.ITopic] = (),
 ) -> sfn.StateMachine:
     """A state machine with the library's logging, tracing, timeout and encryption.
 
@@ -187,6 +189,9 @@ def state_machine(
     Whoever starts an execution needs no key permission (``StartExecution``;
     ``StartSyncExecution`` of an Express machine needs ``kms:Decrypt``);
     reading executions back needs ``kms:Decrypt`` (docs/permissions.md).
+
+    ``notifies``: the encrypted topics the definition publishes to; the role may
+    use their keys for that (:func:`~mdlc_constructs.key_grants.grant_publish_key`).
     """
     log_group = logs.LogGroup(
         scope,
@@ -211,6 +216,8 @@ def state_machine(
         ),
         encryption_configuration=sfn.CustomerManagedEncryptionConfiguration(key),
     )
+    for topic in notifies:
+        grant_publish_key(topic, machine)
     acknowledge_all(
         machine,
         {
