@@ -149,9 +149,19 @@ def _write_assembly(directory: Path, template: dict) -> Path:
     return directory
 
 
+def _role(service: str, *statements: dict) -> dict:
+    """A role ``service`` may assume, allowed ``statements`` (as a template resource)."""
+    properties: dict = {"AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]}}
+    if statements:
+        properties["Policies"] = [{"PolicyName": "grants", "PolicyDocument": {
+            "Version": "2012-10-17", "Statement": list(statements)}}]
+    return {"Type": "AWS::IAM::Role", "Properties": properties}
+
+
 def _machine(definition: dict) -> dict:
     return {"Resources": {
-        "Role": {"Type": "AWS::IAM::Role", "Properties": {"AssumeRolePolicyDocument": {}}},
+        "Role": _role("states.amazonaws.com"),
         "Machine": {"Type": "AWS::StepFunctions::StateMachine", "Properties": {
             "RoleArn": {"Fn::GetAtt": ["Role", "Arn"]},
             "DefinitionString": json.dumps(definition)}},
@@ -193,7 +203,14 @@ def test_a_states_error_out_of_a_parallel_branch_keeps_its_name(tmp_path):
                                  "TransformOutput": {"S3OutputPath": "s3://b/out/"}}}}}]},
         "Report": {"Type": "Pass", "End": True},
     }}
-    assembly = _write_assembly(tmp_path / "cdk.out", _machine(definition))
+    template = _machine(definition)
+    # The role may run the job (the failure under test is the missing model's).
+    template["Resources"]["Role"] = _role("states.amazonaws.com", {
+        "Effect": "Allow", "Resource": "*", "Action": [
+            "sagemaker:CreateTransformJob", "sagemaker:DescribeTransformJob",
+            "sagemaker:StopTransformJob", "events:PutTargets", "events:PutRule",
+            "events:DescribeRule"]})
+    assembly = _write_assembly(tmp_path / "cdk.out", template)
     with LocalCloud(assembly, start=datetime(2026, 11, 2, tzinfo=UTC)) as cloud:
         run = cloud.wait(cloud.start_execution("S", "Machine", {}))
     # A failed .sync job is States.TaskFailed, with the job's description as
@@ -223,13 +240,15 @@ def test_an_unknown_assembly_is_a_clear_error(tmp_path):
         Assembly(tmp_path)
 
 
-def _assembly_with_function(directory: Path, handler_code: str, extra: dict) -> Path:
-    """A one-function assembly whose code asset is ``handler_code``."""
+def _assembly_with_function(directory: Path, handler_code: str, extra: dict,
+                            grants: tuple[dict, ...] = ()) -> Path:
+    """A one-function assembly whose code asset is ``handler_code``; its role is
+    allowed ``grants``."""
     asset = directory / "asset.handler"
     asset.mkdir(parents=True)
     (asset / "index.py").write_text(handler_code)
     template = {"Resources": {
-        "Role": {"Type": "AWS::IAM::Role", "Properties": {"AssumeRolePolicyDocument": {}}},
+        "Role": _role("lambda.amazonaws.com", *grants),
         "Fn": {"Type": "AWS::Lambda::Function", "Properties": {
             "Code": {"S3Bucket": "assets", "S3Key": "handler.zip"}, "Handler": "index.handler",
             "Role": {"Fn::GetAtt": ["Role", "Arn"]}, "Timeout": 30,
@@ -279,7 +298,12 @@ def test_kinesis_batches_are_delivered_as_the_event_source_mapping_does(tmp_path
             "DestinationConfig": {"OnFailure": {"Destination": {
                 "Fn::GetAtt": ["Failures", "Arn"]}}}}},
     }
-    assembly = _assembly_with_function(tmp_path / "cdk.out", _CONSUMER, extra)
+    grants = ({"Effect": "Allow", "Resource": {"Fn::GetAtt": ["Stream", "Arn"]}, "Action": [
+                  "kinesis:DescribeStream", "kinesis:GetShardIterator", "kinesis:GetRecords",
+                  "kinesis:ListShards"]},
+              {"Effect": "Allow", "Action": "sqs:SendMessage",
+               "Resource": {"Fn::GetAtt": ["Failures", "Arn"]}})
+    assembly = _assembly_with_function(tmp_path / "cdk.out", _CONSUMER, extra, grants)
     with LocalCloud(assembly, start=datetime(2026, 11, 2, tzinfo=UTC)) as cloud:
         stream = cloud.physical("S", "Stream")
         cloud.client("kinesis").put_records(StreamName=stream, Records=[
@@ -566,3 +590,57 @@ def test_items_held_by_the_shortcuts_are_what_every_other_reader_sees():
         finally:
             items.uninstall()
             hooks.uninstall()
+
+
+def test_a_plain_object_read_answers_as_moto_does():
+    """GetObject in process (local/s3.py) returns what moto's own handler returns;
+    everything it does not cover, errors included, is moto's answer."""
+    import boto3
+    from moto import mock_aws
+
+    from mdlc_constructs.local.hooks import ServiceHooks
+    from mdlc_constructs.local.s3 import FastObjects
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        key = boto3.client("kms", region_name="us-east-1").create_key()["KeyMetadata"]["Arn"]
+        s3.create_bucket(Bucket="versioned-kms")
+        s3.put_bucket_versioning(Bucket="versioned-kms",
+                                 VersioningConfiguration={"Status": "Enabled"})
+        s3.put_bucket_encryption(Bucket="versioned-kms", ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {
+                "SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}, "BucketKeyEnabled": True}]})
+        s3.create_bucket(Bucket="plain")
+        s3.put_object(Bucket="versioned-kms", Key="a/b.csv", Body=b"x,y\n1,2\n",
+                      Metadata={"mdlc-sha": "abc"}, ContentType="text/csv")
+        s3.put_object(Bucket="plain", Key="k", Body=b"z" * 1000)
+        s3.put_object(Bucket="plain", Key="gone", Body=b"z")
+        s3.delete_object(Bucket="plain", Key="gone")
+        reads = [{"Bucket": "versioned-kms", "Key": "a/b.csv"}, {"Bucket": "plain", "Key": "k"},
+                 {"Bucket": "plain", "Key": "k", "Range": "bytes=0-9"},
+                 {"Bucket": "plain", "Key": "missing"}, {"Bucket": "plain", "Key": "gone"},
+                 {"Bucket": "no-such-bucket", "Key": "k"}]
+
+        def read(params):
+            try:
+                response = s3.get_object(**params)
+            except s3.exceptions.ClientError as error:
+                return {"error": error.response["Error"],
+                        "status": error.response["ResponseMetadata"]["HTTPStatusCode"]}
+            response.pop("ResponseMetadata")
+            return {**response, "Body": response["Body"].read()}
+
+        by_moto = [read(params) for params in reads]
+        hooks = ServiceHooks()
+        hooks.install()
+        try:
+            FastObjects().install(hooks)
+            s3 = boto3.client("s3", region_name="us-east-1")  # through the hooks now
+            local = [read(params) for params in reads]
+            assert FastObjects.shortcut(reads[0]) is not None
+            assert FastObjects.shortcut(reads[2]) is None and FastObjects.shortcut(reads[3]) is None
+        finally:
+            hooks.uninstall()
+    assert local == by_moto
+    assert local[0]["SSEKMSKeyId"] == key and local[0]["Metadata"] == {"mdlc-sha": "abc"}
+    assert local[3]["error"]["Code"] == "NoSuchKey" and local[3]["status"] == 404

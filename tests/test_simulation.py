@@ -155,6 +155,37 @@ def test_every_scheduled_run_of_the_lifecycle_succeeds(lifecycle):
     assert len(_by_workflow(run.report, "monitoring")) == 21
 
 
+def test_every_call_of_the_lifecycle_is_allowed_to_its_role(lifecycle):
+    run, _, _ = lifecycle
+    assert run.report["denied_calls"] == []
+    callers = run.cloud.authorizer.callers
+    roles = {arn.rsplit("/", 1)[-1].split("-")[2] for arn in callers if ":role/" in arn}
+    # Handlers, state machines, job roles and the services' own principals were checked.
+    assert {"DataSourcingFunctionServiceRole47863BBD", "IntegrationConsumerServiceRole89BCB7E8",
+            "TrainingStateMachineRoleC2A5852B", "TrainingTrainingRole444F28B6",
+            "RealtimeExecutionRole11F1A59A", "BatchInferenceModelRole18321C27"} <= roles
+    assert callers["events.amazonaws.com"] > 0
+    assert sum(callers.values()) > 50_000
+
+
+def test_a_revoked_grant_fails_exactly_its_call_and_is_reported(fraud_spec, fraud_assembly,
+                                                                tmp_path):
+    orders = _orders(fraud_spec, tmp_path / "orders.csv", days=2, rows=60)
+    run = _run(fraud_spec, orders, fraud_assembly, configure=lambda cloud: (
+        cloud.authorizer.revoke("IntegrationConsumerServiceRole", "sagemaker:InvokeEndpoint")))
+    denied = run.report["denied_calls"]
+    assert denied, "the consumer scores through the endpoint: it must be refused"
+    assert {(d["principal"].rsplit("/", 1)[-1].split("-")[2], d["action"], d["operation"])
+            for d in denied} == {("IntegrationConsumerServiceRole89BCB7E8",
+                                  "sagemaker:InvokeEndpoint", "sagemaker-runtime:InvokeEndpoint")}
+    assert denied[0]["resource"].endswith(":endpoint/mdlc-fraud")
+    assert "no statement of the identity policies allows it" in denied[0]["reason"]
+    # Without scores there are no stream decisions; every other workflow ran as before.
+    assert run.report["decisions"]["stream"]["total"] == 0
+    assert run.report["dead_letters"] > 0
+    assert [e for e in run.report["executions"] if e["status"] != "SUCCEEDED"] == []
+
+
 def test_versions_come_from_real_fits_and_name_their_data(lifecycle):
     run, out, _ = lifecycle
     versions = run.report["model_versions"]

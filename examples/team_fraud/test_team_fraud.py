@@ -243,6 +243,8 @@ def test_the_team_stack_runs_its_lifecycle_locally(team_stack, tmp_path):
                    stack=team_stack.stack_name)
     report = run.report
     assert [e for e in report["executions"] if e["status"] != "SUCCEEDED"] == []
+    # Every call ran as its role, the team's action included, and none was refused.
+    assert report["denied_calls"] == []
     versions = report["model_versions"]
     assert versions and all(v["metrics"]["validation:auc"] > 0.8 for v in versions)
     assert report["endpoint"]["serving_version"] == versions[-1]["version"]

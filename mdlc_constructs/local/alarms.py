@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .hooks import ServiceHooks
+from .hooks import ServiceError, ServiceHooks
 from .resources import raw_client
 
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
@@ -48,9 +48,14 @@ class Alarm:
 class AlarmEvaluator:
     """Every alarm of the deployed stacks."""
 
-    def __init__(self, publish_event: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, publish_event: Callable[[dict[str, Any]], None], *,
+                 authorize: Callable[..., None] | None = None) -> None:
         self.alarms: dict[str, Alarm] = {}
         self.publish_event = publish_event
+        #: CloudWatch publishes an alarm's actions as cloudwatch.amazonaws.com: the
+        #: topic's policy and its key's policy must let it (permissions.py).
+        self.authorize = authorize
+        self.failed_actions: list[dict[str, Any]] = []
         self._cloudwatch = raw_client("cloudwatch")
         self._sns = raw_client("sns")
         # Metric alarms change when data arrives or time passes: evaluate them
@@ -155,6 +160,14 @@ class AlarmEvaluator:
             actions = {"ALARM": "AlarmActions", "OK": "OKActions",
                        "INSUFFICIENT_DATA": "InsufficientDataActions"}[state]
             for action in alarm.properties.get(actions, []):
+                if ":sns:" in str(action) and self.authorize is not None:
+                    try:
+                        self.authorize("cloudwatch.amazonaws.com", "sns", "Publish",
+                                       {"TopicArn": action}, source=alarm.arn)
+                    except ServiceError as error:
+                        self.failed_actions.append({"alarm": alarm.name, "action": action,
+                                                    "error": error.message})
+                        continue
                 if ":sns:" in str(action):
                     self._sns.publish(TopicArn=action, Subject=f"ALARM: {alarm.name}"[:100]
                                       if state == "ALARM" else f"{state}: {alarm.name}"[:100],

@@ -112,6 +112,9 @@ class LambdaRuntime:
         self._lock = threading.RLock()
         self.log_dir = log_dir
         self.history: list[Invocation] = []
+        #: Set by the runtime: who calls (handlers call as their role), and the checks.
+        self.principals: Any = None
+        self.authorizer: Any = None
 
     def register(self, function: LocalFunction) -> None:
         self.functions[function.name] = function
@@ -146,6 +149,18 @@ class LambdaRuntime:
             sys.stdout, sys.stderr = stdout, stderr
             _clear_config_cache()
 
+    @contextlib.contextmanager
+    def _as_role(self, function: LocalFunction) -> Iterator[None]:
+        """The handler's calls are its role's, which Lambda must be trusted to assume."""
+        if self.principals is None or not function.role_arn:
+            yield
+            return
+        if self.authorizer is not None:
+            self.authorizer.check_assume(function.role_arn, "lambda.amazonaws.com",
+                                         source=function.arn)
+        with self.principals.acting_as(function.role_arn):
+            yield
+
     def _load(self, function: LocalFunction) -> ModuleType:
         if function.module is not None:
             return function.module
@@ -168,7 +183,8 @@ class LambdaRuntime:
     def invoke(self, name_or_arn: str, payload: bytes) -> Invocation:
         """Run the function on ``payload`` (JSON bytes), as a synchronous invoke."""
         function = self.get(name_or_arn)
-        with self._lock, self._environment(function), self._invocation(function):
+        with self._lock, self._environment(function), self._invocation(function), \
+                self._as_role(function):
             started = time.monotonic()
             context = LambdaContext(function.name, function.arn, function.memory,
                                     function.timeout)

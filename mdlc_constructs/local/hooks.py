@@ -26,6 +26,8 @@ from botocore.response import StreamingBody
 Operation = Callable[[dict[str, Any]], dict[str, Any]]
 #: Told of a call that goes on to moto: (operation, the call's API parameters).
 Observer = Callable[[str, dict[str, Any]], None]
+#: Asked first about every call: (service, operation, parameters); raises ServiceError to refuse.
+Guard = Callable[[str, str, dict[str, Any]], None]
 
 _PARAMS_KEY = "mdlc_local_api_params"
 
@@ -52,6 +54,8 @@ class ServiceHooks:
     def __init__(self) -> None:
         self._operations: dict[tuple[str, str], Operation] = {}
         self._observers: dict[str, list[Observer]] = {}
+        #: Checks every call before anything answers it (the callers' permissions).
+        self.guard: Guard | None = None
         self._session: boto3.Session | None = None
         self._local = threading.local()
         self.calls: list[tuple[str, str]] = []
@@ -129,20 +133,23 @@ class ServiceHooks:
         _, service, operation = event_name.split(".", 2)
         implementation = self._operations.get((service, operation))
         params = context.get(_PARAMS_KEY, {})
-        if implementation is None:
-            for observer in self._observers.get(service, ()):
-                observer(operation, params)
-            return None
-        request_id = str(uuid.uuid4())
         try:
+            if self.guard is not None:
+                self.guard(service, operation, params)
+            if implementation is None:
+                for observer in self._observers.get(service, ()):
+                    observer(operation, params)
+                return None
             parsed = implementation(params)
         except ServiceError as error:
             http = AWSResponse("https://local", error.status, {}, None)
             return http, {
                 "Error": {"Code": error.code, "Message": error.message},
-                "ResponseMetadata": {"HTTPStatusCode": error.status, "RequestId": request_id},
+                "ResponseMetadata": {"HTTPStatusCode": error.status,
+                                     "RequestId": str(uuid.uuid4())},
                 **error.extra,
             }
         parsed = dict(parsed)
-        parsed.setdefault("ResponseMetadata", {"HTTPStatusCode": 200, "RequestId": request_id})
+        parsed.setdefault("ResponseMetadata", {"HTTPStatusCode": 200,
+                                               "RequestId": str(uuid.uuid4())})
         return AWSResponse("https://local", 200, {}, None), parsed

@@ -18,14 +18,16 @@ failure is reproduced, because the library's consumers depend on it:
 from __future__ import annotations
 
 import base64
+import bisect
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .assembly import REGION
+from .assembly import ACCOUNT, REGION
 from .functions import LambdaRuntime
-from .hooks import ServiceHooks
+from .hooks import ServiceError, ServiceHooks
 from .resources import raw_client
 
 
@@ -43,10 +45,14 @@ class EventSourceMapping:
     starting_position: str = "TRIM_HORIZON"
     enabled: bool = True
     iterators: dict[str, str] = field(default_factory=dict)
+    #: shard -> the sequence number the mapping has read up to (its checkpoint).
+    positions: dict[str, int] = field(default_factory=dict)
     pending: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     invocations: int = 0
     records: int = 0
     dead_lettered: int = 0
+    #: Why the function's role may not read the stream (the mapping then stays idle).
+    denied: str | None = None
 
 
 def _event(records: list[dict[str, Any]], mapping: EventSourceMapping, shard: str
@@ -72,8 +78,13 @@ def _event(records: list[dict[str, Any]], mapping: EventSourceMapping, shard: st
 class StreamPoller:
     """Runs every event source mapping until the streams have nothing new."""
 
-    def __init__(self, lambdas: LambdaRuntime) -> None:
+    #: What Lambda's poller calls on a stream, as the function's role.
+    READ_OPERATIONS = ("DescribeStream", "GetShardIterator", "GetRecords", "ListShards")
+
+    def __init__(self, lambdas: LambdaRuntime,
+                 authorize: Callable[..., None] | None = None) -> None:
         self.lambdas = lambdas
+        self.authorize = authorize
         self.mappings: list[EventSourceMapping] = []
         self._kinesis = raw_client("kinesis")
         self.failures: list[dict[str, Any]] = []
@@ -116,7 +127,7 @@ class StreamPoller:
         delivered = 0
         dirty = None if self._dirty is None else set(self._dirty)
         for mapping in self.mappings:
-            if not mapping.enabled:
+            if not mapping.enabled or not self._permitted(mapping):
                 continue
             name = mapping.stream_arn.rsplit("/", 1)[-1]
             if dirty is not None and mapping.stream_arn not in dirty and name not in dirty \
@@ -126,11 +137,7 @@ class StreamPoller:
                 while True:
                     pending = mapping.pending[shard]
                     if len(pending) < mapping.batch_size:
-                        response = self._kinesis.get_records(
-                            StreamARN=mapping.stream_arn, ShardIterator=mapping.iterators[shard],
-                            Limit=10000)
-                        mapping.iterators[shard] = response["NextShardIterator"]
-                        pending.extend(response["Records"])
+                        pending.extend(self._read(mapping, shard))
                     if not pending:
                         break
                     batch = pending[: mapping.batch_size]
@@ -140,6 +147,52 @@ class StreamPoller:
         if self._dirty is not None and dirty is not None:
             self._dirty -= dirty
         return delivered
+
+    def _read(self, mapping: EventSourceMapping, shard: str) -> list[dict[str, Any]]:
+        """The shard's records after the mapping's checkpoint, as GetRecords returns them.
+
+        Read from moto's shard in process, as Lambda's poller reads the stream for
+        the function: moto's GetRecords walks the whole shard from its first record
+        on every call, which over a simulation costs seconds. The first read starts
+        where the mapping's shard iterator (its starting position) points.
+        """
+        from moto.kinesis.models import kinesis_backends
+        from moto.kinesis.utils import decompose_shard_iterator
+
+        if shard not in mapping.positions:
+            mapping.positions[shard] = int(decompose_shard_iterator(
+                mapping.iterators[shard])[2])
+        stream = kinesis_backends[ACCOUNT][REGION].describe_stream(
+            stream_arn=mapping.stream_arn, stream_name=None)
+        records = stream.get_shard(shard).records
+        sequence = list(records)
+        start = bisect.bisect_right(sequence, mapping.positions[shard])
+        chosen = sequence[start:start + 10000]
+        if chosen:
+            mapping.positions[shard] = chosen[-1]
+        return [records[number].to_json() for number in chosen]
+
+    def _role(self, mapping: EventSourceMapping) -> str | None:
+        try:
+            return self.lambdas.get(mapping.function).role_arn
+        except KeyError:
+            return None
+
+    def _permitted(self, mapping: EventSourceMapping) -> bool:
+        """Lambda polls the stream with the function's role: without the read
+        permissions (and the stream key's Decrypt) the mapping delivers nothing."""
+        if mapping.denied is not None:
+            return False
+        if self.authorize is None:
+            return True
+        try:
+            for operation in self.READ_OPERATIONS:
+                self.authorize(self._role(mapping), "kinesis", operation,
+                               {"StreamARN": mapping.stream_arn})
+        except ServiceError as error:
+            mapping.denied = error.message
+            return False
+        return True
 
     def _invoke(self, mapping: EventSourceMapping, shard: str, batch: list[dict[str, Any]]
                 ) -> tuple[bool, str | None]:
@@ -214,6 +267,17 @@ class StreamPoller:
             },
         }
         self.failures.append(record)
+        if mapping.on_failure and self.authorize is not None:
+            # The destination is written with the function's role; a denial loses the
+            # record's metadata, as on AWS (it stays in failures and denied_calls).
+            service, operation, params = (
+                ("sqs", "SendMessage", {"QueueUrl": mapping.on_failure})
+                if ":sqs:" in mapping.on_failure
+                else ("sns", "Publish", {"TopicArn": mapping.on_failure}))
+            try:
+                self.authorize(self._role(mapping), service, operation, params)
+            except ServiceError:
+                return
         if mapping.on_failure and ":sqs:" in mapping.on_failure:
             name = mapping.on_failure.rsplit(":", 1)[1]
             sqs = raw_client("sqs")

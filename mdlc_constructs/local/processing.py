@@ -54,12 +54,14 @@ def run_processing_job(cloud: LocalCloud, params: dict[str, Any]) -> dict[str, A
     if code is None:
         raise FunctionError("States.TaskFailed", "the local stand-in runs the library's "
                             "processing_job code input; this job has none")
+    cloud.authorizer.check_sync_job("Processing", params)
     folder = _asset_folder(cloud, code)
     base = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=cloud.scratch))
     environment = {k: str(v) for k, v in params.get("Environment", {}).items()}
     environment["MDLC_CONFIG_FILE"] = str(folder / "mdlc_config.json")
     try:
-        with scoped_environment(environment):
+        # The job's container calls S3 and CloudWatch as the job's role.
+        with scoped_environment(environment), cloud.principals.acting_as(params.get("RoleArn")):
             _run(cloud, params, folder, base, description)
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -34,10 +34,13 @@ from .assembly import ACCOUNT, REGION, Assembly, Resolver
 from .clock import SimulatedClock
 from .dynamodb import FastItems, LocalTransactions
 from .events import EventBus, Rule
-from .functions import LambdaRuntime, LocalFunction
+from .functions import FunctionError, LambdaRuntime, LocalFunction
 from .hooks import ServiceError, ServiceHooks, streaming
 from .kinesis import EventSourceMapping, StreamPoller
+from .permissions import Authorizer, Need, PolicyStore, needs
+from .principals import Principals
 from .resources import Deployed, ResourceFactory, raw_client
+from .s3 import FastObjects
 from .sagemaker import SageMakerLocal
 from .stepfunctions import SYNC_TASKS, install_aws_semantics, sync_function_name
 
@@ -66,6 +69,20 @@ class Execution:
     started: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
 
+_EVENTS = "events.amazonaws.com"
+
+
+def _as_task_error(run: Any) -> Any:
+    """A SageMaker error inside a ``.sync`` stand-in (a denied call among them) fails
+    the task as the integration does: ``SageMaker.<code>``."""
+    def task(event: Any, context: Any = None) -> Any:
+        try:
+            return run(event, context)
+        except ServiceError as error:
+            raise FunctionError(f"SageMaker.{error.code}", error.message) from None
+    return task
+
+
 class LocalCloud:
     """A synthesized cloud assembly, deployed locally; see the module docstring."""
 
@@ -79,11 +96,17 @@ class LocalCloud:
         self.items = FastItems()
         self._own_scratch = scratch is None
         self.scratch = Path(scratch or tempfile.mkdtemp(prefix="mdlc-local-"))
+        #: Who calls, each caller's policies, and the check of every call (permissions.py).
+        self.principals = Principals()
+        self.permissions = PolicyStore()
+        self.authorizer = Authorizer(self.permissions, self.principals)
         self.lambdas = LambdaRuntime()
+        self.lambdas.principals, self.lambdas.authorizer = self.principals, self.authorizer
         self.bus = EventBus(self._deliver)
-        self.streams = StreamPoller(self.lambdas)
-        self.alarms = AlarmEvaluator(self.bus.put)
-        self.sagemaker = SageMakerLocal(scratch=self.scratch, emit_event=self.bus.put)
+        self.streams = StreamPoller(self.lambdas, authorize=self.authorize)
+        self.alarms = AlarmEvaluator(self.bus.put, authorize=self.authorize)
+        self.sagemaker = SageMakerLocal(scratch=self.scratch, emit_event=self.bus.put,
+                                        authorizer=self.authorizer)
         self.deployed: dict[str, Deployed] = {}
         self.executions: dict[str, Execution] = {}
         self.notifications: list[dict[str, Any]] = []
@@ -111,6 +134,8 @@ class LocalCloud:
         self._mock = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
         self._mock.start()
         self.hooks.install()
+        self.principals.install()
+        self.hooks.guard = self.authorizer.check_call
         self._install_hooks()
         try:
             self._deploy()
@@ -123,6 +148,8 @@ class LocalCloud:
         with contextlib.suppress(Exception):  # the run is over; report what finished
             self.wait_all(timeout=30)
         self.hooks.uninstall()
+        self.hooks.guard = None
+        self.principals.uninstall()
         self.items.uninstall()
         if self._mock is not None:
             self._mock.stop()
@@ -142,6 +169,7 @@ class LocalCloud:
         self.streams.install(self.hooks)
         self.alarms.install(self.hooks)
         self.items.install(self.hooks)
+        FastObjects().install(self.hooks)
         LocalTransactions(self.items).install(self.hooks)
         for operation, run in (("createTrainingJob", self.sagemaker.run_training_job),
                                ("createTransformJob", self.sagemaker.run_transform_job),
@@ -151,7 +179,7 @@ class LocalCloud:
             self.lambdas.register(LocalFunction(
                 name=name, arn=f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}",
                 logical_id=name, stack="local", handler="builtin", code=None, environment={},
-                timeout=86400, memory=0, role_arn=None, builtin=run))
+                timeout=86400, memory=0, role_arn=None, builtin=_as_task_error(run)))
 
     # -- deployment -----------------------------------------------------------------
 
@@ -161,6 +189,7 @@ class LocalCloud:
             deployed = Deployed(stack=stack, resolver=Resolver(stack, exports=exports))
             ResourceFactory(deployed, raw_client).create_all()
             self.deployed[stack.name] = deployed
+            self.permissions.add_stack(deployed)
             for output in stack.template.get("Outputs", {}).values():
                 if "Export" in output:
                     name = deployed.resolver.resolve(output["Export"]["Name"])
@@ -274,6 +303,7 @@ class LocalCloud:
         return response
 
     def _start_execution_hook(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._check_execution_role(str(params.get("stateMachineArn", "")))
         # Step Functions names an unnamed execution with a UUID.
         params = {"name": str(uuid.uuid4()), **params}
         response = raw_client("stepfunctions").start_execution(**params)
@@ -286,6 +316,32 @@ class LocalCloud:
         response.pop("ResponseMetadata", None)
         response["startDate"] = datetime.now(UTC)
         return response
+
+    def authorize(self, principal: str | None, service: str, operation: str,
+                  params: dict[str, Any], *, source: str | None = None) -> None:
+        """Check one call ``principal`` makes outside the hooks (a service acting for a
+        resource, a stand-in acting as a job's role); raises the service's AccessDenied."""
+        self.authorizer.check(principal, service, operation,
+                              needs(self.permissions, service, operation, params), source=source)
+
+    def _check_execution_role(self, machine: str) -> None:
+        """An execution runs as its machine's role: Step Functions must be trusted to
+        assume it, and it must be able to use the machine's key (the execution's data
+        is encrypted with it under the machine's ARN as encryption context)."""
+        try:
+            role = raw_client("stepfunctions").describe_state_machine(
+                stateMachineArn=machine)["roleArn"]
+        except Exception:  # an unknown machine: StartExecution itself says so
+            return
+        self.authorizer.check_assume(role, "states.amazonaws.com", source=machine)
+        key = self.permissions.key_of(machine)
+        if key:
+            context = {"kms:ViaService": f"states.{REGION}.amazonaws.com",
+                       "kms:CallerAccount": ACCOUNT,
+                       "kms:EncryptionContext:aws:states:stateMachineArn": machine}
+            self.authorizer.check(role, "sfn", "StartExecution", [
+                Need.of(action, key, context, kind="kms", kms=True)
+                for action in ("kms:GenerateDataKey", "kms:Decrypt")])
 
     def _processing_job(self, params: dict[str, Any], context: Any = None) -> dict[str, Any]:
         from .processing import run_processing_job
@@ -303,8 +359,18 @@ class LocalCloud:
         try:
             body = json.dumps(payload)
             if ":states:" in arn and ":stateMachine:" in arn:
-                self.client("stepfunctions").start_execution(stateMachineArn=arn, input=body)
+                # EventBridge assumes the target's role and starts the execution as it.
+                role = target.get("RoleArn")
+                if role:
+                    self.authorizer.check_assume(str(role), "events.amazonaws.com",
+                                                 source=rule.arn)
+                with self.principals.acting_as(str(role) if role else _EVENTS, source=rule.arn):
+                    self.client("stepfunctions").start_execution(stateMachineArn=arn,
+                                                                 input=body)
             elif ":lambda:" in arn:
+                # Invoked by the service, as the function's resource policy allows.
+                self.authorize(_EVENTS, "lambda", "Invoke", {"FunctionName": arn},
+                               source=rule.arn)
                 invocation = self.lambdas.invoke(arn, body.encode())
                 function = self.lambdas.get(arn)
                 failure = json.loads(invocation.payload) if invocation.error else {}
@@ -316,8 +382,11 @@ class LocalCloud:
                     "output": None if invocation.error else json.loads(invocation.payload),
                 })
             elif ":sns:" in arn:
-                self.client("sns").publish(TopicArn=arn, Message=body)
+                with self.principals.acting_as(_EVENTS, source=rule.arn):
+                    self.client("sns").publish(TopicArn=arn, Message=body)
             elif ":sqs:" in arn:
+                self.authorize(_EVENTS, "sqs", "SendMessage", {"QueueUrl": arn},
+                               source=rule.arn)
                 sqs = raw_client("sqs")
                 sqs.send_message(QueueUrl=sqs.get_queue_url(QueueName=arn.rsplit(":", 1)[1])[
                     "QueueUrl"], MessageBody=body)

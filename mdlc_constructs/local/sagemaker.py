@@ -73,8 +73,11 @@ class Endpoint:
 class SageMakerLocal:
     """The local SageMaker jobs and endpoints; see the module docstring."""
 
-    def __init__(self, *, scratch: Path, emit_event: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, *, scratch: Path, emit_event: Callable[[dict[str, Any]], None],
+                 authorizer: Any = None) -> None:
         self.scratch = scratch
+        #: The jobs and endpoints read and write S3 as their roles (permissions.py).
+        self.authorizer = authorizer
         self.emit_event = emit_event
         self.endpoints: dict[str, Endpoint] = {}
         self.training_jobs: dict[str, dict[str, Any]] = {}
@@ -106,16 +109,23 @@ class SageMakerLocal:
 
     # -- training --------------------------------------------------------------------
 
-    def _download_prefix(self, uri: str, target: Path) -> list[str]:
+    def _as(self, role: str | None, operation: str, params: dict[str, Any]) -> None:
+        """An S3 call the job or endpoint makes as ``role``."""
+        if self.authorizer is not None:
+            self.authorizer.check_params(role, "s3", operation, params)
+
+    def _download_prefix(self, uri: str, target: Path, role: str | None = None) -> list[str]:
         bucket, prefix = _split_s3(uri)
         target.mkdir(parents=True, exist_ok=True)
         keys = []
+        self._as(role, "ListObjectsV2", {"Bucket": bucket, "Prefix": prefix})
         for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=bucket,
                                                                          Prefix=prefix):
             for item in page.get("Contents", []):
                 key = item["Key"]
                 if key.endswith("/"):
                     continue
+                self._as(role, "GetObject", {"Bucket": bucket, "Key": key})
                 relative = key[len(prefix):].lstrip("/") or Path(key).name
                 path = target / relative
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,9 +133,10 @@ class SageMakerLocal:
                 keys.append(key)
         return keys
 
-    def _put(self, uri: str, body: bytes, kms_key: str | None) -> None:
+    def _put(self, uri: str, body: bytes, kms_key: str | None, role: str | None = None) -> None:
         bucket, key = _split_s3(uri)
         extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key} if kms_key else {}
+        self._as(role, "PutObject", {"Bucket": bucket, "Key": key, **extra})
         self._s3.put_object(Bucket=bucket, Key=key, Body=body, **extra)
 
     def run_training_job(self, params: dict[str, Any], context: Any = None) -> dict[str, Any]:
@@ -153,6 +164,9 @@ class SageMakerLocal:
             "CreationTime": _now(),
             "TrainingStartTime": _now(),
         }
+        if self.authorizer is not None:
+            self.authorizer.check_sync_job("Training", params)
+        role = params.get("RoleArn")
         self.training_jobs[name] = description
         work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.scratch))
         try:
@@ -162,7 +176,7 @@ class SageMakerLocal:
             for channel in params.get("InputDataConfig", []):
                 uri = channel["DataSource"]["S3DataSource"]["S3Uri"]
                 folder = work / "input" / channel["ChannelName"]
-                if not self._download_prefix(uri, folder):
+                if not self._download_prefix(uri, folder, role):
                     raise ValueError(f"channel {channel['ChannelName']!r}: no object under {uri}")
                 channels[channel["ChannelName"]] = folder
                 content_type = channel.get("ContentType", content_type)
@@ -177,7 +191,7 @@ class SageMakerLocal:
                     archive.add(path, arcname=str(path.relative_to(model_dir)))
             output = params["OutputDataConfig"]
             model_uri = f"{output['S3OutputPath'].rstrip('/')}/{name}/output/model.tar.gz"
-            self._put(model_uri, artifact.getvalue(), output.get("KmsKeyId"))
+            self._put(model_uri, artifact.getvalue(), output.get("KmsKeyId"), role)
         except NoStandInError as error:
             description.update(TrainingJobStatus="Failed", FailureReason=str(error))
             raise FunctionError("States.TaskFailed", json.dumps(description, default=str)) \
@@ -208,8 +222,9 @@ class SageMakerLocal:
 
     # -- models ----------------------------------------------------------------------
 
-    def _container(self, model_name: str) -> tuple[str, str]:
-        """The image and model data of a SageMaker model (direct or from its package)."""
+    def _container(self, model_name: str) -> tuple[str, str, str | None]:
+        """The image, model data and execution role of a SageMaker model (direct or
+        from its package)."""
         try:
             model = self._sagemaker.describe_model(ModelName=model_name)
         except Exception as error:
@@ -219,7 +234,7 @@ class SageMakerLocal:
             package = self._sagemaker.describe_model_package(
                 ModelPackageName=container["ModelPackageName"])
             container = package["InferenceSpecification"]["Containers"][0]
-        return container["Image"], container["ModelDataUrl"]
+        return container["Image"], container["ModelDataUrl"], model.get("ExecutionRoleArn")
 
     def predictor(self, model_name: str) -> Any:
         """The loaded model behind ``model_name``, cached (a warm container)."""
@@ -228,8 +243,13 @@ class SageMakerLocal:
         with self._lock:
             if model_name in self._predictors:
                 return self._predictors[model_name]
-            image, data_url = self._container(model_name)
+            image, data_url, role = self._container(model_name)
             bucket, key = _split_s3(data_url)
+            # The container fetches its model data as the model's execution role.
+            if role and self.authorizer is not None:
+                self.authorizer.check_assume(role, "sagemaker.amazonaws.com",
+                                             source=arn("sagemaker", f"model/{model_name.lower()}"))
+            self._as(role, "GetObject", {"Bucket": bucket, "Key": key})
             body = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
             folder = Path(tempfile.mkdtemp(prefix="model-", dir=self.scratch))
             with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as archive:
@@ -252,22 +272,28 @@ class SageMakerLocal:
             "CreationTime": _now(),
         }
         self.transform_jobs[name] = description
+        if self.authorizer is not None:
+            self.authorizer.check_sync_job("Transform", params)
         try:
             predictor = self.predictor(params["ModelName"])
+            role = self._container(params["ModelName"])[2]  # a transform runs as its model's
             source = params["TransformInput"]["DataSource"]["S3DataSource"]
             bucket, prefix = _split_s3(source["S3Uri"])
             output = params["TransformOutput"]
             out_base = output["S3OutputPath"].rstrip("/")
             count = 0
+            self._as(role, "ListObjectsV2", {"Bucket": bucket, "Prefix": prefix})
             for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=bucket,
                                                                              Prefix=prefix):
                 for item in page.get("Contents", []):
                     key = item["Key"]
+                    self._as(role, "GetObject", {"Bucket": bucket, "Key": key})
                     body = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
                     scores = predictor.predict_csv(body) if body.strip() else b""
                     relative = key[len(prefix):].lstrip("/") if prefix.endswith("/") \
                         else Path(key).name
-                    self._put(f"{out_base}/{relative}.out", scores, output.get("KmsKeyId"))
+                    self._put(f"{out_base}/{relative}.out", scores, output.get("KmsKeyId"),
+                              role)
                     count += 1
             if count == 0:
                 raise ValueError(f"no input object under {source['S3Uri']}")

@@ -417,7 +417,7 @@ class Simulation:
             "notifications": [{"subject": n["subject"], "message": n["message"]}
                               for n in self.cloud.notifications
                               if n["topic"] not in self._action_topics()],
-            "denied_calls": [],
+            "denied_calls": self.cloud.authorizer.report(),
             "functions": self._function_totals(),
         }
         self.stream_decisions = stream

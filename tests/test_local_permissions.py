@@ -1,0 +1,199 @@
+"""Calls in the local execution run as their roles: what each call needs, who makes it.
+
+The simulation tests (tests/test_simulation.py) run the fraud lifecycle with
+zero denied calls and revoke one grant to see the run fail on that call.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from mdlc_constructs.local.hooks import ServiceError
+from mdlc_constructs.local.permissions import Authorizer, PolicyStore, needs
+from mdlc_constructs.local.principals import Principals
+
+ACCOUNT = "123456789012"
+KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/k1"
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/Handler"
+
+
+def _store() -> PolicyStore:
+    store = PolicyStore()
+    store.keys["arn:aws:s3:::data"] = KEY
+    store.keys[f"arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/items"] = KEY
+    store.keys[f"arn:aws:sqs:us-east-1:{ACCOUNT}:dlq"] = KEY
+    store.keys[f"arn:aws:sns:us-east-1:{ACCOUNT}:topic"] = KEY
+    return store
+
+
+def _as_dicts(found):
+    return [(n.action, n.resource, dict(n.context)) for n in found]
+
+
+def test_an_s3_write_to_an_sse_kms_bucket_needs_the_key_with_the_objects_context():
+    found = _as_dicts(needs(_store(), "s3", "PutObject", {"Bucket": "data", "Key": "a/b.csv"}))
+    assert found[0][:2] == ("s3:PutObject", "arn:aws:s3:::data/a/b.csv")
+    assert found[0][2]["aws:SecureTransport"] is True
+    action, resource, context = found[1]
+    assert (action, resource) == ("kms:GenerateDataKey", KEY)
+    assert context["kms:EncryptionContext:aws:s3:arn"] == "arn:aws:s3:::data/a/b.csv"
+    assert context["kms:ViaService"] == "s3.us-east-1.amazonaws.com"
+
+
+def test_a_listing_carries_its_prefix_for_s3_prefix_conditions():
+    found = _as_dicts(needs(_store(), "s3", "ListObjectsV2",
+                            {"Bucket": "data", "Prefix": "datasets/fraud/"}))
+    assert found == [("s3:ListBucket", "arn:aws:s3:::data",
+                      {"aws:SecureTransport": True, "s3:prefix": "datasets/fraud/"})]
+
+
+def test_a_transaction_needs_each_items_action_and_the_table_key_once():
+    found = _as_dicts(needs(_store(), "dynamodb", "TransactWriteItems", {"TransactItems": [
+        {"Put": {"TableName": "items", "Item": {}}},
+        {"ConditionCheck": {"TableName": "items", "Key": {}}},
+        {"Put": {"TableName": "items", "Item": {}}}]}))
+    table = f"arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/items"
+    assert [(a, r) for a, r, _ in found] == [
+        ("dynamodb:PutItem", table), ("dynamodb:ConditionCheckItem", table), ("kms:Decrypt", KEY)]
+    assert found[2][2]["kms:EncryptionContext:aws:dynamodb:tableName"] == "items"
+
+
+def test_producers_of_encrypted_queues_and_topics_need_generate_data_key_and_decrypt():
+    queue = needs(_store(), "sqs", "SendMessage",
+                  {"QueueUrl": f"https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/dlq"})
+    topic = needs(_store(), "sns", "Publish",
+                  {"TopicArn": f"arn:aws:sns:us-east-1:{ACCOUNT}:topic"})
+    assert [n.action for n in queue] == ["sqs:SendMessage", "kms:GenerateDataKey", "kms:Decrypt"]
+    assert [n.action for n in topic] == ["sns:Publish", "kms:GenerateDataKey", "kms:Decrypt"]
+    assert dict(topic[1].context)["kms:EncryptionContext:aws:sns:topicArn"].endswith(":topic")
+
+
+def test_an_operation_without_a_mapping_is_checked_on_star_and_says_so():
+    store = _store()
+    store.roles[ROLE] = _role_policies([])
+    authorizer = Authorizer(store, Principals())
+    with pytest.raises(ServiceError) as raised:
+        authorizer.check(ROLE, "ssm", "GetParameter", needs(store, "ssm", "GetParameter", {}))
+    assert raised.value.code == "AccessDeniedException"
+    assert "no IAM mapping for ssm GetParameter" in authorizer.denied[0]["reason"]
+
+
+def _role_policies(statements):
+    from mdlc_constructs.local.permissions import RolePolicies
+
+    return RolePolicies(arn=ROLE, name="Handler", stack="S", logical_id="HandlerRole",
+                        trust={}, identity=[{"Version": "2012-10-17", "Statement": statements}])
+
+
+def test_a_denied_kms_use_fails_as_the_service_fails_it_and_is_reported():
+    store = _store()
+    store.resource_policies[KEY] = ("kms", {"Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+        "Action": "kms:*", "Resource": "*"}]})
+    store.roles[ROLE] = _role_policies([
+        {"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": "*"},
+        {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": KEY}])
+    authorizer = Authorizer(store, Principals())
+    params = {"QueueUrl": f"https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/dlq"}
+    with pytest.raises(ServiceError) as raised:
+        authorizer.check_params(ROLE, "sqs", "SendMessage", params)
+    assert raised.value.code == "KMS.AccessDeniedException"
+    denied = authorizer.report()
+    assert [(d["principal"], d["action"], d["resource"]) for d in denied] == [
+        (ROLE, "kms:GenerateDataKey", KEY)]
+    assert denied[0]["context"]["kms:EncryptionContext:aws:sqs:arn"].endswith(":dlq")
+
+
+def test_threads_started_by_a_caller_call_as_it():
+    principals = Principals()
+    seen = []
+    principals.install()
+    try:
+        with principals.acting_as(ROLE):
+            worker = threading.Thread(target=lambda: seen.append(principals.current()))
+            worker.start()
+            worker.join()
+        outside = threading.Thread(target=lambda: seen.append(principals.current()))
+        outside.start()
+        outside.join()
+    finally:
+        principals.uninstall()
+    assert seen == [ROLE, None]
+
+
+_PUT = '''
+import boto3, os
+s3 = boto3.client("s3")
+
+def handler(event, context):
+    s3.put_object(Bucket=os.environ["BUCKET"], Key=event["key"], Body=b"x")
+    return {"ok": True}
+'''
+
+
+def _function_stack(directory: Path, grants: list[dict]) -> Path:
+    asset = directory / "asset.put"
+    asset.mkdir(parents=True)
+    (asset / "index.py").write_text(_PUT)
+    template = {"Resources": {
+        "Bucket": {"Type": "AWS::S3::Bucket", "Properties": {}},
+        "Role": {"Type": "AWS::IAM::Role", "Properties": {
+            "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+                "Action": "sts:AssumeRole"}]},
+            "Policies": [{"PolicyName": "p", "PolicyDocument": {
+                "Version": "2012-10-17", "Statement": grants}}]}},
+        "Fn": {"Type": "AWS::Lambda::Function", "Properties": {
+            "Code": {"S3Bucket": "assets", "S3Key": "put.zip"}, "Handler": "index.handler",
+            "Role": {"Fn::GetAtt": ["Role", "Arn"]}, "Timeout": 30,
+            "Environment": {"Variables": {"BUCKET": {"Ref": "Bucket"}}}}},
+    }}
+    (directory / "S.template.json").write_text(json.dumps(template))
+    (directory / "S.assets.json").write_text(json.dumps({"files": {"h": {
+        "source": {"path": "asset.put", "packaging": "zip"},
+        "destinations": {"d": {"bucketName": "assets", "objectKey": "put.zip"}}}}}))
+    (directory / "manifest.json").write_text(json.dumps({"version": "55.0.0", "artifacts": {
+        "S.assets": {"type": "cdk:asset-manifest", "properties": {"file": "S.assets.json"}},
+        "S": {"type": "aws:cloudformation:stack", "dependencies": ["S.assets"],
+              "properties": {"templateFile": "S.template.json"}}}}))
+    return directory
+
+
+@pytest.mark.parametrize("granted", [True, False])
+def test_a_handler_calls_as_its_role(tmp_path, granted):
+    from mdlc_constructs.local.runtime import LocalCloud
+
+    prefix = "allowed/*" if granted else "elsewhere/*"
+    grants = [{"Effect": "Allow", "Action": "s3:PutObject",
+               "Resource": {"Fn::Join": ["", [{"Fn::GetAtt": ["Bucket", "Arn"]}, "/" + prefix]]}}]
+    assembly = _function_stack(tmp_path / "cdk.out", grants)
+    with LocalCloud(assembly, start=datetime(2026, 11, 2, tzinfo=UTC)) as cloud:
+        name = cloud.physical("S", "Fn")
+        response = cloud.client("lambda").invoke(FunctionName=name,
+                                                 Payload=b'{"key": "allowed/a"}')
+        body = json.loads(response["Payload"].read())
+        denied = cloud.authorizer.report()
+        role = cloud.physical("S", "Role")
+    if granted:
+        assert body == {"ok": True} and denied == []
+        return
+    # The handler's put fails as S3 fails it, and the report names the call.
+    assert response["FunctionError"] == "Unhandled"
+    assert "AccessDenied" in body["errorMessage"]
+    assert [(d["action"], d["resource"].rsplit(":", 1)[-1], d["operation"]) for d in denied] == [
+        ("s3:PutObject", f"{cloud.physical('S', 'Bucket')}/allowed/a", "s3:PutObject")]
+    assert denied[0]["principal"].endswith(f"role/{role}")
+    assert "no statement of the identity policies allows it" in denied[0]["reason"]
+
+
+def test_events_are_put_on_the_bus_they_name():
+    # botocore's service id is "eventbridge"; IAM's prefix is "events".
+    found = _as_dicts(needs(_store(), "eventbridge", "PutEvents", {"Entries": [
+        {"Source": "team", "DetailType": "Case", "Detail": "{}"}]}))
+    assert found == [("events:PutEvents",
+                      f"arn:aws:events:us-east-1:{ACCOUNT}:event-bus/default", {})]
