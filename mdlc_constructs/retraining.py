@@ -27,7 +27,7 @@ from constructs import Construct
 
 from .compliance import acknowledge_all
 from .functions import python_function
-from .key_grants import grant_table_key
+from .key_grants import grant_send_key, grant_table_key
 from .spec import ModelSpec
 from .spec.schedule import cron_fields
 
@@ -116,6 +116,7 @@ class Retraining(Construct):
         )
         self.table.grant(self.function, "dynamodb:PutItem", "dynamodb:DeleteItem")
         grant_table_key(self.table, key, self.function)
+        grant_send_key(self.dead_letter_queue, self.function)
         state_machine.grant_start_execution(self.function)
         # ListExecutions is authorized on the state machine itself; grant_read
         # would add DescribeExecution on every execution, which we do not need.
