@@ -19,48 +19,40 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 
 
+def _grant_via(grantee: iam.IGrantable, key: kms.IKey, service: str, actions: list[str],
+               context: str, resource: str) -> None:
+    """``actions`` on ``key`` only when ``service`` uses it for ``resource`` (its
+    ``kms:ViaService`` and the encryption context ``context`` it sends)."""
+    grantee.grant_principal.add_to_principal_policy(iam.PolicyStatement(
+        actions=actions,
+        resources=[key.key_arn],
+        conditions={"StringEquals": {
+            "kms:ViaService": f"{service}.{Aws.REGION}.amazonaws.com",
+            f"kms:EncryptionContext:{context}": resource,
+        }},
+    ))
+
+
 def grant_publish_key(topic: sns.ITopic, grantee: iam.IGrantable) -> None:
     """Publishing to an encrypted ``topic``: ``kms:GenerateDataKey`` and ``kms:Decrypt``
     (SNS asks both of every publisher; encryption context ``aws:sns:topicArn``)."""
-    key = topic.master_key
-    if key is None:
-        return
-    grantee.grant_principal.add_to_principal_policy(iam.PolicyStatement(
-        actions=["kms:GenerateDataKey", "kms:Decrypt"],
-        resources=[key.key_arn],
-        conditions={"StringEquals": {
-            "kms:ViaService": f"sns.{Aws.REGION}.amazonaws.com",
-            "kms:EncryptionContext:aws:sns:topicArn": topic.topic_arn,
-        }},
-    ))
+    if topic.master_key is not None:
+        _grant_via(grantee, topic.master_key, "sns", ["kms:GenerateDataKey", "kms:Decrypt"],
+                   "aws:sns:topicArn", topic.topic_arn)
 
 
 def grant_table_key(table: dynamodb.ITable, key: kms.IKey, grantee: iam.IGrantable) -> None:
     """Reading or writing items of a table encrypted with ``key``: ``kms:Decrypt`` of
     the table key, which DynamoDB asks of the caller (encryption context
     ``aws:dynamodb:tableName``)."""
-    grantee.grant_principal.add_to_principal_policy(iam.PolicyStatement(
-        actions=["kms:Decrypt"],
-        resources=[key.key_arn],
-        conditions={"StringEquals": {
-            "kms:ViaService": f"dynamodb.{Aws.REGION}.amazonaws.com",
-            "kms:EncryptionContext:aws:dynamodb:tableName": table.table_name,
-        }},
-    ))
+    _grant_via(grantee, key, "dynamodb", ["kms:Decrypt"], "aws:dynamodb:tableName",
+               table.table_name)
 
 
 def grant_send_key(queue: sqs.IQueue, grantee: iam.IGrantable) -> None:
     """Sending to an encrypted ``queue``: ``kms:GenerateDataKey`` and ``kms:Decrypt``
     (SQS asks both of every producer; encryption context ``aws:sqs:arn``). A
     function's ``dead_letter_queue`` gets ``sqs:SendMessage`` alone from aws-cdk-lib."""
-    key = queue.encryption_master_key
-    if key is None:
-        return
-    grantee.grant_principal.add_to_principal_policy(iam.PolicyStatement(
-        actions=["kms:GenerateDataKey", "kms:Decrypt"],
-        resources=[key.key_arn],
-        conditions={"StringEquals": {
-            "kms:ViaService": f"sqs.{Aws.REGION}.amazonaws.com",
-            "kms:EncryptionContext:aws:sqs:arn": queue.queue_arn,
-        }},
-    ))
+    if queue.encryption_master_key is not None:
+        _grant_via(grantee, queue.encryption_master_key, "sqs",
+                   ["kms:GenerateDataKey", "kms:Decrypt"], "aws:sqs:arn", queue.queue_arn)

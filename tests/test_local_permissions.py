@@ -137,31 +137,11 @@ def handler(event, context):
 
 
 def _function_stack(directory: Path, grants: list[dict]) -> Path:
-    asset = directory / "asset.put"
-    asset.mkdir(parents=True)
-    (asset / "index.py").write_text(_PUT)
-    template = {"Resources": {
-        "Bucket": {"Type": "AWS::S3::Bucket", "Properties": {}},
-        "Role": {"Type": "AWS::IAM::Role", "Properties": {
-            "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
-                "Action": "sts:AssumeRole"}]},
-            "Policies": [{"PolicyName": "p", "PolicyDocument": {
-                "Version": "2012-10-17", "Statement": grants}}]}},
-        "Fn": {"Type": "AWS::Lambda::Function", "Properties": {
-            "Code": {"S3Bucket": "assets", "S3Key": "put.zip"}, "Handler": "index.handler",
-            "Role": {"Fn::GetAtt": ["Role", "Arn"]}, "Timeout": 30,
-            "Environment": {"Variables": {"BUCKET": {"Ref": "Bucket"}}}}},
-    }}
-    (directory / "S.template.json").write_text(json.dumps(template))
-    (directory / "S.assets.json").write_text(json.dumps({"files": {"h": {
-        "source": {"path": "asset.put", "packaging": "zip"},
-        "destinations": {"d": {"bucketName": "assets", "objectKey": "put.zip"}}}}}))
-    (directory / "manifest.json").write_text(json.dumps({"version": "55.0.0", "artifacts": {
-        "S.assets": {"type": "cdk:asset-manifest", "properties": {"file": "S.assets.json"}},
-        "S": {"type": "aws:cloudformation:stack", "dependencies": ["S.assets"],
-              "properties": {"templateFile": "S.template.json"}}}}))
-    return directory
+    from tests.local_assemblies import assembly_with_function
+
+    bucket = {"Bucket": {"Type": "AWS::S3::Bucket", "Properties": {}}}
+    return assembly_with_function(directory, _PUT, bucket, tuple(grants),
+                                  environment={"BUCKET": {"Ref": "Bucket"}})
 
 
 @pytest.mark.parametrize("granted", [True, False])

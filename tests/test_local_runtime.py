@@ -17,6 +17,9 @@ from mdlc_constructs.local.assembly import Assembly, AssemblyError, Resolver, St
 from mdlc_constructs.local.clock import fire_times
 from mdlc_constructs.local.events import matches
 from mdlc_constructs.local.stepfunctions import MOTO_VERSION, local_definition
+from tests.local_assemblies import assembly_with_function as _assembly_with_function
+from tests.local_assemblies import role as _role
+from tests.local_assemblies import write_assembly as _write_assembly
 
 
 def test_moto_is_the_version_the_patches_were_written_for():
@@ -140,23 +143,8 @@ def test_resolver_evaluates_the_intrinsics_templates_use():
         resolver.resolve({"Fn::GetAtt": ["Missing", "Arn"]})
 
 
-def _write_assembly(directory: Path, template: dict) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "S.template.json").write_text(json.dumps(template))
-    (directory / "manifest.json").write_text(json.dumps({"version": "55.0.0", "artifacts": {
-        "S": {"type": "aws:cloudformation:stack",
-              "properties": {"templateFile": "S.template.json"}}}}))
-    return directory
 
 
-def _role(service: str, *statements: dict) -> dict:
-    """A role ``service`` may assume, allowed ``statements`` (as a template resource)."""
-    properties: dict = {"AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]}}
-    if statements:
-        properties["Policies"] = [{"PolicyName": "grants", "PolicyDocument": {
-            "Version": "2012-10-17", "Statement": list(statements)}}]
-    return {"Type": "AWS::IAM::Role", "Properties": properties}
 
 
 def _machine(definition: dict) -> dict:
@@ -240,30 +228,6 @@ def test_an_unknown_assembly_is_a_clear_error(tmp_path):
         Assembly(tmp_path)
 
 
-def _assembly_with_function(directory: Path, handler_code: str, extra: dict,
-                            grants: tuple[dict, ...] = ()) -> Path:
-    """A one-function assembly whose code asset is ``handler_code``; its role is
-    allowed ``grants``."""
-    asset = directory / "asset.handler"
-    asset.mkdir(parents=True)
-    (asset / "index.py").write_text(handler_code)
-    template = {"Resources": {
-        "Role": _role("lambda.amazonaws.com", *grants),
-        "Fn": {"Type": "AWS::Lambda::Function", "Properties": {
-            "Code": {"S3Bucket": "assets", "S3Key": "handler.zip"}, "Handler": "index.handler",
-            "Role": {"Fn::GetAtt": ["Role", "Arn"]}, "Timeout": 30,
-            "Environment": {"Variables": {"GREETING": "hello"}}}},
-        **extra,
-    }}
-    (directory / "S.template.json").write_text(json.dumps(template))
-    (directory / "S.assets.json").write_text(json.dumps({"files": {"h": {
-        "source": {"path": "asset.handler", "packaging": "zip"},
-        "destinations": {"d": {"bucketName": "assets", "objectKey": "handler.zip"}}}}}))
-    (directory / "manifest.json").write_text(json.dumps({"version": "55.0.0", "artifacts": {
-        "S.assets": {"type": "cdk:asset-manifest", "properties": {"file": "S.assets.json"}},
-        "S": {"type": "aws:cloudformation:stack", "dependencies": ["S.assets"],
-              "properties": {"templateFile": "S.template.json"}}}}))
-    return directory
 
 
 _CONSUMER = '''
