@@ -177,3 +177,18 @@ def test_events_are_put_on_the_bus_they_name():
         {"Source": "team", "DetailType": "Case", "Detail": "{}"}]}))
     assert found == [("events:PutEvents",
                       f"arn:aws:events:us-east-1:{ACCOUNT}:event-bus/default", {})]
+
+
+def test_the_summary_names_each_refused_call_once():
+    from mdlc_constructs.cli.simulate import _summary
+
+    denied = {"principal": ROLE, "action": "s3:PutObject", "resource": "arn:aws:s3:::b/k",
+              "context": {}, "operation": "s3:PutObject", "reason": "no statement allows it"}
+    report = {"executions": [], "model_versions": [], "decisions": {"stream": {}, "batch": {}},
+              "endpoint": {"name": "e", "serving_version": None, "deployments": []},
+              "dead_letters": 0, "notifications": [], "denied_calls": [denied, denied],
+              "days": 1, "seconds": 1.0}
+    lines = _summary(report, "validation:auc")
+    assert "denied calls: 2" in "\n".join(lines)
+    assert [line for line in lines if "denied:" in line] == [
+        "  denied: Handler s3:PutObject on arn:aws:s3:::b/k: no statement allows it"]

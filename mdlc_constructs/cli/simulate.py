@@ -84,6 +84,14 @@ def _summary(report: dict, metric: str) -> list[str]:
         f"denied calls: {len(report['denied_calls'])}",
         f"{report['days']} days in {report['seconds']} s",
     ]
+    # Each distinct refusal once: the caller, what it was refused, and why.
+    seen: set[tuple[str, str, str]] = set()
+    for denied in report["denied_calls"]:
+        key = (denied["principal"], denied["action"], denied["resource"])
+        if key not in seen and len(seen) < 10:
+            seen.add(key)
+            lines.append(f"  denied: {denied['principal'].rsplit('/', 1)[-1]} "
+                         f"{denied['action']} on {denied['resource']}: {denied['reason']}")
     return lines
 
 
