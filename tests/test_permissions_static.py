@@ -17,7 +17,12 @@ local run uses (`mdlc_constructs.local.permissions`):
   the function (its resource policy);
 * each rule target's role: assumable by EventBridge, allowed to start its
   machine; each alarm action: the topic's and the key's policies let
-  CloudWatch publish.
+  CloudWatch publish;
+* each handler's own calls: every client method the code reachable from
+  its ``index.py`` calls (read with ``ast``), on a resource of that kind its
+  environment names (buckets under the keys its role's statements name,
+  tables, queues, topics, the stream, the machine, the endpoint, the metric
+  namespace), allowed to the function's role for at least one of them.
 
 Parameters that are JSONPath (``Key.$``) name their resource at run time;
 those calls are checked in the simulation tests (every call, zero denied).
@@ -25,6 +30,7 @@ those calls are checked in the simulation tests (every call, zero denied).
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -244,3 +250,183 @@ def test_a_missing_grant_is_found_without_a_run(deployed):
         role.identity[:] = saved
         cloud.authorizer._cache.clear()
     assert failures and all(f.startswith("iam:PassRole") for f in failures), failures
+
+
+# -- the handlers' own calls ---------------------------------------------------------
+
+#: Receivers that are never boto3 clients (``re.search`` is not SageMaker's Search).
+_NOT_CLIENTS = {"re", "os", "json", "math", "np", "pa", "pq", "pc", "pacsv", "logger",
+                "time", "hashlib", "itertools", "functools", "statistics", "random", "str"}
+#: Services whose calls a handler makes on the resources its environment names.
+_NAMED = ("s3", "dynamodb", "sqs", "sns", "kinesis", "stepfunctions", "sagemaker-runtime",
+          "cloudwatch", "lambda")
+
+
+@pytest.fixture(scope="module")
+def api_methods():
+    import botocore.session
+    from botocore import xform_name
+
+    session = botocore.session.get_session()
+    return {service: {xform_name(op): op for op in session.get_service_model(
+        service).operation_names} for service in _NAMED}
+
+
+def _reachable(folder: Path) -> list[Path]:
+    """The handler module and the modules of its package it imports, transitively."""
+    import ast
+
+    seen: list[Path] = []
+    todo = [folder / "index.py"]
+    while todo:
+        path = todo.pop()
+        if path in seen or not path.exists():
+            continue
+        seen.append(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                base = node.module if node.level == 0 else f"mdlc_core.{node.module}"
+                names = [base] + [f"{base}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            todo += [folder / (n.replace(".", "/") + ".py") for n in names
+                     if n.startswith("mdlc_core")]
+    return seen
+
+
+def _calls(folder: Path, api_methods) -> set[tuple[str, str]]:
+    """(service, operation) of every client method the reachable code calls."""
+    import ast
+
+    found = set()
+    for path in _reachable(folder):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            receiver = node.func.value
+            if isinstance(receiver, ast.Name) and receiver.id in _NOT_CLIENTS:
+                continue
+            method = node.func.attr
+            if method == "get_paginator" and node.args and isinstance(node.args[0],
+                                                                        ast.Constant):
+                method = node.args[0].value
+            found |= {(s, ops[method]) for s, ops in api_methods.items() if method in ops}
+    return found
+
+
+def _named_resources(cloud, stack, environment: dict[str, str]) -> dict[str, list[str]]:
+    """The function's environment, read as the resources it names, by service."""
+    physical = {str(v) for v in stack.physical.values()}
+    buckets = set(stack.physical[lid] for lid in stack.stack.of_type("AWS::S3::Bucket"))
+    tables = set(stack.physical[lid] for lid in stack.stack.of_type("AWS::DynamoDB::Table"))
+    named: dict[str, list[str]] = {service: [] for service in _NAMED}
+    for name, value in environment.items():
+        value = str(value)
+        if value in buckets:
+            named["s3"].append(value)
+        elif value in tables:
+            named["dynamodb"].append(value)
+        elif value.startswith("https://sqs.") or ":sqs:" in value:
+            named["sqs"].append(value)
+        elif ":sns:" in value:
+            named["sns"].append(value)
+        elif ":stateMachine:" in value:
+            named["stepfunctions"].append(value)
+        elif ":kinesis:" in value and value in physical:
+            named["kinesis"].append(value)
+        elif name.endswith("ENDPOINT_NAME"):
+            named["sagemaker-runtime"].append(value)
+        elif name.endswith("NAMESPACE"):
+            named["cloudwatch"].append(value)
+    return named
+
+
+def _s3_probes(role, bucket: str) -> list[str]:
+    """Keys in ``bucket`` the role's statements name (a ``*`` read as one key)."""
+    import json
+
+    prefix = f"arn:aws:s3:::{bucket}/"
+    text = json.dumps(role.identity)
+    keys = {pattern[len(prefix):].replace("*", "probe").replace("?", "p")
+            for pattern in re.findall(r'"(arn:aws:s3:::[^"]+)"', text)
+            if pattern.startswith(prefix)}
+    return sorted(keys) or ["probe"]
+
+
+def _candidates(service: str, operation: str, resource: str, role) -> list[dict[str, Any]]:
+    if service == "s3":
+        if operation.startswith("List"):
+            return [{"Bucket": resource, "Prefix": key.rsplit("probe", 1)[0]}
+                    for key in _s3_probes(role, resource)]
+        return [{"Bucket": resource, "Key": key} for key in _s3_probes(role, resource)]
+    if service == "dynamodb":
+        if operation in ("BatchGetItem", "BatchWriteItem"):
+            return [{"RequestItems": {resource: {}}}]
+        if operation == "TransactWriteItems":
+            return [{"TransactItems": [{"Put": {"TableName": resource, "Item": {}}}]}]
+        return [{"TableName": resource}]
+    return [{"sqs": {"QueueUrl": resource}, "sns": {"TopicArn": resource},
+             "kinesis": {"StreamARN": resource},
+             "stepfunctions": {"stateMachineArn": resource},
+             "sagemaker-runtime": {"EndpointName": resource},
+             "cloudwatch": {"Namespace": resource},
+             "lambda": {"FunctionName": resource}}[service]]
+
+
+def _handler_failures(cloud, stack, api_methods) -> tuple[list[str], list[tuple]]:
+    failures, checked = [], []
+    for logical_id, props in stack.of_type("AWS::Lambda::Function").items():
+        folder = stack.stack.assets.get(props["Code"]["S3Key"])
+        role = cloud.permissions.roles[props["Role"]]
+        named = _named_resources(cloud, stack, (props.get("Environment") or {}).get(
+            "Variables", {}))
+        for service, operation in sorted(_calls(folder, api_methods)):
+            resources = named.get(service) or []
+            if not resources:
+                continue  # nothing of that kind configured: the call is not made
+            if service == "s3" and operation not in (
+                    "GetObject", "PutObject", "HeadObject", "ListObjectsV2", "ListObjects"):
+                continue
+            allowed = any(
+                not _decide(cloud, props["Role"], needs(cloud.permissions, service, operation,
+                                                        params))
+                for resource in resources
+                for params in _candidates(service, operation, resource, role))
+            checked.append((logical_id, service, operation))
+            if not allowed:
+                failures.append(f"{logical_id}: {service} {operation} on none of {resources}")
+    return failures, checked
+
+
+def test_every_handler_call_is_allowed_on_a_resource_its_environment_names(
+        deployed, api_methods):
+    """Each client call the handler's code can reach, on a resource of that kind its
+    environment names: allowed to the function's role for at least one of them
+    (the calls' own keys and prefixes are the run's, checked by the simulation)."""
+    cloud, stack = deployed
+    failures, checked = _handler_failures(cloud, stack, api_methods)
+    assert failures == []
+    calls = {(lid[:12], s, o) for lid, s, o in checked}
+    # Not vacuous: the stream path's and the batch path's calls are among them.
+    assert {("DataFeatures", "dynamodb", "TransactWriteItems"),
+            ("IntegrationC", "sagemaker-runtime", "InvokeEndpoint"),
+            ("IntegrationC", "sqs", "SendMessage"),
+            ("RetrainingTr", "stepfunctions", "StartExecution"),
+            ("DataSourcing", "s3", "PutObject")} <= calls, sorted(calls)
+
+
+def test_a_handlers_missing_grant_is_found_without_a_run(deployed, api_methods):
+    import copy
+
+    cloud, stack = deployed
+    role = cloud.permissions.role_named("IntegrationConsumerServiceRole")
+    saved = copy.deepcopy(role.identity)
+    try:
+        cloud.authorizer.revoke(role.logical_id, "dynamodb:BatchWriteItem")
+        failures, _ = _handler_failures(cloud, stack, api_methods)
+    finally:
+        role.identity[:] = saved
+        cloud.authorizer._cache.clear()
+    assert len(failures) == 1 and failures[0].startswith(
+        "IntegrationConsumer331918EF: dynamodb BatchWriteItem"), failures
