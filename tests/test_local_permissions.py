@@ -192,3 +192,34 @@ def test_the_summary_names_each_refused_call_once():
     assert "denied calls: 2" in "\n".join(lines)
     assert [line for line in lines if "denied:" in line] == [
         "  denied: Handler s3:PutObject on arn:aws:s3:::b/k: no statement allows it"]
+
+
+@pytest.mark.parametrize("allows_logs", [True, False])
+def test_a_log_group_deploys_only_with_a_key_cloudwatch_logs_may_use(tmp_path, allows_logs):
+    from mdlc_constructs.local.runtime import LocalCloud
+    from tests.local_assemblies import write_assembly
+
+    statements = [{"Effect": "Allow", "Action": "kms:*", "Resource": "*",
+                   "Principal": {"AWS": {"Fn::Join": ["", ["arn:aws:iam::", {
+                       "Ref": "AWS::AccountId"}, ":root"]]}}}]
+    if allows_logs:
+        statements.append({"Effect": "Allow", "Resource": "*",
+                           "Principal": {"Service": "logs.us-east-1.amazonaws.com"},
+                           "Action": ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*",
+                                      "kms:GenerateDataKey*"],
+                           "Condition": {"ArnLike": {
+                               "kms:EncryptionContext:aws:logs:arn":
+                                   "arn:aws:logs:us-east-1:123456789012:log-group:*"}}})
+    assembly = write_assembly(tmp_path / "cdk.out", {"Resources": {
+        "Key": {"Type": "AWS::KMS::Key", "Properties": {"KeyPolicy": {
+            "Version": "2012-10-17", "Statement": statements}}},
+        "Logs": {"Type": "AWS::Logs::LogGroup", "Properties": {
+            "KmsKeyId": {"Fn::GetAtt": ["Key", "Arn"]}}}}})
+    start = datetime(2026, 11, 2, tzinfo=UTC)
+    if allows_logs:
+        with LocalCloud(assembly, start=start) as cloud:
+            assert cloud.authorizer.denied == []
+        return
+    with pytest.raises(ServiceError) as raised, LocalCloud(assembly, start=start):
+        pass
+    assert "kms:Encrypt" in raised.value.message and "logs.us-east-1" in raised.value.message

@@ -159,6 +159,15 @@ def test_every_task_state_is_allowed_what_its_integration_needs(deployed):
     assert checked > 50
 
 
+def test_every_encrypted_log_group_lets_cloudwatch_logs_use_its_key(deployed):
+    cloud, stack = deployed
+    groups = [p for p in stack.of_type("AWS::Logs::LogGroup").values() if p.get("KmsKeyId")]
+    # The deployment checked each (it fails on a key policy that refuses logs).
+    assert groups and cloud.authorizer.callers["logs.us-east-1.amazonaws.com"] == 4 * len(
+        groups)
+    assert cloud.authorizer.denied == []
+
+
 def test_every_machine_role_can_run_and_use_its_key(deployed):
     cloud, stack = deployed
     for logical_id in stack.of_type("AWS::StepFunctions::StateMachine"):

@@ -21,7 +21,10 @@ services' documentation:
   (``aws:dynamodb:tableName``, ``aws:dynamodb:subscriberId``);
 - Step Functions: the execution role needs ``GenerateDataKey`` and
   ``Decrypt`` (``aws:states:stateMachineArn``); ``StartExecution`` itself needs
-  nothing on the key.
+  nothing on the key;
+- CloudWatch Logs: the logs service principal encrypts a log group with its
+  key (``aws:logs:arn``), which the key policy must allow (checked when the
+  group is deployed).
 
 :class:`Authorizer` evaluates them with :mod:`.policy`, caches decisions,
 fails a denied call as the service fails it (its AccessDenied error), and

@@ -190,6 +190,7 @@ class LocalCloud:
             ResourceFactory(deployed, raw_client).create_all()
             self.deployed[stack.name] = deployed
             self.permissions.add_stack(deployed)
+            self._check_log_group_keys(deployed)
             for output in stack.template.get("Outputs", {}).values():
                 if "Export" in output:
                     name = deployed.resolver.resolve(output["Export"]["Name"])
@@ -323,6 +324,22 @@ class LocalCloud:
         resource, a stand-in acting as a job's role); raises the service's AccessDenied."""
         self.authorizer.check(principal, service, operation,
                               needs(self.permissions, service, operation, params), source=source)
+
+    def _check_log_group_keys(self, deployed: Deployed) -> None:
+        """CloudWatch Logs encrypts a log group with its key as its service principal,
+        under the group's ARN as encryption context; the key policy must allow that,
+        or creating the group fails (AccessDeniedException), as on AWS."""
+        service = f"logs.{REGION}.amazonaws.com"
+        for logical_id, props in deployed.of_type("AWS::Logs::LogGroup").items():
+            key = self.permissions.key_arn(props.get("KmsKeyId"))
+            if not key:
+                continue
+            group = deployed.resolver.attributes[logical_id]["Arn"].removesuffix(":*")
+            context = {"kms:EncryptionContext:aws:logs:arn": group}
+            self.authorizer.check(service, "logs", "CreateLogGroup", [
+                Need.of(action, key, context, kind="kms", kms=True)
+                for action in ("kms:Encrypt", "kms:Decrypt", "kms:ReEncryptFrom",
+                               "kms:GenerateDataKey")], source=group)
 
     def _check_execution_role(self, machine: str) -> None:
         """An execution runs as its machine's role: Step Functions must be trusted to
