@@ -52,7 +52,7 @@ from .platform import (
     default_model_stack,
 )
 from .spec import load_specs
-from .storage import access_log_bucket
+from .storage import access_log_bucket, log_server_access
 
 #: Context key holding the pipeline's configuration (see :meth:`PipelineConfig.from_context`).
 PIPELINE_CONTEXT = "mdlc:pipeline"
@@ -505,13 +505,12 @@ class MdlcPipelineStack(cdk.Stack):
             enforce_ssl=True,
             versioned=True,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            server_access_logs_bucket=self.access_log_bucket,
-            server_access_logs_prefix="artifacts/",
             removal_policy=cdk.RemovalPolicy.RETAIN,
             # Artifacts are rebuilt from the repository at any commit.
             lifecycle_rules=[s3.LifecycleRule(expiration=cdk.Duration.days(90),
                                               noncurrent_version_expiration=cdk.Duration.days(7))],
         )
+        log_server_access(bucket, self.access_log_bucket, "artifacts/")
         acknowledge(
             bucket,
             "PCI.DSS.321-S3BucketReplicationEnabled",

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
+from aws_cdk import Annotations, ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
@@ -318,11 +318,10 @@ class DataLake(Construct):
             enforce_ssl=True,
             versioned=True,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            server_access_logs_bucket=self.log_bucket,
-            server_access_logs_prefix=f"{kind}/",
             lifecycle_rules=self._lifecycle_rules(),
             removal_policy=self._removal_policy,
         )
+        log_server_access(bucket, self.log_bucket, f"{kind}/")
         acknowledge_all(
             bucket,
             {
@@ -334,6 +333,58 @@ class DataLake(Construct):
         return bucket
 
 
+#: The service principal that delivers S3 server access logs.
+LOG_DELIVERY_PRINCIPAL = "logging.s3.amazonaws.com"
+
+
+def log_server_access(bucket: s3.Bucket, log_bucket: s3.IBucket, prefix: str) -> None:
+    """Log ``bucket``'s server access to ``log_bucket`` under ``prefix``, delivered
+    by the bucket policy of ``log_bucket``, whatever the app's feature flags.
+
+    ``s3.Bucket(server_access_logs_bucket=...)`` lets log delivery depend on the
+    consumer's ``@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy`` flag:
+    without it CDK grants delivery with the ``LogDeliveryWrite`` ACL, which
+    needs ACLs enabled (ObjectWriter ownership) and fails on a bucket that
+    enforces bucket-owner ownership. This writes what the flag selects:
+    ``s3:PutObject`` for ``logging.s3.amazonaws.com`` under ``prefix`` only,
+    from ``bucket`` in this account (when both are in one stack; a condition
+    naming another stack's bucket would make the stacks reference each
+    other), and no ACL. An imported ``log_bucket`` has no policy to add to:
+    its owner grants the same statement, and CDK's warning says so.
+    """
+    cfn = bucket.node.default_child
+    if not isinstance(cfn, s3.CfnBucket):
+        raise ValueError(f"{bucket.node.path} has no AWS::S3::Bucket resource of its own")
+    cfn.logging_configuration = s3.CfnBucket.LoggingConfigurationProperty(
+        destination_bucket_name=log_bucket.bucket_name, log_file_prefix=prefix
+    )
+    conditions = None
+    if Stack.of(bucket) is Stack.of(log_bucket):
+        conditions = {
+            "ArnLike": {"aws:SourceArn": bucket.bucket_arn},
+            "StringEquals": {"aws:SourceAccount": bucket.env.account},
+        }
+    added = log_bucket.add_to_resource_policy(
+        iam.PolicyStatement(
+            effect=iam.Effect.ALLOW,
+            principals=[iam.ServicePrincipal(LOG_DELIVERY_PRINCIPAL)],
+            actions=["s3:PutObject"],
+            resources=[log_bucket.arn_for_objects(f"{prefix}*" if prefix else "*")],
+            conditions=conditions,
+        )
+    )
+    if not added.statement_added:
+        Annotations.of(bucket).add_warning_v2(
+            "@aws-cdk/aws-s3:accessLogsPolicyNotAdded",
+            f"Unable to add necessary logging permissions to imported target bucket: "
+            f"{log_bucket.node.path}",
+        )
+    if log_bucket.encryption_key is not None:
+        log_bucket.encryption_key.grant_encrypt_decrypt(
+            iam.ServicePrincipal(LOG_DELIVERY_PRINCIPAL)
+        )
+
+
 def access_log_bucket(
     scope: Construct,
     construct_id: str,
@@ -342,7 +393,9 @@ def access_log_bucket(
     removal_policy: RemovalPolicy,
     replication_reason: str,
 ) -> s3.Bucket:
-    """A bucket for S3 server access logs: private, TLS only, versioned.
+    """A bucket for S3 server access logs: private, TLS only, versioned, with
+    ACLs disabled (bucket-owner ownership); :func:`log_server_access` grants
+    log delivery in its bucket policy.
 
     S3 log delivery writes only to SSE-S3 buckets, and a log bucket cannot log
     to itself; both findings are acknowledged here, with the reason the

@@ -3,6 +3,8 @@ logged, lifecycled and retained; existing resources are accepted."""
 
 from __future__ import annotations
 
+import json
+
 import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_kms as kms
@@ -129,3 +131,34 @@ def test_unknown_bucket_kind_is_rejected():
         DataLake(
             stack, "Lake", buckets={"models": s3.Bucket.from_bucket_name(stack, "B", "team-models")}
         )
+
+
+@pytest.mark.parametrize("flag", [None, False, True])
+def test_log_delivery_is_the_bucket_policy_whatever_the_s3_flag(flag):
+    """Without ``@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy`` (or with it
+    false) CDK would grant log delivery by ACL, which bucket-owner ownership
+    forbids: the data lake synthesizes the same bucket policy either way."""
+    context = {} if flag is None else {"@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": flag}
+    app = cdk.App(context=context, analytics_reporting=False)
+    stack = cdk.Stack(app, "Lake")
+    DataLake(stack, "DataLake")
+    template = Template.from_stack(stack)
+    buckets = template.find_resources("AWS::S3::Bucket")
+    log_id = next(i for i, r in buckets.items() if "LoggingConfiguration" not in r["Properties"])
+    assert log_id.startswith("DataLakeAccessLogs")  # the construct id, unchanged
+    log_bucket = buckets[log_id]["Properties"]
+    assert "AccessControl" not in log_bucket
+    assert log_bucket["OwnershipControls"] == {
+        "Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    }
+    (policy,) = [p for p in template.find_resources("AWS::S3::BucketPolicy").values()
+                 if p["Properties"]["Bucket"] == {"Ref": log_id}]
+    delivery = [s for s in policy["Properties"]["PolicyDocument"]["Statement"]
+                if s.get("Principal") == {"Service": "logging.s3.amazonaws.com"}]
+    sources = {json.dumps(s["Condition"]["ArnLike"]["aws:SourceArn"]) for s in delivery}
+    assert len(delivery) == len(BUCKET_KINDS) == len(sources)
+    for statement in delivery:
+        assert statement["Effect"] == "Allow" and statement["Action"] == "s3:PutObject"
+        assert statement["Condition"]["StringEquals"] == {
+            "aws:SourceAccount": {"Ref": "AWS::AccountId"}
+        }
