@@ -58,8 +58,10 @@ def acknowledge(scope: IConstruct, rule: str, reason: str) -> None:
 # environment-agnostic stack that owns its resources: ``<AWS::Region>``,
 # ``<LogicalId.Arn>``. The same construct can land in a stack with an explicit
 # account and region (cdk-nag then prints the values) or use a resource of
-# another stack (cdk-nag then prints the CloudFormation export's name), so
-# ``acknowledge`` also records the finding in those forms.
+# another stack (cdk-nag then prints the CloudFormation export's name for a
+# strong reference, the ``Fn::GetStackOutput`` of a published output for a weak
+# one; ``@aws-cdk/core:defaultCrossStackReferences``), so ``acknowledge`` also
+# records the finding in those forms.
 
 _PSEUDO = {"<AWS::Region>": "region", "<AWS::AccountId>": "account"}
 _REFERENCE = re.compile(r"<([A-Za-z0-9]+)(?:\.([A-Za-z0-9.]+))?>")
@@ -83,7 +85,7 @@ def _variants(scope: IConstruct, rule: str) -> list[str]:
         return variants
     root = stack.node.root
     for current in list(variants):
-        exported = current
+        exported = weak = current
         for match in _REFERENCE.finditer(current):
             logical_id, attribute = match.group(1), match.group(2)
             producer = next(
@@ -98,19 +100,48 @@ def _variants(scope: IConstruct, rule: str) -> list[str]:
                 exported = exported.replace(
                     match.group(0), export_name(producer, logical_id, attribute)
                 )
-        if exported != current:
-            variants.append(exported)
+                weak = weak.replace(
+                    match.group(0), stack_output_reference(producer, logical_id, attribute)
+                )
+        variants.extend(v for v in (exported, weak) if v != current)
     return variants
+
+
+def _output_id(logical_id: str, attribute: str | None) -> str:
+    reference = {"Fn::GetAtt": [logical_id, attribute]} if attribute else {"Ref": logical_id}
+    return "Output" + json.dumps(reference, separators=(",", ":"))
+
+
+def _unique_id(*components: str) -> str:
+    """aws-cdk-lib's ``makeUniqueId`` of a construct path (no ``Default``/``Resource``)."""
+    digest = hashlib.md5("/".join(components).encode()).hexdigest()[:8].upper()
+    human = "".join(re.sub(r"[^A-Za-z0-9]", "", c) for c in components)[:240]
+    return f"{human}{digest}"
 
 
 def export_name(producer: Stack, logical_id: str, attribute: str | None) -> str:
     """The name CDK gives the export of a ``producer`` resource's attribute (or
-    Ref) when another stack uses it (aws-cdk-lib's ``generateExportName``)."""
-    reference = {"Fn::GetAtt": [logical_id, attribute]} if attribute else {"Ref": logical_id}
-    components = ["Exports", "Output" + json.dumps(reference, separators=(",", ":"))]
-    digest = hashlib.md5("/".join(components).encode()).hexdigest()[:8].upper()
-    human = "".join(re.sub(r"[^A-Za-z0-9]", "", c) for c in components)[:240]
-    return f"{producer.stack_name}:{human}{digest}"
+    Ref) when another stack uses it by a strong reference (``Fn::ImportValue``;
+    aws-cdk-lib's ``generateExportName``)."""
+    return f"{producer.stack_name}:{_unique_id('Exports', _output_id(logical_id, attribute))}"
+
+
+def stack_output_reference(producer: Stack, logical_id: str, attribute: str | None) -> str:
+    """How cdk-nag prints a weak reference to a ``producer`` resource's attribute
+    (or Ref) from another stack in the same account and region: the
+    ``Fn::GetStackOutput`` of the output CDK publishes under ``<producer>/Publish``
+    (``@aws-cdk/core:defaultCrossStackReferences`` ``"weak"`` or ``"both"``)."""
+    region: object = producer.region
+    if Token.is_unresolved(region):
+        region = {"Ref": "AWS::Region"}
+    reference = {
+        "Fn::GetStackOutput": {
+            "StackName": producer.stack_name,
+            "Region": region,
+            "OutputName": _unique_id("Publish", _output_id(logical_id, attribute)),
+        }
+    }
+    return json.dumps(reference, separators=(",", ":"))
 
 
 def acknowledge_all(scope: IConstruct, reasons: Mapping[str, str]) -> None:
