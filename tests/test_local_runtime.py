@@ -143,6 +143,25 @@ def test_resolver_evaluates_the_intrinsics_templates_use():
         resolver.resolve({"Fn::GetAtt": ["Missing", "Arn"]})
 
 
+def test_resolver_reads_an_output_of_another_deployed_stack():
+    """A weak cross-stack reference (``Fn::GetStackOutput``), as CDK writes it
+    under ``@aws-cdk/core:defaultCrossStackReferences`` "weak" or "both"."""
+    outputs = {"Mdlc-Platform": {"PublishOutputBucketArn1234": "arn:aws:s3:::b-1"}}
+    resolver = Resolver(_stack({"Resources": {}}), exports={}, outputs=outputs)
+    reference = {"Fn::GetStackOutput": {"StackName": "Mdlc-Platform",
+                                        "Region": {"Ref": "AWS::Region"},
+                                        "OutputName": "PublishOutputBucketArn1234"}}
+    assert resolver.resolve({"Fn::Join": ["", [reference, "/datasets/*"]]}) == \
+        "arn:aws:s3:::b-1/datasets/*"
+    missing = {"Fn::GetStackOutput": {"StackName": "Mdlc-Platform", "OutputName": "Other"}}
+    with pytest.raises(AssemblyError, match=r"Mdlc-Platform\.Other is not an output"):
+        resolver.resolve(missing)
+    elsewhere = {"Fn::GetStackOutput": {**reference["Fn::GetStackOutput"],
+                                        "Region": "eu-west-1"}}
+    with pytest.raises(AssemblyError, match=r"region 'eu-west-1'"):
+        resolver.resolve(elsewhere)
+
+
 
 
 

@@ -4,7 +4,7 @@
 its file assets) and :class:`Resolver` evaluates the intrinsic functions the
 templates use (``Ref``, ``Fn::GetAtt``, ``Fn::Join``, ``Fn::Sub``,
 ``Fn::Select``, ``Fn::Split``, ``Fn::FindInMap``, ``Fn::ImportValue``,
-``Fn::If`` and the condition functions) against the physical names the local
+``Fn::GetStackOutput``, ``Fn::If`` and the condition functions) against the physical names the local
 deployment gives each resource.
 
 Written here because no maintained Python library resolves CloudFormation
@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,13 +127,17 @@ class Resolver:
     ``attributes`` maps a logical id to its ``Ref`` and ``GetAtt`` values; it
     is filled as resources are created, so a resource is resolved after those
     it references (CloudFormation's order). ``exports`` holds every stack's
-    exported outputs, for ``Fn::ImportValue``.
+    exported outputs, for ``Fn::ImportValue`` (strong cross-stack references);
+    ``outputs`` every deployed stack's outputs by stack name and output
+    logical id, for ``Fn::GetStackOutput`` (weak ones).
     """
 
     def __init__(self, stack: StackArtifact, *, exports: Mapping[str, Any],
+                 outputs: Mapping[str, Mapping[str, Any]] | None = None,
                  region: str = REGION, account: str = ACCOUNT) -> None:
         self.stack = stack
         self.exports = exports
+        self.outputs: Mapping[str, Mapping[str, Any]] = outputs if outputs is not None else {}
         self.attributes: dict[str, Attributes] = {}
         self.pseudo = {
             "AWS::Partition": PARTITION,
@@ -154,6 +158,7 @@ class Resolver:
             "Fn::Split": self._split,
             "Fn::FindInMap": self._find_in_map,
             "Fn::ImportValue": self._import_value,
+            "Fn::GetStackOutput": self._get_stack_output,
             "Fn::If": self._if,
             "Fn::Equals": lambda a: self.resolve(a[0]) == self.resolve(a[1]),
             "Fn::Not": lambda a: not self.resolve(a[0]),
@@ -252,9 +257,43 @@ class Resolver:
                                 "a stack deployed before it")
         return self.exports[name]
 
+    def _get_stack_output(self, argument: Any) -> Any:
+        """An output of another deployed stack in this account and region
+        (``RoleArn``, for reading across accounts, is not needed locally)."""
+        stack, output = self.resolve(argument["StackName"]), self.resolve(argument["OutputName"])
+        region = self.resolve(argument.get("Region", self.pseudo["AWS::Region"]))
+        if region != self.pseudo["AWS::Region"]:
+            raise AssemblyError(f"{self.stack.name}: Fn::GetStackOutput {stack}.{output} is in "
+                                f"region {region!r}; the local deployment has only "
+                                f"{self.pseudo['AWS::Region']!r}")
+        if output not in self.outputs.get(stack, {}):
+            raise AssemblyError(f"{self.stack.name}: Fn::GetStackOutput {stack}.{output} is not "
+                                "an output of a stack deployed before it")
+        return self.outputs[stack][output]
+
     def _if(self, argument: list[Any]) -> Any:
         name, when_true, when_false = argument
         return self.resolve(when_true if self.condition(name) else when_false)
+
+    def output_values(self) -> Mapping[str, Any]:
+        """This stack's outputs by logical id, each resolved when it is read (an
+        output nobody reads may name an attribute that is not simulated)."""
+        return _Outputs(self)
+
+
+class _Outputs(Mapping[str, Any]):
+    def __init__(self, resolver: Resolver) -> None:
+        self._resolver = resolver
+        self._outputs: dict[str, Any] = resolver.stack.template.get("Outputs", {})
+
+    def __getitem__(self, key: str) -> Any:
+        return self._resolver.resolve(self._outputs[key]["Value"])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._outputs)
+
+    def __len__(self) -> int:
+        return len(self._outputs)
 
 
 class _NoValue:

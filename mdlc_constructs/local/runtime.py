@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -185,12 +186,15 @@ class LocalCloud:
 
     def _deploy(self) -> None:
         exports: dict[str, Any] = {}
+        outputs: dict[str, Mapping[str, Any]] = {}
         for stack in self.assembly.ordered(self.stack_names):
-            deployed = Deployed(stack=stack, resolver=Resolver(stack, exports=exports))
+            deployed = Deployed(stack=stack,
+                                resolver=Resolver(stack, exports=exports, outputs=outputs))
             ResourceFactory(deployed, raw_client).create_all()
             self.deployed[stack.name] = deployed
             self.permissions.add_stack(deployed)
             self._check_log_group_keys(deployed)
+            outputs[stack.name] = deployed.resolver.output_values()
             for output in stack.template.get("Outputs", {}).values():
                 if "Export" in output:
                     name = deployed.resolver.resolve(output["Export"]["Name"])
