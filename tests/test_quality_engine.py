@@ -469,3 +469,51 @@ def test_reader_rejects_an_empty_folder_and_nested_parquet_columns(tmp_path: Pat
     pq.write_table(nested, tmp_path / "nested.parquet")
     with pytest.raises(tabular.DataError, match=r"stored as list<.*cannot be read as"):
         tabular.read_table(tmp_path / "nested.parquet", COLUMNS)
+
+
+def test_null_markers_follow_the_spec_and_a_bad_value_fails_only_its_row(tmp_path: Path) -> None:
+    """Issue 14.8: 'NA', 'nan', 'null', 'N/A' are values unless the column's
+    ``null_values`` say otherwise, and one impossible zoned timestamp is null
+    alone, not every zoned timestamp of its column."""
+    rows = [("NA", "c1", "2026-11-01T10:00:00Z", "nan", 1, 0),
+            ("o2", "null", "2026-13-45T00:00:00Z", 10, 1, 0),
+            ("o3", "N/A", "2026-11-01T11:00:00+01:00", "", 1, 0),
+            ("o4", "c2", "2026-02-30T00:00:00Z", "NA", 1, 0),
+            ("o5", "", "2026-11-01T12:30:00.250Z", 20, 1, 0)]
+    text = orders_csv(rows)
+    table = read(tmp_path, text)
+    assert table.column("order_id").to_pylist() == ["NA", "o2", "o3", "o4", "o5"]
+    assert table.column("customer_id").to_pylist() == ["c1", "null", "N/A", "c2", None]
+    ts = [None if t is None else t.isoformat() for t in table.column("order_ts").to_pylist()]
+    assert ts == ["2026-11-01T10:00:00+00:00", None, "2026-11-01T10:00:00+00:00", None,
+                  "2026-11-01T12:30:00.250000+00:00"]
+    times = run_rule(table, {"kind": "type", "column": "order_ts", "type": "timestamp"})
+    assert times["observed"] == {"unparseable": 2,
+                                 "examples": ["2026-13-45T00:00:00Z", "2026-02-30T00:00:00Z"]}
+    assert [s["order_id"] for s in times["sample"]] == ["o2", "o4"]
+    # 'nan' is a number outside every range, not a missing amount; 'NA' is not a number.
+    amount = run_rule(table, {"kind": "range", "column": "order_amount", "min": 0, "max": 50000})
+    assert [s["order_id"] for s in amount["sample"]] == ["NA"]
+    amount_type = run_rule(table, {"kind": "type", "column": "order_amount", "type": "float"})
+    assert amount_type["sample"] == [{"order_id": "o4", "row": 3, "value": "NA"}]
+    complete = run_rule(table, {"kind": "completeness", "column": "order_amount"})
+    assert complete["observed"] == {"share": 0.8, "nulls": 1}
+    assert run_rule(table, {"kind": "unique", "columns": ["order_id"]})["passed"]
+
+    # A column's own markers: only there.
+    columns = copy.deepcopy(COLUMNS)
+    for column in columns:
+        if column["name"] in ("customer_id", "order_amount"):
+            column["null_values"] = ["", "N/A", "NA"]
+    marked = tabular.read_table(write(tmp_path, text, "marked.csv"), columns)
+    assert marked.column("customer_id").to_pylist() == ["c1", "null", None, "c2", None]
+    assert marked.column("order_id").to_pylist() == ["NA", "o2", "o3", "o4", "o5"]
+    amounts = marked.column("order_amount").to_pylist()
+    assert amounts[1:] == [10.0, None, None, 20.0] and amounts[0] != amounts[0]  # NaN
+    assert "order_amount" not in tabular.unparseable(marked)
+    # With no markers at all an empty amount is a value that does not parse.
+    for column in columns:
+        column["null_values"] = []
+    strict = tabular.read_table(write(tmp_path, text, "strict.csv"), columns)
+    assert strict.column("customer_id").to_pylist()[4] == ""
+    assert tabular.unparseable(strict)["order_amount"].rows == [2, 3]

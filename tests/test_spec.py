@@ -166,3 +166,13 @@ def test_cli_validate_exit_codes(tmp_path: Path, capsys):
 def test_spec_is_immutable(fraud_spec):
     with pytest.raises(Exception, match="frozen"):
         fraud_spec.name = "other"
+
+
+def test_null_values_default_to_the_empty_field_and_are_distinct(fraud_spec):
+    assert all(c.null_values == [""] for c in fraud_spec.data.columns)
+    assert fraud_spec.as_config()["data"]["columns"][0]["null_values"] == [""]
+
+    def twice(d):
+        d["data"]["columns"][0]["null_values"] = ["NA", "NA"]
+
+    assert "models/fraud.yaml: data.columns[0]: null_values lists a marker twice" in _error(twice)

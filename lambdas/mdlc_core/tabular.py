@@ -10,18 +10,24 @@ typed ``string -> string``, ``int -> int64``, ``float -> float64``,
 ``bool -> bool``, ``timestamp -> timestamp[us, UTC]``. Extra columns in the
 files are ignored.
 
+Nulls in CSV text are the column's ``null_values`` (spec field, default
+``[""]``: only the empty field), compared with the whole field as written;
+any other text is a value of the column, so an order id ``NA`` is kept and
+an amount ``nan`` is a number (NaN, which a range rule reports). Parquet
+nulls are Parquet's own.
+
 A file that cannot be used (missing, not CSV or Parquet, empty, missing a
 declared column, not parseable at all) raises :class:`DataError` naming the
 file. A single *value* that does not parse as its declared type does not:
 it becomes null in the typed column and is recorded, so the ``type`` quality
-rule can count and name it. :func:`unparseable` returns those records; they
-refer to the rows of the table as read (filtering or re-ordering the table
-makes them stale).
+rule can count and name it; the other values of its column and row are
+unaffected. :func:`unparseable` returns those records; they refer to the
+rows of the table as read (filtering or re-ordering the table makes them
+stale).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +60,12 @@ _TRUE = ["true", "t", "yes", "y", "1"]
 _FALSE = ["false", "f", "no", "n", "0"]
 # Naive timestamps are taken as UTC; these are tried in order after ISO 8601.
 _TIME_FORMATS = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d")
+# A zoned ISO 8601 timestamp whose fields are in range (a day that its month
+# does not have, 2026-02-30, still passes: the cast finds it, see _cast_each).
+_ZONED = (r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[T ]([01]\d|2[0-3]):[0-5]\d"
+          r"(:[0-5]\d(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$")
+#: A column's null markers when its spec names none: only the empty field.
+DEFAULT_NULL_VALUES = ("",)
 
 
 class DataError(ValueError):
@@ -155,14 +167,24 @@ def convert(values: pa.ChunkedArray, type_name: str) -> pa.ChunkedArray:
 # --- internals -------------------------------------------------------------------
 
 
-def _column_spec(column: Any) -> tuple[str, str]:
+@dataclass(frozen=True)
+class _Spec:
+    name: str
+    type: str
+    null_values: tuple[str, ...] = DEFAULT_NULL_VALUES
+
+
+def _column_spec(column: Any) -> _Spec:
     if isinstance(column, Mapping):
         name, type_name = column["name"], column["type"]
+        nulls = column.get("null_values")
     else:
         name, type_name = column.name, column.type
+        nulls = getattr(column, "null_values", None)
     if type_name not in ARROW_TYPES:
         raise DataError(f"column {name!r}: unknown type {type_name!r}")
-    return str(name), str(type_name)
+    return _Spec(str(name), str(type_name),
+                 DEFAULT_NULL_VALUES if nulls is None else tuple(str(n) for n in nulls))
 
 
 def _format(file: Path, *, sniff: bool = True) -> str | None:
@@ -179,7 +201,7 @@ def _format(file: Path, *, sniff: bool = True) -> str | None:
     return None
 
 
-def _read_file(file: Path, specs: list[tuple[str, str]] | None) -> pa.Table:
+def _read_file(file: Path, specs: list[_Spec] | None) -> pa.Table:
     kind = _format(file)
     if kind is None:
         raise DataError(
@@ -188,7 +210,7 @@ def _read_file(file: Path, specs: list[tuple[str, str]] | None) -> pa.Table:
         )
     if file.stat().st_size == 0:
         raise DataError(f"{file}: file is empty")
-    names = None if specs is None else [name for name, _ in specs]
+    names = None if specs is None else [spec.name for spec in specs]
     try:
         raw = _read_csv(file, names) if kind == "csv" else _read_parquet(file, names)
     except (pa.ArrowException, OSError, UnicodeDecodeError) as error:
@@ -196,7 +218,7 @@ def _read_file(file: Path, specs: list[tuple[str, str]] | None) -> pa.Table:
         raise DataError(f"{file}: cannot be read as {kind.upper()}: {reason}") from error
     if raw.num_columns == 0:
         raise DataError(f"{file}: has no columns")
-    return raw if specs is None else _typed(raw, specs, file)
+    return raw if specs is None else _typed(raw, specs, file, text=kind == "csv")
 
 
 def _read_csv(file: Path, names: list[str] | None) -> pa.Table:
@@ -206,11 +228,14 @@ def _read_csv(file: Path, names: list[str] | None) -> pa.Table:
         header = reader.schema.names
     _require(file, header, names)
     # Every declared column is read as text and parsed here, so one bad value
-    # is counted by the type rule instead of failing the whole file.
+    # is counted by the type rule instead of failing the whole file. No text
+    # is null here: each column's own null markers are applied in _typed.
     options = pacsv.ConvertOptions(
         column_types={name: pa.string() for name in names},
         include_columns=names,
-        strings_can_be_null=True,
+        null_values=[],
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
     )
     return pacsv.read_csv(file, convert_options=options)
 
@@ -233,11 +258,17 @@ def _require(file: Path, present: Iterable[str], names: list[str]) -> None:
         )
 
 
-def _typed(raw: pa.Table, specs: list[tuple[str, str]], file: Path) -> pa.Table:
+def _typed(raw: pa.Table, specs: list[_Spec], file: Path, *, text: bool) -> pa.Table:
+    """``raw`` typed by ``specs``; ``text``: the columns are CSV text, whose
+    null markers (``null_values``) become nulls first."""
     arrays: list[pa.ChunkedArray] = []
     problems: dict[str, dict[str, Any]] = {}
-    for name, type_name in specs:
+    for spec in specs:
+        name, type_name = spec.name, spec.type
         source = raw.column(name)
+        if text and spec.null_values:
+            marked = pc.is_in(source, value_set=pa.array(spec.null_values, pa.string()))
+            source = pc.if_else(marked, pa.scalar(None, source.type), source)
         try:
             typed = _convert(source, type_name)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:
@@ -250,15 +281,15 @@ def _typed(raw: pa.Table, specs: list[tuple[str, str]], file: Path) -> pa.Table:
             bad = pc.and_(pc.is_valid(source), pc.is_null(typed))
             rows = np.flatnonzero(bad.to_numpy(zero_copy_only=False))
             tracked = rows[:TRACK_LIMIT]
-            text = source if pa.types.is_string(source.type) else pc.cast(source, pa.string())
+            written = source if pa.types.is_string(source.type) else pc.cast(source, pa.string())
             problems[name] = {
                 "count": len(rows),
                 "rows": tracked.tolist(),
-                "values": pc.take(text, pa.array(tracked)).to_pylist(),
+                "values": pc.take(written, pa.array(tracked)).to_pylist(),
             }
         arrays.append(typed)
     schema = pa.schema(
-        [pa.field(name, ARROW_TYPES[type_name]) for name, type_name in specs],
+        [pa.field(spec.name, ARROW_TYPES[spec.type]) for spec in specs],
         metadata={_METADATA_KEY: json.dumps(problems)} if problems else None,
     )
     try:
@@ -294,12 +325,11 @@ def _parse_timestamps(values: pa.ChunkedArray) -> pa.ChunkedArray:
     zoned = pc.match_substring_regex(trimmed, r"(Z|[+-]\d{2}:?\d{2})$")
     candidates = []
     if pc.any(zoned).as_py():
-        well_formed = pc.and_(zoned, pc.match_substring_regex(
-            trimmed, r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$"
-        ))
-        # e.g. month 13 with a zone fails the cast: then all zoned values count as bad
-        with contextlib.suppress(pa.ArrowInvalid):
-            candidates.append(pc.cast(pc.if_else(well_formed, trimmed, None), target))
+        well_formed = pc.and_(zoned, pc.match_substring_regex(trimmed, _ZONED))
+        # One impossible value (2026-02-30) fails a whole cast: _cast_each
+        # narrows it down, so only that value is null.
+        only_zoned = pc.if_else(well_formed, trimmed, None).combine_chunks()
+        candidates.append(pa.chunked_array([_cast_each(only_zoned, target)]))
     # strptime does not understand fractional seconds; they are dropped.
     naive = pc.replace_substring_regex(
         pc.if_else(zoned, None, trimmed), r"(\d{2}:\d{2}:\d{2})\.\d{1,9}$", r"\1"
@@ -308,6 +338,19 @@ def _parse_timestamps(values: pa.ChunkedArray) -> pa.ChunkedArray:
         parsed = pc.strptime(naive, format=fmt, unit="us", error_is_null=True)
         candidates.append(pc.cast(pc.assume_timezone(parsed, "UTC"), target))
     return pc.coalesce(*candidates)
+
+
+def _cast_each(values: pa.Array, target: pa.DataType) -> pa.Array:
+    """``values`` cast to ``target``, null where a value alone does not cast
+    (by halves: a few bad values cost a few casts, not one per value)."""
+    try:
+        return pc.cast(values, target)
+    except pa.ArrowInvalid:
+        if len(values) <= 1:
+            return pa.nulls(len(values), target)
+        middle = len(values) // 2
+        return pa.concat_arrays([_cast_each(values.slice(0, middle), target),
+                                 _cast_each(values.slice(middle), target)])
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:

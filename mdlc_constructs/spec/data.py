@@ -25,6 +25,17 @@ class Column(SpecModel):
     name: Identifier
     type: ColumnType
     description: str = ""
+    null_values: list[str] = Field(
+        default_factory=lambda: [""],
+        description="CSV fields (whole, as written) read as null in this column; default: "
+        "only the empty field. Any other text is a value (an id 'NA', an amount 'nan')",
+    )
+
+    @model_validator(mode="after")
+    def _distinct_null_values(self) -> Column:
+        if len(set(self.null_values)) != len(self.null_values):
+            raise ValueError(f"null_values lists a marker twice: {self.null_values}")
+        return self
 
 
 class S3Source(SpecModel):
