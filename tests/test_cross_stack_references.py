@@ -48,11 +48,11 @@ def shared_platform(request, tmp_path_factory):
     app = make_app(outdir=str(outdir), context={STRENGTH_FLAG: request.param})
     built = build_app(app, ROOT / "models", shared_platform=True)
     templates, findings = _synth(app, outdir)
-    return request.param, built, templates, findings
+    return request.param, built, templates, findings, outdir
 
 
 def test_shared_platform_is_cdk_nag_clean_under_every_strength(shared_platform):
-    strength, _, templates, findings = shared_platform
+    strength, _, templates, findings, _ = shared_platform
     assert "Mdlc-Platform" in templates and "Mdlc-fraud" in templates
     assert [str(f) for f in findings] == [], strength
 
@@ -60,7 +60,7 @@ def test_shared_platform_is_cdk_nag_clean_under_every_strength(shared_platform):
 def test_model_stacks_reference_the_platform_in_the_chosen_form(shared_platform):
     from mdlc_constructs.compliance import export_name, stack_output_reference
 
-    strength, built, templates, _ = shared_platform
+    strength, built, templates, _, _ = shared_platform
     datasets = built.platform.data_lake.datasets.node.default_child
     logical_id = built.platform.get_logical_id(datasets)
     model = json.dumps(templates["Mdlc-fraud"], separators=(",", ":"))
@@ -72,6 +72,27 @@ def test_model_stacks_reference_the_platform_in_the_chosen_form(shared_platform)
     assert (strong in model) == (strength == "strong")
     outputs = templates["Mdlc-Platform"].get("Outputs", {})
     assert any("Export" in o for o in outputs.values()) == (strength != "weak")
+
+
+def test_the_local_runtime_deploys_the_shared_platform_under_every_strength(shared_platform):
+    """The model stack's reference resolves to the platform's own bucket, read
+    from its export (strong) or its published output (weak, both)."""
+    from datetime import UTC, datetime
+
+    from mdlc_constructs.compliance import export_name, stack_output_reference
+    from mdlc_constructs.local.runtime import LocalCloud
+
+    strength, built, _, _, outdir = shared_platform
+    datasets = built.platform.data_lake.datasets.node.default_child
+    logical_id = built.platform.get_logical_id(datasets)
+    if strength == "strong":
+        reference = {"Fn::ImportValue": export_name(built.platform, logical_id, "Arn")}
+    else:
+        reference = json.loads(stack_output_reference(built.platform, logical_id, "Arn"))
+    with LocalCloud(outdir, start=datetime(2026, 11, 2, tzinfo=UTC)) as cloud:
+        assert set(cloud.deployed) == {"Mdlc-Platform", "Mdlc-fraud"}
+        bucket_arn = cloud.deployed["Mdlc-Platform"].resolver.attributes[logical_id]["Arn"]
+        assert cloud.deployed["Mdlc-fraud"].resolver.resolve(reference) == bucket_arn
 
 
 def test_a_model_stack_in_an_app_without_feature_flags_is_cdk_nag_clean(tmp_path):

@@ -67,20 +67,47 @@ def test_shared_resources_exist_once_in_the_platform(shared):
         assert not [t for t in topics if "failures and approvals" in t], topics
 
 
+def _stack_outputs_read(value, found=None):
+    """``(stack name, output name)`` of every ``Fn::GetStackOutput`` in ``value``."""
+    found = set() if found is None else found
+    if isinstance(value, dict):
+        if "Fn::GetStackOutput" in value:
+            argument = value["Fn::GetStackOutput"]
+            found.add((argument["StackName"], argument["OutputName"]))
+        for item in value.values():
+            _stack_outputs_read(item, found)
+    elif isinstance(value, list):
+        for item in value:
+            _stack_outputs_read(item, found)
+    return found
+
+
 def test_references_go_from_models_to_the_platform_only(shared):
+    """cdk.json's ``@aws-cdk/core:defaultCrossStackReferences`` is "both": models
+    read the platform's published outputs (``Fn::GetStackOutput``), and the
+    platform keeps exporting them for stacks deployed with strong references.
+    tests/test_cross_stack_references.py covers "strong" and "weak"."""
     built, templates, _ = shared
     platform = templates["Mdlc-Platform"]
     assert "Fn::ImportValue" not in json.dumps(platform)
-    exports = {o["Export"]["Name"]["Fn::Join"][1][-1] if isinstance(o["Export"]["Name"], dict)
-               else o["Export"]["Name"] for o in platform.get("Outputs", {}).values()}
+    assert _stack_outputs_read(platform) == set()
+    outputs = platform.get("Outputs", {})
     for model in MODELS:
-        imports = json.dumps(templates[f"Mdlc-{model}"])
-        assert "Fn::ImportValue" in imports
+        template = templates[f"Mdlc-{model}"]
+        assert "Fn::ImportValue" not in json.dumps(template)
+        read = _stack_outputs_read(template)
+        assert read and {stack for stack, _ in read} == {"Mdlc-Platform"}
+        assert {name for _, name in read} <= set(outputs)
         stack = built.models[model]
         assert built.platform in stack.dependencies
         assert stack not in built.platform.dependencies
-    # Each shared attribute is exported once, whatever the number of models.
-    assert len(exports) == len(platform.get("Outputs", {}))
+    # Each shared attribute is published once and exported once, whatever the
+    # number of models.
+    published = [json.dumps(o["Value"], sort_keys=True) for o in outputs.values()
+                 if "Export" not in o]
+    exported = [json.dumps(o["Value"], sort_keys=True) for o in outputs.values() if "Export" in o]
+    assert len(set(published)) == len(published)
+    assert sorted(published) == sorted(exported)
 
 
 def test_every_model_stack_uses_the_platform_data_lake_and_topic(shared):
