@@ -176,6 +176,12 @@ class FeatureEngineering(Construct):
         )
         self.table.grant_read_write_data(self.update_function)
         self.dead_letter_queue = encrypted_queue(self, "UpdateFailures", key=self.data_lake.key)
+        # Events dated beyond the spec's clock skew are sent here by the
+        # function itself, with the reason and the payload (a retry cannot fix them).
+        self.update_function.add_environment(
+            "DEAD_LETTER_QUEUE_URL", self.dead_letter_queue.queue_url
+        )
+        self.dead_letter_queue.grant_send_messages(self.update_function)
         # A Kinesis mapping retries forever and keeps records a week unless
         # told otherwise: bound both, bisect poison batches, report partial
         # failures, and keep what still fails (the queue gets the shard and

@@ -147,3 +147,75 @@ def test_all_bad_batch_reports_every_record(aws: Any) -> None:
     update = load_handler("feature_update")
     response = update.handler(kinesis([b"\xff", [1, 2]]), Context())
     assert len(response["batchItemFailures"]) == 2
+
+
+def dead_letters(sqs: Any, url: str) -> list[dict[str, Any]]:
+    found = []
+    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
+        for message in batch:
+            found.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return found
+
+
+@pytest.mark.parametrize("ahead", [timedelta(days=3650), timedelta(days=40)])
+def test_a_future_dated_event_is_dead_lettered_and_never_moves_the_watermark(
+    aws: Any, monkeypatch: pytest.MonkeyPatch, ahead: timedelta
+) -> None:
+    """Issue 14.6: 10 orders of 100 over 10 days, one event dated far ahead, then
+    5 orders today; the online reader still sees all 15 real orders."""
+    from mdlc_core.features import OnlineFeatureReader
+
+    _, ddb = aws
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    queue = sqs.create_queue(QueueName="update-failures")["QueueUrl"]
+    monkeypatch.setenv("DEAD_LETTER_QUEUE_URL", queue)
+    update = load_handler("feature_update")
+    now = datetime.now(UTC)
+
+    def order(order_id: str, moment: datetime) -> dict[str, Any]:
+        return {"order_id": order_id, "customer_id": "c1", "order_ts": moment.isoformat(),
+                "order_amount": 100.0, "account_tenure": 5, "fraud_status": 0}
+
+    history = [order(f"h{d}", now - timedelta(days=d)) for d in range(10, 0, -1)]
+    future = order("f1", now + ahead)
+    today = [order(f"t{i}", now - timedelta(minutes=i)) for i in range(5, 0, -1)]
+    assert update.handler(kinesis(history), Context()) == {"batchItemFailures": []}
+    assert update.handler(kinesis([future]), Context()) == {"batchItemFailures": []}
+    assert update.handler(kinesis(today), Context()) == {"batchItemFailures": []}
+
+    reader = OnlineFeatureReader(ddb, TABLE, update.engine().features)
+    row = reader.read_many(["c1"])["c1"]
+    assert (row["order_total_30d"], row["order_count_30d"]) == (1500.0, 15)
+    item = ddb.get_item(TableName=TABLE, Key={"pk": {"S": "fraud#customer_id#c1"}})["Item"]
+    assert item["watermark"]["S"] == max(e["order_ts"] for e in today)[:10]
+    assert item["last"]["M"]["event_id"]["S"] == "t1"
+    assert "Item" not in ddb.get_item(TableName=TABLE, Key={"pk": {"S": "fraud#event#f1"}})
+    [letter] = dead_letters(sqs, queue)
+    assert json.loads(letter["payload"]) == future
+    assert "ahead of the processing clock" in letter["reason"]
+    assert "features.max_clock_skew_seconds" in letter["reason"]
+    assert letter["source"]["sequence_number"] == "0"
+    assert letter["payload_truncated"] is False
+
+
+def test_a_future_event_is_kept_as_a_failure_without_a_dead_letter_queue(
+    aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never dropped: with no queue to keep it, the record is reported as failed."""
+    monkeypatch.delenv("DEAD_LETTER_QUEUE_URL", raising=False)
+    update = load_handler("feature_update")
+    ahead = datetime.now(UTC) + timedelta(hours=2)
+    event = orders(0, [("o1", "c1", 1, 10.0)])[0] | {"order_ts": ahead.isoformat()}
+    assert update.handler(kinesis([event]), Context()) == {
+        "batchItemFailures": [{"itemIdentifier": "0"}]}
+
+
+def test_the_clock_skew_is_the_specs(aws: Any) -> None:
+    """Within ``features.max_clock_skew_seconds`` (default 900 s) an event is applied."""
+    update = load_handler("feature_update")
+    assert update.engine().features.max_clock_skew_seconds == 900
+    soon = datetime.now(UTC) + timedelta(minutes=10)
+    event = orders(0, [("o1", "c1", 1, 10.0)])[0] | {"order_ts": soon.isoformat()}
+    assert update.handler(kinesis([event]), Context()) == {"batchItemFailures": []}
+    assert update.engine().read("c1", soon.date())["order_count_30d"] == 1

@@ -168,6 +168,15 @@ def test_spec_is_immutable(fraud_spec):
         fraud_spec.name = "other"
 
 
+def test_clock_skew_defaults_to_15_minutes_and_is_bounded(fraud_spec):
+    assert fraud_spec.features.max_clock_skew_seconds == 900
+    assert fraud_spec.as_config()["features"]["max_clock_skew_seconds"] == 900
+    for bad, expected in ((-1, "greater than or equal to 0"), (86_401, "less than or equal to")):
+        error = _error(lambda d, bad=bad: d["features"].update(max_clock_skew_seconds=bad))
+        assert "features.max_clock_skew_seconds" in error
+        assert expected in error
+
+
 def test_null_values_default_to_the_empty_field_and_are_distinct(fraud_spec):
     assert all(c.null_values == [""] for c in fraud_spec.data.columns)
     assert fraud_spec.as_config()["data"]["columns"][0]["null_values"] == [""]

@@ -205,6 +205,33 @@ def test_malformed_record_goes_to_the_dlq_and_does_not_fail_the_others(aws):
     assert aws["runtime"].calls[0] and len(aws["runtime"].calls[0]) == 2
 
 
+def test_an_event_beyond_the_clock_skew_is_dead_lettered_with_the_reason(aws):
+    """Issue 14.6, the consumer's half: an event dated beyond
+    ``features.max_clock_skew_seconds`` is rejected as feature_update rejects it
+    (its features cannot be read as of its own time), and never acts."""
+    far = order("o-far", 950.0) | {"order_ts": (NOW + timedelta(days=3650)).isoformat()}
+    skewed = order("o-40d", 950.0) | {"order_ts": (NOW + timedelta(days=40)).isoformat()}
+    garbled = order("o-bad-ts", 950.0) | {"order_ts": "yesterday"}
+    near = order("o-near", 700.0) | {"order_ts": (NOW + timedelta(minutes=5)).isoformat()}
+    event = {"Records": [record(1, far), record(2, skewed), record(3, garbled),
+                         record(4, near)]}
+
+    assert aws["module"].handler(event, Context()) == {"batchItemFailures": []}
+
+    dead = {m["source"]["sequence_number"]: m for m in messages(aws["sqs"], aws["dlq"])}
+    assert sorted(dead) == ["1", "2", "3"]
+    for sequence, sent in (("1", far), ("2", skewed)):
+        assert "ahead of the processing clock" in dead[sequence]["reason"]
+        assert "features.max_clock_skew_seconds" in dead[sequence]["reason"]
+        assert json.loads(dead[sequence]["payload"]) == sent
+    assert "not an ISO 8601 timestamp" in dead["3"]["reason"]
+    for event_id in ("o-far", "o-40d", "o-bad-ts"):
+        assert logged(aws["ddb"], event_id) is None
+    assert messages(aws["sqs"], aws["blocked"]) == []
+    assert logged(aws["ddb"], "o-near")["action"] == {"S": "review"}
+    assert aws["runtime"].calls == [[aws["runtime"].calls[0][0]]], "only o-near is scored"
+
+
 def test_redelivered_batch_acts_once_per_event(aws):
     event = {"Records": [record(1, order("o-1", 950.0)), record(2, order("o-2", 700.0))]}
     aws["module"].handler(event, Context())

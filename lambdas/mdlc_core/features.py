@@ -75,6 +75,31 @@ class MalformedEvent(FeatureError):
     """One event that cannot be applied; the stream consumer reports it as failed."""
 
 
+class FutureEvent(MalformedEvent):
+    """An event dated further ahead of the processing clock than the spec's
+    ``features.max_clock_skew_seconds``: never applied (it would move the
+    watermark ahead and make every real event look late); dead-lettered."""
+
+
+#: ``features.max_clock_skew_seconds`` when a config has none (15 minutes).
+DEFAULT_MAX_CLOCK_SKEW_SECONDS = 900
+
+
+def clock_skew_reason(micros: int, now_seconds: float, max_skew_seconds: int,
+                      column: str) -> str | None:
+    """Why an event at ``micros`` is too far ahead of ``now_seconds``; None when it is not."""
+    ahead = micros / 1_000_000 - now_seconds
+    if ahead <= max_skew_seconds:
+        return None
+    try:
+        moment = datetime.fromtimestamp(micros / 1_000_000, UTC).isoformat()
+    except (OverflowError, OSError, ValueError):  # beyond year 9999
+        moment = f"{micros} us since the epoch"
+    now = datetime.fromtimestamp(now_seconds, UTC).isoformat()
+    return (f"{column} {moment} is {ahead:.0f} s ahead of the processing clock ({now}); "
+            f"at most {max_skew_seconds} s is accepted (features.max_clock_skew_seconds)")
+
+
 # --- the definition --------------------------------------------------------------
 
 
@@ -104,6 +129,9 @@ class FeatureSet:
     inputs: tuple[str, ...] = ()
     #: The ground-truth column (``data.label``): training rows carry it.
     label: str | None = None
+    #: ``features.max_clock_skew_seconds``: online events dated further ahead
+    #: of the processing clock are rejected (:class:`FutureEvent`).
+    max_clock_skew_seconds: int = DEFAULT_MAX_CLOCK_SKEW_SECONDS
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> FeatureSet:
@@ -140,6 +168,8 @@ class FeatureSet:
                 expressions=tuple(compiled),
                 inputs=inputs,
                 label=data.get("label"),
+                max_clock_skew_seconds=int(features.get("max_clock_skew_seconds",
+                                                        DEFAULT_MAX_CLOCK_SKEW_SECONDS)),
             )
         except (KeyError, TypeError) as error:
             raise FeatureError(f"the spec has no usable data/features section: {error}") from error
@@ -780,8 +810,18 @@ class IncrementalEngine:
         return ParsedEvent(event_id, micros, day_of(micros), keys, values, last)
 
     def apply(self, event: Mapping[str, Any] | ParsedEvent) -> Outcome:
-        """Add one event; a redelivered event id changes nothing."""
+        """Add one event; a redelivered event id changes nothing.
+
+        Raises :class:`FutureEvent` (and writes nothing) for an event dated more
+        than ``features.max_clock_skew_seconds`` ahead of ``clock``: applied, it
+        would move the watermark ahead, drop the real days from the buckets and
+        make every later real event late.
+        """
         parsed = event if isinstance(event, ParsedEvent) else self.parse(event)
+        reason = clock_skew_reason(parsed.micros, self.clock(),
+                                   self.features.max_clock_skew_seconds, self.features.timestamp)
+        if reason is not None:
+            raise FutureEvent(f"event {parsed.event_id!r}: {reason}")
         for _ in range(self.max_attempts):
             writes, fed = self._writes(parsed)
             if not writes:
@@ -951,7 +991,8 @@ def incremental_table(events: Sequence[Mapping[str, Any]] | Any, features: Featu
     fresh in-memory incremental engine (events after ``as_of`` are not fed)."""
     rows = events.to_pylist() if hasattr(events, "to_pylist") else list(events)
     today = day_number(as_of)
-    engine = IncrementalEngine(features, MemoryStore())
+    # The replay's clock is the end of `as_of`: later events are not fed anyway.
+    engine = IncrementalEngine(features, MemoryStore(), clock=lambda: (today + 1) * 86_400)
     entities: set[str] = set()
     for row in rows:
         try:

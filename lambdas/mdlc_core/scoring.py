@@ -40,6 +40,12 @@ from typing import Any, Protocol
 
 from mdlc_core import expressions
 from mdlc_core.decisions import Decision, RuleSet
+from mdlc_core.features import (
+    DEFAULT_MAX_CLOCK_SKEW_SECONDS,
+    FeatureError,
+    clock_skew_reason,
+    to_micros,
+)
 
 
 class TransientError(RuntimeError):
@@ -145,13 +151,24 @@ class DynamoDBFeatureReader:
 
 
 class FeaturePlan:
-    """How a spec's events become model inputs, compiled once per cold start."""
+    """How a spec's events become model inputs, compiled once per cold start.
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    An event whose timestamp (``data.timestamp``, when present) is not a
+    timestamp, or lies more than ``features.max_clock_skew_seconds`` ahead of
+    ``clock`` (seconds since the epoch), is rejected, as ``feature_update``
+    rejects it: its features could not be read as of its own time.
+    """
+
+    def __init__(self, config: Mapping[str, Any], *, clock: Any = time.time) -> None:
         data = config["data"]
         features = config.get("features") or {}
         self.event_id_field: str = data["event_id"]
         self.entity_field: str = data["entity_key"]
+        self.timestamp_field: str = data["timestamp"]
+        self.max_clock_skew_seconds = int(
+            features.get("max_clock_skew_seconds", DEFAULT_MAX_CLOCK_SKEW_SECONDS)
+        )
+        self.clock = clock
         self.columns = feature_columns(config)
         roles = {data["entity_key"], data["event_id"], data["timestamp"], data["label"]}
         types = {c["name"]: c["type"] for c in data["columns"]}
@@ -176,6 +193,15 @@ class FeaturePlan:
             if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
                 return Rejected(record_id, f"{name} is missing or not a string", payload)
             ids.append(str(value))
+        if body.get(self.timestamp_field) is not None:
+            try:
+                micros = to_micros(body[self.timestamp_field])
+            except FeatureError as error:
+                return Rejected(record_id, f"{self.timestamp_field}: {error}", payload)
+            reason = clock_skew_reason(micros, self.clock(), self.max_clock_skew_seconds,
+                                       self.timestamp_field)
+            if reason is not None:
+                return Rejected(record_id, reason, payload)
         fields: dict[str, float | None] = {}
         for name, kind in self.raw.items():
             if name not in body:

@@ -4,7 +4,8 @@ Timeline, for each day ``D`` of the orders file:
 
 * during ``D``, once a version serves on the endpoint, each row goes on the
   model's stream as its producer would send it (in time order, in blocks of
-  ``STREAM_BLOCK_HOURS`` hours), and the stream consumers (online features,
+  ``STREAM_BLOCK_HOURS`` hours, each sent when the clock reaches its newest
+  event, never ahead of it), and the stream consumers (online features,
   client integration) run as their event source mappings deliver;
 * at ``D+1 00:00`` the day's rows land in the raw bucket
   (``<source prefix>dt=D/part-00000.csv``), and the labels of the day
@@ -279,6 +280,11 @@ class Simulation:
             self._react()
             if stream is None or not by_hour.get(hour) or not self._serving():
                 continue
+            # A producer sends an event once it happened: the clock first reaches
+            # the block's newest event (later ones are dead-lettered as from the
+            # future, features.max_clock_skew_seconds).
+            self.cloud.advance_to(max(_moment(row[data.timestamp]) for row in by_hour[hour]))
+            self._react()
             entries = [{"Data": json.dumps(_typed({k: v for k, v in row.items()
                                                    if k != data.label}, self.spec)).encode(),
                         "PartitionKey": str(row[data.entity_key])} for row in by_hour[hour]]
@@ -499,6 +505,12 @@ def _snapshot_date(value: Any) -> str | None:
 
 def _midnight(day: date) -> datetime:
     return datetime.combine(day, datetime.min.time(), UTC)
+
+
+def _moment(text: str) -> datetime:
+    """An ISO 8601 timestamp as UTC (naive ones are UTC, as the spec's column is)."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _plain(value: Any) -> Any:

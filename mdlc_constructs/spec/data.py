@@ -284,6 +284,14 @@ class FeaturesSpec(SpecModel):
     online: bool = Field(
         default=True, description="keep running aggregates in DynamoDB for real-time serving"
     )
+    max_clock_skew_seconds: int = Field(
+        default=900,
+        ge=0,
+        le=86_400,
+        description="how far (seconds) an event's timestamp may lie ahead of the processing "
+        "clock; the online updater and the stream consumer dead-letter events further ahead "
+        "(default 900: 15 minutes; at most one day)",
+    )
 
     @property
     def names(self) -> list[str]:
