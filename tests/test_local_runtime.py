@@ -581,7 +581,7 @@ def test_a_plain_object_read_answers_as_moto_does():
     import boto3
     from moto import mock_aws
 
-    from mdlc_constructs.local.hooks import ServiceHooks
+    from mdlc_constructs.local.hooks import ServiceError, ServiceHooks
     from mdlc_constructs.local.s3 import FastObjects
 
     with mock_aws():
@@ -599,10 +599,13 @@ def test_a_plain_object_read_answers_as_moto_does():
         s3.put_object(Bucket="plain", Key="k", Body=b"z" * 1000)
         s3.put_object(Bucket="plain", Key="gone", Body=b"z")
         s3.delete_object(Bucket="plain", Key="gone")
+        s3.put_object(Bucket="versioned-kms", Key="marked", Body=b"m")
+        s3.delete_object(Bucket="versioned-kms", Key="marked")  # a delete marker
         reads = [{"Bucket": "versioned-kms", "Key": "a/b.csv"}, {"Bucket": "plain", "Key": "k"},
                  {"Bucket": "plain", "Key": "k", "Range": "bytes=0-9"},
                  {"Bucket": "plain", "Key": "missing"}, {"Bucket": "plain", "Key": "gone"},
-                 {"Bucket": "no-such-bucket", "Key": "k"}]
+                 {"Bucket": "no-such-bucket", "Key": "k"},
+                 {"Bucket": "versioned-kms", "Key": "marked"}]
 
         def read(params):
             try:
@@ -621,7 +624,11 @@ def test_a_plain_object_read_answers_as_moto_does():
             s3 = boto3.client("s3", region_name="us-east-1")  # through the hooks now
             local = [read(params) for params in reads]
             assert FastObjects.shortcut(reads[0]) is not None
-            assert FastObjects.shortcut(reads[2]) is None and FastObjects.shortcut(reads[3]) is None
+            assert FastObjects.shortcut(reads[2]) is None  # a range: moto's
+            assert FastObjects.shortcut(reads[6]) is None  # a delete marker: moto's
+            for absent in (reads[3], reads[4]):  # no such key: answered in process
+                with pytest.raises(ServiceError):
+                    FastObjects.shortcut(absent)
         finally:
             hooks.uninstall()
     assert local == by_moto

@@ -8,8 +8,10 @@ adds) from moto's backend in process: the headers moto's own handler would
 send (``FakeKey.response_dict``, the version, the checksum, the user
 metadata), parsed by botocore's own REST-XML parser into the response the
 client would have returned. Anything else (a version, a range, conditions,
-SSE-C, a missing key or bucket, a delete marker) is answered by moto as
-usual, errors included; tests/test_local_runtime.py compares both answers.
+SSE-C, a missing bucket, a deleted key) is answered by moto as usual, errors
+included; a key that never existed is S3's ``NoSuchKey`` (404), which the
+snapshot readers' version probes meet daily. tests/test_local_runtime.py
+compares both paths' answers.
 """
 
 from __future__ import annotations
@@ -65,10 +67,18 @@ class FastObjects:
         from botocore.awsrequest import HeadersDict
         from moto.s3.models import FakeKey, s3_backends
 
+        backend = s3_backends[ACCOUNT][PARTITION]
         try:
-            key = s3_backends[ACCOUNT][PARTITION].get_object(params["Bucket"], params["Key"])
+            key = backend.get_object(params["Bucket"], params["Key"])
+            bucket = backend.get_bucket(params["Bucket"])
         except Exception:  # no such bucket: moto's error
             return None
+        if key is None and not bucket.keys.getlist(params["Key"], None):
+            # A key that never existed (no delete marker, no version): S3's 404.
+            error = {"Code": "NoSuchKey", "Message": "The specified key does not exist.",
+                     "Key": params["Key"]}
+            raise ServiceError("NoSuchKey", error["Message"], status=404,
+                               extra={"Error": error})
         if (not isinstance(key, FakeKey) or key.multipart or key._expiry is not None
                 or key.storage_class in ("GLACIER", "DEEP_ARCHIVE")):
             return None  # a restore, an archived object: moto's answer (and errors)
