@@ -314,16 +314,25 @@ class FastItems:
     def _usable_key(self, table: Any, key: dict[str, Any]) -> bool:
         return set(key) == self._key_names(table) and self._key(table, key) is not None
 
-    def _simple_update(self, params: dict[str, Any]) -> dict[str, Any] | None:
-        expression = params.get("UpdateExpression", "")
-        if (not _SIMPLE_SET.match(expression) or params.get("ConditionExpression")
-                or params.get("Expected") or params.get("ReturnValues", "NONE") != "NONE"):
-            return None
+    def _keyed_item(self, params: dict[str, Any]) -> tuple[str, Any, dict[str, Any]] | None:
+        """(table name, moto's table, key) of a call that names one item by its key;
+        None where moto must answer (no such table, a bad key)."""
         name = params.get("TableName")
         table = self._table(name)
         key = params.get("Key") or {}
         if table is None or not self._usable_key(table, key):
             return None
+        return name, table, key
+
+    def _simple_update(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        expression = params.get("UpdateExpression", "")
+        if (not _SIMPLE_SET.match(expression) or params.get("ConditionExpression")
+                or params.get("Expected") or params.get("ReturnValues", "NONE") != "NONE"):
+            return None
+        target = self._keyed_item(params)
+        if target is None:
+            return None
+        name, table, key = target
         names = params.get("ExpressionAttributeNames") or {}
         values = params.get("ExpressionAttributeValues") or {}
         assignments = [tuple(part.strip() for part in assignment.partition("=")[::2])
@@ -348,12 +357,10 @@ class FastItems:
         if params.get("ProjectionExpression") or params.get("AttributesToGet") or params.get(
                 "ExpressionAttributeNames") is not None:
             return None
-        name = params.get("TableName")
-        table = self._table(name)
-        key = params.get("Key") or {}
-        if table is None or not self._usable_key(table, key):
+        target = self._keyed_item(params)
+        if target is None:
             return None
-        current = self._read(name, table, key)
+        current = self._read(*target)
         return {"Item": json.loads(current)} if current else {}
 
     def _simple_put(self, params: dict[str, Any]) -> dict[str, Any] | None:

@@ -1,7 +1,7 @@
 """A small IAM policy evaluator: one request against identity and resource policies, as AWS decides.
 
 Why our own: moto's ``moto/iam/access_control.py`` ignores Resource and Condition (its
-own TODO), iamspy 0.0.1 is an experimental Z3 model and @cloud-copilot/iam-simulate is
+docstring says so), iamspy 0.0.1 is an experimental Z3 model and @cloud-copilot/iam-simulate is
 a Node library. This one is pure Python (no boto3, no moto) so the local runtime can
 check every call a role makes; the caller builds the ``Request`` (action, resource ARN,
 the context keys the service adds) and caches decisions. Wildcard patterns are compiled
