@@ -17,6 +17,7 @@ from .base import (
 )
 
 ColumnType = Literal["string", "int", "float", "bool", "timestamp"]
+TimestampUnit = Literal["s", "ms", "us", "ns"]
 
 
 class Column(SpecModel):
@@ -31,10 +32,19 @@ class Column(SpecModel):
         "only the empty field. Any other text is a value (an id 'NA', an amount 'nan')",
     )
 
+    unit: TimestampUnit | None = Field(
+        default=None,
+        description="timestamp columns only: the unit of an integer timestamp (epoch "
+        "seconds 's', milliseconds 'ms', microseconds 'us', nanoseconds 'ns'); "
+        "default: none, an integer is not a timestamp and fails its row with the reason",
+    )
+
     @model_validator(mode="after")
     def _distinct_null_values(self) -> Column:
         if len(set(self.null_values)) != len(self.null_values):
             raise ValueError(f"null_values lists a marker twice: {self.null_values}")
+        if self.unit is not None and self.type != "timestamp":
+            raise ValueError(f"unit applies to timestamp columns; {self.name!r} is {self.type}")
         return self
 
 
