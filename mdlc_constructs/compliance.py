@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from aws_cdk import Acknowledgment, App, CfnElement, Stack, Token, Validations
+from aws_cdk import Acknowledgment, App, CfnElement, Stack, Stage, Token, Validations
 from cdk_nag import AwsSolutionsChecks, PCIDSS321Checks
 from constructs import IConstruct
 
@@ -65,8 +65,11 @@ def acknowledge(scope: IConstruct, rule: str, reason: str) -> None:
 
 _PSEUDO = {"<AWS::Region>": "region", "<AWS::AccountId>": "account"}
 _REFERENCE = re.compile(r"<([A-Za-z0-9]+)(?:\.([A-Za-z0-9.]+))?>")
-#: Logical id -> (app, stack) of each element resource_token() named. Kept as
+#: Logical id -> (stage, stack) of each element resource_token() named. Kept as
 #: plain Python objects so matching costs no jsii round trip per acknowledgment.
+#: A stack references only stacks of its own stage (its app, or one pipeline
+#: stage's copy of the platform): the stage tells Staging's platform from
+#: Production's, which share every logical id.
 _NAMED: dict[str, list[tuple[object, Stack]]] = {}
 
 
@@ -83,7 +86,7 @@ def _variants(scope: IConstruct, rule: str) -> list[str]:
         variants.append(literal)
     if "<" not in rule or not _REFERENCE.search(rule):
         return variants
-    root = stack.node.root
+    stage = Stage.of(stack)
     for current in list(variants):
         exported = weak = current
         for match in _REFERENCE.finditer(current):
@@ -91,8 +94,8 @@ def _variants(scope: IConstruct, rule: str) -> list[str]:
             producer = next(
                 (
                     owner
-                    for app, owner in _NAMED.get(logical_id, [])
-                    if owner is not stack and app is root
+                    for owner_stage, owner in _NAMED.get(logical_id, [])
+                    if owner is not stack and owner_stage is stage
                 ),
                 None,
             )
@@ -224,7 +227,7 @@ def resource_token(resource: IConstruct, attribute: str = "Arn") -> str:
     logical_id = owner.get_logical_id(element)
     named = _NAMED.setdefault(logical_id, [])
     if not any(stack is owner for _, stack in named):
-        named.append((owner.node.root, owner))
+        named.append((Stage.of(owner), owner))
     return f"<{logical_id}.{attribute}>"
 
 

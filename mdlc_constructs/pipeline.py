@@ -26,6 +26,7 @@ grant exactly the target accounts' CDK deploy roles.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -186,6 +187,14 @@ class PipelineConfig:
         value = scope.node.try_get_context(PIPELINE_CONTEXT)
         if value is None:
             return None
+        if isinstance(value, str):
+            # `cdk synth -c mdlc:pipeline='{...}'` passes the JSON text as a string.
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"{PIPELINE_CONTEXT}: not valid JSON ({error.msg} at line {error.lineno} "
+                    f"column {error.colno}): {value!r}") from None
         if not isinstance(value, Mapping):
             raise ValueError(f"{PIPELINE_CONTEXT}: expected an object, got {value!r}")
         return cls.from_mapping(value)

@@ -259,3 +259,52 @@ def test_config_from_context_and_cross_account_needs_the_pipeline_account():
     assert PipelineConfig.from_context(make_app(compliance=False)) is None
     with pytest.raises(ValueError, match="unknown fields"):
         PipelineConfig.from_mapping({"repository": "r", "stages": []})
+
+
+def _documented_pipeline_context() -> str:
+    """The ``mdlc:pipeline`` block of docs/pipeline.md, as the JSON text that
+    ``-c mdlc:pipeline='{...}'`` hands the app."""
+    text = (ROOT / "docs" / "pipeline.md").read_text()
+    block = text.split('"mdlc:pipeline": ', 1)[1].split("```", 1)[0]
+    return json.dumps(json.loads(block))
+
+
+@pytest.mark.slow
+def test_documented_shared_platform_pipeline_synthesizes_clean(tmp_path):
+    """The docs' example (two stages on a shared platform, cdk-nag on), given as
+    the string the CDK CLI passes for ``-c``: each stage's model stacks must
+    acknowledge findings against their own stage's platform, not the first one
+    with the same logical ids (issue #12)."""
+    from mdlc_constructs.compliance import read_findings
+    from mdlc_constructs.pipeline import MdlcPipelineStack, build
+    from mdlc_constructs.testing import make_app
+
+    context = _documented_pipeline_context()
+    assert json.loads(context)["shared_platform"] is True
+    app = make_app(outdir=str(tmp_path), context={"mdlc:pipeline": context})
+    stack = build(app, ROOT / "models")
+    assert isinstance(stack, MdlcPipelineStack)
+    try:
+        app.synth()
+    except Exception as error:  # the findings say more than the error
+        findings = read_findings(tmp_path)
+        assert findings == [], "\n".join(map(str, findings[:20]))
+        raise error
+    assert read_findings(tmp_path) == []
+    stacks = {p.name for p in tmp_path.rglob("*.template.json")}
+    for stage in ("Staging", "Production"):
+        assert any(name.startswith(f"MdlcPipeline{stage}") and "Platform" in name
+                   for name in stacks), sorted(stacks)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "not valid JSON"),
+    ('["a list"]', "expected an object"),
+    ('{"repository": "r", "stages": 2}', "unknown fields"),
+])
+def test_pipeline_context_text_errors_name_what_was_wrong(text, message):
+    from mdlc_constructs.pipeline import PipelineConfig
+    from mdlc_constructs.testing import make_app
+
+    with pytest.raises(ValueError, match=message):
+        PipelineConfig.from_context(make_app(compliance=False, context={"mdlc:pipeline": text}))
