@@ -159,6 +159,10 @@ def state_machine_name(scope: Construct, construct_id: str) -> str:
     return f"{name[:MAX_STATE_MACHINE_NAME - 9]}-{digest}"
 
 
+#: Where the library's state machines log (see :func:`state_machine`).
+VENDED_LOGS_PREFIX = "/aws/vendedlogs/states/"
+
+
 def state_machine(
     scope: Construct,
     construct_id: str,
@@ -192,10 +196,19 @@ def state_machine(
 
     ``notifies``: the encrypted topics the definition publishes to; the role may
     use their keys for that (:func:`~mdlc_constructs.key_grants.grant_publish_key`).
+
+    The log group is named ``/aws/vendedlogs/states/<machine name>`` so that
+    hundreds of machines fit in one account (issue #12).
     """
+    name = name or state_machine_name(scope, construct_id)
     log_group = logs.LogGroup(
         scope,
         f"{construct_id}Logs",
+        # Step Functions adds every log group it delivers to into the account's
+        # one CloudWatch Logs resource policy (5,120 characters: about ten
+        # models' machines), except those under /aws/vendedlogs/ (its
+        # documented best practice, bp-cwl).
+        log_group_name=f"{VENDED_LOGS_PREFIX}{name}",
         retention=log_retention,
         encryption_key=key,
         removal_policy=RemovalPolicy.RETAIN,
@@ -203,7 +216,7 @@ def state_machine(
     machine = sfn.StateMachine(
         scope,
         construct_id,
-        state_machine_name=name or state_machine_name(scope, construct_id),
+        state_machine_name=name,
         definition_body=sfn.DefinitionBody.from_chainable(definition),
         state_machine_type=sfn.StateMachineType.EXPRESS
         if express

@@ -71,3 +71,19 @@ def test_key_lets_cloudwatch_logs_encrypt_only_this_accounts_log_groups(fraud_te
             }
         },
     )
+
+
+def test_state_machines_log_under_vendedlogs(fraud_template):
+    """Step Functions adds every other log group it delivers to into the account's
+    one 5,120-character CloudWatch Logs resource policy, which fills at about ten
+    models; /aws/vendedlogs/ groups do not use it (issue #12)."""
+    resources = fraud_template.to_json()["Resources"]
+    machines = {k: v for k, v in resources.items()
+                if v["Type"] == "AWS::StepFunctions::StateMachine"}
+    assert len(machines) >= 4
+    for logical_id, machine in machines.items():
+        (destination,) = machine["Properties"]["LoggingConfiguration"]["Destinations"]
+        group_id = destination["CloudWatchLogsLogGroup"]["LogGroupArn"]["Fn::GetAtt"][0]
+        name = resources[group_id]["Properties"]["LogGroupName"]
+        assert name == "/aws/vendedlogs/states/" + machine["Properties"]["StateMachineName"], (
+            logical_id, name)
