@@ -315,7 +315,8 @@ def _row_count(context: _Context, rule: Mapping[str, Any]) -> RuleResult:
         expected={"min": low, "max": high},
         observed={"rows": context.rows},
         passed=passed, violations=1,
-        message=f"{context.rows} rows, expected between {low} and {_fmt(high)}",
+        message=f"{context.rows} rows, expected "
+        + (f"at least {low}" if high is None else f"between {low} and {_fmt(high)}"),
     )
 
 
