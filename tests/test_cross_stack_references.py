@@ -132,3 +132,10 @@ def test_weak_references_of_stacks_with_a_region_are_acknowledged(tmp_path):
     assert '"Region":"eu-west-1"' in reference
     assert reference in json.dumps(templates["Consumer"], separators=(",", ":"))
     assert [f for f in findings if f.rule.startswith("AwsSolutions-IAM5")] == []
+
+
+def test_shared_platform_templates_have_no_cfn_lint_errors(shared_platform):
+    from tests.cfn_lint import lint
+
+    strength, _, _, _, outdir = shared_platform
+    assert lint(outdir.glob("*.template.json")) == [], strength

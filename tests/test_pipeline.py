@@ -261,14 +261,6 @@ def test_config_from_context_and_cross_account_needs_the_pipeline_account():
         PipelineConfig.from_mapping({"repository": "r", "stages": []})
 
 
-def _documented_pipeline_context() -> str:
-    """The ``mdlc:pipeline`` block of docs/pipeline.md, as the JSON text that
-    ``-c mdlc:pipeline='{...}'`` hands the app."""
-    text = (ROOT / "docs" / "pipeline.md").read_text()
-    block = text.split('"mdlc:pipeline": ', 1)[1].split("```", 1)[0]
-    return json.dumps(json.loads(block))
-
-
 @pytest.mark.slow
 def test_documented_shared_platform_pipeline_synthesizes_clean(tmp_path):
     """The docs' example (two stages on a shared platform, cdk-nag on), given as
@@ -278,8 +270,9 @@ def test_documented_shared_platform_pipeline_synthesizes_clean(tmp_path):
     from mdlc_constructs.compliance import read_findings
     from mdlc_constructs.pipeline import MdlcPipelineStack, build
     from mdlc_constructs.testing import make_app
+    from tests.cfn_lint import documented_pipeline_context, lint
 
-    context = _documented_pipeline_context()
+    context = documented_pipeline_context()
     assert json.loads(context)["shared_platform"] is True
     app = make_app(outdir=str(tmp_path), context={"mdlc:pipeline": context})
     stack = build(app, ROOT / "models")
@@ -295,6 +288,7 @@ def test_documented_shared_platform_pipeline_synthesizes_clean(tmp_path):
     for stage in ("Staging", "Production"):
         assert any(name.startswith(f"MdlcPipeline{stage}") and "Platform" in name
                    for name in stacks), sorted(stacks)
+    assert lint(tmp_path.rglob("*.template.json")) == []
 
 
 @pytest.mark.parametrize("text, message", [
