@@ -101,8 +101,8 @@ def test_example_spec_is_valid(fraud_spec):
         ),
         (
             lambda d: d["data"].update(timestamp="order_amount"),
-            "models/fraud.yaml: data: the timestamp column 'order_amount' must have type "
-            "'timestamp'",
+            "models/fraud.yaml: data.timestamp: the timestamp column 'order_amount' must "
+            "have type 'timestamp', not 'float'",
         ),
     ],
     ids=[

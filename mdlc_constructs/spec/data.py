@@ -87,20 +87,6 @@ class DataSpec(SpecModel):
     def column(self, name: str) -> Column:
         return next(column for column in self.columns if column.name == name)
 
-    @model_validator(mode="after")
-    def _keys_are_columns(self) -> DataSpec:
-        names = self.column_names
-        if len(set(names)) != len(names):
-            duplicates = sorted({n for n in names if names.count(n) > 1})
-            raise ValueError(f"columns are declared twice: {', '.join(duplicates)}")
-        for role in ("entity_key", "event_id", "timestamp", "label"):
-            value = getattr(self, role)
-            if value not in names:
-                raise ValueError(f"{role} {value!r} is not one of the columns {names}")
-        if self.column(self.timestamp).type != "timestamp":
-            raise ValueError(f"the timestamp column {self.timestamp!r} must have type 'timestamp'")
-        return self
-
 
 # --- the scale-out runner ---------------------------------------------------------
 
@@ -242,14 +228,6 @@ class QualitySpec(SpecModel):
     )
     sample_size: PositiveInt = Field(default=20, description="offending keys kept per failed rule")
     rules: list[QualityRule] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _unique_ids(self) -> QualitySpec:
-        ids = [rule.rule_id for rule in self.rules]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
-        if duplicates:
-            raise ValueError(f"rule ids must be unique; give these an 'id': {duplicates}")
-        return self
 
 
 # --- feature engineering --------------------------------------------------------

@@ -109,14 +109,6 @@ class IntegrationSpec(SpecModel):
         default_factory=dict, description="action name -> target; default: the decision log only"
     )
 
-    @model_validator(mode="after")
-    def _rules(self) -> IntegrationSpec:
-        ids = [rule.id for rule in self.rules]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
-        if duplicates:
-            raise ValueError(f"rule ids must be unique: {duplicates}")
-        return self
-
     @property
     def action_names(self) -> list[str]:
         names = [rule.action for rule in self.rules] + [self.default_action]
