@@ -30,7 +30,10 @@ def _variant(fraud_spec, **monitoring: Any):
             data["monitoring"][section].update(values)
         else:
             data["monitoring"][section] = values
+    # No endpoint to monitor; the integration that would need one is off too
+    # (its rules still name the actions the caps refer to).
     data["inference"]["realtime"]["enabled"] = False
+    data["integration"]["enabled"] = False
     return parse_spec(data)
 
 
@@ -483,8 +486,15 @@ def test_action_cap_must_name_a_decided_action(bare, fraud_spec):
     from mdlc_constructs.monitoring import ModelMonitoring
 
     stack, lake, topic = bare
-    spec = _variant(fraud_spec, open_loop={"max_action_share": {"decline": 0.1}})
-    with pytest.raises(ValueError, match=r"monitoring\.open_loop\.max_action_share.*decline"):
+    match = r"monitoring\.open_loop\.max_action_share.*decline"
+    with pytest.raises(ValueError, match=match):  # the spec's validation rejects it
+        _variant(fraud_spec, open_loop={"max_action_share": {"decline": 0.1}})
+    # and so does the construct, given a spec that skipped validation
+    monitoring = fraud_spec.monitoring
+    open_loop = monitoring.open_loop.model_copy(update={"max_action_share": {"decline": 0.1}})
+    spec = fraud_spec.model_copy(update={
+        "monitoring": monitoring.model_copy(update={"open_loop": open_loop})})
+    with pytest.raises(ValueError, match=match):
         ModelMonitoring(stack, "M", spec=spec, data_lake=lake, topic=topic)
 
 
