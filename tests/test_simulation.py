@@ -100,6 +100,10 @@ def test_random_labels_are_rejected_by_the_evaluation_gate(fraud_spec, fraud_ass
     assert below and abs(below[0]["value"] - 0.5) < 0.1, below
 
 
+#: The commit the lifecycle's stack is synthesized from (``-c mdlc:codeVersion``).
+DEPLOYED_COMMIT = "0f1e2d3c4b5a"
+
+
 @pytest.fixture(scope="module")
 def lifecycle(tmp_path_factory):
     """21 days of the fraud model with labels two days late, a drift from day 16,
@@ -122,7 +126,7 @@ def lifecycle(tmp_path_factory):
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    stack = synthesize(spec, root / "cdk.out")
+    stack = synthesize(spec, root / "cdk.out", context={"mdlc:codeVersion": DEPLOYED_COMMIT})
     retrain_requests: list[dict] = []
 
     def on_day(simulation, day):
@@ -194,6 +198,8 @@ def test_versions_come_from_real_fits_and_name_their_data(lifecycle):
         assert version["approval"] == "Approved"
         assert 0.8 <= version["metrics"]["validation:auc"] <= 1.0
         assert version["dataset_date"] and version["training_job"]
+        # Scheduled, alarm-started and requested runs alike name the deployed commit.
+        assert version["code_version"] == DEPLOYED_COMMIT, version
     # The registered artifact is a real XGBoost model.
     import tarfile
 

@@ -543,11 +543,12 @@ def _typed(event: dict[str, str], spec: Any) -> dict[str, Any]:
 
 
 def synthesize(spec: Any, outdir: Path, *, stack_class: type | None = None,
-               compliance: bool = True) -> str:
+               compliance: bool = True, context: dict[str, Any] | None = None) -> str:
     """Synthesize the model's stack (``MdlcModelStack`` or a team's subclass) into ``outdir``.
 
     Returns the stack's name. Synthesis runs the cdk-nag packs by default, as
-    ``cdk synth`` of the example app does.
+    ``cdk synth`` of the example app does. ``context``: more context values,
+    e.g. ``{"mdlc:codeVersion": "<commit>"}``, what the pipeline passes.
     """
     from mdlc_constructs.model_stack import MdlcModelStack
     from mdlc_constructs.testing import make_app
@@ -555,7 +556,7 @@ def synthesize(spec: Any, outdir: Path, *, stack_class: type | None = None,
     # Path metadata, as `cdk synth` writes it: the simulation finds each stage's
     # resources by construct path (docs/local.md).
     app = make_app(outdir=str(outdir), compliance=compliance,
-                   context={"aws:cdk:enable-path-metadata": True})
+                   context={**(context or {}), "aws:cdk:enable-path-metadata": True})
     name = f"Mdlc-{spec.name}"
     (stack_class or MdlcModelStack)(app, name, spec=spec)
     app.synth()
