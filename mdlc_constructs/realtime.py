@@ -114,29 +114,18 @@ def _deployment_seconds(spec: ModelSpec) -> int:
 def validate_realtime(spec: ModelSpec) -> None:
     """Fail at synthesis on settings SageMaker would only reject at deployment.
 
+    The spec's validation runs the same rules (``spec.rules.realtime_problems``),
+    so this only fires for a spec built without it (``model_copy``).
+
     Raises:
         ValueError: naming the spec field, the value and what is accepted.
     """
+    from .spec.rules import realtime_problems
+
     where = f" in {spec.source}" if spec.source else ""
-    realtime = spec.inference.realtime
-    d = realtime.deployment
-    if d.strategy == "canary" and d.step_percent > 50:
-        raise ValueError(
-            f"inference.realtime.deployment.step_percent{where}: a canary is at most 50% of "
-            f"the fleet, got {d.step_percent}"
-        )
-    if d.strategy == "linear" and not 10 <= d.step_percent <= 50:
-        raise ValueError(
-            f"inference.realtime.deployment.step_percent{where}: a linear step is 10-50% of "
-            f"the fleet, got {d.step_percent}"
-        )
-    a = realtime.autoscaling
-    if not a.min_capacity <= realtime.initial_instance_count <= a.max_capacity:
-        raise ValueError(
-            f"inference.realtime.initial_instance_count{where}: {realtime.initial_instance_count}"
-            f" is outside autoscaling min_capacity..max_capacity "
-            f"({a.min_capacity}..{a.max_capacity})"
-        )
+    problems = list(realtime_problems(spec.inference.realtime))
+    if problems:
+        raise ValueError("\n".join(f"{path}{where}: {message}" for path, message in problems))
 
 
 class RealtimeEndpoint(Construct):
