@@ -35,7 +35,10 @@ def main() -> None:
         # platform stack (-c mdlc:sharedPlatform=true).
         build(app, models, shared_platform=shared, env=env)
     except SpecError as error:
-        sys.exit(f"cannot synthesize: invalid model specs\n{error}")
+        # Exit 2 as `mdlc validate` does for the same specs: unusable input,
+        # reported as the lines that name each file and field, no traceback.
+        print(f"cannot synthesize: invalid model specs\n{error}", file=sys.stderr)
+        sys.exit(2)
     apply_compliance_checks(app)
     app.synth()
 
