@@ -18,6 +18,7 @@ from mdlc_constructs.spec import load_spec
 from tests.lambda_loader import load_handler
 
 RAW, DATASETS, FEATURES, TABLE = "raw-bucket-f", "datasets-bucket-f", "features-bucket-f", "feat"
+DLQ = "https://sqs.us-east-1.amazonaws.com/123456789012/update-failures"
 START = datetime(2026, 3, 1, tzinfo=UTC)
 
 
@@ -28,7 +29,8 @@ def aws(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     for name, value in {"MDLC_CONFIG_FILE": str(config), "AWS_DEFAULT_REGION": "us-east-1",
                         "RAW_BUCKET": RAW, "DATASETS_BUCKET": DATASETS,
                         "FEATURES_BUCKET": FEATURES, "FEATURES_TABLE": TABLE,
-                        "MODEL_NAME": "fraud"}.items():
+                        "MODEL_NAME": "fraud", "DEAD_LETTER_QUEUE_URL": DLQ,
+                        "DEAD_LETTER_BUCKET": RAW}.items():
         monkeypatch.setenv(name, value)
     from mdlc_core.runtime_config import load_config
 
@@ -39,6 +41,7 @@ def aws(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
             s3.create_bucket(Bucket=bucket)
             s3.put_bucket_versioning(Bucket=bucket,
                                      VersioningConfiguration={"Status": "Enabled"})
+        boto3.client("sqs", region_name="us-east-1").create_queue(QueueName="update-failures")
         ddb = boto3.client("dynamodb", region_name="us-east-1")
         ddb.create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST",
                          KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
@@ -122,13 +125,26 @@ class Context:
 
 
 def test_update_handler_exactly_once_partial_failures_and_reads(aws: Any) -> None:
-    _, ddb = aws
+    s3, ddb = aws
     update = load_handler("feature_update")
     events = orders(0, [("o1", "c1", 1, 10.0), ("o2", "c1", 2, 5.0)])
     batch = kinesis([events[0], b"{not json", events[1], {"order_id": "o9"}, events[0]])
     response = update.handler(batch, Context())
-    assert response == {"batchItemFailures": [{"itemIdentifier": "1"},
-                                              {"itemIdentifier": "3"}]}
+    # The malformed records are kept with their reason, and fail no neighbour.
+    assert response == {"batchItemFailures": []}
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    letters = {m["source"]["sequence_number"]: m for m in dead_letters(sqs, DLQ)}
+    assert sorted(letters) == ["1", "3"]
+    assert letters["1"]["reason"].startswith("malformed record:")
+    assert letters["1"]["payload"] == "{not json"
+    assert "order_ts" in letters["3"]["reason"] or "customer_id" in letters["3"]["reason"]
+    where = letters["3"]["payload_location"]
+    stored = s3.get_object(Bucket=where["bucket"], Key=where["key"])["Body"].read()
+    assert json.loads(stored) == {"order_id": "o9"}
+    assert where["key"].startswith("dead-letters/fraud/feature-update/")
+    # Delivered again: dead-lettered once, not once per delivery (issue 14.9).
+    assert update.handler(batch, Context()) == {"batchItemFailures": []}
+    assert dead_letters(sqs, DLQ) == []
     # The whole batch again (a retry): nothing is counted twice.
     update.handler(kinesis([events[0], events[1]]), Context())
     engine = update.engine()
@@ -143,10 +159,27 @@ def test_update_handler_exactly_once_partial_failures_and_reads(aws: Any) -> Non
     assert "expires_at" in marker
 
 
-def test_all_bad_batch_reports_every_record(aws: Any) -> None:
+def test_all_bad_batch_is_dead_lettered_record_by_record(aws: Any) -> None:
+    s3, _ = aws
     update = load_handler("feature_update")
     response = update.handler(kinesis([b"\xff", [1, 2]]), Context())
-    assert len(response["batchItemFailures"]) == 2
+    assert response == {"batchItemFailures": []}
+    letters = dead_letters(boto3.client("sqs", region_name="us-east-1"), DLQ)
+    by_encoding = {m["payload_encoding"]: m for m in letters}
+    assert set(by_encoding) == {"base64", "utf-8"}
+    binary = by_encoding["base64"]["payload_location"]
+    assert s3.get_object(Bucket=RAW, Key=binary["key"])["Body"].read() == b"\xff"
+    assert "expected a JSON object, got list" in by_encoding["utf-8"]["reason"]
+
+
+def test_a_record_that_cannot_be_dead_lettered_is_reported_as_failed(
+    aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queue unreachable: never dropped, the record fails and is retried."""
+    monkeypatch.setenv("DEAD_LETTER_QUEUE_URL", DLQ.replace("update-failures", "gone"))
+    update = load_handler("feature_update")
+    assert update.handler(kinesis([b"{nope"]), Context()) == {
+        "batchItemFailures": [{"itemIdentifier": "0"}]}
 
 
 def dead_letters(sqs: Any, url: str) -> list[dict[str, Any]]:
@@ -168,8 +201,7 @@ def test_a_future_dated_event_is_dead_lettered_and_never_moves_the_watermark(
 
     _, ddb = aws
     sqs = boto3.client("sqs", region_name="us-east-1")
-    queue = sqs.create_queue(QueueName="update-failures")["QueueUrl"]
-    monkeypatch.setenv("DEAD_LETTER_QUEUE_URL", queue)
+    queue = DLQ
     update = load_handler("feature_update")
     now = datetime.now(UTC)
 

@@ -116,6 +116,7 @@ def aws_env(tmp_path, monkeypatch):
         blocked = sqs.create_queue(QueueName="blocked")["QueueUrl"]
         sns = boto3.client("sns", region_name=REGION)
         topic = sns.create_topic(Name="block")["TopicArn"]
+        boto3.client("s3", region_name=REGION).create_bucket(Bucket="raw")
         blocked_arn = sqs.get_queue_attributes(
             QueueUrl=blocked, AttributeNames=["QueueArn"]
         )["Attributes"]["QueueArn"]
@@ -127,6 +128,7 @@ def aws_env(tmp_path, monkeypatch):
             "DECISIONS_TABLE": "decisions",
             "IDEMPOTENCY_TABLE": "idempotency",
             "DEAD_LETTER_QUEUE_URL": dlq,
+            "DEAD_LETTER_BUCKET": "raw",
             "ACTION_TOPIC_ARN": topic,
             "ACTION_QUEUE_URL": review,
             "MODEL_PACKAGE_VERSION": MODEL_PACKAGE,

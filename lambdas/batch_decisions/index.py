@@ -43,15 +43,21 @@ Two operations, picked by ``event["step"]``:
     folder of the day the monitor reads (it never reads the ``.out``).
     out: ``{"key", "predictions_key", "rows", "actions": {action: count}}``.
 
-Idempotency: an action with a side effect (any kind but ``log``) runs inside
-a Powertools ``idempotent_function`` keyed on ``<date>#<entity id>#<model
-version>`` (DynamoDB persistence, IDEMPOTENCY_TABLE, key prefix
-``mdlc-batch-action-<model>``), and the action is the only work inside it:
-if it raises, Powertools releases the lock and a retry acts; a retried map
-item (or a rerun of the day with the same model version) returns the stored
-decision and does not act again. The decisions and predictions objects are
-written last, from the stored decisions, so they always record what was acted
-on (a retry rewrites both whole, under the same keys). When any action
+Exactly once: an action with a side effect (any kind but ``log``) is
+performed through ``mdlc_core.actions.ActionLedger`` in IDEMPOTENCY_TABLE,
+keyed ``mdlc-batch-action-<model>#<date>#<entity id>#<model version>``: a
+conditional put claims the key before acting, the action runs, an update
+records it done with the decision (and the receipt). A retried map item (or
+a rerun of the day with the same model version) finds the key done and
+returns the stored decision without acting again; a failure of any of the
+three calls fails only that decision (the claim of a failed action is
+released, so the retry acts; a performed action whose completion could not
+be written is completed by the retry without acting). A key whose claimant
+ended without recording the outcome is never acted on again: it is counted
+``unconfirmed`` in the part's result and left out of its decisions (retrying
+cannot tell whether it acted). The decisions and predictions objects are
+written last, from the stored decisions, so they always record what was
+acted on (a retry rewrites both whole, under the same keys). When any action
 fails, the part raises ``ActionsIncomplete`` after trying all the others (the
 workflow retries the part; acted entities are skipped).
 
@@ -77,7 +83,7 @@ from typing import Any
 import boto3
 from aws_lambda_powertools import Logger
 from botocore.config import Config
-from mdlc_core.actions import Clients, Dispatcher
+from mdlc_core.actions import ActionLedger, Clients, Dispatcher, Outcome
 from mdlc_core.decisions import Decision, RuleSet
 from mdlc_core.predictions import day_prefix, scored_prefix, to_parquet
 from mdlc_core.runtime_config import load_config
@@ -200,72 +206,66 @@ def dispatcher() -> Dispatcher:
 
 
 @cache
-def _idempotent_act() -> tuple[Callable[..., dict[str, Any]], Any]:
-    """The side effect wrapped in Powertools idempotency, built on first use
-    (a spec whose actions are all ``log`` needs no table)."""
-    from aws_lambda_powertools.utilities.idempotency import (
-        DynamoDBPersistenceLayer,
-        IdempotencyConfig,
-        idempotent_function,
-    )
-
+def ledger() -> ActionLedger:
+    """The action ledger, built on first use (a spec whose actions are all ``log``
+    needs no table)."""
     table = os.environ.get("IDEMPOTENCY_TABLE")
     if not table:
         raise RuntimeError("IDEMPOTENCY_TABLE is not set; an action with a side effect "
                            "needs it so a retried part acts once")
-    config = IdempotencyConfig(
-        event_key_jmespath="key",
+    return ActionLedger(
+        CLIENTS.get("dynamodb"), table, key_name="id", nest="decision",
         # A rerun of a recent day with the same model version must not act again.
-        expires_after_seconds=int(os.environ.get("ACTION_IDEMPOTENCY_SECONDS", 8 * 86_400)),
+        ttl_attribute="expiration",
+        ttl_seconds=int(os.environ.get("ACTION_IDEMPOTENCY_SECONDS", 8 * 86_400)),
     )
-    persistence = DynamoDBPersistenceLayer(table_name=table, boto3_client=CLIENTS.get("dynamodb"))
-
-    @idempotent_function(data_keyword_argument="item", persistence_store=persistence,
-                         config=config, key_prefix=f"mdlc-batch-action-{MODEL}")
-    def act(item: dict[str, Any]) -> dict[str, Any]:
-        """The side effect, alone: once per (date, entity, model version)."""
-        receipt = dispatcher().perform(Decision.from_record(item["decision"]))
-        return {"decision": item["decision"], "receipt": receipt}
-
-    return act, config
 
 
 def idempotency_key(date: str, entity_id: str, version: str) -> str:
     return f"{date}#{entity_id}#{version}"
 
 
-def perform(decisions: Sequence[Decision], date: str,
-            context: Any = None) -> tuple[list[Decision], list[tuple[str, str]]]:
-    """Perform each decision's action; returns (the decisions acted on, in
-    order, as stored on first acting) and the (event id, reason) of failures."""
+def perform(decisions: Sequence[Decision], date: str, context: Any = None
+            ) -> tuple[list[Decision], list[tuple[str, str]], list[str]]:
+    """Perform each decision's action once; returns the decisions acted on (in
+    order, as stored on first acting), the (event id, reason) of failures, and
+    the event ids whose earlier outcome is unconfirmed (never acted on again)."""
     actions = dispatcher().actions
     acted: list[Decision | None] = list(decisions)
     pending = [i for i, d in enumerate(decisions)
                if getattr(actions.get(d.action), "kind", None) != "log"]
     if not pending:
-        return list(decisions), []
-    act, config = _idempotent_act()
-    if context is not None:
-        config.register_lambda_context(context)
+        return list(decisions), [], []
+    book = ledger()
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    lease = remaining() / 1000 + 10 if remaining is not None else 900.0
 
-    def one(index: int) -> tuple[int, Decision | None, str | None]:
+    def one(index: int) -> tuple[int, Outcome]:
         decision = decisions[index]
         key = idempotency_key(date, decision.entity_id or decision.event_id,
                               decision.model_version)
-        try:
-            result = act(item={"key": key, "decision": decision.to_record()})
-        except Exception as error:  # reported per decision; the others still act
-            return index, None, f"{type(error).__name__}: {error}"
-        return index, Decision.from_record(result["decision"]), None
+        return index, book.perform_once(f"mdlc-batch-action-{MODEL}#{key}",
+                                        decision.to_record(),
+                                        lambda: dispatcher().perform(decision),
+                                        lease_seconds=lease)
 
     failures: list[tuple[str, str]] = []
+    unconfirmed: list[str] = []
     workers = max(1, int(os.environ.get("ACTION_CONCURRENCY", "16")))
     with ThreadPoolExecutor(max_workers=min(workers, len(pending))) as pool:
-        for index, stored, reason in pool.map(one, pending):
-            acted[index] = stored
-            if reason is not None:
-                failures.append((decisions[index].event_id, reason))
-    return [d for d in acted if d is not None], failures
+        for index, outcome in pool.map(one, pending):
+            event_id = decisions[index].event_id
+            if outcome.status in ("acted", "already") and outcome.record:
+                acted[index] = Decision.from_record(outcome.record)
+                continue
+            acted[index] = None
+            if outcome.status == "unconfirmed":
+                logger.error("action outcome unconfirmed; not performed again",
+                             extra={"event_id": event_id, "reason": outcome.reason})
+                unconfirmed.append(event_id)
+            else:
+                failures.append((event_id, f"{outcome.status}: {outcome.reason}"))
+    return [d for d in acted if d is not None], failures, unconfirmed
 
 
 def decide(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
@@ -292,7 +292,7 @@ def decide(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         # The same inputs a rule sees online: every model input, in training order.
         decisions.append(rules().decide(f"{date}#{entity_id}", score, features, version,
                                         entity_id=entity_id))
-    acted, failures = perform(decisions, date, context)
+    acted, failures, unconfirmed = perform(decisions, date, context)
     if failures:
         logger.error("actions failed", extra={"part": key, "failed": len(failures),
                                               "first": failures[0]})
@@ -300,6 +300,8 @@ def decide(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
                                 f"(first: {failures[0][0]}: {failures[0][1]}); the others "
                                 "acted, and a retry acts only on these")
     counts.update(d.action for d in acted)
+    if unconfirmed:
+        counts["unconfirmed"] += len(unconfirmed)
     out_key = f"{day_prefix(MODEL, date)}decisions/{name}.jsonl"
     lines = [json.dumps(d.to_record(), separators=(",", ":")) for d in acted]
     # Last: the record of what was done, rewritten whole by a retry.

@@ -6,26 +6,27 @@ sequence number: a redelivered or re-produced event is recorded once (see
 mdlc_core.features.DynamoDBStore). Environment: FEATURES_TABLE (partition key
 ``pk``, TTL attribute ``expires_at``), MODEL_NAME, DEAD_LETTER_QUEUE_URL.
 
-Partial batch responses: a malformed record is reported as a failure with
-its reason logged, and never fails its neighbours; the event source
-mapping's on-failure destination keeps it. Duplicates and events older than
-every window succeed (there is nothing to do for them).
-
-An event dated more than ``features.max_clock_skew_seconds`` (default 900)
-ahead of this function's clock is never applied (it would move the
-watermark ahead and make every real event late): it is sent to
-DEAD_LETTER_QUEUE_URL (the mapping's on-failure queue) with the reason, the
-payload and its stream coordinates, and counted as handled, as the stream
-consumer does with the records it rejects; retrying cannot make it valid.
-If it cannot be sent (no queue configured, a failed send) it is reported
-as failed, never dropped.
+Partial batch responses. A record that retrying cannot fix (not base64
+UTF-8 JSON, not an object, missing ids or columns of the wrong type, an event
+dated more than ``features.max_clock_skew_seconds``, default 900, ahead of
+this function's clock, which would move the watermark ahead and make every
+real event late) is never applied: it is dead-lettered
+(``mdlc_core.dead_letters``: its payload byte for byte in
+DEAD_LETTER_BUCKET under DEAD_LETTER_PREFIX, a message with the reason, the
+payload's location and its stream coordinates, bounded to SQS's size, in
+DEAD_LETTER_QUEUE_URL, the mapping's on-failure queue), once per record
+however often it is delivered, and counted as handled, as the stream
+consumer does with the records it rejects. If it cannot be kept (no queue or
+bucket configured, a failed call) it is reported as failed, never dropped.
+A failed DynamoDB call fails its record alone, which the mapping retries.
+Duplicates and events older than every window succeed (there is nothing to
+do for them).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -37,6 +38,13 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import (
     KinesisStreamRecord,
+)
+from mdlc_core.dead_letters import (
+    DeadLetterError,
+    DeadLetters,
+    Rejection,
+    kinesis_payload,
+    kinesis_source,
 )
 from mdlc_core.features import (
     DynamoDBStore,
@@ -55,10 +63,9 @@ processor = BatchProcessor(event_type=EventType.KinesisDataStreams,
                            raise_on_entire_batch_failure=False)
 
 _engine: IncrementalEngine | None = None
-_sqs: Any = None
-# SQS caps a message at 256 KiB; a longer payload is cut (the stream
-# coordinates in the message are enough to replay the record).
-MAX_DEAD_LETTER_PAYLOAD_BYTES = 200_000
+_dead_letters: DeadLetters | None = None
+#: Names this function's dead letters: dead-letters/<model>/feature-update/.
+FUNCTION = "feature-update"
 
 
 def engine() -> IncrementalEngine:
@@ -72,69 +79,53 @@ def engine() -> IncrementalEngine:
     return _engine
 
 
+def dead_letters() -> DeadLetters:
+    """The dead-letter destination, from the environment (raises ValueError when unset)."""
+    global _dead_letters
+    if _dead_letters is None:
+        model = os.environ.get("MODEL_NAME") or str(load_config().get("name", "model"))
+        _dead_letters = DeadLetters.from_env(sqs=boto3.client("sqs"), s3=boto3.client("s3"),
+                                             model=model, function=FUNCTION)
+    return _dead_letters
+
+
+class NotKept(RuntimeError):
+    """A rejected record that could not be dead-lettered: reported as failed."""
+
+
 def record_handler(record: KinesisStreamRecord) -> str:
     where = {"sequence_number": record.kinesis.sequence_number,
              "partition_key": record.kinesis.partition_key}
     try:
-        text = record.kinesis.data_as_text()
-        event = json.loads(text)
+        event = json.loads(record.kinesis.data_as_text())
         if not isinstance(event, dict):
             raise MalformedEvent(f"expected a JSON object, got {type(event).__name__}")
         outcome = engine().apply(event)
     except FutureEvent as error:
-        dead_letter(record, str(error), text)  # raises when it cannot be kept
+        dead_letter(record, str(error))  # raises when it cannot be kept
         return "rejected"
     except (ValueError, UnicodeDecodeError) as error:  # MalformedEvent, JSON, base64
-        logger.error("malformed record", extra={**where, "reason": str(error)})
-        raise
+        dead_letter(record, f"malformed record: {error}")
+        return "rejected"
     logger.debug("applied", extra={**where, "outcome": outcome.value})
     if outcome.value == "late":
         logger.info("late event ignored", extra=where)
     return outcome.value
 
 
-def dead_letter(record: KinesisStreamRecord, reason: str, payload: str) -> None:
-    """Keep a rejected record in DEAD_LETTER_QUEUE_URL with its reason; raises
-    (so the record is reported as failed, not dropped) when that is not possible."""
-    global _sqs
+def dead_letter(record: KinesisStreamRecord, reason: str) -> None:
+    """Keep a rejected record with its reason; raises NotKept (so the record is
+    reported as failed, not dropped) when that is not possible."""
     where = {"sequence_number": record.kinesis.sequence_number,
-             "partition_key": record.kinesis.partition_key}
-    queue_url = os.environ.get("DEAD_LETTER_QUEUE_URL", "")
-    if not queue_url:
-        logger.error("no DEAD_LETTER_QUEUE_URL; keeping the record",
-                     extra={**where, "reason": reason})
-        raise FutureEvent(reason)
+             "partition_key": record.kinesis.partition_key, "reason": reason}
     raw = record.raw_event
-    kinesis = raw.get("kinesis") or {}
-    encoded = payload.encode("utf-8")
-    truncated = len(encoded) > MAX_DEAD_LETTER_PAYLOAD_BYTES
-    body = {
-        "reason": reason,
-        "model": os.environ.get("MODEL_NAME"),
-        "payload": encoded[:MAX_DEAD_LETTER_PAYLOAD_BYTES].decode("utf-8", "ignore"),
-        "payload_truncated": truncated,
-        "rejected_at": datetime.now(UTC).isoformat(),
-        "source": {
-            "event_source_arn": raw.get("eventSourceARN"),
-            "event_id": raw.get("eventID"),
-            "partition_key": kinesis.get("partitionKey"),
-            "sequence_number": kinesis.get("sequenceNumber"),
-            "approximate_arrival_timestamp": kinesis.get("approximateArrivalTimestamp"),
-        },
-    }
-    if _sqs is None:
-        _sqs = boto3.client("sqs")
     try:
-        _sqs.send_message(
-            QueueUrl=queue_url,
-            # ensure_ascii=False: the size bound above is the size sent.
-            MessageBody=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
-            MessageAttributes={"reason": {"DataType": "String", "StringValue": reason[:256]}},
-        )
-    except Exception:
-        logger.exception("dead-letter send failed", extra=where)
-        raise
-    logger.warning("record dead-lettered", extra={**where, "reason": reason})
+        sent = dead_letters().send(Rejection(reason, kinesis_payload(raw), kinesis_source(raw)))
+    except (DeadLetterError, ValueError) as error:
+        logger.error("record not dead-lettered; reported as failed",
+                     extra={**where, "error": str(error)})
+        raise NotKept(f"{reason}; not dead-lettered: {error}") from error
+    logger.warning("record dead-lettered", extra={**where, **sent})
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

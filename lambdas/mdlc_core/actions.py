@@ -24,14 +24,21 @@ Every decision goes to the ``DecisionLog`` (a DynamoDB table keyed by
 ``event_id``, env ``DECISIONS_TABLE``, and/or dated JSON objects in S3, env
 ``DECISIONS_BUCKET``) with the event id, model package version, score,
 rule id, action and the features the model saw.
+
+``ActionLedger`` is how an action is performed once and recorded once,
+whatever call fails: a conditional put claims the key before acting, the
+action runs, and an update completes the claim (see its docstring).
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import logging
 import math
 import os
+import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +46,8 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 from mdlc_core.decisions import Decision
+
+logger = logging.getLogger("mdlc.actions")
 
 
 class ActionError(RuntimeError):
@@ -380,3 +389,267 @@ class DecisionLog:
             Body=json.dumps(record, separators=(",", ":")).encode(),
             ContentType="application/json",
         )
+
+
+def from_attribute(attribute: Mapping[str, Any]) -> Any:
+    """The inverse of :func:`to_attribute` (numbers come back as float or int)."""
+    (kind, value), = attribute.items()
+    if kind == "NULL":
+        return None
+    if kind == "BOOL":
+        return bool(value)
+    if kind == "N":
+        number = float(value)
+        return int(number) if number.is_integer() and "." not in value and "e" not in \
+            value.lower() else number
+    if kind == "S":
+        return value
+    if kind == "M":
+        return {k: from_attribute(v) for k, v in value.items()}
+    if kind == "L":
+        return [from_attribute(v) for v in value]
+    raise TypeError(f"decision log attribute of type {kind} is not supported")
+
+
+# --- exactly once: the action ledger ---------------------------------------------
+
+#: ``action_status`` of a ledger item.
+ACTING, DONE, UNCONFIRMED = "acting", "done", "unconfirmed"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What :meth:`ActionLedger.perform_once` did for one key.
+
+    ``status``:
+
+    * ``acted``: performed now and recorded (``record`` is what was logged);
+    * ``already``: recorded as done by an earlier delivery; not performed again;
+    * ``in_progress``: claimed by an attempt whose lease is still running; the
+      caller reports the record as failed so it is retried later, not lost;
+    * ``unconfirmed``: claimed by an attempt that ended without recording
+      whether it acted; never performed again (it may have been performed), the
+      ledger item says ``unconfirmed`` and the caller dead-letters it with
+      ``reason``;
+    * ``failed``: a call failed; nothing was performed, or it was performed and
+      the completion is kept in memory for the retry (``reason`` says which).
+    """
+
+    status: str
+    record: dict[str, Any] | None = None
+    receipt: dict[str, Any] | None = None
+    reason: str | None = None
+
+
+@dataclass
+class _Unrecorded:
+    token: str
+    record: dict[str, Any]
+    receipt: dict[str, Any]
+
+
+def _error_code(error: BaseException) -> str:
+    return str(getattr(error, "response", {}).get("Error", {}).get("Code", ""))
+
+
+class ActionLedger:
+    """Perform each key's action once, and record it once, in a DynamoDB table.
+
+    Powertools idempotency stores its lock apart from the record of what was
+    done, and when saving the result fails after the action (a throttled
+    ``UpdateItem``), the lock stays in progress: retries fail until it expires
+    and the next one acts again, with nothing in the decision log (issue 14.2).
+    Here the record *is* the lock:
+
+    1. **claim**: ``PutItem`` of the record with ``action_status = acting``, a
+       claim token and a lease (``action_lease_expires_at``: when the claiming
+       invocation must have ended), conditional on the key being absent;
+    2. **perform** the action (only after the claim succeeded);
+    3. **complete**: ``UpdateItem`` to ``done`` with the receipt, conditional on
+       the claim token; retried with backoff, and if it still fails the
+       completion is kept in memory, so the retry of the record in the same
+       execution environment completes it without acting again.
+
+    A delivery that finds the key ``done`` returns the stored record (it was
+    acted on; the log holds it once). One that finds it ``acting`` within the
+    lease reports ``in_progress`` (the record is retried). One that finds it
+    ``acting`` past the lease cannot know whether the action ran (the claimant
+    died, or could not record it from another environment): it never acts
+    again, marks the item ``unconfirmed`` and reports it, to be dead-lettered
+    with that reason. If the action raises, the claim is deleted (the action
+    did not happen; the retry acts).
+
+    ``nest``: store the record under that attribute (the idempotency table of
+    batch inference) instead of as the item's own attributes (the decision
+    log, whose items are the decision records). ``ttl_attribute``/``ttl_seconds``:
+    an expiry for tables with a TTL.
+    """
+
+    COMPLETE_ATTEMPTS = 5
+
+    def __init__(
+        self,
+        client: Any,
+        table_name: str,
+        *,
+        key_name: str = "event_id",
+        nest: str | None = None,
+        ttl_attribute: str | None = None,
+        ttl_seconds: int | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        backoff_seconds: float = 0.05,
+    ) -> None:
+        if not table_name:
+            raise ValueError("the action ledger needs a table (DECISIONS_TABLE or "
+                             "IDEMPOTENCY_TABLE), which is not set")
+        self.client = client
+        self.table_name = table_name
+        self.key_name = key_name
+        self.nest = nest
+        self.ttl_attribute = ttl_attribute
+        self.ttl_seconds = ttl_seconds
+        self.clock = clock
+        self.sleep = sleep
+        self.backoff_seconds = backoff_seconds
+        #: Performed here, completion not yet written: key -> what to write.
+        self._unrecorded: dict[str, _Unrecorded] = {}
+
+    def perform_once(self, key: str, record: Mapping[str, Any],
+                     perform: Callable[[], Mapping[str, Any]], *,
+                     lease_seconds: float) -> Outcome:
+        """Claim ``key``, call ``perform`` (returns a receipt), complete; see the class."""
+        record = dict(record)
+        pending = self._unrecorded.get(key)
+        if pending is not None:  # performed by an earlier attempt in this environment
+            return self._complete(key, pending.token, pending.record, pending.receipt)
+        token = uuid.uuid4().hex
+        now = self.clock()
+        try:
+            self._claim(key, record, token, now + lease_seconds)
+        except Exception as error:
+            if _error_code(error) != "ConditionalCheckFailedException":
+                return Outcome("failed", reason=f"claim of {key} failed: {error}")
+            return self._claimed_before(key, now)
+        try:
+            receipt = dict(perform() or {})
+        except Exception as error:
+            self._release(key, token)
+            return Outcome("failed", reason=f"action of {key} failed: "
+                                            f"{type(error).__name__}: {error}")
+        return self._complete(key, token, record, receipt)
+
+    # -- the three writes ----------------------------------------------------------
+
+    def _key(self, key: str) -> dict[str, Any]:
+        return {self.key_name: {"S": key}}
+
+    def _claim(self, key: str, record: dict[str, Any], token: str, lease: float) -> None:
+        if self.nest:
+            item = {self.nest: to_attribute(record)}
+        else:
+            item = {k: to_attribute(v) for k, v in record.items() if k != self.key_name}
+        item.update(self._key(key))
+        item["action_status"] = {"S": ACTING}
+        item["action_claim"] = {"S": token}
+        item["action_lease_expires_at"] = {"N": repr(round(lease, 3))}
+        if self.ttl_attribute and self.ttl_seconds:
+            item[self.ttl_attribute] = {"N": str(int(self.clock()) + self.ttl_seconds)}
+        self.client.put_item(
+            TableName=self.table_name, Item=item,
+            ConditionExpression="attribute_not_exists(#k)",
+            ExpressionAttributeNames={"#k": self.key_name},
+        )
+
+    def _complete(self, key: str, token: str, record: dict[str, Any],
+                  receipt: dict[str, Any]) -> Outcome:
+        error: Exception | None = None
+        for attempt in range(self.COMPLETE_ATTEMPTS):
+            try:
+                self.client.update_item(
+                    TableName=self.table_name, Key=self._key(key),
+                    UpdateExpression="SET action_status = :done, action_receipt = :receipt, "
+                                     "acted_at = :at REMOVE action_lease_expires_at",
+                    ConditionExpression="action_claim = :token",
+                    ExpressionAttributeValues={
+                        ":done": {"S": DONE}, ":receipt": to_attribute(receipt),
+                        ":at": {"N": repr(round(self.clock(), 3))}, ":token": {"S": token},
+                    },
+                )
+            except Exception as failure:
+                error = failure
+                if _error_code(failure) == "ConditionalCheckFailedException":
+                    break  # no longer our claim: nothing this attempt can fix
+                self.sleep(self.backoff_seconds * 2**attempt)
+                continue
+            self._unrecorded.pop(key, None)
+            return Outcome("acted", record=record, receipt=receipt)
+        self._unrecorded[key] = _Unrecorded(token, record, receipt)
+        logger.error("action performed but not recorded", extra={"key": key})
+        return Outcome("failed", record=record, receipt=receipt,
+                       reason=f"action of {key} performed, its completion not written: {error}")
+
+    def _release(self, key: str, token: str) -> None:
+        for attempt in range(self.COMPLETE_ATTEMPTS):
+            try:
+                self.client.delete_item(
+                    TableName=self.table_name, Key=self._key(key),
+                    ConditionExpression="action_claim = :token",
+                    ExpressionAttributeValues={":token": {"S": token}},
+                )
+                return
+            except Exception as failure:
+                if _error_code(failure) == "ConditionalCheckFailedException":
+                    return
+                self.sleep(self.backoff_seconds * 2**attempt)
+        # The claim stays: after its lease the key is reported unconfirmed, never doubled.
+        logger.error("claim of a failed action not released", extra={"key": key})
+
+    # -- a key claimed before --------------------------------------------------------
+
+    def _claimed_before(self, key: str, now: float) -> Outcome:
+        try:
+            item = self.client.get_item(TableName=self.table_name, Key=self._key(key),
+                                        ConsistentRead=True).get("Item")
+        except Exception as error:
+            return Outcome("failed", reason=f"read of {key} failed: {error}")
+        if item is None:  # released between our put and our read: retry the record
+            return Outcome("failed", reason=f"claim of {key} was released meanwhile")
+        stored = self._record(item)
+        status = item.get("action_status", {}).get("S", DONE)  # older items: written after acting
+        receipt = from_attribute(item["action_receipt"]) if "action_receipt" in item else None
+        if status == DONE:
+            return Outcome("already", record=stored, receipt=receipt)
+        if status == UNCONFIRMED:
+            return Outcome("unconfirmed", record=stored, reason=self._unconfirmed(key, stored))
+        lease = float(item.get("action_lease_expires_at", {}).get("N", "0"))
+        if lease > now:
+            return Outcome("in_progress", record=stored,
+                           reason=f"{key} is being acted on by another attempt until "
+                                  f"{lease:.0f} (epoch seconds)")
+        try:
+            self.client.update_item(
+                TableName=self.table_name, Key=self._key(key),
+                UpdateExpression="SET action_status = :unconfirmed",
+                ConditionExpression="action_claim = :token AND action_status = :acting",
+                ExpressionAttributeValues={":unconfirmed": {"S": UNCONFIRMED},
+                                           ":acting": {"S": ACTING},
+                                           ":token": item["action_claim"]},
+            )
+        except Exception as error:
+            return Outcome("failed", reason=f"marking {key} unconfirmed failed: {error}")
+        return Outcome("unconfirmed", record=stored, reason=self._unconfirmed(key, stored))
+
+    def _record(self, item: Mapping[str, Any]) -> dict[str, Any]:
+        if self.nest:
+            return from_attribute(item[self.nest]) if self.nest in item else {}
+        ledger = {"action_status", "action_claim", "action_lease_expires_at",
+                  "action_receipt", "acted_at", self.ttl_attribute}
+        return {k: from_attribute(v) for k, v in item.items() if k not in ledger}
+
+    @staticmethod
+    def _unconfirmed(key: str, record: Mapping[str, Any]) -> str:
+        action = record.get("action") or "the action"
+        return (f"action {action!r} of {key} was claimed by an attempt that ended without "
+                "recording whether it acted (lease past); it may have been performed, so it "
+                "is not performed again: confirm it at the target, then replay or discard")

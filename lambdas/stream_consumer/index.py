@@ -15,29 +15,35 @@ number>}, ...]}`` (the event source mapping must enable
 Failure handling:
 
 - malformed record (not base64 UTF-8 JSON, missing ids, non-numeric
-  columns, no numeric score from the model): sent to the dead-letter queue
-  with the full payload and the reason, then counted as handled, so it never
-  blocks or fails its neighbours. If it cannot be dead-lettered it is
-  reported as failed, never dropped;
+  columns, a timestamp beyond the clock skew, no numeric score from the
+  model): dead-lettered (``mdlc_core.dead_letters``: the payload byte for
+  byte in S3 under DEAD_LETTER_BUCKET/DEAD_LETTER_PREFIX, a message bounded
+  to SQS's size in DEAD_LETTER_QUEUE_URL with the reason and the payload's
+  location), once per record however often it is delivered, then counted as
+  handled, so it never blocks or fails its neighbours. If it cannot be
+  dead-lettered it is reported as failed, never dropped;
 - transient failure of the feature read or the endpoint: every record of
   the batch that was not dead-lettered is reported as failed, and the event
   source mapping retries (bisecting, bounded retries and record age, then its
   on-failure destination);
-- failure of one event's action or decision-log write: that record alone;
+- failure of one event's action or of a decision-log write: that record alone;
 - failure of the predictions write (below): the records of that file, so
   that the stream redelivers them and monitoring does not silently miss
-  real-time decisions. Their actions do not run again (idempotency) and the
-  decision log is overwritten with the same records.
+  real-time decisions. Their actions do not run again.
 
-Actions are idempotent on the producer's event id (Powertools idempotency,
-DynamoDB persistence): the action is the only work inside the idempotent
-function, so a raise there releases the lock and the retry acts; a
-redelivered event returns the stored decision and does not act again. The
-decision log is written after the actions, from those stored decisions, so
-it always records the decision that was acted on.
+Exactly once (``mdlc_core.actions.ActionLedger``, on the decision log):
+each event's decision is put into the decision log, conditional on its
+event id (the producer's ``data.event_id``) being absent, *before* acting,
+then the action runs, then the item is completed with the action's receipt.
+A redelivered event finds its item done and does not act again; the log
+always holds the decision that was acted on, once. An item still being acted
+on (its lease, the claiming invocation's remaining time, not past) fails the
+record, which is retried; one whose claimant ended without recording the
+outcome is never acted on again: it is marked ``unconfirmed`` and
+dead-lettered with that reason (docs/integration.md, Exactly once).
 
 Predictions for model monitoring (``mdlc_core.predictions``): after the
-decision log, the batch's logged decisions are written as ONE CSV per
+actions, the batch's logged decisions are written as ONE CSV per
 invocation (one per UTC day of the decisions, in practice one) to
 ``predictions/<model>/dt=<day of decided_at>/scored/stream-<shard>-<first
 sequence number>-<last sequence number>.csv`` in PREDICTIONS_BUCKET, from
@@ -48,9 +54,10 @@ after the failed one into a second file with identical rows, and the
 monitor counts each event id of a day once. Without PREDICTIONS_BUCKET
 nothing is written.
 
-Environment: ENDPOINT_NAME, FEATURES_TABLE, DECISIONS_TABLE and/or
-DECISIONS_BUCKET, PREDICTIONS_BUCKET (monitoring's input), IDEMPOTENCY_TABLE,
-DEAD_LETTER_QUEUE_URL, ACTION_TOPIC_ARN,
+Environment: ENDPOINT_NAME, FEATURES_TABLE, DECISIONS_TABLE (the decision
+log and the action ledger), DECISIONS_BUCKET (optional JSON copies),
+PREDICTIONS_BUCKET (monitoring's input), DEAD_LETTER_QUEUE_URL,
+DEAD_LETTER_BUCKET, DEAD_LETTER_PREFIX, ACTION_TOPIC_ARN,
 ACTION_QUEUE_URL, ACTION_EVENT_BUS_NAME (for the kinds the spec uses),
 MODEL_PACKAGE_VERSION (optional; without it decisions name the endpoint
 variant that scored them), MDLC_CONFIG_FILE (tests only).
@@ -60,20 +67,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
 from botocore.config import Config
-from mdlc_core.actions import Clients, DecisionLog, Dispatcher
-from mdlc_core.decisions import Decision, RuleSet, utc_now
+from mdlc_core.actions import ActionLedger, Clients, DecisionLog, Dispatcher
+from mdlc_core.dead_letters import (
+    DeadLetterError,
+    DeadLetters,
+    Rejection,
+    kinesis_payload,
+    kinesis_source,
+)
+from mdlc_core.decisions import Decision, RuleSet
 from mdlc_core.features import FeatureSet, OnlineFeatureReader
 from mdlc_core.predictions import PredictionLog
 from mdlc_core.runtime_config import load_config
@@ -88,9 +96,10 @@ from mdlc_core.scoring import (
 
 logger = Logger(service="mdlc-stream-consumer")
 
-# SQS caps a message at 256 KiB and a Kinesis record can be 1 MiB: above
-# this the payload is cut and the record's stream coordinates kept for replay.
-MAX_DEAD_LETTER_PAYLOAD = 200_000
+#: Names this function's dead letters: dead-letters/<model>/stream-consumer/.
+FUNCTION = "stream-consumer"
+#: The lease of a claim when there is no Lambda context (tests, scripts).
+DEFAULT_LEASE_SECONDS = 900
 
 
 def _client(service: str) -> Any:
@@ -108,7 +117,11 @@ CONFIG = load_config()
 CLIENTS = Clients(factory=_client)
 RULES = RuleSet.from_config(CONFIG)
 DISPATCHER = Dispatcher.from_config(CONFIG, CLIENTS)
-DECISION_LOG = DecisionLog.from_env(CLIENTS)
+# The decision log is the action ledger: one item per event id, claimed before acting.
+LEDGER = ActionLedger(CLIENTS.get("dynamodb"), os.environ.get("DECISIONS_TABLE", ""))
+# Optional JSON copies of the decisions in S3 (DECISIONS_BUCKET).
+DECISION_COPIES = (DecisionLog(CLIENTS, bucket=os.environ["DECISIONS_BUCKET"])
+                   if os.environ.get("DECISIONS_BUCKET") else None)
 PREDICTION_LOG = PredictionLog.from_env(CLIENTS, CONFIG, feature_columns(CONFIG))
 SCORER = BatchScorer(
     FeaturePlan(CONFIG),
@@ -121,37 +134,28 @@ SCORER = BatchScorer(
     RULES,
     model_version=os.environ.get("MODEL_PACKAGE_VERSION") or None,
 )
-DEAD_LETTER_QUEUE_URL = os.environ.get("DEAD_LETTER_QUEUE_URL", "")
-
-_integration = CONFIG.get("integration") or {}
-IDEMPOTENCY = IdempotencyConfig(
-    event_key_jmespath="event_id",
-    # Longer than the stream can redeliver a record, so a late retry still
-    # finds the first decision.
-    expires_after_seconds=int(_integration.get("max_record_age_seconds", 3600)) + 3600,
-)
-PERSISTENCE = DynamoDBPersistenceLayer(
-    table_name=os.environ["IDEMPOTENCY_TABLE"], boto3_client=CLIENTS.get("dynamodb")
-)
+_dead_letters: DeadLetters | None = None
 
 
-# The key prefix is shared with the state-machine path, so an event acts once
-# whichever path handles it.
-@idempotent_function(
-    data_keyword_argument="decision",
-    persistence_store=PERSISTENCE,
-    config=IDEMPOTENCY,
-    key_prefix=f"mdlc-action-{CONFIG.get('name', 'model')}",
-)
-def act(decision: dict[str, Any]) -> dict[str, Any]:
-    """The side effect, alone: performed once per producer event id."""
-    receipt = DISPATCHER.perform(Decision.from_record(decision))
-    return {"decision": decision, "receipt": receipt}
+def dead_letters() -> DeadLetters:
+    """The dead-letter destination, from the environment (raises ValueError when unset)."""
+    global _dead_letters
+    if _dead_letters is None:
+        _dead_letters = DeadLetters.from_env(sqs=CLIENTS.get("sqs"), s3=CLIENTS.get("s3"),
+                                             model=str(CONFIG.get("name", "model")),
+                                             function=FUNCTION)
+    return _dead_letters
+
+
+def lease_seconds(context: Any) -> float:
+    """How long a claim is held: until this invocation must have ended (plus a margin)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return DEFAULT_LEASE_SECONDS
+    return remaining() / 1000 + 10
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    if context is not None:
-        IDEMPOTENCY.register_lambda_context(context)
     records = event.get("Records") or []
     by_id = {r["kinesis"]["sequenceNumber"]: r for r in records}
     failures: list[str] = []
@@ -176,24 +180,30 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return _response(failures, by_id)
     failures += dead_letter(outcome.rejected, by_id)
 
-    acted: list[tuple[str, Decision]] = []
-    for scored, decision in outcome.decisions:
-        try:
-            result = act(decision=decision.to_record())
-        except Exception:
-            logger.exception("action failed", extra={"event_id": decision.event_id})
-            failures.append(scored.record_id)
-            continue
-        acted.append((scored.record_id, Decision.from_record(result["decision"])))
-
-    unlogged = set(DECISION_LOG.write_many(d for _, d in acted))
+    payloads = dict(pairs)
+    lease = lease_seconds(context)
     logged: list[tuple[str, Decision]] = []
-    for record_id, decision in acted:
-        if decision.event_id in unlogged:
-            logger.error("decision not logged", extra={"event_id": decision.event_id})
-            failures.append(record_id)
+    unconfirmed: list[Rejected] = []
+    for scored, decision in outcome.decisions:
+        result = LEDGER.perform_once(decision.event_id, decision.to_record(),
+                                     lambda d=decision: DISPATCHER.perform(d),
+                                     lease_seconds=lease)
+        if result.status in ("acted", "already"):
+            assert result.record is not None
+            logged.append((scored.record_id, Decision.from_record(result.record)))
+        elif result.status == "unconfirmed":
+            unconfirmed.append(Rejected(scored.record_id, result.reason or "unconfirmed",
+                                        payloads.get(scored.record_id, "")))
         else:
-            logged.append((record_id, decision))
+            logger.warning("event not acted on yet; retried",
+                           extra={"event_id": decision.event_id, "status": result.status,
+                                  "reason": result.reason})
+            failures.append(scored.record_id)
+    failures += dead_letter(unconfirmed, by_id)
+
+    if DECISION_COPIES is not None and logged:
+        uncopied = set(DECISION_COPIES.write_many(d for _, d in logged))
+        failures += [record_id for record_id, d in logged if d.event_id in uncopied]
 
     # Monitoring's input, last, from the same stored decisions: one file per batch.
     if PREDICTION_LOG is not None and logged:
@@ -204,7 +214,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         failures += [record_id for record_id, d in logged if d.event_id in unwritten]
     logger.info(
         "batch done",
-        extra={"records": len(records), "decided": len(acted), "failed": len(set(failures))},
+        extra={"records": len(records), "decided": len(logged), "failed": len(set(failures))},
     )
     return _response(failures, by_id)
 
@@ -219,44 +229,22 @@ def batch_name(records: Sequence[dict[str, Any]]) -> str:
 
 
 def dead_letter(rejected: Sequence[Rejected], records: dict[str, dict[str, Any]]) -> list[str]:
-    """Send each rejected record to the dead-letter queue; returns those that could not go."""
+    """Dead-letter each rejected record (once per record); returns those that could not go."""
     failed: list[str] = []
     for item in rejected:
-        record = records.get(item.record_id, {})
-        kinesis = record.get("kinesis", {})
-        truncated = len(item.payload) > MAX_DEAD_LETTER_PAYLOAD
-        body = {
-            "reason": item.reason,
-            "model": CONFIG.get("name"),
-            "payload": item.payload[:MAX_DEAD_LETTER_PAYLOAD],
-            "payload_truncated": truncated,
-            "rejected_at": utc_now(),
-            "source": {
-                "event_source_arn": record.get("eventSourceARN"),
-                "event_id": record.get("eventID"),
-                "partition_key": kinesis.get("partitionKey"),
-                "sequence_number": item.record_id,
-                "approximate_arrival_timestamp": kinesis.get("approximateArrivalTimestamp"),
-            },
-        }
-        if not DEAD_LETTER_QUEUE_URL:
-            logger.error("no DEAD_LETTER_QUEUE_URL; keeping the record", extra=body)
-            failed.append(item.record_id)
-            continue
+        record = records.get(item.record_id)
+        payload = kinesis_payload(record) if record else item.payload.encode()
+        source = kinesis_source(record) if record else {"sequence_number": item.record_id}
         try:
-            CLIENTS.get("sqs").send_message(
-                QueueUrl=DEAD_LETTER_QUEUE_URL,
-                MessageBody=json.dumps(body, separators=(",", ":"), default=str),
-                MessageAttributes={
-                    "reason": {"DataType": "String", "StringValue": item.reason[:256]}
-                },
-            )
-        except Exception:
-            logger.exception("dead-letter send failed", extra={"record_id": item.record_id})
+            sent = dead_letters().send(Rejection(item.reason, payload, source))
+        except (DeadLetterError, ValueError) as error:
+            logger.error("record not dead-lettered; reported as failed",
+                         extra={"record_id": item.record_id, "reason": item.reason,
+                                "error": str(error)})
             failed.append(item.record_id)
         else:
             logger.warning("record dead-lettered", extra={"record_id": item.record_id,
-                                                          "reason": item.reason})
+                                                          "reason": item.reason, **sent})
     return failed
 
 
