@@ -3,12 +3,13 @@ the incremental form for online serving (running aggregates in DynamoDB)."""
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy, Token
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
@@ -17,7 +18,7 @@ from .compliance import acknowledge, acknowledge_objects
 from .functions import python_function
 from .processing import ProcessingRunner, S3Access
 from .spec import ModelSpec
-from .storage import DataLake, grant_read_objects
+from .storage import DataLake, grant_list, grant_read_objects
 from .workflow import invoke
 
 
@@ -37,6 +38,40 @@ def encrypted_queue(scope: Construct, construct_id: str, *, key, retention_days:
         "This queue is itself the dead-letter destination of a stream consumer",
     )
     return queue
+
+
+def dead_letter_payloads(function: lambda_.Function, *, bucket: s3.IBucket, model: str,
+                         name: str) -> str:
+    """Let ``function`` keep the payloads of the records it dead-letters in ``bucket``.
+
+    ``lambdas/mdlc_core/dead_letters.py`` writes each rejected record's payload
+    and a copy of its queue message under ``dead-letters/<model>/<name>/`` (a
+    queue message is bounded to 256 KiB; a record can be 1 MiB), and checks for
+    that copy before sending, so a redelivered record is sent once. Exactly
+    that is granted: ``s3:PutObject`` and ``s3:GetObject`` (the existence check)
+    on the prefix's objects, ``s3:ListBucket`` under the prefix only (so a
+    missing copy is "not found", not "access denied"), and ``kms:GenerateDataKey``
+    on the bucket's key (S3 encrypting the objects). Sets DEAD_LETTER_BUCKET
+    and DEAD_LETTER_PREFIX; returns the prefix.
+    """
+    prefix = f"dead-letters/{model}/{name}/"
+    pattern = f"{prefix}*"
+    function.add_environment("DEAD_LETTER_BUCKET", bucket.bucket_name)
+    function.add_environment("DEAD_LETTER_PREFIX", prefix)
+    function.add_to_role_policy(iam.PolicyStatement(
+        actions=["s3:PutObject", "s3:GetObject"], resources=[bucket.arn_for_objects(pattern)]))
+    grant_list(bucket, function, pattern)
+    if bucket.encryption_key is not None:
+        bucket.encryption_key.grant(function, "kms:GenerateDataKey")
+    reason = ("The payloads of this function's dead-lettered records, one object per "
+              "record, named at run time by a hash of the record")
+    if bucket.node.default_child is not None:
+        acknowledge_objects(function, bucket, pattern, reason)
+    elif not Token.is_unresolved(bucket.bucket_name):
+        # An imported bucket: cdk-nag prints its ARN with <AWS::Partition>.
+        arn = f"arn:<AWS::Partition>:s3:::{bucket.bucket_name}/{pattern}"
+        acknowledge(function, f"AwsSolutions-IAM5[Resource::{arn}]", reason)
+    return prefix
 
 
 class FeatureEngineering(Construct):
@@ -176,12 +211,15 @@ class FeatureEngineering(Construct):
         )
         self.table.grant_read_write_data(self.update_function)
         self.dead_letter_queue = encrypted_queue(self, "UpdateFailures", key=self.data_lake.key)
-        # Events dated beyond the spec's clock skew are sent here by the
-        # function itself, with the reason and the payload (a retry cannot fix them).
+        # Records a retry cannot fix (malformed, dated beyond the spec's clock
+        # skew) are sent here by the function itself, with the reason.
         self.update_function.add_environment(
             "DEAD_LETTER_QUEUE_URL", self.dead_letter_queue.queue_url
         )
         self.dead_letter_queue.grant_send_messages(self.update_function)
+        # Their payloads, whole, in the raw bucket (a queue message is bounded).
+        dead_letter_payloads(self.update_function, bucket=self.data_lake.raw,
+                             model=self.spec.name, name="feature-update")
         # A Kinesis mapping retries forever and keeps records a week unless
         # told otherwise: bound both, bisect poison batches, report partial
         # failures, and keep what still fails (the queue gets the shard and

@@ -12,7 +12,9 @@ events on the model's encrypted Kinesis stream, in the spec's
     reports partial batch failures and sends what still fails to the
     dead-letter queue (metadata: shard and sequence numbers, enough to
     replay). Malformed records go to the same queue from the function, with
-    the payload and the reason.
+    the reason, their payload whole in the data lake's raw bucket under
+    ``dead-letters/<model>/stream-consumer/`` (a queue message is bounded
+    to 256 KiB) and its location in the message, once per record.
 ``state_machine``
     The talk's drawing: one Express workflow per event, its four steps as
     Lambda tasks (``lambdas/integration_step``). An EventBridge pipe reads
@@ -71,7 +73,7 @@ from .compliance import (
     acknowledge_grant_actions,
     acknowledge_objects,
 )
-from .features import encrypted_queue
+from .features import dead_letter_payloads, encrypted_queue
 from .functions import python_function
 from .spec import ModelSpec
 from .storage import DataLake, scored_predictions_pattern
@@ -315,6 +317,9 @@ class ClientIntegration(Construct):
                 on_failure=sources.SqsDlq(self.dead_letter_queue),
             )
         )
+        # The payloads of the records it dead-letters, whole, in the raw bucket.
+        dead_letter_payloads(consumer, bucket=self.data_lake.raw, model=self.spec.name,
+                             name="stream-consumer")
         acknowledge(
             consumer,
             "PCI.DSS.321-LambdaDLQ",
@@ -532,6 +537,8 @@ class ClientIntegration(Construct):
             )
         )
         self.decision_table.grant_write_data(function)
+        # The action ledger reads an event's item back when its claim finds one.
+        self.decision_table.grant(function, "dynamodb:GetItem")
         self._grant_predictions(function)
         self.idempotency_table.grant_read_write_data(function)
         self.dead_letter_queue.grant_send_messages(function)

@@ -182,11 +182,37 @@ def test_predictions_are_put_only_in_the_models_scored_folders(templates):
         assert bucket["Ref"].startswith("DataLakePredictions"), (mode, bucket)
         s3_writes = [s for s in _statements(templates[mode])
                      if any(a.startswith(("s3:Put", "s3:Delete", "s3:Abort"))
-                            for a in _actions(s))]
+                            for a in _actions(s))
+                     and "/dead-letters/" not in json.dumps(s["Resource"])]
         assert len(s3_writes) == 1, (mode, s3_writes)
         assert _actions(s3_writes[0]) == ["s3:PutObject"]
         resource = json.dumps(s3_writes[0]["Resource"])
         assert "DataLakePredictions" in resource and "/predictions/fraud/dt=*/scored/*" in resource
+
+
+def test_dead_letter_payloads_are_granted_exactly_what_keeping_them_needs(templates):
+    """Issue 14.1: the consumer keeps each rejected record's payload in the raw bucket
+    under dead-letters/fraud/stream-consumer/ (a queue message is bounded): put and
+    get (the existence check) there, a listing of that prefix only, and S3's data
+    key from the bucket's key. The state-machine path's step function gets none."""
+    fused = templates["fused"]
+    statements = _statements(fused)
+    on_prefix = [s for s in statements if "dead-letters/" in json.dumps(s)]
+    objects = [s for s in on_prefix if "s3:PutObject" in _actions(s)]
+    assert len(objects) == 1 and sorted(_actions(objects[0])) == ["s3:GetObject",
+                                                                 "s3:PutObject"]
+    resource = json.dumps(objects[0]["Resource"])
+    assert "DataLakeRaw" in resource and "/dead-letters/fraud/stream-consumer/*" in resource
+    (listing,) = [s for s in on_prefix if _actions(s) == ["s3:ListBucket"]]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": [
+        "dead-letters/fraud/stream-consumer/*", "dead-letters/fraud/stream-consumer/"]}}
+    (consumer,) = [f for f in _resources(fused, "AWS::Lambda::Function").values()
+                   if "DEAD_LETTER_BUCKET" in f["Properties"]["Environment"]["Variables"]]
+    env = consumer["Properties"]["Environment"]["Variables"]
+    assert env["DEAD_LETTER_PREFIX"] == "dead-letters/fraud/stream-consumer/"
+    assert env["DEAD_LETTER_BUCKET"]["Ref"].startswith("DataLakeRaw")
+    assert not any("dead-letters/" in json.dumps(s)
+                   for s in _statements(templates["state_machine"]))
 
 
 def test_feature_table_is_read_only(templates):
