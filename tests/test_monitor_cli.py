@@ -168,3 +168,55 @@ def test_bad_spec_exits_2(files, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\n")
     assert main(["monitor", str(bad), "--predictions", files["predictions"]]) == EXIT_USAGE
+
+
+def test_the_specs_own_column_names_are_accepted(files, tmp_path, capsys):
+    """Predictions named as the spec names them (order_id, order_ts) and the
+    spec's dataset as labels (order_id, fraud_status, order_ts) give the same
+    report as the monitor's own names."""
+    assert run(files, "--json") == EXIT_OK
+    expected = json.loads(capsys.readouterr().out)
+    table = pacsv.read_csv(files["predictions"])
+    spec_named = tmp_path / "spec_named.csv"
+    pacsv.write_csv(
+        table.rename_columns(
+            [{"event_id": "order_id", "prediction_ts": "order_ts"}.get(n, n)
+             for n in table.column_names]
+        ),
+        spec_named,
+    )
+    labels = pacsv.read_csv(files["labels"])
+    dataset = tmp_path / "orders.csv"
+    pacsv.write_csv(
+        labels.rename_columns(["order_id", "fraud_status", "order_ts"]), dataset
+    )
+    argv = ["monitor", SPEC, "--predictions", str(spec_named), "--labels", str(dataset),
+            "--baseline", files["baseline"], "--json"]
+    assert main(argv) == EXIT_OK
+    assert json.loads(capsys.readouterr().out) == expected
+
+
+def test_missing_columns_name_what_is_needed_and_its_spec_names(files, tmp_path, capsys):
+    table = pacsv.read_csv(files["predictions"]).drop_columns(["prediction_ts"])
+    path = tmp_path / "no_time.csv"
+    pacsv.write_csv(table, path)
+    assert main(["monitor", SPEC, "--predictions", str(path)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert (
+        f"{path}: needs the columns event_id (or order_id), score, prediction_ts "
+        "(or order_ts); missing ['prediction_ts']"
+    ) in err
+    labels = tmp_path / "labels.csv"
+    labels.write_text("order_id,fraud_status\no1,1\n")
+    argv = ["monitor", SPEC, "--predictions", files["predictions"], "--labels", str(labels)]
+    assert main(argv) == EXIT_USAGE
+    assert "label_ts (or order_ts); missing ['label_ts']" in capsys.readouterr().err
+
+
+def test_help_names_the_files_columns(capsys):
+    with pytest.raises(SystemExit):
+        main(["monitor", "--help"])
+    out = capsys.readouterr().out
+    for text in ("event_id, score (0-1), prediction_ts", "event_id, label (0 or 1), label_ts",
+                 "data.event_id", "order_id"):
+        assert text in out, text

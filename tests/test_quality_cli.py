@@ -141,3 +141,37 @@ def test_baseline_exits_2_on_unusable_input(
 ) -> None:
     assert main(["baseline", SPEC, str(write(tmp_path, "", "empty.csv"))]) == 2
     assert "file is empty" in capsys.readouterr().err
+
+
+def test_stale_data_without_a_date_says_that_date_exists(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Old data read without --date fails freshness against today: the message
+    names --date and the day the data is of; with a date (option or dt=
+    folder) there is nothing to explain."""
+    data = write(tmp_path, orders_csv(), "orders.csv")  # 2026-11-01, long before today
+    assert main(["quality", SPEC, str(data)]) == 1
+    captured = capsys.readouterr()
+    assert "FAIL  freshness_order_ts" in captured.out
+    assert "no --date was given" in captured.err and "--date 2026-11-01" in captured.err
+    assert main(["quality", SPEC, str(data), "--date", "2026-11-05"]) == 1
+    assert "--date" not in capsys.readouterr().err
+    folder = snapshot(tmp_path, "2026-11-05", orders_csv())
+    assert main(["quality", SPEC, str(folder)]) == 1
+    assert capsys.readouterr().err == ""
+
+
+def test_row_count_without_a_maximum_reads_at_least(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = yaml.safe_load((ROOT / "models" / "fraud.yaml").read_text())
+    for rule in spec["quality"]["rules"]:
+        if rule["kind"] == "row_count":
+            rule.update(min=100)
+            rule.pop("max")
+    path = tmp_path / "fraud.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    data = write(tmp_path, orders_csv(), "orders.csv")
+    assert main(["quality", str(path), str(data), "--date", "2026-11-01"]) == 1
+    line = next(x for x in capsys.readouterr().out.splitlines() if "FAIL  row_count" in x)
+    assert line.endswith("rows, expected at least 100"), line

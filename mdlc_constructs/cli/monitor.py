@@ -1,11 +1,20 @@
 """``mdlc monitor SPEC --predictions FILE [--labels FILE] [--baseline FILE]``:
 the model monitoring metrics of the deployed handler, computed locally.
 
-Files are CSV or Parquet (or a directory of them). Predictions have
-event_id, score, prediction_ts (optionally model_version, action and the
-model's feature columns); labels have event_id, label (0/1), label_ts; the
-baseline has a score column and/or feature columns. Exit 0: no threshold
-crossed; 1: an alarm threshold of the spec is crossed; 2: unusable input.
+Files are CSV or Parquet (or a directory of them, such as the predictions
+prefix ``predictions/<model>/`` of a simulation's ``--out``):
+
+  predictions  event_id, score (0-1), prediction_ts; optionally model_version,
+               action and the model's feature columns
+  labels       event_id, label (0 or 1), label_ts (when the label arrived; the
+               newest label of an event wins)
+  baseline     a score column and/or the model's feature columns
+
+The spec's own names work too: its data.event_id column for event_id (e.g.
+order_id), data.timestamp for prediction_ts and label_ts (order_ts) and
+data.label for label (fraud_status), so the spec's dataset itself (``mdlc
+sample``'s CSV) serves as labels. Exit 0: no threshold crossed; 1: an alarm
+threshold of the spec is crossed; 2: unusable input.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import argparse
 import json
 from typing import Any
 
+import pyarrow as pa
 from mdlc_core import monitoring
 
 # The spec package makes mdlc_core importable from a source checkout too.
@@ -30,8 +40,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("spec", metavar="SPEC", help="model spec YAML file")
-    parser.add_argument("--predictions", required=True, metavar="FILE", help="predictions file")
-    parser.add_argument("--labels", metavar="FILE", help="labels file (closed loop)")
+    parser.add_argument(
+        "--predictions", required=True, metavar="FILE",
+        help="predictions: event_id, score, prediction_ts (or the spec's names, see above)",
+    )
+    parser.add_argument(
+        "--labels", metavar="FILE",
+        help="labels, for the closed loop: event_id, label, label_ts (or the spec's names)",
+    )
     parser.add_argument("--baseline", metavar="FILE", help="baseline file (open loop drift)")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
     parser.add_argument("--report", metavar="FILE", help="also write the JSON report here")
@@ -43,14 +59,24 @@ def run(args: argparse.Namespace) -> int:
         spec = load_spec(args.spec)
     except SpecError as error:
         raise UsageError("\n".join(error.problems)) from error
+    data = spec.data
     try:
         predictions = monitoring.Predictions.from_table(
-            monitoring.read_table_path(args.predictions),
+            with_spec_names(
+                monitoring.read_table_path(args.predictions), args.predictions,
+                {"event_id": data.event_id, "score": None, "prediction_ts": data.timestamp},
+            ),
             spec.feature_columns,
             what=args.predictions,
         )
         labels = (
-            monitoring.Labels.from_table(monitoring.read_table_path(args.labels), what=args.labels)
+            monitoring.Labels.from_table(
+                with_spec_names(
+                    monitoring.read_table_path(args.labels), args.labels,
+                    {"event_id": data.event_id, "label": data.label, "label_ts": data.timestamp},
+                ),
+                what=args.labels,
+            )
             if args.labels
             else None
         )
@@ -82,6 +108,32 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("\n".join(render(report)))
     return EXIT_VIOLATIONS if alarms else EXIT_OK
+
+
+def with_spec_names(table: pa.Table, what: str, needed: dict[str, str | None]) -> pa.Table:
+    """``table`` with the monitor's column names: each needed column that is
+    absent is taken from the spec's column of that role when present.
+
+    Raises:
+        UsageError: naming the columns still missing, what each may be called,
+            and the columns the file has.
+    """
+    names = list(table.column_names)
+    renamed = dict.fromkeys(names)
+    for column, alias in needed.items():
+        if column not in names and alias and alias in names and renamed[alias] is None:
+            renamed[alias] = column
+    table = table.rename_columns([renamed[name] or name for name in names])
+    missing = [column for column in needed if column not in table.column_names]
+    if missing:
+        accepted = ", ".join(
+            f"{column} (or {alias})" if alias and alias != column else column
+            for column, alias in needed.items()
+        )
+        raise UsageError(
+            f"{what}: needs the columns {accepted}; missing {missing}; found {names}"
+        )
+    return table
 
 
 def _fmt(value: float | None) -> str:

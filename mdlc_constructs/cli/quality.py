@@ -1,6 +1,9 @@
 """``mdlc quality SPEC DATA``: check a dataset against the spec's quality rules.
 
-DATA is a CSV or Parquet file or a snapshot folder (``dt=YYYY-MM-DD/``).
+DATA is a CSV or Parquet file or a snapshot folder (``dt=YYYY-MM-DD/``),
+with the spec's columns (a header of their names for CSV). The snapshot's
+date, which the freshness rules compare with, is --date, else the dt= in
+DATA's path, else today (UTC): give --date for older data.
 Prints one line per rule, writes the JSON report with ``--report``, and
 exits 0 when every rule passes, 1 on any violation, 2 on unusable input.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -57,7 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     spec = load_spec_or_fail(args.spec)
     config = spec.as_config()
-    snapshot_date = args.date or snapshot_date_of(args.data) or datetime.now(UTC).date()
+    dated = args.date or snapshot_date_of(args.data)
+    snapshot_date = dated or datetime.now(UTC).date()
     table = read_or_fail(args.data, spec)
     previous = previous_date = None
     if args.previous:
@@ -82,7 +87,23 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         write_report(report, args.report)
     print(format_report(report))
+    stale = [r["id"] for r in report["rules"] if r["kind"] == "freshness" and r["status"] == "fail"]
+    if stale and dated is None:
+        print(
+            f"mdlc quality: {', '.join(stale)} compared the data with today ({snapshot_date}, "
+            "UTC): DATA's path has no dt=YYYY-MM-DD folder and no --date was given; for "
+            "older data pass the day it is of, e.g. --date "
+            f"{_newest_day(report, stale[0]) or 'YYYY-MM-DD'}",
+            file=sys.stderr,
+        )
     return EXIT_OK if report["summary"]["passed"] else EXIT_VIOLATIONS
+
+
+def _newest_day(report: dict[str, Any], rule_id: str) -> str | None:
+    """The day of the newest timestamp a freshness rule saw, for the hint."""
+    rule = next(r for r in report["rules"] if r["id"] == rule_id)
+    newest = (rule.get("observed") or {}).get("newest")
+    return str(newest)[:10] if isinstance(newest, str) and len(newest) >= 10 else None
 
 
 def format_report(report: dict[str, Any]) -> str:
