@@ -11,10 +11,9 @@ import argparse
 import re
 from pathlib import Path
 
-import yaml
-
 from mdlc_constructs.spec import SpecError, load_spec, parse_spec
 from mdlc_constructs.spec.base import _NAME
+from mdlc_constructs.spec.loader import load_yaml
 
 from . import EXIT_OK, UsageError
 
@@ -82,9 +81,7 @@ def scaffold(name: str, source: Path, owner: str | None = None) -> str:
                       text, count=1, flags=re.MULTILINE)
     # Valid by construction: the file we write passes the same validator as `mdlc validate`.
     try:
-        parse_spec(yaml.safe_load(text), f"{name}.yaml")
-    except yaml.YAMLError as error:
-        raise UsageError(f"the scaffolded spec is not valid YAML: {error}") from None
+        parse_spec(load_yaml(text, f"{name}.yaml"), f"{name}.yaml")
     except SpecError as error:
         raise UsageError(
             "the scaffolded spec is invalid:\n" + "\n".join(error.problems)
