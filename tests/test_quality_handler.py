@@ -11,7 +11,7 @@ from typing import Any
 
 import boto3
 import pytest
-from mdlc_core import tabular
+from mdlc_core import sourcing, tabular
 from moto import mock_aws
 
 from tests.lambda_loader import load_handler
@@ -57,10 +57,13 @@ def handler(aws: Any) -> ModuleType:
 
 
 def put_snapshot(s3: Any, day: str, text: str) -> str:
-    prefix = f"datasets/fraud/dt={day}/"
-    s3.put_object(Bucket=DATA, Key=f"{prefix}part-0000.csv", Body=text.encode())
-    s3.put_object(Bucket=DATA, Key=f"{prefix}_manifest.json", Body=b'{"rows": 6}')
-    return prefix
+    """The day's snapshot of ``text`` as data sourcing builds it (an unversioned
+    datasets bucket here: readers then go by the manifest's SHA-256 alone)."""
+    from tests import producers
+
+    made = producers.snapshot(s3, SPEC, date.fromisoformat(day), text.encode(),
+                              raw=RAW, datasets=DATA)
+    return made["snapshot_prefix"]
 
 
 def metric_values(rule: str) -> list[float]:
@@ -151,11 +154,14 @@ def test_first_snapshot_without_previous_skips_consistency(aws: Any, handler: Mo
 
 def test_unusable_input_raises_and_writes_no_report(aws: Any, handler: ModuleType) -> None:
     prefix = put_snapshot(aws, "2026-11-01", "order_id,customer_id\no1,c1\n")
-    with pytest.raises(tabular.DataError, match="missing column"):
+    part = f"s3://{DATA}/{prefix}orders/part-0000.csv"
+    with pytest.raises(tabular.DataError, match=f"^{part}: missing column"):
         handler.handler({"bucket": DATA, "snapshot_prefix": prefix}, CONTEXT)
-    with pytest.raises(tabular.DataError, match="no data objects"):
-        handler.handler({"bucket": DATA, "snapshot_prefix": "datasets/fraud/dt=2026-01-01/"},
-                        CONTEXT)
+    # Objects without a committed manifest are not a snapshot, whatever they hold.
+    empty = "datasets/fraud/dt=2026-01-01/"
+    aws.put_object(Bucket=DATA, Key=f"{empty}orders/part-0000.csv", Body=b"order_id\no1\n")
+    with pytest.raises(sourcing.SnapshotError, match="no committed snapshot"):
+        handler.handler({"bucket": DATA, "snapshot_prefix": empty}, CONTEXT)
     assert aws.list_objects_v2(Bucket=REPORTS).get("KeyCount") == 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from datetime import UTC, date, datetime
@@ -130,12 +131,68 @@ def test_concurrent_run_loses_to_the_committed_manifest(env: Any) -> None:
     assert out["created"] is False and out["version"] == 1
 
 
-def test_existing_object_with_other_content_is_never_replaced(env: Any) -> None:
+def test_an_uncommitted_attempts_object_is_replaced_and_readers_get_the_copy(env: Any) -> None:
+    """An object under a prefix without a manifest is the leftover of an attempt
+    that never committed: replaced, not a conflict; the manifest names the
+    version of the new copy, which is what readers get."""
     s3, module = env
     s3.put_object(Bucket=RAW, Key="orders/dt=2026-03-01/a.csv", Body=CSV_1)
-    s3.put_object(Bucket=DATASETS, Key="datasets/fraud/dt=2026-03-01/orders/a.csv", Body=b"x")
-    with pytest.raises(sourcing.SourcingError, match="never overwritten"):
+    left = "datasets/fraud/dt=2026-03-01/orders/a.csv"
+    s3.put_object(Bucket=DATASETS, Key=left, Body=b"x")
+    out = module.handler({"date": "2026-03-01"}, None)
+    entry = manifest(s3, out["manifest_key"])["objects"][0]
+    current = s3.head_object(Bucket=DATASETS, Key=left)
+    assert out["created"] is True and entry["version_id"] == current["VersionId"]
+    assert sourcing.read_snapshot_object(s3, DATASETS, entry) == CSV_1
+    # The committed copy is what readers get, whatever happens to the key later.
+    s3.put_object(Bucket=DATASETS, Key=left, Body=b"overwritten")
+    assert sourcing.read_snapshot_object(s3, DATASETS, entry) == CSV_1
+    # Without a version to pin, the SHA-256 catches a changed object.
+    with pytest.raises(sourcing.SnapshotError, match=f"s3://{DATASETS}/{left}: content differs"):
+        sourcing.read_snapshot_object(s3, DATASETS, {**entry, "version_id": None})
+
+
+def test_an_unreadable_source_object_is_named_and_nothing_is_written(env: Any) -> None:
+    s3, module = env
+    s3.put_object(Bucket=RAW, Key="orders/dt=2026-03-01/part-0.csv", Body=CSV_1)
+    s3.put_object(Bucket=RAW, Key="orders/dt=2026-03-01/part-1.csv", Body=b"")
+    s3.put_object(Bucket=RAW, Key="orders/dt=2026-03-01/part-2.csv.gz",
+                  Body=gzip.compress(b""))
+    with pytest.raises(sourcing.SourcingError) as raised:
         module.handler({"date": "2026-03-01"}, None)
+    message = str(raised.value)
+    assert "2 of 3 source object(s) cannot be read" in message
+    assert f"s3://{RAW}/orders/dt=2026-03-01/part-1.csv: file is empty" in message
+    assert (f"s3://{RAW}/orders/dt=2026-03-01/part-2.csv.gz: cannot be read as CSV: "
+            "Empty CSV file") in message
+    assert "part-0.csv" not in message
+    assert s3.list_objects_v2(Bucket=DATASETS).get("KeyCount") == 0
+
+
+def test_compressed_csv_is_sourced_as_quality_reads_it(env: Any) -> None:
+    """gzip, bzip2 and zstd CSV, told by their bytes: the rows are counted, the
+    object is copied as it is, and the shared reader reads it back."""
+    import bz2
+
+    import pyarrow as pa
+    from mdlc_core import tabular
+
+    s3, module = env
+    zstd = pa.compress(CSV_2, codec="zstd", asbytes=True)
+    bodies = {"a.csv.gz": gzip.compress(CSV_1), "b.csv.bz2": bz2.compress(CSV_2),
+              "c.csv": zstd}
+    for name, body in bodies.items():
+        s3.put_object(Bucket=RAW, Key=f"orders/dt=2026-03-01/{name}", Body=body)
+    out = module.handler({"date": "2026-03-01"}, None)
+    assert out["rows"] == 5
+    m = manifest(s3, out["manifest_key"])
+    assert [o["rows"] for o in m["objects"]] == [1, 2, 2]
+    assert [c["name"] for c in m["schema"]["orders"]][:2] == ["order_id", "customer_id"]
+    columns = load_spec("models/fraud.yaml").as_config()["data"]["columns"][:4]
+    for entry in m["objects"]:
+        body = sourcing.read_snapshot_object(s3, DATASETS, entry)
+        table = tabular.read_bytes(body, entry["key"], columns, file_format=entry["format"])
+        assert table.num_rows == entry["rows"] and not tabular.unparseable(table)
 
 
 def test_scheduled_run_takes_yesterday_and_bad_dates_fail() -> None:

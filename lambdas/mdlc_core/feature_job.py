@@ -7,7 +7,10 @@ has the same rows, the same files and the same result.
 
 Reads the newest version of the snapshot of ``date`` and of the days before
 it that the longest window needs (missing earlier days are skipped and
-logged; a missing day itself is an error), and writes to the features bucket:
+logged; a missing day itself is an error): exactly the objects each
+committed manifest lists, at the versions it names, checked against their
+SHA-256, CSV plain or compressed (``mdlc_core.tabular``'s reader, the one
+sourcing and the quality check use). It writes to the features bucket:
 
 * ``features/<model>/dt=<date>/features.parquet``: one row per event of the
   day's snapshot (training rows; earlier days are history only), with what a
@@ -31,42 +34,39 @@ from datetime import date, timedelta
 from typing import Any
 
 from .features import FeatureError, FeatureSet, entity_table, training_table
-from .sourcing import latest_manifest
+from .sourcing import latest_manifest, object_format, read_snapshot_object
 
 logger = logging.getLogger("mdlc.feature_job")
 
 
 def read_object(
-    s3: Any, bucket: str, key: str, columns: list[str], *,
+    s3: Any, bucket: str, entry: Mapping[str, Any], columns: list[str], *,
     optional: Mapping[str, str] | None = None,
 ) -> dict[str, list[Any]]:
-    """The ``columns`` of one snapshot object (CSV or Parquet) as Python lists.
+    """The ``columns`` of one snapshot object (a manifest entry: its key, the
+    version and SHA-256 of the copy, its format) as Python lists.
 
-    ``optional``: more columns, by name with their declared type, read only
-    when the object has them and converted to that type (as the quality
-    check reads them); an absent one is not in the result.
+    CSV columns are the text as written (the engine parses ids, timestamps and
+    numbers itself, timestamps in their column's unit); Parquet columns keep
+    their stored types. ``optional``: more columns, by name with their declared
+    type, read only when the object has them and converted to that type (as
+    the quality check reads them); an absent one is not in the result.
     """
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
+    from .tabular import DataError, convert, read_bytes
 
-    from .tabular import convert
-
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    if key.endswith(".parquet"):
-        table = pq.read_table(io.BytesIO(body))
-    else:
-        # Text as written: the engine parses ids, timestamps and numbers itself.
-        header = body.split(b"\n", 1)[0].decode().strip().split(",")
-        options = pacsv.ConvertOptions(column_types={n: pa.string() for n in header})
-        table = pacsv.read_csv(io.BytesIO(body), convert_options=options)
+    name = f"s3://{bucket}/{entry['key']}"
+    body = read_snapshot_object(s3, bucket, entry)
+    try:
+        table = read_bytes(body, name, file_format=object_format(entry), text=True)
+    except DataError as error:
+        raise FeatureError(str(error)) from error
     missing = [c for c in columns if c not in table.column_names]
     if missing:
-        raise FeatureError(f"s3://{bucket}/{key} has no column(s) {missing}")
+        raise FeatureError(f"{name} has no column(s) {missing}")
     out = {c: table.column(c).to_pylist() for c in columns}
-    for name, type_name in (optional or {}).items():
-        if name in table.column_names and name not in out:
-            out[name] = convert(table.column(name), type_name).to_pylist()
+    for column, type_name in (optional or {}).items():
+        if column in table.column_names and column not in out:
+            out[column] = convert(table.column(column), type_name).to_pylist()
     return out
 
 
@@ -113,7 +113,7 @@ def run(
         manifest_key, manifest = found
         manifests.append(manifest_key)
         for obj in manifest["objects"]:
-            part = read_object(s3, datasets_bucket, obj["key"], columns, optional=optional)
+            part = read_object(s3, datasets_bucket, obj, columns, optional=optional)
             size = len(part[features.event_id])
             for c in merged:
                 merged[c].extend(part.get(c) or [None] * size)

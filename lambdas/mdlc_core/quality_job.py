@@ -2,8 +2,10 @@
 
 The S3 and CloudWatch side of stage 2 for the scale-out runner
 (``processing_job --kind quality``), written to behave exactly like the
-``quality_check`` Lambda handler: the same snapshot files (data objects only,
-not manifests, markers or later versions ``v=N/``), the same previous
+``quality_check`` Lambda handler: the same snapshot files (exactly the
+objects its committed manifest lists, at the versions it names, checked
+against their SHA-256: never whatever else lies under the prefix, such as
+the leftovers of an attempt that failed), the same previous
 snapshot for the consistency rules (the newest one in the
 :data:`LOOKBACK_DAYS` before the date that passed its own check, found by
 its report: :func:`latest_passed_before`), the same report at
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import quality, tabular
+from .sourcing import committed_manifest, download_snapshot_object, object_format
 
 logger = logging.getLogger("mdlc.quality_job")
 
@@ -66,13 +69,11 @@ def run(
     elif previous_prefix and previous_date is None:
         previous_date = day - timedelta(days=1)
     with tempfile.TemporaryDirectory(prefix="mdlc-quality-", dir=scratch) as folder:
-        table = tabular.read_table(download(s3, bucket, snapshot_prefix, Path(folder, "current")),
-                                   columns)
+        table = read_snapshot(s3, bucket, snapshot_prefix, Path(folder, "current"), columns)
         previous = None
         if previous_prefix:
-            previous = tabular.read_table(
-                download(s3, bucket, previous_prefix, Path(folder, "previous")), columns
-            )
+            previous = read_snapshot(s3, bucket, previous_prefix, Path(folder, "previous"),
+                                     columns)
     report = quality.check(
         table, config, snapshot_date=day, previous=previous, previous_date=previous_date,
         source=f"s3://{bucket}/{snapshot_prefix}",
@@ -147,28 +148,25 @@ def latest_passed_before(
     return None
 
 
-def download(s3: Any, bucket: str, prefix: str, into: Path) -> Path:
-    """Copy the snapshot's data objects (not manifests or markers) to ``into``."""
+def read_snapshot(s3: Any, bucket: str, prefix: str, into: Path, columns: Any) -> Any:
+    """The snapshot at ``prefix`` as one typed table: the objects its committed
+    manifest lists, downloaded to ``into`` one by one (large objects stay on
+    disk, not in memory), each named by its ``s3://`` URI in any error.
+
+    Raises ``sourcing.SnapshotError`` when the prefix has no committed manifest
+    or an object is not what the manifest recorded, ``tabular.DataError`` when
+    an object cannot be read as the spec declares.
+    """
+    manifest = committed_manifest(s3, bucket, prefix)
     into.mkdir(parents=True)
-    count = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for item in page.get("Contents", []):
-            relative = item["Key"][len(prefix):].lstrip("/")
-            parts = relative.split("/")
-            # Later versions of the same day live in v=N/ below this prefix;
-            # they are other snapshots, not part of this one.
-            if not relative or relative.endswith("/") or any(
-                part.startswith(("_", ".", "v=")) or part == ".." for part in parts
-            ):
-                continue
-            target = into.joinpath(*parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            s3.download_file(bucket, item["Key"], str(target))
-            count += 1
-    if not count:
-        raise tabular.DataError(f"s3://{bucket}/{prefix}: no data objects under this prefix")
-    logger.info("downloaded %d objects of s3://%s/%s", count, bucket, prefix)
-    return into
+    tables = []
+    for index, entry in enumerate(manifest["objects"]):
+        path = download_snapshot_object(s3, bucket, entry, into / f"{index:06d}")
+        tables.append(tabular.read_file(path, columns, name=f"s3://{bucket}/{entry['key']}",
+                                        file_format=object_format(entry)))
+        path.unlink()  # typed in memory now; the disk holds one object at a time
+    logger.info("read %d objects of s3://%s/%s (its manifest)", len(tables), bucket, prefix)
+    return tabular.combine(tables, f"s3://{bucket}/{prefix}")
 
 
 def metric_data(model: str, report: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -4,8 +4,18 @@ A snapshot of day ``D`` is ``datasets/<model>/dt=D/`` in the datasets
 bucket (``dt=D/v=2/`` and so on for explicit new versions). Its
 ``_manifest.json`` is written last, with a conditional put
 (``If-None-Match: *``): the manifest is the commit point, so two concurrent
-runs cannot both create the same snapshot and a crashed run leaves no
-manifest (the next run completes it). See docs/sourcing.md.
+runs cannot both create the same snapshot. See docs/sourcing.md.
+
+The manifest is the snapshot: it lists each object with its SHA-256 and the
+version of the copy (on the versioned datasets bucket), and every reader
+(:func:`committed_manifest`, :func:`read_snapshot_object`) reads exactly
+those, never "whatever is under the prefix". Every source object is read
+and parsed before anything is written, so a bad object fails the run with
+its ``s3://`` name and leaves nothing behind. Objects under a prefix
+without a committed manifest are an attempt that never finished (a crash,
+or a failure before this rule): not a snapshot, so the next run replaces
+them; a committed manifest is never rewritten (``new_version`` writes the
+next version).
 
 Which source objects belong to day ``D`` (:class:`S3PrefixSource`):
 
@@ -22,13 +32,13 @@ New source kinds subclass :class:`Source` and register with
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any, ClassVar
 
 MANIFEST_NAME = "_manifest.json"
@@ -36,7 +46,12 @@ _PARTITION = re.compile(r"(^|/)dt=\d{4}-\d{2}-\d{2}/")
 
 
 class SourcingError(Exception):
-    """A snapshot that cannot be built (no data, a conflicting existing object)."""
+    """A snapshot that cannot be built (no data, an unreadable source object)."""
+
+
+class SnapshotError(SourcingError):
+    """A snapshot a reader cannot use: no committed manifest, or an object whose
+    content is not what the manifest recorded."""
 
 
 @dataclass(frozen=True)
@@ -162,19 +177,16 @@ def parse_day(event: Mapping[str, Any], now: datetime | None = None) -> date:
         raise SourcingError(f"'date' must be YYYY-MM-DD, got {value!r}") from error
 
 
-def table_facts(data: bytes, file_format: str) -> tuple[int, list[dict[str, str]]]:
-    """(row count, schema as [{name, type}]) of one CSV or Parquet object."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
+def table_facts(data: bytes, file_format: str, name: str) -> tuple[int, list[dict[str, str]]]:
+    """(row count, schema as [{name, type}]) of one CSV (plain or compressed) or
+    Parquet object, read as every later step reads it (``mdlc_core.tabular``);
+    ``name`` (its ``s3://`` URI) is what an error names."""
+    from .tabular import DataError, read_bytes
 
     try:
-        if file_format == "parquet":
-            table = pq.read_table(io.BytesIO(data))
-        else:
-            table = pacsv.read_csv(io.BytesIO(data))
-    except (pa.ArrowInvalid, OSError) as error:
-        raise SourcingError(f"not a readable {file_format} object: {error}") from error
+        table = read_bytes(data, name, file_format=file_format)
+    except DataError as error:
+        raise SourcingError(str(error)) from error
     return table.num_rows, [{"name": f.name, "type": str(f.type)} for f in table.schema]
 
 
@@ -184,6 +196,8 @@ class SnapshotFile:
     sha256: str
     rows: int
     source: SourceObject
+    file_format: str = "csv"
+    version_id: str | None = None  # of the copy in the datasets bucket
 
 
 def build_manifest(*, model: str, spec_name: str, day: date, version: int, prefix: str,
@@ -202,7 +216,8 @@ def build_manifest(*, model: str, spec_name: str, day: date, version: int, prefi
         "content_hash": content_hash,
         "created_at": created_at.astimezone(UTC).isoformat(),
         "objects": [
-            {"key": f.key, "sha256": f.sha256, "rows": f.rows,
+            {"key": f.key, "sha256": f.sha256, "rows": f.rows, "format": f.file_format,
+             "version_id": f.version_id,
              "source": {k: v for k, v in asdict(f.source).items() if k != "relative_key"}}
             for f in files
         ],
@@ -263,21 +278,47 @@ def latest_manifest(s3: Any, bucket: str, model: str, day: date) -> tuple[str, d
         version += 1
 
 
-def _put_once(s3: Any, bucket: str, key: str, body: bytes, metadata: dict[str, str]) -> bool:
-    """Put ``key`` only if absent. False when an object is already there."""
+def _put_once(s3: Any, bucket: str, key: str, body: bytes,
+              metadata: dict[str, str]) -> dict[str, Any] | None:
+    """Put ``key`` only if absent: the response, or None when an object is there."""
     try:
-        s3.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*", Metadata=metadata)
+        return s3.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*",
+                             Metadata=metadata)
     except Exception as error:
         if _is_precondition_failure(error):
-            return False
+            return None
         raise
-    return True
+
+
+class _CommittedMeanwhile(Exception):
+    """Another run committed the version being written: its snapshot stands."""
+
+
+def _write_copy(s3: Any, bucket: str, key: str, data: bytes, metadata: dict[str, str],
+                manifest_key: str) -> str | None:
+    """Write one snapshot object; returns the version of the copy (None when the
+    bucket is not versioned)."""
+    written = _put_once(s3, bucket, key, data, metadata)
+    if written is not None:
+        return written.get("VersionId")
+    head = s3.head_object(Bucket=bucket, Key=key)
+    if head.get("Metadata", {}).get("sha256") == metadata["sha256"]:
+        return head.get("VersionId")  # a crashed or concurrent run of the same bytes
+    # Left by an attempt that never committed a manifest (so no reader may use
+    # it): replaced, unless a run has committed this version since we looked.
+    if read_manifest(s3, bucket, manifest_key) is not None:
+        raise _CommittedMeanwhile
+    return s3.put_object(Bucket=bucket, Key=key, Body=data, Metadata=metadata).get("VersionId")
 
 
 def create_snapshot(s3: Any, *, sources: list[Source], bucket: str, model: str,
                     spec_name: str, day: date, new_version: bool = False,
                     now: datetime | None = None) -> dict[str, Any]:
-    """Build the snapshot of ``day`` (or return the existing one). Returns :func:`result`."""
+    """Build the snapshot of ``day`` (or return the existing one). Returns :func:`result`.
+
+    Raises :class:`SourcingError` naming every source object that cannot be
+    read, before anything is written.
+    """
     version = 1
     while True:
         key = snapshot_prefix(model, day, version) + MANIFEST_NAME
@@ -288,6 +329,7 @@ def create_snapshot(s3: Any, *, sources: list[Source], bucket: str, model: str,
             return result(existing, key, created=False)
         version += 1
     prefix = snapshot_prefix(model, day, version)
+    manifest_key = prefix + MANIFEST_NAME
     planned = sorted(
         ((f"{prefix}{source.name}/{obj.relative_key}", source, obj)
          for source in sources for obj in source.list_objects(day)),
@@ -296,34 +338,114 @@ def create_snapshot(s3: Any, *, sources: list[Source], bucket: str, model: str,
     if not planned:
         names = ", ".join(s.name for s in sources)
         raise SourcingError(f"no source objects for {day.isoformat()} in {names}")
+    # Every object is read and parsed first: one that cannot be used fails the
+    # run with its name, and nothing of the day is written.
+    facts: list[tuple[str, int, list[dict[str, str]]]] = []
+    unreadable: list[str] = []
+    for _, source, obj in planned:
+        data = source.read(obj)
+        try:
+            rows, file_schema = table_facts(data, source.format, _uri(obj))
+        except SourcingError as error:
+            unreadable.append(str(error))
+            continue
+        facts.append((hashlib.sha256(data).hexdigest(), rows, file_schema))
+    if unreadable:
+        raise SourcingError(
+            f"snapshot of {day.isoformat()} not written: {len(unreadable)} of {len(planned)} "
+            f"source object(s) cannot be read: " + "; ".join(unreadable))
     digest = hashlib.sha256()
     files: list[SnapshotFile] = []
     schema: dict[str, list[dict[str, str]]] = {}
-    for target, source, obj in planned:
-        data = source.read(obj)
-        file_hash = hashlib.sha256(data).hexdigest()
-        metadata = {"source-bucket": obj.bucket, "source-key": obj.key,
-                    "source-version-id": obj.version_id or "", "sha256": file_hash}
-        if not _put_once(s3, bucket, target, data, metadata):
-            # A crashed or concurrent run of the same version wrote it first:
-            # fine if it holds the same bytes, never silently replaced.
-            head = s3.head_object(Bucket=bucket, Key=target)
-            if head.get("Metadata", {}).get("sha256") != file_hash:
-                raise SourcingError(f"s3://{bucket}/{target} exists with other content; "
-                                    "snapshots are never overwritten")
-        digest.update(data)
-        rows, file_schema = table_facts(data, source.format)
-        schema.setdefault(source.name, file_schema)
-        files.append(SnapshotFile(target, file_hash, rows, obj))
+    try:
+        for (target, source, obj), (file_hash, rows, file_schema) in zip(planned, facts,
+                                                                         strict=True):
+            data = source.read(obj)
+            if hashlib.sha256(data).hexdigest() != file_hash:
+                # Only an unversioned source can change under a run.
+                raise SourcingError(f"{_uri(obj)} changed while the snapshot was taken; "
+                                    "run again")
+            metadata = {"source-bucket": obj.bucket, "source-key": obj.key,
+                        "source-version-id": obj.version_id or "", "sha256": file_hash}
+            copy_version = _write_copy(s3, bucket, target, data, metadata, manifest_key)
+            digest.update(data)
+            schema.setdefault(source.name, file_schema)
+            files.append(SnapshotFile(target, file_hash, rows, obj, source.format, copy_version))
+    except _CommittedMeanwhile:
+        winner = read_manifest(s3, bucket, manifest_key)
+        assert winner is not None
+        return result(winner, manifest_key, created=False)
     manifest = build_manifest(
         model=model, spec_name=spec_name, day=day, version=version, prefix=prefix,
         files=files, schema=schema, content_hash=digest.hexdigest(),
         created_at=now or datetime.now(UTC),
     )
-    manifest_key = prefix + MANIFEST_NAME
-    if _put_once(s3, bucket, manifest_key, manifest_bytes(manifest), {}):
+    if _put_once(s3, bucket, manifest_key, manifest_bytes(manifest), {}) is not None:
         return result(manifest, manifest_key, created=True)
     # Another run committed this version between our check and our put: theirs wins.
     winner = read_manifest(s3, bucket, manifest_key)
     assert winner is not None
     return result(winner, manifest_key, created=False)
+
+
+def _uri(obj: SourceObject) -> str:
+    return f"s3://{obj.bucket}/{obj.key}"
+
+
+# --- reading a snapshot: the manifest is the only truth -----------------------------
+
+
+def committed_manifest(s3: Any, bucket: str, prefix: str) -> dict[str, Any]:
+    """The committed manifest of the snapshot at ``prefix`` (``.../dt=D/`` or
+    ``.../dt=D/v=N/``). Raises :class:`SnapshotError` when there is none: the
+    objects of an attempt that never committed are not a snapshot."""
+    prefix = prefix if prefix.endswith("/") else prefix + "/"
+    manifest = read_manifest(s3, bucket, prefix + MANIFEST_NAME)
+    if manifest is None:
+        raise SnapshotError(
+            f"s3://{bucket}/{prefix}: no committed snapshot (no {MANIFEST_NAME}); objects "
+            "under a prefix without a manifest are not a snapshot: run data sourcing for "
+            "the day")
+    if not isinstance(manifest.get("objects"), list) or not manifest["objects"]:
+        raise SnapshotError(f"s3://{bucket}/{prefix}{MANIFEST_NAME}: lists no objects")
+    return manifest
+
+
+def _version_args(entry: Mapping[str, Any]) -> dict[str, str]:
+    version = entry.get("version_id")
+    return {"VersionId": version} if version else {}
+
+
+def _check_hash(bucket: str, entry: Mapping[str, Any], actual: str) -> None:
+    if entry.get("sha256") and actual != entry["sha256"]:
+        raise SnapshotError(
+            f"s3://{bucket}/{entry['key']}: content differs from its manifest (sha256 "
+            f"{actual}, the manifest recorded {entry['sha256']})")
+
+
+def read_snapshot_object(s3: Any, bucket: str, entry: Mapping[str, Any]) -> bytes:
+    """The bytes of one manifest entry: the version the manifest names (if any),
+    checked against its SHA-256."""
+    body = s3.get_object(Bucket=bucket, Key=entry["key"], **_version_args(entry))["Body"].read()
+    _check_hash(bucket, entry, hashlib.sha256(body).hexdigest())
+    return body
+
+
+def download_snapshot_object(s3: Any, bucket: str, entry: Mapping[str, Any],
+                             target: Path) -> Path:
+    """:func:`read_snapshot_object` to a local file (large objects stay on disk)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    s3.download_file(bucket, entry["key"], str(target), ExtraArgs=_version_args(entry) or None)
+    digest = hashlib.sha256()
+    with target.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    _check_hash(bucket, entry, digest.hexdigest())
+    return target
+
+
+def object_format(entry: Mapping[str, Any]) -> str | None:
+    """The entry's format as sourcing recorded it (None in older manifests:
+    readers go by the key's suffix)."""
+    value = entry.get("format")
+    return str(value) if value else None

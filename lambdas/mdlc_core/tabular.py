@@ -1,14 +1,27 @@
 """Read a dataset (CSV file, Parquet file or snapshot folder) into a typed Arrow table.
 
-One entry point, shared by the quality engine and feature engineering::
+One reader, shared by sourcing, the quality engine and feature engineering::
 
     table = read_table("datasets/fraud/dt=2026-11-01/", spec["data"]["columns"])
+    table = read_bytes(body, "s3://bucket/key", spec["data"]["columns"])  # one object
+
+CSV may be compressed (gzip, bzip2 or zstd, told by the content's own magic
+bytes, whatever the name says); a file's format is the one its reader names
+(a snapshot's manifest records it), else its suffix (``.csv``, ``.csv.gz``,
+``.parquet``...), else ``PAR1`` says Parquet. Errors name the file or object
+by the label the caller gives (an ``s3://`` URI for objects).
 
 ``columns`` is the spec's ``data.columns`` (plain dicts or spec objects with
 ``name`` and ``type``); the table has exactly those columns, in that order,
 typed ``string -> string``, ``int -> int64``, ``float -> float64``,
 ``bool -> bool``, ``timestamp -> timestamp[us, UTC]``. Extra columns in the
 files are ignored.
+
+An integer timestamp (CSV digits, a Parquet integer column) is read in its
+column's ``unit`` (``s``, ``ms``, ``us``, ``ns`` since the epoch) and must
+land in 1971-01-01..2200-01-01 (see ``mdlc_core.timestamps``); without a
+unit, or outside that window, or with a fraction, it is an unparseable
+value with the reason, never a moment of January 1970.
 
 Nulls in CSV text are the column's ``null_values`` (spec field, default
 ``[""]``: only the empty field), compared with the whole field as written;
@@ -19,8 +32,9 @@ nulls are Parquet's own.
 A file that cannot be used (missing, not CSV or Parquet, empty, missing a
 declared column, not parseable at all) raises :class:`DataError` naming the
 file. A single *value* that does not parse as its declared type does not:
-it becomes null in the typed column and is recorded, so the ``type`` quality
-rule can count and name it; the other values of its column and row are
+it becomes null in the typed column and is recorded (with the reason where
+there is one beyond "does not parse"), so the ``type`` quality rule can
+count and name it; the other values of its column and row are
 unaffected. :func:`unparseable` returns those records; they refer to the
 rows of the table as read (filtering or re-ordering the table makes them
 stale).
@@ -29,6 +43,8 @@ stale).
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +55,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+
+from . import timestamps
 
 ARROW_TYPES: dict[str, pa.DataType] = {
     "string": pa.string(),
@@ -79,6 +97,9 @@ class Unparseable:
     count: int = 0
     rows: list[int] = field(default_factory=list)  # first TRACK_LIMIT row positions
     values: list[str] = field(default_factory=list)  # the raw text, same order as rows
+    #: Why, when more can be said than "does not parse" (an integer timestamp
+    #: without a unit, or out of range for it); None otherwise.
+    reason: str | None = None
 
 
 def read_table(path: str | Path, columns: Sequence[Any] | None = None) -> pa.Table:
@@ -101,13 +122,45 @@ def read_table(path: str | Path, columns: Sequence[Any] | None = None) -> pa.Tab
         files = [root]
     else:
         raise DataError(f"{root}: no such file or folder")
-    tables = [_read_file(file, specs) for file in files]
+    return combine([_read(_Object(str(file), path=file), specs) for file in files], str(root))
+
+
+def read_file(path: str | Path, columns: Sequence[Any] | None = None, *,
+              name: str | None = None, file_format: str | None = None) -> pa.Table:
+    """One file, as :func:`read_table` reads it; errors name it ``name`` (default:
+    the path), e.g. the ``s3://`` object a local file was downloaded from.
+    ``file_format`` (``csv`` or ``parquet``) overrides the suffix."""
+    specs = None if columns is None else [_column_spec(column) for column in columns]
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"{name or file}: no such file")
+    return _read(_Object(name or str(file), path=file, declared=file_format), specs)
+
+
+def read_bytes(data: bytes, name: str, columns: Sequence[Any] | None = None, *,
+               file_format: str | None = None, text: bool = False) -> pa.Table:
+    """One object's bytes (``name``: its key or URI, which errors cite and whose
+    suffix tells the format unless ``file_format`` says), as :func:`read_table`
+    reads a file.
+
+    ``text`` (without ``columns``): every CSV column as the text written, no
+    type inference and no nulls (an id ``007`` stays ``007``); Parquet columns
+    keep their stored types. For engines that parse values themselves.
+    """
+    specs = None if columns is None else [_column_spec(column) for column in columns]
+    return _read(_Object(name, data=data, declared=file_format), specs, text=text)
+
+
+def combine(tables: Sequence[pa.Table], what: str) -> pa.Table:
+    """Tables of one dataset's files, in order, as one (unparseable records kept)."""
+    if not tables:
+        raise DataError(f"{what}: no data files")
     if len(tables) == 1:
         return tables[0]
     try:
-        return _concat(tables)
+        return _concat(list(tables))
     except pa.ArrowException as error:  # only untyped reads can disagree between files
-        raise DataError(f"{root}: files have different schemas: {_first_line(error)}") from error
+        raise DataError(f"{what}: files have different schemas: {_first_line(error)}") from error
 
 
 def data_files(folder: Path) -> list[Path]:
@@ -116,7 +169,7 @@ def data_files(folder: Path) -> list[Path]:
         file for file in folder.rglob("*")
         if file.is_file()
         and not any(part.startswith(("_", ".")) for part in file.relative_to(folder).parts)
-        and _format(file, sniff=False) is not None
+        and _format(file) is not None
     )
 
 
@@ -128,17 +181,20 @@ def unparseable(table: pa.Table) -> dict[str, Unparseable]:
     return {name: Unparseable(**record) for name, record in json.loads(raw).items()}
 
 
-def parse_strings(values: pa.Array | pa.ChunkedArray, type_name: str) -> pa.ChunkedArray:
+def parse_strings(values: pa.Array | pa.ChunkedArray, type_name: str,
+                  unit: str | None = None) -> pa.ChunkedArray:
     """Parse text as ``type_name``; values that do not parse become null.
 
-    Callers find the unparseable values as ``is_valid(values) & is_null(result)``.
+    ``unit``: a timestamp column's unit, in which integer text is read (without
+    one, integer text is not a timestamp). Callers find the unparseable values
+    as ``is_valid(values) & is_null(result)``.
     """
     values = values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values])
     target = ARROW_TYPES[type_name]
     if type_name == "string":
         return values
     try:  # clean data, the common case, takes the fast strict path
-        if type_name != "bool":
+        if type_name not in ("bool", "timestamp"):
             return pc.cast(values, target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
@@ -153,15 +209,16 @@ def parse_strings(values: pa.Array | pa.ChunkedArray, type_name: str) -> pa.Chun
         is_true = pc.is_in(lowered, value_set=pa.array(_TRUE))
         is_false = pc.is_in(lowered, value_set=pa.array(_FALSE))
         return pc.if_else(is_true, True, pc.if_else(is_false, False, pa.scalar(None, pa.bool_())))
-    return _parse_timestamps(values)
+    return _parse_timestamps(values, unit)
 
 
-def convert(values: pa.ChunkedArray, type_name: str) -> pa.ChunkedArray:
+def convert(values: pa.ChunkedArray, type_name: str, unit: str | None = None) -> pa.ChunkedArray:
     """One column as ``type_name``, by the rules :func:`read_table` applies (text
-    is parsed, Parquet types are cast; a value that does not fit becomes null)."""
+    is parsed, Parquet types are cast; a value that does not fit becomes null;
+    ``unit``: a timestamp column's integer unit)."""
     if type_name not in ARROW_TYPES:
         raise DataError(f"unknown type {type_name!r}; expected one of {sorted(ARROW_TYPES)}")
-    return _convert(values, type_name)
+    return _convert(values, type_name, unit)
 
 
 # --- internals -------------------------------------------------------------------
@@ -172,61 +229,111 @@ class _Spec:
     name: str
     type: str
     null_values: tuple[str, ...] = DEFAULT_NULL_VALUES
+    unit: str | None = None
 
 
 def _column_spec(column: Any) -> _Spec:
     if isinstance(column, Mapping):
         name, type_name = column["name"], column["type"]
-        nulls = column.get("null_values")
+        nulls, unit = column.get("null_values"), column.get("unit")
     else:
         name, type_name = column.name, column.type
-        nulls = getattr(column, "null_values", None)
+        nulls, unit = getattr(column, "null_values", None), getattr(column, "unit", None)
     if type_name not in ARROW_TYPES:
         raise DataError(f"column {name!r}: unknown type {type_name!r}")
+    if unit is not None and (type_name != "timestamp" or unit not in timestamps.PER_SECOND):
+        raise DataError(f"column {name!r}: unit {unit!r} applies to timestamp columns only, "
+                        f"as one of {sorted(timestamps.PER_SECOND)}")
     return _Spec(str(name), str(type_name),
-                 DEFAULT_NULL_VALUES if nulls is None else tuple(str(n) for n in nulls))
+                 DEFAULT_NULL_VALUES if nulls is None else tuple(str(n) for n in nulls),
+                 None if unit is None else str(unit))
 
 
-def _format(file: Path, *, sniff: bool = True) -> str | None:
+def _format(file: Path) -> str | None:
+    """A file's format by its suffix (a folder's files are chosen by it)."""
     name = file.name.lower()
     if name.endswith(CSV_SUFFIXES):
         return "csv"
     if name.endswith(PARQUET_SUFFIXES):
         return "parquet"
-    if sniff:
-        # Objects copied from S3 may have no extension; Parquet says what it is.
-        with file.open("rb") as handle:
-            if handle.read(4) == b"PAR1":
-                return "parquet"
     return None
 
 
-def _read_file(file: Path, specs: list[_Spec] | None) -> pa.Table:
-    kind = _format(file)
-    if kind is None:
+#: Compressed CSV, told by its first bytes (a name may not say, or lie).
+_MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\x28\xb5\x2f\xfd", "zstd"))
+
+
+@dataclass(frozen=True)
+class _Object:
+    """One file or object to read: its label (for errors) and its bytes or path."""
+
+    label: str
+    data: bytes | None = None
+    path: Path | None = None
+    declared: str | None = None  # "csv" / "parquet" as its producer recorded it
+
+    def size(self) -> int:
+        return len(self.data) if self.data is not None else os.path.getsize(self.path or "")
+
+    def head(self) -> bytes:
+        if self.data is not None:
+            return self.data[:4]
+        with open(self.path or "", "rb") as handle:
+            return handle.read(4)
+
+    def format(self) -> str | None:
+        """As declared, else by suffix, else ``PAR1`` (objects copied from S3
+        may have no extension; Parquet says what it is)."""
+        if self.declared is not None:
+            return self.declared
+        name = self.label.lower().rsplit("/", 1)[-1]
+        if name.endswith(CSV_SUFFIXES):
+            return "csv"
+        if name.endswith(PARQUET_SUFFIXES) or self.head() == b"PAR1":
+            return "parquet"
+        return None
+
+    def stream(self) -> Any:
+        """A fresh stream of the (decompressed) content."""
+        raw = (pa.BufferReader(self.data) if self.data is not None
+               else pa.OSFile(str(self.path), "rb"))
+        head = self.head()
+        codec = next((name for magic, name in _MAGIC if head.startswith(magic)), None)
+        return raw if codec is None else pa.CompressedInputStream(raw, codec)
+
+    def parquet_source(self) -> Any:
+        return pa.BufferReader(self.data) if self.data is not None else str(self.path)
+
+
+def _read(source: _Object, specs: list[_Spec] | None, *, text: bool = False) -> pa.Table:
+    kind = source.format()
+    if kind not in ("csv", "parquet"):
         raise DataError(
-            f"{file}: not a CSV or Parquet file (expected one of "
+            f"{source.label}: not a CSV or Parquet file (expected one of "
             f"{', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)})"
         )
-    if file.stat().st_size == 0:
-        raise DataError(f"{file}: file is empty")
+    if source.size() == 0:
+        raise DataError(f"{source.label}: file is empty")
     names = None if specs is None else [spec.name for spec in specs]
     try:
-        raw = _read_csv(file, names) if kind == "csv" else _read_parquet(file, names)
+        raw = (_read_csv(source, names, text=text) if kind == "csv"
+               else _read_parquet(source, names))
     except (pa.ArrowException, OSError, UnicodeDecodeError) as error:
         reason = _first_line(error)
-        raise DataError(f"{file}: cannot be read as {kind.upper()}: {reason}") from error
+        raise DataError(f"{source.label}: cannot be read as {kind.upper()}: {reason}") from error
     if raw.num_columns == 0:
-        raise DataError(f"{file}: has no columns")
-    return raw if specs is None else _typed(raw, specs, file, text=kind == "csv")
+        raise DataError(f"{source.label}: has no columns")
+    return raw if specs is None else _typed(raw, specs, source.label, text=kind == "csv")
 
 
-def _read_csv(file: Path, names: list[str] | None) -> pa.Table:
-    if names is None:
-        return pacsv.read_csv(file)
-    with pacsv.open_csv(file) as reader:  # header only, to name missing columns
+def _read_csv(source: _Object, names: list[str] | None, *, text: bool = False) -> pa.Table:
+    if names is None and not text:
+        return pacsv.read_csv(source.stream())
+    with pacsv.open_csv(source.stream()) as reader:  # header only, to name missing columns
         header = reader.schema.names
-    _require(file, header, names)
+    if names is None:
+        names = list(header)
+    _require(source.label, header, names)
     # Every declared column is read as text and parsed here, so one bad value
     # is counted by the type rule instead of failing the whole file. No text
     # is null here: each column's own null markers are applied in _typed.
@@ -237,28 +344,28 @@ def _read_csv(file: Path, names: list[str] | None) -> pa.Table:
         strings_can_be_null=False,
         quoted_strings_can_be_null=False,
     )
-    return pacsv.read_csv(file, convert_options=options)
+    return pacsv.read_csv(source.stream(), convert_options=options)
 
 
-def _read_parquet(file: Path, names: list[str] | None) -> pa.Table:
+def _read_parquet(source: _Object, names: list[str] | None) -> pa.Table:
     if names is None:
-        return pq.read_table(file)
-    schema = pq.read_schema(file)
-    _require(file, schema.names, names)
-    return pq.read_table(file, columns=names)
+        return pq.read_table(source.parquet_source())
+    schema = pq.read_schema(source.parquet_source())
+    _require(source.label, schema.names, names)
+    return pq.read_table(source.parquet_source(), columns=names)
 
 
-def _require(file: Path, present: Iterable[str], names: list[str]) -> None:
+def _require(label: str, present: Iterable[str], names: list[str]) -> None:
     present = list(present)
     missing = [name for name in names if name not in present]
     if missing:
         raise DataError(
-            f"{file}: missing column(s) {', '.join(missing)}; "
+            f"{label}: missing column(s) {', '.join(missing)}; "
             f"the file has {', '.join(present) or 'no columns'}"
         )
 
 
-def _typed(raw: pa.Table, specs: list[_Spec], file: Path, *, text: bool) -> pa.Table:
+def _typed(raw: pa.Table, specs: list[_Spec], file: str, *, text: bool) -> pa.Table:
     """``raw`` typed by ``specs``; ``text``: the columns are CSV text, whose
     null markers (``null_values``) become nulls first."""
     arrays: list[pa.ChunkedArray] = []
@@ -270,7 +377,7 @@ def _typed(raw: pa.Table, specs: list[_Spec], file: Path, *, text: bool) -> pa.T
             marked = pc.is_in(source, value_set=pa.array(spec.null_values, pa.string()))
             source = pc.if_else(marked, pa.scalar(None, source.type), source)
         try:
-            typed = _convert(source, type_name)
+            typed = _convert(source, type_name, spec.unit)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:
             # Nested or binary Parquet columns have no text form to parse.
             raise DataError(
@@ -282,11 +389,10 @@ def _typed(raw: pa.Table, specs: list[_Spec], file: Path, *, text: bool) -> pa.T
             rows = np.flatnonzero(bad.to_numpy(zero_copy_only=False))
             tracked = rows[:TRACK_LIMIT]
             written = source if pa.types.is_string(source.type) else pc.cast(source, pa.string())
-            problems[name] = {
-                "count": len(rows),
-                "rows": tracked.tolist(),
-                "values": pc.take(written, pa.array(tracked)).to_pylist(),
-            }
+            values = pc.take(written, pa.array(tracked)).to_pylist()
+            problems[name] = {"count": len(rows), "rows": tracked.tolist(), "values": values}
+            if type_name == "timestamp":
+                problems[name]["reason"] = _timestamp_reason(values, spec.unit, source.type)
         arrays.append(typed)
     schema = pa.schema(
         [pa.field(spec.name, ARROW_TYPES[spec.type]) for spec in specs],
@@ -298,16 +404,25 @@ def _typed(raw: pa.Table, specs: list[_Spec], file: Path, *, text: bool) -> pa.T
         raise DataError(f"{file}: {_first_line(error)}") from error
 
 
-def _convert(source: pa.ChunkedArray, type_name: str) -> pa.ChunkedArray:
+def _convert(source: pa.ChunkedArray, type_name: str, unit: str | None = None) -> pa.ChunkedArray:
     target = ARROW_TYPES[type_name]
     if source.type == target:
         return source
     if pa.types.is_string(source.type) or pa.types.is_large_string(source.type):
-        return parse_strings(pc.cast(source, pa.string()), type_name)
+        return parse_strings(pc.cast(source, pa.string()), type_name, unit)
     if type_name == "timestamp" and pa.types.is_timestamp(source.type):
         if source.type.tz is None:  # naive Parquet timestamps are taken as UTC
             return pc.cast(pc.assume_timezone(source, "UTC"), target)
         return pc.cast(source, target)
+    if type_name == "timestamp" and pa.types.is_integer(source.type):
+        # A count since the epoch: only in the column's declared unit. Arrow
+        # would cast any integer as microseconds (seconds -> 1970-01-21).
+        if unit is None:
+            return pa.chunked_array([pa.nulls(len(source), target)])
+        return _from_epoch(pc.cast(source, pa.int64()), unit)
+    if type_name == "timestamp" and pa.types.is_floating(source.type):
+        # A float is not an integer count of a unit, even when it is whole.
+        return pa.chunked_array([pa.nulls(len(source), target)])
     try:  # a lossless cast between Parquet types (int32 -> int64, int -> float)
         return pc.cast(source, target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -315,7 +430,40 @@ def _convert(source: pa.ChunkedArray, type_name: str) -> pa.ChunkedArray:
         return parse_strings(pc.cast(source, pa.string()), type_name)
 
 
-def _parse_timestamps(values: pa.ChunkedArray) -> pa.ChunkedArray:
+def _from_epoch(counts: pa.ChunkedArray, unit: str) -> pa.ChunkedArray:
+    """int64 counts of ``unit`` since the epoch as timestamps; null outside the
+    plausible window (``mdlc_core.timestamps``), where a wrong unit lands."""
+    low, high = timestamps.bounds(unit)
+    plausible = pc.and_(pc.greater_equal(counts, low), pc.less(counts, high))
+    kept = pc.if_else(plausible, counts, pa.scalar(None, pa.int64()))
+    moments = pc.cast(kept, pa.timestamp(unit, tz="UTC"))
+    # Nanoseconds are truncated to the microsecond (the column's precision).
+    return pc.cast(moments, ARROW_TYPES["timestamp"], safe=False)
+
+
+def _timestamp_reason(values: Sequence[Any], unit: str | None, stored: pa.DataType) -> str | None:
+    """Why these values of a timestamp column are not timestamps, when they are
+    numbers (distinct reasons, the first example of each), for the type rule's
+    report; None when they are only text that is no date."""
+    if pa.types.is_floating(stored):
+        return (f"stored as {stored}: an integer timestamp is stored as an integer "
+                f"({'epoch ' + unit if unit else 'with its column unit'})")
+    reasons: dict[str, str] = {}
+    for value in values:
+        text = str(value).strip()
+        if re.fullmatch(r"[+-]?\d+", text):
+            kind = "integer"
+            reason = (timestamps.no_unit_reason() if unit is None
+                      else timestamps.out_of_range_reason(text, unit))
+        elif re.fullmatch(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?", text):
+            kind, reason = "fraction", timestamps.fraction_reason(text, unit)
+        else:  # text that is no date: "does not parse" says it all
+            continue
+        reasons.setdefault(kind, reason)
+    return "; ".join(reasons.values()) or None
+
+
+def _parse_timestamps(values: pa.ChunkedArray, unit: str | None = None) -> pa.ChunkedArray:
     target = ARROW_TYPES["timestamp"]
     if len(values) == 0:
         return pa.chunked_array([], type=target)
@@ -337,6 +485,15 @@ def _parse_timestamps(values: pa.ChunkedArray) -> pa.ChunkedArray:
     for fmt in _TIME_FORMATS:
         parsed = pc.strptime(naive, format=fmt, unit="us", error_is_null=True)
         candidates.append(pc.cast(pc.assume_timezone(parsed, "UTC"), target))
+    if unit is not None:
+        # Integer text is a count of the column's unit (only with one).
+        integer = pc.match_substring_regex(trimmed, r"^[+-]?\d{1,19}$")
+        if pc.any(integer).as_py():
+            digits = pc.if_else(integer, trimmed, pa.scalar(None, pa.string()))
+            counts = pa.chunked_array([_cast_each(digits.combine_chunks()
+                                                  if isinstance(digits, pa.ChunkedArray)
+                                                  else digits, pa.int64())])
+            candidates.append(_from_epoch(counts, unit))
     return pc.coalesce(*candidates)
 
 
