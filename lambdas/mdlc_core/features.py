@@ -47,6 +47,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from .expressions import Expression, parse
+from .timestamps import TimestampError, epoch_micros
 
 
 class _NumPy:
@@ -132,6 +133,9 @@ class FeatureSet:
     #: ``features.max_clock_skew_seconds``: online events dated further ahead
     #: of the processing clock are rejected (:class:`FutureEvent`).
     max_clock_skew_seconds: int = DEFAULT_MAX_CLOCK_SKEW_SECONDS
+    #: The timestamp column's ``unit`` (s, ms, us, ns): how an integer timestamp
+    #: counts from the epoch. None: an integer is not a timestamp (rejected).
+    timestamp_unit: str | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> FeatureSet:
@@ -159,6 +163,8 @@ class FeatureSet:
             roles = {entity_key, data["event_id"], data["timestamp"], data.get("label")}
             inputs = tuple(c["name"] for c in data.get("columns") or []
                            if c["name"] not in roles and c.get("type") != "string")
+            unit = next((c.get("unit") for c in data.get("columns") or []
+                         if c["name"] == data["timestamp"]), None)
             return cls(
                 model=config.get("name", "model"),
                 entity_key=entity_key,
@@ -170,6 +176,7 @@ class FeatureSet:
                 label=data.get("label"),
                 max_clock_skew_seconds=int(features.get("max_clock_skew_seconds",
                                                         DEFAULT_MAX_CLOCK_SKEW_SECONDS)),
+                timestamp_unit=unit,
             )
         except (KeyError, TypeError) as error:
             raise FeatureError(f"the spec has no usable data/features section: {error}") from error
@@ -243,23 +250,38 @@ class FeatureSet:
 # --- time helpers -----------------------------------------------------------------
 
 
-def to_micros(value: Any) -> int:
-    """A timestamp (datetime, ISO string, or epoch micros) as UTC microseconds.
+def to_micros(value: Any, unit: str | None = None) -> int:
+    """A timestamp (datetime, ISO string, or an integer count of ``unit`` since
+    the epoch) as UTC microseconds.
 
-    Naive timestamps are taken as UTC, as the spec's timestamp column is.
+    Naive timestamps are taken as UTC, as the spec's timestamp column is. An
+    integer (or its digits as text, as CSV holds it) is a timestamp only with
+    the column's ``unit`` and only inside ``mdlc_core.timestamps.PLAUSIBLE``;
+    otherwise, and for a float, :class:`FeatureError` says why (epoch seconds
+    read as microseconds would land in 1970 and be dropped as late).
     """
     if isinstance(value, datetime):
         moment = value if value.tzinfo else value.replace(tzinfo=UTC)
         delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
         return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     if isinstance(value, str) and value.strip():
+        text = value.strip()
+        if text.lstrip("+-").isdigit():
+            try:
+                return epoch_micros(text, unit)
+            except TimestampError as error:
+                raise FeatureError(str(error)) from error
         try:
-            return to_micros(datetime.fromisoformat(value.strip()))
+            return to_micros(datetime.fromisoformat(text))
         except ValueError as error:
             raise FeatureError(f"{value!r} is not an ISO 8601 timestamp") from error
-    # numbers.Integral covers NumPy integers without importing NumPy.
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        return int(value)
+    # numbers.Real covers NumPy integers and floats (and bools, which
+    # epoch_micros rejects by name) without importing NumPy.
+    if isinstance(value, numbers.Real):
+        try:
+            return epoch_micros(value, unit)
+        except TimestampError as error:
+            raise FeatureError(str(error)) from error
     raise FeatureError(f"{value!r} is not a timestamp")
 
 
@@ -319,7 +341,9 @@ def _column_list(events: Any, name: str) -> list[Any]:
         import pyarrow as pa  # only when given a Table
 
         if pa.types.is_timestamp(column.type):
-            column = column.cast(pa.timestamp("us", column.type.tz)).cast(pa.int64())
+            # A typed timestamp is a moment whatever its unit: as datetimes, so
+            # to_micros does not take it for a unit-less integer.
+            return column.cast(pa.timestamp("us", column.type.tz or "UTC")).to_pylist()
         return column.to_pylist()
     if isinstance(events, Mapping):  # columns: name -> list of values
         if name not in events:
@@ -369,7 +393,8 @@ def event_columns(events: Any, features: FeatureSet,
         if ts is None:
             raise FeatureError(f"event {event_id!r} has no {features.timestamp}")
     try:
-        micros = np.array([to_micros(v) for v in raw_ts], dtype=np.int64)
+        unit = features.timestamp_unit
+        micros = np.array([to_micros(v, unit) for v in raw_ts], dtype=np.int64)
     except FeatureError as error:
         raise FeatureError(f"column {features.timestamp!r}: {error}") from error
     keys = {c: np.array([_as_key(v) for v in _column_list(events, c)], dtype=object)
@@ -795,7 +820,7 @@ class IncrementalEngine:
                 raise MalformedEvent(f"no {fs.event_id}")
             if event.get(fs.timestamp) is None:
                 raise MalformedEvent(f"event {event_id!r} has no {fs.timestamp}")
-            micros = to_micros(event[fs.timestamp])
+            micros = to_micros(event[fs.timestamp], fs.timestamp_unit)
             keys = {c: _as_key(event.get(c)) for c in fs.entity_columns}
             if keys[fs.entity_key] is None:
                 raise MalformedEvent(f"event {event_id!r} has no {fs.entity_key}")

@@ -112,6 +112,7 @@ class _Context:
         self.rows = table.num_rows
         self.data = spec["data"]
         self.declared = {c["name"]: c["type"] for c in self.data["columns"]}
+        self.units = {c["name"]: c.get("unit") for c in self.data["columns"]}
         self.key = self.data["event_id"]
         self.sample_size = int(spec["quality"].get("sample_size", 20))
         self.snapshot_date = snapshot_date
@@ -209,7 +210,8 @@ def _type(context: _Context, rule: Mapping[str, Any]) -> RuleResult:
         # The rule asks for another type than the column was read as (say
         # digits in a string id): parse the text again as the rule's type.
         text = column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
-        parsed = parse_strings(text, wanted)
+        unit = context.units.get(name) if wanted == "timestamp" else None
+        parsed = parse_strings(text, wanted, unit)
         mask = pc.and_(pc.is_valid(text), pc.is_null(parsed))
         count = int(pc.sum(mask).as_py() or 0) + (recorded.count if recorded else 0)
         rows = _first_true(mask, context.sample_size)
@@ -218,12 +220,20 @@ def _type(context: _Context, rule: Mapping[str, Any]) -> RuleResult:
     sample = context.rows_sample(rows)
     for entry, value in zip(sample, raw, strict=False):
         entry["value"] = value
+    # Why, where the reader can say more (an integer timestamp without its
+    # unit, or out of range for it).
+    reason = recorded.reason if recorded and count else None
+    observed: dict[str, Any] = {"unparseable": count, "examples": list(dict.fromkeys(raw))[:5]}
+    if reason:
+        observed["reason"] = reason
     return _result(
         context, rule,
-        expected={"type": wanted},
-        observed={"unparseable": count, "examples": list(dict.fromkeys(raw))[:5]},
+        expected={"type": wanted, **({"unit": context.units[name]}
+                                     if wanted == "timestamp" and context.units.get(name)
+                                     else {})},
+        observed=observed,
         passed=count == 0, violations=count, sample=sample,
-        message=f"{count} value(s) do not parse as {wanted}",
+        message=f"{count} value(s) do not parse as {wanted}" + (f": {reason}" if reason else ""),
     )
 
 
