@@ -165,6 +165,9 @@ class FeaturePlan:
         self.event_id_field: str = data["event_id"]
         self.entity_field: str = data["entity_key"]
         self.timestamp_field: str = data["timestamp"]
+        self.timestamp_unit: str | None = next(  # data.columns[].unit: s, ms, us, ns
+            (c.get("unit") for c in data.get("columns") or [] if c["name"] == data["timestamp"]),
+            None)
         self.max_clock_skew_seconds = int(
             features.get("max_clock_skew_seconds", DEFAULT_MAX_CLOCK_SKEW_SECONDS)
         )
@@ -195,7 +198,7 @@ class FeaturePlan:
             ids.append(str(value))
         if body.get(self.timestamp_field) is not None:
             try:
-                micros = to_micros(body[self.timestamp_field])
+                micros = to_micros(body[self.timestamp_field], self.timestamp_unit)
             except FeatureError as error:
                 return Rejected(record_id, f"{self.timestamp_field}: {error}", payload)
             reason = clock_skew_reason(micros, self.clock(), self.max_clock_skew_seconds,
