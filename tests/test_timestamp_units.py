@@ -246,3 +246,24 @@ def _use_config(tmp_path: Path, monkeypatch: Any, config: dict[str, Any]) -> Non
     path.write_text(json.dumps(config))
     monkeypatch.setenv("MDLC_CONFIG_FILE", str(path))
     load_config.cache_clear()
+
+
+@pytest.mark.parametrize(("unit", "value", "rejected"), [
+    ("ms", SECONDS * 1000, None), ("s", SECONDS, None),
+    (None, SECONDS, "only with its column's unit"),
+    ("ms", SECONDS, "as epoch ms is outside")])
+def test_the_stream_consumer_reads_the_timestamp_in_the_specs_unit(
+    tmp_path: Path, unit: str | None, value: int, rejected: str | None
+) -> None:
+    """The scoring path parses the event's time as the updater does: in the unit,
+    or rejected (to the dead-letter queue) with the reason."""
+    from mdlc_core.scoring import FeaturePlan, Rejected
+
+    config = config_of(tmp_path, unit)
+    plan = FeaturePlan(config, clock=lambda: MOMENT.timestamp() + 60)
+    parsed = plan.parse("r1", json.dumps(_order("o1", value)))
+    if rejected is None:
+        assert not isinstance(parsed, Rejected), parsed
+    else:
+        assert isinstance(parsed, Rejected) and rejected in parsed.reason
+        assert parsed.reason.startswith("order_ts: ")
