@@ -1,13 +1,15 @@
-"""Synthesis time for many models: 1, 10 and 50 generated specs on a shared platform.
+"""Synthesis time for many models: 1, 50 and 200 generated specs on a shared platform.
 
-Prints seconds per model for each size and the ratio against a baseline built
+Prints seconds per model and jsii round trips per model (every create, get,
+set and invoke the Python side sends to the jsii kernel) for each size, and
+the ratio against a baseline built
 in the same run: a plain aws-cdk-lib stack with the same resources (types, counts and
 properties) as one model stack (no mdlc-constructs code, no cdk-nag), synthesized
 the same number of times. A ratio near 1 means the library adds little over
 writing the same stacks by hand; seconds per model staying flat from 10 to 50
 models means synthesis grows linearly.
 
-    .venv/bin/python benchmarks/bench_synth.py [--sizes 1,10,50] [--no-nag]
+    .venv/bin/python benchmarks/bench_synth.py [--sizes 1,50,200] [--no-nag]
 
 It takes minutes (jsii synthesis is about a second per stack); not part of the tests.
 """
@@ -21,7 +23,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 
@@ -30,10 +34,28 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import aws_cdk as cdk  # noqa: E402
+import jsii  # noqa: E402
 from aws_cdk import CfnResource  # noqa: E402
 
 from mdlc_constructs.platform import build_app  # noqa: E402
 from mdlc_constructs.testing import make_app  # noqa: E402
+
+#: jsii's module-level calls, the ones generated bindings make for every
+#: constructor, property and method; each is a round trip to the node process.
+_KERNEL_CALLS = ("create", "get", "set", "invoke", "sinvoke", "sget", "sset",
+                 "ainvoke", "sainvoke")
+JSII_CALLS: Counter[str] = Counter()
+
+
+def _counting(name: str, call: Callable[..., Any]) -> Callable[..., Any]:
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        JSII_CALLS[name] += 1
+        return call(*args, **kwargs)
+    return counted
+
+
+for _name in _KERNEL_CALLS:
+    setattr(jsii, _name, _counting(_name, getattr(jsii, _name)))
 
 
 def generate_specs(folder: Path, count: int) -> Path:
@@ -46,6 +68,7 @@ def generate_specs(folder: Path, count: int) -> Path:
 
 def synth_library(count: int, nag: bool) -> tuple[float, dict[str, list[tuple[str, dict]]]]:
     with tempfile.TemporaryDirectory() as specs, tempfile.TemporaryDirectory() as out:
+        JSII_CALLS.clear()
         start = time.perf_counter()
         app = make_app(outdir=out, compliance=nag)
         build_app(app, generate_specs(Path(specs), count), shared_platform=True)
@@ -58,7 +81,7 @@ def synth_library(count: int, nag: bool) -> tuple[float, dict[str, list[tuple[st
         for path in Path(out).glob("*.template.json"):
             shapes[path.name] = list(json.loads(path.read_text())["Resources"].items())
         del assembly
-    return elapsed, shapes
+    return elapsed, sum(JSII_CALLS.values()), shapes
 
 
 def synth_baseline(shape: list[tuple[str, dict]], platform: list[tuple[str, dict]],
@@ -80,18 +103,19 @@ def synth_baseline(shape: list[tuple[str, dict]], platform: list[tuple[str, dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1,10,50")
+    parser.add_argument("--sizes", default="1,50,200")
     parser.add_argument("--no-nag", action="store_true", help="skip the cdk-nag packs")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    print(f"{'models':>6} {'library s':>10} {'s/model':>8} {'baseline s':>10} {'ratio':>6}")
+    print(f"{'models':>6} {'library s':>10} {'s/model':>8} {'jsii/model':>10} "
+          f"{'baseline s':>10} {'ratio':>6}")
     for count in sizes:
-        elapsed, shapes = synth_library(count, nag=not args.no_nag)
+        elapsed, calls, shapes = synth_library(count, nag=not args.no_nag)
         platform = shapes.pop("Mdlc-Platform.template.json")
         shape = next(iter(shapes.values()))
         baseline = synth_baseline(shape, platform, count)
-        print(f"{count:>6} {elapsed:>10.1f} {elapsed / count:>8.2f} {baseline:>10.1f} "
-              f"{elapsed / baseline:>6.1f}", flush=True)
+        print(f"{count:>6} {elapsed:>10.1f} {elapsed / count:>8.2f} {calls / count:>10.0f} "
+              f"{baseline:>10.1f} {elapsed / baseline:>6.1f}", flush=True)
     kinds = Counter(r["Type"] for _, r in shape)
     print(f"(one model stack: {len(shape)} resources of {len(kinds)} types; the baseline "
           "writes the same resources and properties as plain CfnResources)")

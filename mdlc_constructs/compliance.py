@@ -43,13 +43,30 @@ def acknowledge(scope: IConstruct, rule: str, reason: str) -> None:
         reason: why the finding is acceptable here; at least 20 characters,
             so an acknowledgment always says something a reviewer can check.
     """
-    if len(reason.strip()) < MIN_REASON_LENGTH:
-        raise ValueError(
-            f"the reason for acknowledging {rule} must explain it "
-            f"(at least {MIN_REASON_LENGTH} characters), got {reason!r}"
-        )
-    for variant in _variants(scope, rule):
-        Validations.of(scope).acknowledge(Acknowledgment(id=variant, reason=reason))
+    acknowledge_all(scope, {rule: reason})
+
+
+def acknowledge_all(scope: IConstruct, reasons: Mapping[str, str]) -> None:
+    """Acknowledge several findings on ``scope``: ``{rule: reason}`` (see :func:`acknowledge`).
+
+    One ``Validations.acknowledge`` call takes every rule and its variants: each
+    jsii call is a round trip to node, and a model stack makes hundreds of
+    acknowledgments (issue #12).
+    """
+    for rule, reason in reasons.items():
+        if len(reason.strip()) < MIN_REASON_LENGTH:
+            raise ValueError(
+                f"the reason for acknowledging {rule} must explain it "
+                f"(at least {MIN_REASON_LENGTH} characters), got {reason!r}"
+            )
+    stack: list[Stack] = []  # Stack.of(scope), looked up once and only if a rule needs it
+    acknowledgments = [
+        Acknowledgment(id=variant, reason=reason)
+        for rule, reason in reasons.items()
+        for variant in _variants(scope, rule, stack)
+    ]
+    if acknowledgments:
+        Validations.of(scope).acknowledge(*acknowledgments)
 
 
 # -- how cdk-nag prints references ------------------------------------------------
@@ -63,7 +80,6 @@ def acknowledge(scope: IConstruct, rule: str, reason: str) -> None:
 # one; ``@aws-cdk/core:defaultCrossStackReferences``), so ``acknowledge`` also
 # records the finding in those forms.
 
-_PSEUDO = {"<AWS::Region>": "region", "<AWS::AccountId>": "account"}
 _REFERENCE = re.compile(r"<([A-Za-z0-9]+)(?:\.([A-Za-z0-9.]+))?>")
 #: Logical id -> (stage, stack) of each element resource_token() named. Kept as
 #: plain Python objects so matching costs no jsii round trip per acknowledgment.
@@ -73,20 +89,21 @@ _REFERENCE = re.compile(r"<([A-Za-z0-9]+)(?:\.([A-Za-z0-9.]+))?>")
 _NAMED: dict[str, list[tuple[object, Stack]]] = {}
 
 
-def _variants(scope: IConstruct, rule: str) -> list[str]:
-    stack = Stack.of(scope)
+def _variants(scope: IConstruct, rule: str, stack_of_scope: list[Stack]) -> list[str]:
+    if "<" not in rule:
+        return [rule]
+    if not stack_of_scope:
+        stack_of_scope.append(Stack.of(scope))
+    stack = _facts(stack_of_scope[0])
     variants = [rule]
     literal = rule
-    for pseudo, attribute in _PSEUDO.items():
-        if pseudo in literal:
-            value = getattr(stack, attribute)
-            if not Token.is_unresolved(value):
-                literal = literal.replace(pseudo, value)
+    for pseudo, value in (("<AWS::Region>", stack.region), ("<AWS::AccountId>", stack.account)):
+        if pseudo in literal and value is not None:
+            literal = literal.replace(pseudo, value)
     if literal != rule:
         variants.append(literal)
-    if "<" not in rule or not _REFERENCE.search(rule):
+    if not _REFERENCE.search(rule):
         return variants
-    stage = Stage.of(stack)
     for current in list(variants):
         exported = weak = current
         for match in _REFERENCE.finditer(current):
@@ -95,7 +112,7 @@ def _variants(scope: IConstruct, rule: str) -> list[str]:
                 (
                     owner
                     for owner_stage, owner in _NAMED.get(logical_id, [])
-                    if owner is not stack and owner_stage is stage
+                    if owner is not stack.stack and owner_stage is stack.stage
                 ),
                 None,
             )
@@ -108,6 +125,34 @@ def _variants(scope: IConstruct, rule: str) -> list[str]:
                 )
         variants.extend(v for v in (exported, weak) if v != current)
     return variants
+
+
+@dataclass(frozen=True)
+class _StackFacts:
+    """What acknowledgments read of a stack, read once: each read is a jsii call."""
+
+    stack: Stack
+    stage: object
+    name: str
+    region: str | None  # None while a token (an environment-agnostic stack)
+    account: str | None
+
+
+#: id(stack) -> its facts; the facts hold the stack, so the id is never reused.
+_STACK_FACTS: dict[int, _StackFacts] = {}
+
+
+def _facts(stack: Stack) -> _StackFacts:
+    facts = _STACK_FACTS.get(id(stack))
+    if facts is None or facts.stack is not stack:
+        region, account = stack.region, stack.account
+        facts = _StackFacts(
+            stack=stack, stage=Stage.of(stack), name=stack.stack_name,
+            region=None if Token.is_unresolved(region) else region,
+            account=None if Token.is_unresolved(account) else account,
+        )
+        _STACK_FACTS[id(stack)] = facts
+    return facts
 
 
 def _output_id(logical_id: str, attribute: str | None) -> str:
@@ -126,7 +171,8 @@ def export_name(producer: Stack, logical_id: str, attribute: str | None) -> str:
     """The name CDK gives the export of a ``producer`` resource's attribute (or
     Ref) when another stack uses it by a strong reference (``Fn::ImportValue``;
     aws-cdk-lib's ``generateExportName``)."""
-    return f"{producer.stack_name}:{_unique_id('Exports', _output_id(logical_id, attribute))}"
+    name = _facts(producer).name
+    return f"{name}:{_unique_id('Exports', _output_id(logical_id, attribute))}"
 
 
 def stack_output_reference(producer: Stack, logical_id: str, attribute: str | None) -> str:
@@ -134,23 +180,16 @@ def stack_output_reference(producer: Stack, logical_id: str, attribute: str | No
     (or Ref) from another stack in the same account and region: the
     ``Fn::GetStackOutput`` of the output CDK publishes under ``<producer>/Publish``
     (``@aws-cdk/core:defaultCrossStackReferences`` ``"weak"`` or ``"both"``)."""
-    region: object = producer.region
-    if Token.is_unresolved(region):
-        region = {"Ref": "AWS::Region"}
+    facts = _facts(producer)
+    region: object = facts.region if facts.region is not None else {"Ref": "AWS::Region"}
     reference = {
         "Fn::GetStackOutput": {
-            "StackName": producer.stack_name,
+            "StackName": facts.name,
             "Region": region,
             "OutputName": _unique_id("Publish", _output_id(logical_id, attribute)),
         }
     }
     return json.dumps(reference, separators=(",", ":"))
-
-
-def acknowledge_all(scope: IConstruct, reasons: Mapping[str, str]) -> None:
-    """Acknowledge several findings on ``scope``: ``{rule: reason}``."""
-    for rule, reason in reasons.items():
-        acknowledge(scope, rule, reason)
 
 
 @dataclass(frozen=True)
@@ -220,6 +259,9 @@ def resource_token(resource: IConstruct, attribute: str = "Arn") -> str:
     ``acknowledge`` turns it into the export's name when the finding is in
     another stack than ``resource``.
     """
+    cached = _TOKENS.get(id(resource))
+    if cached is not None and cached[0] is resource:
+        return f"<{cached[1]}.{attribute}>"
     element = resource if isinstance(resource, CfnElement) else resource.node.default_child
     if not isinstance(element, CfnElement):
         raise ValueError(f"{resource.node.path} has no CloudFormation resource of its own")
@@ -227,8 +269,14 @@ def resource_token(resource: IConstruct, attribute: str = "Arn") -> str:
     logical_id = owner.get_logical_id(element)
     named = _NAMED.setdefault(logical_id, [])
     if not any(stack is owner for _, stack in named):
-        named.append((Stage.of(owner), owner))
+        named.append((_facts(owner).stage, owner))
+    _TOKENS[id(resource)] = (resource, logical_id)
     return f"<{logical_id}.{attribute}>"
+
+
+#: id(resource) -> (resource, logical id) of every resource_token(); holding the
+#: resource keeps its id unique. A logical id is fixed once the element exists.
+_TOKENS: dict[int, tuple[IConstruct, str]] = {}
 
 
 def acknowledge_objects(scope: IConstruct, bucket: IConstruct, pattern: str, reason: str) -> None:
