@@ -23,9 +23,9 @@ TimestampUnit = Literal["s", "ms", "us", "ns"]
 class Column(SpecModel):
     """One column of the model's dataset."""
 
-    name: Identifier
-    type: ColumnType
-    description: str = ""
+    name: Identifier = Field(description="the column's name in the data (a CSV header)")
+    type: ColumnType = Field(description="how values are read and checked")
+    description: str = Field(default="", description="for people; not used")
     null_values: list[str] = Field(
         default_factory=lambda: [""],
         description="CSV fields (whole, as written) read as null in this column; default: "
@@ -57,10 +57,14 @@ class S3Source(SpecModel):
     """
 
     kind: Literal["s3"] = "s3"
-    name: Identifier
+    name: Identifier = Field(description="the source's name in manifests and errors")
     prefix: str = Field(min_length=1, description="key prefix, e.g. 'orders/'")
-    bucket: str | None = None
-    format: Literal["csv", "parquet"] = "csv"
+    bucket: str | None = Field(
+        default=None, description="default: the data lake's raw bucket"
+    )
+    format: Literal["csv", "parquet"] = Field(
+        default="csv", description="the objects' file format (CSV may be gzipped)"
+    )
 
 
 Source = Annotated[S3Source, Field(discriminator="kind")]
@@ -73,8 +77,14 @@ class DataSpec(SpecModel):
     event_id: Identifier = Field(description="the producer's unique id of a row or event")
     timestamp: Identifier = Field(description="when the event happened")
     label: Identifier = Field(description="the ground-truth column (training only)")
-    columns: list[Column] = Field(min_length=1)
-    sources: list[Source] = Field(min_length=1)
+    columns: list[Column] = Field(
+        min_length=1,
+        description="every column of a row; the four roles above must be among them, "
+        "the timestamp of type timestamp",
+    )
+    sources: list[Source] = Field(
+        min_length=1, description="where each day's snapshot is copied from"
+    )
     schedule: Schedule = Field(description="when the daily snapshot is taken (EventBridge)")
     retention_days: PositiveInt | None = Field(
         default=None, description="expire snapshots after this many days; default: keep forever"
@@ -130,25 +140,25 @@ class CompletenessRule(_Rule):
     """The share of non-null values in ``column`` is at least ``min``."""
 
     kind: Literal["completeness"]
-    column: Identifier
-    min: Fraction = 1.0
+    column: Identifier = Field(description="a column of data.columns")
+    min: Fraction = Field(default=1.0, description="the lowest share of non-null values")
 
 
 class TypeRule(_Rule):
     """Every non-null value of ``column`` parses as ``type``."""
 
     kind: Literal["type"]
-    column: Identifier
-    type: ColumnType
+    column: Identifier = Field(description="a column of data.columns")
+    type: ColumnType = Field(description="the type every non-null value must parse as")
 
 
 class RangeRule(_Rule):
     """Every non-null value of ``column`` lies in [min, max]."""
 
     kind: Literal["range"]
-    column: Identifier
-    min: float | None = None
-    max: float | None = None
+    column: Identifier = Field(description="a column of data.columns")
+    min: float | None = Field(default=None, description="lowest allowed value; min, max or both")
+    max: float | None = Field(default=None, description="highest allowed value")
 
     @model_validator(mode="after")
     def _bounds(self) -> RangeRule:
@@ -163,31 +173,37 @@ class AllowedValuesRule(_Rule):
     """Every non-null value of ``column`` is one of ``values``."""
 
     kind: Literal["allowed_values"]
-    column: Identifier
-    values: list[str | int | float | bool] = Field(min_length=1)
+    column: Identifier = Field(description="a column of data.columns")
+    values: list[str | int | float | bool] = Field(
+        min_length=1, description="the values allowed"
+    )
 
 
 class UniqueRule(_Rule):
     """No two rows share the same values of ``columns``."""
 
     kind: Literal["unique"]
-    columns: list[Identifier] = Field(min_length=1)
+    columns: list[Identifier] = Field(
+        min_length=1, description="columns of data.columns whose values together are unique"
+    )
 
 
 class RowCountRule(_Rule):
     """The snapshot has between ``min`` and ``max`` rows."""
 
     kind: Literal["row_count"]
-    min: int = Field(default=1, ge=0)
-    max: int | None = Field(default=None, ge=1)
+    min: int = Field(default=1, ge=0, description="fewest rows")
+    max: int | None = Field(default=None, ge=1, description="most rows; default: no maximum")
 
 
 class FreshnessRule(_Rule):
     """The newest ``column`` value is at most ``max_age_hours`` before the snapshot date ends."""
 
     kind: Literal["freshness"]
-    column: Identifier
-    max_age_hours: NonNegative
+    column: Identifier = Field(description="a timestamp column of data.columns")
+    max_age_hours: NonNegative = Field(
+        description="how long before the end of the snapshot's day its newest value may be"
+    )
 
 
 class ConsistencyRule(_Rule):
@@ -196,10 +212,13 @@ class ConsistencyRule(_Rule):
     (``change: constant``), within ``tolerance``."""
 
     kind: Literal["consistency"]
-    column: Identifier
-    entity: Identifier
-    change: Literal["days", "constant"] = "days"
-    tolerance: NonNegative = 0.0
+    column: Identifier = Field(description="a numeric column of data.columns")
+    entity: Identifier = Field(description="the column that identifies the entity compared")
+    change: Literal["days", "constant"] = Field(
+        default="days",
+        description="days: grows by the days between the snapshots; constant: unchanged",
+    )
+    tolerance: NonNegative = Field(default=0.0, description="allowed difference")
 
 
 QualityRule = Annotated[
@@ -227,7 +246,11 @@ class QualitySpec(SpecModel):
         default_factory=ProcessingResources, description="the job, when runner is processing"
     )
     sample_size: PositiveInt = Field(default=20, description="offending keys kept per failed rule")
-    rules: list[QualityRule] = Field(min_length=1)
+    rules: list[QualityRule] = Field(
+        min_length=1,
+        description="checked in order; each rule's id (default kind_column) must be unique; "
+        "see docs/quality.md",
+    )
 
 
 # --- feature engineering --------------------------------------------------------
@@ -236,10 +259,14 @@ class QualitySpec(SpecModel):
 class AggregateFeature(SpecModel):
     """``function`` of ``column`` over the last ``window_days`` days per entity."""
 
-    name: Identifier
-    function: Literal["sum", "count", "mean", "min", "max"]
+    name: Identifier = Field(description="the feature's name; not a column's")
+    function: Literal["sum", "count", "mean", "min", "max"] = Field(
+        description="how the window's values are combined"
+    )
     column: Identifier | None = Field(default=None, description="not needed for count")
-    window_days: int = Field(ge=1, le=366)
+    window_days: int = Field(
+        ge=1, le=366, description="days in the window, the day of the event included"
+    )
     entity: Identifier | None = Field(default=None, description="default: data.entity_key")
 
     @model_validator(mode="after")
@@ -252,8 +279,12 @@ class AggregateFeature(SpecModel):
 class ExpressionFeature(SpecModel):
     """An arithmetic expression of raw columns and earlier features."""
 
-    name: Identifier
-    expression: str = Field(min_length=1, description="e.g. 'order_amount / (account_tenure + 1)'")
+    name: Identifier = Field(description="the feature's name; not a column's")
+    expression: str = Field(
+        min_length=1,
+        description="e.g. 'order_amount / (account_tenure + 1)': + - * / and abs, min, "
+        "max, log1p of columns and earlier features; division by zero gives null",
+    )
 
 
 class FeaturesSpec(SpecModel):
@@ -267,8 +298,12 @@ class FeaturesSpec(SpecModel):
     processing: ProcessingResources = Field(
         default_factory=ProcessingResources, description="the job, when runner is processing"
     )
-    aggregates: list[AggregateFeature] = Field(default_factory=list)
-    expressions: list[ExpressionFeature] = Field(default_factory=list)
+    aggregates: list[AggregateFeature] = Field(
+        default_factory=list, description="windowed aggregates per entity"
+    )
+    expressions: list[ExpressionFeature] = Field(
+        default_factory=list, description="computed in order, after the aggregates"
+    )
     online: bool = Field(
         default=True, description="keep running aggregates in DynamoDB for real-time serving"
     )

@@ -18,16 +18,27 @@ from .training import TrainingSpec
 class ModelSpec(SpecModel):
     """Everything the constructs need to know about one model."""
 
-    name: ModelName
-    description: str = ""
-    owner: Identifier = Field(description="the team that owns the model, for tags and alarms")
-    data: DataSpec
-    quality: QualitySpec
-    features: FeaturesSpec = FeaturesSpec()
-    training: TrainingSpec
-    inference: InferenceSpec = InferenceSpec()
-    integration: IntegrationSpec | None = None
-    monitoring: MonitoringSpec = MonitoringSpec()
+    name: ModelName = Field(
+        description="part of resource names (Mdlc-<name> stack, mdlc-<name> endpoint, "
+        "SageMaker job names of at most 63 characters)"
+    )
+    description: str = Field(default="", description="for people; not used")
+    owner: Identifier = Field(
+        description="the team that owns the model; tagged on every resource (mdlc:owner)"
+    )
+    data: DataSpec = Field(description="stage 1: the dataset and its daily snapshots")
+    quality: QualitySpec = Field(description="stage 2: checks of every snapshot")
+    features: FeaturesSpec = Field(
+        default=FeaturesSpec(), description="stage 3: derived features; none by default"
+    )
+    training: TrainingSpec = Field(description="stages 4-5: algorithm, training, evaluation")
+    inference: InferenceSpec = Field(
+        default=InferenceSpec(), description="stage 6: batch and real-time, both on by default"
+    )
+    integration: IntegrationSpec | None = Field(
+        default=None, description="stage 8: rules and actions per event; none: no integration"
+    )
+    monitoring: MonitoringSpec = Field(default=MonitoringSpec(), description="stage 7")
 
     _source: Path | None = PrivateAttr(default=None)
 

@@ -11,10 +11,12 @@ from .data import ProcessingResources, Runner
 class ClosedLoop(SpecModel):
     """Accuracy against labels that arrive later; alarms below these."""
 
-    min_precision: Fraction | None = 0.5
-    min_recall: Fraction | None = 0.5
-    min_auc: Fraction | None = 0.75
-    min_label_coverage: Fraction | None = None
+    min_precision: Fraction | None = Field(default=0.5, description="alarm below; none: no alarm")
+    min_recall: Fraction | None = Field(default=0.5, description="alarm below; none: no alarm")
+    min_auc: Fraction | None = Field(default=0.75, description="alarm below; none: no alarm")
+    min_label_coverage: Fraction | None = Field(
+        default=None, description="alarm when fewer predictions have their label; none: no alarm"
+    )
     label_delay_days: PositiveInt = Field(
         default=60, description="how long labels may take to arrive (e.g. chargebacks)"
     )
@@ -27,9 +29,11 @@ class OpenLoop(SpecModel):
     max_psi: NonNegative = Field(default=0.2, description="population stability index")
     ks_alpha: Fraction = Field(default=0.01, description="two-sample KS test significance")
     max_action_share: dict[str, Fraction] = Field(
-        default_factory=dict, description="action -> highest share of decisions, e.g. block: 0.05"
+        default_factory=dict,
+        description="action -> highest share of decisions, e.g. block: 0.05; each an "
+        "action the integration decides",
     )
-    bins: int = Field(default=10, ge=2, le=100)
+    bins: int = Field(default=10, ge=2, le=100, description="bins of the PSI histograms")
 
 
 def _monitoring_job() -> ProcessingResources:
@@ -39,7 +43,9 @@ def _monitoring_job() -> ProcessingResources:
 
 
 class MonitoringSpec(SpecModel):
-    schedule: Schedule = "cron(0 7 * * ? *)"
+    """The daily model monitoring job, its alarms and what they trigger (stage 7)."""
+
+    schedule: Schedule = Field(default="cron(0 7 * * ? *)", description="when the job runs (UTC)")
     runner: Runner = Field(
         default="embedded",
         description="embedded: the daily job in Lambda (up to about 2 million predictions a "
@@ -49,6 +55,10 @@ class MonitoringSpec(SpecModel):
         default_factory=_monitoring_job,
         description="the job, when runner is processing (default ml.m5.2xlarge, 30 GB)",
     )
-    closed_loop: ClosedLoop = ClosedLoop()
-    open_loop: OpenLoop = OpenLoop()
-    retrain_on_alarm: bool = True
+    closed_loop: ClosedLoop = Field(
+        default=ClosedLoop(), description="accuracy against labels that arrive later"
+    )
+    open_loop: OpenLoop = Field(default=OpenLoop(), description="drift of outputs and inputs")
+    retrain_on_alarm: bool = Field(
+        default=True, description="an accuracy or drift alarm starts re-training (cooldown applies)"
+    )

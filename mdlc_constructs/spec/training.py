@@ -33,8 +33,14 @@ class BuiltinAlgorithm(SpecModel):
     """A SageMaker built-in algorithm, by the SageMaker SDK's framework name."""
 
     kind: Literal["builtin"] = "builtin"
-    name: Literal[BUILTIN_ALGORITHMS]  # type: ignore[valid-type]
-    version: str = Field(default="1", description="e.g. '1.7-1' for xgboost; '1' for the others")
+    name: Literal[BUILTIN_ALGORITHMS] = Field(  # type: ignore[valid-type]
+        description="the SageMaker SDK's framework name"
+    )
+    version: str = Field(
+        default="1",
+        description="e.g. '1.7-1' for xgboost; '1' for the others; one the installed "
+        "SageMaker SDK has images of",
+    )
 
 
 class MarketplaceAlgorithm(SpecModel):
@@ -42,6 +48,7 @@ class MarketplaceAlgorithm(SpecModel):
 
     kind: Literal["marketplace"]
     arn: str = Field(
+        description="the algorithm's ARN (arn:aws:sagemaker:<region>:<account>:algorithm/<name>)",
         pattern=r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:\d{12}:algorithm/[A-Za-z0-9-]+$"
     )
 
@@ -50,8 +57,15 @@ class CustomAlgorithm(SpecModel):
     """A container built by CodeBuild from ``source`` (a folder with a Dockerfile)."""
 
     kind: Literal["custom"]
-    source: str = Field(min_length=1, description="folder, relative to the spec file")
-    tag: str = Field(default="latest", pattern=r"^[A-Za-z0-9_.-]{1,128}$")
+    source: str = Field(
+        min_length=1, description="a folder with a Dockerfile, relative to the spec file"
+    )
+    tag: str = Field(
+        default="latest",
+        pattern=r"^[A-Za-z0-9_.-]{1,128}$",
+        description="the image is tagged <tag>-<hash of the source folder> (ECR tags "
+        "are immutable)",
+    )
 
 
 Algorithm = Annotated[
@@ -62,26 +76,45 @@ Algorithm = Annotated[
 class Evaluation(SpecModel):
     """The gate between training and registration."""
 
-    metric: str = Field(min_length=1, description="e.g. 'validation:auc'")
-    threshold: float = Field(ge=0.0)
-    goal: Literal["maximize", "minimize"] = "maximize"
+    metric: str = Field(
+        min_length=1, description="e.g. 'validation:auc', as the algorithm reports it; no quote"
+    )
+    threshold: float = Field(
+        ge=0.0,
+        description="the value the metric must reach; at most 1 for metrics in [0, 1] "
+        "(auc, f1, accuracy, precision, recall, ...)",
+    )
+    goal: Literal["maximize", "minimize"] = Field(
+        default="maximize",
+        description="maximize: register when metric >= threshold; minimize: when <=",
+    )
 
 
 class Spot(SpecModel):
-    enabled: bool = False
-    max_wait_minutes: PositiveInt = 240
+    """Managed spot training."""
+
+    enabled: bool = Field(default=False, description="train on spot capacity")
+    max_wait_minutes: PositiveInt = Field(
+        default=240, description="at least max_runtime_minutes: waiting for capacity included"
+    )
 
 
 class TrainingSpec(SpecModel):
     """How the model is trained, judged and registered, and how often."""
 
-    algorithm: Algorithm
-    instance_type: InstanceType = "ml.m5.xlarge"
-    instance_count: PositiveInt = 1
-    volume_size_gb: int = Field(default=30, ge=1, le=16384)
-    max_runtime_minutes: int = Field(default=120, ge=1, le=40320)
-    spot: Spot = Spot()
-    hyperparameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    algorithm: Algorithm = Field(description="a built-in, a Marketplace or a custom algorithm")
+    instance_type: InstanceType = Field(default="ml.m5.xlarge", description="the training job's")
+    instance_count: PositiveInt = Field(default=1, description="instances of the training job")
+    volume_size_gb: int = Field(
+        default=30, ge=1, le=16384, description="KMS-encrypted training volume, GB"
+    )
+    max_runtime_minutes: int = Field(
+        default=120, ge=1, le=40320, description="the job is stopped after this long"
+    )
+    spot: Spot = Field(default=Spot(), description="off by default")
+    hyperparameters: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="passed to the algorithm as strings"
+    )
     validation_fraction: float = Field(
         default=0.2,
         gt=0.0,
@@ -90,8 +123,12 @@ class TrainingSpec(SpecModel):
     )
     content_type: Literal[
         "text/csv", "application/x-parquet", "application/x-recordio-protobuf"
-    ] = "text/csv"
-    evaluation: Evaluation
+    ] = Field(
+        default="text/csv",
+        description="the training channels' format; the input step writes text/csv and "
+        "application/x-parquet",
+    )
+    evaluation: Evaluation = Field(description="the gate before registration")
     approval: Literal["manual", "automatic"] = Field(
         default="manual", description="manual: registered as PendingManualApproval"
     )
