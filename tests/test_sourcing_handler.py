@@ -219,3 +219,31 @@ def test_a_team_registers_another_source_kind() -> None:
             sourcing.build_source({"kind": "ftp", "name": "y"}, s3=None, default_bucket="b")
     finally:
         sourcing.SOURCE_KINDS.pop("inline")
+
+
+def test_a_local_copy_of_a_snapshot_is_read_as_its_manifest_says(env: Any, tmp_path: Any) -> None:
+    """``aws s3 sync`` of a snapshot prefix also copies what is not the snapshot
+    (an unfinished attempt's leftover, later versions): ``mdlc quality`` on the
+    folder reads the listed files only, and refuses a copy that differs."""
+    from mdlc_core import tabular
+
+    s3, module = env
+    s3.put_object(Bucket=RAW, Key="orders/dt=2026-03-01/a.csv", Body=CSV_1)
+    prefix = "datasets/fraud/dt=2026-03-01/"
+    s3.put_object(Bucket=DATASETS, Key=prefix + "orders/stale.csv", Body=CSV_2)  # leftover
+    module.handler({"date": "2026-03-01"}, None)
+    s3.put_object(Bucket=RAW, Key="orders/dt=2026-03-01/b.csv", Body=CSV_2)
+    module.handler({"date": "2026-03-01", "new_version": True}, None)  # v=2/, 3 rows
+    folder = tmp_path / "dt=2026-03-01"
+    for item in s3.list_objects_v2(Bucket=DATASETS, Prefix=prefix)["Contents"]:
+        target = folder / item["Key"][len(prefix):]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(s3.get_object(Bucket=DATASETS, Key=item["Key"])["Body"].read())
+    assert len(tabular.data_files(folder)) == 4  # a, stale, v=2/a.csv, v=2/b.csv
+    columns = load_spec("models/fraud.yaml").as_config()["data"]["columns"][:4]
+    table = tabular.read_table(folder, columns)
+    assert table.column("order_id").to_pylist() == ["o1"]
+    assert tabular.read_table(folder / "v=2", columns).num_rows == 3
+    (folder / "orders" / "a.csv").write_bytes(CSV_2)
+    with pytest.raises(tabular.DataError, match="a.csv: content differs from"):
+        tabular.read_table(folder, columns)

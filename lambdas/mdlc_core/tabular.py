@@ -42,6 +42,7 @@ stale).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -108,13 +109,21 @@ def read_table(path: str | Path, columns: Sequence[Any] | None = None) -> pa.Tab
     Without ``columns`` every column is read with Arrow's own type inference
     (no unparseable-value tracking): for exploring, not for checking.
 
-    A folder is read recursively, in sorted path order; files whose names
-    start with ``_`` or ``.`` (manifests, ``_SUCCESS`` markers) and files that
-    are not CSV or Parquet are skipped. Raises :class:`DataError`.
+    A folder that holds a snapshot's manifest (``_manifest.json`` as data
+    sourcing writes it, e.g. a snapshot copied with ``aws s3 sync``) is read as
+    the manifest says: exactly the files it lists, in its order, each checked
+    against its SHA-256 (:func:`manifest_files`). Any other folder is read
+    recursively, in sorted path order; files whose names start with ``_`` or
+    ``.`` (``_SUCCESS`` markers) and files that are not CSV or Parquet are
+    skipped. Raises :class:`DataError`.
     """
     specs = None if columns is None else [_column_spec(column) for column in columns]
     root = Path(path)
     if root.is_dir():
+        listed = manifest_files(root)
+        if listed is not None:
+            return combine([_read(_Object(str(file), path=file, declared=kind), specs)
+                            for file, kind in listed], str(root))
         files = data_files(root)
         if not files:
             raise DataError(f"{root}: folder has no CSV or Parquet files")
@@ -123,6 +132,43 @@ def read_table(path: str | Path, columns: Sequence[Any] | None = None) -> pa.Tab
     else:
         raise DataError(f"{root}: no such file or folder")
     return combine([_read(_Object(str(file), path=file), specs) for file in files], str(root))
+
+
+def manifest_files(folder: Path) -> list[tuple[Path, str | None]] | None:
+    """The files (and formats) a local copy of a snapshot consists of, by its
+    ``_manifest.json``; None when the folder has no snapshot manifest (a
+    ``_manifest.json`` without an ``objects`` list is not one).
+
+    A listed file that is missing, or whose SHA-256 is not the recorded one,
+    is a :class:`DataError`: a partial or mixed copy is not the snapshot.
+    """
+    path = folder / "_manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: not a JSON manifest: {error}") from error
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("objects"), list):
+        return None
+    prefix = str(manifest.get("snapshot_prefix") or "")
+    listed = []
+    for entry in manifest["objects"]:
+        key = str(entry.get("key", ""))
+        relative = key[len(prefix):] if prefix and key.startswith(prefix) else key
+        file = folder.joinpath(*relative.split("/"))
+        if not file.is_file():
+            raise DataError(f"{path} lists {key}, which is not in {folder} ({file})")
+        if entry.get("sha256"):
+            digest = hashlib.sha256()
+            with file.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            if digest.hexdigest() != entry["sha256"]:
+                raise DataError(f"{file}: content differs from {path} (sha256 "
+                                f"{digest.hexdigest()}, recorded {entry['sha256']})")
+        listed.append((file, entry.get("format") or None))
+    return listed
 
 
 def read_file(path: str | Path, columns: Sequence[Any] | None = None, *,
