@@ -19,8 +19,11 @@ from .workflow import invoke
 class DataSourcing(Construct):
     """The function that writes ``datasets/<model>/dt=YYYY-MM-DD/`` and its
     ``_manifest.json`` (row count, schema, content hash, source object
-    versions, creation time). A snapshot is never overwritten: a re-run for a
-    date returns the existing one; ``{"new_version": true}`` writes ``v=N``.
+    versions, creation time). A committed snapshot is never overwritten: a
+    re-run for a date returns the existing one; ``{"new_version": true}``
+    writes ``v=N``. Every source object is parsed before anything is
+    written, so a bad one fails the run naming it and leaves nothing; a
+    re-run after fixing the source completes the day (docs/sourcing.md).
 
     Source kinds: ``s3`` prefixes. A team adds a kind by registering a
     ``mdlc_core.sourcing.Source`` subclass in its own handler folder and

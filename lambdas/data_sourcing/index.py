@@ -7,6 +7,11 @@ Environment: DATASETS_BUCKET, RAW_BUCKET (the default bucket of S3 sources),
 MODEL_NAME. Returns ``{"date", "version", "snapshot_prefix", "manifest_key",
 "rows", "content_hash", "created"}``; ``created`` is false when the snapshot
 already existed (a re-run is a no-op).
+
+Raises ``SourcingError`` (the workflow's catch notifies) when the day has no
+source objects or any of them cannot be read, naming each such object by its
+``s3://`` URI; nothing is written then, and a re-run after fixing or removing
+the object completes the day (see ``mdlc_core.sourcing``).
 """
 
 from __future__ import annotations

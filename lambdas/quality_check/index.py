@@ -17,9 +17,10 @@ Environment:
 
 Returns ``{"passed", "violations", "rows", "failed_rules", "report_uri"}`` for
 the workflow's Choice state. Violations are a result, not an error: the
-handler raises only on unusable input (no data files, missing columns,
+handler raises only on unusable input (a prefix without a committed
+manifest, an object that differs from its manifest, missing columns,
 unreadable files, a malformed event), which the workflow's catch reports as
-a failure.
+a failure. The snapshot is exactly the objects its manifest lists.
 
 The work is ``mdlc_core.quality_job.run``, the same code the SageMaker
 Processing runner executes, so both runners write the same report and the
