@@ -245,5 +245,38 @@ def test_a_local_copy_of_a_snapshot_is_read_as_its_manifest_says(env: Any, tmp_p
     assert table.column("order_id").to_pylist() == ["o1"]
     assert tabular.read_table(folder / "v=2", columns).num_rows == 3
     (folder / "orders" / "a.csv").write_bytes(CSV_2)
-    with pytest.raises(tabular.DataError, match="a.csv: content differs from"):
+    with pytest.raises(tabular.DataError, match=r"a\.csv: content differs from"):
         tabular.read_table(folder, columns)
+
+
+def test_every_sourcing_error_names_where_it_came_from(env: Any) -> None:
+    """No objects: the error names where they were looked for. An S3 error on
+    one object (a ClientError names only the operation) names that object."""
+    from botocore.exceptions import ClientError
+
+    s3, module = env
+    with pytest.raises(sourcing.SourcingError,
+                       match=f"in 'orders' \\(s3://{RAW}/orders/dt=2026-03-01/, or objects "
+                             f"under s3://{RAW}/orders/ last modified that day\\)"):
+        module.handler({"date": "2026-03-01"}, None)
+    s3.put_object(Bucket=RAW, Key="orders/dt=2026-03-01/a.csv", Body=CSV_1)
+    s3.put_object(Bucket=RAW, Key="orders/dt=2026-03-01/b.csv", Body=CSV_2)
+
+    class Denied:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(s3, name)
+
+        def get_object(self, **params: Any) -> Any:
+            if params.get("Key", "").endswith("b.csv"):
+                raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}},
+                                  "GetObject")
+            return s3.get_object(**params)
+
+    source = sourcing.build_source({"name": "orders", "prefix": "orders/"}, s3=Denied(),
+                                   default_bucket=RAW)
+    with pytest.raises(sourcing.SourcingError) as raised:
+        sourcing.create_snapshot(s3, sources=[source], bucket=DATASETS, model="fraud",
+                                 spec_name="fraud", day=date(2026, 3, 1))
+    assert str(raised.value).startswith(f"s3://{RAW}/orders/dt=2026-03-01/b.csv (version ")
+    assert "cannot be read: An error occurred (AccessDenied)" in str(raised.value)
+    assert s3.list_objects_v2(Bucket=DATASETS).get("KeyCount") == 0

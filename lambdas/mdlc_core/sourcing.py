@@ -87,6 +87,10 @@ class Source(ABC):
     def read(self, obj: SourceObject) -> bytes:
         """The bytes of exactly the version ``list_objects`` saw."""
 
+    def where(self, day: date) -> str:
+        """Where the objects of ``day`` are looked for, for an error message."""
+        return repr(self.name)
+
 
 SOURCE_KINDS: dict[str, type[Source]] = {}
 
@@ -145,7 +149,11 @@ class S3PrefixSource(Source):
         for entry in sorted(listed, key=lambda o: o["Key"]):
             # The listing has no version id: pin the version now, so the copy and
             # the manifest name the same bytes even if the key is overwritten.
-            head = self.s3.head_object(Bucket=self.bucket, Key=entry["Key"])
+            try:
+                head = self.s3.head_object(Bucket=self.bucket, Key=entry["Key"])
+            except Exception as error:  # deleted since the listing, or not readable
+                raise SourcingError(f"s3://{self.bucket}/{entry['Key']}: cannot be pinned to a "
+                                    f"version: {error}") from error
             objects.append(SourceObject(
                 source=self.name, bucket=self.bucket, key=entry["Key"],
                 version_id=head.get("VersionId"), etag=head["ETag"].strip('"'),
@@ -156,6 +164,10 @@ class S3PrefixSource(Source):
     def read(self, obj: SourceObject) -> bytes:
         extra = {"VersionId": obj.version_id} if obj.version_id else {}
         return self.s3.get_object(Bucket=obj.bucket, Key=obj.key, **extra)["Body"].read()
+
+    def where(self, day: date) -> str:
+        return (f"{self.name!r} (s3://{self.bucket}/{self.prefix}dt={day.isoformat()}/, or "
+                f"objects under s3://{self.bucket}/{self.prefix} last modified that day)")
 
 
 # --- snapshot layout and manifest -------------------------------------------------------
@@ -336,14 +348,14 @@ def create_snapshot(s3: Any, *, sources: list[Source], bucket: str, model: str,
         key=lambda item: item[0],
     )
     if not planned:
-        names = ", ".join(s.name for s in sources)
+        names = ", ".join(s.where(day) for s in sources)
         raise SourcingError(f"no source objects for {day.isoformat()} in {names}")
     # Every object is read and parsed first: one that cannot be used fails the
     # run with its name, and nothing of the day is written.
     facts: list[tuple[str, int, list[dict[str, str]]]] = []
     unreadable: list[str] = []
     for _, source, obj in planned:
-        data = source.read(obj)
+        data = _read_source(source, obj)
         try:
             rows, file_schema = table_facts(data, source.format, _uri(obj))
         except SourcingError as error:
@@ -360,14 +372,20 @@ def create_snapshot(s3: Any, *, sources: list[Source], bucket: str, model: str,
     try:
         for (target, source, obj), (file_hash, rows, file_schema) in zip(planned, facts,
                                                                          strict=True):
-            data = source.read(obj)
+            data = _read_source(source, obj)
             if hashlib.sha256(data).hexdigest() != file_hash:
                 # Only an unversioned source can change under a run.
                 raise SourcingError(f"{_uri(obj)} changed while the snapshot was taken; "
                                     "run again")
             metadata = {"source-bucket": obj.bucket, "source-key": obj.key,
                         "source-version-id": obj.version_id or "", "sha256": file_hash}
-            copy_version = _write_copy(s3, bucket, target, data, metadata, manifest_key)
+            try:
+                copy_version = _write_copy(s3, bucket, target, data, metadata, manifest_key)
+            except _CommittedMeanwhile:
+                raise
+            except Exception as error:
+                raise SourcingError(f"{_uri(obj)}: cannot be copied to s3://{bucket}/{target}: "
+                                    f"{error}") from error
             digest.update(data)
             schema.setdefault(source.name, file_schema)
             files.append(SnapshotFile(target, file_hash, rows, obj, source.format, copy_version))
@@ -390,6 +408,16 @@ def create_snapshot(s3: Any, *, sources: list[Source], bucket: str, model: str,
 
 def _uri(obj: SourceObject) -> str:
     return f"s3://{obj.bucket}/{obj.key}"
+
+
+def _read_source(source: Source, obj: SourceObject) -> bytes:
+    """``source.read(obj)``; an S3 error names the object (a bare ClientError
+    names only the operation)."""
+    try:
+        return source.read(obj)
+    except Exception as error:
+        version = f" (version {obj.version_id})" if obj.version_id else ""
+        raise SourcingError(f"{_uri(obj)}{version}: cannot be read: {error}") from error
 
 
 # --- reading a snapshot: the manifest is the only truth -----------------------------
