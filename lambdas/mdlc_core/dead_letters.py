@@ -23,7 +23,7 @@ The id is derived from the record (its stream, sequence number and payload),
 so a redelivered record finds its mark and is not sent again (issue 14.9).
 Steps 1 and 2 must succeed for the record to count as handled; if either
 fails, :class:`DeadLetterError` is raised and the caller reports the record
-as failed (retried, never dropped). A failure of step 3 is logged and only
+as failed (retried, never dropped). A failure of step 3 is retried, then logged: it only
 costs a duplicate message if the record is delivered again; the message's
 ``dead_letter_id`` names the duplicate.
 
@@ -38,7 +38,8 @@ import json
 import logging
 import os
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -118,6 +119,10 @@ def _size(text: str) -> int:
 class DeadLetters:
     """Where one function's rejected records go (see the module docstring)."""
 
+    #: The mark is written after the message: retried, since a lost mark means a
+    #: second message if the record is delivered again.
+    MARK_ATTEMPTS = 4
+
     def __init__(
         self,
         *,
@@ -129,6 +134,8 @@ class DeadLetters:
         model: str,
         function: str,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        sleep: Callable[[float], None] = time.sleep,
+        backoff_seconds: float = 0.02,
     ) -> None:
         missing = [n for n, v in (("DEAD_LETTER_QUEUE_URL", queue_url),
                                   ("DEAD_LETTER_BUCKET", bucket)) if not v]
@@ -143,6 +150,8 @@ class DeadLetters:
         self.model = model
         self.function = function
         self.max_message_bytes = max_message_bytes
+        self.sleep = sleep
+        self.backoff_seconds = backoff_seconds
 
     @classmethod
     def from_env(cls, *, sqs: Any, s3: Any, model: str, function: str,
@@ -186,10 +195,15 @@ class DeadLetters:
         except Exception as error:
             raise DeadLetterError(f"dead letter {letter_id} not sent to {self.queue_url}: "
                                   f"{error}") from error
-        try:
-            self.s3.put_object(Bucket=self.bucket, Key=message_key, Body=body.encode(),
-                               ContentType="application/json")
-        except Exception:  # sent and stored: only a redelivery would send it again
+        for attempt in range(self.MARK_ATTEMPTS):
+            try:
+                self.s3.put_object(Bucket=self.bucket, Key=message_key, Body=body.encode(),
+                                   ContentType="application/json")
+                break
+            except Exception:  # sent and stored: only a redelivery would send it again
+                if attempt + 1 < self.MARK_ATTEMPTS:
+                    self.sleep(self.backoff_seconds * 2**attempt)
+        else:
             logger.warning("dead letter sent but not marked", extra={"dead_letter_id": letter_id})
         return {"dead_letter_id": letter_id, "sent": True}
 
