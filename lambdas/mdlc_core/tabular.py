@@ -240,7 +240,7 @@ def parse_strings(values: pa.Array | pa.ChunkedArray, type_name: str,
     if type_name == "string":
         return values
     try:  # clean data, the common case, takes the fast strict path
-        if type_name not in ("bool", "timestamp"):
+        if type_name != "bool":  # digits never cast as ISO 8601: units take the slow path
             return pc.cast(values, target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
