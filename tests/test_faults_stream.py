@@ -25,6 +25,7 @@ from tests.fault_harness import (
     bad_records,
     decision_log,
     deliver,
+    drain,
     expected_action,
     fraud_stack,
     invoke,
@@ -325,3 +326,69 @@ def test_throttling_at_random_over_batches_loses_and_doubles_nothing(run: Consum
     tally = run.tally(good, bad)
     assert tally.lost == [] and tally.doubled == [] and tally.unexplained == [], tally
     assert tally.decision_log_entries == len(good)
+
+
+# -- the feature updater ---------------------------------------------------------------
+
+UPDATER_FAULTS = {
+    "none": None,
+    "entity read (GetItem)": ("dynamodb", "GetItem", None),
+    "aggregate commit (TransactWriteItems)": ("dynamodb", "TransactWriteItems", None),
+    "dead-letter mark check (HeadObject)": ("s3", "HeadObject", None),
+    "dead-letter payload (PutObject)": ("s3", "PutObject", None),
+    "dead-letter message (SendMessage)": ("sqs", "SendMessage", None),
+}
+
+
+@pytest.mark.parametrize("fault", list(UPDATER_FAULTS))
+def test_the_feature_updater_applies_each_event_once_and_keeps_each_bad_one(
+        stack: Stack, fraud_spec, fault: str) -> None:
+    """Every malformed kind and eight good events of one customer, the first
+    delivery under a fault on every attempt of one call, then redelivered as the
+    mapping does and twice more in other orders: the online aggregates count each
+    good event once, and each bad record is dead-lettered once with its reason
+    and its exact bytes."""
+    from mdlc_core.features import FeatureSet, OnlineFeatureReader
+
+    stack.faults.clear()
+    function = stack.find("DataFeaturesUpdate")
+    queue = stack.find("DataFeaturesUpdateFailures")
+    drain(stack, queue)
+    customer = f"fu{list(UPDATER_FAULTS).index(fault)}"
+    now = stack.now()
+    events = [order(f"{customer}-{i}", 10.0 * (i + 1), customer=customer,
+                    when=now - timedelta(hours=i)) for i in range(8)]
+    bad = bad_records(customer, now)
+    payloads = [*bad.values(), *(json.dumps(e).encode() for e in events)]
+    random.Random(len(customer)).shuffle(payloads)
+    records = stream(stack).records(payloads)
+    bad_sequences = {r["kinesis"]["sequenceNumber"]: p for r, p in zip(records, payloads,
+                                                                         strict=True)
+                     if p in bad.values()}
+    if UPDATER_FAULTS[fault] is not None:
+        service, operation, _ = UPDATER_FAULTS[fault]
+        rule = stack.faults.fail(service, operation, times=None)
+        assert invoke(stack, function, records) != []
+        assert rule.injected >= 1
+        stack.faults.clear()
+
+    assert deliver(stack, function, records).unresolved == []
+    assert invoke(stack, function, records[::-1]) == []
+    assert invoke(stack, function, random.Random(1).sample(records, len(records))) == []
+
+    reader = OnlineFeatureReader(stack.cloud.client("dynamodb"),
+                                 stack.find("DataFeaturesOnlineFeatures"),
+                                 FeatureSet.from_config(fraud_spec.as_config()))
+    row = reader.read_many([customer])[customer]
+    assert (row["order_total_30d"], row["order_count_30d"]) == (360.0, 8)
+    letters = drain(stack, queue)
+    by_sequence: dict[str, list[dict[str, Any]]] = {}
+    for letter in letters:
+        by_sequence.setdefault(letter["source"]["sequence_number"], []).append(letter)
+    assert sorted(by_sequence) == sorted(bad_sequences), "each bad record, and only those"
+    for sequence, sent in bad_sequences.items():
+        (letter,) = by_sequence[sequence]
+        assert letter["reason"] and letter["function"] == "feature-update"
+        assert stored_payload(stack, letter) == (sent.encode() if isinstance(sent, str)
+                                                 else sent)
+    assert stack.cloud.authorizer.denied == [], stack.cloud.authorizer.report()
