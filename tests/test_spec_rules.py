@@ -433,3 +433,14 @@ def test_the_same_problem_is_reported_once():
     with pytest.raises(SpecError) as caught:
         parse_spec(_spec(_set("quality.rules.12.column", "amount")), "models/fraud.yaml")
     assert len(caught.value.problems) == 1
+
+
+def test_the_sdk_versions_read_without_importing_it_are_the_sdks():
+    """``rules.builtin_versions`` reads the SageMaker SDK's configuration file
+    directly (importing the SDK takes seconds); it must agree with the SDK."""
+    from mdlc_constructs.algorithms import known_versions
+    from mdlc_constructs.spec import rules
+    from mdlc_constructs.spec.training import BUILTIN_ALGORITHMS
+
+    for name in BUILTIN_ALGORITHMS:
+        assert rules.builtin_versions(name) == tuple(known_versions(name)), name
