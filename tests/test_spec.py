@@ -185,3 +185,18 @@ def test_null_values_default_to_the_empty_field_and_are_distinct(fraud_spec):
         d["data"]["columns"][0]["null_values"] = ["NA", "NA"]
 
     assert "models/fraud.yaml: data.columns[0]: null_values lists a marker twice" in _error(twice)
+
+
+def test_validate_refuses_two_specs_of_one_name(tmp_path: Path, capsys):
+    """The app builds one stack per model name (load_specs refuses the folder):
+    validate says so too, naming both files."""
+    copy_path = tmp_path / "copy.yaml"
+    copy_path.write_text(FRAUD_SPEC.read_text())
+    assert main(["validate", str(FRAUD_SPEC), str(copy_path)]) == 2
+    captured = capsys.readouterr()
+    assert f"{copy_path}: name: 'fraud' is also the name of {FRAUD_SPEC}" in captured.err
+    with pytest.raises(SpecError, match="two specs use the name 'fraud'"):
+        from mdlc_constructs.spec import load_specs
+
+        (tmp_path / "fraud.yaml").write_text(FRAUD_SPEC.read_text())
+        load_specs(tmp_path)

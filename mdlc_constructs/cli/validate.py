@@ -20,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     failed = False
+    names: dict[str, list[str]] = {}
     for path in args.specs:
         try:
             spec = load_spec(path)
@@ -28,5 +29,13 @@ def run(args: argparse.Namespace) -> int:
             for problem in error.problems:
                 print(problem, file=sys.stderr)
         else:
+            names.setdefault(spec.name, []).append(path)
             print(f"{path}: ok (model {spec.name!r})")
+    # The app builds one stack per model name: two files may not share one
+    # (load_specs refuses such a folder at synthesis).
+    for name, paths in sorted(names.items()):
+        if len(paths) > 1:
+            failed = True
+            print(f"{paths[-1]}: name: {name!r} is also the name of {', '.join(paths[:-1])}",
+                  file=sys.stderr)
     return EXIT_USAGE if failed else EXIT_OK
