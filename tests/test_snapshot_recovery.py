@@ -157,6 +157,8 @@ def test_a_failed_first_snapshot_is_recovered_by_a_rerun(deployed: Any, path: st
     assert [o["key"].rsplit("/", 1)[1] for o in manifest["objects"]] == (
         ["part-0.csv.gz"] if path == "delete_and_rerun" else ["part-0.csv.gz", "part-1.csv"])
     assert [o["format"] for o in manifest["objects"]] == ["csv"] * len(manifest["objects"])
+    # The data lake's datasets bucket is versioned: readers get the committed copies.
+    assert all(o["version_id"] for o in manifest["objects"])
     # Quality and features read what the manifest lists: the gzip part, and
     # neither the crashed attempt's copy of part 1 (still under the prefix
     # after the delete) nor anything else there.

@@ -267,3 +267,29 @@ def test_the_stream_consumer_reads_the_timestamp_in_the_specs_unit(
     else:
         assert isinstance(parsed, Rejected) and rejected in parsed.reason
         assert parsed.reason.startswith("order_ts: ")
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_a_parquet_integer_column_is_read_in_each_unit(tmp_path: Path, unit: str) -> None:
+    per_second = {"s": 1, "ms": 1000, "us": 1_000_000, "ns": 1_000_000_000}[unit]
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"order_ts": pa.array([SECONDS * per_second], pa.int64())}), sink)
+    column = [{"name": "order_ts", "type": "timestamp", "unit": unit}]
+    table = tabular.read_bytes(sink.getvalue(), "s3://b/part.parquet", column)
+    assert table.column("order_ts").to_pylist() == [MOMENT.replace(microsecond=0)]
+    assert tabular.unparseable(table) == {}
+
+
+def test_a_parquet_float_timestamp_is_rejected_with_the_reason() -> None:
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"order_ts": pa.array([float(SECONDS)], pa.float64())}), sink)
+    column = [{"name": "order_ts", "type": "timestamp", "unit": "s"}]
+    table = tabular.read_bytes(sink.getvalue(), "s3://b/part.parquet", column)
+    assert table.column("order_ts").to_pylist() == [None]
+    assert "stored as double: an integer timestamp is stored as an integer" in (
+        tabular.unparseable(table)["order_ts"].reason or "")
+
+
+def test_a_unit_on_a_column_that_is_not_a_timestamp_is_refused() -> None:
+    with pytest.raises(tabular.DataError, match="unit 's' applies to timestamp columns only"):
+        tabular.read_bytes(b"a\n1\n", "x.csv", [{"name": "a", "type": "int", "unit": "s"}])
