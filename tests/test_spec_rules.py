@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -444,3 +445,68 @@ def test_the_sdk_versions_read_without_importing_it_are_the_sdks():
 
     for name in BUILTIN_ALGORITHMS:
         assert rules.builtin_versions(name) == tuple(known_versions(name)), name
+
+
+# --- rules the engines would refuse on every run ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sample_orders(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("orders") / "orders.csv"
+    assert main(["sample", str(FRAUD), "--days", "2", "--start", "2026-11-01",
+                 "--out", str(path)]) == 0
+    return path
+
+
+@pytest.mark.parametrize(
+    ("rule", "field", "message"),
+    [
+        ({"kind": "range", "column": "customer_id", "min": 0},
+         "column", "'customer_id' is a string column; a range rule needs int or float"),
+        ({"kind": "freshness", "column": "order_amount", "max_age_hours": 1},
+         "column", "'order_amount' is a float column; a freshness rule needs timestamp"),
+        ({"kind": "consistency", "id": "ts_grows", "column": "order_ts", "entity": "customer_id"},
+         "column", "'order_ts' is a timestamp column; a consistency rule needs int or float"),
+        ({"kind": "allowed_values", "id": "flags", "column": "fraud_status",
+          "values": ["no", "yes"]},
+         "values", "['no', 'yes'] are not int values, the type of column 'fraud_status'"),
+    ],
+    ids=["range-on-text", "freshness-on-number", "consistency-on-timestamp", "values-type"],
+)
+def test_a_quality_rule_the_engine_refuses_fails_validation(rule, field, message,
+                                                            sample_orders, tmp_path, capsys):
+    """Validation names the rule; the quality engine, given the same rule in
+    a configuration that skipped validation, refuses it as unusable input."""
+    from mdlc_core import quality, tabular
+
+    data = _spec(lambda d: d["quality"]["rules"].append(rule))
+    index = len(data["quality"]["rules"]) - 1
+    code, err = _validate(tmp_path, data, capsys)
+    assert code == EXIT_USAGE
+    assert f"quality.rules[{index}].{field}: {message}" in err, err
+    config = load_spec(FRAUD).as_config()
+    config["quality"]["rules"].append(rule)
+    table = tabular.read_table(sample_orders, config["data"]["columns"])
+    # Refused as unusable input, or worse: a consistency rule on timestamps
+    # crashes the engine with a TypeError (mdlc_core/quality.py), every run.
+    with pytest.raises((tabular.DataError, TypeError)):
+        quality.check(table, config, snapshot_date=date(2026, 11, 2), previous=table,
+                      previous_date=date(2026, 11, 1))
+
+
+def test_an_aggregate_of_a_text_column_fails_validation_as_the_engine_fails(sample_orders,
+                                                                            tmp_path, capsys):
+    from mdlc_core import tabular
+    from mdlc_core.features import FeatureError, FeatureSet, compute_batch
+
+    code, err = _validate(
+        tmp_path, _spec(_set("features.aggregates.0.column", "customer_id")), capsys)
+    assert code == EXIT_USAGE
+    assert ("features.aggregates[0].column: 'customer_id' is a string column; a sum "
+            "aggregate needs int or float") in err
+    config = load_spec(FRAUD).as_config()
+    config["features"]["aggregates"][0]["column"] = "customer_id"
+    table = tabular.read_table(sample_orders, config["data"]["columns"])
+    # The batch engine does not even say why (a KeyError, mdlc_core/features.py).
+    with pytest.raises((FeatureError, KeyError)):
+        compute_batch(table, FeatureSet.from_config(config), "2026-11-02")

@@ -179,6 +179,9 @@ def _quality(view: View) -> Iterator[Problem]:
                             f"quality.rules[{index}].{field}",
                             f"{column!r} is not one of data.columns {known}",
                         )
+    columns = view.columns()
+    if columns is not None:
+        yield from _rule_types(dict(columns), rules)
     from .data import QualityRule
 
     adapter: TypeAdapter[Any] = TypeAdapter(QualityRule)
@@ -191,6 +194,59 @@ def _quality(view: View) -> Iterator[Problem]:
     twice = _duplicates(ids)
     if twice:
         yield "quality.rules", f"rule ids must be unique; give these an 'id': {twice}"
+
+
+_NUMERIC = ("int", "float")
+#: What a rule kind needs of its column's declared type (the quality engine
+#: refuses anything else on every run, as unusable input).
+_RULE_TYPES = {"range": _NUMERIC, "freshness": ("timestamp",)}
+
+
+def _rule_types(types: Mapping[str, Any], rules: list[tuple[int, Mapping[str, Any]]],
+                ) -> Iterator[Problem]:
+    for index, rule in rules:
+        kind, column = rule.get("kind"), _text(rule.get("column"))
+        declared = types.get(column) if column is not None else None
+        if not isinstance(declared, str):
+            continue
+        path = f"quality.rules[{index}]"
+        needed = _RULE_TYPES.get(kind)  # type: ignore[arg-type]
+        if kind == "consistency" and rule.get("change", "days") == "days":
+            needed = _NUMERIC
+        if needed and declared not in needed:
+            yield (f"{path}.column",
+                   f"{column!r} is a {declared} column; a {kind} rule needs "
+                   f"{' or '.join(needed)}")
+        values = rule.get("values")
+        if kind == "allowed_values" and isinstance(values, list) and values:
+            wrong = _uncastable(values, declared)
+            if wrong:
+                yield (f"{path}.values",
+                       f"{wrong} are not {declared} values, the type of column {column!r}")
+
+
+def _uncastable(values: list[Any], declared: str) -> list[Any]:
+    """The allowed values the quality engine cannot compare with a ``declared``
+    column: it casts the list to the column's Arrow type (strings compare as
+    text), so the same cast decides here."""
+    if declared not in ("int", "float", "bool"):
+        return []
+    import pyarrow as pa
+
+    type_ = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}[declared]
+    failures = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
+    try:
+        pa.array(values).cast(type_)
+        return []
+    except failures:
+        pass
+    wrong = []
+    for value in values:
+        try:
+            pa.array([value]).cast(type_)
+        except failures:
+            wrong.append(value)
+    return wrong or values  # each casts alone, but not the mixed list
 
 
 # --- features ------------------------------------------------------------------------
@@ -211,6 +267,7 @@ def _features(view: View) -> Iterator[Problem]:
         return
     columns, known_sorted = set(names), sorted(names)
     known = set(names)
+    types = dict(view.columns() or [])
     for index, feature in view.items("features", "aggregates"):
         for field in ("column", "entity"):
             column = _text(feature.get(field))
@@ -219,6 +276,13 @@ def _features(view: View) -> Iterator[Problem]:
                     f"features.aggregates[{index}].{field}",
                     f"{column!r} is not one of data.columns {known_sorted}",
                 )
+        function, column = feature.get("function"), _text(feature.get("column"))
+        declared = types.get(column) if column is not None else None
+        if function != "count" and isinstance(declared, str) and declared not in _NUMERIC:
+            yield (
+                f"features.aggregates[{index}].column",
+                f"{column!r} is a {declared} column; a {function} aggregate needs int or float",
+            )
         if (name := _text(feature.get("name"))) is not None:
             known.add(name)
     for index, feature in view.items("features", "expressions"):
