@@ -112,7 +112,8 @@ class View:
                  for entry in value]
         if any(name is None for name in names):
             return None
-        return [(name, entry.get("type")) for name, entry in zip(names, value, strict=True)]  # type: ignore[misc]
+        return [(name, _text(entry.get("type")))  # type: ignore[misc, union-attr]
+                for name, entry in zip(names, value, strict=True)]
 
     def column_names(self) -> list[str] | None:
         columns = self.columns()
