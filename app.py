@@ -19,6 +19,9 @@ from mdlc_constructs.compliance import apply_compliance_checks
 from mdlc_constructs.pipeline import build
 from mdlc_constructs.spec import SpecError
 
+STRENGTH_FLAG = "@aws-cdk/core:defaultCrossStackReferences"
+BOTH_TRANSITIONAL = "@aws-cdk/core:crossStackReferencesBothTransitional"
+
 
 def main() -> None:
     app = cdk.App()
@@ -39,6 +42,14 @@ def main() -> None:
         # reported as the lines that name each file and field, no traceback.
         print(f"cannot synthesize: invalid model specs\n{error}", file=sys.stderr)
         sys.exit(2)
+    if app.node.try_get_context(STRENGTH_FLAG) == "both":
+        # cdk.json chooses "both" (weak references, exports kept) on purpose, so
+        # stacks once deployed with strong references update in place; without
+        # this, aws-cdk-lib reminds on every synth that "both" is transitional.
+        for scope in app.node.find_all():
+            if cdk.Stack.is_stack(scope):
+                cdk.Annotations.of(scope).acknowledge_warning(
+                    BOTH_TRANSITIONAL, "the example keeps exports for stacks deployed strong")
     apply_compliance_checks(app)
     app.synth()
 
