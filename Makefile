@@ -13,16 +13,18 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: simulate synth test install lint cfn-lint bench clean
+.PHONY: simulate synth test install lint cfn-lint bench clean test-lowest test-newest
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstall only when the project's dependencies change.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# Reinstall only when the project's dependencies change. constraints.txt holds
+# the exact versions the repository's own runs use (pyproject.toml has ranges).
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
+	@echo "mdlc and the test tools are in $(BIN)/: 'source $(BIN)/activate' puts them on PATH"
 
 .cdk-cli/node_modules/.bin/cdk:
 	npm install --silent --no-audit --no-fund --prefix .cdk-cli aws-cdk@$(CDK_CLI_VERSION)
@@ -46,6 +48,30 @@ synth: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+## The synthesis tests on the lowest versions pyproject.toml allows
+## (constraints-lowest.txt) and on the newest, each in a virtual environment of
+## its own under build/, so a range is only as wide as what was run on it.
+## cfn-lint's checks are left out: they test the linter's version (the lowest
+## PyYAML resolves an older cfn-lint), not the library's dependencies.
+COMPAT_TESTS := tests/test_spec.py tests/test_compliance.py tests/test_storage.py \
+	tests/test_model_stack.py tests/test_platform.py tests/test_cross_stack_references.py \
+	tests/test_permissions_templates.py tests/test_quality_engine.py tests/test_features.py \
+	tests/test_feature_flags.py
+COMPAT_REPORT := ^(aws-cdk-lib|cdk-nag|constructs|jsii|pydantic|pyyaml|numpy|pyarrow|sagemaker[-_]core|boto3|syrupy)==
+build/venv-%/bin/python:
+	$(PYTHON) -m venv build/venv-$*
+	build/venv-$*/bin/pip install --quiet --upgrade pip
+
+test-lowest: build/venv-lowest/bin/python
+	build/venv-lowest/bin/pip install --quiet -c constraints-lowest.txt -e '.[dev]'
+	build/venv-lowest/bin/pip list --format=freeze | grep -iE '$(COMPAT_REPORT)'
+	build/venv-lowest/bin/python -m pytest -q -p no:cacheprovider -k 'not cfn_lint' $(COMPAT_TESTS)
+
+test-newest: build/venv-newest/bin/python
+	build/venv-newest/bin/pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]'
+	build/venv-newest/bin/pip list --format=freeze | grep -iE '$(COMPAT_REPORT)'
+	build/venv-newest/bin/python -m pytest -q -p no:cacheprovider -k 'not cfn_lint' $(COMPAT_TESTS)
 
 lint: install
 	$(BIN)/ruff check .
