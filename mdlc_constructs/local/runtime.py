@@ -43,6 +43,7 @@ from .principals import Principals
 from .resources import Deployed, ResourceFactory, raw_client
 from .s3 import FastObjects
 from .sagemaker import SageMakerLocal
+from .sqs import MessageLimits
 from .stepfunctions import SYNC_TASKS, install_aws_semantics, sync_function_name
 
 _TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
@@ -171,6 +172,7 @@ class LocalCloud:
         self.alarms.install(self.hooks)
         self.items.install(self.hooks)
         FastObjects().install(self.hooks)
+        MessageLimits().install(self.hooks)
         LocalTransactions(self.items).install(self.hooks)
         for operation, run in (("createTrainingJob", self.sagemaker.run_training_job),
                                ("createTransformJob", self.sagemaker.run_transform_job),
@@ -199,10 +201,18 @@ class LocalCloud:
                 if "Export" in output:
                     name = deployed.resolver.resolve(output["Export"]["Name"])
                     exports[name] = deployed.resolver.resolve(output["Value"])
+            self._register_network(deployed)
             self._register_functions(deployed)
             self._register_rules(deployed)
             self._register_mappings(deployed)
             self._register_alarms(deployed)
+
+    def _register_network(self, deployed: Deployed) -> None:
+        """The subnets and security groups a job's VpcConfig may name."""
+        for kind in ("AWS::EC2::Subnet", "AWS::EC2::SecurityGroup"):
+            for logical_id, props in deployed.of_type(kind).items():
+                resource_id = deployed.resolver.attributes[logical_id]["Ref"]
+                self.authorizer.add_network(str(props.get("VpcId")), [resource_id])
 
     def _register_functions(self, deployed: Deployed) -> None:
         for logical_id, props in deployed.of_type("AWS::Lambda::Function").items():
