@@ -392,3 +392,26 @@ def test_the_feature_updater_applies_each_event_once_and_keeps_each_bad_one(
         assert stored_payload(stack, letter) == (sent.encode() if isinstance(sent, str)
                                                  else sent)
     assert stack.cloud.authorizer.denied == [], stack.cloud.authorizer.report()
+
+
+def test_the_local_queue_refuses_what_sqs_refuses(stack: Stack) -> None:
+    """moto counts characters and accepts any; SQS counts UTF-8 bytes of body and
+    attributes against the queue's MaximumMessageSize (moto 5.2 and the queues
+    here: 1 MiB) and refuses characters outside XML's. The dead-letter bound
+    above is tested against this."""
+    from botocore.exceptions import ClientError
+
+    sqs = stack.cloud.client("sqs")
+    queue = stack.find("IntegrationDeadLetters")
+    with pytest.raises(ClientError) as raised:
+        sqs.send_message(QueueUrl=queue, MessageBody="é" * 600_000)  # 1,200,000 bytes
+    assert raised.value.response["Error"]["Code"] == "InvalidParameterValue"
+    with pytest.raises(ClientError) as raised:
+        sqs.send_message(QueueUrl=queue, MessageBody="a" * 1_048_000, MessageAttributes={
+            "reason": {"DataType": "String", "StringValue": "b" * 600}})
+    assert raised.value.response["Error"]["Code"] == "InvalidParameterValue"
+    with pytest.raises(ClientError) as raised:
+        sqs.send_message(QueueUrl=queue, MessageBody="ok \ufffe")
+    assert raised.value.response["Error"]["Code"] == "InvalidMessageContents"
+    sqs.send_message(QueueUrl=queue, MessageBody="é" * 524_288)  # exactly 1 MiB
+    sqs.purge_queue(QueueUrl=queue)

@@ -10,11 +10,12 @@ action whose outcome is unknown) leaves the stream through here:
 2. a message goes to ``DEAD_LETTER_QUEUE_URL`` with the reason, the stream
    coordinates, the payload's S3 location, size and SHA-256, and as much of
    the payload inline as fits. SQS bounds a message by its encoded size
-   (body and attributes, UTF-8): 262,144 bytes unless the queue sets
-   ``MaximumMessageSize`` higher (up to 1 MiB), and the library's queues do
-   not, so every message is built to fit 256 KiB whatever the payload's
-   characters (a character of "é" is 2 bytes, an emoji 4; a JSON escape of
-   either is 6 or 12);
+   (body and attributes, UTF-8 bytes) against the queue's
+   ``MaximumMessageSize``: at most 1 MiB, 262,144 bytes where SQS documents
+   its long-standing default. The library's queues do not set it, so every
+   message is built to fit 256 KiB, which any queue not set lower accepts,
+   whatever the payload's characters (a character of "é" is 2 bytes, an
+   emoji 4; a JSON escape of either is 6 or 12);
 3. the message is copied to ``<id>.json`` beside the payload: the mark that
    this record was dead-lettered, and a durable copy once the queue's
    retention has passed.
@@ -46,7 +47,8 @@ from typing import Any
 
 logger = logging.getLogger("mdlc.dead_letters")
 
-#: SQS's default ``MaximumMessageSize`` (the library's queues keep the default).
+#: SQS's long-standing default ``MaximumMessageSize``, the smallest a queue of
+#: the library has (they do not set it; SQS allows up to 1 MiB).
 MAX_MESSAGE_BYTES = 262_144
 #: Room kept for what SQS counts beyond our arithmetic.
 MARGIN_BYTES = 1_024
