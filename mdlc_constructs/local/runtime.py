@@ -206,7 +206,7 @@ class LocalCloud:
             self._register_mappings(deployed)
             self._register_alarms(deployed)
 
-    def _register_network(self, deployed: Dep    def _register_functions(self, deployed: Deployed) -> None:
+    def _register_functions(self, deployed: Deployed) -> None:
         for logical_id, props in deployed.of_type("AWS::Lambda::Function").items():
             attributes = deployed.resolver.attributes[logical_id]
             key = props.get("Code", {}).get("S3Key")
