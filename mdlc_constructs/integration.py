@@ -28,8 +28,11 @@ events on the model's encrypted Kinesis stream, in the spec's
     else that fails after its retries notifies the topic and fails the
     execution, so the pipe retries it.
 
-Both paths write every decision to the decision log table and act
-idempotently on the producer's event id (the Powertools idempotency table).
+Both paths write every decision to the decision log table and act once per
+producer event id: the fused consumer through the decision log itself (a
+conditional put claims the event before acting, docs/integration.md,
+Exactly once), the state-machine path through Powertools idempotency (the
+idempotency table, named to and granted to that path only).
 Both also write the decisions as model monitoring's input, one predictions
 file per invocation under ``predictions/<model>/dt=<day>/scored/`` of the
 data lake's predictions bucket (``PREDICTIONS_BUCKET``; ``s3:PutObject`` on
@@ -222,11 +225,14 @@ class ClientIntegration(Construct):
             "ENDPOINT_NAME": self.endpoint_name,
             "FEATURES_TABLE": self.feature_table.table_name,
             "DECISIONS_TABLE": self.decision_table.table_name,
-            "IDEMPOTENCY_TABLE": self.idempotency_table.table_name,
             "DEAD_LETTER_QUEUE_URL": self.dead_letter_queue.queue_url,
             # Monitoring's input: predictions/<model>/dt=<day>/scored/ there.
             "PREDICTIONS_BUCKET": self.data_lake.predictions.bucket_name,
         }
+        if self.integration.mode != "fused":
+            # The state-machine path's Powertools idempotency; the fused consumer
+            # acts once through the decision log itself (mdlc_core.actions.ActionLedger).
+            env["IDEMPOTENCY_TABLE"] = self.idempotency_table.table_name
         if self.topic_target is not None:
             env["ACTION_TOPIC_ARN"] = self.topic_target.topic_arn
         if self.queue_target is not None:
@@ -540,7 +546,8 @@ class ClientIntegration(Construct):
         # The action ledger reads an event's item back when its claim finds one.
         self.decision_table.grant(function, "dynamodb:GetItem")
         self._grant_predictions(function)
-        self.idempotency_table.grant_read_write_data(function)
+        if self.integration.mode != "fused":
+            self.idempotency_table.grant_read_write_data(function)
         self.dead_letter_queue.grant_send_messages(function)
         if self.topic_target is not None:
             self.topic_target.grant_publish(function)

@@ -105,9 +105,16 @@ def test_consumer_environment_names_every_resource(templates):
                    == "stream_consumer"]
     env = consumer["Properties"]["Environment"]["Variables"]
     assert env["ENDPOINT_NAME"] == "mdlc-fraud"
-    for name in ("FEATURES_TABLE", "DECISIONS_TABLE", "IDEMPOTENCY_TABLE",
-                 "DEAD_LETTER_QUEUE_URL", "ACTION_TOPIC_ARN", "ACTION_QUEUE_URL"):
+    for name in ("FEATURES_TABLE", "DECISIONS_TABLE", "DEAD_LETTER_QUEUE_URL",
+                 "DEAD_LETTER_BUCKET", "ACTION_TOPIC_ARN", "ACTION_QUEUE_URL"):
         assert name in env, name
+    # The decision log is the consumer's action ledger: the Powertools table is
+    # the state-machine path's, neither named to nor granted to the consumer.
+    assert "IDEMPOTENCY_TABLE" not in env
+    assert not any("IntegrationIdempotency" in json.dumps(s["Resource"])
+                   for s in _statements(templates["fused"]))
+    assert any("IntegrationIdempotency" in json.dumps(s["Resource"])
+               for s in _statements(templates["state_machine"]))
     # The spec has no eventbridge action: no bus and no variable.
     assert "ACTION_EVENT_BUS_NAME" not in env
     templates["fused"].resource_count_is("AWS::Events::EventBus", 0)
