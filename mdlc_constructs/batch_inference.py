@@ -60,6 +60,7 @@ from constructs import Construct
 from .compliance import acknowledge_all, acknowledge_grant_actions, resource_token
 from .features import encrypted_queue
 from .functions import python_function
+from .network import ModelNetwork
 from .preparation import DataPreparation, schedule_of
 from .sagemaker_access import (
     WILDCARD_REASON,
@@ -390,6 +391,7 @@ class BatchInferenceWorkflow(Construct):
                                subject=f"MDLC {model}: no approved model for batch inference",
                                cause="No approved model package"))
         name = sfn.JsonPath.format(f"{self.model_prefix}{{}}", sfn.JsonPath.uuid())
+        network = ModelNetwork.of(self)
         create = tasks.CallAwsService(
             self, "CreateModel",
             service="sagemaker", action="createModel",
@@ -399,6 +401,7 @@ class BatchInferenceWorkflow(Construct):
                 "PrimaryContainer": {"ModelPackageName": sfn.JsonPath.string_at(
                     "$.approved.packages[0].ModelPackageArn")},
                 "EnableNetworkIsolation": True,
+                **({"VpcConfig": network.vpc_config()} if network is not None else {}),
                 "Tags": [{"Key": "mdlc:model", "Value": model}],
             },
             iam_resources=[Stack.of(self).format_arn(

@@ -27,6 +27,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from .compliance import acknowledge_all, acknowledge_grant_actions
+from .network import ModelNetwork
 
 #: aws-cdk-lib 2.275's newest Python runtime (cdk-nag AwsSolutions-L1 checks this).
 RUNTIME = lambda_.Runtime.PYTHON_3_14
@@ -162,13 +163,16 @@ def python_function(
         log_retention: Default one year.
         dead_letter_queue: for asynchronously invoked functions. Default: none
             (synchronous callers such as Step Functions handle failures).
-        vpc: run in these private subnets. Default: no VPC (the handlers call
-            only AWS APIs over TLS).
+        vpc: run in this VPC's private subnets (with egress). Default: the
+            network of the function's stack (``ModelNetwork.of(scope)``: its
+            subnets and the functions' security group) when it has one, else
+            no VPC.
         layers: more layers, after Powertools.
         extra_code: files or package folders copied to the code root, e.g. a
             team's custom action module. Default: none.
     """
     stack = Stack.of(scope)
+    network = ModelNetwork.of(scope) if vpc is None else None
     source = _handler_folder(handler)
     code = lambda_.Code.from_asset(stage_code(source, config, extra_code))
     log_group = logs.LogGroup(
@@ -218,10 +222,10 @@ def python_function(
         reserved_concurrent_executions=reserved_concurrent_executions,
         dead_letter_queue=dead_letter_queue,
         layers=all_layers,
-        vpc=vpc,
-        vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
-        if vpc
-        else None,
+        vpc=network.vpc if network else vpc,
+        vpc_subnets=network.subnets if network else (
+            ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS) if vpc else None),
+        security_groups=network.function_security_groups if network else None,
     )
     reasons = {
         # X-Ray's PutTraceSegments has no resource-level permissions.
@@ -231,10 +235,16 @@ def python_function(
         "AWSLambdaBasicExecutionRole]": "The AWS-managed basic execution policy only "
         "allows writing this function's logs",
     }
-    if vpc is None:
+    if vpc is not None or network is not None:
+        reasons["AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                "AWSLambdaVPCAccessExecutionRole]"] = (
+            "The AWS-managed policy Lambda documents for functions in a VPC: managing the "
+            "function's own network interfaces (EC2 has no resource-level scope for them)")
+    else:
         reasons["PCI.DSS.321-LambdaInsideVPC"] = (
             "The handler calls only AWS APIs over TLS and reaches no private network; "
-            "pass vpc= to run it in private subnets"
+            "give the stack a network (spec network:, ModelNetwork) to run it in private "
+            "subnets"
         )
     if reserved_concurrent_executions is None:
         reasons["PCI.DSS.321-LambdaConcurrency"] = (

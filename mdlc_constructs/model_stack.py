@@ -16,6 +16,7 @@ from .batch_inference import ActionTargets, BatchInferenceWorkflow
 from .compliance import acknowledge
 from .integration import ClientIntegration
 from .monitoring import ModelMonitoring
+from .network import ModelNetwork
 from .notifications import notification_topic
 from .preparation import DataPreparation
 from .realtime import RealtimeEndpoint
@@ -34,6 +35,9 @@ class MdlcModelStack(Stack):
             new one in this stack.
         alarm_topic: an existing topic for failures and approvals. Default: a
             new topic encrypted with the data lake's key.
+        network: an existing :class:`ModelNetwork` (e.g. a shared platform's)
+            every function, job and endpoint runs in. Default: the one the
+            spec's ``network`` section describes (``build_network``), else none.
         **kwargs: passed to ``Stack`` (``env``, ``stack_name``, ...).
 
     Attributes:
@@ -57,6 +61,7 @@ class MdlcModelStack(Stack):
         spec: ModelSpec,
         data_lake: DataLake | None = None,
         alarm_topic: sns.ITopic | None = None,
+        network: ModelNetwork | None = None,
         **kwargs: object,
     ) -> None:
         kwargs.setdefault("description", f"mdlc-constructs model stack for {spec.name!r}")
@@ -67,6 +72,8 @@ class MdlcModelStack(Stack):
         self.data_lake = data_lake or DataLake(self, "DataLake")
         self.key: kms.IKey = self.data_lake.key
         self.topic: sns.ITopic = alarm_topic or self._create_topic()
+        # Before every stage: functions and SageMaker calls find it (ModelNetwork.of).
+        self.network: ModelNetwork | None = network or self.build_network()
         self.stream: kinesis.IStream | None = self.build_event_stream()
         self.preparation = self.build_data_preparation()
         self.training = self.build_training()
@@ -83,6 +90,13 @@ class MdlcModelStack(Stack):
         )
 
     # -- stages: each built by a method a team can override in a subclass ------
+
+    def build_network(self) -> ModelNetwork | None:
+        """The private network of the spec's ``network`` section (construct id
+        ``Network``), or None: then the code reaches AWS's public endpoints over TLS."""
+        if self.spec.network is None:
+            return None
+        return ModelNetwork.from_spec(self, "Network", self.spec.network, key=self.key)
 
     def build_event_stream(self) -> kinesis.IStream | None:
         """The encrypted stream client events arrive on, when online features or

@@ -33,8 +33,10 @@ from constructs import Construct
 
 from .compliance import acknowledge
 from .model_stack import MdlcModelStack
+from .network import ModelNetwork
 from .notifications import notification_topic
 from .spec import ModelSpec, SpecError, load_specs
+from .spec.network import NetworkSpec
 from .storage import BucketOverrides, DataLake
 
 #: Construct id of the platform stack that :func:`build_app` creates.
@@ -59,6 +61,9 @@ class MdlcPlatformStack(cdk.Stack):
             :class:`BucketOverrides` defaults.
         removal_policy: for the key and the buckets. Default: RETAIN.
         topic_display_name: Default: ``"MDLC platform: failures and approvals"``.
+        network: the private network every model that asks for one runs in (a
+            spec ``network`` section, or a :class:`ModelNetwork` built in this
+            stack by a subclass). Default: none.
         **kwargs: passed to ``Stack`` (``env``, ``stack_name``, ...).
 
     Attributes:
@@ -78,6 +83,7 @@ class MdlcPlatformStack(cdk.Stack):
         bucket_overrides: BucketOverrides | None = None,
         removal_policy: cdk.RemovalPolicy = cdk.RemovalPolicy.RETAIN,
         topic_display_name: str = "MDLC platform: failures and approvals",
+        network: NetworkSpec | None = None,
         **kwargs: object,
     ) -> None:
         kwargs.setdefault("description", "mdlc-constructs platform: shared data lake, key, topic")
@@ -86,6 +92,7 @@ class MdlcPlatformStack(cdk.Stack):
         self.data_lake = self.build_data_lake(key, bucket_overrides, removal_policy)
         self.key: kms.IKey = self.data_lake.key
         self.topic: sns.ITopic = self.build_topic(topic_display_name)
+        self.network: ModelNetwork | None = self.build_network(network)
         acknowledge(
             self,
             "PCI.DSS.321-IAMNoInlinePolicy",
@@ -106,6 +113,12 @@ class MdlcPlatformStack(cdk.Stack):
             self, "DataLake", key=key, overrides=overrides, removal_policy=removal_policy
         )
 
+    def build_network(self, network: NetworkSpec | None) -> ModelNetwork | None:
+        """The shared network (construct id ``Network``), or None without one."""
+        if network is None:
+            return None
+        return ModelNetwork.from_spec(self, "Network", network, key=self.key)
+
     def build_topic(self, display_name: str) -> sns.Topic:
         """The shared topic, encrypted with the data key, TLS only, this account only."""
         return notification_topic(self, "Notifications", key=self.key, display_name=display_name)
@@ -125,7 +138,8 @@ def default_model_stack(
     platform: MdlcPlatformStack | None,
     env: cdk.Environment | None,
 ) -> MdlcModelStack:
-    """An :class:`MdlcModelStack`, on the platform's data lake and topic when given."""
+    """An :class:`MdlcModelStack`, on the platform's data lake and topic when given
+    (and its network, when the spec asks for one)."""
     if platform is None:
         return MdlcModelStack(scope, construct_id, spec=spec, env=env)
     return MdlcModelStack(
@@ -134,6 +148,7 @@ def default_model_stack(
         spec=spec,
         data_lake=platform.data_lake,
         alarm_topic=platform.topic,
+        network=platform.network if spec.network is not None else None,
         env=env,
     )
 
@@ -145,6 +160,20 @@ class MdlcApp:
     specs: list[ModelSpec]
     platform: MdlcPlatformStack | None
     models: dict[str, cdk.Stack] = field(default_factory=dict)
+
+
+def shared_network(specs: list[ModelSpec], models_dir: str | Path) -> NetworkSpec | None:
+    """The one ``network`` section of the specs that have one: a shared platform
+    owns the network of all its models, so they must describe the same one."""
+    networks = [spec.network for spec in specs if spec.network is not None]
+    if any(network != networks[0] for network in networks):
+        named = [f"{spec.source or spec.name}: network" for spec in specs
+                 if spec.network is not None]
+        raise SpecError(models_dir, [
+            "the specs describe different networks; a shared platform has one, so every "
+            "network section must be the same (or use shared_platform=False): "
+            + ", ".join(named)])
+    return networks[0] if networks else None
 
 
 def build_app(
@@ -178,7 +207,9 @@ def build_app(
     if not specs:
         raise SpecError(models_dir, [f"{models_dir}: no *.yaml model specs found"])
     platform = (
-        MdlcPlatformStack(app, f"{prefix}-Platform", env=env) if shared_platform else None
+        MdlcPlatformStack(app, f"{prefix}-Platform", env=env,
+                          network=shared_network(specs, models_dir))
+        if shared_platform else None
     )
     result = MdlcApp(specs=specs, platform=platform)
     for spec in specs:

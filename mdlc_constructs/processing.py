@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aws_cdk import Aws, Duration, Stack, Token
 from aws_cdk import aws_iam as iam
@@ -31,6 +32,7 @@ from constructs import Construct
 from .compliance import acknowledge, acknowledge_all, acknowledge_grant_actions, resource_token
 from .functions import stage_code
 from .images import image_uri
+from .network import ModelNetwork
 from .sagemaker_access import grant_job_logs, sagemaker_role
 from .spec import ModelSpec
 from .spec.data import ProcessingResources
@@ -150,6 +152,16 @@ class ProcessingRunner(Construct):
         self._grant_job(list(reads), list(writes))
 
     # -- the job's role ----------------------------------------------------------------
+
+    def network_config(self) -> dict[str, Any]:
+        """The job's ``NetworkConfig``: in the stack's network when it has one
+        (``ModelNetwork.of``), with traffic between instances encrypted."""
+        config: dict[str, Any] = {"EnableNetworkIsolation": False}
+        network = ModelNetwork.of(self)
+        if network is not None:
+            config["VpcConfig"] = network.vpc_config()
+            config["EnableInterContainerTrafficEncryption"] = True
+        return config
 
     def _grant_job(self, reads: list[S3Access], writes: list[S3Access]) -> None:
         role = self.role
@@ -381,7 +393,7 @@ class ProcessingRunner(Construct):
                     },
                     # Not isolated: the job reads and writes S3 and publishes
                     # metrics through the AWS APIs itself, as the Lambda does.
-                    "NetworkConfig": {"EnableNetworkIsolation": False},
+                    "NetworkConfig": self.network_config(),
                     "StoppingCondition": {
                         "MaxRuntimeInSeconds": resources.max_runtime_minutes * 60
                     },

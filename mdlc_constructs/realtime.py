@@ -48,6 +48,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from .compliance import acknowledge_all, resource_token
+from .network import ModelNetwork
 from .sagemaker_access import (
     WILDCARD_REASON,
     grant_image_pull,
@@ -601,6 +602,7 @@ class RealtimeEndpoint(Construct):
                 },
                 # The container cannot call out: captured payment data stays put.
                 "EnableNetworkIsolation": True,
+                **self._vpc_config(),
                 "Tags": self._tags(),
             },
             resources=[self._arn("model", f"{self.resource_prefix}*")],
@@ -894,6 +896,11 @@ class RealtimeEndpoint(Construct):
 
     def _arn(self, resource: str, name: str) -> str:
         return self.stack.format_arn(service="sagemaker", resource=resource, resource_name=name)
+
+    def _vpc_config(self) -> dict[str, Any]:
+        """The model's ``VpcConfig`` in the stack's network, if it has one."""
+        network = ModelNetwork.of(self)
+        return {"VpcConfig": network.vpc_config()} if network is not None else {}
 
     def _tags(self) -> list[dict[str, str]]:
         return [

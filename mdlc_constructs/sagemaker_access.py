@@ -14,6 +14,9 @@ from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from .compliance import acknowledge_all
+from .network import ModelNetwork
+
 #: The cdk-nag reason for a SageMaker role's ``*`` resources (see the module docstring).
 WILDCARD_REASON = (
     "cloudwatch:PutMetricData and ecr:GetAuthorizationToken have no resource-level "
@@ -24,8 +27,12 @@ WILDCARD_REASON = (
 
 def sagemaker_role(scope: Construct, construct_id: str, *, description: str) -> iam.Role:
     """A role only SageMaker acting for this account can assume (the
-    ``aws:SourceAccount`` condition prevents a confused deputy)."""
-    return iam.Role(
+    ``aws:SourceAccount`` condition prevents a confused deputy).
+
+    In a stack with a network (``ModelNetwork.of(scope)``) the role may also
+    place its jobs' and models' network interfaces in that network's VPC.
+    """
+    role = iam.Role(
         scope,
         construct_id,
         assumed_by=iam.ServicePrincipal(
@@ -34,6 +41,17 @@ def sagemaker_role(scope: Construct, construct_id: str, *, description: str) -> 
         ),
         description=description,
     )
+    network = ModelNetwork.of(scope)
+    if network is not None:
+        network.grant_network_interfaces(role)
+        acknowledge_all(role, {
+            "AwsSolutions-IAM5[Resource::*]": "ec2:Describe* of the network (VPCs, subnets, "
+            "security groups, DHCP options, interfaces) has no resource-level permissions",
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:"
+            "<AWS::AccountId>:network-interface/*]": "SageMaker names a job's network "
+            "interfaces itself; limited to the model's VPC by the ec2:Vpc condition",
+        })
+    return role
 
 
 def grant_job_logs(role: iam.IRole, *, log_group: str, stream_pattern: str = "*") -> str:

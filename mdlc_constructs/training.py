@@ -46,6 +46,7 @@ from .algorithms import TrainingAlgorithm, training_algorithm
 from .compliance import acknowledge_all, resource_token
 from .functions import python_function
 from .lineage import code_version
+from .network import ModelNetwork
 from .sagemaker_access import grant_job_logs, sagemaker_role
 from .spec import ModelSpec
 from .storage import DataLake, grant_read_objects, grant_read_write_objects
@@ -299,6 +300,9 @@ class TrainingWorkflow(Construct):
                 {"Key": "mdlc:owner", "Value": self.spec.owner},
             ],
         }
+        network = ModelNetwork.of(self)
+        if network is not None:
+            parameters["VpcConfig"] = network.vpc_config()
         if t.spot.enabled:
             parameters["EnableManagedSpotTraining"] = True
             stopping["MaxWaitTimeInSeconds"] = t.spot.max_wait_minutes * 60

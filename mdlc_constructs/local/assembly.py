@@ -155,6 +155,8 @@ class Resolver:
             "Fn::Sub": self._sub,
             "Fn::GetAtt": self._get_att,
             "Fn::Select": self._select,
+            # The local region's zones, as CloudFormation lists them (a, b, c).
+            "Fn::GetAZs": lambda a: [f"{REGION}{zone}" for zone in "abc"],
             "Fn::Split": self._split,
             "Fn::FindInMap": self._find_in_map,
             "Fn::ImportValue": self._import_value,

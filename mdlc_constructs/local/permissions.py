@@ -471,6 +471,8 @@ class Authorizer:
         self.callers: Counter[str] = Counter()
         self._cache: dict[tuple[str, Need], Decision] = {}
         self._lock = threading.Lock()
+        #: Subnet and security group ids -> their VPC id (add_network).
+        self.networks: dict[str, str] = {}
 
     def revoke(self, role: str, action: str) -> int:
         """Remove ``action`` from every statement of ``role``'s identity policies (tests:
@@ -623,6 +625,52 @@ class Authorizer:
         self.check(caller, "sagemaker", f"Create{kind}Job", required)
         if role:
             self.check_assume(str(role), "sagemaker.amazonaws.com", source=job)
+
+    def add_network(self, vpc_id: str, resource_ids: Iterable[str]) -> None:
+        """Subnets and security groups of ``vpc_id`` that exist (deployed, or a
+        team's existing network); a VpcConfig naming others is refused."""
+        for resource_id in resource_ids:
+            self.networks[resource_id] = vpc_id
+
+    def check_network_interfaces(self, role: str | None, vpc_config: Mapping[str, Any] | None,
+                                 *, source: str) -> None:
+        """What SageMaker checks before it places a job's or model's network
+        interfaces (its "Give SageMaker access to resources in your Amazon VPC"
+        page): the subnets and groups exist in one VPC, and the execution role
+        may describe the network and create, permit and delete interfaces there."""
+        if not vpc_config:
+            return
+        subnets = list(vpc_config.get("Subnets", []))
+        groups = list(vpc_config.get("SecurityGroupIds", []))
+        if not subnets or not groups:
+            raise ServiceError("ValidationException", "VpcConfig needs at least one subnet "
+                               f"and one security group, got {dict(vpc_config)}")
+        unknown = [i for i in subnets + groups if i not in self.networks]
+        if unknown:
+            raise ServiceError("ValidationException", f"{source}: the subnet or security group "
+                               f"ID(s) {unknown} do not exist")
+        vpcs = {self.networks[i] for i in subnets + groups}
+        if len(vpcs) != 1:
+            raise ServiceError("ValidationException", f"{source}: the subnets and security "
+                               f"groups are in different VPCs {sorted(vpcs)}")
+        if role is None:
+            return
+        (vpc_id,) = vpcs
+        vpc = arn("ec2", f"vpc/{vpc_id}")
+        interface = arn("ec2", "network-interface/eni-local")
+        required = [Need.of(f"ec2:{action}", "*") for action in (
+            "DescribeNetworkInterfaces", "DescribeVpcs", "DescribeDhcpOptions",
+            "DescribeSubnets", "DescribeSecurityGroups")]
+        for subnet in subnets:
+            context = {"ec2:Vpc": vpc, "ec2:Subnet": arn("ec2", f"subnet/{subnet}")}
+            required += [Need.of("ec2:CreateNetworkInterface", interface, context),
+                         Need.of("ec2:CreateNetworkInterface", arn("ec2", f"subnet/{subnet}"))]
+        required += [Need.of("ec2:CreateNetworkInterface", arn("ec2", f"security-group/{g}"))
+                     for g in groups]
+        required += [Need.of(f"ec2:{action}", interface, {"ec2:Vpc": vpc}) for action in (
+            "CreateNetworkInterfacePermission", "DeleteNetworkInterface",
+            "DeleteNetworkInterfacePermission")]
+        self.check(role, "ec2", "CreateNetworkInterface", required)
 
     def report(self) -> list[dict[str, Any]]:
         return json.loads(json.dumps(self.denied, default=str))

@@ -55,6 +55,9 @@ def run_processing_job(cloud: LocalCloud, params: dict[str, Any]) -> dict[str, A
         raise FunctionError("States.TaskFailed", "the local stand-in runs the library's "
                             "processing_job code input; this job has none")
     cloud.authorizer.check_sync_job("Processing", params)
+    cloud.authorizer.check_network_interfaces(
+        params.get("RoleArn"), (params.get("NetworkConfig") or {}).get("VpcConfig"),
+        source=f"processing job {name}")
     folder = _asset_folder(cloud, code)
     base = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=cloud.scratch))
     environment = {k: str(v) for k, v in params.get("Environment", {}).items()}

@@ -9,6 +9,7 @@ time is skipped silently: docs/local.md lists what is simulated.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -312,6 +313,41 @@ def _function(factory: ResourceFactory, logical_id: str, props: dict[str, Any]
     return {"Ref": name, "Arn": arn("lambda", f"function:{name}")}
 
 
+def _network_id(prefix: str, factory: ResourceFactory, logical_id: str) -> str:
+    """An EC2-style id (``vpc-0a1b...``), the same for the same resource every run."""
+    digest = hashlib.sha256(f"{factory.stack.name}/{logical_id}".encode()).hexdigest()[:17]
+    return f"{prefix}-{digest}"
+
+
+def _vpc(factory: ResourceFactory, logical_id: str, props: dict[str, Any]) -> dict[str, Any]:
+    # The handlers run in process: a network has no local behaviour, only the
+    # identities the functions' and jobs' VpcConfig name.
+    vpc_id = _network_id("vpc", factory, logical_id)
+    return {"Ref": vpc_id, "VpcId": vpc_id, "CidrBlock": props.get("CidrBlock", "10.0.0.0/16"),
+            "DefaultSecurityGroup": _network_id("sg", factory, f"{logical_id}/default"),
+            "DefaultNetworkAcl": _network_id("acl", factory, logical_id)}
+
+
+def _subnet(factory: ResourceFactory, logical_id: str, props: dict[str, Any]) -> dict[str, Any]:
+    subnet_id = _network_id("subnet", factory, logical_id)
+    return {"Ref": subnet_id, "SubnetId": subnet_id,
+            "AvailabilityZone": props.get("AvailabilityZone", f"{REGION}a")}
+
+
+def _security_group(factory: ResourceFactory, logical_id: str, props: dict[str, Any]
+                    ) -> dict[str, Any]:
+    group_id = _network_id("sg", factory, logical_id)
+    return {"Ref": group_id, "GroupId": group_id, "VpcId": props.get("VpcId")}
+
+
+def _network_part(prefix: str) -> Creator:
+    def create(factory: ResourceFactory, logical_id: str, props: dict[str, Any]
+               ) -> dict[str, Any]:
+        return {"Ref": _network_id(prefix, factory, logical_id), "Id":
+                _network_id(prefix, factory, logical_id)}
+    return create
+
+
 def _rule(factory: ResourceFactory, logical_id: str, props: dict[str, Any]) -> dict[str, Any]:
     name = props.get("Name") or factory.name(logical_id, limit=64)
     return {"Ref": name, "Arn": arn("events", f"rule/{name}")}
@@ -372,6 +408,12 @@ CREATORS: dict[str, Creator] = {
     "AWS::Logs::LogGroup": _log_group,
     "AWS::IAM::Role": _role,
     "AWS::IAM::Policy": _policy,
+    "AWS::EC2::VPC": _vpc,
+    "AWS::EC2::Subnet": _subnet,
+    "AWS::EC2::SecurityGroup": _security_group,
+    "AWS::EC2::RouteTable": _network_part("rtb"),
+    "AWS::EC2::VPCEndpoint": _network_part("vpce"),
+    "AWS::EC2::FlowLog": _network_part("fl"),
 }
 
 

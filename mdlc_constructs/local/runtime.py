@@ -201,10 +201,18 @@ class LocalCloud:
                 if "Export" in output:
                     name = deployed.resolver.resolve(output["Export"]["Name"])
                     exports[name] = deployed.resolver.resolve(output["Value"])
+            self._register_network(deployed)
             self._register_functions(deployed)
             self._register_rules(deployed)
             self._register_mappings(deployed)
             self._register_alarms(deployed)
+
+    def _register_network(self, deployed: Deployed) -> None:
+        """The subnets and security groups a job's VpcConfig may name."""
+        for kind in ("AWS::EC2::Subnet", "AWS::EC2::SecurityGroup"):
+            for logical_id, props in deployed.of_type(kind).items():
+                resource_id = deployed.resolver.attributes[logical_id]["Ref"]
+                self.authorizer.add_network(str(props.get("VpcId")), [resource_id])
 
     def _register_functions(self, deployed: Deployed) -> None:
         for logical_id, props in deployed.of_type("AWS::Lambda::Function").items():

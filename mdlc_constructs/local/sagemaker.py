@@ -166,6 +166,8 @@ class SageMakerLocal:
         }
         if self.authorizer is not None:
             self.authorizer.check_sync_job("Training", params)
+            self.authorizer.check_network_interfaces(
+                params.get("RoleArn"), params.get("VpcConfig"), source=f"training job {name}")
         role = params.get("RoleArn")
         self.training_jobs[name] = description
         work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.scratch))
@@ -249,6 +251,9 @@ class SageMakerLocal:
             if role and self.authorizer is not None:
                 self.authorizer.check_assume(role, "sagemaker.amazonaws.com",
                                              source=arn("sagemaker", f"model/{model_name.lower()}"))
+                self.authorizer.check_network_interfaces(
+                    role, self._sagemaker.describe_model(ModelName=model_name).get("VpcConfig"),
+                    source=f"model {model_name}")
             self._as(role, "GetObject", {"Bucket": bucket, "Key": key})
             body = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
             folder = Path(tempfile.mkdtemp(prefix="model-", dir=self.scratch))

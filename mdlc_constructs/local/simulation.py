@@ -599,6 +599,11 @@ def simulate(spec: Any, orders: Path, *, start: date | None = None, days: int | 
     cloud = LocalCloud(assembly, start=clock_start, stacks=[stack], scratch=work / "local")
     (work / "local").mkdir(parents=True, exist_ok=True)
     with cloud:
+        network = getattr(spec, "network", None)
+        if network is not None and network.vpc_id:
+            # A team's existing VPC is not in the template: it exists already.
+            cloud.authorizer.add_network(network.vpc_id, [*network.private_subnet_ids,
+                                                          *network.security_group_ids])
         if configure:
             configure(cloud)
         run = Simulation(cloud=cloud, spec=spec, stack=stack, orders=data, start=start,

@@ -12,6 +12,7 @@ from .base import Identifier, ModelName, SpecModel
 from .data import DataSpec, FeaturesSpec, QualitySpec
 from .inference import InferenceSpec, IntegrationSpec
 from .monitoring import MonitoringSpec
+from .network import NetworkSpec
 from .training import TrainingSpec
 
 
@@ -39,6 +40,9 @@ class ModelSpec(SpecModel):
         default=None, description="stage 8: rules and actions per event; none: no integration"
     )
     monitoring: MonitoringSpec = Field(default=MonitoringSpec(), description="stage 7")
+    network: NetworkSpec | None = Field(
+        default=None, description="run every function, job and endpoint in private subnets "
+        "(docs/network.md); none: AWS's public endpoints over TLS")
 
     _source: Path | None = PrivateAttr(default=None)
 

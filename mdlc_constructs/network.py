@@ -1,0 +1,278 @@
+"""The private network a model's code runs in (PCI DSS: no public network path).
+
+:class:`ModelNetwork` is either a VPC it creates (private isolated subnets
+across availability zones, no NAT gateway, no internet gateway, flow logs to
+an encrypted log group) or a team's existing VPC taken by attributes (no AWS
+lookup at synthesis). With a network, everything that runs code is in it:
+
+* every Lambda function :func:`~mdlc_constructs.functions.python_function`
+  creates in a stack that has a network (``ModelNetwork.of(scope)``);
+* every SageMaker training, processing and transform job, model and endpoint
+  the workflows create (``VpcConfig``; inter-container traffic encryption on
+  training and processing), with the network-interface permissions SageMaker
+  needs, scoped to the network's VPC (:meth:`ModelNetwork.grant_network_interfaces`).
+
+Two security groups: ``functions`` (nothing inbound; HTTPS out) and ``jobs``
+(SageMaker; inbound only from itself, which distributed training needs, and
+HTTPS out). The VPC endpoints: S3 and DynamoDB gateways, and interface
+endpoints for every other service the code calls or a team's step commonly
+needs (``INTERFACE_ENDPOINTS``), each accepting HTTPS from the VPC only and
+each with an endpoint policy admitting only this account's principals.
+
+Written on aws-cdk-lib's ``aws_ec2`` L2s; the ENI statements follow
+SageMaker's documented VPC permissions ("Give SageMaker access to resources
+in your Amazon VPC").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aws_cdk import Annotations, CfnResource, RemovalPolicy, Stack
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from constructs import Construct, IConstruct
+
+from .spec.network import NetworkSpec
+
+#: The AWS services the functions and jobs call besides S3 and DynamoDB (gateways),
+#: and what a team's own step or container commonly needs (SageMaker API, ECR,
+#: Kinesis, Logs, KMS, STS).
+INTERFACE_ENDPOINTS: tuple[ec2.InterfaceVpcEndpointAwsService, ...] = (
+    ec2.InterfaceVpcEndpointAwsService.SAGEMAKER_API,
+    ec2.InterfaceVpcEndpointAwsService.SAGEMAKER_RUNTIME,  # stream consumer, integration
+    ec2.InterfaceVpcEndpointAwsService.STS,
+    ec2.InterfaceVpcEndpointAwsService.KMS,
+    ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS,
+    ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_MONITORING,  # metrics of every engine
+    ec2.InterfaceVpcEndpointAwsService.STEP_FUNCTIONS,  # re-training trigger
+    ec2.InterfaceVpcEndpointAwsService.KINESIS_STREAMS,
+    ec2.InterfaceVpcEndpointAwsService.SNS,  # sns actions
+    ec2.InterfaceVpcEndpointAwsService.SQS,  # sqs actions, dead letters
+    ec2.InterfaceVpcEndpointAwsService.EVENTBRIDGE,  # eventbridge actions
+    ec2.InterfaceVpcEndpointAwsService.ECR,
+    ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER,
+)
+
+HTTPS = ec2.Port.tcp(443)
+
+
+class ModelNetwork(Construct):
+    """A private network for a model (or for every model of a platform).
+
+    Args:
+        vpc: an existing VPC (``ec2.Vpc.from_vpc_attributes``). Default: a new one.
+        subnets: the existing VPC's private subnets the code runs in. Required
+            with ``vpc``; a new VPC uses its isolated subnets.
+        security_groups: existing security groups for the functions and jobs,
+            instead of the two this construct creates. Default: created.
+        max_azs: availability zones of a new VPC. Default 2.
+        cidr: the VPC's address range: a new VPC's (default ``10.80.0.0/16``),
+            or an existing one's, which its endpoints accept HTTPS from
+            (required with ``vpc`` and ``endpoints``). Written as text, not a
+            token, so the rules that check security groups can read it.
+        endpoints: create the VPC endpoints (a new VPC always needs them; an
+            existing one may have them already). Default True.
+        key: encrypts a new VPC's flow log group. Required without ``vpc``.
+
+    Attributes:
+        vpc, subnets (``ec2.SubnetSelection``), function_security_groups,
+        job_security_groups, subnet_ids, job_security_group_ids.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        vpc: ec2.IVpc | None = None,
+        subnets: Sequence[ec2.ISubnet] | None = None,
+        security_groups: Sequence[ec2.ISecurityGroup] | None = None,
+        max_azs: int = 2,
+        cidr: str | None = None,
+        endpoints: bool = True,
+        key: kms.IKey | None = None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        if vpc is not None and not subnets:
+            raise ValueError(f"{self.node.path}: an existing vpc needs its private subnets")
+        if vpc is None and key is None:
+            raise ValueError(f"{self.node.path}: a new VPC needs key= for its flow logs")
+        if vpc is not None and endpoints and cidr is None:
+            raise ValueError(f"{self.node.path}: an existing vpc's endpoints need its cidr")
+        self.cidr = cidr or "10.80.0.0/16"
+        if not 1 <= max_azs <= 6:
+            raise ValueError(f"{self.node.path}: max_azs must be 1..6, got {max_azs}")
+        self.vpc: ec2.IVpc = vpc or self._create_vpc(max_azs, self.cidr, key)
+        self.subnets = (ec2.SubnetSelection(subnets=list(subnets)) if subnets
+                        else ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED))
+        self.subnet_ids: list[str] = self.vpc.select_subnets(
+            subnets=self.subnets.subnets, subnet_type=self.subnets.subnet_type).subnet_ids
+        if security_groups:
+            self.function_security_groups = list(security_groups)
+            self.job_security_groups = list(security_groups)
+        else:
+            self.function_security_groups = [self._security_group(
+                "Functions", "MDLC Lambda functions: nothing inbound, HTTPS to AWS endpoints")]
+            jobs = self._security_group(
+                "Jobs", "MDLC SageMaker jobs and endpoints: inbound only from each other "
+                "(distributed training), HTTPS to AWS endpoints")
+            jobs.add_ingress_rule(jobs, ec2.Port.all_tcp(),
+                                  "Nodes of one distributed training job talk to each other")
+            self.job_security_groups = [jobs]
+        self.job_security_group_ids = [g.security_group_id for g in self.job_security_groups]
+        if endpoints:
+            self._create_endpoints()
+        else:
+            names = ", ".join(["s3 (gateway)", "dynamodb (gateway)",
+                               *(s.short_name for s in INTERFACE_ENDPOINTS)])
+            Annotations.of(self).add_info(
+                f"endpoints=False: the VPC must already have endpoints for {names}; "
+                "without them the functions and jobs cannot reach AWS")
+
+    @classmethod
+    def from_spec(cls, scope: Construct, construct_id: str, spec: NetworkSpec, *,
+                  key: kms.IKey) -> ModelNetwork:
+        """The network a spec's ``network`` section describes (created, or an
+        existing VPC by its ids; no lookup)."""
+        if spec.create:
+            return cls(scope, construct_id, max_azs=spec.max_azs, cidr=spec.cidr,
+                       endpoints=spec.endpoints, key=key)
+        holder = Construct(scope, f"{construct_id}Imported")
+        vpc = ec2.Vpc.from_vpc_attributes(
+            holder, "Vpc", vpc_id=spec.vpc_id or "", availability_zones=spec.availability_zones,
+            isolated_subnet_ids=spec.private_subnet_ids,
+            isolated_subnet_route_table_ids=spec.route_table_ids or None)
+        tables = spec.route_table_ids or [None] * len(spec.private_subnet_ids)
+        subnets = [ec2.Subnet.from_subnet_attributes(holder, f"Subnet{i}", subnet_id=s,
+                                                     availability_zone=z, route_table_id=t)
+                   for i, (s, z, t) in enumerate(zip(spec.private_subnet_ids,
+                                                     spec.availability_zones, tables,
+                                                     strict=True))]
+        groups = [ec2.SecurityGroup.from_security_group_id(holder, f"Group{i}", g,
+                                                           allow_all_outbound=False)
+                  for i, g in enumerate(spec.security_group_ids)]
+        return cls(scope, construct_id, vpc=vpc, subnets=subnets, security_groups=groups or None,
+                   cidr=spec.vpc_cidr, endpoints=spec.endpoints, key=key)
+
+    # -- lookup ---------------------------------------------------------------------
+
+    @staticmethod
+    def of(scope: IConstruct) -> ModelNetwork | None:
+        """The network of ``scope``'s stack: its ``network`` attribute
+        (``MdlcModelStack`` and ``MdlcPlatformStack`` set it), else None."""
+        network = getattr(Stack.of(scope), "network", None)
+        return network if isinstance(network, ModelNetwork) else None
+
+    # -- grants ---------------------------------------------------------------------
+
+    def grant_network_interfaces(self, grantee: iam.IGrantable) -> None:
+        """What SageMaker needs to place a job's or endpoint's network interfaces
+        in this VPC (its documented VpcConfig permissions), scoped to the VPC
+        where the API allows it."""
+        stack = Stack.of(self)
+        vpc_arn = stack.format_arn(service="ec2", resource="vpc",
+                                   resource_name=self.vpc.vpc_id)
+        interfaces = stack.format_arn(service="ec2", resource="network-interface",
+                                      resource_name="*")
+        grantee.grant_principal.add_to_principal_policy(iam.PolicyStatement(
+            actions=["ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs",
+                     "ec2:DescribeDhcpOptions", "ec2:DescribeSubnets",
+                     "ec2:DescribeSecurityGroups"],
+            resources=["*"],
+        ))
+        grantee.grant_principal.add_to_principal_policy(iam.PolicyStatement(
+            actions=["ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission",
+                     "ec2:DeleteNetworkInterface", "ec2:DeleteNetworkInterfacePermission"],
+            resources=[interfaces],
+            conditions={"ArnEquals": {"ec2:Vpc": vpc_arn}},
+        ))
+        grantee.grant_principal.add_to_principal_policy(iam.PolicyStatement(
+            actions=["ec2:CreateNetworkInterface"],
+            resources=[stack.format_arn(service="ec2", resource="subnet", resource_name=s)
+                       for s in self.subnet_ids]
+            + [stack.format_arn(service="ec2", resource="security-group", resource_name=g)
+               for g in self.job_security_group_ids],
+        ))
+
+    def vpc_config(self) -> dict[str, list[str]]:
+        """SageMaker's ``VpcConfig`` for a job or a model in this network."""
+        return {"SecurityGroupIds": list(self.job_security_group_ids),
+                "Subnets": list(self.subnet_ids)}
+
+    # -- internals ------------------------------------------------------------------
+
+    def _create_vpc(self, max_azs: int, cidr: str, key: kms.IKey | None) -> ec2.Vpc:
+        vpc = ec2.Vpc(
+            self, "Vpc",
+            ip_addresses=ec2.IpAddresses.cidr(cidr),
+            max_azs=max_azs,
+            nat_gateways=0,
+            subnet_configuration=[ec2.SubnetConfiguration(
+                name="Private", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=20)],
+            restrict_default_security_group=True,
+        )
+        log_group = logs.LogGroup(
+            self, "FlowLogs", encryption_key=key, retention=logs.RetentionDays.ONE_YEAR,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        vpc.add_flow_log("FlowLog", destination=ec2.FlowLogDestination.to_cloud_watch_logs(
+            log_group), traffic_type=ec2.FlowLogTrafficType.ALL)
+        # The one function outside the VPC: aws-cdk-lib's deploy-time provider
+        # that empties the default security group (PCI VPCDefaultSecurityGroupClosed).
+        provider = Stack.of(self).node.try_find_child(
+            "Custom::VpcRestrictDefaultSGCustomResourceProvider")
+        handler = provider.node.try_find_child("Handler") if provider is not None else None
+        if isinstance(handler, CfnResource):
+            handler.add_metadata("checkov", {"skip": [{
+                "id": "CKV_AWS_117",
+                "comment": "aws-cdk-lib's custom resource that removes the default security "
+                "group's rules at deployment; it calls only the EC2 API and runs no model code",
+            }]})
+        return vpc
+
+    def _security_group(self, construct_id: str, description: str) -> ec2.SecurityGroup:
+        group = ec2.SecurityGroup(self, construct_id, vpc=self.vpc, description=description,
+                                  allow_all_outbound=False)
+        group.add_egress_rule(
+            ec2.Peer.any_ipv4(), HTTPS,
+            "HTTPS to AWS APIs through the VPC endpoints (the subnets have no other route; "
+            "the S3 and DynamoDB gateways' addresses are AWS prefix lists)")
+        return group
+
+    def _create_endpoints(self) -> None:
+        subnets = [self.subnets]
+        endpoints: list[ec2.GatewayVpcEndpoint | ec2.InterfaceVpcEndpoint] = [
+            self.vpc.add_gateway_endpoint(
+                "S3", service=ec2.GatewayVpcEndpointAwsService.S3, subnets=subnets),
+            self.vpc.add_gateway_endpoint(
+                "DynamoDb", service=ec2.GatewayVpcEndpointAwsService.DYNAMODB, subnets=subnets),
+        ]
+        group = ec2.SecurityGroup(
+            self, "Endpoints", vpc=self.vpc, allow_all_outbound=False,
+            description="MDLC interface endpoints: HTTPS from the VPC only")
+        group.add_ingress_rule(ec2.Peer.ipv4(self.cidr), HTTPS,
+                               "HTTPS from the model's functions and jobs")
+        endpoints += [self.vpc.add_interface_endpoint(
+            _endpoint_id(service), service=service, subnets=self.subnets,
+            security_groups=[group], private_dns_enabled=True, open=False)
+            for service in INTERFACE_ENDPOINTS]
+        account = Stack.of(self).account
+        for endpoint in endpoints:
+            # Only this account's principals: stolen credentials of another
+            # account cannot use the endpoint to move data out.
+            endpoint.add_to_policy(iam.PolicyStatement(
+                principals=[iam.AnyPrincipal()], actions=["*"], resources=["*"],
+                conditions={"StringEquals": {"aws:PrincipalAccount": account}}))
+
+
+def _endpoint_id(service: ec2.InterfaceVpcEndpointAwsService) -> str:
+    # Stable construct ids from the service's short name (sagemaker.runtime ->
+    # SagemakerRuntime): an id change would replace the endpoint.
+    short = service.short_name
+    return "".join(part.capitalize() for part in short.replace("-", ".").split("."))
+
+
+__all__ = ["INTERFACE_ENDPOINTS", "ModelNetwork"]
