@@ -20,6 +20,11 @@ $(BIN)/python:
 
 # Reinstall only when the project's dependencies change. constraints.txt holds
 # the exact versions the repository's own runs use (pyproject.toml has ranges).
+# setuptools notes on every editable install that a folder named like a package
+# could shadow it (mapping lambdas/ to mdlc_handlers makes it install an import
+# finder): nothing to act on, so it is not printed.
+QUIET_EDITABLE := ignore:Editable installation
+$(VENV)/.installed test-lowest test-newest: export PYTHONWARNINGS = $(QUIET_EDITABLE)
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
