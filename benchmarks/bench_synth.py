@@ -2,12 +2,14 @@
 
 Prints seconds per model and jsii round trips per model (every create, get,
 set and invoke the Python side sends to the jsii kernel) for each size, and
-the ratio against a baseline built
-in the same run: a plain aws-cdk-lib stack with the same resources (types, counts and
-properties) as one model stack (no mdlc-constructs code, no cdk-nag), synthesized
-the same number of times. A ratio near 1 means the library adds little over
-writing the same stacks by hand; seconds per model staying flat from 10 to 50
-models means synthesis grows linearly.
+the ratio against a baseline built in the same run: a plain aws-cdk-lib stack
+with the same resources (types, counts and properties) as one model stack (no
+mdlc-constructs code, no cdk-nag), synthesized the same number of times. A
+ratio near 1 means the library adds little over writing the same stacks by
+hand; seconds per model staying flat from 50 to 200 models means synthesis
+grows linearly. Each size also prints the unacknowledged cdk-nag findings
+(0 expected) and the hard limit with the least headroom
+(``mdlc_constructs.quotas``; issue #12 asks for 20% at 200 models).
 
     .venv/bin/python benchmarks/bench_synth.py [--sizes 1,50,200] [--no-nag]
 
@@ -17,6 +19,7 @@ It takes minutes (jsii synthesis is about a second per stack); not part of the t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -37,7 +40,9 @@ import aws_cdk as cdk  # noqa: E402
 import jsii  # noqa: E402
 from aws_cdk import CfnResource  # noqa: E402
 
+from mdlc_constructs.compliance import read_findings  # noqa: E402
 from mdlc_constructs.platform import build_app  # noqa: E402
+from mdlc_constructs.quotas import limits  # noqa: E402
 from mdlc_constructs.testing import make_app  # noqa: E402
 
 #: jsii's module-level calls, the ones generated bindings make for every
@@ -66,22 +71,20 @@ def generate_specs(folder: Path, count: int) -> Path:
     return folder
 
 
-def synth_library(count: int, nag: bool) -> tuple[float, dict[str, list[tuple[str, dict]]]]:
+def synth_library(count: int, nag: bool) -> tuple[float, int, dict[str, dict], int]:
+    """Seconds, jsii calls, the templates by file name, and unacknowledged findings."""
     with tempfile.TemporaryDirectory() as specs, tempfile.TemporaryDirectory() as out:
         JSII_CALLS.clear()
         start = time.perf_counter()
         app = make_app(outdir=out, compliance=nag)
         build_app(app, generate_specs(Path(specs), count), shared_platform=True)
-        try:
-            assembly = app.synth()
-        except Exception:  # findings: the templates are written before validation
-            assembly = None
+        with contextlib.suppress(Exception):  # findings: counted from the report below
+            app.synth()
         elapsed = time.perf_counter() - start
-        shapes = {}
-        for path in Path(out).glob("*.template.json"):
-            shapes[path.name] = list(json.loads(path.read_text())["Resources"].items())
-        del assembly
-    return elapsed, sum(JSII_CALLS.values()), shapes
+        templates = {path.name: json.loads(path.read_text())
+                     for path in Path(out).glob("*.template.json")}
+        findings = len(read_findings(out))
+    return elapsed, sum(JSII_CALLS.values()), templates, findings
 
 
 def synth_baseline(shape: list[tuple[str, dict]], platform: list[tuple[str, dict]],
@@ -108,14 +111,17 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"{'models':>6} {'library s':>10} {'s/model':>8} {'jsii/model':>10} "
-          f"{'baseline s':>10} {'ratio':>6}")
+          f"{'baseline s':>10} {'ratio':>6} {'findings':>8}  tightest hard limit")
     for count in sizes:
-        elapsed, calls, shapes = synth_library(count, nag=not args.no_nag)
-        platform = shapes.pop("Mdlc-Platform.template.json")
-        shape = next(iter(shapes.values()))
+        elapsed, calls, templates, findings = synth_library(count, nag=not args.no_nag)
+        tightest = min(limits(templates), key=lambda use: use.headroom)
+        platform = list(templates.pop("Mdlc-Platform.template.json")["Resources"].items())
+        shape = list(next(iter(templates.values()))["Resources"].items())
         baseline = synth_baseline(shape, platform, count)
         print(f"{count:>6} {elapsed:>10.1f} {elapsed / count:>8.2f} {calls / count:>10.0f} "
-              f"{baseline:>10.1f} {elapsed / baseline:>6.1f}", flush=True)
+              f"{baseline:>10.1f} {elapsed / baseline:>6.1f} {findings:>8}  "
+              f"{tightest.limit.name} {tightest.used}/{tightest.limit.limit} "
+              f"({tightest.headroom:.0%} left, {tightest.where})", flush=True)
     kinds = Counter(r["Type"] for _, r in shape)
     print(f"(one model stack: {len(shape)} resources of {len(kinds)} types; the baseline "
           "writes the same resources and properties as plain CfnResources)")
