@@ -426,7 +426,8 @@ def test_every_listing_is_limited_to_the_models_prefixes(model_templates):
     """No role may list a whole bucket: with a shared platform that would show one
     model every other model's object names. Each s3:ListBucket has a StringLike
     s3:prefix condition inside the model's prefixes (or its declared source
-    prefix in the raw bucket, or its Processing code object)."""
+    prefix in the raw bucket, or its Processing code object); in the raw bucket
+    the model's own dead letters too (``dead-letters/<model>/<function>/``)."""
     for label, (model, template) in model_templates.items():
         found = listings(template)
         assert found, label
@@ -438,7 +439,9 @@ def test_every_listing_is_limited_to_the_models_prefixes(model_templates):
                     f"{label}: {role} may list all of {bucket}: {statement}")
                 for value in values:
                     if bucket == "Raw":
-                        assert value in ("orders/*", "orders/"), (label, role, value)
+                        # The source prefix, or the model's own dead letters' payloads.
+                        assert value in ("orders/*", "orders/") or value.split("/")[:2] == [
+                            "dead-letters", model], (label, role, value)
                     elif bucket == "assets":
                         assert "/" not in value and value.endswith(".zip"), (label, role, value)
                     else:
