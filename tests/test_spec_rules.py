@@ -147,6 +147,18 @@ RAISES: dict[str, dict[str, list[Spec | NotSpec]]] = {
                                                   "subclass, not the spec")],
         "_prefix": [NotSpec(ARGUMENT + " (labels_prefix)")],
     },
+    "network": {
+        "ModelNetwork.__init__": [
+            Spec("network: private_subnet_ids", (
+                _set("network", {"vpc_id": "vpc-0123456789abcdef0", "endpoints": False}),)),
+            NotSpec(ARGUMENT + " (key: the stack passes its own)"),
+            Spec("network: vpc_cidr", (_set("network", {
+                "vpc_id": "vpc-0123456789abcdef0", "availability_zones": ["eu-west-1a"],
+                "private_subnet_ids": ["subnet-0123456789abcdef0"],
+                "route_table_ids": ["rtb-0123456789abcdef0"]}),)),
+            Spec("network.max_azs", (_set("network", {"create": True, "max_azs": 7}),)),
+        ],
+    },
     "pipeline": {
         "DeploymentTarget.validate": [NotSpec(CONTEXT)] * 2,
         "PipelineConfig.__post_init__": [NotSpec(CONTEXT)] * 4,
@@ -154,7 +166,11 @@ RAISES: dict[str, dict[str, list[Spec | NotSpec]]] = {
         "PipelineConfig.from_context": [NotSpec(CONTEXT)] * 2,
         "MdlcPipelineStack._check_cross_account": [NotSpec(CONTEXT)],
     },
-    "platform": {"build_app": [NotSpec("a models folder without any spec")]},
+    "platform": {
+        "shared_network": [NotSpec("across the specs of one shared platform "
+                                   "(build_app(shared_platform=True)); each spec alone is valid")],
+        "build_app": [NotSpec("a models folder without any spec")],
+    },
     "processing": {
         "ProcessingRunner.__init__": [NotSpec(ARGUMENT)] * 2,
         "ProcessingRunner.run": [NotSpec(ARGUMENT + " (result_path)")],
