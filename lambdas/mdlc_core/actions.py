@@ -115,8 +115,10 @@ def register_action(kind: str) -> Callable[[type[Action]], type[Action]]:
 class Action(ABC):
     """Base class: one named action of the spec, bound to its target.
 
-    ``perform`` is called at most once per event id (the callers wrap it in
-    idempotency), must raise on failure so the event is retried, and returns
+    ``perform`` is called at most once per event id (the stream consumer and
+    the batch decisions call it through ``ActionLedger``, the state-machine
+    step through Powertools idempotency), must raise on failure so the event
+    is retried, and returns
     a small JSON-serializable receipt (message id, ...), kept with the result.
     """
 
