@@ -269,3 +269,129 @@ def test_to_attribute():
         "M": {"a": {"N": "1.5"}, "b": {"NULL": True}, "c": {"NULL": True},
               "d": {"BOOL": True}, "e": {"L": [{"N": "1"}]}}
     }
+
+
+# -- the action ledger (exactly once), against moto's DynamoDB ---------------------------
+
+
+class _Throttling:
+    """A DynamoDB client whose chosen operations fail as a throttled table answers."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.failing: dict[str, int | None] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.client, name)
+
+        def call(**kwargs: Any) -> Any:
+            left = self.failing.get(name, 0)
+            if left is None or left > 0:
+                if left is not None:
+                    self.failing[name] = left - 1
+                from botocore.exceptions import ClientError
+
+                raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException",
+                                             "Message": "injected"}}, name)
+            return method(**kwargs)
+
+        return call
+
+
+@pytest.fixture
+def ledger_table(monkeypatch):
+    import boto3
+    from moto import mock_aws
+
+    for name, value in {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        client = boto3.client("dynamodb")
+        client.create_table(TableName="decisions", BillingMode="PAY_PER_REQUEST",
+                            KeySchema=[{"AttributeName": "event_id", "KeyType": "HASH"}],
+                            AttributeDefinitions=[{"AttributeName": "event_id",
+                                                   "AttributeType": "S"}])
+        yield _Throttling(client)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _ledger(client, clock=None):
+    return actions.ActionLedger(client, "decisions", clock=clock or _Clock(),
+                                sleep=lambda _: None)
+
+
+def _decision(event_id: str = "o-1") -> dict[str, Any]:
+    return Decision(event_id, "c1", "v3", 0.95, "block_high_risk", "block",
+                    {"order_amount": 950.0}).to_record()
+
+
+def test_the_ledger_acts_once_and_logs_the_decision_it_acted_on(ledger_table):
+    performed: list[str] = []
+    ledger = _ledger(ledger_table)
+    first = ledger.perform_once("o-1", _decision(), lambda: performed.append("x") or
+                                {"message_id": "m1"}, lease_seconds=60)
+    again = _ledger(ledger_table).perform_once("o-1", _decision() | {"score": 0.1},
+                                               lambda: performed.append("y"),
+                                               lease_seconds=60)
+    assert (first.status, again.status, performed) == ("acted", "already", ["x"])
+    assert again.record["score"] == 0.95 and again.receipt == {"message_id": "m1"}
+    item = ledger_table.client.get_item(TableName="decisions",
+                                        Key={"event_id": {"S": "o-1"}})["Item"]
+    assert item["action_status"] == {"S": "done"} and "action_lease_expires_at" not in item
+
+
+def test_a_failed_action_releases_its_claim_so_the_retry_acts(ledger_table):
+    ledger = _ledger(ledger_table)
+
+    def refuse() -> dict[str, Any]:
+        raise ActionError("target down")
+
+    failed = ledger.perform_once("o-2", _decision("o-2"), refuse, lease_seconds=60)
+    assert failed.status == "failed" and "target down" in failed.reason
+    assert ledger.perform_once("o-2", _decision("o-2"), dict, lease_seconds=60).status == "acted"
+
+
+def test_a_completion_that_cannot_be_written_is_never_followed_by_a_second_action(
+        ledger_table):
+    """Issue 14.2, each way the retry can land: in the same environment it writes
+    the completion; in another within the lease it waits (in_progress); past the
+    lease it reports unconfirmed and never acts."""
+    clock = _Clock()
+    performed: list[str] = []
+    ledger_table.failing["update_item"] = None
+    here = _ledger(ledger_table, clock)
+    outcome = here.perform_once("o-3", _decision("o-3"), lambda: performed.append("1") or {},
+                                lease_seconds=60)
+    assert outcome.status == "failed" and "performed" in outcome.reason
+    ledger_table.failing.clear()
+    elsewhere = _ledger(ledger_table, clock)
+    assert elsewhere.perform_once("o-3", _decision("o-3"), lambda: performed.append("2"),
+                                  lease_seconds=60).status == "in_progress"
+    clock.now += 61
+    late = elsewhere.perform_once("o-3", _decision("o-3"), lambda: performed.append("3"),
+                                  lease_seconds=60)
+    assert late.status == "unconfirmed" and "not performed again" in late.reason
+    # The environment that acted still knows: it records the action as done.
+    assert here.perform_once("o-3", _decision("o-3"), lambda: performed.append("4"),
+                             lease_seconds=60).status == "acted"
+    assert performed == ["1"]
+
+
+def test_a_throttled_claim_acts_on_nothing(ledger_table):
+    ledger_table.failing["put_item"] = 1
+    performed: list[str] = []
+    ledger = _ledger(ledger_table)
+    assert ledger.perform_once("o-4", _decision("o-4"), lambda: performed.append("x"),
+                               lease_seconds=60).status == "failed"
+    assert performed == []
+    assert ledger.perform_once("o-4", _decision("o-4"), lambda: performed.append("x") or {},
+                               lease_seconds=60).status == "acted"
+    assert performed == ["x"]
