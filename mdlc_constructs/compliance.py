@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aws_cdk import Acknowledgment, App, CfnElement, Stack, Stage, Token, Validations
+from aws_cdk.region_info import RegionInfo
 from cdk_nag import AwsSolutionsChecks, PCIDSS321Checks
 from constructs import IConstruct
 
@@ -102,6 +103,9 @@ def _variants(scope: IConstruct, rule: str, stack_of_scope: list[Stack]) -> list
             literal = literal.replace(pseudo, value)
     if literal != rule:
         variants.append(literal)
+    # The partition is literal only under enablePartitionLiterals: both forms.
+    if "<AWS::Partition>" in literal and stack.partition is not None:
+        variants.append(literal.replace("<AWS::Partition>", stack.partition))
     if not _REFERENCE.search(rule):
         return variants
     for current in list(variants):
@@ -136,6 +140,10 @@ class _StackFacts:
     name: str
     region: str | None  # None while a token (an environment-agnostic stack)
     account: str | None
+    #: The region's partition (``aws``) when the region is known: what a stack
+    #: writes instead of ``${AWS::Partition}`` under
+    #: ``@aws-cdk/core:enablePartitionLiterals`` (``cdk init``'s default).
+    partition: str | None
 
 
 #: id(stack) -> its facts; the facts hold the stack, so the id is never reused.
@@ -146,10 +154,13 @@ def _facts(stack: Stack) -> _StackFacts:
     facts = _STACK_FACTS.get(id(stack))
     if facts is None or facts.stack is not stack:
         region, account = stack.region, stack.account
+        known = not Token.is_unresolved(region)
+        info = RegionInfo.get(region) if known else None
         facts = _StackFacts(
             stack=stack, stage=Stage.of(stack), name=stack.stack_name,
-            region=None if Token.is_unresolved(region) else region,
+            region=region if known else None,
             account=None if Token.is_unresolved(account) else account,
+            partition=info.partition if info is not None and info.partition else None,
         )
         _STACK_FACTS[id(stack)] = facts
     return facts

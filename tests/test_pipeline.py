@@ -262,11 +262,14 @@ def test_config_from_context_and_cross_account_needs_the_pipeline_account():
 
 
 @pytest.mark.slow
-def test_documented_shared_platform_pipeline_synthesizes_clean(tmp_path):
+@pytest.mark.parametrize("partition_literals", [False, True], ids=["library-flags", "cdk-init"])
+def test_documented_shared_platform_pipeline_synthesizes_clean(tmp_path, partition_literals):
     """The docs' example (two stages on a shared platform, cdk-nag on), given as
     the string the CDK CLI passes for ``-c``: each stage's model stacks must
     acknowledge findings against their own stage's platform, not the first one
-    with the same logical ids (issue #12)."""
+    with the same logical ids (issue #12); and under ``cdk init``'s
+    ``enablePartitionLiterals``, which writes ``aws`` for ``${AWS::Partition}``
+    in stacks with an explicit environment."""
     from mdlc_constructs.compliance import read_findings
     from mdlc_constructs.pipeline import MdlcPipelineStack, build
     from mdlc_constructs.testing import make_app
@@ -274,7 +277,8 @@ def test_documented_shared_platform_pipeline_synthesizes_clean(tmp_path):
 
     context = documented_pipeline_context()
     assert json.loads(context)["shared_platform"] is True
-    app = make_app(outdir=str(tmp_path), context={"mdlc:pipeline": context})
+    app = make_app(outdir=str(tmp_path), context={
+        "mdlc:pipeline": context, "@aws-cdk/core:enablePartitionLiterals": partition_literals})
     stack = build(app, ROOT / "models")
     assert isinstance(stack, MdlcPipelineStack)
     try:
