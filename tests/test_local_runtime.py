@@ -421,6 +421,32 @@ def _item_store_run(shortcut: bool) -> list:
                                        "ConditionExpression": "attribute_not_exists(pk)"}))
         results.append(run("PutItem", {**idempotency, "Item": {**stuck, "status": {
             "S": "COMPLETED"}}}))  # in progress past its expiry: saved
+        # The action ledger: claim, complete (SET ... REMOVE ... under the claim's
+        # token), a completion by a stale token, and a condition on a missing item.
+        results.append(run("PutItem", {
+            "TableName": "t", "ConditionExpression": "attribute_not_exists(#k)",
+            "ExpressionAttributeNames": {"#k": "pk"},
+            "Item": {"pk": {"S": "e1"}, "action_status": {"S": "acting"},
+                     "action_claim": {"S": "tok"}, "action_lease_expires_at": {"N": "10"}}}))
+        complete = {
+            "TableName": "t", "Key": {"pk": {"S": "e1"}},
+            "UpdateExpression": "SET action_status = :done, action_receipt = :receipt, "
+                                "acted_at = :at REMOVE action_lease_expires_at",
+            "ConditionExpression": "action_claim = :token",
+            "ExpressionAttributeValues": {":done": {"S": "done"}, ":receipt": {"M": {
+                "id": {"S": "m-1"}}}, ":at": {"N": "12.5"}, ":token": {"S": "tok"}}}
+        results.append(run("UpdateItem", complete))
+        stale = {**complete, "ExpressionAttributeValues": {
+            **complete["ExpressionAttributeValues"], ":token": {"S": "other"}},
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
+        results.append(run("UpdateItem", stale))
+        results.append(run("UpdateItem", {**complete, "Key": {"pk": {"S": "never"}}}))
+        results.append(run("UpdateItem", {
+            "TableName": "t", "Key": {"pk": {"S": "e1"}},
+            "UpdateExpression": "SET action_status = :unconfirmed",
+            "ConditionExpression": "action_claim = :token AND action_status = :acting",
+            "ExpressionAttributeValues": {":unconfirmed": {"S": "unconfirmed"},
+                                          ":token": {"S": "tok"}, ":acting": {"S": "acting"}}}))
         # Strings order by their bytes; NOT binds tighter than AND.
         results.append(run("PutItem", {
             "TableName": "t", "Item": {"pk": {"S": "i3"}, "status": {"S": "x"}},
@@ -469,7 +495,15 @@ def _leaves_to_moto(items) -> None:
                                          "UpdateExpression": "SET n = n + :one"}) is None
     assert items.shortcut("UpdateItem", {"TableName": "t", "Key": {"pk": {"S": "a"}},
                                          "UpdateExpression": "SET n = :v",
-                                         "ConditionExpression": "attribute_exists(pk)"}) is None
+                                         "ExpressionAttributeValues": {":v": {"N": "1"}},
+                                         "ConditionExpression": "nested.x = :v"}) is None
+    # An unused value, a path both set and removed, a removed key: moto's errors.
+    for expression, values in [("SET n = :v", {":v": {"N": "1"}, ":w": {"N": "2"}}),
+                               ("SET n = :v REMOVE n", {":v": {"N": "1"}}),
+                               ("SET n = :v REMOVE pk", {":v": {"N": "1"}})]:
+        assert items.shortcut("UpdateItem", {
+            "TableName": "t", "Key": {"pk": {"S": "a"}}, "UpdateExpression": expression,
+            "ExpressionAttributeValues": values}) is None, expression
     assert items.shortcut("BatchGetItem", {"RequestItems": {"t": {
         "Keys": [{"pk": {"S": "a"}}], "ProjectionExpression": "nested.x"}}}) is None
     # An unaliased reserved word: moto (as DynamoDB) refuses it, so moto answers.

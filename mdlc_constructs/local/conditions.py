@@ -143,6 +143,19 @@ def _parse(expression: str, reserved: frozenset[str]) -> tuple[Node, frozenset[s
     return node, frozenset(parser.names), frozenset(parser.values)
 
 
+def parse_used(expression: str, reserved: frozenset[str]
+               ) -> tuple[Node, set[str], set[str]] | None:
+    """The unresolved tree and the ``#names`` and ``:values`` it uses, or None where
+    moto must answer; for a caller that checks them together with another
+    expression of the same request (an UpdateItem's update expression)."""
+    return _parse(expression, reserved)
+
+
+def resolve(node: Node, names: dict[str, str]) -> Node:
+    """``node`` with its ``#names`` replaced by the attributes they stand for."""
+    return _resolve(node, names)
+
+
 def parse(expression: str, names: dict[str, str], values: dict[str, Any],
           reserved: frozenset[str]) -> Node | None:
     """The expression's tree with ``#names`` resolved, or None where moto must answer.

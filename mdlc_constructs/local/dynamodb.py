@@ -65,8 +65,12 @@ FAST_OPERATIONS = {"GetItem": "get_item", "PutItem": "put_item", "UpdateItem": "
 
 
 _NAME = r"(?:#\w+|[A-Za-z_]\w*)"
-_SIMPLE_SET = re.compile(rf"^\s*SET\s+{_NAME}\s*=\s*:\w+(?:\s*,\s*{_NAME}\s*=\s*:\w+)*\s*$",
-                         re.IGNORECASE)
+_ASSIGN = rf"{_NAME}\s*=\s*:\w+"
+#: ``SET a = :x, #b = :y`` with an optional ``REMOVE c, #d``: what the feature
+#: updater and the action ledger write.
+_SIMPLE_UPDATE = re.compile(
+    rf"^\s*SET\s+(?P<set>{_ASSIGN}(?:\s*,\s*{_ASSIGN})*)"
+    rf"(?:\s+REMOVE\s+(?P<remove>{_NAME}(?:\s*,\s*{_NAME})*))?\s*$", re.IGNORECASE)
 _SIMPLE_PROJECTION = re.compile(rf"^\s*{_NAME}(?:\s*,\s*{_NAME})*\s*$")
 
 
@@ -325,9 +329,9 @@ class FastItems:
         return name, table, key
 
     def _simple_update(self, params: dict[str, Any]) -> dict[str, Any] | None:
-        expression = params.get("UpdateExpression", "")
-        if (not _SIMPLE_SET.match(expression) or params.get("ConditionExpression")
-                or params.get("Expected") or params.get("ReturnValues", "NONE") != "NONE"):
+        match = _SIMPLE_UPDATE.match(params.get("UpdateExpression", ""))
+        if (match is None or params.get("Expected")
+                or params.get("ReturnValues", "NONE") != "NONE"):
             return None
         target = self._keyed_item(params)
         if target is None:
@@ -336,18 +340,47 @@ class FastItems:
         names = params.get("ExpressionAttributeNames") or {}
         values = params.get("ExpressionAttributeValues") or {}
         assignments = [tuple(part.strip() for part in assignment.partition("=")[::2])
-                       for assignment in expression.strip()[3:].split(",")]
-        if not self._plain([target for target, _ in assignments]):
+                       for assignment in match["set"].split(",")]
+        removals = [r.strip() for r in match["remove"].split(",")] if match["remove"] else []
+        references = [target for target, _ in assignments] + removals
+        if not self._plain(references):
             return None
-        updates = {}
-        for target, value_ref in assignments:
-            attribute = self._attribute(target, names)
-            if attribute is None or value_ref not in values or attribute in key:
-                return None  # undefined alias or value, or a key attribute: moto's errors
-            updates[attribute] = values[value_ref]
+        used_names = {r for r in references if r.startswith("#")}
+        used_values = {value for _, value in assignments}
+        condition = params.get("ConditionExpression")
+        tree = None
+        if condition:
+            parsed = conditions.parse_used(condition, _reserved_words())
+            if parsed is None:
+                return None  # not plain: moto's
+            node, condition_names, condition_values = parsed
+            used_names |= condition_names
+            used_values |= condition_values
+        if set(names) != used_names or set(values) != used_values:
+            return None  # an undefined or unused name or value: moto's errors
+        if condition:
+            tree = conditions.resolve(node, names)
+        updates = {self._attribute(t, names): values[v] for t, v in assignments}
+        removed = {self._attribute(r, names) for r in removals}
+        if len(updates) != len(assignments) or len(removed) != len(removals) or (
+                set(updates) & removed) or (set(updates) | removed) & set(key):
+            return None  # a path twice, or a key attribute: moto's errors
         current = self._read(name, table, key)
-        attributes = json.loads(current) if current else dict(key)
+        item = json.loads(current) if current else None
+        if tree is not None:
+            try:
+                passed = conditions.evaluate(tree, item, values)
+            except conditions.NotPlain:
+                return None
+            if not passed:
+                extra = {"Item": item} if item and params.get(
+                    "ReturnValuesOnConditionCheckFailure") == "ALL_OLD" else {}
+                raise ServiceError("ConditionalCheckFailedException",
+                                   "The conditional request failed", extra=extra)
+        attributes = item if item is not None else dict(key)
         attributes.update(updates)
+        for attribute in removed:
+            attributes.pop(attribute, None)
         if not self._write(name, table, attributes):
             return None
         # What moto's handler answers (its fixed capacity figure included).
