@@ -29,10 +29,10 @@ events on the model's encrypted Kinesis stream, in the spec's
     execution, so the pipe retries it.
 
 Both paths write every decision to the decision log table and act once per
-producer event id: the fused consumer through the decision log itself (a
-conditional put claims the event before acting, docs/integration.md,
-Exactly once), the state-machine path through Powertools idempotency (the
-idempotency table, named to and granted to that path only).
+producer event id, through the decision log itself: a conditional put claims
+the event before acting and a conditional update completes it
+(``mdlc_core.actions.ActionLedger``, docs/integration.md, Exactly once). The
+same item and key serve both paths, so an event acts once on either.
 Both also write the decisions as model monitoring's input, one predictions
 file per invocation under ``predictions/<model>/dt=<day>/scored/`` of the
 data lake's predictions bucket (``PREDICTIONS_BUCKET``; ``s3:PutObject`` on
@@ -91,10 +91,13 @@ RETRYABLE_ERRORS: dict[str, tuple[str, ...]] = {
     "collect_features": ("TransientError",),
     "run_inference": ("TransientError", "EndpointError"),
     "execute_rules": (),
-    # Safe to retry: the action is idempotent on the producer's event id.
-    "perform_action": ("ActionError", "IdempotencyAlreadyInProgressError", "TransientError"),
+    # Safe to retry: the action ledger acts once per producer's event id.
+    "perform_action": ("TransientError",),
 }
 MALFORMED_ERROR = "MalformedEvent"
+#: An earlier attempt claimed the action and ended without recording it: never
+#: performed again, dead-lettered with the reason (mdlc_core.actions.ActionLedger).
+UNCONFIRMED_ERROR = "UnconfirmedAction"
 
 #: Built-in action kinds with a target this construct creates.
 TARGET_KINDS = ("sns", "sqs", "eventbridge")
@@ -194,6 +197,8 @@ class ClientIntegration(Construct):
         self.decision_table: dynamodb.ITable = decision_table or self._table(
             "Decisions", "event_id", ttl=None
         )
+        # No longer used by either path (both act through the decision log);
+        # kept so a deployed stack does not orphan the retained table on update.
         self.idempotency_table: dynamodb.ITable = self._table(
             "Idempotency", "id", ttl="expiration"
         )
@@ -229,10 +234,6 @@ class ClientIntegration(Construct):
             # Monitoring's input: predictions/<model>/dt=<day>/scored/ there.
             "PREDICTIONS_BUCKET": self.data_lake.predictions.bucket_name,
         }
-        if self.integration.mode != "fused":
-            # The state-machine path's Powertools idempotency; the fused consumer
-            # acts once through the decision log itself (mdlc_core.actions.ActionLedger).
-            env["IDEMPOTENCY_TABLE"] = self.idempotency_table.table_name
         if self.topic_target is not None:
             env["ACTION_TOPIC_ARN"] = self.topic_target.topic_arn
         if self.queue_target is not None:
@@ -401,7 +402,7 @@ class ClientIntegration(Construct):
         )
         decide.add_catch(
             dead_letter.next(sfn.Succeed(self, "DeadLettered")),
-            errors=[MALFORMED_ERROR],
+            errors=[MALFORMED_ERROR, UNCONFIRMED_ERROR],
             result_path="$.error",
         )
         decide.add_catch(
@@ -546,8 +547,6 @@ class ClientIntegration(Construct):
         # The action ledger reads an event's item back when its claim finds one.
         self.decision_table.grant(function, "dynamodb:GetItem")
         self._grant_predictions(function)
-        if self.integration.mode != "fused":
-            self.idempotency_table.grant_read_write_data(function)
         self.dead_letter_queue.grant_send_messages(function)
         if self.topic_target is not None:
             self.topic_target.grant_publish(function)

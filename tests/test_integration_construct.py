@@ -108,13 +108,12 @@ def test_consumer_environment_names_every_resource(templates):
     for name in ("FEATURES_TABLE", "DECISIONS_TABLE", "DEAD_LETTER_QUEUE_URL",
                  "DEAD_LETTER_BUCKET", "ACTION_TOPIC_ARN", "ACTION_QUEUE_URL"):
         assert name in env, name
-    # The decision log is the consumer's action ledger: the Powertools table is
-    # the state-machine path's, neither named to nor granted to the consumer.
+    # The decision log is both paths' action ledger: the old Powertools table is
+    # neither named to nor granted to either.
     assert "IDEMPOTENCY_TABLE" not in env
-    assert not any("IntegrationIdempotency" in json.dumps(s["Resource"])
-                   for s in _statements(templates["fused"]))
-    assert any("IntegrationIdempotency" in json.dumps(s["Resource"])
-               for s in _statements(templates["state_machine"]))
+    for mode in MODES:
+        assert not any("IntegrationIdempotency" in json.dumps(s["Resource"])
+                       for s in _statements(templates[mode])), mode
     # The spec has no eventbridge action: no bus and no variable.
     assert "ACTION_EVENT_BUS_NAME" not in env
     templates["fused"].resource_count_is("AWS::Events::EventBus", 0)
@@ -277,7 +276,7 @@ def test_four_steps_retry_only_retryable_errors_and_catch(templates):
         assert set(RETRYABLE_ERRORS[step]) <= retried
         assert "MalformedEvent" not in retried and "States.ALL" not in retried
     catches = decide["Catch"]
-    assert catches[0]["ErrorEquals"] == ["MalformedEvent"]
+    assert catches[0]["ErrorEquals"] == ["MalformedEvent", "UnconfirmedAction"]
     assert catches[0]["Next"] == "DeadLetter"
     assert catches[1]["ErrorEquals"] == ["States.ALL"]
     assert definition["States"]["DeadLetter"]["Next"] == "DeadLettered"

@@ -113,3 +113,65 @@ def test_a_kinesis_record_from_the_pipe_is_decoded(steps):
     with pytest.raises(module.MalformedEvent, match="base64"):
         module.handler({"step": "collect_features",
                         "state": {"record": {"data": "%%%", "sequenceNumber": "43"}}}, Context())
+
+
+class _ThrottledUpdates:
+    """The decision table's client with its next ``failures`` UpdateItem calls
+    throttled (after the SDK's own retries, as a persistent throttle ends)."""
+
+    def __init__(self, client: Any, failures: int) -> None:
+        self._client, self.failures = client, failures
+
+    def update_item(self, **params: Any) -> Any:
+        from botocore.exceptions import ClientError
+
+        if self.failures:
+            self.failures -= 1
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException",
+                                         "Message": "throttled"}}, "UpdateItem")
+        return self._client.update_item(**params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def _decided(module, event_id: str, amount: float) -> dict[str, Any]:
+    state: dict[str, Any] = {"event": order(event_id, amount)}
+    for step in ("collect_features", "run_inference", "execute_rules"):
+        state = json.loads(json.dumps(module.handler({**state, "step": step}, Context())))
+    return state
+
+
+def test_a_throttled_completion_after_the_action_is_retried_without_acting_again(steps):
+    """Issue #14 item 2 on the state-machine path: the action ran, its completion
+    cannot be written; the workflow's retry completes it and does not act again,
+    and the decision log holds it once, done."""
+    module = steps["module"]
+    state = _decided(module, "o-9", 950.0)
+    ledger = module._ledger()
+    ledger.client = _ThrottledUpdates(ledger.client, failures=ledger.COMPLETE_ATTEMPTS)
+    with pytest.raises(module.TransientError, match="completion not written"):
+        module.handler({**state, "step": "perform_action"}, Context())
+    assert [m["event_id"] for m in messages(steps["sqs"], steps["blocked"])] == ["o-9"]
+    assert logged(steps["ddb"], "o-9")["action_status"] == {"S": "acting"}
+
+    retried = module.handler({**state, "step": "perform_action"}, Context())  # the Retry
+    assert retried["decision"]["action"] == "block"
+    assert messages(steps["sqs"], steps["blocked"]) == [], "acted once"
+    assert logged(steps["ddb"], "o-9")["action_status"] == {"S": "done"}
+
+
+def test_an_event_claimed_elsewhere_is_retried_and_an_abandoned_claim_is_not_acted_on(steps):
+    module = steps["module"]
+    state = _decided(module, "o-10", 950.0)
+    ledger = module._ledger()
+    claims = {"o-10": 4_000_000_000.0, "o-11": 1.0}  # a live lease, and one long past
+    for event_id, lease in claims.items():
+        ledger._claim(event_id, {"event_id": event_id, "action": "block"}, "other", lease)
+    with pytest.raises(module.TransientError, match="being acted on"):
+        module.handler({**state, "step": "perform_action"}, Context())
+    abandoned = _decided(module, "o-11", 950.0)
+    with pytest.raises(module.UnconfirmedAction, match="o-11"):
+        module.handler({**abandoned, "step": "perform_action"}, Context())
+    assert messages(steps["sqs"], steps["blocked"]) == [], "neither is acted on"
+    assert logged(steps["ddb"], "o-11")["action_status"] == {"S": "unconfirmed"}

@@ -19,21 +19,27 @@ state machine passes the whole state along: the task's payload is
 ``perform_action``
     in:  the above; out: adds ``"receipt"``; ``decision`` becomes the decision
     that was acted on (a redelivered event acts once and returns the first).
-    After the action it writes that decision to the decision log and, when
-    PREDICTIONS_BUCKET is set, as monitoring's input (``mdlc_core.predictions``):
-    one CSV per invocation, which here is one event,
+    The decision log is the action ledger (``mdlc_core.actions.ActionLedger``,
+    the same items and key as the fused consumer's, so an event acts once on
+    either path): the decision is claimed there before acting and completed
+    after, so every performed action is logged exactly once whichever write
+    fails. Then, with DECISIONS_BUCKET, a JSON copy, and with
+    PREDICTIONS_BUCKET, monitoring's input (``mdlc_core.predictions``): one CSV
+    per invocation, which here is one event,
     ``predictions/<model>/dt=<day of decided_at>/scored/event-<event id>.csv``;
     the name is the event's, so a redelivery overwrites it. A failed write
     raises ``TransientError`` (retried; the action does not run again).
 
 Errors, by name, for the state machine's Retry and Catch:
 ``MalformedEvent`` (the event or the model's answer is unusable: do not
-retry, send to the dead-letter destination), ``TransientError`` and
-``EndpointError`` (retry with backoff), ``ActionError`` and Powertools'
-``IdempotencyAlreadyInProgressError`` (retry: the action is idempotent).
+retry, send to the dead-letter destination), ``UnconfirmedAction`` (an
+earlier attempt claimed the event and ended without recording whether it
+acted: never acted on again, dead-lettered with that reason), and
+``TransientError`` and ``EndpointError`` (retry with backoff; an action that
+failed, or an event another attempt is acting on, is a ``TransientError``).
 
 Environment: as the stream consumer (ENDPOINT_NAME, FEATURES_TABLE,
-DECISIONS_TABLE and/or DECISIONS_BUCKET, PREDICTIONS_BUCKET, IDEMPOTENCY_TABLE, ACTION_TOPIC_ARN,
+DECISIONS_TABLE, DECISIONS_BUCKET, PREDICTIONS_BUCKET, ACTION_TOPIC_ARN,
 ACTION_QUEUE_URL, ACTION_EVENT_BUS_NAME, MODEL_PACKAGE_VERSION), each read
 only by the step that needs it.
 """
@@ -50,12 +56,7 @@ from typing import Any
 from urllib.parse import quote
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from mdlc_core.actions import Clients, DecisionLog, Dispatcher
+from mdlc_core.actions import ActionLedger, Clients, DecisionLog, Dispatcher
 from mdlc_core.decisions import Decision, RuleSet
 from mdlc_core.features import FeatureSet, OnlineFeatureReader
 from mdlc_core.predictions import PredictionLog
@@ -76,16 +77,21 @@ class MalformedEvent(Exception):
     """The event cannot be decided; retrying would not change that."""
 
 
+class UnconfirmedAction(Exception):
+    """An earlier attempt claimed the event's action and ended without recording
+    it: whether it ran is unknown, so it is never performed again."""
+
+
+#: The lease of a claim when there is no Lambda context (tests, scripts).
+DEFAULT_LEASE_SECONDS = 900
+
+
 CONFIG = load_config()
 CLIENTS = Clients()
 PLAN = FeaturePlan(CONFIG)
 RULES = RuleSet.from_config(CONFIG)
-IDEMPOTENCY = IdempotencyConfig(
-    event_key_jmespath="event_id",
-    expires_after_seconds=int(
-        (CONFIG.get("integration") or {}).get("max_record_age_seconds", 3600)
-    ) + 3600,
-)
+#: The invocation's remaining time, for the ledger's lease (set by the handler).
+_REMAINING: list[Callable[[], int]] = []
 
 
 # Built on first use so that each step needs only its own environment.
@@ -108,33 +114,19 @@ def _dispatcher() -> Dispatcher:
 
 
 @cache
-def _decision_log() -> DecisionLog:
-    return DecisionLog.from_env(CLIENTS)
+def _ledger() -> ActionLedger:
+    return ActionLedger(CLIENTS.get("dynamodb"), os.environ.get("DECISIONS_TABLE", ""))
+
+
+@cache
+def _decision_copies() -> DecisionLog | None:
+    bucket = os.environ.get("DECISIONS_BUCKET")
+    return DecisionLog(CLIENTS, bucket=bucket) if bucket else None
 
 
 @cache
 def _prediction_log() -> PredictionLog | None:
     return PredictionLog.from_env(CLIENTS, CONFIG, feature_columns(CONFIG))
-
-
-@cache
-def _act() -> Callable[..., dict[str, Any]]:
-    persistence = DynamoDBPersistenceLayer(
-        table_name=os.environ["IDEMPOTENCY_TABLE"], boto3_client=CLIENTS.get("dynamodb")
-    )
-
-    # Same key prefix as the stream consumer: an event acts once on either path.
-    @idempotent_function(
-        data_keyword_argument="decision",
-        persistence_store=persistence,
-        config=IDEMPOTENCY,
-        key_prefix=f"mdlc-action-{CONFIG.get('name', 'model')}",
-    )
-    def act(decision: dict[str, Any]) -> dict[str, Any]:
-        receipt = _dispatcher().perform(Decision.from_record(decision))
-        return {"decision": decision, "receipt": receipt}
-
-    return act
 
 
 def _from_kinesis(record: Any) -> tuple[str, str]:
@@ -198,10 +190,23 @@ def execute_rules(state: dict[str, Any]) -> dict[str, Any]:
 def perform_action(state: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(state.get("decision"), dict):
         raise MalformedEvent("perform_action needs the decision from execute_rules")
-    result = _act()(decision=state["decision"])
+    proposed = Decision.from_record(state["decision"])
+    lease = _REMAINING[-1]() / 1000 + 10 if _REMAINING else DEFAULT_LEASE_SECONDS
+    outcome = _ledger().perform_once(proposed.event_id, proposed.to_record(),
+                                     lambda: _dispatcher().perform(proposed),
+                                     lease_seconds=lease)
+    if outcome.status == "unconfirmed":
+        raise UnconfirmedAction(outcome.reason)
+    if outcome.status not in ("acted", "already") or outcome.record is None:
+        # Failed, or another attempt is acting on it: the retry finds out.
+        raise TransientError(outcome.reason or f"{proposed.event_id}: {outcome.status}")
     # The stored decision, on a redelivery too, so the log matches what was done.
-    decision = Decision.from_record(result["decision"])
-    _decision_log().write(decision)
+    decision = Decision.from_record(outcome.record)
+    result = {"decision": outcome.record, "receipt": outcome.receipt or {}}
+    copies = _decision_copies()
+    if copies is not None and copies.write_many([decision]):
+        raise TransientError(f"the decision copy of {decision.event_id} was not written to "
+                             f"s3://{copies.bucket}/; retrying does not act again")
     predictions = _prediction_log()
     # Monitoring's input, from the same decision; named by the event, so a retry overwrites.
     if predictions is not None and predictions.write_many(
@@ -228,8 +233,8 @@ STEPS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    if context is not None:
-        IDEMPOTENCY.register_lambda_context(context)
+    _REMAINING[:] = [context.get_remaining_time_in_millis] if hasattr(
+        context, "get_remaining_time_in_millis") else []
     step = STEPS.get(event.get("step", ""))
     if step is None:
         raise MalformedEvent(f"unknown step {event.get('step')!r}; expected one of {list(STEPS)}")
