@@ -292,5 +292,17 @@ _TOKENS: dict[int, tuple[IConstruct, str]] = {}
 
 def acknowledge_objects(scope: IConstruct, bucket: IConstruct, pattern: str, reason: str) -> None:
     """Acknowledge ``AwsSolutions-IAM5`` for object access under ``pattern`` of
-    ``bucket`` (an S3 object ARN cannot be named without a wildcard)."""
-    acknowledge(scope, f"AwsSolutions-IAM5[Resource::{resource_token(bucket)}/{pattern}]", reason)
+    ``bucket`` (an S3 object ARN cannot be named without a wildcard).
+
+    An imported bucket (``Bucket.from_bucket_name``) has no resource of its own:
+    cdk-nag prints its ARN with ``<AWS::Partition>`` and its name. One whose name
+    is a token cannot be matched; its finding is left for the caller to see.
+    """
+    if isinstance(bucket, CfnElement) or bucket.node.default_child is not None:
+        resource = resource_token(bucket)
+    else:
+        name = getattr(bucket, "bucket_name", None)
+        if not isinstance(name, str) or Token.is_unresolved(name):
+            return
+        resource = f"arn:<AWS::Partition>:s3:::{name}"
+    acknowledge(scope, f"AwsSolutions-IAM5[Resource::{resource}/{pattern}]", reason)

@@ -3,7 +3,7 @@ the incremental form for online serving (running aggregates in DynamoDB)."""
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy, Token
+from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kinesis as kinesis
@@ -65,12 +65,7 @@ def dead_letter_payloads(function: lambda_.Function, *, bucket: s3.IBucket, mode
         bucket.encryption_key.grant(function, "kms:GenerateDataKey")
     reason = ("The payloads of this function's dead-lettered records, one object per "
               "record, named at run time by a hash of the record")
-    if bucket.node.default_child is not None:
-        acknowledge_objects(function, bucket, pattern, reason)
-    elif not Token.is_unresolved(bucket.bucket_name):
-        # An imported bucket: cdk-nag prints its ARN with <AWS::Partition>.
-        arn = f"arn:<AWS::Partition>:s3:::{bucket.bucket_name}/{pattern}"
-        acknowledge(function, f"AwsSolutions-IAM5[Resource::{arn}]", reason)
+    acknowledge_objects(function, bucket, pattern, reason)
     return prefix
 
 

@@ -567,12 +567,7 @@ class ClientIntegration(Construct):
             bucket.encryption_key.grant_encrypt(function)
         reason = ("This model's monitoring input, one folder per day; objects are named by "
                   "date and stream batch at run time")
-        if bucket.node.default_child is not None:
-            acknowledge_objects(function, bucket, pattern, reason)
-        elif not Token.is_unresolved(bucket.bucket_name):
-            # An imported bucket: cdk-nag prints its ARN with <AWS::Partition>.
-            arn = f"arn:<AWS::Partition>:s3:::{bucket.bucket_name}/{pattern}"
-            acknowledge(function, f"AwsSolutions-IAM5[Resource::{arn}]", reason)
+        acknowledge_objects(function, bucket, pattern, reason)
 
     # -- metrics ------------------------------------------------------------------
 

@@ -74,6 +74,23 @@ _SIMPLE_UPDATE = re.compile(
 _SIMPLE_PROJECTION = re.compile(rf"^\s*{_NAME}(?:\s*,\s*{_NAME})*\s*$")
 
 
+def _condition_holds(tree: Any, item: dict[str, Any] | None, values: dict[str, Any],
+                     params: dict[str, Any]) -> bool:
+    """True when ``item`` meets the condition; False where moto must judge it (not
+    plain); a failed condition raises DynamoDB's ConditionalCheckFailedException
+    (with the item under ``ReturnValuesOnConditionCheckFailure: ALL_OLD``)."""
+    try:
+        passed = conditions.evaluate(tree, item, values)
+    except conditions.NotPlain:
+        return False
+    if not passed:
+        extra = {"Item": item} if item and params.get(
+            "ReturnValuesOnConditionCheckFailure") == "ALL_OLD" else {}
+        raise ServiceError("ConditionalCheckFailedException",
+                           "The conditional request failed", extra=extra)
+    return True
+
+
 def _same(left: dict[str, Any], right: dict[str, Any]) -> bool:
     """DynamoDB equality of two attribute values: numbers by value, the rest as given."""
     if "N" in left and "N" in right:
@@ -367,16 +384,8 @@ class FastItems:
             return None  # a path twice, or a key attribute: moto's errors
         current = self._read(name, table, key)
         item = json.loads(current) if current else None
-        if tree is not None:
-            try:
-                passed = conditions.evaluate(tree, item, values)
-            except conditions.NotPlain:
-                return None
-            if not passed:
-                extra = {"Item": item} if item and params.get(
-                    "ReturnValuesOnConditionCheckFailure") == "ALL_OLD" else {}
-                raise ServiceError("ConditionalCheckFailedException",
-                                   "The conditional request failed", extra=extra)
+        if tree is not None and not _condition_holds(tree, item, values, params):
+            return None
         attributes = item if item is not None else dict(key)
         attributes.update(updates)
         for attribute in removed:
@@ -416,15 +425,8 @@ class FastItems:
             return None  # not plain, or an undefined or unused name or value: moto's
         text = self._read(name, table, key)
         current = json.loads(text) if text else None
-        try:
-            passed = conditions.evaluate(tree, current, values)
-        except conditions.NotPlain:
+        if not _condition_holds(tree, current, values, params):
             return None
-        if not passed:
-            extra = {"Item": current} if current and params.get(
-                "ReturnValuesOnConditionCheckFailure") == "ALL_OLD" else {}
-            raise ServiceError("ConditionalCheckFailedException",
-                               "The conditional request failed", extra=extra)
         if not self._write(name, table, item):
             return None
         return {}  # what moto's handler answers for a put without ReturnValues
