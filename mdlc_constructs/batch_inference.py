@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jsii
-from aws_cdk import Duration, RemovalPolicy, Size, Stack
+from aws_cdk import Duration, Size, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_events as events
@@ -58,11 +58,12 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from .compliance import acknowledge_all, acknowledge_grant_actions, resource_token
-from .features import encrypted_queue
 from .functions import python_function
 from .network import ModelNetwork
-from .preparation import DataPreparation, schedule_of
+from .preparation import DataPreparation
+from .resources import encrypted_queue, encrypted_table, schedule_of
 from .sagemaker_access import (
+    SAGEMAKER_TRANSIENT,
     WILDCARD_REASON,
     grant_image_pull,
     grant_job_logs,
@@ -75,8 +76,6 @@ from .workflow import invoke, notify_and_fail, notify_timeouts, retry_transient,
 if TYPE_CHECKING:
     from .integration import ClientIntegration
 
-SAGEMAKER_TRANSIENT = ("SageMaker.ThrottlingException", "SageMaker.AmazonSageMakerException",
-                       "ThrottlingException")
 
 #: What ``lambdas/batch_decisions`` raises when some actions of a part failed
 #: (the others acted); retrying the part is safe, acted entities are skipped.
@@ -332,18 +331,8 @@ class BatchInferenceWorkflow(Construct):
         return ActionTargets(topic=topic, queue=queue, event_bus=bus)
 
     def _idempotency_table(self) -> dynamodb.Table:
-        return dynamodb.Table(
-            self, "Idempotency",
-            partition_key=dynamodb.Attribute(name="id", type=dynamodb.AttributeType.STRING),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
-            encryption_key=self.key,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True),
-            time_to_live_attribute="expiration",
-            deletion_protection=True,
-            removal_policy=RemovalPolicy.RETAIN,
-        )
+        return encrypted_table(self, "Idempotency", key=self.key, partition_key="id",
+                               ttl_attribute="expiration")
 
     def _grant_actions(self) -> None:
         """Each target's one send action, and the idempotency records."""

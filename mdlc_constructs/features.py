@@ -3,7 +3,7 @@ the incremental form for online serving (running aggregates in DynamoDB)."""
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kinesis as kinesis
@@ -17,27 +17,10 @@ from constructs import Construct
 from .compliance import acknowledge, acknowledge_objects
 from .functions import python_function
 from .processing import ProcessingRunner, S3Access
+from .resources import encrypted_queue, encrypted_table
 from .spec import ModelSpec
 from .storage import DataLake, grant_list, grant_read_objects
 from .workflow import invoke
-
-
-def encrypted_queue(scope: Construct, construct_id: str, *, key, retention_days: int = 14):
-    """An SQS queue for failed records: KMS, TLS only, kept 14 days."""
-    queue = sqs.Queue(
-        scope,
-        construct_id,
-        encryption=sqs.QueueEncryption.KMS,
-        encryption_master_key=key,
-        enforce_ssl=True,
-        retention_period=Duration.days(retention_days),
-    )
-    acknowledge(
-        queue,
-        "AwsSolutions-SQS3",
-        "This queue is itself the dead-letter destination of a stream consumer",
-    )
-    return queue
 
 
 def dead_letter_payloads(function: lambda_.Function, *, bucket: s3.IBucket, model: str,
@@ -175,20 +158,8 @@ class FeatureEngineering(Construct):
         )
 
     def _create_table(self) -> dynamodb.Table:
-        return dynamodb.Table(
-            self,
-            "OnlineFeatures",
-            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
-            encryption_key=self.data_lake.key,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            time_to_live_attribute="expires_at",
-            deletion_protection=True,
-            removal_policy=RemovalPolicy.RETAIN,
-        )
+        return encrypted_table(self, "OnlineFeatures", key=self.data_lake.key,
+                               partition_key="pk", ttl_attribute="expires_at")
 
     def _create_updater(self, stream: kinesis.IStream) -> None:
         assert self.table is not None

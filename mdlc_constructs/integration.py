@@ -76,8 +76,9 @@ from .compliance import (
     acknowledge_grant_actions,
     acknowledge_objects,
 )
-from .features import dead_letter_payloads, encrypted_queue
+from .features import dead_letter_payloads
 from .functions import python_function
+from .resources import encrypted_queue, encrypted_table
 from .spec import ModelSpec
 from .storage import DataLake, scored_predictions_pattern
 from .workflow import invoke, notify_and_fail, state_machine
@@ -434,20 +435,8 @@ class ClientIntegration(Construct):
     # -- resources -------------------------------------------------------------------
 
     def _table(self, construct_id: str, key_name: str, *, ttl: str | None) -> dynamodb.Table:
-        return dynamodb.Table(
-            self,
-            construct_id,
-            partition_key=dynamodb.Attribute(name=key_name, type=dynamodb.AttributeType.STRING),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
-            encryption_key=self.key,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            time_to_live_attribute=ttl,
-            deletion_protection=True,
-            removal_policy=RemovalPolicy.RETAIN,
-        )
+        return encrypted_table(self, construct_id, key=self.key, partition_key=key_name,
+                               ttl_attribute=ttl)
 
     def _step_function(self) -> lambda_.Function:
         return python_function(

@@ -35,8 +35,8 @@ from constructs import Construct
 from .compliance import acknowledge, acknowledge_objects
 from .dashboard import DEFAULT_NAMESPACE, ModelDashboard, ModelMetrics, endpoint_name_of
 from .functions import python_function
-from .preparation import schedule_of
 from .processing import STARTUP_ALLOWANCE, ProcessingRunner, S3Access
+from .resources import schedule_of
 from .spec import ModelSpec
 from .storage import DataLake, grant_read_objects, scored_predictions_pattern
 from .workflow import notify_and_fail, notify_timeouts, state_machine

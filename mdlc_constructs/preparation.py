@@ -14,19 +14,11 @@ from constructs import Construct
 
 from .features import FeatureEngineering
 from .quality import DataQuality
+from .resources import schedule_of
 from .sourcing import DataSourcing
 from .spec import ModelSpec
-from .spec.schedule import cron_fields
 from .storage import DataLake
 from .workflow import notify_and_fail, notify_timeouts, state_machine
-
-
-def schedule_of(expression: str) -> events.Schedule:
-    """An EventBridge schedule from a spec's (validated) expression."""
-    fields = cron_fields(expression)
-    if fields is None:
-        return events.Schedule.expression(expression)
-    return events.Schedule.cron(**fields)
 
 
 class DataPreparation(Construct):

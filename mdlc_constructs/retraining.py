@@ -16,20 +16,17 @@ from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
-from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from .compliance import acknowledge_all
 from .functions import python_function
 from .key_grants import grant_send_key, grant_table_key
+from .resources import encrypted_queue, encrypted_table, schedule_of
 from .spec import ModelSpec
-from .spec.schedule import cron_fields
 
 #: The custom event that requests a re-training (``detail.model`` names the model).
 RETRAIN_DETAIL_TYPE = "MDLC Retrain Requested"
@@ -71,34 +68,13 @@ class Retraining(Construct):
         super().__init__(scope, construct_id)
         self.spec = spec
         self.state_machine = state_machine
-        self.table = dynamodb.Table(
-            self,
-            "Cooldown",
-            partition_key=dynamodb.Attribute(name="model", type=dynamodb.AttributeType.STRING),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
-            encryption_key=key,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            removal_policy=removal_policy,
-        )
+        self.table = encrypted_table(self, "Cooldown", key=key, partition_key="model",
+                                     deletion_protection=False, removal_policy=removal_policy)
         # Asynchronous invocations (EventBridge) that still fail after Lambda's
         # retries land here with the event, so a request is never lost silently.
-        self.dead_letter_queue = sqs.Queue(
-            self,
-            "DeadLetters",
-            encryption=sqs.QueueEncryption.KMS,
-            encryption_master_key=key,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-        )
-        acknowledge_all(
-            self.dead_letter_queue,
-            {
-                "AwsSolutions-SQS3": "This queue is the trigger function's dead-letter queue",
-            },
-        )
+        self.dead_letter_queue = encrypted_queue(
+            self, "DeadLetters", key=key,
+            dead_letter_reason="This queue is the trigger function's dead-letter queue")
         self.function = python_function(
             self,
             "Trigger",
@@ -132,12 +108,7 @@ class Retraining(Construct):
         }
         self.schedule_rule: events.Rule | None = None
         if spec.training.schedule:
-            fields = cron_fields(spec.training.schedule)
-            schedule = (
-                events.Schedule.cron(**fields)
-                if fields is not None
-                else events.Schedule.expression(spec.training.schedule)
-            )
+            schedule = schedule_of(spec.training.schedule)
             self.schedule_rule = events.Rule(
                 self,
                 "Schedule",

@@ -17,6 +17,16 @@ from constructs import Construct
 from .compliance import acknowledge_all
 from .network import ModelNetwork
 
+#: SageMaker throttling as Step Functions reports it. The optimized integration
+#: wraps every service error in AmazonSageMakerException (the cause names
+#: ThrottlingException); retrying is safe where the job or model name is fixed
+#: per execution: a repeated Create call cannot start a second job.
+SAGEMAKER_TRANSIENT = (
+    "SageMaker.ThrottlingException",
+    "SageMaker.AmazonSageMakerException",
+    "ThrottlingException",
+)
+
 #: The cdk-nag reason for a SageMaker role's ``*`` resources (see the module docstring).
 WILDCARD_REASON = (
     "cloudwatch:PutMetricData and ecr:GetAuthorizationToken have no resource-level "

@@ -47,7 +47,7 @@ from .compliance import acknowledge_all, resource_token
 from .functions import python_function
 from .lineage import code_version
 from .network import ModelNetwork
-from .sagemaker_access import grant_job_logs, sagemaker_role
+from .sagemaker_access import SAGEMAKER_TRANSIENT, grant_job_logs, sagemaker_role
 from .spec import ModelSpec
 from .storage import DataLake, grant_read_objects, grant_read_write_objects
 from .workflow import invoke, notify_and_fail, notify_timeouts, retry_transient, state_machine
@@ -55,15 +55,6 @@ from .workflow import invoke, notify_and_fail, notify_timeouts, retry_transient,
 #: Data preparation: a chain that leaves ``$.data`` (snapshot, quality, features).
 PrepareData = Callable[[Construct, str], sfn.IChainable]
 
-#: SageMaker throttling as Step Functions reports it. The optimized integration
-#: wraps every service error in AmazonSageMakerException (the cause names
-#: ThrottlingException); retrying it is safe because the job name is fixed per
-#: execution: a repeated CreateTrainingJob cannot start a second job.
-SAGEMAKER_TRANSIENT = (
-    "SageMaker.ThrottlingException",
-    "SageMaker.AmazonSageMakerException",
-    "ThrottlingException",
-)
 #: The Fail state's error when the model does not reach the threshold.
 BELOW_THRESHOLD_ERROR = "ModelBelowThreshold"
 
