@@ -56,6 +56,7 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
+from mdlc_core.layout import Layout
 
 from .compliance import acknowledge_all, acknowledge_grant_actions, resource_token
 from .functions import python_function
@@ -261,10 +262,13 @@ class BatchInferenceWorkflow(Construct):
             data_layer=True,
             extra_code=action_code,
         )
-        grant_read_objects(data_lake.features, self.function, f"features/{model}/*")
-        grant_read_objects(data_lake.predictions, self.function, f"predictions/{model}/*")
-        grant_read_write_objects(data_lake.predictions, self.function, f"batch-input/{model}/*")
-        data_lake.predictions.grant_put(self.function, f"predictions/{model}/*")
+        layout = Layout(model)
+        grant_read_objects(data_lake.features, self.function, layout.everything(layout.features))
+        grant_read_objects(data_lake.predictions, self.function,
+                           layout.everything(layout.predictions))
+        grant_read_write_objects(data_lake.predictions, self.function,
+                                 layout.everything(layout.batch_input))
+        data_lake.predictions.grant_put(self.function, layout.everything(layout.predictions))
         self._grant_actions()
         self.model_role = self._model_role()
 
@@ -438,7 +442,7 @@ class BatchInferenceWorkflow(Construct):
             item_reader=PrefixedObjectsReader(
                 bucket=self.data_lake.predictions,
                 prefix=sfn.JsonPath.string_at("$.batch.output_key_prefix"),
-                allowed=f"predictions/{model}/*"),
+                allowed=Layout.everything(Layout(model).predictions)),
             item_selector={"step": "decide", "Key.$": "$$.Map.Item.Value.Key",
                            "date.$": "$.data.snapshot.date", "model.$": "$.model.name",
                            # Every decision names the package version that scored it.
@@ -457,7 +461,7 @@ class BatchInferenceWorkflow(Construct):
                              backoff_rate=2.0, max_attempts=3,
                              jitter_strategy=sfn.JitterType.FULL)
         decide_part = sfn.Choice(self, "IsTodaysOutput").when(
-            sfn.Condition.string_matches("$.Key", f"predictions/{model}/dt=*.csv.out"),
+            sfn.Condition.string_matches("$.Key", f"{Layout(model).predictions}dt=*.csv.out"),
             decide_one,
         ).otherwise(sfn.Pass(self, "SkipObject"))
         decide_parts.item_processor(decide_part)
@@ -494,9 +498,11 @@ class BatchInferenceWorkflow(Construct):
             description=f"MDLC {self.spec.name}: batch transform of the approved model",
         )
         # The approved versions' artifacts, written by this model's training.
-        grant_read_objects(self.data_lake.artifacts, role, f"training-output/{self.spec.name}/*")
-        grant_read_objects(self.data_lake.predictions, role, f"batch-input/{self.spec.name}/*")
-        self.data_lake.predictions.grant_put(role, f"predictions/{self.spec.name}/*")
+        layout = Layout(self.spec.name)
+        grant_read_objects(self.data_lake.artifacts, role,
+                           layout.everything(layout.training_output))
+        grant_read_objects(self.data_lake.predictions, role, layout.everything(layout.batch_input))
+        self.data_lake.predictions.grant_put(role, layout.everything(layout.predictions))
         # The transform job is named after its model (mdlc-<model>-b-<uuid>);
         # SageMaker names its log streams <job name>/<instance>.
         grant_job_logs(role, log_group="TransformJobs", stream_pattern=f"{self.model_prefix}*")
@@ -509,7 +515,7 @@ class BatchInferenceWorkflow(Construct):
             f"{self.model_prefix}*]": "Log streams of this model's transform jobs only "
             "(named per run)",
             f"AwsSolutions-IAM5[Resource::{resource_token(self.data_lake.artifacts)}/"
-            f"training-output/{self.spec.name}/*]":
+            f"{Layout.everything(Layout(self.spec.name).training_output)}]":
             "Model artifacts of any registered version of this model's group",
             f"AwsSolutions-IAM5[Resource::{resource_token(self.data_lake.predictions)}/batch-input/"
             f"{self.spec.name}/*]": "This model's transform input, named by date",
@@ -521,7 +527,8 @@ class BatchInferenceWorkflow(Construct):
     def _grant_workflow(self, stack: Stack) -> None:
         machine = self.state_machine
         # The Distributed Map lists the output objects and starts child executions.
-        grant_read_objects(self.data_lake.predictions, machine, f"predictions/{self.spec.name}/*")
+        grant_read_objects(self.data_lake.predictions, machine,
+                           Layout.everything(Layout(self.spec.name).predictions))
         acknowledge_grant_actions(machine)
         predictions = resource_token(self.data_lake.predictions)
         logical = stack.get_logical_id(machine.node.default_child)

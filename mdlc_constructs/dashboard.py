@@ -19,6 +19,7 @@ from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
+from mdlc_core.layout import VARIANT_NAME, endpoint_name
 
 from .quality import METRICS_NAMESPACE as QUALITY_NAMESPACE
 from .quality import VIOLATIONS_METRIC
@@ -30,7 +31,7 @@ DEFAULT_NAMESPACE = "MDLC"
 #: versions are deployed, so alarms and the dashboard watch it.
 ALL_VERSIONS = "all"
 #: The production variant of the real-time endpoint.
-DEFAULT_VARIANT = "AllTraffic"
+DEFAULT_VARIANT = VARIANT_NAME
 
 _FULL = 24  # dashboard grid width
 _HALF = 12
@@ -40,7 +41,7 @@ _HEIGHT = 6
 
 def endpoint_name_of(spec: ModelSpec) -> str:
     """The real-time endpoint's name: ``mdlc-<model>``."""
-    return f"mdlc-{spec.name}"
+    return endpoint_name(spec.name)
 
 
 class ModelMetrics:

@@ -13,6 +13,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
+from mdlc_core.layout import Layout
 
 from .compliance import acknowledge, acknowledge_objects
 from .functions import python_function
@@ -37,8 +38,8 @@ def dead_letter_payloads(function: lambda_.Function, *, bucket: s3.IBucket, mode
     on the bucket's key (S3 encrypting the objects). Sets DEAD_LETTER_BUCKET
     and DEAD_LETTER_PREFIX; returns the prefix.
     """
-    prefix = f"dead-letters/{model}/{name}/"
-    pattern = f"{prefix}*"
+    prefix = Layout(model).dead_letters(name)
+    pattern = Layout.everything(prefix)
     function.add_environment("DEAD_LETTER_BUCKET", bucket.bucket_name)
     function.add_environment("DEAD_LETTER_PREFIX", prefix)
     function.add_to_role_policy(iam.PolicyStatement(
@@ -109,7 +110,9 @@ class FeatureEngineering(Construct):
             timeout=Duration.minutes(15),
             data_layer=True,
         )
-        datasets, features = f"datasets/{spec.name}/*", f"features/{spec.name}/*"
+        layout = Layout(spec.name)
+        datasets, features = (layout.everything(layout.datasets),
+                              layout.everything(layout.features))
         grant_read_objects(data_lake.datasets, self.batch_function, datasets)
         grant_read_objects(data_lake.features, self.batch_function, features)
         data_lake.features.grant_put(self.batch_function, features)
@@ -139,7 +142,9 @@ class FeatureEngineering(Construct):
         """The scale-out runner: ``feature_job.run`` in a SageMaker Processing job,
         for windows of days that do not fit the function's memory or 15 minutes."""
         spec, lake = self.spec, self.data_lake
-        datasets, features = f"datasets/{spec.name}/*", f"features/{spec.name}/*"
+        layout = Layout(spec.name)
+        datasets, features = (layout.everything(layout.datasets),
+                              layout.everything(layout.features))
         reason = "Objects are named by date at run time; access is limited to this model"
         return ProcessingRunner(
             self,

@@ -31,6 +31,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
+from mdlc_core.layout import VARIANT_NAME, Layout
 
 from .compliance import acknowledge, acknowledge_objects
 from .dashboard import DEFAULT_NAMESPACE, ModelDashboard, ModelMetrics, endpoint_name_of
@@ -191,7 +192,7 @@ class ModelMonitoring(Construct):
         self.topic = topic
         self.metrics_namespace = metrics_namespace
         self.labels_bucket: s3.IBucket = labels_bucket or data_lake.predictions
-        self.labels_prefix = _prefix(labels_prefix or f"labels/{spec.name}/", "labels_prefix")
+        self.labels_prefix = _prefix(labels_prefix or Layout(spec.name).labels, "labels_prefix")
         self.baseline_bucket: s3.IBucket = baseline_bucket or data_lake.artifacts
         self.baseline_key = baseline_key or f"{BASELINE_PREFIX}/{spec.name}/"
         if self.baseline_key.startswith("/"):
@@ -452,7 +453,7 @@ class ModelMonitoring(Construct):
         """Chart a function's invocations, errors, throttles and duration."""
         self.dashboard.add_function(function, title=title)
 
-    def add_endpoint(self, endpoint_name: str, *, variant_name: str = "AllTraffic") -> None:
+    def add_endpoint(self, endpoint_name: str, *, variant_name: str = VARIANT_NAME) -> None:
         """Chart a real-time endpoint (once per name)."""
         if endpoint_name in self._endpoints:
             return

@@ -15,6 +15,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
+from mdlc_core.layout import Layout
 
 from .compliance import (
     acknowledge,
@@ -102,7 +103,7 @@ class DataQuality(Construct):
             self.processing_role = self.processing_runner.role
 
     def _grant_runner(self, grantee: iam.IGrantable) -> None:
-        prefix = f"datasets/{self.spec.name}/*"
+        prefix = Layout.everything(Layout(self.spec.name).datasets)
         grant_read_objects(self.data_lake.datasets, grantee, prefix)
         reports = f"{REPORT_PREFIX}/{self.spec.name}/*"
         grant_read_objects(self.data_lake.artifacts, grantee, reports)
@@ -134,7 +135,7 @@ class DataQuality(Construct):
             key=lake.key,
             output_bucket=lake.artifacts,
             reads=[
-                S3Access(lake.datasets, f"datasets/{spec.name}/*",
+                S3Access(lake.datasets, Layout.everything(Layout(spec.name).datasets),
                          "Snapshot objects are named at run time; limited to this model"),
                 # The earlier days' reports tell which snapshot last passed,
                 # the one the consistency rules compare with.

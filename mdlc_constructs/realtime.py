@@ -46,6 +46,9 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
+from mdlc_core.layout import VARIANT_NAME as LAYOUT_VARIANT_NAME
+from mdlc_core.layout import Layout
+from mdlc_core.layout import endpoint_name as layout_endpoint_name
 
 from .compliance import acknowledge_all, resource_token
 from .network import ModelNetwork
@@ -59,9 +62,9 @@ from .spec import ModelSpec
 from .storage import DataLake, grant_read_objects
 from .workflow import notify_and_fail, notify_timeouts, retry_transient, state_machine
 
-#: The one production variant. It never changes between endpoint
-#: configurations: the alarms and the autoscaling target name it.
-VARIANT_NAME = "AllTraffic"
+#: The one production variant (mdlc_core.layout): it never changes between
+#: endpoint configurations; the alarms and the autoscaling target name it.
+VARIANT_NAME = LAYOUT_VARIANT_NAME
 
 #: Endpoint states in which a deployment is still moving. Any other state is
 #: final for the workflow (UpdateRollbackFailed and Failed need a person).
@@ -187,7 +190,7 @@ class RealtimeEndpoint(Construct):
         self.key = data_lake.key
         self.topic = topic
         self.stack = Stack.of(self)
-        self.endpoint_name = endpoint_name or f"mdlc-{spec.name}"
+        self.endpoint_name = endpoint_name or layout_endpoint_name(spec.name)
         self.variant_name = VARIANT_NAME
         # Models and endpoint configurations are named <prefix><version>-<random>.
         self.resource_prefix = f"{self.endpoint_name}-v"
@@ -198,8 +201,8 @@ class RealtimeEndpoint(Construct):
             resource_name=model_package_group_name,
         )
         self.endpoint_arn = self._arn("endpoint", self.endpoint_name)
-        self.model_artifacts_prefix = model_artifacts_prefix or f"training-output/{spec.name}/"
-        self.capture_prefix = f"capture/{spec.name}/"
+        self.model_artifacts_prefix = model_artifacts_prefix or Layout(spec.name).training_output
+        self.capture_prefix = Layout(spec.name).capture
         self._image_repositories = list(image_repositories)
         self._poll_interval = poll_interval
 

@@ -8,6 +8,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
+from mdlc_core.layout import Layout
 
 from .compliance import acknowledge_objects
 from .functions import python_function
@@ -68,12 +69,13 @@ class DataSourcing(Construct):
         )
         # Snapshots of this model only: earlier days' manifests are read to
         # find the latest version, new snapshots are written once each.
-        grant_read_objects(data_lake.datasets, self.function, f"datasets/{spec.name}/*")
-        data_lake.datasets.grant_put(self.function, f"datasets/{spec.name}/*")
+        snapshots = Layout.everything(Layout(spec.name).datasets)
+        grant_read_objects(data_lake.datasets, self.function, snapshots)
+        data_lake.datasets.grant_put(self.function, snapshots)
         acknowledge_objects(
             self.function,
             data_lake.datasets,
-            f"datasets/{spec.name}/*",
+            snapshots,
             "Snapshot objects are named by date and version at run time; access is "
             "limited to this model's prefix",
         )

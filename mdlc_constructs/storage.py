@@ -21,6 +21,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
+from mdlc_core.layout import Layout
 
 from .compliance import acknowledge_all
 
@@ -30,7 +31,7 @@ def scored_predictions_pattern(model: str) -> str:
     ``predictions/<model>/dt=<day>/scored/...`` (``lambdas/mdlc_core/predictions.py``;
     the batch decide step, the stream consumer and the integration step write
     there, the monitoring job reads only there)."""
-    return f"predictions/{model}/dt=*/scored/*"
+    return Layout(model).scored_pattern
 
 
 def listing_prefixes(pattern: str) -> list[str]:

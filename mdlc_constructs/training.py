@@ -41,6 +41,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
+from mdlc_core.layout import Layout
 
 from .algorithms import TrainingAlgorithm, training_algorithm
 from .compliance import acknowledge_all, resource_token
@@ -207,11 +208,14 @@ class TrainingWorkflow(Construct):
             timeout=Duration.minutes(10),
             data_layer=True,
         )
-        grant_read_objects(self.data_lake.features, self.input_function, f"features/{model}/*")
-        self.data_lake.artifacts.grant_put(self.input_function, f"training-input/{model}/*")
+        layout = Layout(model)
+        grant_read_objects(self.data_lake.features, self.input_function,
+                           layout.everything(layout.features))
+        self.data_lake.artifacts.grant_put(self.input_function,
+                                           layout.everything(layout.training_input))
         # The training features become the monitoring baseline (open loop).
         self.data_lake.artifacts.grant_put(
-            self.input_function, f"baselines/{model}/features.parquet"
+            self.input_function, layout.baseline_features
         )
         acknowledge_all(
             self.input_function,
@@ -600,9 +604,10 @@ class TrainingWorkflow(Construct):
             self, "TrainingRole", description=f"SageMaker training jobs of {model}"
         )
         artifacts = self.data_lake.artifacts
-        grant_read_objects(artifacts, role, f"training-input/{model}/*")
-        grant_read_write_objects(artifacts, role, f"training-output/{model}/*")
-        grant_read_write_objects(artifacts, role, f"training-checkpoints/{model}/*")
+        layout = Layout(model)
+        grant_read_objects(artifacts, role, layout.everything(layout.training_input))
+        grant_read_write_objects(artifacts, role, layout.everything(layout.training_output))
+        grant_read_write_objects(artifacts, role, layout.everything(layout.training_checkpoints))
         self.key.grant_encrypt_decrypt(role)
         grant_job_logs(role, log_group="TrainingJobs", stream_pattern=f"{self.job_prefix}*")
         self.algorithm.grant_training_role(role)
@@ -684,7 +689,8 @@ class TrainingWorkflow(Construct):
         for statement in statements:
             role.add_to_principal_policy(statement)
         # CreateModelPackage checks that the caller can read the model artifact.
-        grant_read_objects(self.data_lake.artifacts, role, f"training-output/{self.spec.name}/*")
+        grant_read_objects(self.data_lake.artifacts, role,
+                           Layout.everything(Layout(self.spec.name).training_output))
         bucket = self._logical(self.data_lake.artifacts)
         self._acknowledge_workflow(bucket)
 

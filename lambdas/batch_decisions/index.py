@@ -85,6 +85,7 @@ from aws_lambda_powertools import Logger
 from botocore.config import Config
 from mdlc_core.actions import ActionLedger, Clients, Dispatcher, Outcome
 from mdlc_core.decisions import Decision, RuleSet
+from mdlc_core.layout import Layout
 from mdlc_core.predictions import day_prefix, scored_prefix, to_parquet
 from mdlc_core.runtime_config import load_config
 from mdlc_core.scoring import feature_columns, parse_scores
@@ -107,12 +108,12 @@ class ActionsIncomplete(RuntimeError):
 
 def input_key_prefix(date: str) -> str:
     """The transform job's input: CSV parts and nothing else (it reads every object)."""
-    return f"batch-input/{MODEL}/dt={date}/transform/"
+    return Layout(MODEL).transform_input(date)
 
 
 def ids_key_prefix(date: str) -> str:
     """Each part's entity ids, beside the transform input, never inside it."""
-    return f"batch-input/{MODEL}/dt={date}/ids/"
+    return Layout(MODEL).transform_ids(date)
 
 
 def output_key_prefix(date: str) -> str:

@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .layout import Layout
+
 logger = logging.getLogger("mdlc.dead_letters")
 
 #: SQS's long-standing default ``MaximumMessageSize``, the smallest a queue of
@@ -163,7 +165,7 @@ class DeadLetters:
             sqs=sqs, s3=s3, model=model, function=function,
             queue_url=env.get("DEAD_LETTER_QUEUE_URL", ""),
             bucket=env.get("DEAD_LETTER_BUCKET", ""),
-            prefix=env.get("DEAD_LETTER_PREFIX") or f"dead-letters/{model}/{function}/",
+            prefix=env.get("DEAD_LETTER_PREFIX") or Layout(model).dead_letters(function),
         )
 
     def keys(self, letter_id: str) -> tuple[str, str]:

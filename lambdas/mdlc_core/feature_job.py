@@ -34,6 +34,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from .features import FeatureError, FeatureSet, entity_table, training_table
+from .layout import Layout
 from .sourcing import latest_manifest, object_format, read_snapshot_object
 
 logger = logging.getLogger("mdlc.feature_job")
@@ -130,7 +131,7 @@ def run(
     keep = [i for i, event_id in enumerate(per_event[features.event_id]) if event_id in fresh]
     rows = {name: [values[i] for i in keep] for name, values in per_event.items()}
     entities = entity_table(merged, features, day)
-    prefix = f"features/{model}/dt={day.isoformat()}/"
+    prefix = Layout(model).feature_snapshot(day.isoformat())
     write_parquet(s3, features_bucket, prefix + "features.parquet", rows)
     write_parquet(s3, features_bucket, prefix + "entities.parquet", entities)
     outcome = {

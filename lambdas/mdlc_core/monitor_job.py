@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import monitoring
+from .layout import Layout
 from .predictions import is_prediction_file, scored_prefix
 
 logger = logging.getLogger("mdlc.monitor_job")
@@ -88,7 +89,7 @@ def run(
     )
     labels = reader.labels(
         environ.get("LABELS_BUCKET", predictions_bucket),
-        environ.get("LABELS_PREFIX", f"labels/{model}/"),
+        environ.get("LABELS_PREFIX", Layout(model).labels),
         closed_day,
     )
     threshold = float(spec.get("closed_loop", {}).get("decision_threshold", 0.5))
@@ -97,7 +98,7 @@ def run(
     report["alarms"] = alarms
 
     published = publish(cloudwatch, environ.get("METRICS_NAMESPACE", "MDLC"), model, report)
-    report_key = f"monitoring/{model}/dt={day.isoformat()}/report.json"
+    report_key = Layout(model).monitoring_report(day.isoformat())
     report_bucket = environ.get("REPORT_BUCKET", predictions_bucket)
     s3.put_object(
         Bucket=report_bucket,

@@ -35,6 +35,8 @@ from typing import Any
 
 from mdlc_core.decisions import Decision
 
+from .layout import Layout
+
 logger = logging.getLogger("mdlc.predictions")
 
 #: The contract's columns before the features (docs/monitoring.md).
@@ -48,12 +50,12 @@ FORMATS = (".csv", ".csv.gz", ".parquet", ".pq")
 def day_prefix(model: str, day: str) -> str:
     """``predictions/<model>/dt=<day>/``: the day's folder (transform output,
     decisions, and ``scored/``)."""
-    return f"predictions/{model}/dt={day}/"
+    return Layout(model).prediction_day(day)
 
 
 def scored_prefix(model: str, day: str) -> str:
     """``predictions/<model>/dt=<day>/scored/``: the monitor's input for the day."""
-    return f"{day_prefix(model, day)}{SCORED}/"
+    return Layout(model).scored(day)
 
 
 def is_prediction_file(key: str) -> bool:

@@ -41,6 +41,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .layout import Layout
+
 MANIFEST_NAME = "_manifest.json"
 _PARTITION = re.compile(r"(^|/)dt=\d{4}-\d{2}-\d{2}/")
 
@@ -174,7 +176,7 @@ class S3PrefixSource(Source):
 
 
 def snapshot_prefix(model: str, day: date, version: int = 1) -> str:
-    base = f"datasets/{model}/dt={day.isoformat()}/"
+    base = Layout(model).snapshot(day.isoformat())
     return base if version == 1 else f"{base}v={version}/"
 
 

@@ -33,6 +33,7 @@ from typing import Any
 import boto3
 from aws_lambda_powertools import Logger
 from mdlc_core import training_input as ti
+from mdlc_core.layout import Layout
 from mdlc_core.runtime_config import load_config
 
 logger = Logger(service="training_input")
@@ -73,7 +74,7 @@ def _write_baseline(
     table = pa.table({name: columns[name] for name in feature_columns if name in columns})
     sink = io.BytesIO()
     pq.write_table(table, sink)
-    s3.put_object(Bucket=bucket, Key=f"{BASELINE_PREFIX}/{model}/features.parquet",
+    s3.put_object(Bucket=bucket, Key=Layout(model).baseline_features,
                   Body=sink.getvalue())
 
 
@@ -104,7 +105,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         features=feature_columns,
         validation_fraction=training.get("validation_fraction", 0.2),
     )
-    prefix = f"training-input/{model}/{job}"
+    prefix = Layout(model).training_job_input(job).rstrip("/")
     channels = {}
     for name, rows in (("train", split.train), ("validation", split.validation)):
         body, suffix = ti.encode(rows, training["content_type"])
