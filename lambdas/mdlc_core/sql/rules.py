@@ -1,0 +1,537 @@
+"""Each quality rule kind as SQL: one definition, rendered per dialect by sqlglot.
+
+A rule compiles to a :class:`CompiledRule`: named ``SELECT`` expressions
+(sqlglot ASTs, so one definition renders for DuckDB and for Spark SQL) over
+three relations every engine provides,
+
+- ``snapshot``: the day's rows, the spec's columns typed as the shared reader
+  (:mod:`mdlc_core.tabular`) types them, plus :data:`ROW` (the row's position
+  in the snapshot as read, which samples are ordered by and report);
+- ``previous``: the same for the earlier snapshot (consistency rules only);
+- ``unparseable``: the reader's record of values that did not parse as their
+  column's declared type (``column_name``, ``row_index``, ``raw_value``),
+
+and a ``finish`` step that turns the result rows of those queries into the
+report entry :mod:`mdlc_core.quality` produces for the same rule on the same
+data: the same ids, statuses, counts, messages and samples. Samples follow
+the embedded engine's order, made explicit: the first offending rows by
+position; for ``unique`` the repeated keys in order of first appearance; for
+``consistency`` the entities sorted by key; unexpected values by count, then
+first appearance.
+
+Why the ``type`` rule reads the reader's record: a value that does not parse
+as its declared type is null in the typed column, so its text is gone by the
+time SQL sees the table; the reader (shared by every engine) keeps count,
+positions and text. A rule that asks for *another* type than the column's
+(digits in a string id) is compiled: the same regular expressions the reader
+uses, evaluated in SQL. Re-parsing text as a timestamp, or a non-text column
+as another type, is not compiled yet and raises :class:`RuleError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import pyarrow as pa
+from sqlglot import exp, select
+
+from .. import quality as embedded
+from ..quality import RuleError, RuleResult, rule_id
+from ..tabular import _FALSE, _FLOAT, _INT, _TRUE, ARROW_TYPES, Unparseable
+
+#: The column holding each row's position in its snapshot as read.
+ROW = "_mdlc_row"
+SNAPSHOT, PREVIOUS, UNPARSEABLE = "snapshot", "previous", "unparseable"
+DIALECTS = ("duckdb", "spark")
+Rows = list[dict[str, Any]]
+
+_TYPE_NAMES = {str(arrow): name for name, arrow in ARROW_TYPES.items()}
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What compiling needs to know besides the rule: the spec's data roles,
+    the snapshot's column types and the reader's unparseable record."""
+
+    key: str
+    units: Mapping[str, str | None]
+    sample_size: int
+    types: Mapping[str, pa.DataType]
+    unparseable: Mapping[str, Unparseable]
+    rows: int
+    snapshot_date: date
+    previous_types: Mapping[str, pa.DataType] | None = None
+    previous_date: date | None = None
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    """A rule's queries and how their result rows become its report entry."""
+
+    rule: Mapping[str, Any]
+    queries: Mapping[str, exp.Select]
+    finish: Callable[[Mapping[str, Rows]], RuleResult]
+
+    def render(self, dialect: str) -> dict[str, str]:
+        """Each query as SQL text of ``dialect`` (one of :data:`DIALECTS`)."""
+        if dialect not in DIALECTS:
+            raise ValueError(f"unknown SQL dialect {dialect!r}; expected one of {DIALECTS}")
+        return {name: query.sql(dialect=dialect) for name, query in self.queries.items()}
+
+
+def compile_rule(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
+    """The rule as SQL; raises :class:`RuleError` when it does not fit the data."""
+    for name in embedded._rule_columns(rule):
+        if name not in inputs.types:
+            raise RuleError(f"rule {rule_id(rule)}: the data has no column {name!r}")
+    try:
+        compiler = _COMPILERS[rule["kind"]]
+    except KeyError:
+        raise RuleError(f"rule {rule_id(rule)}: unknown kind {rule['kind']!r}") from None
+    return compiler(rule, inputs)
+
+
+# --- building blocks --------------------------------------------------------------
+
+
+def _col(name: str, table: str | None = None) -> exp.Column:
+    return exp.column(name, table=table, quoted=True)
+
+
+def _table(name: str) -> exp.Table:
+    return exp.Table(this=exp.to_identifier(name, quoted=True))
+
+
+def _entry(rule: Mapping[str, Any], **fields: Any) -> RuleResult:
+    """The report entry, by the embedded engine's own constructor (which does
+    not use its context argument): one definition of the entry's shape."""
+    return embedded._result(None, rule, **fields)  # type: ignore[arg-type]
+
+
+def _count_if(condition: exp.Expression) -> exp.Expression:
+    # SUM(CASE ...) rather than COUNT_IF / FILTER: the same in every dialect.
+    return exp.func("COALESCE", exp.func("SUM", exp.case().when(condition, 1).else_(0)),
+                    exp.Literal.number(0))
+
+
+def _literal(value: Any) -> exp.Expression:
+    return exp.convert(value)
+
+
+def _first_rows(condition: exp.Expression, inputs: Inputs, value: str | None) -> exp.Select:
+    """The first ``sample_size`` rows (by position) where ``condition`` holds."""
+    columns: list[exp.Expression] = [_col(inputs.key).as_("key"), _col(ROW).as_("row")]
+    if value:
+        columns.append(_col(value).as_("value"))
+    return (select(*columns).from_(_table(SNAPSHOT)).where(condition)
+            .order_by(_col(ROW)).limit(inputs.sample_size))
+
+
+def _sample(rows: Rows, inputs: Inputs, with_value: bool) -> list[dict[str, Any]]:
+    sample = []
+    for row in rows:
+        entry: dict[str, Any] = {inputs.key: embedded._json(row["key"]), "row": int(row["row"])}
+        if with_value:
+            entry["value"] = embedded._json(row["value"])
+        sample.append(entry)
+    return sample
+
+
+def _bad_rows(column: str) -> exp.Select:
+    return (select(_col("row_index")).from_(_table(UNPARSEABLE))
+            .where(_col("column_name").eq(_literal(column))))
+
+
+def _is_number(type_: pa.DataType) -> bool:
+    return pa.types.is_integer(type_) or pa.types.is_floating(type_)
+
+
+# --- the rule kinds ----------------------------------------------------------------
+
+
+def _completeness(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
+    name = rule["column"]
+    column = _col(name)
+    bad = inputs.unparseable.get(name)
+    minimum = float(rule.get("min", 1.0))
+    queries = {
+        "stats": select(exp.func("COUNT", exp.Star()).as_("rows"),
+                        exp.func("COUNT", column).as_("present")).from_(_table(SNAPSHOT)),
+        # A value that was present but did not parse is not missing: the type
+        # rule reports it (so the reader's recorded rows are left out here).
+        "sample": _first_rows(exp.and_(column.is_(exp.null()),
+                                       exp.not_(_col(ROW).isin(query=_bad_rows(name)))),
+                              inputs, None),
+    }
+
+    def finish(results: Mapping[str, Rows]) -> RuleResult:
+        (stats,) = results["stats"]
+        rows = int(stats["rows"])
+        nulls = rows - int(stats["present"]) - (bad.count if bad else 0)
+        share = (rows - nulls) / rows if rows else 1.0
+        passed = share >= minimum - 1e-12
+        return _entry(
+            rule,
+            expected={"min_share": minimum},
+            observed={"share": round(share, 6), "nulls": nulls},
+            passed=passed, violations=nulls,
+            sample=None if passed else _sample(results["sample"], inputs, False),
+            message=f"non-null share {share:.4f} ({nulls} null), expected >= {minimum}",
+        )
+
+    return CompiledRule(rule, queries, finish)
+
+
+_TEXT_PATTERNS = {"int": _INT, "float": "(?i)" + _FLOAT}
+
+
+def _type(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
+    name, wanted = rule["column"], rule["type"]
+    column = _col(name)
+    recorded = inputs.unparseable.get(name)
+    same_type = inputs.types[name] == ARROW_TYPES[wanted]
+    if same_type:
+        # The reader parsed the column as this type: its record is the answer.
+        bad = (select(_col(inputs.key, "s").as_("key"), _col(ROW, "s").as_("row"),
+                      _col("raw_value", "u").as_("value"))
+               .from_(exp.alias_(_table(SNAPSHOT), "s"))
+               .join(exp.alias_(_table(UNPARSEABLE), "u"),
+                     on=exp.and_(_col(ROW, "s").eq(_col("row_index", "u")),
+                                 _col("column_name", "u").eq(_literal(name))))
+               .order_by(_col(ROW, "s")).limit(inputs.sample_size))
+        examples = (select(_col("raw_value").as_("value")).from_(_table(UNPARSEABLE))
+                    .where(_col("column_name").eq(_literal(name)))
+                    .group_by(_col("raw_value"))
+                    .order_by(exp.func("MIN", _col("row_index"))).limit(5))
+        queries: dict[str, exp.Select] = {"sample": bad, "examples": examples}
+    else:
+        if not pa.types.is_string(inputs.types[name]) or wanted not in ("int", "float", "bool"):
+            raise RuleError(
+                f"rule {rule_id(rule)}: re-parsing column {name!r} ({inputs.types[name]}) as "
+                f"{wanted} is not compiled to SQL yet; run it on the embedded engine")
+        if wanted == "bool":
+            lowered = exp.Lower(this=exp.Trim(this=column))
+            parses: exp.Expression = lowered.isin(*[_literal(v) for v in _TRUE + _FALSE])
+        else:
+            parses = exp.RegexpLike(this=column, expression=_literal(_TEXT_PATTERNS[wanted]))
+        mask = exp.and_(column.is_(exp.null()).not_(), exp.not_(exp.paren(parses)))
+        queries = {
+            "count": select(_count_if(mask).as_("bad")).from_(_table(SNAPSHOT)),
+            "sample": _first_rows(mask, inputs, name),
+        }
+
+    def finish(results: Mapping[str, Rows]) -> RuleResult:
+        if same_type:
+            count = recorded.count if recorded else 0
+            examples = [row["value"] for row in results["examples"]]
+        else:
+            count = int(results["count"][0]["bad"]) + (recorded.count if recorded else 0)
+            examples = list(dict.fromkeys(row["value"] for row in results["sample"]))[:5]
+        sample = _sample(results["sample"], inputs, True)
+        reason = recorded.reason if recorded and count else None
+        observed: dict[str, Any] = {"unparseable": count, "examples": examples}
+        if reason:
+            observed["reason"] = reason
+        unit = inputs.units.get(name)
+        return _entry(
+            rule,
+            expected={"type": wanted, **({"unit": unit} if wanted == "timestamp" and unit
+                                         else {})},
+            observed=observed,
+            passed=count == 0, violations=count, sample=sample,
+            message=f"{count} value(s) do not parse as {wanted}"
+            + (f": {reason}" if reason else ""),
+        )
+
+    return CompiledRule(rule, queries, finish)
+
+
+def _range(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
+    name = rule["column"]
+    type_ = inputs.types[name]
+    if not _is_number(type_):
+        raise RuleError(f"rule {rule_id(rule)}: column {name!r} is {type_}, not a number")
+    column = _col(name)
+    low, high = rule.get("min"), rule.get("max")
+    outside: list[exp.Expression] = []
+    if low is not None:
+        outside.append(column < _literal(low))
+    if high is not None:
+        outside.append(column > _literal(high))
+    floating = pa.types.is_floating(type_)
+    if floating:
+        outside.append(exp.IsNan(this=column))
+    condition = exp.and_(column.is_(exp.null()).not_(),
+                         exp.paren(exp.or_(*outside)) if outside else exp.false())
+    if floating:
+        # pyarrow's min/max skip NaN unless every value is NaN; so do these.
+        number = exp.case().when(exp.not_(exp.IsNan(this=column)), column)
+        lowest = exp.func("COALESCE", exp.func("MIN", number), exp.func("MIN", column))
+        highest = exp.func("COALESCE", exp.func("MAX", number), exp.func("MAX", column))
+    else:
+        lowest, highest = exp.func("MIN", column), exp.func("MAX", column)
+    queries = {
+        "stats": select(_count_if(condition).as_("outside"), lowest.as_("low"),
+                        highest.as_("high")).from_(_table(SNAPSHOT)),
+        "sample": _first_rows(condition, inputs, name),
+    }
+
+    def finish(results: Mapping[str, Rows]) -> RuleResult:
+        (stats,) = results["stats"]
+        count = int(stats["outside"])
+        low_seen, high_seen = _number(stats["low"], type_), _number(stats["high"], type_)
+        return _entry(
+            rule,
+            expected={"min": low, "max": high},
+            observed={"outside": count, "min": embedded._json(low_seen),
+                      "max": embedded._json(high_seen)},
+            passed=count == 0, violations=count,
+            sample=_sample(results["sample"], inputs, True) if count else None,
+            message=(
+                f"{count} value(s) outside [{embedded._fmt(low)}, {embedded._fmt(high)}] "
+                f"(observed min {embedded._fmt(low_seen)}, max {embedded._fmt(high_seen)})"
+            ),
+        )
+
+    return CompiledRule(rule, queries, finish)
+
+
+def _allowed_values(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
+    name = rule["column"]
+    column = _col(name)
+    # The same coercion of the spec's values to the column's type as the
+    # embedded engine (and the same error when they do not fit).
+    allowed = embedded._value_set(rule["values"], inputs.types[name], rule).to_pylist()
+    condition = exp.and_(column.is_(exp.null()).not_(),
+                         exp.not_(column.isin(*[_literal(v) for v in allowed])))
+    queries = {
+        "count": select(_count_if(condition).as_("unexpected")).from_(_table(SNAPSHOT)),
+        "values": (select(column.as_("value")).from_(_table(SNAPSHOT)).where(condition)
+                   .group_by(column)
+                   .order_by(exp.func("COUNT", exp.Star()).desc(), exp.func("MIN", _col(ROW)))
+                   .limit(10)),
+        "sample": _first_rows(condition, inputs, name),
+    }
+
+    def finish(results: Mapping[str, Rows]) -> RuleResult:
+        count = int(results["count"][0]["unexpected"])
+        seen = [embedded._json(row["value"]) for row in results["values"]] if count else []
+        return _entry(
+            rule,
+            expected={"values": list(rule["values"])},
+            observed={"unexpected": count, "unexpected_values": seen},
+            passed=count == 0, violations=count,
+            sample=_sample(results["sample"], inputs, True) if count else None,
+            message=f"{count} value(s) not in {list(rule['values'])}"
+            + (f", e.g. {', '.join(map(str, seen[:3]))}" if seen else ""),
+        )
+
+    return CompiledRule(rule, queries, finish)
+
+
+def _unique(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
+    names = list(rule["columns"])
+    keys = [_col(n) for n in names]
+    # Rows without a key are the completeness rule's business.
+    present = exp.and_(*[k.is_(exp.null()).not_() for k in keys])
+    groups = (select(*[k.as_(f"k{i}") for i, k in enumerate(keys)],
+                     exp.func("COUNT", exp.Star()).as_("n"),
+                     exp.func("MIN", _col(ROW)).as_("first"))
+              .from_(_table(SNAPSHOT)).where(present).group_by(*keys))
+    queries = {
+        "stats": (select(exp.func("COALESCE", exp.func("SUM", _col("n")),
+                                  exp.Literal.number(0)).as_("rows"),
+                         exp.func("COUNT", exp.Star()).as_("distinct_keys"))
+                  .from_(groups.subquery("g"))),
+        # Repeated keys in order of first appearance, as pyarrow's group_by
+        # (single-threaded) lists them.
+        "sample": (select(*[_col(f"k{i}") for i in range(len(names))], _col("n"))
+                   .from_(groups.subquery("g")).where(_col("n") > 1)
+                   .order_by(_col("first")).limit(inputs.sample_size)),
+    }
+
+    def finish(results: Mapping[str, Rows]) -> RuleResult:
+        (stats,) = results["stats"]
+        distinct = int(stats["distinct_keys"])
+        duplicates = int(stats["rows"]) - distinct
+        sample = [
+            {**{n: embedded._json(row[f"k{i}"]) for i, n in enumerate(names)},
+             "count": int(row["n"])}
+            for row in results["sample"]
+        ] if duplicates else []
+        return _entry(
+            rule,
+            expected={"duplicates": 0},
+            observed={"duplicates": duplicates, "distinct": distinct},
+            passed=duplicates == 0, violations=duplicates, sample=sample,
+            message=f"{duplicates} duplicate row(s) of ({', '.join(names)}), {distinct} distinct",
+        )
+
+    return CompiledRule(rule, queries, finish)
+
+
+def _row_count(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
+    low, high = int(rule.get("min", 1)), rule.get("max")
+    queries = {"stats": select(exp.func("COUNT", exp.Star()).as_("rows")).from_(_table(SNAPSHOT))}
+
+    def finish(results: Mapping[str, Rows]) -> RuleResult:
+        rows = int(results["stats"][0]["rows"])
+        passed = rows >= low and (high is None or rows <= high)
+        return _entry(
+            rule,
+            expected={"min": low, "max": high},
+            observed={"rows": rows},
+            passed=passed, violations=1,
+            message=f"{rows} rows, expected "
+            + (f"at least {low}" if high is None else f"between {low} and {embedded._fmt(high)}"),
+        )
+
+    return CompiledRule(rule, queries, finish)
+
+
+def _freshness(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
+    name = rule["column"]
+    if not pa.types.is_timestamp(inputs.types[name]):
+        raise RuleError(
+            f"rule {rule_id(rule)}: column {name!r} is {inputs.types[name]}, not a timestamp")
+    max_age = float(rule["max_age_hours"])
+    as_of = datetime.combine(inputs.snapshot_date + timedelta(days=1), time(), UTC)
+    # Microseconds since the epoch: an integer every engine returns the same
+    # way, where a zoned timestamp comes back in the session's time zone.
+    queries = {"stats": select(exp.UnixMicros(this=exp.func("MAX", _col(name))).as_("newest"))
+               .from_(_table(SNAPSHOT))}
+
+    def finish(results: Mapping[str, Rows]) -> RuleResult:
+        micros = results["stats"][0]["newest"]
+        newest = (None if micros is None
+                  else datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(micros)))
+        age = (as_of - newest).total_seconds() / 3600 if newest is not None else None
+        passed = age is not None and age <= max_age
+        return _entry(
+            rule,
+            expected={"max_age_hours": max_age, "as_of": as_of.isoformat()},
+            observed={"newest": embedded._json(newest),
+                      "age_hours": None if age is None else round(age, 3)},
+            passed=passed, violations=1,
+            message=(
+                f"newest {name} {embedded._json(newest)} is {age:.1f} h before "
+                f"{as_of:%Y-%m-%d %H:%M}Z, expected <= {embedded._fmt(max_age)} h"
+                if age is not None else f"no {name} values"
+            ),
+        )
+
+    return CompiledRule(rule, queries, finish)
+
+
+def _consistency(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
+    name, entity = rule["column"], rule["entity"]
+    change, tolerance = rule.get("change", "days"), float(rule.get("tolerance", 0.0))
+    expected: dict[str, Any] = {"change": change, "tolerance": tolerance}
+    if inputs.previous_types is None or inputs.previous_date is None:
+        skipped = _entry(
+            rule, expected=expected, observed={},
+            passed=True, violations=0, message="",
+            skipped="skipped: no previous snapshot to compare with",
+        )
+        return CompiledRule(rule, {}, lambda _results: skipped)
+    for column in (name, entity):
+        if column not in inputs.previous_types:
+            raise RuleError(f"rule {rule_id(rule)}: the previous snapshot has no column {column!r}")
+    days = (inputs.snapshot_date - inputs.previous_date).days
+    if days <= 0:
+        raise RuleError(
+            f"rule {rule_id(rule)}: the previous snapshot ({inputs.previous_date}) must be "
+            f"older than this one ({inputs.snapshot_date})"
+        )
+    step = days if change == "days" else 0
+    expected.update(days_between=days, step=step)
+
+    def per_entity(table: str) -> exp.Select:
+        return (select(_col(entity).as_("entity"), exp.func("MIN", _col(name)).as_("lo"),
+                       exp.func("MAX", _col(name)).as_("hi"))
+                .from_(_table(table))
+                .where(exp.and_(_col(entity).is_(exp.null()).not_(),
+                                _col(name).is_(exp.null()).not_()))
+                .group_by(_col(entity)))
+
+    def as_double(column: exp.Expression) -> exp.Expression:
+        return exp.cast(column, exp.DataType.build("DOUBLE"))
+
+    # With several rows per entity in a snapshot every pairing must fit, so a
+    # customer with 365 and 54 on the same day is caught too.
+    worst = exp.Greatest(
+        this=exp.Abs(this=as_double(_col("lo", "c")) - as_double(_col("hi", "p"))
+                     - _literal(step)),
+        expressions=[exp.Abs(this=as_double(_col("hi", "c")) - as_double(_col("lo", "p"))
+                             - _literal(step))],
+    )
+    joined = (select(_col("entity", "c").as_("entity"), _col("lo", "c").as_("cur_min"),
+                     _col("hi", "c").as_("cur_max"), _col("lo", "p").as_("prev_min"),
+                     _col("hi", "p").as_("prev_max"),
+                     exp.paren(worst > _literal(tolerance + 1e-9)).as_("bad"))
+              .from_(per_entity(SNAPSHOT).subquery("c"))
+              .join(per_entity(PREVIOUS).subquery("p"),
+                    on=_col("entity", "c").eq(_col("entity", "p")), join_type="inner"))
+    queries = {
+        "stats": select(exp.func("COUNT", exp.Star()).as_("compared"),
+                        _count_if(_col("bad")).as_("inconsistent"))
+        .from_(joined.subquery("j")),
+        "sample": (select(_col("entity"), _col("cur_min"), _col("cur_max"), _col("prev_min"),
+                          _col("prev_max"))
+                   .from_(joined.subquery("j")).where(_col("bad"))
+                   .order_by(_col("entity")).limit(inputs.sample_size)),
+    }
+
+    def finish(results: Mapping[str, Rows]) -> RuleResult:
+        (stats,) = results["stats"]
+        compared, count = int(stats["compared"]), int(stats["inconsistent"])
+        sample = [
+            {
+                entity: embedded._json(row["entity"]),
+                "previous": embedded._one(row["prev_min"], row["prev_max"]),
+                "current": embedded._one(row["cur_min"], row["cur_max"]),
+                "expected": embedded._json(row["prev_max"] + step),
+            }
+            for row in results["sample"]
+        ] if count else []
+        named = ", ".join(str(s[entity]) for s in sample[:5])
+        return _entry(
+            rule,
+            expected=expected,
+            observed={"entities_compared": compared, "inconsistent": count},
+            passed=count == 0, violations=count, sample=sample,
+            message=(
+                f"{count} of {compared} {entity}(s) where {name} did not "
+                + ("grow by " + str(days) if change == "days" else "stay the same")
+                + f" since {inputs.previous_date}" + (f": {named}" if named else "")
+            ),
+        )
+
+    return CompiledRule(rule, queries, finish)
+
+
+def _number(value: Any, type_: pa.DataType) -> Any:
+    """A min/max as pyarrow returns it for the column's type (float for floats)."""
+    if value is None:
+        return None
+    return float(value) if pa.types.is_floating(type_) else int(value)
+
+
+_COMPILERS: dict[str, Callable[[Mapping[str, Any], Inputs], CompiledRule]] = {
+    "completeness": _completeness,
+    "type": _type,
+    "range": _range,
+    "allowed_values": _allowed_values,
+    "unique": _unique,
+    "row_count": _row_count,
+    "freshness": _freshness,
+    "consistency": _consistency,
+}
+
+
+def compile_rules(rules: Sequence[Mapping[str, Any]], inputs: Inputs) -> list[CompiledRule]:
+    """Every rule of ``quality.rules``, in order."""
+    return [compile_rule(rule, inputs) for rule in rules]

@@ -1,0 +1,336 @@
+"""The quality rules compiled to SQL give the embedded engine's report, exactly.
+
+Every case runs :func:`mdlc_core.quality.check` and
+:func:`mdlc_core.sql.quality.check` (DuckDB) on the same table and asserts
+the two reports are equal but for the clock (``checked_at``): ids, statuses,
+counts, messages and the samples of offending keys, in order. The data is
+the embedded engine's own test data (tests/test_quality_engine.py), the
+sampler's tenure anomaly, and the edge cases (nulls, unparseable values,
+NaN, duplicates, an empty day, two snapshots). Each case also asserts what
+it is about (a rule fails, a sample names a key), so a case that stopped
+exercising the failing path would not pass by comparing two empty reports.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+import shutil
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+import sqlglot
+from mdlc_core import quality
+from mdlc_core.quality import RuleError
+from mdlc_core.sql import quality as sql_quality
+from mdlc_core.sql import rules as sql_rules
+
+from mdlc_constructs import sampling
+from mdlc_constructs.sampling import Anomaly
+from mdlc_constructs.spec import load_spec
+
+from .test_quality_engine import (
+    DAY,
+    HEADER,
+    SPEC,
+    TENURE_RULE,
+    orders_csv,
+    read,
+    spec_with,
+    tenure_snapshots,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def same_report(table: pa.Table, spec: dict[str, Any], *, day: date = DAY,
+                previous: pa.Table | None = None, previous_date: date | None = None
+                ) -> dict[str, Any]:
+    """Both engines' reports, asserted equal; returns the embedded one."""
+    ours = quality.check(table, spec, snapshot_date=day, previous=previous,
+                         previous_date=previous_date, source="s.csv", previous_source="p.csv")
+    sql = sql_quality.check(spec, table, previous, snapshot_date=day, previous_date=previous_date,
+                            source="s.csv", previous_source="p.csv", memory_limit="256MB",
+                            threads=1)
+    ours.pop("checked_at"), sql.pop("checked_at")
+    for mine, theirs in zip(ours["rules"], sql["rules"], strict=True):
+        assert theirs == mine, mine["id"]  # one rule at a time: a readable diff
+    assert sql == ours
+    return ours
+
+
+def statuses(report: dict[str, Any]) -> dict[str, str]:
+    return {r["id"]: r["status"] for r in report["rules"]}
+
+
+# --- every rule kind on the embedded engine's test data ---------------------------------
+
+
+def test_the_example_spec_on_clean_data_with_a_previous_day(tmp_path: Path) -> None:
+    previous = read(tmp_path, orders_csv(day=date(2026, 10, 31), tenure=99), "p.csv")
+    report = same_report(read(tmp_path, orders_csv()), SPEC, previous=previous)
+    assert report["summary"]["failed"] == 0 and report["summary"]["skipped"] == 0
+
+
+def test_nulls_unparseable_values_nan_and_markers(tmp_path: Path) -> None:
+    rows = [("NA", "c1", "2026-11-01T10:00:00Z", "nan", 1, 0),
+            ("o2", "null", "2026-13-45T00:00:00Z", 10, "x", 1),
+            ("o3", "N/A", "2026-11-01T11:00:00+01:00", "", 1, 0),
+            ("o4", "c2", "2026-02-30T00:00:00Z", "NA", 1, 3),
+            ("o5", "", "2026-11-01T12:30:00.250Z", 20, 1, 0),
+            ("o6", None, "", -4, -2, None)]
+    extra = [{"kind": "range", "column": "order_amount", "min": 0, "max": 15},
+             {"id": "order_id_numeric", "kind": "type", "column": "order_id", "type": "int"},
+             {"id": "order_id_float", "kind": "type", "column": "order_id", "type": "float"},
+             {"id": "customer_flag", "kind": "type", "column": "customer_id", "type": "bool"},
+             {"kind": "completeness", "column": "order_ts", "min": 0.5}]
+    report = same_report(read(tmp_path, orders_csv(rows)), spec_with(*SPEC["quality"]["rules"],
+                                                                       *extra))
+    failed = {r["id"]: r for r in report["rules"] if r["status"] == "fail"}
+    assert {"type_order_ts", "completeness_customer_id", "range_order_amount",
+            "allowed_values_fraud_status", "order_id_numeric"} <= set(failed)
+    assert failed["type_order_ts"]["observed"]["unparseable"] == 2
+
+
+@pytest.mark.parametrize("values", [[12.5, "1e3", "ten"], ["1.5", " 7 ", "364"]])
+def test_type_on_values_that_do_not_parse(tmp_path: Path, values: list[Any]) -> None:
+    rows = [(f"o{i}", "c1", "yesterday" if i else "2026-11-01T10:00:00Z", v, v, "maybe")
+            for i, v in enumerate(values)]
+    rules = [{"kind": "type", "column": c["name"], "type": c["type"]} for c in SPEC["data"]
+             ["columns"]]
+    report = same_report(read(tmp_path, orders_csv(rows)), spec_with(*rules, sample_size=1))
+    assert statuses(report)["type_order_ts"] == "fail"
+
+
+def test_range_nan_infinity_and_an_integer_column() -> None:
+    table = pa.table({
+        "order_id": ["a", "b", "c", "d"],
+        "order_amount": pa.array([1.0, float("nan"), float("inf"), None]),
+        "account_tenure": pa.array([5, -1, None, 40000], pa.int64()),
+    })
+    spec = spec_with({"kind": "range", "column": "order_amount", "min": 0, "max": 10},
+                     {"kind": "range", "column": "account_tenure", "min": 0, "max": 36500},
+                     {"kind": "range", "column": "order_amount", "id": "no_bounds"})
+    report = same_report(table, spec)
+    assert statuses(report) == {"range_order_amount": "fail", "range_account_tenure": "fail",
+                                "no_bounds": "fail"}  # NaN is outside every range
+    only_nan = pa.table({"order_id": ["a"], "order_amount": pa.array([float("nan")])})
+    same_report(only_nan, spec_with({"kind": "range", "column": "order_amount", "min": 0}))
+
+
+def test_allowed_values_ordered_by_count_then_first_appearance(tmp_path: Path) -> None:
+    statuses_ = [0, 2, 1, 7, 2, 9, 7, 3]
+    rows = [(f"o{i}", f"c{i % 3}", "2026-11-01T10:00:00Z", 1, 1, s)
+            for i, s in enumerate(statuses_)]
+    spec = spec_with({"kind": "allowed_values", "column": "fraud_status", "values": [0, 1]},
+                     {"kind": "allowed_values", "column": "customer_id", "values": ["c0", "c1"]},
+                     {"kind": "allowed_values", "column": "fraud_status", "values": [0.0, 1.0],
+                      "id": "coerced"})
+    report = same_report(read(tmp_path, orders_csv(rows)), spec)
+    assert report["rules"][0]["observed"]["unexpected_values"] == [2, 7, 9, 3]
+
+
+def test_duplicates_single_and_composite_keys_with_nulls(tmp_path: Path) -> None:
+    rows = [(oid, cid, "2026-11-01T10:00:00Z", 1, 1, 0) for oid, cid in
+            [("b", "c1"), ("a", "c1"), ("b", "c2"), (None, "c1"), ("a", "c1"), ("c", None),
+             ("c", None), ("b", "c2"), (None, "c9")]]
+    spec = spec_with({"kind": "unique", "columns": ["order_id"]},
+                     {"kind": "unique", "columns": ["order_id", "customer_id"]},
+                     {"kind": "unique", "columns": ["customer_id"]})
+    report = same_report(read(tmp_path, orders_csv(rows)), spec, )
+    assert report["rules"][0]["sample"] == [{"order_id": "b", "count": 3},
+                                            {"order_id": "a", "count": 2},
+                                            {"order_id": "c", "count": 2}]
+
+
+def test_row_count_and_freshness_on_fresh_stale_and_empty_days(tmp_path: Path) -> None:
+    table = read(tmp_path, orders_csv())
+    spec = spec_with({"kind": "row_count", "min": 6, "max": 6},
+                     {"kind": "row_count", "min": 7, "id": "too_few"},
+                     {"kind": "freshness", "column": "order_ts", "max_age_hours": 12})
+    assert statuses(same_report(table, spec))["too_few"] == "fail"
+    stale = same_report(table, spec, day=DAY + timedelta(days=1))
+    assert stale["rules"][2]["observed"]["age_hours"] == 33.0
+    empty = read(tmp_path, HEADER + "\n", "empty_day.csv")
+    report = same_report(empty, spec_with(*SPEC["quality"]["rules"]))
+    assert report["summary"]["rows"] == 0 and statuses(report)["freshness_order_ts"] == "fail"
+
+
+def test_the_sample_is_bounded_and_in_row_order(tmp_path: Path) -> None:
+    rows = [(f"o{i}", "c1", "2026-11-01T10:00:00Z", (-1) ** i * i, 1, 0) for i in range(50)]
+    report = same_report(read(tmp_path, orders_csv(rows)),
+                         spec_with({"kind": "range", "column": "order_amount", "min": 0},
+                                   sample_size=5))
+    assert [s["row"] for s in report["rules"][0]["sample"]] == [1, 3, 5, 7, 9]
+
+
+# --- consistency across two snapshots -----------------------------------------------------
+
+
+@pytest.mark.parametrize("values", [[364, 365, 366, 367], [364, 54, 54, 54], [54, 54, 55, 57]])
+def test_consistency_across_daily_snapshots(tmp_path: Path, values: list[int]) -> None:
+    tables = tenure_snapshots(tmp_path, values)
+    constant = {**TENURE_RULE, "id": "constant", "change": "constant"}
+    tolerant = {**TENURE_RULE, "id": "tolerant", "tolerance": 1}
+    for offset in range(1, len(tables)):
+        same_report(tables[offset], spec_with(TENURE_RULE, constant, tolerant),
+                    day=date(2026, 11, 1 + offset), previous=tables[offset - 1],
+                    previous_date=date(2026, 11, offset))
+    # two days apart, and the default previous date (the day before)
+    same_report(tables[2], spec_with(TENURE_RULE), day=date(2026, 11, 3), previous=tables[0],
+                previous_date=date(2026, 11, 1))
+    same_report(tables[2], spec_with(TENURE_RULE), day=date(2026, 11, 3), previous=tables[0])
+
+
+def test_consistency_with_two_values_for_one_customer_and_without_a_previous_day(
+    tmp_path: Path,
+) -> None:
+    before, after = tenure_snapshots(tmp_path, [364, 365])
+    mixed = after.set_column(4, "account_tenure", pa.chunked_array([[1001, 365, 54]]))
+    report = same_report(mixed, spec_with(TENURE_RULE), day=date(2026, 11, 2), previous=before)
+    assert report["rules"][0]["sample"][0]["current"] == [54, 365]
+    assert statuses(same_report(mixed, spec_with(TENURE_RULE)))["tenure_grows_daily"] == "skipped"
+
+
+def test_the_sampled_tenure_anomaly_fails_the_same_way_on_both_engines(tmp_path: Path) -> None:
+    """``mdlc sample --anomaly account_tenure@3``: from day 3 on one customer's tenure
+    jumps back and stops growing; every other rule passes."""
+    spec = load_spec(ROOT / "models" / "fraud.yaml")
+    start = date(2026, 11, 1)
+    days = sampling.sample(spec, days=5, start=start, seed=7, rows_per_day=400,
+                           anomalies=[Anomaly("account_tenure", 3)])
+    tables = []
+    for day in days:
+        path = tmp_path / f"dt={day.date}" / "part-0000.csv"
+        sampling.write_csv(spec, [day], path)
+        tables.append(read(path.parent, path.read_text(), path.name))
+    config = spec.as_config()
+    (customer,) = days[3].affected["account_tenure"]
+    for index in range(1, len(tables)):
+        report = same_report(tables[index], config, day=days[index].date,
+                             previous=tables[index - 1])
+        failed = {r["id"]: r for r in report["rules"] if r["status"] == "fail"}
+        assert set(failed) == ({"tenure_grows_daily"} if index >= 3 else set()), index
+        if index >= 3:
+            assert failed["tenure_grows_daily"]["sample"][0]["customer_id"] == customer
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [({"kind": "range", "column": "customer_id", "min": 0}, r"customer_id.*not a number"),
+     ({"kind": "freshness", "column": "order_amount", "max_age_hours": 1}, "not a timestamp"),
+     ({"kind": "completeness", "column": "nope"}, "has no column 'nope'"),
+     ({"kind": "allowed_values", "column": "fraud_status", "values": ["x"]}, "not all of the"),
+     ({**TENURE_RULE}, "must be older")],
+)
+def test_rules_that_do_not_fit_fail_alike(tmp_path: Path, rule: dict[str, Any],
+                                          message: str) -> None:
+    table = read(tmp_path, orders_csv())
+    with pytest.raises(RuleError, match=message):
+        quality.check(table, spec_with(rule), snapshot_date=DAY, previous=table, previous_date=DAY)
+    with pytest.raises(RuleError, match=message):
+        sql_quality.check(spec_with(rule), table, table, snapshot_date=DAY, previous_date=DAY)
+
+
+def test_what_is_not_compiled_yet_says_so(tmp_path: Path) -> None:
+    rule = {"kind": "type", "column": "order_id", "type": "timestamp"}
+    with pytest.raises(RuleError, match=r"type_order_id: re-parsing .* not compiled to SQL"):
+        sql_quality.check(spec_with(rule), read(tmp_path, orders_csv()), snapshot_date=DAY)
+
+
+def test_files_are_read_by_the_shared_reader_and_the_engine_is_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "orders.csv"
+    path.write_text(orders_csv([("o1", "c1", "2026-11-01T10:00:00Z", "x", 1, 0)]))
+    spill = tmp_path / "spill"
+    report = sql_quality.check(SPEC, path, snapshot_date=DAY, temp_directory=spill,
+                               memory_limit="64MB")
+    assert statuses(report)["type_order_amount"] == "fail"
+    assert report["rules"][9]["sample"] == [{"order_id": "o1", "row": 0, "value": "x"}]
+    with sql_quality.connect(memory_limit="64MB", temp_directory=spill) as con:
+        limit, directory = con.execute(
+            "SELECT current_setting('memory_limit'), current_setting('temp_directory')"
+        ).fetchone()
+    assert limit.replace(" ", "") in ("61.0MiB", "64.0MB", "61MiB") and directory == str(spill)
+    with pytest.raises(ValueError, match="engine 'spark' is not supported"):
+        sql_quality.check(SPEC, path, snapshot_date=DAY, engine="spark")
+
+
+# --- the Spark dialect ----------------------------------------------------------------------
+
+
+def spark_rules(tmp_path: Path) -> sql_quality.Plan:
+    table = read(tmp_path, orders_csv([("o1", "c1", "2026-11-01T10:00:00Z", -3, 1, 4),
+                                       ("o1", None, "2026-11-01T11:00:00Z", "x", 2, 0)]))
+    previous = read(tmp_path, orders_csv(day=date(2026, 10, 31)), "p.csv")
+    spec = spec_with(*SPEC["quality"]["rules"],
+                     {"id": "numeric_id", "kind": "type", "column": "order_id", "type": "int"},
+                     {"id": "flag", "kind": "type", "column": "customer_id", "type": "bool"})
+    return sql_quality.prepare(spec, table, previous, snapshot_date=DAY)
+
+
+def test_every_rule_renders_as_spark_sql_that_spark_parses(tmp_path: Path) -> None:
+    plan = spark_rules(tmp_path)
+    kinds = set()
+    for rule in plan.rules:
+        for name, text in rule.render("spark").items():
+            assert '"' not in text, (rule.rule, name, text)  # Spark quotes with backticks
+            sqlglot.parse_one(text, read="spark")
+        kinds.add(rule.rule["kind"])
+    assert kinds == set(quality._CHECKS)
+    with pytest.raises(ValueError, match="unknown SQL dialect 'oracle'"):
+        plan.rules[0].render("oracle")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pyspark") is None or shutil.which("java") is None
+                    or not os.environ.get("MDLC_TEST_SPARK"),
+                    reason="set MDLC_TEST_SPARK=1, with PySpark and a Java runtime installed")
+def test_pyspark_local_mode_gives_the_same_report(tmp_path: Path) -> None:
+    """The Spark-dialect SQL on PySpark in local mode: the DuckDB report, exactly.
+
+    Opt-in (MDLC_TEST_SPARK=1): neither pyspark nor Java is a dependency, and
+    starting Spark takes about 20 s of the suite's budget on 2 cores.
+    """
+    from pyspark.sql import SparkSession
+
+    spark = (SparkSession.builder.master("local[1]").appName("mdlc-sql-quality")
+             .config("spark.sql.session.timeZone", "UTC")
+             .config("spark.ui.enabled", "false")
+             .config("spark.sql.shuffle.partitions", "1").getOrCreate())
+    try:
+        plan = spark_rules(tmp_path)
+        for name, relation in plan.relations.items():
+            # Spark 4 takes an Arrow table as is (nulls, zoned timestamps).
+            spark.createDataFrame(relation).createOrReplaceTempView(name)
+        report = plan.report(lambda text: [r.asDict() for r in spark.sql(text).collect()],
+                             "spark")
+    finally:
+        spark.stop()
+    duck = sql_quality.check(plan.spec_config, plan.relations["snapshot"].drop(
+        [sql_rules.ROW]).replace_schema_metadata(_metadata(plan)), _previous(plan),
+        snapshot_date=DAY)
+    report.pop("checked_at"), duck.pop("checked_at")
+    for mine, theirs in zip(duck["rules"], report["rules"], strict=True):
+        assert theirs == mine, mine["id"]
+    assert report == duck
+    assert {r["id"] for r in report["rules"] if r["status"] == "fail"} >= {"numeric_id"}
+
+
+def _metadata(plan: sql_quality.Plan) -> dict[bytes, bytes]:
+    return plan.relations["snapshot"].schema.metadata or {}
+
+
+def _previous(plan: sql_quality.Plan) -> pa.Table:
+    return plan.relations["previous"].drop([sql_rules.ROW])
+
+
+def test_the_example_spec_is_not_mutated(tmp_path: Path) -> None:
+    before = copy.deepcopy(SPEC)
+    same_report(read(tmp_path, orders_csv()), SPEC)
+    assert before == SPEC
