@@ -39,7 +39,6 @@ creates its own target per built-in kind the spec uses.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,17 +51,17 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
-from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 from mdlc_core.layout import Layout
 
+from .action_targets import ActionTargets
 from .compliance import acknowledge_all, acknowledge_grant_actions, resource_token
 from .functions import python_function
 from .network import ModelNetwork
 from .preparation import DataPreparation
-from .resources import encrypted_queue, encrypted_table, schedule_of
+from .resources import encrypted_table, schedule_of
 from .sagemaker_access import (
     SAGEMAKER_TRANSIENT,
     WILDCARD_REASON,
@@ -75,7 +74,7 @@ from .storage import DataLake, grant_read_objects, grant_read_write_objects, lis
 from .workflow import invoke, notify_and_fail, notify_timeouts, retry_transient, state_machine
 
 if TYPE_CHECKING:
-    from .integration import ClientIntegration
+    pass
 
 
 #: What ``lambdas/batch_decisions`` raises when some actions of a part failed
@@ -122,23 +121,6 @@ class PrefixedObjectsReader:
 
     def validate_item_reader(self) -> list[str]:
         return list(self._reader.validate_item_reader())
-
-
-@dataclass(frozen=True)
-class ActionTargets:
-    """Where the built-in action kinds send: the topic (``sns``), queue
-    (``sqs``) and bus (``eventbridge``); None for a kind the spec does not use."""
-
-    topic: sns.ITopic | None = None
-    queue: sqs.IQueue | None = None
-    event_bus: events.IEventBus | None = None
-
-    @classmethod
-    def of(cls, integration: ClientIntegration) -> ActionTargets:
-        """The client integration's targets, so batch and online decisions reach
-        the same subscribers."""
-        return cls(topic=integration.topic_target, queue=integration.queue_target,
-                   event_bus=integration.event_bus_target)
 
 
 class BatchInferenceWorkflow(Construct):
@@ -240,15 +222,9 @@ class BatchInferenceWorkflow(Construct):
             "ACTION_CONCURRENCY": str(action_concurrency),
             "ACTION_IDEMPOTENCY_SECONDS": str(int(action_idempotency.to_seconds())),
         }
-        sends = self.action_targets
         if self.idempotency_table is not None:
             environment["IDEMPOTENCY_TABLE"] = self.idempotency_table.table_name
-        if sends.topic is not None:
-            environment["ACTION_TOPIC_ARN"] = sends.topic.topic_arn
-        if sends.queue is not None:
-            environment["ACTION_QUEUE_URL"] = sends.queue.queue_url
-        if sends.event_bus is not None:
-            environment["ACTION_EVENT_BUS_NAME"] = sends.event_bus.event_bus_name
+        environment.update(self.action_targets.environment())
         self.function = python_function(
             self,
             "Decisions",
@@ -316,23 +292,9 @@ class BatchInferenceWorkflow(Construct):
         queue, an encrypted EventBridge bus), like ``ClientIntegration``'s.
         ``custom`` kinds get none: grant what they call on :attr:`function`."""
         assert self.spec.integration is not None
-        kinds = {t.kind for t in self.spec.integration.actions.values()}
-        topic = queue = bus = None
-        if "sns" in kinds:
-            topic = sns.Topic(self, "ActionTopic", master_key=self.key, enforce_ssl=True,
-                              display_name=f"MDLC {self.spec.name}: batch decisions")
-        if "sqs" in kinds:
-            redrive = encrypted_queue(self, "ActionQueueDeadLetters", key=self.key)
-            queue = sqs.Queue(
-                self, "ActionQueue", encryption=sqs.QueueEncryption.KMS,
-                encryption_master_key=self.key, enforce_ssl=True,
-                retention_period=Duration.days(14),
-                dead_letter_queue=sqs.DeadLetterQueue(queue=redrive, max_receive_count=5))
-        if "eventbridge" in kinds:
-            bus = events.EventBus(
-                self, "ActionBus", kms_key=self.key,
-                description=f"MDLC {self.spec.name}: batch decisions (MDLC Decision)")
-        return ActionTargets(topic=topic, queue=queue, event_bus=bus)
+        return ActionTargets.create(
+            self, kinds=(t.kind for t in self.spec.integration.actions.values()), key=self.key,
+            purpose=f"MDLC {self.spec.name}: batch decisions")
 
     def _idempotency_table(self) -> dynamodb.Table:
         return encrypted_table(self, "Idempotency", key=self.key, partition_key="id",
@@ -343,12 +305,7 @@ class BatchInferenceWorkflow(Construct):
         sends = self.action_targets
         if self.idempotency_table is not None:
             self.idempotency_table.grant_read_write_data(self.function)
-        if sends.topic is not None:
-            sends.topic.grant_publish(self.function)
-        if sends.queue is not None:
-            sends.queue.grant_send_messages(self.function)
-        if sends.event_bus is not None:
-            sends.event_bus.grant_put_events_to(self.function)
+        sends.grant_send(self.function)
 
     # -- the chain -------------------------------------------------------------------
 

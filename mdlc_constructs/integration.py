@@ -70,6 +70,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct, IConstruct
 
+from .action_targets import ActionTargets
 from .compliance import (
     acknowledge,
     acknowledge_all,
@@ -204,9 +205,9 @@ class ClientIntegration(Construct):
             "Idempotency", "id", ttl="expiration"
         )
         self.dead_letter_queue: sqs.Queue = encrypted_queue(self, "DeadLetters", key=self.key)
-        self.topic_target: sns.Topic | None = None
-        self.queue_target: sqs.Queue | None = None
-        self.event_bus_target: events.EventBus | None = None
+        self.topic_target: sns.ITopic | None = None
+        self.queue_target: sqs.IQueue | None = None
+        self.event_bus_target: events.IEventBus | None = None
         self.action_targets: dict[str, IConstruct] = self.build_action_targets()
 
         self.consumer: lambda_.Function | None = None
@@ -235,12 +236,7 @@ class ClientIntegration(Construct):
             # Monitoring's input: predictions/<model>/dt=<day>/scored/ there.
             "PREDICTIONS_BUCKET": self.data_lake.predictions.bucket_name,
         }
-        if self.topic_target is not None:
-            env["ACTION_TOPIC_ARN"] = self.topic_target.topic_arn
-        if self.queue_target is not None:
-            env["ACTION_QUEUE_URL"] = self.queue_target.queue_url
-        if self.event_bus_target is not None:
-            env["ACTION_EVENT_BUS_NAME"] = self.event_bus_target.event_bus_name
+        env.update(ActionTargets.of(self).environment())
         if self.model_package_version:
             env["MODEL_PACKAGE_VERSION"] = self.model_package_version
         return env
@@ -253,43 +249,14 @@ class ClientIntegration(Construct):
         filter by action.
         """
         kinds = {name: target.kind for name, target in self.integration.actions.items()}
-        targets: dict[str, IConstruct] = {}
-        if "sns" in kinds.values():
-            self.topic_target = sns.Topic(
-                self,
-                "ActionTopic",
-                display_name=f"MDLC {self.spec.name}: decisions",
-                master_key=self.key,
-                enforce_ssl=True,
-            )
-        if "sqs" in kinds.values():
-            redrive = encrypted_queue(self, "ActionQueueDeadLetters", key=self.key)
-            self.queue_target = sqs.Queue(
-                self,
-                "ActionQueue",
-                encryption=sqs.QueueEncryption.KMS,
-                encryption_master_key=self.key,
-                enforce_ssl=True,
-                retention_period=Duration.days(14),
-                dead_letter_queue=sqs.DeadLetterQueue(queue=redrive, max_receive_count=5),
-            )
-        if "eventbridge" in kinds.values():
-            self.event_bus_target = events.EventBus(
-                self,
-                "ActionBus",
-                description=f"MDLC {self.spec.name}: decisions (detail-type MDLC Decision)",
-                kms_key=self.key,
-            )
-        by_kind: dict[str, IConstruct | None] = {
-            "sns": self.topic_target,
-            "sqs": self.queue_target,
-            "eventbridge": self.event_bus_target,
-        }
-        for name, kind in kinds.items():
-            target = by_kind.get(kind)
-            if target is not None:
-                targets[name] = target
-        return targets
+        created = ActionTargets.create(self, kinds=kinds.values(), key=self.key,
+                                       purpose=f"MDLC {self.spec.name}: decisions")
+        self.topic_target = created.topic
+        self.queue_target = created.queue
+        self.event_bus_target = created.event_bus
+        return {name: target for name, target in
+                ((name, created.for_kind(kind)) for name, kind in kinds.items())
+                if target is not None}
 
     def build_consumer(self) -> lambda_.Function:
         """The fused path: the batching consumer and its Kinesis event source."""
@@ -537,12 +504,7 @@ class ClientIntegration(Construct):
         self.decision_table.grant(function, "dynamodb:GetItem")
         self._grant_predictions(function)
         self.dead_letter_queue.grant_send_messages(function)
-        if self.topic_target is not None:
-            self.topic_target.grant_publish(function)
-        if self.queue_target is not None:
-            self.queue_target.grant_send_messages(function)
-        if self.event_bus_target is not None:
-            self.event_bus_target.grant_put_events_to(function)
+        ActionTargets.of(self).grant_send(function)
 
     def _grant_predictions(self, function: lambda_.Function) -> None:
         """Put-only on this model's monitoring input (and encrypt with its key)."""
