@@ -199,8 +199,10 @@ class ClientIntegration(Construct):
         self.decision_table: dynamodb.ITable = decision_table or self._table(
             "Decisions", "event_id", ttl=None
         )
-        # No longer used by either path (both act through the decision log);
-        # kept so a deployed stack does not orphan the retained table on update.
+        # Not used by the stream paths (both act through the decision log): it is
+        # batch inference's action ledger when the model stack shares it
+        # (MdlcModelStack.build_batch_inference), so both paths' subscribers
+        # and records stay in one place.
         self.idempotency_table: dynamodb.ITable = self._table(
             "Idempotency", "id", ttl="expiration"
         )
