@@ -92,12 +92,36 @@ class Plan:
 
     def report(self, fetch: Callable[[str], list[dict[str, Any]]], dialect: str, *,
                source: str | None = None, previous_source: str | None = None) -> Report:
-        results = [rule.finish({name: fetch(sql) for name, sql in rule.render(dialect).items()})
-                   for rule in self.rules]
+        results = []
+        for rule, scanned in zip(self.rules, self.scan(fetch, dialect), strict=True):
+            rows = {name: fetch(query.sql(dialect=dialect)) for name, query in rule.queries.items()}
+
+            def detail(name: str, rule: compiled.CompiledRule = rule) -> list[dict[str, Any]]:
+                return fetch(rule.details[name].sql(dialect=dialect))
+
+            results.append(rule.finish({"scan": scanned, **rows}, detail))
         compared = PREVIOUS in self.relations
         return _report(self.spec_config, results, self.inputs.rows, self.inputs.snapshot_date,
                        self.inputs.previous_date if compared else None, source,
                        previous_source if compared else None)
+
+
+    def scan(self, fetch: Callable[[str], list[dict[str, Any]]], dialect: str
+             ) -> list[dict[str, Any]]:
+        """Every rule's scan aggregates, from one pass over the snapshot."""
+        if not any(rule.scan for rule in self.rules):
+            return [{} for _ in self.rules]
+        (row,) = fetch(compiled.scan_query(self.rules).sql(dialect=dialect))
+        return compiled.scan_values(self.rules, row)
+
+    def sql(self, dialect: str) -> list[str]:
+        """Every statement the plan can run, as text of ``dialect``: the fused
+        scan, then each rule's queries and detail queries."""
+        texts = [compiled.scan_query(self.rules).sql(dialect=dialect)] \
+            if any(rule.scan for rule in self.rules) else []
+        for rule in self.rules:
+            texts += [text for name, text in rule.render(dialect).items() if name != "scan"]
+        return texts
 
 
 def prepare(spec_config: Mapping[str, Any], table_or_paths: Source,

@@ -31,7 +31,7 @@ as another type, is not compiled yet and raises :class:`RuleError`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -67,19 +67,58 @@ class Inputs:
     previous_date: date | None = None
 
 
+#: Runs one of a rule's detail queries by name, returning its rows.
+Detail = Callable[[str], Rows]
+
+
 @dataclass(frozen=True)
 class CompiledRule:
-    """A rule's queries and how their result rows become its report entry."""
+    """A rule's SQL and how its results become its report entry.
+
+    ``scan``: aggregates over ``snapshot`` without grouping; an engine fuses
+    every rule's into one ``SELECT`` (one pass over the day, as a hand-written
+    query would do) and hands each rule its values as ``results["scan"]``.
+    ``queries``: queries of their own (grouping, joins), run for every check,
+    their rows in ``results[name]``. ``details``: queries that only a failed
+    rule needs (the samples, the unexpected values); ``finish`` asks for them
+    by name through its ``detail`` argument, so a passing rule costs no more
+    than its aggregates.
+    """
 
     rule: Mapping[str, Any]
-    queries: Mapping[str, exp.Select]
-    finish: Callable[[Mapping[str, Rows]], RuleResult]
+    finish: Callable[[Mapping[str, Any], Detail], RuleResult]
+    scan: Mapping[str, exp.Expression] = field(default_factory=dict)
+    queries: Mapping[str, exp.Select] = field(default_factory=dict)
+    details: Mapping[str, exp.Select] = field(default_factory=dict)
 
     def render(self, dialect: str) -> dict[str, str]:
-        """Each query as SQL text of ``dialect`` (one of :data:`DIALECTS`)."""
-        if dialect not in DIALECTS:
-            raise ValueError(f"unknown SQL dialect {dialect!r}; expected one of {DIALECTS}")
-        return {name: query.sql(dialect=dialect) for name, query in self.queries.items()}
+        """Every query of the rule (its scan as a ``SELECT`` of its own) as SQL
+        text of ``dialect`` (one of :data:`DIALECTS`)."""
+        _check_dialect(dialect)
+        texts = {}
+        if self.scan:
+            texts["scan"] = scan_query([self]).sql(dialect=dialect)
+        for name, query in {**self.queries, **self.details}.items():
+            texts[name] = query.sql(dialect=dialect)
+        return texts
+
+
+def scan_query(rules: Sequence[CompiledRule]) -> exp.Select:
+    """One ``SELECT`` over ``snapshot`` of every rule's scan aggregates, each
+    aliased ``r<position>_<name>`` (:func:`scan_values` splits the row back)."""
+    columns = [expression.as_(f"r{i}_{name}") for i, rule in enumerate(rules)
+               for name, expression in rule.scan.items()]
+    return select(*columns).from_(_table(SNAPSHOT))
+
+
+def scan_values(rules: Sequence[CompiledRule], row: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per rule, its scan aggregates' values out of :func:`scan_query`'s one row."""
+    return [{name: row[f"r{i}_{name}"] for name in rule.scan} for i, rule in enumerate(rules)]
+
+
+def _check_dialect(dialect: str) -> None:
+    if dialect not in DIALECTS:
+        raise ValueError(f"unknown SQL dialect {dialect!r}; expected one of {DIALECTS}")
 
 
 def compile_rule(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
@@ -157,9 +196,8 @@ def _completeness(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
     column = _col(name)
     bad = inputs.unparseable.get(name)
     minimum = float(rule.get("min", 1.0))
-    queries = {
-        "stats": select(exp.func("COUNT", exp.Star()).as_("rows"),
-                        exp.func("COUNT", column).as_("present")).from_(_table(SNAPSHOT)),
+    scan = {"rows": exp.func("COUNT", exp.Star()), "present": exp.func("COUNT", column)}
+    details = {
         # A value that was present but did not parse is not missing: the type
         # rule reports it (so the reader's recorded rows are left out here).
         "sample": _first_rows(exp.and_(column.is_(exp.null()),
@@ -167,8 +205,8 @@ def _completeness(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
                               inputs, None),
     }
 
-    def finish(results: Mapping[str, Rows]) -> RuleResult:
-        (stats,) = results["stats"]
+    def finish(results: Mapping[str, Any], detail: Detail) -> RuleResult:
+        stats = results["scan"]
         rows = int(stats["rows"])
         nulls = rows - int(stats["present"]) - (bad.count if bad else 0)
         share = (rows - nulls) / rows if rows else 1.0
@@ -178,11 +216,11 @@ def _completeness(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
             expected={"min_share": minimum},
             observed={"share": round(share, 6), "nulls": nulls},
             passed=passed, violations=nulls,
-            sample=None if passed else _sample(results["sample"], inputs, False),
+            sample=None if passed else _sample(detail("sample"), inputs, False),
             message=f"non-null share {share:.4f} ({nulls} null), expected >= {minimum}",
         )
 
-    return CompiledRule(rule, queries, finish)
+    return CompiledRule(rule, finish, scan=scan, details=details)
 
 
 _TEXT_PATTERNS = {"int": _INT, "float": "(?i)" + _FLOAT}
@@ -206,7 +244,8 @@ def _type(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
                     .where(_col("column_name").eq(_literal(name)))
                     .group_by(_col("raw_value"))
                     .order_by(exp.func("MIN", _col("row_index"))).limit(5))
-        queries: dict[str, exp.Select] = {"sample": bad, "examples": examples}
+        scan: dict[str, exp.Expression] = {}
+        details: dict[str, exp.Select] = {"sample": bad, "examples": examples}
     else:
         if not pa.types.is_string(inputs.types[name]) or wanted not in ("int", "float", "bool"):
             raise RuleError(
@@ -218,19 +257,20 @@ def _type(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
         else:
             parses = exp.RegexpLike(this=column, expression=_literal(_TEXT_PATTERNS[wanted]))
         mask = exp.and_(column.is_(exp.null()).not_(), exp.not_(exp.paren(parses)))
-        queries = {
-            "count": select(_count_if(mask).as_("bad")).from_(_table(SNAPSHOT)),
-            "sample": _first_rows(mask, inputs, name),
-        }
+        scan = {"bad": _count_if(mask)}
+        details = {"sample": _first_rows(mask, inputs, name)}
 
-    def finish(results: Mapping[str, Rows]) -> RuleResult:
-        if same_type:
-            count = recorded.count if recorded else 0
-            examples = [row["value"] for row in results["examples"]]
+    def finish(results: Mapping[str, Any], detail: Detail) -> RuleResult:
+        recorded_count = recorded.count if recorded else 0
+        count = recorded_count + (0 if same_type else int(results["scan"]["bad"]))
+        rows = detail("sample") if count else []
+        if not count:
+            examples = []
+        elif same_type:
+            examples = [row["value"] for row in detail("examples")]
         else:
-            count = int(results["count"][0]["bad"]) + (recorded.count if recorded else 0)
-            examples = list(dict.fromkeys(row["value"] for row in results["sample"]))[:5]
-        sample = _sample(results["sample"], inputs, True)
+            examples = list(dict.fromkeys(row["value"] for row in rows))[:5]
+        sample = _sample(rows, inputs, True)
         reason = recorded.reason if recorded and count else None
         observed: dict[str, Any] = {"unparseable": count, "examples": examples}
         if reason:
@@ -246,7 +286,7 @@ def _type(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
             + (f": {reason}" if reason else ""),
         )
 
-    return CompiledRule(rule, queries, finish)
+    return CompiledRule(rule, finish, scan=scan, details=details)
 
 
 def _range(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
@@ -273,14 +313,11 @@ def _range(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
         highest = exp.func("COALESCE", exp.func("MAX", number), exp.func("MAX", column))
     else:
         lowest, highest = exp.func("MIN", column), exp.func("MAX", column)
-    queries = {
-        "stats": select(_count_if(condition).as_("outside"), lowest.as_("low"),
-                        highest.as_("high")).from_(_table(SNAPSHOT)),
-        "sample": _first_rows(condition, inputs, name),
-    }
+    scan = {"outside": _count_if(condition), "low": lowest, "high": highest}
+    details = {"sample": _first_rows(condition, inputs, name)}
 
-    def finish(results: Mapping[str, Rows]) -> RuleResult:
-        (stats,) = results["stats"]
+    def finish(results: Mapping[str, Any], detail: Detail) -> RuleResult:
+        stats = results["scan"]
         count = int(stats["outside"])
         low_seen, high_seen = _number(stats["low"], type_), _number(stats["high"], type_)
         return _entry(
@@ -289,14 +326,14 @@ def _range(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
             observed={"outside": count, "min": embedded._json(low_seen),
                       "max": embedded._json(high_seen)},
             passed=count == 0, violations=count,
-            sample=_sample(results["sample"], inputs, True) if count else None,
+            sample=_sample(detail("sample"), inputs, True) if count else None,
             message=(
                 f"{count} value(s) outside [{embedded._fmt(low)}, {embedded._fmt(high)}] "
                 f"(observed min {embedded._fmt(low_seen)}, max {embedded._fmt(high_seen)})"
             ),
         )
 
-    return CompiledRule(rule, queries, finish)
+    return CompiledRule(rule, finish, scan=scan, details=details)
 
 
 def _allowed_values(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
@@ -307,8 +344,8 @@ def _allowed_values(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
     allowed = embedded._value_set(rule["values"], inputs.types[name], rule).to_pylist()
     condition = exp.and_(column.is_(exp.null()).not_(),
                          exp.not_(column.isin(*[_literal(v) for v in allowed])))
-    queries = {
-        "count": select(_count_if(condition).as_("unexpected")).from_(_table(SNAPSHOT)),
+    scan = {"unexpected": _count_if(condition)}
+    details = {
         "values": (select(column.as_("value")).from_(_table(SNAPSHOT)).where(condition)
                    .group_by(column)
                    .order_by(exp.func("COUNT", exp.Star()).desc(), exp.func("MIN", _col(ROW)))
@@ -316,20 +353,20 @@ def _allowed_values(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
         "sample": _first_rows(condition, inputs, name),
     }
 
-    def finish(results: Mapping[str, Rows]) -> RuleResult:
-        count = int(results["count"][0]["unexpected"])
-        seen = [embedded._json(row["value"]) for row in results["values"]] if count else []
+    def finish(results: Mapping[str, Any], detail: Detail) -> RuleResult:
+        count = int(results["scan"]["unexpected"])
+        seen = [embedded._json(row["value"]) for row in detail("values")] if count else []
         return _entry(
             rule,
             expected={"values": list(rule["values"])},
             observed={"unexpected": count, "unexpected_values": seen},
             passed=count == 0, violations=count,
-            sample=_sample(results["sample"], inputs, True) if count else None,
+            sample=_sample(detail("sample"), inputs, True) if count else None,
             message=f"{count} value(s) not in {list(rule['values'])}"
             + (f", e.g. {', '.join(map(str, seen[:3]))}" if seen else ""),
         )
 
-    return CompiledRule(rule, queries, finish)
+    return CompiledRule(rule, finish, scan=scan, details=details)
 
 
 def _unique(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
@@ -337,30 +374,41 @@ def _unique(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
     keys = [_col(n) for n in names]
     # Rows without a key are the completeness rule's business.
     present = exp.and_(*[k.is_(exp.null()).not_() for k in keys])
-    groups = (select(*[k.as_(f"k{i}") for i, k in enumerate(keys)],
-                     exp.func("COUNT", exp.Star()).as_("n"),
-                     exp.func("MIN", _col(ROW)).as_("first"))
-              .from_(_table(SNAPSHOT)).where(present).group_by(*keys))
-    queries = {
-        "stats": (select(exp.func("COALESCE", exp.func("SUM", _col("n")),
-                                  exp.Literal.number(0)).as_("rows"),
-                         exp.func("COUNT", exp.Star()).as_("distinct_keys"))
-                  .from_(groups.subquery("g"))),
+    def groups(*extra: exp.Expression) -> exp.Select:
+        return (select(*[k.as_(f"k{i}") for i, k in enumerate(keys)],
+                       exp.func("COUNT", exp.Star()).as_("n"), *extra)
+                .from_(_table(SNAPSHOT)).where(present).group_by(*keys))
+
+    scan: dict[str, exp.Expression] = {}
+    queries: dict[str, exp.Select] = {}
+    if len(keys) == 1:
+        # One key: a distinct count in the shared scan, as one would write it.
+        scan = {"rows": exp.func("COUNT", keys[0]),
+                "distinct_keys": exp.Count(this=exp.Distinct(expressions=[keys[0]]))}
+    else:
+        queries = {
+            "stats": (select(exp.func("COALESCE", exp.func("SUM", _col("n")),
+                                      exp.Literal.number(0)).as_("rows"),
+                             exp.func("COUNT", exp.Star()).as_("distinct_keys"))
+                      .from_(groups().subquery("g"))),
+        }
+    details = {
         # Repeated keys in order of first appearance, as pyarrow's group_by
         # (single-threaded) lists them.
         "sample": (select(*[_col(f"k{i}") for i in range(len(names))], _col("n"))
-                   .from_(groups.subquery("g")).where(_col("n") > 1)
+                   .from_(groups(exp.func("MIN", _col(ROW)).as_("first")).subquery("g"))
+                   .where(_col("n") > 1)
                    .order_by(_col("first")).limit(inputs.sample_size)),
     }
 
-    def finish(results: Mapping[str, Rows]) -> RuleResult:
-        (stats,) = results["stats"]
+    def finish(results: Mapping[str, Any], detail: Detail) -> RuleResult:
+        stats = results["scan"] if scan else results["stats"][0]
         distinct = int(stats["distinct_keys"])
         duplicates = int(stats["rows"]) - distinct
         sample = [
             {**{n: embedded._json(row[f"k{i}"]) for i, n in enumerate(names)},
              "count": int(row["n"])}
-            for row in results["sample"]
+            for row in detail("sample")
         ] if duplicates else []
         return _entry(
             rule,
@@ -370,15 +418,15 @@ def _unique(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
             message=f"{duplicates} duplicate row(s) of ({', '.join(names)}), {distinct} distinct",
         )
 
-    return CompiledRule(rule, queries, finish)
+    return CompiledRule(rule, finish, scan=scan, queries=queries, details=details)
 
 
 def _row_count(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
     low, high = int(rule.get("min", 1)), rule.get("max")
-    queries = {"stats": select(exp.func("COUNT", exp.Star()).as_("rows")).from_(_table(SNAPSHOT))}
+    scan = {"rows": exp.func("COUNT", exp.Star())}
 
-    def finish(results: Mapping[str, Rows]) -> RuleResult:
-        rows = int(results["stats"][0]["rows"])
+    def finish(results: Mapping[str, Any], detail: Detail) -> RuleResult:
+        rows = int(results["scan"]["rows"])
         passed = rows >= low and (high is None or rows <= high)
         return _entry(
             rule,
@@ -389,7 +437,7 @@ def _row_count(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
             + (f"at least {low}" if high is None else f"between {low} and {embedded._fmt(high)}"),
         )
 
-    return CompiledRule(rule, queries, finish)
+    return CompiledRule(rule, finish, scan=scan)
 
 
 def _freshness(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
@@ -401,11 +449,10 @@ def _freshness(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
     as_of = datetime.combine(inputs.snapshot_date + timedelta(days=1), time(), UTC)
     # Microseconds since the epoch: an integer every engine returns the same
     # way, where a zoned timestamp comes back in the session's time zone.
-    queries = {"stats": select(exp.UnixMicros(this=exp.func("MAX", _col(name))).as_("newest"))
-               .from_(_table(SNAPSHOT))}
+    scan = {"newest": exp.UnixMicros(this=exp.func("MAX", _col(name)))}
 
-    def finish(results: Mapping[str, Rows]) -> RuleResult:
-        micros = results["stats"][0]["newest"]
+    def finish(results: Mapping[str, Any], detail: Detail) -> RuleResult:
+        micros = results["scan"]["newest"]
         newest = (None if micros is None
                   else datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(micros)))
         age = (as_of - newest).total_seconds() / 3600 if newest is not None else None
@@ -423,7 +470,7 @@ def _freshness(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
             ),
         )
 
-    return CompiledRule(rule, queries, finish)
+    return CompiledRule(rule, finish, scan=scan)
 
 
 def _consistency(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
@@ -436,7 +483,7 @@ def _consistency(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
             passed=True, violations=0, message="",
             skipped="skipped: no previous snapshot to compare with",
         )
-        return CompiledRule(rule, {}, lambda _results: skipped)
+        return CompiledRule(rule, lambda _results, _detail: skipped)
     for column in (name, entity):
         if column not in inputs.previous_types:
             raise RuleError(f"rule {rule_id(rule)}: the previous snapshot has no column {column!r}")
@@ -479,13 +526,15 @@ def _consistency(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
         "stats": select(exp.func("COUNT", exp.Star()).as_("compared"),
                         _count_if(_col("bad")).as_("inconsistent"))
         .from_(joined.subquery("j")),
+    }
+    details = {
         "sample": (select(_col("entity"), _col("cur_min"), _col("cur_max"), _col("prev_min"),
                           _col("prev_max"))
                    .from_(joined.subquery("j")).where(_col("bad"))
                    .order_by(_col("entity")).limit(inputs.sample_size)),
     }
 
-    def finish(results: Mapping[str, Rows]) -> RuleResult:
+    def finish(results: Mapping[str, Any], detail: Detail) -> RuleResult:
         (stats,) = results["stats"]
         compared, count = int(stats["compared"]), int(stats["inconsistent"])
         sample = [
@@ -495,7 +544,7 @@ def _consistency(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
                 "current": embedded._one(row["cur_min"], row["cur_max"]),
                 "expected": embedded._json(row["prev_max"] + step),
             }
-            for row in results["sample"]
+            for row in detail("sample")
         ] if count else []
         named = ", ".join(str(s[entity]) for s in sample[:5])
         return _entry(
@@ -510,7 +559,7 @@ def _consistency(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
             ),
         )
 
-    return CompiledRule(rule, queries, finish)
+    return CompiledRule(rule, finish, queries=queries, details=details)
 
 
 def _number(value: Any, type_: pa.DataType) -> Any:
