@@ -49,9 +49,26 @@ class MdlcModelStack(Stack):
     a team changes one stage by subclassing and overriding that method.
     """
 
-    #: The training workflow class ``build_training`` instantiates: a team's
-    #: subclass (e.g. with its own ``build_evaluation``) goes here.
+    # One mechanism for every stage: the class its ``build_*`` method
+    # instantiates, with the library's construct id and wiring. A team that
+    # changes one step subclasses that stage and sets the attribute
+    # (docs/extending.md); overriding the ``build_*`` method stays possible for
+    # a change of wiring.
+
+    #: ``build_data_preparation``: sourcing, quality, features, the daily workflow.
+    data_preparation_class: type[DataPreparation] = DataPreparation
+    #: ``build_training``: e.g. a subclass with its own ``build_evaluation``.
     training_workflow_class: type[TrainingWorkflow] = TrainingWorkflow
+    #: ``build_retraining``: schedule, retrain event and alarms, the cooldown.
+    retraining_class: type[Retraining] = Retraining
+    #: ``build_realtime``: the endpoint and its blue/green deployment workflow.
+    realtime_endpoint_class: type[RealtimeEndpoint] = RealtimeEndpoint
+    #: ``build_integration``: features, inference, rules and actions per event.
+    client_integration_class: type[ClientIntegration] = ClientIntegration
+    #: ``build_batch_inference``: the daily transform and its decisions.
+    batch_inference_class: type[BatchInferenceWorkflow] = BatchInferenceWorkflow
+    #: ``build_monitoring``: the monitoring job, alarms and dashboard.
+    monitoring_class: type[ModelMonitoring] = ModelMonitoring
 
     def __init__(
         self,
@@ -126,7 +143,7 @@ class MdlcModelStack(Stack):
 
     def build_data_preparation(self) -> DataPreparation:
         """Stages 1-3: sourcing, data quality and features, and their daily workflow."""
-        return DataPreparation(
+        return self.data_preparation_class(
             self,
             "Data",
             spec=self.spec,
@@ -156,7 +173,7 @@ class MdlcModelStack(Stack):
 
     def build_retraining(self) -> Retraining:
         """Re-training: the spec's schedule, the retrain event and alarms, with a cooldown."""
-        return Retraining(
+        return self.retraining_class(
             self,
             "Retraining",
             spec=self.spec,
@@ -169,7 +186,7 @@ class MdlcModelStack(Stack):
         deployed blue/green by an event-driven workflow. None when disabled."""
         if not self.spec.inference.realtime.enabled:
             return None
-        return RealtimeEndpoint(
+        return self.realtime_endpoint_class(
             self,
             "Realtime",
             spec=self.spec,
@@ -184,7 +201,7 @@ class MdlcModelStack(Stack):
         approved model version, and its decisions. None when disabled."""
         if not self.spec.inference.batch.enabled:
             return None
-        return BatchInferenceWorkflow(
+        return self.batch_inference_class(
             self,
             "BatchInference",
             spec=self.spec,
@@ -230,7 +247,7 @@ class MdlcModelStack(Stack):
                 f"{where}: integration needs the real-time endpoint "
                 "(inference.realtime.enabled: true)"
             )
-        return ClientIntegration(
+        return self.client_integration_class(
             self,
             "Integration",
             spec=self.spec,
@@ -254,7 +271,7 @@ class MdlcModelStack(Stack):
             )
             if f is not None
         ]
-        monitoring = ModelMonitoring(
+        monitoring = self.monitoring_class(
             self,
             "Monitoring",
             spec=self.spec,

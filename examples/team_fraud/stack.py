@@ -57,14 +57,41 @@ class TeamTrainingWorkflow(TrainingWorkflow):
         )
 
 
+def grant_cases(scope: Construct, function: lambda_.IFunction) -> None:
+    """Custom actions get no permissions from the library: the case management
+    action puts events on the account's default bus."""
+    events.EventBus.from_event_bus_name(scope, "CaseBus", "default").grant_put_events_to(
+        function)
+
+
+class TeamIntegration(ClientIntegration):
+    """The library's client integration; its acting function may open cases."""
+
+    def __init__(self, scope: Construct, construct_id: str, **kwargs: object) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        grant_cases(self, self.function)
+
+
+class TeamBatchInference(BatchInferenceWorkflow):
+    """The library's batch inference; its decide step may open cases."""
+
+    def __init__(self, scope: Construct, construct_id: str, **kwargs: object) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        if self.decides:
+            grant_cases(self, self.function)
+
+
 class TeamFraudStack(MdlcModelStack):
     """The library's model stack with the team's training workflow and alarm.
 
     Attributes (beyond MdlcModelStack's): training_failures_alarm.
     """
 
-    #: Same id and wiring as the library's: swapping the class keeps deployed resources.
+    # Same ids and wiring as the library's: swapping a stage's class keeps the
+    # deployed resources (MdlcModelStack's stage class attributes).
     training_workflow_class = TeamTrainingWorkflow
+    client_integration_class = TeamIntegration
+    batch_inference_class = TeamBatchInference
 
     def __init__(self, scope: Construct, construct_id: str, **kwargs: object) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
@@ -73,26 +100,6 @@ class TeamFraudStack(MdlcModelStack):
     def action_code(self) -> list[Path]:
         """The team's action kind ships with the functions that act."""
         return [HERE / "team_actions.py"]
-
-    def build_integration(self) -> ClientIntegration | None:
-        integration = super().build_integration()
-        if integration is not None:
-            self._grant_cases(integration.function)
-        return integration
-
-    def build_batch_inference(self) -> BatchInferenceWorkflow | None:
-        batch = super().build_batch_inference()
-        if batch is not None and batch.decides:
-            self._grant_cases(batch.function)
-        return batch
-
-    def _grant_cases(self, function: lambda_.IFunction) -> None:
-        """Custom actions get no permissions from the library: the case
-        management action puts events on the account's default bus."""
-        bus = self.node.try_find_child("CaseBus") or events.EventBus.from_event_bus_name(
-            self, "CaseBus", "default"
-        )
-        bus.grant_put_events_to(function)
 
     def build_team_alarms(self) -> cloudwatch.Alarm:
         """Page the team when a training run fails or misses the threshold twice in a week."""

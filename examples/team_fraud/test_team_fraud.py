@@ -144,12 +144,20 @@ def team_template(team_stack):
 
 
 def test_the_team_stack_is_the_subclass_with_the_team_workflow(team_stack):
-    from team_fraud.stack import TeamFraudStack, TeamTrainingWorkflow
+    from team_fraud.stack import (
+        TeamBatchInference,
+        TeamFraudStack,
+        TeamIntegration,
+        TeamTrainingWorkflow,
+    )
 
     assert isinstance(team_stack, TeamFraudStack)
     assert isinstance(team_stack.training, TeamTrainingWorkflow)
-    # Same construct id as the library's: swapping the class keeps the resources.
-    assert team_stack.training.node.id == "Training"
+    assert isinstance(team_stack.integration, TeamIntegration)
+    assert isinstance(team_stack.batch_inference, TeamBatchInference)
+    # Same construct ids as the library's: swapping the classes keeps the resources.
+    assert (team_stack.training.node.id, team_stack.integration.node.id,
+            team_stack.batch_inference.node.id) == ("Training", "Integration", "BatchInference")
 
 
 def _training_definition(template) -> str:
