@@ -67,6 +67,7 @@ from .sagemaker_access import (
     WILDCARD_REASON,
     grant_image_pull,
     grant_job_logs,
+    pass_role_statement,
     sagemaker_role,
 )
 from .spec import ModelSpec
@@ -356,9 +357,7 @@ class BatchInferenceWorkflow(Construct):
             },
             iam_resources=[Stack.of(self).format_arn(
                 service="sagemaker", resource="model", resource_name=f"{self.model_prefix}*")],
-            additional_iam_statements=[iam.PolicyStatement(
-                actions=["iam:PassRole"], resources=[self.model_role.role_arn],
-                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}})],
+            additional_iam_statements=[pass_role_statement(self.model_role)],
             result_selector={"name.$": "States.ArrayGetItem(States.StringSplit("
                              "$.ModelArn, '/'), 1)"},
             result_path="$.model",

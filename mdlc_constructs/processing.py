@@ -33,7 +33,7 @@ from .compliance import acknowledge, acknowledge_all, acknowledge_grant_actions,
 from .functions import stage_code
 from .images import image_uri
 from .network import ModelNetwork
-from .sagemaker_access import grant_job_logs, sagemaker_role
+from .sagemaker_access import grant_job_logs, pass_role_statement, sagemaker_role
 from .spec import ModelSpec
 from .spec.data import ProcessingResources
 from .storage import grant_read_objects
@@ -235,11 +235,7 @@ class ProcessingRunner(Construct):
                     stack.format_arn(service="events", resource="rule", resource_name=SYNC_RULE)
                 ],
             ),
-            iam.PolicyStatement(
-                actions=["iam:PassRole"],
-                resources=[self.role.role_arn],
-                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
-            ),
+            pass_role_statement(self.role),
             # VolumeKmsKeyId/KmsKeyId: SageMaker creates grants on the key on
             # behalf of the caller of CreateProcessingJob...
             iam.PolicyStatement(

@@ -56,6 +56,7 @@ from .sagemaker_access import (
     WILDCARD_REASON,
     grant_image_pull,
     grant_job_logs,
+    pass_role_statement,
     sagemaker_role,
 )
 from .spec import ModelSpec
@@ -918,11 +919,7 @@ class RealtimeEndpoint(Construct):
         models = self._arn("model", f"{self.resource_prefix}*")
         statements = [
             # CreateModel hands the execution role to SageMaker: this role only.
-            iam.PolicyStatement(
-                actions=["iam:PassRole"],
-                resources=[self.execution_role.role_arn],
-                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
-            ),
+            pass_role_statement(self.execution_role),
             # Tags given to Create* calls are authorized as AddTags.
             iam.PolicyStatement(
                 actions=["sagemaker:AddTags"],

@@ -64,6 +64,17 @@ def sagemaker_role(scope: Construct, construct_id: str, *, description: str) -> 
     return role
 
 
+def pass_role_statement(role: iam.IRole) -> iam.PolicyStatement:
+    """What a caller of CreateTrainingJob, CreateProcessingJob or CreateModel
+    needs to hand ``role`` to SageMaker: ``iam:PassRole`` on that role only,
+    and only to SageMaker (``iam:PassedToService``)."""
+    return iam.PolicyStatement(
+        actions=["iam:PassRole"],
+        resources=[role.role_arn],
+        conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+    )
+
+
 def grant_job_logs(role: iam.IRole, *, log_group: str, stream_pattern: str = "*") -> str:
     """Let SageMaker write ``role``'s job logs to ``/aws/sagemaker/<log_group>``
     (streams matching ``stream_pattern``) and publish its own metrics.

@@ -48,7 +48,12 @@ from .compliance import acknowledge_all, resource_token
 from .functions import python_function
 from .lineage import code_version
 from .network import ModelNetwork
-from .sagemaker_access import SAGEMAKER_TRANSIENT, grant_job_logs, sagemaker_role
+from .sagemaker_access import (
+    SAGEMAKER_TRANSIENT,
+    grant_job_logs,
+    pass_role_statement,
+    sagemaker_role,
+)
 from .spec import ModelSpec
 from .storage import DataLake, grant_read_objects, grant_read_write_objects
 from .workflow import invoke, notify_and_fail, notify_timeouts, retry_transient, state_machine
@@ -669,11 +674,7 @@ class TrainingWorkflow(Construct):
                     )
                 ],
             ),
-            iam.PolicyStatement(
-                actions=["iam:PassRole"],
-                resources=[self.training_role.role_arn],
-                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
-            ),
+            pass_role_statement(self.training_role),
             # VolumeKmsKeyId/KmsKeyId: SageMaker creates grants for the job on
             # behalf of the caller of CreateTrainingJob...
             iam.PolicyStatement(
