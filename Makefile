@@ -84,9 +84,12 @@ test-newest: build/venv-newest/bin/python
 lint: install
 	$(BIN)/ruff check .
 
-## cfn-lint the synthesized templates: errors fail, warnings are printed.
-cfn-lint: synth
-	$(BIN)/cfn-lint --non-zero-exit-code error cdk.out/*.template.json
+## cfn-lint every documented configuration (self-contained stacks, the shared
+## platform, the two-stage pipeline of docs/pipeline.md), synthesized afresh:
+## errors fail, warnings are printed; one known misfire is ignored by its exact
+## message (tests/cfn_lint.py says which and why). make test runs the same checks.
+cfn-lint: install
+	$(BIN)/python -m tests.cfn_lint
 
 bench: install
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
