@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 import sqlglot
-from mdlc_core import quality
+from mdlc_core import quality, tabular
 from mdlc_core.quality import RuleError
 from mdlc_core.sql import quality as sql_quality
 from mdlc_core.sql import rules as sql_rules
@@ -34,6 +34,7 @@ from mdlc_constructs.sampling import Anomaly
 from mdlc_constructs.spec import load_spec
 
 from .test_quality_engine import (
+    COLUMNS,
     DAY,
     HEADER,
     SPEC,
@@ -334,3 +335,54 @@ def test_the_example_spec_is_not_mutated(tmp_path: Path) -> None:
     before = copy.deepcopy(SPEC)
     same_report(read(tmp_path, orders_csv()), SPEC)
     assert before == SPEC
+
+
+# --- Parquet scanned by DuckDB itself -------------------------------------------------------
+
+
+def test_typed_parquet_is_scanned_by_duckdb_not_loaded(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    rows = [(f"o{i % 5}", f"c{i % 3}", f"2026-11-01T{i:02d}:00:00Z",
+             -1 if i in (8, 10) else 10.0 * i - 30, 100 + i % 3, i % 3) for i in range(12)]
+    whole = read(tmp_path, orders_csv(rows))
+    folder = tmp_path / "dt=2026-11-01"
+    folder.mkdir()
+    pq.write_table(whole.slice(0, 7), folder / "part-0000.parquet")
+    pq.write_table(whole.slice(7), folder / "part-0001.parquet")
+    (folder / "_SUCCESS").write_text("")
+    before = tmp_path / "previous.parquet"
+    pq.write_table(read(tmp_path, orders_csv(day=date(2026, 10, 31), tenure=50), "p.csv"), before)
+
+    plan = sql_quality.prepare(SPEC, folder, before, snapshot_date=DAY)
+    assert isinstance(plan.relations["snapshot"], sql_quality.ParquetFiles)
+    assert plan.relations["snapshot"].offsets == (0, 7)
+    spec = spec_with(*SPEC["quality"]["rules"], sample_size=5)
+    sql = sql_quality.check(spec, folder, before, snapshot_date=DAY, memory_limit="64MB")
+    ours = quality.check(tabular.read_table(folder, COLUMNS), spec, snapshot_date=DAY,
+                         previous=tabular.read_table(before, COLUMNS))
+    sql.pop("checked_at"), ours.pop("checked_at")
+    assert sql == ours
+    failed = {r["id"]: r for r in ours["rules"] if r["status"] == "fail"}
+    # rows of the second file carry their position in the snapshot, not in the file
+    assert [s["row"] for s in failed["range_order_amount"]["sample"]] == [0, 1, 2, 8, 10]
+    assert failed["unique_order_id"]["sample"][0] == {"order_id": "o0", "count": 3}
+    assert {"allowed_values_fraud_status", "tenure_grows_daily"} <= set(failed)
+
+
+def test_parquet_of_other_types_goes_through_the_reader(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    source = read(tmp_path, orders_csv())
+    narrowed = source.set_column(4, "account_tenure", source.column(4).cast(pa.int32()))
+    pq.write_table(narrowed, tmp_path / "narrow.parquet")
+    assert sql_quality.parquet_files(tmp_path / "narrow.parquet", COLUMNS) is None
+    assert sql_quality.parquet_files(tmp_path / "orders.csv", COLUMNS) is None
+    plan = sql_quality.prepare(SPEC, tmp_path / "narrow.parquet", snapshot_date=DAY)
+    assert isinstance(plan.relations["snapshot"], pa.Table)
+    report = sql_quality.check(SPEC, tmp_path / "narrow.parquet", snapshot_date=DAY)
+    ours = quality.check(source, SPEC, snapshot_date=DAY)
+    report.pop("checked_at"), ours.pop("checked_at")
+    assert report == ours
+    with pytest.raises(tabular.DataError, match="no such file"):
+        sql_quality.check(SPEC, tmp_path / "missing.parquet", snapshot_date=DAY)

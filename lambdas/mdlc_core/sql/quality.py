@@ -8,11 +8,13 @@ The same report as :func:`mdlc_core.quality.check`, from the SQL that
 
 ``table_or_paths`` (and ``previous``) is a pyarrow table as
 :func:`mdlc_core.tabular.read_table` returns it, or a CSV/Parquet file or
-snapshot folder, which that reader reads: one reader for every engine, so a
-value the spec's types reject is the same unparseable value whichever engine
-checks it. DuckDB scans the Arrow table in place (no copy) with a memory
-limit and a spill directory, so its own aggregation state (the ``unique``
-and ``consistency`` rules' hash tables) is bounded.
+snapshot folder. Parquet files that store every declared column as its
+declared type are scanned by DuckDB itself (:class:`ParquetFiles`), never
+loaded whole: memory is DuckDB's ``memory_limit``, spilling to a temporary
+directory past it, so a day larger than memory can be checked. Anything
+else (CSV, other stored types) is read by the shared reader, so a value the
+spec's types reject is the same unparseable value whichever engine checks
+it, and DuckDB scans that Arrow table in place (no copy).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlglot import exp
 
 from .. import tabular
 from ..quality import REPORT_VERSION, Report
@@ -71,7 +75,10 @@ def check(
         spill = Path(temp_directory) if temp_directory is not None else Path(scratch)
         with connect(memory_limit=memory_limit, temp_directory=spill, threads=threads) as con:
             for name, relation in plan.relations.items():
-                con.register(name, relation)
+                if isinstance(relation, ParquetFiles):
+                    con.execute(relation.view(name))
+                else:
+                    con.register(name, relation)
             return plan.report(lambda sql: _fetch(con, sql), "duckdb",
                                source=source, previous_source=previous_source)
 
@@ -87,7 +94,8 @@ class Plan:
 
     spec_config: Mapping[str, Any]
     rules: list[compiled.CompiledRule]
-    relations: dict[str, pa.Table]
+    #: Arrow tables to register, or Parquet files for DuckDB to scan.
+    relations: dict[str, pa.Table | ParquetFiles]
     inputs: Inputs
 
     def report(self, fetch: Callable[[str], list[dict[str, Any]]], dialect: str, *,
@@ -129,26 +137,96 @@ def prepare(spec_config: Mapping[str, Any], table_or_paths: Source,
             previous_date: date | None = None) -> Plan:
     """Read the inputs and compile ``quality.rules``; raises ``RuleError``/``DataError``."""
     columns = spec_config["data"]["columns"]
-    table = _table(table_or_paths, columns)
-    before = None if previous is None else _table(previous, columns)
+    table = _relation(table_or_paths, columns)
+    before = None if previous is None else _relation(previous, columns)
     if before is not None and previous_date is None:
         previous_date = snapshot_date - timedelta(days=1)
     quality = spec_config["quality"]
+    records = tabular.unparseable(table) if isinstance(table, pa.Table) else {}
     inputs = Inputs(
         key=spec_config["data"]["event_id"],
         units={c["name"]: c.get("unit") for c in columns},
         sample_size=int(quality.get("sample_size", 20)),
         types={f.name: f.type for f in table.schema},
-        unparseable=tabular.unparseable(table),
+        unparseable=records,
         rows=table.num_rows,
         snapshot_date=snapshot_date,
         previous_types=None if before is None else {f.name: f.type for f in before.schema},
         previous_date=previous_date if before is not None else None,
     )
-    relations = {SNAPSHOT: _with_rows(table), UNPARSEABLE: _unparseable_table(inputs.unparseable)}
+    relations: dict[str, Relation] = {SNAPSHOT: _with_rows(table),
+                                      UNPARSEABLE: _unparseable_table(records)}
     if before is not None:
         relations[PREVIOUS] = _with_rows(before)
     return Plan(spec_config, compiled.compile_rules(quality["rules"], inputs), relations, inputs)
+
+
+@dataclass(frozen=True)
+class ParquetFiles:
+    """A snapshot of Parquet files that DuckDB scans itself, not read into memory.
+
+    Only when every file stores every declared column as exactly its declared
+    type (``tabular.ARROW_TYPES``): then the shared reader would change no
+    value and record nothing unparseable, so the scan sees what it would.
+    ``offsets``: each file's first row position in the snapshot as the
+    reader concatenates it (manifest order, else sorted paths).
+    """
+
+    files: tuple[Path, ...]
+    offsets: tuple[int, ...]
+    num_rows: int
+    schema: pa.Schema
+
+    def view(self, name: str) -> str:
+        """DuckDB's ``CREATE VIEW`` of the files, with :data:`ROW` as the position."""
+        names = ", ".join(exp.to_identifier(n, quoted=True).sql("duckdb")
+                          for n in self.schema.names)
+        parts = [
+            f"SELECT {names}, CAST(file_row_number AS BIGINT) + {offset} AS {ROW} "
+            f"FROM read_parquet({exp.Literal.string(str(file)).sql('duckdb')}, "
+            "file_row_number = true)"
+            for file, offset in zip(self.files, self.offsets, strict=True)
+        ]
+        return (f"CREATE VIEW {exp.to_identifier(name, quoted=True).sql('duckdb')} AS "
+                + " UNION ALL ".join(parts))
+
+
+Relation = pa.Table | ParquetFiles
+
+
+def parquet_files(source: Source, columns: Sequence[Any]) -> ParquetFiles | None:
+    """``source`` as :class:`ParquetFiles` when DuckDB can scan it as the reader
+    would read it; None otherwise (CSV, other stored types, missing columns:
+    the shared reader reads those, and names what is wrong)."""
+    if isinstance(source, pa.Table):
+        return None
+    root = Path(source)
+    if root.is_dir():
+        listed = tabular.manifest_files(root)
+        files = listed if listed is not None else [(f, None) for f in tabular.data_files(root)]
+    elif root.is_file():
+        files = [(root, None)]
+    else:
+        return None
+    wanted = pa.schema([pa.field(c["name"], tabular.ARROW_TYPES[c["type"]]) for c in columns])
+    if not files or ROW in wanted.names:
+        return None
+    offsets, total = [], 0
+    for file, declared in files:
+        if (declared or tabular._format(file)) != "parquet":
+            return None
+        try:
+            parquet = pq.ParquetFile(file)
+        except (OSError, pa.ArrowException):
+            return None
+        stored = parquet.schema_arrow
+        for field in wanted:
+            index = stored.get_field_index(field.name)
+            if index < 0 or stored.field(index).type != field.type:
+                return None
+        offsets.append(total)
+        total += parquet.metadata.num_rows
+    return ParquetFiles(tuple(f for f, _ in files), tuple(offsets), total, wanted)
 
 
 def connect(*, memory_limit: str = DEFAULT_MEMORY_LIMIT,
@@ -174,14 +252,16 @@ def connect(*, memory_limit: str = DEFAULT_MEMORY_LIMIT,
         raise ValueError(f"DuckDB rejected its configuration {config}: {error}") from error
 
 
-def _table(source: Source, columns: Sequence[Any]) -> pa.Table:
+def _relation(source: Source, columns: Sequence[Any]) -> Relation:
     if isinstance(source, pa.Table):
         return source
-    return tabular.read_table(source, columns)
+    return parquet_files(source, columns) or tabular.read_table(source, columns)
 
 
-def _with_rows(table: pa.Table) -> pa.Table:
+def _with_rows(table: Relation) -> Relation:
     """The table plus each row's position, which samples report and are ordered by."""
+    if isinstance(table, ParquetFiles):
+        return table  # its view adds the position
     if ROW in table.column_names:
         raise tabular.DataError(f"the data has a column named {ROW!r}, which the SQL engine "
                                 "reserves for row positions")
@@ -231,4 +311,5 @@ def _report(spec_config: Mapping[str, Any], results: list[dict[str, Any]], rows:
     }
 
 
-__all__ = ["DEFAULT_MEMORY_LIMIT", "ENGINES", "Plan", "check", "connect", "prepare"]
+__all__ = ["DEFAULT_MEMORY_LIMIT", "ENGINES", "ParquetFiles", "Plan", "check", "connect",
+           "parquet_files", "prepare"]
