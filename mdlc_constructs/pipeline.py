@@ -47,10 +47,12 @@ from .algorithms import CustomImage
 from .compliance import acknowledge, acknowledge_all, resource_token
 from .lineage import CODE_VERSION_CONTEXT, code_version
 from .platform import (
+    ONLY_CONTEXT,
     MdlcApp,
     ModelStackFactory,
     build_app,
     default_model_stack,
+    only_from_context,
 )
 from .spec import load_specs
 from .storage import access_log_bucket, log_server_access
@@ -710,8 +712,12 @@ def build(
     config = PipelineConfig.from_context(app)
     if config is None:
         return build_app(
-            app, models_dir, shared_platform=shared_platform, env=env, model_stack=model_stack
+            app, models_dir, shared_platform=shared_platform, env=env, model_stack=model_stack,
+            only=only_from_context(app),
         )
+    if only_from_context(app) is not None:
+        raise ValueError(f"{ONLY_CONTEXT}: a pipeline deploys every model; remove it "
+                         "(it selects stacks to synthesize by hand)")
     return MdlcPipelineStack(
         app, "MdlcPipeline", config=config, models_dir=models_dir, model_stack=model_stack
     )

@@ -22,7 +22,7 @@ The code version (the commit a deployment was built from) is read by
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,6 +176,20 @@ def shared_network(specs: list[ModelSpec], models_dir: str | Path) -> NetworkSpe
     return networks[0] if networks else None
 
 
+#: Context key: a comma-separated list of models to synthesize (``cdk synth -c
+#: mdlc:only=fraud``); see ``build_app(only=...)``.
+ONLY_CONTEXT = "mdlc:only"
+
+
+def only_from_context(scope: Construct) -> list[str] | None:
+    """The models ``-c mdlc:only=a,b`` selects, or None when it is not set."""
+    value = scope.node.try_get_context(ONLY_CONTEXT)
+    if value is None:
+        return None
+    names = value if isinstance(value, list) else str(value).split(",")
+    return [str(name).strip() for name in names if str(name).strip()]
+
+
 def build_app(
     app: Construct,
     models_dir: str | Path,
@@ -185,6 +199,7 @@ def build_app(
     model_stack: ModelStackFactory = default_model_stack,
     prefix: str = "Mdlc",
     specs: list[ModelSpec] | None = None,
+    only: Sequence[str] | None = None,
 ) -> MdlcApp:
     """Add the stacks for every spec in ``models_dir`` to ``app`` (an App or a Stage).
 
@@ -198,14 +213,27 @@ def build_app(
             ``MdlcModelStack`` subclass here. Default: :func:`default_model_stack`.
         prefix: of every stack id. Default ``"Mdlc"``.
         specs: already loaded specs. Default: ``load_specs(models_dir)``.
+        only: build only these models' stacks (and the platform); every spec
+            is still validated. ``cdk synth`` of one model in a big app then
+            skips the others' work, which CDK's own stack selection does not
+            (the whole app is always constructed). Default: every model.
 
     Raises:
-        SpecError: a spec is invalid, two specs share a name, or there is none.
+        SpecError: a spec is invalid, two specs share a name, there is none, or
+            ``only`` names a model there is no spec of.
     """
     if specs is None:
         specs = load_specs(models_dir)
     if not specs:
         raise SpecError(models_dir, [f"{models_dir}: no *.yaml model specs found"])
+    if only is not None:
+        wanted = set(only)
+        unknown = sorted(wanted - {spec.name for spec in specs})
+        if unknown or not wanted:
+            raise SpecError(models_dir, [
+                f"{ONLY_CONTEXT}: no model spec named {unknown or '(none given)'}; "
+                f"the models are {sorted(spec.name for spec in specs)}"])
+        specs = [spec for spec in specs if spec.name in wanted]
     platform = (
         MdlcPlatformStack(app, f"{prefix}-Platform", env=env,
                           network=shared_network(specs, models_dir))

@@ -158,3 +158,35 @@ def test_code_version_comes_from_context_then_environment(monkeypatch):
     assert code_version(make_app(compliance=False)) == "abc123"
     app = make_app(compliance=False, context={"mdlc:codeVersion": "def456"})
     assert code_version(app) == "def456"
+
+
+def test_only_builds_the_selected_models_but_validates_every_spec(tmp_path):
+    """``-c mdlc:only=<name>``: one model of a big app is synthesized without the
+    others' construction (CDK's stack selection still builds them all)."""
+    from mdlc_constructs.pipeline import build
+    from mdlc_constructs.platform import build_app
+    from mdlc_constructs.spec import SpecError
+    from mdlc_constructs.testing import make_app
+
+    text = (ROOT / "models" / "fraud.yaml").read_text()
+    for name in ("alpha", "beta", "gamma"):
+        (tmp_path / f"{name}.yaml").write_text(text.replace("name: fraud\n", f"name: {name}\n", 1))
+    app = make_app(compliance=False, context={"mdlc:only": "beta, gamma"})
+    built = build(app, tmp_path)
+    assert sorted(built.models) == ["beta", "gamma"] and built.platform is not None
+    assert {spec.name for spec in built.specs} == {"beta", "gamma"}
+    with pytest.raises(SpecError, match=r"no model spec named \['delta'\].*'alpha'"):
+        build_app(make_app(compliance=False), tmp_path, shared_platform=True, only=["delta"])
+    (tmp_path / "broken.yaml").write_text(text.replace("name: fraud\n", "name: Broken!\n", 1))
+    with pytest.raises(SpecError, match=r"broken\.yaml"):  # every spec is still validated
+        build_app(make_app(compliance=False), tmp_path, shared_platform=True, only=["beta"])
+
+
+def test_a_pipeline_refuses_only(tmp_path):
+    from mdlc_constructs.pipeline import build
+    from mdlc_constructs.testing import make_app
+
+    app = make_app(compliance=False, context={
+        "mdlc:only": "fraud", "mdlc:pipeline": {"repository": "r"}})
+    with pytest.raises(ValueError, match="a pipeline deploys every model"):
+        build(app, ROOT / "models")
