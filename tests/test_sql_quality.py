@@ -386,3 +386,56 @@ def test_parquet_of_other_types_goes_through_the_reader(tmp_path: Path) -> None:
     assert report == ours
     with pytest.raises(tabular.DataError, match="no such file"):
         sql_quality.check(SPEC, tmp_path / "missing.parquet", snapshot_date=DAY)
+
+
+# --- random tables ----------------------------------------------------------------------------
+
+
+def _random_day(draw: Any, st: Any, day: date) -> pa.Table:
+    rows = draw(st.integers(0, 25))
+    maybe = lambda values: st.one_of(st.none(), values)  # noqa: E731
+    floats = st.one_of(st.floats(-100, 60000, allow_nan=False), st.sampled_from(
+        [float("nan"), float("inf"), -0.0, 0.0, 50000.0]))
+    start = int(datetime_micros(day))
+    column = lambda values: draw(st.lists(values, min_size=rows, max_size=rows))  # noqa: E731
+    return pa.table({
+        "order_id": pa.array(column(maybe(st.sampled_from(["a", "b", "c", "d", "e", "f"]))),
+                             pa.string()),
+        "customer_id": pa.array(column(maybe(st.sampled_from(["c1", "c2", "c3"]))), pa.string()),
+        "order_ts": pa.array(column(maybe(st.integers(start - 2 * 86_400_000_000,
+                                                       start + 86_400_000_000))),
+                             pa.timestamp("us", tz="UTC")),
+        "order_amount": pa.array(column(maybe(floats)), pa.float64()),
+        "account_tenure": pa.array(column(maybe(st.integers(-2, 40))), pa.int64()),
+        "fraud_status": pa.array(column(maybe(st.integers(0, 3))), pa.int64()),
+    })
+
+
+def datetime_micros(day: date) -> int:
+    from datetime import UTC, datetime
+
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 1_000_000
+
+
+def test_random_tables_give_equal_reports() -> None:
+    """Hypothesis draws small days full of nulls, NaN, infinities, duplicates and
+    ties; every rule kind must report the same on both engines."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    rules = [*SPEC["quality"]["rules"],
+             {"kind": "unique", "columns": ["order_id", "customer_id"]},
+             {"kind": "allowed_values", "column": "customer_id", "values": ["c1", "c2"]},
+             {"kind": "range", "column": "account_tenure", "min": 0, "max": 30},
+             {**TENURE_RULE, "id": "constant", "change": "constant", "tolerance": 1}]
+    spec = spec_with(*rules, sample_size=4)
+
+    @settings(max_examples=60, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(st.data())
+    def check(data: Any) -> None:
+        today = _random_day(data.draw, st, DAY)
+        yesterday = _random_day(data.draw, st, DAY - timedelta(days=1))
+        same_report(today, spec, previous=yesterday)
+
+    check()
