@@ -74,6 +74,12 @@ def check(
     with tempfile.TemporaryDirectory(prefix="mdlc-duckdb-") as scratch:
         spill = Path(temp_directory) if temp_directory is not None else Path(scratch)
         with connect(memory_limit=memory_limit, temp_directory=spill, threads=threads) as con:
+            if any(isinstance(r, ParquetFiles) for r in plan.relations.values()):
+                # DuckDB (seen in 2.0.1; 1.1.0 in part) prunes Parquet rows by
+                # min/max statistics that leave NaN out, so `isnan(x)` or
+                # `x > max` misses NaN rows in a filter (not in an aggregate).
+                # Samples filter; without these two optimizers they see NaN.
+                con.execute("SET disabled_optimizers = 'filter_pushdown,statistics_propagation'")
             for name, relation in plan.relations.items():
                 if isinstance(relation, ParquetFiles):
                     con.execute(relation.view(name))
