@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from aws_cdk import Duration
 from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -24,6 +23,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct, IConstruct
 
 from .resources import encrypted_queue
+from .tokens import days
 
 #: A redriven action message is moved to the redrive queue after this many receives.
 MAX_RECEIVE_COUNT = 5
@@ -57,7 +57,7 @@ class ActionTargets:
             queue = sqs.Queue(
                 scope, "ActionQueue", encryption=sqs.QueueEncryption.KMS,
                 encryption_master_key=key, enforce_ssl=True,
-                retention_period=Duration.days(14),
+                retention_period=days(14),
                 dead_letter_queue=sqs.DeadLetterQueue(queue=redrive,
                                                       max_receive_count=MAX_RECEIVE_COUNT))
         if "eventbridge" in used:

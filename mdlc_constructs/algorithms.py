@@ -38,7 +38,6 @@ from aws_cdk import (
     CfnMapping,
     CfnRule,
     CfnRuleAssertion,
-    Duration,
     Fn,
     RemovalPolicy,
     Stack,
@@ -61,6 +60,7 @@ from .spec.training import (
     CustomAlgorithm,
     MarketplaceAlgorithm,
 )
+from .tokens import minutes
 
 if TYPE_CHECKING:
     from .spec import ModelSpec
@@ -210,7 +210,7 @@ class TrainingAlgorithm:
             project=self.build_project,
             integration_pattern=sfn.IntegrationPattern.RUN_JOB,
             result_path=sfn.JsonPath.DISCARD,
-            task_timeout=sfn.Timeout.duration(Duration.minutes(60)),
+            task_timeout=sfn.Timeout.duration(minutes(60)),
             comment="Build and push the training image unless its tag exists",
         )
 
@@ -367,7 +367,7 @@ class CustomImage(Construct):
             logging=codebuild.LoggingOptions(
                 cloud_watch=codebuild.CloudWatchLoggingOptions(log_group=log_group)
             ),
-            timeout=Duration.minutes(60),
+            timeout=minutes(60),
         )
         self.repository.grant_pull_push(self.project)
         self.repository.grant_read(self.project)  # ecr:DescribeImages for the skip check

@@ -72,6 +72,7 @@ from .sagemaker_access import (
 )
 from .spec import ModelSpec
 from .storage import DataLake, grant_read_objects, grant_read_write_objects, list_statement
+from .tokens import hours, minutes, seconds, string_at
 from .workflow import invoke, notify_and_fail, notify_timeouts, retry_transient, state_machine
 
 if TYPE_CHECKING:
@@ -235,7 +236,7 @@ class BatchInferenceWorkflow(Construct):
             config=spec.as_config(),
             environment=environment,
             memory_size=3008,
-            timeout=Duration.minutes(10),
+            timeout=minutes(10),
             data_layer=True,
             extra_code=action_code,
         )
@@ -261,7 +262,7 @@ class BatchInferenceWorkflow(Construct):
             "StateMachine",
             definition=body,
             key=self.key,
-            timeout=Duration.hours(12),
+            timeout=hours(12),
             comment=f"MDLC {model}: daily batch inference with the latest approved model",
             notifies=[topic],
         )
@@ -317,7 +318,7 @@ class BatchInferenceWorkflow(Construct):
             self, "PrepareTransformInput", self.function,
             payload={"step": "prepare_input", "date.$": "$.data.snapshot.date",
                      "entities_key.$": "$.data.features.entities_key"},
-            result_path="$.batch", timeout=Duration.minutes(11),
+            result_path="$.batch", timeout=minutes(11),
             comment="entities.parquet -> CSV parts in the model's feature order",
         )
         find = tasks.CallAwsService(
@@ -329,7 +330,7 @@ class BatchInferenceWorkflow(Construct):
             iam_resources=["*"],
             result_selector={"packages.$": "$.ModelPackageSummaryList"},
             result_path="$.approved",
-            task_timeout=sfn.Timeout.duration(Duration.minutes(1)),
+            task_timeout=sfn.Timeout.duration(minutes(1)),
         )
         retry_transient(find, errors=SAGEMAKER_TRANSIENT)
         none = sfn.Pass(
@@ -349,7 +350,7 @@ class BatchInferenceWorkflow(Construct):
             parameters={
                 "ModelName": name,
                 "ExecutionRoleArn": self.model_role.role_arn,
-                "PrimaryContainer": {"ModelPackageName": sfn.JsonPath.string_at(
+                "PrimaryContainer": {"ModelPackageName": string_at(
                     "$.approved.packages[0].ModelPackageArn")},
                 "EnableNetworkIsolation": True,
                 **({"VpcConfig": network.vpc_config()} if network is not None else {}),
@@ -361,13 +362,13 @@ class BatchInferenceWorkflow(Construct):
             result_selector={"name.$": "States.ArrayGetItem(States.StringSplit("
                              "$.ModelArn, '/'), 1)"},
             result_path="$.model",
-            task_timeout=sfn.Timeout.duration(Duration.minutes(2)),
+            task_timeout=sfn.Timeout.duration(minutes(2)),
         )
         retry_transient(create, errors=("SageMaker.ThrottlingException", "ThrottlingException"))
         transform = tasks.SageMakerCreateTransformJob(
             self, "Transform",
-            transform_job_name=sfn.JsonPath.string_at("$.model.name"),
-            model_name=sfn.JsonPath.string_at("$.model.name"),
+            transform_job_name=string_at("$.model.name"),
+            model_name=string_at("$.model.name"),
             role=self.model_role,
             integration_pattern=sfn.IntegrationPattern.RUN_JOB,
             batch_strategy=tasks.BatchStrategy.MULTI_RECORD,
@@ -375,11 +376,11 @@ class BatchInferenceWorkflow(Construct):
             transform_input=tasks.TransformInput(
                 transform_data_source=tasks.TransformDataSource(
                     s3_data_source=tasks.TransformS3DataSource(
-                        s3_uri=sfn.JsonPath.string_at("$.batch.input_prefix"),
+                        s3_uri=string_at("$.batch.input_prefix"),
                         s3_data_type=tasks.S3DataType.S3_PREFIX)),
                 content_type="text/csv", split_type=tasks.SplitType.LINE),
             transform_output=tasks.TransformOutput(
-                s3_output_path=sfn.JsonPath.string_at("$.batch.output_prefix"),
+                s3_output_path=string_at("$.batch.output_prefix"),
                 encryption_key=self.key, accept="text/csv", assemble_with=tasks.AssembleWith.LINE),
             transform_resources=tasks.TransformResources(
                 instance_count=self.batch.instance_count,
@@ -387,9 +388,9 @@ class BatchInferenceWorkflow(Construct):
                 volume_encryption_key=self.key),
             tags={"mdlc:model": model},
             result_path="$.transform",
-            task_timeout=sfn.Timeout.duration(Duration.hours(6)),
+            task_timeout=sfn.Timeout.duration(hours(6)),
         )
-        transform.add_retry(errors=list(SAGEMAKER_TRANSIENT), interval=Duration.seconds(15),
+        transform.add_retry(errors=list(SAGEMAKER_TRANSIENT), interval=seconds(15),
                             backoff_rate=2.0, max_attempts=3, jitter_strategy=sfn.JitterType.FULL)
         decide_parts = sfn.DistributedMap(
             self, "DecideParts",
@@ -397,7 +398,7 @@ class BatchInferenceWorkflow(Construct):
             # output_key_prefix), and may list nothing outside the model's prefix.
             item_reader=PrefixedObjectsReader(
                 bucket=self.data_lake.predictions,
-                prefix=sfn.JsonPath.string_at("$.batch.output_key_prefix"),
+                prefix=string_at("$.batch.output_key_prefix"),
                 allowed=Layout.everything(Layout(model).predictions)),
             item_selector={"step": "decide", "Key.$": "$$.Map.Item.Value.Key",
                            "date.$": "$.data.snapshot.date", "model.$": "$.model.name",
@@ -409,11 +410,11 @@ class BatchInferenceWorkflow(Construct):
             result_selector={"parts.$": "States.ArrayLength($)"},
         )
         decide_one = invoke(self, "DecidePart", self.function, result_path="$.result",
-                            timeout=Duration.minutes(11),
+                            timeout=minutes(11),
                             comment="Rules and actions over one output part")
         # Safe to retry: actions are idempotent per (date, entity, model version),
         # so only the ones that failed act on the retry.
-        decide_one.add_retry(errors=[ACTIONS_INCOMPLETE], interval=Duration.seconds(30),
+        decide_one.add_retry(errors=[ACTIONS_INCOMPLETE], interval=seconds(30),
                              backoff_rate=2.0, max_attempts=3,
                              jitter_strategy=sfn.JitterType.FULL)
         decide_part = sfn.Choice(self, "IsTodaysOutput").when(
@@ -424,12 +425,12 @@ class BatchInferenceWorkflow(Construct):
         done = tasks.SnsPublish(
             self, "NotifyDone", topic=self.topic, subject=f"MDLC {model}: batch inference done",
             message=sfn.TaskInput.from_object({
-                "date": sfn.JsonPath.string_at("$.data.snapshot.date"),
-                "model": sfn.JsonPath.string_at("$.approved.packages[0].ModelPackageArn"),
-                "predictions": sfn.JsonPath.string_at("$.batch.output_prefix"),
+                "date": string_at("$.data.snapshot.date"),
+                "model": string_at("$.approved.packages[0].ModelPackageArn"),
+                "predictions": string_at("$.batch.output_prefix"),
                 "rows": sfn.JsonPath.number_at("$.batch.rows")}),
             result_path=sfn.JsonPath.DISCARD,
-            task_timeout=sfn.Timeout.duration(Duration.minutes(1)),
+            task_timeout=sfn.Timeout.duration(minutes(1)),
         )
         retry_transient(done, errors=("SNS.ThrottledException", "SNS.InternalErrorException"))
         scored = sfn.Chain.start(create).next(transform)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,8 +67,37 @@ def acknowledge_all(scope: IConstruct, reasons: Mapping[str, str]) -> None:
         for rule, reason in reasons.items()
         for variant in _variants(scope, rule, stack)
     ]
-    if acknowledgments:
+    if not acknowledgments:
+        return
+    if _BATCHES:
+        _BATCHES[-1].setdefault(id(scope), (scope, []))[1].extend(acknowledgments)
+    else:
         Validations.of(scope).acknowledge(*acknowledgments)
+
+
+#: Open batches (innermost last): id(scope) -> (scope, its acknowledgments).
+_BATCHES: list[dict[int, tuple[IConstruct, list[Acknowledgment]]]] = []
+
+
+@contextmanager
+def batched_acknowledgments() -> Iterator[None]:
+    """Record the acknowledgments made inside the block with one
+    ``Validations.acknowledge`` call per scope when it ends.
+
+    A model stack acknowledges about 140 times on about 25 scopes, and each
+    acknowledgment is two jsii round trips; the stacks' constructors run
+    inside this. cdk-nag reads the acknowledgments at synthesis, after it.
+    """
+    _BATCHES.append({})
+    try:
+        yield
+    finally:
+        batch = _BATCHES.pop()
+        for scope, acknowledgments in batch.values():
+            if _BATCHES:  # nested: the outer batch records them
+                _BATCHES[-1].setdefault(id(scope), (scope, []))[1].extend(acknowledgments)
+            else:
+                Validations.of(scope).acknowledge(*acknowledgments)
 
 
 # -- how cdk-nag prints references ------------------------------------------------

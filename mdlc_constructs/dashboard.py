@@ -24,6 +24,7 @@ from mdlc_core.layout import VARIANT_NAME, endpoint_name
 from .quality import METRICS_NAMESPACE as QUALITY_NAMESPACE
 from .quality import VIOLATIONS_METRIC
 from .spec import ModelSpec
+from .tokens import hours, minutes
 
 #: Where ``lambdas/model_monitor`` publishes by default (``METRICS_NAMESPACE``).
 DEFAULT_NAMESPACE = "MDLC"
@@ -386,7 +387,7 @@ class ModelDashboard(Construct):
                         expression="IF(inv > 0, e5 / inv, 0)",
                         using_metrics={"e5": errors_5xx, "inv": invocations},
                         label="5XX rate",
-                        period=Duration.minutes(5),
+                        period=minutes(5),
                     )
                 ],
                 right_annotations=[cloudwatch.HorizontalAnnotation(value=guard.max_error_rate)],
@@ -401,13 +402,13 @@ class ModelDashboard(Construct):
                         expression="model / 1000",
                         using_metrics={"model": metric("ModelLatency", "p99")},
                         label="model latency p99",
-                        period=Duration.minutes(5),
+                        period=minutes(5),
                     ),
                     cloudwatch.MathExpression(
                         expression="overhead / 1000",
                         using_metrics={"overhead": metric("OverheadLatency", "p99")},
                         label="overhead latency p99",
-                        period=Duration.minutes(5),
+                        period=minutes(5),
                     ),
                 ],
                 left_annotations=[
@@ -425,7 +426,7 @@ class ModelDashboard(Construct):
     ) -> None:
         """The event stream's iterator age and traffic, and each consumer's
         ``IteratorAge`` (how far behind it reads)."""
-        period = Duration.minutes(5)
+        period = minutes(5)
         widgets: list[cloudwatch.IWidget] = [
             cloudwatch.GraphWidget(
                 title="Event stream: iterator age (ms)",
@@ -457,7 +458,7 @@ class ModelDashboard(Construct):
 
     def add_function(self, function: lambda_.IFunction, *, title: str | None = None) -> None:
         """Invocations, errors, throttles and duration of a function."""
-        period = Duration.minutes(5)
+        period = minutes(5)
         name = title or function.node.path
         self.add_row(
             cloudwatch.GraphWidget(
@@ -485,7 +486,7 @@ class ModelDashboard(Construct):
         if key in self._workflows:
             return
         self._workflows.add(key)
-        period = Duration.hours(1)
+        period = hours(1)
         name = title or machine.node.path
         self.add_row(
             cloudwatch.GraphWidget(

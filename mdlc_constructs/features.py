@@ -3,7 +3,6 @@ the incremental form for online serving (running aggregates in DynamoDB)."""
 
 from __future__ import annotations
 
-from aws_cdk import Duration
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kinesis as kinesis
@@ -21,6 +20,7 @@ from .processing import ProcessingRunner, S3Access
 from .resources import encrypted_queue, encrypted_table
 from .spec import ModelSpec
 from .storage import DataLake, grant_list, grant_read_objects
+from .tokens import minutes, seconds
 from .workflow import invoke
 
 
@@ -107,7 +107,7 @@ class FeatureEngineering(Construct):
                 "MODEL_NAME": spec.name,
             },
             memory_size=3008,
-            timeout=Duration.minutes(15),
+            timeout=minutes(15),
             data_layer=True,
         )
         layout = Layout(spec.name)
@@ -178,7 +178,7 @@ class FeatureEngineering(Construct):
             config=self.spec.as_config(),
             environment={"FEATURES_TABLE": self.table.table_name, "MODEL_NAME": self.spec.name},
             memory_size=512,
-            timeout=Duration.seconds(60),
+            timeout=seconds(60),
         )
         self.table.grant_read_write_data(self.update_function)
         self.dead_letter_queue = encrypted_queue(self, "UpdateFailures", key=self.data_lake.key)
@@ -200,12 +200,12 @@ class FeatureEngineering(Construct):
                 stream,
                 starting_position=lambda_.StartingPosition.TRIM_HORIZON,
                 batch_size=integration.batch_size if integration else 100,
-                max_batching_window=Duration.seconds(
+                max_batching_window=seconds(
                     integration.max_batching_window_seconds if integration else 1
                 ),
                 bisect_batch_on_error=True,
                 retry_attempts=integration.retry_attempts if integration else 3,
-                max_record_age=Duration.seconds(
+                max_record_age=seconds(
                     integration.max_record_age_seconds if integration else 3600
                 ),
                 report_batch_item_failures=True,
@@ -246,7 +246,7 @@ class FeatureEngineering(Construct):
             self.batch_function,
             payload={"date.$": "$.data.snapshot.date"},
             result_path="$.data.features",
-            timeout=Duration.minutes(16),
+            timeout=minutes(16),
             comment="Compute the batch features of the snapshot",
         )
 

@@ -28,6 +28,7 @@ from constructs import Construct
 
 from .compliance import acknowledge_all, acknowledge_grant_actions
 from .network import ModelNetwork
+from .tokens import seconds
 
 #: aws-cdk-lib 2.275's newest Python runtime (cdk-nag AwsSolutions-L1 checks this).
 RUNTIME = lambda_.Runtime.PYTHON_3_14
@@ -210,7 +211,7 @@ def python_function(
         code=code,
         description=description,
         memory_size=memory_size,
-        timeout=timeout or Duration.seconds(60),
+        timeout=timeout or seconds(60),
         tracing=lambda_.Tracing.ACTIVE,
         log_group=log_group,
         environment={

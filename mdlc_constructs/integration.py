@@ -53,7 +53,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import Duration, RemovalPolicy, Stack, Token
+from aws_cdk import RemovalPolicy, Stack, Token
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
@@ -82,6 +82,7 @@ from .functions import python_function
 from .resources import encrypted_queue, encrypted_table
 from .spec import ModelSpec
 from .storage import DataLake, scored_predictions_pattern
+from .tokens import minutes, seconds, string_at
 from .workflow import invoke, notify_and_fail, state_machine
 
 #: The four steps, in order, as ``lambdas/integration_step`` names them.
@@ -276,7 +277,7 @@ class ClientIntegration(Construct):
             memory_size=1024,
             # The endpoint client fails after 20 s (x3 attempts); the batch's
             # reads, actions and log writes fit well within the rest.
-            timeout=Duration.minutes(2),
+            timeout=minutes(2),
         )
         # A Kinesis mapping retries forever and keeps records for the stream's
         # retention unless told otherwise: bound both, bisect poison batches,
@@ -286,10 +287,10 @@ class ClientIntegration(Construct):
                 self.stream,
                 starting_position=self.starting_position,
                 batch_size=integration.batch_size,
-                max_batching_window=Duration.seconds(integration.max_batching_window_seconds),
+                max_batching_window=seconds(integration.max_batching_window_seconds),
                 bisect_batch_on_error=True,
                 retry_attempts=integration.retry_attempts,
-                max_record_age=Duration.seconds(integration.max_record_age_seconds),
+                max_record_age=seconds(integration.max_record_age_seconds),
                 report_batch_item_failures=True,
                 on_failure=sources.SqsDlq(self.dead_letter_queue),
             )
@@ -328,13 +329,13 @@ class ClientIntegration(Construct):
                 function,
                 payload={"step": step, "state.$": "$"},
                 result_path="$",
-                timeout=Duration.seconds(30),
+                timeout=seconds(30),
                 comment=f"Client integration step {step}",
             )
             if RETRYABLE_ERRORS[step]:
                 task.add_retry(
                     errors=list(RETRYABLE_ERRORS[step]),
-                    interval=Duration.seconds(1),
+                    interval=seconds(1),
                     backoff_rate=2.0,
                     max_attempts=3,
                     jitter_strategy=sfn.JitterType.FULL,
@@ -354,18 +355,18 @@ class ClientIntegration(Construct):
             queue=self.dead_letter_queue,
             message_body=sfn.TaskInput.from_object(
                 {
-                    "reason": sfn.JsonPath.string_at("$.error.Cause"),
+                    "reason": string_at("$.error.Cause"),
                     "model": self.spec.name,
                     "execution": sfn.JsonPath.execution_id,
                     "record": sfn.JsonPath.object_at("$.record"),
                 }
             ),
             result_path=sfn.JsonPath.DISCARD,
-            task_timeout=sfn.Timeout.duration(Duration.seconds(20)),
+            task_timeout=sfn.Timeout.duration(seconds(20)),
         )
         dead_letter.add_retry(
             errors=["SQS.SdkClientException", "SQS.AmazonSQSException"],
-            interval=Duration.seconds(1),
+            interval=seconds(1),
             backoff_rate=2.0,
             max_attempts=3,
             jitter_strategy=sfn.JitterType.FULL,
@@ -393,7 +394,7 @@ class ClientIntegration(Construct):
             key=self.key,
             express=True,
             # Pipes wait up to 5 minutes for a synchronous Express execution.
-            timeout=Duration.minutes(4),
+            timeout=minutes(4),
             comment=f"MDLC {self.spec.name}: decide and act on one event",
             notifies=[self.topic],
         )
@@ -418,7 +419,7 @@ class ClientIntegration(Construct):
             environment=self.environment(),
             extra_code=self.action_code,
             memory_size=512,
-            timeout=Duration.seconds(25),
+            timeout=seconds(25),
         )
 
     def _pipe(self, machine: sfn.StateMachine) -> pipes.CfnPipe:

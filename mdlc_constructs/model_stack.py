@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from aws_cdk import Duration, Stack, Tags
+from aws_cdk import Stack, Tags
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_kms as kms
@@ -13,7 +13,7 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from .batch_inference import ActionTargets, BatchInferenceWorkflow
-from .compliance import acknowledge
+from .compliance import acknowledge, batched_acknowledgments
 from .integration import ClientIntegration
 from .monitoring import ModelMonitoring
 from .network import ModelNetwork
@@ -23,6 +23,7 @@ from .realtime import RealtimeEndpoint
 from .retraining import Retraining
 from .spec import ModelSpec
 from .storage import DataLake
+from .tokens import hours
 from .training import TrainingWorkflow
 
 
@@ -83,6 +84,11 @@ class MdlcModelStack(Stack):
     ) -> None:
         kwargs.setdefault("description", f"mdlc-constructs model stack for {spec.name!r}")
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        with batched_acknowledgments():
+            self._build(spec, data_lake, alarm_topic, network)
+
+    def _build(self, spec: ModelSpec, data_lake: DataLake | None,
+               alarm_topic: sns.ITopic | None, network: ModelNetwork | None) -> None:
         self.spec = spec
         Tags.of(self).add("mdlc:model", spec.name)
         Tags.of(self).add("mdlc:owner", spec.owner)
@@ -131,7 +137,7 @@ class MdlcModelStack(Stack):
             encryption_key=self.key,
             stream_mode=kinesis.StreamMode.PROVISIONED if shards else kinesis.StreamMode.ON_DEMAND,
             shard_count=shards,
-            retention_period=Duration.hours(24),
+            retention_period=hours(24),
         )
         acknowledge(
             stream,

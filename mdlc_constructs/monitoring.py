@@ -40,6 +40,7 @@ from .processing import STARTUP_ALLOWANCE, ProcessingRunner, S3Access
 from .resources import schedule_of
 from .spec import ModelSpec
 from .storage import DataLake, grant_read_objects, scored_predictions_pattern
+from .tokens import days, hours, minutes
 from .workflow import notify_and_fail, notify_timeouts, state_machine
 
 #: Where the job writes ``dt=<date>/report.json`` (in the artifacts bucket).
@@ -48,7 +49,7 @@ REPORT_PREFIX = "monitoring"
 #: by default (in the artifacts bucket): ``baselines/<model>/``.
 BASELINE_PREFIX = "baselines"
 #: CloudWatch's longest alarm evaluation range for periods of an hour or more.
-MAX_EVALUATION_RANGE = Duration.days(7)
+MAX_EVALUATION_RANGE = days(7)
 
 
 @runtime_checkable
@@ -241,7 +242,7 @@ class ModelMonitoring(Construct):
             AlarmDefinition(
                 id="FailedRuns",
                 metric=self.dead_letter_queue.metric_approximate_number_of_messages_visible(
-                    statistic="Maximum", period=Duration.minutes(5)
+                    statistic="Maximum", period=minutes(5)
                 ),
                 threshold=1,
                 comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
@@ -491,7 +492,7 @@ class ModelMonitoring(Construct):
             encryption=sqs.QueueEncryption.KMS,
             encryption_master_key=self.data_lake.key,
             enforce_ssl=True,
-            retention_period=Duration.days(14),
+            retention_period=days(14),
         )
         acknowledge(
             queue,
@@ -518,7 +519,7 @@ class ModelMonitoring(Construct):
         # EventBridge invokes asynchronously: Lambda retries a failed run twice
         # (a rerun overwrites the report and republishes the same values), then
         # sends the event to the dead-letter queue.
-        function.configure_async_invoke(retry_attempts=2, max_event_age=Duration.hours(6))
+        function.configure_async_invoke(retry_attempts=2, max_event_age=hours(6))
 
         # Read-only on what the job reads, put-only on its reports.
         reads, reports = self._job_access()
@@ -583,7 +584,7 @@ class ModelMonitoring(Construct):
                 input=event,
                 # Delivery failures only: a failed run is the workflow's to report.
                 retry_attempts=4,
-                max_event_age=Duration.hours(2),
+                max_event_age=hours(2),
                 dead_letter_queue=self.dead_letter_queue,
             )
         else:
@@ -594,7 +595,7 @@ class ModelMonitoring(Construct):
                 # Delivery failures (throttling, a deleted function) only:
                 # failures of the run itself are Lambda's retries above.
                 retry_attempts=4,
-                max_event_age=Duration.hours(2),
+                max_event_age=hours(2),
                 dead_letter_queue=self.dead_letter_queue,
             )
         return events.Rule(
@@ -666,9 +667,9 @@ class ModelMonitoring(Construct):
             "Workflow",
             definition=event.next(boundary),
             key=self.data_lake.key,
-            timeout=Duration.minutes(job.max_runtime_minutes)
+            timeout=minutes(job.max_runtime_minutes)
             .plus(STARTUP_ALLOWANCE)
-            .plus(Duration.minutes(10)),
+            .plus(minutes(10)),
             comment=f"MDLC {spec.name}: daily model monitoring as a Processing job",
             notifies=[self.topic],
         )

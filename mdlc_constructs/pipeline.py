@@ -56,6 +56,7 @@ from .platform import (
 )
 from .spec import load_specs
 from .storage import access_log_bucket, log_server_access
+from .tokens import days, hours, minutes
 
 #: Context key holding the pipeline's configuration (see :meth:`PipelineConfig.from_context`).
 PIPELINE_CONTEXT = "mdlc:pipeline"
@@ -317,7 +318,7 @@ class MdlcPipelineStack(cdk.Stack):
                     build_image=codebuild.LinuxBuildImage.STANDARD_7_0,
                     compute_type=codebuild.ComputeType.MEDIUM,
                 ),
-                timeout=cdk.Duration.minutes(60),
+                timeout=minutes(60),
             ),
         )
         self.image_steps: dict[str, list[pipelines.CodeBuildStep]] = {}
@@ -459,7 +460,7 @@ class MdlcPipelineStack(cdk.Stack):
             role_policy_statements=[
                 iam.PolicyStatement(actions=["sts:AssumeRole"], resources=[role_arn])
             ],
-            timeout=cdk.Duration.minutes(70),
+            timeout=minutes(70),
         )
 
     # -- internals ------------------------------------------------------------------
@@ -496,8 +497,8 @@ class MdlcPipelineStack(cdk.Stack):
             "AccessLogs",
             lifecycle_rules=[
                 s3.LifecycleRule(
-                    expiration=cdk.Duration.days(365),
-                    noncurrent_version_expiration=cdk.Duration.days(30),
+                    expiration=days(365),
+                    noncurrent_version_expiration=days(30),
                 )
             ],
             removal_policy=cdk.RemovalPolicy.RETAIN,
@@ -518,8 +519,8 @@ class MdlcPipelineStack(cdk.Stack):
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             removal_policy=cdk.RemovalPolicy.RETAIN,
             # Artifacts are rebuilt from the repository at any commit.
-            lifecycle_rules=[s3.LifecycleRule(expiration=cdk.Duration.days(90),
-                                              noncurrent_version_expiration=cdk.Duration.days(7))],
+            lifecycle_rules=[s3.LifecycleRule(expiration=days(90),
+                                              noncurrent_version_expiration=days(7))],
         )
         log_server_access(bucket, self.access_log_bucket, "artifacts/")
         acknowledge(
@@ -662,7 +663,7 @@ class _ImageBuildTrigger(Construct):
             role_name=role_name,
             assumed_by=iam.AccountPrincipal(pipeline_account),
             description=f"Lets the MDLC pipeline build {image.image_tag}",
-            max_session_duration=cdk.Duration.hours(2),
+            max_session_duration=hours(2),
         )
         self.role.add_to_policy(
             iam.PolicyStatement(

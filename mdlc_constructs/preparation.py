@@ -4,7 +4,6 @@ workflow runs it daily so every snapshot is checked when it is taken."""
 
 from __future__ import annotations
 
-from aws_cdk import Duration
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_kinesis as kinesis
@@ -18,6 +17,7 @@ from .resources import schedule_of
 from .sourcing import DataSourcing
 from .spec import ModelSpec
 from .storage import DataLake
+from .tokens import hours
 from .workflow import notify_and_fail, notify_timeouts, state_machine
 
 
@@ -79,7 +79,7 @@ class DataPreparation(Construct):
             "Workflow",
             definition=workflow,
             key=data_lake.key,
-            timeout=Duration.hours(2),
+            timeout=hours(2),
             comment=f"MDLC {spec.name}: source, check and featurize the day's snapshot",
             notifies=[topic],
         )

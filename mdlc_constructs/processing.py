@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aws_cdk import Aws, Duration, Stack, Token
+from aws_cdk import Aws, Stack, Token
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
@@ -37,6 +37,7 @@ from .sagemaker_access import grant_job_logs, pass_role_statement, sagemaker_rol
 from .spec import ModelSpec
 from .spec.data import ProcessingResources
 from .storage import grant_read_objects
+from .tokens import minutes, seconds
 from .workflow import retry_transient
 
 #: SageMaker's scikit-learn image: Python 3 with NumPy, pandas, PyArrow and
@@ -63,7 +64,7 @@ BOOTSTRAP = (
 #: The .sync integration waits through this EventBridge rule in the account.
 SYNC_RULE = "StepFunctionsGetEventsForSageMakerProcessingJobsRule"
 #: Time to get an instance and pull the image, on top of the job's own limit.
-STARTUP_ALLOWANCE = Duration.minutes(20)
+STARTUP_ALLOWANCE = minutes(20)
 
 
 @dataclass(frozen=True)
@@ -411,7 +412,7 @@ class ProcessingRunner(Construct):
         # States.TaskFailed and is not retried (it would fail the same way).
         job.add_retry(
             errors=["ThrottlingException", "SageMaker.AmazonSageMakerException"],
-            interval=Duration.seconds(30),
+            interval=seconds(30),
             backoff_rate=2.0,
             max_attempts=3,
             jitter_strategy=sfn.JitterType.FULL,
@@ -430,7 +431,7 @@ class ProcessingRunner(Construct):
             additional_iam_statements=self.start_statements(),
             result_selector={"result.$": "States.StringToJson($.Body)"},
             result_path=result_path,
-            task_timeout=sfn.Timeout.duration(Duration.minutes(1)),
+            task_timeout=sfn.Timeout.duration(minutes(1)),
             comment="The job's result: what the Lambda runner would have returned",
         )
         retry_transient(read, errors=("S3.SdkClientException", "S3.InternalErrorException",

@@ -25,6 +25,7 @@ from .functions import python_function
 from .processing import ProcessingRunner, S3Access
 from .spec import ModelSpec
 from .storage import DataLake, grant_read_objects
+from .tokens import minutes, string_at
 from .workflow import invoke
 
 METRICS_NAMESPACE = "MDLC/DataQuality"
@@ -77,7 +78,7 @@ class DataQuality(Construct):
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             },
             memory_size=3008,
-            timeout=Duration.minutes(15),
+            timeout=minutes(15),
             data_layer=True,
         )
         self._grant_runner(self.function)
@@ -195,7 +196,7 @@ class DataQuality(Construct):
                     "previous_prefix": "latest",
                 },
                 result_path="$.data.quality",
-                timeout=Duration.minutes(16),
+                timeout=minutes(16),
                 comment="Check the snapshot against the spec's data quality rules",
             )
         # A Fail, not a notification: the workflow's error boundary notifies
@@ -208,9 +209,9 @@ class DataQuality(Construct):
             # the reader knows what broke without opening the report.
             cause_path=sfn.JsonPath.format(
                 "{} data quality violations, rules {}; report {}",
-                sfn.JsonPath.string_at("$.data.quality.violations"),
+                string_at("$.data.quality.violations"),
                 sfn.JsonPath.json_to_string(sfn.JsonPath.list_at("$.data.quality.failed_rules")),
-                sfn.JsonPath.string_at("$.data.quality.report_uri"),
+                string_at("$.data.quality.report_uri"),
             ),
         )
         gate = sfn.Choice(scope, f"{construct_id}Passed")

@@ -61,6 +61,7 @@ from .sagemaker_access import (
 )
 from .spec import ModelSpec
 from .storage import DataLake, grant_read_objects
+from .tokens import hours, minutes, seconds, string_at
 from .workflow import notify_and_fail, notify_timeouts, retry_transient, state_machine
 
 #: The one production variant (mdlc_core.layout): it never changes between
@@ -103,7 +104,7 @@ FIND_RETRIES = 4
 THROTTLED_CAUSES = ("*Rate exceeded*", "*ThrottlingException*")
 
 #: Time SageMaker needs to provision a fleet before shifting traffic.
-PROVISIONING = Duration.minutes(30)
+PROVISIONING = minutes(30)
 
 
 def _deployment_seconds(spec: ModelSpec) -> int:
@@ -214,7 +215,7 @@ class RealtimeEndpoint(Construct):
             "DeploymentWorkflow",
             definition=self._definition(),
             key=self.key,
-            timeout=Duration.seconds(_deployment_seconds(spec) + 3600),
+            timeout=seconds(_deployment_seconds(spec) + 3600),
             comment=f"Deploy approved versions of {model_package_group_name} to "
             f"{self.endpoint_name}, blue/green, and verify",
             notifies=[self.topic],
@@ -236,7 +237,7 @@ class RealtimeEndpoint(Construct):
                 targets.SfnStateMachine(
                     self.deployment_workflow,
                     retry_attempts=8,
-                    max_event_age=Duration.hours(2),
+                    max_event_age=hours(2),
                 )
             ],
         )
@@ -258,7 +259,7 @@ class RealtimeEndpoint(Construct):
 
     def metric(self, metric_name: str, **props: Any) -> cloudwatch.Metric:
         """A SageMaker metric of this endpoint's variant (``AWS/SageMaker``)."""
-        options = {"period": Duration.minutes(1), "statistic": "Sum", **props}
+        options = {"period": minutes(1), "statistic": "Sum", **props}
         return cloudwatch.Metric(
             namespace="AWS/SageMaker",
             metric_name=metric_name,
@@ -293,7 +294,7 @@ class RealtimeEndpoint(Construct):
                 "errors": self.metric_errors(),
                 "invocations": self.metric_invocations(),
             },
-            period=Duration.minutes(1),
+            period=minutes(1),
             label="5XX error rate",
         )
         errors = cloudwatch.Alarm(
@@ -380,7 +381,7 @@ class RealtimeEndpoint(Construct):
             "ProductionVariants": [
                 {
                     "VariantName": self.variant_name,
-                    "ModelName": sfn.JsonPath.string_at("$.deployment.name"),
+                    "ModelName": string_at("$.deployment.name"),
                     "InstanceType": realtime.instance_type,
                     "InitialInstanceCount": realtime.initial_instance_count,
                     "InitialVariantWeight": 1,
@@ -478,15 +479,15 @@ class RealtimeEndpoint(Construct):
         describe_package = self._sdk(
             "DescribeModelPackage",
             "describeModelPackage",
-            {"ModelPackageName": sfn.JsonPath.string_at("$.detail.ModelPackageArn")},
+            {"ModelPackageName": string_at("$.detail.ModelPackageArn")},
             resources=[self._arn("model-package", f"{self.model_package_group_name}/*")],
             result_selector={
-                "arn": sfn.JsonPath.string_at("$.ModelPackageArn"),
-                "group": sfn.JsonPath.string_at("$.ModelPackageGroupName"),
+                "arn": string_at("$.ModelPackageArn"),
+                "group": string_at("$.ModelPackageGroupName"),
                 "version": sfn.JsonPath.number_at("$.ModelPackageVersion"),
-                "status": sfn.JsonPath.string_at("$.ModelApprovalStatus"),
+                "status": string_at("$.ModelApprovalStatus"),
                 # How the version appears in endpoint configuration names.
-                "tag": sfn.JsonPath.format("v{}", sfn.JsonPath.string_at("$.ModelPackageVersion")),
+                "tag": sfn.JsonPath.format("v{}", string_at("$.ModelPackageVersion")),
             },
             result_path="$.package",
         )
@@ -496,9 +497,9 @@ class RealtimeEndpoint(Construct):
             sfn.JsonPath.format(
                 f"{{}} is {{}} in group {{}}; only Approved versions of "
                 f"{self.model_package_group_name} are deployed",
-                sfn.JsonPath.string_at("$.package.arn"),
-                sfn.JsonPath.string_at("$.package.status"),
-                sfn.JsonPath.string_at("$.package.group"),
+                string_at("$.package.arn"),
+                string_at("$.package.status"),
+                string_at("$.package.group"),
             ),
         )
         # DescribeEndpoint is the existence check: SageMaker answers a missing
@@ -516,8 +517,8 @@ class RealtimeEndpoint(Construct):
             resources=[self.endpoint_arn],
             retry=SDK_THROTTLING,
             result_selector={
-                "status": sfn.JsonPath.string_at("$.EndpointStatus"),
-                "config": sfn.JsonPath.string_at("$.EndpointConfigName"),
+                "status": string_at("$.EndpointStatus"),
+                "config": string_at("$.EndpointConfigName"),
                 # <endpoint>-v<version>-<random>: the version is the second last part.
                 # CDK's JsonPath helpers type ArrayLength as a string: write it out.
                 "version.$": "States.ArrayGetItem(States.StringSplit($.EndpointConfigName, '-'), "
@@ -587,7 +588,7 @@ class RealtimeEndpoint(Construct):
             parameters={
                 "name": sfn.JsonPath.format(
                     f"{self.resource_prefix}{{}}-{{}}",
-                    sfn.JsonPath.string_at("$.package.version"),
+                    string_at("$.package.version"),
                     sfn.JsonPath.array_get_item(
                         sfn.JsonPath.string_split(sfn.JsonPath.uuid(), "-"), 0
                     ),
@@ -599,10 +600,10 @@ class RealtimeEndpoint(Construct):
             "CreateModel",
             "createModel",
             {
-                "ModelName": sfn.JsonPath.string_at("$.deployment.name"),
+                "ModelName": string_at("$.deployment.name"),
                 "ExecutionRoleArn": self.execution_role.role_arn,
                 "PrimaryContainer": {
-                    "ModelPackageName": sfn.JsonPath.string_at("$.package.arn"),
+                    "ModelPackageName": string_at("$.package.arn"),
                 },
                 # The container cannot call out: captured payment data stays put.
                 "EnableNetworkIsolation": True,
@@ -613,7 +614,7 @@ class RealtimeEndpoint(Construct):
             retry=None,
         )
         config_parameters = self.endpoint_config_parameters()
-        config_parameters["EndpointConfigName"] = sfn.JsonPath.string_at("$.deployment.name")
+        config_parameters["EndpointConfigName"] = string_at("$.deployment.name")
         create_config = self._sdk(
             "CreateEndpointConfig",
             "createEndpointConfig",
@@ -626,7 +627,7 @@ class RealtimeEndpoint(Construct):
             "createEndpoint",
             {
                 "EndpointName": self.endpoint_name,
-                "EndpointConfigName": sfn.JsonPath.string_at("$.deployment.name"),
+                "EndpointConfigName": string_at("$.deployment.name"),
                 "Tags": self._tags(),
             },
             resources=[self.endpoint_arn,
@@ -638,7 +639,7 @@ class RealtimeEndpoint(Construct):
             "updateEndpoint",
             {
                 "EndpointName": self.endpoint_name,
-                "EndpointConfigName": sfn.JsonPath.string_at("$.deployment.name"),
+                "EndpointConfigName": string_at("$.deployment.name"),
                 "DeploymentConfig": self.deployment_config(),
                 # Keep the autoscaled instance count and weights; take the new
                 # data capture settings from the new configuration.
@@ -724,7 +725,7 @@ class RealtimeEndpoint(Construct):
         with_reason = sfn.Pass(
             self,
             "ReadFailureReason",
-            parameters={"text": sfn.JsonPath.string_at("$.endpoint.FailureReason")},
+            parameters={"text": string_at("$.endpoint.FailureReason")},
             result_path=reason,
         )
         without_reason = sfn.Pass(
@@ -739,10 +740,10 @@ class RealtimeEndpoint(Construct):
             sfn.JsonPath.format(
                 f"{self.endpoint_name} rolled back: it serves {{}} instead of {{}} "
                 "(model package {}); a rollback alarm fired or the new fleet failed: {}",
-                sfn.JsonPath.string_at("$.endpoint.EndpointConfigName"),
-                sfn.JsonPath.string_at("$.deployment.name"),
-                sfn.JsonPath.string_at("$.package.arn"),
-                sfn.JsonPath.string_at("$.endpoint.reason.text"),
+                string_at("$.endpoint.EndpointConfigName"),
+                string_at("$.deployment.name"),
+                string_at("$.package.arn"),
+                string_at("$.endpoint.reason.text"),
             ),
         )
         failed = self._fail(
@@ -750,11 +751,11 @@ class RealtimeEndpoint(Construct):
             "DeploymentFailed",
             sfn.JsonPath.format(
                 f"{self.endpoint_name} is {{}} serving {{}}, not {{}} (model package {{}}): {{}}",
-                sfn.JsonPath.string_at("$.endpoint.EndpointStatus"),
-                sfn.JsonPath.string_at("$.endpoint.EndpointConfigName"),
-                sfn.JsonPath.string_at("$.deployment.name"),
-                sfn.JsonPath.string_at("$.package.arn"),
-                sfn.JsonPath.string_at("$.endpoint.reason.text"),
+                string_at("$.endpoint.EndpointStatus"),
+                string_at("$.endpoint.EndpointConfigName"),
+                string_at("$.deployment.name"),
+                string_at("$.package.arn"),
+                string_at("$.endpoint.reason.text"),
             ),
         )
         judge = (
@@ -814,14 +815,14 @@ class RealtimeEndpoint(Construct):
                 {
                     "model": self.spec.name,
                     "endpoint": self.endpoint_name,
-                    "model_package": sfn.JsonPath.string_at("$.package.arn"),
+                    "model_package": string_at("$.package.arn"),
                     "version": sfn.JsonPath.number_at("$.package.version"),
-                    "endpoint_config": sfn.JsonPath.string_at("$.deployment.name"),
+                    "endpoint_config": string_at("$.deployment.name"),
                     "execution": sfn.JsonPath.execution_id,
                 }
             ),
             result_path=sfn.JsonPath.DISCARD,
-            task_timeout=sfn.Timeout.duration(Duration.minutes(1)),
+            task_timeout=sfn.Timeout.duration(minutes(1)),
         )
         retry_transient(publish, errors=("SNS.ThrottledException", "SNS.InternalErrorException"))
         return publish.next(sfn.Succeed(self, "Deployed"))
@@ -853,7 +854,7 @@ class RealtimeEndpoint(Construct):
             parameters=parameters,
             result_selector=result_selector,
             result_path=result_path,
-            task_timeout=sfn.Timeout.duration(Duration.minutes(2)),
+            task_timeout=sfn.Timeout.duration(minutes(2)),
         )
         if retry is not None:
             retry_transient(task, errors=tuple(retry))
@@ -875,7 +876,7 @@ class RealtimeEndpoint(Construct):
             iam_resources=["*"],
             parameters=parameters,
             result_path=sfn.JsonPath.DISCARD,
-            task_timeout=sfn.Timeout.duration(Duration.minutes(2)),
+            task_timeout=sfn.Timeout.duration(minutes(2)),
         )
         retry_transient(task, errors=SDK_THROTTLING)
         return task

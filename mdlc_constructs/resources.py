@@ -12,7 +12,7 @@ is only the choice of their secure props, in one place.
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_kms as kms
@@ -21,6 +21,7 @@ from constructs import Construct
 
 from .compliance import acknowledge
 from .spec.schedule import cron_fields
+from .tokens import days
 
 #: Why a dead-letter queue has no dead-letter queue of its own (AwsSolutions-SQS3).
 DEAD_LETTER_REASON = "This queue is itself the dead-letter destination of a stream consumer"
@@ -72,7 +73,7 @@ def encrypted_queue(
         encryption=sqs.QueueEncryption.KMS,
         encryption_master_key=key,
         enforce_ssl=True,
-        retention_period=Duration.days(retention_days),
+        retention_period=days(retention_days),
     )
     acknowledge(queue, "AwsSolutions-SQS3", dead_letter_reason)
     return queue

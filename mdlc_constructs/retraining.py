@@ -14,7 +14,7 @@ ago is not retrained again by the weekly schedule.
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import RemovalPolicy
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -27,6 +27,7 @@ from .functions import python_function
 from .key_grants import grant_send_key, grant_table_key
 from .resources import encrypted_queue, encrypted_table, schedule_of
 from .spec import ModelSpec
+from .tokens import hours, seconds
 
 #: The custom event that requests a re-training (``detail.model`` names the model).
 RETRAIN_DETAIL_TYPE = "MDLC Retrain Requested"
@@ -87,7 +88,7 @@ class Retraining(Construct):
                 "MODEL_NAME": spec.name,
                 "COOLDOWN_HOURS": repr(float(spec.training.cooldown_hours)),
             },
-            timeout=Duration.seconds(30),
+            timeout=seconds(30),
             dead_letter_queue=self.dead_letter_queue,
         )
         self.table.grant(self.function, "dynamodb:PutItem", "dynamodb:DeleteItem")
@@ -103,7 +104,7 @@ class Retraining(Construct):
         )
         self._target_kwargs = {
             "retry_attempts": 2,
-            "max_event_age": Duration.hours(1),
+            "max_event_age": hours(1),
             "dead_letter_queue": self.dead_letter_queue,
         }
         self.schedule_rule: events.Rule | None = None

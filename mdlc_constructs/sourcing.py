@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
@@ -14,6 +13,7 @@ from .compliance import acknowledge_objects
 from .functions import python_function
 from .spec import ModelSpec
 from .storage import DataLake, grant_read_objects
+from .tokens import minutes
 from .workflow import invoke
 
 
@@ -64,7 +64,7 @@ class DataSourcing(Construct):
                 "MODEL_NAME": spec.name,
             },
             memory_size=1024,
-            timeout=Duration.minutes(10),
+            timeout=minutes(10),
             data_layer=True,
         )
         # Snapshots of this model only: earlier days' manifests are read to
@@ -110,6 +110,6 @@ class DataSourcing(Construct):
             construct_id,
             self.function,
             result_path="$.data.snapshot",
-            timeout=Duration.minutes(11),
+            timeout=minutes(11),
             comment="Build (or return) the immutable snapshot of the day",
         )

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aws_cdk import Annotations, ArnFormat, Duration, RemovalPolicy, Stack
+from aws_cdk import Annotations, ArnFormat, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
@@ -24,6 +24,7 @@ from constructs import Construct
 from mdlc_core.layout import Layout
 
 from .compliance import acknowledge_all
+from .tokens import days
 
 
 def scored_predictions_pattern(model: str) -> str:
@@ -60,10 +61,24 @@ def list_statement(bucket: s3.IBucket, patterns: Sequence[str]) -> iam.PolicySta
     )
 
 
+#: id(bucket) -> (bucket, its ARN token, its key): each read of a jsii property is
+#: a round trip, and a model stack grants on the same few buckets ~30 times.
+_BUCKETS: dict[int, tuple[s3.IBucket, str, kms.IKey | None]] = {}
+
+
+def _bucket_facts(bucket: s3.IBucket) -> tuple[str, kms.IKey | None]:
+    cached = _BUCKETS.get(id(bucket))
+    if cached is None or cached[0] is not bucket:
+        cached = (bucket, bucket.bucket_arn, bucket.encryption_key)
+        _BUCKETS[id(bucket)] = cached
+    return cached[1], cached[2]
+
+
 def grant_list(bucket: s3.IBucket, grantee: iam.IGrantable, pattern: str) -> iam.Grant:
     """Let ``grantee`` list ``bucket`` under ``pattern``'s prefix only."""
+    arn, _ = _bucket_facts(bucket)
     return iam.Grant.add_to_principal_or_resource(
-        grantee=grantee, actions=["s3:ListBucket"], resource_arns=[bucket.bucket_arn],
+        grantee=grantee, actions=["s3:ListBucket"], resource_arns=[arn],
         resource=bucket, conditions=list_conditions([pattern]),
     )
 
@@ -73,17 +88,18 @@ def grant_read_objects(bucket: s3.IBucket, grantee: iam.IGrantable, pattern: str
     ``pattern``'s prefix: ``s3:GetObject*`` on the objects, ``s3:GetBucket*`` on
     the bucket, ``s3:ListBucket`` under the prefix, and decrypting with the
     bucket's key."""
+    arn, key = _bucket_facts(bucket)
     iam.Grant.add_to_principal_or_resource(
-        grantee=grantee, actions=["s3:GetObject*"],
-        resource_arns=[bucket.arn_for_objects(pattern)], resource=bucket,
-    )
-    iam.Grant.add_to_principal_or_resource(
-        grantee=grantee, actions=["s3:GetBucket*"], resource_arns=[bucket.bucket_arn],
+        # What IBucket.arn_for_objects returns: the ARN, "/", the pattern.
+        grantee=grantee, actions=["s3:GetObject*"], resource_arns=[f"{arn}/{pattern}"],
         resource=bucket,
     )
+    iam.Grant.add_to_principal_or_resource(
+        grantee=grantee, actions=["s3:GetBucket*"], resource_arns=[arn], resource=bucket,
+    )
     grant_list(bucket, grantee, pattern)
-    if bucket.encryption_key is not None:
-        bucket.encryption_key.grant(grantee, "kms:Decrypt", "kms:DescribeKey")
+    if key is not None:
+        key.grant(grantee, "kms:Decrypt", "kms:DescribeKey")
 
 
 def grant_read_write_objects(bucket: s3.IBucket, grantee: iam.IGrantable, pattern: str) -> None:
@@ -93,9 +109,10 @@ def grant_read_write_objects(bucket: s3.IBucket, grantee: iam.IGrantable, patter
     the parts of their multipart uploads."""
     grant_read_objects(bucket, grantee, pattern)
     bucket.grant_put(grantee, pattern)
+    arn, _ = _bucket_facts(bucket)
     iam.Grant.add_to_principal_or_resource(
         grantee=grantee, actions=["s3:DeleteObject*", "s3:ListMultipartUploadParts"],
-        resource_arns=[bucket.arn_for_objects(pattern)], resource=bucket,
+        resource_arns=[f"{arn}/{pattern}"], resource=bucket,
     )
 
 
@@ -285,15 +302,15 @@ class DataLake(Construct):
                     storage_class=s3.StorageClass.INTELLIGENT_TIERING
                     if o.intelligent_tiering
                     else s3.StorageClass.INFREQUENT_ACCESS,
-                    transition_after=Duration.days(o.transition_to_infrequent_access_days),
+                    transition_after=days(o.transition_to_infrequent_access_days),
                 )
             )
         return [
             s3.LifecycleRule(
                 id="noncurrent-versions",
-                noncurrent_version_expiration=Duration.days(o.noncurrent_version_expiration_days),
+                noncurrent_version_expiration=days(o.noncurrent_version_expiration_days),
                 noncurrent_versions_to_retain=o.noncurrent_versions_to_retain,
-                abort_incomplete_multipart_upload_after=Duration.days(7),
+                abort_incomplete_multipart_upload_after=days(7),
                 transitions=transitions or None,
             )
         ]

@@ -56,6 +56,7 @@ from .sagemaker_access import (
 )
 from .spec import ModelSpec
 from .storage import DataLake, grant_read_objects, grant_read_write_objects
+from .tokens import minutes, seconds, string_at
 from .workflow import invoke, notify_and_fail, notify_timeouts, retry_transient, state_machine
 
 #: Data preparation: a chain that leaves ``$.data`` (snapshot, quality, features).
@@ -210,7 +211,7 @@ class TrainingWorkflow(Construct):
                 "CODE_VERSION": code_version(self),
             },
             memory_size=2048,
-            timeout=Duration.minutes(10),
+            timeout=minutes(10),
             data_layer=True,
         )
         layout = Layout(model)
@@ -252,7 +253,7 @@ class TrainingWorkflow(Construct):
                     "execution": sfn.JsonPath.execution_id,
                 },
                 result_path="$.training",
-                timeout=Duration.minutes(11),
+                timeout=minutes(11),
                 comment="Run parameters (input over spec) and train/validation channels",
             )
         )
@@ -325,7 +326,7 @@ class TrainingWorkflow(Construct):
         )
         train.add_retry(
             errors=list(SAGEMAKER_TRANSIENT),
-            interval=Duration.seconds(15),
+            interval=seconds(15),
             backoff_rate=2.0,
             max_attempts=3,
             jitter_strategy=sfn.JitterType.FULL,
@@ -414,20 +415,20 @@ class TrainingWorkflow(Construct):
 
     def build_registration(self) -> sfn.IChainable:
         """Register a version in the model package group; leaves ``$.registration``."""
-        model_data = sfn.JsonPath.string_at("$.job.ModelArtifacts.S3ModelArtifacts")
+        model_data = string_at("$.job.ModelArtifacts.S3ModelArtifacts")
         parameters: dict[str, Any] = {
             "ModelPackageGroupName": self.model_package_group_name,
             "ModelPackageDescription": sfn.JsonPath.format(
                 f"{self.spec.name} trained by {{}} on data of {{}}",
-                sfn.JsonPath.string_at("$.job.TrainingJobName"),
-                sfn.JsonPath.string_at("$.training.lineage.dataset_date"),
+                string_at("$.job.TrainingJobName"),
+                string_at("$.training.lineage.dataset_date"),
             ),
             "ModelApprovalStatus": APPROVAL_STATUS[self.training.approval],
             # Idempotent: a retried call returns the version the first one made.
-            "ClientToken": sfn.JsonPath.string_at("$.training.client_token"),
+            "ClientToken": string_at("$.training.client_token"),
             "CustomerMetadataProperties": self.lineage_properties(),
             "MetadataProperties": {
-                "CommitId": sfn.JsonPath.string_at("$.training.lineage.code_version"),
+                "CommitId": string_at("$.training.lineage.code_version"),
                 "GeneratedBy": sfn.JsonPath.execution_id,
                 "ProjectId": self.spec.name,
             },
@@ -459,9 +460,9 @@ class TrainingWorkflow(Construct):
                 ),
             ],
             parameters=parameters,
-            result_selector={"model_package_arn": sfn.JsonPath.string_at("$.ModelPackageArn")},
+            result_selector={"model_package_arn": string_at("$.ModelPackageArn")},
             result_path="$.registration",
-            task_timeout=sfn.Timeout.duration(Duration.minutes(2)),
+            task_timeout=sfn.Timeout.duration(minutes(2)),
             comment=f"Version of {self.model_package_group_name}, "
             f"{APPROVAL_STATUS[self.training.approval]}",
         )
@@ -480,35 +481,35 @@ class TrainingWorkflow(Construct):
         lineage = "$.training.lineage"
         return {
             "mdlc:model": self.spec.name,
-            "mdlc:dataset-date": sfn.JsonPath.string_at(f"{lineage}.dataset_date"),
-            "mdlc:dataset-snapshot": sfn.JsonPath.string_at(f"{lineage}.dataset_snapshot"),
-            "mdlc:dataset-manifest": sfn.JsonPath.string_at(f"{lineage}.dataset_manifest"),
-            "mdlc:dataset-content-hash": sfn.JsonPath.string_at(
+            "mdlc:dataset-date": string_at(f"{lineage}.dataset_date"),
+            "mdlc:dataset-snapshot": string_at(f"{lineage}.dataset_snapshot"),
+            "mdlc:dataset-manifest": string_at(f"{lineage}.dataset_manifest"),
+            "mdlc:dataset-content-hash": string_at(
                 f"{lineage}.dataset_content_hash"
             ),
-            "mdlc:feature-snapshot": sfn.JsonPath.string_at(f"{lineage}.feature_snapshot"),
-            "mdlc:training-job": sfn.JsonPath.string_at("$.job.TrainingJobName"),
-            "mdlc:evaluation-metric": sfn.JsonPath.string_at("$.evaluation.metric"),
+            "mdlc:feature-snapshot": string_at(f"{lineage}.feature_snapshot"),
+            "mdlc:training-job": string_at("$.job.TrainingJobName"),
+            "mdlc:evaluation-metric": string_at("$.evaluation.metric"),
             "mdlc:evaluation-value": sfn.JsonPath.format(
-                "{}", sfn.JsonPath.string_at("$.evaluation.value")
+                "{}", string_at("$.evaluation.value")
             ),
             "mdlc:evaluation-threshold": sfn.JsonPath.format(
-                "{}", sfn.JsonPath.string_at("$.training.parameters.threshold")
+                "{}", string_at("$.training.parameters.threshold")
             ),
-            "mdlc:code-version": sfn.JsonPath.string_at(f"{lineage}.code_version"),
+            "mdlc:code-version": string_at(f"{lineage}.code_version"),
             "mdlc:execution": sfn.JsonPath.execution_id,
         }
 
     def training_timeout(self) -> Duration:
         """The training task's timeout: the job's own limit plus provisioning time."""
         t = self.training
-        minutes = t.spot.max_wait_minutes if t.spot.enabled else t.max_runtime_minutes
-        return Duration.minutes(minutes + 30)
+        limit = t.spot.max_wait_minutes if t.spot.enabled else t.max_runtime_minutes
+        return minutes(limit + 30)
 
     def machine_timeout(self) -> Duration:
         """The whole run: data preparation, image build, training, registration."""
         build = 60 if self.algorithm.build_project is not None else 0
-        return Duration.minutes(int(self.training_timeout().to_minutes()) + 90 + build)
+        return minutes(int(self.training_timeout().to_minutes()) + 90 + build)
 
     # -- public API -----------------------------------------------------------------
 
@@ -539,15 +540,15 @@ class TrainingWorkflow(Construct):
             message=sfn.TaskInput.from_object(
                 {
                     "model": name,
-                    "model_package": sfn.JsonPath.string_at("$.registration.model_package_arn"),
+                    "model_package": string_at("$.registration.model_package_arn"),
                     "approval": APPROVAL_STATUS[self.training.approval],
-                    "metric": sfn.JsonPath.string_at("$.evaluation.metric"),
+                    "metric": string_at("$.evaluation.metric"),
                     "value": sfn.JsonPath.number_at("$.evaluation.value"),
                     "execution": sfn.JsonPath.execution_id,
                 }
             ),
             result_path=sfn.JsonPath.DISCARD,
-            task_timeout=sfn.Timeout.duration(Duration.minutes(1)),
+            task_timeout=sfn.Timeout.duration(minutes(1)),
         )
         self.catch(notify_registered)
         passed = sfn.Chain.start(self.build_registration()).next(notify_registered).next(
@@ -562,16 +563,16 @@ class TrainingWorkflow(Construct):
                 {
                     "model": name,
                     "result": "below threshold",
-                    "metric": sfn.JsonPath.string_at("$.evaluation.metric"),
+                    "metric": string_at("$.evaluation.metric"),
                     "value": sfn.JsonPath.number_at("$.evaluation.value"),
                     "threshold": sfn.JsonPath.number_at("$.training.parameters.threshold"),
                     "goal": self.training.evaluation.goal,
-                    "training_job": sfn.JsonPath.string_at("$.job.TrainingJobName"),
+                    "training_job": string_at("$.job.TrainingJobName"),
                     "execution": sfn.JsonPath.execution_id,
                 }
             ),
             result_path=sfn.JsonPath.DISCARD,
-            task_timeout=sfn.Timeout.duration(Duration.minutes(1)),
+            task_timeout=sfn.Timeout.duration(minutes(1)),
         )
         self.catch(notify_below)
         failed = notify_below.next(

@@ -27,6 +27,7 @@ from constructs import Construct
 
 from .compliance import acknowledge, acknowledge_all, resource_token
 from .key_grants import grant_publish_key
+from .tokens import minutes, seconds, string_at
 
 #: Step Functions' limit on a state machine's name.
 MAX_STATE_MACHINE_NAME = 80
@@ -52,7 +53,7 @@ def retry_transient(
     """
     state.add_retry(
         errors=list(errors),
-        interval=Duration.seconds(2),
+        interval=seconds(2),
         backoff_rate=2.0,
         max_attempts=attempts,
         jitter_strategy=sfn.JitterType.FULL,
@@ -118,12 +119,12 @@ def notify_and_fail(
             {
                 "subject": subject,
                 "execution": sfn.JsonPath.execution_id,
-                "error": sfn.JsonPath.string_at("$.error.Error"),
-                "cause": sfn.JsonPath.string_at("$.error.Cause"),
+                "error": string_at("$.error.Error"),
+                "cause": string_at("$.error.Cause"),
             }
         ),
         result_path=sfn.JsonPath.DISCARD,
-        task_timeout=sfn.Timeout.duration(Duration.minutes(1)),
+        task_timeout=sfn.Timeout.duration(minutes(1)),
     )
     retry_transient(
         publish,

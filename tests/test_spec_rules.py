@@ -165,11 +165,13 @@ RAISES: dict[str, dict[str, list[Spec | NotSpec]]] = {
         "PipelineConfig.from_mapping": [NotSpec(CONTEXT)] * 3,
         "PipelineConfig.from_context": [NotSpec(CONTEXT)] * 2,
         "MdlcPipelineStack._check_cross_account": [NotSpec(CONTEXT)],
+        "build": [NotSpec("the mdlc:only context given to a pipeline, not a model spec")],
     },
     "platform": {
         "shared_network": [NotSpec("across the specs of one shared platform "
                                    "(build_app(shared_platform=True)); each spec alone is valid")],
-        "build_app": [NotSpec("a models folder without any spec")],
+        "build_app": [NotSpec("a models folder without any spec"),
+                      NotSpec("the mdlc:only context naming a model without a spec")],
     },
     "processing": {
         "ProcessingRunner.__init__": [NotSpec(ARGUMENT)] * 2,
