@@ -372,13 +372,20 @@ def test_typed_parquet_is_scanned_by_duckdb_not_loaded(tmp_path: Path) -> None:
 
 def test_nan_in_scanned_parquet_is_in_the_sample(tmp_path: Path) -> None:
     """DuckDB's Parquet statistics leave NaN out; the engine must not prune by them."""
-    table = pa.table({"order_id": ["a", "b"], "order_amount": pa.array([float("nan"), 1.0])})
-    pq.write_table(table, tmp_path / "nan.parquet")
     columns = [{"name": "order_id", "type": "string"}, {"name": "order_amount", "type": "float"}]
-    spec = {**spec_with({"kind": "range", "column": "order_amount", "min": 0, "max": 5}),
+    spec = {**spec_with({"kind": "range", "column": "order_amount", "min": 0, "max": 5},
+                        {"kind": "range", "column": "order_amount", "id": "unbounded"}),
             "data": {**SPEC["data"], "columns": columns}}
-    scanned = sql_quality.check(spec, tmp_path / "nan.parquet", snapshot_date=DAY)
-    assert scanned["rules"][0]["sample"] == [{"order_id": "a", "row": 0, "value": "nan"}]
+    for values, nan_row in (([float("nan"), 1.0], 0), ([-0.0, None, float("nan")], 2)):
+        table = pa.table({"order_id": [f"o{i}" for i in range(len(values))],
+                          "order_amount": pa.array(values, pa.float64())})
+        pq.write_table(table, tmp_path / "nan.parquet")
+        scanned = sql_quality.check(spec, tmp_path / "nan.parquet", snapshot_date=DAY)
+        ours = quality.check(table, spec, snapshot_date=DAY)
+        scanned.pop("checked_at"), ours.pop("checked_at")
+        assert scanned == ours
+        assert scanned["rules"][0]["sample"] == [
+            {"order_id": f"o{nan_row}", "row": nan_row, "value": "nan"}]
 
 
 def test_parquet_of_other_types_goes_through_the_reader(tmp_path: Path) -> None:

@@ -65,6 +65,10 @@ class Inputs:
     snapshot_date: date
     previous_types: Mapping[str, pa.DataType] | None = None
     previous_date: date | None = None
+    #: Count a single key's distinct values with COUNT(DISTINCT) in the fused
+    #: scan (fast), or by GROUP BY (spills past the memory limit where the
+    #: engine's optimizers that would let COUNT(DISTINCT) spill are off).
+    scan_distinct: bool = True
 
 
 #: Runs one of a rule's detail queries by name, returning its rows.
@@ -381,7 +385,7 @@ def _unique(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
 
     scan: dict[str, exp.Expression] = {}
     queries: dict[str, exp.Select] = {}
-    if len(keys) == 1:
+    if len(keys) == 1 and inputs.scan_distinct:
         # One key: a distinct count in the shared scan, as one would write it.
         scan = {"rows": exp.func("COUNT", keys[0]),
                 "distinct_keys": exp.Count(this=exp.Distinct(expressions=[keys[0]]))}
