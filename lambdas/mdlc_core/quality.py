@@ -72,20 +72,43 @@ def check(
             if name not in table.column_names:
                 raise RuleError(f"rule {rule_id(rule)}: the data has no column {name!r}")
         results.append(_CHECKS[rule["kind"]](context, rule))
+    return report(
+        spec_config, results, rows=table.num_rows, snapshot_date=snapshot_date,
+        previous_date=previous_date if previous is not None else None,
+        source=source, previous_source=previous_source if previous is not None else None,
+    )
+
+
+def consistency_days(rule: Mapping[str, Any], snapshot_date: date,
+                     previous_date: date | None) -> int:
+    """Days between the previous snapshot and this one, for a consistency rule;
+    a previous snapshot that is not older fails the rule's run (every engine)."""
+    days = (snapshot_date - previous_date).days if previous_date else 0
+    if days <= 0:
+        raise RuleError(
+            f"rule {rule_id(rule)}: the previous snapshot ({previous_date}) must be "
+            f"older than this one ({snapshot_date})"
+        )
+    return days
+
+
+def report(spec_config: Mapping[str, Any], results: list[dict[str, Any]], *, rows: int,
+           snapshot_date: date, previous_date: date | None, source: str | None,
+           previous_source: str | None) -> Report:
+    """The report around the rule results: one format for every engine
+    (``mdlc_core.sql.quality`` builds the same)."""
     failed = [r for r in results if r["status"] == "fail"]
     return {
         "report_version": REPORT_VERSION,
         "model": spec_config.get("name"),
         "snapshot_date": snapshot_date.isoformat(),
-        "previous_date": (
-            previous_date.isoformat() if previous is not None and previous_date else None
-        ),
+        "previous_date": previous_date.isoformat() if previous_date else None,
         "source": source,
-        "previous_source": previous_source if previous is not None else None,
-        "runner": quality.get("runner", "embedded"),
+        "previous_source": previous_source,
+        "runner": spec_config["quality"].get("runner", "embedded"),
         "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "summary": {
-            "rows": table.num_rows,
+            "rows": rows,
             "rules": len(results),
             "failed": len(failed),
             "skipped": sum(r["status"] == "skipped" for r in results),
@@ -366,12 +389,7 @@ def _consistency(context: _Context, rule: Mapping[str, Any]) -> RuleResult:
     for column in (name, entity):
         if column not in context.previous.column_names:
             raise RuleError(f"rule {rule_id(rule)}: the previous snapshot has no column {column!r}")
-    days = (context.snapshot_date - context.previous_date).days
-    if days <= 0:
-        raise RuleError(
-            f"rule {rule_id(rule)}: the previous snapshot ({context.previous_date}) must be "
-            f"older than this one ({context.snapshot_date})"
-        )
+    days = consistency_days(rule, context.snapshot_date, context.previous_date)
     step = days if change == "days" else 0
     expected.update(days_between=days, step=step)
     current = _per_entity(context.table, entity, name, "cur")

@@ -23,7 +23,7 @@ import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlglot import exp
 
+from .. import quality as embedded
 from .. import tabular
-from ..quality import REPORT_VERSION, Report
+from ..quality import Report
 from . import rules as compiled
 from .rules import PREVIOUS, ROW, SNAPSHOT, UNPARSEABLE, Inputs
 
@@ -305,26 +306,9 @@ def _report(spec_config: Mapping[str, Any], results: list[dict[str, Any]], rows:
             snapshot_date: date, previous_date: date | None, source: str | None,
             previous_source: str | None) -> Report:
     """The envelope :func:`mdlc_core.quality.check` puts around its rule results."""
-    failed = [r for r in results if r["status"] == "fail"]
-    return {
-        "report_version": REPORT_VERSION,
-        "model": spec_config.get("name"),
-        "snapshot_date": snapshot_date.isoformat(),
-        "previous_date": previous_date.isoformat() if previous_date else None,
-        "source": source,
-        "previous_source": previous_source,
-        "runner": spec_config["quality"].get("runner", "embedded"),
-        "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "summary": {
-            "rows": rows,
-            "rules": len(results),
-            "failed": len(failed),
-            "skipped": sum(r["status"] == "skipped" for r in results),
-            "violations": sum(r["violations"] for r in results),
-            "passed": not failed,
-        },
-        "rules": results,
-    }
+    return embedded.report(spec_config, results, rows=rows, snapshot_date=snapshot_date,
+                           previous_date=previous_date, source=source,
+                           previous_source=previous_source)
 
 
 __all__ = ["DEFAULT_MEMORY_LIMIT", "ENGINES", "ParquetFiles", "Plan", "check", "connect",

@@ -39,7 +39,7 @@ import pyarrow as pa
 from sqlglot import exp, select
 
 from .. import quality as embedded
-from ..quality import RuleError, RuleResult, rule_id
+from ..quality import RuleError, RuleResult, consistency_days, rule_id
 from ..tabular import _FALSE, _FLOAT, _INT, _TRUE, ARROW_TYPES, Unparseable
 
 #: The column holding each row's position in its snapshot as read.
@@ -491,12 +491,7 @@ def _consistency(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
     for column in (name, entity):
         if column not in inputs.previous_types:
             raise RuleError(f"rule {rule_id(rule)}: the previous snapshot has no column {column!r}")
-    days = (inputs.snapshot_date - inputs.previous_date).days
-    if days <= 0:
-        raise RuleError(
-            f"rule {rule_id(rule)}: the previous snapshot ({inputs.previous_date}) must be "
-            f"older than this one ({inputs.snapshot_date})"
-        )
+    days = consistency_days(rule, inputs.snapshot_date, inputs.previous_date)
     step = days if change == "days" else 0
     expected.update(days_between=days, step=step)
 
