@@ -13,7 +13,7 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: simulate synth test install lint cfn-lint bench clean test-lowest test-newest
+.PHONY: simulate synth test install lint cfn-lint bench clean test-lowest test-newest test-spark
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +83,13 @@ test-newest: build/venv-newest/bin/python
 
 lint: install
 	$(BIN)/ruff check .
+
+## The SQL quality engine's Spark rendering run on local PySpark (needs a Java
+## runtime on the machine): the same report as DuckDB's (docs/engines.md).
+## Not in make test: PySpark is not a dependency and Spark takes ~20 s to start.
+test-spark: install
+	$(BIN)/pip install --quiet 'pyspark>=3.5'
+	MDLC_TEST_SPARK=1 $(BIN)/python -m pytest -q tests/test_sql_quality.py -k pyspark
 
 ## cfn-lint every documented configuration (self-contained stacks, the shared
 ## platform, the two-stage pipeline of docs/pipeline.md), synthesized afresh:
