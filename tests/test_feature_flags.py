@@ -128,8 +128,8 @@ def test_cdk_synth_of_the_example_prints_nothing_but_its_result(tmp_path, shared
     logs nothing, and on a shared platform (weak references, exports kept) the
     example app acknowledges aws-cdk-lib's "both is transitional" reminder."""
     cli = ROOT / ".cdk-cli" / "node_modules" / ".bin" / "cdk"
-    if not cli.exists():
-        pytest.skip(f"the pinned CDK CLI is not installed at {cli}: run `make install`")
+    # make test installs it: a missing CLI is a broken install, never a pass.
+    assert cli.exists(), f"the pinned CDK CLI is not installed at {cli}: run `make install`"
     env = {**os.environ, "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
            "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"}
     out = tmp_path / "cdk.out"

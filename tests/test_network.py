@@ -118,7 +118,8 @@ def test_every_sagemaker_job_and_model_names_the_network(created):
 
 
 def _definition(machine: dict) -> dict:
-    """A state machine's definition, its tokens (Fn::Join parts) as placeholders."""
+    """A state machine's definition as JSON, each CloudFormation token of its
+    Fn::Join (an ARN, a name) written as the text TOKEN."""
     body = machine["Properties"]["DefinitionString"]
     if isinstance(body, dict):
         body = "".join(p if isinstance(p, str) else "TOKEN" for p in body["Fn::Join"][1])

@@ -212,8 +212,8 @@ def team(built_wheel, tmp_path_factory):
     """A fresh environment with the wheel and its [testing] extra, and three
     copies of a ``cdk init`` app synthesized from it: cdk.json without any
     context, as ``cdk init`` wrote it, and with the library's tested flags."""
-    if not CDK_CLI.exists():
-        pytest.skip(f"the pinned CDK CLI is not installed at {CDK_CLI}: run `make install`")
+    # make test installs it: a missing CLI is a broken install, never a pass.
+    assert CDK_CLI.exists(), f"the pinned CDK CLI is not installed at {CDK_CLI}: run `make install`"
     base = tmp_path_factory.mktemp("team")
     venv, app = base / "venv", base / "init"
     python = venv / "bin" / "python"

@@ -235,18 +235,17 @@ def _uncastable(values: list[Any], declared: str) -> list[Any]:
     import pyarrow as pa
 
     type_ = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}[declared]
-    failures = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
-    try:
-        pa.array(values).cast(type_)
-        return []
-    except failures:
-        pass
-    wrong = []
-    for value in values:
+
+    def casts(items: list[Any]) -> bool:
         try:
-            pa.array([value]).cast(type_)
-        except failures:
-            wrong.append(value)
+            pa.array(items).cast(type_)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            return False
+        return True
+
+    if casts(values):
+        return []
+    wrong = [value for value in values if not casts([value])]
     return wrong or values  # each casts alone, but not the mixed list
 
 
