@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -112,12 +113,13 @@ def batched_acknowledgments() -> Iterator[None]:
 # records the finding in those forms.
 
 _REFERENCE = re.compile(r"<([A-Za-z0-9]+)(?:\.([A-Za-z0-9.]+))?>")
-#: Logical id -> (stage, stack) of each element resource_token() named. Kept as
-#: plain Python objects so matching costs no jsii round trip per acknowledgment.
+#: Logical id -> the stacks owning an element resource_token() named, by stage.
+#: Kept as plain Python objects so matching costs no jsii round trip per
+#: acknowledgment, and weakly, so a finished app (a test's) is not kept alive.
 #: A stack references only stacks of its own stage (its app, or one pipeline
 #: stage's copy of the platform): the stage tells Staging's platform from
 #: Production's, which share every logical id.
-_NAMED: dict[str, list[tuple[object, Stack]]] = {}
+_NAMED: dict[str, weakref.WeakKeyDictionary[Stack, object]] = {}
 
 
 def _variants(scope: IConstruct, rule: str, stack_of_scope: list[Stack]) -> list[str]:
@@ -125,7 +127,8 @@ def _variants(scope: IConstruct, rule: str, stack_of_scope: list[Stack]) -> list
         return [rule]
     if not stack_of_scope:
         stack_of_scope.append(Stack.of(scope))
-    stack = _facts(stack_of_scope[0])
+    own = stack_of_scope[0]
+    stack = _facts(own)
     variants = [rule]
     literal = rule
     for pseudo, value in (("<AWS::Region>", stack.region), ("<AWS::AccountId>", stack.account)):
@@ -145,8 +148,8 @@ def _variants(scope: IConstruct, rule: str, stack_of_scope: list[Stack]) -> list
             producer = next(
                 (
                     owner
-                    for owner_stage, owner in _NAMED.get(logical_id, [])
-                    if owner is not stack.stack and owner_stage is stack.stage
+                    for owner, owner_stage in list(_NAMED.get(logical_id, {}).items())
+                    if owner is not own and owner_stage is stack.stage
                 ),
                 None,
             )
@@ -165,7 +168,6 @@ def _variants(scope: IConstruct, rule: str, stack_of_scope: list[Stack]) -> list
 class _StackFacts:
     """What acknowledgments read of a stack, read once: each read is a jsii call."""
 
-    stack: Stack
     stage: object
     name: str
     region: str | None  # None while a token (an environment-agnostic stack)
@@ -176,23 +178,23 @@ class _StackFacts:
     partition: str | None
 
 
-#: id(stack) -> its facts; the facts hold the stack, so the id is never reused.
-_STACK_FACTS: dict[int, _StackFacts] = {}
+#: Each stack's facts, for as long as the stack lives.
+_STACK_FACTS: weakref.WeakKeyDictionary[Stack, _StackFacts] = weakref.WeakKeyDictionary()
 
 
 def _facts(stack: Stack) -> _StackFacts:
-    facts = _STACK_FACTS.get(id(stack))
-    if facts is None or facts.stack is not stack:
+    facts = _STACK_FACTS.get(stack)
+    if facts is None:
         region, account = stack.region, stack.account
         known = not Token.is_unresolved(region)
         info = RegionInfo.get(region) if known else None
         facts = _StackFacts(
-            stack=stack, stage=Stage.of(stack), name=stack.stack_name,
+            stage=Stage.of(stack), name=stack.stack_name,
             region=region if known else None,
             account=None if Token.is_unresolved(account) else account,
             partition=info.partition if info is not None and info.partition else None,
         )
-        _STACK_FACTS[id(stack)] = facts
+        _STACK_FACTS[stack] = facts
     return facts
 
 
@@ -300,24 +302,24 @@ def resource_token(resource: IConstruct, attribute: str = "Arn") -> str:
     ``acknowledge`` turns it into the export's name when the finding is in
     another stack than ``resource``.
     """
-    cached = _TOKENS.get(id(resource))
-    if cached is not None and cached[0] is resource:
-        return f"<{cached[1]}.{attribute}>"
+    cached = _TOKENS.get(resource)
+    if cached is not None:
+        return f"<{cached}.{attribute}>"
     element = resource if isinstance(resource, CfnElement) else resource.node.default_child
     if not isinstance(element, CfnElement):
         raise ValueError(f"{resource.node.path} has no CloudFormation resource of its own")
     owner = Stack.of(element)
     logical_id = owner.get_logical_id(element)
-    named = _NAMED.setdefault(logical_id, [])
-    if not any(stack is owner for _, stack in named):
-        named.append((_facts(owner).stage, owner))
-    _TOKENS[id(resource)] = (resource, logical_id)
+    named = _NAMED.setdefault(logical_id, weakref.WeakKeyDictionary())
+    if owner not in named:
+        named[owner] = _facts(owner).stage
+    _TOKENS[resource] = logical_id
     return f"<{logical_id}.{attribute}>"
 
 
-#: id(resource) -> (resource, logical id) of every resource_token(); holding the
-#: resource keeps its id unique. A logical id is fixed once the element exists.
-_TOKENS: dict[int, tuple[IConstruct, str]] = {}
+#: The logical id of every resource resource_token() named, while it lives. A
+#: logical id is fixed once the element exists.
+_TOKENS: weakref.WeakKeyDictionary[IConstruct, str] = weakref.WeakKeyDictionary()
 
 
 def acknowledge_objects(scope: IConstruct, bucket: IConstruct, pattern: str, reason: str) -> None:

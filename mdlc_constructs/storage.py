@@ -13,6 +13,7 @@ names a prefix inside what they read.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -61,17 +62,18 @@ def list_statement(bucket: s3.IBucket, patterns: Sequence[str]) -> iam.PolicySta
     )
 
 
-#: id(bucket) -> (bucket, its ARN token, its key): each read of a jsii property is
-#: a round trip, and a model stack grants on the same few buckets ~30 times.
-_BUCKETS: dict[int, tuple[s3.IBucket, str, kms.IKey | None]] = {}
+#: Each bucket's ARN token and key, while the bucket lives: each read of a jsii
+#: property is a round trip, and a model stack grants on the same few buckets
+#: about 30 times.
+_BUCKETS: weakref.WeakKeyDictionary[s3.IBucket, tuple[str, kms.IKey | None]] = (
+    weakref.WeakKeyDictionary())
 
 
 def _bucket_facts(bucket: s3.IBucket) -> tuple[str, kms.IKey | None]:
-    cached = _BUCKETS.get(id(bucket))
-    if cached is None or cached[0] is not bucket:
-        cached = (bucket, bucket.bucket_arn, bucket.encryption_key)
-        _BUCKETS[id(bucket)] = cached
-    return cached[1], cached[2]
+    cached = _BUCKETS.get(bucket)
+    if cached is None:
+        cached = _BUCKETS[bucket] = (bucket.bucket_arn, bucket.encryption_key)
+    return cached
 
 
 def grant_list(bucket: s3.IBucket, grantee: iam.IGrantable, pattern: str) -> iam.Grant:
