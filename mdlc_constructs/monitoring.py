@@ -46,7 +46,7 @@ from .workflow import notify_and_fail, notify_timeouts, state_machine
 #: Where the job writes ``dt=<date>/report.json`` (in the artifacts bucket).
 REPORT_PREFIX = "monitoring"
 #: Where the scored training snapshot the open loop compares with is expected
-#: by default (in the artifacts bucket): ``baselines/<model>/``.
+#: by default (in the artifacts bucket): ``baselines/<model>/`` (mdlc_core.layout).
 BASELINE_PREFIX = "baselines"
 #: CloudWatch's longest alarm evaluation range for periods of an hour or more.
 MAX_EVALUATION_RANGE = days(7)
@@ -195,7 +195,7 @@ class ModelMonitoring(Construct):
         self.labels_bucket: s3.IBucket = labels_bucket or data_lake.predictions
         self.labels_prefix = _prefix(labels_prefix or Layout(spec.name).labels, "labels_prefix")
         self.baseline_bucket: s3.IBucket = baseline_bucket or data_lake.artifacts
-        self.baseline_key = baseline_key or f"{BASELINE_PREFIX}/{spec.name}/"
+        self.baseline_key = baseline_key or Layout(spec.name).baselines
         if self.baseline_key.startswith("/"):
             raise ValueError(f"baseline_key must be a key, not {self.baseline_key!r}")
         lag = closed_loop_lag_days
@@ -558,7 +558,7 @@ class ModelMonitoring(Construct):
              "This model's labels, one folder per event date"),
             (self.baseline_bucket, baseline, "This model's baseline (scored training snapshot)"),
         ]  # fmt: skip
-        return reads, f"{REPORT_PREFIX}/{spec.name}/*"
+        return reads, Layout.everything(Layout(spec.name).monitoring)
 
     def _acknowledge_objects(
         self, function: lambda_.Function, bucket: s3.IBucket, pattern: str, reason: str

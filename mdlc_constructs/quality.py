@@ -106,7 +106,7 @@ class DataQuality(Construct):
     def _grant_runner(self, grantee: iam.IGrantable) -> None:
         prefix = Layout.everything(Layout(self.spec.name).datasets)
         grant_read_objects(self.data_lake.datasets, grantee, prefix)
-        reports = f"{REPORT_PREFIX}/{self.spec.name}/*"
+        reports = Layout.everything(Layout(self.spec.name).quality_reports)
         grant_read_objects(self.data_lake.artifacts, grantee, reports)
         self.data_lake.artifacts.grant_put(grantee, reports)
         scope = grantee if isinstance(grantee, Construct) else self
@@ -127,7 +127,7 @@ class DataQuality(Construct):
 
     def _create_processing_runner(self) -> ProcessingRunner:
         spec, lake = self.spec, self.data_lake
-        reports = f"{REPORT_PREFIX}/{spec.name}/*"
+        reports = Layout.everything(Layout(spec.name).quality_reports)
         return ProcessingRunner(
             self,
             "Processing",

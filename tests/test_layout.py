@@ -24,7 +24,9 @@ def test_every_prefix_is_the_documented_one():
         "transform ids": LAYOUT.transform_ids("2026-11-01"),
         "prediction day": LAYOUT.prediction_day("2026-11-01"),
         "scored": LAYOUT.scored("2026-11-01"), "scored pattern": LAYOUT.scored_pattern,
-        "labels": LAYOUT.labels, "report": LAYOUT.monitoring_report("2026-11-01"),
+        "labels": LAYOUT.labels, "reports": LAYOUT.monitoring,
+        "quality report": LAYOUT.quality_report("2026-11-01"),
+        "report": LAYOUT.monitoring_report("2026-11-01"),
         "capture": LAYOUT.capture, "dead letters": LAYOUT.dead_letters("stream-consumer"),
     } == {
         "datasets": "datasets/fraud/", "snapshot": "datasets/fraud/dt=2026-11-01/",
@@ -38,7 +40,9 @@ def test_every_prefix_is_the_documented_one():
         "prediction day": "predictions/fraud/dt=2026-11-01/",
         "scored": "predictions/fraud/dt=2026-11-01/scored/",
         "scored pattern": "predictions/fraud/dt=*/scored/*",
-        "labels": "labels/fraud/", "report": "monitoring/fraud/dt=2026-11-01/report.json",
+        "labels": "labels/fraud/", "reports": "monitoring/fraud/",
+        "quality report": "quality-reports/fraud/dt=2026-11-01/report.json",
+        "report": "monitoring/fraud/dt=2026-11-01/report.json",
         "capture": "capture/fraud/", "dead letters": "dead-letters/fraud/stream-consumer/",
     }
 
@@ -53,5 +57,5 @@ def test_the_module_docstring_lists_every_prefix():
 
     for prefix in ("datasets/", "features/", "training-input/", "training-output/",
                    "training-checkpoints/", "baselines/", "batch-input/", "predictions/",
-                   "labels/", "monitoring/", "capture/", "dead-letters/"):
+                   "labels/", "quality-reports/", "monitoring/", "capture/", "dead-letters/"):
         assert prefix in (module.__doc__ or ""), prefix

@@ -15,6 +15,7 @@ under them, so both import this one module (it ships in the wheel as
     predictions/<model>/dt=.../              transform output, decisions, scored/
     predictions/<model>/dt=.../scored/       monitoring's input (mdlc_core.predictions)
     labels/<model>/dt=.../                   ground truth (closed loop)
+    quality-reports/<model>/dt=.../report.json  each snapshot's quality report
     monitoring/<model>/dt=.../report.json    the monitor's report
     capture/<model>/                         the endpoint's data capture
     dead-letters/<model>/<function>/         rejected records' payloads
@@ -118,8 +119,19 @@ class Layout:
     def labels(self) -> str:
         return f"labels/{self.model}/"
 
+    @property
+    def quality_reports(self) -> str:
+        return f"quality-reports/{self.model}/"
+
+    def quality_report(self, day: object) -> str:
+        return f"{self.quality_reports}{self._day(day)}report.json"
+
+    @property
+    def monitoring(self) -> str:
+        return f"monitoring/{self.model}/"
+
     def monitoring_report(self, day: object) -> str:
-        return f"monitoring/{self.model}/{self._day(day)}report.json"
+        return f"{self.monitoring}{self._day(day)}report.json"
 
     @property
     def capture(self) -> str:

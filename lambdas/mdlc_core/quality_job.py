@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import quality, tabular
+from .layout import Layout
 from .sourcing import committed_manifest, download_snapshot_object, object_format
 
 logger = logging.getLogger("mdlc.quality_job")
@@ -100,7 +101,7 @@ def run(
 
 def report_key_of(model: str, day: date) -> str:
     """Where the check of ``day``'s snapshot writes its report (in the report bucket)."""
-    return f"{REPORT_PREFIX}/{model}/dt={day.isoformat()}/report.json"
+    return Layout(model).quality_report(day.isoformat())
 
 
 def read_report(s3: Any, report_bucket: str, model: str, day: date) -> dict[str, Any] | None:

@@ -37,8 +37,6 @@ from mdlc_core.layout import Layout
 from mdlc_core.runtime_config import load_config
 
 logger = Logger(service="training_input")
-#: Where the monitoring job looks for its baseline (ModelMonitoring's default).
-BASELINE_PREFIX = "baselines"
 s3 = boto3.client("s3")
 
 
