@@ -206,7 +206,9 @@ def _reuse_sdk_clients() -> None:
     lock = threading.Lock()
 
     def cached(region: str, service: str, state_credentials: Any = None) -> Any:
-        if state_credentials is not None:
+        # Every task passes a StateCredentials; only one with a role
+        # (a Credentials field) gets a client of its own.
+        if getattr(state_credentials, "role_arn", None) is not None:
             return original(region, service, state_credentials)
         key = (id(boto3.DEFAULT_SESSION), region, service)
         with lock:
