@@ -11,7 +11,13 @@ grows linearly. Each size also prints the unacknowledged cdk-nag findings
 (0 expected) and the hard limit with the least headroom
 (``mdlc_constructs.quotas``; issue #12 asks for 20% at 200 models).
 
-    .venv/bin/python benchmarks/bench_synth.py [--sizes 1,50,200] [--no-nag]
+    .venv/bin/python benchmarks/bench_synth.py [--sizes 1,50,200] [--no-nag] [--pipeline]
+
+``--pipeline`` synthesizes instead the documented pipeline (shared platform,
+staging and production in their own accounts, cdk-nag on) over the same
+specs: every model twice, so about twice the time. It prints the pipeline's
+stages, its largest stage, its template size and the tightest hard limit over
+every stack of both stages and the pipeline's own.
 
 It takes minutes (jsii synthesis is about a second per stack); not part of the tests.
 """
@@ -87,6 +93,45 @@ def synth_library(count: int, nag: bool) -> tuple[float, int, dict[str, dict], i
     return elapsed, sum(JSII_CALLS.values()), templates, findings
 
 
+def synth_pipeline(count: int, nag: bool) -> tuple[float, dict[str, dict], int]:
+    """Seconds, the templates by path in the assembly, and unacknowledged findings."""
+    from mdlc_constructs.pipeline import DeploymentTarget, MdlcPipelineStack, PipelineConfig
+
+    config = PipelineConfig(
+        repository="mdlc-models", account="111111111111", region="eu-west-1",
+        staging=DeploymentTarget("222222222222", "eu-west-1"),
+        production=DeploymentTarget("333333333333", "eu-west-1"), shared_platform=True)
+    with tempfile.TemporaryDirectory() as specs, tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        app = make_app(outdir=out, compliance=nag)
+        MdlcPipelineStack(app, "MdlcPipeline", config=config,
+                          models_dir=generate_specs(Path(specs), count))
+        with contextlib.suppress(Exception):  # findings: counted from the report below
+            app.synth()
+        elapsed = time.perf_counter() - start
+        templates = {str(path.relative_to(out)): json.loads(path.read_text())
+                     for path in Path(out).rglob("*.template.json")}
+        findings = len(read_findings(out))
+    return elapsed, templates, findings
+
+
+def pipeline_main(sizes: list[int], nag: bool) -> None:
+    print(f"{'models':>6} {'seconds':>8} {'s/model':>8} {'stages':>6} {'most actions':>12} "
+          f"{'template KB':>11} {'findings':>8}  tightest hard limit")
+    for count in sizes:
+        elapsed, templates, findings = synth_pipeline(count, nag)
+        pipeline = templates["MdlcPipeline.template.json"]
+        (code_pipeline,) = [r for r in pipeline["Resources"].values()
+                            if r["Type"] == "AWS::CodePipeline::Pipeline"]
+        stages = code_pipeline["Properties"]["Stages"]
+        tightest = min(limits(templates), key=lambda use: use.headroom)
+        size = len(json.dumps(pipeline, indent=1)) / 1000
+        print(f"{count:>6} {elapsed:>8.1f} {elapsed / count:>8.2f} {len(stages):>6} "
+              f"{max(len(s['Actions']) for s in stages):>12} {size:>11.0f} {findings:>8}  "
+              f"{tightest.limit.name} {tightest.used}/{tightest.limit.limit} "
+              f"({tightest.headroom:.0%} left, {tightest.where})", flush=True)
+
+
 def synth_baseline(shape: list[tuple[str, dict]], platform: list[tuple[str, dict]],
                    count: int) -> float:
     """The same resources, types and properties, written as plain CfnResources."""
@@ -108,8 +153,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,50,200")
     parser.add_argument("--no-nag", action="store_true", help="skip the cdk-nag packs")
+    parser.add_argument("--pipeline", action="store_true",
+                        help="synthesize the two-stage pipeline over the specs instead")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.pipeline:
+        pipeline_main(sizes, nag=not args.no_nag)
+        return
     print(f"{'models':>6} {'library s':>10} {'s/model':>8} {'jsii/model':>10} "
           f"{'baseline s':>10} {'ratio':>6} {'findings':>8}  tightest hard limit")
     for count in sizes:

@@ -46,6 +46,7 @@ from constructs import Construct
 from .algorithms import CustomImage
 from .compliance import acknowledge, acknowledge_all, resource_token
 from .lineage import CODE_VERSION_CONTEXT, code_version
+from .pipeline_waves import CODEPIPELINE_MAX_ACTIONS, DEFAULT_ACTIONS_PER_STAGE, apply_waves
 from .platform import (
     ONLY_CONTEXT,
     MdlcApp,
@@ -114,6 +115,16 @@ class PipelineConfig:
         shared_platform: one platform stack per stage plus one small stack
             per model (True, the default), or self-contained model stacks.
         pipeline_name: Default ``mdlc``.
+        actions_per_stage: the most actions in one pipeline stage. A stage of
+            more (a deployment of many models) is deployed in waves
+            ``Staging.1``, ``Staging.2``, ... of at most this many, in order
+            (:mod:`~mdlc_constructs.pipeline_waves`). Default 40, 20% below
+            CodePipeline's hard limit of 50.
+        use_change_sets: deploy each stack with two actions, create a change
+            set, then execute it (CDK Pipelines' default), instead of one.
+            Default False: one action per stack halves the pipeline's actions
+            and template, which is what lets 200 models fit one pipeline with
+            room to spare (docs/scaling.md).
     """
 
     repository: str
@@ -127,8 +138,19 @@ class PipelineConfig:
     models_dir: str = "models"
     shared_platform: bool = True
     pipeline_name: str = "mdlc"
+    actions_per_stage: int = DEFAULT_ACTIONS_PER_STAGE
+    use_change_sets: bool = False
 
     def __post_init__(self) -> None:
+        if (isinstance(self.actions_per_stage, bool) or not isinstance(self.actions_per_stage, int)
+                or not 1 <= self.actions_per_stage <= CODEPIPELINE_MAX_ACTIONS):
+            raise ValueError(
+                f"{PIPELINE_CONTEXT}.actions_per_stage: expected a whole number from 1 to "
+                f"{CODEPIPELINE_MAX_ACTIONS} (CodePipeline's limit per stage), got "
+                f"{self.actions_per_stage!r}")
+        if not isinstance(self.use_change_sets, bool):
+            raise ValueError(f"{PIPELINE_CONTEXT}.use_change_sets: expected true or false, got "
+                             f"{self.use_change_sets!r}")
         if self.connection_arn is not None:
             if not _CONNECTION.match(self.connection_arn):
                 raise ValueError(
@@ -264,7 +286,8 @@ class MdlcPipelineStack(cdk.Stack):
         or None), source (``pipelines.CodePipelineSource``), synth (the synth
         ``CodeBuildStep``), pipeline (``pipelines.CodePipeline``), staging,
         production (:class:`MdlcStage`), approval (the ``ManualApprovalStep``),
-        image_steps (``{stage id: [CodeBuildStep, ...]}``).
+        image_steps (``{stage id: [CodeBuildStep, ...]}``), stage_count (the
+        CodePipeline stages after splitting deployments into waves).
 
     Extension points (plain methods called from the constructor):
     ``build_source``, ``build_synth``, ``build_stage``, ``build_image_step``.
@@ -313,6 +336,7 @@ class MdlcPipelineStack(cdk.Stack):
             synth=self.synth,
             self_mutation=True,
             publish_assets_in_parallel=False,
+            use_change_sets=config.use_change_sets,
             code_build_defaults=pipelines.CodeBuildOptions(
                 build_environment=codebuild.BuildEnvironment(
                     build_image=codebuild.LinuxBuildImage.STANDARD_7_0,
@@ -335,6 +359,7 @@ class MdlcPipelineStack(cdk.Stack):
         )
         # Pipeline-internal constructs exist only after build_pipeline().
         self.pipeline.build_pipeline()
+        self.stage_count = apply_waves(code_pipeline, config.actions_per_stage)
         self._acknowledge()
 
     # -- extension points -----------------------------------------------------------

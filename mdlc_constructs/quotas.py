@@ -132,6 +132,12 @@ def _actions_per_stage(template: Template) -> list[tuple[str, int]]:
             for stage in r.get("Properties", {}).get("Stages", [])]
 
 
+def _stages_per_pipeline(template: Template) -> list[tuple[str, int]]:
+    return [(logical_id, len(r.get("Properties", {}).get("Stages", [])))
+            for logical_id, r in template.get("Resources", {}).items()
+            if r.get("Type") == "AWS::CodePipeline::Pipeline"]
+
+
 def _whole(measure: Callable[[Template], int]) -> Callable[[Template], list[tuple[str, int]]]:
     return lambda template: [("template", measure(template))]
 
@@ -173,6 +179,7 @@ HARD_LIMITS: tuple[HardLimit, ...] = (
                          for k, r in t.get("Resources", {}).items()
                          if r.get("Type") == "AWS::Lambda::Function"]),
     HardLimit("CodePipeline actions per stage", 50, _actions_per_stage),
+    HardLimit("CodePipeline stages per pipeline", 50, _stages_per_pipeline),
 )
 
 
@@ -196,7 +203,9 @@ class LimitUse:
     @property
     def headroom(self) -> float:
         """The share of the limit left at the largest use (0.2 = 20%)."""
-        return 1 - self.used / self.limit.limit
+        # (limit - used) / limit, not 1 - used / limit: 40 of 50 leaves exactly
+        # 0.2, which the latter rounds to 0.19999999999999996, below 20%.
+        return (self.limit.limit - self.used) / self.limit.limit
 
 
 def usage(templates: Mapping[str, Template]) -> list[QuotaUse]:

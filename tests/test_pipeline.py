@@ -1,7 +1,9 @@
 """The CI/CD pipeline: stages, approval, encryption, least privilege, cdk-nag.
 
 One cross-account pipeline (pipeline 111..., staging 222..., production 333...)
-over a spec with a custom training container is synthesized once per module.
+over a spec with a custom training container is synthesized once per module,
+with waves of at most 2 actions, so every test below also checks that
+splitting a deployment into waves keeps its order.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE, STAGING, PRODUCTION = "111111111111", "222222222222", "333333333333"
 CUSTOM = '{kind: custom, source: container}'
+#: Actions per pipeline stage in the module's pipeline: staging (the stack and
+#: its image step) fits one stage, production (approval, stack, image step)
+#: takes two waves.
+WAVE = 2
 
 
 def _custom_models(folder: Path) -> Path:
@@ -35,7 +41,7 @@ def _config(**overrides):
         repository="mdlc-models", create_repository=True, account=PIPELINE, region="eu-west-1",
         staging=DeploymentTarget(STAGING, "eu-west-1"),
         production=DeploymentTarget(PRODUCTION, "eu-west-1"),
-        shared_platform=False,
+        shared_platform=False, actions_per_stage=WAVE,
     )
     values.update(overrides)
     return PipelineConfig(**values)
@@ -80,7 +86,13 @@ def _stages(template):
 
 
 def _stage(template, name):
-    return next(s for s in _stages(template) if s["Name"] == name)
+    """Stage ``name``, or its waves ``name.1``, ``name.2``... as one stage whose
+    ``RunOrder`` counts across them (a wave runs after the one before it)."""
+    waves = [s for s in _stages(template) if s["Name"].split(".")[0] == name]
+    assert waves, name
+    actions = [{**action, "RunOrder": wave * 1000 + action["RunOrder"]}
+               for wave, stage in enumerate(waves) for action in stage["Actions"]]
+    return {"Name": name, "Actions": actions}
 
 
 def test_pipeline_stack_passes_cdk_nag(synthesized_pipeline):
@@ -99,7 +111,9 @@ def test_stage_stacks_pass_cdk_nag(synthesized_pipeline):
 
 def test_stages_in_order_with_self_mutation_and_approval(pipeline_template):
     names = [s["Name"] for s in _stages(pipeline_template)]
-    assert names == ["Source", "Build", "UpdatePipeline", "Assets", "Staging", "Production"]
+    assert names == ["Source", "Build", "UpdatePipeline", "Assets", "Staging",
+                     "Production.1", "Production.2"]
+    assert all(len(s["Actions"]) <= WAVE for s in _stages(pipeline_template))
     production = _stage(pipeline_template, "Production")["Actions"]
     approval = next(a for a in production if a["ActionTypeId"]["Category"] == "Approval")
     deploys = [a for a in production if a["ActionTypeId"]["Provider"] == "CloudFormation"]
@@ -306,3 +320,30 @@ def test_pipeline_context_text_errors_name_what_was_wrong(text, message):
 
     with pytest.raises(ValueError, match=message):
         PipelineConfig.from_context(make_app(compliance=False, context={"mdlc:pipeline": text}))
+
+
+def test_each_stack_deploys_in_one_action_by_default(pipeline_template):
+    for stage in ("Staging", "Production"):
+        deploys = [a for a in _stage(pipeline_template, stage)["Actions"]
+                   if a["ActionTypeId"]["Provider"] == "CloudFormation"]
+        assert len(deploys) == 1  # the one model's stack
+        assert {a["Configuration"]["ActionMode"] for a in deploys} == {"CREATE_UPDATE"}
+        assert all(a["Configuration"]["TemplatePath"].endswith(".template.json") for a in deploys)
+
+
+def test_waves_keep_every_variable_read_after_the_action_that_publishes_it(pipeline_template):
+    """An image step reads its stack's outputs (``#{namespace.name}``): the
+    action with that namespace must run before it, in an earlier wave or
+    earlier in the same one."""
+    import re
+
+    for stage in ("Staging", "Production"):
+        actions = _stage(pipeline_template, stage)["Actions"]
+        published = {a["Namespace"]: a["RunOrder"] for a in actions if "Namespace" in a}
+        reads = 0
+        for action in actions:
+            for namespace in re.findall(r"#\{([\w-]+)\.", json.dumps(action["Configuration"])):
+                if namespace in published:
+                    reads += 1
+                    assert published[namespace] < action["RunOrder"], (stage, action["Name"])
+        assert reads >= 2  # PROJECT and ROLE_ARN of the image step

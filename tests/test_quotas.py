@@ -71,8 +71,13 @@ def test_pipeline_actions_per_stage_are_counted():
     template = {"Resources": {"P": {"Type": "AWS::CodePipeline::Pipeline", "Properties": {
         "Stages": [{"Name": "Source", "Actions": [{}]}, {"Name": "Prod", "Actions": [{}] * 48}],
     }}}}
-    (use,) = [u for u in quotas.limits({"S": template}) if "CodePipeline" in u.limit.name]
-    assert (use.used, use.where) == (48, "S/P/Prod") and use.headroom == pytest.approx(0.04)
+    uses = {u.limit.name: u for u in quotas.limits({"S": template})
+            if "CodePipeline" in u.limit.name}
+    actions = uses["CodePipeline actions per stage"]
+    assert (actions.used, actions.where) == (48, "S/P/Prod")
+    assert actions.headroom == pytest.approx(0.04)
+    stages = uses["CodePipeline stages per pipeline"]
+    assert (stages.used, stages.where, stages.limit.limit) == (2, "S/P", 50)
 
 
 def test_report_prints_every_quota_and_limit(templates):
@@ -88,3 +93,12 @@ def test_cli_on_an_empty_folder_is_a_usage_error(tmp_path, capsys):
 
     assert main(["quotas", str(tmp_path)]) == 2
     assert "model specs found" in capsys.readouterr().err
+
+
+def test_a_wave_of_40_actions_leaves_exactly_the_20_percent_asked_for():
+    # The pipeline's default waves (mdlc_constructs.pipeline_waves): 40 of 50.
+    template = {"Resources": {"P": {"Type": "AWS::CodePipeline::Pipeline", "Properties": {
+        "Stages": [{"Name": "Staging.1", "Actions": [{}] * 40}]}}}}
+    (use,) = [u for u in quotas.limits({"S": template})
+              if u.limit.name == "CodePipeline actions per stage"]
+    assert use.headroom >= 0.2
