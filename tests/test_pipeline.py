@@ -347,3 +347,13 @@ def test_waves_keep_every_variable_read_after_the_action_that_publishes_it(pipel
                     reads += 1
                     assert published[namespace] < action["RunOrder"], (stage, action["Name"])
         assert reads >= 2  # PROJECT and ROLE_ARN of the image step
+
+
+def test_the_pipeline_in_waves_is_cfn_lint_clean(pipeline_template, tmp_path):
+    """The waves are an override of the pipeline's Stages: cfn-lint checks the
+    result against CodePipeline's schema (names, run orders, artifacts)."""
+    from tests.cfn_lint import lint
+
+    path = tmp_path / "MdlcPipeline.template.json"
+    path.write_text(json.dumps(pipeline_template, indent=1))
+    assert lint([path]) == []
