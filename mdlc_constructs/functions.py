@@ -48,6 +48,40 @@ DATA_LAYER_VERSION = 1
 DATA_CONTEXT_KEY = "mdlc:dataLayerVersion"
 
 CONFIG_FILE_NAME = "mdlc_config.json"
+#: Key of the config file's list of the sections left out (mdlc_core.runtime_config).
+OMITTED_KEY = "_omitted"
+
+#: The spec sections each library handler reads (``name`` always comes along).
+#: Its code asset holds only these, so an edit of another section (a
+#: monitoring threshold, the owner, the network) leaves the function's code,
+#: and the function, unchanged. A handler reading a section it is not listed
+#: with fails loudly at run time (``SectionNotDeployed``), which every
+#: simulation of the example would show. A team's own handler folder gets the
+#: whole spec.
+HANDLER_CONFIG_SECTIONS: dict[str, tuple[str, ...]] = {
+    "data_sourcing": ("data",),
+    "quality_check": ("data", "quality"),
+    "feature_batch": ("data", "features"),
+    "feature_update": ("data", "features"),
+    "training_input": ("data", "features", "training"),
+    "model_monitor": ("data", "features", "monitoring"),
+    "stream_consumer": ("data", "features", "integration"),
+    "integration_step": ("data", "features", "integration"),
+    "batch_decisions": ("data", "features", "integration"),
+    "processing_job": ("data", "quality", "features", "monitoring"),
+}
+
+
+def handler_config(handler: str | Path, config: Mapping[str, Any]) -> dict[str, Any]:
+    """What of ``config`` (the whole spec as JSON) ``handler``'s asset gets: its
+    sections from :data:`HANDLER_CONFIG_SECTIONS` and the names of the others,
+    or all of it for a handler not in the table."""
+    sections = HANDLER_CONFIG_SECTIONS.get(handler) if isinstance(handler, str) else None
+    if sections is None:
+        return dict(config)
+    kept = {"name", *sections}
+    return {**{k: v for k, v in config.items() if k in kept},
+            OMITTED_KEY: sorted(k for k in config if k not in kept)}
 
 
 def handlers_root() -> Path:
@@ -91,7 +125,8 @@ def stage_code(
     """The folder a function (or a Processing job) gets as code: the handler
     folder, ``mdlc_core``, the spec as ``mdlc_config.json`` and ``extra_code``
     (files or packages a team adds, importable from the code root)."""
-    config_json = json.dumps(config, sort_keys=True, separators=(",", ":")) if config else ""
+    config_json = (json.dumps(handler_config(handler, config), sort_keys=True,
+                              separators=(",", ":")) if config else "")
     extra = tuple(Path(path).resolve() for path in extra_code)
     for path in extra:
         if not path.exists():
