@@ -8,12 +8,15 @@ BIN := $(VENV)/bin
 CDK_CLI_VERSION := 2.1148.1
 # npx runs the CLI pinned above from .cdk-cli, never a global or newer one.
 CDK := npx --no-install --prefix .cdk-cli cdk
+# checkov has a virtual environment of its own (see `make checkov` below).
+CHECKOV_VENV := build/venv-checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 # jsii names the Node.js major versions whose end-of-life banner it keeps quiet.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: simulate synth test install lint cfn-lint bench clean test-lowest test-newest test-spark
+.PHONY: simulate synth test install lint cfn-lint bench clean test-lowest test-newest test-spark checkov
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,7 +53,7 @@ synth: install
 	@ls cdk.out/*.template.json
 
 ## Run the whole test suite, the linters and the template checks.
-test: install
+test: install $(CHECKOV)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
@@ -97,6 +100,19 @@ test-spark: install
 ## message (tests/cfn_lint.py says which and why). make test runs the same checks.
 cfn-lint: install
 	$(BIN)/python -m tests.cfn_lint
+
+## checkov on the templates of a model in a network (a VPC the stack creates;
+## an existing one on a shared platform, two models): no Lambda function outside
+## the VPC (CKV_AWS_117) and no failed check that the reasoned allow-list of
+## tests/checkov.py does not explain. checkov gets a virtual environment of its
+## own, pinned by constraints-checkov.txt: it pins boto3 far below ours. make
+## test builds it and runs the same checks (tests/test_network.py).
+$(CHECKOV): constraints-checkov.txt | $(CHECKOV_VENV)/bin/python
+	$(CHECKOV_VENV)/bin/pip install --quiet -c constraints-checkov.txt checkov
+	touch $@
+
+checkov: install $(CHECKOV)
+	$(BIN)/python -m tests.checkov
 
 bench: install
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done

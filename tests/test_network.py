@@ -212,11 +212,12 @@ def shared_existing(tmp_path_factory):
     (root / "models").mkdir()
     _spec_file(root / "models", EXISTING)
     _spec_file(root / "models", EXISTING, name="fraud2")
-    return _synth(root, root / "models", shared=True)
+    templates, findings = _synth(root, root / "models", shared=True)
+    return templates, findings, root
 
 
 def test_an_existing_vpc_is_used_by_its_ids_and_owned_by_the_platform(shared_existing):
-    templates, findings = shared_existing
+    templates, findings, _ = shared_existing
     assert [str(f) for f in findings] == []
     platform = templates["Mdlc-Platform"]
     assert not _of(platform, "AWS::EC2::VPC") and not _of(platform, "AWS::EC2::Subnet")
@@ -283,3 +284,96 @@ def test_the_lifecycle_runs_in_the_network_and_needs_its_interface_grants(create
     failed = {e["workflow"] for e in report["executions"] if e["status"] != "SUCCEEDED"}
     assert failed == {"batch_inference"}
     assert report["model_versions"] and report["decisions"]["stream"]["total"] > 0
+
+
+# -- checkov (tests/checkov.py; its own virtual environment, built by make test) --------
+
+
+@pytest.fixture(scope="module")
+def checkov_run(created, shared_existing):
+    """checkov (every CloudFormation check) on the four templates of both modes:
+    the self-contained stack in a created VPC, and the platform and its two models
+    in an existing one. Fails, not skips, without build/venv-checkov/."""
+    from tests import checkov
+
+    paths = [created[2] / "cdk.out" / "Mdlc-fraud.template.json",
+             *sorted((shared_existing[2] / "cdk.out").glob("*.template.json"))]
+    assert len(paths) == 4
+    return checkov.run(paths), checkov.load(paths)
+
+
+def test_checkov_shows_every_function_inside_the_vpc(checkov_run):
+    """Issue #16's must-reach: no CKV_AWS_117 finding with a network. Each of
+    the library's functions passes the check; only aws-cdk-lib's deploy-time
+    provider skips it, with its reason."""
+    from tests.checkov import functions_outside_a_vpc
+
+    report, templates = checkov_run
+    assert [str(f) for f in report.failed if f.check_id == "CKV_AWS_117"] == []
+    assert functions_outside_a_vpc(report, templates) == []
+    inside = [f for f in report.passed if f.check_id == "CKV_AWS_117"]
+    per_template = {p: sum(f.template == p for f in inside) for p in templates}
+    model_templates = [p for p in templates if "Platform" not in p.name]
+    assert len(model_templates) == 3 and all(per_template[p] >= 8 for p in model_templates)
+    (skip,) = report.skipped
+    assert (skip.check_id, skip.logical_id.startswith("CustomVpcRestrictDefaultSG")) == (
+        "CKV_AWS_117", True)
+
+
+def test_checkov_reports_nothing_the_allow_list_does_not_explain(checkov_run):
+    """Every other failed check is one of tests/checkov.py's ALLOWED, each by its
+    rule on the resource, and every allowance is still needed (no stale entry)."""
+    from tests.checkov import ALLOWED, explain
+
+    report, templates = checkov_run
+    accepted, unexplained = explain(report.failed, templates)
+    assert [str(f) for f in unexplained] == []
+    assert {ALLOWED.index(a) for a in accepted.values()} == set(range(len(ALLOWED)))
+    assert report.summary["passed"] > 1000
+
+
+def test_checkov_and_its_allow_list_catch_what_they_are_about(created, tmp_path):
+    """The self-contained template with one fault of each kind the allow-list
+    rules limit: a function out of the VPC, another out with a checkov skip, an
+    asynchronous invoker of a function without a dead-letter queue, a write
+    action on '*' that has resource-level permissions, a bucket that stops
+    logging. checkov and the rules report exactly those."""
+    from tests import checkov
+
+    template = json.loads((created[2] / "cdk.out" / "Mdlc-fraud.template.json").read_text())
+    resources = template["Resources"]
+
+    def one(prefix: str, kind: str = "AWS::Lambda::Function") -> str:
+        (logical_id,) = [k for k, r in resources.items()
+                         if k.startswith(prefix) and r["Type"] == kind]
+        return logical_id
+
+    quality, decisions, sourcing = (one("DataQualityFunction"), one("BatchInferenceDecisions"),
+                                    one("DataSourcingFunction"))
+    del resources[quality]["Properties"]["VpcConfig"]
+    del resources[decisions]["Properties"]["VpcConfig"]
+    resources[decisions]["Metadata"] = {"checkov": {"skip": [{
+        "id": "CKV_AWS_117", "comment": "a team's reason that is long enough but is no provider"}]}}
+    resources["InjectedInvoke"] = {"Type": "AWS::Lambda::Permission", "Properties": {
+        "Action": "lambda:InvokeFunction", "FunctionName": {"Fn::GetAtt": [sourcing, "Arn"]},
+        "Principal": "events.amazonaws.com", "SourceAccount": {"Ref": "AWS::AccountId"},
+        "SourceArn": {"Fn::Sub": "arn:aws:events:${AWS::Region}:${AWS::AccountId}:rule/x"}}}
+    policy = one("RealtimeDeploymentWorkflowRoleDefaultPolicy", "AWS::IAM::Policy")
+    (wildcard,) = [s for s in resources[policy]["Properties"]["PolicyDocument"]["Statement"]
+                   if s["Resource"] == "*" and "xray:PutTraceSegments" in s["Action"]]
+    wildcard["Action"].append("s3:PutObject")
+    raw = one("DataLakeRaw", "AWS::S3::Bucket")
+    del resources[raw]["Properties"]["LoggingConfiguration"]
+    path = tmp_path / "faults.template.json"
+    path.write_text(json.dumps(template))
+
+    report = checkov.run([path])
+    templates = checkov.load([path])
+    _, unexplained = checkov.explain(report.failed, templates)
+    assert sorted((f.check_id, f.logical_id) for f in unexplained) == sorted([
+        ("CKV_AWS_117", quality), ("CKV_AWS_116", sourcing), ("CKV_AWS_111", policy),
+        ("CKV_AWS_18", raw)])
+    assert checkov.functions_outside_a_vpc(report, templates) == [
+        f"CKV_AWS_117 {path.name} {decisions}: skipped without a deploy-time provider's reason",
+        f"CKV_AWS_117 {path.name} {quality}: not in a VPC",
+        f"CKV_AWS_117 {path.name} {decisions}: not in a VPC"]
