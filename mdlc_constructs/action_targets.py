@@ -22,6 +22,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct, IConstruct
 
+from .grants import combine
 from .resources import encrypted_queue
 from .tokens import days
 
@@ -67,8 +68,12 @@ class ActionTargets:
 
     @classmethod
     def of(cls, integration: object) -> ActionTargets:
-        """A client integration's targets (its ``topic_target``, ``queue_target``
-        and ``event_bus_target``, however a subclass built them)."""
+        """A client integration's targets: its ``action_targets`` (or, for an
+        object without them, its ``topic_target``, ``queue_target`` and
+        ``event_bus_target``)."""
+        targets = getattr(integration, "action_targets", None)
+        if isinstance(targets, ActionTargets):
+            return targets
         return cls(topic=getattr(integration, "topic_target", None),
                    queue=getattr(integration, "queue_target", None),
                    event_bus=getattr(integration, "event_bus_target", None))
@@ -89,14 +94,16 @@ class ActionTargets:
             environment["ACTION_EVENT_BUS_NAME"] = self.event_bus.event_bus_name
         return environment
 
-    def grant_send(self, grantee: iam.IGrantable) -> None:
+    def grant_send(self, grantee: iam.IGrantable) -> iam.Grant:
         """Each target's one send action (and its key, through the L2 grants)."""
+        grants = []
         if self.topic is not None:
-            self.topic.grant_publish(grantee)
+            grants.append(self.topic.grant_publish(grantee))
         if self.queue is not None:
-            self.queue.grant_send_messages(grantee)
+            grants.append(self.queue.grant_send_messages(grantee))
         if self.event_bus is not None:
-            self.event_bus.grant_put_events_to(grantee)
+            grants.append(self.event_bus.grant_put_events_to(grantee))
+        return combine(grantee, grants, "the spec's actions have no topic, queue or bus")
 
 
 __all__ = ["MAX_RECEIVE_COUNT", "ActionTargets"]

@@ -54,6 +54,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from .compliance import acknowledge_all
+from .grants import combine
 from .spec.training import (
     BUILTIN_ALGORITHMS,
     BuiltinAlgorithm,
@@ -178,10 +179,10 @@ class TrainingAlgorithm:
     _training_role_grants: list[Any] = field(default_factory=list)
     _workflow_statements: list[iam.PolicyStatement] = field(default_factory=list)
 
-    def grant_training_role(self, role: iam.IRole) -> None:
+    def grant_training_role(self, role: iam.IRole) -> iam.Grant:
         """Let the SageMaker training job's role use the algorithm (pull the image)."""
-        for grant in self._training_role_grants:
-            grant(role)
+        return combine(role, (grant(role) for grant in self._training_role_grants),
+                       "a built-in algorithm needs no grant on the training role")
 
     def workflow_statements(self) -> list[iam.PolicyStatement]:
         """What the state machine's role needs to start a job with this algorithm."""

@@ -58,9 +58,10 @@ from mdlc_core.layout import Layout
 
 from .action_targets import ActionTargets
 from .compliance import acknowledge_all, acknowledge_grant_actions, resource_token
+from .deprecation import renamed
 from .functions import python_function
 from .network import ModelNetwork
-from .preparation import DataPreparation
+from .preparation import PreparationSteps
 from .resources import encrypted_table, schedule_of
 from .sagemaker_access import (
     SAGEMAKER_TRANSIENT,
@@ -159,7 +160,7 @@ class BatchInferenceWorkflow(Construct):
 
     Attributes:
         state_machine, function (prepare input and decide; grant custom
-        actions' permissions to it), model_role, rule (or None),
+        actions' permissions to it), model_role, schedule_rule (or None),
         action_targets (``ActionTargets``), idempotency_table (or None),
         model_prefix (``mdlc-<model>-b-``, of every model and job name),
         decides (False without an enabled ``integration``: predictions only).
@@ -167,6 +168,9 @@ class BatchInferenceWorkflow(Construct):
     Extension point (a plain method called from the constructor):
     ``build_action_targets``.
     """
+
+    #: Deprecated: :attr:`schedule_rule`.
+    rule = renamed("schedule_rule")
 
     def __init__(
         self,
@@ -177,7 +181,7 @@ class BatchInferenceWorkflow(Construct):
         data_lake: DataLake,
         topic: sns.ITopic,
         model_package_group_name: str,
-        preparation: DataPreparation,
+        preparation: PreparationSteps,
         max_concurrency: int = 50,
         schedule: bool = True,
         action_targets: ActionTargets | None = None,
@@ -272,9 +276,9 @@ class BatchInferenceWorkflow(Construct):
         )
         preparation.grant_to(self.state_machine)
         self._grant_workflow(stack)
-        self.rule: events.Rule | None = None
+        self.schedule_rule: events.Rule | None = None
         if schedule and self.batch.enabled:
-            self.rule = events.Rule(
+            self.schedule_rule = events.Rule(
                 self, "Schedule", schedule=schedule_of(self.batch.schedule),
                 description=f"MDLC {model}: daily batch inference",
                 targets=[targets.SfnStateMachine(
@@ -311,7 +315,7 @@ class BatchInferenceWorkflow(Construct):
 
     # -- the chain -------------------------------------------------------------------
 
-    def _chain(self, preparation: DataPreparation) -> sfn.IChainable:
+    def _chain(self, preparation: PreparationSteps) -> sfn.IChainable:
         model = self.spec.name
         prepared = preparation.chain(self, "Batch")
         prepare_input = invoke(

@@ -21,8 +21,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 from mdlc_core.layout import VARIANT_NAME, endpoint_name
 
-from .quality import METRICS_NAMESPACE as QUALITY_NAMESPACE
-from .quality import VIOLATIONS_METRIC
+from .metrics import endpoint_metric, quality_violations
 from .spec import ModelSpec
 from .tokens import hours, minutes
 
@@ -151,13 +150,7 @@ class ModelMetrics:
 
     def quality_violations(self, period: Duration | None = None) -> cloudwatch.Metric:
         """Violations per check, all rules (``MDLC/DataQuality``, dimension Model)."""
-        return cloudwatch.Metric(
-            namespace=QUALITY_NAMESPACE,
-            metric_name=VIOLATIONS_METRIC,
-            dimensions_map={"Model": self.spec.name},
-            statistic="Maximum",
-            period=period or self.period,
-        )
+        return quality_violations(self.spec.name, period=period or self.period)
 
     # -- real-time endpoint (stage 6) ---------------------------------------------
 
@@ -171,19 +164,13 @@ class ModelMetrics:
         period: Duration = Duration.minutes(5),
         label: str | None = None,
     ) -> cloudwatch.Metric:
-        """An ``AWS/SageMaker`` endpoint metric (EndpointName, VariantName).
-        Default endpoint: ``mdlc-<model>``."""
-        return cloudwatch.Metric(
-            namespace="AWS/SageMaker",
-            metric_name=metric_name,
-            dimensions_map={
-                "EndpointName": endpoint_name or endpoint_name_of(self.spec),
-                "VariantName": variant_name,
-            },
-            statistic=statistic,
-            period=period,
-            label=label,
-        )
+        """An ``AWS/SageMaker`` endpoint metric (EndpointName, VariantName),
+        per 5 minutes for the dashboard's graphs (the metric itself,
+        :func:`mdlc_constructs.metrics.endpoint_metric`, defaults to the
+        alarms' minute). Default endpoint: ``mdlc-<model>``."""
+        return endpoint_metric(
+            endpoint_name or endpoint_name_of(self.spec), metric_name,
+            variant_name=variant_name, statistic=statistic, period=period, label=label)
 
 
 class ModelDashboard(Construct):

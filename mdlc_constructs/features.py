@@ -220,11 +220,11 @@ class FeatureEngineering(Construct):
 
     # -- use by other stages ---------------------------------------------------
 
-    def grant_read_online(self, grantee: iam.IGrantable) -> None:
+    def grant_read_online(self, grantee: iam.IGrantable) -> iam.Grant:
         """Read the online features (the integration's first step)."""
         if self.table is None:
             raise ValueError(f"model {self.spec.name!r} has no online features (features.online)")
-        self.table.grant_read_data(grantee)
+        return self.table.grant_read_data(grantee)
 
     def compute(self, scope: Construct, construct_id: str = "ComputeFeatures") -> sfn.IChainable:
         """A workflow step: features of ``$.data.snapshot.date`` into ``$.data.features``.
@@ -250,11 +250,11 @@ class FeatureEngineering(Construct):
             comment="Compute the batch features of the snapshot",
         )
 
-    def grant_processing(self, role: iam.IRole) -> None:
+    def grant_processing(self, role: iam.IRole) -> iam.Grant:
         """What a state machine needs to run the Processing runner (the steps of
         :meth:`compute` already bring it to the state machine they are in)."""
         if self.processing_runner is None:
             raise ValueError(
                 f"model {self.spec.name!r} computes features in Lambda (features.runner: embedded)"
             )
-        self.processing_runner.grant_start(role)
+        return self.processing_runner.grant_start(role)

@@ -68,7 +68,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
-from constructs import Construct, IConstruct
+from constructs import Construct
 
 from .action_targets import ActionTargets
 from .compliance import (
@@ -143,9 +143,11 @@ class ClientIntegration(Construct):
         state_machine: the Express workflow (None in ``fused`` mode).
         pipe: the EventBridge pipe (None in ``fused`` mode).
         decision_table, idempotency_table, dead_letter_queue.
-        action_targets: action name -> the topic, queue or bus it sends to
-            (names of ``log`` and ``custom`` kinds are absent).
-        topic_target, queue_target, event_bus_target: each or None.
+        action_targets: the topic, queue and bus actions send to
+            (:class:`~mdlc_constructs.action_targets.ActionTargets`, the same
+            type batch inference takes and builds).
+        topic_target, queue_target, event_bus_target: each or None (the
+            fields of ``action_targets``).
 
     Extension points (plain methods called from the constructor):
     ``build_action_targets``, ``build_consumer``, ``build_state_machine``,
@@ -208,10 +210,10 @@ class ClientIntegration(Construct):
             "Idempotency", "id", ttl="expiration"
         )
         self.dead_letter_queue: sqs.Queue = encrypted_queue(self, "DeadLetters", key=self.key)
-        self.topic_target: sns.ITopic | None = None
-        self.queue_target: sqs.IQueue | None = None
-        self.event_bus_target: events.IEventBus | None = None
-        self.action_targets: dict[str, IConstruct] = self.build_action_targets()
+        self.action_targets: ActionTargets = self.build_action_targets()
+        self.topic_target: sns.ITopic | None = self.action_targets.topic
+        self.queue_target: sqs.IQueue | None = self.action_targets.queue
+        self.event_bus_target: events.IEventBus | None = self.action_targets.event_bus
 
         self.consumer: lambda_.Function | None = None
         self.step_function: lambda_.Function | None = None
@@ -239,27 +241,22 @@ class ClientIntegration(Construct):
             # Monitoring's input: predictions/<model>/dt=<day>/scored/ there.
             "PREDICTIONS_BUCKET": self.data_lake.predictions.bucket_name,
         }
-        env.update(ActionTargets.of(self).environment())
+        env.update(self.action_targets.environment())
         if self.model_package_version:
             env["MODEL_PACKAGE_VERSION"] = self.model_package_version
         return env
 
-    def build_action_targets(self) -> dict[str, IConstruct]:
-        """One target per built-in kind the spec uses; action name -> target.
+    def build_action_targets(self) -> ActionTargets:
+        """One target per built-in kind the spec uses (as batch inference's
+        hook of the same name).
 
         The handlers send every action of a kind to the same target, with the
         action and rule as message attributes (SNS) or fields, so subscribers
         filter by action.
         """
-        kinds = {name: target.kind for name, target in self.integration.actions.items()}
-        created = ActionTargets.create(self, kinds=kinds.values(), key=self.key,
-                                       purpose=f"MDLC {self.spec.name}: decisions")
-        self.topic_target = created.topic
-        self.queue_target = created.queue
-        self.event_bus_target = created.event_bus
-        return {name: target for name, target in
-                ((name, created.for_kind(kind)) for name, kind in kinds.items())
-                if target is not None}
+        kinds = [target.kind for target in self.integration.actions.values()]
+        return ActionTargets.create(self, kinds=kinds, key=self.key,
+                                    purpose=f"MDLC {self.spec.name}: decisions")
 
     def build_consumer(self) -> lambda_.Function:
         """The fused path: the batching consumer and its Kinesis event source."""
@@ -507,7 +504,7 @@ class ClientIntegration(Construct):
         self.decision_table.grant(function, "dynamodb:GetItem")
         self._grant_predictions(function)
         self.dead_letter_queue.grant_send_messages(function)
-        ActionTargets.of(self).grant_send(function)
+        self.action_targets.grant_send(function)
 
     def _grant_predictions(self, function: lambda_.Function) -> None:
         """Put-only on this model's monitoring input (and encrypt with its key)."""

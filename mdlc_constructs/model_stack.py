@@ -172,9 +172,8 @@ class MdlcModelStack(Stack):
             spec=self.spec,
             data_lake=self.data_lake,
             topic=self.topic,
-            prepare_data=self.preparation.chain,
+            preparation=self.preparation,
         )
-        self.preparation.grant_to(training.state_machine)
         return training
 
     def build_retraining(self) -> Retraining:
@@ -291,7 +290,7 @@ class MdlcModelStack(Stack):
                 for machine in (
                     self.preparation.state_machine,
                     self.training.state_machine,
-                    self.realtime.deployment_workflow if self.realtime else None,
+                    self.realtime.state_machine if self.realtime else None,
                     self.batch_inference.state_machine if self.batch_inference else None,
                     self.integration.state_machine if self.integration else None,
                 )

@@ -35,6 +35,7 @@ from mdlc_core.layout import VARIANT_NAME, Layout
 
 from .compliance import acknowledge, acknowledge_objects
 from .dashboard import DEFAULT_NAMESPACE, ModelDashboard, ModelMetrics, endpoint_name_of
+from .deprecation import renamed
 from .functions import python_function
 from .processing import STARTUP_ALLOWANCE, ProcessingRunner, S3Access
 from .resources import schedule_of
@@ -151,7 +152,7 @@ class ModelMonitoring(Construct):
         processing_runner, state_machine: the Processing runner and its
         workflow (None with the embedded runner).
         dead_letter_queue: failed invocations (of the schedule's target).
-        schedule: the EventBridge rule. metrics: the metric factory.
+        schedule_rule: the EventBridge rule. metrics: the metric factory.
         alarms: ``{id: alarm}``. retrain_alarms: those that re-train.
         retrain_alarm: the composite ``RetrainNeeded`` alarm (None until
         re-training is connected). dashboard: the :class:`ModelDashboard`.
@@ -159,6 +160,9 @@ class ModelMonitoring(Construct):
     Extension points (plain methods a subclass overrides): :meth:`alarm_definitions`,
     :meth:`job_environment`, :meth:`schedule_input`.
     """
+
+    #: Deprecated: :attr:`schedule_rule`.
+    schedule = renamed("schedule_rule")
 
     def __init__(
         self,
@@ -230,7 +234,7 @@ class ModelMonitoring(Construct):
             self.state_machine = self._create_workflow()
         else:
             self.function = self._create_function(memory_size, timeout)
-        self.schedule = self._create_schedule()
+        self.schedule_rule = self._create_schedule()
 
         self.alarms: dict[str, cloudwatch.Alarm] = {}
         self.retrain_alarms: list[cloudwatch.Alarm] = []

@@ -35,6 +35,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct, IConstruct
 
+from .grants import grant_statements
 from .spec.network import NetworkSpec
 
 #: The AWS services the functions and jobs call besides S3 and DynamoDB (gateways),
@@ -168,7 +169,7 @@ class ModelNetwork(Construct):
 
     # -- grants ---------------------------------------------------------------------
 
-    def grant_network_interfaces(self, grantee: iam.IGrantable) -> None:
+    def grant_network_interfaces(self, grantee: iam.IGrantable) -> iam.Grant:
         """What SageMaker needs to place a job's or endpoint's network interfaces
         in this VPC (its documented VpcConfig permissions), scoped to the VPC
         where the API allows it."""
@@ -177,25 +178,23 @@ class ModelNetwork(Construct):
                                    resource_name=self.vpc.vpc_id)
         interfaces = stack.format_arn(service="ec2", resource="network-interface",
                                       resource_name="*")
-        grantee.grant_principal.add_to_principal_policy(iam.PolicyStatement(
+        return grant_statements(grantee, [iam.PolicyStatement(
             actions=["ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs",
                      "ec2:DescribeDhcpOptions", "ec2:DescribeSubnets",
                      "ec2:DescribeSecurityGroups"],
             resources=["*"],
-        ))
-        grantee.grant_principal.add_to_principal_policy(iam.PolicyStatement(
+        ), iam.PolicyStatement(
             actions=["ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission",
                      "ec2:DeleteNetworkInterface", "ec2:DeleteNetworkInterfacePermission"],
             resources=[interfaces],
             conditions={"ArnEquals": {"ec2:Vpc": vpc_arn}},
-        ))
-        grantee.grant_principal.add_to_principal_policy(iam.PolicyStatement(
+        ), iam.PolicyStatement(
             actions=["ec2:CreateNetworkInterface"],
             resources=[stack.format_arn(service="ec2", resource="subnet", resource_name=s)
                        for s in self.subnet_ids]
             + [stack.format_arn(service="ec2", resource="security-group", resource_name=g)
                for g in self.job_security_group_ids],
-        ))
+        )], "the network interfaces of SageMaker jobs and endpoints")
 
     def vpc_config(self) -> dict[str, list[str]]:
         """SageMaker's ``VpcConfig`` for a job or a model in this network."""

@@ -4,13 +4,17 @@ workflow runs it daily so every snapshot is checked when it is taken."""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from .deprecation import renamed
 from .features import FeatureEngineering
 from .quality import DataQuality
 from .resources import schedule_of
@@ -19,6 +23,17 @@ from .spec import ModelSpec
 from .storage import DataLake
 from .tokens import hours
 from .workflow import notify_and_fail, notify_timeouts, state_machine
+
+
+class PreparationSteps(Protocol):
+    """What a workflow that starts with data preparation takes (training, batch
+    inference): the chain of steps that leaves ``$.data`` (snapshot, quality,
+    features), and what its state machine needs beyond those steps' own
+    grants. :class:`DataPreparation` is one; a test passes a stand-in."""
+
+    def chain(self, scope: Construct, prefix: str) -> sfn.IChainable: ...
+
+    def grant_to(self, machine: sfn.StateMachine) -> iam.Grant: ...
 
 
 class DataPreparation(Construct):
@@ -36,8 +51,11 @@ class DataPreparation(Construct):
     Attributes:
         sourcing, quality, features: the stage constructs.
         state_machine: the daily workflow.
-        rule: its schedule (``data.schedule``).
+        schedule_rule: its schedule (``data.schedule``).
     """
+
+    #: Deprecated: :attr:`schedule_rule`.
+    rule = renamed("schedule_rule")
 
     def __init__(
         self,
@@ -89,7 +107,7 @@ class DataPreparation(Construct):
         )
         if spec.quality.runner == "processing":
             self.quality.grant_processing(self.state_machine.role)
-        self.rule = events.Rule(
+        self.schedule_rule = events.Rule(
             self,
             "Schedule",
             schedule=schedule_of(spec.data.schedule),
@@ -111,7 +129,8 @@ class DataPreparation(Construct):
         features = self.features.compute(scope, f"{prefix}ComputeFeatures")
         return sfn.Chain.start(source).next(check).next(features)
 
-    def grant_to(self, machine: sfn.StateMachine) -> None:
+    def grant_to(self, machine: sfn.StateMachine) -> iam.Grant:
         """What another workflow using :meth:`chain` needs beyond its Lambda grants."""
         if self.spec.quality.runner == "processing":
-            self.quality.grant_processing(machine.role)
+            return self.quality.grant_processing(machine.role)
+        return iam.Grant.drop(machine, "the chain's Lambda steps carry their own grants")

@@ -31,6 +31,7 @@ from constructs import Construct
 
 from .compliance import acknowledge, acknowledge_all, acknowledge_grant_actions, resource_token
 from .functions import stage_code
+from .grants import grant_statements
 from .images import image_uri
 from .network import ModelNetwork
 from .sagemaker_access import grant_job_logs, pass_role_statement, sagemaker_role
@@ -258,7 +259,7 @@ class ProcessingRunner(Construct):
             service="sagemaker", resource="processing-job", resource_name=f"{self.job_prefix}*"
         )
 
-    def grant_start(self, role: iam.IRole) -> None:
+    def grant_start(self, role: iam.IRole) -> iam.Grant:
         """Let ``role`` (a state machine's) run the jobs: create, describe and stop
         jobs named ``<model>-<kind>-*`` only, the .sync rule, PassRole of the
         job role only (to SageMaker), grants on the key for the volume, and
@@ -267,16 +268,16 @@ class ProcessingRunner(Construct):
         The steps from :meth:`run` carry the same statements to the state
         machine they are part of; this is for a role that starts jobs otherwise.
         """
-        for statement in self.start_statements():
-            role.add_to_principal_policy(statement)
-        role.add_to_principal_policy(
+        grant = grant_statements(role, [
+            *self.start_statements(),
             iam.PolicyStatement(
                 actions=["s3:GetObject"],
                 resources=[self.output_bucket.arn_for_objects(f"{self.output_prefix}*")],
-            )
-        )
+            ),
+        ], "start the Processing jobs")
         if isinstance(role, Construct):
             self._acknowledge_start(role)
+        return grant
 
     def _acknowledge_start(self, scope: Construct) -> None:
         acknowledge(

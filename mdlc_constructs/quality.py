@@ -9,7 +9,8 @@ instance, chosen by ``quality.runner: processing`` in the spec; see
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from typing import Any
+
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -22,14 +23,14 @@ from .compliance import (
     acknowledge_objects,
 )
 from .functions import python_function
+from .metrics import QUALITY_NAMESPACE, quality_violations
 from .processing import ProcessingRunner, S3Access
 from .spec import ModelSpec
 from .storage import DataLake, grant_read_objects
 from .tokens import minutes, string_at
 from .workflow import invoke
 
-METRICS_NAMESPACE = "MDLC/DataQuality"
-VIOLATIONS_METRIC = "QualityViolations"
+METRICS_NAMESPACE = QUALITY_NAMESPACE
 REPORT_PREFIX = "quality-reports"
 
 
@@ -155,14 +156,14 @@ class DataQuality(Construct):
             metrics_namespace=METRICS_NAMESPACE,
         )  # fmt: skip
 
-    def grant_processing(self, role: iam.IRole) -> None:
+    def grant_processing(self, role: iam.IRole) -> iam.Grant:
         """What a state machine needs to run the Processing runner (the steps of
         :meth:`check` already bring it to the state machine they are in)."""
         if self.processing_runner is None:
             raise ValueError(
                 f"model {self.spec.name!r} checks quality in Lambda (quality.runner: embedded)"
             )
-        self.processing_runner.grant_start(role)
+        return self.processing_runner.grant_start(role)
 
     # -- workflow steps --------------------------------------------------------
 
@@ -220,17 +221,7 @@ class DataQuality(Construct):
 
     # -- metrics -----------------------------------------------------------------
 
-    def metric_violations(
-        self, rule: str | None = None, period: Duration = Duration.days(1)
-    ) -> cloudwatch.Metric:
-        """Violations per check, in total or for one rule id."""
-        dimensions = {"Model": self.spec.name}
-        if rule:
-            dimensions["Rule"] = rule
-        return cloudwatch.Metric(
-            namespace=METRICS_NAMESPACE,
-            metric_name=VIOLATIONS_METRIC,
-            dimensions_map=dimensions,
-            statistic="Maximum",
-            period=period,
-        )
+    def metric_violations(self, rule: str | None = None, **props: Any) -> cloudwatch.Metric:
+        """Violations per check, in total or for one rule id (Maximum per day by
+        default; ``props``: ``cloudwatch.MetricOptions``)."""
+        return quality_violations(self.spec.name, rule, **props)

@@ -51,6 +51,8 @@ from mdlc_core.layout import Layout
 from mdlc_core.layout import endpoint_name as layout_endpoint_name
 
 from .compliance import acknowledge_all, resource_token
+from .deprecation import renamed
+from .metrics import endpoint_metric
 from .network import ModelNetwork
 from .sagemaker_access import (
     WILDCARD_REASON,
@@ -162,13 +164,18 @@ class RealtimeEndpoint(Construct):
 
     Attributes:
         endpoint_name, endpoint_arn, variant_name, execution_role,
-        deployment_workflow, rule (the approval trigger), error_rate_alarm,
+        state_machine (the deployment workflow), approval_rule (its trigger), error_rate_alarm,
         latency_alarm, model_package_group_name, model_package_group_arn.
 
     Extension points (plain methods called from the constructor):
     ``build_execution_role``, ``build_alarms``, ``endpoint_config_parameters``,
     ``deployment_config``, ``scaling_policy_parameters``.
     """
+
+    #: Deprecated: :attr:`state_machine`.
+    deployment_workflow = renamed("state_machine")
+    #: Deprecated: :attr:`approval_rule`.
+    rule = renamed("approval_rule")
 
     def __init__(
         self,
@@ -210,7 +217,7 @@ class RealtimeEndpoint(Construct):
 
         self.error_rate_alarm, self.latency_alarm = self.build_alarms()
         self.execution_role = self.build_execution_role()
-        self.deployment_workflow = state_machine(
+        self.state_machine = state_machine(
             self,
             "DeploymentWorkflow",
             definition=self._definition(),
@@ -221,7 +228,7 @@ class RealtimeEndpoint(Construct):
             notifies=[self.topic],
         )
         self._grant_workflow()
-        self.rule = events.Rule(
+        self.approval_rule = events.Rule(
             self,
             "ModelApproved",
             description=f"Deploy approved versions of {model_package_group_name}",
@@ -235,7 +242,7 @@ class RealtimeEndpoint(Construct):
             ),
             targets=[
                 targets.SfnStateMachine(
-                    self.deployment_workflow,
+                    self.state_machine,
                     retry_attempts=8,
                     max_event_age=hours(2),
                 )
@@ -244,7 +251,7 @@ class RealtimeEndpoint(Construct):
         notify_timeouts(
             self,
             "DeploymentTimedOut",
-            machine=self.deployment_workflow,
+            machine=self.state_machine,
             topic=topic,
             description=f"Notify when a deployment to {self.endpoint_name} times out",
         )
@@ -258,14 +265,10 @@ class RealtimeEndpoint(Construct):
         )
 
     def metric(self, metric_name: str, **props: Any) -> cloudwatch.Metric:
-        """A SageMaker metric of this endpoint's variant (``AWS/SageMaker``)."""
-        options = {"period": minutes(1), "statistic": "Sum", **props}
-        return cloudwatch.Metric(
-            namespace="AWS/SageMaker",
-            metric_name=metric_name,
-            dimensions_map={"EndpointName": self.endpoint_name, "VariantName": self.variant_name},
-            **options,
-        )
+        """A SageMaker metric of this endpoint's variant (``AWS/SageMaker``; Sum
+        per minute by default)."""
+        return endpoint_metric(self.endpoint_name, metric_name,
+                               variant_name=self.variant_name, **props)
 
     def metric_invocations(self, **props: Any) -> cloudwatch.Metric:
         """Requests served (Sum per minute by default)."""
@@ -915,7 +918,7 @@ class RealtimeEndpoint(Construct):
 
     def _grant_workflow(self) -> None:
         """What the workflow's role needs beyond the tasks' own statements."""
-        role = self.deployment_workflow.role
+        role = self.state_machine.role
         configs = self._arn("endpoint-config", f"{self.resource_prefix}*")
         models = self._arn("model", f"{self.resource_prefix}*")
         statements = [
@@ -986,7 +989,7 @@ class RealtimeEndpoint(Construct):
             role.add_to_principal_policy(statement)
         sagemaker_arn = "arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>"
         acknowledge_all(
-            self.deployment_workflow,
+            self.state_machine,
             {
                 "AwsSolutions-IAM5[Resource::*]": "Application Auto Scaling's "
                 "RegisterScalableTarget/PutScalingPolicy have no resource-level permissions "

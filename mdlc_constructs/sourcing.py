@@ -11,6 +11,7 @@ from mdlc_core.layout import Layout
 
 from .compliance import acknowledge_objects
 from .functions import python_function
+from .grants import combine
 from .spec import ModelSpec
 from .storage import DataLake, grant_read_objects
 from .tokens import minutes
@@ -81,15 +82,16 @@ class DataSourcing(Construct):
         )
         self.grant_sources(self.function)
 
-    def grant_sources(self, grantee: iam.IGrantable) -> None:
+    def grant_sources(self, grantee: iam.IGrantable) -> iam.Grant:
         """Read access to every source in the spec (an extension point)."""
+        grants = []
         for source in self.spec.data.sources:
             bucket: s3.IBucket = (
                 s3.Bucket.from_bucket_name(self, f"Source{source.name}", source.bucket)
                 if source.bucket
                 else self.data_lake.raw
             )
-            grant_read_objects(bucket, grantee, f"{source.prefix}*")
+            grants.append(grant_read_objects(bucket, grantee, f"{source.prefix}*"))
             if not source.bucket:
                 acknowledge_objects(
                     self.function,
@@ -98,6 +100,7 @@ class DataSourcing(Construct):
                     f"Source {source.name!r} delivers objects under its prefix with "
                     "names unknown at synthesis; read access is limited to that prefix",
                 )
+        return combine(grantee, grants, "the spec names no source")
 
     def task(self, scope: Construct, construct_id: str = "SourceSnapshot") -> sfn.TaskStateBase:
         """A workflow step: source the snapshot of ``$.date`` into ``$.data.snapshot``.

@@ -25,6 +25,7 @@ from constructs import Construct
 from mdlc_core.layout import Layout
 
 from .compliance import acknowledge_all
+from .grants import combine
 from .tokens import days
 
 
@@ -85,23 +86,22 @@ def grant_list(bucket: s3.IBucket, grantee: iam.IGrantable, pattern: str) -> iam
     )
 
 
-def grant_read_objects(bucket: s3.IBucket, grantee: iam.IGrantable, pattern: str) -> None:
+def grant_read_objects(bucket: s3.IBucket, grantee: iam.IGrantable, pattern: str) -> iam.Grant:
     """What ``bucket.grant_read(grantee, pattern)`` grants, with listing limited to
     ``pattern``'s prefix: ``s3:GetObject*`` on the objects, ``s3:GetBucket*`` on
     the bucket, ``s3:ListBucket`` under the prefix, and decrypting with the
     bucket's key."""
     arn, key = _bucket_facts(bucket)
-    iam.Grant.add_to_principal_or_resource(
+    grant = iam.Grant.add_to_principal_or_resource(
         # What IBucket.arn_for_objects returns: the ARN, "/", the pattern.
         grantee=grantee, actions=["s3:GetObject*"], resource_arns=[f"{arn}/{pattern}"],
         resource=bucket,
-    )
-    iam.Grant.add_to_principal_or_resource(
+    ).combine(iam.Grant.add_to_principal_or_resource(
         grantee=grantee, actions=["s3:GetBucket*"], resource_arns=[arn], resource=bucket,
-    )
-    grant_list(bucket, grantee, pattern)
+    )).combine(grant_list(bucket, grantee, pattern))
     if key is not None:
-        key.grant(grantee, "kms:Decrypt", "kms:DescribeKey")
+        grant = grant.combine(key.grant(grantee, "kms:Decrypt", "kms:DescribeKey"))
+    return grant
 
 
 def grant_read_write_objects(bucket: s3.IBucket, grantee: iam.IGrantable, pattern: str) -> None:
@@ -227,21 +227,21 @@ class DataLake(Construct):
         """Captured real-time inference requests and responses."""
         return self._buckets["capture"]
 
-    def grant_read(self, grantee: iam.IGrantable, *kinds: str) -> None:
+    def grant_read(self, grantee: iam.IGrantable, *kinds: str) -> iam.Grant:
         """Read objects of the given bucket kinds (and decrypt with the key).
 
         Whole buckets: on a shared platform that is every model's objects. The
         library's roles use :func:`grant_read_objects` with their model's
         prefixes instead."""
-        for kind in kinds:
-            self.bucket(kind).grant_read(grantee)
+        return combine(grantee, (self.bucket(kind).grant_read(grantee) for kind in kinds),
+                       "no bucket kind given")
 
-    def grant_read_write(self, grantee: iam.IGrantable, *kinds: str) -> None:
+    def grant_read_write(self, grantee: iam.IGrantable, *kinds: str) -> iam.Grant:
         """Read and write objects of the given bucket kinds (and use the key).
 
         Whole buckets, like :meth:`grant_read`."""
-        for kind in kinds:
-            self.bucket(kind).grant_read_write(grantee)
+        return combine(grantee, (self.bucket(kind).grant_read_write(grantee) for kind in kinds),
+                       "no bucket kind given")
 
     # -- resources ------------------------------------------------------------
 

@@ -29,6 +29,7 @@ Extension points are plain-Python methods called from the constructor:
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from .compliance import acknowledge_all, resource_token
 from .functions import python_function
 from .lineage import code_version
 from .network import ModelNetwork
+from .preparation import PreparationSteps
 from .sagemaker_access import (
     SAGEMAKER_TRANSIENT,
     grant_job_logs,
@@ -59,8 +61,21 @@ from .storage import DataLake, grant_read_objects, grant_read_write_objects
 from .tokens import minutes, seconds, string_at
 from .workflow import invoke, notify_and_fail, notify_timeouts, retry_transient, state_machine
 
-#: Data preparation: a chain that leaves ``$.data`` (snapshot, quality, features).
+#: Deprecated (use ``preparation=``): builds the data preparation chain.
 PrepareData = Callable[[Construct, str], sfn.IChainable]
+
+
+class _ChainOnly:
+    """A ``prepare_data`` callable as :class:`PreparationSteps` (no extra grant)."""
+
+    def __init__(self, build: PrepareData) -> None:
+        self.build = build
+
+    def chain(self, scope: Construct, prefix: str) -> sfn.IChainable:
+        return self.build(scope, prefix)
+
+    def grant_to(self, machine: sfn.StateMachine) -> iam.Grant:
+        return iam.Grant.drop(machine, "a prepare_data chain brings its own grants")
 
 #: The Fail state's error when the model does not reach the threshold.
 BELOW_THRESHOLD_ERROR = "ModelBelowThreshold"
@@ -85,14 +100,19 @@ class TrainingWorkflow(Construct):
             ``features`` bucket, channels and artifacts go to ``artifacts``.
         topic: failures, below-threshold results and registrations are
             published here.
-        prepare_data: builds the data preparation chain (sourcing, quality,
-            features) that leaves ``$.data``. Default: none; the execution
+        preparation: the model's data preparation (a :class:`DataPreparation`,
+            or any :class:`PreparationSteps`): its chain (sourcing, quality,
+            features, leaving ``$.data``) runs first, and the state machine
+            gets what the chain needs (``grant_to``), as in
+            ``BatchInferenceWorkflow``. Default: none; the execution
             input must then carry ``data.features.features_key`` (a Parquet
             key under ``features/<model>/`` in the features bucket, one row
             per event with the label and the features) and, for lineage,
             ``data.features.date`` and ``data.snapshot`` (``snapshot_prefix``,
             ``manifest_key``, ``content_hash``); missing lineage is recorded
             as 'unknown'.
+        prepare_data: deprecated, the chain-building callable alone
+            (``preparation.chain``); use ``preparation``.
         algorithm: the algorithm. Default: from ``spec.training.algorithm``.
         network_isolation: run the training job without network access.
             Default: the algorithm's (yes for built-ins and Marketplace, no
@@ -113,6 +133,7 @@ class TrainingWorkflow(Construct):
         spec: ModelSpec,
         data_lake: DataLake,
         topic: sns.ITopic,
+        preparation: PreparationSteps | None = None,
         prepare_data: PrepareData | None = None,
         algorithm: TrainingAlgorithm | None = None,
         network_isolation: bool | None = None,
@@ -170,7 +191,15 @@ class TrainingWorkflow(Construct):
             subject=f"MDLC {spec.name}: training failed",
             cause="A step of the training workflow failed; see the notification",
         )
-        chain = self._definition(prepare_data)
+        if prepare_data is not None:
+            if preparation is not None:
+                raise ValueError("TrainingWorkflow: give preparation or prepare_data, not both")
+            warnings.warn("TrainingWorkflow(prepare_data=...) is deprecated: pass "
+                          "preparation= (a DataPreparation or any PreparationSteps)",
+                          DeprecationWarning, stacklevel=2)
+            preparation = _ChainOnly(prepare_data)
+        self.preparation = preparation
+        chain = self._definition(preparation)
         self.state_machine = state_machine(
             self,
             "StateMachine",
@@ -182,6 +211,8 @@ class TrainingWorkflow(Construct):
         )
         self._grant_workflow()
         self._notify_timeouts()
+        if preparation is not None:
+            preparation.grant_to(self.state_machine)
 
     # -- extension points -----------------------------------------------------------
 
@@ -530,7 +561,7 @@ class TrainingWorkflow(Construct):
 
     # -- internals ------------------------------------------------------------------
 
-    def _definition(self, prepare_data: PrepareData | None) -> sfn.IChainable:
+    def _definition(self, preparation: PreparationSteps | None) -> sfn.IChainable:
         name = self.spec.name
         notify_registered = tasks.SnsPublish(
             self,
@@ -584,8 +615,8 @@ class TrainingWorkflow(Construct):
             )
         )
         steps: list[sfn.IChainable] = []
-        if prepare_data is not None:
-            steps.append(prepare_data(self, "PrepareData"))
+        if preparation is not None:
+            steps.append(preparation.chain(self, "PrepareData"))
         steps.append(self.build_input_step())
         build = self.algorithm.build_step(self, "BuildImage")
         if build is not None:

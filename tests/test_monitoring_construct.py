@@ -348,7 +348,8 @@ def test_job_settings(built):
 
 def test_schedule_invokes_the_job_with_retries_and_dead_letters(built):
     full, template = built["full"], built["monitored"]
-    rule = template.find_resources("AWS::Events::Rule")[_logical_id(full.schedule)]["Properties"]
+    rules = template.find_resources("AWS::Events::Rule")
+    rule = rules[_logical_id(full.schedule_rule)]["Properties"]
     assert rule["ScheduleExpression"] == "cron(0 7 * * ? *)"
     (target,) = rule["Targets"]
     assert target["Arn"] == {"Fn::GetAtt": [_logical_id(full.function), "Arn"]}

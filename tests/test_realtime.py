@@ -284,7 +284,7 @@ def test_rule_matches_approved_versions_of_this_group(template, synthesized):
         },
         "Targets": [Match.object_like({
             "Arn": {"Ref": _logical_id(synthesized["stack"],
-                                       synthesized["endpoint"].deployment_workflow)},
+                                       synthesized["endpoint"].state_machine)},
         })],
     })
 
@@ -390,7 +390,7 @@ def _resources(statement: dict[str, Any]) -> list[Any]:
 def test_pass_role_only_for_the_execution_role(synthesized):
     stack, endpoint = synthesized["stack"], synthesized["endpoint"]
     statements = _statements(synthesized["template"],
-                             _logical_id(stack, endpoint.deployment_workflow.role))
+                             _logical_id(stack, endpoint.state_machine.role))
     passes = [s for s in statements if "iam:PassRole" in _actions(s)]
     assert len(passes) == 1
     assert _resources(passes[0]) == [
@@ -402,7 +402,7 @@ def test_pass_role_only_for_the_execution_role(synthesized):
 def test_sagemaker_actions_scoped_to_this_model(synthesized):
     stack, endpoint = synthesized["stack"], synthesized["endpoint"]
     statements = _statements(synthesized["template"],
-                             _logical_id(stack, endpoint.deployment_workflow.role))
+                             _logical_id(stack, endpoint.state_machine.role))
     allowed = (f":model/{ENDPOINT}-v*", f":endpoint-config/{ENDPOINT}-v*",
                f":endpoint/{ENDPOINT}", f":model-package/{GROUP}/*")
     sagemaker = [s for s in statements if any(a.startswith("sagemaker:") for a in _actions(s))]
@@ -420,7 +420,7 @@ def test_sagemaker_actions_scoped_to_this_model(synthesized):
 
 def test_workflow_can_read_the_rollback_alarms(synthesized):
     stack, endpoint = synthesized["stack"], synthesized["endpoint"]
-    for role in (endpoint.deployment_workflow.role, endpoint.execution_role):
+    for role in (endpoint.state_machine.role, endpoint.execution_role):
         statements = _statements(synthesized["template"], _logical_id(stack, role))
         describe = [s for s in statements if _actions(s) == ["cloudwatch:DescribeAlarms"]]
         assert len(describe) == 1

@@ -22,6 +22,18 @@ ROOT = Path(__file__).resolve().parents[1]
 FEATURES_KEY = "features/fraud/dt=2026-11-01/features.parquet"
 
 
+class StandInPreparation:
+    """A :class:`PreparationSteps` whose chain is :func:`stand_in_prepare`."""
+
+    def chain(self, scope, prefix):
+        return stand_in_prepare(scope, prefix)
+
+    def grant_to(self, machine):
+        from aws_cdk import aws_iam as iam
+
+        return iam.Grant.drop(machine, "a Pass state needs nothing")
+
+
 def stand_in_prepare(scope, construct_id) -> sfn.IChainable:
     """The data preparation chain's contract: ``$.data`` with snapshot, quality, features."""
     return sfn.Pass(
@@ -120,13 +132,13 @@ def synthesized(tmp_path_factory, fraud_spec):
     app = make_app(outdir=str(outdir))
     shipped = TrainingTestStack(app, "Training-shipped")
     workflow = TrainingWorkflow(shipped, "Training", spec=fraud_spec, data_lake=shipped.data_lake,
-                                topic=shipped.topic, prepare_data=stand_in_prepare)
+                                topic=shipped.topic, preparation=StandInPreparation())
     stand_in = TrainingTestStack(app, "Training-standin")
     standin_workflow = StandInWorkflow(stand_in, "Training", spec=fraud_spec,
                                        data_lake=stand_in.data_lake, topic=stand_in.topic)
     example = TrainingTestStack(app, "Training-example")
     TeamTrainingWorkflow(example, "Training", spec=fraud_spec, data_lake=example.data_lake,
-                         topic=example.topic, prepare_data=stand_in_prepare)
+                         topic=example.topic, preparation=StandInPreparation())
     try:
         assembly = app.synth()
     except Exception as error:
