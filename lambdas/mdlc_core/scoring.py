@@ -79,6 +79,13 @@ class ScoringEvent:
 class BatchOutcome:
     decisions: list[tuple[ScoringEvent, Decision]] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    #: (record id, parsed event): events of the batch the online store does not
+    #: count yet, which the caller records before the next batch
+    #: (``mdlc_core.features.EventRows.unrecorded``); only with a reader that
+    #: reads as of each event.
+    unrecorded: list[tuple[str, Any]] = field(default_factory=list)
+    #: record id -> why its features may differ from its training row.
+    inexact: dict[str, str] = field(default_factory=dict)
 
 
 # --- features ----------------------------------------------------------------------
@@ -88,6 +95,14 @@ class FeatureReader(Protocol):
     def read_many(self, entity_ids: Sequence[str]) -> dict[str, dict[str, float | None]]:
         """Stored features per entity id; entities without an item are left out."""
         ...
+
+
+class EventFeatureReader(Protocol):
+    """A reader of each event's features as of the event itself (its training
+    row), the batch's own events folded in: ``OnlineFeatureReader.read_events``.
+    ``BatchScorer`` uses it instead of ``read_many`` when the reader has it."""
+
+    def read_events(self, events: Sequence[Mapping[str, Any] | None]) -> Any: ...
 
 
 def _number(attribute: Mapping[str, Any]) -> float | None:
@@ -370,12 +385,19 @@ class BatchScorer:
         if not events:
             return outcome
         try:
-            stored = self.reader.read_many([e.entity_id for e in events])
+            if hasattr(self.reader, "read_events"):
+                rows = self._rows_as_of_events(events, payloads, outcome)
+                events = [e for e in events if e.record_id in rows]
+            else:
+                stored = self.reader.read_many([e.entity_id for e in events])
+                rows = {e.record_id: stored.get(e.entity_id) for e in events}
         except TransientError:
             raise
         except Exception as error:
             raise TransientError(f"feature read failed: {error}") from error
-        vectors = [self.plan.vector(e, stored.get(e.entity_id)) for e in events]
+        if not events:
+            return outcome
+        vectors = [self.plan.vector(e, rows[e.record_id]) for e in events]
         try:
             scores = self.scorer.score([csv_row(v) for v in vectors])
         except TransientError:
@@ -405,3 +427,35 @@ class BatchScorer:
             )
             outcome.decisions.append((event, decision))
         return outcome
+
+    def _rows_as_of_events(self, events: Sequence[ScoringEvent], payloads: Mapping[str, str],
+                           outcome: BatchOutcome) -> dict[str, dict[str, Any] | None]:
+        """Each event's features as of itself, by record id. Every record of the
+        batch (``payloads``, in stream order) is folded, the ones this plan
+        rejects too, as the feature updater applies them; an event the feature
+        engine rejects (no timestamp) is ``Rejected``: it could not be recorded."""
+        order = list(payloads)
+        bodies: list[Mapping[str, Any] | None] = []
+        for record_id in order:
+            try:
+                body = json.loads(payloads[record_id])
+            except ValueError:
+                body = None
+            bodies.append(body if isinstance(body, dict) else None)
+        found = self.reader.read_events(bodies)  # type: ignore[attr-defined]
+        index = {record_id: i for i, record_id in enumerate(order)}
+        rows: dict[str, dict[str, Any] | None] = {}
+        for event in events:
+            at = index.get(event.record_id)
+            if at is None:
+                continue
+            if at in found.rejected:
+                outcome.rejected.append(Rejected(event.record_id, found.rejected[at],
+                                                 payloads[event.record_id]))
+                continue
+            rows[event.record_id] = found.rows[at]
+            reason = found.inexact.get(event.event_id)
+            if reason is not None:
+                outcome.inexact[event.record_id] = reason
+        outcome.unrecorded = [(order[i], found.events[i]) for i in found.unrecorded]
+        return rows
