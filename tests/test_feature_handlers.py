@@ -154,7 +154,11 @@ def test_update_handler_exactly_once_partial_failures_and_reads(aws: Any) -> Non
     item = ddb.get_item(TableName=TABLE, Key={"pk": {"S": "fraud#customer_id#c1"}})["Item"]
     assert item["version"]["N"] == "2"
     assert int(item["expires_at"]["N"]) == (20513 + 30 + 2) * 86_400  # 2026-03-01 is day 20513
-    assert set(item["days"]["M"]) == {"2026-03-01"}
+    # Both events kept one by one (the newest of the entity), none in a day bucket yet.
+    assert item["days"]["M"] == {}
+    recent = item["recent"]["M"]
+    assert recent["columns"]["L"] == [{"S": "order_amount"}]
+    assert [e["L"][1]["S"] for e in recent["events"]["L"]] == ["o1", "o2"]
     marker = ddb.get_item(TableName=TABLE, Key={"pk": {"S": "fraud#event#o1"}})["Item"]
     assert "expires_at" in marker
 

@@ -43,13 +43,15 @@ def test_each_step_adds_its_keys(steps):
         "order_amount", "account_tenure", "order_total_30d", "order_count_30d",
         "amount_to_30d_mean",
     ]
-    assert state["features"]["amount_to_30d_mean"] == pytest.approx(2.6)
+    # As of the event itself (its training row): c1's 4 stored orders and the event.
+    assert state["features"]["order_total_30d"] == 1650.0
+    assert state["features"]["amount_to_30d_mean"] == pytest.approx(650 / (1650 / 5))
     assert "step" not in state
 
     state = module.handler({**state, "step": "run_inference"}, Context())
     assert state["score"] == pytest.approx(0.65)
     assert state["model_version"].endswith("model-package/fraud/3")
-    assert steps["runtime"].calls == [["650.0,400.0,1000.0,4.0,2.6"]]
+    assert steps["runtime"].calls == [[f"650.0,400.0,1650.0,5.0,{650 / (1650 / 5)!r}"]]
 
     state = module.handler({**state, "step": "execute_rules"}, Context())
     assert state["decision"]["rule_id"] == "review_medium_risk"
@@ -109,7 +111,7 @@ def test_a_kinesis_record_from_the_pipe_is_decoded(steps):
 
     assert state["event_id"] == "o-k" and state["record_id"] == "42"
     assert "record" not in state
-    assert state["features"]["order_total_30d"] == 1000.0
+    assert state["features"]["order_total_30d"] == 1650.0
     with pytest.raises(module.MalformedEvent, match="base64"):
         module.handler({"step": "collect_features",
                         "state": {"record": {"data": "%%%", "sequenceNumber": "43"}}}, Context())

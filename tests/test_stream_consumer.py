@@ -63,9 +63,11 @@ def record(sequence: int, payload: Any, *, raw: bytes | None = None) -> dict[str
     }
 
 
-def order(order_id: str, amount: float, customer: str = "c1") -> dict[str, Any]:
+def order(order_id: str, amount: float, customer: str = "c1", *,
+          seconds_ago: int = 0) -> dict[str, Any]:
     return {"order_id": order_id, "customer_id": customer, "order_amount": amount,
-            "account_tenure": 400, "order_ts": NOW.isoformat()}
+            "account_tenure": 400,
+            "order_ts": (NOW - timedelta(seconds=seconds_ago)).isoformat()}
 
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -162,21 +164,23 @@ def logged(ddb, event_id: str) -> dict[str, Any] | None:
 
 
 def test_good_records_are_decided_logged_and_acted_on(aws):
-    event = {"Records": [record(1, order("o-block", 950.0)), record(2, order("o-review", 700.0)),
-                         record(3, order("o-approve", 100.0))]}
+    event = {"Records": [record(1, order("o-block", 950.0, seconds_ago=3)),
+                         record(2, order("o-review", 700.0, seconds_ago=2)),
+                         record(3, order("o-approve", 100.0, seconds_ago=1))]}
 
     response = aws["module"].handler(event, Context())
 
     assert response == {"batchItemFailures": []}
     assert len(aws["runtime"].calls) == 1, "one endpoint call for the whole batch"
-    # Rows in the model's feature order: amount, tenure, total, count, amount / mean.
-    assert aws["runtime"].calls[0][0] == "950.0,400.0,1000.0,4.0,3.8"
+    # Rows in the model's feature order: amount, tenure, total, count, amount / mean,
+    # as of the event itself: c1's 4 stored orders (1000) and the event (950).
+    assert aws["runtime"].calls[0][0] == f"950.0,400.0,1950.0,5.0,{950 / (1950 / 5)!r}"
     item = logged(aws["ddb"], "o-block")
     assert item["action"] == {"S": "block"}
     assert item["rule_id"] == {"S": "block_high_risk"}
     assert item["score"] == {"N": "0.95"}
     assert item["model_version"]["S"].endswith("model-package/fraud/3")
-    assert item["features"]["M"]["order_total_30d"] == {"N": "1000.0"}
+    assert item["features"]["M"]["order_total_30d"] == {"N": "1950.0"}
     assert logged(aws["ddb"], "o-approve")["rule_id"] == {"S": "default"}
     assert [m["event_id"] for m in messages(aws["sqs"], aws["blocked"])] == ["o-block"]
     assert [m["event_id"] for m in messages(aws["sqs"], aws["review"])] == ["o-review"]
@@ -295,8 +299,9 @@ def test_unknown_entity_scores_with_missing_features(aws):
     event = {"Records": [record(1, order("o-new", 200.0, customer="c-new"))]}
 
     assert aws["module"].handler(event, Context()) == {"batchItemFailures": []}
-    # The event's own columns, and no stored history (the entity is unknown).
-    assert aws["runtime"].calls[0] == ["200.0,400.0,,,"]
+    # The event's own columns, and no stored history (the entity is unknown): the
+    # window holds the event alone, as its training row does.
+    assert aws["runtime"].calls[0] == ["200.0,400.0,200.0,1.0,1.0"]
     assert logged(aws["ddb"], "o-new")["action"] == {"S": "approve"}
 
 
@@ -333,14 +338,16 @@ def test_features_written_by_the_updater_are_read_back_by_the_consumer(aws, monk
 
     counting = CountingDynamoDB(aws["module"].SCORER.reader.client)
     aws["module"].SCORER.reader.client = counting
-    event = {"Records": [record(10, order("o-9", 200.0, customer="c9")),
-                         record(11, order("o-10", 950.0, customer="c1")),
+    event = {"Records": [record(10, order("o-9", 200.0, customer="c9", seconds_ago=2)),
+                         record(11, order("o-10", 950.0, customer="c1", seconds_ago=1)),
                          record(12, order("o-11", 100.0, customer="c9"))]}
 
     assert aws["module"].handler(event, Context()) == {"batchItemFailures": []}
     assert counting.batch_gets == 1, "one feature read for the whole batch"
-    # amount, tenure (the event's), total and count of c9's last 30 days, 200 / (800 / 2).
-    assert aws["runtime"].calls == [["200.0,400.0,800.0,2.0,0.5",
-                                     "950.0,400.0,1000.0,4.0,3.8",
-                                     "100.0,400.0,800.0,2.0,0.25"]]
-    assert logged(aws["ddb"], "o-9")["features"]["M"]["order_total_30d"] == {"N": "800.0"}
+    # amount, tenure (the event's), total and count of c9's last 30 days as of the
+    # event, itself included: o-9 adds to the stored 800, o-11 to 800 and o-9 too,
+    # which the updater has not applied (the consumer folds it in).
+    assert aws["runtime"].calls == [[f"200.0,400.0,1000.0,3.0,{200 / (1000 / 3)!r}",
+                                     f"950.0,400.0,1950.0,5.0,{950 / (1950 / 5)!r}",
+                                     f"100.0,400.0,1100.0,4.0,{100 / (1100 / 4)!r}"]]
+    assert logged(aws["ddb"], "o-9")["features"]["M"]["order_total_30d"] == {"N": "1000.0"}

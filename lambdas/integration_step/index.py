@@ -10,8 +10,14 @@ state machine passes the whole state along: the task's payload is
     in:  ``{"step", "event": <the producer's event, an object or JSON text>}``,
     or ``{"step", "record": <a Kinesis record as EventBridge Pipes sends it>}``
     out: ``{"event", "event_id", "entity_id", "features": {name: number|null}}``
-    (features in the model's training order: the online feature table,
-    overlaid by the event's raw columns, then the spec's expressions)
+    (features in the model's training order: the event's raw columns, its
+    window values as of itself, the event included, from the online feature
+    table, then the spec's expressions: its training row, as the fused
+    consumer computes it with the same ``OnlineFeatureReader.read_events``).
+    If the table does not count the event yet, this step records it (the
+    updater's exactly-once ``IncrementalEngine.apply``) before it returns, so
+    the next event's execution (the pipe runs them one at a time per shard)
+    finds it, however far the updater lags.
 ``run_inference``
     in:  the above; out: adds ``"score"``, ``"model_version"``, ``"variant"``
 ``execute_rules``
@@ -58,7 +64,7 @@ from urllib.parse import quote
 from aws_lambda_powertools import Logger
 from mdlc_core.actions import ActionLedger, Clients, DecisionLog, Dispatcher
 from mdlc_core.decisions import Decision, RuleSet
-from mdlc_core.features import FeatureSet, OnlineFeatureReader
+from mdlc_core.features import DynamoDBStore, FeatureSet, IncrementalEngine, OnlineFeatureReader
 from mdlc_core.predictions import PredictionLog
 from mdlc_core.runtime_config import load_config
 from mdlc_core.scoring import (
@@ -101,6 +107,15 @@ def _reader() -> OnlineFeatureReader:
     return OnlineFeatureReader(
         CLIENTS.get("dynamodb"), os.environ["FEATURES_TABLE"], FeatureSet.from_config(CONFIG)
     )
+
+
+@cache
+def _recorder() -> IncrementalEngine:
+    """Records an event the table does not count yet (the updater's engine)."""
+    features = FeatureSet.from_config(CONFIG)
+    return IncrementalEngine(features, DynamoDBStore(CLIENTS.get("dynamodb"),
+                                                     os.environ["FEATURES_TABLE"],
+                                                     features.model))
 
 
 @cache
@@ -150,14 +165,26 @@ def collect_features(state: dict[str, Any]) -> dict[str, Any]:
     parsed = PLAN.parse(str(state.get("record_id", "")), payload)
     if isinstance(parsed, Rejected):
         raise MalformedEvent(parsed.reason)
+    body = json.loads(payload)
     try:
-        stored = _reader().read_many([parsed.entity_id])
+        found = _reader().read_events([body])
     except TransientError:
         raise
     except Exception as error:
         raise TransientError(f"feature read failed: {error}") from error
-    features = PLAN.vector(parsed, stored.get(parsed.entity_id))
-    return {**state, "event": json.loads(payload), "event_id": parsed.event_id,
+    if 0 in found.rejected:
+        raise MalformedEvent(found.rejected[0])
+    if parsed.event_id in found.inexact:
+        logger.warning("features may differ from the training row",
+                       extra={"event_id": parsed.event_id,
+                              "reason": found.inexact[parsed.event_id]})
+    features = PLAN.vector(parsed, found.rows[0])
+    if found.unrecorded:
+        try:
+            _recorder().apply(found.events[0])
+        except Exception as error:
+            raise TransientError(f"recording the event's features failed: {error}") from error
+    return {**state, "event": body, "event_id": parsed.event_id,
             "entity_id": parsed.entity_id, "features": features}
 
 

@@ -18,12 +18,15 @@ Three forms:
   itself: the window ending on the event's day, restricted to events at or
   before it in (timestamp, event id) order, the event included. Used for
   training rows, so no future event leaks into a row, and it is exactly
-  what online serving sees when it scores an event after recording it.
+  what online serving reads for an event (:func:`rows_as_of_events`).
   :func:`training_table` adds the event's timestamp, label and raw model
   inputs (``FeatureSet.inputs``) and is the per-event table training reads.
-* :class:`IncrementalEngine` - per-entity day buckets in a small store
-  (memory, or DynamoDB through :class:`DynamoDBStore`), updated in constant
-  work per event and exactly once per event id.
+* :class:`IncrementalEngine` - per-entity day buckets and the newest events
+  in a small store (memory, or DynamoDB through :class:`DynamoDBStore`),
+  updated in constant work per event and exactly once per event id; read
+  as of a day (the :func:`compute_batch` row) or as of each event of a batch
+  (:func:`rows_as_of_events`, the :func:`compute_per_event` row, which the
+  stream consumer scores).
 
 Null handling, the same everywhere: null or non-finite values do not
 contribute to sum/mean/min/max; ``count`` without a column counts events,
@@ -34,6 +37,7 @@ reads a null is null.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import numbers
@@ -81,6 +85,11 @@ class FutureEvent(MalformedEvent):
     ``features.max_clock_skew_seconds``: never applied (it would move the
     watermark ahead and make every real event look late); dead-lettered."""
 
+
+#: How many of an entity's newest events its online item keeps one by one (see
+#: :func:`rows_as_of_events`): enough for the events a lagging consumer finds
+#: after the one it scores on that day; about 50 bytes each in the item.
+RECENT_EVENTS = 32
 
 #: ``features.max_clock_skew_seconds`` when a config has none (15 minutes).
 DEFAULT_MAX_CLOCK_SKEW_SECONDS = 900
@@ -791,16 +800,43 @@ class ParsedEvent:
     last: dict[str, Any]
 
 
+def parse_event(fs: FeatureSet, event: Mapping[str, Any]) -> ParsedEvent:
+    """One event as the online engines use it; :class:`MalformedEvent` says what is wrong."""
+    try:
+        event_id = _as_key(event.get(fs.event_id))
+        if event_id is None:
+            raise MalformedEvent(f"no {fs.event_id}")
+        if event.get(fs.timestamp) is None:
+            raise MalformedEvent(f"event {event_id!r} has no {fs.timestamp}")
+        micros = to_micros(event[fs.timestamp], fs.timestamp_unit)
+        keys = {c: _as_key(event.get(c)) for c in fs.entity_columns}
+        if keys[fs.entity_key] is None:
+            raise MalformedEvent(f"event {event_id!r} has no {fs.entity_key}")
+        values = {c: _as_float(event.get(c), c) for c in fs.value_columns}
+        last = {}
+        for c in fs.last_columns:
+            last[c] = keys[c] if c in keys else _py(_as_float(event.get(c), c))
+    except MalformedEvent:
+        raise
+    except FeatureError as error:
+        raise MalformedEvent(str(error)) from error
+    return ParsedEvent(event_id, micros, day_of(micros), keys, values, last)
+
+
 @dataclass
 class IncrementalEngine:
     """Running per-day aggregates per entity, one small item per entity value.
 
-    Item (see docs/features.md): ``days`` maps 'YYYY-MM-DD' to
-    ``{"n": events, "v": {column: [sum, count, min, max]}}`` for at most the
-    longest window of that entity column; ``watermark`` is the newest day
-    seen; the ``data.entity_key`` item also keeps ``last`` (the latest event's
-    time, id and the columns expressions read). Work per event is bounded by
-    the window length, never by history.
+    Item (see docs/features.md): ``recent`` keeps the newest
+    ``recent_events`` events one by one (time, id, the values the item
+    aggregates); ``days`` maps 'YYYY-MM-DD' to ``{"n": events, "v": {column:
+    [sum, count, min, max]}, "hi": [micros, id]}`` for the older events of at
+    most the longest window of that entity column (``hi``: the bucket's newest
+    event; every bucket event is older than every recent one); ``watermark`` is
+    the newest day seen; ``dropped`` the newest day whose events were dropped
+    or refused as late; the ``data.entity_key`` item also keeps ``last`` (the
+    latest event's time, id and the columns expressions read). Work per event
+    is bounded by the window length and ``recent_events``, never by history.
     """
 
     features: FeatureSet
@@ -808,31 +844,16 @@ class IncrementalEngine:
     max_attempts: int = 8
     marker_days: int = 8
     clock: Any = field(default=time.time)
+    #: How many of an entity's newest events its item keeps one by one
+    #: (``recent``), so that a read as of one of them can leave out the later
+    #: ones (:func:`rows_as_of_events`). Bounds the item: about 50 bytes each.
+    recent_events: int = RECENT_EVENTS
 
     def key(self, entity: str, value: str) -> str:
         return item_key(self.features.model, entity, value)
 
     def parse(self, event: Mapping[str, Any]) -> ParsedEvent:
-        fs = self.features
-        try:
-            event_id = _as_key(event.get(fs.event_id))
-            if event_id is None:
-                raise MalformedEvent(f"no {fs.event_id}")
-            if event.get(fs.timestamp) is None:
-                raise MalformedEvent(f"event {event_id!r} has no {fs.timestamp}")
-            micros = to_micros(event[fs.timestamp], fs.timestamp_unit)
-            keys = {c: _as_key(event.get(c)) for c in fs.entity_columns}
-            if keys[fs.entity_key] is None:
-                raise MalformedEvent(f"event {event_id!r} has no {fs.entity_key}")
-            values = {c: _as_float(event.get(c), c) for c in fs.value_columns}
-            last = {}
-            for c in fs.last_columns:
-                last[c] = keys[c] if c in keys else _py(_as_float(event.get(c), c))
-        except MalformedEvent:
-            raise
-        except FeatureError as error:
-            raise MalformedEvent(str(error)) from error
-        return ParsedEvent(event_id, micros, day_of(micros), keys, values, last)
+        return parse_event(self.features, event)
 
     def apply(self, event: Mapping[str, Any] | ParsedEvent) -> Outcome:
         """Add one event; a redelivered event id changes nothing.
@@ -882,13 +903,16 @@ class IncrementalEngine:
                 watermark = max(ev.day, day_number(item["watermark"]) if item["watermark"]
                                 else ev.day)
                 if ev.day > watermark - horizon:
-                    _add_to_bucket(item["days"], ev, fs, entity)
+                    _record_in_item(item, ev, _bucket_columns(fs, entity), self.recent_events)
                     fed = changed = True
                     item["watermark"] = day_string(watermark)
-                    cutoff = day_string(watermark - horizon)
-                    # ISO dates sort as strings; drop days that left every window.
-                    for day in [d for d in item["days"] if d <= cutoff]:
-                        del item["days"][day]
+                    _drop_before(item, watermark - horizon)
+                elif not item.get("dropped") or day_string(ev.day) > item["dropped"]:
+                    # Late for every window of this item: not added, but remembered,
+                    # so a read as of an event whose window reaches that day knows
+                    # the item lacks it (rows_as_of_events).
+                    item["dropped"] = day_string(ev.day)
+                    changed = True
             if entity == fs.entity_key:
                 last = item.get("last")
                 if last is None or (ev.micros, ev.event_id) > (last["micros"], last["event_id"]):
@@ -900,9 +924,8 @@ class IncrementalEngine:
                              item["last"]["micros"] // _US_PER_DAY if item.get("last") else ev.day)
                 item["expires_at"] = (newest + fs.horizon() + 2) * 86_400
                 writes.append(Write(key, item, version))
-        if not fed and fs.aggregates:
-            # Late for every window: nothing to add, and batch ignores it too.
-            return [], False
+        # Late for every window: nothing added (batch ignores it too); the
+        # writes only remember the day as `dropped`.
         return writes, fed
 
     def read(self, entity_value: str, as_of: date | str) -> dict[str, Any] | None:
@@ -916,6 +939,14 @@ class IncrementalEngine:
             fs, entity_value, item, day_number(as_of),
             lambda entity, value: self.store.get(self.key(entity, value))[0],
         )
+
+    def read_events(self, events: Sequence[ParsedEvent | None]) -> EventRows:
+        """Each event's features as of itself (:func:`rows_as_of_events`) from this
+        engine's store: what :meth:`OnlineFeatureReader.read_events` computes from
+        DynamoDB, for the in-memory store."""
+        keys = _event_item_keys(self.features, events)
+        return rows_as_of_events(self.features, events,
+                                 {key: self.store.get(key)[0] for key in keys})
 
 
 def item_key(model: str, entity: str, value: str) -> str:
@@ -950,21 +981,44 @@ def features_as_of(
         if agg.entity not in items:
             other = other_item(agg.entity, value) if value else None
             items[agg.entity] = other or {"days": {}}
-        result = window_value(items[agg.entity]["days"], agg, today) if value else (
-            0 if agg.function == "count" else 0.0 if agg.function == "sum" else None)
+        if value:
+            window = _Window()
+            _ItemView(items[agg.entity]).add(window, agg, today - agg.window_days, today)
+            result = window.result(agg)
+        else:
+            result = _empty(agg)
         scope[agg.name] = result
         row[agg.name] = result
     row |= evaluate_expressions(fs, scope)
     return {k: row[k] for k in [fs.entity_key, *fs.names]}
 
 
-def _add_to_bucket(days: dict[str, Any], ev: ParsedEvent, fs: FeatureSet, entity: str) -> None:
-    bucket = days.setdefault(day_string(ev.day), {"n": 0, "v": {}})
+# --- item layout: day buckets and the newest events one by one --------------------------------
+
+
+def _bucket_columns(fs: FeatureSet, entity: str) -> list[str]:
+    """The value columns an entity column's item keeps statistics of, in order."""
+    return sorted({a.column for a in fs.aggregates if a.entity == entity and a.column})
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _bucket_add(days: dict[str, Any], micros: int, event_id: str, values: Sequence[Any],
+                columns: Sequence[str]) -> None:
+    """Add one event (``values`` in ``columns`` order, None or NaN for null) to its
+    day's bucket, whose ``hi`` is the newest (micros, event id) it holds."""
+    day = day_string(micros // _US_PER_DAY)
+    bucket = days.get(day)
+    if bucket is None:
+        bucket = days[day] = {"n": 0, "v": {}, "hi": [micros, event_id]}
+    elif "hi" in bucket and (micros, event_id) > (bucket["hi"][0], bucket["hi"][1]):
+        # A bucket written before `hi` existed keeps none: its newest event is unknown.
+        bucket["hi"] = [micros, event_id]
     bucket["n"] += 1
-    columns = {a.column for a in fs.aggregates if a.entity == entity and a.column}
-    for column in sorted(columns):
-        value = ev.values[column]
-        if math.isnan(value):
+    for column, value in zip(columns, values, strict=True):
+        if not _present(value):
             continue
         stats = bucket["v"].get(column)
         if stats is None:
@@ -976,31 +1030,272 @@ def _add_to_bucket(days: dict[str, Any], ev: ParsedEvent, fs: FeatureSet, entity
             stats[3] = max(stats[3], value)
 
 
-def window_value(days: Mapping[str, Any], agg: Aggregate, today: int) -> Any:
-    """One aggregate from day buckets, over the window ending on day ``today``."""
-    low, high = day_string(today - agg.window_days), day_string(today)
-    total, count, events = 0.0, 0, 0
-    lowest, highest = math.inf, -math.inf
-    for day in sorted(days):
-        if not low < day <= high:
-            continue
-        bucket = days[day]
-        events += int(bucket["n"])
-        if agg.column is None:
-            continue
-        stats = bucket["v"].get(agg.column)
+def _recent_of(item: Mapping[str, Any], columns: Sequence[str]) -> list[list[Any]]:
+    """The item's ``recent`` events as ``[micros, event id, values in columns order]``,
+    ascending; re-ordered when the spec's columns changed (a new column is null)."""
+    recent = item.get("recent") or {}
+    stored = list(recent.get("columns") or [])
+    events = recent.get("events") or []
+    if stored == list(columns):
+        return [[e[0], e[1], list(e[2])] for e in events]
+    index = {c: j for j, c in enumerate(stored)}
+    return [[e[0], e[1], [e[2][index[c]] if c in index else None for c in columns]]
+            for e in events]
+
+
+def _record_in_item(item: dict[str, Any], ev: ParsedEvent, columns: list[str],
+                    limit: int) -> None:
+    """Add ``ev``: into ``recent`` when it is among the ``limit`` newest events of the
+    item (the oldest then moves to its day bucket), else into its day bucket, so
+    every bucket event is older than every ``recent`` one."""
+    days = item.setdefault("days", {})
+    recent = _recent_of(item, columns)
+    values = [_py(ev.values[c]) for c in columns]
+    position = (ev.micros, ev.event_id)
+    his = [bucket.get("hi") for bucket in days.values()]
+    newer_bucket = any(not hi or (hi[0], hi[1]) > position for hi in his)
+    if limit > 0 and not newer_bucket and (len(recent) < limit
+                                           or position > (recent[0][0], recent[0][1])):
+        at = bisect.bisect_left([(e[0], e[1]) for e in recent], position)
+        recent.insert(at, [ev.micros, ev.event_id, values])
+        if len(recent) > limit:
+            micros, event_id, old = recent.pop(0)
+            _bucket_add(days, micros, event_id, old, columns)
+    else:
+        _bucket_add(days, ev.micros, ev.event_id, values, columns)
+    item["recent"] = {"columns": columns, "events": recent}
+
+
+def _drop_before(item: dict[str, Any], cutoff: int) -> None:
+    """Drop the days (buckets and recent events) on or before day ``cutoff``: they
+    left every window."""
+    cut = day_string(cutoff)
+    # ISO dates sort as strings.
+    gone = [d for d in item.get("days", {}) if d <= cut]
+    for day in gone:
+        del item["days"][day]
+    recent = item.get("recent")
+    if recent and recent.get("events"):
+        kept = [e for e in recent["events"] if e[0] // _US_PER_DAY > cutoff]
+        gone += [day_string(e[0] // _US_PER_DAY) for e in recent["events"]
+                 if e[0] // _US_PER_DAY <= cutoff]
+        recent["events"] = kept
+    if gone:
+        # The newest day whose events were dropped: a late event's window that
+        # reaches it can no longer be read exactly.
+        item["dropped"] = max([*gone, *([item["dropped"]] if item.get("dropped") else [])])
+
+
+class _Window:
+    """Running sum, count, events, min and max of one aggregate's window."""
+
+    __slots__ = ("count", "events", "highest", "lowest", "total")
+
+    def __init__(self) -> None:
+        self.total, self.count, self.events = 0.0, 0, 0
+        self.lowest, self.highest = math.inf, -math.inf
+
+    def bucket(self, bucket: Mapping[str, Any], column: str | None) -> None:
+        self.events += int(bucket["n"])
+        stats = bucket["v"].get(column) if column is not None else None
         if stats:
-            total += float(stats[0])
-            count += int(stats[1])
-            lowest = min(lowest, float(stats[2]))
-            highest = max(highest, float(stats[3]))
-    if agg.function == "count":
-        return events if agg.column is None else count
-    if agg.function == "sum":
-        return total
-    if count == 0:
-        return None
-    return {"mean": total / count if count else None, "min": lowest, "max": highest}[agg.function]
+            self.total += float(stats[0])
+            self.count += int(stats[1])
+            self.lowest = min(self.lowest, float(stats[2]))
+            self.highest = max(self.highest, float(stats[3]))
+
+    def event(self, value: Any) -> None:
+        self.events += 1
+        if _present(value):
+            value = float(value)
+            self.total += value
+            self.count += 1
+            self.lowest = min(self.lowest, value)
+            self.highest = max(self.highest, value)
+
+    def result(self, agg: Aggregate) -> Any:
+        if agg.function == "count":
+            return self.events if agg.column is None else self.count
+        if agg.function == "sum":
+            return self.total
+        if self.count == 0:
+            return None
+        return {"mean": self.total / self.count, "min": self.lowest,
+                "max": self.highest}[agg.function]
+
+
+def _empty(agg: Aggregate) -> Any:
+    return 0 if agg.function == "count" else 0.0 if agg.function == "sum" else None
+
+
+class _ItemView:
+    """An entity item as the readers use it: its buckets, its recent events, the
+    ids it keeps one by one, and ``floor``, the newest event its buckets hold."""
+
+    def __init__(self, item: Mapping[str, Any] | None) -> None:
+        item = item or {}
+        self.days: Mapping[str, Any] = item.get("days") or {}
+        recent = item.get("recent") or {}
+        self.columns = {c: j for j, c in enumerate(recent.get("columns") or [])}
+        self.recent = [(int(e[0]), str(e[1]), e[2]) for e in recent.get("events") or []]
+        self.ids = {e[1] for e in self.recent}
+        self.dropped = day_number(item["dropped"]) if item.get("dropped") else None
+        his = [b.get("hi") for b in self.days.values()]
+        # A bucket without `hi` (written before it existed) may hold anything.
+        self.floor: tuple[int, str] | None = None
+        if his:
+            known = [(int(h[0]), str(h[1])) for h in his if h]
+            self.floor = (2**62, "") if len(known) < len(his) else max(known)
+
+    def add(self, window: _Window, agg: Aggregate, low: int, high: int,
+            until: tuple[int, str] | None = None) -> str | None:
+        """Add the events of days ``low+1 .. high`` (and at or before ``until``, when
+        given) to ``window``; returns why that may be inexact, or None."""
+        reason = None
+        low_day, high_day = day_string(low), day_string(high)
+        for day, bucket in self.days.items():
+            if not low_day < day <= high_day:
+                continue
+            if until is not None and day == high_day:
+                hi = bucket.get("hi")
+                if not hi or (int(hi[0]), str(hi[1])) > until:
+                    reason = (f"the store counts events of {day} after it only in aggregate "
+                              f"(it keeps the newest {len(self.recent)} one by one)")
+            window.bucket(bucket, agg.column)
+        column = self.columns.get(agg.column) if agg.column is not None else None
+        for micros, event_id, values in self.recent:
+            if low < micros // _US_PER_DAY <= high and (until is None
+                                                        or (micros, event_id) <= until):
+                window.event(values[column] if column is not None else None)
+        return reason
+
+
+@dataclass
+class EventRows:
+    """What :func:`rows_as_of_events` found for a batch of events."""
+
+    #: Per event (in the order given): its features as of itself, the entity key
+    #: first; None where the event was None (not parsed).
+    rows: list[dict[str, Any] | None]
+    #: The events as parsed (None where not an event, or rejected).
+    events: list[ParsedEvent | None]
+    #: Indexes of the first deliveries the store does not count yet (or may not),
+    #: in the order given: record them (``IncrementalEngine.apply``, idempotent)
+    #: before the next batch is read.
+    unrecorded: list[int]
+    #: event id -> why its row may differ from its training row (the store no
+    #: longer tells exactly which of its events precede it).
+    inexact: dict[str, str]
+    #: index -> why the event was not read (malformed, from the future).
+    rejected: dict[int, str] = field(default_factory=dict)
+
+
+def _event_item_keys(fs: FeatureSet, events: Sequence[ParsedEvent | None]) -> list[str]:
+    """The store items a batch's rows read: each event's item per aggregated entity column."""
+    keys = {item_key(fs.model, c, ev.keys[c]) for ev in events if ev is not None
+            for c in fs.entity_columns if ev.keys[c] is not None and fs.horizon(c)}
+    return sorted(keys)
+
+
+def rows_as_of_events(fs: FeatureSet, events: Sequence[ParsedEvent | None],
+                      items: Mapping[str, Mapping[str, Any] | None]) -> EventRows:
+    """Each event's features as of itself, as :func:`compute_per_event` gives its
+    training row, from the store items read once for the batch and the batch itself.
+
+    For an event ``e`` and an aggregate over entity column ``c``: the store's
+    events of ``e``'s window (the days ``day(e)-N+1 .. day(e)``) at or before
+    ``e`` in (timestamp, event id) order, plus the batch's events of the same
+    ``c`` value that the store does not count yet, at or before ``e`` (``e``
+    included). Which events the store counts is read from the item itself:
+    the newest ``IncrementalEngine.recent_events`` by id, and every bucket
+    event is older than those (``floor``), so a batch event newer than the
+    buckets and not among the recent ids is not counted. A redelivery counts
+    once: its first delivery in the batch, or the store's copy. Events after
+    ``e`` in the store are left out: on ``e``'s own day they are among the
+    recent ones unless ``e`` is older than all of those, which ``inexact``
+    reports (as it reports a window older than the store keeps). Raw columns
+    of expressions are ``e``'s own, as in a training row.
+
+    ``items`` maps :func:`item_key` to the item (or None); it must hold every
+    key of :func:`_event_item_keys`, read after the batch's earlier events were
+    recorded (the consumer records what ``unrecorded`` names before its next
+    batch, so nothing before a batch is missing from the store).
+    """
+    first: dict[str, int] = {}
+    for index, ev in enumerate(events):
+        if ev is not None:
+            first.setdefault(ev.event_id, index)
+    firsts = [events[i] for i in first.values()]
+    views: dict[str, _ItemView] = {}
+    members: dict[str, list[ParsedEvent]] = {}
+    counted: set[str] = set()
+    unsure: set[str] = set()
+    for ev in firsts:
+        assert ev is not None
+        for column in fs.entity_columns:
+            value = ev.keys[column]
+            if value is None or not fs.horizon(column):
+                continue
+            key = item_key(fs.model, column, value)
+            view = views.get(key)
+            if view is None:
+                view = views[key] = _ItemView(items.get(key))
+                members[key] = []
+            members[key].append(ev)
+            if ev.event_id in view.ids:
+                counted.add(ev.event_id)
+            elif view.floor is not None and (ev.micros, ev.event_id) <= view.floor:
+                unsure.add(ev.event_id)
+    # One transaction writes an event into all its items: counted by one is counted.
+    unsure -= counted
+    folded = {ev.event_id for ev in firsts if ev is not None} - counted - unsure
+    computed: dict[str, dict[str, Any]] = {}
+    inexact: dict[str, str] = {}
+    for ev in firsts:
+        assert ev is not None
+        position = (ev.micros, ev.event_id)
+        scope: dict[str, Any] = dict(ev.last)
+        row: dict[str, Any] = {fs.entity_key: ev.keys[fs.entity_key]}
+        for agg in fs.aggregates:
+            value = ev.keys[agg.entity]
+            if value is None:
+                result = _empty(agg)
+            else:
+                key = item_key(fs.model, agg.entity, value)
+                view = views[key]
+                low, high = ev.day - agg.window_days, ev.day
+                window = _Window()
+                reason = view.add(window, agg, low, high, position)
+                if view.dropped is not None and view.dropped > low:
+                    reason = (f"its window reaches {day_string(view.dropped)}, whose events "
+                              "the store dropped as older than every window")
+                for other in members[key]:
+                    if not (low < other.day <= high and (other.micros, other.event_id)
+                            <= position):
+                        continue
+                    if other.event_id in folded:
+                        window.event(other.values[agg.column] if agg.column else None)
+                    elif other.event_id in unsure:
+                        reason = (f"cannot tell whether the store counts event "
+                                  f"{other.event_id!r} (older than the events it keeps one "
+                                  "by one)")
+                if reason is not None:
+                    inexact[ev.event_id] = reason
+                result = window.result(agg)
+            scope[agg.name] = result
+            row[agg.name] = result
+        row |= evaluate_expressions(fs, scope)
+        computed[ev.event_id] = {k: row[k] for k in [fs.entity_key, *fs.names]}
+    rows = [None if ev is None else dict(computed[ev.event_id]) for ev in events]
+    unrecorded = [index for event_id, index in first.items() if event_id not in counted]
+    return EventRows(rows, list(events), unrecorded, inexact)
+
+
+def window_value(days: Mapping[str, Any], agg: Aggregate, today: int) -> Any:
+    """One aggregate from day buckets alone, over the window ending on day ``today``."""
+    window = _Window()
+    _ItemView({"days": days}).add(window, agg, today - agg.window_days, today)
+    return window.result(agg)
 
 
 def replay(engine: IncrementalEngine, events: Iterable[Mapping[str, Any]]) -> dict[Outcome, int]:
@@ -1178,14 +1473,50 @@ class OnlineFeatureReader:
                 found[entity] = row
         return found
 
-    def _get_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    def read_events(self, events: Sequence[Mapping[str, Any] | None]) -> EventRows:
+        """Each event's features as of itself (its training row,
+        :func:`rows_as_of_events`), for a batch of events in stream order: one
+        strongly consistent BatchGetItem per 100 items, so every event recorded
+        before the call is counted. ``None`` stands for a record that is not an
+        event (it keeps its place). An event the engine cannot parse, or dated
+        beyond the clock skew, is left out (``rejected``, with the reason): it is
+        never recorded, so it counts for no other event either."""
+        fs = self.features
+        parsed: list[ParsedEvent | None] = []
+        rejected: dict[int, str] = {}
+        now = self.clock()
+        for index, event in enumerate(events):
+            if event is None:
+                parsed.append(None)
+                continue
+            try:
+                ev = parse_event(fs, event)
+            except MalformedEvent as error:
+                rejected[index] = str(error)
+                parsed.append(None)
+                continue
+            reason = clock_skew_reason(ev.micros, now, fs.max_clock_skew_seconds, fs.timestamp)
+            if reason is not None:
+                rejected[index] = f"event {ev.event_id!r}: {reason}"
+                parsed.append(None)
+                continue
+            parsed.append(ev)
+        keys = _event_item_keys(fs, parsed)
+        items = self._get_many(keys, consistent=True) if keys else {}
+        found = rows_as_of_events(fs, parsed, {key: items.get(key) for key in keys})
+        found.rejected = rejected
+        return found
+
+    def _get_many(self, keys: Sequence[str], *,
+                  consistent: bool = False) -> dict[str, dict[str, Any]]:
         items: dict[str, dict[str, Any]] = {}
         for start in range(0, len(keys), self.CHUNK):
             request: dict[str, Any] = {self.table_name: {
                 "Keys": [{"pk": {"S": k}} for k in keys[start : start + self.CHUNK]],
-                "ProjectionExpression": "pk, #d, #l",
-                "ExpressionAttributeNames": {"#d": "days", "#l": "last"},
-                "ConsistentRead": False,
+                "ProjectionExpression": "pk, #d, #l, #r, #x",
+                "ExpressionAttributeNames": {"#d": "days", "#l": "last", "#r": "recent",
+                                             "#x": "dropped"},
+                "ConsistentRead": consistent,
             }}
             for attempt in range(self.RETRIES):
                 response = self.client.batch_get_item(RequestItems=request)

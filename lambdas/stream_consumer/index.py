@@ -1,10 +1,22 @@
 """The fused client-integration path: a Kinesis consumer that batches.
 
 For a batch of Kinesis records it makes one feature read (DynamoDB
-BatchGetItem, 100 keys a call, on the online table the ``feature_update``
-function writes, read by ``mdlc_core.features.OnlineFeatureReader``) and one
-endpoint call for all of them, then evaluates the rules and performs each
-event's action (``mdlc_core``).
+BatchGetItem, 100 keys a call, strongly consistent, on the online table the
+``feature_update`` function writes, read by
+``mdlc_core.features.OnlineFeatureReader.read_events``) and one endpoint call
+for all of them, then evaluates the rules and performs each event's action
+(``mdlc_core``).
+
+Features as of each event, equal to its training row whatever the updater
+did: each event is scored on its window as of itself, the event included,
+from the stored items plus the batch's own events the store does not count
+yet (the items say which: docs/features.md, "Online rows equal training
+rows"). Before a record is reported done, every event of the batch the store
+did not count is recorded by this function itself (the same exactly-once
+``IncrementalEngine.apply`` as the updater's; whichever comes second finds
+the event's marker), so no event before the next batch is missing from the
+store, however far the updater lags or whatever it failed. A record that
+could not be recorded is reported as failed and redelivered.
 
 Input: the Kinesis event (``Records[].kinesis.data`` is base64 JSON with
 the spec's ``data.event_id`` and ``data.entity_key`` and numeric raw
@@ -26,7 +38,8 @@ Failure handling:
   the batch that was not dead-lettered is reported as failed, and the event
   source mapping retries (bisecting, bounded retries and record age, then its
   on-failure destination);
-- failure of one event's action or of a decision-log write: that record alone;
+- failure of one event's action, of a decision-log write or of recording its
+  event in the online store: that record alone;
 - failure of the predictions write (below): the records of that file, so
   that the stream redelivers them and monitoring does not silently miss
   real-time decisions. Their actions do not run again.
@@ -82,7 +95,7 @@ from mdlc_core.dead_letters import (
     kinesis_source,
 )
 from mdlc_core.decisions import Decision, RuleSet
-from mdlc_core.features import FeatureSet, OnlineFeatureReader
+from mdlc_core.features import DynamoDBStore, FeatureSet, IncrementalEngine, OnlineFeatureReader
 from mdlc_core.predictions import PredictionLog
 from mdlc_core.runtime_config import load_config
 from mdlc_core.scoring import (
@@ -123,17 +136,20 @@ LEDGER = ActionLedger(CLIENTS.get("dynamodb"), os.environ.get("DECISIONS_TABLE",
 DECISION_COPIES = (DecisionLog(CLIENTS, bucket=os.environ["DECISIONS_BUCKET"])
                    if os.environ.get("DECISIONS_BUCKET") else None)
 PREDICTION_LOG = PredictionLog.from_env(CLIENTS, CONFIG, feature_columns(CONFIG))
+FEATURES = FeatureSet.from_config(CONFIG)
 SCORER = BatchScorer(
     FeaturePlan(CONFIG),
     # The table the feature_update function writes: one BatchGetItem per 100
-    # entities, window values computed here as of today (UTC).
-    OnlineFeatureReader(
-        CLIENTS.get("dynamodb"), os.environ["FEATURES_TABLE"], FeatureSet.from_config(CONFIG)
-    ),
+    # items, each event's window values computed here as of the event itself.
+    OnlineFeatureReader(CLIENTS.get("dynamodb"), os.environ["FEATURES_TABLE"], FEATURES),
     EndpointScorer(CLIENTS.get("sagemaker-runtime"), os.environ["ENDPOINT_NAME"]),
     RULES,
     model_version=os.environ.get("MODEL_PACKAGE_VERSION") or None,
 )
+#: Records the batch's events the store does not count yet (the updater's engine).
+RECORDER = IncrementalEngine(FEATURES, DynamoDBStore(CLIENTS.get("dynamodb"),
+                                                     os.environ["FEATURES_TABLE"],
+                                                     FEATURES.model))
 _dead_letters: DeadLetters | None = None
 
 
@@ -212,11 +228,31 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             logger.error("predictions not written; the records are retried",
                          extra={"events": len(unwritten)})
         failures += [record_id for record_id, d in logged if d.event_id in unwritten]
+    for record_id, reason in outcome.inexact.items():
+        logger.warning("features may differ from the training row",
+                       extra={"record_id": record_id, "reason": reason})
+    failures += record_features(outcome.unrecorded)
     logger.info(
         "batch done",
-        extra={"records": len(records), "decided": len(logged), "failed": len(set(failures))},
+        extra={"records": len(records), "decided": len(logged), "failed": len(set(failures)),
+               "recorded": len(outcome.unrecorded), "inexact": len(outcome.inexact)},
     )
     return _response(failures, by_id)
+
+
+def record_features(unrecorded: Sequence[tuple[str, Any]]) -> list[str]:
+    """Apply to the online store the batch's events it did not count yet (in stream
+    order; a duplicate or late event changes nothing); returns the records that
+    could not be, which are retried, so the next batch finds every earlier event."""
+    failed: list[str] = []
+    for record_id, event in unrecorded:
+        try:
+            RECORDER.apply(event)
+        except Exception as error:  # any failure: the record is redelivered
+            logger.warning("event not recorded in the online store; retried",
+                           extra={"record_id": record_id, "error": str(error)})
+            failed.append(record_id)
+    return failed
 
 
 def batch_name(records: Sequence[dict[str, Any]]) -> str:
