@@ -120,7 +120,9 @@ class ClientIntegration(Construct):
             (``state_machine`` mode) are published here.
         stream: the encrypted Kinesis stream client events arrive on.
         feature_table: the online feature table (``FeatureEngineering.table``,
-            written by ``feature_update``); read-only here.
+            written by ``feature_update``); read here, and written only to
+            record an event the updater has not applied yet
+            (``dynamodb:PutItem``, docs/integration.md "Online features").
         endpoint_name: the real-time endpoint (``RealtimeEndpoint.endpoint_name``);
             only ``sagemaker:InvokeEndpoint`` on this endpoint is granted.
         model_package_version: written into every decision. Default: none;
@@ -494,6 +496,10 @@ class ClientIntegration(Construct):
     def _grant(self, function: lambda_.Function) -> None:
         """Least privilege for the function that decides and acts."""
         self.feature_table.grant_read_data(function)
+        # It records the events the feature updater has not applied yet (one
+        # TransactWriteItems of conditional puts each), so that every event is
+        # scored on its training row however far the updater lags.
+        self.feature_table.grant(function, "dynamodb:PutItem")
         function.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["sagemaker:InvokeEndpoint"], resources=[self.endpoint_arn]

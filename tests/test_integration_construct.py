@@ -221,14 +221,20 @@ def test_dead_letter_payloads_are_granted_exactly_what_keeping_them_needs(templa
                    for s in _statements(templates["state_machine"]))
 
 
-def test_feature_table_is_read_only(templates):
+def test_feature_table_is_read_and_recorded_into_only(templates):
+    """The integration reads the online features and records an event the updater
+    has not applied yet (conditional puts in one TransactWriteItems): PutItem is
+    its only write; it never updates, deletes or batch-writes the updater's items."""
     for mode in MODES:
+        puts = []
         for statement in _statements(templates[mode]):
             if "Features" in json.dumps(statement["Resource"]):
                 writes = [a for a in _actions(statement)
                           if a.startswith("dynamodb:") and ("Put" in a or "Write" in a
                                                             or "Update" in a or "Delete" in a)]
-                assert writes == [], (mode, statement)
+                assert writes in ([], ["dynamodb:PutItem"]), (mode, statement)
+                puts += writes
+        assert puts == ["dynamodb:PutItem"], mode
 
 
 # -- state machine -------------------------------------------------------------------------
