@@ -44,8 +44,9 @@ from aws_cdk import pipelines
 from constructs import Construct
 
 from .algorithms import CustomImage
-from .compliance import acknowledge, acknowledge_all, resource_token
+from .compliance import acknowledge
 from .lineage import CODE_VERSION_CONTEXT, code_version
+from .pipeline_acknowledgments import acknowledge_pipeline
 from .pipeline_waves import CODEPIPELINE_MAX_ACTIONS, DEFAULT_ACTIONS_PER_STAGE, apply_waves
 from .platform import (
     ONLY_CONTEXT,
@@ -360,7 +361,7 @@ class MdlcPipelineStack(cdk.Stack):
         # Pipeline-internal constructs exist only after build_pipeline().
         self.pipeline.build_pipeline()
         self.stage_count = apply_waves(code_pipeline, config.actions_per_stage)
-        self._acknowledge()
+        acknowledge_pipeline(self)
 
     # -- extension points -----------------------------------------------------------
 
@@ -556,117 +557,6 @@ class MdlcPipelineStack(cdk.Stack):
         )
         return bucket
 
-    def _acknowledge(self) -> None:
-        pipeline = self.pipeline.pipeline
-        acknowledge_all(
-            self,
-            {
-                "PCI.DSS.321-IAMNoInlinePolicy": "CDK Pipelines attaches one policy per role, "
-                "scoped to that role's actions; a shared managed policy would widen access",
-                # Every CodeBuild project of the pipeline gets its source from the
-                # pipeline's artifact (CODEPIPELINE source type), never a URL.
-                "PCI.DSS.321-CodeBuildProjectSourceRepoUrl": "Pipeline-sourced projects: the "
-                "source is the pipeline's encrypted artifact, there is no repository URL or "
-                "credential in the project (the rule misfires on CODEPIPELINE sources)",
-                "PCI.DSS.321-CodeBuildProjectEnvVarAwsCred": "No AWS credentials are in the "
-                "project's environment; the image steps assume a role at run time",
-            },
-        )
-        acknowledge_all(
-            pipeline,
-            {
-                "AwsSolutions-IAM5[Action::s3:GetObject*]": "aws-cdk-lib grants on the "
-                "pipeline's own artifact bucket only",
-                "AwsSolutions-IAM5[Action::s3:GetBucket*]": "aws-cdk-lib grants on the "
-                "pipeline's own artifact bucket only",
-                "AwsSolutions-IAM5[Action::s3:List*]": "aws-cdk-lib grants on the pipeline's "
-                "own artifact bucket only",
-                "AwsSolutions-IAM5[Action::s3:DeleteObject*]": "Actions replace their own "
-                "output artifacts in the pipeline's bucket",
-                "AwsSolutions-IAM5[Action::s3:Abort*]": "Actions abort their own multipart "
-                "uploads to the pipeline's bucket",
-                "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": "Encrypting artifacts with "
-                "the pipeline's own key only",
-                "AwsSolutions-IAM5[Action::kms:ReEncrypt*]": "aws-cdk-lib grant on the "
-                "pipeline's own key only",
-                f"AwsSolutions-IAM5[Resource::<{_logical(self.artifact_bucket)}.Arn>/*]": "Every "
-                "action reads and writes artifacts under per-execution keys of the pipeline's "
-                "own bucket; the object names are only known at run time",
-            },
-        )
-        self._acknowledge_projects()
-        # The roles CDK Pipelines creates for its CodeBuild projects (synth,
-        # self-mutation, asset publishing, image steps) live under the pipeline
-        # construct and the stack; acknowledge what they share at the stack.
-        acknowledge_all(
-            self,
-            {
-                "AwsSolutions-IAM5[Action::s3:GetObject*]": "aws-cdk-lib grants on the "
-                "pipeline's artifact bucket and CDK's bootstrap asset buckets only",
-                "AwsSolutions-IAM5[Action::s3:GetBucket*]": "aws-cdk-lib grants on the "
-                "pipeline's artifact bucket only",
-                "AwsSolutions-IAM5[Action::s3:List*]": "aws-cdk-lib grants on the pipeline's "
-                "artifact bucket only",
-                "AwsSolutions-IAM5[Action::s3:DeleteObject*]": "Build output replaces its "
-                "own artifacts in the pipeline's bucket",
-                "AwsSolutions-IAM5[Action::s3:Abort*]": "Builds abort their own multipart "
-                "uploads to the pipeline's bucket",
-                "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": "Encrypting build output "
-                "with the pipeline's own key only",
-                "AwsSolutions-IAM5[Action::kms:ReEncrypt*]": "aws-cdk-lib grant on the "
-                "pipeline's own key only",
-                f"AwsSolutions-IAM5[Resource::<{_logical(self.artifact_bucket)}.Arn>/*]": "Builds "
-                "read and write artifacts under per-execution keys of the pipeline's bucket",
-            },
-        )
-
-
-    def _acknowledge_projects(self) -> None:
-        """The CodeBuild defaults of every project's role, and CDK Pipelines' own roles."""
-        region = _pseudo(self.region, "Region")
-        account = _pseudo(self.account, "AccountId")
-        prefix = f"arn:<AWS::Partition>:{{service}}:{region}:{account}:"
-        for project in [c for c in self.node.find_all() if isinstance(c, codebuild.Project)]:
-            name = f"<{_logical(project)}>"
-            acknowledge_all(
-                project,
-                {
-                    f"AwsSolutions-IAM5[Resource::{prefix.format(service='logs')}log-group:"
-                    f"/aws/codebuild/{name}:*]": "The project's own log streams (CodeBuild "
-                    "names them per build)",
-                    f"AwsSolutions-IAM5[Resource::{prefix.format(service='codebuild')}"
-                    f"report-group/{name}-*]": "The project's own test report groups "
-                    "(CodeBuild names them per report)",
-                },
-            )
-        acknowledge_all(
-            self.pipeline.self_mutation_project,
-            {
-                "AwsSolutions-IAM5[Resource::*]": "cloudformation:DescribeStacks and "
-                "s3:ListBucket of the CDK CLI during self-mutation; the CLI looks up the "
-                "bootstrap stack whose name it does not know in advance",
-                f"AwsSolutions-IAM5[Resource::arn:*:iam::{account}:role/*]": "sts:AssumeRole "
-                "only on roles tagged as CDK bootstrap roles (condition on "
-                "iam:ResourceTag/aws-cdk:bootstrap-role)",
-            },
-        )
-        assets = self.pipeline.node.try_find_child("Assets")
-        if assets is not None:
-            acknowledge_all(
-                assets,
-                {
-                    "AwsSolutions-IAM5[Resource::*]": "CDK Pipelines' asset role starts and "
-                    "reads the builds of its per-asset projects, created after the role",
-                    f"AwsSolutions-IAM5[Resource::{prefix.format(service='logs')}log-group:"
-                    "/aws/codebuild/*]": "Log groups of the asset publishing projects, one "
-                    "per asset, named by CodeBuild",
-                    f"AwsSolutions-IAM5[Resource::{prefix.format(service='codebuild')}"
-                    "report-group/*]": "Report groups of the asset publishing projects, named "
-                    "by CodeBuild",
-                },
-            )
-
-
 class _ImageBuildTrigger(Construct):
     """In a model stack: a role the pipeline's account assumes to run the image
     build project, and the outputs the pipeline step reads."""
@@ -710,15 +600,6 @@ def _image_role_name(model: str, stage: str, suffix: str) -> str:
     # Named, so the pipeline's policy can name it before the stage exists;
     # per stage, so staging and production may share an account.
     return f"mdlc-{model}-image{suffix}-{stage.lower()}"[:64]
-
-
-def _pseudo(value: str, name: str) -> str:
-    """How cdk-nag prints an account or region: the value, or ``<AWS::Name>``."""
-    return f"<AWS::{name}>" if cdk.Token.is_unresolved(value) else value
-
-
-def _logical(resource: Construct) -> str:
-    return resource_token(resource)[1:].split(".")[0]
 
 
 def build(
