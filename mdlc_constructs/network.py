@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aws_cdk import Annotations, CfnResource, RemovalPolicy, Stack
+from aws_cdk import Annotations, CfnResource, ContextProvider, RemovalPolicy, Stack, Token
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -75,7 +75,13 @@ class ModelNetwork(Construct):
             (required with ``vpc`` and ``endpoints``). Written as text, not a
             token, so the rules that check security groups can read it.
         endpoints: create the VPC endpoints (a new VPC always needs them; an
-            existing one may have them already). Default True.
+            existing one may have them already). Default True. False with an
+            existing VPC: when the stack has a concrete account and region, its
+            endpoints are looked up at synthesis (the CDK CLI's Cloud Control
+            API context provider, cached in cdk.context.json) and a warning
+            (``MISSING_ENDPOINTS_WARNING``) names each one of
+            ``REQUIRED_ENDPOINTS`` it lacks; without an environment, an info
+            message lists them unchecked.
         key: encrypts a new VPC's flow log group. Required without ``vpc``.
 
     Attributes:
@@ -127,11 +133,7 @@ class ModelNetwork(Construct):
         if endpoints:
             self._create_endpoints()
         else:
-            names = ", ".join(["s3 (gateway)", "dynamodb (gateway)",
-                               *(s.short_name for s in INTERFACE_ENDPOINTS)])
-            Annotations.of(self).add_info(
-                f"endpoints=False: the VPC must already have endpoints for {names}; "
-                "without them the functions and jobs cannot reach AWS")
+            self._check_endpoints(existing=vpc is not None)
 
     @classmethod
     def from_spec(cls, scope: Construct, construct_id: str, spec: NetworkSpec, *,
@@ -201,6 +203,51 @@ class ModelNetwork(Construct):
         return {"SecurityGroupIds": list(self.job_security_group_ids),
                 "Subnets": list(self.subnet_ids)}
 
+    # -- an existing VPC's endpoints -------------------------------------------------
+
+    def _check_endpoints(self, *, existing: bool) -> None:
+        """``endpoints=False``: the VPC must have them already. Looked up (Cloud
+        Control API, through the CDK CLI's context) when the VPC exists and the
+        stack has a concrete account and region; a warning names each missing one."""
+        names = ", ".join(REQUIRED_ENDPOINTS)
+        stack = Stack.of(self)
+        if not existing or Token.is_unresolved(self.vpc.vpc_id):
+            Annotations.of(self).add_info(
+                f"endpoints=False: the VPC must already have endpoints for {names}; "
+                "without them the functions and jobs cannot reach AWS")
+            return
+        if Token.is_unresolved(stack.account) or Token.is_unresolved(stack.region):
+            Annotations.of(self).add_info(
+                f"endpoints=False: the VPC must already have endpoints for {names}; "
+                "they are not checked: looking them up at synthesis needs the stack's "
+                "account and region (env=)")
+            return
+        found = ContextProvider.get_value(
+            self, provider=ENDPOINT_LOOKUP_PROVIDER, props=endpoint_lookup_props(self.vpc.vpc_id),
+            dummy_value=[{"ServiceName": LOOKUP_PENDING, "Identifier": LOOKUP_PENDING}],
+        ).value
+        services = _service_names(found, self.node.path)
+        if LOOKUP_PENDING in services:
+            # The CDK CLI looks the endpoints up after this pass and synthesizes again.
+            Annotations.of(self).add_info(
+                f"endpoints=False: the endpoints of {self.vpc.vpc_id} are looked up by "
+                "the CDK CLI (Cloud Control API) before the next synthesis")
+            return
+        missing = missing_endpoints(services, stack.region)
+        if missing:
+            Annotations.of(self).add_warning_v2(
+                MISSING_ENDPOINTS_WARNING,
+                f"{self.vpc.vpc_id} has no VPC endpoint for {', '.join(missing)} "
+                f"(found in {stack.account}/{stack.region}: "
+                f"{', '.join(sorted(services)) or 'none'}); without them the functions and "
+                "jobs cannot reach those services. Create them, or set endpoints: true "
+                "(with vpc_cidr and route_table_ids) to have the stack create all of them; "
+                "after a change, `cdk context --reset` the lookup's key to look again")
+        else:
+            Annotations.of(self).add_info(
+                f"endpoints=False: {self.vpc.vpc_id} has every endpoint the functions and "
+                f"jobs need ({names})")
+
     # -- internals ------------------------------------------------------------------
 
     def _create_vpc(self, max_azs: int, cidr: str, key: kms.IKey | None) -> ec2.Vpc:
@@ -267,6 +314,50 @@ class ModelNetwork(Construct):
                 conditions={"StringEquals": {"aws:PrincipalAccount": account}}))
 
 
+#: The CDK CLI's Cloud Control API context provider (cloud-assembly-schema's
+#: ``ContextProvider.CC_API_PROVIDER``) that looks an existing VPC's endpoints up.
+ENDPOINT_LOOKUP_PROVIDER = "cc-api-provider"
+
+#: The warning's id (``cdk synth`` prints it; ``Annotations.acknowledge_warning``
+#: silences it for a VPC whose endpoints are in another account, e.g. shared).
+MISSING_ENDPOINTS_WARNING = "mdlc:network-missing-endpoints"
+
+#: The lookup's placeholder before the CLI has answered (a dummy value).
+LOOKUP_PENDING = "mdlc:lookup-pending"
+
+#: Every endpoint the functions and jobs need, by the service name's tail after
+#: ``com.amazonaws.<region>.`` (gateways first), as the warning names them.
+REQUIRED_ENDPOINTS: tuple[str, ...] = (
+    "s3", "dynamodb", *(service.short_name for service in INTERFACE_ENDPOINTS))
+
+
+def endpoint_lookup_props(vpc_id: str) -> dict[str, object]:
+    """The Cloud Control query for ``vpc_id``'s endpoints (a ``CcApiContextQuery``
+    without its account and region, which the stack adds): every
+    ``AWS::EC2::VPCEndpoint`` of the VPC, returning its ``ServiceName``."""
+    return {"typeName": "AWS::EC2::VPCEndpoint", "propertyMatch": {"VpcId": vpc_id},
+            "propertiesToReturn": ["ServiceName"]}
+
+
+def missing_endpoints(service_names: set[str], region: str) -> list[str]:
+    """The required endpoints (``REQUIRED_ENDPOINTS``) that none of
+    ``service_names`` (``com.amazonaws.eu-west-1.sagemaker.runtime``, or with
+    another partition's prefix) provides in ``region``."""
+    tails = {name.split(f".{region}.", 1)[1] for name in service_names
+             if f".{region}." in name}
+    return [name for name in REQUIRED_ENDPOINTS if name not in tails]
+
+
+def _service_names(found: object, path: str) -> set[str]:
+    if not isinstance(found, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("ServiceName"), str) for e in found):
+        raise ValueError(
+            f"{path}: the VPC endpoint lookup ({ENDPOINT_LOOKUP_PROVIDER}) returned "
+            f"{found!r}, expected a list of objects with a ServiceName; reset its key with "
+            "`cdk context --reset` and synthesize again")
+    return {e["ServiceName"] for e in found}
+
+
 def _endpoint_id(service: ec2.InterfaceVpcEndpointAwsService) -> str:
     # Stable construct ids from the service's short name (sagemaker.runtime ->
     # SagemakerRuntime): an id change would replace the endpoint.
@@ -274,4 +365,5 @@ def _endpoint_id(service: ec2.InterfaceVpcEndpointAwsService) -> str:
     return "".join(part.capitalize() for part in short.replace("-", ".").split("."))
 
 
-__all__ = ["INTERFACE_ENDPOINTS", "ModelNetwork"]
+__all__ = ["INTERFACE_ENDPOINTS", "MISSING_ENDPOINTS_WARNING", "REQUIRED_ENDPOINTS",
+           "ModelNetwork", "endpoint_lookup_props", "missing_endpoints"]
