@@ -2,7 +2,7 @@
 
 :class:`ModelNetwork` is either a VPC it creates (private isolated subnets
 across availability zones, no NAT gateway, no internet gateway, flow logs to
-an encrypted log group) or a team's existing VPC taken by attributes (no AWS
+an encrypted log group) or a team's existing VPC taken by attributes (no VPC
 lookup at synthesis). With a network, everything that runs code is in it:
 
 * every Lambda function :func:`~mdlc_constructs.functions.python_function`
@@ -17,7 +17,10 @@ Two security groups: ``functions`` (nothing inbound; HTTPS out) and ``jobs``
 HTTPS out). The VPC endpoints: S3 and DynamoDB gateways, and interface
 endpoints for every other service the code calls or a team's step commonly
 needs (``INTERFACE_ENDPOINTS``), each accepting HTTPS from the VPC only and
-each with an endpoint policy admitting only this account's principals.
+each with an endpoint policy admitting only this account's principals. An
+existing VPC that has its own endpoints (``endpoints=False``) is checked at
+synthesis when the stack has an account and region: a Cloud Control API
+lookup through the CDK CLI's context, and a warning naming each missing one.
 
 Written on aws-cdk-lib's ``aws_ec2`` L2s; the ENI statements follow
 SageMaker's documented VPC permissions ("Give SageMaker access to resources
