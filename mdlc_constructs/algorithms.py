@@ -53,7 +53,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from .compliance import acknowledge_all
+from .compliance import acknowledge_all, iam5_action, iam5_resource, printed_arn
 from .grants import combine
 from .spec.training import (
     BUILTIN_ALGORITHMS,
@@ -377,7 +377,7 @@ class CustomImage(Construct):
             {
                 "AwsSolutions-CB3": "Privileged mode runs the Docker daemon that builds the "
                 "training image; the project runs only its own buildspec on this asset",
-                "AwsSolutions-IAM5[Resource::*]": "ecr:GetAuthorizationToken has no "
+                iam5_resource("*"): "ecr:GetAuthorizationToken has no "
                 "resource-level permissions (added by grant_pull_push)",
                 "PCI.DSS.321-CodeBuildProjectSourceRepoUrl": "The source is a CDK S3 asset "
                 "(a content-addressed object in the bootstrap bucket), not a repository URL "
@@ -392,21 +392,21 @@ class CustomImage(Construct):
         acknowledge_all(
             self.project,
             {
-                "AwsSolutions-IAM5[Action::s3:GetObject*]": "Reads the source asset object "
+                iam5_action("s3:GetObject*"): "Reads the source asset object "
                 "(CodeBuild's generated S3 source policy)",
-                "AwsSolutions-IAM5[Action::s3:GetBucket*]": "CodeBuild's S3 source policy on "
+                iam5_action("s3:GetBucket*"): "CodeBuild's S3 source policy on "
                 "the asset bucket only",
-                "AwsSolutions-IAM5[Action::s3:List*]": "CodeBuild's S3 source policy on the "
+                iam5_action("s3:List*"): "CodeBuild's S3 source policy on the "
                 "asset bucket only",
-                "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": "CodeBuild encrypts its "
+                iam5_action("kms:GenerateDataKey*"): "CodeBuild encrypts its "
                 "artifacts and logs with the data key only",
-                "AwsSolutions-IAM5[Action::kms:ReEncrypt*]": "CodeBuild's key grant, on the "
+                iam5_action("kms:ReEncrypt*"): "CodeBuild's key grant, on the "
                 "data key only",
-                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:codebuild:<AWS::Region>:"
-                f"<AWS::AccountId>:report-group/<{project_id}>-*]": "Report groups of this "
+                iam5_resource(printed_arn("codebuild", f"report-group/<{project_id}>-*")):
+                "Report groups of this "
                 "project only (CodeBuild's generated policy)",
-                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:"
-                f"<AWS::AccountId>:log-group:/aws/codebuild/<{project_id}>:*]": "Log streams "
+                iam5_resource(printed_arn("logs", f"log-group:/aws/codebuild/<{project_id}>:*")):
+                "Log streams "
                 "of this project's default log group only (CodeBuild's generated policy)",
             },
         )

@@ -57,7 +57,14 @@ from constructs import Construct
 from mdlc_core.layout import Layout
 
 from .action_targets import ActionTargets
-from .compliance import acknowledge_all, acknowledge_grant_actions, resource_token
+from .compliance import (
+    acknowledge_all,
+    acknowledge_grant_actions,
+    iam5_action,
+    iam5_resource,
+    printed_arn,
+    resource_token,
+)
 from .deprecation import renamed
 from .functions import python_function
 from .network import ModelNetwork
@@ -470,18 +477,18 @@ class BatchInferenceWorkflow(Construct):
         grant_image_pull(role, self._image_repositories)
         acknowledge_grant_actions(role)
         acknowledge_all(role, {
-            "AwsSolutions-IAM5[Resource::*]": WILDCARD_REASON,
-            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:"
-            "<AWS::AccountId>:log-group:/aws/sagemaker/TransformJobs:log-stream:"
-            f"{self.model_prefix}*]": "Log streams of this model's transform jobs only "
+            iam5_resource("*"): WILDCARD_REASON,
+            iam5_resource(printed_arn(
+                "logs", f"log-group:/aws/sagemaker/TransformJobs:log-stream:{self.model_prefix}*")):
+            "Log streams of this model's transform jobs only "
             "(named per run)",
-            f"AwsSolutions-IAM5[Resource::{resource_token(self.data_lake.artifacts)}/"
-            f"{Layout.everything(Layout(self.spec.name).training_output)}]":
+            iam5_resource(f"{resource_token(self.data_lake.artifacts)}/"
+                          f"{Layout.everything(Layout(self.spec.name).training_output)}"):
             "Model artifacts of any registered version of this model's group",
-            f"AwsSolutions-IAM5[Resource::{resource_token(self.data_lake.predictions)}/batch-input/"
-            f"{self.spec.name}/*]": "This model's transform input, named by date",
-            f"AwsSolutions-IAM5[Resource::{resource_token(self.data_lake.predictions)}/predictions/"
-            f"{self.spec.name}/*]": "This model's predictions, named by date",
+            iam5_resource(f"{resource_token(self.data_lake.predictions)}/batch-input/"
+                          f"{self.spec.name}/*"): "This model's transform input, named by date",
+            iam5_resource(f"{resource_token(self.data_lake.predictions)}/predictions/"
+                          f"{self.spec.name}/*"): "This model's predictions, named by date",
         })
         return role
 
@@ -493,33 +500,34 @@ class BatchInferenceWorkflow(Construct):
         acknowledge_grant_actions(machine)
         predictions = resource_token(self.data_lake.predictions)
         logical = stack.get_logical_id(machine.node.default_child)
-        executions = ("arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"
-                      '{"Fn::Select":[6,{"Fn::Split":[":",{"Ref":"' + logical + '"}]}]}')
+        executions = printed_arn(
+            "states", 'execution:{"Fn::Select":[6,{"Fn::Split":[":",{"Ref":"' + logical + '"}]}]}')
         for pattern in (":*", "/*:*"):
             acknowledge_all(machine, {
-                f"AwsSolutions-IAM5[Resource::{executions}{pattern}]": "The Distributed Map "
+                iam5_resource(f"{executions}{pattern}"): "The Distributed Map "
                 "manages the child executions of this state machine only (aws-cdk-lib policy)",
             })
         acknowledge_all(machine, {
-            "AwsSolutions-IAM5[Resource::*]": "sagemaker:ListModelPackages has no resource-level "
+            iam5_resource("*"): "sagemaker:ListModelPackages has no resource-level "
             "permission; CloudWatch Logs delivery and X-Ray neither",
-            f"AwsSolutions-IAM5[Resource::{predictions}/predictions/{self.spec.name}/*]":
+            iam5_resource(f"{predictions}/predictions/{self.spec.name}/*"):
             "The Distributed Map reads this model's transform output, named by date",
-            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:"
-            f"<AWS::AccountId>:model/{self.model_prefix}*]": "Models this workflow creates, "
+            iam5_resource(printed_arn("sagemaker", f"model/{self.model_prefix}*")):
+            "Models this workflow creates, "
             "one per run, named by a UUID",
-            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:"
-            "<AWS::AccountId>:transform-job/*]": "The transform job is named per run; the "
+            iam5_resource(printed_arn("sagemaker", "transform-job/*")):
+            "The transform job is named per run; the "
             "aws-cdk-lib task grants its job actions on transform-job/*",
         })
         acknowledge_all(self.function, {
-            f"AwsSolutions-IAM5[Resource::{resource_token(self.data_lake.features)}/features/"
-            f"{self.spec.name}/*]": "This model's feature snapshots, named by date",
-            f"AwsSolutions-IAM5[Resource::{resource_token(self.data_lake.predictions)}/predictions/"
-            f"{self.spec.name}/*]": "This model's predictions and decisions, named by date",
-            f"AwsSolutions-IAM5[Resource::{resource_token(self.data_lake.predictions)}/batch-input/"
-            f"{self.spec.name}/*]": "This model's transform input, named by date",
-            "AwsSolutions-IAM5[Action::s3:DeleteObject*]": "grant_read_write on this model's "
+            iam5_resource(f"{resource_token(self.data_lake.features)}/features/"
+                          f"{self.spec.name}/*"): "This model's feature snapshots, named by date",
+            iam5_resource(f"{resource_token(self.data_lake.predictions)}/predictions/"
+                          f"{self.spec.name}/*"):
+            "This model's predictions and decisions, named by date",
+            iam5_resource(f"{resource_token(self.data_lake.predictions)}/batch-input/"
+                          f"{self.spec.name}/*"): "This model's transform input, named by date",
+            iam5_action("s3:DeleteObject*"): "grant_read_write on this model's "
             "transform input only, which a rerun replaces",
         })
 

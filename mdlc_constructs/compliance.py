@@ -280,6 +280,28 @@ GRANT_ACTION_WILDCARDS = (
 )
 
 
+def iam5_action(action: str) -> str:
+    """The rule id of an action wildcard finding: ``AwsSolutions-IAM5[Action::<action>]``."""
+    return f"AwsSolutions-IAM5[Action::{action}]"
+
+
+def iam5_resource(resource: str) -> str:
+    """The rule id of a resource wildcard finding, ``resource`` as cdk-nag prints
+    it (see :func:`printed_arn`, :func:`resource_token`)."""
+    return f"AwsSolutions-IAM5[Resource::{resource}]"
+
+
+def printed_arn(service: str, resource: str, region: bool = True) -> str:
+    """How cdk-nag prints ``Stack.format_arn(service=service, ...)`` in the
+    stack's own partition, Region and account, ``resource`` being the part
+    after the account (``log-group:/aws/...``, ``training-job/mdlc-fraud-*``):
+    ``arn:<AWS::Partition>:<service>:<AWS::Region>:<AWS::AccountId>:<resource>``.
+    ``region=False`` for a global service (IAM). :func:`acknowledge` adds the
+    literal forms cdk-nag prints in a stack with an explicit environment."""
+    where = "<AWS::Region>" if region else ""
+    return f"arn:<AWS::Partition>:{service}:{where}:<AWS::AccountId>:{resource}"
+
+
 def acknowledge_grant_actions(scope: IConstruct) -> None:
     """Acknowledge the action wildcards of aws-cdk-lib grant methods on ``scope``.
 
@@ -289,7 +311,7 @@ def acknowledge_grant_actions(scope: IConstruct) -> None:
     for action in GRANT_ACTION_WILDCARDS:
         acknowledge(
             scope,
-            f"AwsSolutions-IAM5[Action::{action}]",
+            iam5_action(action),
             f"{action} is an aws-cdk-lib grant method's action family, applied only to "
             "the resources the grant names",
         )
@@ -337,4 +359,4 @@ def acknowledge_objects(scope: IConstruct, bucket: IConstruct, pattern: str, rea
         if not isinstance(name, str) or Token.is_unresolved(name):
             return
         resource = f"arn:<AWS::Partition>:s3:::{name}"
-    acknowledge(scope, f"AwsSolutions-IAM5[Resource::{resource}/{pattern}]", reason)
+    acknowledge(scope, iam5_resource(f"{resource}/{pattern}"), reason)

@@ -26,7 +26,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from .compliance import acknowledge_all, acknowledge_grant_actions
+from .compliance import acknowledge_all, acknowledge_grant_actions, iam5_resource
 from .network import ModelNetwork
 from .tokens import seconds
 
@@ -265,7 +265,7 @@ def python_function(
     )
     reasons = {
         # X-Ray's PutTraceSegments has no resource-level permissions.
-        "AwsSolutions-IAM5[Resource::*]": "X-Ray PutTraceSegments/PutTelemetryRecords do "
+        iam5_resource("*"): "X-Ray PutTraceSegments/PutTelemetryRecords do "
         "not support resource-level permissions (added by tracing=ACTIVE)",
         "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
         "AWSLambdaBasicExecutionRole]": "The AWS-managed basic execution policy only "

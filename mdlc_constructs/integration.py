@@ -76,6 +76,7 @@ from .compliance import (
     acknowledge_all,
     acknowledge_grant_actions,
     acknowledge_objects,
+    iam5_action,
 )
 from .features import dead_letter_payloads
 from .functions import python_function
@@ -448,9 +449,9 @@ class ClientIntegration(Construct):
         acknowledge_all(
             role,
             {
-                "AwsSolutions-IAM5[Action::kms:Encrypt*]": "grant_encrypt_decrypt's key "
+                iam5_action("kms:Encrypt*"): "grant_encrypt_decrypt's key "
                 "actions, on the model's key only",
-                "AwsSolutions-IAM5[Action::kms:Decrypt*]": "grant_encrypt_decrypt's key "
+                iam5_action("kms:Decrypt*"): "grant_encrypt_decrypt's key "
                 "actions, on the model's key only",
             },
         )

@@ -33,7 +33,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 from mdlc_core.layout import VARIANT_NAME, Layout
 
-from .compliance import acknowledge, acknowledge_objects
+from .compliance import acknowledge, acknowledge_objects, iam5_resource
 from .dashboard import DEFAULT_NAMESPACE, ModelDashboard, ModelMetrics, endpoint_name_of
 from .deprecation import renamed
 from .functions import python_function
@@ -545,7 +545,7 @@ class ModelMonitoring(Construct):
         )
         acknowledge(
             function,
-            "AwsSolutions-IAM5[Resource::*]",
+            iam5_resource("*"),
             "cloudwatch:PutMetricData supports no resource-level permission; it is limited to "
             f"the {self.metrics_namespace} namespace by condition (X-Ray also needs *)",
         )
@@ -577,7 +577,7 @@ class ModelMonitoring(Construct):
             # A bucket whose name is itself a token is the caller's to
             # acknowledge (its rendering is not known here).
             arn = f"arn:<AWS::Partition>:s3:::{bucket.bucket_name}/{pattern}"
-            acknowledge(function, f"AwsSolutions-IAM5[Resource::{arn}]", reason)
+            acknowledge(function, iam5_resource(f"{arn}"), reason)
 
     def _create_schedule(self) -> events.Rule:
         event = events.RuleTargetInput.from_object(self.schedule_input())

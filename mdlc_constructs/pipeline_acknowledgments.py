@@ -16,7 +16,7 @@ import aws_cdk as cdk
 from aws_cdk import aws_codebuild as codebuild
 from constructs import Construct
 
-from .compliance import acknowledge_all, resource_token
+from .compliance import acknowledge_all, iam5_action, iam5_resource, resource_token
 
 if TYPE_CHECKING:
     from .pipeline import MdlcPipelineStack
@@ -42,47 +42,47 @@ def acknowledge_pipeline(stack: MdlcPipelineStack) -> None:
     acknowledge_all(
         pipeline,
         {
-            "AwsSolutions-IAM5[Action::s3:GetObject*]": "aws-cdk-lib grants on the "
+            iam5_action("s3:GetObject*"): "aws-cdk-lib grants on the "
             "pipeline's own artifact bucket only",
-            "AwsSolutions-IAM5[Action::s3:GetBucket*]": "aws-cdk-lib grants on the "
+            iam5_action("s3:GetBucket*"): "aws-cdk-lib grants on the "
             "pipeline's own artifact bucket only",
-            "AwsSolutions-IAM5[Action::s3:List*]": "aws-cdk-lib grants on the pipeline's "
+            iam5_action("s3:List*"): "aws-cdk-lib grants on the pipeline's "
             "own artifact bucket only",
-            "AwsSolutions-IAM5[Action::s3:DeleteObject*]": "Actions replace their own "
+            iam5_action("s3:DeleteObject*"): "Actions replace their own "
             "output artifacts in the pipeline's bucket",
-            "AwsSolutions-IAM5[Action::s3:Abort*]": "Actions abort their own multipart "
+            iam5_action("s3:Abort*"): "Actions abort their own multipart "
             "uploads to the pipeline's bucket",
-            "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": "Encrypting artifacts with "
+            iam5_action("kms:GenerateDataKey*"): "Encrypting artifacts with "
             "the pipeline's own key only",
-            "AwsSolutions-IAM5[Action::kms:ReEncrypt*]": "aws-cdk-lib grant on the "
+            iam5_action("kms:ReEncrypt*"): "aws-cdk-lib grant on the "
             "pipeline's own key only",
-            f"AwsSolutions-IAM5[Resource::<{logical_id(stack.artifact_bucket)}.Arn>/*]": "Every "
+            iam5_resource(f"<{logical_id(stack.artifact_bucket)}.Arn>/*"): "Every "
             "action reads and writes artifacts under per-execution keys of the pipeline's "
             "own bucket; the object names are only known at run time",
         },
     )
     _acknowledge_projects(stack)
     # The roles CDK Pipelines creates for its CodeBuild projects (synth,
-    # stack-mutation, asset publishing, image steps) live under the pipeline
+    # self-mutation, asset publishing, image steps) live under the pipeline
     # construct and the stack; acknowledge what they share at the stack.
     acknowledge_all(
         stack,
         {
-            "AwsSolutions-IAM5[Action::s3:GetObject*]": "aws-cdk-lib grants on the "
+            iam5_action("s3:GetObject*"): "aws-cdk-lib grants on the "
             "pipeline's artifact bucket and CDK's bootstrap asset buckets only",
-            "AwsSolutions-IAM5[Action::s3:GetBucket*]": "aws-cdk-lib grants on the "
+            iam5_action("s3:GetBucket*"): "aws-cdk-lib grants on the "
             "pipeline's artifact bucket only",
-            "AwsSolutions-IAM5[Action::s3:List*]": "aws-cdk-lib grants on the pipeline's "
+            iam5_action("s3:List*"): "aws-cdk-lib grants on the pipeline's "
             "artifact bucket only",
-            "AwsSolutions-IAM5[Action::s3:DeleteObject*]": "Build output replaces its "
+            iam5_action("s3:DeleteObject*"): "Build output replaces its "
             "own artifacts in the pipeline's bucket",
-            "AwsSolutions-IAM5[Action::s3:Abort*]": "Builds abort their own multipart "
+            iam5_action("s3:Abort*"): "Builds abort their own multipart "
             "uploads to the pipeline's bucket",
-            "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": "Encrypting build output "
+            iam5_action("kms:GenerateDataKey*"): "Encrypting build output "
             "with the pipeline's own key only",
-            "AwsSolutions-IAM5[Action::kms:ReEncrypt*]": "aws-cdk-lib grant on the "
+            iam5_action("kms:ReEncrypt*"): "aws-cdk-lib grant on the "
             "pipeline's own key only",
-            f"AwsSolutions-IAM5[Resource::<{logical_id(stack.artifact_bucket)}.Arn>/*]": "Builds "
+            iam5_resource(f"<{logical_id(stack.artifact_bucket)}.Arn>/*"): "Builds "
             "read and write artifacts under per-execution keys of the pipeline's bucket",
         },
     )
@@ -98,21 +98,21 @@ def _acknowledge_projects(stack: MdlcPipelineStack) -> None:
         acknowledge_all(
             project,
             {
-                f"AwsSolutions-IAM5[Resource::{prefix.format(service='logs')}log-group:"
-                f"/aws/codebuild/{name}:*]": "The project's own log streams (CodeBuild "
+                iam5_resource(f"{prefix.format(service='logs')}log-group:/aws/codebuild/"
+                              f"{name}:*"): "The project's own log streams (CodeBuild "
                 "names them per build)",
-                f"AwsSolutions-IAM5[Resource::{prefix.format(service='codebuild')}"
-                f"report-group/{name}-*]": "The project's own test report groups "
+                iam5_resource(f"{prefix.format(service='codebuild')}report-group/{name}-*"):
+                "The project's own test report groups "
                 "(CodeBuild names them per report)",
             },
         )
     acknowledge_all(
         stack.pipeline.self_mutation_project,
         {
-            "AwsSolutions-IAM5[Resource::*]": "cloudformation:DescribeStacks and "
-            "s3:ListBucket of the CDK CLI during stack-mutation; the CLI looks up the "
+            iam5_resource("*"): "cloudformation:DescribeStacks and "
+            "s3:ListBucket of the CDK CLI during self-mutation; the CLI looks up the "
             "bootstrap stack whose name it does not know in advance",
-            f"AwsSolutions-IAM5[Resource::arn:*:iam::{account}:role/*]": "sts:AssumeRole "
+            iam5_resource(f"arn:*:iam::{account}:role/*"): "sts:AssumeRole "
             "only on roles tagged as CDK bootstrap roles (condition on "
             "iam:ResourceTag/aws-cdk:bootstrap-role)",
         },
@@ -122,13 +122,13 @@ def _acknowledge_projects(stack: MdlcPipelineStack) -> None:
         acknowledge_all(
             assets,
             {
-                "AwsSolutions-IAM5[Resource::*]": "CDK Pipelines' asset role starts and "
+                iam5_resource("*"): "CDK Pipelines' asset role starts and "
                 "reads the builds of its per-asset projects, created after the role",
-                f"AwsSolutions-IAM5[Resource::{prefix.format(service='logs')}log-group:"
-                "/aws/codebuild/*]": "Log groups of the asset publishing projects, one "
+                iam5_resource(f"{prefix.format(service='logs')}log-group:/aws/codebuild/*"):
+                "Log groups of the asset publishing projects, one "
                 "per asset, named by CodeBuild",
-                f"AwsSolutions-IAM5[Resource::{prefix.format(service='codebuild')}"
-                "report-group/*]": "Report groups of the asset publishing projects, named "
+                iam5_resource(f"{prefix.format(service='codebuild')}report-group/*"):
+                "Report groups of the asset publishing projects, named "
                 "by CodeBuild",
             },
         )

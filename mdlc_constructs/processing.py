@@ -29,7 +29,14 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from .compliance import acknowledge, acknowledge_all, acknowledge_grant_actions, resource_token
+from .compliance import (
+    acknowledge,
+    acknowledge_all,
+    acknowledge_grant_actions,
+    iam5_resource,
+    printed_arn,
+    resource_token,
+)
 from .functions import stage_code
 from .grants import grant_statements
 from .images import image_uri
@@ -184,11 +191,11 @@ class ProcessingRunner(Construct):
         self.key.grant_encrypt_decrypt(role)
         grant_job_logs(role, log_group="ProcessingJobs", stream_pattern=f"{self.job_prefix}*")
         reasons = {
-            "AwsSolutions-IAM5[Resource::*]": "cloudwatch:PutMetricData has no resource-level "
+            iam5_resource("*"): "cloudwatch:PutMetricData has no resource-level "
             "permission; it is limited by a namespace condition",
-            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:"
-            "<AWS::AccountId>:log-group:/aws/sagemaker/ProcessingJobs:log-stream:"
-            f"{self.job_prefix}*]": "Log streams of this model's jobs of this kind only",
+            iam5_resource(printed_arn(
+                "logs", f"log-group:/aws/sagemaker/ProcessingJobs:log-stream:{self.job_prefix}*")):
+            "Log streams of this model's jobs of this kind only",
         }
         if self.metrics_namespace:
             role.add_to_principal_policy(
@@ -213,7 +220,7 @@ class ProcessingRunner(Construct):
             target = f"arn:<AWS::Partition>:s3:::{bucket.bucket_name}/{access.pattern}"
         else:
             return  # an imported bucket named by a token: the caller acknowledges it
-        acknowledge(scope, f"AwsSolutions-IAM5[Resource::{target}]", access.reason)
+        acknowledge(scope, iam5_resource(f"{target}"), access.reason)
 
     # -- the workflow side ------------------------------------------------------------------
 
@@ -282,8 +289,7 @@ class ProcessingRunner(Construct):
     def _acknowledge_start(self, scope: Construct) -> None:
         acknowledge(
             scope,
-            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:"
-            f"<AWS::AccountId>:processing-job/{self.job_prefix}*]",
+            iam5_resource(printed_arn("sagemaker", f"processing-job/{self.job_prefix}*")),
             "Job names carry a run id; the prefix limits them to this model's jobs of this kind",
         )
         self._acknowledge_objects(

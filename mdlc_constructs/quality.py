@@ -21,6 +21,7 @@ from mdlc_core.layout import Layout
 from .compliance import (
     acknowledge,
     acknowledge_objects,
+    iam5_resource,
 )
 from .functions import python_function
 from .metrics import QUALITY_NAMESPACE, quality_violations
@@ -94,7 +95,7 @@ class DataQuality(Construct):
         )
         acknowledge(
             self.function,
-            "AwsSolutions-IAM5[Resource::*]",
+            iam5_resource("*"),
             "cloudwatch:PutMetricData supports no resource-level permission; it is "
             "limited to the MDLC/DataQuality namespace by condition (X-Ray also needs *)",
         )

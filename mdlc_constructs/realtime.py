@@ -48,7 +48,7 @@ from mdlc_core.layout import VARIANT_NAME as LAYOUT_VARIANT_NAME
 from mdlc_core.layout import Layout
 from mdlc_core.layout import endpoint_name as layout_endpoint_name
 
-from .compliance import acknowledge_all, resource_token
+from .compliance import acknowledge_all, iam5_action, iam5_resource, printed_arn, resource_token
 from .deprecation import renamed
 from .metrics import endpoint_metric
 from .network import ModelNetwork
@@ -326,24 +326,24 @@ class RealtimeEndpoint(DeploymentWorkflowSteps, Construct):
         )
         grant_image_pull(role, self._image_repositories)
         reasons = {
-            "AwsSolutions-IAM5[Resource::*]": WILDCARD_REASON,
-            "AwsSolutions-IAM5[Action::s3:GetObject*]": "grant_read_objects on this model's "
+            iam5_resource("*"): WILDCARD_REASON,
+            iam5_action("s3:GetObject*"): "grant_read_objects on this model's "
             "artifacts only",
-            "AwsSolutions-IAM5[Action::s3:GetBucket*]": "grant_read_objects on the artifacts "
+            iam5_action("s3:GetBucket*"): "grant_read_objects on the artifacts "
             "bucket only",
-            "AwsSolutions-IAM5[Action::s3:Abort*]": "grant_put lets SageMaker abort its own "
+            iam5_action("s3:Abort*"): "grant_put lets SageMaker abort its own "
             "multipart uploads of captured data",
-            "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": "Encrypting captured data with "
+            iam5_action("kms:GenerateDataKey*"): "Encrypting captured data with "
             "the data key",
-            "AwsSolutions-IAM5[Action::kms:ReEncrypt*]": "grant_put's key actions on the data "
+            iam5_action("kms:ReEncrypt*"): "grant_put's key actions on the data "
             "key only",
-            f"AwsSolutions-IAM5[Resource::{resource_token(artifacts)}/"
-            f"{self.model_artifacts_prefix}*]": "Reads only this model's artifacts",
-            f"AwsSolutions-IAM5[Resource::{resource_token(capture)}/{self.capture_prefix}*]":
+            iam5_resource(f"{resource_token(artifacts)}/{self.model_artifacts_prefix}*"):
+            "Reads only this model's artifacts",
+            iam5_resource(f"{resource_token(capture)}/{self.capture_prefix}*"):
             "Writes only this model's captured requests and responses",
-            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:"
-            f"<AWS::AccountId>:log-group:/aws/sagemaker/Endpoints/{self.endpoint_name}:"
-            "log-stream:*]": "Log streams of this endpoint's instances only (named by "
+            iam5_resource(printed_arn(
+                "logs", f"log-group:/aws/sagemaker/Endpoints/{self.endpoint_name}:log-stream:*")):
+            "Log streams of this endpoint's instances only (named by "
             "SageMaker per instance)",
         }
         acknowledge_all(role, reasons)
@@ -518,19 +518,19 @@ class RealtimeEndpoint(DeploymentWorkflowSteps, Construct):
         acknowledge_all(
             self.state_machine,
             {
-                "AwsSolutions-IAM5[Resource::*]": "Application Auto Scaling's "
+                iam5_resource("*"): "Application Auto Scaling's "
                 "RegisterScalableTarget/PutScalingPolicy have no resource-level permissions "
                 "(scalable targets get random ids)",
-                f"AwsSolutions-IAM5[Resource::{sagemaker_arn}:model/{self.resource_prefix}*]":
+                iam5_resource(f"{sagemaker_arn}:model/{self.resource_prefix}*"):
                 "Models of this endpoint only: one per deployed version, named per execution",
-                f"AwsSolutions-IAM5[Resource::{sagemaker_arn}:endpoint-config/"
-                f"{self.resource_prefix}*]": "Endpoint configurations of this endpoint only: "
+                iam5_resource(f"{sagemaker_arn}:endpoint-config/{self.resource_prefix}*"):
+                "Endpoint configurations of this endpoint only: "
                 "one per deployed version, named per execution",
-                f"AwsSolutions-IAM5[Resource::{sagemaker_arn}:model-package/"
-                f"{self.model_package_group_name}/*]": "Versions of this model's package "
+                iam5_resource(f"{sagemaker_arn}:model-package/{self.model_package_group_name}/*"):
+                "Versions of this model's package "
                 "group only",
-                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:cloudwatch:<AWS::Region>:"
-                f"<AWS::AccountId>:alarm:TargetTracking-endpoint/{self.endpoint_name}/*]":
+                iam5_resource(printed_arn(
+                    "cloudwatch", f"alarm:TargetTracking-endpoint/{self.endpoint_name}/*")):
                 "The alarms target tracking creates for this endpoint's variant only",
             },
         )

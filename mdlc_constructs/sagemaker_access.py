@@ -14,7 +14,7 @@ from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from .compliance import acknowledge_all
+from .compliance import acknowledge_all, iam5_resource, printed_arn
 from .network import ModelNetwork
 
 #: SageMaker throttling as Step Functions reports it. The optimized integration
@@ -55,11 +55,10 @@ def sagemaker_role(scope: Construct, construct_id: str, *, description: str) -> 
     if network is not None:
         network.grant_network_interfaces(role)
         acknowledge_all(role, {
-            "AwsSolutions-IAM5[Resource::*]": "ec2:Describe* of the network (VPCs, subnets, "
+            iam5_resource("*"): "ec2:Describe* of the network (VPCs, subnets, "
             "security groups, DHCP options, interfaces) has no resource-level permissions",
-            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:"
-            "<AWS::AccountId>:network-interface/*]": "SageMaker names a job's network "
-            "interfaces itself; limited to the model's VPC by the ec2:Vpc condition",
+            iam5_resource(printed_arn("ec2", "network-interface/*")): "SageMaker names a job's "
+            "network interfaces itself; limited to the model's VPC by the ec2:Vpc condition",
         })
     return role
 

@@ -45,7 +45,7 @@ from constructs import Construct
 from mdlc_core.layout import Layout
 
 from .algorithms import TrainingAlgorithm, training_algorithm
-from .compliance import acknowledge_all, resource_token
+from .compliance import acknowledge_all, iam5_action, iam5_resource, printed_arn, resource_token
 from .functions import python_function
 from .lineage import code_version
 from .network import ModelNetwork
@@ -257,20 +257,20 @@ class TrainingWorkflow(Construct):
         acknowledge_all(
             self.input_function,
             {
-                "AwsSolutions-IAM5[Action::s3:GetObject*]": "grant_read_objects' object actions, "
+                iam5_action("s3:GetObject*"): "grant_read_objects' object actions, "
                 "scoped to this model's feature snapshots",
-                "AwsSolutions-IAM5[Action::s3:GetBucket*]": "grant_read_objects' bucket actions on "
+                iam5_action("s3:GetBucket*"): "grant_read_objects' bucket actions on "
                 "the features bucket only",
-                "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": "Writing SSE-KMS objects "
+                iam5_action("kms:GenerateDataKey*"): "Writing SSE-KMS objects "
                 "with the data key",
-                "AwsSolutions-IAM5[Action::kms:ReEncrypt*]": "grant_put's key actions for "
+                iam5_action("kms:ReEncrypt*"): "grant_put's key actions for "
                 "SSE-KMS objects, on the data key only",
-                "AwsSolutions-IAM5[Action::s3:Abort*]": "grant_put lets the function abort "
+                iam5_action("s3:Abort*"): "grant_put lets the function abort "
                 "its own multipart uploads of training channels",
-                f"AwsSolutions-IAM5[Resource::<{self._logical(self.data_lake.features)}"
-                f".Arn>/features/{model}/*]": "Reads only this model's feature snapshots",
-                f"AwsSolutions-IAM5[Resource::<{self._logical(self.data_lake.artifacts)}"
-                f".Arn>/training-input/{model}/*]": "Writes only this model's training "
+                iam5_resource(f"{resource_token(self.data_lake.features)}/features/{model}/*"):
+                "Reads only this model's feature snapshots",
+                iam5_resource(f"{resource_token(self.data_lake.artifacts)}/training-input/"
+                              f"{model}/*"): "Writes only this model's training "
                 "channels",
             },
         )
@@ -652,29 +652,30 @@ class TrainingWorkflow(Construct):
         acknowledge_all(
             role,
             {
-                "AwsSolutions-IAM5[Resource::*]": "cloudwatch:PutMetricData has no "
+                iam5_resource("*"): "cloudwatch:PutMetricData has no "
                 "resource-level permissions; limited to SageMaker's namespaces by condition",
-                "AwsSolutions-IAM5[Action::s3:GetObject*]": "S3 grants, scoped to this "
+                iam5_action("s3:GetObject*"): "S3 grants, scoped to this "
                 "model's training prefixes",
-                "AwsSolutions-IAM5[Action::s3:GetBucket*]": "S3 grants on the artifacts "
+                iam5_action("s3:GetBucket*"): "S3 grants on the artifacts "
                 "bucket only",
-                "AwsSolutions-IAM5[Action::s3:DeleteObject*]": "SageMaker replaces its own "
+                iam5_action("s3:DeleteObject*"): "SageMaker replaces its own "
                 "checkpoints and output under this model's prefixes",
-                "AwsSolutions-IAM5[Action::s3:Abort*]": "SageMaker aborts its own multipart "
+                iam5_action("s3:Abort*"): "SageMaker aborts its own multipart "
                 "uploads of model artifacts",
-                "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]": "Encrypting the volume and "
+                iam5_action("kms:GenerateDataKey*"): "Encrypting the volume and "
                 "the model artifact with the data key",
-                "AwsSolutions-IAM5[Action::kms:ReEncrypt*]": "grant_encrypt_decrypt on the "
+                iam5_action("kms:ReEncrypt*"): "grant_encrypt_decrypt on the "
                 "data key only",
-                f"AwsSolutions-IAM5[Resource::<{bucket}.Arn>/training-input/{model}/*]": "Reads "
+                iam5_resource(f"<{bucket}.Arn>/training-input/{model}/*"): "Reads "
                 "only this model's training channels",
-                f"AwsSolutions-IAM5[Resource::<{bucket}.Arn>/training-output/{model}/*]": "Writes"
+                iam5_resource(f"<{bucket}.Arn>/training-output/{model}/*"): "Writes"
                 " only this model's artifacts",
-                f"AwsSolutions-IAM5[Resource::<{bucket}.Arn>/training-checkpoints/{model}/*]":
+                iam5_resource(f"<{bucket}.Arn>/training-checkpoints/{model}/*"):
                 "Spot checkpoints of this model only",
-                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:"
-                "<AWS::AccountId>:log-group:/aws/sagemaker/TrainingJobs:log-stream:"
-                f"{self.job_prefix}*]": "Log streams of this model's training jobs only",
+                iam5_resource(printed_arn(
+                    "logs",
+                    f"log-group:/aws/sagemaker/TrainingJobs:log-stream:{self.job_prefix}*")):
+                "Log streams of this model's training jobs only",
             },
         )
         return role
@@ -731,18 +732,19 @@ class TrainingWorkflow(Construct):
         acknowledge_all(
             self.state_machine,
             {
-                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:"
-                f"<AWS::AccountId>:training-job/{self.job_prefix}*]": "Training jobs of this "
+                iam5_resource(printed_arn("sagemaker", f"training-job/{self.job_prefix}*")):
+                "Training jobs of this "
                 "model only: job names are unique per execution under this prefix",
-                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:"
-                f"<AWS::AccountId>:model-package/{self.model_package_group_name}/*]": "Versions "
+                iam5_resource(printed_arn(
+                    "sagemaker", f"model-package/{self.model_package_group_name}/*")):
+                "Versions "
                 "of this model's package group only",
-                "AwsSolutions-IAM5[Action::s3:GetObject*]": "Reading this model's artifacts "
+                iam5_action("s3:GetObject*"): "Reading this model's artifacts "
                 "(CreateModelPackage validates the model data)",
-                "AwsSolutions-IAM5[Action::s3:GetBucket*]": "grant_read_objects on the artifacts "
+                iam5_action("s3:GetBucket*"): "grant_read_objects on the artifacts "
                 "bucket only",
-                f"AwsSolutions-IAM5[Resource::<{bucket}.Arn>/training-output/"
-                f"{self.spec.name}/*]": "This model's artifacts only",
+                iam5_resource(f"<{bucket}.Arn>/training-output/{self.spec.name}/*"):
+                "This model's artifacts only",
             },
         )
 

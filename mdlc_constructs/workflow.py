@@ -25,7 +25,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from .compliance import acknowledge, acknowledge_all, resource_token
+from .compliance import acknowledge, acknowledge_all, iam5_resource, resource_token
 from .key_grants import grant_publish_key
 from .tokens import minutes, seconds, string_at
 
@@ -96,7 +96,7 @@ def invoke(
         # LambdaInvoke grants the function and its versions (<arn>:*).
         acknowledge(
             Stack.of(scope),
-            f"AwsSolutions-IAM5[Resource::{resource_token(function)}:*]",
+            iam5_resource(f"{resource_token(function)}:*"),
             "Step Functions may invoke any version of this one function (LambdaInvoke grant)",
         )
     return task
@@ -235,7 +235,7 @@ def state_machine(
     acknowledge_all(
         machine,
         {
-            "AwsSolutions-IAM5[Resource::*]": "CloudWatch Logs delivery and X-Ray actions "
+            iam5_resource("*"): "CloudWatch Logs delivery and X-Ray actions "
             "(logs:CreateLogDelivery, xray:PutTraceSegments, ...) do not support "
             "resource-level permissions",
         },

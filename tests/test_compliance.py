@@ -58,3 +58,28 @@ def test_an_acknowledgment_needs_a_real_reason():
     stack = cdk.Stack(app, "Lazy")
     with pytest.raises(ValueError, match="must explain it"):
         acknowledge(stack, "AwsSolutions-S1", "ok")
+
+
+@pytest.mark.parametrize("env", [None, cdk.Environment(account="222222222222",
+                                                       region="eu-west-1")],
+                         ids=["agnostic", "explicit-environment"])
+def test_printed_arn_names_a_format_arn_wildcard_as_cdk_nag_prints_it(tmp_path, env):
+    """The helpers build an acknowledgment from the same parts the grant used:
+    cdk-nag prints ``${AWS::Region}`` as ``<AWS::Region>``, or the literal of an
+    explicit environment, and acknowledge() records both forms."""
+    from aws_cdk import aws_iam as iam
+
+    from mdlc_constructs.compliance import iam5_resource, printed_arn
+
+    app = make_app(outdir=str(tmp_path))
+    stack = cdk.Stack(app, "Wildcards", env=env)
+    role = iam.Role(stack, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
+    role.add_to_policy(iam.PolicyStatement(
+        actions=["sagemaker:DescribeTrainingJob"],
+        resources=[stack.format_arn(service="sagemaker", resource="training-job",
+                                    resource_name="mdlc-fraud-*")]))
+    acknowledge(role, "PCI.DSS.321-IAMNoInlinePolicy", "one role's own policy in this test")
+    acknowledge(role, iam5_resource(printed_arn("sagemaker", "training-job/mdlc-fraud-*")),
+                "the jobs of one model, named per run")
+    app.synth()
+    assert read_findings(tmp_path) == []
