@@ -112,13 +112,18 @@ def _invoked_only_synchronously(finding: Finding, templates: Templates) -> bool:
     """No asynchronous invoker in the template: no resource policy letting a
     service (EventBridge, SNS, S3, ...) invoke the function, no asynchronous
     invocation config. Step Functions and event source mappings invoke
-    synchronously through roles and need neither."""
+    synchronously through roles and need neither; each event source mapping
+    of the function must have its on-failure destination instead."""
     if not _is_function(finding, templates) or _custom_resource_provider(finding, templates):
         return False
     for resource in _resources(finding, templates).values():
         kind, properties = resource.get("Type"), resource.get("Properties", {})
-        if kind in ("AWS::Lambda::Permission", "AWS::Lambda::EventInvokeConfig") and (
-                _refers_to(properties.get("FunctionName"), finding.logical_id)):
+        if not _refers_to(properties.get("FunctionName"), finding.logical_id):
+            continue
+        if kind in ("AWS::Lambda::Permission", "AWS::Lambda::EventInvokeConfig"):
+            return False
+        if kind == "AWS::Lambda::EventSourceMapping" and not properties.get(
+                "DestinationConfig", {}).get("OnFailure", {}).get("Destination"):
             return False
     return True
 

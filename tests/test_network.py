@@ -335,9 +335,10 @@ def test_checkov_reports_nothing_the_allow_list_does_not_explain(checkov_run):
 def test_checkov_and_its_allow_list_catch_what_they_are_about(created, tmp_path):
     """The self-contained template with one fault of each kind the allow-list
     rules limit: a function out of the VPC, another out with a checkov skip, an
-    asynchronous invoker of a function without a dead-letter queue, a write
-    action on '*' that has resource-level permissions, a bucket that stops
-    logging. checkov and the rules report exactly those."""
+    asynchronous invoker of a function without a dead-letter queue, a stream's
+    event source mapping without its on-failure destination, a write action on
+    '*' that has resource-level permissions, a bucket that stops logging.
+    checkov and the rules report exactly those."""
     from tests import checkov
 
     template = json.loads((created[2] / "cdk.out" / "Mdlc-fraud.template.json").read_text())
@@ -362,6 +363,9 @@ def test_checkov_and_its_allow_list_catch_what_they_are_about(created, tmp_path)
     (wildcard,) = [s for s in resources[policy]["Properties"]["PolicyDocument"]["Statement"]
                    if s["Resource"] == "*" and "xray:PutTraceSegments" in s["Action"]]
     wildcard["Action"].append("s3:PutObject")
+    consumer = one("IntegrationConsumer")
+    mapping = one("IntegrationConsumerKinesisEventSource", "AWS::Lambda::EventSourceMapping")
+    del resources[mapping]["Properties"]["DestinationConfig"]
     raw = one("DataLakeRaw", "AWS::S3::Bucket")
     del resources[raw]["Properties"]["LoggingConfiguration"]
     path = tmp_path / "faults.template.json"
@@ -371,8 +375,8 @@ def test_checkov_and_its_allow_list_catch_what_they_are_about(created, tmp_path)
     templates = checkov.load([path])
     _, unexplained = checkov.explain(report.failed, templates)
     assert sorted((f.check_id, f.logical_id) for f in unexplained) == sorted([
-        ("CKV_AWS_117", quality), ("CKV_AWS_116", sourcing), ("CKV_AWS_111", policy),
-        ("CKV_AWS_18", raw)])
+        ("CKV_AWS_117", quality), ("CKV_AWS_116", sourcing), ("CKV_AWS_116", consumer),
+        ("CKV_AWS_111", policy), ("CKV_AWS_18", raw)])
     assert checkov.functions_outside_a_vpc(report, templates) == [
         f"CKV_AWS_117 {path.name} {decisions}: skipped without a deploy-time provider's reason",
         f"CKV_AWS_117 {path.name} {quality}: not in a VPC",
