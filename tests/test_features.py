@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from datetime import UTC, datetime, timedelta
@@ -84,8 +85,9 @@ def assert_tables_equal(left: list[dict[str, Any]], right: list[dict[str, Any]])
 def held_days(item: dict[str, Any]) -> list[str]:
     """The days an online item holds events of: one entry per day bucket and one
     per event it keeps one by one (``recent``), sorted."""
+    kept = json.loads(item["recent"])["events"] if item.get("recent") else []
     recent = [(datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=e[0])).date()
-              .isoformat() for e in (item.get("recent") or {}).get("events", [])]
+              .isoformat() for e in kept]
     return sorted([*item["days"], *recent])
 
 

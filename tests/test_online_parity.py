@@ -23,6 +23,7 @@ stream whose earlier events never arrive after later ones across batches
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from dataclasses import dataclass
@@ -342,3 +343,33 @@ def test_the_consumer_scores_training_rows_with_a_lagging_failing_updater(aws, m
             scored += 1
         position = end
     assert scored == len(stream)
+
+
+def test_an_item_written_before_recent_events_existed_becomes_exact_the_next_day() -> None:
+    """An item of the earlier layout (day buckets without ``hi``, no ``recent``):
+    its buckets may hold any event of their day, so an event of such a day is
+    reported inexact; from the next day on, rows are exact again."""
+    fs = rich()
+    store = MemoryStore()
+    old = {"days": {"2026-03-01": {"n": 2, "v": {"order_amount": [30.0, 2, 10.0, 20.0]}}},
+           "watermark": "2026-03-01",
+           "last": {"micros": 0, "event_id": "o1", "values": {"merchant_id": None,
+                                                              "order_amount": 20.0}}}
+    store.items["fraud#customer_id#c1"] = (json.dumps(old), 1)
+    engine = IncrementalEngine(fs, store, clock=lambda: CLOCK)
+
+    def order(i: int, at: datetime, amount: float) -> dict[str, Any]:
+        return {"order_id": f"n{i}", "customer_id": "c1", "order_amount": amount,
+                "order_ts": at.isoformat()}
+
+    same_day = parse_event(fs, order(1, START + timedelta(hours=20), 5.0))
+    # The bucket may count it, or newer events of its day: neither can be told.
+    assert set(engine.read_events([same_day]).inexact) == {"n1"}
+    next_day = [order(2, START + timedelta(days=1, hours=1), 7.0),
+                order(3, START + timedelta(days=1, hours=2), 9.0)]
+    engine.apply(next_day[0])
+    engine.apply(next_day[1])
+    found = engine.read_events([parse_event(fs, e) for e in next_day])
+    assert found.inexact == {} and found.unrecorded == []
+    assert [r["total_3d"] for r in found.rows] == [37.0, 46.0]  # the old 30 counts too
+    assert [r["max_5d"] for r in found.rows] == [20.0, 20.0]

@@ -1005,6 +1005,19 @@ def _present(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
+#: Sorts after every event id: the upper bound of a day's events.
+_LAST_ID = "\U0010ffff"
+
+
+def _bucket_hi(day: str, bucket: Mapping[str, Any]) -> tuple[int, str]:
+    """The newest (micros, event id) a day bucket holds. A bucket written before
+    ``hi`` existed may hold any event of its day: the day's end stands for it."""
+    hi = bucket.get("hi")
+    if hi:
+        return int(hi[0]), str(hi[1])
+    return (day_number(day) + 1) * _US_PER_DAY - 1, _LAST_ID
+
+
 def _bucket_add(days: dict[str, Any], micros: int, event_id: str, values: Sequence[Any],
                 columns: Sequence[str]) -> None:
     """Add one event (``values`` in ``columns`` order, None or NaN for null) to its
@@ -1013,9 +1026,10 @@ def _bucket_add(days: dict[str, Any], micros: int, event_id: str, values: Sequen
     bucket = days.get(day)
     if bucket is None:
         bucket = days[day] = {"n": 0, "v": {}, "hi": [micros, event_id]}
-    elif "hi" in bucket and (micros, event_id) > (bucket["hi"][0], bucket["hi"][1]):
-        # A bucket written before `hi` existed keeps none: its newest event is unknown.
+    elif (micros, event_id) > _bucket_hi(day, bucket):
         bucket["hi"] = [micros, event_id]
+    elif "hi" not in bucket:
+        bucket["hi"] = list(_bucket_hi(day, bucket))
     bucket["n"] += 1
     for column, value in zip(columns, values, strict=True):
         if not _present(value):
@@ -1033,7 +1047,7 @@ def _bucket_add(days: dict[str, Any], micros: int, event_id: str, values: Sequen
 def _recent_of(item: Mapping[str, Any], columns: Sequence[str]) -> list[list[Any]]:
     """The item's ``recent`` events as ``[micros, event id, values in columns order]``,
     ascending; re-ordered when the spec's columns changed (a new column is null)."""
-    recent = item.get("recent") or {}
+    recent = _recent_field(item)
     stored = list(recent.get("columns") or [])
     events = recent.get("events") or []
     if stored == list(columns):
@@ -1041,6 +1055,22 @@ def _recent_of(item: Mapping[str, Any], columns: Sequence[str]) -> list[list[Any
     index = {c: j for j, c in enumerate(stored)}
     return [[e[0], e[1], [e[2][index[c]] if c in index else None for c in columns]]
             for e in events]
+
+
+def _recent_field(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The item's ``recent`` attribute, decoded: ``{"columns", "events"}``."""
+    recent = item.get("recent")
+    if not recent:
+        return {}
+    return json.loads(recent) if isinstance(recent, str) else dict(recent)
+
+
+def _recent_text(columns: Sequence[str], events: Sequence[Sequence[Any]]) -> str:
+    """``recent`` as one compact JSON string attribute: a few KB the store reads and
+    writes as one value (a DynamoDB list of lists costs a type tag per number to
+    marshal, on every update). Floats keep their exact value (``repr``)."""
+    return json.dumps({"columns": list(columns), "events": [list(e) for e in events]},
+                      separators=(",", ":"), allow_nan=False)
 
 
 def _record_in_item(item: dict[str, Any], ev: ParsedEvent, columns: list[str],
@@ -1052,8 +1082,7 @@ def _record_in_item(item: dict[str, Any], ev: ParsedEvent, columns: list[str],
     recent = _recent_of(item, columns)
     values = [_py(ev.values[c]) for c in columns]
     position = (ev.micros, ev.event_id)
-    his = [bucket.get("hi") for bucket in days.values()]
-    newer_bucket = any(not hi or (hi[0], hi[1]) > position for hi in his)
+    newer_bucket = any(_bucket_hi(day, bucket) > position for day, bucket in days.items())
     if limit > 0 and not newer_bucket and (len(recent) < limit
                                            or position > (recent[0][0], recent[0][1])):
         at = bisect.bisect_left([(e[0], e[1]) for e in recent], position)
@@ -1063,7 +1092,7 @@ def _record_in_item(item: dict[str, Any], ev: ParsedEvent, columns: list[str],
             _bucket_add(days, micros, event_id, old, columns)
     else:
         _bucket_add(days, ev.micros, ev.event_id, values, columns)
-    item["recent"] = {"columns": columns, "events": recent}
+    item["recent"] = _recent_text(columns, recent)
 
 
 def _drop_before(item: dict[str, Any], cutoff: int) -> None:
@@ -1074,12 +1103,13 @@ def _drop_before(item: dict[str, Any], cutoff: int) -> None:
     gone = [d for d in item.get("days", {}) if d <= cut]
     for day in gone:
         del item["days"][day]
-    recent = item.get("recent")
-    if recent and recent.get("events"):
+    recent = _recent_field(item)
+    if recent.get("events"):
         kept = [e for e in recent["events"] if e[0] // _US_PER_DAY > cutoff]
         gone += [day_string(e[0] // _US_PER_DAY) for e in recent["events"]
                  if e[0] // _US_PER_DAY <= cutoff]
-        recent["events"] = kept
+        if len(kept) < len(recent["events"]):
+            item["recent"] = _recent_text(list(recent.get("columns") or []), kept)
     if gone:
         # The newest day whose events were dropped: a late event's window that
         # reaches it can no longer be read exactly.
@@ -1135,17 +1165,13 @@ class _ItemView:
     def __init__(self, item: Mapping[str, Any] | None) -> None:
         item = item or {}
         self.days: Mapping[str, Any] = item.get("days") or {}
-        recent = item.get("recent") or {}
+        recent = _recent_field(item)
         self.columns = {c: j for j, c in enumerate(recent.get("columns") or [])}
         self.recent = [(int(e[0]), str(e[1]), e[2]) for e in recent.get("events") or []]
         self.ids = {e[1] for e in self.recent}
         self.dropped = day_number(item["dropped"]) if item.get("dropped") else None
-        his = [b.get("hi") for b in self.days.values()]
-        # A bucket without `hi` (written before it existed) may hold anything.
-        self.floor: tuple[int, str] | None = None
-        if his:
-            known = [(int(h[0]), str(h[1])) for h in his if h]
-            self.floor = (2**62, "") if len(known) < len(his) else max(known)
+        self.floor: tuple[int, str] | None = max(
+            (_bucket_hi(day, bucket) for day, bucket in self.days.items()), default=None)
 
     def add(self, window: _Window, agg: Aggregate, low: int, high: int,
             until: tuple[int, str] | None = None) -> str | None:
@@ -1156,11 +1182,9 @@ class _ItemView:
         for day, bucket in self.days.items():
             if not low_day < day <= high_day:
                 continue
-            if until is not None and day == high_day:
-                hi = bucket.get("hi")
-                if not hi or (int(hi[0]), str(hi[1])) > until:
-                    reason = (f"the store counts events of {day} after it only in aggregate "
-                              f"(it keeps the newest {len(self.recent)} one by one)")
+            if until is not None and day == high_day and _bucket_hi(day, bucket) > until:
+                reason = (f"the store counts events of {day} after it only in aggregate "
+                          f"(it keeps the newest {len(self.recent)} one by one)")
             window.bucket(bucket, agg.column)
         column = self.columns.get(agg.column) if agg.column is not None else None
         for micros, event_id, values in self.recent:
