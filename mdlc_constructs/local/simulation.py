@@ -23,6 +23,7 @@ so the endpoint serves from the second day instead of the first schedule.
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -108,6 +109,7 @@ class Simulation:
     on_day: Callable[[Simulation, date], None] | None = None
     report: dict[str, Any] = field(default_factory=dict)
     _approved: set[str] = field(default_factory=set)
+    _backfilled: int = 0
 
     # -- helpers --------------------------------------------------------------------
 
@@ -234,6 +236,9 @@ class Simulation:
             self._say(f"{day.isoformat()}: {len(self.orders.by_day.get(day, []))} rows")
             if index > 0:
                 self._live_day(day)
+            else:
+                # The clock starts after the first day: its events happened already.
+                self._backfill_online(self.orders.by_day.get(day, []))
             self.cloud.advance_to(_midnight(day + timedelta(days=1)))
             self._land_raw(day)
             self._land_labels(day + timedelta(days=1))
@@ -278,7 +283,12 @@ class Simulation:
         for hour in range(0, 24, STREAM_BLOCK_HOURS):
             self.cloud.advance_to(_midnight(day) + timedelta(hours=hour))
             self._react()
-            if stream is None or not by_hour.get(hour) or not self._serving():
+            if stream is None or not by_hour.get(hour):
+                continue
+            if not self._serving():
+                self.cloud.advance_to(max(_moment(row[data.timestamp])
+                                          for row in by_hour[hour]))
+                self._backfill_online(by_hour[hour])
                 continue
             # A producer sends an event once it happened: the clock first reaches
             # the block's newest event (later ones are dead-lettered as from the
@@ -293,6 +303,44 @@ class Simulation:
                 kinesis.put_records(StreamName=stream, Records=entries[start:start + 500])
             self.cloud.settle()
             self._react()
+
+    def _backfill_online(self, rows: list[dict[str, str]]) -> None:
+        """Events from before a version serves, into the online feature store.
+
+        Nothing scores them (no endpoint yet), but later events' windows hold
+        them, as their training rows do: the feature-update function applies
+        them, invoked with Kinesis records as its mapping would, and re-invoked
+        with the records it reports failed (a backfill retries until done).
+        """
+        function = next((f for f in self.cloud.lambdas.functions.values()
+                         if f.stack == self.stack and "FEATURES_TABLE" in f.environment
+                         and "MODEL_NAME" in f.environment
+                         and "ENDPOINT_NAME" not in f.environment), None)
+        if function is None or not rows:
+            return
+        data = self.spec.data
+        records = [{
+            "eventID": f"backfill:{self._backfilled + i}",
+            "eventSource": "aws:kinesis",
+            "kinesis": {"sequenceNumber": str(self._backfilled + i),
+                        "partitionKey": str(row[data.entity_key]),
+                        "data": base64.b64encode(json.dumps(_typed(
+                            {k: v for k, v in row.items() if k != data.label},
+                            self.spec)).encode()).decode()},
+        } for i, row in enumerate(rows)]
+        self._backfilled += len(records)
+        for start in range(0, len(records), 100):
+            pending = records[start:start + 100]
+            for _attempt in range(20):
+                invocation = self.cloud.lambdas.invoke(
+                    function.name, json.dumps({"Records": pending}).encode())
+                answer = json.loads(invocation.payload or b"null") or {}
+                failed = {f.get("itemIdentifier") for f in answer.get("batchItemFailures", [])}
+                if invocation.error:
+                    failed = {r["kinesis"]["sequenceNumber"] for r in pending}
+                pending = [r for r in pending if r["kinesis"]["sequenceNumber"] in failed]
+                if not pending:
+                    break
 
     # -- report -------------------------------------------------------------------------
 
@@ -388,6 +436,7 @@ class Simulation:
             })
         executions.sort(key=lambda e: e["started_at"])
         stream, batch = self._decisions()
+        parity = self.feature_parity(stream)
         endpoint = self._endpoint_name()
         versions = self._versions()
         deployments = []
@@ -418,6 +467,7 @@ class Simulation:
                 "batch": {"total": len(batch),
                           "by_action": dict(Counter(d.get("action") for d in batch))},
             },
+            "feature_parity": parity,
             "dead_letters": dead_letters,
             "alarms": [{"alarm": a.name, **change} for a in self.cloud.alarms.alarms.values()
                        for change in a.changes],
@@ -430,6 +480,73 @@ class Simulation:
         self.stream_decisions = stream
         self.batch_decisions = batch
         return self.report
+
+    def training_rows(self) -> dict[str, dict[str, Any]]:
+        """Every training row the run's feature job wrote, by event id: the
+        ``features/<model>/dt=*/features.parquet`` objects of the features bucket
+        (an event is a row of its first day's snapshot)."""
+        import pyarrow.parquet as pq
+
+        bucket = self._physical("AWS::S3::Bucket", "/DataLake/Features/")
+        rows: dict[str, dict[str, Any]] = {}
+        if not bucket:
+            return rows
+        s3 = self.cloud.client("s3")
+        event_id = self.spec.data.event_id
+        prefix = f"features/{self.spec.name}/"
+        keys = sorted(item["Key"]
+                      for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                               Prefix=prefix)
+                      for item in page.get("Contents", [])
+                      if item["Key"].endswith("/features.parquet"))
+        for key in keys:
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            for row in pq.read_table(io.BytesIO(body)).to_pylist():
+                rows.setdefault(str(row[event_id]), row)
+        return rows
+
+    def feature_parity(self, stream: list[dict[str, Any]]) -> dict[str, Any]:
+        """Does every stream decision's ``features`` equal its event's training row?
+
+        Compares each model input (``spec.feature_columns``) of every stream
+        decision with the row the feature job wrote for that event, up to the
+        last bits of a float sum (the batch engine adds in another order).
+        Returns ``checked`` (decisions compared), ``mismatches`` (decisions
+        with a differing value), ``missing_rows`` (decisions whose event has
+        no training row: its day was not prepared) and the first few
+        ``examples`` of either.
+        """
+        import math
+
+        rows = self.training_rows() if stream else {}
+        columns = list(self.spec.feature_columns)
+        checked, mismatches, missing = 0, 0, 0
+        examples: list[dict[str, Any]] = []
+        for decision in stream:
+            row = rows.get(str(decision.get("event_id")))
+            if row is None:
+                missing += 1
+                if len(examples) < 5:
+                    examples.append({"event_id": decision.get("event_id"),
+                                     "problem": "no training row"})
+                continue
+            checked += 1
+            scored = decision.get("features") or {}
+            differ = {}
+            for column in columns:
+                a, b = scored.get(column), row.get(column)
+                if a is None or b is None:
+                    if not (a is None and b is None):
+                        differ[column] = [a, b]
+                elif not math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9):
+                    differ[column] = [a, b]
+            if differ:
+                mismatches += 1
+                if len(examples) < 5:
+                    examples.append({"event_id": decision.get("event_id"),
+                                     "scored_vs_training": differ})
+        return {"checked": checked, "mismatches": mismatches, "missing_rows": missing,
+                "examples": examples}
 
     def _function_totals(self) -> dict[str, dict[str, Any]]:
         """Invocations, errors and seconds per function (logical id), in this run."""
