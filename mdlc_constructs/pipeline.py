@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,10 @@ from .tokens import days, hours, minutes
 
 #: Context key holding the pipeline's configuration (see :meth:`PipelineConfig.from_context`).
 PIPELINE_CONTEXT = "mdlc:pipeline"
+#: Custom containers one pipeline step builds (in parallel): each step costs
+#: the pipeline stack a CodeBuild project, role and policy, and its action may
+#: carry at most 1,000 characters of variables, about 120 per image.
+IMAGES_PER_STEP = 5
 #: The CDK command line the project pins (the Makefile's CDK variable).
 CDK_COMMAND = "npx --no-install --prefix .cdk-cli cdk"
 _ACCOUNT = re.compile(r"^\d{12}$")
@@ -72,13 +76,25 @@ _CONNECTION = re.compile(
 
 __all__ = [
     "CODE_VERSION_CONTEXT",
+    "IMAGES_PER_STEP",
     "DeploymentTarget",
+    "ImageToBuild",
     "MdlcPipelineStack",
     "MdlcStage",
     "PipelineConfig",
     "build",
     "code_version",
 ]
+
+
+@dataclass(frozen=True)
+class ImageToBuild:
+    """One custom container a pipeline step builds after a stage deploys."""
+
+    model: str
+    image: CustomImage
+    #: The image's place among its model's custom images (0 for the first).
+    index: int
 
 
 @dataclass(frozen=True)
@@ -287,7 +303,8 @@ class MdlcPipelineStack(cdk.Stack):
         or None), source (``pipelines.CodePipelineSource``), synth (the synth
         ``CodeBuildStep``), pipeline (``pipelines.CodePipeline``), staging,
         production (:class:`MdlcStage`), approval (the ``ManualApprovalStep``),
-        image_steps (``{stage id: [CodeBuildStep, ...]}``), stage_count (the
+        image_steps (``{stage id: [CodeBuildStep, ...]}``, each building up
+        to :data:`IMAGES_PER_STEP` images), stage_count (the
         CodePipeline stages after splitting deployments into waves).
 
     Extension points (plain methods called from the constructor):
@@ -441,50 +458,69 @@ class MdlcPipelineStack(cdk.Stack):
         )
 
     def build_image_step(
-        self, stage: MdlcStage, model: str, image: CustomImage, index: int
+        self, stage: MdlcStage, images: Sequence[ImageToBuild], index: int
     ) -> pipelines.CodeBuildStep:
-        """After a stage is deployed: build ``model``'s custom container in that
-        stage's account, with the image's own CodeBuild project.
+        """After a stage is deployed: build ``images`` (at most
+        :data:`IMAGES_PER_STEP` custom containers) in that stage's account,
+        each with its own CodeBuild project, in parallel.
 
-        The project is the one the training workflow runs before each job: it
+        Each project is the one the training workflow runs before each job: it
         skips an existing tag, so training never waits for this build twice.
-        The step assumes a role the model stack creates for exactly this
-        (``PipelineImageBuild``), trusted by the pipeline's account only.
+        For each image the step assumes a role its model stack creates for
+        exactly this (``PipelineImageBuild``), trusted by the pipeline's
+        account only. One step builds several images because every step is a
+        CodeBuild project, role and policy in the pipeline stack (at most 500
+        resources), and it reads each project's name from a CodePipeline
+        variable (at most 1,000 characters of variables per action).
         """
-        model_stack = stage.app.models[model]
-        suffix = "" if index == 0 else str(index + 1)
-        trigger = _ImageBuildTrigger(
-            model_stack,
-            f"PipelineImageBuild{suffix}",
-            image=image,
-            pipeline_account=self.account,
-            role_name=_image_role_name(model, stage.stage_name, suffix),
-        )
-        account = model_stack.account
-        role_arn = f"arn:{cdk.Aws.PARTITION}:iam::{account}:role/{trigger.role_name}"
+        env: dict[str, str] = {}
+        outputs: dict[str, cdk.CfnOutput] = {}
+        role_arns = []
+        for number, image in enumerate(images, start=1):
+            model_stack = stage.app.models[image.model]
+            suffix = "" if image.index == 0 else str(image.index + 1)
+            trigger = _ImageBuildTrigger(
+                model_stack,
+                f"PipelineImageBuild{suffix}",
+                image=image.image,
+                pipeline_account=self.account,
+                role_name=_image_role_name(image.model, stage.stage_name, suffix),
+            )
+            # The role's name is fixed, so its ARN needs no variable.
+            role_arn = (f"arn:{cdk.Aws.PARTITION}:iam::{model_stack.account}:role/"
+                        f"{trigger.role_name}")
+            role_arns.append(role_arn)
+            env[f"ROLE_ARN_{number}"] = role_arn
+            outputs[f"PROJECT_{number}"] = trigger.project_output
+        commands = [
+            "set -euo pipefail",
+            # One image: assume its role (for as long as the build may take),
+            # start its project, poll to the end (CodeBuild has no waiter).
+            "build() { "
+            'creds=$(aws sts assume-role --role-arn "$1" --role-session-name mdlc-image-build '
+            "--duration-seconds 7200 --query Credentials --output text); "
+            'read -r AWS_ACCESS_KEY_ID _ AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN <<< "$creds"; '
+            "export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN; "
+            'id=$(aws codebuild start-build --project-name "$2" --query build.id --output text); '
+            'echo "building $2: $id"; '
+            'while status=$(aws codebuild batch-get-builds --ids "$id" '
+            '--query "builds[0].buildStatus" --output text); '
+            '[ "$status" = IN_PROGRESS ]; do sleep 20; done; '
+            'echo "build $id: $status"; test "$status" = SUCCEEDED; }',
+            "pids=()",
+            *[f'build "$ROLE_ARN_{n}" "$PROJECT_{n}" & pids+=($!)'
+              for n in range(1, len(images) + 1)],
+            # Every build runs to its end; the step fails if any did.
+            'failed=0; for pid in "${pids[@]}"; do wait "$pid" || failed=1; done; '
+            'exit "$failed"',
+        ]
         return pipelines.CodeBuildStep(
-            f"BuildImage-{model}{suffix}",
-            env_from_cfn_outputs={
-                "PROJECT": trigger.project_output,
-                "ROLE_ARN": trigger.role_output,
-            },
-            commands=[
-                "set -euo pipefail",
-                'creds=$(aws sts assume-role --role-arn "$ROLE_ARN" '
-                '--role-session-name mdlc-image-build --query Credentials --output text)',
-                'read -r AWS_ACCESS_KEY_ID _ AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN <<< "$creds"',
-                "export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN",
-                'id=$(aws codebuild start-build --project-name "$PROJECT" '
-                "--query build.id --output text)",
-                'echo "building $PROJECT: $id"',
-                # CodeBuild has no waiter: poll, and fail this step with the build.
-                'while status=$(aws codebuild batch-get-builds --ids "$id" '
-                '--query "builds[0].buildStatus" --output text); '
-                '[ "$status" = IN_PROGRESS ]; do sleep 20; done',
-                'echo "build $id: $status"; test "$status" = SUCCEEDED',
-            ],
+            f"BuildImages-{index}",
+            env=env,
+            env_from_cfn_outputs=outputs,
+            commands=commands,
             role_policy_statements=[
-                iam.PolicyStatement(actions=["sts:AssumeRole"], resources=[role_arn])
+                iam.PolicyStatement(actions=["sts:AssumeRole"], resources=role_arns)
             ],
             timeout=minutes(70),
         )
@@ -492,10 +528,13 @@ class MdlcPipelineStack(cdk.Stack):
     # -- internals ------------------------------------------------------------------
 
     def _image_steps(self, stage: MdlcStage) -> list[pipelines.Step]:
+        images = [ImageToBuild(model, image, index)
+                  for model, custom in stage.images.items()
+                  for index, image in enumerate(custom)]
         steps = [
-            self.build_image_step(stage, model, image, index)
-            for model, images in stage.images.items()
-            for index, image in enumerate(images)
+            self.build_image_step(stage, images[start:start + IMAGES_PER_STEP],
+                                  start // IMAGES_PER_STEP + 1)
+            for start in range(0, len(images), IMAGES_PER_STEP)
         ]
         self.image_steps[stage.stage_name] = steps
         return list(steps)

@@ -132,6 +132,18 @@ def _actions_per_stage(template: Template) -> list[tuple[str, int]]:
             for stage in r.get("Properties", {}).get("Stages", [])]
 
 
+def _action_configuration_values(template: Template) -> list[tuple[str, int]]:
+    """Each value of each action's ``Configuration`` (a variable reference
+    counts as written, as CodePipeline counts it before resolving it)."""
+    return [(f"{logical_id}/{stage.get('Name')}/{action.get('Name')}/{key}",
+             len(value) if isinstance(value, str) else _json_size(value))
+            for logical_id, r in template.get("Resources", {}).items()
+            if r.get("Type") == "AWS::CodePipeline::Pipeline"
+            for stage in r.get("Properties", {}).get("Stages", [])
+            for action in stage.get("Actions", [])
+            for key, value in (action.get("Configuration") or {}).items()]
+
+
 def _stages_per_pipeline(template: Template) -> list[tuple[str, int]]:
     return [(logical_id, len(r.get("Properties", {}).get("Stages", [])))
             for logical_id, r in template.get("Resources", {}).items()
@@ -180,6 +192,8 @@ HARD_LIMITS: tuple[HardLimit, ...] = (
                          if r.get("Type") == "AWS::Lambda::Function"]),
     HardLimit("CodePipeline actions per stage", 50, _actions_per_stage),
     HardLimit("CodePipeline stages per pipeline", 50, _stages_per_pipeline),
+    HardLimit("CodePipeline action configuration value (characters)", 1000,
+              _action_configuration_values),
 )
 
 

@@ -177,22 +177,53 @@ def test_synth_tests_and_passes_the_commit_id(pipeline_template):
 def test_images_are_built_after_each_deployment(pipeline_template):
     for stage in ("Staging", "Production"):
         actions = _stage(pipeline_template, stage)["Actions"]
-        build = next(a for a in actions if a["Name"] == "BuildImage-cust")
+        build = next(a for a in actions if a["Name"] == "BuildImages-1")
         deploys = [a for a in actions if a["ActionTypeId"]["Provider"] == "CloudFormation"]
         assert build["RunOrder"] > max(a["RunOrder"] for a in deploys)
         env = json.loads(build["Configuration"]["EnvironmentVariables"])
-        assert {v["name"] for v in env} >= {"PROJECT", "ROLE_ARN"}
+        # The project's name is a variable; the role's ARN is fixed, in the project.
+        assert "PROJECT_1" in {v["name"] for v in env}
 
 
 def test_image_step_may_assume_only_its_stage_role(pipeline_template):
     policies = _resources(pipeline_template, "AWS::IAM::Policy")
+    projects = _resources(pipeline_template, "AWS::CodeBuild::Project")
     for stage, account in (("Staging", STAGING), ("Production", PRODUCTION)):
-        (policy,) = [p for k, p in policies.items() if f"{stage}BuildImagecust" in k]
+        (policy,) = [p for k, p in policies.items() if f"{stage}BuildImages1" in k]
         assume = [s for s in policy["Properties"]["PolicyDocument"]["Statement"]
                   if s["Action"] == "sts:AssumeRole"]
         assert len(assume) == 1
         resource = json.dumps(assume[0]["Resource"])
         assert f"{account}:role/mdlc-cust-image-{stage.lower()}" in resource
+        (project,) = [p for k, p in projects.items() if f"{stage}BuildImages1" in k]
+        variables = project["Properties"]["Environment"]["EnvironmentVariables"]
+        role = next(v for v in variables if v["Name"] == "ROLE_ARN_1")
+        assert f"{account}:role/mdlc-cust-image-{stage.lower()}" in json.dumps(role["Value"])
+
+
+def test_images_are_built_five_to_a_step_within_codepipelines_limits(tmp_path):
+    """Every step is a project, role and policy in the pipeline stack and
+    carries its images' variables in its action: 12 custom containers make 3
+    steps per stage, and no action configuration value passes 80% of
+    CodePipeline's 1,000 characters."""
+    from mdlc_constructs import quotas
+    from mdlc_constructs.pipeline import IMAGES_PER_STEP, MdlcPipelineStack
+    from mdlc_constructs.testing import make_app
+
+    models = _custom_models(tmp_path)  # cust.yaml and its container folder
+    spec = (models / "cust.yaml").read_text()
+    (models / "cust.yaml").unlink()
+    for n in range(12):
+        (models / f"cust{n:02d}.yaml").write_text(
+            spec.replace("name: cust\n", f"name: a-twenty-char-nam-{n:02d}\n", 1))
+    app = make_app(compliance=False)
+    stack = MdlcPipelineStack(app, "MdlcPipeline", config=_config(), models_dir=models)
+    assert IMAGES_PER_STEP == 5
+    assert [len(stack.image_steps[s]) for s in ("Staging", "Production")] == [3, 3]
+    template = app.synth().get_stack_by_name("MdlcPipeline").template
+    uses = {u.limit.name: u for u in quotas.limits({"MdlcPipeline": template})}
+    assert uses["CodePipeline action configuration value (characters)"].headroom >= 0.2
+    assert uses["CloudFormation resources per stack"].used < 60
 
 
 def test_model_stack_trusts_the_pipeline_for_its_image_build_only(synthesized_pipeline):
