@@ -377,7 +377,7 @@ def test_waves_keep_every_variable_read_after_the_action_that_publishes_it(pipel
                 if namespace in published:
                     reads += 1
                     assert published[namespace] < action["RunOrder"], (stage, action["Name"])
-        assert reads >= 2  # PROJECT and ROLE_ARN of the image step
+        assert reads >= 1  # the image step's PROJECT_1
 
 
 def test_the_pipeline_in_waves_is_cfn_lint_clean(pipeline_template, tmp_path):
