@@ -90,18 +90,22 @@ def grant_read_objects(bucket: s3.IBucket, grantee: iam.IGrantable, pattern: str
     """What ``bucket.grant_read(grantee, pattern)`` grants, with listing limited to
     ``pattern``'s prefix: ``s3:GetObject*`` on the objects, ``s3:GetBucket*`` on
     the bucket, ``s3:ListBucket`` under the prefix, and decrypting with the
-    bucket's key."""
+    bucket's key. Returns the grant of the object reads."""
     arn, key = _bucket_facts(bucket)
-    grant = iam.Grant.add_to_principal_or_resource(
+    objects = iam.Grant.add_to_principal_or_resource(
         # What IBucket.arn_for_objects returns: the ARN, "/", the pattern.
         grantee=grantee, actions=["s3:GetObject*"], resource_arns=[f"{arn}/{pattern}"],
         resource=bucket,
-    ).combine(iam.Grant.add_to_principal_or_resource(
+    )
+    iam.Grant.add_to_principal_or_resource(
         grantee=grantee, actions=["s3:GetBucket*"], resource_arns=[arn], resource=bucket,
-    )).combine(grant_list(bucket, grantee, pattern))
+    )
+    grant_list(bucket, grantee, pattern)
     if key is not None:
-        grant = grant.combine(key.grant(grantee, "kms:Decrypt", "kms:DescribeKey"))
-    return grant
+        key.grant(grantee, "kms:Decrypt", "kms:DescribeKey")
+    # The object grant stands for the whole: combining the four would cost a
+    # jsii round trip each on a path every stage takes (issue #12).
+    return objects
 
 
 def grant_read_write_objects(bucket: s3.IBucket, grantee: iam.IGrantable, pattern: str) -> None:
