@@ -279,7 +279,7 @@ __all__ = ["aws", "aws_env"]  # fixtures, used by name
 _examples = iter(range(10**9))
 
 
-@settings(max_examples=20, deadline=None,
+@settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_the_consumer_scores_training_rows_with_a_lagging_failing_updater(aws, monkeypatch,
