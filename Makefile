@@ -16,7 +16,7 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: simulate synth test install lint cfn-lint bench clean test-lowest test-newest test-spark checkov
+.PHONY: simulate synth test install lambda-wheels lint cfn-lint bench clean test-lowest test-newest test-spark checkov
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,18 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 .cdk-cli/node_modules/.bin/cdk:
 	npm install --silent --no-audit --no-fund --prefix .cdk-cli aws-cdk@$(CDK_CLI_VERSION)
 
-install: $(VENV)/.installed .cdk-cli/node_modules/.bin/cdk
+## The wheels the Lambda assets carry (DuckDB for the quality function),
+## downloaded once for the functions' runtime and architecture; synthesis
+## installs them from here, without the network (docs/engines.md).
+LAMBDA_WHEELS := build/lambda-wheels
+$(LAMBDA_WHEELS)/.complete: mdlc_constructs/wheels.py | $(VENV)/.installed
+	rm -rf $(LAMBDA_WHEELS)
+	$(BIN)/python -m mdlc_constructs.wheels $(LAMBDA_WHEELS)
+	touch $@
+
+lambda-wheels: $(LAMBDA_WHEELS)/.complete
+
+install: $(VENV)/.installed .cdk-cli/node_modules/.bin/cdk lambda-wheels
 
 ## The main job: synthesize the example model stack and run its whole lifecycle
 ## locally for 28 simulated days on generated orders (docs/local.md), printing

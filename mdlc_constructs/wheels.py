@@ -1,0 +1,215 @@
+"""Third-party packages a function's code asset carries, built for Lambda without Docker.
+
+The quality function runs its rules on DuckDB (``quality.engine: duckdb``),
+which neither the Lambda runtime nor the AWS SDK for pandas layer provides.
+Its asset therefore carries the DuckDB and sqlglot wheels for the function's
+runtime and architecture, installed by pip's cross-platform options::
+
+    pip install --no-index --find-links build/lambda-wheels --only-binary=:all: \\
+        --platform manylinux_2_28_x86_64 --python-version 3.14 --implementation cp \\
+        --no-compile --target <asset> duckdb==2.0.1 sqlglot==30.31.0
+
+from a wheelhouse that ``make lambda-wheels`` downloads once (``python -m
+mdlc_constructs.wheels DIR``), so synthesis never needs the network. The
+versions are pinned here (:data:`PINS`, equal to ``constraints.txt``'s, which
+a test asserts): the Lambda runs the DuckDB the repository's tests ran. Each install is
+kept under the wheelhouse (``installed/<key>/``) and linked into the assets,
+so a synthesis after the first costs a copy of links, not a pip run.
+
+Only the assets whose construct asks get them (``python_function(...,
+packages=DUCKDB_PACKAGES)``: the quality function when its engine is
+DuckDB); the local execution imports the host's own build
+instead of the asset's (:data:`MANIFEST_NAME` names what was vendored; see
+``mdlc_constructs.local.functions.prefer_host_packages``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Where ``make lambda-wheels`` puts the wheels (relative to the checkout), and
+#: the variable that points synthesis at another folder.
+WHEELHOUSE_ENV = "MDLC_LAMBDA_WHEELHOUSE"
+MAKE_TARGET = "make lambda-wheels"
+#: The file in an asset listing what it vendors, for the local execution.
+MANIFEST_NAME = "mdlc_vendored.json"
+#: DuckDB runs the compiled SQL; sqlglot renders it.
+DUCKDB_PACKAGES = ("duckdb", "sqlglot")
+#: The versions the assets carry. Bumping one: edit it here and in
+#: constraints.txt, then ``make lambda-wheels``.
+PINS = {"duckdb": "2.0.1", "sqlglot": "30.31.0"}
+#: Lambda's unzipped limit for a function's code and layers together, bytes.
+LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Target:
+    """A platform wheels are installed for: CPython ``python`` on ``manylinux``."""
+
+    python: str  # "3.14"
+    architecture: str  # "x86_64" | "aarch64"
+    #: glibc 2.28 fits Amazon Linux 2023 (glibc 2.34), under the 3.12+ runtimes;
+    #: DuckDB 2 publishes no manylinux2014 wheel.
+    glibc: str = "2_28"
+
+    @property
+    def platform(self) -> str:
+        return f"manylinux_{self.glibc}_{self.architecture}"
+
+
+class WheelhouseError(RuntimeError):
+    """Synthesis needs wheels the wheelhouse does not hold."""
+
+
+def lambda_target(runtime_name: str, architecture_name: str) -> Target:
+    """The :class:`Target` of a Lambda runtime (``python3.14``) and architecture
+    (``x86_64`` | ``arm64``)."""
+    if not runtime_name.startswith("python"):
+        raise ValueError(f"not a Python runtime: {runtime_name!r}")
+    arch = {"x86_64": "x86_64", "arm64": "aarch64"}.get(architecture_name)
+    if arch is None:
+        raise ValueError(f"unknown Lambda architecture {architecture_name!r}")
+    return Target(runtime_name.removeprefix("python"), arch)
+
+
+def wheelhouse() -> Path:
+    """The wheelhouse folder: ``$MDLC_LAMBDA_WHEELHOUSE``, else ``build/lambda-wheels``
+    of the checkout this package runs from."""
+    configured = os.environ.get(WHEELHOUSE_ENV)
+    if configured:
+        return Path(configured).resolve()
+    return Path(__file__).resolve().parents[1] / "build" / "lambda-wheels"
+
+
+def pinned(packages: Sequence[str]) -> list[str]:
+    """``name==version`` of each package, from :data:`PINS`."""
+    unknown = [name for name in packages if name not in PINS]
+    if unknown:
+        raise ValueError(f"no pinned version of {unknown} for Lambda assets (wheels.PINS)")
+    return [f"{name}=={PINS[name]}" for name in packages]
+
+
+def _pip(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check",
+                           *args], capture_output=True, text=True, check=False)
+
+
+def installed(packages: Sequence[str], target: Target, house: Path | None = None) -> Path:
+    """A folder with ``packages`` installed for ``target`` from the wheelhouse.
+
+    Installed once per (requirements, target, wheels) and kept under
+    ``<wheelhouse>/installed/``; concurrent syntheses (test workers) each
+    install into a fresh folder and rename it into place. Raises
+    :class:`WheelhouseError` naming :data:`MAKE_TARGET` when the wheelhouse is
+    missing or lacks a wheel.
+    """
+    house = house or wheelhouse()
+    requirements = pinned(packages)
+    wheels = sorted(house.glob("*.whl")) if house.is_dir() else []
+    if not wheels:
+        raise WheelhouseError(
+            f"the Lambda wheelhouse {house} has no wheels; the quality function's DuckDB "
+            f"engine ({', '.join(requirements)}) is installed from it at synthesis: run "
+            f"`{MAKE_TARGET}` (or set {WHEELHOUSE_ENV} to a folder of wheels)")
+    key = hashlib.sha256(json.dumps(
+        [requirements, target.platform, target.python,
+         [(w.name, w.stat().st_size) for w in wheels]]).encode()).hexdigest()[:16]
+    folder = house / "installed" / key
+    if (folder / MANIFEST_NAME).is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))
+    try:
+        result = _pip("install", "--quiet", "--no-index", "--find-links", str(house),
+                      "--only-binary=:all:", "--platform", target.platform,
+                      "--python-version", target.python, "--implementation", "cp",
+                      "--no-compile", "--no-deps", "--target", str(scratch), *requirements)
+        if result.returncode:
+            raise WheelhouseError(
+                f"the Lambda wheelhouse {house} lacks a wheel of {', '.join(requirements)} "
+                f"for CPython {target.python} on {target.platform}: run `{MAKE_TARGET}` "
+                f"(pip said: {result.stderr.strip().splitlines()[-1:]})")
+        (scratch / MANIFEST_NAME).write_text(json.dumps(
+            {"packages": requirements, "platform": target.platform, "python": target.python,
+             "modules": sorted(_top_level(scratch))}, indent=1) + "\n")
+        try:
+            scratch.rename(folder)
+        except OSError:  # another process installed it meanwhile
+            if not (folder / MANIFEST_NAME).is_file():
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return folder
+
+
+def _top_level(folder: Path) -> set[str]:
+    """The importable top-level names pip put in ``folder``."""
+    names = set()
+    for path in folder.iterdir():
+        if path.name.endswith((".dist-info", ".data")) or path.name == MANIFEST_NAME:
+            continue
+        names.add(path.name.split(".")[0] if path.is_file() else path.name)
+    return names
+
+
+def vendor_into(code: Path, packages: Sequence[str], target: Target) -> None:
+    """Put ``packages`` for ``target`` at the root of the asset folder ``code``
+    (hard links into the wheelhouse's install where the file system allows)."""
+    source = installed(packages, target)
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    for path in source.iterdir():
+        destination = code / path.name
+        if destination.exists():
+            raise ValueError(f"the asset already has {path.name}; it cannot also vendor it")
+        if path.is_dir():
+            shutil.copytree(path, destination, copy_function=link)
+        else:
+            link(str(path), str(destination))
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (what Lambda counts unzipped)."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def download(house: Path, targets: Sequence[Target], packages: Sequence[str]) -> None:
+    """``make lambda-wheels``: download the wheels of ``packages`` (at their
+    :data:`PINS`) for every target into ``house``."""
+    house.mkdir(parents=True, exist_ok=True)
+    requirements = pinned(packages)
+    for target in targets:
+        result = _pip("download", "--quiet", "--only-binary=:all:", "--no-deps",
+                      "--platform", target.platform, "--python-version", target.python,
+                      "--implementation", "cp", "--dest", str(house), *requirements)
+        if result.returncode:
+            raise SystemExit(f"pip download of {requirements} for {target}: {result.stderr}")
+    print(f"{house}: {', '.join(sorted(p.name for p in house.glob('*.whl')))}")
+
+
+def _main(argv: list[str]) -> None:
+    """``python -m mdlc_constructs.wheels DIR``: the wheelhouse for the library's
+    functions (their runtime and architecture, from ``functions.py``)."""
+    from .functions import ARCHITECTURE, RUNTIME
+
+    if len(argv) != 1:
+        raise SystemExit("usage: python -m mdlc_constructs.wheels WHEELHOUSE_DIR")
+    download(Path(argv[0]), [lambda_target(RUNTIME.name, ARCHITECTURE.name)], DUCKDB_PACKAGES)
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
