@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import Duration, RemovalPolicy, Size, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -26,6 +26,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from . import wheels
 from .compliance import acknowledge_all, acknowledge_grant_actions, iam5_resource
 from .network import ModelNetwork
 from .tokens import seconds
@@ -121,21 +122,29 @@ def stage_code(
     handler: str | Path,
     config: Mapping[str, Any] | None = None,
     extra_code: Sequence[Path] = (),
+    packages: Sequence[str] = (),
+    target: wheels.Target | None = None,
 ) -> str:
     """The folder a function (or a Processing job) gets as code: the handler
-    folder, ``mdlc_core``, the spec as ``mdlc_config.json`` and ``extra_code``
-    (files or packages a team adds, importable from the code root)."""
+    folder, ``mdlc_core``, the spec as ``mdlc_config.json``, ``extra_code``
+    (files or packages a team adds, importable from the code root) and the
+    third-party ``packages`` installed for ``target`` (default: the functions'
+    runtime and architecture) from the wheelhouse (:mod:`mdlc_constructs.wheels`)."""
     config_json = (json.dumps(handler_config(handler, config), sort_keys=True,
                               separators=(",", ":")) if config else "")
     extra = tuple(Path(path).resolve() for path in extra_code)
     for path in extra:
         if not path.exists():
             raise ValueError(f"extra_code {path} does not exist")
-    return _staged_asset(_handler_folder(handler), config_json, extra)
+    if packages and target is None:
+        target = wheels.lambda_target(RUNTIME.name, ARCHITECTURE.name)
+    return _staged_asset(_handler_folder(handler), config_json, extra, tuple(packages),
+                         target if packages else None)
 
 
 @cache
-def _staged_asset(source: Path, config_json: str, extra: tuple[Path, ...] = ()) -> str:
+def _staged_asset(source: Path, config_json: str, extra: tuple[Path, ...] = (),
+                  packages: tuple[str, ...] = (), platform: wheels.Target | None = None) -> str:
     """Copy the handler folder, mdlc_core and the config into one folder.
 
     Cached per (folder, config) so a synthesis stages each asset once; the
@@ -157,6 +166,9 @@ def _staged_asset(source: Path, config_json: str, extra: tuple[Path, ...] = ()) 
             shutil.copytree(path, target / path.name, ignore=ignore)
         else:
             shutil.copy2(path, target / path.name)
+    if packages:
+        assert platform is not None
+        wheels.vendor_into(target, packages, platform)
     return str(target)
 
 
@@ -178,6 +190,8 @@ def python_function(
     vpc: ec2.IVpc | None = None,
     layers: Sequence[lambda_.ILayerVersion] = (),
     extra_code: Sequence[Path] = (),
+    packages: Sequence[str] = (),
+    ephemeral_storage_size: int | None = None,
 ) -> lambda_.Function:
     """Create the function for ``lambdas/<handler>/index.py``.
 
@@ -206,11 +220,15 @@ def python_function(
         layers: more layers, after Powertools.
         extra_code: files or package folders copied to the code root, e.g. a
             team's custom action module. Default: none.
+        packages: third-party packages the asset carries, installed for the
+            function's runtime and architecture from the Lambda wheelhouse
+            (:mod:`mdlc_constructs.wheels`). Default: none.
+        ephemeral_storage_size: MB of ``/tmp`` (512-10240). Default: Lambda's 512.
     """
     stack = Stack.of(scope)
     network = ModelNetwork.of(scope) if vpc is None else None
     source = _handler_folder(handler)
-    code = lambda_.Code.from_asset(stage_code(source, config, extra_code))
+    code = lambda_.Code.from_asset(stage_code(source, config, extra_code, packages))
     log_group = logs.LogGroup(
         scope,
         f"{construct_id}Logs",
@@ -246,6 +264,8 @@ def python_function(
         code=code,
         description=description,
         memory_size=memory_size,
+        ephemeral_storage_size=(Size.mebibytes(ephemeral_storage_size)
+                                if ephemeral_storage_size is not None else None),
         timeout=timeout or seconds(60),
         tracing=lambda_.Tracing.ACTIVE,
         log_group=log_group,
