@@ -245,6 +245,12 @@ class QualitySpec(SpecModel):
     processing: ProcessingResources = Field(
         default_factory=ProcessingResources, description="the job, when runner is processing"
     )
+    engine: Literal["duckdb", "embedded"] = Field(
+        default="duckdb",
+        description="duckdb: the rules compiled to SQL, run on DuckDB with a memory limit "
+        "and spilling to disk; embedded: the pyarrow/NumPy engine, all in memory. The same "
+        "report either way (docs/engines.md)",
+    )
     sample_size: PositiveInt = Field(default=20, description="offending keys kept per failed rule")
     rules: list[QualityRule] = Field(
         min_length=1,
