@@ -12,6 +12,15 @@ its report: :func:`latest_passed_before`), the same report at
 ``quality-reports/<model>/dt=<date>/report.json`` and the same
 ``QualityViolations`` metrics. ``tests/test_processing.py`` runs both on the
 same snapshot and compares.
+
+The engine is the spec's ``quality.engine``: ``duckdb`` (the default) runs
+the rules compiled to SQL (:mod:`mdlc_core.sql.quality`); Parquet objects
+that store the declared types stay on disk for DuckDB to scan, so memory is
+DuckDB's limit (from the runner's memory, :func:`~mdlc_core.sql.quality.memory_limit_for`)
+and it spills next to them, within the runner's disk
+(:func:`~mdlc_core.sql.quality.temp_size_for`). ``embedded`` runs
+:mod:`mdlc_core.quality` on the snapshot read into memory. Both write the
+same report (``tests/test_quality_engines_handler.py``).
 """
 
 from __future__ import annotations
@@ -35,6 +44,10 @@ METRIC_NAME = "QualityViolations"
 REPORT_PREFIX = "quality-reports"
 #: How far back the previous snapshot is looked for (as the Lambda runner).
 LOOKBACK_DAYS = 31
+#: ``quality.engine`` values; a config without one (synthesized before there
+#: was a choice) gets the default.
+ENGINES = ("duckdb", "embedded")
+DEFAULT_ENGINE = "duckdb"
 _BATCH = 200
 
 
@@ -51,6 +64,9 @@ def run(
     scratch: str | Path | None = None,
     previous_prefix: str | None = "latest",
     previous_date: date | None = None,
+    engine: str | None = None,
+    memory_mb: int | None = None,
+    storage_mb: int | None = None,
 ) -> dict[str, Any]:
     """Check the snapshot under ``snapshot_prefix`` of ``day``; returns
     ``{"passed", "violations", "rows", "failed_rules", "report_uri"}``.
@@ -59,9 +75,17 @@ def run(
     ``"latest"`` (the newest of the LOOKBACK_DAYS before ``day`` that passed
     quality, :func:`latest_passed_before`), a prefix (``previous_date``
     defaults to the day before), or None (no comparison).
+
+    ``engine`` overrides ``quality.engine``. ``memory_mb`` and ``storage_mb``:
+    the runner's memory and the disk under ``scratch`` (default: the
+    system's temporary folder), which bound DuckDB's memory limit and spill;
+    without them DuckDB gets its default limit and 90% of the free disk.
     """
     model = config["name"]
     columns = config["data"]["columns"]
+    engine = engine or config["quality"].get("engine") or DEFAULT_ENGINE
+    if engine not in ENGINES:
+        raise ValueError(f"quality.engine must be one of {ENGINES}, got {engine!r}")
     if previous_prefix == "latest":
         found = latest_passed_before(s3, bucket, report_bucket, model, day)
         previous_prefix, previous_date = (
@@ -69,17 +93,23 @@ def run(
         )
     elif previous_prefix and previous_date is None:
         previous_date = day - timedelta(days=1)
+    source = f"s3://{bucket}/{snapshot_prefix}"
+    previous_source = f"s3://{bucket}/{previous_prefix}" if previous_prefix else None
     with tempfile.TemporaryDirectory(prefix="mdlc-quality-", dir=scratch) as folder:
-        table = read_snapshot(s3, bucket, snapshot_prefix, Path(folder, "current"), columns)
-        previous = None
-        if previous_prefix:
-            previous = read_snapshot(s3, bucket, previous_prefix, Path(folder, "previous"),
-                                     columns)
-    report = quality.check(
-        table, config, snapshot_date=day, previous=previous, previous_date=previous_date,
-        source=f"s3://{bucket}/{snapshot_prefix}",
-        previous_source=f"s3://{bucket}/{previous_prefix}" if previous_prefix else None,
-    )
+        if engine == "embedded":
+            table = read_snapshot(s3, bucket, snapshot_prefix, Path(folder, "current"), columns)
+            previous = None
+            if previous_prefix:
+                previous = read_snapshot(s3, bucket, previous_prefix, Path(folder, "previous"),
+                                         columns)
+            report = quality.check(
+                table, config, snapshot_date=day, previous=previous,
+                previous_date=previous_date, source=source, previous_source=previous_source,
+            )
+        else:
+            report = _check_sql(config, day, s3, bucket, snapshot_prefix, previous_prefix,
+                                previous_date, Path(folder), source, previous_source,
+                                memory_mb, storage_mb)
     report_key = report_key_of(model, day)
     s3.put_object(
         Bucket=report_bucket, Key=report_key, ContentType="application/json",
@@ -167,6 +197,70 @@ def read_snapshot(s3: Any, bucket: str, prefix: str, into: Path, columns: Any) -
                                         file_format=object_format(entry)))
         path.unlink()  # typed in memory now; the disk holds one object at a time
     logger.info("read %d objects of s3://%s/%s (its manifest)", len(tables), bucket, prefix)
+    return tabular.combine(tables, f"s3://{bucket}/{prefix}")
+
+
+def _check_sql(config: Mapping[str, Any], day: date, s3: Any, bucket: str, prefix: str,
+               previous_prefix: str | None, previous_date: date | None, folder: Path,
+               source: str, previous_source: str | None, memory_mb: int | None,
+               storage_mb: int | None) -> dict[str, Any]:
+    from .sql import quality as sql_quality
+
+    columns = config["data"]["columns"]
+    current = snapshot_relation(s3, bucket, prefix, folder / "current", columns)
+    previous = None
+    if previous_prefix:
+        previous = snapshot_relation(s3, bucket, previous_prefix, folder / "previous", columns)
+    relations = [r for r in (current, previous) if r is not None]
+    loaded = sum(r.nbytes for r in relations if not isinstance(r, sql_quality.ParquetFiles))
+    on_disk = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    limits: dict[str, Any] = {}
+    if memory_mb:
+        limits["memory_limit"] = sql_quality.memory_limit_for(memory_mb, loaded)
+    if storage_mb:
+        limits["max_temp_directory_size"] = sql_quality.temp_size_for(storage_mb, on_disk)
+    logger.info("DuckDB: %s, spilling to %s; %d bytes of Parquet scanned from disk, %d in "
+                "Arrow", limits or "its defaults", folder / "spill", on_disk, loaded)
+    (folder / "spill").mkdir()
+    return sql_quality.check(config, current, previous, snapshot_date=day,
+                             previous_date=previous_date, source=source,
+                             previous_source=previous_source,
+                             temp_directory=folder / "spill", **limits)
+
+
+def snapshot_relation(s3: Any, bucket: str, prefix: str, into: Path, columns: Any) -> Any:
+    """The snapshot at ``prefix`` for the SQL engine: its Parquet objects left on
+    disk in manifest order (``ParquetFiles``, which DuckDB scans without
+    loading them) when every object stores the declared types; else the
+    typed table :func:`read_snapshot` reads (the same objects, checks and
+    errors), each object removed from disk once read."""
+    from .sql import quality as sql_quality
+
+    manifest = committed_manifest(s3, bucket, prefix)
+    into.mkdir(parents=True)
+    kept: list[tuple[Path, str | None, str]] = []
+    tables: list[Any] = []
+    for index, entry in enumerate(manifest["objects"]):
+        name = f"s3://{bucket}/{entry['key']}"
+        suffix = "".join(Path(entry["key"]).suffixes[-2:])
+        path = download_snapshot_object(s3, bucket, entry, into / f"{index:06d}{suffix}")
+        declared = object_format(entry)
+        if not tables and sql_quality.parquet_files_of([(path, declared)], columns):
+            kept.append((path, declared, name))
+            continue
+        for earlier, earlier_format, earlier_name in kept:  # the snapshot is read after all
+            tables.append(tabular.read_file(earlier, columns, name=earlier_name,
+                                            file_format=earlier_format))
+            earlier.unlink()
+        kept = []
+        tables.append(tabular.read_file(path, columns, name=name, file_format=declared))
+        path.unlink()
+    logger.info("%s %d objects of s3://%s/%s (its manifest)",
+                "kept for DuckDB" if kept else "read", len(kept) or len(tables), bucket, prefix)
+    if kept:
+        files = sql_quality.parquet_files_of([(p, f) for p, f, _ in kept], columns)
+        assert files is not None  # each file was scannable on its own
+        return files
     return tabular.combine(tables, f"s3://{bucket}/{prefix}")
 
 

@@ -11,7 +11,9 @@ the same whichever runner ran; only the memory, disk and time limits differ.
 Environment (set by :class:`mdlc_constructs.processing.ProcessingRunner`):
 
 * quality: DATASETS_BUCKET, REPORT_BUCKET, METRICS_NAMESPACE (default
-  ``MDLC/DataQuality``);
+  ``MDLC/DataQuality``); on DuckDB (``quality.engine``, from the wheel the
+  code asset carries) its memory limit follows the instance's memory and it
+  spills to ``/opt/ml/processing/scratch``, within the volume's free space;
 * features: DATASETS_BUCKET, FEATURES_BUCKET, MODEL_NAME;
 * monitoring: the ``model_monitor`` handler's (PREDICTIONS_BUCKET, ...).
 
@@ -73,6 +75,7 @@ def run(
             bucket=environ["DATASETS_BUCKET"], snapshot_prefix=args.snapshot_prefix,
             report_bucket=environ["REPORT_BUCKET"],
             namespace=environ.get("METRICS_NAMESPACE", "MDLC/DataQuality"), scratch=scratch,
+            memory_mb=_memory_mb(), storage_mb=_free_mb(scratch),
         )  # fmt: skip
     if args.kind == "features":
         from mdlc_core import feature_job
@@ -88,6 +91,21 @@ def run(
     if not isinstance(event, dict):
         raise ValueError(f"--event must be a JSON object, got {args.event!r}")
     return monitor_job.run(event, config, s3=s3, cloudwatch=cloudwatch, environ=environ)
+
+
+def _memory_mb() -> int | None:
+    """The instance's memory, which bounds DuckDB's memory limit (quality)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _free_mb(scratch: Path | None) -> int | None:
+    """Free space of the job's volume, which bounds DuckDB's spill (quality)."""
+    import shutil
+
+    return shutil.disk_usage(scratch).free // 2**20 if scratch is not None else None
 
 
 def main(

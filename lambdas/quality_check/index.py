@@ -14,6 +14,8 @@ found: the consistency rules are skipped).
 Environment:
     REPORT_BUCKET                 report at ``quality-reports/<model>/dt=<date>/report.json``
     POWERTOOLS_METRICS_NAMESPACE  namespace of the ``QualityViolations`` metrics
+    MDLC_EPHEMERAL_STORAGE_MB     the function's /tmp, which bounds DuckDB's spill
+    AWS_LAMBDA_FUNCTION_MEMORY_SIZE  (set by Lambda) bounds DuckDB's memory limit
 
 Returns ``{"passed", "violations", "rows", "failed_rules", "report_uri"}`` for
 the workflow's Choice state. Violations are a result, not an error: the
@@ -25,6 +27,9 @@ a failure. The snapshot is exactly the objects its manifest lists.
 The work is ``mdlc_core.quality_job.run``, the same code the SageMaker
 Processing runner executes, so both runners write the same report and the
 same ``QualityViolations`` metrics (per rule: Model, Rule; in total: Model).
+The engine is the spec's ``quality.engine`` (DuckDB by default, from the
+wheel the asset carries; docs/engines.md); its memory limit follows the
+function's memory size and it spills under /tmp, within the ephemeral storage.
 """
 
 from __future__ import annotations
@@ -67,9 +72,21 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         snapshot_prefix=prefix, report_bucket=os.environ["REPORT_BUCKET"],
         namespace=os.environ["POWERTOOLS_METRICS_NAMESPACE"],
         previous_prefix=previous or None, previous_date=previous_date,
+        memory_mb=_megabytes("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"),
+        storage_mb=_megabytes("MDLC_EPHEMERAL_STORAGE_MB"),
     )
     logger.info("quality check finished", extra={"result": result})
     return result
+
+
+def _megabytes(variable: str) -> int | None:
+    value = os.environ.get(variable)
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError as error:
+        raise EventError(f"{variable} must be a number of MB, got {value!r}") from error
 
 
 def _required(event: dict[str, Any], key: str) -> str:

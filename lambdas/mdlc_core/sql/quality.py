@@ -45,7 +45,11 @@ _NAN_UNSAFE_OPTIMIZERS = "filter_pushdown,statistics_propagation"
 #: hash tables on a day of tens of millions of rows, small enough for a Lambda.
 DEFAULT_MEMORY_LIMIT = "1GB"
 ENGINES = ("duckdb",)
-Source = pa.Table | str | os.PathLike[str]
+#: What a process keeps of its memory for Python itself (the interpreter,
+#: pyarrow, boto3, the handler) besides DuckDB's limit and the Arrow tables.
+PYTHON_HEADROOM_MB = 256
+#: The smallest memory limit :func:`memory_limit_for` gives DuckDB.
+MIN_MEMORY_LIMIT_MB = 128
 
 
 def check(
@@ -60,13 +64,17 @@ def check(
     engine: str = "duckdb",
     memory_limit: str = DEFAULT_MEMORY_LIMIT,
     temp_directory: str | os.PathLike[str] | None = None,
+    max_temp_directory_size: str | None = None,
     threads: int | None = None,
 ) -> Report:
     """Evaluate ``spec_config['quality']`` as SQL and return the embedded engine's report.
 
     ``memory_limit`` is DuckDB's (``"1GB"``, ``"512MB"``); past it DuckDB
     spills to ``temp_directory`` (default: a fresh folder under the system's
-    temporary directory, removed afterwards). Raises
+    temporary directory, removed afterwards), at most
+    ``max_temp_directory_size`` of it (DuckDB's default: 90% of the free
+    disk). ``table_or_paths`` may also be :class:`ParquetFiles` already
+    listed (:func:`parquet_files_of`). Raises
     :class:`mdlc_core.quality.RuleError` when a rule does not fit the data,
     and :class:`mdlc_core.tabular.DataError` for unreadable files.
     """
@@ -76,7 +84,8 @@ def check(
                    previous_date=previous_date)
     with tempfile.TemporaryDirectory(prefix="mdlc-duckdb-") as scratch:
         spill = Path(temp_directory) if temp_directory is not None else Path(scratch)
-        with connect(memory_limit=memory_limit, temp_directory=spill, threads=threads) as con:
+        with connect(memory_limit=memory_limit, temp_directory=spill, threads=threads,
+                     max_temp_directory_size=max_temp_directory_size) as con:
             for name, relation in plan.relations.items():
                 if isinstance(relation, ParquetFiles):
                     con.execute(relation.view(name))
@@ -209,6 +218,7 @@ class ParquetFiles:
 
 
 Relation = pa.Table | ParquetFiles
+Source = pa.Table | ParquetFiles | str | os.PathLike[str]
 
 
 def parquet_files(source: Source, columns: Sequence[Any]) -> ParquetFiles | None:
@@ -217,6 +227,8 @@ def parquet_files(source: Source, columns: Sequence[Any]) -> ParquetFiles | None
     the shared reader reads those, and names what is wrong)."""
     if isinstance(source, pa.Table):
         return None
+    if isinstance(source, ParquetFiles):
+        return source
     root = Path(source)
     if root.is_dir():
         listed = tabular.manifest_files(root)
@@ -225,6 +237,14 @@ def parquet_files(source: Source, columns: Sequence[Any]) -> ParquetFiles | None
         files = [(root, None)]
     else:
         return None
+    return parquet_files_of(files, columns)
+
+
+def parquet_files_of(files: Sequence[tuple[Path, str | None]], columns: Sequence[Any]
+                     ) -> ParquetFiles | None:
+    """The snapshot of ``files`` (each with its recorded format, or None to go
+    by its suffix), in that order, as :class:`ParquetFiles` when DuckDB can scan
+    them as the reader would read them; None otherwise."""
     wanted = pa.schema([pa.field(c["name"], tabular.ARROW_TYPES[c["type"]]) for c in columns])
     if not files or ROW in wanted.names:
         return None
@@ -246,9 +266,26 @@ def parquet_files(source: Source, columns: Sequence[Any]) -> ParquetFiles | None
     return ParquetFiles(tuple(f for f, _ in files), tuple(offsets), total, wanted)
 
 
+def memory_limit_for(memory_mb: int, loaded_bytes: int = 0) -> str:
+    """DuckDB's ``memory_limit`` in a process allowed ``memory_mb`` (a Lambda
+    function's memory size) that holds ``loaded_bytes`` of Arrow tables
+    outside DuckDB's accounting: 80% of what Python and the tables leave
+    (:data:`PYTHON_HEADROOM_MB`), never under :data:`MIN_MEMORY_LIMIT_MB`."""
+    free = memory_mb - PYTHON_HEADROOM_MB - loaded_bytes / 2**20
+    return f"{max(MIN_MEMORY_LIMIT_MB, int(free * 0.8))}MB"
+
+
+def temp_size_for(storage_mb: int, used_bytes: int = 0) -> str:
+    """DuckDB's ``max_temp_directory_size`` on a disk of ``storage_mb`` (a
+    Lambda's ephemeral storage) of which ``used_bytes`` hold the snapshot's
+    files: what is left, less a 10% margin, at least 64 MB."""
+    free = storage_mb - used_bytes / 2**20
+    return f"{max(64, int(free * 0.9))}MB"
+
+
 def connect(*, memory_limit: str = DEFAULT_MEMORY_LIMIT,
-            temp_directory: str | os.PathLike[str], threads: int | None = None
-            ) -> duckdb.DuckDBPyConnection:
+            temp_directory: str | os.PathLike[str], threads: int | None = None,
+            max_temp_directory_size: str | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB bounded by ``memory_limit``, spilling to ``temp_directory``.
 
     Extensions are neither installed nor loaded from the network: the engine
@@ -263,6 +300,8 @@ def connect(*, memory_limit: str = DEFAULT_MEMORY_LIMIT,
     }
     if threads is not None:
         config["threads"] = int(threads)
+    if max_temp_directory_size is not None:
+        config["max_temp_directory_size"] = max_temp_directory_size
     try:
         return duckdb.connect(":memory:", config=config)
     except duckdb.Error as error:
@@ -270,7 +309,7 @@ def connect(*, memory_limit: str = DEFAULT_MEMORY_LIMIT,
 
 
 def _relation(source: Source, columns: Sequence[Any]) -> Relation:
-    if isinstance(source, pa.Table):
+    if isinstance(source, pa.Table | ParquetFiles):
         return source
     return parquet_files(source, columns) or tabular.read_table(source, columns)
 
@@ -312,4 +351,4 @@ def _report(spec_config: Mapping[str, Any], results: list[dict[str, Any]], rows:
 
 
 __all__ = ["DEFAULT_MEMORY_LIMIT", "ENGINES", "ParquetFiles", "Plan", "check", "connect",
-           "parquet_files", "prepare"]
+           "memory_limit_for", "parquet_files", "parquet_files_of", "prepare", "temp_size_for"]
