@@ -175,3 +175,48 @@ def test_row_count_without_a_maximum_reads_at_least(
     assert main(["quality", str(path), str(data), "--date", "2026-11-01"]) == 1
     line = next(x for x in capsys.readouterr().out.splitlines() if "FAIL  row_count" in x)
     assert line.endswith("rows, expected at least 100"), line
+
+
+@pytest.mark.parametrize("file_format", ["csv", "parquet"])
+def test_both_engines_print_and_write_the_same_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], file_format: str
+) -> None:
+    import pyarrow.parquet as pq
+    from mdlc_core import tabular
+
+    from .test_quality_engine import COLUMNS
+
+    rows = [("o1", "c1", "2026-11-01T10:00:00Z", 99999, 54, 0),
+            ("o1", "c2", "2026-11-01T11:00:00Z", None, 101, 3)]
+    before = [("p1", "c1", "2026-10-31T10:00:00Z", 10, 364, 0),
+              ("p2", "c2", "2026-10-31T11:00:00Z", 20, 100, 0)]
+    paths = []
+    for day, day_rows in (("2026-11-01", rows), ("2026-10-31", before)):
+        folder = tmp_path / f"dt={day}"
+        if file_format == "csv":
+            write(folder, orders_csv(day_rows), "part-0000.csv")
+        else:
+            folder.mkdir()
+            table = tabular.read_bytes(orders_csv(day_rows).encode(), "d.csv", COLUMNS)
+            pq.write_table(table.replace_schema_metadata(None), folder / "part-0000.parquet")
+        paths.append(str(folder))
+    outputs = {}
+    for engine in ("embedded", "duckdb"):
+        report_file = tmp_path / f"{engine}.json"
+        code = main(["quality", SPEC, paths[0], "--previous", paths[1], "--engine", engine,
+                     "--report", str(report_file)])
+        report = json.loads(report_file.read_text())
+        report.pop("checked_at")
+        outputs[engine] = (code, capsys.readouterr().out, report)
+    assert outputs["duckdb"] == outputs["embedded"]
+    code, out, _ = outputs["duckdb"]
+    assert code == 1 and "FAIL  unique_order_id" in out and "FAIL  tenure_grows_daily" in out
+
+
+def test_a_memory_limit_duckdb_refuses_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = snapshot(tmp_path, "2026-11-01", orders_csv())
+    code = main(["quality", SPEC, str(data), "--engine", "duckdb", "--memory-limit", "lots"])
+    assert code == 2
+    assert "memory_limit" in capsys.readouterr().err
