@@ -46,6 +46,7 @@ from .spec import ModelSpec
 from .spec.data import ProcessingResources
 from .storage import grant_read_objects
 from .tokens import minutes, seconds
+from .wheels import DUCKDB_PACKAGES
 from .workflow import retry_transient
 
 #: SageMaker's scikit-learn image: Python 3 with NumPy, pandas, PyArrow and
@@ -150,8 +151,12 @@ class ProcessingRunner(Construct):
         self.role = sagemaker_role(
             self, "Role", description=f"MDLC {spec.name}: {kind} Processing jobs"
         )
+        # The quality job on DuckDB needs its wheel (the image has none); the
+        # other kinds' code stays without it.
+        packages = DUCKDB_PACKAGES if kind == "quality" and spec.quality.engine == "duckdb" \
+            else ()
         self.code = s3_assets.Asset(
-            self, "Code", path=stage_code("processing_job", spec.as_config())
+            self, "Code", path=stage_code("processing_job", spec.as_config(), packages=packages)
         )
         framework, version = FRAMEWORK
         # One mapping per stack, shared by every runner of the stack.
