@@ -1,10 +1,14 @@
 """Stage 2, data quality monitoring: every snapshot is checked before use.
 
-One engine (``mdlc_core.quality``), two runners with the same rules and the
-same JSON report: embedded (a Lambda function; also ``mdlc quality``) and
-scale-out (a SageMaker Processing job running the same code on a bigger
-instance, chosen by ``quality.runner: processing`` in the spec; see
-:mod:`mdlc_constructs.processing`).
+Two engines with the same rules and the same JSON report, chosen by
+``quality.engine``: ``duckdb`` (the default: the rules compiled to SQL, run
+by DuckDB with a memory limit and spilling; docs/engines.md) and
+``embedded`` (``mdlc_core.quality``, pyarrow in memory). Two runners of
+either: a Lambda function (also ``mdlc quality``) and a SageMaker
+Processing job running the same code on a bigger instance, chosen by
+``quality.runner: processing`` (see :mod:`mdlc_constructs.processing`).
+With DuckDB the function's asset carries the DuckDB and sqlglot wheels for
+its runtime and architecture (:mod:`mdlc_constructs.wheels`, no Docker).
 """
 
 from __future__ import annotations
@@ -29,10 +33,15 @@ from .processing import ProcessingRunner, S3Access
 from .spec import ModelSpec
 from .storage import DataLake, grant_read_objects
 from .tokens import minutes, string_at
+from .wheels import DUCKDB_PACKAGES
 from .workflow import invoke
 
 METRICS_NAMESPACE = QUALITY_NAMESPACE
 REPORT_PREFIX = "quality-reports"
+#: The function's /tmp with DuckDB: the day's Parquet objects stay there for
+#: DuckDB to scan, and it spills there past its memory limit (Lambda's most;
+#: /tmp beyond 512 MB is billed per GB-second, a fraction of the memory's price).
+DUCKDB_EPHEMERAL_STORAGE_MB = 10240
 
 
 
@@ -67,6 +76,8 @@ class DataQuality(Construct):
         super().__init__(scope, construct_id)
         self.spec = spec
         self.data_lake = data_lake
+        duckdb = spec.quality.engine == "duckdb"
+        storage = {"MDLC_EPHEMERAL_STORAGE_MB": str(DUCKDB_EPHEMERAL_STORAGE_MB)} if duckdb else {}
         self.function: lambda_.Function = python_function(
             self,
             "Function",
@@ -78,10 +89,13 @@ class DataQuality(Construct):
                 "REPORT_BUCKET": data_lake.artifacts.bucket_name,
                 "DATASETS_BUCKET": data_lake.datasets.bucket_name,
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+                **storage,
             },
             memory_size=3008,
             timeout=minutes(15),
             data_layer=True,
+            packages=DUCKDB_PACKAGES if duckdb else (),
+            ephemeral_storage_size=DUCKDB_EPHEMERAL_STORAGE_MB if duckdb else None,
         )
         self._grant_runner(self.function)
         # PutMetricData has no resource-level permissions; the namespace

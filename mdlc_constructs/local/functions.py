@@ -12,7 +12,10 @@ its own variables while it runs.
 A handler's exception becomes Lambda's error payload (``errorType``,
 ``errorMessage``), so Step Functions sees the error name AWS would. A run
 longer than the function's timeout is reported as ``Sandbox.Timedout``
-after it ends (a thread cannot be stopped; docs/local.md).
+after it ends (a thread cannot be stopped; docs/local.md). Packages an
+asset vendors for Lambda's platform (DuckDB: ``mdlc_vendored.json``) are
+imported from this machine's environment instead: the asset's build is for
+Lambda's Python and architecture, not necessarily this one's.
 """
 
 from __future__ import annotations
@@ -172,6 +175,7 @@ class LambdaRuntime:
         if spec is None or spec.loader is None:
             raise FunctionError("Runtime.ImportModuleError", f"no handler module at {path}")
         module = importlib.util.module_from_spec(spec)
+        prefer_host_packages(function.code)
         sys.path.insert(0, str(function.code))
         try:
             spec.loader.exec_module(module)
@@ -235,6 +239,36 @@ class LambdaRuntime:
             text = function.log.getvalue()
             if text:
                 (directory / f"{function.name}.log").write_text(text)
+
+
+def prefer_host_packages(code: Path) -> None:
+    """Import, from this machine's environment, the modules the asset at ``code``
+    vendors for Lambda (its ``mdlc_vendored.json``), before the asset goes on
+    ``sys.path``: once imported, the handler's ``import duckdb`` is the host's.
+
+    Lambda's wheel is built for its Python and architecture (DuckDB 2: CPython
+    3.12+ on manylinux x86_64), which this machine need not be; the host's
+    DuckDB, installed with the library (``constraints.txt`` pins the version
+    the Lambda carries), runs the same SQL. A host without the module fails
+    the invocation naming it, not with the foreign binary's import error.
+    """
+    manifest = code / "mdlc_vendored.json"
+    if not manifest.is_file():
+        return
+    vendored = json.loads(manifest.read_text())
+    # The distributions' own modules (duckdb brings _duckdb with it); their
+    # optional extras (adbc_driver_duckdb) are not imported by the handlers.
+    for name in (requirement.partition("==")[0] for requirement in vendored["packages"]):
+        if name in sys.modules:
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            raise FunctionError(
+                "Runtime.ImportModuleError",
+                f"the asset {code} vendors {name} ({', '.join(vendored['packages'])}) for "
+                f"{vendored['platform']}; the local execution imports it from this "
+                f"environment, which lacks it: pip install the library ({error})") from error
 
 
 @contextlib.contextmanager

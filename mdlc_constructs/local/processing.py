@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .functions import FunctionError, scoped_environment
+from .functions import FunctionError, prefer_host_packages, scoped_environment
 from .resources import arn
 
 if TYPE_CHECKING:
@@ -79,6 +79,7 @@ def _run(cloud: LocalCloud, params: dict[str, Any], folder: Path, base: Path,
     spec = importlib.util.spec_from_file_location(module_name, folder / "index.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    prefer_host_packages(folder)
     sys.path.insert(0, str(folder))
     try:
         spec.loader.exec_module(module)
