@@ -106,14 +106,29 @@ DEPLOYED_COMMIT = "0f1e2d3c4b5a"
 
 @pytest.fixture(scope="module")
 def lifecycle(tmp_path_factory):
-    """21 days of the fraud model with labels two days late, a drift from day 16,
-    and a green fleet that fails for version 3: one run, many assertions."""
+    """21 days of the fraud model (7-day windows) with labels two days late, a
+    drift from day 16, and a green fleet that fails for version 3: one run, many
+    assertions."""
     from mdlc_constructs.local.simulation import synthesize
 
     root = tmp_path_factory.mktemp("lifecycle")
     document = yaml.safe_load((Path(__file__).resolve().parents[1] / "models" / "fraud.yaml")
                               .read_text())
     document["monitoring"]["closed_loop"]["label_delay_days"] = 2
+    # 7-day windows: they fill within the first week, before the drift. Served
+    # features are the training rows (first day and event included), so 30-day
+    # windows would keep filling through the 21 days: their PSI against the
+    # earlier training rows would stay above max_psi, the RetrainNeeded
+    # composite would stay in ALARM from day 3, and the drift could not fire it.
+    document["features"] = {
+        "aggregates": [
+            {"name": "order_total_7d", "function": "sum", "column": "order_amount",
+             "window_days": 7},
+            {"name": "order_count_7d", "function": "count", "window_days": 7},
+        ],
+        "expressions": [{"name": "amount_to_7d_mean",
+                         "expression": "order_amount / (order_total_7d / order_count_7d)"}],
+    }
     (root / "fraud.yaml").write_text(yaml.safe_dump(document))
     spec = load_spec(root / "fraud.yaml")
     orders = _orders(spec, root / "orders.csv", days=21)
@@ -240,7 +255,7 @@ def test_stream_decisions_come_from_the_served_model_and_act_once(lifecycle):
     for decision in decisions[:50]:
         assert 0.0 <= decision["score"] <= 1.0
         assert decision["model_version"]
-        assert set(decision["features"]) >= {"order_total_30d", "order_count_30d"}
+        assert set(decision["features"]) >= {"order_total_7d", "order_count_7d"}
     # Each block acted once: one message on the action topic per blocked event
     # (stream and batch), none doubled, none missing.
     action_topics = {f.environment["ACTION_TOPIC_ARN"] for f in run.cloud.lambdas.functions.values()
