@@ -1,14 +1,23 @@
-"""Embedded quality runner: 1,000,000 rows against 10 rules.
+"""Quality: the engine on 1,000,000 rows against 10 rules, and the handler path.
 
 Prints rows per second of ``mdlc_core.quality.check`` on an in-memory table
 (the reader's cost is printed separately), and the ratio against a naive
 per-row Python implementation of the same rules run in this process on a
-smaller sample. Run: ``.venv/bin/python benchmarks/bench_quality.py [rows]``.
+smaller sample.
+
+Then the handler path on both engines in the same run: ``quality_job.run``
+(what the quality Lambda and the Processing runner execute) on a day and its
+previous day as data sourcing builds them in S3 (moto), as Parquet and as
+CSV, with the example spec's 19 rules and the Lambda's 3008 MB: download,
+check, report and metrics, the reports asserted equal. Seconds are the best
+of two; ratios embedded/duckdb.
+Run: ``.venv/bin/python benchmarks/bench_quality.py [rows] [handler rows]``.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import sys
 import tempfile
 import time
@@ -140,5 +149,65 @@ def main() -> None:
           f"{(rows / seconds) / (sample / naive_seconds):.1f}x")
 
 
+def handler_path(rows: int) -> None:
+    """Both engines through ``quality_job.run`` on the same S3 snapshots."""
+    import io
+    import os
+
+    import boto3
+    import pyarrow.parquet as pq
+    from mdlc_core import quality_job, sourcing
+    from moto import mock_aws
+
+    os.environ.update(AWS_DEFAULT_REGION="us-east-1", AWS_ACCESS_KEY_ID="bench",
+                      AWS_SECRET_ACCESS_KEY="bench")
+    base = load_spec(ROOT / "models" / "fraud.yaml").as_config()
+    days = {DAY: orders(rows, DAY, 1), date(2026, 10, 31): orders(rows, date(2026, 10, 31), 0)}
+    with mock_aws():
+        s3, cloudwatch = boto3.client("s3"), boto3.client("cloudwatch")
+        for bucket in ("raw", "data", "reports"):
+            s3.create_bucket(Bucket=bucket)
+        for file_format in ("parquet", "csv"):
+            spec = copy.deepcopy(base)
+            spec["data"]["sources"][0].update(format=file_format, prefix=f"{file_format}/")
+            prefixes = {}
+            for day, table in days.items():
+                buffer = io.BytesIO()
+                if file_format == "parquet":
+                    pq.write_table(table, buffer)
+                else:
+                    pacsv.write_csv(table, buffer)
+                s3.put_object(Bucket="raw", Key=f"{file_format}/dt={day}/part-0000.{file_format}",
+                              Body=buffer.getvalue())
+                sources = [sourcing.build_source(source, s3=s3, default_bucket="raw")
+                           for source in spec["data"]["sources"]]
+                prefixes[day] = sourcing.create_snapshot(
+                    s3, sources=sources, bucket="data", model="fraud", spec_name="fraud",
+                    day=day)["snapshot_prefix"]
+            seconds, reports = {}, {}
+            for engine in ("embedded", "duckdb"):
+                def run(engine: str = engine, spec: dict[str, Any] = spec,
+                        prefixes: dict[date, str] = prefixes) -> dict[str, Any]:
+                    quality_job.run(
+                        spec, DAY, s3=s3, cloudwatch=cloudwatch, bucket="data",
+                        snapshot_prefix=prefixes[DAY], report_bucket="reports",
+                        namespace="Bench", previous_prefix=prefixes[date(2026, 10, 31)],
+                        engine=engine, memory_mb=3008, storage_mb=10240)
+                    body = s3.get_object(Bucket="reports",
+                                         Key=quality_job.report_key_of("fraud", DAY))["Body"]
+                    return json.loads(body.read())
+                seconds[engine], reports[engine] = timed(run, repeat=2)
+                reports[engine].pop("checked_at")
+            assert reports["duckdb"] == reports["embedded"], "the engines disagree"
+            summary = reports["duckdb"]["summary"]
+            assert summary["rows"] == rows, summary
+            print(f"handler  {rows:>9,} rows x {len(spec['quality']['rules'])} rules, "
+                  f"{file_format:<7}: embedded {seconds['embedded']:6.3f} s, "
+                  f"duckdb {seconds['duckdb']:6.3f} s, "
+                  f"embedded/duckdb {seconds['embedded'] / seconds['duckdb']:.2f}x "
+                  f"({summary['failed']} rules failed)")
+
+
 if __name__ == "__main__":
     main()
+    handler_path(int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000)
