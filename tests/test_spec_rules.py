@@ -158,10 +158,12 @@ RAISES: dict[str, dict[str, list[Spec | NotSpec]]] = {
                 "route_table_ids": ["rtb-0123456789abcdef0"]}),)),
             Spec("network.max_azs", (_set("network", {"create": True, "max_azs": 7}),)),
         ],
+        "_service_names": [NotSpec("a malformed answer of the CDK CLI's endpoint lookup "
+                                   "(cdk.context.json), not the spec")],
     },
     "pipeline": {
         "DeploymentTarget.validate": [NotSpec(CONTEXT)] * 2,
-        "PipelineConfig.__post_init__": [NotSpec(CONTEXT)] * 4,
+        "PipelineConfig.__post_init__": [NotSpec(CONTEXT)] * 6,
         "PipelineConfig.from_mapping": [NotSpec(CONTEXT)] * 3,
         "PipelineConfig.from_context": [NotSpec(CONTEXT)] * 2,
         "MdlcPipelineStack._check_cross_account": [NotSpec(CONTEXT)],
@@ -195,6 +197,7 @@ RAISES: dict[str, dict[str, list[Spec | NotSpec]]] = {
             Spec("training.evaluation.metric", (_set("training.evaluation.metric", "auc'x"),)),
             Spec("training.content_type", (
                 _set("training.content_type", "application/x-recordio-protobuf"),)),
+            NotSpec(ARGUMENT + " (preparation and the deprecated prepare_data both given)"),
         ],
     },
 }
