@@ -3,8 +3,9 @@
 Synthesizes the model's stack, deploys it on a local cloud (moto, the real
 handlers in process, SageMaker stand-ins that really train and score) and
 runs the simulated days; see docs/local.md. Exit 0 when every execution
-succeeded, 1 when any failed (the report says which and why), 2 for
-unusable input.
+succeeded and every stream decision scored its event's training row, 1 when
+an execution failed or a decision's features differ (the report says which
+and why), 2 for unusable input.
 """
 
 from __future__ import annotations
@@ -63,6 +64,18 @@ def _stack_class(text: str | None) -> type | None:
         raise UsageError(f"--stack-class {text!r}: {error}") from error
 
 
+def _parity_line(parity: dict | None) -> str:
+    """Online/offline skew: stream decisions whose features differ from their
+    event's training row (docs/features.md, "Online rows equal training rows")."""
+    if not parity:
+        return "feature parity: not checked"
+    line = (f"feature parity: {parity['checked']} stream decisions checked against their "
+            f"training rows, {parity['mismatches']} differ")
+    if parity.get("missing_rows"):
+        line += f", {parity['missing_rows']} without a training row"
+    return line
+
+
 def _summary(report: dict, metric: str) -> list[str]:
     lines = []
     for execution in report["executions"]:
@@ -80,6 +93,7 @@ def _summary(report: dict, metric: str) -> list[str]:
         f"endpoint {endpoint['name']}: serving v{endpoint['serving_version']}; deployments "
         + ", ".join(f"v{d['version']} {d['outcome']}" for d in endpoint["deployments"]),
         f"decisions: stream {report['decisions']['stream']}, batch {report['decisions']['batch']}",
+        _parity_line(report.get("feature_parity")),
         f"dead letters: {report['dead_letters']}; notifications: {len(report['notifications'])}; "
         f"denied calls: {len(report['denied_calls'])}",
         f"{report['days']} days in {report['seconds']} s",
@@ -131,4 +145,5 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, default=str))
     else:
         print("\n".join(_summary(report, spec.training.evaluation.metric)))
-    return EXIT_VIOLATIONS if result.failed() else EXIT_OK
+    skewed = (report.get("feature_parity") or {}).get("mismatches", 0)
+    return EXIT_VIOLATIONS if result.failed() or skewed else EXIT_OK
