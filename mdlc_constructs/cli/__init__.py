@@ -21,7 +21,7 @@ EXIT_USAGE = 2
 # Module names under mdlc_constructs.cli, in the order `mdlc --help` lists them.
 COMMANDS = (
     "validate", "quality", "baseline", "features", "decide", "monitor", "new", "sample",
-    "simulate", "quotas",
+    "simulate", "lineage", "quotas",
 )
 
 

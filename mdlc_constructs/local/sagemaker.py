@@ -378,7 +378,7 @@ class SageMakerLocal:
             endpoint.failure_reason = failure
             self.deployments.append({"endpoint": endpoint.name, "config": endpoint.config,
                                      "outcome": "failed" if failure else "deployed",
-                                     "reason": failure})
+                                     "reason": failure, "at": _now()})
         elif endpoint.status == "Updating" and endpoint.pending_config:
             failure = self._bring_up(endpoint.pending_config)
             if failure:
@@ -389,8 +389,10 @@ class SageMakerLocal:
             else:
                 endpoint.config = endpoint.pending_config
                 outcome, config = "deployed", endpoint.config
+            # ``at``: when traffic moved (or stayed), on the simulated clock: a
+            # decision's version is the one deployed last before it (mdlc lineage).
             self.deployments.append({"endpoint": endpoint.name, "config": config,
-                                     "outcome": outcome, "reason": failure})
+                                     "outcome": outcome, "reason": failure, "at": _now()})
             endpoint.status = "InService"
             endpoint.pending_config = None
         endpoint.modified = _now()

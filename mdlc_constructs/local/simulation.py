@@ -444,7 +444,8 @@ class Simulation:
             model = self.cloud.sagemaker.model_of_config(deployment["config"])
             deployments.append({"version": self.cloud.sagemaker.version_of_model(model),
                                 "outcome": deployment["outcome"],
-                                "reason": deployment["reason"]})
+                                "reason": deployment["reason"],
+                                "at": deployment.get("at"), "config": deployment["config"]})
         dead_letters = sum(m.dead_lettered for m in self.cloud.streams.mappings)
         dead_letters += self._queued_dead_letters()
         self.report = {
@@ -452,6 +453,8 @@ class Simulation:
             "start": self.start.isoformat(),
             "days": self.days,
             "seconds": round(seconds, 2),
+            # The commit the stack was deployed from, as its training runs record it.
+            "code_version": self._function_env("CODE_VERSION").get("CODE_VERSION"),
             "executions": executions,
             "model_versions": [{k: v for k, v in version.items() if k != "arn"}
                                for version in versions],
@@ -577,10 +580,29 @@ class Simulation:
     def failed(self) -> list[dict[str, Any]]:
         return [e for e in self.report.get("executions", []) if e["status"] != "SUCCEEDED"]
 
+    def model_versions(self) -> dict[str, Any]:
+        """What ``mdlc lineage`` reads of the registry and the endpoint, as the
+        account answers it: every version's DescribeModelPackage, its training
+        job's DescribeTrainingJob, and the endpoint's deployments with their
+        times (a decision's version is the one deployed last before it)."""
+        sagemaker = self.cloud.client("sagemaker")
+        group = f"mdlc-{self.spec.name}"
+        packages = []
+        for version in self._versions():
+            package = sagemaker.describe_model_package(ModelPackageName=version["arn"])
+            package.pop("ResponseMetadata", None)
+            job = self.cloud.sagemaker.training_jobs.get(version["training_job"] or "")
+            packages.append({"model_package": package, "training_job": job})
+        return {"model": self.spec.name, "model_package_group": group,
+                "endpoint": self.report.get("endpoint"), "packages": packages}
+
     def write(self, out: Path) -> None:
-        """``report.json``, ``decisions.jsonl`` and the buckets' objects under ``s3/``."""
+        """``report.json``, ``decisions.jsonl``, ``model_versions.json`` (see
+        :meth:`model_versions`) and the buckets' objects under ``s3/``."""
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.json").write_text(json.dumps(self.report, indent=2, default=str))
+        (out / "model_versions.json").write_text(
+            json.dumps(self.model_versions(), indent=2, default=str))
         with (out / "decisions.jsonl").open("w") as handle:
             for decision in self.stream_decisions:
                 handle.write(json.dumps({
