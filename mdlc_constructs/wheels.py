@@ -83,11 +83,21 @@ def lambda_target(runtime_name: str, architecture_name: str) -> Target:
 
 def wheelhouse() -> Path:
     """The wheelhouse folder: ``$MDLC_LAMBDA_WHEELHOUSE``, else ``build/lambda-wheels``
-    of the checkout this package runs from."""
+    of the checkout this package runs from (``make lambda-wheels``), else, for an
+    installed library, of the folder synthesis runs in (the CDK app's)."""
     configured = os.environ.get(WHEELHOUSE_ENV)
     if configured:
         return Path(configured).resolve()
-    return Path(__file__).resolve().parents[1] / "build" / "lambda-wheels"
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "Makefile").is_file():
+        return checkout / "build" / "lambda-wheels"
+    return Path.cwd() / "build" / "lambda-wheels"
+
+
+def _how_to_build(house: Path) -> str:
+    return (f"run `{MAKE_TARGET}` in a checkout of the library, or `python -m "
+            f"mdlc_constructs.wheels {house}` once where the library is installed (or "
+            f"point {WHEELHOUSE_ENV} at a folder of those wheels)")
 
 
 def pinned(packages: Sequence[str]) -> list[str]:
@@ -118,8 +128,8 @@ def installed(packages: Sequence[str], target: Target, house: Path | None = None
     if not wheels:
         raise WheelhouseError(
             f"the Lambda wheelhouse {house} has no wheels; the quality function's DuckDB "
-            f"engine ({', '.join(requirements)}) is installed from it at synthesis: run "
-            f"`{MAKE_TARGET}` (or set {WHEELHOUSE_ENV} to a folder of wheels)")
+            f"engine ({', '.join(requirements)}) is installed from it at synthesis: "
+            f"{_how_to_build(house)}; or set quality.engine: embedded in the spec")
     key = hashlib.sha256(json.dumps(
         [requirements, target.platform, target.python,
          [(w.name, w.stat().st_size) for w in wheels]]).encode()).hexdigest()[:16]
@@ -136,7 +146,7 @@ def installed(packages: Sequence[str], target: Target, house: Path | None = None
         if result.returncode:
             raise WheelhouseError(
                 f"the Lambda wheelhouse {house} lacks a wheel of {', '.join(requirements)} "
-                f"for CPython {target.python} on {target.platform}: run `{MAKE_TARGET}` "
+                f"for CPython {target.python} on {target.platform}: {_how_to_build(house)} "
                 f"(pip said: {result.stderr.strip().splitlines()[-1:]})")
         (scratch / MANIFEST_NAME).write_text(json.dumps(
             {"packages": requirements, "platform": target.platform, "python": target.python,

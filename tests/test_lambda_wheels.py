@@ -110,7 +110,7 @@ def test_synthesis_without_the_wheelhouse_names_the_make_target(
     monkeypatch.setenv(wheels.WHEELHOUSE_ENV, str(house))
     with pytest.raises(wheels.WheelhouseError,
                        match=r"lacks a wheel of duckdb==.* for CPython 3.14 on "
-                             r"manylinux_2_28_x86_64: run `make lambda-wheels`"):
+                             r"manylinux_2_28_x86_64: run `make lambda-wheels` in a checkout"):
         wheels.installed(wheels.DUCKDB_PACKAGES, wheels.Target("3.14", "x86_64"))
 
 
@@ -118,3 +118,17 @@ def test_the_pins_are_the_versions_the_tests_run() -> None:
     pins = dict(re.findall(r"^(duckdb|sqlglot)==(\S+)$",
                            (ROOT / "constraints.txt").read_text(), re.MULTILINE))
     assert pins == wheels.PINS
+
+
+def test_an_installed_library_looks_for_the_wheelhouse_in_the_apps_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(wheels.WHEELHOUSE_ENV, raising=False)
+    assert wheels.wheelhouse() == ROOT / "build" / "lambda-wheels"  # a checkout
+    installed = tmp_path / "site-packages" / "mdlc_constructs" / "wheels.py"
+    monkeypatch.setattr(wheels, "__file__", str(installed))
+    monkeypatch.chdir(tmp_path)
+    assert wheels.wheelhouse() == tmp_path / "build" / "lambda-wheels"
+    with pytest.raises(wheels.WheelhouseError,
+                       match=r"`python -m mdlc_constructs.wheels .*build/lambda-wheels` once"):
+        wheels.installed(wheels.DUCKDB_PACKAGES, wheels.Target("3.14", "x86_64"))
