@@ -1,0 +1,243 @@
+"""`mdlc lineage` explains decisions and versions of a real (short) simulation.
+
+One 3-day run of the fraud model (a version trained by hand after day 1, a
+second one trained when its alarm fires on day 3): every fact the command
+prints is checked against what the run itself produced, the served model
+re-scores the decision's features to its score, the manifest in the
+simulated S3 carries the content hash, and the account mode, run against the
+simulated account while it is up, gives the same answers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import tarfile
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from mdlc_constructs.cli import main
+from mdlc_constructs.cli.lineage import AccountReader, explain_event, explain_version
+from mdlc_constructs.local.algorithms import stand_in_for_image
+from mdlc_constructs.sampling import sample, write_csv
+
+pytestmark = pytest.mark.slow
+
+START = date(2026, 11, 1)
+#: The commit the stack is deployed from in this run (what `-c mdlc:codeVersion` sets).
+COMMIT = "5eed1ea9e0c0ffee"
+
+
+class _Session:
+    """boto3's Session as the account mode uses it, on the simulated account."""
+
+    def __init__(self, cloud: Any) -> None:
+        self.cloud = cloud
+
+    def client(self, service: str) -> Any:
+        return self.cloud.client(service)
+
+
+@pytest.fixture(scope="module")
+def run(synthesized, fraud_spec, tmp_path_factory):
+    from mdlc_constructs.local.simulation import simulate
+
+    root = tmp_path_factory.mktemp("lineage")
+    orders = root / "orders.csv"
+    write_csv(fraud_spec, sample(fraud_spec, days=3, start=START, rows_per_day=250, seed=7),
+              orders)
+
+    def deploy_commit(cloud):
+        # As a stack synthesized with -c mdlc:codeVersion=COMMIT: the training
+        # input and re-training functions carry it (mdlc_constructs.lineage).
+        for function in cloud.lambdas.functions.values():
+            if "CODE_VERSION" in function.environment:
+                function.environment["CODE_VERSION"] = COMMIT
+
+    account: dict[str, Any] = {}
+
+    def read_account(simulation, day):
+        # The last day, the account still up: the same questions, read-only boto3.
+        if day != START.replace(day=3):
+            return
+        reader = AccountReader(fraud_spec.name, session=_Session(simulation.cloud),
+                               decisions_table=simulation._function_env(
+                                   "DECISIONS_TABLE")["DECISIONS_TABLE"])
+        decisions = {d["event_id"]: d for d in simulation._decisions()[0]}
+        account["reader"] = reader
+        account["events"] = {event: explain_event(reader, event) for event in decisions}
+        account["versions"] = {v: explain_version(reader, v) for v in (1, 2)}
+
+    result = simulate(fraud_spec, orders, assembly=Path(synthesized[1].directory),
+                      stack="Mdlc-fraud", out=root / "out", configure=deploy_commit,
+                      on_day=read_account)
+    return result, root / "out", account
+
+
+def _lineage(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["lineage", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _decisions(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "decisions.jsonl").read_text().splitlines()]
+
+
+def _s3(out: Path, uri_or_key: str) -> Path:
+    """An object of the run's buckets under out/s3 (by s3:// URI or by key in any bucket)."""
+    if uri_or_key.startswith("s3://"):
+        return out / "s3" / uri_or_key[5:]
+    found = list((out / "s3").glob(f"*/{uri_or_key}"))
+    assert len(found) == 1, (uri_or_key, found)
+    return found[0]
+
+
+def _training_row(out: Path, spec, event_id: str) -> dict[str, Any]:
+    """The event's training row, as the report's parity check reads it (its first day)."""
+    for path in sorted((out / "s3").glob(f"*/features/{spec.name}/dt=*/features.parquet")):
+        for row in pq.read_table(path).to_pylist():
+            if str(row[spec.data.event_id]) == event_id:
+                return row
+    raise AssertionError(f"no training row for {event_id}")
+
+
+def _rescore(out: Path, lineage: dict[str, Any], spec, features: dict[str, Any],
+             scratch: Path) -> float:
+    """Load the version's model artifact from the run's S3 and score the features."""
+    folder = scratch / f"v{lineage['version']}"
+    if not folder.exists():
+        body = _s3(out, lineage["training"]["model_data"]).read_bytes()
+        with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as archive:
+            archive.extractall(folder, filter="data")
+    predictor = stand_in_for_image(lineage["training"]["serving_image"]).load(folder)
+    row = ",".join(repr(float(features[c])) for c in spec.feature_columns)
+    return float(predictor.predict_csv(row.encode()).decode().split()[0])
+
+
+def test_a_blocked_event_is_explained_end_to_end(run, fraud_spec, capsys, tmp_path):
+    result, out, _ = run
+    blocked = next(d for d in _decisions(out) if d["action"] == "block")
+    code, text, _ = _lineage(capsys, str(out), "--event", blocked["event_id"], "--json")
+    assert code == 0
+    answer = json.loads(text)
+    decision, lineage = answer["decision"], answer["lineage"]
+    assert (decision["rule"], decision["action"]) == ("block_high_risk", "block")
+    assert decision["score"] >= 0.9
+    # The exact features scored are the event's training row (what parity compared).
+    assert result.report["feature_parity"]["mismatches"] == 0
+    row = _training_row(out, fraud_spec, blocked["event_id"])
+    assert set(decision["features"]) == set(fraud_spec.feature_columns)
+    for column in fraud_spec.feature_columns:
+        assert math.isclose(decision["features"][column], row[column], rel_tol=1e-9), column
+    # The version is a registered one, and its model gives this score to these features.
+    assert lineage["version"] in [v["version"] for v in result.report["model_versions"]]
+    assert answer["scored_by"]["recorded"] == "variant:AllTraffic"
+    assert "resolved from the endpoint's deployment" in answer["scored_by"]["how"]
+    assert math.isclose(_rescore(out, lineage, fraud_spec, decision["features"], tmp_path),
+                        decision["score"], rel_tol=1e-6)
+    # Its data: the manifest in the run's S3 carries the recorded hash and prefix.
+    manifest = json.loads(_s3(out, lineage["dataset"]["manifest_key"]).read_text())
+    assert manifest["content_hash"] == lineage["dataset"]["content_hash"]
+    assert manifest["snapshot_prefix"] == lineage["dataset"]["snapshot_prefix"]
+    assert manifest["date"] == lineage["dataset"]["date"]
+    assert _s3(out, lineage["feature_snapshot"]).is_file()
+    # Its code and training.
+    assert lineage["code_version"] == result.report["code_version"] == COMMIT
+    assert lineage["training"]["job"] in {v["training_job"]
+                                          for v in result.report["model_versions"]}
+    assert "sagemaker-xgboost" in lineage["training"]["algorithm_image"]
+    assert lineage["training"]["hyperparameters"]["objective"] == "binary:logistic"
+    assert lineage["evaluation"]["metric"] == fraud_spec.training.evaluation.metric
+    assert lineage["evaluation"]["value"] >= lineage["evaluation"]["threshold"]
+    assert lineage["approval"]["status"] == "Approved"
+    # The human answer says the same.
+    code, text, _ = _lineage(capsys, str(out), "--event", blocked["event_id"])
+    assert code == 0
+    assert text.startswith(f"event {blocked['event_id']}: block by rule block_high_risk")
+    assert f"code commit:       {COMMIT}" in text
+    assert lineage["dataset"]["content_hash"] in text
+
+
+def test_each_decision_is_given_the_version_whose_model_gives_its_score(run, fraud_spec,
+                                                                        tmp_path):
+    result, out, _ = run
+    from mdlc_constructs.cli.lineage import DirectoryReader
+
+    reader = DirectoryReader(out)
+    deployed = [d for d in result.report["endpoint"]["deployments"]
+                if d["outcome"] == "deployed"]
+    assert [d["version"] for d in deployed] == [1, 2], "the run must serve two versions"
+    by_version: dict[int, list[dict[str, Any]]] = {}
+    for decision in _decisions(out):
+        answer = explain_event(reader, decision["event_id"])
+        by_version.setdefault(answer["lineage"]["version"], []).append(answer)
+    assert set(by_version) == {1, 2}
+    for answers in by_version.values():
+        for answer in answers[::25]:
+            score = _rescore(out, answer["lineage"], fraud_spec,
+                             answer["decision"]["features"], tmp_path)
+            assert math.isclose(score, answer["decision"]["score"], rel_tol=1e-6), answer
+
+
+def test_a_version_is_explained_with_its_decisions(run, capsys):
+    result, out, _ = run
+    counts = {}
+    for version in (1, 2):
+        code, text, _ = _lineage(capsys, str(out), "--version", str(version), "--json")
+        assert code == 0
+        answer = json.loads(text)
+        reported = next(v for v in result.report["model_versions"] if v["version"] == version)
+        assert answer["lineage"]["training"]["job"] == reported["training_job"]
+        assert answer["lineage"]["dataset"]["date"] == reported["dataset_date"]
+        assert answer["lineage"]["evaluation"]["metrics"] == reported["metrics"]
+        counts[version] = answer["decisions"]["stream"]
+    assert counts[1] > 0 and counts[2] > 0
+    assert sum(counts.values()) == result.report["decisions"]["stream"]["total"]
+    code, text, _ = _lineage(capsys, str(out), "--version", "2")
+    assert code == 0 and text.startswith("version 2: arn:aws:sagemaker:")
+    assert f"decisions:         {counts[2]} stream decisions" in text
+
+
+def test_the_account_mode_answers_as_the_output_directory(run):
+    _, out, account = run
+    from mdlc_constructs.cli.lineage import DirectoryReader
+
+    reader = DirectoryReader(out)
+    resolved, unresolved = 0, 0
+    for event, answer in account["events"].items():
+        expected = explain_event(reader, event)
+        assert answer["decision"]["features"] == pytest.approx(expected["decision"]["features"])
+        assert answer["decision"]["rule"] == expected["decision"]["rule"]
+        if answer["scored_by"]["version"] is None:
+            # An account keeps no history: before the last deployment it says so.
+            assert "keeps no history" in answer["scored_by"]["how"]
+            assert expected["scored_by"]["version"] == 1
+            unresolved += 1
+        else:
+            assert answer["lineage"] == expected["lineage"]
+            resolved += 1
+    assert resolved and unresolved
+    for version, answer in account["versions"].items():
+        assert answer["lineage"] == explain_version(reader, version)["lineage"]
+        assert answer["decisions"]["stream"] is None
+
+
+def test_what_is_not_there_is_named_with_what_is(run, capsys, tmp_path):
+    _, out, _ = run
+    code, _, err = _lineage(capsys, str(out), "--version", "9")
+    assert code == 2
+    assert "no version 9" in err and "known versions: v1, v2" in err
+    code, _, err = _lineage(capsys, str(out), "--event", "order-nope")
+    assert code == 2
+    first = _decisions(out)[0]["event_id"]
+    assert "no decision for event 'order-nope'" in err and first in err
+    code, _, err = _lineage(capsys, str(tmp_path), "--version", "1")
+    assert code == 2 and "model_versions.json: missing" in err
+    code, _, err = _lineage(capsys, "--version", "1", "--account")
+    assert code == 2 and "--account needs --model" in err
