@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from mdlc_constructs.cli import main
+from mdlc_constructs.cli import UsageError, main
 from mdlc_constructs.cli.lineage import AccountReader, explain_event, explain_version
 from mdlc_constructs.local.algorithms import stand_in_for_image
 from mdlc_constructs.sampling import sample, write_csv
@@ -241,3 +241,87 @@ def test_what_is_not_there_is_named_with_what_is(run, capsys, tmp_path):
     assert code == 2 and "model_versions.json: missing" in err
     code, _, err = _lineage(capsys, "--version", "1", "--account")
     assert code == 2 and "--account needs --model" in err
+
+
+def _moto_account(*, decided_at: str, model_version: str = "variant:AllTraffic") -> Any:
+    """A model package group with one version, its endpoint and a decision, in moto."""
+    import boto3
+
+    session = boto3.Session(region_name="us-east-1")
+    sagemaker, dynamodb = session.client("sagemaker"), session.client("dynamodb")
+    sagemaker.create_model_package_group(ModelPackageGroupName="mdlc-fraud")
+    image = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+    package = sagemaker.create_model_package(
+        ModelPackageGroupName="mdlc-fraud", ModelApprovalStatus="Approved",
+        InferenceSpecification={"Containers": [{"Image": image,
+                                                "ModelDataUrl": "s3://artifacts/m.tar.gz"}],
+                                "SupportedContentTypes": ["text/csv"],
+                                "SupportedResponseMIMETypes": ["text/csv"]},
+        MetadataProperties={"CommitId": COMMIT},
+        CustomerMetadataProperties={"mdlc:training-job": "job-1",
+                                    "mdlc:dataset-content-hash": "ab" * 32,
+                                    "mdlc:evaluation-metric": "validation:auc",
+                                    "mdlc:evaluation-value": "0.91",
+                                    "mdlc:evaluation-threshold": "0.8"})["ModelPackageArn"]
+    sagemaker.create_model(ModelName="m1", PrimaryContainer={"ModelPackageName": package},
+                           ExecutionRoleArn="arn:aws:iam::123456789012:role/r")
+    sagemaker.create_endpoint_config(EndpointConfigName="c1", ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": "m1", "InitialInstanceCount": 1,
+        "InstanceType": "ml.m5.large"}])
+    sagemaker.create_endpoint(EndpointName="mdlc-fraud", EndpointConfigName="c1")
+    dynamodb.create_table(TableName="decisions", BillingMode="PAY_PER_REQUEST",
+                          AttributeDefinitions=[{"AttributeName": "event_id",
+                                                 "AttributeType": "S"}],
+                          KeySchema=[{"AttributeName": "event_id", "KeyType": "HASH"}])
+    dynamodb.put_item(TableName="decisions", Item={
+        "event_id": {"S": "e-1"}, "model_version": {"S": model_version},
+        "rule_id": {"S": "block_high_risk"}, "action": {"S": "block"},
+        "score": {"N": "0.97"}, "decided_at": {"S": decided_at},
+        "features": {"M": {"order_amount": {"N": "684.84"}}}})
+    return session
+
+
+def test_the_account_mode_reads_moto_model_packages_and_the_decision_table():
+    from moto import mock_aws
+
+    with mock_aws():
+        session = _moto_account(decided_at="2999-01-01T00:00:00.000Z")
+        reader = AccountReader("fraud", session=session, decisions_table="decisions")
+        answer = explain_event(reader, "e-1")
+        assert answer["decision"]["features"] == {"order_amount": 684.84}
+        assert answer["scored_by"]["version"] == 1
+        assert "has not changed since" in answer["scored_by"]["how"]
+        lineage = answer["lineage"]
+        assert lineage["code_version"] == COMMIT  # MetadataProperties.CommitId
+        assert lineage["dataset"]["content_hash"] == "ab" * 32
+        assert lineage["evaluation"]["value"] == 0.91
+        assert lineage["training"]["hyperparameters"] == {}  # the job is gone: not made up
+        with pytest.raises(UsageError, match="no decision for event 'e-2' in the account"):
+            explain_event(reader, "e-2")
+        with pytest.raises(UsageError, match="known versions: v1"):
+            explain_version(reader, 3)
+        no_table = AccountReader("fraud", session=session)
+        with pytest.raises(UsageError, match="--decisions-table"):
+            explain_event(no_table, "e-1")
+
+
+def test_the_account_mode_does_not_guess_across_a_later_deployment():
+    from moto import mock_aws
+
+    with mock_aws():
+        # Decided before the endpoint last changed: which version served is unknown.
+        session = _moto_account(decided_at="2001-01-01T00:00:00.000Z")
+        answer = explain_event(AccountReader("fraud", session=session,
+                                             decisions_table="decisions"), "e-1")
+        assert answer["scored_by"]["version"] is None and answer["lineage"] is None
+        assert "keeps no history" in answer["scored_by"]["how"]
+        # Unless the decision names its version itself.
+        session.client("dynamodb").update_item(
+            TableName="decisions", Key={"event_id": {"S": "e-1"}},
+            UpdateExpression="SET model_version = :v", ExpressionAttributeValues={
+                ":v": {"S": "arn:aws:sagemaker:us-east-1:123456789012:model-package/"
+                            "mdlc-fraud/1"}})
+        answer = explain_event(AccountReader("fraud", session=session,
+                                             decisions_table="decisions"), "e-1")
+        assert answer["scored_by"] == {"version": 1, "recorded": answer["scored_by"]["recorded"],
+                                       "how": "recorded in the decision"}
