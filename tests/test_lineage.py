@@ -146,6 +146,7 @@ def test_a_blocked_event_is_explained_end_to_end(run, fraud_spec, capsys, tmp_pa
     assert manifest["content_hash"] == lineage["dataset"]["content_hash"]
     assert manifest["snapshot_prefix"] == lineage["dataset"]["snapshot_prefix"]
     assert manifest["date"] == lineage["dataset"]["date"]
+    assert lineage["dataset"]["manifest_check"].startswith("matches s3/")
     assert _s3(out, lineage["feature_snapshot"]).is_file()
     # Its code and training.
     assert lineage["code_version"] == result.report["code_version"] == COMMIT
@@ -220,11 +221,17 @@ def test_the_account_mode_answers_as_the_output_directory(run):
             assert expected["scored_by"]["version"] == 1
             unresolved += 1
         else:
+            for lineage in (answer["lineage"], expected["lineage"]):
+                lineage["dataset"].pop("manifest_check")
             assert answer["lineage"] == expected["lineage"]
             resolved += 1
     assert resolved and unresolved
     for version, answer in account["versions"].items():
-        assert answer["lineage"] == explain_version(reader, version)["lineage"]
+        expected = explain_version(reader, version)["lineage"]
+        assert "not checked in --account mode" in answer["lineage"]["dataset"].pop(
+            "manifest_check")
+        expected["dataset"].pop("manifest_check")
+        assert answer["lineage"] == expected
         assert answer["decisions"]["stream"] is None
 
 
@@ -325,3 +332,22 @@ def test_the_account_mode_does_not_guess_across_a_later_deployment():
                                              decisions_table="decisions"), "e-1")
         assert answer["scored_by"] == {"version": 1, "recorded": answer["scored_by"]["recorded"],
                                        "how": "recorded in the decision"}
+
+
+def test_a_manifest_that_does_not_carry_the_recorded_hash_is_called_out(run, capsys, tmp_path):
+    _, out, _ = run
+    import shutil
+
+    for name in ("model_versions.json", "decisions.jsonl", "report.json"):
+        shutil.copy(out / name, tmp_path / name)
+    key = json.loads(_lineage(capsys, str(out), "--version", "1", "--json")[1])[
+        "lineage"]["dataset"]["manifest_key"]
+    source = _s3(out, key)
+    target = tmp_path / source.relative_to(out)
+    target.parent.mkdir(parents=True)
+    manifest = json.loads(source.read_text())
+    manifest["content_hash"] = "0" * 64  # the snapshot was rewritten after training
+    target.write_text(json.dumps(manifest))
+    code, text, _ = _lineage(capsys, str(tmp_path), "--version", "1")
+    assert code == 0
+    assert f"DIFFERS from {target.relative_to(tmp_path)} ({'0' * 64})" in text

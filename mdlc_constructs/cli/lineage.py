@@ -58,6 +58,10 @@ class LineageReader(Protocol):
         """The version the endpoint served at ``moment``, and how that is known."""
         ...
 
+    def check_manifest(self, key: str | None, content_hash: str | None) -> str:
+        """Whether the snapshot manifest at ``key`` carries ``content_hash``, in words."""
+        ...
+
 
 # -- the lineage of a version ---------------------------------------------------------
 
@@ -187,6 +191,19 @@ class DirectoryReader:
         return deployment.get("version"), (
             f"the endpoint's deployment of {at.isoformat()} (the last before the decision)")
 
+    def check_manifest(self, key: str | None, content_hash: str | None) -> str:
+        found = sorted((self.root / "s3").glob(f"*/{key}")) if key else []
+        if not found:
+            return f"not checked: no {key} under {self.root / 's3'}"
+        try:
+            recorded = json.loads(found[0].read_text()).get("content_hash")
+        except (json.JSONDecodeError, AttributeError) as error:
+            return f"unreadable: {found[0]}: {error}"
+        where = found[0].relative_to(self.root)
+        if recorded == content_hash:
+            return f"matches {where}"
+        return f"DIFFERS from {where} ({recorded})"
+
 
 class AccountReader:
     """The model's resources in an account, read-only (boto3's default credentials)."""
@@ -226,6 +243,9 @@ class AccountReader:
 
     def decisions(self) -> None:
         return None  # a Scan of the decision log is not a read to make on a question
+
+    def check_manifest(self, key: str | None, content_hash: str | None) -> str:
+        return "not checked in --account mode (the package records the key, not the bucket)"
 
     def decision(self, event_id: str) -> dict[str, Any] | None:
         from boto3.dynamodb.types import TypeDeserializer
@@ -275,9 +295,16 @@ def _plain(value: Any) -> Any:
 
 
 def _lineages(reader: LineageReader) -> dict[int, dict[str, Any]]:
-    return {int(lineage["version"]): lineage
-            for lineage in (version_lineage(p, j) for p, j in reader.packages())
-            if lineage["version"] is not None}
+    lineages = {}
+    for package, job in reader.packages():
+        lineage = version_lineage(package, job)
+        if lineage["version"] is None:
+            continue
+        dataset = lineage["dataset"]
+        dataset["manifest_check"] = reader.check_manifest(dataset["manifest_key"],
+                                                          dataset["content_hash"])
+        lineages[int(lineage["version"])] = lineage
+    return lineages
 
 
 def _known(lineages: dict[int, dict[str, Any]]) -> str:
@@ -358,7 +385,7 @@ def _lineage_lines(lineage: dict[str, Any]) -> list[str]:
         + (f" ({approval['description']})" if approval["description"] else ""),
         f"  dataset snapshot:  {dataset['date']} {dataset['snapshot_prefix']}",
         f"    manifest:        {dataset['manifest_key']}",
-        f"    content hash:    {dataset['content_hash']}",
+        f"    content hash:    {dataset['content_hash']} ({dataset['manifest_check']})",
         f"  feature snapshot:  {lineage['feature_snapshot']}",
         f"  code commit:       {lineage['code_version']}",
         f"  training job:      {training['job']} (execution {training['execution']})",
