@@ -200,6 +200,15 @@ RAISES: dict[str, dict[str, list[Spec | NotSpec]]] = {
             NotSpec(ARGUMENT + " (preparation and the deprecated prepare_data both given)"),
         ],
     },
+    "wheels": {
+        "lambda_target": [NotSpec("the library's own RUNTIME and ARCHITECTURE constants")] * 2,
+        "pinned": [NotSpec("the library's own DUCKDB_PACKAGES, all in PINS")],
+        "installed": [NotSpec("the machine's wheelhouse: not built (make lambda-wheels), or "
+                              "without the pinned wheel")] * 2,
+        "vendor_into": [NotSpec("a team's extra_code named like a vendored package")],
+        "download": [NotSpec("make lambda-wheels: pip download failed (network)")],
+        "_main": [NotSpec("python -m mdlc_constructs.wheels called without its folder")],
+    },
 }
 
 #: Modules whose raises are not synthesis: mdlc sample's generator and the
