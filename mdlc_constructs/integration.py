@@ -77,6 +77,8 @@ from .compliance import (
     acknowledge_grant_actions,
     acknowledge_objects,
     iam5_action,
+    iam5_resource,
+    printed_arn,
 )
 from .features import dead_letter_payloads
 from .functions import python_function
@@ -127,8 +129,11 @@ class ClientIntegration(Construct):
         endpoint_name: the real-time endpoint (``RealtimeEndpoint.endpoint_name``);
             only ``sagemaker:InvokeEndpoint`` on this endpoint is granted.
         model_package_version: written into every decision. Default: none;
-            decisions name the endpoint variant that scored them
-            (``variant:<name>``), which the deployment workflow maps to a version.
+            the fused consumer names the model package ARN the endpoint serves
+            (looked up once a minute: DescribeEndpoint, DescribeEndpointConfig
+            and DescribeModel on this endpoint's resources only, granted here;
+            docs/lineage.md for its caveat during a deployment), the
+            ``state_machine`` path the variant that scored them (``variant:<name>``).
         decision_table: an existing decision log (string partition key
             ``event_id``). Default: a new table (KMS, PITR, retained).
         starting_position: where a new mapping or pipe starts reading. Default:
@@ -298,6 +303,8 @@ class ClientIntegration(Construct):
         # The payloads of the records it dead-letters, whole, in the raw bucket.
         dead_letter_payloads(consumer, bucket=self.data_lake.raw, model=self.spec.name,
                              name="stream-consumer")
+        if not self.model_package_version:
+            self._grant_serving_lookup(consumer)
         acknowledge(
             consumer,
             "PCI.DSS.321-LambdaDLQ",
@@ -493,6 +500,33 @@ class ClientIntegration(Construct):
         )
         pipe.node.add_dependency(role)
         return pipe
+
+    def _grant_serving_lookup(self, function: lambda_.Function) -> None:
+        """Read which model package the endpoint serves, for the decisions'
+        ``model_version``: this endpoint, and its configurations and models
+        only (named ``<endpoint>-v<version>-<random>`` by the deployment)."""
+        stack = Stack.of(self)
+        name = self.endpoint_name if Token.is_unresolved(self.endpoint_name) \
+            else self.endpoint_name.lower()
+        prefix = f"{name}-v"
+        function.add_to_role_policy(iam.PolicyStatement(
+            actions=["sagemaker:DescribeEndpoint"], resources=[self.endpoint_arn]))
+        function.add_to_role_policy(iam.PolicyStatement(
+            actions=["sagemaker:DescribeEndpointConfig"],
+            resources=[stack.format_arn(service="sagemaker", resource="endpoint-config",
+                                        resource_name=f"{prefix}*")]))
+        function.add_to_role_policy(iam.PolicyStatement(
+            actions=["sagemaker:DescribeModel"],
+            resources=[stack.format_arn(service="sagemaker", resource="model",
+                                        resource_name=f"{prefix}*")]))
+        acknowledge_all(function, {
+            iam5_resource(printed_arn("sagemaker", f"endpoint-config/{prefix}*")):
+            "Describe only, on this endpoint's configurations: one per deployed version, "
+            "named per deployment",
+            iam5_resource(printed_arn("sagemaker", f"model/{prefix}*")):
+            "Describe only, on this endpoint's models: one per deployed version, named per "
+            "deployment",
+        })
 
     def _grant(self, function: lambda_.Function) -> None:
         """Least privilege for the function that decides and acts."""

@@ -14,7 +14,7 @@ import io
 import json
 import math
 import tarfile
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,13 @@ from mdlc_constructs.cli import UsageError, main
 from mdlc_constructs.cli.lineage import AccountReader, explain_event, explain_version
 from mdlc_constructs.local.algorithms import stand_in_for_image
 from mdlc_constructs.sampling import sample, write_csv
+from tests.test_stream_consumer import (  # noqa: F401 - aws_env is a fixture
+    Context,
+    StubRuntime,
+    aws_env,
+    order,
+    record,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -137,8 +144,10 @@ def test_a_blocked_event_is_explained_end_to_end(run, fraud_spec, capsys, tmp_pa
         assert math.isclose(decision["features"][column], row[column], rel_tol=1e-9), column
     # The version is a registered one, and its model gives this score to these features.
     assert lineage["version"] in [v["version"] for v in result.report["model_versions"]]
-    assert answer["scored_by"]["recorded"] == "variant:AllTraffic"
-    assert "resolved from the endpoint's deployment" in answer["scored_by"]["how"]
+    # The consumer wrote the package the endpoint served (its describe calls allowed).
+    assert answer["scored_by"] == {"version": lineage["version"], "how": "recorded in the "
+                                   "decision", "recorded": lineage["model_package_arn"]}
+    assert result.report["denied_calls"] == []
     assert math.isclose(_rescore(out, lineage, fraud_spec, decision["features"], tmp_path),
                         decision["score"], rel_tol=1e-6)
     # Its data: the manifest in the run's S3 carries the recorded hash and prefix.
@@ -178,6 +187,10 @@ def test_each_decision_is_given_the_version_whose_model_gives_its_score(run, fra
     for decision in _decisions(out):
         answer = explain_event(reader, decision["event_id"])
         by_version.setdefault(answer["lineage"]["version"], []).append(answer)
+        # A decision that named only the variant would be resolved to the same
+        # version from the endpoint's deployments (the stand-in shifts at once).
+        moment = datetime.fromisoformat(decision["decided_at"].replace("Z", "+00:00"))
+        assert reader.serving_version_at(moment)[0] == answer["lineage"]["version"], decision
     assert set(by_version) == {1, 2}
     for answers in by_version.values():
         for answer in answers[::25]:
@@ -210,22 +223,15 @@ def test_the_account_mode_answers_as_the_output_directory(run):
     from mdlc_constructs.cli.lineage import DirectoryReader
 
     reader = DirectoryReader(out)
-    resolved, unresolved = 0, 0
+    assert account["events"]
     for event, answer in account["events"].items():
         expected = explain_event(reader, event)
         assert answer["decision"]["features"] == pytest.approx(expected["decision"]["features"])
         assert answer["decision"]["rule"] == expected["decision"]["rule"]
-        if answer["scored_by"]["version"] is None:
-            # An account keeps no history: before the last deployment it says so.
-            assert "keeps no history" in answer["scored_by"]["how"]
-            assert expected["scored_by"]["version"] == 1
-            unresolved += 1
-        else:
-            for lineage in (answer["lineage"], expected["lineage"]):
-                lineage["dataset"].pop("manifest_check")
-            assert answer["lineage"] == expected["lineage"]
-            resolved += 1
-    assert resolved and unresolved
+        assert answer["scored_by"] == expected["scored_by"]
+        for lineage in (answer["lineage"], expected["lineage"]):
+            lineage["dataset"].pop("manifest_check")
+        assert answer["lineage"] == expected["lineage"]
     for version, answer in account["versions"].items():
         expected = explain_version(reader, version)["lineage"]
         assert "not checked in --account mode" in answer["lineage"]["dataset"].pop(
@@ -250,32 +256,44 @@ def test_what_is_not_there_is_named_with_what_is(run, capsys, tmp_path):
     assert code == 2 and "--account needs --model" in err
 
 
+IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+
+
+def _moto_version(sagemaker: Any, version: int) -> str:
+    """Version ``version`` of the group mdlc-fraud, with its model and endpoint
+    configuration named as the deployment names them; returns the package ARN."""
+    if version == 1:
+        sagemaker.create_model_package_group(ModelPackageGroupName="mdlc-fraud")
+    package = sagemaker.create_model_package(
+        ModelPackageGroupName="mdlc-fraud", ModelApprovalStatus="Approved",
+        InferenceSpecification={"Containers": [{"Image": IMAGE,
+                                                "ModelDataUrl": "s3://artifacts/m.tar.gz"}],
+                                "SupportedContentTypes": ["text/csv"],
+                                "SupportedResponseMIMETypes": ["text/csv"]},
+        MetadataProperties={"CommitId": COMMIT},
+        CustomerMetadataProperties={"mdlc:training-job": f"job-{version}",
+                                    "mdlc:dataset-content-hash": "ab" * 32,
+                                    "mdlc:evaluation-metric": "validation:auc",
+                                    "mdlc:evaluation-value": "0.91",
+                                    "mdlc:evaluation-threshold": "0.8"})["ModelPackageArn"]
+    name = f"mdlc-fraud-v{version}-0a1b2c3d"
+    sagemaker.create_model(ModelName=name, PrimaryContainer={"ModelPackageName": package},
+                           ExecutionRoleArn="arn:aws:iam::123456789012:role/r")
+    sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1,
+        "InstanceType": "ml.m5.large"}])
+    return package
+
+
 def _moto_account(*, decided_at: str, model_version: str = "variant:AllTraffic") -> Any:
     """A model package group with one version, its endpoint and a decision, in moto."""
     import boto3
 
     session = boto3.Session(region_name="us-east-1")
     sagemaker, dynamodb = session.client("sagemaker"), session.client("dynamodb")
-    sagemaker.create_model_package_group(ModelPackageGroupName="mdlc-fraud")
-    image = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
-    package = sagemaker.create_model_package(
-        ModelPackageGroupName="mdlc-fraud", ModelApprovalStatus="Approved",
-        InferenceSpecification={"Containers": [{"Image": image,
-                                                "ModelDataUrl": "s3://artifacts/m.tar.gz"}],
-                                "SupportedContentTypes": ["text/csv"],
-                                "SupportedResponseMIMETypes": ["text/csv"]},
-        MetadataProperties={"CommitId": COMMIT},
-        CustomerMetadataProperties={"mdlc:training-job": "job-1",
-                                    "mdlc:dataset-content-hash": "ab" * 32,
-                                    "mdlc:evaluation-metric": "validation:auc",
-                                    "mdlc:evaluation-value": "0.91",
-                                    "mdlc:evaluation-threshold": "0.8"})["ModelPackageArn"]
-    sagemaker.create_model(ModelName="m1", PrimaryContainer={"ModelPackageName": package},
-                           ExecutionRoleArn="arn:aws:iam::123456789012:role/r")
-    sagemaker.create_endpoint_config(EndpointConfigName="c1", ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": "m1", "InitialInstanceCount": 1,
-        "InstanceType": "ml.m5.large"}])
-    sagemaker.create_endpoint(EndpointName="mdlc-fraud", EndpointConfigName="c1")
+    _moto_version(sagemaker, 1)
+    sagemaker.create_endpoint(EndpointName="mdlc-fraud",
+                              EndpointConfigName="mdlc-fraud-v1-0a1b2c3d")
     dynamodb.create_table(TableName="decisions", BillingMode="PAY_PER_REQUEST",
                           AttributeDefinitions=[{"AttributeName": "event_id",
                                                  "AttributeType": "S"}],
@@ -351,3 +369,52 @@ def test_a_manifest_that_does_not_carry_the_recorded_hash_is_called_out(run, cap
     code, text, _ = _lineage(capsys, str(tmp_path), "--version", "1")
     assert code == 0
     assert f"DIFFERS from {target.relative_to(tmp_path)} ({'0' * 64})" in text
+
+
+def test_the_consumer_names_the_package_the_endpoint_serves(aws_env, monkeypatch):  # noqa: F811
+    """Without MODEL_PACKAGE_VERSION the stream consumer writes the served package's
+    ARN, looks it up once per TTL, and keeps the last answer when a lookup fails."""
+    from tests.lambda_loader import load_handler
+
+    monkeypatch.delenv("MODEL_PACKAGE_VERSION")
+    monkeypatch.setenv("ENDPOINT_NAME", "mdlc-fraud")
+    sagemaker = boto3_client("sagemaker")
+    first = _moto_version(sagemaker, 1)
+    sagemaker.create_endpoint(EndpointName="mdlc-fraud",
+                              EndpointConfigName="mdlc-fraud-v1-0a1b2c3d")
+    module = load_handler("stream_consumer")
+    module.SCORER.scorer.client = StubRuntime()
+    clock = {"now": 1_000_000.0}
+    module.SERVING.clock = lambda: clock["now"]
+
+    def decide(event_id: str) -> str:
+        response = module.handler({"Records": [record(1, order(event_id, 950.0))]}, Context())
+        assert response == {"batchItemFailures": []}
+        item = aws_env["ddb"].get_item(TableName="decisions",
+                                       Key={"event_id": {"S": event_id}})["Item"]
+        return item["model_version"]["S"]
+
+    assert decide("o-1") == first
+    # A deployment of v2: within the TTL the cached v1 is still named (the caveat).
+    second = _moto_version(sagemaker, 2)
+    # (moto has no UpdateEndpoint: the endpoint is re-created on the new configuration.)
+    sagemaker.delete_endpoint(EndpointName="mdlc-fraud")
+    sagemaker.create_endpoint(EndpointName="mdlc-fraud",
+                              EndpointConfigName="mdlc-fraud-v2-0a1b2c3d")
+    clock["now"] += 59
+    assert decide("o-2") == first
+    clock["now"] += 2
+    assert decide("o-3") == second
+    # A failing lookup (throttled, denied) keeps the last version, never fails the batch.
+    clock["now"] += 61
+    sagemaker.delete_model(ModelName="mdlc-fraud-v2-0a1b2c3d")
+    assert decide("o-4") == second
+    # With nothing found yet, the decision names the variant, as before.
+    module.SERVING._found, module.SERVING._at = None, None
+    assert decide("o-5") == "variant:blue"  # the stub endpoint's variant
+
+
+def boto3_client(service: str) -> Any:
+    import boto3
+
+    return boto3.client(service, region_name="us-east-1")

@@ -72,8 +72,18 @@ log and the action ledger), DECISIONS_BUCKET (optional JSON copies),
 PREDICTIONS_BUCKET (monitoring's input), DEAD_LETTER_QUEUE_URL,
 DEAD_LETTER_BUCKET, DEAD_LETTER_PREFIX, ACTION_TOPIC_ARN,
 ACTION_QUEUE_URL, ACTION_EVENT_BUS_NAME (for the kinds the spec uses),
-MODEL_PACKAGE_VERSION (optional; without it decisions name the endpoint
-variant that scored them), MDLC_CONFIG_FILE (tests only).
+MODEL_PACKAGE_VERSION (optional: a fixed version to write into decisions),
+SERVING_VERSION_TTL_SECONDS (default 60), MDLC_CONFIG_FILE (tests only).
+
+Which version scored a decision (``model_version``): MODEL_PACKAGE_VERSION
+when set; otherwise the model package ARN the endpoint serves, looked up
+(DescribeEndpoint -> DescribeEndpointConfig -> DescribeModel: the model's
+``ModelPackageName``) at most once per SERVING_VERSION_TTL_SECONDS. Caveats:
+for up to the TTL after a deployment, and while a blue/green update shifts
+traffic (both fleets answer, with the same variant name), a decision may
+name the version being replaced; if the lookup fails, the last version
+found is kept, and without one the decision names the variant
+(``variant:AllTraffic``), never failing the batch (docs/lineage.md).
 """
 
 from __future__ import annotations
@@ -81,7 +91,8 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -123,6 +134,10 @@ def _client(service: str) -> Any:
     if service == "sagemaker-runtime":
         config = Config(connect_timeout=2, read_timeout=20, retries={"mode": "standard"})
         return boto3.client(service, config=config)
+    if service == "sagemaker":  # the served version's lookup: never slows a batch much
+        config = Config(connect_timeout=2, read_timeout=5,
+                        retries={"mode": "standard", "max_attempts": 2})
+        return boto3.client(service, config=config)
     return boto3.client(service, config=Config(retries={"mode": "standard"}))
 
 
@@ -146,6 +161,52 @@ SCORER = BatchScorer(
     RULES,
     model_version=os.environ.get("MODEL_PACKAGE_VERSION") or None,
 )
+
+
+class ServingVersion:
+    """The model package ARN the endpoint serves, cached for ``ttl`` seconds.
+
+    Three describe calls on this model's endpoint, configuration and model
+    (the only SageMaker reads the function is granted); a failure keeps the
+    last answer, since a decision must not wait on its lineage.
+    """
+
+    def __init__(self, clients: Clients, endpoint: str, ttl: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.clients = clients
+        self.endpoint = endpoint
+        self.ttl = ttl
+        # time.time, not monotonic: the local simulation's clock moves it.
+        self.clock = clock
+        self._found: str | None = None
+        self._at: float | None = None
+
+    def current(self) -> str | None:
+        now = self.clock()
+        if self._at is not None and now - self._at < self.ttl:
+            return self._found
+        try:
+            client = self.clients.get("sagemaker")
+            endpoint = client.describe_endpoint(EndpointName=self.endpoint)
+            config = client.describe_endpoint_config(
+                EndpointConfigName=endpoint["EndpointConfigName"])
+            model = client.describe_model(
+                ModelName=config["ProductionVariants"][0]["ModelName"])
+            package = (model.get("PrimaryContainer") or {}).get("ModelPackageName")
+        except Exception as error:  # any failure: decide on, with the last answer
+            logger.warning("serving version not looked up; decisions keep the last one",
+                           extra={"endpoint": self.endpoint, "error": str(error),
+                                  "model_version": self._found})
+            return self._found
+        self._found, self._at = package or None, now
+        return self._found
+
+
+#: The served version's lookup; none when MODEL_PACKAGE_VERSION fixes the version.
+SERVING = None if os.environ.get("MODEL_PACKAGE_VERSION") else ServingVersion(
+    CLIENTS, os.environ["ENDPOINT_NAME"],
+    float(os.environ.get("SERVING_VERSION_TTL_SECONDS") or 60))
+
 #: Records the batch's events the store does not count yet (the updater's engine).
 RECORDER = IncrementalEngine(FEATURES, DynamoDBStore(CLIENTS.get("dynamodb"),
                                                      os.environ["FEATURES_TABLE"],
@@ -188,6 +249,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     events, rejected = SCORER.parse(pairs)
     failures += dead_letter(undecodable + rejected, by_id)
 
+    if SERVING is not None and events:
+        SCORER.model_version = SERVING.current()
     try:
         outcome = SCORER.decide(events, dict(pairs))
     except TransientError as error:
