@@ -159,12 +159,22 @@ def test_tables_keys_encryption_recovery_ttl_and_retention(templates):
 
 def test_invoke_endpoint_is_granted_on_one_endpoint_only(templates):
     for mode in MODES:
-        invoke = [s for s in _statements(templates[mode])
-                  if any(a.startswith("sagemaker:") for a in _actions(s))]
-        assert len(invoke) == 1, mode
-        assert _actions(invoke[0]) == ["sagemaker:InvokeEndpoint"]
-        resource = json.dumps(invoke[0]["Resource"])
-        assert ":endpoint/mdlc-fraud" in resource and "*" not in resource
+        sagemaker = [s for s in _statements(templates[mode])
+                     if any(a.startswith("sagemaker:") for a in _actions(s))]
+        granted = {a: json.dumps(s["Resource"]) for s in sagemaker for a in _actions(s)}
+        # The fused consumer also reads which package the endpoint serves, for the
+        # decisions' model_version: this endpoint's configurations and models only.
+        expected = {"sagemaker:InvokeEndpoint"} | ({
+            "sagemaker:DescribeEndpoint", "sagemaker:DescribeEndpointConfig",
+            "sagemaker:DescribeModel"} if mode == "fused" else set())
+        assert set(granted) == expected, mode
+        for action in ("sagemaker:InvokeEndpoint", "sagemaker:DescribeEndpoint"):
+            if action in granted:
+                assert ":endpoint/mdlc-fraud" in granted[action], action
+                assert "*" not in granted[action], action
+        if mode == "fused":
+            assert ":endpoint-config/mdlc-fraud-v*" in granted["sagemaker:DescribeEndpointConfig"]
+            assert ":model/mdlc-fraud-v*" in granted["sagemaker:DescribeModel"]
 
 
 def test_no_wildcard_resources_beyond_acknowledged_ones(templates):
