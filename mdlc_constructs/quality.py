@@ -1,9 +1,9 @@
 """Stage 2, data quality monitoring: every snapshot is checked before use.
 
 Two engines with the same rules and the same JSON report, chosen by
-``quality.engine``: ``duckdb`` (the default: the rules compiled to SQL, run
-by DuckDB with a memory limit and spilling; docs/engines.md) and
-``embedded`` (``mdlc_core.quality``, pyarrow in memory). Two runners of
+``quality.engine``: ``embedded`` (the default: ``mdlc_core.quality``,
+pyarrow in memory) and ``duckdb`` (the rules compiled to SQL, run by DuckDB
+with a memory limit and spilling; docs/engines.md says when to choose it). Two runners of
 either: a Lambda function (also ``mdlc quality``) and a SageMaker
 Processing job running the same code on a bigger instance, chosen by
 ``quality.runner: processing`` (see :mod:`mdlc_constructs.processing`).

@@ -246,7 +246,7 @@ class QualitySpec(SpecModel):
         default_factory=ProcessingResources, description="the job, when runner is processing"
     )
     engine: Literal["duckdb", "embedded"] = Field(
-        default="duckdb",
+        default="embedded",
         description="duckdb: the rules compiled to SQL, run on DuckDB with a memory limit "
         "and spilling to disk; embedded: the pyarrow/NumPy engine, all in memory. The same "
         "report either way (docs/engines.md)",
