@@ -129,11 +129,11 @@ class ClientIntegration(Construct):
         endpoint_name: the real-time endpoint (``RealtimeEndpoint.endpoint_name``);
             only ``sagemaker:InvokeEndpoint`` on this endpoint is granted.
         model_package_version: written into every decision. Default: none;
-            the fused consumer names the model package ARN the endpoint serves
-            (looked up once a minute: DescribeEndpoint, DescribeEndpointConfig
+            decisions name the model package ARN the endpoint serves (looked
+            up at most once a minute: DescribeEndpoint, DescribeEndpointConfig
             and DescribeModel on this endpoint's resources only, granted here;
-            docs/lineage.md for its caveat during a deployment), the
-            ``state_machine`` path the variant that scored them (``variant:<name>``).
+            docs/lineage.md for its caveat during a deployment), or the
+            variant that scored them (``variant:<name>``) when no lookup answered.
         decision_table: an existing decision log (string partition key
             ``event_id``). Default: a new table (KMS, PITR, retained).
         starting_position: where a new mapping or pipe starts reading. Default:
@@ -303,8 +303,6 @@ class ClientIntegration(Construct):
         # The payloads of the records it dead-letters, whole, in the raw bucket.
         dead_letter_payloads(consumer, bucket=self.data_lake.raw, model=self.spec.name,
                              name="stream-consumer")
-        if not self.model_package_version:
-            self._grant_serving_lookup(consumer)
         acknowledge(
             consumer,
             "PCI.DSS.321-LambdaDLQ",
@@ -530,6 +528,8 @@ class ClientIntegration(Construct):
 
     def _grant(self, function: lambda_.Function) -> None:
         """Least privilege for the function that decides and acts."""
+        if not self.model_package_version:
+            self._grant_serving_lookup(function)
         self.feature_table.grant_read_data(function)
         # It records the events the feature updater has not applied yet (one
         # TransactWriteItems of conditional puts each), so that every event is

@@ -418,3 +418,28 @@ def boto3_client(service: str) -> Any:
     import boto3
 
     return boto3.client(service, region_name="us-east-1")
+
+
+def test_the_state_machine_path_names_the_package_the_endpoint_serves(aws_env,  # noqa: F811
+                                                                       monkeypatch):
+    from tests.lambda_loader import load_handler
+
+    monkeypatch.delenv("MODEL_PACKAGE_VERSION")
+    monkeypatch.setenv("ENDPOINT_NAME", "mdlc-fraud")
+    sagemaker = boto3_client("sagemaker")
+    module = load_handler("integration_step")
+    runtime = StubRuntime()
+    module._scorer().client = runtime
+    state = module.handler({"step": "collect_features", "event": order("o-1", 650.0)},
+                           Context())
+    # No endpoint to describe yet: the variant, and the step still succeeds.
+    assert module.handler({**state, "step": "run_inference"}, Context())[
+        "model_version"] == "variant:blue"
+    module._serving()._at = None  # as after the TTL
+    package = _moto_version(sagemaker, 1)
+    sagemaker.create_endpoint(EndpointName="mdlc-fraud",
+                              EndpointConfigName="mdlc-fraud-v1-0a1b2c3d")
+    decided = module.handler({**state, "step": "run_inference"}, Context())
+    assert decided["model_version"] == package
+    decision = module.handler({**decided, "step": "execute_rules"}, Context())["decision"]
+    assert decision["model_version"] == package

@@ -46,8 +46,12 @@ failed, or an event another attempt is acting on, is a ``TransientError``).
 
 Environment: as the stream consumer (ENDPOINT_NAME, FEATURES_TABLE,
 DECISIONS_TABLE, DECISIONS_BUCKET, PREDICTIONS_BUCKET, ACTION_TOPIC_ARN,
-ACTION_QUEUE_URL, ACTION_EVENT_BUS_NAME, MODEL_PACKAGE_VERSION), each read
-only by the step that needs it.
+ACTION_QUEUE_URL, ACTION_EVENT_BUS_NAME, MODEL_PACKAGE_VERSION,
+SERVING_VERSION_TTL_SECONDS), each read only by the step that needs it.
+``run_inference`` names the model package the endpoint serves in
+``model_version`` (``mdlc_core.serving``: looked up at most once per TTL by
+a warm container) unless MODEL_PACKAGE_VERSION fixes it; without an answer,
+the variant (``variant:<name>``).
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ from mdlc_core.scoring import (
     csv_row,
     feature_columns,
 )
+from mdlc_core.serving import ServingVersion
 
 logger = Logger(service="mdlc-integration-step")
 
@@ -121,6 +126,13 @@ def _recorder() -> IncrementalEngine:
 @cache
 def _scorer() -> EndpointScorer:
     return EndpointScorer(CLIENTS.get("sagemaker-runtime"), os.environ["ENDPOINT_NAME"])
+
+
+@cache
+def _serving() -> ServingVersion | None:
+    """The served package's lookup, kept by the warm container (None when
+    MODEL_PACKAGE_VERSION fixes the version)."""
+    return ServingVersion.from_env()
 
 
 @cache
@@ -199,7 +211,9 @@ def run_inference(state: dict[str, Any]) -> dict[str, Any]:
     score = scores.values[0]
     if score is None:
         raise MalformedEvent(f"the endpoint returned no numeric score for {state['event_id']}")
-    version = os.environ.get("MODEL_PACKAGE_VERSION") or f"variant:{scores.variant or 'unknown'}"
+    serving = _serving()
+    version = (os.environ.get("MODEL_PACKAGE_VERSION") or (serving and serving.current())
+               or f"variant:{scores.variant or 'unknown'}")
     return {**state, "score": score, "model_version": version, "variant": scores.variant}
 
 

@@ -91,8 +91,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -117,6 +116,7 @@ from mdlc_core.scoring import (
     TransientError,
     feature_columns,
 )
+from mdlc_core.serving import ServingVersion
 
 logger = Logger(service="mdlc-stream-consumer")
 
@@ -133,10 +133,6 @@ def _client(service: str) -> Any:
     # source mapping retry rather than wait out the Lambda timeout.
     if service == "sagemaker-runtime":
         config = Config(connect_timeout=2, read_timeout=20, retries={"mode": "standard"})
-        return boto3.client(service, config=config)
-    if service == "sagemaker":  # the served version's lookup: never slows a batch much
-        config = Config(connect_timeout=2, read_timeout=5,
-                        retries={"mode": "standard", "max_attempts": 2})
         return boto3.client(service, config=config)
     return boto3.client(service, config=Config(retries={"mode": "standard"}))
 
@@ -163,49 +159,8 @@ SCORER = BatchScorer(
 )
 
 
-class ServingVersion:
-    """The model package ARN the endpoint serves, cached for ``ttl`` seconds.
-
-    Three describe calls on this model's endpoint, configuration and model
-    (the only SageMaker reads the function is granted); a failure keeps the
-    last answer, since a decision must not wait on its lineage.
-    """
-
-    def __init__(self, clients: Clients, endpoint: str, ttl: float,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.clients = clients
-        self.endpoint = endpoint
-        self.ttl = ttl
-        # time.time, not monotonic: the local simulation's clock moves it.
-        self.clock = clock
-        self._found: str | None = None
-        self._at: float | None = None
-
-    def current(self) -> str | None:
-        now = self.clock()
-        if self._at is not None and now - self._at < self.ttl:
-            return self._found
-        try:
-            client = self.clients.get("sagemaker")
-            endpoint = client.describe_endpoint(EndpointName=self.endpoint)
-            config = client.describe_endpoint_config(
-                EndpointConfigName=endpoint["EndpointConfigName"])
-            model = client.describe_model(
-                ModelName=config["ProductionVariants"][0]["ModelName"])
-            package = (model.get("PrimaryContainer") or {}).get("ModelPackageName")
-        except Exception as error:  # any failure: decide on, with the last answer
-            logger.warning("serving version not looked up; decisions keep the last one",
-                           extra={"endpoint": self.endpoint, "error": str(error),
-                                  "model_version": self._found})
-            return self._found
-        self._found, self._at = package or None, now
-        return self._found
-
-
 #: The served version's lookup; none when MODEL_PACKAGE_VERSION fixes the version.
-SERVING = None if os.environ.get("MODEL_PACKAGE_VERSION") else ServingVersion(
-    CLIENTS, os.environ["ENDPOINT_NAME"],
-    float(os.environ.get("SERVING_VERSION_TTL_SECONDS") or 60))
+SERVING = ServingVersion.from_env()
 
 #: Records the batch's events the store does not count yet (the updater's engine).
 RECORDER = IncrementalEngine(FEATURES, DynamoDBStore(CLIENTS.get("dynamodb"),
