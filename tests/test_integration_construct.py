@@ -162,19 +162,17 @@ def test_invoke_endpoint_is_granted_on_one_endpoint_only(templates):
         sagemaker = [s for s in _statements(templates[mode])
                      if any(a.startswith("sagemaker:") for a in _actions(s))]
         granted = {a: json.dumps(s["Resource"]) for s in sagemaker for a in _actions(s)}
-        # The fused consumer also reads which package the endpoint serves, for the
+        # Both paths also read which package the endpoint serves, for the
         # decisions' model_version: this endpoint's configurations and models only.
-        expected = {"sagemaker:InvokeEndpoint"} | ({
-            "sagemaker:DescribeEndpoint", "sagemaker:DescribeEndpointConfig",
-            "sagemaker:DescribeModel"} if mode == "fused" else set())
-        assert set(granted) == expected, mode
+        assert set(granted) == {"sagemaker:InvokeEndpoint", "sagemaker:DescribeEndpoint",
+                                "sagemaker:DescribeEndpointConfig",
+                                "sagemaker:DescribeModel"}, mode
         for action in ("sagemaker:InvokeEndpoint", "sagemaker:DescribeEndpoint"):
             if action in granted:
                 assert ":endpoint/mdlc-fraud" in granted[action], action
                 assert "*" not in granted[action], action
-        if mode == "fused":
-            assert ":endpoint-config/mdlc-fraud-v*" in granted["sagemaker:DescribeEndpointConfig"]
-            assert ":model/mdlc-fraud-v*" in granted["sagemaker:DescribeModel"]
+        assert ":endpoint-config/mdlc-fraud-v*" in granted["sagemaker:DescribeEndpointConfig"]
+        assert ":model/mdlc-fraud-v*" in granted["sagemaker:DescribeModel"]
 
 
 def test_no_wildcard_resources_beyond_acknowledged_ones(templates):
