@@ -63,10 +63,11 @@ synth: install
 	$(CDK) synth --quiet --app "$(BIN)/python app.py"
 	@ls cdk.out/*.template.json
 
-## Run the whole test suite, the linters and the template checks.
+## Run the whole test suite, the linters and the template checks; the slowest
+## tests are listed at the end (the suite's budget is about 6 minutes).
 test: install $(CHECKOV)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q --durations=12
 
 ## The synthesis tests on the lowest versions pyproject.toml allows
 ## (constraints-lowest.txt) and on the newest, each in a virtual environment of
