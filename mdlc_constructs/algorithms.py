@@ -61,7 +61,7 @@ from .spec.training import (
     CustomAlgorithm,
     MarketplaceAlgorithm,
 )
-from .tokens import minutes
+from .tokens import minutes, task_timeout
 
 if TYPE_CHECKING:
     from .spec import ModelSpec
@@ -211,7 +211,7 @@ class TrainingAlgorithm:
             project=self.build_project,
             integration_pattern=sfn.IntegrationPattern.RUN_JOB,
             result_path=sfn.JsonPath.DISCARD,
-            task_timeout=sfn.Timeout.duration(minutes(60)),
+            task_timeout=task_timeout(minutes(60)),
             comment="Build and push the training image unless its tag exists",
         )
 

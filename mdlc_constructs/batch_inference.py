@@ -80,7 +80,7 @@ from .sagemaker_access import (
 )
 from .spec import ModelSpec
 from .storage import DataLake, grant_read_objects, grant_read_write_objects, list_statement
-from .tokens import hours, minutes, seconds, string_at
+from .tokens import hours, minutes, seconds, string_at, task_timeout
 from .workflow import invoke, notify_and_fail, notify_timeouts, retry_transient, state_machine
 
 if TYPE_CHECKING:
@@ -341,7 +341,7 @@ class BatchInferenceWorkflow(Construct):
             iam_resources=["*"],
             result_selector={"packages.$": "$.ModelPackageSummaryList"},
             result_path="$.approved",
-            task_timeout=sfn.Timeout.duration(minutes(1)),
+            task_timeout=task_timeout(minutes(1)),
         )
         retry_transient(find, errors=SAGEMAKER_TRANSIENT)
         none = sfn.Pass(
@@ -373,7 +373,7 @@ class BatchInferenceWorkflow(Construct):
             result_selector={"name.$": "States.ArrayGetItem(States.StringSplit("
                              "$.ModelArn, '/'), 1)"},
             result_path="$.model",
-            task_timeout=sfn.Timeout.duration(minutes(2)),
+            task_timeout=task_timeout(minutes(2)),
         )
         retry_transient(create, errors=("SageMaker.ThrottlingException", "ThrottlingException"))
         transform = tasks.SageMakerCreateTransformJob(
@@ -399,7 +399,7 @@ class BatchInferenceWorkflow(Construct):
                 volume_encryption_key=self.key),
             tags={"mdlc:model": model},
             result_path="$.transform",
-            task_timeout=sfn.Timeout.duration(hours(6)),
+            task_timeout=task_timeout(hours(6)),
         )
         transform.add_retry(errors=list(SAGEMAKER_TRANSIENT), interval=seconds(15),
                             backoff_rate=2.0, max_attempts=3, jitter_strategy=sfn.JitterType.FULL)
@@ -441,7 +441,7 @@ class BatchInferenceWorkflow(Construct):
                 "predictions": string_at("$.batch.output_prefix"),
                 "rows": sfn.JsonPath.number_at("$.batch.rows")}),
             result_path=sfn.JsonPath.DISCARD,
-            task_timeout=sfn.Timeout.duration(minutes(1)),
+            task_timeout=task_timeout(minutes(1)),
         )
         retry_transient(done, errors=("SNS.ThrottledException", "SNS.InternalErrorException"))
         scored = sfn.Chain.start(create).next(transform)

@@ -23,6 +23,8 @@ from aws_cdk.region_info import RegionInfo
 from cdk_nag import AwsSolutionsChecks, PCIDSS321Checks
 from constructs import IConstruct
 
+from .tokens import stack_of
+
 MIN_REASON_LENGTH = 20
 
 
@@ -126,7 +128,7 @@ def _variants(scope: IConstruct, rule: str, stack_of_scope: list[Stack]) -> list
     if "<" not in rule:
         return [rule]
     if not stack_of_scope:
-        stack_of_scope.append(Stack.of(scope))
+        stack_of_scope.append(stack_of(scope))
     own = stack_of_scope[0]
     stack = _facts(own)
     variants = [rule]

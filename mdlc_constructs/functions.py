@@ -13,6 +13,7 @@ import atexit
 import json
 import shutil
 import tempfile
+import weakref
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
@@ -29,7 +30,7 @@ from constructs import Construct
 from . import wheels
 from .compliance import acknowledge_all, acknowledge_grant_actions, iam5_resource
 from .network import ModelNetwork
-from .tokens import seconds
+from .tokens import seconds, stack_of
 
 #: aws-cdk-lib 2.275's newest Python runtime (cdk-nag AwsSolutions-L1 checks this).
 RUNTIME = lambda_.Runtime.PYTHON_3_14
@@ -98,8 +99,18 @@ def core_root() -> Path:
     return Path(mdlc_core.__file__).resolve().parent
 
 
+#: A stack's layer-version context, read once per stack and key (two jsii round
+#: trips each time otherwise, for every function; issue #12).
+_LAYER_CONTEXT: weakref.WeakKeyDictionary[Stack, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
 def _layer_version(scope: Construct, key: str, default: int) -> int:
-    value = scope.node.try_get_context(key)
+    # Read at the stack: the context is set on the app (cdk.json, -c) or a stage.
+    stack = stack_of(scope)
+    values = _LAYER_CONTEXT.setdefault(stack, {})
+    if key not in values:
+        values[key] = stack.node.try_get_context(key)
+    value = values[key]
     return int(value) if value is not None else default
 
 
@@ -225,7 +236,7 @@ def python_function(
             (:mod:`mdlc_constructs.wheels`). Default: none.
         ephemeral_storage_size: MB of ``/tmp`` (512-10240). Default: Lambda's 512.
     """
-    stack = Stack.of(scope)
+    stack = stack_of(scope)
     network = ModelNetwork.of(scope) if vpc is None else None
     source = _handler_folder(handler)
     code = lambda_.Code.from_asset(stage_code(source, config, extra_code, packages))

@@ -85,7 +85,7 @@ from .functions import python_function
 from .resources import encrypted_queue, encrypted_table
 from .spec import ModelSpec
 from .storage import DataLake, scored_predictions_pattern
-from .tokens import minutes, seconds, string_at
+from .tokens import minutes, seconds, string_at, task_timeout
 from .workflow import invoke, notify_and_fail, state_machine
 
 #: The four steps, in order, as ``lambdas/integration_step`` names them.
@@ -367,7 +367,7 @@ class ClientIntegration(Construct):
                 }
             ),
             result_path=sfn.JsonPath.DISCARD,
-            task_timeout=sfn.Timeout.duration(seconds(20)),
+            task_timeout=task_timeout(seconds(20)),
         )
         dead_letter.add_retry(
             errors=["SQS.SdkClientException", "SQS.AmazonSQSException"],

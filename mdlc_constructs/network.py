@@ -40,6 +40,7 @@ from constructs import Construct, IConstruct
 
 from .grants import grant_statements
 from .spec.network import NetworkSpec
+from .tokens import stack_of
 
 #: The AWS services the functions and jobs call besides S3 and DynamoDB (gateways),
 #: and what a team's own step or container commonly needs (SageMaker API, ECR,
@@ -169,7 +170,7 @@ class ModelNetwork(Construct):
     def of(scope: IConstruct) -> ModelNetwork | None:
         """The network of ``scope``'s stack: its ``network`` attribute
         (``MdlcModelStack`` and ``MdlcPlatformStack`` set it), else None."""
-        network = getattr(Stack.of(scope), "network", None)
+        network = getattr(stack_of(scope), "network", None)
         return network if isinstance(network, ModelNetwork) else None
 
     # -- grants ---------------------------------------------------------------------

@@ -45,7 +45,7 @@ from .sagemaker_access import grant_job_logs, pass_role_statement, sagemaker_rol
 from .spec import ModelSpec
 from .spec.data import ProcessingResources
 from .storage import grant_read_objects
-from .tokens import minutes, seconds
+from .tokens import minutes, seconds, task_timeout
 from .wheels import DUCKDB_PACKAGES
 from .workflow import retry_transient
 
@@ -443,7 +443,7 @@ class ProcessingRunner(Construct):
             additional_iam_statements=self.start_statements(),
             result_selector={"result.$": "States.StringToJson($.Body)"},
             result_path=result_path,
-            task_timeout=sfn.Timeout.duration(minutes(1)),
+            task_timeout=task_timeout(minutes(1)),
             comment="The job's result: what the Lambda runner would have returned",
         )
         retry_transient(read, errors=("S3.SdkClientException", "S3.InternalErrorException",

@@ -23,7 +23,7 @@ from typing import Any
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 
-from .tokens import minutes, string_at
+from .tokens import minutes, string_at, task_timeout
 from .workflow import notify_and_fail, retry_transient
 
 #: Endpoint states in which a deployment is still moving. Any other state is
@@ -454,7 +454,7 @@ class DeploymentWorkflowSteps:
                 }
             ),
             result_path=sfn.JsonPath.DISCARD,
-            task_timeout=sfn.Timeout.duration(minutes(1)),
+            task_timeout=task_timeout(minutes(1)),
         )
         retry_transient(publish, errors=("SNS.ThrottledException", "SNS.InternalErrorException"))
         return publish.next(sfn.Succeed(self, "Deployed"))
@@ -486,7 +486,7 @@ class DeploymentWorkflowSteps:
             parameters=parameters,
             result_selector=result_selector,
             result_path=result_path,
-            task_timeout=sfn.Timeout.duration(minutes(2)),
+            task_timeout=task_timeout(minutes(2)),
         )
         if retry is not None:
             retry_transient(task, errors=tuple(retry))
@@ -508,7 +508,7 @@ class DeploymentWorkflowSteps:
             iam_resources=["*"],
             parameters=parameters,
             result_path=sfn.JsonPath.DISCARD,
-            task_timeout=sfn.Timeout.duration(minutes(2)),
+            task_timeout=task_timeout(minutes(2)),
         )
         retry_transient(task, errors=SDK_THROTTLING)
         return task

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aws_cdk import ArnFormat, Stack
+from aws_cdk import ArnFormat
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from .compliance import acknowledge_all, iam5_resource, printed_arn
 from .network import ModelNetwork
+from .tokens import stack_of
 
 #: SageMaker throttling as Step Functions reports it. The optimized integration
 #: wraps every service error in AmazonSageMakerException (the cause names
@@ -47,7 +48,7 @@ def sagemaker_role(scope: Construct, construct_id: str, *, description: str) -> 
         construct_id,
         assumed_by=iam.ServicePrincipal(
             "sagemaker.amazonaws.com",
-            conditions={"StringEquals": {"aws:SourceAccount": Stack.of(scope).account}},
+            conditions={"StringEquals": {"aws:SourceAccount": stack_of(scope).account}},
         ),
         description=description,
     )
@@ -81,7 +82,7 @@ def grant_job_logs(role: iam.IRole, *, log_group: str, stream_pattern: str = "*"
     Returns the log group's ARN. ``cloudwatch:PutMetricData`` has no resource-level
     permission; it is limited to SageMaker's ``/aws/sagemaker/*`` namespaces.
     """
-    arn = Stack.of(role).format_arn(
+    arn = stack_of(role).format_arn(
         service="logs",
         resource="log-group",
         resource_name=f"/aws/sagemaker/{log_group}",

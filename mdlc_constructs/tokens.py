@@ -10,10 +10,12 @@ has no such cache, and functools.cache is all it takes.
 
 from __future__ import annotations
 
+import weakref
 from functools import cache
 
-from aws_cdk import Duration
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_stepfunctions as sfn
+from constructs import IConstruct
 
 
 @cache
@@ -42,4 +44,25 @@ def string_at(path: str) -> str:
     return sfn.JsonPath.string_at(path)
 
 
-__all__ = ["days", "hours", "minutes", "seconds", "string_at"]
+@cache
+def task_timeout(duration: Duration) -> sfn.Timeout:
+    """``sfn.Timeout.duration(duration)``, one per Duration (they are cached above)."""
+    return sfn.Timeout.duration(duration)
+
+
+#: The stack of each scope asked about, while the scope lives.
+_STACKS: weakref.WeakKeyDictionary[IConstruct, Stack] = weakref.WeakKeyDictionary()
+
+
+def stack_of(scope: IConstruct) -> Stack:
+    """``Stack.of(scope)`` without the round trip when ``scope`` is a stack or
+    was asked about before (a construct never moves to another stack)."""
+    if isinstance(scope, Stack):
+        return scope
+    stack = _STACKS.get(scope)
+    if stack is None:
+        stack = _STACKS[scope] = Stack.of(scope)
+    return stack
+
+
+__all__ = ["days", "hours", "minutes", "seconds", "stack_of", "string_at", "task_timeout"]

@@ -58,7 +58,7 @@ from .sagemaker_access import (
 )
 from .spec import ModelSpec
 from .storage import DataLake, grant_read_objects, grant_read_write_objects
-from .tokens import minutes, seconds, string_at
+from .tokens import minutes, seconds, string_at, task_timeout
 from .workflow import invoke, notify_and_fail, notify_timeouts, retry_transient, state_machine
 
 #: Deprecated (use ``preparation=``): builds the data preparation chain.
@@ -493,7 +493,7 @@ class TrainingWorkflow(Construct):
             parameters=parameters,
             result_selector={"model_package_arn": string_at("$.ModelPackageArn")},
             result_path="$.registration",
-            task_timeout=sfn.Timeout.duration(minutes(2)),
+            task_timeout=task_timeout(minutes(2)),
             comment=f"Version of {self.model_package_group_name}, "
             f"{APPROVAL_STATUS[self.training.approval]}",
         )
@@ -579,7 +579,7 @@ class TrainingWorkflow(Construct):
                 }
             ),
             result_path=sfn.JsonPath.DISCARD,
-            task_timeout=sfn.Timeout.duration(minutes(1)),
+            task_timeout=task_timeout(minutes(1)),
         )
         self.catch(notify_registered)
         passed = sfn.Chain.start(self.build_registration()).next(notify_registered).next(
@@ -603,7 +603,7 @@ class TrainingWorkflow(Construct):
                 }
             ),
             result_path=sfn.JsonPath.DISCARD,
-            task_timeout=sfn.Timeout.duration(minutes(1)),
+            task_timeout=task_timeout(minutes(1)),
         )
         self.catch(notify_below)
         failed = notify_below.next(

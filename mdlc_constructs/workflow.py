@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aws_cdk import Duration, RemovalPolicy, Stack, Token
+from aws_cdk import Duration, RemovalPolicy, Token
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_kms as kms
@@ -27,7 +27,7 @@ from constructs import Construct
 
 from .compliance import acknowledge, acknowledge_all, iam5_resource, resource_token
 from .key_grants import grant_publish_key
-from .tokens import minutes, seconds, string_at
+from .tokens import minutes, seconds, stack_of, string_at, task_timeout
 
 #: Step Functions' limit on a state machine's name.
 MAX_STATE_MACHINE_NAME = 80
@@ -86,7 +86,7 @@ def invoke(
         payload=sfn.TaskInput.from_object(dict(payload)) if payload is not None else None,
         payload_response_only=True,
         result_path=result_path or f"$.{construct_id}",
-        task_timeout=sfn.Timeout.duration(timeout),
+        task_timeout=task_timeout(timeout),
         retry_on_service_exceptions=False,
         comment=comment,
     )
@@ -95,7 +95,7 @@ def invoke(
     if isinstance(function, lambda_.Function):
         # LambdaInvoke grants the function and its versions (<arn>:*).
         acknowledge(
-            Stack.of(scope),
+            stack_of(scope),
             iam5_resource(f"{resource_token(function)}:*"),
             "Step Functions may invoke any version of this one function (LambdaInvoke grant)",
         )
@@ -124,7 +124,7 @@ def notify_and_fail(
             }
         ),
         result_path=sfn.JsonPath.DISCARD,
-        task_timeout=sfn.Timeout.duration(minutes(1)),
+        task_timeout=task_timeout(minutes(1)),
     )
     retry_transient(
         publish,
@@ -145,7 +145,7 @@ def state_machine_name(scope: Construct, construct_id: str) -> str:
     80 characters (Step Functions' limit), the name is cut and ends with a
     hash of the whole name instead.
     """
-    stack = Stack.of(scope)
+    stack = stack_of(scope)
     if Token.is_unresolved(stack.stack_name):
         raise ValueError(
             f"{scope.node.path}/{construct_id}: the stack name must be known at synthesis "
