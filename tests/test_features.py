@@ -36,8 +36,9 @@ def fraud() -> FeatureSet:
     return FeatureSet.from_config(load_spec("models/fraud.yaml").as_config())
 
 
-def rich() -> FeatureSet:
-    """Every function, several windows, and an aggregate over a second entity."""
+def rich_config(*, bounded: bool = True) -> dict[str, Any]:
+    """Every function, several windows, and an aggregate over a second entity
+    (tests/test_online_parity.py uses it without the ``bounded`` expression)."""
     config = load_spec("models/fraud.yaml").as_config()
     config["data"]["columns"].append({"name": "merchant_id", "type": "string"})
     config["features"] = {
@@ -55,10 +56,16 @@ def rich() -> FeatureSet:
         "expressions": [
             {"name": "to_mean", "expression": "order_amount / mean_7d"},
             {"name": "spread", "expression": "max_5d - min_2d + total_3d / (count_1d + 1)"},
-            {"name": "bounded", "expression": "min(order_amount, 100) + abs(spread)"},
         ],
     }
-    return FeatureSet.from_config(config)
+    if bounded:
+        config["features"]["expressions"].append(
+            {"name": "bounded", "expression": "min(order_amount, 100) + abs(spread)"})
+    return config
+
+
+def rich() -> FeatureSet:
+    return FeatureSet.from_config(rich_config())
 
 
 def event(i: int, customer: str, at: datetime, amount: float | None,

@@ -40,8 +40,6 @@ from mdlc_core.features import (
     parse_event,
 )
 
-from mdlc_constructs.spec import load_spec
-
 START = datetime(2026, 3, 1, tzinfo=UTC)
 #: The engine's clock: after every generated event (none is from the future).
 CLOCK = (START + timedelta(days=30)).timestamp()
@@ -49,26 +47,9 @@ CLOCK = (START + timedelta(days=30)).timestamp()
 
 def rich() -> FeatureSet:
     """Every function, windows of 1 to 7 days, and an aggregate over a second entity."""
-    config = load_spec("models/fraud.yaml").as_config()
-    config["data"]["columns"].append({"name": "merchant_id", "type": "string"})
-    config["features"] = {
-        "aggregates": [
-            {"name": "total_3d", "function": "sum", "column": "order_amount", "window_days": 3},
-            {"name": "count_1d", "function": "count", "window_days": 1},
-            {"name": "amounts_7d", "function": "count", "column": "order_amount",
-             "window_days": 7},
-            {"name": "mean_7d", "function": "mean", "column": "order_amount", "window_days": 7},
-            {"name": "min_2d", "function": "min", "column": "order_amount", "window_days": 2},
-            {"name": "max_5d", "function": "max", "column": "order_amount", "window_days": 5},
-            {"name": "merchant_total_4d", "function": "sum", "column": "order_amount",
-             "window_days": 4, "entity": "merchant_id"},
-        ],
-        "expressions": [
-            {"name": "to_mean", "expression": "order_amount / mean_7d"},
-            {"name": "spread", "expression": "max_5d - min_2d + total_3d / (count_1d + 1)"},
-        ],
-    }
-    return FeatureSet.from_config(config)
+    from tests.test_features import rich_config
+
+    return FeatureSet.from_config(rich_config(bounded=False))
 
 
 def same(a: Any, b: Any) -> bool:
