@@ -326,7 +326,11 @@ ENDPOINT_LOOKUP_PROVIDER = "cc-api-provider"
 #: silences it for a VPC whose endpoints are in another account, e.g. shared).
 MISSING_ENDPOINTS_WARNING = "mdlc:network-missing-endpoints"
 
-#: The lookup's placeholder before the CLI has answered (a dummy value).
+#: What CDK's context provider returns until the CLI has done the lookup: the
+#: first synthesis of ``cdk synth`` gets it, the CLI then queries Cloud Control,
+#: caches the answer in cdk.context.json and synthesizes again with it. Seen
+#: after that (``--no-lookups``, or an app synthesized without the CLI), the
+#: check has not run, and synthesis says so in an info message.
 LOOKUP_PENDING = "mdlc:lookup-pending"
 
 #: Every endpoint the functions and jobs need, by the service name's tail after

@@ -629,10 +629,8 @@ class _ImageBuildTrigger(Construct):
             self, "Project", value=image.project.project_name,
             description="CodeBuild project that builds this model's container",
         )
-        self.role_output = cdk.CfnOutput(
-            self, "RoleArn", value=self.role.role_arn,
-            description="Role the pipeline assumes to start the image build",
-        )
+        # The role's ARN needs no output: its name is fixed (_image_role_name),
+        # so the pipeline step names it directly.
 
 
 def _image_role_name(model: str, stage: str, suffix: str) -> str:

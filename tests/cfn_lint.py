@@ -87,13 +87,19 @@ def synthesize_configurations(outdir: Path, models_dir: Path = ROOT / "models") 
     return sorted(outdir.rglob("*.template.json"))
 
 
-def main() -> int:
+def output_folder(description: str, prefix: str) -> Path:
+    """The ``--out DIR`` of a template checker run as a module (a new temporary
+    folder by default), with jsii's Node.js banner silenced."""
     os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
     os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    outdir = args.out or Path(tempfile.mkdtemp(prefix="cfn-lint-"))
+    return args.out or Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def main() -> int:
+    outdir = output_folder(__doc__.splitlines()[0], "cfn-lint-")
     templates = synthesize_configurations(outdir)
     errors = lint(templates)
     for line in errors:

@@ -18,12 +18,10 @@ command line (``MDLC_CHECKOV`` names another one).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -318,12 +316,9 @@ def synthesize_network_configurations(outdir: Path) -> list[Path]:
 
 
 def main() -> int:
-    os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
-    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
-    outdir = args.out or Path(tempfile.mkdtemp(prefix="checkov-"))
+    from tests.cfn_lint import output_folder
+
+    outdir = output_folder(__doc__.splitlines()[0], "checkov-")
     paths = synthesize_network_configurations(outdir)
     report, templates = run(paths), load(paths)
     accepted, unexplained = explain(report.failed, templates)
