@@ -560,30 +560,62 @@ def psi(current: np.ndarray, baseline: np.ndarray, bins: int = 10) -> float | No
     return reference.compare(np.asarray(current, dtype=np.float64))["psi"]
 
 
+class _References:
+    """The prepared columns of one baseline table (score, then each compared feature)."""
+
+    def __init__(self, baseline: pa.Table | None, bins: int, predictions: Predictions,
+                 feature_columns: Sequence[str]) -> None:
+        self.rows = baseline.num_rows if baseline is not None else 0
+        self.score: Reference | None = None
+        self.features: dict[str, Reference] = {}
+        self.not_compared: list[str] = []
+        if baseline is None:
+            self.not_compared = list(feature_columns)
+            return
+        names = baseline.column_names
+        if SCORE_COLUMN in names:
+            self.score = Reference(_floats(baseline.column(SCORE_COLUMN), "score", "baseline"),
+                                   bins)
+        for name in feature_columns:
+            if name in names and name in predictions.features:
+                values = _floats(baseline.column(name), name, "baseline")
+                self.features[name] = Reference(values, bins)
+            else:
+                self.not_compared.append(name)
+
+
 def open_loop(
     predictions: Predictions,
     baseline: pa.Table | None,
     bins: int = 10,
     feature_columns: Sequence[str] = (),
+    *,
+    baselines: Mapping[str, pa.Table | None] | None = None,
 ) -> dict[str, Any]:
-    """Score and feature drift against the baseline, and action shares, per version."""
-    score_ref = None
-    feature_refs: dict[str, Reference] = {}
-    not_compared: list[str] = []
-    if baseline is not None:
-        names = baseline.column_names
-        if SCORE_COLUMN in names:
-            score_ref = Reference(_floats(baseline.column(SCORE_COLUMN), "score", "baseline"), bins)
-        for name in feature_columns:
-            if name in names and name in predictions.features:
-                values = _floats(baseline.column(name), name, "baseline")
-                feature_refs[name] = Reference(values, bins)
-            else:
-                not_compared.append(name)
-    else:
-        not_compared = list(feature_columns)
+    """Score and feature drift against the baseline, and action shares, per version.
+
+    ``baseline`` is the reference of the ``all`` group and of every version
+    ``baselines`` does not name; ``baselines`` maps a model version to the
+    data it was trained on (None: that version has none, so its drift is not
+    compared). Each group's entry says how many baseline rows it was
+    compared with and which features were not compared.
+    """
+    prepared: dict[int, _References] = {}
+
+    def references(table: pa.Table | None) -> _References:
+        # One preparation per distinct table: versions often share one.
+        key = id(table)
+        if key not in prepared:
+            prepared[key] = _References(table, bins, predictions, feature_columns)
+        return prepared[key]
+
+    overall = references(baseline)
     by_version = []
     for version, mask in _version_groups(predictions):
+        chosen = baseline
+        if baselines is not None and version != ALL_VERSIONS and version in baselines:
+            chosen = baselines[version]
+        refs = references(chosen)
 
         def rows(values: np.ndarray, mask: np.ndarray | None = mask) -> np.ndarray:
             return values if mask is None else values[mask]
@@ -591,19 +623,21 @@ def open_loop(
         entry: dict[str, Any] = {
             "model_version": version,
             "rows": int(len(predictions) if mask is None else mask.sum()),
-            "score": score_ref.compare(rows(predictions.score)) if score_ref else None,
+            "baseline_rows": refs.rows,
+            "score": refs.score.compare(rows(predictions.score)) if refs.score else None,
             "features": {
                 name: ref.compare(rows(predictions.features[name]))
-                for name, ref in feature_refs.items()
+                for name, ref in refs.features.items()
             },
+            "features_not_compared": list(refs.not_compared),
             "actions": _action_shares(predictions, mask),
         }
         by_version.append(entry)
     return {
         "bins": bins,
-        "baseline_rows": baseline.num_rows if baseline is not None else 0,
-        "baseline_has_score": score_ref is not None,
-        "features_not_compared": not_compared,
+        "baseline_rows": overall.rows,
+        "baseline_has_score": overall.score is not None,
+        "features_not_compared": list(overall.not_compared),
         "by_version": by_version,
     }
 
