@@ -4,8 +4,9 @@ DATA is a CSV or Parquet file or a snapshot folder (``dt=YYYY-MM-DD/``),
 with the spec's columns (a header of their names for CSV). The snapshot's
 date, which the freshness rules compare with, is --date, else the dt= in
 DATA's path, else today (UTC): give --date for older data.
-The engine is --engine, else the spec's quality.engine (default duckdb:
-the rules compiled to SQL on DuckDB; embedded: pyarrow in memory); both give
+The engine is --engine, else the spec's quality.engine (duckdb: the rules
+compiled to SQL on DuckDB; embedded: pyarrow in memory; spark: the same SQL
+on PySpark in local mode, which needs pyspark and a Java runtime); all give
 the same report.
 Prints one line per rule, writes the JSON report with ``--report``, and
 exits 0 when every rule passes, 1 on any violation, 2 on unusable input.
@@ -15,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mdlc_core import quality, tabular
+from mdlc_core import quality, spark_job, tabular
 from mdlc_core.quality_job import ENGINES
 from mdlc_core.sql import quality as sql_quality
 
@@ -62,8 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--engine",
-        choices=ENGINES,
-        help="duckdb (SQL on DuckDB, Parquet scanned from disk) or embedded (pyarrow); "
+        choices=(*ENGINES, "spark"),
+        help="duckdb (SQL on DuckDB, Parquet scanned from disk), embedded (pyarrow) or "
+        "spark (the same SQL on local PySpark, as the Spark runner runs it); "
         "default: the spec's quality.engine",
     )
     parser.add_argument(
@@ -102,6 +105,17 @@ def run(args: argparse.Namespace) -> int:
                 source=str(args.data),
                 previous_source=str(args.previous) if args.previous else None,
             )
+        elif engine == "spark":
+            report = spark_job.check(
+                _local_spark(),
+                config,
+                args.data,
+                args.previous,
+                snapshot_date=snapshot_date,
+                previous_date=previous_date,
+                source=str(args.data),
+                previous_source=str(args.previous) if args.previous else None,
+            )
         else:
             # DuckDB scans typed Parquet itself and reads the rest through the
             # same reader; a bad file is the same DataError either way.
@@ -132,6 +146,20 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return EXIT_OK if report["summary"]["passed"] else EXIT_VIOLATIONS
+
+
+def _local_spark() -> Any:
+    """PySpark in local mode, or a usage error saying what is missing."""
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("pyspark") is None:
+        raise UsageError("--engine spark needs PySpark: pip install 'mdlc-constructs[dev]' "
+                         "(or pyspark) and a Java runtime (make java)")
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        raise UsageError("--engine spark needs a Java runtime for PySpark: none on PATH and "
+                         "JAVA_HOME is not set (make java installs one on Debian/Ubuntu)")
+    return spark_job.local_session("mdlc-quality")
 
 
 def _newest_day(report: dict[str, Any], rule_id: str) -> str | None:

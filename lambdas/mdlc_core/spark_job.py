@@ -1,0 +1,294 @@
+"""The Spark runner of the quality stage: the compiled rules on Spark SQL.
+
+The entry point a Spark job runs (``spark-submit spark_job.py --kind quality
+...``: EMR Serverless, :mod:`mdlc_constructs.spark`; PySpark in local mode
+for ``mdlc quality --engine spark`` and the local execution). It checks one
+dated snapshot exactly as the other runners do (:mod:`mdlc_core.quality_job`):
+the objects its committed manifest lists, each checked against its SHA-256;
+the same previous snapshot (the newest of the 31 days before that passed,
+:func:`~mdlc_core.quality_job.latest_passed_before`); the same report at
+``quality-reports/<model>/dt=<date>/report.json``, the same
+``QualityViolations`` metrics, and the same small JSON result, written to
+``--result-key`` (SSE-KMS with ``--kms-key``) for the workflow to read back.
+
+What differs is only the engine: :func:`check` registers the relations of
+:func:`mdlc_core.sql.quality.prepare`'s plan in Spark and runs the plan's
+Spark-dialect SQL there. Typed Parquet is read by Spark itself (never loaded
+into the driver): from the downloaded, verified files in local mode
+(``--read-from local``), from the same objects' ``s3://`` URIs on a cluster
+(``--read-from s3``), with the row positions the rules report taken from
+Parquet's ``_metadata.row_index`` plus each file's offset in manifest order.
+CSV and Parquet of other stored types go through the shared reader
+(:mod:`mdlc_core.tabular`) into Arrow on the driver, the same parsing as every
+other engine, then into Spark.
+
+Parquet filter pushdown is off: Parquet's min/max statistics leave NaN out,
+so a pushed-down ``x > 50000`` would skip row groups that hold NaN (the same
+trap DuckDB fell into, docs/engines.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import zipfile
+from collections.abc import Mapping, Sequence
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+# The managed runtime's own Python may be older than the package allows (EMR 7's
+# is 3.9): say so before an import fails on a 3.11 name.
+if sys.version_info < (3, 11):  # noqa: UP036
+    raise SystemExit(
+        f"mdlc_core needs Python 3.11 or later; this Spark runtime runs {sys.version.split()[0]}. "
+        "Give the job a Python environment (quality.spark.python_environment; docs/engines.md)"
+    )
+
+# Absolute imports: this file is also run as a script (the job's entry point).
+from mdlc_core import quality_job
+from mdlc_core.runtime_config import CONFIG_FILE_NAME, parse_config
+
+logger = logging.getLogger("mdlc.spark_job")
+
+KINDS = ("quality",)
+READ_FROM = ("local", "s3")
+#: Spark settings every session of the runner gets: timestamps in UTC (the
+#: reader's), no NaN-blind Parquet pushdown, Arrow for the driver's tables.
+SESSION_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.parquet.filterPushdown": "false",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+}
+
+
+def local_session(app_name: str = "mdlc", threads: int = 1) -> Any:
+    """A PySpark session in local mode (one JVM in this process's machine),
+    with :data:`SESSION_CONF`, no UI and one shuffle partition per thread: what
+    ``mdlc quality --engine spark``, the local execution and the tests run on.
+    An existing session is reused (one JVM per process)."""
+    from pyspark.sql import SparkSession
+
+    builder = (SparkSession.builder.master(f"local[{threads}]").appName(app_name)
+               .config("spark.ui.enabled", "false")
+               .config("spark.sql.shuffle.partitions", str(threads)))
+    for key, value in SESSION_CONF.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
+def check(spark: Any, spec_config: Mapping[str, Any], current: Any, previous: Any = None, *,
+          snapshot_date: date, previous_date: date | None = None, source: str | None = None,
+          previous_source: str | None = None,
+          uris: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
+    """The quality report of ``current`` (and ``previous``) computed by Spark SQL.
+
+    ``current``/``previous``: what :func:`mdlc_core.sql.quality.prepare` takes
+    (an Arrow table, :class:`~mdlc_core.sql.quality.ParquetFiles`, a file or
+    folder). ``uris`` names, per relation (``snapshot``, ``previous``), the
+    locations Spark reads its Parquet files from instead of their local paths
+    (the ``s3://`` objects on a cluster), in the same order. The same report
+    as :func:`mdlc_core.quality.check` and the DuckDB engine, exactly.
+    """
+    from mdlc_core.sql import quality as sql_quality
+
+    for key, value in SESSION_CONF.items():
+        spark.conf.set(key, value)
+    plan = sql_quality.prepare(spec_config, current, previous, snapshot_date=snapshot_date,
+                               previous_date=previous_date)
+    views = []
+    for name, relation in plan.relations.items():
+        if isinstance(relation, sql_quality.ParquetFiles):
+            frame = _parquet_frame(spark, relation, (uris or {}).get(name))
+        else:
+            frame = _arrow_frame(spark, relation)
+        # Views named after the plan's relations, local to this session.
+        frame.createOrReplaceTempView(name)
+        views.append(name)
+    try:
+        return plan.report(lambda text: [row.asDict() for row in spark.sql(text).collect()],
+                           "spark", source=source, previous_source=previous_source)
+    finally:
+        for name in views:
+            spark.catalog.dropTempView(name)
+
+
+def _arrow_frame(spark: Any, table: Any) -> Any:
+    """An Arrow table as a Spark frame: as is from Spark 4 (nulls, zoned
+    timestamps), through pandas before (Spark 3.5, EMR 7's)."""
+    import pyspark
+
+    if int(pyspark.__version__.split(".")[0]) >= 4:
+        return spark.createDataFrame(table)
+    return spark.createDataFrame(table.to_pandas(), schema=_spark_schema(table.schema))
+
+
+def _parquet_frame(spark: Any, files: Any, uris: Sequence[str] | None) -> Any:
+    """The Parquet files as one frame of the declared columns plus each row's
+    position in the snapshot (``_metadata.row_index`` + the file's offset)."""
+    from mdlc_core.sql.rules import ROW
+    from pyspark.sql import functions as F
+
+    locations = list(uris) if uris is not None else [str(path) for path in files.files]
+    if len(locations) != len(files.files):
+        raise ValueError(f"{len(locations)} locations for {len(files.files)} Parquet files")
+    frame = None
+    for location, offset in zip(locations, files.offsets, strict=True):
+        part = spark.read.schema(_spark_schema(files.schema)).parquet(location).select(
+            *[F.col(f"`{name}`") for name in files.schema.names],
+            (F.col("_metadata.row_index") + F.lit(offset)).cast("bigint").alias(ROW))
+        frame = part if frame is None else frame.unionByName(part)
+    return frame
+
+
+def _spark_schema(schema: Any) -> Any:
+    """The Spark schema of the declared Arrow types (``tabular.ARROW_TYPES``)."""
+    from pyspark.sql import types as T
+
+    kinds = {"string": T.StringType(), "large_string": T.StringType(),
+             "int64": T.LongType(), "double": T.DoubleType(), "bool": T.BooleanType()}
+    fields = []
+    for field in schema:
+        text = str(field.type)
+        spark_type = T.TimestampType() if text.startswith("timestamp") else kinds[text]
+        fields.append(T.StructField(field.name, spark_type, True))
+    return T.StructType(fields)
+
+
+def run(config: Mapping[str, Any], day: date, *, spark: Any, s3: Any, cloudwatch: Any,
+        bucket: str, snapshot_prefix: str, report_bucket: str, namespace: str,
+        previous_prefix: str | None = "latest", previous_date: date | None = None,
+        read_from: str = "local", scratch: str | Path | None = None) -> dict[str, Any]:
+    """Check the snapshot under ``snapshot_prefix`` of ``day`` on Spark; returns
+    ``{"passed", "violations", "rows", "failed_rules", "report_uri"}``, what
+    :func:`mdlc_core.quality_job.run` returns, after writing the same report
+    and metrics. ``previous_prefix``: as there (``"latest"``, a prefix, None)."""
+    if read_from not in READ_FROM:
+        raise ValueError(f"read_from must be one of {READ_FROM}, got {read_from!r}")
+    model = config["name"]
+    columns = config["data"]["columns"]
+    if previous_prefix == "latest":
+        found = quality_job.latest_passed_before(s3, bucket, report_bucket, model, day)
+        previous_prefix, previous_date = (
+            (found[0], date.fromisoformat(found[1])) if found else (None, None))
+    elif previous_prefix and previous_date is None:
+        previous_date = day - timedelta(days=1)
+    source = f"s3://{bucket}/{snapshot_prefix}"
+    previous_source = f"s3://{bucket}/{previous_prefix}" if previous_prefix else None
+    with tempfile.TemporaryDirectory(prefix="mdlc-spark-", dir=scratch) as folder:
+        current, current_uris = _snapshot(s3, bucket, snapshot_prefix,
+                                          Path(folder, "current"), columns, read_from)
+        previous = previous_uris = None
+        if previous_prefix:
+            previous, previous_uris = _snapshot(s3, bucket, previous_prefix,
+                                                Path(folder, "previous"), columns, read_from)
+        uris = {name: found for name, found in (("snapshot", current_uris),
+                                                ("previous", previous_uris)) if found}
+        report = check(spark, config, current, previous, snapshot_date=day,
+                       previous_date=previous_date, source=source,
+                       previous_source=previous_source, uris=uris)
+    report_key = quality_job.report_key_of(model, day)
+    s3.put_object(Bucket=report_bucket, Key=report_key, ContentType="application/json",
+                  Body=json.dumps(report, indent=2).encode("utf-8"))
+    quality_job.publish(cloudwatch, namespace, model, report)
+    summary = report["summary"]
+    failed = [rule["id"] for rule in report["rules"] if rule["status"] == "fail"]
+    logger.info("quality check on Spark finished: passed=%s violations=%s failed=%s rows=%s",
+                summary["passed"], summary["violations"], failed, summary["rows"])
+    return {"passed": summary["passed"], "violations": summary["violations"],
+            "rows": summary["rows"], "failed_rules": failed,
+            "report_uri": f"s3://{report_bucket}/{report_key}"}
+
+
+def _snapshot(s3: Any, bucket: str, prefix: str, into: Path, columns: Any,
+              read_from: str) -> tuple[Any, list[str] | None]:
+    """The snapshot as the SQL engines take it (quality_job.snapshot_relation:
+    the manifest's objects, each checked against its SHA-256), and, reading
+    from S3, the objects' URIs Spark reads instead of the local copies."""
+    from mdlc_core.sourcing import committed_manifest
+    from mdlc_core.sql import quality as sql_quality
+
+    relation = quality_job.snapshot_relation(s3, bucket, prefix, into, columns)
+    if read_from != "s3" or not isinstance(relation, sql_quality.ParquetFiles):
+        return relation, None
+    # Verified on the driver; the executors read the same objects from S3. The
+    # snapshot is immutable (the manifest is never rewritten), so the object
+    # read is the one checked.
+    manifest = committed_manifest(s3, bucket, prefix)
+    uris = [f"s3://{bucket}/{entry['key']}" for entry in manifest["objects"]]
+    for path in relation.files:
+        Path(path).unlink(missing_ok=True)
+    return relation, uris
+
+
+def load_config(path: str | None = None) -> dict[str, Any]:
+    """The spec the job was shipped with: ``path``, else ``mdlc_config.json``
+    at the root of a folder or zip on ``sys.path`` (the job's code archive,
+    ``spark.submit.pyFiles``)."""
+    if path:
+        return parse_config(json.loads(Path(path).read_text(encoding="utf-8")))
+    for entry in sys.path:
+        location = Path(entry)
+        if location.is_dir() and (location / CONFIG_FILE_NAME).is_file():
+            return load_config(str(location / CONFIG_FILE_NAME))
+        if location.is_file() and zipfile.is_zipfile(location):
+            with zipfile.ZipFile(location) as archive:
+                if CONFIG_FILE_NAME in archive.namelist():
+                    return parse_config(json.loads(archive.read(CONFIG_FILE_NAME)))
+    raise FileNotFoundError(f"no {CONFIG_FILE_NAME} at the root of a folder or zip on sys.path "
+                            "(the job's code archive) and no --config given")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="MDLC Spark runner")
+    parser.add_argument("--kind", required=True, choices=KINDS)
+    parser.add_argument("--date", required=True, type=date.fromisoformat)
+    parser.add_argument("--snapshot-prefix", required=True)
+    parser.add_argument("--datasets-bucket", required=True)
+    parser.add_argument("--report-bucket", required=True)
+    parser.add_argument("--namespace", default="MDLC/DataQuality")
+    parser.add_argument("--result-bucket", required=True)
+    parser.add_argument("--result-key", required=True, help="where the small JSON result goes")
+    parser.add_argument("--kms-key", help="SSE-KMS key of the result object")
+    parser.add_argument("--read-from", choices=READ_FROM, default="s3")
+    parser.add_argument("--config", help="the spec as JSON; default: in the code archive")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None, *, spark: Any = None, s3: Any = None,
+         cloudwatch: Any = None, scratch: str | Path | None = None) -> int:
+    """Run one job; writes the result to ``--result-bucket``/``--result-key``.
+
+    An unusable input raises (the driver exits non-zero, the job run FAILS and
+    so does the workflow step), as an exception fails the Lambda runner."""
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = parse_args(argv)
+    config = load_config(args.config)
+    if s3 is None or cloudwatch is None:
+        import boto3
+
+        s3 = s3 or boto3.client("s3")
+        cloudwatch = cloudwatch or boto3.client("cloudwatch")
+    if spark is None:
+        from pyspark.sql import SparkSession
+
+        spark = SparkSession.builder.appName(f"mdlc-{config['name']}-{args.kind}").getOrCreate()
+    result = run(config, args.date, spark=spark, s3=s3, cloudwatch=cloudwatch,
+                 bucket=args.datasets_bucket, snapshot_prefix=args.snapshot_prefix,
+                 report_bucket=args.report_bucket, namespace=args.namespace,
+                 read_from=args.read_from, scratch=scratch)
+    encryption = ({"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": args.kms_key}
+                  if args.kms_key else {})
+    s3.put_object(Bucket=args.result_bucket, Key=args.result_key,
+                  ContentType="application/json",
+                  Body=json.dumps(result, sort_keys=True).encode("utf-8"), **encryption)
+    logger.info("result: %s", json.dumps(result, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

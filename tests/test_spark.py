@@ -1,0 +1,271 @@
+"""The Spark engine of the quality stage, on PySpark in local mode.
+
+Every Spark test of the suite is in this one file, so ``pytest -n 2 --dist
+loadfile`` runs them in one worker on one JVM (starting Spark costs seconds
+on 2 cores): the compiled rules' Spark SQL against DuckDB's report, Parquet
+read by Spark itself (row positions across files, NaN the statistics leave
+out), ``mdlc quality --engine spark``, the job entry point against the
+Lambda runner's code on the same S3 snapshot, the EMR Serverless construct's
+template, and the quality workflow with ``runner: spark`` executed locally.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from mdlc_core import quality, quality_job, spark_job, tabular
+from mdlc_core.sql import quality as sql_quality
+from mdlc_core.sql import rules as sql_rules
+
+from mdlc_constructs.cli import main
+
+from .test_quality_engine import COLUMNS, DAY, SPEC, orders_csv, read, spec_with, write
+
+ROOT = Path(__file__).resolve().parents[1]
+FRAUD = str(ROOT / "models" / "fraud.yaml")
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[Any]:
+    """One local Spark session for the whole file (one JVM per worker)."""
+    session = spark_job.local_session("mdlc-tests")
+    yield session
+    session.stop()
+
+
+def without_clock(report: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in report.items() if k != "checked_at"}
+
+
+def assert_same(theirs: dict[str, Any], mine: dict[str, Any]) -> None:
+    theirs, mine = without_clock(theirs), without_clock(mine)
+    for ours, other in zip(mine["rules"], theirs["rules"], strict=True):
+        assert other == ours, ours["id"]  # one rule at a time: a readable diff
+    assert theirs == mine
+
+
+# --- the compiled SQL on Spark --------------------------------------------------------------
+
+
+def test_every_rule_kind_gives_duckdbs_report_on_spark(spark: Any, tmp_path: Path) -> None:
+    """The Spark-dialect SQL of every rule kind, failing and passing, with an
+    unparseable value, a null key, a duplicate and the consistency rule."""
+    table = read(tmp_path, orders_csv([("o1", "c1", "2026-11-01T10:00:00Z", -3, 1, 4),
+                                       ("o1", None, "2026-11-01T11:00:00Z", "x", 2, 0)]))
+    previous = read(tmp_path, orders_csv(day=date(2026, 10, 31)), "p.csv")
+    spec = spec_with(*SPEC["quality"]["rules"],
+                     {"id": "numeric_id", "kind": "type", "column": "order_id", "type": "int"},
+                     {"id": "flag", "kind": "type", "column": "customer_id", "type": "bool"})
+    report = spark_job.check(spark, spec, table, previous, snapshot_date=DAY)
+    duck = sql_quality.check(spec, table, previous, snapshot_date=DAY)
+    assert_same(report, duck)
+    kinds = {r["kind"] for r in report["rules"]}
+    assert kinds == set(quality._CHECKS)
+    assert {r["id"] for r in report["rules"] if r["status"] == "fail"} >= {
+        "numeric_id", "unique_order_id", "tenure_grows_daily", "range_order_amount"}
+
+
+def test_typed_parquet_is_read_by_spark_with_positions_across_files(
+    spark: Any, tmp_path: Path
+) -> None:
+    rows = [(f"o{i % 5}", f"c{i % 3}", f"2026-11-01T{i:02d}:00:00Z",
+             -1 if i in (8, 10) else 10.0 * i - 30, 100 + i % 3, i % 3) for i in range(12)]
+    whole = read(tmp_path, orders_csv(rows))
+    folder = tmp_path / "dt=2026-11-01"
+    folder.mkdir()
+    pq.write_table(whole.slice(0, 7), folder / "part-0000.parquet")
+    pq.write_table(whole.slice(7), folder / "part-0001.parquet")
+    before = tmp_path / "previous.parquet"
+    pq.write_table(read(tmp_path, orders_csv(day=date(2026, 10, 31), tenure=50), "p.csv"), before)
+    spec = spec_with(*SPEC["quality"]["rules"], sample_size=5)
+    plan = sql_quality.prepare(spec, folder, before, snapshot_date=DAY)
+    assert isinstance(plan.relations["snapshot"], sql_quality.ParquetFiles)
+    report = spark_job.check(spark, spec, folder, before, snapshot_date=DAY)
+    ours = quality.check(tabular.read_table(folder, COLUMNS), spec, snapshot_date=DAY,
+                         previous=tabular.read_table(before, COLUMNS))
+    assert_same(report, ours)
+    failed = {r["id"]: r for r in report["rules"] if r["status"] == "fail"}
+    # rows of the second file carry their position in the snapshot, not in the file
+    assert [s["row"] for s in failed["range_order_amount"]["sample"]] == [0, 1, 2, 8, 10]
+
+
+def test_nan_in_parquet_is_not_pruned_by_statistics(spark: Any, tmp_path: Path) -> None:
+    """Parquet's min/max leave NaN out: a pushed-down range filter would skip it."""
+    columns = [{"name": "order_id", "type": "string"}, {"name": "order_amount", "type": "float"}]
+    spec = {**spec_with({"kind": "range", "column": "order_amount", "min": 0, "max": 5}),
+            "data": {**SPEC["data"], "columns": columns}}
+    table = pa.table({"order_id": [f"o{i}" for i in range(4)],
+                      "order_amount": pa.array([1.0, 2.0, None, float("nan")], pa.float64())})
+    # Row groups of two rows: the second's statistics are those of None only.
+    pq.write_table(table, tmp_path / "nan.parquet", row_group_size=2)
+    report = spark_job.check(spark, spec, tmp_path / "nan.parquet", snapshot_date=DAY)
+    assert report["rules"][0]["sample"] == [{"order_id": "o3", "row": 3, "value": "nan"}]
+    assert_same(report, quality.check(table, spec, snapshot_date=DAY))
+
+
+def test_the_sql_of_a_plan_is_what_spark_runs(spark: Any, tmp_path: Path) -> None:
+    """Spark must run the plan's own text: a query that is not Spark SQL fails."""
+    plan = sql_quality.prepare(SPEC, read(tmp_path, orders_csv()), snapshot_date=DAY)
+    for name, relation in plan.relations.items():
+        spark.createDataFrame(relation).createOrReplaceTempView(name)
+    for text in plan.sql("spark"):
+        spark.sql(text).collect()
+    with pytest.raises(Exception, match=r"(?i)parse|syntax"):
+        spark.sql(plan.sql("duckdb")[0].replace("SELECT", "SELECT ::", 1)).collect()
+    assert sql_rules.ROW in spark.table("snapshot").columns
+
+
+# --- mdlc quality --engine spark ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("file_format", ["csv", "parquet"])
+def test_the_cli_prints_and_writes_the_same_report_on_spark(
+    spark: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], file_format: str
+) -> None:
+    rows = [("o1", "c1", "2026-11-01T10:00:00Z", 99999, 54, 0),
+            ("o1", "c2", "2026-11-01T11:00:00Z", None, 101, 3)]
+    before = [("p1", "c1", "2026-10-31T10:00:00Z", 10, 364, 0),
+              ("p2", "c2", "2026-10-31T11:00:00Z", 20, 100, 0)]
+    paths = []
+    for day, day_rows in (("2026-11-01", rows), ("2026-10-31", before)):
+        folder = tmp_path / f"dt={day}"
+        if file_format == "csv":
+            write(folder, orders_csv(day_rows), "part-0000.csv")
+        else:
+            folder.mkdir()
+            table = tabular.read_bytes(orders_csv(day_rows).encode(), "d.csv", COLUMNS)
+            pq.write_table(table.replace_schema_metadata(None), folder / "part-0000.parquet")
+        paths.append(str(folder))
+    outputs = {}
+    for engine in ("duckdb", "spark"):
+        report_file = tmp_path / f"{engine}.json"
+        code = main(["quality", FRAUD, paths[0], "--previous", paths[1], "--engine", engine,
+                     "--report", str(report_file)])
+        report = without_clock(json.loads(report_file.read_text()))
+        outputs[engine] = (code, capsys.readouterr().out, report)
+    assert outputs["spark"] == outputs["duckdb"]
+    code, out, _ = outputs["spark"]
+    assert code == 1 and "FAIL  unique_order_id" in out and "FAIL  tenure_grows_daily" in out
+
+
+def test_the_cli_says_what_spark_needs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = write(tmp_path / "dt=2026-11-01", orders_csv(), "part-0000.csv").parent
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    assert main(["quality", FRAUD, str(data), "--engine", "spark"]) == 2
+    assert "needs a Java runtime" in capsys.readouterr().err
+
+
+# --- the job entry point on S3 --------------------------------------------------------------
+
+
+def test_the_job_writes_what_the_lambda_runner_writes(
+    spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """spark_job.main against quality_job.run on the same S3 snapshots (moto):
+    the same result, report and metric data; the result object is SSE-KMS."""
+    import boto3
+    from moto import mock_aws
+
+    from .test_quality_engines_handler import CURRENT, PREVIOUS, drop, spec_for
+    from .test_quality_handler import DATA, RAW, REPORTS
+
+    for name, value in (("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_ACCESS_KEY_ID", "testing"),
+                        ("AWS_SECRET_ACCESS_KEY", "testing")):
+        monkeypatch.setenv(name, value)
+    for file_format in ("csv", "parquet"):
+        spec = spec_for("duckdb", file_format)
+        config = tmp_path / f"{file_format}.json"
+        config.write_text(json.dumps(spec))
+        with mock_aws():
+            s3 = boto3.client("s3")
+            for bucket in (DATA, REPORTS, RAW):
+                s3.create_bucket(Bucket=bucket)
+            key = boto3.client("kms").create_key()["KeyMetadata"]["Arn"]
+            before = drop(s3, spec, date(2026, 11, 1), PREVIOUS)
+            prefix = drop(s3, spec, date(2026, 11, 2), CURRENT)
+            # The day before passes, so both runners compare with it ("latest").
+            assert quality_job.run(spec, date(2026, 11, 1), s3=s3, cloudwatch=_Recorder([]),
+                                   bucket=DATA, snapshot_prefix=before, report_bucket=REPORTS,
+                                   namespace="MDLC/DQ", previous_prefix=None)["passed"]
+            sent: dict[str, list[Any]] = {"lambda": [], "spark": []}
+            runs = {}
+            for runner in ("lambda", "spark"):
+                cloudwatch = _Recorder(sent[runner])
+                if runner == "lambda":
+                    runs[runner] = quality_job.run(
+                        spec, date(2026, 11, 2), s3=s3, cloudwatch=cloudwatch, bucket=DATA,
+                        snapshot_prefix=prefix, report_bucket=REPORTS, namespace="MDLC/DQ")
+                else:
+                    assert spark_job.main([
+                        "--kind", "quality", "--date", "2026-11-02", "--snapshot-prefix", prefix,
+                        "--datasets-bucket", DATA, "--report-bucket", REPORTS,
+                        "--namespace", "MDLC/DQ", "--result-bucket", REPORTS,
+                        "--result-key", "spark/fraud/quality/run-1/result.json",
+                        "--kms-key", key, "--read-from", "local", "--config", str(config),
+                    ], spark=spark, s3=s3, cloudwatch=cloudwatch, scratch=tmp_path) == 0
+                    stored = s3.get_object(Bucket=REPORTS,
+                                           Key="spark/fraud/quality/run-1/result.json")
+                    assert stored["ServerSideEncryption"] == "aws:kms"
+                    assert stored["SSEKMSKeyId"] == key
+                    runs[runner] = json.loads(stored["Body"].read())
+                report_key = quality_job.report_key_of("fraud", date(2026, 11, 2))
+                runs[f"{runner}-report"] = without_clock(json.loads(
+                    s3.get_object(Bucket=REPORTS, Key=report_key)["Body"].read()))
+        assert runs["spark"] == runs["lambda"], file_format
+        assert runs["spark-report"] == runs["lambda-report"], file_format
+        assert [{k: v for k, v in d.items() if k != "Timestamp"} for d in sent["spark"]] == \
+            [{k: v for k, v in d.items() if k != "Timestamp"} for d in sent["lambda"]]
+        assert "tenure_grows_daily" in runs["spark"]["failed_rules"]  # the previous day was used
+
+
+def test_an_object_that_is_not_its_manifest_fails_the_job(
+    spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+    from mdlc_core.sourcing import SnapshotError
+    from moto import mock_aws
+
+    from .test_quality_engines_handler import CURRENT, drop, spec_for
+    from .test_quality_handler import DATA, RAW, REPORTS
+
+    for name, value in (("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_ACCESS_KEY_ID", "testing"),
+                        ("AWS_SECRET_ACCESS_KEY", "testing")):
+        monkeypatch.setenv(name, value)
+    spec = spec_for("duckdb", "parquet")
+    with mock_aws():
+        s3 = boto3.client("s3")
+        for bucket in (DATA, REPORTS, RAW):
+            s3.create_bucket(Bucket=bucket)
+        prefix = drop(s3, spec, date(2026, 11, 2), CURRENT)
+        manifest = json.loads(s3.get_object(Bucket=DATA, Key=f"{prefix}_manifest.json")["Body"]
+                              .read())
+        entry = manifest["objects"][0]
+        s3.put_object(Bucket=DATA, Key=entry["key"], Body=b"PAR1 not the snapshot PAR1")
+        with pytest.raises(SnapshotError, match=entry["key"]):
+            spark_job.run(copy.deepcopy(spec), date(2026, 11, 2), spark=spark, s3=s3,
+                          cloudwatch=_Recorder([]), bucket=DATA, snapshot_prefix=prefix,
+                          report_bucket=REPORTS, namespace="MDLC/DQ", previous_prefix=None)
+        assert "Contents" not in s3.list_objects_v2(Bucket=REPORTS)  # no report written
+
+
+class _Recorder:
+    """A CloudWatch client that keeps the metric data it is sent."""
+
+    def __init__(self, sent: list[Any]) -> None:
+        self.sent = sent
+
+    def put_metric_data(self, **kwargs: Any) -> None:
+        self.sent.extend(kwargs["MetricData"])
