@@ -9,14 +9,12 @@ sampler's tenure anomaly, and the edge cases (nulls, unparseable values,
 NaN, duplicates, an empty day, two snapshots). Each case also asserts what
 it is about (a rule fails, a sample names a key), so a case that stopped
 exercising the failing path would not pass by comparing two empty reports.
+The same SQL on Spark (PySpark in local mode) is tests/test_spark.py.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.util
-import os
-import shutil
 import tempfile
 from datetime import date, timedelta
 from pathlib import Path
@@ -29,7 +27,6 @@ import sqlglot
 from mdlc_core import quality, tabular
 from mdlc_core.quality import RuleError
 from mdlc_core.sql import quality as sql_quality
-from mdlc_core.sql import rules as sql_rules
 
 from mdlc_constructs import sampling
 from mdlc_constructs.sampling import Anomaly
@@ -289,48 +286,6 @@ def test_every_rule_renders_as_spark_sql_that_spark_parses(tmp_path: Path) -> No
     assert kinds == set(quality._CHECKS)
     with pytest.raises(ValueError, match="unknown SQL dialect 'oracle'"):
         plan.rules[0].render("oracle")
-
-
-@pytest.mark.skipif(importlib.util.find_spec("pyspark") is None or shutil.which("java") is None
-                    or not os.environ.get("MDLC_TEST_SPARK"),
-                    reason="set MDLC_TEST_SPARK=1, with PySpark and a Java runtime installed")
-def test_pyspark_local_mode_gives_the_same_report(tmp_path: Path) -> None:
-    """The Spark-dialect SQL on PySpark in local mode: the DuckDB report, exactly.
-
-    Opt-in (MDLC_TEST_SPARK=1): neither pyspark nor Java is a dependency, and
-    starting Spark takes about 20 s of the suite's budget on 2 cores.
-    """
-    from pyspark.sql import SparkSession
-
-    spark = (SparkSession.builder.master("local[1]").appName("mdlc-sql-quality")
-             .config("spark.sql.session.timeZone", "UTC")
-             .config("spark.ui.enabled", "false")
-             .config("spark.sql.shuffle.partitions", "1").getOrCreate())
-    try:
-        plan = spark_rules(tmp_path)
-        for name, relation in plan.relations.items():
-            # Spark 4 takes an Arrow table as is (nulls, zoned timestamps).
-            spark.createDataFrame(relation).createOrReplaceTempView(name)
-        report = plan.report(lambda text: [r.asDict() for r in spark.sql(text).collect()],
-                             "spark")
-    finally:
-        spark.stop()
-    duck = sql_quality.check(plan.spec_config, plan.relations["snapshot"].drop(
-        [sql_rules.ROW]).replace_schema_metadata(_metadata(plan)), _previous(plan),
-        snapshot_date=DAY)
-    report.pop("checked_at"), duck.pop("checked_at")
-    for mine, theirs in zip(duck["rules"], report["rules"], strict=True):
-        assert theirs == mine, mine["id"]
-    assert report == duck
-    assert {r["id"] for r in report["rules"] if r["status"] == "fail"} >= {"numeric_id"}
-
-
-def _metadata(plan: sql_quality.Plan) -> dict[bytes, bytes]:
-    return plan.relations["snapshot"].schema.metadata or {}
-
-
-def _previous(plan: sql_quality.Plan) -> pa.Table:
-    return plan.relations["previous"].drop([sql_rules.ROW])
 
 
 def test_the_example_spec_is_not_mutated(tmp_path: Path) -> None:
