@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from .base import (
     Fraction,
@@ -119,6 +119,41 @@ class ProcessingResources(SpecModel):
     )
     max_runtime_minutes: int = Field(
         default=120, ge=1, le=7 * 24 * 60, description="the job is stopped after this long"
+    )
+
+
+class SparkResources(SpecModel):
+    """The EMR Serverless application and job of a stage whose ``runner`` is ``spark``.
+
+    The job runs the stage's rules compiled to Spark SQL (docs/engines.md,
+    "Spark"); the application scales its workers within the maximum below
+    and stops when idle.
+    """
+
+    release_label: str = Field(
+        default="emr-7.12.0", pattern=r"^emr-\d+\.\d+\.\d+$",
+        description="the EMR Serverless release (its Spark version); default emr-7.12.0 "
+        "(Spark 3.5)",
+    )
+    python_environment: str | None = Field(
+        default=None, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+\.(tar\.gz|tgz)$",
+        description="s3://.../env.tar.gz: a packed Python 3.11+ with pyarrow, numpy, duckdb "
+        "and sqlglot for the driver (the release's own Python is older than mdlc_core "
+        "needs); required with runner spark, see docs/engines.md",
+    )
+    max_vcpu: int = Field(default=64, ge=1, le=4000, description="the application's most vCPU")
+    max_memory_gb: int = Field(
+        default=256, ge=2, le=16000, description="the application's most memory, GB"
+    )
+    max_disk_gb: int = Field(
+        default=1000, ge=20, le=200000, description="the application's most disk, GB"
+    )
+    max_runtime_minutes: int = Field(
+        default=120, ge=1, le=7 * 24 * 60, description="the job is cancelled after this long"
+    )
+    idle_timeout_minutes: int = Field(
+        default=15, ge=1, le=10080,
+        description="the application stops (and bills nothing) after this long without jobs",
     )
 
 
@@ -237,13 +272,17 @@ QualityRule = Annotated[
 class QualitySpec(SpecModel):
     """Data quality rules checked on every snapshot before it is used."""
 
-    runner: Runner = Field(
+    runner: Literal["embedded", "processing", "spark"] = Field(
         default="embedded",
         description="embedded: in Lambda; processing: a SageMaker Processing job, for data "
-        "that does not fit a Lambda",
+        "that does not fit a Lambda; spark: the rules as Spark SQL on EMR Serverless, "
+        "beyond one machine",
     )
     processing: ProcessingResources = Field(
         default_factory=ProcessingResources, description="the job, when runner is processing"
+    )
+    spark: SparkResources = Field(
+        default_factory=SparkResources, description="the application, when runner is spark"
     )
     engine: Literal["duckdb", "embedded"] = Field(
         default="embedded",
@@ -257,6 +296,24 @@ class QualitySpec(SpecModel):
         description="checked in order; each rule's id (default kind_column) must be unique; "
         "see docs/quality.md",
     )
+
+    @model_serializer(mode="wrap")
+    def _without_unused_spark(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # The spark section is dumped (into every asset's mdlc_config.json) only
+        # when it is used or set: a spec without it synthesizes as before it existed.
+        data = handler(self)
+        if self.runner != "spark" and "spark" not in self.model_fields_set:
+            data.pop("spark", None)
+        return data
+
+    @model_validator(mode="after")
+    def _spark_environment(self) -> QualitySpec:
+        if self.runner == "spark" and self.spark.python_environment is None:
+            raise ValueError(
+                "runner spark needs spark.python_environment (s3://.../env.tar.gz): EMR "
+                "Serverless's own Python is older than the 3.11 mdlc_core needs "
+                "(docs/engines.md, 'The job's Python')")
+        return self
 
 
 # --- feature engineering --------------------------------------------------------
