@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
@@ -34,7 +36,10 @@ class DataSourcing(Construct):
     Args:
         spec: the model spec.
         data_lake: where raw data is read and snapshots are written.
-        handler: the handler folder. Default ``data_sourcing``.
+        handler: the library's handler folder by name, or the Path of a team's
+            own (with an ``index.py`` defining ``handler``; see
+            :func:`~mdlc_constructs.functions.python_function`). Default
+            ``data_sourcing``.
 
     Attributes:
         function: the sourcing function (input ``{"date"?, "new_version"?}``).
@@ -47,7 +52,7 @@ class DataSourcing(Construct):
         *,
         spec: ModelSpec,
         data_lake: DataLake,
-        handler: str = "data_sourcing",
+        handler: str | Path = "data_sourcing",
     ) -> None:
         super().__init__(scope, construct_id)
         self.spec = spec
