@@ -49,10 +49,23 @@ class DataPreparation(Construct):
         stream: the model's event stream, for online features.
 
     Attributes:
-        sourcing, quality, features: the stage constructs.
+        sourcing, quality, features: the stage constructs (built from
+            ``sourcing_class``, ``quality_class``, ``features_class``).
         state_machine: the daily workflow.
         schedule_rule: its schedule (``data.schedule``).
     """
+
+    # Each part is built from its class attribute (the mechanism of
+    # MdlcModelStack's stage attributes), under the library's construct id: a
+    # team swaps one part by subclassing it and setting the attribute on a
+    # subclass of DataPreparation (docs/extending.md).
+
+    #: ``Sourcing``: e.g. a subclass passing its own ``handler`` folder.
+    sourcing_class: type[DataSourcing] = DataSourcing
+    #: ``Quality``: the check of each snapshot.
+    quality_class: type[DataQuality] = DataQuality
+    #: ``Features``: batch and online features.
+    features_class: type[FeatureEngineering] = FeatureEngineering
 
     #: Deprecated: :attr:`schedule_rule`.
     rule = renamed("schedule_rule")
@@ -70,9 +83,9 @@ class DataPreparation(Construct):
         super().__init__(scope, construct_id)
         self.spec = spec
         self.topic = topic
-        self.sourcing = DataSourcing(self, "Sourcing", spec=spec, data_lake=data_lake)
-        self.quality = DataQuality(self, "Quality", spec=spec, data_lake=data_lake)
-        self.features = FeatureEngineering(
+        self.sourcing = self.sourcing_class(self, "Sourcing", spec=spec, data_lake=data_lake)
+        self.quality = self.quality_class(self, "Quality", spec=spec, data_lake=data_lake)
+        self.features = self.features_class(
             self, "Features", spec=spec, data_lake=data_lake, stream=stream
         )
         workflow = sfn.Parallel(
