@@ -50,12 +50,18 @@ class MdlcModelStack(Stack):
     a team changes one stage by subclassing and overriding that method.
     """
 
-    # One mechanism for every stage: the class its ``build_*`` method
-    # instantiates, with the library's construct id and wiring. A team that
-    # changes one step subclasses that stage and sets the attribute
+    # One mechanism for every stage and shared resource the stack builds: the
+    # class it instantiates, with the library's construct id and wiring. A team
+    # that changes one step subclasses that stage and sets the attribute
     # (docs/extending.md); overriding the ``build_*`` method stays possible for
-    # a change of wiring.
+    # a change of wiring. The constructs that build parts of their own
+    # (DataPreparation, MdlcPlatformStack, MdlcStage, MdlcPipelineStack) have
+    # attributes named the same way.
 
+    #: The model's own data lake when none is given (construct id ``DataLake``).
+    data_lake_class: type[DataLake] = DataLake
+    #: ``build_network``: the spec's ``network`` section (construct id ``Network``).
+    network_class: type[ModelNetwork] = ModelNetwork
     #: ``build_data_preparation``: sourcing, quality, features, the daily workflow.
     data_preparation_class: type[DataPreparation] = DataPreparation
     #: ``build_training``: e.g. a subclass with its own ``build_evaluation``.
@@ -92,7 +98,7 @@ class MdlcModelStack(Stack):
         self.spec = spec
         Tags.of(self).add("mdlc:model", spec.name)
         Tags.of(self).add("mdlc:owner", spec.owner)
-        self.data_lake = data_lake or DataLake(self, "DataLake")
+        self.data_lake = data_lake or self.data_lake_class(self, "DataLake")
         self.key: kms.IKey = self.data_lake.key
         self.topic: sns.ITopic = alarm_topic or self._create_topic()
         # Before every stage: functions and SageMaker calls find it (ModelNetwork.of).
@@ -119,7 +125,7 @@ class MdlcModelStack(Stack):
         ``Network``), or None: then the code reaches AWS's public endpoints over TLS."""
         if self.spec.network is None:
             return None
-        return ModelNetwork.from_spec(self, "Network", self.spec.network, key=self.key)
+        return self.network_class.from_spec(self, "Network", self.spec.network, key=self.key)
 
     def build_event_stream(self) -> kinesis.IStream | None:
         """The encrypted stream client events arrive on, when online features or
