@@ -47,7 +47,6 @@ from aws_cdk import Duration, Size, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
@@ -69,7 +68,7 @@ from .deprecation import renamed
 from .functions import python_function
 from .network import ModelNetwork
 from .preparation import PreparationSteps
-from .resources import encrypted_table, schedule_of
+from .resources import encrypted_table
 from .sagemaker_access import (
     SAGEMAKER_TRANSIENT,
     WILDCARD_REASON,
@@ -81,7 +80,14 @@ from .sagemaker_access import (
 from .spec import ModelSpec
 from .storage import DataLake, grant_read_objects, grant_read_write_objects, list_statement
 from .tokens import hours, minutes, seconds, string_at, task_timeout
-from .workflow import invoke, notify_and_fail, notify_timeouts, retry_transient, state_machine
+from .workflow import (
+    error_boundary,
+    invoke,
+    notify_and_fail,
+    notifying_state_machine,
+    retry_transient,
+    scheduled_start,
+)
 
 if TYPE_CHECKING:
     pass
@@ -261,36 +267,28 @@ class BatchInferenceWorkflow(Construct):
         self._grant_actions()
         self.model_role = self._model_role()
 
-        failure = notify_and_fail(self, "BatchInference", topic=topic,
-                                  subject=f"MDLC {model}: batch inference failed",
-                                  cause="A step of the batch inference workflow failed")
-        body = sfn.Parallel(self, "Run", result_path="$.run",
-                            comment="Error boundary: any failure notifies the topic")
-        body.branch(self._chain(preparation))
-        body.add_catch(failure, result_path="$.error")
-        self.state_machine = state_machine(
+        body = error_boundary(
+            self, "Run", steps=self._chain(preparation), topic=topic,
+            failure_id="BatchInference", subject=f"MDLC {model}: batch inference failed",
+            cause="A step of the batch inference workflow failed", result_path="$.run",
+        )
+        self.state_machine = notifying_state_machine(
             self,
             "StateMachine",
             definition=body,
             key=self.key,
             timeout=hours(12),
             comment=f"MDLC {model}: daily batch inference with the latest approved model",
-            notifies=[topic],
-        )
-        notify_timeouts(
-            self, "TimedOut", machine=self.state_machine, topic=topic,
-            description=f"Notify when a batch inference run of {model} times out",
+            topic=topic,
+            timed_out=f"Notify when a batch inference run of {model} times out",
         )
         preparation.grant_to(self.state_machine)
         self._grant_workflow(stack)
         self.schedule_rule: events.Rule | None = None
         if schedule and self.batch.enabled:
-            self.schedule_rule = events.Rule(
-                self, "Schedule", schedule=schedule_of(self.batch.schedule),
+            self.schedule_rule = scheduled_start(
+                self, "Schedule", machine=self.state_machine, schedule=self.batch.schedule,
                 description=f"MDLC {model}: daily batch inference",
-                targets=[targets.SfnStateMachine(
-                    self.state_machine,
-                    input=events.RuleTargetInput.from_object({"trigger": "schedule"}))],
             )
 
     def grant_start_execution(self, grantee: iam.IGrantable) -> iam.Grant:

@@ -27,6 +27,7 @@ from constructs import Construct
 
 from .compliance import acknowledge, acknowledge_all, iam5_resource, resource_token
 from .key_grants import grant_publish_key
+from .resources import schedule_of
 from .tokens import minutes, seconds, stack_of, string_at, task_timeout
 
 #: Step Functions' limit on a state machine's name.
@@ -266,4 +267,96 @@ def notify_timeouts(
             detail={"stateMachineArn": [machine.state_machine_arn], "status": ["TIMED_OUT"]},
         ),
         targets=[targets.SnsTopic(topic)],
+    )
+
+
+def error_boundary(
+    scope: Construct,
+    construct_id: str,
+    *,
+    steps: sfn.IChainable,
+    topic: sns.ITopic,
+    failure_id: str,
+    subject: str,
+    cause: str,
+    result_path: str,
+    result_selector: Mapping[str, Any] | None = None,
+) -> sfn.Parallel:
+    """``steps`` in a one-branch ``Parallel`` whose catch notifies ``topic`` and
+    fails (:func:`notify_and_fail` with ``failure_id``, ``subject`` and ``cause``).
+
+    One catch covers every state of ``steps``, so a step added later is covered
+    without a catch of its own; the error is at ``$.error`` for the message.
+    """
+    boundary = sfn.Parallel(
+        scope,
+        construct_id,
+        result_path=result_path,
+        result_selector=dict(result_selector) if result_selector is not None else None,
+        comment="Error boundary: any failure notifies the topic",
+    )
+    boundary.branch(steps)
+    boundary.add_catch(
+        notify_and_fail(scope, failure_id, topic=topic, subject=subject, cause=cause),
+        result_path="$.error",
+    )
+    return boundary
+
+
+def notifying_state_machine(
+    scope: Construct,
+    construct_id: str,
+    *,
+    definition: sfn.IChainable,
+    key: kms.IKey,
+    timeout: Duration,
+    comment: str,
+    topic: sns.ITopic,
+    timed_out: str,
+    timed_out_id: str = "TimedOut",
+) -> sfn.StateMachine:
+    """A :func:`state_machine` that publishes its failures to ``topic`` and whose
+    timeouts are reported there too (:func:`notify_timeouts`, the rule
+    ``timed_out_id`` described by ``timed_out``).
+
+    Both halves are needed: the definition's catches cannot see the machine's
+    own timeout, and the timeout rule cannot see a failed step.
+    """
+    machine = state_machine(
+        scope,
+        construct_id,
+        definition=definition,
+        key=key,
+        timeout=timeout,
+        comment=comment,
+        notifies=[topic],
+    )
+    notify_timeouts(scope, timed_out_id, machine=machine, topic=topic, description=timed_out)
+    return machine
+
+
+def scheduled_start(
+    scope: Construct,
+    construct_id: str,
+    *,
+    machine: sfn.IStateMachine,
+    schedule: str,
+    description: str,
+) -> events.Rule:
+    """An EventBridge rule that starts ``machine`` on ``schedule`` (a spec's
+    validated expression) with the input ``{"trigger": "schedule"}``.
+
+    No date in the input: the workflow's first step takes yesterday's, so a
+    scheduled run and a backfill (``{"date": ...}``) are the same workflow.
+    """
+    return events.Rule(
+        scope,
+        construct_id,
+        schedule=schedule_of(schedule),
+        description=description,
+        targets=[
+            targets.SfnStateMachine(
+                machine, input=events.RuleTargetInput.from_object({"trigger": "schedule"})
+            )
+        ],
     )
