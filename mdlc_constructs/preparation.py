@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_sns as sns
@@ -17,12 +15,11 @@ from constructs import Construct
 from .deprecation import renamed
 from .features import FeatureEngineering
 from .quality import DataQuality
-from .resources import schedule_of
 from .sourcing import DataSourcing
 from .spec import ModelSpec
 from .storage import DataLake
 from .tokens import hours
-from .workflow import notify_and_fail, notify_timeouts, state_machine
+from .workflow import error_boundary, notifying_state_machine, scheduled_start
 
 
 class PreparationSteps(Protocol):
@@ -88,50 +85,34 @@ class DataPreparation(Construct):
         self.features = self.features_class(
             self, "Features", spec=spec, data_lake=data_lake, stream=stream
         )
-        workflow = sfn.Parallel(
+        workflow = error_boundary(
             self,
             "PrepareData",
+            steps=self.chain(self, "Daily"),
+            topic=topic,
+            failure_id="DataPreparation",
+            subject=f"MDLC {spec.name}: data preparation failed",
+            cause="Data preparation failed; see the execution",
             result_path="$.prepared",
-            comment="Error boundary: any failure notifies the topic",
         )
-        workflow.branch(self.chain(self, "Daily"))
-        workflow.add_catch(
-            notify_and_fail(
-                self,
-                "DataPreparation",
-                topic=topic,
-                subject=f"MDLC {spec.name}: data preparation failed",
-                cause="Data preparation failed; see the execution",
-            ),
-            result_path="$.error",
-        )
-        self.state_machine = state_machine(
+        self.state_machine = notifying_state_machine(
             self,
             "Workflow",
             definition=workflow,
             key=data_lake.key,
             timeout=hours(2),
             comment=f"MDLC {spec.name}: source, check and featurize the day's snapshot",
-            notifies=[topic],
-        )
-        notify_timeouts(
-            self, "TimedOut", machine=self.state_machine, topic=topic,
-            description=f"Notify when a data preparation run of {spec.name} times out",
+            topic=topic,
+            timed_out=f"Notify when a data preparation run of {spec.name} times out",
         )
         if spec.quality.runner == "processing":
             self.quality.grant_processing(self.state_machine.role)
-        self.schedule_rule = events.Rule(
+        self.schedule_rule = scheduled_start(
             self,
             "Schedule",
-            schedule=schedule_of(spec.data.schedule),
+            machine=self.state_machine,
+            schedule=spec.data.schedule,
             description=f"MDLC {spec.name}: daily data preparation",
-            # No date: the sourcing step takes yesterday's snapshot.
-            targets=[
-                targets.SfnStateMachine(
-                    self.state_machine,
-                    input=events.RuleTargetInput.from_object({"trigger": "schedule"}),
-                )
-            ],
         )
 
     def chain(self, scope: Construct, prefix: str) -> sfn.Chain:
