@@ -399,8 +399,7 @@ class BatchInferenceWorkflow(Construct):
             result_path="$.transform",
             task_timeout=task_timeout(hours(6)),
         )
-        transform.add_retry(errors=list(SAGEMAKER_TRANSIENT), interval=seconds(15),
-                            backoff_rate=2.0, max_attempts=3, jitter_strategy=sfn.JitterType.FULL)
+        retry_transient(transform, errors=SAGEMAKER_TRANSIENT, attempts=3, interval=seconds(15))
         decide_parts = sfn.DistributedMap(
             self, "DecideParts",
             # Lists predictions/<model>/dt=<date>/transform/ (the function's
@@ -423,9 +422,8 @@ class BatchInferenceWorkflow(Construct):
                             comment="Rules and actions over one output part")
         # Safe to retry: actions are idempotent per (date, entity, model version),
         # so only the ones that failed act on the retry.
-        decide_one.add_retry(errors=[ACTIONS_INCOMPLETE], interval=seconds(30),
-                             backoff_rate=2.0, max_attempts=3,
-                             jitter_strategy=sfn.JitterType.FULL)
+        retry_transient(decide_one, errors=(ACTIONS_INCOMPLETE,), attempts=3,
+                        interval=seconds(30))
         decide_part = sfn.Choice(self, "IsTodaysOutput").when(
             sfn.Condition.string_matches("$.Key", f"{Layout(model).predictions}dt=*.csv.out"),
             decide_one,

@@ -86,7 +86,7 @@ from .resources import encrypted_queue, encrypted_table
 from .spec import ModelSpec
 from .storage import DataLake, scored_predictions_pattern
 from .tokens import minutes, seconds, string_at, task_timeout
-from .workflow import invoke, notify_and_fail, state_machine
+from .workflow import invoke, notify_and_fail, retry_transient, state_machine
 
 #: The four steps, in order, as ``lambdas/integration_step`` names them.
 STEPS = ("collect_features", "run_inference", "execute_rules", "perform_action")
@@ -338,13 +338,8 @@ class ClientIntegration(Construct):
                 comment=f"Client integration step {step}",
             )
             if RETRYABLE_ERRORS[step]:
-                task.add_retry(
-                    errors=list(RETRYABLE_ERRORS[step]),
-                    interval=seconds(1),
-                    backoff_rate=2.0,
-                    max_attempts=3,
-                    jitter_strategy=sfn.JitterType.FULL,
-                )
+                retry_transient(task, errors=RETRYABLE_ERRORS[step], attempts=3,
+                                interval=seconds(1))
             chain = sfn.Chain.start(task) if chain is None else chain.next(task)
         decide = sfn.Parallel(
             self,
@@ -369,13 +364,8 @@ class ClientIntegration(Construct):
             result_path=sfn.JsonPath.DISCARD,
             task_timeout=task_timeout(seconds(20)),
         )
-        dead_letter.add_retry(
-            errors=["SQS.SdkClientException", "SQS.AmazonSQSException"],
-            interval=seconds(1),
-            backoff_rate=2.0,
-            max_attempts=3,
-            jitter_strategy=sfn.JitterType.FULL,
-        )
+        retry_transient(dead_letter, errors=("SQS.SdkClientException", "SQS.AmazonSQSException"),
+                        attempts=3, interval=seconds(1))
         decide.add_catch(
             dead_letter.next(sfn.Succeed(self, "DeadLettered")),
             errors=[MALFORMED_ERROR, UNCONFIRMED_ERROR],

@@ -422,13 +422,8 @@ class ProcessingRunner(Construct):
         # Throttling and capacity errors of CreateProcessingJob: no job was
         # created, so the same name is free for the retry. A failed job is
         # States.TaskFailed and is not retried (it would fail the same way).
-        job.add_retry(
-            errors=["ThrottlingException", "SageMaker.AmazonSageMakerException"],
-            interval=seconds(30),
-            backoff_rate=2.0,
-            max_attempts=3,
-            jitter_strategy=sfn.JitterType.FULL,
-        )
+        retry_transient(job, errors=("ThrottlingException", "SageMaker.AmazonSageMakerException"),
+                        attempts=3, interval=seconds(30))
         read = tasks.CallAwsService(
             scope,
             f"{construct_id}ReadResult",

@@ -46,15 +46,22 @@ TRANSIENT_ERRORS = (
 
 
 def retry_transient(
-    state: sfn.TaskStateBase, *, errors: tuple[str, ...] = TRANSIENT_ERRORS, attempts: int = 4
+    state: sfn.TaskStateBase | sfn.CustomState,
+    *,
+    errors: Sequence[str] = TRANSIENT_ERRORS,
+    attempts: int = 4,
+    interval: Duration | None = None,
 ) -> None:
-    """Retry ``state`` with exponential backoff and jitter on transient errors only.
+    """Retry ``state`` with exponential backoff (rate 2) and full jitter on
+    ``errors`` only, at most ``attempts`` times, the first after ``interval``
+    (default 2 seconds; longer for calls that start jobs, whose throttling
+    lasts).
 
     Call this only for idempotent steps: a retried step runs again.
     """
     state.add_retry(
         errors=list(errors),
-        interval=seconds(2),
+        interval=interval or seconds(2),
         backoff_rate=2.0,
         max_attempts=attempts,
         jitter_strategy=sfn.JitterType.FULL,
