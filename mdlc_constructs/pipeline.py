@@ -51,6 +51,7 @@ from .pipeline_waves import CODEPIPELINE_MAX_ACTIONS, DEFAULT_ACTIONS_PER_STAGE,
 from .platform import (
     ONLY_CONTEXT,
     MdlcApp,
+    MdlcPlatformStack,
     ModelStackFactory,
     build_app,
     default_model_stack,
@@ -264,6 +265,11 @@ class MdlcStage(cdk.Stage):
         images: ``{model name: [CustomImage, ...]}``, the containers built after deployment.
     """
 
+    #: The shared platform's class (``build_app(platform_class=...)``), built
+    #: under ``Mdlc-Platform`` when ``shared_platform``; a team's subclass of
+    #: the stage sets its own (docs/extending.md).
+    platform_class: type[MdlcPlatformStack] = MdlcPlatformStack
+
     def __init__(
         self,
         scope: Construct,
@@ -276,7 +282,8 @@ class MdlcStage(cdk.Stage):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.app: MdlcApp = build_app(
-            self, models_dir, shared_platform=shared_platform, model_stack=model_stack
+            self, models_dir, shared_platform=shared_platform, model_stack=model_stack,
+            platform_class=self.platform_class,
         )
         self.images: dict[str, list[CustomImage]] = {
             name: [c for c in stack.node.find_all() if isinstance(c, CustomImage)]
@@ -308,8 +315,14 @@ class MdlcPipelineStack(cdk.Stack):
         CodePipeline stages after splitting deployments into waves).
 
     Extension points (plain methods called from the constructor):
-    ``build_source``, ``build_synth``, ``build_stage``, ``build_image_step``.
+    ``build_source``, ``build_synth``, ``build_stage``, ``build_image_step``;
+    and ``stage_class``, the class ``build_stage`` instantiates.
     """
+
+    #: ``build_stage``: the class of the Staging and Production stages (each
+    #: every model's stacks, and the platform's), under ids ``Staging`` and
+    #: ``Production``.
+    stage_class: type[MdlcStage] = MdlcStage
 
     def __init__(
         self,
@@ -448,7 +461,7 @@ class MdlcPipelineStack(cdk.Stack):
                 account=target.account or self.config.account,
                 region=target.region or self.config.region,
             )
-        return MdlcStage(
+        return self.stage_class(
             self,
             construct_id,
             models_dir=self.models_dir,

@@ -74,6 +74,15 @@ class MdlcPlatformStack(cdk.Stack):
             encrypted with ``key``; model names are in every message's subject.
     """
 
+    # The parts are built from these classes (the same mechanism as
+    # MdlcModelStack's stage attributes): a subclass of the platform sets one
+    # to a subclass of the part, which keeps the library's construct id.
+
+    #: ``build_data_lake``: the shared buckets and key (construct id ``DataLake``).
+    data_lake_class: type[DataLake] = DataLake
+    #: ``build_network``: the shared network (construct id ``Network``).
+    network_class: type[ModelNetwork] = ModelNetwork
+
     def __init__(
         self,
         scope: Construct,
@@ -109,7 +118,7 @@ class MdlcPlatformStack(cdk.Stack):
         removal_policy: cdk.RemovalPolicy,
     ) -> DataLake:
         """The shared data lake. Construct id ``DataLake`` (a public contract)."""
-        return DataLake(
+        return self.data_lake_class(
             self, "DataLake", key=key, overrides=overrides, removal_policy=removal_policy
         )
 
@@ -117,7 +126,7 @@ class MdlcPlatformStack(cdk.Stack):
         """The shared network (construct id ``Network``), or None without one."""
         if network is None:
             return None
-        return ModelNetwork.from_spec(self, "Network", network, key=self.key)
+        return self.network_class.from_spec(self, "Network", network, key=self.key)
 
     def build_topic(self, display_name: str) -> sns.Topic:
         """The shared topic, encrypted with the data key, TLS only, this account only."""
@@ -200,6 +209,7 @@ def build_app(
     prefix: str = "Mdlc",
     specs: list[ModelSpec] | None = None,
     only: Sequence[str] | None = None,
+    platform_class: type[MdlcPlatformStack] = MdlcPlatformStack,
 ) -> MdlcApp:
     """Add the stacks for every spec in ``models_dir`` to ``app`` (an App or a Stage).
 
@@ -217,6 +227,10 @@ def build_app(
             is still validated. ``cdk synth`` of one model in a big app then
             skips the others' work, which CDK's own stack selection does not
             (the whole app is always constructed). Default: every model.
+        platform_class: the shared platform's class (with ``shared_platform``),
+            e.g. a team's subclass with its own ``data_lake_class``; it is
+            built under the id ``<prefix>-Platform``. Default:
+            :class:`MdlcPlatformStack`.
 
     Raises:
         SpecError: a spec is invalid, two specs share a name, there is none, or
@@ -235,8 +249,8 @@ def build_app(
                 f"the models are {sorted(spec.name for spec in specs)}"])
         specs = [spec for spec in specs if spec.name in wanted]
     platform = (
-        MdlcPlatformStack(app, f"{prefix}-Platform", env=env,
-                          network=shared_network(specs, models_dir))
+        platform_class(app, f"{prefix}-Platform", env=env,
+                       network=shared_network(specs, models_dir))
         if shared_platform else None
     )
     result = MdlcApp(specs=specs, platform=platform)
