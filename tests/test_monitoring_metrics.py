@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mdlc_core import kolmogorov
 from mdlc_core import monitoring as m
 
 
@@ -274,11 +275,91 @@ def test_ks_statistic_hand_computed():
     # ECDFs: a = {1,2,3,4}, b = {3,4,5,6}; at x=2: F_a = 0.5, F_b = 0 -> D = 0.5.
     statistic, pvalue = m.ks_2samp(np.array([1, 2, 3, 4.0]), np.array([3, 4, 5, 6.0]))
     assert statistic == 0.5
-    ne = 2.0
-    lam = (math.sqrt(ne) + 0.12 + 0.11 / math.sqrt(ne)) * 0.5
-    assert pvalue == pytest.approx(m.kolmogorov_sf(lam))
+    # Exact for two samples of 4 (reflection principle): P(D >= 2/4) =
+    # 2 (C(8, 4-2) - C(8, 4-4)) / C(8, 4) = 2 (28 - 1) / 70.
+    assert pvalue == pytest.approx(54 / 70, rel=1e-15)
     assert m.ks_2samp(np.array([1, 2.0]), np.array([3, 4.0]))[0] == 1.0
     assert m.ks_2samp(np.array([]), np.array([1.0])) == (None, None)
+
+
+def test_ks_exact_unequal_sizes_hand_computed():
+    # a = {1, 2}, b = {3, 4, 5}: D = 1, and of the C(5, 2) = 10 orders of the
+    # five values only the two that put all of one sample first reach D = 1.
+    statistic, pvalue = m.ks_2samp(np.array([1, 2.0]), np.array([3, 4, 5.0]))
+    assert statistic == 1.0
+    assert pvalue == pytest.approx(2 / 10, rel=1e-15)
+
+
+def test_ks_counts_refuse_impossible_input():
+    with pytest.raises(ValueError, match="non-empty"):
+        kolmogorov.ks_2samp_counts(0, 3, 0)
+    with pytest.raises(ValueError, match="impossible"):
+        kolmogorov.ks_2samp_counts(2, 4, 3)  # gcd 2 divides every gap
+
+
+def _scipy_ks(a, b):
+    stats = pytest.importorskip("scipy.stats")
+    return stats.ks_2samp(a, b)
+
+
+@pytest.mark.parametrize(
+    ("n1", "n2"),
+    [(5, 5), (7, 3), (40, 40), (100, 37), (999, 1000), (3000, 2000), (10_000, 4_999),
+     (10_001, 60), (20_000, 15_000), (60_000, 40_000)],
+)
+# SciPy's own exact sum exceeds 1 for two samples of 5 and falls back, with a warning.
+@pytest.mark.filterwarnings("ignore:ks_2samp. Exact calculation unsuccessful:RuntimeWarning")
+def test_ks_pvalue_is_scipys_exact_and_asymptotic(n1, n2):
+    """Exact up to 10,000 values a sample, asymptotic above, ties or not, from
+    no shift to p-values near 1e-10: SciPy's to 1e-6 relative (the alarm at
+    ks_alpha decides as SciPy would)."""
+    rng = np.random.default_rng(n1 * 7 + n2)
+    for shift in (0.0, 0.03, 0.08, 0.15, 0.3, 0.6):
+        for decimals in (None, 1):
+            a = rng.normal(size=n1)
+            b = rng.normal(shift * (1 + 30 / math.sqrt(min(n1, n2))), 1, size=n2)
+            if decimals is not None:
+                a, b = np.round(a, decimals), np.round(b, decimals)
+            statistic, pvalue = m.ks_2samp(a, b)
+            expected = _scipy_ks(a, b)
+            assert statistic == pytest.approx(float(expected.statistic), rel=1e-14)
+            if expected.pvalue > 1e-10:
+                assert pvalue == pytest.approx(float(expected.pvalue), rel=1e-6), (shift, decimals)
+            else:
+                assert pvalue <= 1e-9
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 10, 139, 140, 141, 1000, 30_000, 100_001, 2_000_000])
+def test_kstwo_sf_is_scipys_in_every_regime(n):
+    """The one-sample distribution behind the asymptotic two-sample p-value:
+    every regime (closed forms, Durbin matrix, Pelz-Good, Smirnov's tail)."""
+    distributions = pytest.importorskip("scipy.stats").distributions
+    for lam in np.linspace(0.05, 4.6, 14):
+        x = float(lam / math.sqrt(n))
+        if x >= 1:
+            continue
+        expected = float(distributions.kstwo.sf(x, n))
+        if expected > 1e-10:
+            assert kolmogorov.kstwo_sf(n, x) == pytest.approx(expected, rel=1e-6), x
+
+
+def test_ks_pvalue_near_ks_alpha_decides_as_scipy():
+    """Shifts that put SciPy's p-value on both sides of 0.01 (a usual ks_alpha):
+    the alarm (p < alpha) is SciPy's in every case."""
+    rng = np.random.default_rng(11)
+    decided = set()
+    for n1, n2 in ((300, 500), (2_000, 2_000), (12_000, 30_000)):
+        base = rng.normal(size=n2)
+        for shift in np.linspace(0.0, 0.25, 26):
+            current = np.round(rng.normal(shift * 300 / math.sqrt(n1), 1, size=n1), 2)
+            expected = float(_scipy_ks(current, base).pvalue)
+            if not 1e-3 < expected < 1e-1:
+                continue
+            _, pvalue = m.ks_2samp(current, base)
+            assert pvalue == pytest.approx(expected, rel=1e-6)
+            assert (pvalue < 0.01) == (expected < 0.01)
+            decided.add(expected < 0.01)
+    assert decided == {True, False}
 
 
 def test_ks_detects_shift_and_accepts_same_distribution():

@@ -33,8 +33,9 @@ Open loop
       that is empty on either side gets the proportion ``PSI_EPSILON``
       instead of 0, so the logarithm stays finite and one empty bin costs
       a bounded, large-but-not-infinite amount.
-    - KS p-values are asymptotic (Kolmogorov distribution with Stephens'
-      small-sample correction, as in Numerical Recipes); there is no scipy.
+    - KS p-values are those of ``scipy.stats.ks_2samp`` (two-sided, method
+      ``auto``: exact up to 10,000 values a sample, asymptotic above), from
+      :mod:`mdlc_core.kolmogorov`, without SciPy; the SQL engine shares it.
 
 Everything is vectorized with numpy/pyarrow: a join is a pyarrow hash
 lookup, every per-group count is a ``bincount``, AUC is one sort.
@@ -55,6 +56,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+
+from . import kolmogorov
 
 PSI_EPSILON = 1e-4
 ALL_VERSIONS = "all"
@@ -478,24 +481,18 @@ def kolmogorov_sf(x: float) -> float:
 def ks_2samp(
     a: np.ndarray, b: np.ndarray, *, sorted_input: bool = False
 ) -> tuple[float | None, float | None]:
-    """Two-sample KS statistic D = max |F_a - F_b| and its asymptotic p-value."""
+    """Two-sample KS statistic D = max |F_a - F_b| and its p-value, as SciPy's.
+
+    The gap is counted in integers (:func:`mdlc_core.kolmogorov.max_gap`), so
+    ties are handled and the statistic is exact; the p-value is
+    :func:`mdlc_core.kolmogorov.ks_2samp_counts` (``scipy.stats.ks_2samp``,
+    two-sided, ``method="auto"``). ``(None, None)`` when a sample is empty.
+    """
     if len(a) == 0 or len(b) == 0:
         return None, None
     if not sorted_input:
         a, b = np.sort(a), np.sort(b)
-    # Merge the two sorted samples (timsort merges two runs in linear time);
-    # F_a - F_b steps by +1/n_a or -1/n_b and is read at the end of each run
-    # of equal values, so ties are handled.
-    merged = np.concatenate([a, b])
-    order = np.argsort(merged, kind="stable")
-    values = merged[order]
-    steps = np.where(order < len(a), 1.0 / len(a), -1.0 / len(b))
-    difference = np.cumsum(steps)
-    last_of_value = np.append(values[1:] != values[:-1], True)
-    statistic = float(np.max(np.abs(difference[last_of_value])))
-    ne = len(a) * len(b) / (len(a) + len(b))
-    root = math.sqrt(ne)
-    return statistic, kolmogorov_sf((root + 0.12 + 0.11 / root) * statistic)
+    return kolmogorov.ks_2samp_counts(len(a), len(b), kolmogorov.max_gap(a, b))
 
 
 class Reference:
