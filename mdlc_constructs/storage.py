@@ -24,7 +24,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 from mdlc_core.layout import Layout
 
-from .compliance import acknowledge_all
+from .compliance import acknowledge, acknowledge_all
 from .grants import combine
 from .tokens import days
 
@@ -332,29 +332,54 @@ class DataLake(Construct):
         )
 
     def _create_bucket(self, kind: str) -> s3.Bucket:
-        bucket = s3.Bucket(
+        return encrypted_bucket(
             self,
             kind.capitalize(),
-            encryption=s3.BucketEncryption.KMS,
-            encryption_key=self.key,
-            bucket_key_enabled=True,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            enforce_ssl=True,
-            versioned=True,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            key=self.key,
+            log_bucket=self.log_bucket,
+            log_prefix=f"{kind}/",
             lifecycle_rules=self._lifecycle_rules(),
             removal_policy=self._removal_policy,
+            replication_reason="Cross-region replication is an account-level "
+            "disaster-recovery choice; pass replicated buckets via DataLake(buckets=...)",
         )
-        log_server_access(bucket, self.log_bucket, f"{kind}/")
-        acknowledge_all(
-            bucket,
-            {
-                "PCI.DSS.321-S3BucketReplicationEnabled": "Cross-region replication is an "
-                "account-level disaster-recovery choice; pass replicated buckets via "
-                "DataLake(buckets=...)",
-            },
-        )
-        return bucket
+
+
+def encrypted_bucket(
+    scope: Construct,
+    construct_id: str,
+    *,
+    key: kms.IKey,
+    log_bucket: s3.IBucket,
+    log_prefix: str,
+    lifecycle_rules: list[s3.LifecycleRule],
+    removal_policy: RemovalPolicy,
+    replication_reason: str,
+) -> s3.Bucket:
+    """A bucket for the library's data: KMS with ``key`` (and an S3 bucket key,
+    so requests do not each call KMS), no public access, TLS only, versioned,
+    ACLs disabled (bucket-owner ownership), its server access logged to
+    ``log_bucket`` under ``log_prefix`` (:func:`log_server_access`).
+
+    It is not replicated: the caller says why in ``replication_reason``, the
+    reason given for PCI DSS's replication finding.
+    """
+    bucket = s3.Bucket(
+        scope,
+        construct_id,
+        encryption=s3.BucketEncryption.KMS,
+        encryption_key=key,
+        bucket_key_enabled=True,
+        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+        enforce_ssl=True,
+        versioned=True,
+        object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+        lifecycle_rules=lifecycle_rules,
+        removal_policy=removal_policy,
+    )
+    log_server_access(bucket, log_bucket, log_prefix)
+    acknowledge(bucket, "PCI.DSS.321-S3BucketReplicationEnabled", replication_reason)
+    return bucket
 
 
 #: The service principal that delivers S3 server access logs.
