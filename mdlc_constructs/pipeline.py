@@ -44,7 +44,6 @@ from aws_cdk import pipelines
 from constructs import Construct
 
 from .algorithms import CustomImage
-from .compliance import acknowledge
 from .lineage import CODE_VERSION_CONTEXT, code_version
 from .pipeline_acknowledgments import acknowledge_pipeline
 from .pipeline_waves import CODEPIPELINE_MAX_ACTIONS, DEFAULT_ACTIONS_PER_STAGE, apply_waves
@@ -58,7 +57,7 @@ from .platform import (
     only_from_context,
 )
 from .spec import load_specs
-from .storage import access_log_bucket, log_server_access
+from .storage import access_log_bucket, encrypted_bucket
 from .tokens import days, hours, minutes
 
 #: Context key holding the pipeline's configuration (see :meth:`PipelineConfig.from_context`).
@@ -585,29 +584,20 @@ class MdlcPipelineStack(cdk.Stack):
         )
 
     def _create_artifact_bucket(self) -> s3.Bucket:
-        bucket = s3.Bucket(
+        return encrypted_bucket(
             self,
             "Artifacts",
-            encryption=s3.BucketEncryption.KMS,
-            encryption_key=self.key,
-            bucket_key_enabled=True,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            enforce_ssl=True,
-            versioned=True,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            removal_policy=cdk.RemovalPolicy.RETAIN,
+            key=self.key,
+            log_bucket=self.access_log_bucket,
+            log_prefix="artifacts/",
             # Artifacts are rebuilt from the repository at any commit.
             lifecycle_rules=[s3.LifecycleRule(expiration=days(90),
                                               noncurrent_version_expiration=days(7))],
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+            replication_reason="Pipeline artifacts are derived data: any commit's artifacts "
+            "are rebuilt from the source repository, so a replica would add cost and no "
+            "recovery",
         )
-        log_server_access(bucket, self.access_log_bucket, "artifacts/")
-        acknowledge(
-            bucket,
-            "PCI.DSS.321-S3BucketReplicationEnabled",
-            "Pipeline artifacts are derived data: any commit's artifacts are rebuilt from "
-            "the source repository, so a replica would add cost and no recovery",
-        )
-        return bucket
 
 class _ImageBuildTrigger(Construct):
     """In a model stack: a role the pipeline's account assumes to run the image
