@@ -6,7 +6,9 @@ pyarrow in memory) and ``duckdb`` (the rules compiled to SQL, run by DuckDB
 with a memory limit and spilling; docs/engines.md says when to choose it). Two runners of
 either: a Lambda function (also ``mdlc quality``) and a SageMaker
 Processing job running the same code on a bigger instance, chosen by
-``quality.runner: processing`` (see :mod:`mdlc_constructs.processing`).
+``quality.runner: processing`` (see :mod:`mdlc_constructs.processing`); and
+beyond one machine the rules as Spark SQL on EMR Serverless,
+``quality.runner: spark`` (:mod:`mdlc_constructs.spark`).
 With DuckDB the function's asset carries the DuckDB and sqlglot wheels for
 its runtime and architecture (:mod:`mdlc_constructs.wheels`, no Docker).
 """
@@ -30,6 +32,7 @@ from .compliance import (
 from .functions import python_function
 from .metrics import QUALITY_NAMESPACE, quality_violations
 from .processing import ProcessingRunner, S3Access
+from .spark import SparkRunner
 from .spec import ModelSpec
 from .storage import DataLake, grant_read_objects
 from .tokens import minutes, string_at
@@ -63,6 +66,8 @@ class DataQuality(Construct):
         function: the embedded runner (a Lambda function).
         processing_runner: the :class:`~mdlc_constructs.processing.ProcessingRunner`
             when the runner is ``processing`` (else None); processing_role: its role.
+        spark_runner: the :class:`~mdlc_constructs.spark.SparkRunner` when the
+            runner is ``spark`` (else None).
     """
 
     def __init__(
@@ -115,9 +120,12 @@ class DataQuality(Construct):
         )
         self.processing_runner: ProcessingRunner | None = None
         self.processing_role: iam.IRole | None = None
+        self.spark_runner: SparkRunner | None = None
         if spec.quality.runner == "processing":
             self.processing_runner = self._create_processing_runner()
             self.processing_role = self.processing_runner.role
+        elif spec.quality.runner == "spark":
+            self.spark_runner = self._create_spark_runner()
 
     def _grant_runner(self, grantee: iam.IGrantable) -> None:
         prefix = Layout.everything(Layout(self.spec.name).datasets)
@@ -171,6 +179,34 @@ class DataQuality(Construct):
             metrics_namespace=METRICS_NAMESPACE,
         )  # fmt: skip
 
+    def _create_spark_runner(self) -> SparkRunner:
+        spec, lake = self.spec, self.data_lake
+        reports = Layout.everything(Layout(spec.name).quality_reports)
+        return SparkRunner(
+            self,
+            "Spark",
+            spec=spec,
+            kind="quality",
+            key=lake.key,
+            output_bucket=lake.artifacts,
+            reads=[
+                S3Access(lake.datasets, Layout.everything(Layout(spec.name).datasets),
+                         "Snapshot objects are named at run time; limited to this model"),
+                S3Access(lake.artifacts, reports,
+                         "One report per date, named at run time; limited to this model"),
+            ],
+            writes=[
+                S3Access(lake.artifacts, reports,
+                         "One report per date, named at run time; limited to this model"),
+            ],
+            arguments={
+                "--datasets-bucket": lake.datasets.bucket_name,
+                "--report-bucket": lake.artifacts.bucket_name,
+                "--namespace": METRICS_NAMESPACE,
+            },
+            metrics_namespace=METRICS_NAMESPACE,
+        )  # fmt: skip
+
     def grant_processing(self, role: iam.IRole) -> iam.Grant:
         """What a state machine needs to run the Processing runner (the steps of
         :meth:`check` already bring it to the state machine they are in)."""
@@ -187,10 +223,23 @@ class DataQuality(Construct):
         consistency rules) into ``$.data.quality``; violations fail the
         execution with ``DataQualityViolations`` and the report's location,
         so nothing downstream sees bad data (the workflow's catch notifies)."""
-        if self.processing_runner is not None:
+        if self.spark_runner is not None:
+            # The rules as Spark SQL on EMR Serverless; the same report, metrics
+            # and result at $.data.quality.
+            step: sfn.IChainable = self.spark_runner.run(
+                scope,
+                construct_id,
+                arguments={
+                    "--date": "$.data.snapshot.date",
+                    "--snapshot-prefix": "$.data.snapshot.snapshot_prefix",
+                },
+                result_path="$.data.quality",
+                comment="Check the snapshot against the spec's data quality rules (Spark)",
+            )
+        elif self.processing_runner is not None:
             # The same check, report and metrics in a Processing job; its
             # result lands at $.data.quality as the function's would.
-            step: sfn.IChainable = self.processing_runner.run(
+            step = self.processing_runner.run(
                 scope,
                 construct_id,
                 arguments={

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -269,3 +270,160 @@ class _Recorder:
 
     def put_metric_data(self, **kwargs: Any) -> None:
         self.sent.extend(kwargs["MetricData"])
+
+
+# --- the EMR Serverless runner, synthesized -------------------------------------------------
+
+ENVIRONMENT = "s3://mdlc-envs-123/py311/env.tar.gz"
+
+
+def spark_spec_data(name: str = "fraudspark") -> dict[str, Any]:
+    import yaml
+
+    data = yaml.safe_load(Path(FRAUD).read_text())
+    data["name"] = name
+    data["quality"]["runner"] = "spark"
+    data["quality"]["spark"] = {"python_environment": ENVIRONMENT, "max_vcpu": 32,
+                                "max_runtime_minutes": 90}
+    return data
+
+
+@pytest.fixture(scope="module")
+def synthesized_spark(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A runner: spark stack in a network, with both cdk-nag packs (synthesis
+    fails on any finding that is not acknowledged)."""
+    from aws_cdk.assertions import Template
+
+    from mdlc_constructs.compliance import read_findings
+    from mdlc_constructs.model_stack import MdlcModelStack
+    from mdlc_constructs.spec import parse_spec
+    from mdlc_constructs.testing import make_app
+
+    data = spark_spec_data()
+    data["network"] = {"create": True}
+    outdir = tmp_path_factory.mktemp("spark.out")
+    app = make_app(outdir=str(outdir))
+    stack = MdlcModelStack(app, "Mdlc-fraudspark", spec=parse_spec(data, "fraudspark.yaml"))
+    try:
+        assembly = app.synth()
+    except Exception as error:  # jsii raises with the report's path
+        pytest.fail(f"synthesis failed: {error}\n"
+                    + "\n".join(str(f) for f in read_findings(outdir)))
+    template = Template.from_json(assembly.get_stack_by_name(stack.stack_name).template)
+    return {"stack": stack, "template": template, "findings": read_findings(outdir)}
+
+
+def _only(template: Any, kind: str, part: str) -> tuple[str, dict[str, Any]]:
+    (found,) = [(k, v) for k, v in template.find_resources(kind).items() if part in k]
+    return found
+
+
+def _statements(template: Any, role_id: str) -> list[dict[str, Any]]:
+    return [s for p in template.find_resources("AWS::IAM::Policy").values()
+            if {"Ref": role_id} in p["Properties"]["Roles"]
+            for s in p["Properties"]["PolicyDocument"]["Statement"]]
+
+
+def _actions(statement: dict[str, Any]) -> list[str]:
+    actions = statement["Action"]
+    return actions if isinstance(actions, list) else [actions]
+
+
+def _text(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def test_the_spark_stack_has_no_unacknowledged_findings(synthesized_spark: dict[str, Any]) -> None:
+    assert synthesized_spark["findings"] == []
+
+
+def test_the_application_is_bounded_encrypted_and_in_the_models_subnets(
+    synthesized_spark: dict[str, Any]
+) -> None:
+    template = synthesized_spark["template"]
+    _, application = _only(template, "AWS::EMRServerless::Application", "DataQualitySpark")
+    props = application["Properties"]
+    assert (props["Type"], props["ReleaseLabel"]) == ("SPARK", "emr-7.12.0")
+    assert props["MaximumCapacity"] == {"Cpu": "32 vCPU", "Memory": "256 GB", "Disk": "1000 GB"}
+    assert props["AutoStopConfiguration"] == {"Enabled": True, "IdleTimeoutMinutes": 15}
+    key = {"Fn::GetAtt": [_only(template, "AWS::KMS::Key", "DataLakeKey")[0], "Arn"]}
+    monitoring = props["MonitoringConfiguration"]
+    assert monitoring["CloudWatchLoggingConfiguration"]["EncryptionKeyArn"] == key
+    assert monitoring["ManagedPersistenceMonitoringConfiguration"] == {
+        "Enabled": True, "EncryptionKeyArn": key}
+    logs_id, log_group = _only(template, "AWS::Logs::LogGroup", "DataQualitySparkLogs")
+    assert monitoring["CloudWatchLoggingConfiguration"]["LogGroupName"] == {"Ref": logs_id}
+    assert log_group["Properties"]["KmsKeyId"] == key
+    network = props["NetworkConfiguration"]
+    subnets = [{"Ref": k} for k in template.find_resources("AWS::EC2::Subnet")
+               if "Private" in k]
+    assert sorted(_text(s) for s in network["SubnetIds"]) == sorted(_text(s) for s in subnets)
+    group_id, group = _only(template, "AWS::EC2::SecurityGroup", "DataQualitySparkWorkers")
+    assert network["SecurityGroupIds"] == [{"Fn::GetAtt": [group_id, "GroupId"]}]
+    assert [e["IpProtocol"] for e in group["Properties"]["SecurityGroupEgress"]] == ["tcp"]
+
+
+def test_the_job_role_is_scoped_to_the_models_prefixes(synthesized_spark: dict[str, Any]) -> None:
+    template = synthesized_spark["template"]
+    role_id, role = _only(template, "AWS::IAM::Role", "DataQualitySparkRole")
+    application_id = _only(template, "AWS::EMRServerless::Application", "DataQualitySpark")[0]
+    (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "emr-serverless.amazonaws.com"}
+    assert trust["Condition"]["ArnEquals"] == {
+        "aws:SourceArn": {"Fn::GetAtt": [application_id, "Arn"]}}
+    statements = _statements(template, role_id)
+    text = _text(statements)
+    for prefix in ("/datasets/fraudspark/*", "/quality-reports/fraudspark/*",
+                   "/spark/fraudspark/quality/*", ":s3:::mdlc-envs-123/py311/env.tar.gz"):
+        assert prefix in text, prefix
+    objects = [r for s in statements if _actions(s)[0].startswith(("s3:GetObject", "s3:Put",
+                                                                     "s3:Abort"))
+               for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])]
+    allowed = ("/datasets/fraudspark/*", "/quality-reports/fraudspark/*",
+               "/spark/fraudspark/quality/*", ":s3:::mdlc-envs-123/py311/env.tar.gz")
+    for resource in objects:  # this model's prefixes, the two assets, the archive: no more
+        tail = resource["Fn::Join"][1][-1]
+        assert tail in allowed or re.fullmatch(r"/[0-9a-f]{64}\.(py|zip)", tail), resource
+    assert len(objects) == 7  # reads: 2 prefixes, 2 assets, the archive; puts: reports, result
+    wildcard = [s for s in statements if s["Resource"] == "*"]
+    assert [s["Action"] for s in wildcard] == ["cloudwatch:PutMetricData"]
+    assert wildcard[0]["Condition"] == {"StringEquals": {"cloudwatch:namespace":
+                                                         "MDLC/DataQuality"}}
+    kms = [s for s in statements if any(a.startswith("kms:") for a in _actions(s))]
+    key_id = _only(template, "AWS::KMS::Key", "DataLakeKey")[0]
+    assert kms and all(s["Resource"] == {"Fn::GetAtt": [key_id, "Arn"]} for s in kms)
+
+
+def test_the_workflow_starts_the_run_and_reads_its_result_back(
+    synthesized_spark: dict[str, Any]
+) -> None:
+    template = synthesized_spark["template"]
+    application_id = _only(template, "AWS::EMRServerless::Application", "DataQualitySpark")[0]
+    role_id = _only(template, "AWS::IAM::Role", "DataQualitySparkRole")[0]
+    machines = [m for m in template.find_resources("AWS::StepFunctions::StateMachine").values()
+                if "emr-serverless:startJobRun.sync" in _text(m)]
+    assert machines, "no state machine runs the Spark job"
+    for machine in machines:
+        definition = _text(machine["Properties"]["DefinitionString"])
+        assert '\\"ClientToken.$\\":\\"$.data.quality.job_name\\"' in definition
+        assert '\\"ExecutionTimeoutMinutes\\":90' in definition
+        assert "spark.archives=" + ENVIRONMENT + "#environment" in definition
+        assert "'--read-from', 's3'" in definition
+        assert '\\"InputPath\\":\\"$.data.quality.result\\"' in definition
+        role = machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+        statements = _text(_statements(template, role))
+        for needed in ('"emr-serverless:StartJobRun"', "/jobruns/*",
+                       "StepFunctionsGetEventsForEMRServerlessJobRule",
+                       '"iam:PassedToService": "emr-serverless.amazonaws.com"'):
+            assert needed in statements, needed
+        assert _text({"Fn::GetAtt": [application_id, "Arn"]}) in statements
+        assert _text({"Fn::GetAtt": [role_id, "Arn"]}) in statements
+
+
+def test_runner_spark_without_a_python_environment_is_refused() -> None:
+    from mdlc_constructs.spec import SpecError, parse_spec
+
+    data = spark_spec_data()
+    del data["quality"]["spark"]["python_environment"]
+    with pytest.raises(SpecError, match=r"spark\.python_environment"):
+        parse_spec(data, "fraudspark.yaml")

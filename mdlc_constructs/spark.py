@@ -1,0 +1,470 @@
+"""The Spark runner: a stage's rules as Spark SQL on EMR Serverless.
+
+``quality.runner: spark`` checks each snapshot with the rules compiled to
+Spark SQL (:mod:`mdlc_core.sql`) on an EMR Serverless application of the
+model, for days beyond one machine. docs/engines.md ("Spark") says why EMR
+Serverless rather than Glue, and what the job's Python is.
+
+A workflow runs it with :meth:`SparkRunner.run`: a unique run name, the job
+(``emr-serverless:startJobRun.sync``, a ``CustomState``: aws-cdk-lib has no
+task class for it), then the job's small JSON result read back from S3 into
+the same result path the Lambda runner's step uses, so the steps after it do
+not care which runner ran.
+
+What it creates: the application (Spark of ``spark.release_label``, capacity
+bounded by ``spark.max_*``, stopped when idle, its logs in a KMS-encrypted log
+group of the model and its managed Spark UI logs encrypted with the same key,
+in the model's subnets when the stack has a network), the job's execution
+role (the model's prefixes only), and two assets built without Docker: the
+entry point (``mdlc_core/spark_job.py``) and a zip of ``mdlc_core`` with the
+spec (``spark.submit.pyFiles``). The job's Python is ``spark.python_environment``
+(``spark.archives``), because the release's own Python is older than
+mdlc_core's 3.11.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import ArnFormat, Aws, RemovalPolicy, Stack
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_emrserverless as emrs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_assets as s3_assets
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from .compliance import (
+    acknowledge,
+    acknowledge_all,
+    acknowledge_grant_actions,
+    iam5_resource,
+    printed_arn,
+    resource_token,
+)
+from .functions import core_root
+from .grants import grant_statements
+from .network import ModelNetwork
+from .processing import S3Access
+from .spec import ModelSpec
+from .spec.data import SparkResources
+from .storage import grant_read_objects
+from .tokens import minutes, seconds, task_timeout
+from .workflow import retry_transient
+
+#: The job kinds the entry point runs (``spark_job --kind``).
+KINDS = ("quality",)
+#: Where job results land in the output bucket: ``spark/<model>/<kind>/<run>/result.json``.
+OUTPUT_PREFIX = "spark"
+#: The .sync integration waits through this EventBridge rule in the account.
+SYNC_RULE = "StepFunctionsGetEventsForEMRServerlessJobRule"
+SERVICE = "emr-serverless.amazonaws.com"
+#: Time to start the application and its workers, on top of the job's own limit.
+STARTUP_ALLOWANCE = minutes(15)
+CONFIG_FILE_NAME = "mdlc_config.json"
+
+
+class SparkRunner(Construct):
+    """One kind of job of one model on EMR Serverless, and the step that runs it.
+
+    Args:
+        spec: the model spec (``name`` prefixes run names; the spec ships with
+            the code as ``mdlc_config.json``).
+        kind: ``quality`` (the entry's ``--kind``).
+        key: encrypts the logs, the managed Spark UI logs and the result; the
+            job may use it.
+        output_bucket: where the job's result lands
+            (``spark/<model>/<kind>/<run name>/result.json``) and is read back.
+        reads: objects the job reads (``s3:GetObject*``, ``s3:ListBucket`` under
+            the pattern's prefix).
+        writes: objects the job writes (``grant_put``).
+        arguments: entry-point arguments every run gets (flag -> literal), e.g.
+            the buckets; :meth:`run` adds the per-run ones.
+        metrics_namespace: the CloudWatch namespace the job may publish to.
+            Default: none (no ``cloudwatch:PutMetricData``).
+        resources: release, Python environment, capacity and time limit.
+            Default: the spec section of ``kind`` (``quality.spark``).
+
+    Attributes:
+        application: the ``CfnApplication``. role: the job's execution role.
+        entry, code: the assets. log_group: the jobs' logs.
+        run_prefix: ``<model>-<kind>-``; every run name starts with it.
+        output_prefix: ``spark/<model>/<kind>/``.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        spec: ModelSpec,
+        kind: str,
+        key: kms.IKey,
+        output_bucket: s3.IBucket,
+        reads: Sequence[S3Access] = (),
+        writes: Sequence[S3Access] = (),
+        arguments: Mapping[str, str] | None = None,
+        metrics_namespace: str | None = None,
+        resources: SparkResources | None = None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        self.spec = spec
+        self.kind = kind
+        self.key = key
+        self.output_bucket = output_bucket
+        self.arguments = dict(arguments or {})
+        self.metrics_namespace = metrics_namespace
+        self.resources = resources or getattr(spec, kind).spark
+        if self.resources.python_environment is None:
+            raise ValueError(
+                f"model {spec.name!r}: {kind}.spark.python_environment is required with "
+                "runner spark (a packed Python 3.11+ environment, s3://.../env.tar.gz; "
+                "docs/engines.md)")
+        self.run_prefix = f"{spec.name}-{kind}-"
+        self.output_prefix = f"{OUTPUT_PREFIX}/{spec.name}/{kind}/"
+        self.entry = s3_assets.Asset(self, "Entry", path=str(core_root() / "spark_job.py"))
+        self.code = s3_assets.Asset(self, "Code", path=stage_spark_code(spec.as_config()))
+        self.log_group = logs.LogGroup(
+            self, "Logs", encryption_key=key, retention=logs.RetentionDays.ONE_YEAR,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        self.security_group = self._security_group()
+        self.application = self._application()
+        self.role = self._role()
+        self._grant_job(list(reads), list(writes))
+
+    # -- the application ------------------------------------------------------------
+
+    def _security_group(self) -> ec2.SecurityGroup | None:
+        network = ModelNetwork.of(self)
+        if network is None:
+            return None
+        group = ec2.SecurityGroup(
+            self, "Workers", vpc=network.vpc, allow_all_outbound=False,
+            description="MDLC Spark workers: each other (driver and executors), HTTPS to AWS "
+            "endpoints",
+        )
+        group.add_egress_rule(
+            ec2.Peer.any_ipv4(), ec2.Port.tcp(443),
+            "HTTPS to AWS APIs through the VPC endpoints (the subnets have no other route; "
+            "the S3 gateway's addresses are an AWS prefix list)")
+        group.add_ingress_rule(group, ec2.Port.all_tcp(),
+                               "The driver and executors of one job talk to each other")
+        group.add_egress_rule(group, ec2.Port.all_tcp(),
+                              "The driver and executors of one job talk to each other")
+        return group
+
+    def _application(self) -> emrs.CfnApplication:
+        resources = self.resources
+        network = ModelNetwork.of(self)
+        network_config = None
+        if network is not None:
+            assert self.security_group is not None
+            network_config = emrs.CfnApplication.NetworkConfigurationProperty(
+                subnet_ids=list(network.subnet_ids),
+                security_group_ids=[self.security_group.security_group_id],
+            )
+        return emrs.CfnApplication(
+            self, "Application",
+            name=f"mdlc-{self.spec.name}-{self.kind}",
+            release_label=resources.release_label,
+            type="SPARK",
+            architecture="X86_64",
+            auto_start_configuration=emrs.CfnApplication.AutoStartConfigurationProperty(
+                enabled=True),
+            auto_stop_configuration=emrs.CfnApplication.AutoStopConfigurationProperty(
+                enabled=True, idle_timeout_minutes=resources.idle_timeout_minutes),
+            maximum_capacity=emrs.CfnApplication.MaximumAllowedResourcesProperty(
+                cpu=f"{resources.max_vcpu} vCPU", memory=f"{resources.max_memory_gb} GB",
+                disk=f"{resources.max_disk_gb} GB"),
+            network_configuration=network_config,
+            monitoring_configuration=emrs.CfnApplication.MonitoringConfigurationProperty(
+                cloud_watch_logging_configuration=(
+                    emrs.CfnApplication.CloudWatchLoggingConfigurationProperty(
+                        enabled=True, log_group_name=self.log_group.log_group_name,
+                        log_stream_name_prefix=self.run_prefix.rstrip("-"),
+                        encryption_key_arn=self.key.key_arn)),
+                # The Spark UI's event logs EMR Serverless keeps for 30 days.
+                managed_persistence_monitoring_configuration=(
+                    emrs.CfnApplication.ManagedPersistenceMonitoringConfigurationProperty(
+                        enabled=True, encryption_key_arn=self.key.key_arn)),
+            ),
+            tags=[{"key": "mdlc:model", "value": self.spec.name},
+                  {"key": "mdlc:kind", "value": self.kind}],
+        )
+
+    @property
+    def application_arn(self) -> str:
+        return self.application.attr_arn
+
+    # -- the job's role ---------------------------------------------------------------
+
+    def _role(self) -> iam.Role:
+        stack = Stack.of(self)
+        # Only EMR Serverless acting for this application in this account
+        # (aws:SourceArn, aws:SourceAccount: no confused deputy).
+        return iam.Role(
+            self, "Role",
+            assumed_by=iam.ServicePrincipal(SERVICE, conditions={
+                "StringEquals": {"aws:SourceAccount": stack.account},
+                "ArnEquals": {"aws:SourceArn": self.application_arn},
+            }),
+            description=f"MDLC {self.spec.name}: {self.kind} Spark jobs (EMR Serverless)",
+        )
+
+    def _grant_job(self, reads: list[S3Access], writes: list[S3Access]) -> None:
+        role = self.role
+        for access in reads:
+            grant_read_objects(access.bucket, role, access.pattern)
+        for access in writes:
+            access.bucket.grant_put(role, access.pattern)
+        outputs = S3Access(
+            self.output_bucket, f"{self.output_prefix}*",
+            "Each run writes its result under its own run name, below this prefix")
+        self.output_bucket.grant_put(role, outputs.pattern)
+        # The entry point and the code archive: these two objects of the assets
+        # bucket, not the rest of the account's CDK assets.
+        for asset in (self.entry, self.code):
+            grant_read_objects(asset.bucket, role, asset.s3_object_key)
+        environment_bucket, environment_key = _split_s3_uri(self.resources.python_environment)
+        stack = Stack.of(self)
+        role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["s3:GetObject"],
+            resources=[f"arn:{stack.partition}:s3:::{environment_bucket}/{environment_key}"],
+        ))
+        # Results, logs and the Spark UI's logs are encrypted with the data key.
+        self.key.grant_encrypt_decrypt(role)
+        self.log_group.grant_write(role)
+        role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["logs:DescribeLogGroups", "logs:DescribeLogStreams"],
+            resources=[stack.format_arn(service="logs", resource="log-group", resource_name="*",
+                                        arn_format=ArnFormat.COLON_RESOURCE_NAME)],
+        ))
+        reasons = {
+            iam5_resource(printed_arn("logs", "log-group:*")): "EMR Serverless looks its log "
+            "group up by name (logs:DescribeLogGroups has no narrower resource)",
+            iam5_resource(f"{resource_token(self.log_group)}:*"): "The jobs' log streams are "
+            "named by EMR Serverless per run, inside this log group",
+        }
+        if self.metrics_namespace:
+            role.add_to_principal_policy(iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"], resources=["*"],
+                conditions={"StringEquals": {"cloudwatch:namespace": self.metrics_namespace}},
+            ))
+            reasons[iam5_resource("*")] = ("cloudwatch:PutMetricData has no resource-level "
+                                           "permission; it is limited by a namespace condition")
+        acknowledge_all(role, reasons)
+        acknowledge_grant_actions(role)
+        for access in [*reads, *writes, outputs]:
+            _acknowledge_objects(role, access)
+
+    # -- the workflow side ----------------------------------------------------------
+
+    def start_statements(self) -> list[iam.PolicyStatement]:
+        """What a state machine needs to run :meth:`run`'s job, per the Step
+        Functions EMR Serverless integration's IAM page (static resources,
+        Run a Job): start runs on this application, get and cancel its runs,
+        the managed rule that reports a run's end, PassRole of the job role
+        to EMR Serverless only; and decrypting the result it reads back."""
+        stack = Stack.of(self)
+        return [
+            iam.PolicyStatement(actions=["emr-serverless:StartJobRun"],
+                                resources=[self.application_arn]),
+            iam.PolicyStatement(actions=["emr-serverless:GetJobRun",
+                                         "emr-serverless:CancelJobRun"],
+                                resources=[self.job_run_arn_pattern]),
+            iam.PolicyStatement(
+                actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+                resources=[stack.format_arn(service="events", resource="rule",
+                                            resource_name=SYNC_RULE)],
+            ),
+            iam.PolicyStatement(actions=["iam:PassRole"], resources=[self.role.role_arn],
+                                conditions={"StringEquals": {"iam:PassedToService": SERVICE}}),
+            iam.PolicyStatement(actions=["kms:Decrypt", "kms:DescribeKey"],
+                                resources=[self.key.key_arn]),
+        ]
+
+    @property
+    def job_run_arn_pattern(self) -> str:
+        return f"{self.application_arn}/jobruns/*"
+
+    def grant_start(self, role: iam.IRole) -> iam.Grant:
+        """Let ``role`` (a state machine's) run the jobs and read their results
+        (the steps from :meth:`run` bring the same to their state machine)."""
+        grant = grant_statements(role, [
+            *self.start_statements(),
+            iam.PolicyStatement(
+                actions=["s3:GetObject"],
+                resources=[self.output_bucket.arn_for_objects(f"{self.output_prefix}*")]),
+        ], "start the Spark jobs")
+        if isinstance(role, Construct):
+            self._acknowledge_start(role)
+        return grant
+
+    def _acknowledge_start(self, scope: Construct) -> None:
+        acknowledge(
+            scope, iam5_resource(f"{resource_token(self.application)}/jobruns/*"),
+            "Job run ids are chosen by EMR Serverless per run; limited to this application")
+        _acknowledge_objects(scope, S3Access(
+            self.output_bucket, f"{self.output_prefix}*",
+            "Reads back the result the run wrote under its own name, below this prefix"))
+
+    def submit_parameters(self) -> str:
+        """``SparkSubmitParameters``: the code archive, the Python environment
+        (the driver's and executors' interpreter) and Spark's own catalog (no
+        Glue Data Catalog: the job registers temporary views only)."""
+        python = "./environment/bin/python"
+        conf = {
+            "spark.submit.pyFiles": self.code.s3_object_url,
+            "spark.archives": f"{self.resources.python_environment}#environment",
+            "spark.emr-serverless.driverEnv.PYSPARK_DRIVER_PYTHON": python,
+            "spark.emr-serverless.driverEnv.PYSPARK_PYTHON": python,
+            "spark.executorEnv.PYSPARK_PYTHON": python,
+            "spark.sql.catalogImplementation": "in-memory",
+            "spark.sql.session.timeZone": "UTC",
+        }
+        return " ".join(f"--conf {name}={value}" for name, value in conf.items())
+
+    def run(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        arguments: Mapping[str, str],
+        result_path: str,
+        comment: str | None = None,
+    ) -> sfn.Chain:
+        """The steps that run one job and put its result at ``result_path``.
+
+        1. ``<id>`` (Pass): a run name, ``<model>-<kind>-<12 hex digits>``, kept
+           at ``<result_path>.job_name`` (also the idempotency token of the
+           start: a retried start does not start a second run).
+        2. ``<id>Job``: ``emr-serverless:startJobRun.sync`` with ``--kind
+           <kind>``, the runner's ``arguments`` and these (flag -> a JSONPath
+           such as ``$.data.snapshot.date``, or a literal); it waits for the
+           run and fails when the run fails.
+        3. ``<id>ReadResult``: the run's ``result.json``, then ``<id>Result``
+           puts it at ``result_path``, where the Lambda runner's step puts its
+           return value.
+        """
+        if not result_path.startswith("$.") or result_path.endswith("."):
+            raise ValueError(
+                f"result_path must be a JSONPath such as '$.data.x', got {result_path!r}")
+        bucket = self.output_bucket.bucket_name
+        job_name = f"{result_path}.job_name"
+        name = sfn.Pass(
+            scope, construct_id,
+            comment=comment or f"Run the {self.kind} job of {self.spec.name} on Spark",
+            parameters={
+                "job_name.$": f"States.Format('{self.run_prefix}{{}}', States.ArrayGetItem("
+                "States.StringSplit(States.UUID(), '-'), 4))"
+            },
+            result_path=result_path,
+        )
+        result_key = f"States.Format('{self.output_prefix}{{}}/result.json', {job_name})"
+        args = ["'--kind'", f"'{self.kind}'"]
+        for flag, value in {**self.arguments, **arguments}.items():
+            args += [f"'{flag}'", value if value.startswith(("$", "States.")) else f"'{value}'"]
+        args += ["'--result-bucket'", f"'{bucket}'", "'--result-key'", result_key,
+                 "'--kms-key'", f"'{self.key.key_arn}'", "'--read-from'", "'s3'"]
+        resources = self.resources
+        job = sfn.CustomState(
+            scope, f"{construct_id}Job",
+            state_json={
+                "Type": "Task",
+                "Resource": f"arn:{Aws.PARTITION}:states:::emr-serverless:startJobRun.sync",
+                "Parameters": {
+                    "ApplicationId": self.application.attr_application_id,
+                    "ExecutionRoleArn": self.role.role_arn,
+                    "Name.$": job_name,
+                    "ClientToken.$": job_name,
+                    "ExecutionTimeoutMinutes": resources.max_runtime_minutes,
+                    "JobDriver": {
+                        "SparkSubmit": {
+                            "EntryPoint": self.entry.s3_object_url,
+                            "EntryPointArguments.$": f"States.Array({', '.join(args)})",
+                            "SparkSubmitParameters": self.submit_parameters(),
+                        }
+                    },
+                    "Tags": {"mdlc:model": self.spec.name, "mdlc:kind": self.kind},
+                },
+                # Beside the run name, which ReadResult needs (see ProcessingRunner.run).
+                "ResultPath": f"{result_path}.job",
+                "TimeoutSeconds": resources.max_runtime_minutes * 60
+                + int(STARTUP_ALLOWANCE.to_seconds()),
+            },
+        )
+        # Throttling of StartJobRun: the client token makes a retried start the
+        # same run. A failed run is States.TaskFailed and is not retried.
+        job.add_retry(
+            errors=["ThrottlingException", "EMRServerless.InternalServerException"],
+            interval=seconds(30), backoff_rate=2.0, max_attempts=3,
+            jitter_strategy=sfn.JitterType.FULL,
+        )
+        read = tasks.CallAwsService(
+            scope, f"{construct_id}ReadResult",
+            service="s3", action="getObject",
+            parameters={"Bucket": bucket, "Key.$": result_key},
+            iam_resources=[self.output_bucket.arn_for_objects(f"{self.output_prefix}*")],
+            additional_iam_statements=self.start_statements(),
+            result_selector={"result.$": "States.StringToJson($.Body)"},
+            result_path=result_path,
+            task_timeout=task_timeout(minutes(1)),
+            comment="The run's result: what the Lambda runner would have returned",
+        )
+        retry_transient(read, errors=("S3.SdkClientException", "S3.InternalErrorException",
+                                      "ThrottlingException"))  # fmt: skip
+        result = sfn.Pass(scope, f"{construct_id}Result", input_path=f"{result_path}.result",
+                          result_path=result_path)
+        self._acknowledge_start(Stack.of(scope))
+        return sfn.Chain.start(name).next(job).next(read).next(result)
+
+
+def _split_s3_uri(uri: str | None) -> tuple[str, str]:
+    if not uri or not uri.startswith("s3://") or "/" not in uri[5:]:
+        raise ValueError(f"expected s3://bucket/key, got {uri!r}")
+    bucket, _, key = uri[5:].partition("/")
+    return bucket, key
+
+
+def _acknowledge_objects(scope: Construct, access: S3Access) -> None:
+    if not access.pattern.endswith("*"):
+        return  # one named object: no wildcard
+    bucket = access.bucket
+    if bucket.node.default_child is not None:
+        target = f"{resource_token(bucket)}/{access.pattern}"
+    else:
+        target = f"arn:<AWS::Partition>:s3:::{bucket.bucket_name}/{access.pattern}"
+    acknowledge(scope, iam5_resource(target), access.reason)
+
+
+def stage_spark_code(config: Mapping[str, Any]) -> str:
+    """The folder of the job's code archive: ``mdlc_core`` and the spec as
+    ``mdlc_config.json`` at its root (the job finds it on ``sys.path``)."""
+    return _staged(json.dumps(dict(config), sort_keys=True, separators=(",", ":")))
+
+
+@cache
+def _staged(config_json: str) -> str:
+    # A fresh folder per process (parallel test workers); its content, not its
+    # path, decides the asset hash, so synthesis is deterministic.
+    folder = tempfile.mkdtemp(prefix="mdlc-asset-spark-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    target = Path(folder) / "code"
+    shutil.copytree(core_root(), target / "mdlc_core",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests"))
+    (target / CONFIG_FILE_NAME).write_text(config_json)
+    return str(target)
