@@ -395,3 +395,45 @@ def test_a_throttled_claim_acts_on_nothing(ledger_table):
     assert ledger.perform_once("o-4", _decision("o-4"), lambda: performed.append("x") or {},
                                lease_seconds=60).status == "acted"
     assert performed == ["x"]
+
+
+def test_the_team_case_action_puts_its_event_and_raises_when_the_bus_refuses_it(monkeypatch):
+    """The example team's action goes through ``Action.put_event``: its event on
+    the model's bus (moto), and an entry refused inside a 200 response (as
+    EventBridge answers under throttling; botocore's Stubber checks the answer
+    against the service model) an ActionError naming the decision, so the
+    integration retries it instead of losing the case."""
+    import boto3
+    from botocore.stub import ANY, Stubber
+    from moto import mock_aws
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "examples" / "team_fraud"))
+    monkeypatch.setattr(actions, "ACTION_KINDS", dict(actions.ACTION_KINDS))
+    monkeypatch.delitem(sys.modules, "team_actions", raising=False)
+    from team_actions import DETAIL_TYPE, CaseManagementAction
+
+    with mock_aws():
+        events = boto3.client("events", region_name="us-east-1")
+        events.create_event_bus(Name="cases")
+        action = CaseManagementAction(
+            "review", clients=Clients(events=events), targets=Targets(event_bus_name="cases"),
+            model="fraud", options={"queue": "high-touch"},
+        )
+        receipt = action.perform(decision("review", event_id="o-7"))
+        assert receipt["case_id"] == "fraud:o-7" and receipt["event_id"]
+
+    refusing = boto3.client("events", region_name="us-east-1")
+    stub = Stubber(refusing)
+    stub.add_response(
+        "put_events",
+        {"FailedEntryCount": 1,
+         "Entries": [{"ErrorCode": "ThrottlingException", "ErrorMessage": "Rate exceeded"}]},
+        {"Entries": [{"Source": "mdlc.fraud.cases", "DetailType": DETAIL_TYPE,
+                      "Detail": ANY, "EventBusName": "cases"}]},
+    )
+    action = CaseManagementAction(
+        "review", clients=Clients(events=refusing), targets=Targets(event_bus_name="cases"),
+        model="fraud",
+    )
+    with stub, pytest.raises(ActionError, match="EventBridge refused o-7: ThrottlingException"):
+        action.perform(decision("review", event_id="o-7"))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mdlc_core.actions import Action, ActionError, register_action
+from mdlc_core.actions import Action, register_action
 from mdlc_core.decisions import Decision
 
 DETAIL_TYPE = "Fraud Case Requested"
@@ -37,19 +37,12 @@ class CaseManagementAction(Action):
             "queue": self.options.get("queue", "standard"),
             "decision": decision.to_record(),
         }
-        entry: dict[str, Any] = {
-            "Source": f"mdlc.{self.model or 'model'}.cases",
-            "DetailType": DETAIL_TYPE,
-            "Detail": json.dumps(detail, separators=(",", ":"), default=str),
-        }
-        if self.targets.event_bus_name:
-            entry["EventBusName"] = self.targets.event_bus_name
-        response = self.clients.get("events").put_events(Entries=[entry])
-        if response.get("FailedEntryCount"):
-            failed = response["Entries"][0]
-            # Raise: the integration retries the event instead of losing the case.
-            raise ActionError(
-                f"case for {decision.event_id} refused: {failed.get('ErrorCode')} "
-                f"{failed.get('ErrorMessage')}"
-            )
-        return {"case_id": detail["case_id"], "event_id": response["Entries"][0].get("EventId")}
+        # put_event raises on a refused entry: the integration retries the
+        # event instead of losing the case.
+        event_id = self.put_event(
+            decision,
+            source=f"mdlc.{self.model or 'model'}.cases",
+            detail_type=DETAIL_TYPE,
+            detail=json.dumps(detail, separators=(",", ":"), default=str),
+        )
+        return {"case_id": detail["case_id"], "event_id": event_id}

@@ -146,6 +146,28 @@ class Action(ABC):
     def message(self, decision: Decision) -> str:
         return json.dumps({"model": self.model, **decision.to_record()}, separators=(",", ":"))
 
+    def put_event(
+        self, decision: Decision, *, source: str, detail_type: str, detail: str
+    ) -> str | None:
+        """Put one event on the model's bus (``targets.event_bus_name``, default
+        the account's default bus) and return its EventBridge id.
+
+        ``put_events`` reports a refused entry in a 200 response, not as an
+        error; this raises :class:`ActionError` naming the decision's event id,
+        so the caller's retry acts again instead of losing the event.
+        """
+        entry = {"Source": source, "DetailType": detail_type, "Detail": detail}
+        if self.targets.event_bus_name:
+            entry["EventBusName"] = self.targets.event_bus_name
+        response = self.clients.get("events").put_events(Entries=[entry])
+        if response.get("FailedEntryCount"):
+            failed = response["Entries"][0]
+            raise ActionError(
+                f"EventBridge refused {decision.event_id}: "
+                f"{failed.get('ErrorCode')} {failed.get('ErrorMessage')}"
+            )
+        return response["Entries"][0].get("EventId")
+
     def _require(self, value: str | None, env: str) -> str:
         if not value:
             raise ActionError(f"action {self.name!r} ({self.kind}) needs {env}, which is not set")
@@ -200,22 +222,9 @@ class EventBridgeAction(Action):
     """Put a ``MDLC Decision`` event on the model's bus (default: the account's default bus)."""
 
     def perform(self, decision: Decision) -> dict[str, Any]:
-        entry = {
-            "Source": f"mdlc.{self.model or 'model'}",
-            "DetailType": "MDLC Decision",
-            "Detail": self.message(decision),
-        }
-        if self.targets.event_bus_name:
-            entry["EventBusName"] = self.targets.event_bus_name
-        response = self.clients.get("events").put_events(Entries=[entry])
-        # put_events reports per-entry failures in a 200 response, not as an error.
-        if response.get("FailedEntryCount"):
-            failed = response["Entries"][0]
-            raise ActionError(
-                f"EventBridge refused {decision.event_id}: "
-                f"{failed.get('ErrorCode')} {failed.get('ErrorMessage')}"
-            )
-        return {"event_id": response["Entries"][0].get("EventId")}
+        event_id = self.put_event(decision, source=f"mdlc.{self.model or 'model'}",
+                                  detail_type="MDLC Decision", detail=self.message(decision))
+        return {"event_id": event_id}
 
 
 def _attributes(decision: Decision) -> dict[str, dict[str, str]]:
