@@ -1,0 +1,681 @@
+"""The spec's features compiled to SQL: one definition, DuckDB in process, Spark beyond.
+
+Two queries, built once as sqlglot syntax trees from a :class:`FeatureSet`
+and rendered for DuckDB or Spark SQL (:data:`DIALECTS`), give exactly what
+the embedded engine (:mod:`mdlc_core.batch_features`) gives for the same
+events: the same columns in the same order, the same types (counts as
+integers, everything else floats), the same nulls, the same row order.
+
+* :func:`per_event_query` is :func:`~mdlc_core.batch_features.compute_per_event`:
+  each event's features as of itself, in input order. An aggregate with an
+  ``N``-day window covers the entity's events of the days ``D-N+1 .. D`` at
+  or before the event in (timestamp, event id) order, the event included.
+  Whole UTC days make the frame's lower bound the start of a day, not a
+  fixed distance from the event's instant, so one frame cannot say it with
+  the constant offsets Spark requires: each aggregate is two window
+  functions over the same rows, the earlier days of the window
+  (``PARTITION BY entity ORDER BY day RANGE BETWEEN N-1 PRECEDING AND 1
+  PRECEDING``) and the event's own day up to the event (``PARTITION BY
+  entity, day ORDER BY timestamp, id ROWS BETWEEN UNBOUNDED PRECEDING AND
+  CURRENT ROW``), combined (sums and counts added, the mean divided, min/max
+  the least/greatest). Exact, also for min and max, and the same in both
+  dialects.
+* :func:`as_of_query` is :func:`~mdlc_core.batch_features.compute_batch`:
+  one row per entity whose latest event on or before the day lies inside
+  the longest window, sorted by entity; raw columns from that latest event
+  (by timestamp, then id); one ``GROUP BY`` per entity column with each
+  aggregate's window as a condition, joined to the entities.
+
+Both read one relation, ``events`` (:data:`EVENTS`), built by
+:func:`events_relation`: the event id and entity columns as text, each
+event's UTC microseconds (:data:`MICROS`) and day number (:data:`DAY`),
+the numeric columns as doubles (null where null or not finite), and the
+input position (:data:`ROW`). A redelivered event id counts once, its first
+delivery in input order (the rows whose position is their id's lowest). Typing is
+one definition shared with the embedded engine: columns already of the
+right Arrow type (typed Parquet, the shared reader's tables) are converted
+column-wise, anything else (CSV text, dict rows) value by value through the
+embedded engine's own converters, so a bad timestamp or number fails with
+the same :class:`~mdlc_core.batch_features.FeatureError` in both.
+
+Expressions (:mod:`mdlc_core.expressions`) compile to SQL arithmetic with
+the embedded engine's null rules: a null operand gives null, a division by
+zero gives null (``NULLIF``), a result that is not finite is null, and
+``min``/``max``/``abs`` of a null are null (SQL's ``LEAST`` would skip it).
+``//``, ``%`` and ``log1p`` are not compiled yet (their NumPy/Python
+rounding and domain rules need more than one SQL function): a feature using
+one raises :class:`NotCompiled` naming it.
+
+Floats may differ from the embedded engine in the last bits (another
+summation order), as the incremental engine's do: compare with a relative
+tolerance of 1e-9.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlglot import exp, select
+
+from .. import batch_features as embedded
+from ..batch_features import Aggregate, FeatureError, FeatureSet
+
+#: The relation both queries read (:func:`events_relation`).
+EVENTS = "events"
+#: Internal columns of :data:`EVENTS`: input position, UTC microseconds, day number.
+ROW, MICROS, DAY = "_mdlc_row", "_mdlc_us", "_mdlc_day"
+#: The as-of query's CTE: the deduplicated events on or before the day.
+UPTO = "_mdlc_upto"
+DIALECTS = ("duckdb", "spark")
+_US_PER_DAY = 86_400_000_000
+#: The largest finite double: ``x BETWEEN -MAX AND MAX`` is false for
+#: infinities and NaN in DuckDB and in Spark (both order NaN above every number).
+_MAX_DOUBLE = 1.7976931348623157e308
+
+
+class NotCompiled(FeatureError):
+    """A feature the SQL engines cannot compute yet; the embedded engine can."""
+
+
+# --- the relation -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Relation:
+    """:data:`EVENTS` as an Arrow table, and the SQL names of its columns.
+
+    ``values`` maps each numeric column the features read to its column in
+    the table: its own name, or ``_mdlc_value_<name>`` when the same column
+    also keys an aggregate (it is then text in ``keys`` and a number here).
+    """
+
+    table: pa.Table
+    values: Mapping[str, str]
+
+
+def events_relation(events: Any, features: FeatureSet, extra: Sequence[str] = ()) -> Relation:
+    """The events typed as both queries read them (see the module docstring).
+
+    ``events`` is anything the embedded engine takes: a pyarrow Table, a
+    mapping of column lists, or a sequence of dict rows. ``extra``: more
+    numeric columns (the model's raw inputs). Raises the embedded engine's
+    :class:`FeatureError` (same messages) for missing columns, ids,
+    timestamps or entity keys and for values that do not parse.
+    """
+    column = _Columns(events)
+    n = column.length(features.event_id)
+    ids = column.key(features.event_id)
+    missing = _first_null(ids)
+    if missing is not None:
+        raise FeatureError(f"event {missing} has no {features.event_id}")
+    micros_in = column.raw(features.timestamp)
+    missing = _first_null(micros_in)
+    if missing is not None:
+        raise FeatureError(f"event {ids[missing].as_py()!r} has no {features.timestamp}")
+    micros = column.micros(features.timestamp, features.timestamp_unit)
+    keys = {c: column.key(c) for c in features.entity_columns}
+    missing = _first_null(keys[features.entity_key])
+    if missing is not None:
+        raise FeatureError(f"event {ids[missing].as_py()!r} has no {features.entity_key}")
+    numeric = sorted(set(features.value_columns) | set(features.raw_columns) | set(extra))
+    arrays: dict[str, pa.Array] = {
+        ROW: pa.array(np.arange(n, dtype=np.int64)),
+        features.event_id: ids,
+        MICROS: micros,
+        DAY: pa.array(np.floor_divide(micros.to_numpy(zero_copy_only=False), _US_PER_DAY)),
+    }
+    for c, array in keys.items():
+        if c != features.event_id:
+            arrays[c] = array
+    values: dict[str, str] = {}
+    for c in numeric:
+        name = f"_mdlc_value_{c}" if c in arrays else c
+        arrays[name] = column.number(c)
+        values[c] = name
+    reserved = {ROW, MICROS, DAY}
+    clash = sorted(reserved & {features.event_id, *features.entity_columns, *numeric})
+    if clash:
+        raise FeatureError(f"the columns {clash} are reserved by the SQL feature engine")
+    return Relation(pa.table(arrays), values)
+
+
+class _Columns:
+    """One column at a time, column-wise when it is already typed, else value
+    by value through the embedded engine's converters (the same errors)."""
+
+    def __init__(self, events: Any) -> None:
+        self.events = events
+        self.table = events if isinstance(events, pa.Table) else None
+
+    def length(self, name: str) -> int:
+        if self.table is not None:
+            return self.table.num_rows
+        return len(embedded._column_list(self.events, name))
+
+    def arrow(self, name: str) -> pa.ChunkedArray | None:
+        if self.table is None:
+            return None
+        if name not in self.table.column_names:
+            embedded._column_list(self.events, name)  # raises the engine's error
+        return self.table.column(name)
+
+    def values(self, name: str) -> list[Any]:
+        return embedded._column_list(self.events, name)
+
+    def raw(self, name: str) -> pa.Array:
+        """Only for null checks: the column as given (None stays None)."""
+        typed = self.arrow(name)
+        if typed is not None:
+            return typed.combine_chunks()
+        return pa.array([None if v is None else True for v in self.values(name)], pa.bool_())
+
+    def key(self, name: str) -> pa.Array:
+        typed = self.arrow(name)
+        if typed is not None:
+            if pa.types.is_string(typed.type) or pa.types.is_large_string(typed.type):
+                text = typed.combine_chunks().cast(pa.string())
+                return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+            if pa.types.is_integer(typed.type):
+                return typed.combine_chunks().cast(pa.string())
+        return pa.array([embedded._as_key(v) for v in self.values(name)], pa.string())
+
+    def micros(self, name: str, unit: str | None) -> pa.Array:
+        typed = self.arrow(name)
+        if typed is not None and pa.types.is_timestamp(typed.type):
+            # The embedded engine's own cast (a moment whatever its unit).
+            moments = typed.cast(pa.timestamp("us", typed.type.tz or "UTC")).combine_chunks()
+            return moments.cast(pa.int64())
+        values = typed.to_pylist() if typed is not None else self.values(name)
+        try:
+            return pa.array([embedded.to_micros(v, unit) for v in values], pa.int64())
+        except FeatureError as error:
+            raise FeatureError(f"column {name!r}: {error}") from error
+
+    def number(self, name: str) -> pa.Array:
+        typed = self.arrow(name)
+        if typed is not None and (pa.types.is_floating(typed.type)
+                                  or pa.types.is_integer(typed.type)
+                                  or pa.types.is_boolean(typed.type)):
+            numbers = typed.combine_chunks().cast(pa.float64())
+        else:
+            numbers = pa.array([embedded._as_float(v, name) for v in self.values(name)],
+                               pa.float64())
+        return pc.if_else(pc.is_finite(numbers), numbers, pa.scalar(None, pa.float64()))
+
+
+def _first_null(array: pa.Array) -> int | None:
+    if array.null_count == 0:
+        return None
+    return int(pc.index(pc.is_null(array), True).as_py())
+
+
+# --- building blocks ------------------------------------------------------------------
+
+
+def _col(name: str, table: str | None = None) -> exp.Column:
+    return exp.column(name, table=table, quoted=True)
+
+
+def _table(name: str) -> exp.Table:
+    return exp.Table(this=exp.to_identifier(name, quoted=True))
+
+
+def _double(value: float) -> exp.Expression:
+    return exp.cast(exp.Literal.number(repr(float(value))), "DOUBLE")
+
+
+def _int(value: int) -> exp.Expression:
+    return exp.Literal.number(int(value))
+
+
+def _window(function: exp.Expression, partition: Sequence[exp.Expression],
+            order: Sequence[exp.Expression], kind: str, start: Any, start_side: str | None,
+            end: Any, end_side: str | None) -> exp.Window:
+    return exp.Window(
+        this=function,
+        partition_by=list(partition),
+        order=exp.Order(expressions=[exp.Ordered(this=o, nulls_first=False) for o in order]),
+        spec=exp.WindowSpec(kind=kind, start=start, start_side=start_side, end=end,
+                            end_side=end_side),
+        over="OVER",
+    )
+
+
+def _row_number(partition: Sequence[exp.Expression], order: Sequence[exp.Ordered]
+                ) -> exp.Window:
+    return exp.Window(this=exp.RowNumber(), partition_by=list(partition),
+                      order=exp.Order(expressions=list(order)), over="OVER")
+
+
+def _null_if(condition: exp.Expression, value: exp.Expression) -> exp.Expression:
+    return exp.case().when(condition, exp.null()).else_(value)
+
+
+def _finite(value: exp.Expression) -> exp.Expression:
+    """``value`` when it is a finite number, else null (the embedded engine's rule)."""
+    inside = exp.Between(this=value, low=_double(-_MAX_DOUBLE), high=_double(_MAX_DOUBLE))
+    return exp.case().when(inside, value.copy())
+
+
+def _deduplicated(relation: Relation, features: FeatureSet) -> exp.Select:
+    """Every event id once, its first delivery (lowest input position).
+
+    A semi-join on each id's first position (one hash aggregate), not
+    ``ROW_NUMBER() OVER (PARTITION BY id ...)``, which sorts every id: 0.44 s
+    against 0.74 s for 1M events on DuckDB; the same in Spark.
+    """
+    columns = [_col(name) for name in relation.table.column_names]
+    first = (select(exp.Min(this=_col(ROW))).from_(_table(EVENTS), copy=False)
+             .group_by(_col(features.event_id), copy=False))
+    return (select(*columns).from_(_table(EVENTS), copy=False)
+            .where(exp.In(this=_col(ROW), query=first.subquery(copy=False)), copy=False))
+
+
+def _subquery(query: exp.Select, alias: str) -> exp.Subquery:
+    return query.subquery(exp.to_identifier(alias, quoted=True), copy=False)
+
+
+# --- expressions -------------------------------------------------------------------
+
+
+_OPERATORS: dict[type[ast.operator], str] = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*",
+                                             ast.Div: "/", ast.Pow: "**"}
+_NOT_COMPILED: dict[type[ast.AST], str] = {ast.FloorDiv: "//", ast.Mod: "%"}
+
+
+def _expression(name: str, source: str, scope: Mapping[str, exp.Expression]) -> exp.Expression:
+    """One feature expression as SQL over ``scope`` (its names' SQL values)."""
+    tree = ast.parse(source.strip(), mode="eval").body
+
+    def fail(what: str) -> NotCompiled:
+        return NotCompiled(f"feature {name!r}: {source!r} uses {what}, which is not compiled "
+                           "to SQL yet; compute it with the embedded engine "
+                           "(features.engine: embedded)")
+
+    def build(node: ast.AST) -> exp.Expression:
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, bool) or not math.isfinite(float(node.value)):
+                if isinstance(node.value, bool):
+                    return _double(float(node.value))
+                raise fail(f"the constant {node.value!r}")
+            return _double(float(node.value))
+        if isinstance(node, ast.Name):
+            return scope[node.id].copy()
+        if isinstance(node, ast.UnaryOp):
+            operand = build(node.operand)
+            return exp.Neg(this=exp.paren(operand)) if isinstance(node.op, ast.USub) else operand
+        if isinstance(node, ast.BinOp):
+            if type(node.op) in _NOT_COMPILED:
+                raise fail(_NOT_COMPILED[type(node.op)])
+            left, right = exp.paren(build(node.left)), exp.paren(build(node.right))
+            if isinstance(node.op, ast.Add):
+                return exp.Add(this=left, expression=right)
+            if isinstance(node.op, ast.Sub):
+                return exp.Sub(this=left, expression=right)
+            if isinstance(node.op, ast.Mult):
+                return exp.Mul(this=left, expression=right)
+            if isinstance(node.op, ast.Div):
+                # x / 0 is null (the embedded engine's ZeroDivisionError and
+                # NumPy's inf), never Spark's ANSI error or DuckDB's inf.
+                return exp.Div(this=left, expression=exp.func("NULLIF", right, _double(0.0)),
+                               typed=False, safe=False)
+            return exp.Pow(this=left, expression=right)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            function = node.func.id
+            args = [build(a) for a in node.args]
+            if function == "abs" and len(args) == 1:
+                return exp.Abs(this=args[0])
+            if function in ("min", "max") and len(args) >= 2:
+                # LEAST/GREATEST skip nulls; Python's min(None, 1) is a null feature.
+                combined = (exp.Least if function == "min" else exp.Greatest)(
+                    this=args[0], expressions=args[1:], ignore_nulls=True)
+                any_null = exp.or_(*[a.copy().is_(exp.null()) for a in args])
+                return _null_if(any_null, combined)
+            raise fail(f"{function}() with {len(args)} argument(s)")
+        raise fail(type(node).__name__)
+
+    return build(tree)
+
+
+# --- the per-event query ------------------------------------------------------------
+
+
+def _empty(agg: Aggregate) -> exp.Expression:
+    """The aggregate of no events: 0 for sum and count, null otherwise."""
+    if agg.function == "count":
+        return _int(0)
+    return _double(0.0) if agg.function == "sum" else exp.null()
+
+
+def _windowed(agg: Aggregate, values: Mapping[str, str], features: FeatureSet) -> exp.Expression:
+    """The aggregate of the event's window, as of the event (the event included)."""
+    key = _col(agg.entity)
+    value = _col(values[agg.column]) if agg.column else None
+    # The event's own day up to it, in (timestamp, id) order.
+    def today(function: exp.Expression) -> exp.Expression:
+        return _window(function, [key, _col(DAY)], [_col(MICROS), _col(features.event_id)],
+                       "ROWS", "UNBOUNDED", "PRECEDING", "CURRENT ROW", None)
+
+    # The window's earlier days, whole (none for a one-day window).
+    def before(function: exp.Expression) -> exp.Expression | None:
+        if agg.window_days == 1:
+            return None
+        return _window(function, [key], [_col(DAY)], "RANGE",
+                       _int(agg.window_days - 1), "PRECEDING", _int(1), "PRECEDING")
+
+    def both(make: Callable[[], exp.Expression], combine: str) -> exp.Expression:
+        now, earlier = today(make()), before(make())
+        if earlier is None:
+            return now
+        if combine == "add":
+            return exp.Add(this=exp.func("COALESCE", earlier, _int(0)),
+                           expression=exp.func("COALESCE", now, _int(0)))
+        cls = exp.Least if combine == "least" else exp.Greatest
+        # A side without values is null and skipped (ignore_nulls: sqlglot
+        # renders LEAST as is, where DuckDB and Spark both skip nulls).
+        return cls(this=earlier, expressions=[now], ignore_nulls=True)
+
+    def count() -> exp.Expression:
+        return exp.Count(this=value.copy() if value is not None else exp.Star())
+
+    if agg.function == "count":
+        result: exp.Expression = exp.cast(both(count, "add"), "BIGINT")
+    elif agg.function == "sum":
+        total = both(lambda: exp.Sum(this=value.copy()), "add")
+        result = exp.cast(exp.func("COALESCE", total, _double(0.0)), "DOUBLE")
+    elif agg.function == "mean":
+        total = both(lambda: exp.Sum(this=value.copy()), "add")
+        n = both(count, "add")
+        result = exp.cast(exp.Div(this=exp.paren(total), expression=exp.func("NULLIF", n, _int(0)),
+                                  typed=False, safe=False), "DOUBLE")
+    else:
+        cls = exp.Min if agg.function == "min" else exp.Max
+        result = exp.cast(both(lambda: cls(this=value.copy()),
+                               "least" if agg.function == "min" else "greatest"), "DOUBLE")
+    if agg.entity == features.entity_key:
+        return result  # never null: events without it are rejected
+    return exp.case().when(key.copy().is_(exp.null()), _empty(agg)).else_(result)
+
+
+def _with_expressions(query: exp.Select, carried: Sequence[str], features: FeatureSet,
+                      scope: dict[str, exp.Expression]) -> tuple[exp.Select, list[str]]:
+    """One layer per expression over ``query``: each reads the columns before it."""
+    names = list(carried)
+    for index, (name, expression) in enumerate(features.expressions):
+        value = _expression(name, expression.source, scope)
+        alias = f"_mdlc_e{index}"
+        query = select(*[_col(c) for c in names], _finite(value).as_(alias, quoted=True)) \
+            .from_(_subquery(query, f"_mdlc_l{index}"), copy=False)
+        names.append(alias)
+        scope[name] = _col(alias)
+    return query, names
+
+
+def per_event_query(features: FeatureSet, relation: Relation,
+                    inputs: Sequence[str] = ()) -> exp.Select:
+    """:func:`~mdlc_core.batch_features.compute_per_event` as one query over
+    :data:`EVENTS`: columns ``ROW``, ``MICROS``, the event id, the entity key,
+    ``inputs``, then every feature, in input order of first deliveries."""
+    values = relation.values
+    events = _subquery(_deduplicated(relation, features), "_mdlc_events")
+    carried = [ROW, MICROS, features.event_id, features.entity_key,
+               *[values[c] for c in dict.fromkeys([*inputs, *features.raw_columns])]]
+    carried = list(dict.fromkeys(carried))
+    aggregates = [_windowed(a, values, features).as_(f"_mdlc_a{i}", quoted=True)
+                  for i, a in enumerate(features.aggregates)]
+    query = select(*[_col(c) for c in carried], *aggregates).from_(events, copy=False)
+    scope: dict[str, exp.Expression] = {c: _col(values[c]) for c in values}
+    scope |= {a.name: _col(f"_mdlc_a{i}") for i, a in enumerate(features.aggregates)}
+    carried += [f"_mdlc_a{i}" for i in range(len(features.aggregates))]
+    query, _ = _with_expressions(query, carried, features, scope)
+    out = [_col(ROW), _col(MICROS), _col(features.event_id), _col(features.entity_key),
+           *[_col(values[c]).as_(c, quoted=True) for c in inputs],
+           *[scope[name].copy().as_(name, quoted=True) for name in features.names]]
+    return (select(*out).from_(_subquery(query, "_mdlc_features"), copy=False)
+            .order_by(_col(ROW), copy=False))
+
+
+# --- the per-entity query, as of a day ----------------------------------------------
+
+
+def as_of_query(features: FeatureSet, relation: Relation, as_of: date | str,
+                inputs: Sequence[str] = ()) -> exp.Select:
+    """:func:`~mdlc_core.batch_features.compute_batch` as one query over
+    :data:`EVENTS`: the entity key, ``inputs`` (from the entity's latest event
+    on or before ``as_of``), then every feature; sorted by entity."""
+    today = embedded.day_number(as_of)
+    values = relation.values
+    upto = _deduplicated(relation, features)
+    upto = select(*[_col(c) for c in relation.table.column_names]) \
+        .from_(_subquery(upto, "_mdlc_first"), copy=False) \
+        .where(_col(DAY) <= _int(today), copy=False)
+    latest_order = [exp.Ordered(this=_col(MICROS), desc=True),
+                    exp.Ordered(this=_col(features.event_id), desc=True)]
+    # The day's events, deduplicated, once (a CTE) for the latest events and
+    # every entity column's GROUP BY.
+    latest = select(*[_col(c) for c in relation.table.column_names]) \
+        .from_(_table(UPTO), copy=False).qualify(
+            _row_number([_col(features.entity_key)], latest_order).eq(_int(1)), copy=False)
+    horizon = features.horizon()
+    if horizon:
+        latest = select(*[_col(c) for c in relation.table.column_names]) \
+            .from_(_subquery(latest, "_mdlc_newest"), copy=False) \
+            .where(_col(DAY) > _int(today - horizon), copy=False)
+    query = select().from_(_subquery(latest, "_mdlc_latest"), copy=False)
+    scope: dict[str, exp.Expression] = {c: _col(values[c], "_mdlc_latest") for c in values}
+    columns: list[exp.Expression] = [
+        _col(features.entity_key, "_mdlc_latest").as_(features.entity_key, quoted=True),
+        *[_col(values[c], "_mdlc_latest").as_(values[c], quoted=True)
+          for c in dict.fromkeys([*inputs, *features.raw_columns]) if c in values]]
+    for g, entity in enumerate(dict.fromkeys(a.entity for a in features.aggregates)):
+        group = f"_mdlc_g{g}"
+        mine = [(i, a) for i, a in enumerate(features.aggregates) if a.entity == entity]
+        longest = max(a.window_days for _, a in mine)
+        key = _col(entity)
+        grouped = select(key.copy().as_("_mdlc_key", quoted=True),
+                         *[_grouped(a, values, today, longest).as_(f"_mdlc_a{i}", quoted=True)
+                           for i, a in mine],
+                         copy=False) \
+            .from_(_table(UPTO), copy=False) \
+            .where(exp.and_(key.copy().is_(exp.null()).not_(),
+                            _col(DAY) > _int(today - longest)), copy=False) \
+            .group_by(key.copy(), copy=False)
+        query = query.join(_subquery(grouped, group), on=_col(entity, "_mdlc_latest").eq(
+            _col("_mdlc_key", group)), join_type="LEFT", copy=False)
+        for i, a in mine:
+            found = _col(f"_mdlc_a{i}", group)
+            if a.function in ("sum", "count"):
+                found = exp.func("COALESCE", found, _empty(a))
+            cast = "BIGINT" if a.function == "count" else "DOUBLE"
+            columns.append(exp.cast(found, cast).as_(f"_mdlc_a{i}", quoted=True))
+    query = query.select(*columns, copy=False)
+    carried = [c.alias_or_name for c in columns]
+    scope = {c: _col(values[c]) for c in values}
+    scope |= {a.name: _col(f"_mdlc_a{i}") for i, a in enumerate(features.aggregates)}
+    query, _ = _with_expressions(query, carried, features, scope)
+    out = [_col(features.entity_key), *[_col(values[c]).as_(c, quoted=True) for c in inputs],
+           *[scope[name].copy().as_(name, quoted=True) for name in features.names]]
+    return (select(*out).from_(_subquery(query, "_mdlc_entities"), copy=False)
+            .order_by(_col(features.entity_key), copy=False)
+            .with_(exp.to_identifier(UPTO, quoted=True), as_=upto, copy=False))
+
+
+def _grouped(agg: Aggregate, values: Mapping[str, str], today: int,
+             longest: int) -> exp.Expression:
+    """The aggregate over an entity's events of its window, in a ``GROUP BY``
+    entity over the days of the entity column's ``longest`` window."""
+    value: exp.Expression = _col(values[agg.column]) if agg.column else _int(1)
+    if agg.window_days < longest:
+        value = exp.case().when(_col(DAY) > _int(today - agg.window_days), value)
+    if agg.function == "count":
+        return exp.Count(this=value) if agg.column or agg.window_days < longest \
+            else exp.Count(this=exp.Star())
+    if agg.function == "sum":
+        return exp.Sum(this=value)
+    if agg.function == "mean":
+        return exp.Div(this=exp.Sum(this=value),
+                       expression=exp.func("NULLIF", exp.Count(this=value.copy()), _int(0)),
+                       typed=False, safe=False)
+    return (exp.Min if agg.function == "min" else exp.Max)(this=value)
+
+
+# --- running ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A compiled feature query and the relation it reads: what any SQL engine runs.
+
+    Register :attr:`relation`'s table as :data:`EVENTS`, run
+    ``plan.sql(dialect)`` and hand the result (an Arrow table) to
+    :meth:`finish`, or to :meth:`columns` for the raw columns.
+    """
+
+    features: FeatureSet
+    relation: Relation
+    query: exp.Select
+    kind: str  # "per_event" or "as_of"
+    inputs: tuple[str, ...]
+
+    def sql(self, dialect: str) -> str:
+        if dialect not in DIALECTS:
+            raise ValueError(f"unknown SQL dialect {dialect!r}; expected one of {DIALECTS}")
+        return self.query.sql(dialect=dialect)
+
+    @property
+    def names(self) -> list[str]:
+        """The result's columns, as the embedded engine names them."""
+        f = self.features
+        if self.kind == "per_event":
+            return [f.event_id, f.entity_key, *self.inputs, *f.names]
+        return [f.entity_key, *self.inputs, *f.names]
+
+    def columns(self, result: pa.Table) -> dict[str, list[Any]]:
+        """The result as Python columns of :attr:`names` (counts as ints,
+        the rest as floats or None), any engine's Arrow result alike."""
+        counts = {a.name for a in self.features.aggregates if a.function == "count"}
+        out = {}
+        for name in self.names:
+            column = result.column(name)
+            if name in counts:
+                column = column.cast(pa.int64())
+            elif name in (self.features.event_id, self.features.entity_key):
+                column = column.cast(pa.string())
+            else:
+                column = column.cast(pa.float64())
+            out[name] = column.to_pylist()
+        return out
+
+    def finish(self, result: pa.Table) -> dict[str, list[Any]] | list[dict[str, Any]]:
+        """What the embedded engine returns: columns (per event) or rows (as of a day)."""
+        columns = self.columns(result)
+        if self.kind == "per_event":
+            return columns
+        names = self.names
+        return [dict(zip(names, row, strict=True))
+                for row in zip(*(columns[n] for n in names), strict=True)]
+
+
+def prepare_per_event(events: Any, features: FeatureSet, *,
+                      inputs: Sequence[str] = ()) -> Plan:
+    """The plan of :func:`per_event`; raises :class:`FeatureError` / :class:`NotCompiled`."""
+    inputs = tuple(embedded._checked_inputs(features, inputs))
+    relation = events_relation(events, features, extra=inputs)
+    return Plan(features, relation, per_event_query(features, relation, inputs), "per_event",
+                inputs)
+
+
+def prepare_as_of(events: Any, features: FeatureSet, as_of: date | str, *,
+                  inputs: Sequence[str] = ()) -> Plan:
+    """The plan of :func:`as_of`; raises :class:`FeatureError` / :class:`NotCompiled`."""
+    inputs = tuple(embedded._checked_inputs(features, inputs))
+    embedded.day_number(as_of)  # a bad date fails before any reading
+    relation = events_relation(events, features, extra=inputs)
+    return Plan(features, relation, as_of_query(features, relation, as_of, inputs), "as_of",
+                inputs)
+
+
+@dataclass(frozen=True)
+class DuckDB:
+    """How :func:`run` opens DuckDB: its memory limit, spill folder and threads."""
+
+    memory_limit: str = "1GB"
+    temp_directory: str | os.PathLike[str] | None = None
+    max_temp_directory_size: str | None = None
+    threads: int | None = None
+
+
+def run(plan: Plan, duckdb_options: DuckDB | None = None) -> pa.Table:
+    """The plan's query on an in-memory DuckDB, as an Arrow table (with the
+    internal :data:`ROW` and :data:`MICROS` columns of a per-event plan)."""
+    from .quality import connect
+
+    options = duckdb_options or DuckDB()
+    with tempfile.TemporaryDirectory(prefix="mdlc-duckdb-") as scratch:
+        spill = Path(options.temp_directory) if options.temp_directory is not None \
+            else Path(scratch)
+        with connect(memory_limit=options.memory_limit, temp_directory=spill,
+                     threads=options.threads,
+                     max_temp_directory_size=options.max_temp_directory_size) as con:
+            con.register(EVENTS, plan.relation.table)
+            result = con.sql(plan.sql("duckdb"))
+            # duckdb 2 names it to_arrow_table; 1.x arrow().
+            fetch = getattr(result, "to_arrow_table", None) or result.arrow
+            return fetch()
+
+
+def per_event(events: Any, features: FeatureSet, *, inputs: Sequence[str] = (),
+              duckdb_options: DuckDB | None = None) -> dict[str, list[Any]]:
+    """:func:`~mdlc_core.batch_features.compute_per_event`, computed by DuckDB."""
+    plan = prepare_per_event(events, features, inputs=inputs)
+    return plan.columns(run(plan, duckdb_options))
+
+
+def as_of(events: Any, features: FeatureSet, day: date | str, *, inputs: Sequence[str] = (),
+          duckdb_options: DuckDB | None = None) -> list[dict[str, Any]]:
+    """:func:`~mdlc_core.batch_features.compute_batch`, computed by DuckDB."""
+    plan = prepare_as_of(events, features, day, inputs=inputs)
+    rows = plan.finish(run(plan, duckdb_options))
+    assert isinstance(rows, list)
+    return rows
+
+
+def training_table(events: Any, features: FeatureSet, *,
+                   duckdb_options: DuckDB | None = None) -> dict[str, list[Any]]:
+    """:func:`~mdlc_core.batch_features.training_table`, the features computed by
+    DuckDB: the same columns (``features.training_table_schema``), values and order."""
+    plan = prepare_per_event(events, features, inputs=features.inputs)
+    result = run(plan, duckdb_options)
+    out = plan.columns(result)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    out[features.timestamp] = [epoch + timedelta(microseconds=m)
+                               for m in result.column(MICROS).to_pylist()]
+    label = features.label
+    labels = embedded._optional_column(events, label) if label else None
+    if label and labels is not None:
+        out[label] = [labels[p] for p in result.column(ROW).to_pylist()]
+    return {name: out[name] for name in features.training_table_schema if name in out}
+
+
+def entity_table(events: Any, features: FeatureSet, day: date | str, *,
+                 duckdb_options: DuckDB | None = None) -> dict[str, list[Any]]:
+    """:func:`~mdlc_core.batch_features.entity_table`, computed by DuckDB."""
+    plan = prepare_as_of(events, features, day, inputs=features.inputs)
+    columns = plan.columns(run(plan, duckdb_options))
+    return {name: columns[name] for name in features.entity_table_schema}
+
+
+__all__ = ["DIALECTS", "EVENTS", "DuckDB", "NotCompiled", "Plan", "Relation", "as_of",
+           "as_of_query", "entity_table", "events_relation", "per_event", "per_event_query",
+           "prepare_as_of", "prepare_per_event", "run", "training_table"]
