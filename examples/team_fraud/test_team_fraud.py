@@ -160,6 +160,28 @@ def test_the_team_stack_is_the_subclass_with_the_team_workflow(team_stack):
             team_stack.batch_inference.node.id) == ("Training", "Integration", "BatchInference")
 
 
+def test_the_team_swaps_three_stages_by_class_and_never_reaches_into_children():
+    """Issue #17's bar for the example: at least three stages changed through
+    the library's extension points, none by finding a construct's child (which
+    breaks when the library's internals move)."""
+    import ast
+
+    from mdlc_constructs.model_stack import MdlcModelStack
+    from team_fraud.stack import TeamFraudStack
+
+    swapped = [name for name in vars(MdlcModelStack) if name.endswith("_class")
+               and getattr(TeamFraudStack, name) is not getattr(MdlcModelStack, name)]
+    assert len(swapped) >= 3, swapped
+    reaching = {"children", "find_child", "try_find_child", "find_all", "default_child"}
+    for path in sorted(HERE.glob("*.py")):
+        if path.name.startswith("test_"):
+            continue
+        found = [f"{path.name}:{node.lineno} .{node.attr}"
+                 for node in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(node, ast.Attribute) and node.attr in reaching]
+        assert found == [], found
+
+
 def _training_definition(template) -> str:
     machines = {
         k: v for k, v in template["Resources"].items()
