@@ -200,6 +200,10 @@ RAISES: dict[str, dict[str, list[Spec | NotSpec]]] = {
             NotSpec(ARGUMENT + " (preparation and the deprecated prepare_data both given)"),
         ],
     },
+    "workflow": {
+        "state_machine_name": [NotSpec("a stack whose name is a token: the app's stack "
+                                       "name, not a spec field")],
+    },
     "wheels": {
         "lambda_target": [NotSpec("the library's own RUNTIME and ARCHITECTURE constants")] * 2,
         "pinned": [NotSpec("the library's own DUCKDB_PACKAGES, all in PINS")],
