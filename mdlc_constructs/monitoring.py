@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from aws_cdk import Duration, Token
+from aws_cdk import Duration, Stack, Token
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_events as events
@@ -31,9 +31,9 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
-from mdlc_core.layout import VARIANT_NAME, Layout
+from mdlc_core.layout import VARIANT_NAME, Layout, package_group_name
 
-from .compliance import acknowledge, acknowledge_objects, iam5_resource
+from .compliance import acknowledge, acknowledge_objects, iam5_resource, printed_arn
 from .dashboard import DEFAULT_NAMESPACE, ModelDashboard, ModelMetrics, endpoint_name_of
 from .deprecation import renamed
 from .functions import python_function
@@ -110,11 +110,16 @@ class ModelMonitoring(Construct):
         labels_bucket: where ground truth lands. Default: the predictions bucket.
         labels_prefix: labels under ``<prefix>dt=<event date>/``. Default
             ``labels/<model>/``.
-        baseline_bucket: holds the scored training snapshot. Default: the
-            artifacts bucket.
-        baseline_key: the baseline's key, or a prefix ending in ``/``. Default
-            ``baselines/<model>/``; whoever registers a model version writes its
-            scored training snapshot there.
+        baseline_bucket: holds the baselines. Default: the artifacts bucket.
+        baseline_key: one fixed baseline for every model version: a key, or a
+            prefix ending in ``/`` of files. Default: none, so each version's
+            predictions are compared with that version's own training data,
+            which its model package names (``mdlc:drift-baseline``, written by
+            the training workflow under ``baselines/<model>/jobs/``; see
+            docs/monitoring.md, "Which baseline").
+        model_package_group_name: the group whose packages name the
+            per-version baselines (the job may describe only its packages).
+            Default ``mdlc-<model>``, the training workflow's group.
         closed_loop_lag_days: accuracy is judged on the predictions of this many
             days before the monitored day. Default
             ``monitoring.closed_loop.label_delay_days``, when the labels are in.
@@ -178,6 +183,7 @@ class ModelMonitoring(Construct):
         labels_prefix: str | None = None,
         baseline_bucket: s3.IBucket | None = None,
         baseline_key: str | None = None,
+        model_package_group_name: str | None = None,
         closed_loop_lag_days: int | None = None,
         memory_size: int = 4096,
         timeout: Duration = Duration.minutes(15),
@@ -199,9 +205,11 @@ class ModelMonitoring(Construct):
         self.labels_bucket: s3.IBucket = labels_bucket or data_lake.predictions
         self.labels_prefix = _prefix(labels_prefix or Layout(spec.name).labels, "labels_prefix")
         self.baseline_bucket: s3.IBucket = baseline_bucket or data_lake.artifacts
-        self.baseline_key = baseline_key or Layout(spec.name).baselines
-        if self.baseline_key.startswith("/"):
-            raise ValueError(f"baseline_key must be a key, not {self.baseline_key!r}")
+        #: the fixed baseline, or None: each version's own (the default)
+        self.baseline_key: str | None = baseline_key
+        if baseline_key is not None and (not baseline_key or baseline_key.startswith("/")):
+            raise ValueError(f"baseline_key must be a key, not {baseline_key!r}")
+        self.model_package_group_name = model_package_group_name or package_group_name(spec.name)
         lag = closed_loop_lag_days
         self.closed_loop_lag_days = (
             spec.monitoring.closed_loop.label_delay_days if lag is None else lag
@@ -402,7 +410,7 @@ class ModelMonitoring(Construct):
             "LABELS_BUCKET": self.labels_bucket.bucket_name,
             "LABELS_PREFIX": self.labels_prefix,
             "BASELINE_BUCKET": self.baseline_bucket.bucket_name,
-            "BASELINE_KEY": self.baseline_key,
+            **({"BASELINE_KEY": self.baseline_key} if self.baseline_key else {}),
             "REPORT_BUCKET": self.data_lake.artifacts.bucket_name,
             "METRICS_NAMESPACE": self.metrics_namespace,
             "CLOSED_LOOP_LAG_DAYS": str(self.closed_loop_lag_days),
@@ -534,6 +542,7 @@ class ModelMonitoring(Construct):
         self._acknowledge_objects(
             function, lake.artifacts, reports, "This model's monitoring reports, one per day"
         )
+        self.grant_describe_packages(function)
         # PutMetricData has no resource-level permission; the namespace
         # condition is the only way to scope it.
         function.add_to_role_policy(
@@ -554,15 +563,37 @@ class ModelMonitoring(Construct):
     def _job_access(self) -> tuple[list[tuple[s3.IBucket, str, str]], str]:
         """What the job reads ``(bucket, pattern, why)`` and where it puts reports."""
         spec, lake = self.spec, self.data_lake
-        baseline = f"{self.baseline_key}*" if self.baseline_key.endswith("/") else self.baseline_key
+        key = self.baseline_key or Layout(spec.name).baselines
+        baseline = Layout.everything(key) if key.endswith("/") else key
         reads = [
             (lake.predictions, scored_predictions_pattern(spec.name),
              "This model's predictions (the scored/ folder of each day), one folder per day"),
             (self.labels_bucket, f"{self.labels_prefix}*",
              "This model's labels, one folder per event date"),
-            (self.baseline_bucket, baseline, "This model's baseline (scored training snapshot)"),
+            (self.baseline_bucket, baseline, "This model's drift baselines (the training "
+             "data of each version)"),
         ]  # fmt: skip
         return reads, Layout.everything(Layout(spec.name).monitoring)
+
+    def grant_describe_packages(self, grantee: iam.IGrantable) -> iam.Grant:
+        """DescribeModelPackage on this model's versions, which name their drift
+        baselines. With a fixed ``baseline_key`` nothing is needed, and the grant
+        returned is ``Grant.drop`` (``success`` False), as aws-cdk-lib returns."""
+        if self.baseline_key is not None:
+            return iam.Grant.drop(grantee, "describe model packages (a fixed baseline is used)")
+        resource = f"model-package/{self.model_package_group_name}/*"
+        grant = iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["sagemaker:DescribeModelPackage"],
+            resource_arns=[Stack.of(self).format_arn(service="sagemaker", resource=resource)],
+        )
+        acknowledge(
+            grantee if isinstance(grantee, Construct) else self,
+            iam5_resource(printed_arn("sagemaker", resource)),
+            "Describes only this model's package versions, named by the day's predictions "
+            "at run time (each names its drift baseline)",
+        )
+        return grant
 
     def _acknowledge_objects(
         self, function: lambda_.Function, bucket: s3.IBucket, pattern: str, reason: str
@@ -617,7 +648,7 @@ class ModelMonitoring(Construct):
         report and metrics as the function, without Lambda's memory and time limits."""
         spec, lake = self.spec, self.data_lake
         reads, reports = self._job_access()
-        return ProcessingRunner(
+        runner = ProcessingRunner(
             self,
             "Processing",
             spec=spec,
@@ -631,6 +662,8 @@ class ModelMonitoring(Construct):
             environment=self.job_environment(),
             metrics_namespace=self.metrics_namespace,
         )  # fmt: skip
+        self.grant_describe_packages(runner.role)
+        return runner
 
     def _create_workflow(self) -> sfn.StateMachine:
         """Schedule → this workflow → the Processing job; a failure notifies the topic."""

@@ -42,7 +42,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
-from mdlc_core.layout import Layout
+from mdlc_core.layout import Layout, package_group_name
 
 from .algorithms import TrainingAlgorithm, training_algorithm
 from .compliance import acknowledge_all, iam5_action, iam5_resource, printed_arn, resource_token
@@ -164,7 +164,7 @@ class TrainingWorkflow(Construct):
             self.algorithm.network_isolation if network_isolation is None else network_isolation
         )
         self.job_prefix = f"mdlc-{spec.name}-"
-        self.model_package_group_name = f"mdlc-{spec.name}"
+        self.model_package_group_name = package_group_name(spec.name)
         self.model_package_group = sagemaker.CfnModelPackageGroup(
             self,
             "ModelPackageGroup",
@@ -250,9 +250,10 @@ class TrainingWorkflow(Construct):
                            layout.everything(layout.features))
         self.data_lake.artifacts.grant_put(self.input_function,
                                            layout.everything(layout.training_input))
-        # The training features become the monitoring baseline (open loop).
+        # Each job's training features become the drift baseline of the version
+        # it registers (open loop), one object per job.
         self.data_lake.artifacts.grant_put(
-            self.input_function, layout.baseline_features
+            self.input_function, layout.everything(layout.job_baselines)
         )
         acknowledge_all(
             self.input_function,
@@ -272,6 +273,9 @@ class TrainingWorkflow(Construct):
                 iam5_resource(f"{resource_token(self.data_lake.artifacts)}/training-input/"
                               f"{model}/*"): "Writes only this model's training "
                 "channels",
+                iam5_resource(f"{resource_token(self.data_lake.artifacts)}/"
+                              f"{layout.everything(layout.job_baselines)}"): "Writes only "
+                "this model's per-job drift baselines, named by job at run time",
             },
         )
         return self.catch(
@@ -520,6 +524,8 @@ class TrainingWorkflow(Construct):
             ),
             "mdlc:feature-snapshot": string_at(f"{lineage}.feature_snapshot"),
             "mdlc:training-job": string_at("$.job.TrainingJobName"),
+            # The open-loop monitor compares this version's predictions with it.
+            "mdlc:drift-baseline": string_at("$.training.baseline"),
             "mdlc:evaluation-metric": string_at("$.evaluation.metric"),
             "mdlc:evaluation-value": sfn.JsonPath.format(
                 "{}", string_at("$.evaluation.value")

@@ -157,6 +157,10 @@ def test_a_blocked_event_is_explained_end_to_end(run, fraud_spec, capsys, tmp_pa
     assert manifest["date"] == lineage["dataset"]["date"]
     assert lineage["dataset"]["manifest_check"].startswith("matches s3/")
     assert _s3(out, lineage["feature_snapshot"]).is_file()
+    # What its drift is measured against: its own training job's features.
+    assert lineage["drift_baseline"].endswith(
+        f"/baselines/fraud/jobs/{lineage['training']['job']}/features.parquet")
+    assert _s3(out, lineage["drift_baseline"]).is_file()
     # Its code and training.
     assert lineage["code_version"] == result.report["code_version"] == COMMIT
     assert lineage["training"]["job"] in {v["training_job"]

@@ -102,7 +102,7 @@ def built(tmp_path_factory, fraud_spec):
     small = ModelMonitoring(
         minimal, "Monitoring", spec=spec2, data_lake=lake2, topic=topic2,
         retrain=requested.append, labels_bucket=labels, closed_loop_lag_days=30,
-        alarm_on_missing_predictions=False,
+        alarm_on_missing_predictions=False, baseline_key="pinned/features.parquet",
     )  # fmt: skip
     try:
         assembly = app.synth()
@@ -328,7 +328,8 @@ def test_job_settings(built):
     assert env["LABELS_BUCKET"] == {"Ref": _logical_id(lake.predictions)}
     assert env["LABELS_PREFIX"] == "labels/fraud/"
     assert env["BASELINE_BUCKET"] == {"Ref": _logical_id(lake.artifacts)}
-    assert env["BASELINE_KEY"] == "baselines/fraud/"
+    # No fixed baseline: each version is compared with the data its package names.
+    assert "BASELINE_KEY" not in env
     assert env["REPORT_BUCKET"] == {"Ref": _logical_id(lake.artifacts)}
     assert env["METRICS_NAMESPACE"] == "MDLC"
     # One run: open loop for yesterday, closed loop for the day whose labels are in.
@@ -392,9 +393,27 @@ def test_job_reads_its_inputs_and_only_puts_its_reports(built):
     }
     (metrics,) = [s for s in statements if "cloudwatch:PutMetricData" in _actions(s)]
     assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": "MDLC"}}
+    # It may describe this model's package versions (each names its drift
+    # baseline), and nothing else in SageMaker.
+    (describe,) = [s for s in statements if any(a.startswith("sagemaker:") for a in _actions(s))]
+    assert _actions(describe) == ["sagemaker:DescribeModelPackage"]
+    assert ":model-package/mdlc-fraud/*" in json.dumps(describe["Resource"])
     wildcard = {a for s in statements if s["Resource"] == "*" for a in _actions(s)}
     assert wildcard <= {"cloudwatch:PutMetricData", "xray:PutTraceSegments",
                         "xray:PutTelemetryRecords"}  # fmt: skip
+
+
+def test_a_fixed_baseline_is_read_alone_and_no_package_is_described(built):
+    small = built["small"]
+    statements = _job_policy(built["minimal"], small)
+    env = built["minimal"].find_resources("AWS::Lambda::Function")[
+        _logical_id(small.function)]["Properties"]["Environment"]["Variables"]
+    assert env["BASELINE_KEY"] == "pinned/features.parquet"
+    reads = {r for s in statements if "s3:GetObject*" in _actions(s) for r in _resources(s)}
+    assert any("/pinned/features.parquet" in r for r in reads)
+    assert not any("baselines/" in r for r in reads)
+    assert not any(a.startswith("sagemaker:") for s in statements for a in _actions(s))
+    assert not small.grant_describe_packages(small.function).success
 
 
 def test_imported_labels_bucket_is_read_by_prefix(built):

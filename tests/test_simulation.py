@@ -107,8 +107,17 @@ DEPLOYED_COMMIT = "0f1e2d3c4b5a"
 @pytest.fixture(scope="module")
 def lifecycle(tmp_path_factory):
     """21 days of the fraud model (7-day windows) with labels two days late, a
-    drift from day 16, and a green fleet that fails for version 3: one run, many
-    assertions."""
+    drift from day 16, and a green fleet that fails for version 4: one run, many
+    assertions.
+
+    Drift is measured against the training data of the version in service.
+    Versions 1 and 2 were trained on the first two days, when the 7-day
+    windows held one or two days: traffic drifts from them as the windows fill,
+    and RetrainNeeded stays in ALARM until version 3 (trained on 11-07, full
+    windows) serves. Its fleet must not be the failing one, or version 2 would
+    keep serving and the composite would still be in ALARM when the drift of
+    day 16 comes (an alarm starts re-training only on its way into ALARM).
+    """
     from mdlc_constructs.local.simulation import synthesize
 
     root = tmp_path_factory.mktemp("lifecycle")
@@ -159,7 +168,7 @@ def lifecycle(tmp_path_factory):
             retrain_requests[0]["after"] = len(simulation.cloud.executions)
 
     run = _run(spec, orders, root / "cdk.out", out=root / "out", on_day=on_day,
-               configure=lambda cloud: cloud.sagemaker.fail_deployments_of(3))
+               configure=lambda cloud: cloud.sagemaker.fail_deployments_of(4))
     assert stack == "Mdlc-fraud"
     return run, root / "out", retrain_requests
 
@@ -232,9 +241,9 @@ def test_blue_green_deploys_and_rolls_back_a_failing_green_fleet(lifecycle):
     run, _, _ = lifecycle
     deployments = run.report["endpoint"]["deployments"]
     outcomes = {d["version"]: d["outcome"] for d in deployments}
-    assert outcomes[1] == "deployed" and outcomes[2] == "deployed"
-    assert outcomes[3] == "rolled_back"
-    assert outcomes[4] == "deployed"
+    assert outcomes[1] == outcomes[2] == outcomes[3] == "deployed"
+    assert outcomes[4] == "rolled_back"
+    assert outcomes[5] == "deployed"
     rolled_back = [e for e in _by_workflow(run.report, "deployment") if e["status"] == "FAILED"]
     assert len(rolled_back) == 1 and rolled_back[0]["error"] == "DeploymentFailed", [
         (e["error"], (e["cause"] or "")[:400]) for e in rolled_back]
@@ -375,7 +384,9 @@ def test_alarms_start_retraining_within_the_cooldown(lifecycle):
              if "FeaturePSIorderamount" in a["alarm"] and a["to"] == "ALARM"]
     assert drift and drift[0]["time"] >= "2026-11-17"
     # ...which re-trained the model after it.
-    assert any(e["started_at"] >= drift[0]["time"] for e in by_alarm)
+    assert any(e["started_at"] >= drift[0]["time"] for e in by_alarm), (
+        drift[0]["time"], [e["started_at"] for e in by_alarm],
+        [(a["alarm"].rsplit("-", 1)[-1], a["to"], a["time"]) for a in run.report["alarms"]])
     # Never two alarm-started runs within the 24-hour cooldown.
     from datetime import datetime
     from itertools import pairwise

@@ -94,14 +94,22 @@ def test_handler_trains_on_the_feature_steps_real_output(lake, fraud_spec):
     assert any(line.split(",")[1] == "" for line in lines)
     assert result["rows"]["train"] + result["rows"]["validation"] == n
     assert result["rows"]["dropped_unlabelled"] == 0
-    # The training features are the monitoring job's drift baseline.
-    baseline = s3.get_object(Bucket=ARTIFACTS, Key="baselines/fraud/features.parquet")
+    # The training features are the drift baseline of the version this job
+    # makes: one object per job, whose URI the Register step records.
+    job_key = f"baselines/fraud/jobs/{result['job_name']}/features.parquet"
+    assert result["baseline"] == f"s3://{ARTIFACTS}/{job_key}"
+    baseline = s3.get_object(Bucket=ARTIFACTS, Key=job_key)
     columns = pq.read_table(io.BytesIO(baseline["Body"].read())).column_names
     assert columns == fraud_spec.feature_columns
+    listed = s3.list_objects_v2(Bucket=ARTIFACTS, Prefix="baselines/")["Contents"]
+    assert [o["Key"] for o in listed] == [job_key]  # no shared file is replaced any more
     # A run that names no commit (a scheduled re-training) records the deployed one.
     del state["code_version"]
     again = handler.handler({"state": state, "execution": "arn:y"}, None)
     assert again["lineage"]["code_version"] == "deployed-commit"
+    # A later run writes its own baseline and leaves the first version's alone.
+    assert again["baseline"] != result["baseline"]
+    assert s3.get_object(Bucket=ARTIFACTS, Key=job_key)["ETag"] == baseline["ETag"]
 
 
 def test_handler_names_what_an_unlabelled_snapshot_lacks(lake, fraud_spec):

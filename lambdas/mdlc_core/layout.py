@@ -10,7 +10,8 @@ under them, so both import this one module (it ships in the wheel as
     training-input/<model>/<job>/            train and validation channels
     training-output/<model>/                 SageMaker's model artifacts
     training-checkpoints/<model>/            spot training checkpoints
-    baselines/<model>/features.parquet       the open-loop monitor's reference
+    baselines/<model>/jobs/<job>/features.parquet  one training job's features: the
+                                             open-loop reference of the version it made
     batch-input/<model>/dt=.../{transform,ids}/  the batch transform's input
     predictions/<model>/dt=.../              transform output, decisions, scored/
     predictions/<model>/dt=.../scored/       monitoring's input (mdlc_core.predictions)
@@ -30,6 +31,12 @@ from dataclasses import dataclass
 #: The real-time endpoint's one production variant: blue/green deployments
 #: replace its fleet, never its name (alarms and dashboards name it).
 VARIANT_NAME = "AllTraffic"
+
+
+def package_group_name(model: str) -> str:
+    """The model package group of the model's versions, ``mdlc-<model>`` (training
+    registers into it; monitoring and serving describe its packages)."""
+    return f"mdlc-{model}"
 
 
 def endpoint_name(model: str) -> str:
@@ -88,7 +95,18 @@ class Layout:
 
     @property
     def baseline_features(self) -> str:
+        """The one baseline every training run replaced before per-version
+        baselines; read only for versions registered before them."""
         return f"{self.baselines}features.parquet"
+
+    @property
+    def job_baselines(self) -> str:
+        return f"{self.baselines}jobs/"
+
+    def job_baseline(self, job: str) -> str:
+        """The features training job ``job`` was trained on: the drift reference
+        of the model version it registers (``mdlc:drift-baseline``)."""
+        return f"{self.job_baselines}{job}/features.parquet"
 
     @property
     def batch_input(self) -> str:
@@ -141,4 +159,4 @@ class Layout:
         return f"dead-letters/{self.model}/{function}/"
 
 
-__all__ = ["VARIANT_NAME", "Layout", "endpoint_name"]
+__all__ = ["VARIANT_NAME", "Layout", "endpoint_name", "package_group_name"]

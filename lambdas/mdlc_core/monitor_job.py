@@ -9,7 +9,13 @@ report and the same metrics. The numbers come from ``mdlc_core.monitoring``.
 Event: ``{"date": "YYYY-MM-DD"}`` (absent: yesterday, UTC). Optional keys:
 ``closed_loop_lag_days`` (evaluate accuracy on the predictions of that many
 days before ``date``, whose labels have had time to arrive) and ``baseline``
-(``s3://bucket/key`` or a key; a key ending in ``/`` is a prefix of files).
+(``s3://bucket/key`` or a key; a key ending in ``/`` is a prefix of files),
+which fixes one baseline for every version, as BASELINE_KEY does.
+
+Without a fixed baseline, each model version's predictions are compared with
+that version's own training data, found through its model package
+(``mdlc_core.drift_baselines``); the report's ``open_loop.baselines`` says
+which baseline each version was compared with.
 
 Environment (``environ``):
     PREDICTIONS_BUCKET   predictions under ``predictions/<model>/dt=YYYY-MM-DD/scored/``
@@ -17,8 +23,8 @@ Environment (``environ``):
                          files are read there; an event id is counted once a day)
     LABELS_BUCKET        default PREDICTIONS_BUCKET
     LABELS_PREFIX        default ``labels/<model>/``; labels under ``<prefix>dt=<event date>/``
-    BASELINE_BUCKET      default PREDICTIONS_BUCKET
-    BASELINE_KEY         used when the event names no baseline
+    BASELINE_BUCKET      default PREDICTIONS_BUCKET; where bare baseline keys are
+    BASELINE_KEY         one baseline for every version (unset: each version's own)
     REPORT_BUCKET        default PREDICTIONS_BUCKET; report at
                          ``monitoring/<model>/dt=<date>/report.json``
     METRICS_NAMESPACE    default ``MDLC``
@@ -40,6 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import monitoring
+from .drift_baselines import VersionBaselines, split_uri
 from .layout import Layout
 from .predictions import is_prediction_file, scored_prefix
 
@@ -57,8 +64,13 @@ def run(
     s3: Any,
     cloudwatch: Any,
     environ: Mapping[str, str],
+    sagemaker: Any = None,
 ) -> dict[str, Any]:
-    """Monitor one day; returns the summary (the full report goes to S3)."""
+    """Monitor one day; returns the summary (the full report goes to S3).
+
+    ``sagemaker`` describes the model packages of per-version baselines
+    (default: a boto3 client, made only when a package is described).
+    """
     model = config["name"]
     spec = config.get("monitoring", {})
     day = parse_date(event.get("date"))
@@ -69,10 +81,22 @@ def run(
     reader = _Reader(s3)
 
     today = reader.predictions(predictions_bucket, model, day, features)
-    baseline = reader.baseline(
-        event.get("baseline") or environ.get("BASELINE_KEY"),
-        environ.get("BASELINE_BUCKET", predictions_bucket),
-    )
+    baseline_bucket = environ.get("BASELINE_BUCKET", predictions_bucket)
+    fixed = event.get("baseline") or environ.get("BASELINE_KEY")
+    if fixed:
+        baseline = reader.baseline(fixed, baseline_bucket)
+        per_version: dict[str, pa.Table | None] | None = None
+        baselines = [{"model_version": monitoring.ALL_VERSIONS, "source": "fixed",
+                      "uri": fixed, "rows": baseline.num_rows if baseline is not None else 0,
+                      "package_version": None}]
+    else:
+        packages = VersionBaselines(
+            read=reader.optional_table,
+            describe=_describer(sagemaker),
+            default_bucket=baseline_bucket,
+            legacy_key=Layout(model).baseline_features,
+        )
+        per_version, baseline, baselines = packages.resolve(_versions(today))
     report: dict[str, Any] = {
         "model": model,
         "date": day.isoformat(),
@@ -82,8 +106,10 @@ def run(
         "duplicate_predictions": reader.duplicates.get(day, 0),
     }
     report["open_loop"] = monitoring.open_loop(
-        today, baseline, int(spec.get("open_loop", {}).get("bins", 10)), features
+        today, baseline, int(spec.get("open_loop", {}).get("bins", 10)), features,
+        baselines=per_version,
     )
+    report["open_loop"]["baselines"] = baselines
     closed_predictions = (
         today if lag == 0 else reader.predictions(predictions_bucket, model, closed_day, features)
     )
@@ -130,6 +156,28 @@ def parse_date(value: Any) -> date:
         return date.fromisoformat(value)
     except (TypeError, ValueError) as error:
         raise ValueError(f"event 'date' must be YYYY-MM-DD, got {value!r}") from error
+
+
+def _versions(predictions: monitoring.Predictions) -> dict[str, int]:
+    """Each model version in the day's predictions, with its number of predictions."""
+    if not len(predictions):
+        return {}
+    codes, counts = np.unique(predictions.version_codes, return_counts=True)
+    return {predictions.versions[c]: int(n) for c, n in zip(codes, counts, strict=True)}
+
+
+def _describer(client: Any) -> Any:
+    """DescribeModelPackage through ``client``, or a boto3 client made on first use."""
+    made: list[Any] = [client]
+
+    def describe(arn: str) -> dict[str, Any]:
+        if made[0] is None:
+            import boto3
+
+            made[0] = boto3.client("sagemaker")
+        return made[0].describe_model_package(ModelPackageName=arn)
+
+    return describe
 
 
 def feature_columns(config: Mapping[str, Any]) -> list[str]:
@@ -200,12 +248,21 @@ class _Reader:
         table = monitoring.concat_tables(tables, f"s3://{bucket}/{prefix}")
         return monitoring.Labels.from_table(table, what=f"s3://{bucket}/{prefix}")
 
+    def optional_table(self, bucket: str, key: str) -> pa.Table | None:
+        """The table at ``s3://bucket/key``, or None when there is no such object."""
+        try:
+            body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except Exception as error:
+            if getattr(error, "response", {}).get("Error", {}).get("Code") in (
+                    "NoSuchKey", "404"):
+                return None
+            raise
+        return monitoring.read_table_bytes(body, f"s3://{bucket}/{key}")
+
     def baseline(self, location: str | None, default_bucket: str) -> pa.Table | None:
         if not location:
             return None
-        bucket, key = default_bucket, location
-        if location.startswith("s3://"):
-            bucket, _, key = location[5:].partition("/")
+        bucket, key = split_uri(location, default_bucket)
         if key.endswith("/"):
             tables = self.prefix(bucket, key)
             if not tables:

@@ -11,14 +11,16 @@ Reads ``state.data.features.features_key`` (Parquet, one row per event) from
 FEATURES_BUCKET, splits it deterministically (see ``mdlc_core.training_input``)
 and writes both channels in the spec's ``training.content_type`` to
 ARTIFACTS_BUCKET under ``training-input/<model>/<job name>/``, and the
-training features as the monitoring baseline ``baselines/<model>/features.parquet``.
+training features as the drift baseline of the version this job makes,
+``baselines/<model>/jobs/<job name>/features.parquet`` (the Register step
+records its URI in the package's ``mdlc:drift-baseline``).
 
 Environment: FEATURES_BUCKET, ARTIFACTS_BUCKET, MODEL_NAME, FEATURE_COLUMNS (JSON
 list, ``ModelSpec.feature_columns``), CODE_VERSION (the deployed commit: the
 lineage's ``code_version`` when the execution input names none).
 
 Returns ``{"job_name", "client_token", "parameters", "channels": {"train",
-"validation"}, "output_uri", "rows", "lineage"}`` (``client_token``: the
+"validation"}, "output_uri", "baseline", "rows", "lineage"}`` (``client_token``: the
 Register step's idempotency token, stable across retries of this execution
 and unique per execution).
 """
@@ -59,12 +61,15 @@ def _read_columns(bucket: str, key: str, names: list[str]) -> dict[str, list[Any
 
 
 def _write_baseline(
-    bucket: str, model: str, columns: dict[str, list[Any]], feature_columns: list[str]
-) -> None:
+    bucket: str, model: str, job: str, columns: dict[str, list[Any]],
+    feature_columns: list[str],
+) -> str:
     """The training features are the open-loop monitor's reference distribution.
 
-    One file per model, replaced by each run: drift is measured against what
-    the newest model was trained on.
+    One file per training job, never replaced: the monitor compares each
+    model version's predictions with the data that version was trained on,
+    whichever run came later (a rejected or not yet approved one included).
+    Returns its ``s3://`` URI.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -72,8 +77,9 @@ def _write_baseline(
     table = pa.table({name: columns[name] for name in feature_columns if name in columns})
     sink = io.BytesIO()
     pq.write_table(table, sink)
-    s3.put_object(Bucket=bucket, Key=Layout(model).baseline_features,
-                  Body=sink.getvalue())
+    key = Layout(model).job_baseline(job)
+    s3.put_object(Bucket=bucket, Key=key, Body=sink.getvalue())
+    return f"s3://{bucket}/{key}"
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -109,14 +115,15 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         body, suffix = ti.encode(rows, training["content_type"])
         s3.put_object(Bucket=artifacts, Key=f"{prefix}/{name}/{name}.{suffix}", Body=body)
         channels[name] = f"s3://{artifacts}/{prefix}/{name}/"
-    _write_baseline(artifacts, model, columns, feature_columns)
+    baseline = _write_baseline(artifacts, model, job, columns, feature_columns)
     logger.info("training input written", extra={"job_name": job, "rows": split.rows})
     return {
         "job_name": job,
         "client_token": token,
         "parameters": parameters,
         "channels": channels,
-        "output_uri": f"s3://{artifacts}/training-output/{model}/",
+        "output_uri": f"s3://{artifacts}/{Layout(model).training_output}",
+        "baseline": baseline,
         "rows": split.rows,
         "lineage": ti.lineage(
             state.get("data") or {},

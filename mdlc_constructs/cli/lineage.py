@@ -90,6 +90,8 @@ def version_lineage(package: dict[str, Any], job: dict[str, Any] | None) -> dict
                     "manifest_key": meta.get("mdlc:dataset-manifest"),
                     "content_hash": meta.get("mdlc:dataset-content-hash")},
         "feature_snapshot": meta.get("mdlc:feature-snapshot"),
+        # What the open-loop monitor compares this version's predictions with.
+        "drift_baseline": meta.get("mdlc:drift-baseline"),
         "code_version": meta.get("mdlc:code-version") or props.get("CommitId"),
         "training": {
             "job": meta.get("mdlc:training-job") or job.get("TrainingJobName"),
@@ -387,6 +389,7 @@ def _lineage_lines(lineage: dict[str, Any]) -> list[str]:
         f"    manifest:        {dataset['manifest_key']}",
         f"    content hash:    {dataset['content_hash']} ({dataset['manifest_check']})",
         f"  feature snapshot:  {lineage['feature_snapshot']}",
+        f"  drift baseline:    {lineage['drift_baseline'] or 'none recorded'}",
         f"  code commit:       {lineage['code_version']}",
         f"  training job:      {training['job']} (execution {training['execution']})",
         f"  algorithm image:   {training['algorithm_image']}",
