@@ -23,8 +23,9 @@ integers, everything else floats), the same nulls, the same row order.
 * :func:`as_of_query` is :func:`~mdlc_core.batch_features.compute_batch`:
   one row per entity whose latest event on or before the day lies inside
   the longest window, sorted by entity; raw columns from that latest event
-  (by timestamp, then id); one ``GROUP BY`` per entity column with each
-  aggregate's window as a condition, joined to the entities.
+  (by timestamp, then id, as the ``MAX`` of a struct led by both); one
+  ``GROUP BY`` per entity column with each aggregate's window as a
+  condition, the other entity columns' joined on the latest event's value.
 
 Both read one relation, ``events`` (:data:`EVENTS`), built by
 :func:`events_relation`: the event id and entity columns as text, each
@@ -453,60 +454,80 @@ def as_of_query(features: FeatureSet, relation: Relation, as_of: date | str,
                 inputs: Sequence[str] = ()) -> exp.Select:
     """:func:`~mdlc_core.batch_features.compute_batch` as one query over
     :data:`EVENTS`: the entity key, ``inputs`` (from the entity's latest event
-    on or before ``as_of``), then every feature; sorted by entity."""
+    on or before ``as_of``), then every feature; sorted by entity.
+
+    One ``GROUP BY`` of the entity key over the longest window's days: the
+    latest event's columns as the ``MAX`` of a struct led by (timestamp, id),
+    which are unique, so the struct is that event's row (an entity whose
+    latest event is older than the window has no event there, so no row);
+    its aggregates conditioned on their windows. Aggregates over another
+    entity column are a ``GROUP BY`` of that column, joined on the latest
+    event's value of it.
+    """
     today = embedded.day_number(as_of)
     values = relation.values
     upto = _deduplicated(relation, features)
     upto = select(*[_col(c) for c in relation.table.column_names]) \
         .from_(_subquery(upto, "_mdlc_first"), copy=False) \
         .where(_col(DAY) <= _int(today), copy=False)
-    latest_order = [exp.Ordered(this=_col(MICROS), desc=True),
-                    exp.Ordered(this=_col(features.event_id), desc=True)]
-    # The day's events, deduplicated, once (a CTE) for the latest events and
-    # every entity column's GROUP BY.
-    latest = select(*[_col(c) for c in relation.table.column_names]) \
-        .from_(_table(UPTO), copy=False).qualify(
-            _row_number([_col(features.entity_key)], latest_order).eq(_int(1)), copy=False)
+    carried = list(dict.fromkeys([*[values[c] for c in dict.fromkeys(
+        [*inputs, *features.raw_columns])],
+        *[c for c in features.entity_columns if c != features.entity_key]]))
+    last = exp.Struct(expressions=[
+        exp.PropertyEQ(this=exp.to_identifier(name, quoted=True), expression=_col(name))
+        for name in [MICROS, features.event_id, *carried]])
     horizon = features.horizon()
+    mine = [(i, a) for i, a in enumerate(features.aggregates) if a.entity == features.entity_key]
+    entities = select(
+        _col(features.entity_key),
+        exp.Max(this=last).as_("_mdlc_last", quoted=True),
+        *[_grouped(a, values, today, horizon).as_(f"_mdlc_a{i}", quoted=True) for i, a in mine],
+        copy=False).from_(_table(UPTO), copy=False).group_by(_col(features.entity_key),
+                                                             copy=False)
     if horizon:
-        latest = select(*[_col(c) for c in relation.table.column_names]) \
-            .from_(_subquery(latest, "_mdlc_newest"), copy=False) \
-            .where(_col(DAY) > _int(today - horizon), copy=False)
-    query = select().from_(_subquery(latest, "_mdlc_latest"), copy=False)
-    scope: dict[str, exp.Expression] = {c: _col(values[c], "_mdlc_latest") for c in values}
+        entities = entities.where(_col(DAY) > _int(today - horizon), copy=False)
+    # The latest event's columns, out of the struct (a column of the subquery).
+    def latest(name: str) -> exp.Expression:
+        return exp.column(name, table="_mdlc_last", quoted=True)
+
+    query = select().from_(_subquery(entities, "_mdlc_entities"), copy=False)
     columns: list[exp.Expression] = [
-        _col(features.entity_key, "_mdlc_latest").as_(features.entity_key, quoted=True),
-        *[_col(values[c], "_mdlc_latest").as_(values[c], quoted=True)
-          for c in dict.fromkeys([*inputs, *features.raw_columns]) if c in values]]
-    for g, entity in enumerate(dict.fromkeys(a.entity for a in features.aggregates)):
+        _col(features.entity_key, "_mdlc_entities").as_(features.entity_key, quoted=True),
+        *[latest(values[c]).as_(values[c], quoted=True)
+          for c in dict.fromkeys([*inputs, *features.raw_columns])]]
+    found: dict[int, exp.Expression] = {i: _col(f"_mdlc_a{i}", "_mdlc_entities") for i, _ in mine}
+    others = [e for e in dict.fromkeys(a.entity for a in features.aggregates)
+              if e != features.entity_key]
+    for g, entity in enumerate(others):
         group = f"_mdlc_g{g}"
-        mine = [(i, a) for i, a in enumerate(features.aggregates) if a.entity == entity]
-        longest = max(a.window_days for _, a in mine)
+        theirs = [(i, a) for i, a in enumerate(features.aggregates) if a.entity == entity]
+        longest = max(a.window_days for _, a in theirs)
         key = _col(entity)
         grouped = select(key.copy().as_("_mdlc_key", quoted=True),
                          *[_grouped(a, values, today, longest).as_(f"_mdlc_a{i}", quoted=True)
-                           for i, a in mine],
-                         copy=False) \
+                           for i, a in theirs], copy=False) \
             .from_(_table(UPTO), copy=False) \
             .where(exp.and_(key.copy().is_(exp.null()).not_(),
                             _col(DAY) > _int(today - longest)), copy=False) \
             .group_by(key.copy(), copy=False)
-        query = query.join(_subquery(grouped, group), on=_col(entity, "_mdlc_latest").eq(
-            _col("_mdlc_key", group)), join_type="LEFT", copy=False)
-        for i, a in mine:
-            found = _col(f"_mdlc_a{i}", group)
-            if a.function in ("sum", "count"):
-                found = exp.func("COALESCE", found, _empty(a))
-            cast = "BIGINT" if a.function == "count" else "DOUBLE"
-            columns.append(exp.cast(found, cast).as_(f"_mdlc_a{i}", quoted=True))
+        query = query.join(_subquery(grouped, group),
+                           on=latest(entity).eq(_col("_mdlc_key", group)),
+                           join_type="LEFT", copy=False)
+        found |= {i: _col(f"_mdlc_a{i}", group) for i, _ in theirs}
+    for i, a in enumerate(features.aggregates):
+        value = found[i]
+        if a.function in ("sum", "count"):
+            value = exp.func("COALESCE", value, _empty(a))
+        cast = "BIGINT" if a.function == "count" else "DOUBLE"
+        columns.append(exp.cast(value, cast).as_(f"_mdlc_a{i}", quoted=True))
     query = query.select(*columns, copy=False)
-    carried = [c.alias_or_name for c in columns]
+    names = [c.alias_or_name for c in columns]
     scope = {c: _col(values[c]) for c in values}
     scope |= {a.name: _col(f"_mdlc_a{i}") for i, a in enumerate(features.aggregates)}
-    query, _ = _with_expressions(query, carried, features, scope)
+    query, _ = _with_expressions(query, names, features, scope)
     out = [_col(features.entity_key), *[_col(values[c]).as_(c, quoted=True) for c in inputs],
            *[scope[name].copy().as_(name, quoted=True) for name in features.names]]
-    return (select(*out).from_(_subquery(query, "_mdlc_entities"), copy=False)
+    return (select(*out).from_(_subquery(query, "_mdlc_rows"), copy=False)
             .order_by(_col(features.entity_key), copy=False)
             .with_(exp.to_identifier(UPTO, quoted=True), as_=upto, copy=False))
 
