@@ -1,6 +1,14 @@
-"""Quality on the example schema: the embedded engine vs the compiled SQL vs hand-written SQL.
+"""Issue #18's engines side by side: the embedded engine, the compiled SQL, hand-written SQL.
 
-For each size (default 1M and 10M rows) one run measures, on the same
+Sections, each selectable (``--only quality``, ``--only features``; default
+all): **quality** (below), **features** (``engines_features.py``: per-event
+30-day features and per-entity features as of a day, with polars as a
+fourth engine) and **monitoring** when ``engines_monitoring.py`` is there
+(see :data:`SECTIONS`: a section module has ``main(sizes, run,
+memory_limit)`` and ``child(engine, folder, memory_limit)``, and is run
+through :func:`run`, one subprocess per engine).
+
+Quality: for each size (default 1M and 10M rows) one run measures, on the same
 in-memory tables (today and yesterday, the example spec's rules including
 the cross-snapshot consistency rule):
 
@@ -20,13 +28,16 @@ per size and handed to the subprocesses as Parquet; the reading is not timed.
 Seconds are the best of three runs below 5M rows, one run above.
 The three must agree on every count, or the run stops.
 
-Run: ``.venv/bin/python benchmarks/bench_engines.py [rows ...]``
-(e.g. ``1000000 3000000``; default 1M and 10M, about two minutes on 2 cores).
+Run: ``.venv/bin/python benchmarks/bench_engines.py [--only SECTION] [rows ...]``
+(e.g. ``--only features 1000000``; default every section at 1M and 10M rows).
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
+import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -175,7 +186,7 @@ def _hand(current: pa.Table, previous: pa.Table, scratch: str) -> dict[str, Any]
 
 
 def child(engine: str, folder: str) -> None:
-    """Load the Parquet pair, reset the peak, run ``engine`` once, print JSON."""
+    """Quality: load the Parquet pair, reset the peak, run ``engine``, print JSON."""
     from mdlc_core import quality
     from mdlc_core.sql import quality as sql_quality
 
@@ -211,15 +222,31 @@ def child(engine: str, folder: str) -> None:
 # --- the run --------------------------------------------------------------------------
 
 
-def run(engine: str, folder: str) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, __file__, "--child", engine, folder],
+#: The sections, by name: the module that holds each (None: this one). A
+#: section module is imported from this folder and has ``main(sizes, run,
+#: memory_limit)`` and ``child(engine, folder, memory_limit) -> dict``.
+#: ``engines_monitoring`` (the monitoring join and metrics) is picked up as
+#: soon as that file exists.
+SECTIONS: dict[str, str | None] = {"quality": None, "features": "engines_features",
+                                   "monitoring": "engines_monitoring"}
+
+
+def available_sections() -> list[str]:
+    here = Path(__file__).resolve().parent
+    return [name for name, module in SECTIONS.items()
+            if module is None or (here / f"{module}.py").exists()]
+
+
+def run(section: str, engine: str, folder: str) -> dict[str, Any]:
+    """``engine`` of ``section`` in a subprocess of its own; its JSON figures."""
+    done = subprocess.run([sys.executable, __file__, "--child", section, engine, folder],
                           capture_output=True, text=True, check=False)
     if done.returncode:
-        raise SystemExit(f"{engine} failed:\n{done.stderr}")
+        raise SystemExit(f"{section} {engine} failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main(sizes: list[int]) -> None:
+def quality_main(sizes: list[int]) -> None:
     print(f"quality, the example spec's {len(spec()['quality']['rules'])} rules, today + "
           f"yesterday in memory; DuckDB memory_limit {MEMORY_LIMIT}, threads = cores")
     print(f"{'rows':>11} {'engine':<9} {'seconds':>8} {'peak MiB':>9}  (data loaded: MiB)")
@@ -228,7 +255,7 @@ def main(sizes: list[int]) -> None:
             pq.write_table(orders(rows, DAY, 1), Path(folder) / "current.parquet")
             pq.write_table(orders(rows, DAY - timedelta(days=1), 0),
                            Path(folder) / "previous.parquet")
-            results = {engine: run(engine, folder) for engine in ENGINES}
+            results = {engine: run("quality", engine, folder) for engine in ENGINES}
         reference = results["embedded"]["counts"]
         for engine, result in results.items():
             if result["counts"] != reference:
@@ -242,8 +269,30 @@ def main(sizes: list[int]) -> None:
               f"all agree: {json.dumps(reference)}")
 
 
+def main(argv: list[str]) -> None:
+    sections = available_sections()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=sections, action="append",
+                        help="run only this section (repeatable); default: all")
+    parser.add_argument("rows", nargs="*", type=int, default=[1_000_000, 10_000_000])
+    args = parser.parse_args(argv)
+    for section in args.only or sections:
+        module = SECTIONS[section]
+        if module is None:
+            quality_main(args.rows)
+        else:
+            importlib.import_module(module).main(args.rows, run, MEMORY_LIMIT)
+
+
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(sys.argv[2], sys.argv[3])
+        section, engine, folder = sys.argv[2:5]
+        if SECTIONS[section] is None:
+            child(engine, folder)
+        else:
+            figures = importlib.import_module(SECTIONS[section]).child(engine, folder,
+                                                                       MEMORY_LIMIT)
+            print(json.dumps(figures, default=int))
     else:
-        main([int(a) for a in sys.argv[1:]] or [1_000_000, 10_000_000])
+        main(sys.argv[1:])
