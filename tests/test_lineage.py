@@ -447,3 +447,42 @@ def test_the_state_machine_path_names_the_package_the_endpoint_serves(aws_env,  
     assert decided["model_version"] == package
     decision = module.handler({**decided, "step": "execute_rules"}, Context())["decision"]
     assert decision["model_version"] == package
+
+
+def test_the_account_mode_finds_the_decision_table_in_the_models_stack():
+    """--stack: the decision log is the stack's Integration/Decisions table, found by
+    its logical id (CDK's hash suffix aside); anything but one such table is named.
+    botocore's Stubber checks the calls and answers against the CloudFormation model."""
+    import boto3
+    from botocore.stub import Stubber
+
+    from mdlc_constructs.cli.lineage import decisions_table_of
+
+    client = boto3.client("cloudformation", region_name="us-east-1",
+                          aws_access_key_id="x", aws_secret_access_key="x")
+
+    def summary(logical: str, physical: str, kind: str = "AWS::DynamoDB::Table") -> dict:
+        return {"LogicalResourceId": logical, "PhysicalResourceId": physical,
+                "ResourceType": kind, "LastUpdatedTimestamp": "2026-11-01T00:00:00Z",
+                "ResourceStatus": "CREATE_COMPLETE"}
+
+    class Session:
+        def client(self, service: str) -> Any:
+            assert service == "cloudformation"
+            return client
+
+    with Stubber(client) as stub:
+        stub.add_response("list_stack_resources", {"StackResourceSummaries": [
+            summary("PreparationFeaturesOnline0A1B2C3D", "features"),
+            summary("IntegrationDecisionsQueue11AA22BB", "q", "AWS::SQS::Queue")],
+            "NextToken": "page-2"}, {"StackName": "Mdlc-fraud"})
+        stub.add_response("list_stack_resources", {"StackResourceSummaries": [
+            summary("IntegrationDecisions4EEB2B00", "mdlc-fraud-decisions-x1")]},
+            {"StackName": "Mdlc-fraud", "NextToken": "page-2"})
+        assert decisions_table_of("Mdlc-fraud", session=Session()) == "mdlc-fraud-decisions-x1"
+        stub.add_response("list_stack_resources", {"StackResourceSummaries": [
+            summary("PreparationFeaturesOnline0A1B2C3D", "features")]}, {"StackName": "Other"})
+        with pytest.raises(UsageError, match=r"stack 'Other' has 0 decision log table\(s\).*"
+                                             r"--decisions-table"):
+            decisions_table_of("Other", session=Session())
+        stub.assert_no_pending_responses()

@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from mdlc_core.layout import package_group_name
+
 from . import EXIT_OK, UsageError
 
 #: A decision names the endpoint variant that scored it when the consumer is
@@ -217,7 +219,7 @@ class AccountReader:
         session = session or boto3.Session()
         self.model = model
         self.where = f"the account, model {model!r}"
-        self.group = f"mdlc-{model}"
+        self.group = package_group_name(model)
         self.endpoint = endpoint or f"mdlc-{model}"
         self.table = decisions_table
         self._sagemaker = session.client("sagemaker")
@@ -253,8 +255,8 @@ class AccountReader:
         from boto3.dynamodb.types import TypeDeserializer
 
         if not self.table:
-            raise UsageError("--event with --account needs --decisions-table (the stack's "
-                             "Integration decision table)")
+            raise UsageError("--event with --account needs --stack NAME (the model's stack) "
+                             "or --decisions-table (its Integration decision table)")
         item = self._dynamodb.get_item(TableName=self.table, Key={"event_id": {"S": event_id}},
                                        ConsistentRead=True).get("Item")
         if item is None:
@@ -441,6 +443,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", metavar="NAME", help="with --account: the spec's model name")
     parser.add_argument("--decisions-table", metavar="NAME",
                         help="with --account --event: the decision log table")
+    parser.add_argument("--stack", metavar="NAME",
+                        help="with --account: the model's stack, whose decision log table "
+                        "is looked up (CloudFormation ListStackResources)")
     parser.add_argument("--endpoint", metavar="NAME",
                         help="with --account: the endpoint (default mdlc-<model>)")
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
@@ -453,11 +458,35 @@ def reader_for(args: argparse.Namespace) -> LineageReader:
             raise UsageError("give DIR or --account, not both")
         if not args.model:
             raise UsageError("--account needs --model NAME")
-        return AccountReader(args.model, decisions_table=args.decisions_table,
-                             endpoint=args.endpoint)
+        table = args.decisions_table
+        if table is None and args.stack:
+            table = decisions_table_of(args.stack)
+        return AccountReader(args.model, decisions_table=table, endpoint=args.endpoint)
     if not args.dir:
         raise UsageError("give DIR (the --out of `mdlc simulate`) or --account --model NAME")
     return DirectoryReader(Path(args.dir))
+
+
+#: The logical id of ClientIntegration's decision log in a model stack
+#: (``Integration/Decisions``), without the hash CDK appends.
+DECISIONS_TABLE_ID = "IntegrationDecisions"
+
+
+def decisions_table_of(stack: str, *, session: Any = None) -> str:
+    """The physical name of ``stack``'s decision log table, read-only."""
+    import boto3
+
+    client = (session or boto3.Session()).client("cloudformation")
+    tables = []
+    for page in client.get_paginator("list_stack_resources").paginate(StackName=stack):
+        tables += [r for r in page["StackResourceSummaries"]
+                   if r["ResourceType"] == "AWS::DynamoDB::Table"
+                   and r["LogicalResourceId"].startswith(DECISIONS_TABLE_ID)]
+    if len(tables) != 1:
+        found = sorted(r["LogicalResourceId"] for r in tables)
+        raise UsageError(f"stack {stack!r} has {len(tables)} decision log table(s) "
+                         f"({DECISIONS_TABLE_ID}*: {found}); name it with --decisions-table")
+    return tables[0]["PhysicalResourceId"]
 
 
 def run(args: argparse.Namespace) -> int:
