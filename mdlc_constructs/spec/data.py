@@ -361,6 +361,11 @@ class FeaturesSpec(SpecModel):
     processing: ProcessingResources = Field(
         default_factory=ProcessingResources, description="the job, when runner is processing"
     )
+    engine: Literal["duckdb", "embedded"] = Field(
+        default="embedded",
+        description="duckdb: the features compiled to SQL (mdlc_core.sql.features), run on "
+        "DuckDB; embedded: the NumPy engine. The same tables either way (docs/engines.md)",
+    )
     aggregates: list[AggregateFeature] = Field(
         default_factory=list, description="windowed aggregates per entity"
     )
