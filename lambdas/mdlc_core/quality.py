@@ -167,8 +167,23 @@ class _Context:
         return sample
 
 
-def _result(
-    context: _Context,
+# --- what each rule kind reports ---------------------------------------------------
+#
+# Both engines (this one on pyarrow, ``mdlc_core.sql.rules`` on SQL) measure a
+# rule their own way and hand the measurements to these functions, which are
+# the one definition of each kind's verdict, expected/observed fields and
+# message: the engines' reports agree by construction. ``sample`` is called
+# only when the rule fails, so an engine fetches offending rows only then.
+
+#: Offending rows or entities, fetched only for a failed rule.
+Sample = Callable[[], list[dict[str, Any]]]
+
+
+def _no_sample() -> list[dict[str, Any]]:
+    return []
+
+
+def rule_result(
     rule: Mapping[str, Any],
     *,
     expected: dict[str, Any],
@@ -176,9 +191,12 @@ def _result(
     passed: bool,
     violations: int,
     message: str,
-    sample: list[Any] | None = None,
+    sample: Sample = _no_sample,
     skipped: str | None = None,
 ) -> RuleResult:
+    """The report entry of one rule: its id, kind and columns, what was
+    expected and observed, the status, and for a failed rule its violations
+    and sample."""
     status = "skipped" if skipped else ("pass" if passed else "fail")
     return {
         "id": rule_id(rule),
@@ -191,9 +209,179 @@ def _result(
         # Offending rows/entities when the rule failed, else 0: this is what
         # the QualityViolations metric and the exit code count.
         "violations": 0 if status != "fail" else max(int(violations), 1),
-        "sample": (sample or []) if status == "fail" else [],
+        "sample": sample() if status == "fail" else [],
         "message": skipped or message,
     }
+
+
+def completeness_result(
+    rule: Mapping[str, Any], *, rows: int, nulls: int, sample: Sample
+) -> RuleResult:
+    """``nulls`` of ``rows`` missing (values present but unparseable are the
+    type rule's, not counted here)."""
+    share = (rows - nulls) / rows if rows else 1.0
+    minimum = float(rule.get("min", 1.0))
+    return rule_result(
+        rule,
+        expected={"min_share": minimum},
+        observed={"share": round(share, 6), "nulls": nulls},
+        passed=share >= minimum - 1e-12, violations=nulls, sample=sample,
+        message=f"non-null share {share:.4f} ({nulls} null), expected >= {minimum}",
+    )
+
+
+def type_result(
+    rule: Mapping[str, Any], *, count: int, examples: list[Any], reason: str | None,
+    unit: str | None, sample: Sample,
+) -> RuleResult:
+    """``count`` values that do not parse as the rule's type; ``reason``: the
+    reader's why (an integer timestamp without its unit...), shown when any failed."""
+    wanted = rule["type"]
+    reason = reason if count else None
+    observed: dict[str, Any] = {"unparseable": count, "examples": examples}
+    if reason:
+        observed["reason"] = reason
+    return rule_result(
+        rule,
+        expected={"type": wanted, **({"unit": unit} if wanted == "timestamp" and unit else {})},
+        observed=observed,
+        passed=count == 0, violations=count, sample=sample,
+        message=f"{count} value(s) do not parse as {wanted}" + (f": {reason}" if reason else ""),
+    )
+
+
+def range_result(
+    rule: Mapping[str, Any], *, count: int, lowest: Any, highest: Any, sample: Sample
+) -> RuleResult:
+    """``count`` values outside the range; ``lowest``/``highest``: the column's
+    observed extremes as pyarrow's ``min_max`` gives them."""
+    low, high = rule.get("min"), rule.get("max")
+    return rule_result(
+        rule,
+        expected={"min": low, "max": high},
+        observed={"outside": count, "min": _json(lowest), "max": _json(highest)},
+        passed=count == 0, violations=count, sample=sample,
+        message=(
+            f"{count} value(s) outside [{_fmt(low)}, {_fmt(high)}] "
+            f"(observed min {_fmt(lowest)}, max {_fmt(highest)})"
+        ),
+    )
+
+
+def allowed_values_result(
+    rule: Mapping[str, Any], *, count: int, seen: list[Any], sample: Sample
+) -> RuleResult:
+    """``count`` values not allowed; ``seen``: the most frequent of them, at most 10."""
+    return rule_result(
+        rule,
+        expected={"values": list(rule["values"])},
+        observed={"unexpected": count, "unexpected_values": seen},
+        passed=count == 0, violations=count, sample=sample,
+        message=f"{count} value(s) not in {list(rule['values'])}"
+        + (f", e.g. {', '.join(map(str, seen[:3]))}" if seen else ""),
+    )
+
+
+def unique_result(
+    rule: Mapping[str, Any], *, duplicates: int, distinct: int, sample: Sample
+) -> RuleResult:
+    """``duplicates`` rows repeating a key of ``distinct`` (rows without a key left out)."""
+    names = list(rule["columns"])
+    return rule_result(
+        rule,
+        expected={"duplicates": 0},
+        observed={"duplicates": duplicates, "distinct": distinct},
+        passed=duplicates == 0, violations=duplicates, sample=sample,
+        message=f"{duplicates} duplicate row(s) of ({', '.join(names)}), {distinct} distinct",
+    )
+
+
+def row_count_result(rule: Mapping[str, Any], *, rows: int) -> RuleResult:
+    low, high = int(rule.get("min", 1)), rule.get("max")
+    return rule_result(
+        rule,
+        expected={"min": low, "max": high},
+        observed={"rows": rows},
+        passed=rows >= low and (high is None or rows <= high), violations=1,
+        message=f"{rows} rows, expected "
+        + (f"at least {low}" if high is None else f"between {low} and {_fmt(high)}"),
+    )
+
+
+def freshness_as_of(snapshot_date: date) -> datetime:
+    """The moment a snapshot's freshness is measured at: the end of its day, UTC."""
+    return datetime.combine(snapshot_date + timedelta(days=1), time(), UTC)
+
+
+def freshness_result(
+    rule: Mapping[str, Any], *, newest: datetime | None, snapshot_date: date
+) -> RuleResult:
+    """``newest``: the column's latest timestamp (aware, UTC), None without values."""
+    name, max_age = rule["column"], float(rule["max_age_hours"])
+    as_of = freshness_as_of(snapshot_date)
+    age = (as_of - newest).total_seconds() / 3600 if newest is not None else None
+    return rule_result(
+        rule,
+        expected={"max_age_hours": max_age, "as_of": as_of.isoformat()},
+        observed={"newest": _json(newest), "age_hours": None if age is None else round(age, 3)},
+        passed=age is not None and age <= max_age, violations=1,
+        message=(
+            f"newest {name} {_json(newest)} is {age:.1f} h before {as_of:%Y-%m-%d %H:%M}Z, "
+            f"expected <= {_fmt(max_age)} h" if age is not None else f"no {name} values"
+        ),
+    )
+
+
+def _consistency_expected(rule: Mapping[str, Any]) -> dict[str, Any]:
+    return {"change": rule.get("change", "days"), "tolerance": float(rule.get("tolerance", 0.0))}
+
+
+def consistency_skipped(rule: Mapping[str, Any]) -> RuleResult:
+    """A consistency rule without a previous snapshot to compare with."""
+    return rule_result(
+        rule, expected=_consistency_expected(rule), observed={}, passed=True, violations=0,
+        message="", skipped="skipped: no previous snapshot to compare with",
+    )
+
+
+def consistency_step(rule: Mapping[str, Any], snapshot_date: date,
+                     previous_date: date | None) -> tuple[int, int]:
+    """Days between the snapshots, and the change each entity's value must
+    show over them (:func:`_step`)."""
+    days = consistency_days(rule, snapshot_date, previous_date)
+    return days, _step(rule, days)
+
+
+def _step(rule: Mapping[str, Any], days: int) -> int:
+    """``change: days``: the value grows by the days between the snapshots; else it stays."""
+    return days if rule.get("change", "days") == "days" else 0
+
+
+def consistency_result(
+    rule: Mapping[str, Any], *, days: int, previous_date: date, compared: int, count: int,
+    sample: Sample,
+) -> RuleResult:
+    """``count`` of the ``compared`` entities (in both snapshots) whose value
+    did not change as the rule says; the sample names them."""
+    name, entity = rule["column"], rule["entity"]
+    change = rule.get("change", "days")
+    offending = sample() if count else []
+    named = ", ".join(str(s[entity]) for s in offending[:5])
+    return rule_result(
+        rule,
+        expected={**_consistency_expected(rule), "days_between": days,
+                  "step": _step(rule, days)},
+        observed={"entities_compared": compared, "inconsistent": count},
+        passed=count == 0, violations=count, sample=lambda: offending,
+        message=(
+            f"{count} of {compared} {entity}(s) where {name} did not "
+            + ("grow by " + str(days) if change == "days" else "stay the same")
+            + f" since {previous_date}" + (f": {named}" if named else "")
+        ),
+    )
+
+
+# --- the embedded engine's measurements ------------------------------------------------
 
 
 def _completeness(context: _Context, rule: Mapping[str, Any]) -> RuleResult:
@@ -203,22 +391,14 @@ def _completeness(context: _Context, rule: Mapping[str, Any]) -> RuleResult:
     # A value that was present but did not parse is not missing: the type
     # rule reports it, so it is not counted twice.
     nulls = column.null_count - (bad.count if bad else 0)
-    share = (context.rows - nulls) / context.rows if context.rows else 1.0
-    minimum = float(rule.get("min", 1.0))
-    passed = share >= minimum - 1e-12
-    sample = None
-    if not passed:
+
+    def sample() -> list[dict[str, Any]]:
         mask = pc.is_null(column).to_numpy(zero_copy_only=False).copy()
         if bad:
             mask[np.asarray(bad.rows, dtype=np.int64)] = False
-        sample = context.rows_sample(np.flatnonzero(mask)[: context.sample_size])
-    return _result(
-        context, rule,
-        expected={"min_share": minimum},
-        observed={"share": round(share, 6), "nulls": nulls},
-        passed=passed, violations=nulls, sample=sample,
-        message=f"non-null share {share:.4f} ({nulls} null), expected >= {minimum}",
-    )
+        return context.rows_sample(np.flatnonzero(mask)[: context.sample_size])
+
+    return completeness_result(rule, rows=context.rows, nulls=nulls, sample=sample)
 
 
 def _type(context: _Context, rule: Mapping[str, Any]) -> RuleResult:
@@ -240,23 +420,17 @@ def _type(context: _Context, rule: Mapping[str, Any]) -> RuleResult:
         rows = _first_true(mask, context.sample_size)
         raw = text.take(pa.array(rows, type=pa.int64())).to_pylist()
     rows = rows[: context.sample_size]
-    sample = context.rows_sample(rows)
-    for entry, value in zip(sample, raw, strict=False):
-        entry["value"] = value
-    # Why, where the reader can say more (an integer timestamp without its
-    # unit, or out of range for it).
-    reason = recorded.reason if recorded and count else None
-    observed: dict[str, Any] = {"unparseable": count, "examples": list(dict.fromkeys(raw))[:5]}
-    if reason:
-        observed["reason"] = reason
-    return _result(
-        context, rule,
-        expected={"type": wanted, **({"unit": context.units[name]}
-                                     if wanted == "timestamp" and context.units.get(name)
-                                     else {})},
-        observed=observed,
-        passed=count == 0, violations=count, sample=sample,
-        message=f"{count} value(s) do not parse as {wanted}" + (f": {reason}" if reason else ""),
+
+    def sample() -> list[dict[str, Any]]:
+        entries = context.rows_sample(rows)
+        for entry, value in zip(entries, raw, strict=False):
+            entry["value"] = value
+        return entries
+
+    return type_result(
+        rule, count=count, examples=list(dict.fromkeys(raw))[:5],
+        reason=recorded.reason if recorded else None, unit=context.units.get(name),
+        sample=sample,
     )
 
 
@@ -274,18 +448,10 @@ def _range(context: _Context, rule: Mapping[str, Any]) -> RuleResult:
     if pa.types.is_floating(column.type):
         outside = pc.or_(outside, pc.is_nan(column))
     outside = pc.fill_null(outside, False)
-    count = int(pc.sum(outside).as_py() or 0)
     extremes = pc.min_max(column).as_py()
-    return _result(
-        context, rule,
-        expected={"min": low, "max": high},
-        observed={"outside": count, "min": _json(extremes["min"]), "max": _json(extremes["max"])},
-        passed=count == 0, violations=count,
-        sample=context.row_sample(outside, name) if count else None,
-        message=(
-            f"{count} value(s) outside [{_fmt(low)}, {_fmt(high)}] "
-            f"(observed min {_fmt(extremes['min'])}, max {_fmt(extremes['max'])})"
-        ),
+    return range_result(
+        rule, count=int(pc.sum(outside).as_py() or 0), lowest=extremes["min"],
+        highest=extremes["max"], sample=lambda: context.row_sample(outside, name),
     )
 
 
@@ -300,14 +466,8 @@ def _allowed_values(context: _Context, rule: Mapping[str, Any]) -> RuleResult:
         counts = pc.value_counts(column.filter(unexpected))
         ordered = counts.take(pc.array_sort_indices(counts.field("counts"), order="descending"))
         seen = [_json(v) for v in ordered.field("values").to_pylist()[:10]]
-    return _result(
-        context, rule,
-        expected={"values": list(rule["values"])},
-        observed={"unexpected": count, "unexpected_values": seen},
-        passed=count == 0, violations=count,
-        sample=context.row_sample(unexpected, name) if count else None,
-        message=f"{count} value(s) not in {list(rule['values'])}"
-        + (f", e.g. {', '.join(map(str, seen[:3]))}" if seen else ""),
+    return allowed_values_result(
+        rule, count=count, seen=seen, sample=lambda: context.row_sample(unexpected, name)
     )
 
 
@@ -323,34 +483,23 @@ def _unique(context: _Context, rule: Mapping[str, Any]) -> RuleResult:
         distinct = len(pc.unique(keys.column(0)))
     else:
         distinct = keys.group_by(names).aggregate([]).num_rows
-    duplicates = keys.num_rows - distinct
-    sample: list[Any] = []
-    if duplicates:
+
+    def sample() -> list[dict[str, Any]]:
         counts = keys.group_by(names, use_threads=False).aggregate([([], "count_all")])
         repeated = counts.filter(pc.greater(counts.column("count_all"), 1))
+        entries = []
         for row in repeated.slice(0, context.sample_size).to_pylist():
             count = row.pop("count_all")
-            sample.append({**{k: _json(v) for k, v in row.items()}, "count": count})
-    return _result(
-        context, rule,
-        expected={"duplicates": 0},
-        observed={"duplicates": duplicates, "distinct": distinct},
-        passed=duplicates == 0, violations=duplicates, sample=sample,
-        message=f"{duplicates} duplicate row(s) of ({', '.join(names)}), {distinct} distinct",
+            entries.append({**{k: _json(v) for k, v in row.items()}, "count": count})
+        return entries
+
+    return unique_result(
+        rule, duplicates=keys.num_rows - distinct, distinct=distinct, sample=sample
     )
 
 
 def _row_count(context: _Context, rule: Mapping[str, Any]) -> RuleResult:
-    low, high = int(rule.get("min", 1)), rule.get("max")
-    passed = context.rows >= low and (high is None or context.rows <= high)
-    return _result(
-        context, rule,
-        expected={"min": low, "max": high},
-        observed={"rows": context.rows},
-        passed=passed, violations=1,
-        message=f"{context.rows} rows, expected "
-        + (f"at least {low}" if high is None else f"between {low} and {_fmt(high)}"),
-    )
+    return row_count_result(rule, rows=context.rows)
 
 
 def _freshness(context: _Context, rule: Mapping[str, Any]) -> RuleResult:
@@ -358,40 +507,21 @@ def _freshness(context: _Context, rule: Mapping[str, Any]) -> RuleResult:
     column = context.table.column(name)
     if not pa.types.is_timestamp(column.type):
         raise RuleError(f"rule {rule_id(rule)}: column {name!r} is {column.type}, not a timestamp")
-    max_age = float(rule["max_age_hours"])
-    as_of = datetime.combine(context.snapshot_date + timedelta(days=1), time(), UTC)
     newest = pc.max(column).as_py()
     if newest is not None and newest.tzinfo is None:
         newest = newest.replace(tzinfo=UTC)
-    age = (as_of - newest).total_seconds() / 3600 if newest is not None else None
-    passed = age is not None and age <= max_age
-    return _result(
-        context, rule,
-        expected={"max_age_hours": max_age, "as_of": as_of.isoformat()},
-        observed={"newest": _json(newest), "age_hours": None if age is None else round(age, 3)},
-        passed=passed, violations=1,
-        message=(
-            f"newest {name} {_json(newest)} is {age:.1f} h before {as_of:%Y-%m-%d %H:%M}Z, "
-            f"expected <= {_fmt(max_age)} h" if age is not None else f"no {name} values"
-        ),
-    )
+    return freshness_result(rule, newest=newest, snapshot_date=context.snapshot_date)
 
 
 def _consistency(context: _Context, rule: Mapping[str, Any]) -> RuleResult:
     name, entity = rule["column"], rule["entity"]
-    change, tolerance = rule.get("change", "days"), float(rule.get("tolerance", 0.0))
-    expected: dict[str, Any] = {"change": change, "tolerance": tolerance}
+    tolerance = float(rule.get("tolerance", 0.0))
     if context.previous is None or context.previous_date is None:
-        return _result(
-            context, rule, expected=expected, observed={}, passed=True, violations=0,
-            message="", skipped="skipped: no previous snapshot to compare with",
-        )
+        return consistency_skipped(rule)
     for column in (name, entity):
         if column not in context.previous.column_names:
             raise RuleError(f"rule {rule_id(rule)}: the previous snapshot has no column {column!r}")
-    days = consistency_days(rule, context.snapshot_date, context.previous_date)
-    step = days if change == "days" else 0
-    expected.update(days_between=days, step=step)
+    days, step = consistency_step(rule, context.snapshot_date, context.previous_date)
     current = _per_entity(context.table, entity, name, "cur")
     before = _per_entity(context.previous, entity, name, "prev")
     joined = current.join(before, entity, join_type="inner")
@@ -406,29 +536,22 @@ def _consistency(context: _Context, rule: Mapping[str, Any]) -> RuleResult:
         np.abs(values["cur_max"] - values["prev_min"] - step),
     )
     bad = worst > tolerance + 1e-9
-    count = int(bad.sum())
-    sample = []
-    if count:
+
+    def sample() -> list[dict[str, Any]]:
         offending = joined.filter(pa.array(bad)).sort_by(entity).slice(0, context.sample_size)
-        for row in offending.to_pylist():
-            previous = _one(row["prev_min"], row["prev_max"])
-            sample.append({
+        return [
+            {
                 entity: _json(row[entity]),
-                "previous": previous,
+                "previous": _one(row["prev_min"], row["prev_max"]),
                 "current": _one(row["cur_min"], row["cur_max"]),
                 "expected": _json(row["prev_max"] + step),
-            })
-    named = ", ".join(str(s[entity]) for s in sample[:5])
-    return _result(
-        context, rule,
-        expected=expected,
-        observed={"entities_compared": joined.num_rows, "inconsistent": count},
-        passed=count == 0, violations=count, sample=sample,
-        message=(
-            f"{count} of {joined.num_rows} {entity}(s) where {name} did not "
-            + ("grow by " + str(days) if change == "days" else "stay the same")
-            + f" since {context.previous_date}" + (f": {named}" if named else "")
-        ),
+            }
+            for row in offending.to_pylist()
+        ]
+
+    return consistency_result(
+        rule, days=days, previous_date=context.previous_date, compared=joined.num_rows,
+        count=int(bad.sum()), sample=sample,
     )
 
 

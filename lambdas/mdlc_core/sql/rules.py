@@ -32,14 +32,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 from sqlglot import exp, select
 
 from .. import quality as embedded
-from ..quality import RuleError, RuleResult, consistency_days, rule_id
+from ..quality import RuleError, RuleResult, consistency_step, rule_id
 from ..tabular import _FALSE, _FLOAT, _INT, _TRUE, ARROW_TYPES, Unparseable
 
 #: The column holding each row's position in its snapshot as read.
@@ -152,12 +152,6 @@ def _table(name: str) -> exp.Table:
     return exp.Table(this=exp.to_identifier(name, quoted=True))
 
 
-def _entry(rule: Mapping[str, Any], **fields: Any) -> RuleResult:
-    """The report entry, by the embedded engine's own constructor (which does
-    not use its context argument): one definition of the entry's shape."""
-    return embedded._result(None, rule, **fields)  # type: ignore[arg-type]
-
-
 def _count_if(condition: exp.Expression) -> exp.Expression:
     # SUM(CASE ...) rather than COUNT_IF / FILTER: the same in every dialect.
     return exp.func("COALESCE", exp.func("SUM", exp.case().when(condition, 1).else_(0)),
@@ -203,7 +197,6 @@ def _completeness(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
     name = rule["column"]
     column = _col(name)
     bad = inputs.unparseable.get(name)
-    minimum = float(rule.get("min", 1.0))
     scan = {"rows": exp.func("COUNT", exp.Star()), "present": exp.func("COUNT", column)}
     details = {
         # A value that was present but did not parse is not missing: the type
@@ -216,16 +209,9 @@ def _completeness(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
     def finish(results: Mapping[str, Any], detail: Detail) -> RuleResult:
         stats = results["scan"]
         rows = int(stats["rows"])
-        nulls = rows - int(stats["present"]) - (bad.count if bad else 0)
-        share = (rows - nulls) / rows if rows else 1.0
-        passed = share >= minimum - 1e-12
-        return _entry(
-            rule,
-            expected={"min_share": minimum},
-            observed={"share": round(share, 6), "nulls": nulls},
-            passed=passed, violations=nulls,
-            sample=None if passed else _sample(detail("sample"), inputs, False),
-            message=f"non-null share {share:.4f} ({nulls} null), expected >= {minimum}",
+        return embedded.completeness_result(
+            rule, rows=rows, nulls=rows - int(stats["present"]) - (bad.count if bad else 0),
+            sample=lambda: _sample(detail("sample"), inputs, False),
         )
 
     return CompiledRule(rule, finish, scan=scan, details=details)
@@ -278,20 +264,10 @@ def _type(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
             examples = [row["value"] for row in detail("examples")]
         else:
             examples = list(dict.fromkeys(row["value"] for row in rows))[:5]
-        sample = _sample(rows, inputs, True)
-        reason = recorded.reason if recorded and count else None
-        observed: dict[str, Any] = {"unparseable": count, "examples": examples}
-        if reason:
-            observed["reason"] = reason
-        unit = inputs.units.get(name)
-        return _entry(
-            rule,
-            expected={"type": wanted, **({"unit": unit} if wanted == "timestamp" and unit
-                                         else {})},
-            observed=observed,
-            passed=count == 0, violations=count, sample=sample,
-            message=f"{count} value(s) do not parse as {wanted}"
-            + (f": {reason}" if reason else ""),
+        return embedded.type_result(
+            rule, count=count, examples=examples,
+            reason=recorded.reason if recorded else None, unit=inputs.units.get(name),
+            sample=lambda: _sample(rows, inputs, True),
         )
 
     return CompiledRule(rule, finish, scan=scan, details=details)
@@ -327,18 +303,10 @@ def _range(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
     def finish(results: Mapping[str, Any], detail: Detail) -> RuleResult:
         stats = results["scan"]
         count = int(stats["outside"])
-        low_seen, high_seen = _number(stats["low"], type_), _number(stats["high"], type_)
-        return _entry(
-            rule,
-            expected={"min": low, "max": high},
-            observed={"outside": count, "min": embedded._json(low_seen),
-                      "max": embedded._json(high_seen)},
-            passed=count == 0, violations=count,
-            sample=_sample(detail("sample"), inputs, True) if count else None,
-            message=(
-                f"{count} value(s) outside [{embedded._fmt(low)}, {embedded._fmt(high)}] "
-                f"(observed min {embedded._fmt(low_seen)}, max {embedded._fmt(high_seen)})"
-            ),
+        return embedded.range_result(
+            rule, count=count, lowest=_number(stats["low"], type_),
+            highest=_number(stats["high"], type_),
+            sample=lambda: _sample(detail("sample"), inputs, True),
         )
 
     return CompiledRule(rule, finish, scan=scan, details=details)
@@ -366,14 +334,9 @@ def _allowed_values(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
     def finish(results: Mapping[str, Any], detail: Detail) -> RuleResult:
         count = int(results["scan"]["unexpected"])
         seen = [embedded._json(row["value"]) for row in detail("values")] if count else []
-        return _entry(
-            rule,
-            expected={"values": list(rule["values"])},
-            observed={"unexpected": count, "unexpected_values": seen},
-            passed=count == 0, violations=count,
-            sample=_sample(detail("sample"), inputs, True) if count else None,
-            message=f"{count} value(s) not in {list(rule['values'])}"
-            + (f", e.g. {', '.join(map(str, seen[:3]))}" if seen else ""),
+        return embedded.allowed_values_result(
+            rule, count=count, seen=seen,
+            sample=lambda: _sample(detail("sample"), inputs, True),
         )
 
     return CompiledRule(rule, finish, scan=scan, details=details)
@@ -415,38 +378,23 @@ def _unique(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
     def finish(results: Mapping[str, Any], detail: Detail) -> RuleResult:
         stats = results["scan"] if scan else results["stats"][0]
         distinct = int(stats["distinct_keys"])
-        duplicates = int(stats["rows"]) - distinct
-        sample = [
-            {**{n: embedded._json(row[f"k{i}"]) for i, n in enumerate(names)},
-             "count": int(row["n"])}
-            for row in detail("sample")
-        ] if duplicates else []
-        return _entry(
-            rule,
-            expected={"duplicates": 0},
-            observed={"duplicates": duplicates, "distinct": distinct},
-            passed=duplicates == 0, violations=duplicates, sample=sample,
-            message=f"{duplicates} duplicate row(s) of ({', '.join(names)}), {distinct} distinct",
+        return embedded.unique_result(
+            rule, duplicates=int(stats["rows"]) - distinct, distinct=distinct,
+            sample=lambda: [
+                {**{n: embedded._json(row[f"k{i}"]) for i, n in enumerate(names)},
+                 "count": int(row["n"])}
+                for row in detail("sample")
+            ],
         )
 
     return CompiledRule(rule, finish, scan=scan, queries=queries, details=details)
 
 
 def _row_count(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
-    low, high = int(rule.get("min", 1)), rule.get("max")
     scan = {"rows": exp.func("COUNT", exp.Star())}
 
     def finish(results: Mapping[str, Any], detail: Detail) -> RuleResult:
-        rows = int(results["scan"]["rows"])
-        passed = rows >= low and (high is None or rows <= high)
-        return _entry(
-            rule,
-            expected={"min": low, "max": high},
-            observed={"rows": rows},
-            passed=passed, violations=1,
-            message=f"{rows} rows, expected "
-            + (f"at least {low}" if high is None else f"between {low} and {embedded._fmt(high)}"),
-        )
+        return embedded.row_count_result(rule, rows=int(results["scan"]["rows"]))
 
     return CompiledRule(rule, finish, scan=scan)
 
@@ -456,8 +404,6 @@ def _freshness(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
     if not pa.types.is_timestamp(inputs.types[name]):
         raise RuleError(
             f"rule {rule_id(rule)}: column {name!r} is {inputs.types[name]}, not a timestamp")
-    max_age = float(rule["max_age_hours"])
-    as_of = datetime.combine(inputs.snapshot_date + timedelta(days=1), time(), UTC)
     # Microseconds since the epoch: an integer every engine returns the same
     # way, where a zoned timestamp comes back in the session's time zone.
     scan = {"newest": exp.UnixMicros(this=exp.func("MAX", _col(name)))}
@@ -466,41 +412,23 @@ def _freshness(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
         micros = results["scan"]["newest"]
         newest = (None if micros is None
                   else datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(micros)))
-        age = (as_of - newest).total_seconds() / 3600 if newest is not None else None
-        passed = age is not None and age <= max_age
-        return _entry(
-            rule,
-            expected={"max_age_hours": max_age, "as_of": as_of.isoformat()},
-            observed={"newest": embedded._json(newest),
-                      "age_hours": None if age is None else round(age, 3)},
-            passed=passed, violations=1,
-            message=(
-                f"newest {name} {embedded._json(newest)} is {age:.1f} h before "
-                f"{as_of:%Y-%m-%d %H:%M}Z, expected <= {embedded._fmt(max_age)} h"
-                if age is not None else f"no {name} values"
-            ),
-        )
+        return embedded.freshness_result(rule, newest=newest,
+                                         snapshot_date=inputs.snapshot_date)
 
     return CompiledRule(rule, finish, scan=scan)
 
 
 def _consistency(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
     name, entity = rule["column"], rule["entity"]
-    change, tolerance = rule.get("change", "days"), float(rule.get("tolerance", 0.0))
-    expected: dict[str, Any] = {"change": change, "tolerance": tolerance}
+    tolerance = float(rule.get("tolerance", 0.0))
     if inputs.previous_types is None or inputs.previous_date is None:
-        skipped = _entry(
-            rule, expected=expected, observed={},
-            passed=True, violations=0, message="",
-            skipped="skipped: no previous snapshot to compare with",
-        )
+        skipped = embedded.consistency_skipped(rule)
         return CompiledRule(rule, lambda _results, _detail: skipped)
     for column in (name, entity):
         if column not in inputs.previous_types:
             raise RuleError(f"rule {rule_id(rule)}: the previous snapshot has no column {column!r}")
-    days = consistency_days(rule, inputs.snapshot_date, inputs.previous_date)
-    step = days if change == "days" else 0
-    expected.update(days_between=days, step=step)
+    days, step = consistency_step(rule, inputs.snapshot_date, inputs.previous_date)
+    previous_date = inputs.previous_date
 
     def per_entity(table: str) -> exp.Select:
         return (select(_col(entity).as_("entity"), exp.func("MIN", _col(name)).as_("lo"),
@@ -542,27 +470,18 @@ def _consistency(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
 
     def finish(results: Mapping[str, Any], detail: Detail) -> RuleResult:
         (stats,) = results["stats"]
-        compared, count = int(stats["compared"]), int(stats["inconsistent"])
-        sample = [
-            {
-                entity: embedded._json(row["entity"]),
-                "previous": embedded._one(row["prev_min"], row["prev_max"]),
-                "current": embedded._one(row["cur_min"], row["cur_max"]),
-                "expected": embedded._json(row["prev_max"] + step),
-            }
-            for row in detail("sample")
-        ] if count else []
-        named = ", ".join(str(s[entity]) for s in sample[:5])
-        return _entry(
-            rule,
-            expected=expected,
-            observed={"entities_compared": compared, "inconsistent": count},
-            passed=count == 0, violations=count, sample=sample,
-            message=(
-                f"{count} of {compared} {entity}(s) where {name} did not "
-                + ("grow by " + str(days) if change == "days" else "stay the same")
-                + f" since {inputs.previous_date}" + (f": {named}" if named else "")
-            ),
+        return embedded.consistency_result(
+            rule, days=days, previous_date=previous_date, compared=int(stats["compared"]),
+            count=int(stats["inconsistent"]),
+            sample=lambda: [
+                {
+                    entity: embedded._json(row["entity"]),
+                    "previous": embedded._one(row["prev_min"], row["prev_max"]),
+                    "current": embedded._one(row["cur_min"], row["cur_max"]),
+                    "expected": embedded._json(row["prev_max"] + step),
+                }
+                for row in detail("sample")
+            ],
         )
 
     return CompiledRule(rule, finish, queries=queries, details=details)
