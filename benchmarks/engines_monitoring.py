@@ -1,0 +1,413 @@
+"""Monitoring join + metrics: the embedded engine vs the compiled SQL vs hand-written SQL vs polars.
+
+For each size (default 1M and 10M predictions; 60% of them labelled, 5% of
+those labelled twice, two model versions, an action, one feature, a
+baseline of up to 1M rows) one run measures, on the same tables:
+
+- ``embedded``: ``mdlc_core.monitoring.compute_metrics`` (pyarrow/NumPy);
+- ``compiled``: ``mdlc_core.sql.monitoring.compute_metrics``, the queries
+  sqlglot builds, run on DuckDB;
+- ``hand``: the same answers from idiomatic DuckDB SQL written by hand
+  (``arg_max`` for the winning label, ``FILTER``, ``quantile_cont``,
+  ``GROUP BY ALL``), the floor the compiled SQL is judged against;
+- ``polars``: the same answers in polars (lazy frames, ``rank`` for AUC).
+
+Every engine reports the closed loop (label counts; per version and in all:
+the confusion counts and AUC) and the open loop (PSI and KS of score and
+feature, action shares) of every version group; the run stops unless all
+four agree (counts exactly, metrics to 1e-9; the KS p-value always comes
+from ``mdlc_core.kolmogorov``). Each engine runs in a subprocess of its own,
+so its peak resident memory (VmHWM, reset after the tables are loaded and
+typed) is its own. Seconds are the best of three below 5M rows, one run above.
+
+Run alone: ``.venv/bin/python benchmarks/engines_monitoring.py [rows ...]``;
+from ``bench_engines.py``: ``engines_monitoring.main([1_000_000])``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "lambdas"))
+
+ENGINES = ("embedded", "compiled", "hand", "polars")
+MEMORY_LIMIT = os.environ.get("BENCH_MEMORY_LIMIT", "2GB")
+THRESHOLD = 0.5
+BINS = 10
+SPEC = {"closed_loop": {"decision_threshold": THRESHOLD}, "open_loop": {"bins": BINS}}
+FEATURES = ["order_amount"]
+DRIFT = ("score", "order_amount")
+
+
+def make(n: int, seed: int = 0) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """Predictions, labels and a baseline, column-wise (no per-row Python)."""
+    rng = np.random.default_rng(seed)
+    ids = pc.binary_join_element_wise("e", pc.cast(pa.array(np.arange(n)), pa.string()), "")
+    truth = rng.uniform(size=n) < 0.05
+    scores = np.round(np.clip(rng.normal(0.3 + 0.4 * truth, 0.15), 0, 1), 4)  # ties
+    day = np.datetime64("2024-05-01T00:00:00", "us").astype(np.int64)
+    ts = pa.array(day + rng.integers(0, 86_400_000_000, size=n), pa.timestamp("us", tz="UTC"))
+    version = pc.if_else(pa.array(rng.uniform(size=n) < 0.9), "v1", "v2")
+    predictions = pa.table({
+        "event_id": ids, "score": scores, "prediction_ts": ts, "model_version": version,
+        "action": pc.if_else(pa.array(scores > 0.6), "block", "approve"),
+        "order_amount": np.round(rng.gamma(2, 50, size=n), 2),
+    })
+    keep = np.flatnonzero(rng.uniform(size=n) < 0.6)
+    again = keep[rng.uniform(size=len(keep)) < 0.05]  # a later, reversed label
+    label_ids = np.concatenate([keep, again])
+    label = np.concatenate([truth[keep], ~truth[again]]).astype(np.int8)
+    label_ts = np.concatenate([np.full(len(keep), day + 30 * 86_400_000_000),
+                               np.full(len(again), day + 40 * 86_400_000_000)])
+    labels = pa.table({"event_id": ids.take(pa.array(label_ids)), "label": label,
+                       "label_ts": pa.array(label_ts, pa.timestamp("us", tz="UTC"))})
+    b = min(n, 1_000_000)
+    baseline = pa.table({"score": np.round(rng.beta(2, 5, size=b), 4),
+                         "order_amount": np.round(rng.gamma(2.1, 50, size=b), 2)})
+    return predictions, labels, baseline
+
+
+# --- what every engine reports -------------------------------------------------------------
+
+
+def digest_of_report(report: dict[str, Any]) -> dict[str, Any]:
+    """The numbers the four engines must agree on, from the embedded report shape."""
+    closed = report["closed_loop"]
+    out: dict[str, Any] = {k: closed[k] for k in ("labels", "duplicate_labels",
+                                                  "unmatched_labels", "matched_predictions")}
+    for group in closed["by_version"]:
+        out[f"closed.{group['model_version']}"] = [group[k] for k in (
+            "predictions", "tp", "fp", "fn", "tn", "auc")]
+    for group in report["open_loop"]["by_version"]:
+        name = group["model_version"]
+        drifts = {"score": group["score"], **group["features"]}
+        for column in DRIFT:
+            d = drifts[column]
+            out[f"drift.{name}.{column}"] = [d["psi"], d["ks_statistic"], d["ks_pvalue"]]
+        out[f"actions.{name}"] = dict(sorted(group["actions"].items()))
+    return out
+
+
+def _close(a: Any, b: Any) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) or isinstance(b, float):
+        return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-300)
+    return a == b
+
+
+def _psi(current: np.ndarray, baseline: np.ndarray) -> float:
+    from mdlc_core import monitoring
+
+    return monitoring._psi(monitoring._proportions(current), monitoring._proportions(baseline))
+
+
+def _finish(labels: dict[str, int], closed: dict[str, dict[str, int]],
+            drift: dict[tuple[str, str], dict[str, Any]], actions: dict[str, dict[str, int]]
+            ) -> dict[str, Any]:
+    """Digest from raw counts: what the hand-written SQL and polars hand back."""
+    from mdlc_core import kolmogorov
+
+    out: dict[str, Any] = dict(labels)
+    for name, c in closed.items():
+        auc = c["u2"] / (2 * c["p"] * c["n"]) if c["p"] and c["n"] else None
+        out[f"closed.{name}"] = [c["predictions"], c["tp"], c["fp"], c["p"] - c["tp"],
+                                 c["n"] - c["fp"], auc]
+    for (name, column), d in drift.items():
+        statistic, pvalue = kolmogorov.ks_2samp_counts(d["n1"], d["n2"], d["gap"])
+        out[f"drift.{name}.{column}"] = [_psi(d["current"], d["baseline"]), statistic, pvalue]
+    for name, counts in actions.items():
+        total = sum(counts.values())
+        out[f"actions.{name}"] = {a: counts[a] / total for a in sorted(counts)}
+    return out
+
+
+# --- hand-written DuckDB ------------------------------------------------------------------------
+
+HAND = {
+    "labels": """
+        SELECT (SELECT count(*) FROM labels) AS labels,
+               count(*) AS distinct_ids,
+               count(*) FILTER (p.event_id IS NULL) AS unmatched
+        FROM (SELECT DISTINCT event_id FROM labels) l
+        LEFT JOIN (SELECT DISTINCT event_id FROM predictions) p USING (event_id)""",
+    "counts": """
+        SELECT coalesce(model_version, 'all') AS grp, count(*) AS n
+        FROM predictions GROUP BY ROLLUP (model_version)""",
+    "accuracy": """
+        WITH w AS (SELECT event_id, arg_max(label, (label_ts, _row)) AS label
+                   FROM labels GROUP BY ALL),
+             j AS (SELECT p.model_version, p.score, w.label
+                   FROM predictions p JOIN w USING (event_id)),
+             s AS (SELECT coalesce(model_version, 'all') AS grp, score,
+                          count(*) FILTER (label = 1) AS pos, count(*) FILTER (label = 0) AS neg
+                   FROM j GROUP BY GROUPING SETS ((model_version, score), (score))),
+             r AS (SELECT *, sum(neg) OVER (PARTITION BY grp ORDER BY score) AS le FROM s)
+        SELECT grp, sum(pos) AS p, sum(neg) AS n,
+               coalesce(sum(pos) FILTER (score >= {t}), 0) AS tp,
+               coalesce(sum(neg) FILTER (score >= {t}), 0) AS fp,
+               sum(pos * (2 * le - neg)) AS u2
+        FROM r GROUP BY ALL""",
+    "edges": "SELECT quantile_cont({c}, {q}) AS edges, count({c}) AS n FROM baseline",
+    "bins": """
+        SELECT coalesce(model_version, 'all') AS grp, b, count(*) AS n
+        FROM (SELECT model_version, {bin} AS b FROM predictions)
+        GROUP BY GROUPING SETS ((model_version, b), (b))""",
+    "baseline_bins": "SELECT {bin} AS b, count(*) AS n FROM baseline GROUP BY ALL",
+    "ks": """
+        WITH u AS (SELECT {c} AS x, {n2} AS w_all, {n2} * (model_version = 'v1')::INT AS w_v1,
+                          {n2} * (model_version = 'v2')::INT AS w_v2 FROM predictions
+                   UNION ALL
+                   SELECT {c}, -{n_all}, -{n_v1}, -{n_v2} FROM baseline),
+             r AS (SELECT sum(COLUMNS('w_.*')) OVER (ORDER BY x RANGE BETWEEN UNBOUNDED PRECEDING
+                                                      AND CURRENT ROW) FROM u)
+        SELECT max(abs(COLUMNS(*))) FROM r""",
+    "actions": """
+        SELECT coalesce(model_version, 'all') AS grp, action, count(*) AS n
+        FROM predictions GROUP BY GROUPING SETS ((model_version, action), (action))""",
+}
+
+
+def hand(predictions: pa.Table, labels: pa.Table, baseline: pa.Table,
+         scratch: str) -> dict[str, Any]:
+    from mdlc_core.sql import quality as sql_quality
+
+    with sql_quality.connect(memory_limit=MEMORY_LIMIT, temp_directory=scratch) as con:
+        con.register("predictions", predictions)
+        con.register("labels", labels)
+        con.register("baseline", baseline)
+
+        def rows(name: str, **values: Any) -> list[dict[str, Any]]:
+            cursor = con.execute(HAND[name].format(**values))
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+
+        (lab,) = rows("labels")
+        counts = {r["grp"]: r["n"] for r in rows("counts")}
+        closed = {}
+        for r in rows("accuracy", t=THRESHOLD):
+            closed[r["grp"]] = {"predictions": counts[r["grp"]], **{k: int(r[k]) for k in (
+                "p", "n", "tp", "fp", "u2")}}
+        drift = {}
+        q = "[" + ", ".join(repr(float(x)) for x in np.linspace(0, 1, BINS + 1)[1:-1]) + "]"
+        for column in DRIFT:
+            (e,) = rows("edges", c=column, q=q)
+            edges = np.unique(np.array(e["edges"]))
+            binned = " + ".join(f"({column} >= {float(x)!r})::INT" for x in edges)
+            current = {g: np.zeros(len(edges) + 1, np.int64) for g in counts}
+            for r in rows("bins", bin=binned):
+                current[r["grp"]][r["b"]] = r["n"]
+            base = np.zeros(len(edges) + 1, np.int64)
+            for r in rows("baseline_bins", bin=binned):
+                base[r["b"]] = r["n"]
+            sizes = {g: int(c.sum()) for g, c in current.items()}
+            (gaps,) = con.execute(HAND["ks"].format(
+                c=column, n2=e["n"], n_all=sizes["all"], n_v1=sizes["v1"],
+                n_v2=sizes["v2"])).fetchall()
+            for g, gap in zip(("all", "v1", "v2"), gaps, strict=True):
+                drift[g, column] = {"current": current[g], "baseline": base, "n1": sizes[g],
+                                    "n2": e["n"], "gap": int(gap)}
+        actions: dict[str, dict[str, int]] = {}
+        for r in rows("actions"):
+            actions.setdefault(r["grp"], {})[r["action"]] = r["n"]
+    labels_out = {"labels": lab["labels"], "duplicate_labels": lab["labels"] - lab["distinct_ids"],
+                  "unmatched_labels": lab["unmatched"],
+                  "matched_predictions": closed["all"]["p"] + closed["all"]["n"]}
+    return _finish(labels_out, {g: closed[g] for g in ("all", "v1", "v2")}, drift,
+                   {g: actions[g] for g in ("all", "v1", "v2")})
+
+
+# --- polars ---------------------------------------------------------------------------------------
+
+
+def polars_engine(predictions: pa.Table, labels: pa.Table, baseline: pa.Table) -> dict[str, Any]:
+    import polars as pl
+
+    p = pl.from_arrow(predictions).lazy()
+    lab = pl.from_arrow(labels).lazy()
+    b = pl.from_arrow(baseline)
+    n_labels = labels.num_rows
+    distinct = lab.select(pl.col("event_id").n_unique()).collect().item()
+    unmatched = (lab.select("event_id").unique()
+                 .join(p.select("event_id").unique(), on="event_id", how="anti")
+                 .select(pl.len()).collect().item())
+    winners = lab.sort(["label_ts", "_row"]).unique("event_id", keep="last")
+    joined = p.join(winners.select("event_id", "label"), on="event_id", how="inner")
+    both = pl.concat([joined.with_columns(grp=pl.col("model_version")),
+                      joined.with_columns(grp=pl.lit("all"))])
+    counts = dict(p.group_by("model_version").agg(pl.len()).collect().rows())
+    counts["all"] = predictions.num_rows
+    acc = (both.with_columns(rank=pl.col("score").rank("average").over("grp"))
+           .group_by("grp").agg(
+               p=(pl.col("label") == 1).sum(), n=(pl.col("label") == 0).sum(),
+               tp=((pl.col("label") == 1) & (pl.col("score") >= THRESHOLD)).sum(),
+               fp=((pl.col("label") == 0) & (pl.col("score") >= THRESHOLD)).sum(),
+               rank_sum=pl.col("rank").filter(pl.col("label") == 1).sum())
+           .collect())
+    closed = {}
+    for r in acc.iter_rows(named=True):
+        # U2 = 2 * (rank sum of positives - P(P+1)/2): exact, ranks are half-integers.
+        u2 = round(2 * r["rank_sum"]) - r["p"] * (r["p"] + 1)
+        closed[r["grp"]] = {"predictions": counts[r["grp"]], "p": r["p"], "n": r["n"],
+                            "tp": r["tp"], "fp": r["fp"], "u2": u2}
+    drift = {}
+    groups = ("all", "v1", "v2")
+    scored = pl.concat([p.with_columns(grp=pl.col("model_version")),
+                        p.with_columns(grp=pl.lit("all"))])
+    for column in DRIFT:
+        values = b.get_column(column).drop_nans().drop_nulls()
+        q = np.linspace(0, 1, BINS + 1)[1:-1]
+        edges = np.unique([values.quantile(x, interpolation="linear") for x in q])
+        base = np.bincount(np.searchsorted(edges, values.to_numpy(), side="right"),
+                           minlength=len(edges) + 1)
+        bins = (scored.with_columns(
+                    b=pl.sum_horizontal([(pl.col(column) >= float(e)).cast(pl.Int64)
+                                         for e in edges]))
+                .group_by("grp", "b").agg(pl.len()).collect())
+        sizes = dict(scored.group_by("grp").agg(pl.len()).collect().rows())
+        n2 = len(values)
+        ks = (scored.select("grp", x=pl.col(column), c=pl.lit(1), k=pl.lit(0))
+              .collect())
+        for g in groups:
+            current = np.zeros(len(edges) + 1, np.int64)
+            for r in bins.filter(pl.col("grp") == g).iter_rows(named=True):
+                current[r["b"]] = r["len"]
+            sample = ks.filter(pl.col("grp") == g).get_column("x")
+            merged = (pl.concat([pl.DataFrame({"x": sample, "w": pl.repeat(
+                                     n2, len(sample), eager=True, dtype=pl.Int64)}),
+                                 pl.DataFrame({"x": values, "w": pl.repeat(
+                                     -sizes[g], n2, eager=True, dtype=pl.Int64)})])
+                      .lazy().group_by("x").agg(pl.col("w").sum()).sort("x")
+                      .select(pl.col("w").cum_sum().abs().max()).collect().item())
+            drift[g, column] = {"current": current, "baseline": base, "n1": sizes[g],
+                                "n2": n2, "gap": int(merged)}
+    act = (scored.group_by("grp", "action").agg(pl.len()).collect())
+    actions: dict[str, dict[str, int]] = {}
+    for r in act.iter_rows(named=True):
+        actions.setdefault(r["grp"], {})[r["action"]] = r["len"]
+    labels_out = {"labels": n_labels, "duplicate_labels": n_labels - distinct,
+                  "unmatched_labels": unmatched,
+                  "matched_predictions": closed["all"]["p"] + closed["all"]["n"]}
+    return _finish(labels_out, {g: closed[g] for g in groups}, drift,
+                   {g: actions[g] for g in groups})
+
+
+# --- one engine, in its own process ---------------------------------------------------------
+
+
+def _status(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) / 1024
+    return 0.0  # pragma: no cover - not Linux
+
+
+def child(engine: str, folder: str) -> None:
+    """Load the tables, type them, reset the peak, run ``engine``, print JSON."""
+    from mdlc_core import monitoring
+    from mdlc_core.sql import monitoring as sql_monitoring
+
+    predictions = pq.read_table(Path(folder) / "predictions.parquet")
+    labels = pq.read_table(Path(folder) / "labels.parquet")
+    baseline = pq.read_table(Path(folder) / "baseline.parquet")
+    rows = predictions.num_rows
+    if engine in ("embedded", "compiled"):
+        typed_p = monitoring.Predictions.from_table(predictions, FEATURES)
+        typed_l = monitoring.Labels.from_table(labels)
+    else:  # the same typing, as plain columns (days, positions)
+        predictions = predictions.append_column("_row", pa.array(np.arange(rows)))
+        labels = labels.append_column("_row", pa.array(np.arange(labels.num_rows)))
+    loaded = _status("VmRSS:")
+    Path("/proc/self/clear_refs").write_text("5")
+    seconds = float("inf")
+    for _ in range(3 if rows < 5_000_000 else 1):
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="bench-spill-") as scratch:
+            if engine == "embedded":
+                digest = digest_of_report(monitoring.compute_metrics(
+                    typed_p, typed_l, baseline, SPEC, FEATURES))
+            elif engine == "compiled":
+                digest = digest_of_report(sql_monitoring.compute_metrics(
+                    typed_p, typed_l, baseline, SPEC, FEATURES, memory_limit=MEMORY_LIMIT,
+                    temp_directory=scratch))
+            elif engine == "hand":
+                digest = hand(predictions, labels, baseline, scratch)
+            else:
+                digest = polars_engine(predictions, labels, baseline)
+        seconds = min(seconds, time.perf_counter() - start)
+    print(json.dumps({"seconds": seconds, "peak_mib": _status("VmHWM:") - loaded,
+                      "loaded_mib": loaded, "digest": digest}, default=int))
+
+
+def run(engine: str, folder: str) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, __file__, "--child", engine, folder],
+                          capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"{engine} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def sections(sizes: list[int]) -> list[dict[str, Any]]:
+    """Run every engine at every size; one result per (size, engine), answers checked."""
+    results = []
+    for rows in sizes:
+        with tempfile.TemporaryDirectory(prefix="bench-monitoring-") as folder:
+            predictions, labels, baseline = make(rows)
+            pq.write_table(predictions, Path(folder) / "predictions.parquet")
+            pq.write_table(labels, Path(folder) / "labels.parquet")
+            pq.write_table(baseline, Path(folder) / "baseline.parquet")
+            label_rows = labels.num_rows
+            del predictions, labels, baseline
+            measured = {engine: run(engine, folder) for engine in ENGINES}
+        reference = measured["embedded"]["digest"]
+        for engine, result in measured.items():
+            if not _close(result["digest"], reference):
+                raise SystemExit(f"{engine} disagrees at {rows:,} predictions:\n"
+                                 f"{json.dumps(result['digest'])}\n!= embedded\n"
+                                 f"{json.dumps(reference)}")
+            results.append({"rows": rows, "labels": label_rows, "engine": engine,
+                            **{k: result[k] for k in ("seconds", "peak_mib", "loaded_mib")}})
+    return results
+
+
+def main(sizes: list[int]) -> None:
+    """Print the table and the ratios (compiled/hand is the figure to watch: <= 1.2x)."""
+    print(f"monitoring join + metrics (2 versions, score + 1 feature, baseline <= 1M rows); "
+          f"DuckDB memory_limit {MEMORY_LIMIT}")
+    print(f"{'predictions':>12} {'labels':>10} {'engine':<9} {'seconds':>8} {'peak MiB':>9}"
+          f"  (loaded MiB)")
+    results = sections(sizes)
+    for rows in sizes:
+        mine = {r["engine"]: r for r in results if r["rows"] == rows}
+        for engine in ENGINES:
+            r = mine[engine]
+            print(f"{rows:>12,} {r['labels']:>10,} {engine:<9} {r['seconds']:>8.2f} "
+                  f"{r['peak_mib']:>9.0f}  ({r['loaded_mib']:.0f})")
+        s = {e: mine[e]["seconds"] for e in ENGINES}
+        print(f"{rows:>12,} ratios: compiled/hand {s['compiled'] / s['hand']:.2f}x, "
+              f"embedded/compiled {s['embedded'] / s['compiled']:.2f}x, "
+              f"embedded/hand {s['embedded'] / s['hand']:.2f}x, "
+              f"polars/hand {s['polars'] / s['hand']:.2f}x; all four agree")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3])
+    else:
+        main([int(a) for a in sys.argv[1:]] or [1_000_000, 10_000_000])
