@@ -13,33 +13,38 @@ DuckDB and Spark SQL::
 The inputs are what the embedded engine takes: :class:`~mdlc_core.monitoring.Predictions`
 and :class:`~mdlc_core.monitoring.Labels` as the shared reader typed them
 (one definition of parsing: ids as text, timestamps to UTC days, labels 0/1,
-nulls), and the baseline table. :func:`prepare` turns them into the Arrow
-relations every engine scans (:data:`PREDICTIONS`, :data:`LABELS`, one
-``mdlc_baseline_<k>`` per baseline table: per-version baselines as in
-``monitoring.open_loop(..., baselines=)``) and a :class:`Plan`; :meth:`Plan.metrics`
-runs the queries
-through any engine's ``fetch`` (SQL text -> rows as dicts).
+nulls), and the baseline table (and per-version baselines, as
+``monitoring.open_loop(..., baselines=)`` takes them). :func:`prepare`
+turns them into the Arrow relations every engine scans (:data:`PREDICTIONS`,
+:data:`LABELS`, one ``mdlc_baseline_<k>`` per distinct baseline table) and
+a :class:`Plan`; :meth:`Plan.metrics` runs the queries through any engine's
+``fetch`` (SQL text -> rows as dicts). Queries that depend on the data
+(the version groups, the PSI edges, the sample sizes) are built once those
+are known, as sqlglot trees with the values as literal nodes.
 
 What is SQL and what is Python:
 
-- **Join.** The label of each event is the row with the latest ``label_ts``
-  (ties: the later row), by ``ROW_NUMBER()``; predictions ``LEFT JOIN`` it.
-  Label, duplicate and unmatched counts are aggregates and an anti-join.
-- **Confusion counts** per (day, version), day, version and overall: one
-  ``GROUP BY GROUPING SETS`` of conditional sums. Precision, recall, F1 and
-  coverage are the embedded engine's ratios of those integers.
-- **AUC with ties**: positives and negatives per score and group, then the
-  negatives strictly below each score by a running ``SUM() OVER``; the
-  Mann-Whitney ``U`` doubled, ``sum(pos * (2 * below + tied))``, is an exact
-  integer, so ``AUC = U2 / (2 P N)`` is the correctly rounded value the
-  embedded engine's rank sums give.
+- **Join.** The label of each event is its row with the latest
+  ``label_ts`` (ties: the later row), by ``ROW_NUMBER()``; predictions join
+  it. Label, duplicate and unmatched counts are aggregates and an anti-join.
+- **Accuracy** (:func:`accuracy_query`): the labelled predictions counted
+  per (day, score) and per score, one positive and one negative column per
+  version group (``CASE WHEN model_version = ...``), so one sort serves
+  every group; true and false positives are the counts at scores
+  ``>= threshold``; a running ``SUM() OVER`` gives the negatives at or
+  below each score, and the doubled Mann-Whitney ``U``,
+  ``sum(pos * (2 * le - neg))``, is an exact integer (ties count half), so
+  ``AUC = U2 / (2 P N)`` is rounded once, as the embedded engine's exact
+  rank sums are. Precision, recall, F1 and coverage are the embedded
+  engine's ratios of the same integers.
 - **PSI**: the baseline's order statistics at the quantile positions come
   from SQL (``ROW_NUMBER() OVER (ORDER BY value)``); the edges are
   interpolated in Python by ``numpy.quantile`` on the two neighbours, which
   is bit for bit what the embedded engine's ``numpy.quantile`` of the whole
   column gives; bin counts are ``SUM(CASE ...)`` over the edges (literals).
-- **KS**: the integer gap ``max |c1 * n2 - c2 * n1|`` over the merged
-  values (running counts per version group); statistic and p-value from
+- **KS** (:func:`ks_query`): the integer gap ``max |c1 * n2 - c2 * n1|``
+  per version group from one sort of both samples (weights ``+n2`` and
+  ``-n1``, a running sum with peers); statistic and p-value from
   :func:`mdlc_core.kolmogorov.ks_2samp_counts`, shared with the embedded
   engine (SciPy's ``ks_2samp``, without SciPy).
 - **Action shares**: counts per version and action.
