@@ -46,12 +46,15 @@ from .spec import ModelSpec
 from .spec.data import ProcessingResources
 from .storage import grant_read_objects
 from .tokens import minutes, seconds, task_timeout
-from .wheels import DUCKDB_PACKAGES
+from .wheels import DUCKDB_PACKAGES, PROCESSING_TARGET
 from .workflow import retry_transient
 
-#: SageMaker's scikit-learn image: Python 3 with NumPy, pandas, PyArrow and
-#: boto3, everything the engines need, maintained and patched by AWS.
-FRAMEWORK = ("sklearn", "1.2-1")
+#: SageMaker's scikit-learn image: NumPy, pandas, PyArrow and boto3, everything
+#: the engines need, maintained and patched by AWS. The Python 3.12 variant
+#: (Ubuntu 24.04, PyArrow 17, NumPy 2.1; aws/deep-learning-containers#6344):
+#: mdlc_core needs Python 3.11 or later, and 1.2-1 runs 3.9, where its first
+#: import would fail.
+FRAMEWORK = ("sklearn", "1.4-2-py312")
 #: The job's kinds (``processing_job --kind``) and the longest (10 characters),
 #: which with a 20-character model name and a 12-character run id keeps the
 #: job name within SageMaker's 63.
@@ -156,7 +159,8 @@ class ProcessingRunner(Construct):
         packages = DUCKDB_PACKAGES if kind == "quality" and spec.quality.engine == "duckdb" \
             else ()
         self.code = s3_assets.Asset(
-            self, "Code", path=stage_code("processing_job", spec.as_config(), packages=packages)
+            self, "Code", path=stage_code("processing_job", spec.as_config(), packages=packages,
+                                          target=PROCESSING_TARGET)
         )
         framework, version = FRAMEWORK
         # One mapping per stack, shared by every runner of the stack.

@@ -66,6 +66,12 @@ class Target:
         return f"manylinux_{self.glibc}_{self.architecture}"
 
 
+#: The Processing runner's image (``processing.FRAMEWORK``: scikit-learn
+#: 1.4-2-py312, Ubuntu 24.04, CPython 3.12, x86_64 only): its DuckDB wheel is
+#: CPython-version specific, so it is not the functions' wheel.
+PROCESSING_TARGET = Target("3.12", "x86_64")
+
+
 class WheelhouseError(RuntimeError):
     """Synthesis needs wheels the wheelhouse does not hold."""
 
@@ -213,12 +219,14 @@ def download(house: Path, targets: Sequence[Target], packages: Sequence[str]) ->
 
 def _main(argv: list[str]) -> None:
     """``python -m mdlc_constructs.wheels DIR``: the wheelhouse for the library's
-    functions (their runtime and architecture, from ``functions.py``)."""
+    functions (their runtime and architecture, from ``functions.py``) and for
+    the Processing runner's image (:data:`PROCESSING_TARGET`)."""
     from .functions import ARCHITECTURE, RUNTIME
 
     if len(argv) != 1:
         raise SystemExit("usage: python -m mdlc_constructs.wheels WHEELHOUSE_DIR")
-    download(Path(argv[0]), [lambda_target(RUNTIME.name, ARCHITECTURE.name)], DUCKDB_PACKAGES)
+    download(Path(argv[0]), [lambda_target(RUNTIME.name, ARCHITECTURE.name), PROCESSING_TARGET],
+             DUCKDB_PACKAGES)
 
 
 if __name__ == "__main__":

@@ -451,3 +451,30 @@ def test_workflows_may_start_only_their_own_jobs(scaled: dict[str, Any]) -> None
             for s in passes if "ProcessingRole" in json.dumps(s)
         )  # fmt: skip
         assert "StepFunctionsGetEventsForSageMakerProcessingJobsRule" in text
+
+
+def test_the_processing_image_runs_the_python_mdlc_core_needs():
+    """The job runs mdlc_core in SageMaker's image: its Python must satisfy the
+    package's requires-python (the 1.2-1 image ran 3.9, where mdlc_core's first
+    import failed), and the wheels vendored for it are built for that Python."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from sagemaker.core import image_uris
+
+    from mdlc_constructs.processing import FRAMEWORK
+    from mdlc_constructs.wheels import PROCESSING_TARGET
+
+    framework, version = FRAMEWORK
+    config = image_uris.config_for_framework(framework)
+    assert version in config["training"]["versions"]  # the SDK's own image data
+    match = re.fullmatch(r".*-py3(\d+)", version)
+    assert match, f"{version}: the image's Python is not named in its version"
+    image_python = (3, int(match.group(1)))
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    lowest = tuple(int(p) for p in project["project"]["requires-python"].removeprefix(">=")
+                   .split("."))
+    assert image_python >= lowest
+    assert PROCESSING_TARGET.python == f"3.{match.group(1)}"
+    assert PROCESSING_TARGET.architecture == "x86_64"  # the image is published for x86_64 only
