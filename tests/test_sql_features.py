@@ -19,6 +19,7 @@ import random
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from mdlc_core.features import FeatureError, FeatureSet
 from mdlc_core.sql import features as sql_features
 
 from mdlc_constructs.spec import load_spec
+from tests.test_feature_handlers import aws  # noqa: F401 - the moto fixture, shared
 from tests.test_features import START, event, fraud, rich, rich_config
 
 SECONDS_PER_DAY = 86_400
@@ -369,9 +371,7 @@ def spark() -> Iterator[Any]:
 
 
 def on_spark(spark: Any, plan: sql_features.Plan) -> Any:
-    # Spark 4 takes the Arrow table as is, and gives Arrow back.
-    spark.createDataFrame(plan.relation.table).createOrReplaceTempView(sql_features.EVENTS)
-    return plan.finish(spark.sql(plan.sql("spark")).toArrow())
+    return plan.finish(sql_features.run_spark(plan, spark))
 
 
 def test_spark_gives_the_embedded_engines_answers(spark: Any) -> None:
@@ -389,3 +389,121 @@ def test_spark_gives_the_embedded_engines_answers(spark: Any) -> None:
                      on_spark(spark, sql_features.prepare_per_event(events, features)))
         same_rows(embedded.compute_batch(events, features, day),
                   on_spark(spark, sql_features.prepare_as_of(events, features, day)))
+
+
+def test_mdlc_features_on_spark_prints_the_batch_table(spark: Any, tmp_path: Any,
+                                                       capsys: Any) -> None:
+    path = cli_events(tmp_path)
+    assert cli_tables(path, capsys, "batch", "spark") == 1
+
+
+# --- the runners: mdlc features and the batch feature job --------------------------------------
+
+
+def cli_events(tmp_path: Any) -> Any:
+    from tests.test_features import write_events
+
+    rng = random.Random(3)
+    rows = [event(i, f"c{rng.randrange(20)}",
+                  START + timedelta(minutes=rng.randrange(60 * 24 * 40)),
+                  rng.choice([None, rng.randrange(100, 90_000) / 100])) for i in range(800)]
+    rows += rows[:30]  # redelivered
+    rng.shuffle(rows)
+    path = tmp_path / "events.csv"
+    write_events(path, rows)
+    return path
+
+
+def cli_tables(path: Any, capsys: Any, *engines: str) -> int:
+    """How many different tables the engines print (1: all the same)."""
+    from mdlc_constructs.cli import main
+
+    outputs = set()
+    for engine in engines:
+        assert main(["features", "models/fraud.yaml", str(path), "--as-of", "2026-04-05",
+                     "--engine", engine]) == 0
+        outputs.add(capsys.readouterr().out)
+    assert len(next(iter(outputs)).splitlines()) == 21
+    return len(outputs)
+
+
+def test_mdlc_features_engines_print_the_same_table(tmp_path: Any, capsys: Any) -> None:
+    from mdlc_constructs.cli import main
+
+    path = cli_events(tmp_path)
+    assert cli_tables(path, capsys, "batch", "incremental", "duckdb") == 1
+    spec = tmp_path / "odd.yaml"
+    spec.write_text(Path("models/fraud.yaml").read_text().replace(
+        '"order_amount / (order_total_30d / order_count_30d)"', '"order_amount // 2"'))
+    assert main(["features", str(spec), str(path), "--as-of", "2026-04-05",
+                 "--engine", "duckdb"]) == 2
+    assert "feature 'amount_to_30d_mean'" in capsys.readouterr().err
+
+
+def test_the_feature_job_writes_the_same_tables_on_both_engines(
+        aws: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """``feature_job.run`` (the feature_batch function and the Processing
+    runner) with ``features.engine: duckdb`` writes the embedded engine's
+    training rows and entity table from the same snapshots."""
+    import io
+    import json
+
+    import pyarrow.parquet as pq
+    from mdlc_core import feature_job
+
+    from tests.lambda_loader import load_handler
+    from tests.test_feature_handlers import DATASETS, FEATURES, RAW, csv, orders
+
+    s3, _ = aws
+    sourcing = load_handler("data_sourcing")
+    days = {0: [("o1", "c1", 1, 10.0), ("o2", "c2", 2, 5.0)],
+            20: [("o3", "c1", 3, 20.0), ("o6", "c2", 3, 0.5)],
+            35: [("o4", "c1", 4, 40.0), ("o5", "c3", 5, 1.0), ("o3", "c1", 3, 20.0),
+                 ("o7", "c2", 4, 2.5)]}
+    for day, rows in days.items():
+        date_text = (START + timedelta(days=day)).date().isoformat()
+        s3.put_object(Bucket=RAW, Key=f"orders/dt={date_text}/part.csv",
+                      Body=csv(orders(day, rows)))
+        sourcing.handler({"date": date_text}, None)
+    config = load_spec("models/fraud.yaml").as_config()
+    written = {}
+    runs: list[str] = []
+    real_run = sql_features.run
+
+    def counted(plan: sql_features.Plan, options: Any = None) -> Any:
+        runs.append(plan.kind)
+        return real_run(plan, options)
+
+    monkeypatch.setattr(sql_features, "run", counted)
+    for engine in ("embedded", "duckdb"):
+        config["features"]["engine"] = engine
+        out = feature_job.run(config, date(2026, 4, 5), s3=s3, datasets_bucket=DATASETS,
+                              features_bucket=FEATURES)
+        tables = {key: pq.read_table(io.BytesIO(s3.get_object(
+            Bucket=FEATURES, Key=out[key])["Body"].read())) for key in
+            ("features_key", "entities_key")}
+        written[engine] = (out, tables)
+    assert runs == ["per_event", "as_of"]  # DuckDB computed the second run's tables
+    (out, embedded_tables), (sql_out, sql_tables) = written["embedded"], written["duckdb"]
+    assert sql_out == out and out["rows"] == 3 and out["entities"] == 3
+    for key, table in embedded_tables.items():
+        assert sql_tables[key].schema == table.schema, key
+        same_columns(table.to_pydict(), sql_tables[key].to_pydict())
+    with pytest.raises(ValueError, match=r"features\.engine must be one of"):
+        feature_job.run(config, date(2026, 4, 5), s3=s3, datasets_bucket=DATASETS,
+                        features_bucket=FEATURES, engine="polars")
+    json.dumps(out)  # the result the workflow reads stays plain JSON
+
+
+def test_a_runtime_without_duckdb_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from mdlc_core import feature_job
+
+    monkeypatch.setitem(sys.modules, "duckdb", None)  # any import of DuckDB now fails
+    for name in ("mdlc_core.sql.quality", "mdlc_core.sql.features"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    with pytest.raises(FeatureError, match=r"cannot import DuckDB.*features\.engine: embedded"):
+        feature_job.engine_tables("duckdb")
+    assert feature_job.engine_tables("embedded") == (embedded.training_table,
+                                                     embedded.entity_table)

@@ -23,12 +23,17 @@ sourcing and the quality check use). It writes to the features bucket:
 
 Returns ``{"date", "features_key", "entities_key", "rows", "entities",
 "snapshots"}`` (``snapshots``: the manifest keys read, for lineage).
+
+The engine is the spec's ``features.engine``: ``embedded`` (the default, the
+NumPy batch engine) or ``duckdb`` (the features compiled to SQL,
+:mod:`mdlc_core.sql.features`); both write the same two tables.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 from collections.abc import Mapping
 from datetime import date, timedelta
 from typing import Any
@@ -38,6 +43,42 @@ from .layout import Layout
 from .sourcing import latest_manifest, object_format, read_snapshot_object
 
 logger = logging.getLogger("mdlc.feature_job")
+
+#: ``features.engine`` values; a config without one (synthesized before there
+#: was a choice) runs the embedded engine.
+ENGINES = ("embedded", "duckdb")
+DEFAULT_ENGINE = "embedded"
+
+
+def engine_tables(engine: str) -> tuple[Any, Any]:
+    """``(training_table, entity_table)`` of ``engine``: the embedded engine's,
+    or the same two functions computed by DuckDB. A runtime without DuckDB
+    (a function whose asset was built for the embedded engine) says so."""
+    if engine not in ENGINES:
+        raise ValueError(f"features.engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "embedded":
+        return training_table, entity_table
+    try:
+        from .sql import features as sql_features
+        from .sql.quality import memory_limit_for
+    except ImportError as error:
+        raise FeatureError(
+            f"features.engine is duckdb but this runtime cannot import DuckDB ({error}); "
+            "install duckdb and sqlglot where the job runs, or set features.engine: embedded"
+        ) from error
+    # A Lambda function's memory, when the job runs in one: DuckDB's limit
+    # leaves room for Python and the events held as lists.
+    memory_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+    options = sql_features.DuckDB(memory_limit=memory_limit_for(int(memory_mb))) \
+        if memory_mb else sql_features.DuckDB()
+
+    def training(events: Any, features: FeatureSet) -> dict[str, list[Any]]:
+        return sql_features.training_table(events, features, duckdb_options=options)
+
+    def entities(events: Any, features: FeatureSet, day: date) -> dict[str, list[Any]]:
+        return sql_features.entity_table(events, features, day, duckdb_options=options)
+
+    return training, entities
 
 
 def read_object(
@@ -88,9 +129,15 @@ def run(
     datasets_bucket: str,
     features_bucket: str,
     model: str | None = None,
+    engine: str | None = None,
 ) -> dict[str, Any]:
-    """Compute and write the features of ``day``; see the module docstring."""
+    """Compute and write the features of ``day``; see the module docstring.
+
+    ``engine`` overrides ``features.engine`` (``mdlc features --engine``).
+    """
     features = FeatureSet.from_config(config)
+    engine = engine or (config.get("features") or {}).get("engine") or DEFAULT_ENGINE
+    compute_training, compute_entities = engine_tables(engine)
     model = model or config["name"]
     columns = features.entity_table_columns
     # The label is read when a snapshot object has it, typed as declared: a
@@ -125,12 +172,12 @@ def run(
     if label and not labelled_today:
         # The day's snapshot has no label (scoring data): no all-null column.
         del merged[label]
-    per_event = training_table(merged, features)
+    per_event = compute_training(merged, features)
     # A row redelivered into today's snapshot stays a training row of its first day.
     fresh = today_ids - earlier_ids
     keep = [i for i, event_id in enumerate(per_event[features.event_id]) if event_id in fresh]
     rows = {name: [values[i] for i in keep] for name, values in per_event.items()}
-    entities = entity_table(merged, features, day)
+    entities = compute_entities(merged, features, day)
     prefix = Layout(model).feature_snapshot(day.isoformat())
     write_parquet(s3, features_bucket, prefix + "features.parquet", rows)
     write_parquet(s3, features_bucket, prefix + "entities.parquet", entities)
@@ -142,5 +189,5 @@ def run(
         "entities": len(entities[features.entity_key]),
         "snapshots": manifests,
     }
-    logger.info("features written: %s", outcome)
+    logger.info("features written (%s engine): %s", engine, outcome)
     return outcome

@@ -656,6 +656,13 @@ def run(plan: Plan, duckdb_options: DuckDB | None = None) -> pa.Table:
             return fetch()
 
 
+def run_spark(plan: Plan, spark: Any) -> pa.Table:
+    """The plan's Spark SQL on ``spark`` (a SparkSession, 4.x: it takes and
+    gives Arrow tables), as an Arrow table for :meth:`Plan.finish`."""
+    spark.createDataFrame(plan.relation.table).createOrReplaceTempView(EVENTS)
+    return spark.sql(plan.sql("spark")).toArrow()
+
+
 def per_event(events: Any, features: FeatureSet, *, inputs: Sequence[str] = (),
               duckdb_options: DuckDB | None = None) -> dict[str, list[Any]]:
     """:func:`~mdlc_core.batch_features.compute_per_event`, computed by DuckDB."""
@@ -699,4 +706,4 @@ def entity_table(events: Any, features: FeatureSet, day: date | str, *,
 
 __all__ = ["DIALECTS", "EVENTS", "DuckDB", "NotCompiled", "Plan", "Relation", "as_of",
            "as_of_query", "entity_table", "events_relation", "per_event", "per_event_query",
-           "prepare_as_of", "prepare_per_event", "run", "training_table"]
+           "prepare_as_of", "prepare_per_event", "run", "run_spark", "training_table"]
