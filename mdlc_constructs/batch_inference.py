@@ -84,9 +84,9 @@ from .workflow import (
     error_boundary,
     invoke,
     notify_and_fail,
-    notifying_state_machine,
     retry_transient,
     scheduled_start,
+    state_machine,
 )
 
 if TYPE_CHECKING:
@@ -272,14 +272,14 @@ class BatchInferenceWorkflow(Construct):
             failure_id="BatchInference", subject=f"MDLC {model}: batch inference failed",
             cause="A step of the batch inference workflow failed", result_path="$.run",
         )
-        self.state_machine = notifying_state_machine(
+        self.state_machine = state_machine(
             self,
             "StateMachine",
             definition=body,
             key=self.key,
             timeout=hours(12),
             comment=f"MDLC {model}: daily batch inference with the latest approved model",
-            topic=topic,
+            notifies=[topic],
             timed_out=f"Notify when a batch inference run of {model} times out",
         )
         preparation.grant_to(self.state_machine)

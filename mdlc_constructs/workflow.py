@@ -184,6 +184,8 @@ def state_machine(
     log_retention: logs.RetentionDays = logs.RetentionDays.ONE_YEAR,
     name: str | None = None,
     notifies: Sequence[sns.ITopic] = (),
+    timed_out: str | None = None,
+    timed_out_id: str = "TimedOut",
 ) -> sfn.StateMachine:
     """A state machine with the library's logging, tracing, timeout and encryption.
 
@@ -205,6 +207,10 @@ def state_machine(
 
     ``notifies``: the encrypted topics the definition publishes to; the role may
     use their keys for that (:func:`~mdlc_constructs.key_grants.grant_publish_key`).
+    ``timed_out``: when given, the description of an EventBridge rule
+    (``timed_out_id``) that publishes the machine's timeouts to those topics
+    too (:func:`notify_timeouts`): the definition's catches, which report a
+    failed step, cannot see the machine's own timeout.
 
     The log group is named ``/aws/vendedlogs/states/<machine name>`` so that
     hundreds of machines fit in one account (issue #12).
@@ -240,6 +246,9 @@ def state_machine(
     )
     for topic in notifies:
         grant_publish_key(topic, machine)
+    if timed_out is not None:
+        _timeout_rule(scope, timed_out_id, machine=machine, topics=notifies,
+                      description=timed_out)
     acknowledge_all(
         machine,
         {
@@ -264,6 +273,18 @@ def notify_timeouts(
     A timed-out execution cannot catch its own timeout, so its error boundary
     never runs; EventBridge sees the status change and reports it.
     """
+    return _timeout_rule(scope, construct_id, machine=machine, topics=[topic],
+                         description=description)
+
+
+def _timeout_rule(
+    scope: Construct,
+    construct_id: str,
+    *,
+    machine: sfn.IStateMachine,
+    topics: Sequence[sns.ITopic],
+    description: str,
+) -> events.Rule:
     return events.Rule(
         scope,
         construct_id,
@@ -273,7 +294,7 @@ def notify_timeouts(
             detail_type=["Step Functions Execution Status Change"],
             detail={"stateMachineArn": [machine.state_machine_arn], "status": ["TIMED_OUT"]},
         ),
-        targets=[targets.SnsTopic(topic)],
+        targets=[targets.SnsTopic(topic) for topic in topics],
     )
 
 
@@ -308,38 +329,6 @@ def error_boundary(
         result_path="$.error",
     )
     return boundary
-
-
-def notifying_state_machine(
-    scope: Construct,
-    construct_id: str,
-    *,
-    definition: sfn.IChainable,
-    key: kms.IKey,
-    timeout: Duration,
-    comment: str,
-    topic: sns.ITopic,
-    timed_out: str,
-    timed_out_id: str = "TimedOut",
-) -> sfn.StateMachine:
-    """A :func:`state_machine` that publishes its failures to ``topic`` and whose
-    timeouts are reported there too (:func:`notify_timeouts`, the rule
-    ``timed_out_id`` described by ``timed_out``).
-
-    Both halves are needed: the definition's catches cannot see the machine's
-    own timeout, and the timeout rule cannot see a failed step.
-    """
-    machine = state_machine(
-        scope,
-        construct_id,
-        definition=definition,
-        key=key,
-        timeout=timeout,
-        comment=comment,
-        notifies=[topic],
-    )
-    notify_timeouts(scope, timed_out_id, machine=machine, topic=topic, description=timed_out)
-    return machine
 
 
 def scheduled_start(
