@@ -19,7 +19,7 @@ from .sourcing import DataSourcing
 from .spec import ModelSpec
 from .storage import DataLake
 from .tokens import hours
-from .workflow import error_boundary, notifying_state_machine, scheduled_start
+from .workflow import error_boundary, scheduled_start, state_machine
 
 
 class PreparationSteps(Protocol):
@@ -95,14 +95,14 @@ class DataPreparation(Construct):
             cause="Data preparation failed; see the execution",
             result_path="$.prepared",
         )
-        self.state_machine = notifying_state_machine(
+        self.state_machine = state_machine(
             self,
             "Workflow",
             definition=workflow,
             key=data_lake.key,
             timeout=hours(2),
             comment=f"MDLC {spec.name}: source, check and featurize the day's snapshot",
-            topic=topic,
+            notifies=[topic],
             timed_out=f"Notify when a data preparation run of {spec.name} times out",
         )
         if spec.quality.runner == "processing":
