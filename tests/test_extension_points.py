@@ -20,7 +20,7 @@ one trains and deploys, day two streams events and retrains).
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from mdlc_constructs.network import ModelNetwork
 from mdlc_constructs.preparation import DataPreparation
 from mdlc_constructs.quality import DataQuality
 from mdlc_constructs.realtime import RealtimeEndpoint
-from mdlc_constructs.retraining import Retraining
+from mdlc_constructs.retraining import RETRAIN_DETAIL_TYPE, Retraining
 from mdlc_constructs.sourcing import DataSourcing
 from mdlc_constructs.storage import BUCKET_KINDS, BucketOverrides, DataLake
 from mdlc_constructs.training import TrainingWorkflow
@@ -365,7 +365,10 @@ def test_every_swapped_hook_has_its_checks():
 @pytest.fixture(scope="module")
 def run(team, fraud_spec, tmp_path_factory):
     """Two days of the team's stack on the local runtime; each day, what the
-    registry and autoscaling hold (read while the local cloud is up)."""
+    registry and autoscaling hold (read while the local cloud is up). After
+    the last day a team asks for a re-training (the documented event), so the
+    retraining trigger runs whatever the alarms do (a drift alarm the next
+    morning then finds it cooling down: no third training run to pay for)."""
     from mdlc_constructs.local.simulation import simulate
     from mdlc_constructs.sampling import sample, write_csv
 
@@ -376,6 +379,11 @@ def run(team, fraud_spec, tmp_path_factory):
     seen: dict[str, Any] = {"packages": {}, "policies": []}
 
     def observe(simulation: Any, day: date) -> None:
+        if day == START + timedelta(days=1):
+            simulation.cloud.client("events").put_events(Entries=[{
+                "Source": "team.fraud", "DetailType": RETRAIN_DETAIL_TYPE,
+                "Detail": json.dumps({"model": fraud_spec.name, "reason": "new labels"})}])
+            simulation.cloud.settle()
         sagemaker = simulation.cloud.client("sagemaker")
         for summary in sagemaker.list_model_packages(
                 ModelPackageGroupName=stack.training.model_package_group_name)[
@@ -465,7 +473,9 @@ def _triggered_retraining(stack: TeamStack, simulation: Any, seen: dict) -> None
     function = _function(simulation, stack, stack.retraining.function)
     assert function.environment.items() >= QUIET.items()
     runs = [r for r in simulation.cloud.function_runs if r["function"] == function.logical_id]
-    assert runs and all(r["status"] == "SUCCEEDED" for r in runs), runs
+    assert all(r["status"] == "SUCCEEDED" for r in runs), runs
+    requested = [r for r in runs if r["started_by"] == "event"]
+    assert requested, "the team's retrain request did not reach the trigger"
 
 
 RUN_CHECKS = {
