@@ -45,6 +45,8 @@ SYNC_TASKS = {
     "sagemaker:createTrainingJob.sync": "createTrainingJob",
     "sagemaker:createTransformJob.sync": "createTransformJob",
     "sagemaker:createProcessingJob.sync": "createProcessingJob",
+    # Not SageMaker, but waited for the same way (emr_serverless.py).
+    "emr-serverless:startJobRun.sync": "emrServerlessStartJobRun",
 }
 
 #: How Step Functions names the services of AWS SDK integrations in error
