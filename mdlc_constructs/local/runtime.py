@@ -183,6 +183,9 @@ class LocalCloud:
                 name=name, arn=f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}",
                 logical_id=name, stack="local", handler="builtin", code=None, environment={},
                 timeout=86400, memory=0, role_arn=None, builtin=_as_task_error(run)))
+        from . import emr_serverless
+
+        emr_serverless.install(self)
 
     # -- deployment -----------------------------------------------------------------
 
