@@ -376,7 +376,11 @@ class SparkRunner(Construct):
         )
         result_key = f"States.Format('{self.output_prefix}{{}}/result.json', {job_name})"
         args = ["'--kind'", f"'{self.kind}'"]
-        for flag, value in {**self.arguments, **arguments}.items():
+        # The runner's own arguments are literals (bucket names: tokens until
+        # deployment, which also start with "$"); a run's may be JSONPaths.
+        for flag, value in self.arguments.items():
+            args += [f"'{flag}'", f"'{value}'"]
+        for flag, value in arguments.items():
             args += [f"'{flag}'", value if value.startswith(("$", "States.")) else f"'{value}'"]
         args += ["'--result-bucket'", f"'{bucket}'", "'--result-key'", result_key,
                  "'--kms-key'", f"'{self.key.key_arn}'", "'--read-from'", "'s3'"]

@@ -427,3 +427,85 @@ def test_runner_spark_without_a_python_environment_is_refused() -> None:
     del data["quality"]["spark"]["python_environment"]
     with pytest.raises(SpecError, match=r"spark\.python_environment"):
         parse_spec(data, "fraudspark.yaml")
+
+
+# --- runner: spark, executed locally --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def spark_assembly(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    from mdlc_constructs.local.simulation import synthesize
+    from mdlc_constructs.spec import parse_spec
+
+    spec = parse_spec(spark_spec_data("fraud"), "fraud.yaml")
+    outdir = tmp_path_factory.mktemp("spark-local") / "cdk.out"
+    synthesize(spec, outdir)
+    return spec, outdir
+
+
+def test_the_quality_workflow_runs_on_local_spark_and_stops_the_bad_day(
+    spark: Any, spark_assembly: tuple[Any, Path], tmp_path: Path
+) -> None:
+    """runner: spark, simulated: day 1 passes the gate, day 2's tenure anomaly
+    stops it; the EMR Serverless stand-in ran every check (not the
+    Lambda) and the runs wrote the same report the Lambda runner writes."""
+    from mdlc_constructs.local.simulation import simulate
+    from mdlc_constructs.sampling import parse_anomaly, sample, write_csv
+
+    spec, assembly = spark_assembly
+    orders = tmp_path / "orders.csv"
+    write_csv(spec, sample(spec, days=2, start=date(2026, 11, 1), rows_per_day=200, seed=7,
+                           anomalies=[parse_anomaly("account_tenure@2026-11-02",
+                                                    start=date(2026, 11, 1), days=2)]), orders)
+    run = simulate(spec, orders, assembly=assembly, stack="Mdlc-fraud", initial_training=False,
+                   out=tmp_path / "out")
+    report = run.report
+    prepared = {e["date"]: e for e in report["executions"] if e["workflow"] == "data_preparation"}
+    assert [prepared[d]["status"] for d in ("2026-11-01", "2026-11-02")] == [
+        "SUCCEEDED", "FAILED"], report["notifications"]
+    failures = [json.loads(n["message"]) for n in report["notifications"]
+                if n["subject"] == "MDLC fraud: data preparation failed"]
+    assert failures and failures[0]["error"] == "DataQualityViolations"
+    assert "tenure_grows_daily" in failures[0]["cause"]
+    # Each day's data preparation and batch inference check the day: four Spark runs.
+    runs = report["functions"]["mdlc-local-sagemaker-emrServerlessStartJobRun"]["invocations"]
+    assert runs == 4 and report["denied_calls"] == []
+    assert "DataQualityFunctionC5BA9E4D" not in report["functions"]
+    s3 = tmp_path / "out" / "s3"
+    results = [json.loads(p.read_text())
+               for p in s3.glob("*/spark/fraud/quality/fraud-quality-*/result.json")]
+    assert len(results) == runs  # the bad day's runs wrote theirs too; the gate failed them
+    assert sorted(r["passed"] for r in results) == [False, False, True, True]
+    day2 = json.loads(next(s3.glob("*/quality-reports/fraud/dt=2026-11-02/report.json"))
+                      .read_text())
+    rule = next(r for r in day2["rules"] if r["id"] == "tenure_grows_daily")
+    assert rule["status"] == "fail" and rule["violations"] >= 1
+    assert day2["previous_date"] == "2026-11-01"  # the day that passed, found by its report
+
+
+def test_the_stand_in_checks_the_state_machines_iam(
+    spark: Any, spark_assembly: tuple[Any, Path], tmp_path: Path
+) -> None:
+    """Without iam:PassRole of the job role the start is refused, as Step
+    Functions' integration is: the day fails on that call, and only that one."""
+    from mdlc_constructs.local.simulation import simulate
+    from mdlc_constructs.sampling import sample, write_csv
+
+    spec, assembly = spark_assembly
+    template = json.loads(next(assembly.glob("Mdlc-fraud.template.json")).read_text())
+    (machine,) = [v for k, v in template["Resources"].items()
+                  if v["Type"] == "AWS::StepFunctions::StateMachine" and k.startswith("Data")]
+    role = machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+    orders = tmp_path / "orders.csv"
+    write_csv(spec, sample(spec, days=1, start=date(2026, 11, 1), rows_per_day=50, seed=3),
+              orders)
+    revoked: list[int] = []
+    run = simulate(spec, orders, assembly=assembly, stack="Mdlc-fraud", initial_training=False,
+                   configure=lambda cloud: revoked.append(
+                       cloud.authorizer.revoke(role, "iam:PassRole")))
+    assert revoked[0] >= 1
+    (prepared,) = [e for e in run.report["executions"] if e["workflow"] == "data_preparation"]
+    assert prepared["status"] == "FAILED"
+    denied = {(d["action"], d["operation"]) for d in run.report["denied_calls"]}
+    assert ("iam:PassRole", "emr-serverless:StartJobRun") in denied
+    assert {action for action, _ in denied} == {"iam:PassRole"}
