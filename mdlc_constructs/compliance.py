@@ -9,6 +9,7 @@ finding acknowledged, the base id does not cover them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -18,7 +19,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from aws_cdk import Acknowledgment, App, CfnElement, Stack, Stage, Token, Validations
+from aws_cdk import (
+    Acknowledgment,
+    App,
+    CfnElement,
+    CfnResource,
+    Stack,
+    Stage,
+    Token,
+    Validations,
+)
 from aws_cdk.region_info import RegionInfo
 from cdk_nag import AwsSolutionsChecks, PCIDSS321Checks
 from constructs import IConstruct
@@ -214,10 +224,29 @@ def _unique_id(*components: str) -> str:
 
 def export_name(producer: Stack, logical_id: str, attribute: str | None) -> str:
     """The name CDK gives the export of a ``producer`` resource's attribute (or
-    Ref) when another stack uses it by a strong reference (``Fn::ImportValue``;
-    aws-cdk-lib's ``generateExportName``)."""
-    name = _facts(producer).name
-    return f"{name}:{_unique_id('Exports', _output_id(logical_id, attribute))}"
+    Ref) when another stack uses it by a strong reference (``Fn::ImportValue``).
+
+    Asked of aws-cdk-lib through its public API rather than copied from its
+    internal naming (``generateExportName``): :func:`_exported_name`.
+    """
+    return _exported_name(_facts(producer).name, logical_id, attribute)
+
+
+@functools.cache
+def _exported_name(stack_name: str, logical_id: str, attribute: str | None) -> str:
+    """``Stack.export_value`` names an export exactly as an automatic strong
+    reference does (its documented purpose: keep that export when the
+    reference goes), but it adds the export to its stack. So it is called on
+    a scratch stack of the same name holding a stand-in with the same logical
+    id, never synthesized: the name depends only on those two and the
+    attribute. About 15 ms, once per reference (cached).
+    """
+    stack = Stack(App(), "Scratch", stack_name=stack_name)
+    stand_in = CfnResource(stack, "StandIn", type="Custom::ExportName")
+    stand_in.override_logical_id(logical_id)
+    value = stand_in.get_att(attribute).to_string() if attribute else stand_in.ref
+    resolved = stack.resolve(stack.export_value(value))
+    return str(resolved["Fn::ImportValue"])
 
 
 def stack_output_reference(producer: Stack, logical_id: str, attribute: str | None) -> str:

@@ -83,3 +83,38 @@ def test_printed_arn_names_a_format_arn_wildcard_as_cdk_nag_prints_it(tmp_path, 
                 "the jobs of one model, named per run")
     app.synth()
     assert read_findings(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("stack_name", "logical_id", "attribute"),
+    [
+        ("Mdlc-Platform", None, "Arn"),
+        ("Mdlc-Platform", None, None),
+        # Long enough that aws-cdk-lib cuts the export name to CloudFormation's 255.
+        ("Mdlc-" + "p" * 120, "DataLake" + "Datasets" * 24 + "B08E7C7A", "Arn"),
+    ],
+)
+def test_export_name_is_the_name_of_the_export_a_strong_reference_synthesizes(
+    stack_name, logical_id, attribute
+):
+    """``compliance.export_name`` against a real strong cross-stack reference:
+    the consumer's ``Fn::ImportValue`` and the producer's ``Export``."""
+    from mdlc_constructs.compliance import export_name
+
+    app = cdk.App(context={"@aws-cdk/core:defaultCrossStackReferences": "strong"})
+    producer = cdk.Stack(app, "Producer", stack_name=stack_name)
+    bucket = s3.Bucket(producer, "Bucket")
+    if logical_id:
+        bucket.node.default_child.override_logical_id(logical_id)
+    else:
+        logical_id = producer.get_logical_id(bucket.node.default_child)
+    consumer = cdk.Stack(app, "Consumer")
+    value = bucket.bucket_arn if attribute == "Arn" else bucket.bucket_name
+    cdk.CfnOutput(consumer, "Used", value=value)
+    assembly = app.synth()
+    imported = assembly.get_stack_by_name("Consumer").template["Outputs"]["Used"]["Value"]
+    exported = [o["Export"]["Name"]
+                for o in assembly.get_stack_by_name(stack_name).template["Outputs"].values()]
+    name = export_name(producer, logical_id, attribute)
+    assert imported == {"Fn::ImportValue": name} and exported == [name]
+    assert len(name) <= 255
