@@ -135,26 +135,24 @@ SELECT order_id, customer_id, order_total_30d, order_count_30d,
 FROM f ORDER BY _row
 """
 
-#: One GROUP BY: the latest event's amount by arg_max over (timestamp, id),
-#: the window's sum and count as filtered aggregates.
+#: The window's days first (an entity whose latest event is older has no
+#: event there, so no row), then one GROUP BY: the latest event's amount by
+#: arg_max over (timestamp, id), the window's sum and count. (Grouping all
+#: events up to the day with FILTERed aggregates and HAVING on the newest day
+#: took 1.2 s against 0.5 s at 1M events.)
 HAND_AS_OF = """
 WITH ev AS (
-    SELECT order_id, customer_id, order_amount,
-           epoch_us(order_ts) AS us, epoch_us(order_ts) // 86400000000 AS day
+    SELECT order_id, customer_id, order_amount, epoch_us(order_ts) AS us
     FROM events
-    WHERE _row IN (SELECT min(_row) FROM events GROUP BY order_id)),
-c AS (
-    SELECT customer_id,
-           arg_max_null(order_amount, {'us': us, 'id': order_id}) AS amount,
-           coalesce(sum(order_amount) FILTER (day > $today - 30), 0) AS order_total_30d,
-           count(*) FILTER (day > $today - 30) AS order_count_30d
-    FROM ev WHERE day <= $today
-    GROUP BY customer_id
-    HAVING max(day) > $today - 30)
+    WHERE _row IN (SELECT min(_row) FROM events GROUP BY order_id)
+      AND epoch_us(order_ts) // 86400000000 BETWEEN $today - 29 AND $today)
 SELECT customer_id, order_total_30d, order_count_30d,
        CASE WHEN isfinite(amount / (order_total_30d / order_count_30d))
             THEN amount / (order_total_30d / order_count_30d) END AS amount_to_30d_mean
-FROM c ORDER BY customer_id
+FROM (SELECT customer_id, arg_max_null(order_amount, (us, order_id)) AS amount,
+             sum(order_amount) AS order_total_30d, count(*) AS order_count_30d
+      FROM ev GROUP BY customer_id)
+ORDER BY customer_id
 """
 
 
@@ -201,12 +199,13 @@ def _polars(kind: str, table: pa.Table) -> dict[str, np.ndarray]:
         amount = pl.col("order_amount")
     else:
         today = _today()
-        out = (frame.filter(pl.col("day") <= today).sort("us", "order_id")
+        # The window's days first, as the hand-written query does.
+        out = (frame.filter(pl.col("day").is_between(today - 29, today)).sort("us", "order_id")
                .group_by("customer_id").agg(
-                   last_day=pl.col("day").max(), amount=pl.col("order_amount").last(),
-                   order_total_30d=pl.col("order_amount").filter(pl.col("day") > today - 30).sum(),
-                   order_count_30d=(pl.col("day") > today - 30).sum())
-               .filter(pl.col("last_day") > today - 30).sort("customer_id"))
+                   amount=pl.col("order_amount").last(),
+                   order_total_30d=pl.col("order_amount").sum(),
+                   order_count_30d=pl.len())
+               .sort("customer_id"))
         amount = pl.col("amount")
     ratio = amount / (pl.col("order_total_30d") / pl.col("order_count_30d"))
     out = out.with_columns(amount_to_30d_mean=pl.when(ratio.is_finite()).then(ratio))
