@@ -568,6 +568,18 @@ class TrainingWorkflow(Construct):
     # -- internals ------------------------------------------------------------------
 
     def _definition(self, preparation: PreparationSteps | None) -> sfn.IChainable:
+        # The hooks are called in the order the workflow runs them, so each may
+        # use what an earlier one set (build_registration may read
+        # self.input_function, which build_input_step creates).
+        steps: list[sfn.IChainable] = []
+        if preparation is not None:
+            steps.append(preparation.chain(self, "PrepareData"))
+        steps.append(self.build_input_step())
+        build = self.algorithm.build_step(self, "BuildImage")
+        if build is not None:
+            steps.append(self.catch(build))
+        steps.append(self.build_training_step())
+        steps.append(self.build_evaluation())
         name = self.spec.name
         notify_registered = tasks.SnsPublish(
             self,
@@ -620,15 +632,6 @@ class TrainingWorkflow(Construct):
                 cause="The model did not reach the evaluation threshold; nothing was registered",
             )
         )
-        steps: list[sfn.IChainable] = []
-        if preparation is not None:
-            steps.append(preparation.chain(self, "PrepareData"))
-        steps.append(self.build_input_step())
-        build = self.algorithm.build_step(self, "BuildImage")
-        if build is not None:
-            steps.append(self.catch(build))
-        steps.append(self.build_training_step())
-        steps.append(self.build_evaluation())
         steps.append(self.build_gate(passed=passed, failed=failed))
         chain = sfn.Chain.start(steps[0])
         for step in steps[1:]:

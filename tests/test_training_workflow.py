@@ -339,6 +339,43 @@ def test_custom_evaluation_replaces_the_default(synthesized):
     assert states["EvaluateGeneralization"]["Catch"][0]["Next"] == "TrainingNotify"
 
 
+def test_hooks_are_called_in_the_order_the_workflow_runs_them(fraud_spec, tmp_path):
+    """A hook may use what an earlier step's hook made: build_registration sees the
+    input function build_input_step created (it used to run first)."""
+    from mdlc_constructs.testing import make_app
+    from mdlc_constructs.training import TrainingWorkflow
+    from tests.training_fixtures import TrainingTestStack
+
+    calls: list[str] = []
+
+    class Recording(TrainingWorkflow):
+        def build_input_step(self):
+            calls.append("input")
+            return super().build_input_step()
+
+        def build_training_step(self):
+            calls.append("training")
+            return super().build_training_step()
+
+        def build_evaluation(self):
+            calls.append("evaluation")
+            return super().build_evaluation()
+
+        def build_registration(self):
+            calls.append("registration")
+            assert self.input_function is not None  # AttributeError before the fix
+            return super().build_registration()
+
+        def build_gate(self, *, passed, failed):
+            calls.append("gate")
+            return super().build_gate(passed=passed, failed=failed)
+
+    stack = TrainingTestStack(make_app(outdir=str(tmp_path)), "Training-order")
+    Recording(stack, "Training", spec=fraud_spec, data_lake=stack.data_lake, topic=stack.topic,
+              preparation=StandInPreparation())
+    assert calls == ["input", "training", "evaluation", "registration", "gate"]
+
+
 # -- execution in moto --------------------------------------------------------------
 
 
