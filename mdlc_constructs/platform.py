@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import aws_kms as kms
@@ -132,6 +133,17 @@ class MdlcPlatformStack(cdk.Stack):
         """The shared topic, encrypted with the data key, TLS only, this account only."""
         return notification_topic(self, "Notifications", key=self.key, display_name=display_name)
 
+    def model_stack_props(self, spec: ModelSpec) -> dict[str, Any]:
+        """What a model stack on this platform takes from it, as keyword
+        arguments of :class:`MdlcModelStack` (or a team's subclass): the data
+        lake and topic, and the network when ``spec`` asks for one. One place,
+        so a team's factory shares exactly what the default one does."""
+        return {
+            "data_lake": self.data_lake,
+            "alarm_topic": self.topic,
+            "network": self.network if spec.network is not None else None,
+        }
+
 
 #: Builds one model's stack: ``(scope, id, spec, platform or None, env) -> Stack``.
 ModelStackFactory = Callable[
@@ -149,17 +161,8 @@ def default_model_stack(
 ) -> MdlcModelStack:
     """An :class:`MdlcModelStack`, on the platform's data lake and topic when given
     (and its network, when the spec asks for one)."""
-    if platform is None:
-        return MdlcModelStack(scope, construct_id, spec=spec, env=env)
-    return MdlcModelStack(
-        scope,
-        construct_id,
-        spec=spec,
-        data_lake=platform.data_lake,
-        alarm_topic=platform.topic,
-        network=platform.network if spec.network is not None else None,
-        env=env,
-    )
+    shared = platform.model_stack_props(spec) if platform is not None else {}
+    return MdlcModelStack(scope, construct_id, spec=spec, env=env, **shared)
 
 
 @dataclass
