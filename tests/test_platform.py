@@ -190,3 +190,44 @@ def test_a_pipeline_refuses_only(tmp_path):
         "mdlc:only": "fraud", "mdlc:pipeline": {"repository": "r"}})
     with pytest.raises(ValueError, match="a pipeline deploys every model"):
         build(app, ROOT / "models")
+
+
+def test_a_teams_factory_takes_what_the_platform_shares_network_included(tmp_path, monkeypatch):
+    """The team example's factory and the default one share the platform through
+    ``MdlcPlatformStack.model_stack_props``: a team model that asks for a
+    network runs in the platform's, as a default model does (the team's copy
+    of the wiring used to leave the network out)."""
+    import yaml
+
+    from mdlc_constructs.platform import build_app
+    from mdlc_constructs.testing import make_app
+
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    from team_fraud.stack import TeamFraudStack, team_model_stack
+
+    network = {"vpc_id": "vpc-0a1b2c3d4e5f60718", "vpc_cidr": "10.20.0.0/16",
+               "availability_zones": ["eu-west-1a", "eu-west-1b"],
+               "private_subnet_ids": ["subnet-0a1b2c3d4e5f60718", "subnet-0f1e2d3c4b5a69788"],
+               "route_table_ids": ["rtb-0a1b2c3d4e5f60718", "rtb-0f1e2d3c4b5a69788"],
+               "security_group_ids": ["sg-0a1b2c3d4e5f60718"]}
+    models = tmp_path / "models"
+    models.mkdir()
+    team = yaml.safe_load(next((ROOT / "examples" / "team_fraud" / "models").glob("*.yaml"))
+                          .read_text())
+    default = yaml.safe_load((ROOT / "models" / "fraud.yaml").read_text())
+    assert team["owner"] == "fraud_ops" and default["owner"] != "fraud_ops"
+    default["name"] = "fraud-default"
+    for document in (team, default):
+        document["network"] = network
+        (models / f"{document['name']}.yaml").write_text(yaml.safe_dump(document))
+
+    built = build_app(make_app(compliance=False), models, shared_platform=True,
+                      model_stack=team_model_stack)
+    platform = built.platform
+    assert platform is not None and platform.network is not None
+    team_stack, default_stack = built.models[team["name"]], built.models["fraud-default"]
+    assert isinstance(team_stack, TeamFraudStack)
+    assert not isinstance(default_stack, TeamFraudStack)
+    for stack in (team_stack, default_stack):
+        assert stack.network is platform.network
+        assert stack.data_lake is platform.data_lake

@@ -129,5 +129,5 @@ def team_model_stack(
     """The team's factory for ``build_app``: fraud models get ``TeamFraudStack``."""
     if spec.owner != "fraud_ops":
         return default_model_stack(scope, construct_id, spec, platform, env)
-    shared = {"data_lake": platform.data_lake, "alarm_topic": platform.topic} if platform else {}
+    shared = platform.model_stack_props(spec) if platform is not None else {}
     return TeamFraudStack(scope, construct_id, spec=spec, env=env, **shared)
