@@ -16,6 +16,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aws_cdk import Annotations, ArnFormat, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
@@ -364,22 +365,42 @@ def encrypted_bucket(
     It is not replicated: the caller says why in ``replication_reason``, the
     reason given for PCI DSS's replication finding.
     """
-    bucket = s3.Bucket(
+    bucket = _private_bucket(
         scope,
         construct_id,
+        lifecycle_rules=lifecycle_rules,
+        removal_policy=removal_policy,
         encryption=s3.BucketEncryption.KMS,
         encryption_key=key,
         bucket_key_enabled=True,
+    )
+    log_server_access(bucket, log_bucket, log_prefix)
+    acknowledge(bucket, "PCI.DSS.321-S3BucketReplicationEnabled", replication_reason)
+    return bucket
+
+
+def _private_bucket(
+    scope: Construct,
+    construct_id: str,
+    *,
+    lifecycle_rules: list[s3.LifecycleRule],
+    removal_policy: RemovalPolicy,
+    **encryption: Any,
+) -> s3.Bucket:
+    """What every bucket of the library is: no public access, TLS only,
+    versioned, ACLs disabled (bucket-owner ownership); encrypted as
+    ``encryption`` (``s3.Bucket``'s encryption props) says."""
+    return s3.Bucket(
+        scope,
+        construct_id,
         block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
         enforce_ssl=True,
         versioned=True,
         object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
         lifecycle_rules=lifecycle_rules,
         removal_policy=removal_policy,
+        **encryption,
     )
-    log_server_access(bucket, log_bucket, log_prefix)
-    acknowledge(bucket, "PCI.DSS.321-S3BucketReplicationEnabled", replication_reason)
-    return bucket
 
 
 #: The service principal that delivers S3 server access logs.
@@ -450,16 +471,12 @@ def access_log_bucket(
     to itself; both findings are acknowledged here, with the reason the
     caller gives for not replicating it.
     """
-    bucket = s3.Bucket(
+    bucket = _private_bucket(
         scope,
         construct_id,
-        encryption=s3.BucketEncryption.S3_MANAGED,
-        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-        enforce_ssl=True,
-        versioned=True,
-        object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
         lifecycle_rules=lifecycle_rules,
         removal_policy=removal_policy,
+        encryption=s3.BucketEncryption.S3_MANAGED,
     )
     acknowledge_all(
         bucket,
