@@ -79,7 +79,13 @@ class FeatureEngineering(Construct):
     Attributes:
         batch_function, processing_runner (or None), table (or None),
         update_function (or None), dead_letter_queue (or None).
+
+    Extension point: :attr:`processing_runner_class`.
     """
+
+    #: The Processing runner's class when ``features.runner`` is ``processing``,
+    #: built as ``Processing`` with the job's reads, writes and environment.
+    processing_runner_class: type[ProcessingRunner] = ProcessingRunner
 
     def __init__(
         self,
@@ -146,7 +152,7 @@ class FeatureEngineering(Construct):
         datasets, features = (layout.everything(layout.datasets),
                               layout.everything(layout.features))
         reason = "Objects are named by date at run time; access is limited to this model"
-        return ProcessingRunner(
+        return self.processing_runner_class(
             self,
             "Processing",
             spec=spec,

@@ -163,8 +163,16 @@ class ModelMonitoring(Construct):
         re-training is connected). dashboard: the :class:`ModelDashboard`.
 
     Extension points (plain methods a subclass overrides): :meth:`alarm_definitions`,
-    :meth:`job_environment`, :meth:`schedule_input`.
+    :meth:`job_environment`, :meth:`schedule_input`; and the classes of its parts,
+    :attr:`dashboard_class` and :attr:`processing_runner_class`.
     """
+
+    #: The dashboard's class, built as ``Dashboard`` with the monitor's metric
+    #: factory and alarms (a subclass adds widgets in its constructor).
+    dashboard_class: type[ModelDashboard] = ModelDashboard
+    #: The Processing runner's class when ``monitoring.runner`` is ``processing``,
+    #: built as ``Processing`` with the job's reads, writes and environment.
+    processing_runner_class: type[ProcessingRunner] = ProcessingRunner
 
     #: Deprecated: :attr:`schedule_rule`.
     schedule = renamed("schedule_rule")
@@ -267,7 +275,7 @@ class ModelMonitoring(Construct):
         if retrain is not None:
             self.connect_retraining(retrain)
 
-        self.dashboard = ModelDashboard(
+        self.dashboard = self.dashboard_class(
             self,
             "Dashboard",
             spec=spec,
@@ -648,7 +656,7 @@ class ModelMonitoring(Construct):
         report and metrics as the function, without Lambda's memory and time limits."""
         spec, lake = self.spec, self.data_lake
         reads, reports = self._job_access()
-        runner = ProcessingRunner(
+        runner = self.processing_runner_class(
             self,
             "Processing",
             spec=spec,
