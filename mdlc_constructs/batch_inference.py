@@ -84,6 +84,7 @@ from .workflow import (
     error_boundary,
     invoke,
     notify_and_fail,
+    publish,
     retry_transient,
     scheduled_start,
     state_machine,
@@ -429,17 +430,13 @@ class BatchInferenceWorkflow(Construct):
             decide_one,
         ).otherwise(sfn.Pass(self, "SkipObject"))
         decide_parts.item_processor(decide_part)
-        done = tasks.SnsPublish(
+        done = publish(
             self, "NotifyDone", topic=self.topic, subject=f"MDLC {model}: batch inference done",
-            message=sfn.TaskInput.from_object({
-                "date": string_at("$.data.snapshot.date"),
-                "model": string_at("$.approved.packages[0].ModelPackageArn"),
-                "predictions": string_at("$.batch.output_prefix"),
-                "rows": sfn.JsonPath.number_at("$.batch.rows")}),
-            result_path=sfn.JsonPath.DISCARD,
-            task_timeout=task_timeout(minutes(1)),
+            message={"date": string_at("$.data.snapshot.date"),
+                     "model": string_at("$.approved.packages[0].ModelPackageArn"),
+                     "predictions": string_at("$.batch.output_prefix"),
+                     "rows": sfn.JsonPath.number_at("$.batch.rows")},
         )
-        retry_transient(done, errors=("SNS.ThrottledException", "SNS.InternalErrorException"))
         scored = sfn.Chain.start(create).next(transform)
         # Without rules (no enabled integration section) a run writes predictions only.
         scored = scored.next(decide_parts).next(done) if self.decides else scored.next(done)

@@ -24,7 +24,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 
 from .tokens import minutes, string_at, task_timeout
-from .workflow import notify_and_fail, retry_transient
+from .workflow import notify_and_fail, publish, retry_transient
 
 #: Endpoint states in which a deployment is still moving. Any other state is
 #: final for the workflow (UpdateRollbackFailed and Failed need a person).
@@ -438,26 +438,21 @@ class DeploymentWorkflowSteps:
         return sfn.Chain.start(register).next(policy)
 
     def _notify_deployed(self) -> sfn.Chain:
-        publish = tasks.SnsPublish(
+        deployed = publish(
             self,
             "NotifyDeployed",
             topic=self.topic,
-            subject=f"MDLC {self.spec.name}: new version serving on {self.endpoint_name}"[:100],
-            message=sfn.TaskInput.from_object(
-                {
-                    "model": self.spec.name,
-                    "endpoint": self.endpoint_name,
-                    "model_package": string_at("$.package.arn"),
-                    "version": sfn.JsonPath.number_at("$.package.version"),
-                    "endpoint_config": string_at("$.deployment.name"),
-                    "execution": sfn.JsonPath.execution_id,
-                }
-            ),
-            result_path=sfn.JsonPath.DISCARD,
-            task_timeout=task_timeout(minutes(1)),
+            subject=f"MDLC {self.spec.name}: new version serving on {self.endpoint_name}",
+            message={
+                "model": self.spec.name,
+                "endpoint": self.endpoint_name,
+                "model_package": string_at("$.package.arn"),
+                "version": sfn.JsonPath.number_at("$.package.version"),
+                "endpoint_config": string_at("$.deployment.name"),
+                "execution": sfn.JsonPath.execution_id,
+            },
         )
-        retry_transient(publish, errors=("SNS.ThrottledException", "SNS.InternalErrorException"))
-        return publish.next(sfn.Succeed(self, "Deployed"))
+        return deployed.next(sfn.Succeed(self, "Deployed"))
 
     # -- helpers ------------------------------------------------------------------
 

@@ -110,6 +110,41 @@ def invoke(
     return task
 
 
+#: SNS errors worth retrying a publish on. A retried publish may deliver a
+#: notification twice, which a notification tolerates.
+SNS_TRANSIENT = ("SNS.ThrottledException", "SNS.InternalErrorException")
+
+
+def publish(
+    scope: Construct,
+    construct_id: str,
+    *,
+    topic: sns.ITopic,
+    subject: str,
+    message: Mapping[str, Any],
+    retry: Sequence[str] = SNS_TRANSIENT,
+) -> tasks.SnsPublish:
+    """A task that publishes ``message`` (JSON, with ``sfn.JsonPath`` references)
+    to ``topic`` and keeps the state as it was.
+
+    ``subject`` is cut to SNS's 100 characters; the task times out after a
+    minute and retries ``retry`` (default :data:`SNS_TRANSIENT`; empty: none)
+    with backoff (:func:`retry_transient`).
+    """
+    task = tasks.SnsPublish(
+        scope,
+        construct_id,
+        topic=topic,
+        subject=subject[:100],
+        message=sfn.TaskInput.from_object(dict(message)),
+        result_path=sfn.JsonPath.DISCARD,
+        task_timeout=task_timeout(minutes(1)),
+    )
+    if retry:
+        retry_transient(task, errors=retry)
+    return task
+
+
 def notify_and_fail(
     scope: Construct, construct_id: str, *, topic: sns.ITopic, subject: str, cause: str
 ) -> sfn.Chain:
@@ -118,27 +153,20 @@ def notify_and_fail(
     Catches put the error at ``$.error``; the message carries it and the
     execution's name, so the notification is enough to find the run.
     """
-    publish = tasks.SnsPublish(
+    failed = publish(
         scope,
         f"{construct_id}Notify",
         topic=topic,
-        subject=subject[:100],
-        message=sfn.TaskInput.from_object(
-            {
-                "subject": subject,
-                "execution": sfn.JsonPath.execution_id,
-                "error": string_at("$.error.Error"),
-                "cause": string_at("$.error.Cause"),
-            }
-        ),
-        result_path=sfn.JsonPath.DISCARD,
-        task_timeout=task_timeout(minutes(1)),
+        subject=subject,
+        message={
+            "subject": subject,
+            "execution": sfn.JsonPath.execution_id,
+            "error": string_at("$.error.Error"),
+            "cause": string_at("$.error.Cause"),
+        },
+        retry=("SNS.SdkClientException", *SNS_TRANSIENT),
     )
-    retry_transient(
-        publish,
-        errors=("SNS.SdkClientException", "SNS.ThrottledException", "SNS.InternalErrorException"),
-    )
-    return publish.next(
+    return failed.next(
         sfn.Fail(scope, f"{construct_id}Failed", cause=cause, error=f"{construct_id}Failed")
     )
 
