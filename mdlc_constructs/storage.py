@@ -365,15 +365,7 @@ def encrypted_bucket(
     It is not replicated: the caller says why in ``replication_reason``, the
     reason given for PCI DSS's replication finding.
     """
-    bucket = _private_bucket(
-        scope,
-        construct_id,
-        lifecycle_rules=lifecycle_rules,
-        removal_policy=removal_policy,
-        encryption=s3.BucketEncryption.KMS,
-        encryption_key=key,
-        bucket_key_enabled=True,
-    )
+    bucket = _private_bucket(scope, construct_id, key, lifecycle_rules, removal_policy)
     log_server_access(bucket, log_bucket, log_prefix)
     acknowledge(bucket, "PCI.DSS.321-S3BucketReplicationEnabled", replication_reason)
     return bucket
@@ -382,14 +374,19 @@ def encrypted_bucket(
 def _private_bucket(
     scope: Construct,
     construct_id: str,
-    *,
+    key: kms.IKey | None,
     lifecycle_rules: list[s3.LifecycleRule],
     removal_policy: RemovalPolicy,
-    **encryption: Any,
 ) -> s3.Bucket:
     """What every bucket of the library is: no public access, TLS only,
-    versioned, ACLs disabled (bucket-owner ownership); encrypted as
-    ``encryption`` (``s3.Bucket``'s encryption props) says."""
+    versioned, ACLs disabled (bucket-owner ownership). Encrypted with ``key``
+    and an S3 bucket key (so requests do not each call KMS), or without a key
+    with SSE-S3."""
+    encryption: dict[str, Any] = (
+        {"encryption": s3.BucketEncryption.S3_MANAGED} if key is None else
+        {"encryption": s3.BucketEncryption.KMS, "encryption_key": key,
+         "bucket_key_enabled": True}
+    )
     return s3.Bucket(
         scope,
         construct_id,
@@ -471,13 +468,8 @@ def access_log_bucket(
     to itself; both findings are acknowledged here, with the reason the
     caller gives for not replicating it.
     """
-    bucket = _private_bucket(
-        scope,
-        construct_id,
-        lifecycle_rules=lifecycle_rules,
-        removal_policy=removal_policy,
-        encryption=s3.BucketEncryption.S3_MANAGED,
-    )
+    # S3 server access log delivery supports only SSE-S3 on its target.
+    bucket = _private_bucket(scope, construct_id, None, lifecycle_rules, removal_policy)
     acknowledge_all(
         bucket,
         {
