@@ -74,6 +74,7 @@ def local_session(app_name: str = "mdlc", threads: int = 1) -> Any:
 
     builder = (SparkSession.builder.master(f"local[{threads}]").appName(app_name)
                .config("spark.ui.enabled", "false")
+               .config("spark.ui.showConsoleProgress", "false")
                .config("spark.sql.shuffle.partitions", str(threads)))
     for key, value in SESSION_CONF.items():
         builder = builder.config(key, value)
