@@ -509,3 +509,22 @@ def test_the_stand_in_checks_the_state_machines_iam(
     denied = {(d["action"], d["operation"]) for d in run.report["denied_calls"]}
     assert ("iam:PassRole", "emr-serverless:StartJobRun") in denied
     assert {action for action, _ in denied} == {"iam:PassRole"}
+
+
+def test_an_application_network_must_exist_in_one_vpc() -> None:
+    """The stand-in refuses an application whose subnets or groups do not exist
+    or lie in two VPCs, as EMR Serverless does."""
+    from types import SimpleNamespace
+
+    from mdlc_constructs.local.emr_serverless import _check_network
+    from mdlc_constructs.local.hooks import ServiceError
+
+    cloud: Any = SimpleNamespace(authorizer=SimpleNamespace(networks={
+        "subnet-a": "vpc-1", "subnet-b": "vpc-1", "sg-1": "vpc-1", "subnet-c": "vpc-2"}))
+    _check_network(cloud, "app", {"SubnetIds": ["subnet-a", "subnet-b"],
+                                  "SecurityGroupIds": ["sg-1"]})
+    with pytest.raises(ServiceError, match=r"\['subnet-x'\] do not exist"):
+        _check_network(cloud, "app", {"SubnetIds": ["subnet-x"], "SecurityGroupIds": ["sg-1"]})
+    with pytest.raises(ServiceError, match="different VPCs"):
+        _check_network(cloud, "app", {"SubnetIds": ["subnet-a", "subnet-c"],
+                                      "SecurityGroupIds": ["sg-1"]})
