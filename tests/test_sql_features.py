@@ -210,7 +210,8 @@ def test_bad_input_fails_with_the_embedded_engines_error() -> None:
 
 
 @pytest.mark.parametrize("source", ["order_amount // 2", "order_amount % 3",
-                                    "log1p(order_amount)", "min(order_amount)"])
+                                    "log1p(order_amount)", "min(order_amount)",
+                                    "order_amount * 1e999"])
 def test_an_expression_not_compiled_yet_names_its_feature(source: str) -> None:
     config = load_spec("models/fraud.yaml").as_config()
     config["features"]["expressions"].append({"name": "odd_one", "expression": source})

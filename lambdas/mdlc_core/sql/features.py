@@ -114,6 +114,10 @@ def events_relation(events: Any, features: FeatureSet, extra: Sequence[str] = ()
     :class:`FeatureError` (same messages) for missing columns, ids,
     timestamps or entity keys and for values that do not parse.
     """
+    numeric = sorted(set(features.value_columns) | set(features.raw_columns) | set(extra))
+    clash = sorted({ROW, MICROS, DAY} & {features.event_id, *features.entity_columns, *numeric})
+    if clash:
+        raise FeatureError(f"the columns {clash} are reserved by the SQL feature engine")
     column = _Columns(events)
     n = column.length(features.event_id)
     ids = column.key(features.event_id)
@@ -129,7 +133,6 @@ def events_relation(events: Any, features: FeatureSet, extra: Sequence[str] = ()
     missing = _first_null(keys[features.entity_key])
     if missing is not None:
         raise FeatureError(f"event {ids[missing].as_py()!r} has no {features.entity_key}")
-    numeric = sorted(set(features.value_columns) | set(features.raw_columns) | set(extra))
     arrays: dict[str, pa.Array] = {
         ROW: pa.array(np.arange(n, dtype=np.int64)),
         features.event_id: ids,
@@ -144,10 +147,6 @@ def events_relation(events: Any, features: FeatureSet, extra: Sequence[str] = ()
         name = f"_mdlc_value_{c}" if c in arrays else c
         arrays[name] = column.number(c)
         values[c] = name
-    reserved = {ROW, MICROS, DAY}
-    clash = sorted(reserved & {features.event_id, *features.entity_columns, *numeric})
-    if clash:
-        raise FeatureError(f"the columns {clash} are reserved by the SQL feature engine")
     return Relation(pa.table(arrays), values)
 
 
@@ -186,7 +185,10 @@ class _Columns:
         if typed is not None:
             if pa.types.is_string(typed.type) or pa.types.is_large_string(typed.type):
                 text = typed.combine_chunks().cast(pa.string())
-                return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+                empty = pc.equal(text, "")
+                if not pc.any(empty).as_py():
+                    return text  # the usual case: no copy
+                return pc.if_else(empty, pa.scalar(None, pa.string()), text)
             if pa.types.is_integer(typed.type):
                 return typed.combine_chunks().cast(pa.string())
         return pa.array([embedded._as_key(v) for v in self.values(name)], pa.string())
@@ -212,7 +214,10 @@ class _Columns:
         else:
             numbers = pa.array([embedded._as_float(v, name) for v in self.values(name)],
                                pa.float64())
-        return pc.if_else(pc.is_finite(numbers), numbers, pa.scalar(None, pa.float64()))
+        finite = pc.is_finite(numbers)
+        if numbers.null_count == 0 and pc.all(finite).as_py():
+            return numbers
+        return pc.if_else(finite, numbers, pa.scalar(None, pa.float64()))
 
 
 def _first_null(array: pa.Array) -> int | None:
@@ -305,12 +310,14 @@ def _expression(name: str, source: str, scope: Mapping[str, exp.Expression]) -> 
                            "(features.engine: embedded)")
 
     def build(node: ast.AST) -> exp.Expression:
-        if isinstance(node, ast.Constant):
-            if isinstance(node.value, bool) or not math.isfinite(float(node.value)):
-                if isinstance(node.value, bool):
-                    return _double(float(node.value))
-                raise fail(f"the constant {node.value!r}")
-            return _double(float(node.value))
+        if isinstance(node, ast.Constant):  # a number or a bool (True is 1.0)
+            try:
+                value = float(node.value)
+            except OverflowError:  # an integer beyond any double
+                value = math.inf
+            if not math.isfinite(value):
+                raise fail(f"the constant {node.value!r}, which is not a finite double")
+            return _double(value)
         if isinstance(node, ast.Name):
             return scope[node.id].copy()
         if isinstance(node, ast.UnaryOp):
