@@ -249,7 +249,8 @@ def reference_groups(p: m.Predictions, lab: m.Labels) -> dict[str, tuple[np.ndar
 
 @pytest.mark.parametrize("seed", [1, 2, 6, 9, 13])
 def test_accuracy_equals_scikit_learn(seed: int) -> None:
-    metrics = pytest.importorskip("sklearn.metrics")
+    metrics = pytest.importorskip(
+        "sklearn.metrics", reason="scikit-learn is not installed (not in the dev extra yet)")
     p, lab, baseline, spec, features = random_day(seed, n=2000)
     assert lab is not None
     report = both(p, lab, baseline, spec, features)
