@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from aws_cdk import Duration, Stack, Token
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -42,7 +42,7 @@ from .resources import schedule_of
 from .spec import ModelSpec
 from .storage import DataLake, grant_read_objects, scored_predictions_pattern
 from .tokens import days, hours, minutes
-from .workflow import notify_and_fail, notify_timeouts, state_machine
+from .workflow import error_boundary, state_machine
 
 #: Where the job writes ``dt=<date>/report.json`` (in the artifacts bucket).
 REPORT_PREFIX = "monitoring"
@@ -620,27 +620,16 @@ class ModelMonitoring(Construct):
 
     def _create_schedule(self) -> events.Rule:
         event = events.RuleTargetInput.from_object(self.schedule_input())
+        # Delivery failures only (throttling, a deleted target): a failed run is
+        # the workflow's to report, or Lambda's retries' (configure_async_invoke).
+        delivery: dict[str, Any] = {"retry_attempts": 4, "max_event_age": hours(2),
+                                    "dead_letter_queue": self.dead_letter_queue}
         target: events.IRuleTarget
         if self.state_machine is not None:
-            target = targets.SfnStateMachine(
-                self.state_machine,
-                input=event,
-                # Delivery failures only: a failed run is the workflow's to report.
-                retry_attempts=4,
-                max_event_age=hours(2),
-                dead_letter_queue=self.dead_letter_queue,
-            )
+            target = targets.SfnStateMachine(self.state_machine, input=event, **delivery)
         else:
             assert self.function is not None
-            target = targets.LambdaFunction(
-                self.function,
-                event=event,
-                # Delivery failures (throttling, a deleted function) only:
-                # failures of the run itself are Lambda's retries above.
-                retry_attempts=4,
-                max_event_age=hours(2),
-                dead_letter_queue=self.dead_letter_queue,
-            )
+            target = targets.LambdaFunction(self.function, event=event, **delivery)
         return events.Rule(
             self,
             "Schedule",
@@ -680,31 +669,22 @@ class ModelMonitoring(Construct):
         # The execution's input is the function's event ({"date": ...} or
         # nothing); the job gets it as JSON, so a backfill works the same way.
         event = sfn.Pass(self, "Event", parameters={"event.$": "$"})
-        boundary = sfn.Parallel(
+        boundary = error_boundary(
             self,
             "Monitor",
-            result_selector={"summary.$": "$[0].summary"},
-            result_path="$.result",
-            comment="Error boundary: any failure notifies the topic",
-        )
-        boundary.branch(
-            self.processing_runner.run(
+            steps=self.processing_runner.run(
                 self,
                 "RunJob",
                 arguments={"--event": "States.JsonToString($.event)"},
                 result_path="$.summary",
                 comment="Monitor the day in a SageMaker Processing job",
-            )
-        )
-        boundary.add_catch(
-            notify_and_fail(
-                self,
-                "MonitoringRun",
-                topic=self.topic,
-                subject=f"MDLC {spec.name}: monitoring run failed",
-                cause="The monitoring job failed; no metrics were published for the day",
             ),
-            result_path="$.error",
+            topic=self.topic,
+            failure_id="MonitoringRun",
+            subject=f"MDLC {spec.name}: monitoring run failed",
+            cause="The monitoring job failed; no metrics were published for the day",
+            result_path="$.result",
+            result_selector={"summary.$": "$[0].summary"},
         )
         job = spec.monitoring.processing
         machine = state_machine(
@@ -717,10 +697,7 @@ class ModelMonitoring(Construct):
             .plus(minutes(10)),
             comment=f"MDLC {spec.name}: daily model monitoring as a Processing job",
             notifies=[self.topic],
-        )
-        notify_timeouts(
-            self, "TimedOut", machine=machine, topic=self.topic,
-            description=f"Notify when a monitoring run of {spec.name} times out",
+            timed_out=f"Notify when a monitoring run of {spec.name} times out",
         )
         return machine
 

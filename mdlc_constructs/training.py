@@ -59,7 +59,7 @@ from .sagemaker_access import (
 from .spec import ModelSpec
 from .storage import DataLake, grant_read_objects, grant_read_write_objects
 from .tokens import minutes, seconds, string_at, task_timeout
-from .workflow import invoke, notify_and_fail, notify_timeouts, retry_transient, state_machine
+from .workflow import invoke, notify_and_fail, publish, retry_transient, state_machine
 
 #: Deprecated (use ``preparation=``): builds the data preparation chain.
 PrepareData = Callable[[Construct, str], sfn.IChainable]
@@ -208,9 +208,10 @@ class TrainingWorkflow(Construct):
             timeout=self.machine_timeout(),
             comment=f"Train, evaluate and register {spec.name!r}",
             notifies=[topic],
+            # A timed-out run cannot catch its own timeout: EventBridge reports it.
+            timed_out=f"Notify when a training run of {spec.name} times out",
         )
         self._grant_workflow()
-        self._notify_timeouts()
         if preparation is not None:
             preparation.grant_to(self.state_machine)
 
@@ -359,13 +360,7 @@ class TrainingWorkflow(Construct):
                 "TimeoutSeconds": int(self.training_timeout().to_seconds()),
             },
         )
-        train.add_retry(
-            errors=list(SAGEMAKER_TRANSIENT),
-            interval=seconds(15),
-            backoff_rate=2.0,
-            max_attempts=3,
-            jitter_strategy=sfn.JitterType.FULL,
-        )
+        retry_transient(train, errors=SAGEMAKER_TRANSIENT, attempts=3, interval=seconds(15))
         return self.catch(train)
 
     def build_evaluation(self) -> sfn.IChainable:
@@ -581,47 +576,43 @@ class TrainingWorkflow(Construct):
         steps.append(self.build_training_step())
         steps.append(self.build_evaluation())
         name = self.spec.name
-        notify_registered = tasks.SnsPublish(
+        # No retry: a failed notification is caught into the failure path,
+        # which reports it (the version is registered either way).
+        notify_registered = publish(
             self,
             "NotifyRegistered",
             topic=self.topic,
-            subject=f"MDLC {name}: model version registered"[:100],
-            message=sfn.TaskInput.from_object(
-                {
-                    "model": name,
-                    "model_package": string_at("$.registration.model_package_arn"),
-                    "approval": APPROVAL_STATUS[self.training.approval],
-                    "metric": string_at("$.evaluation.metric"),
-                    "value": sfn.JsonPath.number_at("$.evaluation.value"),
-                    "execution": sfn.JsonPath.execution_id,
-                }
-            ),
-            result_path=sfn.JsonPath.DISCARD,
-            task_timeout=task_timeout(minutes(1)),
+            subject=f"MDLC {name}: model version registered",
+            message={
+                "model": name,
+                "model_package": string_at("$.registration.model_package_arn"),
+                "approval": APPROVAL_STATUS[self.training.approval],
+                "metric": string_at("$.evaluation.metric"),
+                "value": sfn.JsonPath.number_at("$.evaluation.value"),
+                "execution": sfn.JsonPath.execution_id,
+            },
+            retry=(),
         )
         self.catch(notify_registered)
         passed = sfn.Chain.start(self.build_registration()).next(notify_registered).next(
             sfn.Succeed(self, "Registered")
         )
-        notify_below = tasks.SnsPublish(
+        notify_below = publish(
             self,
             "NotifyBelowThreshold",
             topic=self.topic,
-            subject=f"MDLC {name}: model below threshold, not registered"[:100],
-            message=sfn.TaskInput.from_object(
-                {
-                    "model": name,
-                    "result": "below threshold",
-                    "metric": string_at("$.evaluation.metric"),
-                    "value": sfn.JsonPath.number_at("$.evaluation.value"),
-                    "threshold": sfn.JsonPath.number_at("$.training.parameters.threshold"),
-                    "goal": self.training.evaluation.goal,
-                    "training_job": string_at("$.job.TrainingJobName"),
-                    "execution": sfn.JsonPath.execution_id,
-                }
-            ),
-            result_path=sfn.JsonPath.DISCARD,
-            task_timeout=task_timeout(minutes(1)),
+            subject=f"MDLC {name}: model below threshold, not registered",
+            message={
+                "model": name,
+                "result": "below threshold",
+                "metric": string_at("$.evaluation.metric"),
+                "value": sfn.JsonPath.number_at("$.evaluation.value"),
+                "threshold": sfn.JsonPath.number_at("$.training.parameters.threshold"),
+                "goal": self.training.evaluation.goal,
+                "training_job": string_at("$.job.TrainingJobName"),
+                "execution": sfn.JsonPath.execution_id,
+            },
+            retry=(),
         )
         self.catch(notify_below)
         failed = notify_below.next(
@@ -757,12 +748,3 @@ class TrainingWorkflow(Construct):
             },
         )
 
-    def _notify_timeouts(self) -> None:
-        """A timed-out run cannot catch its own timeout: EventBridge reports it."""
-        notify_timeouts(
-            self,
-            "TimedOut",
-            machine=self.state_machine,
-            topic=self.topic,
-            description=f"Notify when a training run of {self.spec.name} times out",
-        )
