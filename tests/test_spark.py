@@ -528,3 +528,38 @@ def test_an_application_network_must_exist_in_one_vpc() -> None:
     with pytest.raises(ServiceError, match="different VPCs"):
         _check_network(cloud, "app", {"SubnetIds": ["subnet-a", "subnet-c"],
                                       "SecurityGroupIds": ["sg-1"]})
+
+
+def test_on_a_cluster_spark_reads_the_verified_objects_from_s3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--read-from s3: the driver checks each manifest object, then hands Spark
+    their s3:// URIs in manifest order (positions follow that order) and keeps
+    no copy; anything but typed Parquet is read on the driver as before."""
+    import boto3
+    from moto import mock_aws
+
+    from .test_quality_engines_handler import CURRENT, drop, spec_for
+    from .test_quality_handler import DATA, RAW, REPORTS
+
+    for name, value in (("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_ACCESS_KEY_ID", "testing"),
+                        ("AWS_SECRET_ACCESS_KEY", "testing")):
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        s3 = boto3.client("s3")
+        for bucket in (DATA, REPORTS, RAW):
+            s3.create_bucket(Bucket=bucket)
+        parquet = spec_for("duckdb", "parquet")
+        prefix = drop(s3, parquet, date(2026, 11, 2), CURRENT)
+        manifest = json.loads(s3.get_object(Bucket=DATA, Key=f"{prefix}_manifest.json")["Body"]
+                              .read())
+        relation, uris = spark_job._snapshot(s3, DATA, prefix, tmp_path / "p",
+                                             parquet["data"]["columns"], "s3")
+        assert isinstance(relation, sql_quality.ParquetFiles)
+        assert uris == [f"s3://{DATA}/{entry['key']}" for entry in manifest["objects"]]
+        assert not any(Path(path).exists() for path in relation.files)
+        csv = spec_for("duckdb", "csv")
+        prefix = drop(s3, csv, date(2026, 11, 3), CURRENT)
+        relation, uris = spark_job._snapshot(s3, DATA, prefix, tmp_path / "c",
+                                             csv["data"]["columns"], "s3")
+        assert isinstance(relation, pa.Table) and uris is None
