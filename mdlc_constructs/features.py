@@ -21,6 +21,7 @@ from .resources import encrypted_queue, encrypted_table
 from .spec import ModelSpec
 from .storage import DataLake, grant_list, grant_read_objects
 from .tokens import minutes, seconds
+from .wheels import DUCKDB_PACKAGES
 from .workflow import invoke
 
 
@@ -115,6 +116,9 @@ class FeatureEngineering(Construct):
             memory_size=3008,
             timeout=minutes(15),
             data_layer=True,
+            # features.engine: duckdb runs the compiled SQL, whose wheels the
+            # Lambda runtime and the pandas layer do not have (docs/engines.md).
+            packages=DUCKDB_PACKAGES if spec.features.engine == "duckdb" else (),
         )
         layout = Layout(spec.name)
         datasets, features = (layout.everything(layout.datasets),

@@ -42,6 +42,7 @@ from .resources import schedule_of
 from .spec import ModelSpec
 from .storage import DataLake, grant_read_objects, scored_predictions_pattern
 from .tokens import days, hours, minutes
+from .wheels import DUCKDB_PACKAGES
 from .workflow import error_boundary, state_machine
 
 #: Where the job writes ``dt=<date>/report.json`` (in the artifacts bucket).
@@ -535,6 +536,9 @@ class ModelMonitoring(Construct):
             timeout=timeout,
             data_layer=True,
             dead_letter_queue=self.dead_letter_queue,
+            # monitoring.engine: duckdb runs the compiled SQL, whose wheels the
+            # Lambda runtime and the pandas layer do not have (docs/engines.md).
+            packages=DUCKDB_PACKAGES if spec.monitoring.engine == "duckdb" else (),
         )
         # EventBridge invokes asynchronously: Lambda retries a failed run twice
         # (a rerun overwrites the report and republishes the same values), then

@@ -79,6 +79,11 @@ SYNC_RULE = "StepFunctionsGetEventsForSageMakerProcessingJobsRule"
 STARTUP_ALLOWANCE = minutes(20)
 
 
+def stage_engine(spec: ModelSpec, kind: str) -> str:
+    """The engine (``embedded`` or ``duckdb``) of the spec section ``kind`` names."""
+    return str(getattr(getattr(spec, kind), "engine", "embedded"))
+
+
 @dataclass(frozen=True)
 class S3Access:
     """Objects a job reads or writes: ``pattern`` (e.g. ``datasets/fraud/*``) in ``bucket``.
@@ -154,10 +159,9 @@ class ProcessingRunner(Construct):
         self.role = sagemaker_role(
             self, "Role", description=f"MDLC {spec.name}: {kind} Processing jobs"
         )
-        # The quality job on DuckDB needs its wheel (the image has none); the
-        # other kinds' code stays without it.
-        packages = DUCKDB_PACKAGES if kind == "quality" and spec.quality.engine == "duckdb" \
-            else ()
+        # A job whose stage runs on DuckDB needs its wheel (the image has none);
+        # the other jobs' code stays without it.
+        packages = DUCKDB_PACKAGES if stage_engine(spec, kind) == "duckdb" else ()
         self.code = s3_assets.Asset(
             self, "Code", path=stage_code("processing_job", spec.as_config(), packages=packages,
                                           target=PROCESSING_TARGET)

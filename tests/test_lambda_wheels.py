@@ -132,3 +132,45 @@ def test_an_installed_library_looks_for_the_wheelhouse_in_the_apps_folder(
     with pytest.raises(wheels.WheelhouseError,
                        match=r"`python -m mdlc_constructs.wheels .*build/lambda-wheels` once"):
         wheels.installed(wheels.DUCKDB_PACKAGES, wheels.Target("3.14", "x86_64"))
+
+
+def test_features_and_monitoring_on_duckdb_carry_the_wheels_in_both_runners(
+        tmp_path: Path) -> None:
+    """features.engine and monitoring.engine: duckdb vendor the wheels into the
+    stage's function asset, and into its Processing job's code built for the
+    image's Python (wheels.PROCESSING_TARGET); an embedded stage's do not."""
+    from aws_cdk import aws_kinesis as kinesis
+    from aws_cdk import aws_sns as sns
+
+    from mdlc_constructs.features import FeatureEngineering
+    from mdlc_constructs.monitoring import ModelMonitoring
+    from mdlc_constructs.processing import stage_engine
+    from mdlc_constructs.storage import DataLake
+    from mdlc_constructs.testing import make_app
+
+    raw = copy.deepcopy(load_spec(ROOT / "models" / "fraud.yaml").model_dump(
+        mode="json", by_alias=True, exclude_unset=True))
+    raw.setdefault("features", {})["engine"] = "duckdb"
+    raw.setdefault("monitoring", {})["engine"] = "duckdb"
+    spec = ModelSpec.model_validate(raw)
+    assert stage_engine(spec, "features") == stage_engine(spec, "monitoring") == "duckdb"
+    assert stage_engine(spec, "quality") == "embedded"
+    outdir = tmp_path / "engines.out"
+    app = make_app(compliance=False, outdir=str(outdir))
+    stack = Stack(app, "Engines")
+    lake = DataLake(stack, "DataLake")
+    stream = kinesis.Stream(stack, "Events", encryption=kinesis.StreamEncryption.KMS,
+                            encryption_key=lake.key)
+    FeatureEngineering(stack, "Features", spec=spec, data_lake=lake, stream=stream)
+    ModelMonitoring(stack, "Monitoring", spec=spec, data_lake=lake,
+                    topic=sns.Topic(stack, "Topic", master_key=lake.key, enforce_ssl=True))
+    app.synth()
+    assets = function_assets(Template.from_stack(stack), outdir)
+    for prefix in ("FeaturesBatch", "MonitoringJob"):
+        (_, folder), = [v for k, v in assets.items() if k.startswith(prefix)]
+        vendored = json.loads((folder / wheels.MANIFEST_NAME).read_text())
+        assert vendored["python"] == RUNTIME.name.removeprefix("python"), prefix
+        assert (folder / "sqlglot" / "__init__.py").is_file()
+    job = Path(stage_code("processing_job", spec.as_config(), packages=wheels.DUCKDB_PACKAGES,
+                          target=wheels.PROCESSING_TARGET))
+    assert json.loads((job / wheels.MANIFEST_NAME).read_text())["python"] == "3.12"

@@ -30,6 +30,11 @@ Environment (``environ``):
     METRICS_NAMESPACE    default ``MDLC``
     CLOSED_LOOP_LAG_DAYS default 0
 
+The engine is the spec's ``monitoring.engine``: ``embedded`` (the default,
+``mdlc_core.monitoring``) or ``duckdb`` (``mdlc_core.sql.monitoring``, the
+same report from SQL, with DuckDB's memory limit set from the Lambda's memory
+when it runs in one). The inputs are read the same way for both.
+
 Metrics: see :func:`metric_data` and docs/monitoring.md.
 """
 
@@ -65,14 +70,17 @@ def run(
     cloudwatch: Any,
     environ: Mapping[str, str],
     sagemaker: Any = None,
+    engine: str | None = None,
 ) -> dict[str, Any]:
     """Monitor one day; returns the summary (the full report goes to S3).
 
     ``sagemaker`` describes the model packages of per-version baselines
     (default: a boto3 client, made only when a package is described).
+    ``engine`` overrides ``monitoring.engine``.
     """
     model = config["name"]
     spec = config.get("monitoring", {})
+    metrics = engine_module(engine or spec.get("engine") or "embedded", environ)
     day = parse_date(event.get("date"))
     lag = int(event.get("closed_loop_lag_days", environ.get("CLOSED_LOOP_LAG_DAYS", 0)))
     closed_day = day - timedelta(days=lag)
@@ -105,7 +113,7 @@ def run(
         # Extra copies of an event's prediction (a redelivered stream batch), counted once.
         "duplicate_predictions": reader.duplicates.get(day, 0),
     }
-    report["open_loop"] = monitoring.open_loop(
+    report["open_loop"] = metrics.open_loop(
         today, baseline, int(spec.get("open_loop", {}).get("bins", 10)), features,
         baselines=per_version,
     )
@@ -119,7 +127,7 @@ def run(
         closed_day,
     )
     threshold = float(spec.get("closed_loop", {}).get("decision_threshold", 0.5))
-    report["closed_loop"] = monitoring.closed_loop(closed_predictions, labels, threshold)
+    report["closed_loop"] = metrics.closed_loop(closed_predictions, labels, threshold)
     alarms = monitoring.evaluate_alarms(report, spec)
     report["alarms"] = alarms
 
@@ -146,6 +154,45 @@ def run(
     }
     logger.info("monitoring done: %s", json.dumps(summary))
     return summary
+
+
+#: ``monitoring.engine`` values.
+ENGINES = ("embedded", "duckdb")
+
+
+class _DuckDB:
+    """``mdlc_core.sql.monitoring``'s open and closed loop with one memory limit."""
+
+    def __init__(self, memory_limit: str) -> None:
+        from .sql import monitoring as sql_monitoring
+
+        self._sql = sql_monitoring
+        self.memory_limit = memory_limit
+
+    def open_loop(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return self._sql.open_loop(*args, memory_limit=self.memory_limit, **kwargs)
+
+    def closed_loop(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return self._sql.closed_loop(*args, memory_limit=self.memory_limit, **kwargs)
+
+
+def engine_module(engine: str, environ: Mapping[str, str]) -> Any:
+    """The metrics engine: ``mdlc_core.monitoring`` or DuckDB's (same functions)."""
+    if engine not in ENGINES:
+        raise ValueError(f"monitoring.engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "embedded":
+        return monitoring
+    try:
+        from .sql.quality import memory_limit_for
+        memory_mb = environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        # In Lambda: 80% of the function's memory after Python's share (the
+        # predictions are already in memory, outside DuckDB's accounting).
+        return _DuckDB(memory_limit_for(int(memory_mb)) if memory_mb else "2GB")
+    except ImportError as error:
+        raise ValueError(
+            f"monitoring.engine is duckdb but this runtime cannot import DuckDB ({error}); "
+            "install duckdb and sqlglot where the job runs, or set monitoring.engine: "
+            "embedded") from error
 
 
 def parse_date(value: Any) -> date:

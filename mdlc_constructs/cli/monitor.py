@@ -13,8 +13,10 @@ prefix ``predictions/<model>/`` of a simulation's ``--out``):
 The spec's own names work too: its data.event_id column for event_id (e.g.
 order_id), data.timestamp for prediction_ts and label_ts (order_ts) and
 data.label for label (fraud_status), so the spec's dataset itself (``mdlc
-sample``'s CSV) serves as labels. Exit 0: no threshold crossed; 1: an alarm
-threshold of the spec is crossed; 2: unusable input.
+sample``'s CSV) serves as labels. The engine is --engine, else the spec's
+monitoring.engine (embedded: NumPy; duckdb: the same report from SQL on
+DuckDB). Exit 0: no threshold crossed; 1: an alarm threshold of the spec is
+crossed; 2: unusable input.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--baseline", metavar="FILE", help="baseline file (open loop drift)")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
     parser.add_argument("--report", metavar="FILE", help="also write the JSON report here")
+    parser.add_argument("--engine", choices=["embedded", "duckdb"],
+                        help="the metrics engine (default: the spec's monitoring.engine); "
+                        "both give the same report")
     parser.set_defaults(run=run)
 
 
@@ -93,10 +98,14 @@ def run(args: argparse.Namespace) -> int:
             f"{spec.feature_columns}; found {baseline.column_names}"
         )
     report: dict[str, Any] = {"model": spec.name}
+    if (args.engine or spec.monitoring.engine) == "duckdb":
+        from mdlc_core.sql import monitoring as sql_monitoring
+
+        compute = sql_monitoring.compute_metrics
+    else:
+        compute = monitoring.compute_metrics
     report.update(
-        monitoring.compute_metrics(
-            predictions, labels, baseline, spec.monitoring, spec.feature_columns
-        )
+        compute(predictions, labels, baseline, spec.monitoring, spec.feature_columns)
     )
     alarms = monitoring.evaluate_alarms(report, spec.monitoring)
     report["alarms"] = alarms

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from .base import Fraction, NonNegative, PositiveInt, Schedule, SpecModel
@@ -54,6 +56,12 @@ class MonitoringSpec(SpecModel):
     processing: ProcessingResources = Field(
         default_factory=_monitoring_job,
         description="the job, when runner is processing (default ml.m5.2xlarge, 30 GB)",
+    )
+    engine: Literal["duckdb", "embedded"] = Field(
+        default="embedded",
+        description="duckdb: the join and metrics compiled to SQL, run on DuckDB with a "
+        "memory limit; embedded: the NumPy engine. The same report either way "
+        "(docs/engines.md)",
     )
     closed_loop: ClosedLoop = Field(
         default=ClosedLoop(), description="accuracy against labels that arrive later"

@@ -1,0 +1,90 @@
+"""monitoring.engine: the monitor handler and ``mdlc monitor`` give one report on both engines.
+
+The handler on moto S3 and CloudWatch reads the same day (two versions,
+labels, a fixed baseline) with ``embedded`` and with ``duckdb``; the
+reports, summaries and published metrics are equal. ``mdlc monitor
+--engine`` likewise on local files.
+"""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+
+from tests.lambda_loader import load_handler
+from tests.test_model_monitor_handler import BUCKET, DAY, env, seed  # noqa: F401 (fixture)
+
+
+def _run_with(engine: str, s3) -> tuple[dict, dict, list]:
+    import os
+
+    from mdlc_core import monitor_job
+    from mdlc_core.runtime_config import load_config
+
+    summary = monitor_job.run({"date": DAY}, load_config(), s3=s3,
+                              cloudwatch=boto3.client("cloudwatch"), environ=os.environ,
+                              engine=engine)
+    report = json.loads(s3.get_object(
+        Bucket=BUCKET, Key=f"monitoring/fraud/dt={DAY}/report.json")["Body"].read())
+    datums = monitor_job.metric_data("fraud", report)
+    return summary, report, datums
+
+
+def test_the_handler_reports_the_same_day_the_same_on_both_engines(env):  # noqa: F811
+    seed(env)
+    load_handler("model_monitor")  # mdlc_core on the path as the function has it
+    embedded = _run_with("embedded", env)
+    duckdb = _run_with("duckdb", env)
+    assert embedded[0] == duckdb[0]
+    assert embedded[1] == duckdb[1]
+    assert embedded[2] == duckdb[2] and len(embedded[2]) > 20
+    assert duckdb[1]["open_loop"]["by_version"][0]["features"]  # drift was compared
+
+
+def test_the_spec_chooses_the_engine_and_a_wrong_one_is_named(env, monkeypatch):  # noqa: F811
+    from mdlc_core import monitor_job
+
+    with pytest.raises(ValueError, match=r"monitoring.engine must be one of .*'spark'"):
+        monitor_job.engine_module("spark", {})
+    assert monitor_job.engine_module("embedded", {}).__name__ == "mdlc_core.monitoring"
+    limited = monitor_job.engine_module("duckdb", {"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "4096"})
+    assert limited.memory_limit.endswith("MB") or limited.memory_limit.endswith("GB")
+
+
+def test_mdlc_monitor_prints_the_same_report_on_both_engines(tmp_path, capsys):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mdlc_constructs.cli import main
+
+    rng = np.random.default_rng(8)
+    n = 3000
+    scores = np.round(rng.uniform(size=n), 2)  # ties on purpose
+    pq.write_table(pa.table({
+        "event_id": [f"e{i}" for i in range(n)], "score": scores,
+        "prediction_ts": ["2026-11-02T10:00:00Z"] * n,
+        "model_version": [("v1", "v2")[i % 2] for i in range(n)],
+        "action": [("approve", "review", "block")[i % 3] for i in range(n)],
+        "order_amount": rng.gamma(2, 50, n)}), tmp_path / "predictions.parquet")
+    pq.write_table(pa.table({
+        "event_id": [f"e{i}" for i in range(0, n, 2)],
+        "label": (rng.uniform(size=len(range(0, n, 2))) < 0.3).astype(int),
+        "label_ts": ["2026-11-20T00:00:00Z"] * len(range(0, n, 2))}), tmp_path / "labels.parquet")
+    pq.write_table(pa.table({"score": rng.uniform(size=5000),
+                             "order_amount": rng.gamma(2, 40, 5000)}),
+                   tmp_path / "baseline.parquet")
+    reports = {}
+    for engine in ("embedded", "duckdb"):
+        out = tmp_path / f"{engine}.json"
+        code = main(["monitor", "models/fraud.yaml", "--predictions",
+                     str(tmp_path / "predictions.parquet"), "--labels",
+                     str(tmp_path / "labels.parquet"), "--baseline",
+                     str(tmp_path / "baseline.parquet"), "--engine", engine,
+                     "--report", str(out)])
+        printed = capsys.readouterr().out
+        reports[engine] = (code, printed, json.loads(out.read_text()))
+    assert reports["embedded"] == reports["duckdb"]
+    assert reports["duckdb"][2]["closed_loop"]["labels"] == len(range(0, n, 2))
