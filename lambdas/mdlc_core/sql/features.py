@@ -42,10 +42,11 @@ the same :class:`~mdlc_core.batch_features.FeatureError` in both.
 Expressions (:mod:`mdlc_core.expressions`) compile to SQL arithmetic with
 the embedded engine's null rules: a null operand gives null, a division by
 zero gives null (``NULLIF``), a result that is not finite is null, and
-``min``/``max``/``abs`` of a null are null (SQL's ``LEAST`` would skip it).
-``//``, ``%`` and ``log1p`` are not compiled yet (their NumPy/Python
-rounding and domain rules need more than one SQL function): a feature using
-one raises :class:`NotCompiled` naming it.
+``min``/``max``/``abs`` of a null are null (SQL's ``LEAST`` would skip it);
+``%`` and ``//`` round as Python and NumPy do (the sign of the divisor, the
+floor), spelled out from SQL's truncated remainder. ``log1p`` is not
+compiled yet (DuckDB has no function of its precision near zero): a feature
+using it raises :class:`NotCompiled` naming it.
 
 Floats may differ from the embedded engine in the last bits (another
 summation order), as the incremental engine's do: compare with a relative
@@ -295,9 +296,48 @@ def _subquery(query: exp.Select, alias: str) -> exp.Subquery:
 # --- expressions -------------------------------------------------------------------
 
 
-_OPERATORS: dict[type[ast.operator], str] = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*",
-                                             ast.Div: "/", ast.Pow: "**"}
-_NOT_COMPILED: dict[type[ast.AST], str] = {ast.FloorDiv: "//", ast.Mod: "%"}
+def _truncated(a: exp.Expression, b: exp.Expression) -> exp.Expression:
+    """``a % b`` with the sign of ``a`` (C's fmod): SQL's ``%`` on doubles in
+    DuckDB and in Spark (Java's remainder)."""
+    return exp.paren(exp.Mod(this=exp.paren(a.copy()), expression=exp.paren(b.copy())))
+
+
+def _python_mod(a: exp.Expression, b: exp.Expression) -> exp.Expression:
+    """Python's and NumPy's float ``a % b`` (the sign of ``b``), null for ``b == 0``:
+    the truncated remainder, plus ``b`` when their signs differ (``npy_divmod``)."""
+    r = _truncated(a, b)
+    differ = exp.and_(r.copy().neq(_double(0.0)),
+                      exp.paren(r.copy() < _double(0.0)).neq(exp.paren(b.copy() < _double(0.0))))
+    return (exp.case().when(b.copy().eq(_double(0.0)), exp.null())
+            .when(differ, exp.Add(this=r.copy(), expression=exp.paren(b.copy()))).else_(r))
+
+
+def _floor(x: exp.Expression) -> exp.Expression:
+    """floor(x) as a double in both dialects (Spark's FLOOR gives a BIGINT, which
+    overflows): truncate by the remainder of 1, then step down below zero."""
+    truncated = exp.Sub(this=x.copy(), expression=_truncated(x, _double(1.0)))
+    return exp.case().when(exp.paren(truncated.copy()) > x.copy(),
+                           exp.Sub(this=exp.paren(truncated.copy()), expression=_double(1.0))
+                           ).else_(truncated)
+
+
+def _python_floordiv(a: exp.Expression, b: exp.Expression) -> exp.Expression:
+    """Python's and NumPy's float ``a // b`` (``npy_divmod``: the quotient of
+    ``a`` less its truncated remainder, one less when the remainder's sign
+    differs from ``b``'s, rounded to the nearer integer), null for ``b == 0``."""
+    r = _truncated(a, b)
+    quotient = exp.paren(exp.Div(this=exp.paren(exp.Sub(this=exp.paren(a.copy()),
+                                                        expression=r.copy())),
+                                 expression=exp.paren(b.copy()), typed=False, safe=False))
+    differ = exp.and_(r.copy().neq(_double(0.0)),
+                      exp.paren(r.copy() < _double(0.0)).neq(exp.paren(b.copy() < _double(0.0))))
+    div = exp.paren(exp.case().when(differ, exp.Sub(this=quotient.copy(),
+                                                   expression=_double(1.0))).else_(quotient))
+    floor = exp.paren(_floor(div))
+    nearer = exp.case().when(exp.paren(exp.Sub(this=div.copy(), expression=floor.copy()))
+                             > _double(0.5), exp.Add(this=floor.copy(), expression=_double(1.0))
+                             ).else_(floor)
+    return exp.case().when(b.copy().eq(_double(0.0)), exp.null()).else_(nearer)
 
 
 def _expression(name: str, source: str, scope: Mapping[str, exp.Expression]) -> exp.Expression:
@@ -324,8 +364,6 @@ def _expression(name: str, source: str, scope: Mapping[str, exp.Expression]) -> 
             operand = build(node.operand)
             return exp.Neg(this=exp.paren(operand)) if isinstance(node.op, ast.USub) else operand
         if isinstance(node, ast.BinOp):
-            if type(node.op) in _NOT_COMPILED:
-                raise fail(_NOT_COMPILED[type(node.op)])
             left, right = exp.paren(build(node.left)), exp.paren(build(node.right))
             if isinstance(node.op, ast.Add):
                 return exp.Add(this=left, expression=right)
@@ -338,6 +376,10 @@ def _expression(name: str, source: str, scope: Mapping[str, exp.Expression]) -> 
                 # NumPy's inf), never Spark's ANSI error or DuckDB's inf.
                 return exp.Div(this=left, expression=exp.func("NULLIF", right, _double(0.0)),
                                typed=False, safe=False)
+            if isinstance(node.op, ast.Mod):
+                return _python_mod(left, right)
+            if isinstance(node.op, ast.FloorDiv):
+                return _python_floordiv(left, right)
             return exp.Pow(this=left, expression=right)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             function = node.func.id
