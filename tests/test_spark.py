@@ -38,10 +38,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 @pytest.fixture(scope="module")
 def spark() -> Iterator[Any]:
-    """One local Spark session for the whole file (one JVM per worker)."""
-    session = spark_job.local_session("mdlc-tests")
-    yield session
-    session.stop()
+    """One local Spark session for the whole file. Not stopped here: another
+    module on the same worker (test_sql_features, test_sql_monitoring) gets it
+    back from ``getOrCreate`` instead of starting Spark again; PySpark stops it
+    when the worker exits."""
+    yield spark_job.local_session("mdlc-tests")
 
 
 def without_clock(report: dict[str, Any]) -> dict[str, Any]:
