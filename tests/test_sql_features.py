@@ -221,12 +221,13 @@ def test_an_expression_not_compiled_yet_names_its_feature(source: str) -> None:
         sql_features.as_of([event(1, "c1", START, 1.0)], features, "2026-03-01")
 
 
-def test_every_compiled_operator_agrees_with_the_embedded_engine() -> None:
+def operator_case() -> tuple[list[dict[str, Any]], FeatureSet]:
+    """Every compiled operator and function, with nulls, zeros and signs."""
     config = rich_config()
     config["features"]["expressions"] += [
         {"name": "power", "expression": "(-order_amount) ** 0.5 + order_amount ** 2"},
         {"name": "biggest", "expression": "max(order_amount, mean_7d, -min_2d, +3)"},
-        {"name": "huge", "expression": "order_amount * 1e308 * 10 - total_3d / 0"},
+        {"name": "huge", "expression": "order_amount * 1e308 * 10 - total_3d / 1e-300"},
         {"name": "flag", "expression": "True * 2 + abs(-order_amount) / (count_1d - 1)"},
         # Python's rounding: the sign of the divisor, the floor (1 // 0.1 is 9.0).
         {"name": "modulo", "expression": "order_amount % 2 + order_amount % -0.7 - 7.5 % mean_7d"},
@@ -240,10 +241,31 @@ def test_every_compiled_operator_agrees_with_the_embedded_engine() -> None:
     rows = [event(i, f"c{rng.randrange(3)}", START + timedelta(hours=rng.randrange(72)),
                   rng.choice([None, 0.0, -1.5, rng.randrange(1000) / 8]), rng.choice(["m", None]))
             for i in range(80)]
+    return rows, features
+
+
+def test_every_compiled_operator_agrees_with_the_embedded_engine() -> None:
+    rows, features = operator_case()
     check_all(rows, features, ["2026-03-02", "2026-03-03"])
     per_event = sql_features.per_event(rows, features)
     assert set(per_event["ninth"]) == {9.0}  # not floor(1 / 0.1), which is 10
     assert set(per_event["by_zero"]) == {None}
+
+
+def test_floor_division_and_modulo_round_as_python_on_a_grid() -> None:
+    """Python's // and % (NumPy's for columns) against the SQL spelling, on
+    values where truncation, floor and rounding part: negative operands,
+    fractions that are not binary, halves, quotients near and above 2**52."""
+    config = load_spec("models/fraud.yaml").as_config()
+    divisors = ("0.1", "-0.3", "7", "-2", "0.5", "1e-300")
+    config["features"]["expressions"] = [
+        *[{"name": f"q{i}", "expression": f"order_amount // {d}"} for i, d in enumerate(divisors)],
+        *[{"name": f"m{i}", "expression": f"order_amount % {d}"} for i, d in enumerate(divisors)]]
+    features = FeatureSet.from_config(config)
+    values = [*np.linspace(-10, 10, 161).tolist(), 0.5, -0.5, 2.5, -2.5, 4503599627370497.0,
+              -4503599627370497.0, 2.0**52 + 1, 1e17, -1e300, 0.30000000000000004]
+    rows = [event(i, f"c{i}", START, v) for i, v in enumerate(values)]
+    check_per_event(rows, features)
 
 
 def test_empty_input_and_days_with_nothing_in_the_window() -> None:
@@ -385,14 +407,16 @@ def on_spark(spark: Any, plan: sql_features.Plan) -> Any:
 
 def test_spark_gives_the_embedded_engines_answers(spark: Any) -> None:
     """The plans' Spark SQL: the rich spec on a typed NumPy day, on dict rows
-    with a redelivery, a shared instant and a null merchant, and on nothing
-    (6 queries: each costs Spark seconds to plan and run on 2 cores; the rich
+    with a redelivery, a shared instant and a null merchant, and on nothing;
+    every compiled operator (Spark's own % and NULLIF) on its test's events
+    (8 queries: each costs Spark seconds to plan and run on 2 cores; the rich
     spec uses every function the example spec does and more)."""
     table = numpy_day(400, 2)
     rows = [event(3, "c1", START, 3.0), event(1, "c1", START, None, None),
             event(3, "c1", START, 9.0), event(2, "c2", START + timedelta(days=1), 0.0)]
+    operators, with_operators = operator_case()
     cases = [(table, rich(), "2026-03-20"), (rows, rich(), "2026-03-02"),
-             ([], rich(), "2026-03-02")]
+             ([], rich(), "2026-03-02"), (operators, with_operators, "2026-03-03")]
     for events, features, day in cases:
         same_columns(embedded.compute_per_event(events, features),
                      on_spark(spark, sql_features.prepare_per_event(events, features)))

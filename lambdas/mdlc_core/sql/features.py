@@ -312,32 +312,30 @@ def _python_mod(a: exp.Expression, b: exp.Expression) -> exp.Expression:
             .when(differ, exp.Add(this=r.copy(), expression=exp.paren(b.copy()))).else_(r))
 
 
-def _floor(x: exp.Expression) -> exp.Expression:
-    """floor(x) as a double in both dialects (Spark's FLOOR gives a BIGINT, which
-    overflows): truncate by the remainder of 1, then step down below zero."""
-    truncated = exp.Sub(this=x.copy(), expression=_truncated(x, _double(1.0)))
-    return exp.case().when(exp.paren(truncated.copy()) > x.copy(),
-                           exp.Sub(this=exp.paren(truncated.copy()), expression=_double(1.0))
-                           ).else_(truncated)
-
-
 def _python_floordiv(a: exp.Expression, b: exp.Expression) -> exp.Expression:
-    """Python's and NumPy's float ``a // b`` (``npy_divmod``: the quotient of
-    ``a`` less its truncated remainder, one less when the remainder's sign
-    differs from ``b``'s, rounded to the nearer integer), null for ``b == 0``."""
+    """Python's and NumPy's float ``a // b``, null for ``b == 0``.
+
+    ``npy_divmod``: ``div = (a - fmod(a, b)) / b``, less one when the
+    remainder's sign differs from ``b``'s, is within rounding of an integer,
+    and the answer is ``floor(div)``, plus one when ``div - floor(div) >
+    0.5``: that is ``CEIL(div - 0.5)`` wherever ``div - 0.5`` is exact
+    (``|div| < 2**52``; above it ``div`` is already an integer). Each operand
+    appears a few times, not nested per step: Spark plans a query in time
+    that grows with the expression's size (``1 // 0.1`` is 9.0, not 10).
+    """
     r = _truncated(a, b)
-    quotient = exp.paren(exp.Div(this=exp.paren(exp.Sub(this=exp.paren(a.copy()),
-                                                        expression=r.copy())),
-                                 expression=exp.paren(b.copy()), typed=False, safe=False))
     differ = exp.and_(r.copy().neq(_double(0.0)),
                       exp.paren(r.copy() < _double(0.0)).neq(exp.paren(b.copy() < _double(0.0))))
-    div = exp.paren(exp.case().when(differ, exp.Sub(this=quotient.copy(),
-                                                   expression=_double(1.0))).else_(quotient))
-    floor = exp.paren(_floor(div))
-    nearer = exp.case().when(exp.paren(exp.Sub(this=div.copy(), expression=floor.copy()))
-                             > _double(0.5), exp.Add(this=floor.copy(), expression=_double(1.0))
-                             ).else_(floor)
-    return exp.case().when(b.copy().eq(_double(0.0)), exp.null()).else_(nearer)
+    quotient = exp.Div(this=exp.paren(exp.Sub(this=exp.paren(a.copy()), expression=r.copy())),
+                       expression=exp.paren(b.copy()), typed=False, safe=False)
+    div = exp.paren(exp.Sub(this=exp.paren(quotient),
+                            expression=exp.case().when(differ, _double(1.0)).else_(_double(0.0))))
+    # CEIL is a BIGINT in Spark: only below 2**52, cast back to a double.
+    rounded = exp.cast(exp.func("CEIL", exp.Sub(this=div.copy(), expression=_double(0.5))),
+                       "DOUBLE")
+    integral = exp.Abs(this=div.copy()) >= _double(2.0**52)
+    return (exp.case().when(b.copy().eq(_double(0.0)), exp.null())
+            .when(integral, div.copy()).else_(rounded))
 
 
 def _expression(name: str, source: str, scope: Mapping[str, exp.Expression]) -> exp.Expression:
