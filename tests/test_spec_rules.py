@@ -192,6 +192,15 @@ RAISES: dict[str, dict[str, list[Spec | NotSpec]]] = {
             )),
         ],
     },
+    "spark": {
+        "SparkRunner.__init__": [
+            NotSpec(ARGUMENT + " (a kind the Spark entry point does not run)"),
+            Spec("quality.spark.python_environment", (_set("quality.runner", "spark"),)),
+        ],
+        "SparkRunner.run": [NotSpec(ARGUMENT + " (run's result_path)")],
+        "_split_s3_uri": [NotSpec("python_environment, whose s3://bucket/key pattern the "
+                                  "spec validates before any construct runs")],
+    },
     "training": {
         "TrainingWorkflow.__init__": [
             Spec("training.evaluation.metric", (_set("training.evaluation.metric", "auc'x"),)),

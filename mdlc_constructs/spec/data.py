@@ -306,14 +306,6 @@ class QualitySpec(SpecModel):
             data.pop("spark", None)
         return data
 
-    @model_validator(mode="after")
-    def _spark_environment(self) -> QualitySpec:
-        if self.runner == "spark" and self.spark.python_environment is None:
-            raise ValueError(
-                "runner spark needs spark.python_environment (s3://.../env.tar.gz): EMR "
-                "Serverless's own Python is older than the 3.11 mdlc_core needs "
-                "(docs/engines.md, 'The job's Python')")
-        return self
 
 
 # --- feature engineering --------------------------------------------------------

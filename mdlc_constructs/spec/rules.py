@@ -195,6 +195,12 @@ def _quality(view: View) -> Iterator[Problem]:
     twice = _duplicates(ids)
     if twice:
         yield "quality.rules", f"rule ids must be unique; give these an 'id': {twice}"
+    quality = view.mapping("quality") or {}
+    if quality.get("runner") == "spark" and not (view.mapping("quality", "spark") or {}).get(
+            "python_environment"):
+        yield ("quality.spark.python_environment",
+               "runner spark needs it (s3://.../env.tar.gz): EMR Serverless's own Python is "
+               "older than the 3.11 mdlc_core needs (docs/engines.md, 'The job's Python')")
 
 
 _NUMERIC = ("int", "float")
