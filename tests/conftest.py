@@ -67,3 +67,17 @@ def fraud_template(synthesized):
 
     stack, assembly = synthesized
     return Template.from_json(assembly.get_stack_by_name(stack.stack_name).template)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local PySpark session per test worker, shared by every module that runs
+    SQL on Spark (tests/test_spark.py, test_sql_features.py, test_sql_monitoring.py):
+    starting Spark costs seconds. pyspark is in the dev extra and `make install`
+    provides Java (`make java`), so a missing one is an error here, not a skip."""
+    from mdlc_core import spark_job
+
+    session = spark_job.local_session("mdlc-tests")
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()

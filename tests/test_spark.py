@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -34,15 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 FRAUD = str(ROOT / "models" / "fraud.yaml")
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-@pytest.fixture(scope="module")
-def spark() -> Iterator[Any]:
-    """One local Spark session for the whole file. Not stopped here: another
-    module on the same worker (test_sql_features, test_sql_monitoring) gets it
-    back from ``getOrCreate`` instead of starting Spark again; PySpark stops it
-    when the worker exits."""
-    yield spark_job.local_session("mdlc-tests")
 
 
 def without_clock(report: dict[str, Any]) -> dict[str, Any]:

@@ -15,10 +15,7 @@ the same answers whenever PySpark and Java are installed.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import shutil
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -359,21 +356,6 @@ def test_a_version_name_is_a_literal_not_sql() -> None:
          {}, [])
 
 
-SPARK_MISSING = importlib.util.find_spec("pyspark") is None or shutil.which("java") is None
-
-
-@pytest.fixture(scope="module")
-def spark() -> Iterator[Any]:
-    """One local Spark session for this module (starting one costs seconds)."""
-    from mdlc_core import spark_job
-
-    session = spark_job.local_session("mdlc-sql-monitoring")
-    yield session
-    session.stop()
-
-
-@pytest.mark.skipif(SPARK_MISSING, reason="needs pyspark (the dev extra) and a Java runtime "
-                                          "on PATH (make installs one on Debian/Ubuntu)")
 # Two days of the random kind: several versions and a baseline of their own,
 # and one version with nulls; each costs seconds of Spark's query planning.
 @pytest.mark.parametrize("seed", [1, 2])
