@@ -471,13 +471,15 @@ def _with_expressions(query: exp.Select, carried: Sequence[str], features: Featu
 
 
 def per_event_query(features: FeatureSet, relation: Relation,
-                    inputs: Sequence[str] = ()) -> exp.Select:
+                    inputs: Sequence[str] = (), *, positions: bool = False) -> exp.Select:
     """:func:`~mdlc_core.batch_features.compute_per_event` as one query over
-    :data:`EVENTS`: columns ``ROW``, ``MICROS``, the event id, the entity key,
-    ``inputs``, then every feature, in input order of first deliveries."""
+    :data:`EVENTS`: the event id, the entity key, ``inputs``, then every
+    feature, in input order of first deliveries; with ``positions``, first
+    ``ROW`` and ``MICROS`` (what the training table takes its labels and
+    timestamps from; the sort carries them, so only when asked)."""
     values = relation.values
     events = _subquery(_deduplicated(relation, features), "_mdlc_events")
-    carried = [ROW, MICROS, features.event_id, features.entity_key,
+    carried = [ROW, *([MICROS] if positions else []), features.event_id, features.entity_key,
                *[values[c] for c in dict.fromkeys([*inputs, *features.raw_columns])]]
     carried = list(dict.fromkeys(carried))
     aggregates = [_windowed(a, values, features).as_(f"_mdlc_a{i}", quoted=True)
@@ -487,7 +489,8 @@ def per_event_query(features: FeatureSet, relation: Relation,
     scope |= {a.name: _col(f"_mdlc_a{i}") for i, a in enumerate(features.aggregates)}
     carried += [f"_mdlc_a{i}" for i in range(len(features.aggregates))]
     query, _ = _with_expressions(query, carried, features, scope)
-    out = [_col(ROW), _col(MICROS), _col(features.event_id), _col(features.entity_key),
+    out = [*([_col(ROW), _col(MICROS)] if positions else []),
+           _col(features.event_id), _col(features.entity_key),
            *[_col(values[c]).as_(c, quoted=True) for c in inputs],
            *[scope[name].copy().as_(name, quoted=True) for name in features.names]]
     return (select(*out).from_(_subquery(query, "_mdlc_features"), copy=False)
@@ -656,12 +659,13 @@ class Plan:
 
 
 def prepare_per_event(events: Any, features: FeatureSet, *,
-                      inputs: Sequence[str] = ()) -> Plan:
-    """The plan of :func:`per_event`; raises :class:`FeatureError` / :class:`NotCompiled`."""
+                      inputs: Sequence[str] = (), positions: bool = False) -> Plan:
+    """The plan of :func:`per_event`; raises :class:`FeatureError` / :class:`NotCompiled`.
+    ``positions``: the result also has :data:`ROW` and :data:`MICROS`."""
     inputs = tuple(embedded._checked_inputs(features, inputs))
     relation = events_relation(events, features, extra=inputs)
-    return Plan(features, relation, per_event_query(features, relation, inputs), "per_event",
-                inputs)
+    query = per_event_query(features, relation, inputs, positions=positions)
+    return Plan(features, relation, query, "per_event", inputs)
 
 
 def prepare_as_of(events: Any, features: FeatureSet, as_of: date | str, *,
@@ -686,7 +690,8 @@ class DuckDB:
 
 def run(plan: Plan, duckdb_options: DuckDB | None = None) -> pa.Table:
     """The plan's query on an in-memory DuckDB, as an Arrow table (with the
-    internal :data:`ROW` and :data:`MICROS` columns of a per-event plan)."""
+    internal :data:`ROW` and :data:`MICROS` columns of a per-event plan
+    prepared with ``positions``)."""
     from .quality import connect
 
     options = duckdb_options or DuckDB()
@@ -730,7 +735,7 @@ def training_table(events: Any, features: FeatureSet, *,
                    duckdb_options: DuckDB | None = None) -> dict[str, list[Any]]:
     """:func:`~mdlc_core.batch_features.training_table`, the features computed by
     DuckDB: the same columns (``features.training_table_schema``), values and order."""
-    plan = prepare_per_event(events, features, inputs=features.inputs)
+    plan = prepare_per_event(events, features, inputs=features.inputs, positions=True)
     result = run(plan, duckdb_options)
     out = plan.columns(result)
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
