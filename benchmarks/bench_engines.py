@@ -1,12 +1,12 @@
 """Issue #18's engines side by side: the embedded engine, the compiled SQL, hand-written SQL.
 
-Sections, each selectable (``--only quality``, ``--only features``; default
-all): **quality** (below), **features** (``engines_features.py``: per-event
-30-day features and per-entity features as of a day, with polars as a
-fourth engine) and **monitoring** when ``engines_monitoring.py`` is there
-(see :data:`SECTIONS`: a section module has ``main(sizes, run,
-memory_limit)`` and ``child(engine, folder, memory_limit)``, and is run
-through :func:`run`, one subprocess per engine).
+Sections, each selectable (``--only quality``, ``--only features``,
+``--only monitoring``; default all): **quality** (below), **features**
+(``engines_features.py``: per-event 30-day features and per-entity features
+as of a day, with polars as a fourth engine) and **monitoring**
+(``engines_monitoring.py``: the prediction-label join and its metrics).
+A section module has ``main(sizes)``, which prints its rows and runs each
+engine in a subprocess of its own (see :data:`SECTIONS`).
 
 Quality: for each size (default 1M and 10M rows) one run measures, on the same
 in-memory tables (today and yesterday, the example spec's rules including
@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -223,10 +222,11 @@ def child(engine: str, folder: str) -> None:
 
 
 #: The sections, by name: the module that holds each (None: this one). A
-#: section module is imported from this folder and has ``main(sizes, run,
-#: memory_limit)`` and ``child(engine, folder, memory_limit) -> dict``.
-#: ``engines_monitoring`` (the monitoring join and metrics) is picked up as
-#: soon as that file exists.
+#: section module is imported from this folder and has ``main(sizes)``;
+#: ``engines_features`` runs its engines through :func:`run` (``--child
+#: features``, its ``child(engine, folder, memory_limit) -> dict``),
+#: ``engines_monitoring`` through its own. A section whose file is missing
+#: is not offered.
 SECTIONS: dict[str, str | None] = {"quality": None, "features": "engines_features",
                                    "monitoring": "engines_monitoring"}
 
@@ -281,7 +281,7 @@ def main(argv: list[str]) -> None:
         if module is None:
             quality_main(args.rows)
         else:
-            importlib.import_module(module).main(args.rows, run, MEMORY_LIMIT)
+            importlib.import_module(module).main(args.rows)
 
 
 if __name__ == "__main__":

@@ -281,10 +281,15 @@ def child(engine: str, folder: str, memory_limit: str) -> dict[str, Any]:
 # --- the section -------------------------------------------------------------------------------
 
 
-def main(sizes: list[int], run: Any, memory_limit: str) -> None:
+def main(sizes: list[int], run: Any = None, memory_limit: str | None = None) -> None:
     """Print the features rows for every size; ``run(section, engine, folder)``
-    is ``bench_engines.run`` (one subprocess per engine)."""
+    (default ``bench_engines.run``) runs one engine in its own subprocess."""
     import tempfile
+
+    import bench_engines
+
+    run = run or bench_engines.run
+    memory_limit = memory_limit or bench_engines.MEMORY_LIMIT
 
     print(f"\nfeatures, the example spec's {', '.join(FEATURES)} (30-day windows), events of "
           f"rows/10 customers over {DAYS} days, 1% redelivered; DuckDB memory_limit "
