@@ -68,7 +68,15 @@ class DataQuality(Construct):
             when the runner is ``processing`` (else None); processing_role: its role.
         spark_runner: the :class:`~mdlc_constructs.spark.SparkRunner` when the
             runner is ``spark`` (else None).
+
+    Extension points: :attr:`processing_runner_class`, :attr:`spark_runner_class`.
     """
+
+    #: The Processing runner's class when ``quality.runner`` is ``processing``,
+    #: built as ``Processing`` with the job's reads, writes and environment.
+    processing_runner_class: type[ProcessingRunner] = ProcessingRunner
+    #: The Spark runner's class when ``quality.runner`` is ``spark``, built as ``Spark``.
+    spark_runner_class: type[SparkRunner] = SparkRunner
 
     def __init__(
         self,
@@ -152,7 +160,7 @@ class DataQuality(Construct):
     def _create_processing_runner(self) -> ProcessingRunner:
         spec, lake = self.spec, self.data_lake
         reports = Layout.everything(Layout(spec.name).quality_reports)
-        return ProcessingRunner(
+        return self.processing_runner_class(
             self,
             "Processing",
             spec=spec,
@@ -182,7 +190,7 @@ class DataQuality(Construct):
     def _create_spark_runner(self) -> SparkRunner:
         spec, lake = self.spec, self.data_lake
         reports = Layout.everything(Layout(spec.name).quality_reports)
-        return SparkRunner(
+        return self.spark_runner_class(
             self,
             "Spark",
             spec=spec,

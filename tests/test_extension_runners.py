@@ -1,10 +1,12 @@
 """The part hooks of the scale-out runners and the dashboard, swapped and run.
 
-``FeatureEngineering.processing_runner_class``, ``ModelMonitoring.processing_runner_class``
-and ``ModelMonitoring.dashboard_class``: a team's subclass is built under the
-library's id with the library's wiring, changes what it says it changes in the
-template, and the workflows that run the swapped runners still succeed in the
-local execution (features and monitoring as Processing jobs, real handlers).
+``DataQuality.processing_runner_class``, ``FeatureEngineering.processing_runner_class``,
+``ModelMonitoring.processing_runner_class`` and ``ModelMonitoring.dashboard_class``: a
+team's subclass is built under the library's id with the library's wiring,
+changes what it says it changes in the template, and the workflows that run
+the swapped runners still succeed in the local execution (quality, features
+and monitoring as Processing jobs, real handlers). ``DataQuality.spark_runner_class``
+likewise, synthesized (tests/test_spark.py runs the Spark runner itself).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from mdlc_constructs.model_stack import MdlcModelStack
 from mdlc_constructs.monitoring import ModelMonitoring
 from mdlc_constructs.preparation import DataPreparation
 from mdlc_constructs.processing import ProcessingRunner
+from mdlc_constructs.quality import DataQuality
+from mdlc_constructs.spark import SparkRunner
 from mdlc_constructs.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,8 +55,13 @@ class TeamFeatures(FeatureEngineering):
     processing_runner_class = TeamRunner
 
 
+class TeamQuality(DataQuality):
+    processing_runner_class = TeamRunner
+
+
 class TeamPreparation(DataPreparation):
     features_class = TeamFeatures
+    quality_class = TeamQuality
 
 
 class TeamMonitoring(ModelMonitoring):
@@ -71,6 +80,7 @@ def swapped(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("runners")
     document = yaml.safe_load((ROOT / "models" / "fraud.yaml").read_text())
+    document["quality"]["runner"] = "processing"
     document["features"]["runner"] = "processing"
     document["monitoring"]["runner"] = "processing"
     (root / "fraud.yaml").write_text(yaml.safe_dump(document))
@@ -95,6 +105,7 @@ def test_the_swapped_parts_are_built_under_the_librarys_ids(swapped):
     _, _, _, template = swapped
     paths = {r.get("Metadata", {}).get("aws:cdk:path", "") for r in template["Resources"].values()}
     assert any("/Data/Features/Processing/" in p for p in paths)
+    assert any("/Data/Quality/Processing/" in p for p in paths)
     assert any("/Monitoring/Processing/" in p for p in paths)
     assert any(p.endswith("/Monitoring/Dashboard/Dashboard/Resource") for p in paths), sorted(
         p for p in paths if "Dashboard" in p)
@@ -129,7 +140,38 @@ def test_the_swapped_runners_run_their_jobs_locally(swapped):
     assert {e["workflow"] for e in report["executions"]} >= {"data_preparation", "monitoring"}
     assert report["denied_calls"] == []
     jobs = report["functions"]["mdlc-local-sagemaker-createProcessingJob"]["invocations"]
-    assert jobs >= 4  # two days of features and of monitoring, each a Processing job
+    assert jobs >= 6  # two days of quality, features and monitoring, each a Processing job
     s3 = root / "out" / "s3"
+    assert list(s3.glob("*/quality-reports/fraud/dt=2026-11-02/report.json"))
     assert list(s3.glob("*/features/fraud/dt=2026-11-02/features.parquet"))
     assert list(s3.glob("*/monitoring/fraud/dt=2026-11-01/report.json"))
+
+
+class TeamSpark(SparkRunner):
+    """The library's Spark runner with the team's larger driver."""
+
+    def __init__(self, scope: Any, construct_id: str, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, arguments={**kwargs.pop("arguments", {}),
+                                                         "--team": "1"}, **kwargs)
+
+
+def test_the_spark_runner_class_is_swapped_under_the_librarys_id(tmp_path):
+    from aws_cdk import Stack
+
+    from mdlc_constructs.spec import parse_spec
+    from mdlc_constructs.storage import DataLake
+    from mdlc_constructs.testing import make_app
+
+    class SparkQuality(DataQuality):
+        spark_runner_class = TeamSpark
+
+    document = yaml.safe_load((ROOT / "models" / "fraud.yaml").read_text())
+    document["quality"]["runner"] = "spark"
+    document["quality"]["spark"] = {"python_environment": "s3://team-envs/mdlc/env.tar.gz"}
+    spec = parse_spec(document, "fraud.yaml")
+    app = make_app(compliance=False, outdir=str(tmp_path))
+    stack = Stack(app, "SparkQuality")
+    quality = SparkQuality(stack, "Quality", spec=spec, data_lake=DataLake(stack, "DataLake"))
+    assert type(quality.spark_runner) is TeamSpark and quality.spark_runner.node.id == "Spark"
+    assert quality.spark_runner.arguments["--team"] == "1"
+    assert quality.spark_runner.arguments["--report-bucket"]  # the library's wiring kept
