@@ -13,11 +13,8 @@ window. The Spark part runs the very same plans' Spark SQL on local PySpark
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import random
-import shutil
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -381,25 +378,6 @@ def test_duckdb_options_bound_the_run(tmp_path: Any) -> None:
 
 
 # --- Spark -------------------------------------------------------------------------------------
-
-SPARK_MISSING = (
-    "pyspark is not installed" if importlib.util.find_spec("pyspark") is None
-    else "no Java runtime on PATH (Spark needs one)" if shutil.which("java") is None
-    else None)
-
-
-@pytest.fixture(scope="module")
-def spark() -> Iterator[Any]:
-    """The Spark runner's own local session (reused when one is running)."""
-    if SPARK_MISSING:
-        pytest.skip(f"the Spark SQL is not run: {SPARK_MISSING}")
-    from mdlc_core import spark_job
-
-    session = spark_job.local_session("mdlc-sql-features")
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
-
 
 def on_spark(spark: Any, plan: sql_features.Plan) -> Any:
     return plan.finish(sql_features.run_spark(plan, spark))
