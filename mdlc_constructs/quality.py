@@ -157,63 +157,48 @@ class DataQuality(Construct):
 
     # -- the scale-out runner --------------------------------------------------
 
-    def _create_processing_runner(self) -> ProcessingRunner:
-        spec, lake = self.spec, self.data_lake
-        reports = Layout.everything(Layout(spec.name).quality_reports)
-        return self.processing_runner_class(
-            self,
-            "Processing",
-            spec=spec,
-            kind="quality",
-            key=lake.key,
-            output_bucket=lake.artifacts,
-            reads=[
-                S3Access(lake.datasets, Layout.everything(Layout(spec.name).datasets),
+    def _job_access(self) -> dict[str, list[S3Access]]:
+        """What a scale-out job of the check reads and writes (either runner)."""
+        lake = self.data_lake
+        layout = Layout(self.spec.name)
+        reports = S3Access(lake.artifacts, Layout.everything(layout.quality_reports),
+                           "One report per date, named at run time; limited to this model")
+        return {
+            "reads": [
+                S3Access(lake.datasets, Layout.everything(layout.datasets),
                          "Snapshot objects are named at run time; limited to this model"),
                 # The earlier days' reports tell which snapshot last passed,
                 # the one the consistency rules compare with.
-                S3Access(lake.artifacts, reports,
-                         "One report per date, named at run time; limited to this model"),
+                reports,
             ],
-            writes=[
-                S3Access(lake.artifacts, reports,
-                         "One report per date, named at run time; limited to this model"),
-            ],
+            "writes": [reports],
+        }
+
+    def _create_processing_runner(self) -> ProcessingRunner:
+        spec, lake = self.spec, self.data_lake
+        return self.processing_runner_class(
+            self, "Processing", spec=spec, kind="quality", key=lake.key,
+            output_bucket=lake.artifacts, **self._job_access(),
             environment={
                 "DATASETS_BUCKET": lake.datasets.bucket_name,
                 "REPORT_BUCKET": lake.artifacts.bucket_name,
                 "METRICS_NAMESPACE": METRICS_NAMESPACE,
             },
             metrics_namespace=METRICS_NAMESPACE,
-        )  # fmt: skip
+        )
 
     def _create_spark_runner(self) -> SparkRunner:
         spec, lake = self.spec, self.data_lake
-        reports = Layout.everything(Layout(spec.name).quality_reports)
         return self.spark_runner_class(
-            self,
-            "Spark",
-            spec=spec,
-            kind="quality",
-            key=lake.key,
-            output_bucket=lake.artifacts,
-            reads=[
-                S3Access(lake.datasets, Layout.everything(Layout(spec.name).datasets),
-                         "Snapshot objects are named at run time; limited to this model"),
-                S3Access(lake.artifacts, reports,
-                         "One report per date, named at run time; limited to this model"),
-            ],
-            writes=[
-                S3Access(lake.artifacts, reports,
-                         "One report per date, named at run time; limited to this model"),
-            ],
+            self, "Spark", spec=spec, kind="quality", key=lake.key,
+            output_bucket=lake.artifacts, **self._job_access(),
             arguments={
                 "--datasets-bucket": lake.datasets.bucket_name,
                 "--report-bucket": lake.artifacts.bucket_name,
                 "--namespace": METRICS_NAMESPACE,
             },
             metrics_namespace=METRICS_NAMESPACE,
-        )  # fmt: skip
+        )
 
     def grant_processing(self, role: iam.IRole) -> iam.Grant:
         """What a state machine needs to run the Processing runner (the steps of

@@ -75,8 +75,15 @@ def spark():
     SQL on Spark (tests/test_spark.py, test_sql_features.py, test_sql_monitoring.py):
     starting Spark costs seconds. pyspark is in the dev extra and `make install`
     provides Java (`make java`), so a missing one is an error here, not a skip."""
+    import os
+
     from mdlc_core import spark_job
 
+    # The tests' JVM shares 2 cores with the other test worker: one CPU's worth
+    # of GC and JIT threads, and the quick C1 compiler only (the queries are
+    # small and short-lived), so it does not starve the worker beside it.
+    os.environ.setdefault("JDK_JAVA_OPTIONS", "-XX:ActiveProcessorCount=1 "
+                          "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
     session = spark_job.local_session("mdlc-tests")
     session.sparkContext.setLogLevel("ERROR")
     yield session

@@ -1,4 +1,5 @@
-"""The part hooks of the scale-out runners and the dashboard, swapped and run.
+"""The part hooks of the scale-out runners and the dashboard, swapped and run; and the
+Processing runner of every stage in the local execution (the job's code asset runs).
 
 ``DataQuality.processing_runner_class``, ``FeatureEngineering.processing_runner_class``,
 ``ModelMonitoring.processing_runner_class`` and ``ModelMonitoring.dashboard_class``: a
@@ -138,6 +139,11 @@ def test_the_swapped_runners_run_their_jobs_locally(swapped):
               if e["status"] != "SUCCEEDED"]
     assert failed == []
     assert {e["workflow"] for e in report["executions"]} >= {"data_preparation", "monitoring"}
+    prepared = [(e["date"], e["status"]) for e in report["executions"]
+                if e["workflow"] == "data_preparation"]
+    assert prepared == [("2026-11-01", "SUCCEEDED"), ("2026-11-02", "SUCCEEDED")]
+    # The checks ran in the jobs, not in the stages' functions.
+    assert "DataQualityFunctionC5BA9E4D" not in report["functions"]
     assert report["denied_calls"] == []
     jobs = report["functions"]["mdlc-local-sagemaker-createProcessingJob"]["invocations"]
     assert jobs >= 6  # two days of quality, features and monitoring, each a Processing job

@@ -397,31 +397,6 @@ def test_alarms_start_retraining_within_the_cooldown(lifecycle):
     assert requests and requests[0]["after"] == requests[0]["executions"]
 
 
-def test_the_processing_runner_runs_the_same_checks_in_a_processing_job(tmp_path):
-    """quality and features on SageMaker Processing: the job's code asset runs locally."""
-    from mdlc_constructs.local.simulation import synthesize
-
-    document = yaml.safe_load((Path(__file__).resolve().parents[1] / "models" / "fraud.yaml")
-                              .read_text())
-    document["quality"]["runner"] = "processing"
-    document["features"]["runner"] = "processing"
-    (tmp_path / "fraud.yaml").write_text(yaml.safe_dump(document))
-    spec = load_spec(tmp_path / "fraud.yaml")
-    synthesize(spec, tmp_path / "cdk.out")
-    orders = _orders(spec, tmp_path / "orders.csv", days=2, rows=300)
-    run = _run(spec, orders, tmp_path / "cdk.out", initial_training=False,
-               out=tmp_path / "out")
-    prepared = _by_workflow(run.report, "data_preparation")
-    assert [(e["date"], e["status"], e["cause"]) for e in prepared] == [
-        ("2026-11-01", "SUCCEEDED", None), ("2026-11-02", "SUCCEEDED", None)]
-    assert "DataQualityFunctionC5BA9E4D" not in run.report["functions"]
-    assert run.report["functions"]["mdlc-local-sagemaker-createProcessingJob"]["invocations"] >= 4
-    # The jobs wrote what the Lambda runner writes: the report and the features.
-    s3 = tmp_path / "out" / "s3"
-    assert list(s3.glob("*/quality-reports/fraud/dt=2026-11-02/report.json"))
-    assert list(s3.glob("*/features/fraud/dt=2026-11-02/features.parquet"))
-
-
 def test_a_spec_unlike_the_example_runs_its_lifecycle(tmp_path):
     """A regression model on Linear Learner, int event ids, bool and text columns."""
     from mdlc_constructs.local.simulation import synthesize

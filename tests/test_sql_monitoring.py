@@ -356,9 +356,10 @@ def test_a_version_name_is_a_literal_not_sql() -> None:
          {}, [])
 
 
-# Two days of the random kind: several versions and a baseline of their own,
-# and one version with nulls; each costs seconds of Spark's query planning.
-@pytest.mark.parametrize("seed", [1, 2])
+# A random day with several versions, one with a baseline of its own, ties and
+# nulls (each day costs seconds of Spark's query planning; the DuckDB tests
+# above cover the other days, and the SQL is the same tree in both dialects).
+@pytest.mark.parametrize("seed", [1])
 def test_spark_gives_the_same_report(spark: Any, seed: int) -> None:
     """The Spark-dialect SQL on PySpark in local mode: DuckDB's report, exactly."""
     p, lab, baseline, spec, features = random_day(seed, n=400)

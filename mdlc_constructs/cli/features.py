@@ -12,10 +12,7 @@ PySpark in local mode (which needs pyspark and a Java runtime).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +27,7 @@ from mdlc_core.features import (
 from mdlc_constructs.spec import SpecError, load_spec
 
 from . import EXIT_OK, UsageError
+from .spark_session import local_spark
 
 ENGINES = ("batch", "incremental", "duckdb", "spark")
 
@@ -162,20 +160,8 @@ def compute(engine: str, events: Any, features: FeatureSet, as_of: str) -> list[
     if engine == "duckdb":
         return sql_features.as_of(events, features, as_of)
     plan = sql_features.prepare_as_of(events, features, as_of)
-    rows = plan.finish(sql_features.run_spark(plan, _local_spark()))
+    rows = plan.finish(sql_features.run_spark(plan, local_spark("mdlc-features")))
     assert isinstance(rows, list)
     return rows
 
 
-def _local_spark() -> Any:
-    """PySpark in local mode (the Spark runner's session), or a usage error
-    saying what is missing."""
-    if importlib.util.find_spec("pyspark") is None:
-        raise UsageError("--engine spark needs PySpark: pip install 'mdlc-constructs[dev]' "
-                         "(or pyspark) and a Java runtime (make java)")
-    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-        raise UsageError("--engine spark needs a Java runtime for PySpark: none on PATH and "
-                         "JAVA_HOME is not set (make java installs one on Debian/Ubuntu)")
-    from mdlc_core import spark_job
-
-    return spark_job.local_session("mdlc-features")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from datetime import UTC, date, datetime, timedelta
@@ -30,6 +29,7 @@ from mdlc_core.sql import quality as sql_quality
 from mdlc_constructs.spec import ModelSpec, SpecError, load_spec
 
 from . import EXIT_OK, EXIT_VIOLATIONS, UsageError
+from .spark_session import local_spark
 
 _LABELS = {"pass": "PASS", "fail": "FAIL", "skipped": "SKIP"}
 _SNAPSHOT_DATE = re.compile(r"(?:^|/)dt=(\d{4}-\d{2}-\d{2})(?:/|$)")
@@ -92,30 +92,18 @@ def run(args: argparse.Namespace) -> int:
             or snapshot_date_of(args.previous)
             or snapshot_date - timedelta(days=1)
         )
+    # What every engine is told about the days and where they came from.
+    days = {"snapshot_date": snapshot_date, "previous_date": previous_date,
+            "source": str(args.data),
+            "previous_source": str(args.previous) if args.previous else None}
     try:
         if engine == "embedded":
             table = read_or_fail(args.data, spec)
             previous = read_or_fail(args.previous, spec) if args.previous else None
-            report = quality.check(
-                table,
-                config,
-                snapshot_date=snapshot_date,
-                previous=previous,
-                previous_date=previous_date,
-                source=str(args.data),
-                previous_source=str(args.previous) if args.previous else None,
-            )
+            report = quality.check(table, config, previous=previous, **days)
         elif engine == "spark":
-            report = spark_job.check(
-                _local_spark(),
-                config,
-                args.data,
-                args.previous,
-                snapshot_date=snapshot_date,
-                previous_date=previous_date,
-                source=str(args.data),
-                previous_source=str(args.previous) if args.previous else None,
-            )
+            report = spark_job.check(local_spark("mdlc-quality"), config, args.data,
+                                     args.previous, **days)
         else:
             # DuckDB scans typed Parquet itself and reads the rest through the
             # same reader; a bad file is the same DataError either way.
@@ -123,10 +111,7 @@ def run(args: argparse.Namespace) -> int:
                 config,
                 args.data,
                 args.previous,
-                snapshot_date=snapshot_date,
-                previous_date=previous_date,
-                source=str(args.data),
-                previous_source=str(args.previous) if args.previous else None,
+                **days,
                 memory_limit=args.memory_limit,
             )
     except tabular.DataError as error:
@@ -146,20 +131,6 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return EXIT_OK if report["summary"]["passed"] else EXIT_VIOLATIONS
-
-
-def _local_spark() -> Any:
-    """PySpark in local mode, or a usage error saying what is missing."""
-    import importlib.util
-    import shutil
-
-    if importlib.util.find_spec("pyspark") is None:
-        raise UsageError("--engine spark needs PySpark: pip install 'mdlc-constructs[dev]' "
-                         "(or pyspark) and a Java runtime (make java)")
-    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-        raise UsageError("--engine spark needs a Java runtime for PySpark: none on PATH and "
-                         "JAVA_HOME is not set (make java installs one on Debian/Ubuntu)")
-    return spark_job.local_session("mdlc-quality")
 
 
 def _newest_day(report: dict[str, Any], rule_id: str) -> str | None:
