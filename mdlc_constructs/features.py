@@ -16,8 +16,9 @@ from mdlc_core.layout import Layout
 
 from .compliance import acknowledge, acknowledge_objects
 from .functions import python_function
-from .processing import ProcessingRunner, S3Access
+from .processing import ProcessingRunner
 from .resources import encrypted_queue, encrypted_table
+from .scale_out import S3Access
 from .spec import ModelSpec
 from .storage import DataLake, grant_list, grant_read_objects
 from .tokens import minutes, seconds

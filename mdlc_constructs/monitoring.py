@@ -37,8 +37,9 @@ from .compliance import acknowledge, acknowledge_objects, iam5_resource, printed
 from .dashboard import DEFAULT_NAMESPACE, ModelDashboard, ModelMetrics, endpoint_name_of
 from .deprecation import renamed
 from .functions import python_function
-from .processing import STARTUP_ALLOWANCE, ProcessingRunner, S3Access
+from .processing import STARTUP_ALLOWANCE, ProcessingRunner
 from .resources import schedule_of
+from .scale_out import S3Access
 from .spec import ModelSpec
 from .storage import DataLake, grant_read_objects, scored_predictions_pattern
 from .tokens import days, hours, minutes

@@ -17,10 +17,9 @@ after it do not care which runner ran.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from aws_cdk import Aws, Stack, Token
+from aws_cdk import Aws, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
@@ -35,13 +34,12 @@ from .compliance import (
     acknowledge_grant_actions,
     iam5_resource,
     printed_arn,
-    resource_token,
 )
 from .functions import stage_code
-from .grants import grant_statements
 from .images import image_uri
 from .network import ModelNetwork
 from .sagemaker_access import grant_job_logs, pass_role_statement, sagemaker_role
+from .scale_out import S3Access, ScaleOutRunner, acknowledge_objects
 from .spec import ModelSpec
 from .spec.data import ProcessingResources
 from .storage import grant_read_objects
@@ -84,20 +82,7 @@ def stage_engine(spec: ModelSpec, kind: str) -> str:
     return str(getattr(getattr(spec, kind), "engine", "embedded"))
 
 
-@dataclass(frozen=True)
-class S3Access:
-    """Objects a job reads or writes: ``pattern`` (e.g. ``datasets/fraud/*``) in ``bucket``.
-
-    ``reason`` is the cdk-nag acknowledgment of the wildcard: why the job
-    needs every object under the prefix.
-    """
-
-    bucket: s3.IBucket
-    pattern: str
-    reason: str
-
-
-class ProcessingRunner(Construct):
+class ProcessingRunner(ScaleOutRunner):
     """One kind of job of one model on SageMaker Processing, and the step that runs it.
 
     Args:
@@ -187,16 +172,9 @@ class ProcessingRunner(Construct):
 
     def _grant_job(self, reads: list[S3Access], writes: list[S3Access]) -> None:
         role = self.role
-        for access in reads:
-            grant_read_objects(access.bucket, role, access.pattern)
-        for access in writes:
-            access.bucket.grant_put(role, access.pattern)
-        outputs = S3Access(
-            self.output_bucket,
-            f"{self.output_prefix}*",
-            "SageMaker uploads each job's result under its own job name, below this prefix",
-        )
-        self.output_bucket.grant_put(role, outputs.pattern)
+        granted = self._grant_data(
+            reads, writes,
+            "SageMaker uploads each job's result under its own job name, below this prefix")
         # The code input is the asset's one object (an S3Prefix input lists its
         # key as the prefix): not the rest of the account's CDK assets bucket.
         grant_read_objects(self.code.bucket, role, self.code.s3_object_key)
@@ -220,20 +198,8 @@ class ProcessingRunner(Construct):
             )
         acknowledge_all(role, reasons)
         acknowledge_grant_actions(role)
-        for access in [*reads, *writes, outputs]:
-            self._acknowledge_objects(role, access)
-
-    def _acknowledge_objects(self, scope: Construct, access: S3Access) -> None:
-        if not access.pattern.endswith("*"):
-            return  # one named object: no wildcard
-        bucket = access.bucket
-        if bucket.node.default_child is not None:
-            target = f"{resource_token(bucket)}/{access.pattern}"
-        elif not Token.is_unresolved(bucket.bucket_name):
-            target = f"arn:<AWS::Partition>:s3:::{bucket.bucket_name}/{access.pattern}"
-        else:
-            return  # an imported bucket named by a token: the caller acknowledges it
-        acknowledge(scope, iam5_resource(f"{target}"), access.reason)
+        for access in granted:
+            acknowledge_objects(role, access)
 
     # -- the workflow side ------------------------------------------------------------------
 
@@ -279,39 +245,13 @@ class ProcessingRunner(Construct):
             service="sagemaker", resource="processing-job", resource_name=f"{self.job_prefix}*"
         )
 
-    def grant_start(self, role: iam.IRole) -> iam.Grant:
-        """Let ``role`` (a state machine's) run the jobs: create, describe and stop
-        jobs named ``<model>-<kind>-*`` only, the .sync rule, PassRole of the
-        job role only (to SageMaker), grants on the key for the volume, and
-        reading the results.
+    start_intent = "start the Processing jobs"
 
-        The steps from :meth:`run` carry the same statements to the state
-        machine they are part of; this is for a role that starts jobs otherwise.
-        """
-        grant = grant_statements(role, [
-            *self.start_statements(),
-            iam.PolicyStatement(
-                actions=["s3:GetObject"],
-                resources=[self.output_bucket.arn_for_objects(f"{self.output_prefix}*")],
-            ),
-        ], "start the Processing jobs")
-        if isinstance(role, Construct):
-            self._acknowledge_start(role)
-        return grant
-
-    def _acknowledge_start(self, scope: Construct) -> None:
+    def acknowledge_start_resources(self, scope: Construct) -> None:
         acknowledge(
             scope,
             iam5_resource(printed_arn("sagemaker", f"processing-job/{self.job_prefix}*")),
             "Job names carry a run id; the prefix limits them to this model's jobs of this kind",
-        )
-        self._acknowledge_objects(
-            scope,
-            S3Access(
-                self.output_bucket,
-                f"{self.output_prefix}*",
-                "Reads back the result the job wrote under its own name, below this prefix",
-            ),
         )
 
     def run(

@@ -31,7 +31,8 @@ from .compliance import (
 )
 from .functions import python_function
 from .metrics import QUALITY_NAMESPACE, quality_violations
-from .processing import ProcessingRunner, S3Access
+from .processing import ProcessingRunner
+from .scale_out import S3Access
 from .spark import SparkRunner
 from .spec import ModelSpec
 from .storage import DataLake, grant_read_objects

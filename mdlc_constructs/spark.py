@@ -54,9 +54,8 @@ from .compliance import (
     resource_token,
 )
 from .functions import core_root
-from .grants import grant_statements
 from .network import ModelNetwork
-from .processing import S3Access
+from .scale_out import S3Access, ScaleOutRunner, acknowledge_objects
 from .spec import ModelSpec
 from .spec.data import SparkResources
 from .storage import grant_read_objects
@@ -75,7 +74,7 @@ STARTUP_ALLOWANCE = minutes(15)
 CONFIG_FILE_NAME = "mdlc_config.json"
 
 
-class SparkRunner(Construct):
+class SparkRunner(ScaleOutRunner):
     """One kind of job of one model on EMR Serverless, and the step that runs it.
 
     Args:
@@ -227,14 +226,8 @@ class SparkRunner(Construct):
 
     def _grant_job(self, reads: list[S3Access], writes: list[S3Access]) -> None:
         role = self.role
-        for access in reads:
-            grant_read_objects(access.bucket, role, access.pattern)
-        for access in writes:
-            access.bucket.grant_put(role, access.pattern)
-        outputs = S3Access(
-            self.output_bucket, f"{self.output_prefix}*",
-            "Each run writes its result under its own run name, below this prefix")
-        self.output_bucket.grant_put(role, outputs.pattern)
+        granted = self._grant_data(
+            reads, writes, "Each run writes its result under its own run name, below this prefix")
         # The entry point and the code archive: these two objects of the assets
         # bucket, not the rest of the account's CDK assets.
         for asset in (self.entry, self.code):
@@ -268,8 +261,8 @@ class SparkRunner(Construct):
                                            "permission; it is limited by a namespace condition")
         acknowledge_all(role, reasons)
         acknowledge_grant_actions(role)
-        for access in [*reads, *writes, outputs]:
-            _acknowledge_objects(role, access)
+        for access in granted:
+            acknowledge_objects(role, access)
 
     # -- the workflow side ----------------------------------------------------------
 
@@ -301,26 +294,12 @@ class SparkRunner(Construct):
     def job_run_arn_pattern(self) -> str:
         return f"{self.application_arn}/jobruns/*"
 
-    def grant_start(self, role: iam.IRole) -> iam.Grant:
-        """Let ``role`` (a state machine's) run the jobs and read their results
-        (the steps from :meth:`run` bring the same to their state machine)."""
-        grant = grant_statements(role, [
-            *self.start_statements(),
-            iam.PolicyStatement(
-                actions=["s3:GetObject"],
-                resources=[self.output_bucket.arn_for_objects(f"{self.output_prefix}*")]),
-        ], "start the Spark jobs")
-        if isinstance(role, Construct):
-            self._acknowledge_start(role)
-        return grant
+    start_intent = "start the Spark jobs"
 
-    def _acknowledge_start(self, scope: Construct) -> None:
+    def acknowledge_start_resources(self, scope: Construct) -> None:
         acknowledge(
             scope, iam5_resource(f"{resource_token(self.application)}/jobruns/*"),
             "Job run ids are chosen by EMR Serverless per run; limited to this application")
-        _acknowledge_objects(scope, S3Access(
-            self.output_bucket, f"{self.output_prefix}*",
-            "Reads back the result the run wrote under its own name, below this prefix"))
 
     def submit_parameters(self) -> str:
         """``SparkSubmitParameters``: the code archive, the Python environment
@@ -442,17 +421,6 @@ def _split_s3_uri(uri: str | None) -> tuple[str, str]:
         raise ValueError(f"expected s3://bucket/key, got {uri!r}")
     bucket, _, key = uri[5:].partition("/")
     return bucket, key
-
-
-def _acknowledge_objects(scope: Construct, access: S3Access) -> None:
-    if not access.pattern.endswith("*"):
-        return  # one named object: no wildcard
-    bucket = access.bucket
-    if bucket.node.default_child is not None:
-        target = f"{resource_token(bucket)}/{access.pattern}"
-    else:
-        target = f"arn:<AWS::Partition>:s3:::{bucket.bucket_name}/{access.pattern}"
-    acknowledge(scope, iam5_resource(target), access.reason)
 
 
 def stage_spark_code(config: Mapping[str, Any]) -> str:
