@@ -73,6 +73,14 @@ def register(sagemaker, baseline_uri: str | None) -> str:
     )["ModelPackageArn"]
 
 
+def trained_version(s3, sagemaker, job: str, amounts_trained_on) -> str:
+    """A version whose training job ``job`` wrote its features as the training
+    input step does, registered naming them as the Register step does."""
+    key = f"baselines/fraud/jobs/{job}/features.parquet"
+    put_parquet(s3, ARTIFACTS, key, pa.table({"order_amount": amounts_trained_on}))
+    return register(sagemaker, f"s3://{ARTIFACTS}/{key}")
+
+
 def amounts(rng, n, scale):
     return rng.gamma(2, scale, size=n)
 
@@ -105,16 +113,10 @@ def test_each_version_is_compared_with_its_own_training_data(env):
     s3, sagemaker = env
     rng = np.random.default_rng(0)
     # v1 was trained on small orders, v2 (registered later) on orders ten times larger.
-    put_parquet(s3, ARTIFACTS, "baselines/fraud/jobs/j1/features.parquet",
-                pa.table({"order_amount": amounts(rng, 2000, 10.0)}))
-    put_parquet(s3, ARTIFACTS, "baselines/fraud/jobs/j2/features.parquet",
-                pa.table({"order_amount": amounts(rng, 3000, 100.0)}))
-    v1 = register(sagemaker, f"s3://{ARTIFACTS}/baselines/fraud/jobs/j1/features.parquet")
-    v2 = register(sagemaker, f"s3://{ARTIFACTS}/baselines/fraud/jobs/j2/features.parquet")
+    v1 = trained_version(s3, sagemaker, "j1", amounts(rng, 2000, 10.0))
+    v2 = trained_version(s3, sagemaker, "j2", amounts(rng, 3000, 100.0))
     # A third version, trained later on something else, is registered but serves nothing.
-    put_parquet(s3, ARTIFACTS, "baselines/fraud/jobs/j3/features.parquet",
-                pa.table({"order_amount": amounts(rng, 500, 1.0)}))
-    register(sagemaker, f"s3://{ARTIFACTS}/baselines/fraud/jobs/j3/features.parquet")
+    trained_version(s3, sagemaker, "j3", amounts(rng, 500, 1.0))
     # Each version sees traffic like its own training data.
     predictions(s3, [(v1, amounts(rng, 400, 10.0)), (v2, amounts(rng, 600, 100.0))])
 
@@ -143,12 +145,8 @@ def test_a_version_drifting_from_its_own_data_alarms_though_another_would_not(en
     training data, which is drift for v1."""
     s3, sagemaker = env
     rng = np.random.default_rng(1)
-    put_parquet(s3, ARTIFACTS, "baselines/fraud/jobs/j1/features.parquet",
-                pa.table({"order_amount": amounts(rng, 2000, 10.0)}))
-    put_parquet(s3, ARTIFACTS, "baselines/fraud/jobs/j2/features.parquet",
-                pa.table({"order_amount": amounts(rng, 2000, 100.0)}))
-    v1 = register(sagemaker, f"s3://{ARTIFACTS}/baselines/fraud/jobs/j1/features.parquet")
-    register(sagemaker, f"s3://{ARTIFACTS}/baselines/fraud/jobs/j2/features.parquet")
+    v1 = trained_version(s3, sagemaker, "j1", amounts(rng, 2000, 10.0))
+    trained_version(s3, sagemaker, "j2", amounts(rng, 2000, 100.0))
     predictions(s3, [(v1, amounts(rng, 500, 100.0))])
 
     result = load_handler("model_monitor").handler({"date": DAY}, None)
