@@ -1,8 +1,13 @@
-"""The Spark runner of the quality stage: the compiled rules on Spark SQL.
+"""The Spark runner's entry point, and its quality kind: the compiled rules on Spark SQL.
 
-The entry point a Spark job runs (``spark-submit spark_job.py --kind quality
+The entry point a Spark job runs (``spark-submit spark_job.py --kind KIND
 ...``: EMR Serverless, :mod:`mdlc_constructs.spark`; PySpark in local mode
-for ``mdlc quality --engine spark`` and the local execution). It checks one
+for the CLI's ``--engine spark`` and the local execution). Each kind is a
+:class:`Job` in :data:`JOBS`: its own arguments beside the common ones
+(``--date``, where the result goes, ``--read-from``, ``--config``) and what it
+runs; :func:`main` writes what it returns as the run's small JSON result.
+
+The quality kind (``--kind quality``) checks one
 dated snapshot exactly as the other runners do (:mod:`mdlc_core.quality_job`):
 the objects its committed manifest lists, each checked against its SHA-256;
 the same previous snapshot (the newest of the 31 days before that passed,
@@ -35,10 +40,10 @@ import logging
 import sys
 import tempfile
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 # The managed runtime's own Python may be older than the package allows (EMR 7's
 # is 3.9): say so before an import fails on a 3.11 name.
@@ -54,7 +59,6 @@ from mdlc_core.runtime_config import CONFIG_FILE_NAME, parse_config
 
 logger = logging.getLogger("mdlc.spark_job")
 
-KINDS = ("quality",)
 READ_FROM = ("local", "s3")
 #: Spark settings every session of the runner gets: timestamps in UTC (the
 #: reader's), no NaN-blind Parquet pushdown, Arrow for the driver's tables.
@@ -243,19 +247,53 @@ def load_config(path: str | None = None) -> dict[str, Any]:
                             "(the job's code archive) and no --config given")
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="MDLC Spark runner")
-    parser.add_argument("--kind", required=True, choices=KINDS)
-    parser.add_argument("--date", required=True, type=date.fromisoformat)
+class Job(NamedTuple):
+    """One ``--kind`` of the entry point: its own arguments (added to the common
+    ones) and what it runs, returning the small JSON result the workflow reads.
+
+    A NamedTuple, not a dataclass: the local stand-in runs this file with
+    ``runpy`` under a module name absent from ``sys.modules``, where
+    ``dataclass`` fails."""
+
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[..., dict[str, Any]]
+
+
+def _quality_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--snapshot-prefix", required=True)
     parser.add_argument("--datasets-bucket", required=True)
     parser.add_argument("--report-bucket", required=True)
     parser.add_argument("--namespace", default="MDLC/DataQuality")
+
+
+def _quality(args: argparse.Namespace, config: Mapping[str, Any], *, spark: Any, s3: Any,
+             cloudwatch: Any, scratch: str | Path | None) -> dict[str, Any]:
+    return run(config, args.date, spark=spark, s3=s3, cloudwatch=cloudwatch,
+               bucket=args.datasets_bucket, snapshot_prefix=args.snapshot_prefix,
+               report_bucket=args.report_bucket, namespace=args.namespace,
+               read_from=args.read_from, scratch=scratch)
+
+
+#: The kinds the entry point runs, by ``--kind``. A kind's module adds its
+#: entry here; :data:`KINDS` and the construct's ``KINDS`` list the same names.
+JOBS: dict[str, Job] = {"quality": Job(_quality_arguments, _quality)}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The common arguments, then those of ``--kind`` (unknown kinds and
+    missing or unknown arguments exit with argparse's usage error)."""
+    kind_parser = argparse.ArgumentParser(add_help=False)
+    kind_parser.add_argument("--kind", required=True, choices=sorted(JOBS))
+    known, _ = kind_parser.parse_known_args(argv)
+    parser = argparse.ArgumentParser(description=f"MDLC Spark runner: {known.kind}")
+    parser.add_argument("--kind", required=True, choices=sorted(JOBS))
+    parser.add_argument("--date", required=True, type=date.fromisoformat)
     parser.add_argument("--result-bucket", required=True)
     parser.add_argument("--result-key", required=True, help="where the small JSON result goes")
     parser.add_argument("--kms-key", help="SSE-KMS key of the result object")
     parser.add_argument("--read-from", choices=READ_FROM, default="s3")
     parser.add_argument("--config", help="the spec as JSON; default: in the code archive")
+    JOBS[known.kind].arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -278,10 +316,8 @@ def main(argv: Sequence[str] | None = None, *, spark: Any = None, s3: Any = None
         from pyspark.sql import SparkSession
 
         spark = SparkSession.builder.appName(f"mdlc-{config['name']}-{args.kind}").getOrCreate()
-    result = run(config, args.date, spark=spark, s3=s3, cloudwatch=cloudwatch,
-                 bucket=args.datasets_bucket, snapshot_prefix=args.snapshot_prefix,
-                 report_bucket=args.report_bucket, namespace=args.namespace,
-                 read_from=args.read_from, scratch=scratch)
+    result = JOBS[args.kind].run(args, config, spark=spark, s3=s3, cloudwatch=cloudwatch,
+                                 scratch=scratch)
     encryption = ({"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": args.kms_key}
                   if args.kms_key else {})
     s3.put_object(Bucket=args.result_bucket, Key=args.result_key,
@@ -289,6 +325,10 @@ def main(argv: Sequence[str] | None = None, *, spark: Any = None, s3: Any = None
                   Body=json.dumps(result, sort_keys=True).encode("utf-8"), **encryption)
     logger.info("result: %s", json.dumps(result, sort_keys=True))
     return 0
+
+
+#: The ``--kind`` values, in order.
+KINDS = tuple(JOBS)
 
 
 if __name__ == "__main__":

@@ -195,12 +195,6 @@ def _quality(view: View) -> Iterator[Problem]:
     twice = _duplicates(ids)
     if twice:
         yield "quality.rules", f"rule ids must be unique; give these an 'id': {twice}"
-    quality = view.mapping("quality") or {}
-    if quality.get("runner") == "spark" and not (view.mapping("quality", "spark") or {}).get(
-            "python_environment"):
-        yield ("quality.spark.python_environment",
-               "runner spark needs it (s3://.../env.tar.gz): EMR Serverless's own Python is "
-               "older than the 3.11 mdlc_core needs (docs/engines.md, 'The job's Python')")
 
 
 _NUMERIC = ("int", "float")
@@ -256,6 +250,21 @@ def _uncastable(values: list[Any], declared: str) -> list[Any]:
 
 
 # --- features ------------------------------------------------------------------------
+
+
+#: The spec sections whose ``runner`` may be ``spark``.
+SPARK_STAGES = ("quality", "features", "monitoring")
+
+
+def _spark_environments(view: View) -> Iterator[Problem]:
+    """A ``runner: spark`` stage names the Python its job runs (the managed one is too old)."""
+    for stage in SPARK_STAGES:
+        section = view.mapping(stage) or {}
+        if section.get("runner") == "spark" and not (view.mapping(stage, "spark") or {}).get(
+                "python_environment"):
+            yield (f"{stage}.spark.python_environment",
+                   "runner spark needs it (s3://.../env.tar.gz): EMR Serverless's own Python is "
+                   "older than the 3.11 mdlc_core needs (docs/engines.md, 'The job's Python')")
 
 
 def _feature_names(view: View) -> list[str]:
@@ -517,7 +526,8 @@ def source_problems(view: View, folder: Path) -> Iterator[Problem]:
 
 
 CHECKS: tuple[Callable[[View], Iterator[Problem]], ...] = (
-    _data, _quality, _features, _integration, _action_caps, _stages, _inference, _training,
+    _data, _quality, _spark_environments, _features, _integration, _action_caps, _stages,
+    _inference, _training,
 )
 
 
