@@ -203,9 +203,10 @@ def test_image_step_may_assume_only_its_stage_role(pipeline_template):
 
 def test_images_are_built_five_to_a_step_within_codepipelines_limits(tmp_path):
     """Every step is a project, role and policy in the pipeline stack and
-    carries its images' variables in its action: 12 custom containers make 3
-    steps per stage, and no action configuration value passes 80% of
-    CodePipeline's 1,000 characters."""
+    carries its images' variables in its action: 6 custom containers make a
+    full step of 5 and one of 1 per stage, and no action configuration value
+    (the full step's is the longest) passes 80% of CodePipeline's 1,000
+    characters. Six, not more: each model is a stack per stage to synthesize."""
     from mdlc_constructs import quotas
     from mdlc_constructs.pipeline import IMAGES_PER_STEP, MdlcPipelineStack
     from mdlc_constructs.testing import make_app
@@ -213,13 +214,13 @@ def test_images_are_built_five_to_a_step_within_codepipelines_limits(tmp_path):
     models = _custom_models(tmp_path)  # cust.yaml and its container folder
     spec = (models / "cust.yaml").read_text()
     (models / "cust.yaml").unlink()
-    for n in range(12):
+    for n in range(6):
         (models / f"cust{n:02d}.yaml").write_text(
             spec.replace("name: cust\n", f"name: a-twenty-char-nam-{n:02d}\n", 1))
     app = make_app(compliance=False)
     stack = MdlcPipelineStack(app, "MdlcPipeline", config=_config(), models_dir=models)
     assert IMAGES_PER_STEP == 5
-    assert [len(stack.image_steps[s]) for s in ("Staging", "Production")] == [3, 3]
+    assert [len(stack.image_steps[s]) for s in ("Staging", "Production")] == [2, 2]
     template = app.synth().get_stack_by_name("MdlcPipeline").template
     uses = {u.limit.name: u for u in quotas.limits({"MdlcPipeline": template})}
     assert uses["CodePipeline action configuration value (characters)"].headroom >= 0.2
