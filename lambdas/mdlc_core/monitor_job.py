@@ -1,10 +1,10 @@
 """Scheduled model monitoring of one day: S3 in, report and metrics out.
 
-The S3 and CloudWatch side of stage 7, shared by both runners: the
-``model_monitor`` Lambda handler and the ``processing_job`` entry
-(``--kind monitoring``) call :func:`run` with their own boto3 clients and
-the same environment, so a day monitored by either runner has the same
-report and the same metrics. The numbers come from ``mdlc_core.monitoring``.
+The S3 and CloudWatch side of stage 7, shared by every runner: the
+``model_monitor`` Lambda handler, the ``processing_job`` entry and the Spark
+job (``--kind monitoring`` of each) call :func:`run` with their own boto3
+clients and the same environment, so a day monitored by any runner has the
+same report and the same metrics. The numbers come from ``mdlc_core.monitoring``.
 
 Event: ``{"date": "YYYY-MM-DD"}`` (absent: yesterday, UTC). Optional keys:
 ``closed_loop_lag_days`` (evaluate accuracy on the predictions of that many
@@ -33,7 +33,9 @@ Environment (``environ``):
 The engine is the spec's ``monitoring.engine``: ``embedded`` (the default,
 ``mdlc_core.monitoring``) or ``duckdb`` (``mdlc_core.sql.monitoring``, the
 same report from SQL, with DuckDB's memory limit set from the Lambda's memory
-when it runs in one). The inputs are read the same way for both.
+when it runs in one); with ``monitoring.runner: spark`` the same SQL rendered
+for Spark, on the job's session (``mdlc_core.spark_monitoring``). The inputs
+are read the same way for all three.
 
 Metrics: see :func:`metric_data` and docs/monitoring.md.
 """
@@ -71,16 +73,19 @@ def run(
     environ: Mapping[str, str],
     sagemaker: Any = None,
     engine: str | None = None,
+    spark: Any = None,
 ) -> dict[str, Any]:
     """Monitor one day; returns the summary (the full report goes to S3).
 
     ``sagemaker`` describes the model packages of per-version baselines
     (default: a boto3 client, made only when a package is described).
-    ``engine`` overrides ``monitoring.engine``.
+    ``engine`` overrides ``monitoring.engine``; ``"spark"`` runs the compiled
+    SQL on ``spark`` (a SparkSession: the ``monitoring.runner: spark`` job,
+    ``mdlc_core.spark_monitoring``), everything else unchanged.
     """
     model = config["name"]
     spec = config.get("monitoring", {})
-    metrics = engine_module(engine or spec.get("engine") or "embedded", environ)
+    metrics = engine_module(engine or spec.get("engine") or "embedded", environ, spark=spark)
     day = parse_date(event.get("date"))
     lag = int(event.get("closed_loop_lag_days", environ.get("CLOSED_LOOP_LAG_DAYS", 0)))
     closed_day = day - timedelta(days=lag)
@@ -176,10 +181,46 @@ class _DuckDB:
         return self._sql.closed_loop(*args, memory_limit=self.memory_limit, **kwargs)
 
 
-def engine_module(engine: str, environ: Mapping[str, str]) -> Any:
-    """The metrics engine: ``mdlc_core.monitoring`` or DuckDB's (same functions)."""
+class _Spark:
+    """``mdlc_core.sql.monitoring``'s plans run by Spark SQL on one session: the
+    same queries as DuckDB's, rendered for Spark (:func:`~mdlc_core.sql.monitoring.spark_run`)."""
+
+    def __init__(self, spark: Any) -> None:
+        from .sql import monitoring as sql_monitoring
+
+        self._sql = sql_monitoring
+        self.spark = spark
+
+    def open_loop(self, predictions: monitoring.Predictions, baseline: pa.Table | None,
+                  bins: int = 10, feature_columns: Any = (), *,
+                  baselines: Mapping[str, pa.Table | None] | None = None) -> dict[str, Any]:
+        plan = self._sql.prepare(predictions, None, baseline, None, feature_columns,
+                                 baselines=baselines, bins=bins)
+        return self._sql.spark_run(plan, lambda fetch: plan.open_loop(fetch, "spark"),
+                                   self.spark)
+
+    def closed_loop(self, predictions: monitoring.Predictions,
+                    labels: monitoring.Labels | None, decision_threshold: float
+                    ) -> dict[str, Any]:
+        plan = self._sql.prepare(predictions, labels, None,
+                                 decision_threshold=decision_threshold)
+        return self._sql.spark_run(plan, lambda fetch: plan.closed_loop(fetch, "spark"),
+                                   self.spark)
+
+
+def engine_module(engine: str, environ: Mapping[str, str], *, spark: Any = None) -> Any:
+    """The metrics engine: ``mdlc_core.monitoring``, DuckDB's or, given a Spark
+    session, Spark's (the same functions, the same report).
+
+    ``spark`` is not a ``monitoring.engine``: it is what ``monitoring.runner:
+    spark`` runs, the job handing its session in.
+    """
+    if engine == "spark" and spark is not None:
+        return _Spark(spark)
     if engine not in ENGINES:
-        raise ValueError(f"monitoring.engine must be one of {ENGINES}, got {engine!r}")
+        hint = (" (Spark runs the job with monitoring.runner: spark, which brings its own "
+                "session)" if engine == "spark" else "")
+        raise ValueError(f"monitoring.engine must be one of {ENGINES}, got {engine!r}{hint}")
     if engine == "embedded":
         return monitoring
     try:

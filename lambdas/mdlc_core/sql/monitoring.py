@@ -651,6 +651,38 @@ def _duckdb_run(plan: Plan, work: Callable[[Fetch], Any], *, memory_limit: str,
             return work(fetch)
 
 
+# ------------------------------------------------------------------------------- Spark
+
+
+def spark_run(plan: Plan, work: Callable[[Fetch], Any], spark: Any) -> Any:
+    """``work(fetch)`` with the plan's relations as temporary views of ``spark``.
+
+    The Spark-dialect counterpart of :func:`_duckdb_run`: each relation becomes
+    a view named after it (local to the session, dropped afterwards, so a run
+    leaves nothing behind in a shared session), with the runner's session
+    settings (``mdlc_core.spark_job.SESSION_CONF``); ``fetch`` collects a
+    query's rows to the driver as dicts. The queries' results are small (counts
+    per version, order statistics); the joins and sorts run on the executors.
+    """
+    from ..spark_job import SESSION_CONF, _arrow_frame  # lazily: spark_job imports its kinds
+
+    for key, value in SESSION_CONF.items():
+        spark.conf.set(key, value)
+    views = []
+    try:
+        for name, relation in plan.relations.items():
+            _arrow_frame(spark, relation).createOrReplaceTempView(name)
+            views.append(name)
+
+        def fetch(sql: str) -> list[dict[str, Any]]:
+            return [row.asDict() for row in spark.sql(sql).collect()]
+
+        return work(fetch)
+    finally:
+        for name in views:
+            spark.catalog.dropTempView(name)
+
+
 def compute_metrics(predictions: Predictions, labels: Labels | None, baseline: pa.Table | None,
                     monitoring_spec: Any, feature_columns: Sequence[str] = (), *,
                     baselines: Mapping[str, pa.Table | None] | None = None,
@@ -683,4 +715,4 @@ def open_loop(predictions: Predictions, baseline: pa.Table | None, bins: int = 1
 
 
 __all__ = ["BASELINE", "DIALECTS", "LABELS", "PREDICTIONS", "Plan", "Reference", "closed_loop",
-           "compute_metrics", "open_loop", "prepare"]
+           "compute_metrics", "open_loop", "prepare", "spark_run"]
