@@ -63,7 +63,7 @@ from .tokens import minutes, seconds, task_timeout
 from .workflow import retry_transient
 
 #: The job kinds the entry point runs (``spark_job --kind``).
-KINDS = ("quality",)
+KINDS = ("quality", "monitoring")
 #: Where job results land in the output bucket: ``spark/<model>/<kind>/<run>/result.json``.
 OUTPUT_PREFIX = "spark"
 #: The .sync integration waits through this EventBridge rule in the account.
