@@ -1,8 +1,9 @@
 """Batch features of one day, from the dated snapshots to the features bucket.
 
-The S3 side of stage 3, shared by both runners: the ``feature_batch`` Lambda
-handler and the ``processing_job`` entry (``--kind features``) call
-:func:`run` with their own boto3 client, so a day computed by either runner
+The S3 side of stage 3, shared by every runner: the ``feature_batch`` Lambda
+handler, the ``processing_job`` entry (``--kind features``) and the Spark
+job (``spark_job --kind features``, :mod:`mdlc_core.spark_features`) call
+:func:`run` with their own boto3 client, so a day computed by any runner
 has the same rows, the same files and the same result.
 
 Reads the newest version of the snapshot of ``date`` and of the days before
@@ -26,7 +27,9 @@ Returns ``{"date", "features_key", "entities_key", "rows", "entities",
 
 The engine is the spec's ``features.engine``: ``embedded`` (the default, the
 NumPy batch engine) or ``duckdb`` (the features compiled to SQL,
-:mod:`mdlc_core.sql.features`); both write the same two tables.
+:mod:`mdlc_core.sql.features`); both write the same two tables. The Spark
+runner passes ``engine="spark"`` and its session: the same compiled SQL, run
+by Spark (:func:`mdlc_core.spark_features.run_plan`), the same two tables.
 """
 
 from __future__ import annotations
@@ -48,12 +51,23 @@ logger = logging.getLogger("mdlc.feature_job")
 #: was a choice) runs the embedded engine.
 ENGINES = ("embedded", "duckdb")
 DEFAULT_ENGINE = "embedded"
+#: The engine of the Spark runner (``features.runner: spark``): not a
+#: ``features.engine`` value, since it needs the job's Spark session.
+SPARK = "spark"
 
 
-def engine_tables(engine: str) -> tuple[Any, Any]:
+def engine_tables(engine: str, *, spark: Any = None) -> tuple[Any, Any]:
     """``(training_table, entity_table)`` of ``engine``: the embedded engine's,
-    or the same two functions computed by DuckDB. A runtime without DuckDB
-    (a function whose asset was built for the embedded engine) says so."""
+    or the same two functions computed by DuckDB, or by ``spark`` (a
+    SparkSession) for :data:`SPARK`. A runtime without DuckDB (a function whose
+    asset was built for the embedded engine) says so."""
+    if engine == SPARK:
+        if spark is None:
+            raise ValueError("the spark engine needs a Spark session (spark=...); it is "
+                             "the Spark runner's (spark_job --kind features)")
+        from .spark_features import tables
+
+        return tables(spark)
     if engine not in ENGINES:
         raise ValueError(f"features.engine must be one of {ENGINES}, got {engine!r}")
     if engine == "embedded":
@@ -130,14 +144,16 @@ def run(
     features_bucket: str,
     model: str | None = None,
     engine: str | None = None,
+    spark: Any = None,
 ) -> dict[str, Any]:
     """Compute and write the features of ``day``; see the module docstring.
 
-    ``engine`` overrides ``features.engine`` (``mdlc features --engine``).
+    ``engine`` overrides ``features.engine`` (``mdlc features --engine``);
+    ``"spark"`` (:data:`SPARK`) computes them on ``spark``, a SparkSession.
     """
     features = FeatureSet.from_config(config)
     engine = engine or (config.get("features") or {}).get("engine") or DEFAULT_ENGINE
-    compute_training, compute_entities = engine_tables(engine)
+    compute_training, compute_entities = engine_tables(engine, spark=spark)
     model = model or config["name"]
     columns = features.entity_table_columns
     # The label is read when a snapshot object has it, typed as declared: a

@@ -732,11 +732,14 @@ def as_of(events: Any, features: FeatureSet, day: date | str, *, inputs: Sequenc
 
 
 def training_table(events: Any, features: FeatureSet, *,
-                   duckdb_options: DuckDB | None = None) -> dict[str, list[Any]]:
+                   duckdb_options: DuckDB | None = None,
+                   engine: Callable[[Plan], pa.Table] | None = None) -> dict[str, list[Any]]:
     """:func:`~mdlc_core.batch_features.training_table`, the features computed by
-    DuckDB: the same columns (``features.training_table_schema``), values and order."""
+    DuckDB: the same columns (``features.training_table_schema``), values and order.
+    ``engine``: runs the plan instead of DuckDB (e.g. on Spark,
+    :func:`mdlc_core.spark_features.run_plan`), returning its Arrow result."""
     plan = prepare_per_event(events, features, inputs=features.inputs, positions=True)
-    result = run(plan, duckdb_options)
+    result = engine(plan) if engine is not None else run(plan, duckdb_options)
     out = plan.columns(result)
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     out[features.timestamp] = [epoch + timedelta(microseconds=m)
@@ -749,10 +752,12 @@ def training_table(events: Any, features: FeatureSet, *,
 
 
 def entity_table(events: Any, features: FeatureSet, day: date | str, *,
-                 duckdb_options: DuckDB | None = None) -> dict[str, list[Any]]:
-    """:func:`~mdlc_core.batch_features.entity_table`, computed by DuckDB."""
+                 duckdb_options: DuckDB | None = None,
+                 engine: Callable[[Plan], pa.Table] | None = None) -> dict[str, list[Any]]:
+    """:func:`~mdlc_core.batch_features.entity_table`, computed by DuckDB (or by
+    ``engine``, as in :func:`training_table`)."""
     plan = prepare_as_of(events, features, day, inputs=features.inputs)
-    columns = plan.columns(run(plan, duckdb_options))
+    columns = plan.columns(engine(plan) if engine is not None else run(plan, duckdb_options))
     return {name: columns[name] for name in features.entity_table_schema}
 
 
