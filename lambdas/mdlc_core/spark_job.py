@@ -54,7 +54,7 @@ if sys.version_info < (3, 11):  # noqa: UP036
     )
 
 # Absolute imports: this file is also run as a script (the job's entry point).
-from mdlc_core import quality_job, spark_monitoring
+from mdlc_core import quality_job, spark_features, spark_monitoring
 from mdlc_core.runtime_config import CONFIG_FILE_NAME, parse_config
 
 logger = logging.getLogger("mdlc.spark_job")
@@ -277,6 +277,7 @@ def _quality(args: argparse.Namespace, config: Mapping[str, Any], *, spark: Any,
 #: The kinds the entry point runs, by ``--kind``. A kind's module adds its
 #: entry here; :data:`KINDS` and the construct's ``KINDS`` list the same names.
 JOBS: dict[str, Job] = {"quality": Job(_quality_arguments, _quality),
+                        "features": Job(spark_features.add_arguments, spark_features.run_job),
                         "monitoring": Job(spark_monitoring.arguments, spark_monitoring.run)}
 
 
