@@ -63,7 +63,7 @@ from .tokens import minutes, seconds, task_timeout
 from .workflow import retry_transient
 
 #: The job kinds the entry point runs (``spark_job --kind``).
-KINDS = ("quality", "monitoring")
+KINDS = ("quality", "features", "monitoring")
 #: Where job results land in the output bucket: ``spark/<model>/<kind>/<run>/result.json``.
 OUTPUT_PREFIX = "spark"
 #: The .sync integration waits through this EventBridge rule in the account.
@@ -80,7 +80,7 @@ class SparkRunner(ScaleOutRunner):
     Args:
         spec: the model spec (``name`` prefixes run names; the spec ships with
             the code as ``mdlc_config.json``).
-        kind: ``quality`` (the entry's ``--kind``).
+        kind: one of :data:`KINDS` (the entry's ``--kind``).
         key: encrypts the logs, the managed Spark UI logs and the result; the
             job may use it.
         output_bucket: where the job's result lands
