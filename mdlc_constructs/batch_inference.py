@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import jsii
 from aws_cdk import Duration, Size, Stack
@@ -49,7 +49,6 @@ from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
@@ -77,8 +76,8 @@ from .sagemaker_access import (
     pass_role_statement,
     sagemaker_role,
 )
-from .spec import ModelSpec
-from .storage import DataLake, grant_read_objects, grant_read_write_objects, list_statement
+from .stage import ModelStage, StageProps
+from .storage import grant_read_objects, grant_read_write_objects, list_statement
 from .tokens import hours, minutes, seconds, string_at, task_timeout
 from .workflow import (
     error_boundary,
@@ -140,7 +139,7 @@ class PrefixedObjectsReader:
         return list(self._reader.validate_item_reader())
 
 
-class BatchInferenceWorkflow(Construct):
+class BatchInferenceWorkflow(ModelStage):
     """The daily batch inference of one model (see the module docstring).
 
     Args:
@@ -191,9 +190,6 @@ class BatchInferenceWorkflow(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        spec: ModelSpec,
-        data_lake: DataLake,
-        topic: sns.ITopic,
         model_package_group_name: str,
         preparation: PreparationSteps,
         max_concurrency: int = 50,
@@ -204,19 +200,17 @@ class BatchInferenceWorkflow(Construct):
         action_idempotency: Duration = Duration.days(8),
         action_code: Sequence[Path] = (),
         image_repositories: Sequence[ecr.IRepository] = (),
+        **stage: Unpack[StageProps],
     ) -> None:
-        super().__init__(scope, construct_id)
+        super().__init__(scope, construct_id, **stage)
+        spec, data_lake, topic = self.spec, self.data_lake, self.topic
         self._image_repositories = tuple(image_repositories)
         if len(spec.name) > 20:
             raise ValueError(f"{spec.source or spec.name}: name {spec.name!r} is longer than 20 "
                              "characters; SageMaker model and job names (63) would not fit")
-        self.spec = spec
         #: Every model and transform job of this workflow is named <prefix><uuid>.
         self.model_prefix = f"mdlc-{spec.name}-b-"
         self.batch = spec.inference.batch
-        self.data_lake = data_lake
-        self.key = data_lake.key
-        self.topic = topic
         self.model_package_group_name = model_package_group_name
         if max_concurrency < 1 or action_concurrency < 1:
             raise ValueError(f"{spec.source or spec.name}: max_concurrency and "

@@ -4,11 +4,10 @@ workflow runs it daily so every snapshot is checked when it is taken."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, Unpack
 
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kinesis as kinesis
-from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
@@ -16,8 +15,7 @@ from .deprecation import renamed
 from .features import FeatureEngineering
 from .quality import DataQuality
 from .sourcing import DataSourcing
-from .spec import ModelSpec
-from .storage import DataLake
+from .stage import ModelStage, StageProps
 from .tokens import hours
 from .workflow import error_boundary, scheduled_start, state_machine
 
@@ -33,7 +31,7 @@ class PreparationSteps(Protocol):
     def grant_to(self, machine: sfn.StateMachine) -> iam.Grant: ...
 
 
-class DataPreparation(Construct):
+class DataPreparation(ModelStage):
     """Sourcing, quality and features for one model, and their daily workflow.
 
     The workflow's input is ``{"date": "YYYY-MM-DD"}`` (absent: yesterday, as
@@ -72,14 +70,11 @@ class DataPreparation(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        spec: ModelSpec,
-        data_lake: DataLake,
-        topic: sns.ITopic,
         stream: kinesis.IStream | None = None,
+        **stage: Unpack[StageProps],
     ) -> None:
-        super().__init__(scope, construct_id)
-        self.spec = spec
-        self.topic = topic
+        super().__init__(scope, construct_id, **stage)
+        spec, data_lake, topic = self.spec, self.data_lake, self.topic
         self.sourcing = self.sourcing_class(self, "Sourcing", spec=spec, data_lake=data_lake)
         self.quality = self.quality_class(self, "Quality", spec=spec, data_lake=data_lake)
         self.features = self.features_class(

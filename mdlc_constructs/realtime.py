@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -42,7 +42,6 @@ from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_sns as sns
 from constructs import Construct
 from mdlc_core.layout import VARIANT_NAME as LAYOUT_VARIANT_NAME
 from mdlc_core.layout import Layout
@@ -69,7 +68,8 @@ from .sagemaker_access import (
     sagemaker_role,
 )
 from .spec import ModelSpec
-from .storage import DataLake, grant_read_objects
+from .stage import ModelStage, StageProps
+from .storage import grant_read_objects
 from .tokens import hours, minutes, seconds, string_at
 from .workflow import notify_timeouts, state_machine
 
@@ -108,7 +108,7 @@ def validate_realtime(spec: ModelSpec) -> None:
         raise ValueError("\n".join(f"{path}{where}: {message}" for path, message in problems))
 
 
-class RealtimeEndpoint(DeploymentWorkflowSteps, Construct):
+class RealtimeEndpoint(DeploymentWorkflowSteps, ModelStage):
     """A SageMaker endpoint for the latest approved version of a model package
     group, deployed by an event-driven, verified, blue/green workflow.
 
@@ -154,22 +154,17 @@ class RealtimeEndpoint(DeploymentWorkflowSteps, Construct):
         scope: Construct,
         construct_id: str,
         *,
-        spec: ModelSpec,
-        data_lake: DataLake,
-        topic: sns.ITopic,
         model_package_group_name: str,
         endpoint_name: str | None = None,
         model_artifacts_prefix: str | None = None,
         image_repositories: Sequence[ecr.IRepository] = (),
         poll_interval: Duration = Duration.minutes(1),
+        **stage: Unpack[StageProps],
     ) -> None:
-        super().__init__(scope, construct_id)
+        super().__init__(scope, construct_id, **stage)
+        spec, topic = self.spec, self.topic
         validate_realtime(spec)
-        self.spec = spec
         self.realtime = spec.inference.realtime
-        self.data_lake = data_lake
-        self.key = data_lake.key
-        self.topic = topic
         self.stack = Stack.of(self)
         self.endpoint_name = endpoint_name or layout_endpoint_name(spec.name)
         self.variant_name = VARIANT_NAME

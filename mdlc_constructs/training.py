@@ -32,13 +32,12 @@ import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from aws_cdk import Aws, CfnTag, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
-from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
@@ -56,8 +55,8 @@ from .sagemaker_access import (
     pass_role_statement,
     sagemaker_role,
 )
-from .spec import ModelSpec
-from .storage import DataLake, grant_read_objects, grant_read_write_objects
+from .stage import ModelStage, StageProps
+from .storage import grant_read_objects, grant_read_write_objects
 from .tokens import minutes, seconds, string_at, task_timeout
 from .workflow import invoke, notify_and_fail, publish, retry_transient, state_machine
 
@@ -83,7 +82,7 @@ BELOW_THRESHOLD_ERROR = "ModelBelowThreshold"
 APPROVAL_STATUS = {"manual": "PendingManualApproval", "automatic": "Approved"}
 
 
-class TrainingWorkflow(Construct):
+class TrainingWorkflow(ModelStage):
     """Train, evaluate, gate and register one model, as a Step Functions workflow.
 
     Execution input (every field optional; the spec gives the defaults)::
@@ -130,21 +129,16 @@ class TrainingWorkflow(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        spec: ModelSpec,
-        data_lake: DataLake,
-        topic: sns.ITopic,
         preparation: PreparationSteps | None = None,
         prepare_data: PrepareData | None = None,
         algorithm: TrainingAlgorithm | None = None,
         network_isolation: bool | None = None,
         source_root: Path | None = None,
+        **stage: Unpack[StageProps],
     ) -> None:
-        super().__init__(scope, construct_id)
-        self.spec = spec
+        super().__init__(scope, construct_id, **stage)
+        spec, topic = self.spec, self.topic
         self.training = spec.training
-        self.data_lake = data_lake
-        self.key = data_lake.key
-        self.topic = topic
         self.stack = Stack.of(self)
         if "'" in self.training.evaluation.metric:
             raise ValueError(
