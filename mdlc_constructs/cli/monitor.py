@@ -15,8 +15,9 @@ order_id), data.timestamp for prediction_ts and label_ts (order_ts) and
 data.label for label (fraud_status), so the spec's dataset itself (``mdlc
 sample``'s CSV) serves as labels. The engine is --engine, else the spec's
 monitoring.engine (embedded: NumPy; duckdb: the same report from SQL on
-DuckDB). Exit 0: no threshold crossed; 1: an alarm threshold of the spec is
-crossed; 2: unusable input.
+DuckDB; spark: the same SQL on PySpark in local mode, what monitoring.runner:
+spark runs, which needs pyspark and Java). Exit 0: no threshold crossed; 1:
+an alarm threshold of the spec is crossed; 2: unusable input.
 """
 
 from __future__ import annotations
@@ -53,9 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--baseline", metavar="FILE", help="baseline file (open loop drift)")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
     parser.add_argument("--report", metavar="FILE", help="also write the JSON report here")
-    parser.add_argument("--engine", choices=["embedded", "duckdb"],
+    parser.add_argument("--engine", choices=["embedded", "duckdb", "spark"],
                         help="the metrics engine (default: the spec's monitoring.engine); "
-                        "both give the same report")
+                        "all give the same report")
     parser.set_defaults(run=run)
 
 
@@ -98,15 +99,19 @@ def run(args: argparse.Namespace) -> int:
             f"{spec.feature_columns}; found {baseline.column_names}"
         )
     report: dict[str, Any] = {"model": spec.name}
-    if (args.engine or spec.monitoring.engine) == "duckdb":
-        from mdlc_core.sql import monitoring as sql_monitoring
-
-        compute = sql_monitoring.compute_metrics
+    engine = args.engine or spec.monitoring.engine
+    if engine == "spark":
+        report.update(_on_spark(predictions, labels, baseline, spec))
     else:
-        compute = monitoring.compute_metrics
-    report.update(
-        compute(predictions, labels, baseline, spec.monitoring, spec.feature_columns)
-    )
+        if engine == "duckdb":
+            from mdlc_core.sql import monitoring as sql_monitoring
+
+            compute = sql_monitoring.compute_metrics
+        else:
+            compute = monitoring.compute_metrics
+        report.update(
+            compute(predictions, labels, baseline, spec.monitoring, spec.feature_columns)
+        )
     alarms = monitoring.evaluate_alarms(report, spec.monitoring)
     report["alarms"] = alarms
     if args.report:
@@ -117,6 +122,20 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("\n".join(render(report)))
     return EXIT_VIOLATIONS if alarms else EXIT_OK
+
+
+def _on_spark(predictions: monitoring.Predictions, labels: monitoring.Labels | None,
+              baseline: pa.Table | None, spec: Any) -> dict[str, Any]:
+    """The metrics from the compiled SQL on local PySpark: the queries the
+    ``monitoring.runner: spark`` job runs, on the same typed inputs."""
+    from mdlc_core.sql import monitoring as sql_monitoring
+
+    from .spark_session import local_spark
+
+    session = local_spark("mdlc-monitor")
+    plan = sql_monitoring.prepare(predictions, labels, baseline, spec.monitoring,
+                                  spec.feature_columns)
+    return sql_monitoring.spark_run(plan, lambda fetch: plan.metrics(fetch, "spark"), session)
 
 
 def with_spec_names(table: pa.Table, what: str, needed: dict[str, str | None]) -> pa.Table:
