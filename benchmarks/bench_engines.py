@@ -1,35 +1,38 @@
-"""Issue #18's engines side by side: the embedded engine, the compiled SQL, hand-written SQL.
+"""Issue #18's four rows, every engine on the same data with the same answer.
 
-Sections, each selectable (``--only quality``, ``--only features``,
-``--only monitoring``; default all): **quality** (below), **features**
-(``engines_features.py``: per-event 30-day features and per-entity features
-as of a day, with polars as a fourth engine) and **monitoring**
-(``engines_monitoring.py``: the prediction-label join and its metrics).
-A section module has ``main(sizes)``, which prints its rows and runs each
-engine in a subprocess of its own (see :data:`SECTIONS`).
+Run: ``.venv/bin/python benchmarks/bench_engines.py [--only SECTION]
+[--repeat N] [--engines LIST] [rows ...]`` (default every section at 1M and
+10M rows, best of 3, the engines of :data:`engines_common.DEFAULT_ENGINES`).
 
-Quality: for each size (default 1M and 10M rows) one run measures, on the same
-in-memory tables (today and yesterday, the example spec's rules including
-the cross-snapshot consistency rule):
+Sections, each selectable with ``--only`` (repeatable): **quality** (below),
+**features** (``engines_features.py``: per-event 30-day features and
+per-entity features as of a day) and **monitoring**
+(``engines_monitoring.py``: the prediction-label join and its metrics). Each
+section prints, per size and piece of work, one line per engine (the best of
+``--repeat`` runs, their min-max, peak memory, spill, the load average when
+it started), then ours/hand-written against the 1.2x target and the other
+ratios; the run ends with one table of every row at every size
+(:func:`engines_common.print_summary`). Every engine runs in a subprocess of
+its own (``--child``), so its peak memory is its own; engines and figures
+are described in ``engines_common.py``. The answers must agree with ours,
+or the run stops naming the engine, the work and the size.
 
-- ``embedded``: ``mdlc_core.quality.check`` (pyarrow/NumPy);
-- ``compiled``: ``mdlc_core.sql.quality.check``, the rules compiled by
-  sqlglot and run on DuckDB (one query per rule result, as the engine runs);
-- ``hand``: the same answers from three idiomatic DuckDB queries written by
-  hand (one scan for the per-column rules, a distinct count, the per-customer
-  join), the floor the compiled SQL can be judged against;
-- ``parquet``: the compiled SQL with DuckDB scanning the Parquet files
-  itself (nothing loaded first; its peak is over the bare process).
+Quality: two days of the example schema (today and yesterday, written once
+per size as Parquet and read back before the timing) and the example spec's
+19 rules, the cross-snapshot consistency rule included:
 
-Each engine runs in a subprocess of its own, so its peak resident memory
-(VmHWM, reset after the data is loaded; DuckDB allocates in C++, where
-tracemalloc sees nothing) is its own. The data is generated with NumPy once
-per size and handed to the subprocesses as Parquet; the reading is not timed.
-Seconds are the best of three runs below 5M rows, one run above.
-The three must agree on every count, or the run stops.
-
-Run: ``.venv/bin/python benchmarks/bench_engines.py [--only SECTION] [rows ...]``
-(e.g. ``--only features 1000000``; default every section at 1M and 10M rows).
+- ``ours``: ``mdlc_core.sql.quality.check`` on the in-memory Arrow tables (the
+  rules compiled by sqlglot, run on DuckDB, one query per rule result);
+- ``hand``: the same counts from three idiomatic DuckDB queries written by
+  hand (one scan for the per-column rules, a distinct count, the
+  per-customer join), the floor ours is judged against;
+- ``polars``: the same counts from polars' lazy frames (:func:`_polars`);
+- ``spark``: ``mdlc_core.spark_job.check`` on local PySpark, the compiled
+  rules' Spark SQL over the **Parquet files** (Spark reads them itself, as on
+  a cluster: no Arrow tables in the driver, nothing pushed through it);
+- ``parquet``: ours with DuckDB scanning the Parquet files itself (nothing
+  loaded first: its peak is over the bare process);
+- ``embedded`` (``--engines`` only): ``mdlc_core.quality.check``, pyarrow/NumPy.
 """
 
 from __future__ import annotations
@@ -37,12 +40,8 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
-import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -52,12 +51,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import engines_common as common
+
 ROOT = Path(__file__).resolve().parents[1]
 DAY = date(2026, 11, 1)
-ENGINES = ("embedded", "compiled", "hand", "parquet")
-#: DuckDB's memory limit for both SQL engines; BENCH_MEMORY_LIMIT=256MB shows
-#: the spilling (the peak stays near the limit, the time grows).
-MEMORY_LIMIT = os.environ.get("BENCH_MEMORY_LIMIT", "2GB")
+#: The engines of the quality section, in print order.
+ENGINES = ("ours", "hand", "polars", "spark", "parquet", "embedded")
+MEMORY_LIMIT = common.MEMORY_LIMIT
 
 
 def orders(rows: int, day: date, seed: int) -> pa.Table:
@@ -84,28 +86,7 @@ def spec() -> dict[str, Any]:
     return copy.deepcopy(load_spec(ROOT / "models" / "fraud.yaml").as_config())
 
 
-# --- one engine, in its own process ------------------------------------------------------
-
-
-def _peak_reset() -> None:
-    """Reset the kernel's resident-memory high-water mark (Linux 4.0+: clear_refs 5)."""
-    Path("/proc/self/clear_refs").write_text("5")
-
-
-def _peak_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    import resource  # pragma: no cover - not Linux
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0  # pragma: no cover
+# --- the counts every quality engine reports ------------------------------------------------
 
 
 def _counts_from_report(report: dict[str, Any]) -> dict[str, Any]:
@@ -122,6 +103,31 @@ def _counts_from_report(report: dict[str, Any]) -> dict[str, Any]:
         "inconsistent": rules["tenure_grows_daily"]["observed"]["inconsistent"],
     }
 
+
+def _counts(scan: dict[str, Any], duplicates: int, compared: int,
+            inconsistent: int) -> dict[str, Any]:
+    """The counts of a hand-written engine's raw figures, with the failed rules
+    decided as the spec's rules decide them (the engines compute, this judges)."""
+    as_of = np.datetime64((DAY + timedelta(days=1)).isoformat(), "us").astype(np.int64)
+    age = round(float(as_of - scan["newest"]) / 3.6e9, 3)
+    rules = spec()["quality"]["rules"]
+    failed = sum(
+        1 for rule in rules if rule["kind"] == "completeness"
+        and (scan["n"] - scan[f"null_{rule['column']}"]) / scan["n"] < rule["min"] - 1e-12
+    ) + sum(scan[k] > 0 for k in ("outside_amount", "outside_tenure", "unexpected_status")) \
+        + (duplicates > 0) + (age > 36) + (inconsistent > 0)
+    return {
+        "rows": int(scan["n"]), "failed": int(failed),
+        "outside_amount": int(scan["outside_amount"]),
+        "outside_tenure": int(scan["outside_tenure"]),
+        "unexpected_status": int(scan["unexpected_status"]),
+        "duplicates": int(duplicates), "newest_age_hours": age,
+        "compared": int(compared), "inconsistent": int(inconsistent),
+    }
+
+
+COLUMNS = ("order_id", "customer_id", "order_ts", "order_amount", "account_tenure",
+           "fraud_status")
 
 HAND_WRITTEN = {
     "scan": """
@@ -153,7 +159,7 @@ HAND_WRITTEN = {
 }
 
 
-def _hand(current: pa.Table, previous: pa.Table, scratch: str) -> dict[str, Any]:
+def _hand(current: pa.Table, previous: pa.Table, scratch: Path) -> dict[str, Any]:
     from mdlc_core.sql import quality as sql_quality
 
     with sql_quality.connect(memory_limit=MEMORY_LIMIT, temp_directory=scratch) as con:
@@ -164,135 +170,180 @@ def _hand(current: pa.Table, previous: pa.Table, scratch: str) -> dict[str, Any]
             cursor = con.execute(sql)
             names = [d[0] for d in cursor.description]
             results[name] = dict(zip(names, cursor.fetchone(), strict=True))
-    scan = results["scan"]
-    as_of = (np.datetime64((DAY + timedelta(days=1)).isoformat(), "us").astype(np.int64))
-    age = round((as_of - scan["newest"]) / 3.6e9, 3)
-    rules = spec()["quality"]["rules"]
-    failed = sum(
-        1 for rule in rules if rule["kind"] == "completeness"
-        and (scan["n"] - scan[f"null_{rule['column']}"]) / scan["n"] < rule["min"] - 1e-12
-    ) + sum(scan[k] > 0 for k in ("outside_amount", "outside_tenure", "unexpected_status")) \
-        + (results["unique"]["duplicates"] > 0) + (age > 36) \
-        + (results["consistency"]["inconsistent"] > 0)
-    return {
-        "rows": scan["n"], "failed": int(failed),
-        "outside_amount": scan["outside_amount"], "outside_tenure": scan["outside_tenure"],
-        "unexpected_status": scan["unexpected_status"],
-        "duplicates": results["unique"]["duplicates"], "newest_age_hours": age,
-        "compared": results["consistency"]["compared"],
-        "inconsistent": results["consistency"]["inconsistent"],
-    }
+    return _counts(results["scan"], results["unique"]["duplicates"],
+                   results["consistency"]["compared"], results["consistency"]["inconsistent"])
 
 
-def child(engine: str, folder: str) -> None:
-    """Quality: load the Parquet pair, reset the peak, run ``engine``, print JSON."""
+def _polars(current: pa.Table, previous: pa.Table) -> dict[str, Any]:
+    """The hand-written queries' counts in polars: one lazy plan per query,
+    collected together (``collect_all`` runs them in parallel)."""
+    import polars as pl
+
+    today, before = pl.from_arrow(current).lazy(), pl.from_arrow(previous).lazy()
+    amount, tenure = pl.col("order_amount"), pl.col("account_tenure")
+    scan = today.select(
+        n=pl.len(),
+        **{f"null_{c}": pl.col(c).null_count() for c in COLUMNS},
+        outside_amount=((amount < 0) | (amount > 50000) | amount.is_nan()).sum(),
+        outside_tenure=((tenure < 0) | (tenure > 36500)).sum(),
+        unexpected_status=(~pl.col("fraud_status").is_in([0, 1])).sum(),
+        newest=pl.col("order_ts").max().dt.epoch("us"))
+    unique = today.select(duplicates=pl.col("order_id").count()
+                          - pl.col("order_id").drop_nulls().n_unique())
+
+    def per_customer(frame: pl.LazyFrame) -> pl.LazyFrame:
+        return (frame.drop_nulls(["customer_id", "account_tenure"]).group_by("customer_id")
+                .agg(lo=tenure.min(), hi=tenure.max()))
+
+    joined = per_customer(today).join(per_customer(before), on="customer_id", suffix="_p")
+    consistency = joined.select(
+        compared=pl.len(),
+        inconsistent=(pl.max_horizontal((pl.col("lo") - pl.col("hi_p") - 1).abs(),
+                                         (pl.col("hi") - pl.col("lo_p") - 1).abs())
+                      > 1e-9).sum())
+    figures = [frame.row(0, named=True) for frame in pl.collect_all([scan, unique, consistency])]
+    return _counts(figures[0], figures[1]["duplicates"], figures[2]["compared"],
+                   figures[2]["inconsistent"])
+
+
+def quality_child(engine: str, folder: str, repeat: int) -> dict[str, Any]:
+    """Load the two days, warm Spark up if it is the engine, time ``repeat`` runs."""
     from mdlc_core import quality
     from mdlc_core.sql import quality as sql_quality
 
-    if engine == "parquet":
-        current, previous = (Path(folder) / "current.parquet", Path(folder) / "previous.parquet")
-        rows = pq.ParquetFile(current).metadata.num_rows
-    else:
-        current = pq.read_table(Path(folder) / "current.parquet")
-        previous = pq.read_table(Path(folder) / "previous.parquet")
-        rows = current.num_rows
+    files = (Path(folder) / "current.parquet", Path(folder) / "previous.parquet")
     config = spec()
-    loaded = _rss_mib()
-    _peak_reset()
-    # The best of three below 5M rows (the machine is shared; one run is noisy).
-    seconds = float("inf")
-    for _ in range(3 if rows < 5_000_000 else 1):
-        start = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="bench-spill-") as scratch:
-            if engine == "embedded":
-                counts = _counts_from_report(quality.check(current, config, snapshot_date=DAY,
-                                                           previous=previous))
-            elif engine in ("compiled", "parquet"):
-                counts = _counts_from_report(sql_quality.check(
-                    config, current, previous, snapshot_date=DAY, memory_limit=MEMORY_LIMIT,
-                    temp_directory=scratch))
-            else:
-                counts = _hand(current, previous, scratch)  # type: ignore[arg-type]
-        seconds = min(seconds, time.perf_counter() - start)
-    print(json.dumps({"seconds": seconds, "peak_mib": _peak_mib() - loaded,
-                      "loaded_mib": loaded, "counts": counts}, default=int))
+    spark = None
+    scratch = Path(tempfile.mkdtemp(prefix="bench-spill-", dir=folder))
+    if engine in ("parquet", "spark"):
+        current: Any
+        previous: Any
+        current, previous = files  # read by the engine, inside the timed run
+    else:
+        current, previous = (pq.read_table(path) for path in files)
+    if engine == "spark":
+        from mdlc_core import spark_job
+
+        spark = common.Spark(scratch)
+        small = [pq.read_table(path).slice(0, common.WARM_UP_ROWS) for path in files]
+        spark.warm_up(lambda: spark_job.check(spark.session, config, *small, snapshot_date=DAY))
+        del small
+
+    def work(spill: Path | None) -> dict[str, Any]:
+        if engine == "ours" or engine == "parquet":
+            return _counts_from_report(sql_quality.check(
+                config, current, previous, snapshot_date=DAY, memory_limit=MEMORY_LIMIT,
+                temp_directory=spill))
+        if engine == "hand":
+            assert spill is not None
+            return _hand(current, previous, spill)
+        if engine == "polars":
+            return _polars(current, previous)
+        if engine == "spark":
+            assert spark is not None
+            return _counts_from_report(spark_job.check(spark.session, config, current,
+                                                       previous, snapshot_date=DAY))
+        return _counts_from_report(quality.check(current, config, snapshot_date=DAY,
+                                                 previous=previous))
+
+    figures = common.measure(work, repeat, scratch=scratch, spark=spark)
+    return {"works": {"quality": figures}, "spark": spark.info() if spark else None}
+
+
+def quality_main(sizes: list[int], repeat: int, engines: list[str]) -> list[dict[str, Any]]:
+    """The quality row at every size; its summary rows."""
+    chosen = [e for e in ENGINES if e in engines]
+    print(f"\nquality: the example spec's {len(spec()['quality']['rules'])} rules, today + "
+          f"yesterday (ours, hand, polars, embedded: Arrow in memory; spark, parquet: the "
+          f"Parquet files); DuckDB memory_limit {MEMORY_LIMIT}, threads = cores")
+    print(common.HEADER)
+    summary = []
+    for rows in sizes:
+        with tempfile.TemporaryDirectory(prefix="bench-engines-") as folder:
+            pq.write_table(orders(rows, DAY, 1), Path(folder) / "current.parquet")
+            pq.write_table(orders(rows, DAY - timedelta(days=1), 0),
+                           Path(folder) / "previous.parquet")
+            measured = {e: run("quality", e, folder, repeat) for e in chosen}
+        results = {e: m["works"]["quality"] for e, m in measured.items()}
+        common.check_agree("quality", rows, results, lambda a, b: a == b)
+        spark = measured["spark"]["spark"] if "spark" in measured else None
+        common.print_engines(rows, "quality", results, spark)
+        print(f"{rows:>11,} {'quality':<10} answer    {results['ours']['answer']}")
+        summary.append(common.summary_row(rows, "quality", results, spark))
+    return summary
 
 
 # --- the run --------------------------------------------------------------------------
 
 
 #: The sections, by name: the module that holds each (None: this one). A
-#: section module is imported from this folder and has ``main(sizes)``;
-#: ``engines_features`` runs its engines through :func:`run` (``--child
-#: features``, its ``child(engine, folder, memory_limit) -> dict``),
-#: ``engines_monitoring`` through its own. A section whose file is missing
-#: is not offered.
+#: section module is imported from this folder and has
+#: ``main(sizes, repeat, engines) -> summary rows`` and
+#: ``child(engine, folder, repeat) -> figures``, which :func:`run` calls in a
+#: subprocess (``--child SECTION ENGINE FOLDER REPEAT``).
 SECTIONS: dict[str, str | None] = {"quality": None, "features": "engines_features",
                                    "monitoring": "engines_monitoring"}
 
 
-def available_sections() -> list[str]:
-    here = Path(__file__).resolve().parent
-    return [name for name, module in SECTIONS.items()
-            if module is None or (here / f"{module}.py").exists()]
+def run(section: str, engine: str, folder: str, repeat: int) -> dict[str, Any]:
+    """``engine`` of ``section`` in a subprocess of its own; its figures."""
+    return common.run_engine(__file__, [section, engine, folder, str(repeat)])
 
 
-def run(section: str, engine: str, folder: str) -> dict[str, Any]:
-    """``engine`` of ``section`` in a subprocess of its own; its JSON figures."""
-    done = subprocess.run([sys.executable, __file__, "--child", section, engine, folder],
-                          capture_output=True, text=True, check=False)
-    if done.returncode:
-        raise SystemExit(f"{section} {engine} failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def _engines(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in common.ENGINES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown engine(s) {', '.join(unknown)}; expected some of "
+            f"{', '.join(common.ENGINES)}")
+    if "ours" not in names:
+        raise argparse.ArgumentTypeError(
+            "--engines must include ours: every other engine's answer is checked against it")
+    return names
 
 
-def quality_main(sizes: list[int]) -> None:
-    print(f"quality, the example spec's {len(spec()['quality']['rules'])} rules, today + "
-          f"yesterday in memory; DuckDB memory_limit {MEMORY_LIMIT}, threads = cores")
-    print(f"{'rows':>11} {'engine':<9} {'seconds':>8} {'peak MiB':>9}  (data loaded: MiB)")
-    for rows in sizes:
-        with tempfile.TemporaryDirectory(prefix="bench-engines-") as folder:
-            pq.write_table(orders(rows, DAY, 1), Path(folder) / "current.parquet")
-            pq.write_table(orders(rows, DAY - timedelta(days=1), 0),
-                           Path(folder) / "previous.parquet")
-            results = {engine: run("quality", engine, folder) for engine in ENGINES}
-        reference = results["embedded"]["counts"]
-        for engine, result in results.items():
-            if result["counts"] != reference:
-                raise SystemExit(f"{engine} disagrees at {rows:,} rows: {result['counts']} "
-                                 f"!= embedded {reference}")
-            print(f"{rows:>11,} {engine:<9} {result['seconds']:>8.2f} {result['peak_mib']:>9.0f}"
-                  f"  ({result['loaded_mib']:.0f})")
-        ours, compiled, hand, _ = (results[e]["seconds"] for e in ENGINES)
-        print(f"{rows:>11,} ratios    compiled/hand {compiled / hand:.2f}x, "
-              f"embedded/compiled {ours / compiled:.2f}x, embedded/hand {ours / hand:.2f}x; "
-              f"all agree: {json.dumps(reference)}")
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--repeat must be at least 1, got {value}")
+    return value
 
 
 def main(argv: list[str]) -> None:
-    sections = available_sections()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=sections, action="append",
+    parser.add_argument("--only", choices=list(SECTIONS), action="append",
                         help="run only this section (repeatable); default: all")
+    parser.add_argument("--repeat", type=_positive, default=common.DEFAULT_REPEAT,
+                        help="runs per engine and size; the best counts (default "
+                             f"{common.DEFAULT_REPEAT})")
+    parser.add_argument("--engines", type=_engines, default=list(common.DEFAULT_ENGINES),
+                        help="comma-separated, of " + ", ".join(common.ENGINES)
+                             + " (default " + ",".join(common.DEFAULT_ENGINES) + ")")
     parser.add_argument("rows", nargs="*", type=int, default=[1_000_000, 10_000_000])
     args = parser.parse_args(argv)
-    for section in args.only or sections:
+    print(f"bench_engines: {', '.join(f'{r:,}' for r in args.rows)} rows, best of "
+          f"{args.repeat}, engines {', '.join(args.engines)}; {common.describe_machine()}")
+    for engine in args.engines:
+        print(f"  {engine:<9} {common.TITLES[engine]}")
+    summary: list[dict[str, Any]] = []
+    for section in args.only or list(SECTIONS):
         module = SECTIONS[section]
         if module is None:
-            quality_main(args.rows)
+            summary += quality_main(args.rows, args.repeat, args.engines)
         else:
-            importlib.import_module(module).main(args.rows)
+            summary += importlib.import_module(module).main(args.rows, args.repeat,
+                                                            args.engines)
+    common.print_summary(summary, args.repeat)
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        section, engine, folder = sys.argv[2:5]
-        if SECTIONS[section] is None:
-            child(engine, folder)
-        else:
-            figures = importlib.import_module(SECTIONS[section]).child(engine, folder,
-                                                                       MEMORY_LIMIT)
-            print(json.dumps(figures, default=int))
+        import json
+
+        section, engine, folder, repeat = sys.argv[2:6]
+        module = SECTIONS[section]
+        child = quality_child if module is None else importlib.import_module(module).child
+        print(json.dumps(child(engine, folder, int(repeat)), default=int))
     else:
         main(sys.argv[1:])

@@ -1,4 +1,4 @@
-"""The features rows of ``bench_engines.py``: four engines, the same answers.
+"""The features rows of ``bench_engines.py``: every engine, the same answers.
 
 Two rows of issue #18's table, on the example spec's features (a 30-day sum
 and count per customer and an expression of them) over ``rows`` events of
@@ -9,31 +9,32 @@ same event again later in the input), in arrival order (not sorted):
 - ``as-of``: one row per customer as of the last day (batch inference).
 
 Engines, each in a subprocess of its own (``bench_engines.run``), timed from
-the loaded Arrow table to the answer:
+the loaded Arrow table to the answer (figures: ``engines_common.measure``):
 
-- ``embedded``: ``compute_per_event`` / ``compute_batch`` (NumPy; Python lists);
-- ``compiled``: ``mdlc_core.sql.features`` on DuckDB (its typing step, then the
+- ``ours``: ``mdlc_core.sql.features`` on DuckDB (its typing step, then the
   compiled query; an Arrow table, what the feature job writes);
 - ``hand``: the same answers from DuckDB SQL written by hand (below), the
-  floor the compiled SQL is judged against (target: within 1.2x);
-- ``polars``: the same answers with polars' expressions, idiomatically.
-
-Seconds are the best of five runs up to 2M rows, of three below 5M, one run
-above (the embedded engine once from 1M).
+  floor ours is judged against (target: within 1.2x);
+- ``polars``: the same answers with polars' expressions, idiomatically;
+- ``spark``: the same plan's Spark SQL on local PySpark
+  (``mdlc_core.sql.features.run_spark``: the typed relation into the JVM as
+  Arrow batches, the query, its result back as Arrow), inside the timing;
+- ``embedded`` (``--engines`` only): ``compute_per_event`` / ``compute_batch``
+  (NumPy; Python lists).
 
 Every engine's answer is reduced to the same digest (row count, ids at fixed
 positions, each feature's null count, sum and values at fixed positions);
-they must agree (floats to 1e-9 relative) or the run stops.
+they must agree with ours (floats to 1e-9 relative) or the run stops.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import engines_common as common
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -42,7 +43,7 @@ import pyarrow.parquet as pq
 START = date(2026, 9, 1)
 DAYS = 60
 AS_OF = START + timedelta(days=DAYS - 1)
-ENGINES = ("embedded", "compiled", "hand", "polars")
+ENGINES = ("ours", "hand", "polars", "spark", "embedded")
 KINDS = ("per-event", "as-of")
 FEATURES = ("order_total_30d", "order_count_30d", "amount_to_30d_mean")
 US_PER_DAY = 86_400_000_000
@@ -95,13 +96,8 @@ def digest(columns: dict[str, np.ndarray], key: str) -> dict[str, Any]:
 
 
 def same(a: Any, b: Any) -> bool:
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
-    return a == b
+    """Digests agree: counts exactly, floats to 1e-9 (relative, or absolute near 0)."""
+    return common.close(a, b, 1e-9, 1e-9)
 
 
 def _arrow_columns(table: pa.Table) -> dict[str, np.ndarray]:
@@ -219,8 +215,8 @@ def _polars(kind: str, table: pa.Table) -> dict[str, np.ndarray]:
 # --- one engine, in its own process -------------------------------------------------------------
 
 
-def compute(engine: str, kind: str, table: pa.Table, memory_limit: str,
-            scratch: str) -> dict[str, Any]:
+def compute(engine: str, kind: str, table: pa.Table, scratch: Path | None,
+            spark: Any = None) -> dict[str, Any]:
     """One run of ``engine`` on ``kind``: its answer's digest."""
     key = "order_id" if kind == "per-event" else "customer_id"
     features = feature_set()
@@ -237,78 +233,69 @@ def compute(engine: str, kind: str, table: pa.Table, memory_limit: str,
                        if name in FEATURES else np.array([r[name] for r in rows])
                        for name in (key, *FEATURES)}
         return digest(columns, key)
-    if engine == "compiled":
+    if engine in ("ours", "spark"):
         from mdlc_core.sql import features as sql_features
 
-        options = sql_features.DuckDB(memory_limit=memory_limit, temp_directory=scratch)
         plan = (sql_features.prepare_per_event(table, features) if kind == "per-event"
                 else sql_features.prepare_as_of(table, features, AS_OF))
+        if engine == "spark":
+            return digest(_arrow_columns(sql_features.run_spark(plan, spark)), key)
+        options = sql_features.DuckDB(memory_limit=common.MEMORY_LIMIT, temp_directory=scratch)
         return digest(_arrow_columns(sql_features.run(plan, options)), key)
     if engine == "hand":
-        return digest(_hand(kind, table, memory_limit, scratch), key)
+        assert scratch is not None
+        return digest(_hand(kind, table, common.MEMORY_LIMIT, str(scratch)), key)
     return digest(_polars(kind, table), key)
 
 
-def child(engine: str, folder: str, memory_limit: str) -> dict[str, Any]:
-    """Load the events, reset the peak, run ``engine`` on both kinds; the figures."""
+def child(engine: str, folder: str, repeat: int) -> dict[str, Any]:
+    """Load the events; for Spark start the session and warm both kinds up on
+    a slice; then time ``repeat`` runs of each kind."""
     import tempfile
 
-    from bench_engines import _peak_mib, _peak_reset, _rss_mib
-
     table = pq.read_table(Path(folder) / "events.parquet")
-    rows = table.num_rows
-    loaded = _rss_mib()
-    out: dict[str, Any] = {"loaded_mib": loaded}
-    for kind in KINDS:
-        _peak_reset()
-        # Best of five up to 2M rows, of three below 5M, else one run (the
-        # machine is shared: a 0.5 s query varied by 40% between processes);
-        # the embedded engine once from 1M (the slow one: its spread is small
-        # against its time).
-        repeats = 5 if rows <= 2_000_000 else 3 if rows < 5_000_000 else 1
-        if engine == "embedded" and rows >= 1_000_000:
-            repeats = 1
-        seconds = math.inf
-        for _ in range(repeats):
-            with tempfile.TemporaryDirectory(prefix="bench-spill-") as scratch:
-                started = time.perf_counter()
-                answer = compute(engine, kind, table, memory_limit, scratch)
-                seconds = min(seconds, time.perf_counter() - started)
-        out[kind] = {"seconds": seconds, "peak_mib": _peak_mib() - loaded, "digest": answer}
-    return out
+    scratch = Path(tempfile.mkdtemp(prefix="bench-spill-", dir=folder))
+    spark = None
+    if engine == "spark":
+        spark = common.Spark(scratch)
+        small = table.slice(0, common.WARM_UP_ROWS)
+        for kind in KINDS:
+            spark.warm_up(lambda kind=kind: compute(engine, kind, small, None, spark.session))
+        del small
+    works = {kind: common.measure(
+        lambda spill, kind=kind: compute(engine, kind, table, spill,
+                                         spark.session if spark else None),
+        repeat, scratch=scratch, spark=spark) for kind in KINDS}
+    return {"works": works, "spark": spark.info() if spark else None}
 
 
 # --- the section -------------------------------------------------------------------------------
 
 
-def main(sizes: list[int], run: Any = None, memory_limit: str | None = None) -> None:
-    """Print the features rows for every size; ``run(section, engine, folder)``
-    (default ``bench_engines.run``) runs one engine in its own subprocess."""
+def main(sizes: list[int], repeat: int = common.DEFAULT_REPEAT,
+         engines: list[str] | tuple[str, ...] = common.DEFAULT_ENGINES) -> list[dict[str, Any]]:
+    """Print the features rows for every size; their summary rows."""
     import tempfile
 
     import bench_engines
 
-    run = run or bench_engines.run
-    memory_limit = memory_limit or bench_engines.MEMORY_LIMIT
-
-    print(f"\nfeatures, the example spec's {', '.join(FEATURES)} (30-day windows), events of "
-          f"rows/10 customers over {DAYS} days, 1% redelivered; DuckDB memory_limit "
-          f"{memory_limit}")
-    print(f"{'rows':>11} {'work':<10} {'engine':<9} {'seconds':>8} {'peak MiB':>9}"
-          "  (data loaded: MiB)")
+    chosen = [e for e in ENGINES if e in engines]
+    print(f"\nfeatures: the example spec's {', '.join(FEATURES)} (30-day windows), events of "
+          f"rows/10 customers over {DAYS} days, 1% redelivered, Arrow in memory; DuckDB "
+          f"memory_limit {common.MEMORY_LIMIT}")
+    print(common.HEADER)
+    summary = []
     for rows in sizes:
         with tempfile.TemporaryDirectory(prefix="bench-features-") as folder:
             pq.write_table(events(rows), Path(folder) / "events.parquet")
-            results = {engine: run("features", engine, folder) for engine in ENGINES}
+            measured = {e: bench_engines.run("features", e, folder, repeat) for e in chosen}
+        spark = measured["spark"]["spark"] if "spark" in measured else None
         for kind in KINDS:
-            reference = results["embedded"][kind]["digest"]
-            for engine, result in results.items():
-                if not same(result[kind]["digest"], reference):
-                    raise SystemExit(f"{engine} disagrees on {kind} at {rows:,} rows: "
-                                     f"{result[kind]['digest']} != embedded {reference}")
-                print(f"{rows:>11,} {kind:<10} {engine:<9} {result[kind]['seconds']:>8.2f} "
-                      f"{result[kind]['peak_mib']:>9.0f}  ({result['loaded_mib']:.0f})")
-            ours, compiled, hand, polars = (results[e][kind]["seconds"] for e in ENGINES)
-            print(f"{rows:>11,} {kind:<10} ratios    compiled/hand {compiled / hand:.2f}x, "
-                  f"embedded/compiled {ours / compiled:.2f}x, embedded/hand {ours / hand:.2f}x, "
-                  f"polars/hand {polars / hand:.2f}x; all agree ({reference['rows']:,} rows)")
+            results = {e: m["works"][kind] for e, m in measured.items()}
+            common.check_agree(kind, rows, results, same)
+            common.print_engines(rows, kind, results, spark)
+            summary.append(common.summary_row(rows, f"{kind} features", results, spark))
+        print(f"{rows:>11,} {'features':<10} answers   "
+              f"{measured['ours']['works']['per-event']['answer']['rows']:,} events, "
+              f"{measured['ours']['works']['as-of']['answer']['rows']:,} entities as of {AS_OF}")
+    return summary

@@ -1,43 +1,42 @@
-"""Monitoring join + metrics: the embedded engine vs the compiled SQL vs hand-written SQL vs polars.
+"""The monitoring row of ``bench_engines.py``: the join and its metrics, every engine.
 
 For each size (default 1M and 10M predictions; 60% of them labelled, 5% of
 those labelled twice, two model versions, an action, one feature, a
-baseline of up to 1M rows) one run measures, on the same tables:
+baseline of up to 1M rows), on the same tables:
 
-- ``embedded``: ``mdlc_core.monitoring.compute_metrics`` (pyarrow/NumPy);
-- ``compiled``: ``mdlc_core.sql.monitoring.compute_metrics``, the queries
+- ``ours``: ``mdlc_core.sql.monitoring.compute_metrics``, the queries
   sqlglot builds, run on DuckDB;
 - ``hand``: the same answers from idiomatic DuckDB SQL written by hand
   (``arg_max`` for the winning label, ``FILTER``, ``quantile_cont``,
-  ``GROUP BY ALL``), the floor the compiled SQL is judged against;
-- ``polars``: the same answers in polars (lazy frames, ``rank`` for AUC).
+  ``GROUP BY ALL``), the floor ours is judged against;
+- ``polars``: the same answers in polars (lazy frames, ``rank`` for AUC);
+- ``spark``: the same plan's Spark-dialect SQL on local PySpark
+  (``plan.metrics(fetch, "spark")``, as
+  ``tests/test_sql_monitoring.py::test_spark_gives_the_same_report`` runs it:
+  every relation into the JVM as Arrow, inside the timing);
+- ``embedded`` (``--engines`` only): ``mdlc_core.monitoring.compute_metrics``.
 
 Every engine reports the closed loop (label counts; per version and in all:
 the confusion counts and AUC) and the open loop (PSI and KS of score and
 feature, action shares) of every version group; the run stops unless all
-four agree (counts exactly, metrics to 1e-9; the KS p-value always comes
-from ``mdlc_core.kolmogorov``). Each engine runs in a subprocess of its own,
-so its peak resident memory (VmHWM, reset after the tables are loaded and
-typed) is its own. Seconds (wall) and CPU seconds (every thread of the
-process: steadier than wall time on a shared machine) are each the best of
-three below 5M rows, one run above.
+agree with ours (counts exactly, metrics to 1e-9; the KS p-value always
+comes from ``mdlc_core.kolmogorov``). The tables are loaded and typed (the
+shared reader's typing for ours, Spark and the embedded engine; positions
+for the hand-written SQL and polars) before the timing.
 
-Run alone: ``.venv/bin/python benchmarks/engines_monitoring.py [rows ...]``;
-from ``bench_engines.py``: ``engines_monitoring.main([1_000_000])``.
+Run alone: ``.venv/bin/python benchmarks/engines_monitoring.py [rows ...]``
+(``bench_engines.py --only monitoring``, with its options).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+import engines_common as common
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -46,8 +45,8 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lambdas"))
 
-ENGINES = ("embedded", "compiled", "hand", "polars")
-MEMORY_LIMIT = os.environ.get("BENCH_MEMORY_LIMIT", "2GB")
+ENGINES = ("ours", "hand", "polars", "spark", "embedded")
+MEMORY_LIMIT = common.MEMORY_LIMIT
 THRESHOLD = 0.5
 BINS = 10
 SPEC = {"closed_loop": {"decision_threshold": THRESHOLD}, "open_loop": {"bins": BINS}}
@@ -102,16 +101,6 @@ def digest_of_report(report: dict[str, Any]) -> dict[str, Any]:
             out[f"drift.{name}.{column}"] = [d["psi"], d["ks_statistic"], d["ks_pvalue"]]
         out[f"actions.{name}"] = dict(sorted(group["actions"].items()))
     return out
-
-
-def _close(a: Any, b: Any) -> bool:
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float) or isinstance(b, float):
-        return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-300)
-    return a == b
 
 
 def _psi(current: np.ndarray, baseline: np.ndarray) -> float:
@@ -310,65 +299,84 @@ def polars_engine(predictions: pa.Table, labels: pa.Table, baseline: pa.Table) -
                    {g: actions[g] for g in groups})
 
 
+# --- Spark --------------------------------------------------------------------------------------
+
+
+def spark_metrics(session: Any, predictions: Any, labels: Any,
+                  baseline: pa.Table) -> dict[str, Any]:
+    """The compiled plan's Spark SQL on ``session``: every relation a temporary
+    view (as the Spark test registers them), then ``plan.metrics(fetch, "spark")``."""
+    from mdlc_core.sql import monitoring as sql_monitoring
+
+    plan = sql_monitoring.prepare(predictions, labels, baseline, SPEC, FEATURES)
+    for name, relation in plan.relations.items():
+        session.createDataFrame(relation).createOrReplaceTempView(name)
+    try:
+        return plan.metrics(lambda text: [row.asDict() for row in session.sql(text).collect()],
+                            "spark")
+    finally:
+        for name in plan.relations:
+            session.catalog.dropTempView(name)
+
+
 # --- one engine, in its own process ---------------------------------------------------------
 
 
-def _status(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1]) / 1024
-    return 0.0  # pragma: no cover - not Linux
-
-
-def child(engine: str, folder: str) -> None:
-    """Load the tables, type them, reset the peak, run ``engine``, print JSON."""
+def child(engine: str, folder: str, repeat: int) -> dict[str, Any]:
+    """Load the tables and type them; for Spark start the session and warm it
+    up on a small day; then time ``repeat`` runs of ``engine``."""
     from mdlc_core import monitoring
     from mdlc_core.sql import monitoring as sql_monitoring
 
     predictions = pq.read_table(Path(folder) / "predictions.parquet")
     labels = pq.read_table(Path(folder) / "labels.parquet")
     baseline = pq.read_table(Path(folder) / "baseline.parquet")
-    rows = predictions.num_rows
-    if engine in ("embedded", "compiled"):
+    scratch = Path(tempfile.mkdtemp(prefix="bench-spill-", dir=folder))
+    if engine in ("embedded", "ours", "spark"):
         typed_p = monitoring.Predictions.from_table(predictions, FEATURES)
         typed_l = monitoring.Labels.from_table(labels)
+        del predictions, labels
     else:  # the same typing, as plain columns (days, positions)
-        predictions = predictions.append_column("_row", pa.array(np.arange(rows)))
+        predictions = predictions.append_column("_row", pa.array(np.arange(predictions.num_rows)))
         labels = labels.append_column("_row", pa.array(np.arange(labels.num_rows)))
-    loaded = _status("VmRSS:")
-    Path("/proc/self/clear_refs").write_text("5")
-    seconds = cpu = float("inf")
-    for _ in range(3 if rows < 5_000_000 else 1):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        with tempfile.TemporaryDirectory(prefix="bench-spill-") as scratch:
-            if engine == "embedded":
-                digest = digest_of_report(monitoring.compute_metrics(
-                    typed_p, typed_l, baseline, SPEC, FEATURES))
-            elif engine == "compiled":
-                digest = digest_of_report(sql_monitoring.compute_metrics(
-                    typed_p, typed_l, baseline, SPEC, FEATURES, memory_limit=MEMORY_LIMIT,
-                    temp_directory=scratch))
-            elif engine == "hand":
-                digest = hand(predictions, labels, baseline, scratch)
-            else:
-                digest = polars_engine(predictions, labels, baseline)
-        seconds = min(seconds, time.perf_counter() - start)
-        cpu = min(cpu, time.process_time() - start_cpu)
-    print(json.dumps({"seconds": seconds, "cpu": cpu, "peak_mib": _status("VmHWM:") - loaded,
-                      "loaded_mib": loaded, "digest": digest}, default=int))
+    spark = None
+    if engine == "spark":
+        spark = common.Spark(scratch)
+        small_p, small_l, small_b = make(common.WARM_UP_ROWS)
+        small = (monitoring.Predictions.from_table(small_p, FEATURES),
+                 monitoring.Labels.from_table(small_l), small_b)
+        spark.warm_up(lambda: spark_metrics(spark.session, *small))
+        del small, small_p, small_l, small_b
+
+    def work(spill: Path | None) -> dict[str, Any]:
+        if engine == "embedded":
+            return digest_of_report(monitoring.compute_metrics(
+                typed_p, typed_l, baseline, SPEC, FEATURES))
+        if engine == "ours":
+            return digest_of_report(sql_monitoring.compute_metrics(
+                typed_p, typed_l, baseline, SPEC, FEATURES, memory_limit=MEMORY_LIMIT,
+                temp_directory=str(spill)))
+        if engine == "spark":
+            assert spark is not None
+            return digest_of_report(spark_metrics(spark.session, typed_p, typed_l, baseline))
+        if engine == "hand":
+            return hand(predictions, labels, baseline, str(spill))
+        return polars_engine(predictions, labels, baseline)
+
+    figures = common.measure(work, repeat, scratch=scratch, spark=spark)
+    return {"works": {"monitoring": figures}, "spark": spark.info() if spark else None}
 
 
-def run(engine: str, folder: str) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, __file__, "--child", engine, folder],
-                          capture_output=True, text=True, check=False)
-    if done.returncode:
-        raise SystemExit(f"{engine} failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def main(sizes: list[int], repeat: int = common.DEFAULT_REPEAT,
+         engines: list[str] | tuple[str, ...] = common.DEFAULT_ENGINES) -> list[dict[str, Any]]:
+    """Print the monitoring row for every size; its summary rows."""
+    import bench_engines
 
-
-def sections(sizes: list[int]) -> list[dict[str, Any]]:
-    """Run every engine at every size; one result per (size, engine), answers checked."""
-    results = []
+    chosen = [e for e in ENGINES if e in engines]
+    print(f"\nmonitoring: join + metrics (2 versions, score + 1 feature, baseline <= 1M rows), "
+          f"Arrow in memory; DuckDB memory_limit {MEMORY_LIMIT}")
+    print(common.HEADER)
+    summary = []
     for rows in sizes:
         with tempfile.TemporaryDirectory(prefix="bench-monitoring-") as folder:
             predictions, labels, baseline = make(rows)
@@ -377,43 +385,18 @@ def sections(sizes: list[int]) -> list[dict[str, Any]]:
             pq.write_table(baseline, Path(folder) / "baseline.parquet")
             label_rows = labels.num_rows
             del predictions, labels, baseline
-            measured = {engine: run(engine, folder) for engine in ENGINES}
-        reference = measured["embedded"]["digest"]
-        for engine, result in measured.items():
-            if not _close(result["digest"], reference):
-                raise SystemExit(f"{engine} disagrees at {rows:,} predictions:\n"
-                                 f"{json.dumps(result['digest'])}\n!= embedded\n"
-                                 f"{json.dumps(reference)}")
-            results.append({"rows": rows, "labels": label_rows, "engine": engine,
-                            **{k: result[k] for k in ("seconds", "cpu", "peak_mib",
-                                                      "loaded_mib")}})
-    return results
-
-
-def main(sizes: list[int]) -> None:
-    """Print the table and the ratios (compiled/hand is the figure to watch: <= 1.2x)."""
-    print(f"monitoring join + metrics (2 versions, score + 1 feature, baseline <= 1M rows); "
-          f"DuckDB memory_limit {MEMORY_LIMIT}")
-    print(f"{'predictions':>12} {'labels':>10} {'engine':<9} {'seconds':>8} {'CPU s':>7} "
-          f"{'peak MiB':>9}  (loaded MiB)")
-    results = sections(sizes)
-    for rows in sizes:
-        mine = {r["engine"]: r for r in results if r["rows"] == rows}
-        for engine in ENGINES:
-            r = mine[engine]
-            print(f"{rows:>12,} {r['labels']:>10,} {engine:<9} {r['seconds']:>8.2f} "
-                  f"{r['cpu']:>7.2f} {r['peak_mib']:>9.0f}  ({r['loaded_mib']:.0f})")
-        for what in ("seconds", "cpu"):
-            s = {e: mine[e][what] for e in ENGINES}
-            print(f"{rows:>12,} ratios of {what}: compiled/hand {s['compiled'] / s['hand']:.2f}x, "
-                  f"embedded/compiled {s['embedded'] / s['compiled']:.2f}x, "
-                  f"embedded/hand {s['embedded'] / s['hand']:.2f}x, "
-                  f"polars/hand {s['polars'] / s['hand']:.2f}x")
-        print(f"{rows:>12,} all four agree")
+            measured = {e: bench_engines.run("monitoring", e, folder, repeat) for e in chosen}
+        results = {e: m["works"]["monitoring"] for e, m in measured.items()}
+        common.check_agree("monitoring", rows, results, common.close)
+        spark = measured["spark"]["spark"] if "spark" in measured else None
+        common.print_engines(rows, "monitoring", results, spark)
+        print(f"{rows:>11,} {'monitoring':<10} answer    {rows:,} predictions, {label_rows:,} "
+              f"labels: {json.dumps(results['ours']['answer'], default=str)[:160]}...")
+        summary.append(common.summary_row(rows, "monitoring", results, spark))
+    return summary
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(sys.argv[2], sys.argv[3])
-    else:
-        main([int(a) for a in sys.argv[1:]] or [1_000_000, 10_000_000])
+    import bench_engines
+
+    bench_engines.main(["--only", "monitoring", *sys.argv[1:]])
