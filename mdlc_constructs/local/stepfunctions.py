@@ -22,7 +22,8 @@ its interpreter, which has no public hook for either:
 * AWS SDK integration errors carry AWS's service names
   (``SageMaker.ResourceNotFoundException``, not ``sagemaker.…``);
 * AWS SDK integrations whose Step Functions name differs from boto3's
-  (``applicationautoscaling``) reach the service.
+  (``applicationautoscaling``) reach the service;
+* ``$$.Execution.StartTime`` is ISO 8601 text, not a ``datetime``.
 
 Both patches check the pinned moto version and the patched names first and
 fail loudly otherwise; ``tests/test_local_runtime.py`` checks them too.
@@ -179,8 +180,35 @@ def install_aws_semantics() -> None:
     _propagate_states_errors()
     _definite_paths_select_one_value()
     _sdk_timestamps_as_text(aws_sdk.StateTaskServiceAwsSdk)
+    _context_start_time_as_text()
     _reuse_sdk_clients()
     _INSTALLED = True
+
+
+def _context_start_time_as_text() -> None:
+    """``$$.Execution.StartTime`` is ISO 8601 text (``2026-11-02T07:00:00.000Z``), as in AWS.
+
+    moto puts the execution's ``datetime`` in the context object (its own type
+    says ``str``), so ``States.StringSplit($$.Execution.StartTime, 'T')`` fails
+    with a TypeError where AWS splits the text.
+    """
+    from datetime import UTC, datetime
+
+    from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
+
+    original = ExecutionWorker._get_evaluation_environment
+
+    def environment(self: Any) -> Any:
+        env = original(self)
+        execution = env.states.context_object.context_object_data["Execution"]
+        value = execution.get("StartTime")
+        if isinstance(value, datetime):
+            stamp = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+            execution["StartTime"] = stamp.isoformat(timespec="milliseconds").replace(
+                "+00:00", "Z")
+        return env
+
+    ExecutionWorker._get_evaluation_environment = environment
 
 
 def _reuse_sdk_clients() -> None:
