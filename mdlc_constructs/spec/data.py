@@ -100,7 +100,8 @@ class DataSpec(SpecModel):
 
 # --- the scale-out runner ---------------------------------------------------------
 
-Runner = Literal["embedded", "processing"]
+#: Where a stage's job runs: in Lambda, a SageMaker Processing job, or EMR Serverless.
+Runner = Literal["embedded", "processing", "spark"]
 
 
 class ProcessingResources(SpecModel):
@@ -348,10 +349,15 @@ class FeaturesSpec(SpecModel):
     runner: Runner = Field(
         default="embedded",
         description="embedded: the batch features in Lambda; processing: a SageMaker "
-        "Processing job, for windows of days that do not fit a Lambda",
+        "Processing job, for windows of days that do not fit a Lambda; spark: the features "
+        "compiled to Spark SQL on EMR Serverless, beyond one machine",
     )
     processing: ProcessingResources = Field(
         default_factory=ProcessingResources, description="the job, when runner is processing"
+    )
+    spark: SparkResources = Field(
+        default_factory=SparkResources,
+        description="the application, when runner is spark (set only then)",
     )
     engine: Literal["duckdb", "embedded"] = Field(
         default="embedded",
@@ -379,3 +385,22 @@ class FeaturesSpec(SpecModel):
     @property
     def names(self) -> list[str]:
         return [f.name for f in self.aggregates] + [f.name for f in self.expressions]
+
+    @model_validator(mode="after")
+    def _spark_only_with_its_runner(self) -> FeaturesSpec:
+        # A spark section that no runner reads is a spec that says one thing
+        # and deploys another (a runner left at embedded): refuse it.
+        if "spark" in self.model_fields_set and self.runner != "spark":
+            raise ValueError(
+                f"features.spark is set but features.runner is {self.runner!r}; the section "
+                "configures the Spark runner only: set features.runner: spark or remove it")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unused_spark(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # As quality's: dumped (into every asset's mdlc_config.json) only with
+        # runner spark, so a spec without it synthesizes as before it existed.
+        data = handler(self)
+        if self.runner != "spark":
+            data.pop("spark", None)
+        return data
