@@ -19,6 +19,7 @@ from .functions import python_function
 from .processing import ProcessingRunner
 from .resources import encrypted_queue, encrypted_table
 from .scale_out import S3Access
+from .spark import SparkRunner
 from .spec import ModelSpec
 from .storage import DataLake, grant_list, grant_read_objects
 from .tokens import minutes, seconds
@@ -75,19 +76,26 @@ class FeatureEngineering(Construct):
             TTL attribute ``expires_at``). Default: a new one.
 
     ``features.runner: processing`` computes the batch features in a SageMaker
-    Processing job instead (the same code, ``mdlc_core.feature_job``); the
-    function stays for backfills and small days.
+    Processing job instead (the same code, ``mdlc_core.feature_job``);
+    ``features.runner: spark`` computes them as Spark SQL on EMR Serverless
+    (the features compiled by ``mdlc_core.sql.features``, the job
+    ``spark_job --kind features``). Either writes the same two files and puts
+    the same result at ``$.data.features``; the function stays for backfills
+    and small days.
 
     Attributes:
-        batch_function, processing_runner (or None), table (or None),
-        update_function (or None), dead_letter_queue (or None).
+        batch_function, processing_runner (or None), spark_runner (or None),
+        table (or None), update_function (or None), dead_letter_queue (or None).
 
-    Extension point: :attr:`processing_runner_class`.
+    Extension points: :attr:`processing_runner_class`, :attr:`spark_runner_class`.
     """
 
     #: The Processing runner's class when ``features.runner`` is ``processing``,
     #: built as ``Processing`` with the job's reads, writes and environment.
     processing_runner_class: type[ProcessingRunner] = ProcessingRunner
+    #: The Spark runner's class when ``features.runner`` is ``spark``, built as
+    #: ``Spark`` with the job's reads, writes and bucket arguments.
+    spark_runner_class: type[SparkRunner] = SparkRunner
 
     def __init__(
         self,
@@ -135,8 +143,11 @@ class FeatureEngineering(Construct):
                 "Objects are named by date at run time; access is limited to this model",
             )
         self.processing_runner: ProcessingRunner | None = None
+        self.spark_runner: SparkRunner | None = None
         if spec.features.runner == "processing":
             self.processing_runner = self._create_processing_runner()
+        elif spec.features.runner == "spark":
+            self.spark_runner = self._create_spark_runner()
         self.table: dynamodb.ITable | None = None
         self.update_function: lambda_.Function | None = None
         self.dead_letter_queue: sqs.Queue | None = None
@@ -149,14 +160,20 @@ class FeatureEngineering(Construct):
             self.table = table or self._create_table()
             self._create_updater(stream)
 
+    def _job_access(self) -> dict[str, list[S3Access]]:
+        """What a scale-out job of the features reads (this model's snapshots)
+        and writes (this model's feature snapshots), either runner."""
+        lake, layout = self.data_lake, Layout(self.spec.name)
+        reason = "Objects are named by date at run time; access is limited to this model"
+        return {
+            "reads": [S3Access(lake.datasets, layout.everything(layout.datasets), reason)],
+            "writes": [S3Access(lake.features, layout.everything(layout.features), reason)],
+        }
+
     def _create_processing_runner(self) -> ProcessingRunner:
         """The scale-out runner: ``feature_job.run`` in a SageMaker Processing job,
         for windows of days that do not fit the function's memory or 15 minutes."""
         spec, lake = self.spec, self.data_lake
-        layout = Layout(spec.name)
-        datasets, features = (layout.everything(layout.datasets),
-                              layout.everything(layout.features))
-        reason = "Objects are named by date at run time; access is limited to this model"
         return self.processing_runner_class(
             self,
             "Processing",
@@ -164,12 +181,27 @@ class FeatureEngineering(Construct):
             kind="features",
             key=lake.key,
             output_bucket=lake.artifacts,
-            reads=[S3Access(lake.datasets, datasets, reason)],
-            writes=[S3Access(lake.features, features, reason)],
+            **self._job_access(),
             environment={
                 "DATASETS_BUCKET": lake.datasets.bucket_name,
                 "FEATURES_BUCKET": lake.features.bucket_name,
                 "MODEL_NAME": spec.name,
+            },
+        )
+
+    def _create_spark_runner(self) -> SparkRunner:
+        """The runner beyond one machine: the features as Spark SQL on EMR
+        Serverless (``spark_job --kind features``), its result in the artifacts
+        bucket under ``spark/<model>/features/``. No metrics namespace: the
+        features job publishes none."""
+        spec, lake = self.spec, self.data_lake
+        return self.spark_runner_class(
+            self, "Spark", spec=spec, kind="features", key=lake.key,
+            output_bucket=lake.artifacts, **self._job_access(),
+            arguments={
+                "--datasets-bucket": lake.datasets.bucket_name,
+                "--features-bucket": lake.features.bucket_name,
+                "--model": spec.name,
             },
         )
 
@@ -241,8 +273,17 @@ class FeatureEngineering(Construct):
         """A workflow step: features of ``$.data.snapshot.date`` into ``$.data.features``.
 
         ``features.runner: processing`` runs the same code as a SageMaker
-        Processing job; the result at ``$.data.features`` is the same.
+        Processing job, ``spark`` the compiled features on EMR Serverless; the
+        result at ``$.data.features`` is the same.
         """
+        if self.spark_runner is not None:
+            return self.spark_runner.run(
+                scope,
+                construct_id,
+                arguments={"--date": "$.data.snapshot.date"},
+                result_path="$.data.features",
+                comment="Compute the batch features of the snapshot (Spark)",
+            )
         if self.processing_runner is not None:
             return self.processing_runner.run(
                 scope,
@@ -266,6 +307,7 @@ class FeatureEngineering(Construct):
         :meth:`compute` already bring it to the state machine they are in)."""
         if self.processing_runner is None:
             raise ValueError(
-                f"model {self.spec.name!r} computes features in Lambda (features.runner: embedded)"
+                f"model {self.spec.name!r} has no Processing runner "
+                f"(features.runner: {self.spec.features.runner})"
             )
         return self.processing_runner.grant_start(role)
