@@ -16,34 +16,26 @@ after it do not care which runner ran.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Unpack
 
 from aws_cdk import Aws, Stack
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
-from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_stepfunctions as sfn
-from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from .compliance import (
-    acknowledge,
-    acknowledge_all,
-    acknowledge_grant_actions,
-    iam5_resource,
-    printed_arn,
-)
+from .compliance import acknowledge, iam5_resource, printed_arn
 from .functions import stage_code
 from .images import image_uri
 from .network import ModelNetwork
 from .sagemaker_access import grant_job_logs, pass_role_statement, sagemaker_role
-from .scale_out import S3Access, ScaleOutRunner, acknowledge_objects
+from .scale_out import METRICS_REASON, ScaleOutProps, ScaleOutRunner
+from .scale_out import S3Access as S3Access  # re-exported: it was defined here first
 from .spec import ModelSpec
 from .spec.data import ProcessingResources
 from .storage import grant_read_objects
-from .tokens import minutes, seconds, task_timeout
+from .tokens import minutes, seconds
 from .wheels import DUCKDB_PACKAGES, PROCESSING_TARGET
 from .workflow import retry_transient
 
@@ -85,61 +77,47 @@ def stage_engine(spec: ModelSpec, kind: str) -> str:
 class ProcessingRunner(ScaleOutRunner):
     """One kind of job of one model on SageMaker Processing, and the step that runs it.
 
-    Args:
-        spec: the model spec (``name`` prefixes job names; the spec is bundled
-            with the code as ``mdlc_config.json``).
-        kind: ``quality``, ``features`` or ``monitoring`` (the entry's ``--kind``).
-        key: encrypts the job's volume and its outputs; the job may use it.
-        output_bucket: where the job's result lands
-            (``processing/<model>/<kind>/<job name>/result.json``) and is read back.
-        reads: objects the job reads (``s3:GetObject*``, and ``s3:ListBucket``
-            under the pattern's prefix: :func:`~mdlc_constructs.storage.grant_read_objects`).
-        writes: objects the job writes (``s3:PutObject`` via ``grant_put``).
+    Args (besides :class:`~mdlc_constructs.scale_out.ScaleOutProps`: ``spec``,
+    ``kind``, ``key``, ``output_bucket``, ``reads``, ``writes``, ``metrics_namespace``):
+        kind: ``quality``, ``features`` or ``monitoring`` (:data:`KINDS`).
+        key: encrypts the job's volume and its outputs.
+        output_bucket: the result lands at
+            ``processing/<model>/<kind>/<job name>/result.json``.
         environment: the job's environment (bucket names and settings, as the
             Lambda runner gets them). Default: none.
-        metrics_namespace: the CloudWatch namespace the job may publish to.
-            Default: none (no ``cloudwatch:PutMetricData``).
         resources: instance type, volume and time limit. Default: the spec
             section of ``kind`` (``quality.processing``, ``features.processing``,
             ``monitoring.processing``).
 
-    Attributes:
+    Attributes (besides :class:`~mdlc_constructs.scale_out.ScaleOutRunner`'s):
         role: the job's role. code: the code asset. image_uri: the image.
         job_prefix: ``<model>-<kind>-``; every job name starts with it.
         output_prefix: ``processing/<model>/<kind>/``.
     """
+
+    kinds = KINDS
+    output_root = OUTPUT_PREFIX
+    resources_field = "processing"
+    runs_on = "Processing"
+    outputs_reason = "SageMaker uploads each job's result under its own job name, below this prefix"
+    start_intent = "start the Processing jobs"
 
     def __init__(
         self,
         scope: Construct,
         construct_id: str,
         *,
-        spec: ModelSpec,
-        kind: str,
-        key: kms.IKey,
-        output_bucket: s3.IBucket,
-        reads: Sequence[S3Access] = (),
-        writes: Sequence[S3Access] = (),
         environment: Mapping[str, str] | None = None,
-        metrics_namespace: str | None = None,
         resources: ProcessingResources | None = None,
+        **props: Unpack[ScaleOutProps],
     ) -> None:
-        super().__init__(scope, construct_id)
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        super().__init__(scope, construct_id, resources=resources, **props)
         if environment and len(environment) > 100:
             raise ValueError(
                 f"a Processing job takes at most 100 environment variables, got {len(environment)}"
             )
-        self.spec = spec
-        self.kind = kind
-        self.key = key
-        self.output_bucket = output_bucket
         self.environment = dict(environment or {})
-        self.metrics_namespace = metrics_namespace
-        self.resources = resources or getattr(spec, kind).processing
-        self.job_prefix = f"{spec.name}-{kind}-"
-        self.output_prefix = f"{OUTPUT_PREFIX}/{spec.name}/{kind}/"
+        spec, kind = self.spec, self.kind
         stack = Stack.of(self)
         self.role = sagemaker_role(
             self, "Role", description=f"MDLC {spec.name}: {kind} Processing jobs"
@@ -156,7 +134,12 @@ class ProcessingRunner(ScaleOutRunner):
         self.image_uri = image_uri(
             stack, "MdlcProcessingImages", framework=framework, version=version
         )
-        self._grant_job(list(reads), list(writes))
+        self._grant_job()
+
+    @property
+    def job_prefix(self) -> str:
+        """``<model>-<kind>-``: every job name starts with it (:attr:`name_prefix`)."""
+        return self.name_prefix
 
     # -- the job's role ----------------------------------------------------------------
 
@@ -170,36 +153,20 @@ class ProcessingRunner(ScaleOutRunner):
             config["EnableInterContainerTrafficEncryption"] = True
         return config
 
-    def _grant_job(self, reads: list[S3Access], writes: list[S3Access]) -> None:
-        role = self.role
-        granted = self._grant_data(
-            reads, writes,
-            "SageMaker uploads each job's result under its own job name, below this prefix")
+    def _grant_service(self, role: iam.Role) -> dict[str, str]:
         # The code input is the asset's one object (an S3Prefix input lists its
         # key as the prefix): not the rest of the account's CDK assets bucket.
         grant_read_objects(self.code.bucket, role, self.code.s3_object_key)
         # The volume and the uploaded outputs are encrypted with the data key.
         self.key.grant_encrypt_decrypt(role)
         grant_job_logs(role, log_group="ProcessingJobs", stream_pattern=f"{self.job_prefix}*")
-        reasons = {
-            iam5_resource("*"): "cloudwatch:PutMetricData has no resource-level "
-            "permission; it is limited by a namespace condition",
+        return {
+            # grant_job_logs: SageMaker's own metrics, in its /aws/sagemaker/* namespaces.
+            iam5_resource("*"): METRICS_REASON,
             iam5_resource(printed_arn(
                 "logs", f"log-group:/aws/sagemaker/ProcessingJobs:log-stream:{self.job_prefix}*")):
             "Log streams of this model's jobs of this kind only",
         }
-        if self.metrics_namespace:
-            role.add_to_principal_policy(
-                iam.PolicyStatement(
-                    actions=["cloudwatch:PutMetricData"],
-                    resources=["*"],
-                    conditions={"StringEquals": {"cloudwatch:namespace": self.metrics_namespace}},
-                )
-            )
-        acknowledge_all(role, reasons)
-        acknowledge_grant_actions(role)
-        for access in granted:
-            acknowledge_objects(role, access)
 
     # -- the workflow side ------------------------------------------------------------------
 
@@ -245,8 +212,6 @@ class ProcessingRunner(ScaleOutRunner):
             service="sagemaker", resource="processing-job", resource_name=f"{self.job_prefix}*"
         )
 
-    start_intent = "start the Processing jobs"
-
     def acknowledge_start_resources(self, scope: Construct) -> None:
         acknowledge(
             scope,
@@ -254,55 +219,16 @@ class ProcessingRunner(ScaleOutRunner):
             "Job names carry a run id; the prefix limits them to this model's jobs of this kind",
         )
 
-    def run(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        arguments: Mapping[str, str],
-        result_path: str,
-        comment: str | None = None,
-    ) -> sfn.Chain:
-        """The steps that run one job and put its result at ``result_path``.
-
-        1. ``<id>`` (Pass): a job name, ``<model>-<kind>-<12 hex digits>``,
-           unique per run, kept at ``<result_path>.job_name`` until step 3.
-        2. ``<id>Job``: ``createProcessingJob.sync`` with ``--kind <kind>`` and
-           ``arguments`` (flag -> a JSONPath such as ``$.data.snapshot.date``,
-           an intrinsic such as ``States.JsonToString($.event)``, or a literal);
-           it waits for the job and fails when the job fails.
-        3. ``<id>ReadResult``: the job's ``result.json`` (s3:GetObject), then
-           ``<id>Result`` puts it at ``result_path``, exactly where the Lambda
-           runner's step puts its return value.
-
-        The state machine that contains these steps gets the statements of
-        :meth:`start_statements` with them.
-        """
-        if not result_path.startswith("$.") or result_path.endswith("."):
-            raise ValueError(
-                f"result_path must be a JSONPath such as '$.data.x', got {result_path!r}"
-            )
+    def _job_state(self, scope: Construct, state_id: str, *, arguments: Mapping[str, str],
+                   job_name: str, result_key: str, result_path: str) -> sfn.CustomState:
+        """``createProcessingJob.sync``: the job's output uploads to
+        ``<output_prefix><job name>/``, where ``result_key`` reads it back."""
         bucket = self.output_bucket.bucket_name
-        job_name = f"{result_path}.job_name"
-        name = sfn.Pass(
-            scope,
-            construct_id,
-            comment=comment or f"Run the {self.kind} job of {self.spec.name} on Processing",
-            parameters={
-                # The last group of a UUID is 48 random bits: unique enough for
-                # a daily job, short enough for SageMaker's 63 characters.
-                "job_name.$": f"States.Format('{self.job_prefix}{{}}', States.ArrayGetItem("
-                "States.StringSplit(States.UUID(), '-'), 4))"
-            },
-            result_path=result_path,
-        )
-        args = ["'--kind'", f"'{self.kind}'"]
-        for flag, value in arguments.items():
-            args += [f"'{flag}'", value if value.startswith(("$", "States.")) else f"'{value}'"]
+        args = ["'--kind'", f"'{self.kind}'", *self.run_arguments(arguments)]
         resources = self.resources
         job = sfn.CustomState(
             scope,
-            f"{construct_id}Job",
+            state_id,
             state_json={
                 "Type": "Task",
                 "Resource": f"arn:{Aws.PARTITION}:states:::sagemaker:createProcessingJob.sync",
@@ -372,30 +298,4 @@ class ProcessingRunner(ScaleOutRunner):
         # States.TaskFailed and is not retried (it would fail the same way).
         retry_transient(job, errors=("ThrottlingException", "SageMaker.AmazonSageMakerException"),
                         attempts=3, interval=seconds(30))
-        read = tasks.CallAwsService(
-            scope,
-            f"{construct_id}ReadResult",
-            service="s3",
-            action="getObject",
-            parameters={
-                "Bucket": bucket,
-                "Key.$": f"States.Format('{self.output_prefix}{{}}/result.json', {job_name})",
-            },
-            iam_resources=[self.output_bucket.arn_for_objects(f"{self.output_prefix}*")],
-            # Whatever state machine these steps end up in can run the job.
-            additional_iam_statements=self.start_statements(),
-            result_selector={"result.$": "States.StringToJson($.Body)"},
-            result_path=result_path,
-            task_timeout=task_timeout(minutes(1)),
-            comment="The job's result: what the Lambda runner would have returned",
-        )
-        retry_transient(read, errors=("S3.SdkClientException", "S3.InternalErrorException",
-                                      "ThrottlingException"))  # fmt: skip
-        result = sfn.Pass(
-            scope,
-            f"{construct_id}Result",
-            input_path=f"{result_path}.result",
-            result_path=result_path,
-        )
-        self._acknowledge_start(Stack.of(scope))
-        return sfn.Chain.start(name).next(job).next(read).next(result)
+        return job

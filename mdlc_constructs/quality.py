@@ -32,7 +32,7 @@ from .compliance import (
 from .functions import python_function
 from .metrics import QUALITY_NAMESPACE, quality_violations
 from .processing import ProcessingRunner
-from .scale_out import S3Access
+from .scale_out import S3Access, ScaleOutProps
 from .spark import SparkRunner
 from .spec import ModelSpec
 from .storage import DataLake, grant_read_objects
@@ -158,47 +158,46 @@ class DataQuality(Construct):
 
     # -- the scale-out runner --------------------------------------------------
 
-    def _job_access(self) -> dict[str, list[S3Access]]:
-        """What a scale-out job of the check reads and writes (either runner)."""
+    def _runner_props(self) -> ScaleOutProps:
+        """What either scale-out runner of the check takes: the data key, the
+        artifacts bucket for its result, its reads and writes, the namespace."""
         lake = self.data_lake
         layout = Layout(self.spec.name)
         reports = S3Access(lake.artifacts, Layout.everything(layout.quality_reports),
                            "One report per date, named at run time; limited to this model")
-        return {
-            "reads": [
+        return ScaleOutProps(
+            spec=self.spec, kind="quality", key=lake.key, output_bucket=lake.artifacts,
+            reads=[
                 S3Access(lake.datasets, Layout.everything(layout.datasets),
                          "Snapshot objects are named at run time; limited to this model"),
                 # The earlier days' reports tell which snapshot last passed,
                 # the one the consistency rules compare with.
                 reports,
             ],
-            "writes": [reports],
-        }
+            writes=[reports],
+            metrics_namespace=METRICS_NAMESPACE,
+        )
 
     def _create_processing_runner(self) -> ProcessingRunner:
-        spec, lake = self.spec, self.data_lake
+        lake = self.data_lake
         return self.processing_runner_class(
-            self, "Processing", spec=spec, kind="quality", key=lake.key,
-            output_bucket=lake.artifacts, **self._job_access(),
+            self, "Processing", **self._runner_props(),
             environment={
                 "DATASETS_BUCKET": lake.datasets.bucket_name,
                 "REPORT_BUCKET": lake.artifacts.bucket_name,
                 "METRICS_NAMESPACE": METRICS_NAMESPACE,
             },
-            metrics_namespace=METRICS_NAMESPACE,
         )
 
     def _create_spark_runner(self) -> SparkRunner:
-        spec, lake = self.spec, self.data_lake
+        lake = self.data_lake
         return self.spark_runner_class(
-            self, "Spark", spec=spec, kind="quality", key=lake.key,
-            output_bucket=lake.artifacts, **self._job_access(),
+            self, "Spark", **self._runner_props(),
             arguments={
                 "--datasets-bucket": lake.datasets.bucket_name,
                 "--report-bucket": lake.artifacts.bucket_name,
                 "--namespace": METRICS_NAMESPACE,
             },
-            metrics_namespace=METRICS_NAMESPACE,
         )
 
     def grant_processing(self, role: iam.IRole) -> iam.Grant:

@@ -28,38 +28,32 @@ import atexit
 import json
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from aws_cdk import ArnFormat, Aws, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_emrserverless as emrs
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_stepfunctions as sfn
-from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from .compliance import (
     acknowledge,
-    acknowledge_all,
-    acknowledge_grant_actions,
     iam5_resource,
     printed_arn,
     resource_token,
 )
 from .functions import core_root
 from .network import ModelNetwork
-from .scale_out import S3Access, ScaleOutRunner, acknowledge_objects
-from .spec import ModelSpec
+from .scale_out import ScaleOutProps, ScaleOutRunner
 from .spec.data import SparkResources
 from .storage import grant_read_objects
-from .tokens import minutes, seconds, task_timeout
+from .tokens import minutes, seconds
 from .workflow import retry_transient
 
 #: The job kinds the entry point runs (``spark_job --kind``).
@@ -102,48 +96,46 @@ class SparkRunner(ScaleOutRunner):
         output_prefix: ``spark/<model>/<kind>/``.
     """
 
+    kinds = KINDS
+    output_root = OUTPUT_PREFIX
+    resources_field = "spark"
+    runs_on = "Spark"
+    run_noun = "run"
+    outputs_reason = "Each run writes its result under its own run name, below this prefix"
+    start_intent = "start the Spark jobs"
+
     def __init__(
         self,
         scope: Construct,
         construct_id: str,
         *,
-        spec: ModelSpec,
-        kind: str,
-        key: kms.IKey,
-        output_bucket: s3.IBucket,
-        reads: Sequence[S3Access] = (),
-        writes: Sequence[S3Access] = (),
         arguments: Mapping[str, str] | None = None,
-        metrics_namespace: str | None = None,
         resources: SparkResources | None = None,
+        **props: Unpack[ScaleOutProps],
     ) -> None:
-        super().__init__(scope, construct_id)
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        self.spec = spec
-        self.kind = kind
-        self.key = key
-        self.output_bucket = output_bucket
+        super().__init__(scope, construct_id, resources=resources, **props)
+        spec, kind = self.spec, self.kind
         self.arguments = dict(arguments or {})
-        self.metrics_namespace = metrics_namespace
-        self.resources = resources or getattr(spec, kind).spark
         if self.resources.python_environment is None:
             raise ValueError(
                 f"model {spec.name!r}: {kind}.spark.python_environment is required with "
                 "runner spark (a packed Python 3.11+ environment, s3://.../env.tar.gz; "
                 "docs/engines.md)")
-        self.run_prefix = f"{spec.name}-{kind}-"
-        self.output_prefix = f"{OUTPUT_PREFIX}/{spec.name}/{kind}/"
         self.entry = s3_assets.Asset(self, "Entry", path=str(core_root() / "spark_job.py"))
         self.code = s3_assets.Asset(self, "Code", path=stage_spark_code(spec.as_config()))
         self.log_group = logs.LogGroup(
-            self, "Logs", encryption_key=key, retention=logs.RetentionDays.ONE_YEAR,
+            self, "Logs", encryption_key=self.key, retention=logs.RetentionDays.ONE_YEAR,
             removal_policy=RemovalPolicy.RETAIN,
         )
         self.security_group = self._security_group()
         self.application = self._application()
         self.role = self._role()
-        self._grant_job(list(reads), list(writes))
+        self._grant_job()
+
+    @property
+    def run_prefix(self) -> str:
+        """``<model>-<kind>-``: every run name starts with it (:attr:`name_prefix`)."""
+        return self.name_prefix
 
     # -- the application ------------------------------------------------------------
 
@@ -224,10 +216,7 @@ class SparkRunner(ScaleOutRunner):
             description=f"MDLC {self.spec.name}: {self.kind} Spark jobs (EMR Serverless)",
         )
 
-    def _grant_job(self, reads: list[S3Access], writes: list[S3Access]) -> None:
-        role = self.role
-        granted = self._grant_data(
-            reads, writes, "Each run writes its result under its own run name, below this prefix")
+    def _grant_service(self, role: iam.Role) -> dict[str, str]:
         # The entry point and the code archive: these two objects of the assets
         # bucket, not the rest of the account's CDK assets.
         for asset in (self.entry, self.code):
@@ -246,23 +235,12 @@ class SparkRunner(ScaleOutRunner):
             resources=[stack.format_arn(service="logs", resource="log-group", resource_name="*",
                                         arn_format=ArnFormat.COLON_RESOURCE_NAME)],
         ))
-        reasons = {
+        return {
             iam5_resource(printed_arn("logs", "log-group:*")): "EMR Serverless looks its log "
             "group up by name (logs:DescribeLogGroups has no narrower resource)",
             iam5_resource(f"{resource_token(self.log_group)}:*"): "The jobs' log streams are "
             "named by EMR Serverless per run, inside this log group",
         }
-        if self.metrics_namespace:
-            role.add_to_principal_policy(iam.PolicyStatement(
-                actions=["cloudwatch:PutMetricData"], resources=["*"],
-                conditions={"StringEquals": {"cloudwatch:namespace": self.metrics_namespace}},
-            ))
-            reasons[iam5_resource("*")] = ("cloudwatch:PutMetricData has no resource-level "
-                                           "permission; it is limited by a namespace condition")
-        acknowledge_all(role, reasons)
-        acknowledge_grant_actions(role)
-        for access in granted:
-            acknowledge_objects(role, access)
 
     # -- the workflow side ----------------------------------------------------------
 
@@ -294,8 +272,6 @@ class SparkRunner(ScaleOutRunner):
     def job_run_arn_pattern(self) -> str:
         return f"{self.application_arn}/jobruns/*"
 
-    start_intent = "start the Spark jobs"
-
     def acknowledge_start_resources(self, scope: Construct) -> None:
         acknowledge(
             scope, iam5_resource(f"{resource_token(self.application)}/jobruns/*"),
@@ -317,55 +293,24 @@ class SparkRunner(ScaleOutRunner):
         }
         return " ".join(f"--conf {name}={value}" for name, value in conf.items())
 
-    def run(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        arguments: Mapping[str, str],
-        result_path: str,
-        comment: str | None = None,
-    ) -> sfn.Chain:
-        """The steps that run one job and put its result at ``result_path``.
-
-        1. ``<id>`` (Pass): a run name, ``<model>-<kind>-<12 hex digits>``, kept
-           at ``<result_path>.job_name`` (also the idempotency token of the
-           start: a retried start does not start a second run).
-        2. ``<id>Job``: ``emr-serverless:startJobRun.sync`` with ``--kind
-           <kind>``, the runner's ``arguments`` and these (flag -> a JSONPath
-           such as ``$.data.snapshot.date``, or a literal); it waits for the
-           run and fails when the run fails.
-        3. ``<id>ReadResult``: the run's ``result.json``, then ``<id>Result``
-           puts it at ``result_path``, where the Lambda runner's step puts its
-           return value.
-        """
-        if not result_path.startswith("$.") or result_path.endswith("."):
-            raise ValueError(
-                f"result_path must be a JSONPath such as '$.data.x', got {result_path!r}")
-        bucket = self.output_bucket.bucket_name
-        job_name = f"{result_path}.job_name"
-        name = sfn.Pass(
-            scope, construct_id,
-            comment=comment or f"Run the {self.kind} job of {self.spec.name} on Spark",
-            parameters={
-                "job_name.$": f"States.Format('{self.run_prefix}{{}}', States.ArrayGetItem("
-                "States.StringSplit(States.UUID(), '-'), 4))"
-            },
-            result_path=result_path,
-        )
-        result_key = f"States.Format('{self.output_prefix}{{}}/result.json', {job_name})"
+    def _job_state(self, scope: Construct, state_id: str, *, arguments: Mapping[str, str],
+                   job_name: str, result_key: str, result_path: str) -> sfn.CustomState:
+        """``emr-serverless:startJobRun.sync``: the entry point gets ``--kind``, the
+        runner's :attr:`arguments`, the run's, and where to write its result.
+        The run name is also the start's idempotency token (``ClientToken``): a
+        retried start does not start a second run."""
         args = ["'--kind'", f"'{self.kind}'"]
         # The runner's own arguments are literals (bucket names: tokens until
         # deployment, which also start with "$"); a run's may be JSONPaths.
         for flag, value in self.arguments.items():
             args += [f"'{flag}'", f"'{value}'"]
-        for flag, value in arguments.items():
-            args += [f"'{flag}'", value if value.startswith(("$", "States.")) else f"'{value}'"]
-        args += ["'--result-bucket'", f"'{bucket}'", "'--result-key'", result_key,
+        args += self.run_arguments(arguments)
+        args += ["'--result-bucket'", f"'{self.output_bucket.bucket_name}'",
+                 "'--result-key'", result_key,
                  "'--kms-key'", f"'{self.key.key_arn}'", "'--read-from'", "'s3'"]
         resources = self.resources
         job = sfn.CustomState(
-            scope, f"{construct_id}Job",
+            scope, state_id,
             state_json={
                 "Type": "Task",
                 "Resource": f"arn:{Aws.PARTITION}:states:::emr-serverless:startJobRun.sync",
@@ -392,28 +337,9 @@ class SparkRunner(ScaleOutRunner):
         )
         # Throttling of StartJobRun: the client token makes a retried start the
         # same run. A failed run is States.TaskFailed and is not retried.
-        job.add_retry(
-            errors=["ThrottlingException", "EMRServerless.InternalServerException"],
-            interval=seconds(30), backoff_rate=2.0, max_attempts=3,
-            jitter_strategy=sfn.JitterType.FULL,
-        )
-        read = tasks.CallAwsService(
-            scope, f"{construct_id}ReadResult",
-            service="s3", action="getObject",
-            parameters={"Bucket": bucket, "Key.$": result_key},
-            iam_resources=[self.output_bucket.arn_for_objects(f"{self.output_prefix}*")],
-            additional_iam_statements=self.start_statements(),
-            result_selector={"result.$": "States.StringToJson($.Body)"},
-            result_path=result_path,
-            task_timeout=task_timeout(minutes(1)),
-            comment="The run's result: what the Lambda runner would have returned",
-        )
-        retry_transient(read, errors=("S3.SdkClientException", "S3.InternalErrorException",
-                                      "ThrottlingException"))  # fmt: skip
-        result = sfn.Pass(scope, f"{construct_id}Result", input_path=f"{result_path}.result",
-                          result_path=result_path)
-        self._acknowledge_start(Stack.of(scope))
-        return sfn.Chain.start(name).next(job).next(read).next(result)
+        retry_transient(job, attempts=3, interval=seconds(30),
+                        errors=("ThrottlingException", "EMRServerless.InternalServerException"))
+        return job
 
 
 def _split_s3_uri(uri: str | None) -> tuple[str, str]:
