@@ -105,11 +105,9 @@ def _applications(cloud: LocalCloud) -> dict[str, dict[str, Any]]:
 
 
 def _asset(cloud: LocalCloud, uri: str, what: str) -> Path:
-    key = uri.rsplit("/", 1)[-1]
-    for deployed in cloud.deployed.values():
-        path = deployed.stack.assets.get(key)
-        if path is not None and path.exists():
-            return path
+    path = cloud.asset(uri)
+    if path is not None:
+        return path
     raise FunctionError("States.TaskFailed", f"the {what} {uri} is not an asset of the deployed "
                         "assembly (the local stand-in runs the library's Spark job assets)")
 

@@ -29,11 +29,9 @@ if TYPE_CHECKING:
 
 
 def _asset_folder(cloud: LocalCloud, uri: str) -> Path:
-    key = uri.rsplit("/", 1)[-1]
-    for deployed in cloud.deployed.values():
-        folder = deployed.stack.assets.get(key)
-        if folder is not None and folder.is_dir():
-            return folder
+    folder = cloud.asset(uri)
+    if folder is not None and folder.is_dir():
+        return folder
     raise FunctionError("States.TaskFailed", f"processing code {uri} is not an asset of the "
                         "deployed assembly")
 

@@ -281,6 +281,17 @@ class LocalCloud:
     def physical(self, stack: str, logical_id: str) -> Any:
         return self.deployed[stack].physical[logical_id]
 
+    def asset(self, uri: str) -> Path | None:
+        """The local file or folder of the asset object ``uri`` names
+        (``s3://<assets bucket>/<hash>.<ext>``) in any deployed stack, or None:
+        what a job's code input would download."""
+        key = uri.rsplit("/", 1)[-1]
+        for deployed in self.deployed.values():
+            path = deployed.stack.assets.get(key)
+            if path is not None and path.exists():
+                return path
+        return None
+
     def machine_logical_id(self, arn: str) -> tuple[str, str]:
         for name, deployed in self.deployed.items():
             for logical_id, physical in deployed.physical.items():
