@@ -18,7 +18,7 @@ import io
 import json
 import math
 import re
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -231,6 +231,47 @@ def test_the_spark_engine_needs_its_session_and_its_arguments(
                               "--result-bucket", "b", "--result-key", "k",
                               "--datasets-bucket", DATASETS])
     assert "--features-bucket" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("version", ["4.1.1", "3.5.6"])
+def test_the_tables_on_spark_are_the_embedded_engines_with_nulls(
+    spark: Any, version: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """spark_features.tables, the Spark engine of feature_job, against the
+    embedded engine's training and entity tables, with null amounts, a
+    division by zero and an event id delivered twice; once as Spark 4 runs it
+    (Arrow both ways) and once taking Spark 3.5's path (EMR 7's release:
+    frames through pandas, where a null double is NaN, which must come back
+    as null, not as a NaN feature)."""
+    import pyspark
+    from mdlc_core import features as embedded
+    from mdlc_core import spark_features
+
+    from tests.test_features import START as DAY0
+    from tests.test_features import event, rich
+
+    monkeypatch.setattr(pyspark, "__version__", version)
+    events = [{**event(i, customer, at, amount), "account_tenure": tenure, "fraud_status": i % 2}
+              for i, customer, at, amount, tenure in (
+                  (1, "c1", datetime(2026, 3, 1, 9, tzinfo=UTC), 0.0, 10),
+                  (2, "c2", DAY0 + timedelta(hours=3), None, None),
+                  (3, "c1", DAY0 + timedelta(days=1, hours=1), 7.5, 11),
+                  (1, "c1", DAY0 + timedelta(days=1, hours=2), 99.0, 11),  # redelivered
+                  (4, "c3", DAY0 + timedelta(days=1, hours=4), None, 3))]
+    features = rich()
+    training, entities = spark_features.tables(spark)
+    for mine, theirs in ((training(events, features), embedded.training_table(events, features)),
+                         (entities(events, features, date(2026, 3, 2)),
+                          embedded.entity_table(events, features, date(2026, 3, 2)))):
+        assert list(mine) == list(theirs)
+        for name, values in theirs.items():
+            for index, (a, b) in enumerate(zip(values, mine[name], strict=True)):
+                if isinstance(a, float) and isinstance(b, float):
+                    assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12), (name, index)
+                else:
+                    assert a == b and type(a) is type(b), (name, index, a, b)
+        assert any(v is None for values in mine.values() for v in values)  # nulls compared
+    assert "events" not in [t.name for t in spark.catalog.listTables()]  # the view dropped
 
 
 # --- the spec -------------------------------------------------------------------------------

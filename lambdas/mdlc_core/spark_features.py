@@ -64,12 +64,14 @@ def run_plan(plan: Any, spark: Any) -> Any:
 
 def _to_arrow(frame: Any) -> Any:
     """A Spark frame as an Arrow table, in the frame's row order. Spark 4 has
-    ``toArrow``; before it, ``toPandas`` (Arrow-backed with SESSION_CONF),
-    whose NaN of a nullable double column is a null again in Arrow (the
-    features' values are never NaN: not finite is null in the SQL)."""
+    ``toArrow``; Spark 3.5 (EMR 7's) ``toPandas`` (Arrow-backed with
+    SESSION_CONF), whose NaN of a nullable double column is a null again in
+    Arrow (the features' values are never NaN: not finite is null in the SQL).
+    The same version switch as ``spark_job._arrow_frame``."""
     import pyarrow as pa
+    import pyspark
 
-    if hasattr(frame, "toArrow"):
+    if int(pyspark.__version__.split(".")[0]) >= 4:
         return frame.toArrow()
     return pa.Table.from_pandas(frame.toPandas(), preserve_index=False)
 
