@@ -152,17 +152,27 @@ ModelStackFactory = Callable[
 ]
 
 
-def default_model_stack(
-    scope: Construct,
-    construct_id: str,
-    spec: ModelSpec,
-    platform: MdlcPlatformStack | None,
-    env: cdk.Environment | None,
-) -> MdlcModelStack:
-    """An :class:`MdlcModelStack`, on the platform's data lake and topic when given
-    (and its network, when the spec asks for one)."""
-    shared = platform.model_stack_props(spec) if platform is not None else {}
-    return MdlcModelStack(scope, construct_id, spec=spec, env=env, **shared)
+def model_stack_factory(
+    stack_class_of: Callable[[ModelSpec], type[MdlcModelStack]],
+) -> ModelStackFactory:
+    """A factory for :func:`build_app` whose stack of each spec is of the class
+    ``stack_class_of(spec)`` names (a team's :class:`MdlcModelStack` subclass for
+    its models), built as the default one is: on the platform's data lake and
+    topic when given, and its network when the spec asks for one
+    (:meth:`MdlcPlatformStack.model_stack_props`). A team chooses the class;
+    what the platform shares stays written once."""
+
+    def build(scope: Construct, construct_id: str, spec: ModelSpec,
+              platform: MdlcPlatformStack | None, env: cdk.Environment | None) -> MdlcModelStack:
+        shared = platform.model_stack_props(spec) if platform is not None else {}
+        return stack_class_of(spec)(scope, construct_id, spec=spec, env=env, **shared)
+
+    return build
+
+
+#: An :class:`MdlcModelStack` per spec, on the platform's data lake and topic when
+#: given (and its network, when the spec asks for one).
+default_model_stack: ModelStackFactory = model_stack_factory(lambda _spec: MdlcModelStack)
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import aws_cdk as cdk
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
@@ -17,8 +16,7 @@ from mdlc_constructs.batch_inference import BatchInferenceWorkflow
 from mdlc_constructs.functions import python_function
 from mdlc_constructs.integration import ClientIntegration
 from mdlc_constructs.model_stack import MdlcModelStack
-from mdlc_constructs.platform import MdlcPlatformStack, default_model_stack
-from mdlc_constructs.spec import ModelSpec
+from mdlc_constructs.platform import model_stack_factory
 from mdlc_constructs.training import TrainingWorkflow
 from mdlc_constructs.workflow import invoke
 
@@ -119,15 +117,7 @@ class TeamFraudStack(MdlcModelStack):
         return alarm
 
 
-def team_model_stack(
-    scope: Construct,
-    construct_id: str,
-    spec: ModelSpec,
-    platform: MdlcPlatformStack | None,
-    env: cdk.Environment | None,
-) -> MdlcModelStack:
-    """The team's factory for ``build_app``: fraud models get ``TeamFraudStack``."""
-    if spec.owner != "fraud_ops":
-        return default_model_stack(scope, construct_id, spec, platform, env)
-    shared = platform.model_stack_props(spec) if platform is not None else {}
-    return TeamFraudStack(scope, construct_id, spec=spec, env=env, **shared)
+#: The team's factory for ``build_app``: fraud models get ``TeamFraudStack``, the
+#: others the library's stack; both share the platform as the default factory does.
+team_model_stack = model_stack_factory(
+    lambda spec: TeamFraudStack if spec.owner == "fraud_ops" else MdlcModelStack)
