@@ -2,7 +2,8 @@
 
 The job is ``lambdas/model_monitor`` (engine ``mdlc_core.monitoring``, also
 ``mdlc monitor``; or the same code in a SageMaker Processing job when
-``monitoring.runner`` is ``processing``): once per ``monitoring.schedule`` it computes the open loop
+``monitoring.runner`` is ``processing``, or with its metrics as Spark SQL on
+EMR Serverless when it is ``spark``): once per ``monitoring.schedule`` it computes the open loop
 (score and feature drift against the baseline, action shares) for yesterday
 and the closed loop (accuracy against labels) for the day whose labels have
 had ``monitoring.closed_loop.label_delay_days`` to arrive, in one run, and
@@ -40,6 +41,8 @@ from .functions import python_function
 from .processing import STARTUP_ALLOWANCE, ProcessingRunner
 from .resources import schedule_of
 from .scale_out import S3Access
+from .spark import STARTUP_ALLOWANCE as SPARK_STARTUP_ALLOWANCE
+from .spark import SparkRunner
 from .spec import ModelSpec
 from .storage import DataLake, grant_read_objects, scored_predictions_pattern
 from .tokens import days, hours, minutes
@@ -53,6 +56,18 @@ REPORT_PREFIX = "monitoring"
 BASELINE_PREFIX = "baselines"
 #: CloudWatch's longest alarm evaluation range for periods of an hour or more.
 MAX_EVALUATION_RANGE = days(7)
+#: The Spark job's flag for each key of :meth:`ModelMonitoring.job_environment`
+#: (``mdlc_core.spark_monitoring``: the Lambda runner's environment, as flags).
+SPARK_FLAGS = {
+    "PREDICTIONS_BUCKET": "--predictions-bucket",
+    "LABELS_BUCKET": "--labels-bucket",
+    "LABELS_PREFIX": "--labels-prefix",
+    "BASELINE_BUCKET": "--baseline-bucket",
+    "BASELINE_KEY": "--baseline-key",
+    "REPORT_BUCKET": "--report-bucket",
+    "METRICS_NAMESPACE": "--namespace",
+    "CLOSED_LOOP_LAG_DAYS": "--closed-loop-lag-days",
+}
 
 
 @runtime_checkable
@@ -152,12 +167,18 @@ class ModelMonitoring(Construct):
     schedule starts a small workflow (``Workflow``) that runs the job and
     notifies the topic when it fails; the reports and metrics are the same.
     ``memory_size`` and ``timeout`` then do not apply
-    (``monitoring.processing`` sizes the job).
+    (``monitoring.processing`` sizes the job). ``monitoring.runner: spark``
+    is the same job with its metrics as Spark SQL on EMR Serverless
+    (``mdlc_core.spark_monitoring``), in the same kind of workflow
+    (``monitoring.spark`` sizes the application); the job's role reads this
+    model's predictions, labels and baselines only, writes its reports and
+    may describe its model packages and publish to ``metrics_namespace``.
 
     Attributes:
-        function: the job (None with the Processing runner).
-        processing_runner, state_machine: the Processing runner and its
-        workflow (None with the embedded runner).
+        function: the job (None with the Processing and Spark runners).
+        processing_runner, spark_runner, state_machine: the scale-out runner
+        of ``monitoring.runner`` (the other None) and its workflow (None with
+        the embedded runner).
         dead_letter_queue: failed invocations (of the schedule's target).
         schedule_rule: the EventBridge rule. metrics: the metric factory.
         alarms: ``{id: alarm}``. retrain_alarms: those that re-train.
@@ -166,7 +187,8 @@ class ModelMonitoring(Construct):
 
     Extension points (plain methods a subclass overrides): :meth:`alarm_definitions`,
     :meth:`job_environment`, :meth:`schedule_input`; and the classes of its parts,
-    :attr:`dashboard_class` and :attr:`processing_runner_class`.
+    :attr:`dashboard_class`, :attr:`processing_runner_class` and
+    :attr:`spark_runner_class`.
     """
 
     #: The dashboard's class, built as ``Dashboard`` with the monitor's metric
@@ -175,6 +197,9 @@ class ModelMonitoring(Construct):
     #: The Processing runner's class when ``monitoring.runner`` is ``processing``,
     #: built as ``Processing`` with the job's reads, writes and environment.
     processing_runner_class: type[ProcessingRunner] = ProcessingRunner
+    #: The Spark runner's class when ``monitoring.runner`` is ``spark``, built as
+    #: ``Spark`` with the job's reads, writes and arguments.
+    spark_runner_class: type[SparkRunner] = SparkRunner
 
     #: Deprecated: :attr:`schedule_rule`.
     schedule = renamed("schedule_rule")
@@ -246,9 +271,13 @@ class ModelMonitoring(Construct):
         self.dead_letter_queue = self._create_dead_letter_queue()
         self.function: lambda_.Function | None = None
         self.processing_runner: ProcessingRunner | None = None
+        self.spark_runner: SparkRunner | None = None
         self.state_machine: sfn.StateMachine | None = None
         if spec.monitoring.runner == "processing":
             self.processing_runner = self._create_processing_runner()
+            self.state_machine = self._create_workflow()
+        elif spec.monitoring.runner == "spark":
+            self.spark_runner = self._create_spark_runner()
             self.state_machine = self._create_workflow()
         else:
             self.function = self._create_function(memory_size, timeout)
@@ -486,7 +515,7 @@ class ModelMonitoring(Construct):
     def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
         """Let ``grantee`` run the job (e.g. a backfill: ``{"date": "YYYY-MM-DD"}``):
         invoke the function, or start the workflow when ``monitoring.runner`` is
-        ``processing`` (the same event is the execution's input)."""
+        ``processing`` or ``spark`` (the same event is the execution's input)."""
         if self.state_machine is not None:
             return self.state_machine.grant_start_execution(grantee)
         assert self.function is not None
@@ -667,23 +696,72 @@ class ModelMonitoring(Construct):
         self.grant_describe_packages(runner.role)
         return runner
 
+    def _create_spark_runner(self) -> SparkRunner:
+        """``monitor_job.run`` with its metrics on Spark: the function's reads,
+        reports and metrics; :meth:`job_environment`, as the job's flags."""
+        spec, lake = self.spec, self.data_lake
+        reads, reports = self._job_access()
+        arguments = {SPARK_FLAGS[name]: value for name, value in self.job_environment().items()
+                     if name in SPARK_FLAGS}
+        runner = self.spark_runner_class(
+            self,
+            "Spark",
+            spec=spec,
+            kind="monitoring",
+            key=lake.key,
+            output_bucket=lake.artifacts,
+            reads=[S3Access(b, p, f"{r}; objects are named by date at run time")
+                   for b, p, r in reads],
+            writes=[S3Access(lake.artifacts, reports, "This model's monitoring reports, one "
+                             "per day; objects are named by date at run time")],
+            arguments=arguments,
+            metrics_namespace=self.metrics_namespace,
+        )  # fmt: skip
+        self.grant_describe_packages(runner.role)
+        return runner
+
     def _create_workflow(self) -> sfn.StateMachine:
-        """Schedule → this workflow → the Processing job; a failure notifies the topic."""
-        assert self.processing_runner is not None
+        """Schedule → this workflow → the Processing or Spark job; a failure
+        notifies the topic."""
         spec = self.spec
         # The execution's input is the function's event ({"date": ...} or
         # nothing); the job gets it as JSON, so a backfill works the same way.
-        event = sfn.Pass(self, "Event", parameters={"event.$": "$"})
-        boundary = error_boundary(
-            self,
-            "Monitor",
-            steps=self.processing_runner.run(
+        if self.spark_runner is not None:
+            # The Spark entry point's --date is the day the execution started
+            # (UTC): without an event date the job monitors the day before, as
+            # the function does, and a retried run monitors the same day.
+            event = sfn.Pass(self, "Event", parameters={
+                "event.$": "$",
+                "started.$": "States.ArrayGetItem(States.StringSplit($$.Execution.StartTime, "
+                "'T'), 0)",
+            })
+            steps = self.spark_runner.run(
+                self,
+                "RunJob",
+                arguments={"--event": "States.JsonToString($.event)", "--date": "$.started"},
+                result_path="$.summary",
+                comment="Monitor the day with the metrics as Spark SQL on EMR Serverless",
+            )
+            runtime = minutes(spec.monitoring.spark.max_runtime_minutes).plus(
+                SPARK_STARTUP_ALLOWANCE)
+            runs_as = "a Spark job on EMR Serverless"
+        else:
+            assert self.processing_runner is not None
+            event = sfn.Pass(self, "Event", parameters={"event.$": "$"})
+            steps = self.processing_runner.run(
                 self,
                 "RunJob",
                 arguments={"--event": "States.JsonToString($.event)"},
                 result_path="$.summary",
                 comment="Monitor the day in a SageMaker Processing job",
-            ),
+            )
+            runtime = minutes(spec.monitoring.processing.max_runtime_minutes).plus(
+                STARTUP_ALLOWANCE)
+            runs_as = "a Processing job"
+        boundary = error_boundary(
+            self,
+            "Monitor",
+            steps=steps,
             topic=self.topic,
             failure_id="MonitoringRun",
             subject=f"MDLC {spec.name}: monitoring run failed",
@@ -691,16 +769,13 @@ class ModelMonitoring(Construct):
             result_path="$.result",
             result_selector={"summary.$": "$[0].summary"},
         )
-        job = spec.monitoring.processing
         machine = state_machine(
             self,
             "Workflow",
             definition=event.next(boundary),
             key=self.data_lake.key,
-            timeout=minutes(job.max_runtime_minutes)
-            .plus(STARTUP_ALLOWANCE)
-            .plus(minutes(10)),
-            comment=f"MDLC {spec.name}: daily model monitoring as a Processing job",
+            timeout=runtime.plus(minutes(10)),
+            comment=f"MDLC {spec.name}: daily model monitoring as {runs_as}",
             notifies=[self.topic],
             timed_out=f"Notify when a monitoring run of {spec.name} times out",
         )
