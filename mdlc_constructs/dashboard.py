@@ -82,7 +82,8 @@ class ModelMetrics:
         **extra_dimensions: str,
     ) -> cloudwatch.Metric:
         """A metric the monitoring job publishes, with ``Model``, ``ModelVersion``
-        and any extra dimension (``Feature``, ``Action``)."""
+        and any extra dimension (``Feature``, ``Action``; ``ModelVersion`` given
+        here replaces this factory's)."""
         return cloudwatch.Metric(
             namespace=self.namespace,
             metric_name=metric_name,
@@ -116,13 +117,7 @@ class ModelMetrics:
 
     def unmatched_labels(self, statistic: str = "Maximum") -> cloudwatch.Metric:
         # Published with ModelVersion=all only, whatever model_version is.
-        return cloudwatch.Metric(
-            namespace=self.namespace,
-            metric_name="UnmatchedLabels",
-            dimensions_map={"Model": self.spec.name, "ModelVersion": ALL_VERSIONS},
-            statistic=statistic,
-            period=self.period,
-        )
+        return self.model_metric("UnmatchedLabels", statistic=statistic, ModelVersion=ALL_VERSIONS)
 
     def score_psi(self, statistic: str = "Maximum") -> cloudwatch.Metric:
         return self.model_metric("ScorePSI", statistic=statistic)
