@@ -25,6 +25,10 @@ class Principals:
         self._local = threading.local()
         self._original_start: Any = None
         self._original_logic: Any = None
+        #: Notified each time an execution's interpreter thread ends (``ended`` counts
+        #: them), so a waiter sleeps until one ends instead of polling.
+        self.execution_ended = threading.Condition()
+        self.ended = 0
 
     def current(self) -> str | None:
         stack = getattr(self._local, "stack", None)
@@ -51,7 +55,8 @@ class Principals:
             stack.pop()
 
     def install(self) -> None:
-        """Pass the caller on to new threads, and run each execution as its machine's role."""
+        """Pass the caller on to new threads, run each execution as its machine's role,
+        and notify :attr:`execution_ended` as each execution's thread ends."""
         from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 
         principals = self
@@ -74,8 +79,13 @@ class Principals:
 
         def execution_logic(worker: Any) -> None:
             role = worker._evaluation_details.aws_execution_details.role_arn
-            with principals.acting_as(role or None):
-                original_logic(worker)
+            try:
+                with principals.acting_as(role or None):
+                    original_logic(worker)
+            finally:
+                with principals.execution_ended:
+                    principals.ended += 1
+                    principals.execution_ended.notify_all()
 
         ExecutionWorker._execution_logic = execution_logic  # type: ignore[method-assign]
 

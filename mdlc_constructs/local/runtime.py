@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from . import moto_speedups
 from .alarms import Alarm, AlarmEvaluator
 from .assembly import ACCOUNT, REGION, Assembly, Resolver
 from .clock import SimulatedClock
@@ -126,6 +127,7 @@ class LocalCloud:
         from moto import mock_aws
 
         install_aws_semantics()
+        moto_speedups.install()
         # moto logs every state of a failing execution at length; the report and
         # the functions' logs say what failed.
         for name in ("moto", "botocore.credentials"):
@@ -495,7 +497,9 @@ class LocalCloud:
         """Wait for one execution to end; returns it."""
         execution = self.executions[arn]
         deadline = time.monotonic() + timeout
+        ended = self.principals.execution_ended
         while execution.status == "RUNNING":
+            seen = self.principals.ended
             # Asked of moto's interpreter in process: a DescribeExecution per poll
             # costs a millisecond; the call is made once the run has ended.
             if not self._still_running(arn):
@@ -504,7 +508,11 @@ class LocalCloud:
                 break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{arn} still running after {timeout} s")
-            time.sleep(0.002)
+            # Sleep until an execution's thread ends (polling every few
+            # milliseconds took the interpreter's thread off the GIL as often);
+            # the timeout covers an end that is not a thread's (a stop).
+            with ended:
+                ended.wait_for(lambda seen=seen: self.principals.ended != seen, timeout=0.05)
         return execution
 
     @staticmethod
