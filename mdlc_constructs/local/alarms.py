@@ -76,6 +76,31 @@ class AlarmEvaluator:
     def add(self, alarm: Alarm) -> None:
         self.alarms[alarm.arn] = alarm
 
+    @staticmethod
+    def statistics(namespace: str, metric: str, dimensions: list[dict[str, str]],
+                   start: datetime, end: datetime, period: int, statistic: str) -> list[float]:
+        """``statistic`` of each period with data between ``start`` and ``end``, oldest
+        first: moto's ``GetMetricStatistics``, asked of its backend in process.
+
+        The same computation as the API call (moto's ``get_metric_statistics``
+        on its stored data, which it keeps as naive UTC times, as it parses the
+        request's), without serializing the request and the answer: an
+        evaluation asks once per alarm, and through the API that cost more
+        than the rest of the evaluation.
+        """
+        from moto.cloudwatch.models import cloudwatch_backends
+
+        from .assembly import ACCOUNT, REGION
+
+        def naive(moment: datetime) -> datetime:
+            return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+        points = cloudwatch_backends[ACCOUNT][REGION].get_metric_statistics(
+            namespace, metric, naive(start), naive(end), period, [statistic],
+            dimensions=dimensions, unit=None)
+        return [float(point.get_statistics_for_type(statistic))
+                for point in sorted(points, key=lambda point: point.timestamp)]
+
     def _metric_state(self, alarm: Alarm, now: datetime) -> tuple[str, str]:
         p = alarm.properties
         if "Metrics" in p:
@@ -86,13 +111,10 @@ class AlarmEvaluator:
         statistic = p.get("Statistic") or "Average"
         end = now
         start = end - timedelta(seconds=period * periods)
-        response = self._cloudwatch.get_metric_statistics(
-            Namespace=p["Namespace"], MetricName=p["MetricName"],
-            Dimensions=[{"Name": d["Name"], "Value": str(d["Value"])}
-                        for d in p.get("Dimensions", [])],
-            StartTime=start, EndTime=end, Period=period, Statistics=[statistic])
-        points = sorted(response["Datapoints"], key=lambda d: d["Timestamp"])
-        values = [float(d[statistic]) for d in points]
+        values = self.statistics(p["Namespace"], p["MetricName"],
+                                 [{"Name": d["Name"], "Value": str(d["Value"])}
+                                  for d in p.get("Dimensions", [])],
+                                 start, end, period, statistic)
         threshold = float(p["Threshold"])
         breaching = [_COMPARE[p["ComparisonOperator"]](v, threshold) for v in values]
         missing = periods - len(values)

@@ -208,12 +208,23 @@ class FastItems:
                 self._items.pop(name, None)
 
     def all_items(self, table_name: str) -> list[dict[str, Any]]:
-        """Every item of a table in wire form, unpaginated: the runtime's own view
-        (the simulation's report), not an API call."""
+        """Every item of a table in wire form, unpaginated, in no particular order:
+        the runtime's own view (the simulation's report), not an API call."""
         with self._lock:
-            self.flush([table_name])
             table = self._backend().tables[table_name]
-            return [item.to_json()["Attributes"] for item in table.all_items()]
+            # The held items as they are, instead of writing them into moto to read
+            # them back (building and serializing moto's item trees cost seconds
+            # for a simulation's decision log); moto's copy of a held item is older.
+            dirty = self._dirty.get(table_name, set())
+            held = self._items.get(table_name, {})
+            items = []
+            for item in table.all_items():
+                attributes = item.to_json()["Attributes"]
+                if not dirty or self._key(table, attributes) not in dirty:
+                    items.append(attributes)
+            items += [json.loads(text) for key in dirty
+                      if (text := held.get(key)) is not None]
+            return items
 
     def _before_moto(self, operation: str, params: dict[str, Any]) -> None:
         """Any other DynamoDB operation is about to reach moto."""

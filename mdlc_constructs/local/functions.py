@@ -29,12 +29,13 @@ import sys
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TextIO
+
+from .hooks import request_id
 
 #: Variables the Lambda runtime sets; the template's own come on top.
 _RUNTIME_ENVIRONMENT = {
@@ -84,7 +85,7 @@ class LambdaContext:
     invoked_function_arn: str
     memory_limit_in_mb: int
     timeout_seconds: int
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    aws_request_id: str = field(default_factory=request_id)
     function_version: str = "$LATEST"
     log_group_name: str = ""
     log_stream_name: str = "local"

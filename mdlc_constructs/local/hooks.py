@@ -13,6 +13,7 @@ clients and moto's Step Functions interpreter included, goes through it.
 from __future__ import annotations
 
 import io
+import random
 import threading
 import uuid
 from collections.abc import Callable
@@ -30,6 +31,15 @@ Observer = Callable[[str, dict[str, Any]], None]
 Guard = Callable[[str, str, dict[str, Any]], None]
 
 _PARAMS_KEY = "mdlc_local_api_params"
+
+#: Request ids of local answers: random UUIDs without a system call each
+#: (``uuid.uuid4`` reads ``os.urandom``, which cost more than many a local answer).
+_REQUEST_IDS = random.Random()
+
+
+def request_id() -> str:
+    """A version-4 UUID, as AWS's request ids are."""
+    return str(uuid.UUID(int=_REQUEST_IDS.getrandbits(128), version=4))
 
 
 class ServiceError(Exception):
@@ -112,6 +122,19 @@ class ServiceHooks:
                         "headers": dict(headers or {}), "body": b"", "url": endpoint_url,
                         "context": context if context is not None else {}}
 
+            def _resolve_endpoint_ruleset(self: Any, operation_model: Any, params: Any,
+                                          request_context: Any,
+                                          ignore_signing_region: bool = False) -> Any:
+                # The endpoint of a call answered locally is never contacted, and
+                # resolving it (DynamoDB's rules search every request for
+                # resource ARNs) costs more than the answer. S3 keeps its
+                # resolution: it refuses some bucket names and ARNs there.
+                service = self.meta.service_model.service_id.hyphenize()
+                if service == "s3" or (service, operation_model.name) not in hooks._operations:
+                    return super()._resolve_endpoint_ruleset(  # type: ignore[misc]
+                        operation_model, params, request_context, ignore_signing_region)
+                return self.meta.endpoint_url, {}, {}
+
         base_classes.insert(0, LocalRequests)
 
     def uninstall(self) -> None:
@@ -146,10 +169,10 @@ class ServiceHooks:
             return http, {
                 "Error": {"Code": error.code, "Message": error.message},
                 "ResponseMetadata": {"HTTPStatusCode": error.status,
-                                     "RequestId": str(uuid.uuid4())},
+                                     "RequestId": request_id()},
                 **error.extra,
             }
         parsed = dict(parsed)
-        parsed.setdefault("ResponseMetadata", {"HTTPStatusCode": 200,
-                                               "RequestId": str(uuid.uuid4())})
+        if "ResponseMetadata" not in parsed:
+            parsed["ResponseMetadata"] = {"HTTPStatusCode": 200, "RequestId": request_id()}
         return AWSResponse("https://local", 200, {}, None), parsed

@@ -344,9 +344,17 @@ class SageMakerLocal:
         return {}
 
     def model_of_config(self, config: str) -> str:
-        variants = self._sagemaker.describe_endpoint_config(
-            EndpointConfigName=config)["ProductionVariants"]
-        return variants[0]["ModelName"]
+        """The model of an endpoint configuration's (first) variant.
+
+        Read from moto's backend in process, as DescribeEndpointConfig answers
+        (an unknown configuration raises its ValidationError): each
+        InvokeEndpoint asks, and through the API the lookup cost more than
+        scoring a batch.
+        """
+        from moto.sagemaker.models import sagemaker_backends
+
+        described = sagemaker_backends[ACCOUNT][REGION].describe_endpoint_config(config)
+        return described["ProductionVariants"][0]["ModelName"]
 
     def version_of_model(self, model_name: str) -> int | None:
         model = self._sagemaker.describe_model(ModelName=model_name)
