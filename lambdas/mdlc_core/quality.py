@@ -18,7 +18,7 @@ keys, so a million rows take well under a second per handful of rules.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -68,9 +68,7 @@ def check(
     quality = spec_config["quality"]
     results = []
     for rule in quality["rules"]:
-        for name in _rule_columns(rule):
-            if name not in table.column_names:
-                raise RuleError(f"rule {rule_id(rule)}: the data has no column {name!r}")
+        require_columns(rule, table.column_names)
         results.append(_CHECKS[rule["kind"]](context, rule))
     return report(
         spec_config, results, rows=table.num_rows, snapshot_date=snapshot_date,
@@ -650,6 +648,14 @@ def _column_statistics(column: pa.ChunkedArray, rows: int) -> dict[str, Any]:
 
 
 # --- helpers ---------------------------------------------------------------------
+
+
+def require_columns(rule: Mapping[str, Any], columns: Collection[str]) -> None:
+    """Raise :class:`RuleError` naming the first column ``rule`` reads that the
+    data (its ``columns``) lacks: every engine refuses such a rule in these words."""
+    for name in _rule_columns(rule):
+        if name not in columns:
+            raise RuleError(f"rule {rule_id(rule)}: the data has no column {name!r}")
 
 
 def _rule_columns(rule: Mapping[str, Any]) -> list[str]:

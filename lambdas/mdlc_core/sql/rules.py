@@ -127,9 +127,7 @@ def _check_dialect(dialect: str) -> None:
 
 def compile_rule(rule: Mapping[str, Any], inputs: Inputs) -> CompiledRule:
     """The rule as SQL; raises :class:`RuleError` when it does not fit the data."""
-    for name in embedded._rule_columns(rule):
-        if name not in inputs.types:
-            raise RuleError(f"rule {rule_id(rule)}: the data has no column {name!r}")
+    embedded.require_columns(rule, inputs.types)
     try:
         compiler = _COMPILERS[rule["kind"]]
     except KeyError:
