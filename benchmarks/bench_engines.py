@@ -285,8 +285,14 @@ SECTIONS: dict[str, str | None] = {"quality": None, "features": "engines_feature
                                    "monitoring": "engines_monitoring"}
 
 
+#: ``--spark-repeat``: Spark's runs per size when not ``--repeat`` (None: the same).
+SPARK_REPEAT: int | None = None
+
+
 def run(section: str, engine: str, folder: str, repeat: int) -> dict[str, Any]:
     """``engine`` of ``section`` in a subprocess of its own; its figures."""
+    if engine == "spark" and SPARK_REPEAT is not None:
+        repeat = SPARK_REPEAT
     return common.run_engine(__file__, [section, engine, folder, str(repeat)])
 
 
@@ -317,13 +323,20 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--repeat", type=_positive, default=common.DEFAULT_REPEAT,
                         help="runs per engine and size; the best counts (default "
                              f"{common.DEFAULT_REPEAT})")
+    parser.add_argument("--spark-repeat", type=_positive, default=None,
+                        help="Spark's runs per size, if not --repeat: a 10M-row Spark run "
+                             "takes minutes, and its ratio is far beyond its spread")
     parser.add_argument("--engines", type=_engines, default=list(common.DEFAULT_ENGINES),
                         help="comma-separated, of " + ", ".join(common.ENGINES)
                              + " (default " + ",".join(common.DEFAULT_ENGINES) + ")")
     parser.add_argument("rows", nargs="*", type=int, default=[1_000_000, 10_000_000])
     args = parser.parse_args(argv)
+    global SPARK_REPEAT
+    SPARK_REPEAT = args.spark_repeat
+    spark_runs = f" (spark: {args.spark_repeat})" if args.spark_repeat else ""
     print(f"bench_engines: {', '.join(f'{r:,}' for r in args.rows)} rows, best of "
-          f"{args.repeat}, engines {', '.join(args.engines)}; {common.describe_machine()}")
+          f"{args.repeat}{spark_runs}, engines {', '.join(args.engines)}; "
+          f"{common.describe_machine()}", flush=True)
     for engine in args.engines:
         print(f"  {engine:<9} {common.TITLES[engine]}")
     summary: list[dict[str, Any]] = []
@@ -334,7 +347,7 @@ def main(argv: list[str]) -> None:
         else:
             summary += importlib.import_module(module).main(args.rows, args.repeat,
                                                             args.engines)
-    common.print_summary(summary, args.repeat)
+    common.print_summary(summary, args.repeat, args.spark_repeat)
 
 
 if __name__ == "__main__":

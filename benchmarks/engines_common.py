@@ -181,12 +181,14 @@ def cpu_seconds(spark: Spark | None) -> float:
 
 
 def measure(work: Callable[[Path | None], Any], repeat: int, *, scratch: Path | None,
-            spark: Spark | None = None) -> dict[str, Any]:
+            spark: Spark | None = None,
+            finish: Callable[[Any], Any] = lambda answer: answer) -> dict[str, Any]:
     """Run ``work(scratch)`` ``repeat`` times: every run's wall and CPU seconds
     (every thread, the JVM's included: steadier than wall time on a shared
     machine), the peak memory above what this process holds now (plus the
     JVM's), the largest spill, the 1-minute load average when it started, and
-    the last answer.
+    the last answer, reduced by ``finish`` after its run's clock stopped (a
+    digest costs every engine the same, so it must not pull the ratios to 1).
 
     ``scratch`` is the engine's spill folder (emptied between runs by the
     engines themselves; None for engines that do not spill); for Spark it is
@@ -203,9 +205,11 @@ def measure(work: Callable[[Path | None], Any], repeat: int, *, scratch: Path | 
     with spill_sampler(spark.local_dir if spark is not None else scratch) as spill:
         for _ in range(repeat):
             started, started_cpu = time.perf_counter(), cpu_seconds(spark)
-            answer = work(scratch)
+            result = work(scratch)
             seconds.append(time.perf_counter() - started)
             cpu.append(cpu_seconds(spark) - started_cpu)
+            answer = finish(result)
+            del result
     # The reset leaves the mark at the current RSS, which may be a little
     # below ``loaded`` (pages freed in between): not a negative peak.
     driver = max(status_mib("VmHWM:") - loaded, 0.0)
@@ -307,13 +311,15 @@ def summary_row(rows: int, work: str, results: dict[str, dict[str, Any]],
                         for e, r in results.items()}}
 
 
-def print_summary(summary: list[dict[str, Any]], repeat: int) -> None:
+def print_summary(summary: list[dict[str, Any]], repeat: int,
+                  spark_repeat: int | None = None) -> None:
     """The four rows at each size as one Markdown table (ready for docs/engines.md)."""
     if not summary:
         return
     shown = [e for e in ENGINES if any(e in row["engines"] for row in summary)]
-    print(f"\nsummary: best of {repeat} seconds (min-max), ours/hand against {TARGET}x, "
-          "peak MiB over the loaded data (spark: driver + JVM), DuckDB memory_limit "
+    spark_runs = f" (spark: {spark_repeat})" if spark_repeat else ""
+    print(f"\nsummary: best of {repeat}{spark_runs} seconds (min-max), ours/hand against "
+          f"{TARGET}x, peak MiB over the loaded data (spark: driver + JVM), DuckDB memory_limit "
           f"{MEMORY_LIMIT}, Spark driver heap {SPARK_MEMORY}, {os.cpu_count()} cores")
     print("| rows | work | " + " | ".join(f"{e} s" for e in shown)
           + " | ours/hand | target | " + " | ".join(f"{e} peak" for e in shown) + " |")

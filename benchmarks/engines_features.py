@@ -83,10 +83,17 @@ def feature_set() -> Any:
 # --- the digest every engine's answer is reduced to ------------------------------------------
 
 
-def digest(columns: dict[str, np.ndarray], key: str) -> dict[str, Any]:
-    n = len(columns[key])
+def digest(columns: dict[str, Any], key: str) -> dict[str, Any]:
+    """The answer in a few numbers: rows, ``key`` at fixed positions, and per
+    feature its null count, sum and values at those positions. ``columns``:
+    Arrow arrays or NumPy arrays (the embedded engine's), features as floats
+    with NaN for null."""
+    keys = columns[key]
+    n = len(keys)
     positions = sorted({0, 1, n // 3, n // 2, n - 2, n - 1} & set(range(n)))
-    out: dict[str, Any] = {"rows": n, key: [str(columns[key][p]) for p in positions]}
+    at = (keys.take(pa.array(positions, pa.int64())).to_pylist()
+          if isinstance(keys, pa.ChunkedArray | pa.Array) else [str(keys[p]) for p in positions])
+    out: dict[str, Any] = {"rows": n, key: at}
     for name in FEATURES:
         values = np.asarray(columns[name], dtype=np.float64)
         out[name] = {"nulls": int(np.isnan(values).sum()), "sum": float(np.nansum(values)),
@@ -100,9 +107,10 @@ def same(a: Any, b: Any) -> bool:
     return common.close(a, b, 1e-9, 1e-9)
 
 
-def _arrow_columns(table: pa.Table) -> dict[str, np.ndarray]:
-    return {name: (table.column(name).to_numpy(zero_copy_only=False)
-                   if name not in FEATURES else
+def _arrow_columns(table: pa.Table) -> dict[str, Any]:
+    """An engine's Arrow answer as :func:`digest` reads it: the features as
+    float arrays (NaN for null), the rest as they are (no 10M Python strings)."""
+    return {name: (table.column(name) if name not in FEATURES else
                    table.column(name).cast(pa.float64()).fill_null(math.nan).to_numpy())
             for name in table.column_names}
 
@@ -159,7 +167,7 @@ def _today() -> int:
     return (AS_OF - date(1970, 1, 1)).days
 
 
-def _hand(kind: str, table: pa.Table, memory_limit: str, scratch: str) -> dict[str, np.ndarray]:
+def _hand(kind: str, table: pa.Table, memory_limit: str, scratch: str) -> pa.Table:
     from mdlc_core.sql import quality as sql_quality
 
     with sql_quality.connect(memory_limit=memory_limit, temp_directory=scratch) as con:
@@ -167,13 +175,13 @@ def _hand(kind: str, table: pa.Table, memory_limit: str, scratch: str) -> dict[s
             "_row", pa.array(np.arange(table.num_rows, dtype=np.int64))))
         sql = HAND_PER_EVENT if kind == "per-event" else \
             HAND_AS_OF.replace("$today", str(_today()))
-        return _arrow_columns(con.sql(sql).to_arrow_table())
+        return con.sql(sql).to_arrow_table()
 
 
 # --- polars -----------------------------------------------------------------------------------
 
 
-def _polars(kind: str, table: pa.Table) -> dict[str, np.ndarray]:
+def _polars(kind: str, table: pa.Table) -> pa.Table:
     import polars as pl
 
     frame = pl.from_arrow(table).with_row_index("_row")
@@ -208,44 +216,47 @@ def _polars(kind: str, table: pa.Table) -> dict[str, np.ndarray]:
         amount = pl.col("amount")
     ratio = amount / (pl.col("order_total_30d") / pl.col("order_count_30d"))
     out = out.with_columns(amount_to_30d_mean=pl.when(ratio.is_finite()).then(ratio))
-    return _arrow_columns(out.select(
-        ["order_id" if kind == "per-event" else "customer_id", *FEATURES]).to_arrow())
+    return out.select(["order_id" if kind == "per-event" else "customer_id", *FEATURES]).to_arrow()
 
 
 # --- one engine, in its own process -------------------------------------------------------------
 
 
 def compute(engine: str, kind: str, table: pa.Table, scratch: Path | None,
-            spark: Any = None) -> dict[str, Any]:
-    """One run of ``engine`` on ``kind``: its answer's digest."""
-    key = "order_id" if kind == "per-event" else "customer_id"
+            spark: Any = None) -> pa.Table | dict[str, Any]:
+    """One run of ``engine`` on ``kind``: its answer as the engine gives it (an
+    Arrow table; the embedded engine's columns), before any digest."""
     features = feature_set()
     if engine == "embedded":
         from mdlc_core.features import compute_batch, compute_per_event
 
         if kind == "per-event":
-            answer = compute_per_event(table, features)
-            columns = {name: np.array([math.nan if v is None else v for v in answer[name]])
-                       if name in FEATURES else np.array(answer[name]) for name in answer}
-        else:
-            rows = compute_batch(table, features, AS_OF)
-            columns = {name: np.array([math.nan if r[name] is None else r[name] for r in rows])
-                       if name in FEATURES else np.array([r[name] for r in rows])
-                       for name in (key, *FEATURES)}
-        return digest(columns, key)
+            return compute_per_event(table, features)
+        rows = compute_batch(table, features, AS_OF)
+        return {name: [r[name] for r in rows] for name in ("customer_id", *FEATURES)}
     if engine in ("ours", "spark"):
         from mdlc_core.sql import features as sql_features
 
         plan = (sql_features.prepare_per_event(table, features) if kind == "per-event"
                 else sql_features.prepare_as_of(table, features, AS_OF))
         if engine == "spark":
-            return digest(_arrow_columns(sql_features.run_spark(plan, spark)), key)
+            return sql_features.run_spark(plan, spark)
         options = sql_features.DuckDB(memory_limit=common.MEMORY_LIMIT, temp_directory=scratch)
-        return digest(_arrow_columns(sql_features.run(plan, options)), key)
+        return sql_features.run(plan, options)
     if engine == "hand":
         assert scratch is not None
-        return digest(_hand(kind, table, common.MEMORY_LIMIT, str(scratch)), key)
-    return digest(_polars(kind, table), key)
+        return _hand(kind, table, common.MEMORY_LIMIT, str(scratch))
+    return _polars(kind, table)
+
+
+def digest_of(kind: str, answer: pa.Table | dict[str, Any]) -> dict[str, Any]:
+    """The digest of one engine's answer (not timed: the same for every engine)."""
+    key = "order_id" if kind == "per-event" else "customer_id"
+    if isinstance(answer, pa.Table):
+        return digest(_arrow_columns(answer), key)
+    return digest({name: np.array([math.nan if v is None else v for v in values])
+                   if name in FEATURES else np.array(values)
+                   for name, values in answer.items()}, key)
 
 
 def child(engine: str, folder: str, repeat: int) -> dict[str, Any]:
@@ -265,7 +276,8 @@ def child(engine: str, folder: str, repeat: int) -> dict[str, Any]:
     works = {kind: common.measure(
         lambda spill, kind=kind: compute(engine, kind, table, spill,
                                          spark.session if spark else None),
-        repeat, scratch=scratch, spark=spark) for kind in KINDS}
+        repeat, scratch=scratch, spark=spark,
+        finish=lambda answer, kind=kind: digest_of(kind, answer)) for kind in KINDS}
     return {"works": works, "spark": spark.info() if spark else None}
 
 
