@@ -87,7 +87,7 @@ class SparkRunner(ScaleOutRunner):
         metrics_namespace: the CloudWatch namespace the job may publish to.
             Default: none (no ``cloudwatch:PutMetricData``).
         resources: release, Python environment, capacity and time limit.
-            Default: the spec section of ``kind`` (``quality.spark``).
+            Default: the spec section of ``kind`` (``<kind>.spark``, e.g. ``features.spark``).
 
     Attributes:
         application: the ``CfnApplication``. role: the job's execution role.
