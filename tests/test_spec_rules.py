@@ -176,8 +176,7 @@ RAISES: dict[str, dict[str, list[Spec | NotSpec]]] = {
                       NotSpec("the mdlc:only context naming a model without a spec")],
     },
     "processing": {
-        "ProcessingRunner.__init__": [NotSpec(ARGUMENT)] * 2,
-        "ProcessingRunner.run": [NotSpec(ARGUMENT + " (result_path)")],
+        "ProcessingRunner.__init__": [NotSpec(ARGUMENT + " (environment: more than 100)")],
     },
     "quality": {
         "DataQuality.grant_processing": [NotSpec(
@@ -192,12 +191,21 @@ RAISES: dict[str, dict[str, list[Spec | NotSpec]]] = {
             )),
         ],
     },
+    "scale_out": {
+        "ScaleOutRunner.__init__": [NotSpec(ARGUMENT + " (an unknown prop)"),
+                                    NotSpec(ARGUMENT + " (a missing prop)"),
+                                    NotSpec(ARGUMENT + " (a kind the runner's entry point "
+                                            "does not run)")],
+        **{f"ScaleOutRunner.{hook}": [NotSpec("a runner subclass that does not implement "
+                                              "this hook, not the spec")]
+           for hook in ("_grant_service", "start_statements", "acknowledge_start_resources",
+                        "_job_state")},
+        "ScaleOutRunner.run": [NotSpec(ARGUMENT + " (result_path)")],
+    },
     "spark": {
         "SparkRunner.__init__": [
-            NotSpec(ARGUMENT + " (a kind the Spark entry point does not run)"),
             Spec("quality.spark.python_environment", (_set("quality.runner", "spark"),)),
         ],
-        "SparkRunner.run": [NotSpec(ARGUMENT + " (run's result_path)")],
         "_split_s3_uri": [NotSpec("python_environment, whose s3://bucket/key pattern the "
                                   "spec validates before any construct runs")],
     },
