@@ -257,3 +257,28 @@ def test_a_local_answer_is_validated_but_not_routed(monkeypatch):
             assert "ListTables" in resolved
         finally:
             hooks.uninstall()
+
+
+def test_every_task_of_the_interpreter_shares_one_client_per_service():
+    """moto's boto_client_for ignores the task's credentials: one client serves all."""
+    import sys
+
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.credentials import (
+        StateCredentials,
+    )
+
+    from mdlc_constructs.local.stepfunctions import install_aws_semantics
+
+    install_aws_semantics()
+    with mock_aws():
+        boto3.setup_default_session()
+        utils = sys.modules["moto.stepfunctions.parser.asl.component.state.exec.state_task."
+                            "lambda_eval_utils"]
+        role = StateCredentials(role_arn="arn:aws:iam::123456789012:role/execution")
+        other = StateCredentials(role_arn="arn:aws:iam::123456789012:role/other")
+        first = utils.boto_client_for(region=REGION, service="lambda", state_credentials=role)
+        assert utils.boto_client_for(REGION, "lambda", other) is first
+        assert utils.boto_client_for(REGION, "lambda") is first
+        assert utils.boto_client_for(REGION, "sqs", role) is not first
+        boto3.setup_default_session()  # a new default session: new clients
+        assert utils.boto_client_for(REGION, "lambda", role) is not first

@@ -18,7 +18,7 @@ failure is reproduced, because the library's consumers depend on it:
 from __future__ import annotations
 
 import base64
-import bisect
+import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -165,9 +165,12 @@ class StreamPoller:
         stream = kinesis_backends[ACCOUNT][REGION].describe_stream(
             stream_arn=mapping.stream_arn, stream_name=None)
         records = stream.get_shard(shard).records
-        sequence = list(records)
-        start = bisect.bisect_right(sequence, mapping.positions[shard])
-        chosen = sequence[start:start + 10000]
+        # The records after the checkpoint, from the newest back (moto numbers a
+        # shard's records in increasing order): a poll costs what it delivers,
+        # not the whole shard's length.
+        position = mapping.positions[shard]
+        newer = list(itertools.takewhile(lambda number: number > position, reversed(records)))
+        chosen = newer[::-1][:10000]
         if chosen:
             mapping.positions[shard] = chosen[-1]
         return [records[number].to_json() for number in chosen]

@@ -211,14 +211,21 @@ def _context_start_time_as_text() -> None:
     ExecutionWorker._get_evaluation_environment = environment
 
 
+#: Source digest of moto 5.2.5's ``boto_client_for``, which ignores ``state_credentials``.
+_BOTO_CLIENT_FOR_DIGEST = "1f44dc2ac8aa2179"
+
+
 def _reuse_sdk_clients() -> None:
     """One boto3 client per service for the interpreter's tasks, not one per task.
 
     moto builds a new client for every Task state it runs (``boto_client_for``),
     and a botocore client costs about 10 ms to create: more than most calls it
-    makes. The clients are the same for every task but for a role to assume
-    (``Credentials``), which keeps its own client; they are dropped when boto3's
-    default session changes (a new :class:`~mdlc_constructs.local.runtime.LocalCloud`).
+    makes. moto 5.2.5's ``boto_client_for`` builds the same client whatever the
+    task's ``StateCredentials`` (every task has them: the execution's role, or
+    its ``Credentials`` field), so one client per service serves every task;
+    who calls is the thread's principal (``principals.py``), as before. The
+    clients are dropped when boto3's default session changes (a new
+    :class:`~mdlc_constructs.local.runtime.LocalCloud`).
     """
     import sys
 
@@ -226,7 +233,12 @@ def _reuse_sdk_clients() -> None:
     import moto.stepfunctions.parser.backend.execution_worker  # noqa: F401  (loads the tasks)
     from moto.stepfunctions.parser.asl.utils import boto_client
 
+    from .moto_speedups import source_digest
+
     original = boto_client.boto_client_for
+    if source_digest(original) != _BOTO_CLIENT_FOR_DIGEST:
+        raise MotoVersionError("moto's boto_client_for changed (it may now use the task's "
+                               "credentials): re-check _reuse_sdk_clients")
     users = [module for name, module in list(sys.modules.items())
              if name.startswith("moto.stepfunctions.parser")
              and getattr(module, "boto_client_for", None) is original]
@@ -236,10 +248,6 @@ def _reuse_sdk_clients() -> None:
     lock = threading.Lock()
 
     def cached(region: str, service: str, state_credentials: Any = None) -> Any:
-        # Every task passes a StateCredentials; only one with a role
-        # (a Credentials field) gets a client of its own.
-        if getattr(state_credentials, "role_arn", None) is not None:
-            return original(region, service, state_credentials)
         key = (id(boto3.DEFAULT_SESSION), region, service)
         with lock:
             if key not in cache:
