@@ -51,7 +51,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from aws_cdk import RemovalPolicy, Stack, Token
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -83,8 +83,8 @@ from .compliance import (
 from .features import dead_letter_payloads
 from .functions import python_function
 from .resources import encrypted_queue, encrypted_table
-from .spec import ModelSpec
-from .storage import DataLake, scored_predictions_pattern
+from .stage import ModelStage, StageProps
+from .storage import scored_predictions_pattern
 from .tokens import minutes, seconds, string_at, task_timeout
 from .workflow import invoke, notify_and_fail, retry_transient, state_machine
 
@@ -109,7 +109,7 @@ UNCONFIRMED_ERROR = "UnconfirmedAction"
 TARGET_KINDS = ("sns", "sqs", "eventbridge")
 
 
-class ClientIntegration(Construct):
+class ClientIntegration(ModelStage):
     """Decide and act on every event of the model's stream (see the module docstring).
 
     Args:
@@ -167,9 +167,6 @@ class ClientIntegration(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        spec: ModelSpec,
-        data_lake: DataLake,
-        topic: sns.ITopic,
         stream: kinesis.IStream,
         feature_table: dynamodb.ITable,
         endpoint_name: str,
@@ -178,8 +175,10 @@ class ClientIntegration(Construct):
         decision_table: dynamodb.ITable | None = None,
         starting_position: lambda_.StartingPosition = lambda_.StartingPosition.TRIM_HORIZON,
         action_code: Sequence[Path] = (),
+        **stage: Unpack[StageProps],
     ) -> None:
-        super().__init__(scope, construct_id)
+        super().__init__(scope, construct_id, **stage)
+        spec, data_lake = self.spec, self.data_lake
         self.action_code = tuple(action_code)
         where = spec.source or spec.name
         if spec.integration is None or not spec.integration.enabled:
@@ -190,11 +189,8 @@ class ClientIntegration(Construct):
         if not endpoint_name:
             raise ValueError(f"{where}: ClientIntegration needs endpoint_name (the real-time "
                              "endpoint, RealtimeEndpoint.endpoint_name)")
-        self.spec = spec
         self.integration = spec.integration
-        self.data_lake = data_lake
         self.key: kms.IKey = key or data_lake.key
-        self.topic = topic
         self.stream = stream
         self.feature_table = feature_table
         self.endpoint_name = endpoint_name
