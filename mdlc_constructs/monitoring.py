@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Unpack, runtime_checkable
 
 from aws_cdk import Duration, Stack, Token
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -28,7 +28,6 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
@@ -43,8 +42,8 @@ from .resources import schedule_of
 from .scale_out import S3Access
 from .spark import STARTUP_ALLOWANCE as SPARK_STARTUP_ALLOWANCE
 from .spark import SparkRunner
-from .spec import ModelSpec
-from .storage import DataLake, grant_read_objects, scored_predictions_pattern
+from .stage import ModelStage, StageProps
+from .storage import grant_read_objects, scored_predictions_pattern
 from .tokens import days, hours, minutes
 from .wheels import DUCKDB_PACKAGES
 from .workflow import error_boundary, state_machine
@@ -106,7 +105,7 @@ class AlarmDefinition:
     retrain: bool = False
 
 
-class ModelMonitoring(Construct):
+class ModelMonitoring(ModelStage):
     """The monitoring template of one model: job, schedule, alarms, re-training, dashboard.
 
     Args:
@@ -209,9 +208,6 @@ class ModelMonitoring(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        spec: ModelSpec,
-        data_lake: DataLake,
-        topic: sns.ITopic,
         retrain: RetrainTarget | None = None,
         metrics_namespace: str = DEFAULT_NAMESPACE,
         labels_bucket: s3.IBucket | None = None,
@@ -231,11 +227,10 @@ class ModelMonitoring(Construct):
         functions: Sequence[lambda_.IFunction] = (),
         endpoint_name: str | None = None,
         dashboard_name: str | None = None,
+        **stage: Unpack[StageProps],
     ) -> None:
-        super().__init__(scope, construct_id)
-        self.spec = spec
-        self.data_lake = data_lake
-        self.topic = topic
+        super().__init__(scope, construct_id, **stage)
+        spec, data_lake = self.spec, self.data_lake
         self.metrics_namespace = metrics_namespace
         self.labels_bucket: s3.IBucket = labels_bucket or data_lake.predictions
         self.labels_prefix = _prefix(labels_prefix or Layout(spec.name).labels, "labels_prefix")
