@@ -282,3 +282,22 @@ def test_every_task_of_the_interpreter_shares_one_client_per_service():
         assert utils.boto_client_for(REGION, "sqs", role) is not first
         boto3.setup_default_session()  # a new default session: new clients
         assert utils.boto_client_for(REGION, "lambda", role) is not first
+
+
+def test_a_json_path_is_parsed_once_and_applied_to_each_input_afresh():
+    from moto.stepfunctions.parser.asl.component.common.path import result_path
+    from moto.stepfunctions.parser.asl.utils import json_path
+
+    from mdlc_constructs.local.stepfunctions import install_aws_semantics
+
+    install_aws_semantics()
+    assert json_path.parse("$.a.b[0]") is json_path.parse("$.a.b[0]")
+    assert json_path.extract_json("$.a.b[0]", {"a": {"b": [1, 2]}}) == 1
+    assert json_path.extract_json("$.a.b[0]", {"a": {"b": [3]}}) == 3
+    assert json_path.extract_json("$.items[*].n", {"items": [{"n": 1}, {"n": 2}]}) == [1, 2]
+    with pytest.raises(json_path.NoSuchJsonPathError):
+        json_path.extract_json("$.a.b[0]", {"a": {}})
+    # ResultPath's update writes into the data it is given, never into the path.
+    first = result_path.parse("$.out.x").update_or_create({}, 1)
+    second = result_path.parse("$.out.x").update_or_create({"keep": True}, 2)
+    assert first == {"out": {"x": 1}} and second == {"keep": True, "out": {"x": 2}}

@@ -16,7 +16,11 @@ already stored, or repeat work whose input never changes:
 * the ASL parser: moto parses a state machine's definition with ANTLR (in
   Python) on every execution. The syntax tree of a definition is cached; the
   evaluation components are still built from it for each execution (they
-  hold an execution's state), so every execution runs on its own.
+  hold an execution's state), so every execution runs on its own;
+* JSONPath: the interpreter parses each ``InputPath``, ``ResultPath`` and
+  ``$``-parameter with jsonpath-ng (a PLY parser built per call) every time
+  a state runs; the parsed paths, immutable trees whose ``find`` and
+  ``update`` work on the data they are given, are cached by their text.
 
 Nothing here changes what moto answers or checks. Each patch is applied
 only to the moto functions it was written against (their source is
@@ -74,6 +78,7 @@ def install() -> None:
         _kinesis_sequence_bounds()
         _sqs_standard_queue_sends()
         _cached_asl_syntax_trees()
+        _cached_json_paths()
         _INSTALLED = True
 
 
@@ -159,3 +164,19 @@ def _cached_asl_syntax_trees() -> None:
         return program, tree
 
     parser.parse = staticmethod(parse)  # type: ignore[method-assign]
+
+
+def _cached_json_paths() -> None:
+    """jsonpath-ng's parse, memoized by path text, where the interpreter calls it."""
+    import functools
+
+    import jsonpath_ng
+    import jsonpath_ng.ext
+    from moto.stepfunctions.parser.asl.component.common.path import result_path
+    from moto.stepfunctions.parser.asl.utils import json_path
+
+    for module, parse in ((json_path, jsonpath_ng.ext.parse), (result_path, jsonpath_ng.parse)):
+        if getattr(module, "parse", None) is not parse:
+            raise MotoVersionError(f"{module.__name__} no longer parses paths with "
+                                   f"{parse.__module__}.parse; re-check the patch")
+        module.parse = functools.lru_cache(maxsize=4096)(parse)  # type: ignore[attr-defined]

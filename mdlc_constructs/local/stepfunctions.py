@@ -307,7 +307,6 @@ def _definite_paths_select_one_value() -> None:
     import sys
 
     import moto.stepfunctions.parser as parser
-    from jsonpath_ng.ext import parse
     from moto.stepfunctions.parser.asl.utils import json_path
 
     # Every module that may hold a reference, loaded before it is replaced.
@@ -322,7 +321,8 @@ def _definite_paths_select_one_value() -> None:
     def extract_json(path: str, data: Any) -> Any:
         value = original(path, data)
         if isinstance(value, list) and not indefinite.search(path):
-            matches = parse(path).find(data)
+            # The module's parser, as moto's extract_json uses it (moto_speedups caches it).
+            matches = json_path.parse(path).find(data)
             if len(matches) == 1:
                 return matches[0].value
         return value
