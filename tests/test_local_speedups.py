@@ -170,7 +170,7 @@ def test_alarm_statistics_are_moto_get_metric_statistics():
                                          base + timedelta(hours=3), 3600, "Sum") == [3.5, 4.0, 0.25]
 
 
-def test_the_model_of_an_endpoint_config_is_describe_endpoint_config_s():
+def test_an_endpoint_config_s_model_and_its_version_are_what_describe_answers():
     from mdlc_constructs.local.sagemaker import SageMakerLocal
 
     with mock_aws():
@@ -189,6 +189,22 @@ def test_the_model_of_an_endpoint_config_is_describe_endpoint_config_s():
 
         with pytest.raises(ValidationError, match="Could not find endpoint configuration"):
             local.model_of_config("missing")
+        # A model from a registered package serves that package's version.
+        sagemaker.create_model_package_group(ModelPackageGroupName="g")
+        packages = [sagemaker.create_model_package(
+            ModelPackageGroupName="g", ModelApprovalStatus="Approved",
+            InferenceSpecification={"Containers": [{"Image": "i", "ModelDataUrl": "s3://b/m"}],
+                                    "SupportedContentTypes": ["text/csv"],
+                                    "SupportedResponseMIMETypes": ["text/csv"]})[
+            "ModelPackageArn"] for _ in range(2)]
+        sagemaker.create_model(ModelName="from-package", ExecutionRoleArn=(
+            "arn:aws:iam::123456789012:role/r"), PrimaryContainer={
+            "ModelPackageName": packages[1]})
+        expected = sagemaker.describe_model_package(ModelPackageName=sagemaker.describe_model(
+            ModelName="from-package")["PrimaryContainer"]["ModelPackageName"])[
+            "ModelPackageVersion"]
+        assert local.version_of_model("from-package") == expected == 2
+        assert local.version_of_model("model-a") is None
 
 
 def test_every_item_is_listed_once_with_its_newest_value():

@@ -357,13 +357,21 @@ class SageMakerLocal:
         return described["ProductionVariants"][0]["ModelName"]
 
     def version_of_model(self, model_name: str) -> int | None:
-        model = self._sagemaker.describe_model(ModelName=model_name)
+        """The model package version a model serves (None: not from a package).
+
+        From moto's backend in process, as DescribeModel and DescribeModelPackage
+        answer (an unknown model or package raises their ValidationError).
+        """
+        from moto.sagemaker.models import sagemaker_backends
+
+        backend = sagemaker_backends[ACCOUNT][REGION]
+        model = backend.describe_model(model_name).response_object
         container = model.get("PrimaryContainer") or {}
         package = container.get("ModelPackageName")
         if not package:
             return None
-        return int(self._sagemaker.describe_model_package(
-            ModelPackageName=package)["ModelPackageVersion"])
+        return int(backend.describe_model_package(package).gen_response_object()[
+            "ModelPackageVersion"])
 
     def _bring_up(self, config: str) -> str | None:
         """Start a fleet on ``config``; the reason it fails, or None."""
