@@ -317,3 +317,53 @@ def test_a_json_path_is_parsed_once_and_applied_to_each_input_afresh():
     first = result_path.parse("$.out.x").update_or_create({}, 1)
     second = result_path.parse("$.out.x").update_or_create({"keep": True}, 2)
     assert first == {"out": {"x": 1}} and second == {"keep": True, "out": {"x": 2}}
+
+
+def test_a_versioned_object_read_answers_as_moto_does():
+    """GetObject with a VersionId in process: the version's body and headers, and
+    moto's own errors for a version that is not there or is a delete marker."""
+    from mdlc_constructs.local.hooks import ServiceHooks
+    from mdlc_constructs.local.s3 import FastObjects
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket="versioned")
+        s3.put_bucket_versioning(Bucket="versioned", VersioningConfiguration={"Status": "Enabled"})
+        old = s3.put_object(Bucket="versioned", Key="k", Body=b"old",
+                            Metadata={"m": "1"})["VersionId"]
+        new = s3.put_object(Bucket="versioned", Key="k", Body=b"new")["VersionId"]
+        marker = s3.delete_object(Bucket="versioned", Key="k")["VersionId"]
+        s3.create_bucket(Bucket="plain")
+        s3.put_object(Bucket="plain", Key="k", Body=b"p")
+        reads = [{"Bucket": "versioned", "Key": "k", "VersionId": old},
+                 {"Bucket": "versioned", "Key": "k", "VersionId": new},
+                 {"Bucket": "versioned", "Key": "k", "VersionId": marker},
+                 {"Bucket": "versioned", "Key": "k", "VersionId": "no-such-version"},
+                 {"Bucket": "versioned", "Key": "k"},
+                 {"Bucket": "plain", "Key": "k", "VersionId": "null"}]
+
+        def read(client, params):
+            try:
+                response = client.get_object(**params)
+            except client.exceptions.ClientError as error:
+                return {"error": error.response["Error"],
+                        "status": error.response["ResponseMetadata"]["HTTPStatusCode"]}
+            response.pop("ResponseMetadata")
+            return {**response, "Body": response["Body"].read()}
+
+        by_moto = [read(s3, params) for params in reads]
+        hooks = ServiceHooks()
+        hooks.install()
+        try:
+            FastObjects().install(hooks)
+            local = [read(boto3.client("s3", region_name=REGION), params) for params in reads]
+            assert FastObjects.shortcut(reads[0]) is not None  # a version: in process
+            assert FastObjects.shortcut(reads[5]) is not None
+            for moto_s in (reads[2], reads[3]):  # a marker, a missing version: moto's
+                assert FastObjects.shortcut(moto_s) is None
+        finally:
+            hooks.uninstall()
+    assert local == by_moto
+    assert local[0]["Body"] == b"old" and local[0]["Metadata"] == {"m": "1"}
+    assert local[1]["Body"] == b"new" and local[1]["VersionId"] == new
+    assert local[3]["status"] == 404

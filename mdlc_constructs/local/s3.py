@@ -1,17 +1,18 @@
-"""S3, locally: ``GetObject`` of a whole current object without the HTTP round trip.
+"""S3, locally: ``GetObject`` of a whole object without the HTTP round trip.
 
 The feature, quality and monitoring jobs read thousands of snapshot objects
 over a simulation, and through botocore, the ``responses`` mock and moto's
 URL dispatch each read costs about a millisecond. :class:`FastObjects`
-answers a plain ``GetObject`` (bucket and key, the checksum mode botocore
-adds) from moto's backend in process: the headers moto's own handler would
-send (``FakeKey.response_dict``, the version, the checksum, the user
-metadata), parsed by botocore's own REST-XML parser into the response the
-client would have returned. Anything else (a version, a range, conditions,
-SSE-C, a missing bucket, a deleted key) is answered by moto as usual, errors
-included; a key that never existed is S3's ``NoSuchKey`` (404), which the
-snapshot readers' version probes meet daily. tests/test_local_runtime.py
-compares both paths' answers.
+answers a plain ``GetObject`` (bucket and key, optionally the version, the
+checksum mode botocore adds) from moto's backend in process: the headers
+moto's own handler would send (``FakeKey.response_dict``, the version, the
+checksum, the user metadata), parsed by botocore's own REST-XML parser into
+the response the client would have returned. Anything else (a range,
+conditions, SSE-C, a missing bucket, a deleted key, a version that is not
+there or is a delete marker) is answered by moto as usual, errors included;
+a key that never existed is S3's ``NoSuchKey`` (404), which the snapshot
+readers' version probes meet daily. tests/test_local_runtime.py and
+tests/test_local_speedups.py compare both paths' answers.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .hooks import ServiceError, ServiceHooks, streaming
 from .resources import raw_client
 
 #: The parameters a whole-object read may carry and still take the shortcut.
-_PLAIN = frozenset({"Bucket", "Key", "ChecksumMode"})
+_PLAIN = frozenset({"Bucket", "Key", "ChecksumMode", "VersionId"})
 
 
 @functools.cache
@@ -62,23 +63,27 @@ class FastObjects:
     @staticmethod
     def shortcut(params: dict[str, Any]) -> dict[str, Any] | None:
         """The response, or None where moto must answer."""
-        if set(params) - _PLAIN or not isinstance(params.get("Key"), str):
+        version = params.get("VersionId")
+        if (set(params) - _PLAIN or not isinstance(params.get("Key"), str)
+                or not isinstance(version, str | None)):
             return None
         from botocore.awsrequest import HeadersDict
         from moto.s3.models import FakeKey, s3_backends
 
         backend = s3_backends[ACCOUNT][PARTITION]
         try:
-            key = backend.get_object(params["Bucket"], params["Key"])
+            # What moto's handler reads for the request (the version's key, if named).
+            key = backend.get_object(params["Bucket"], params["Key"], version_id=version)
             bucket = backend.get_bucket(params["Bucket"])
         except Exception:  # no such bucket: moto's error
             return None
-        if key is None and not bucket.keys.getlist(params["Key"], None):
+        if key is None and version is None and not bucket.keys.getlist(params["Key"], None):
             # A key that never existed (no delete marker, no version): S3's 404.
             error = {"Code": "NoSuchKey", "Message": "The specified key does not exist.",
                      "Key": params["Key"]}
             raise ServiceError("NoSuchKey", error["Message"], status=404,
                                extra={"Error": error})
+        # A missing version (or a delete marker) is moto's NoSuchVersion or 405, as S3's.
         if (not isinstance(key, FakeKey) or key.multipart or key._expiry is not None
                 or key.storage_class in ("GLACIER", "DEEP_ARCHIVE")):
             return None  # a restore, an archived object: moto's answer (and errors)
