@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
@@ -158,6 +158,71 @@ class SparkResources(SpecModel):
     )
 
 
+#: A stage's ``processing`` field: its job, read only with ``runner: processing``.
+ProcessingSection = Annotated[ProcessingResources, Field(
+    default_factory=ProcessingResources, description="the job, when runner is processing")]
+#: A stage's ``spark`` field: its application, allowed only with ``runner: spark``.
+SparkSection = Annotated[SparkResources, Field(
+    default_factory=SparkResources,
+    description="the application, when runner is spark (set it only then; "
+    "python_environment is required)")]
+
+#: The fields of a section whose job may scale out (:class:`ScaleOutSection`).
+SCALE_OUT_FIELDS = ("runner", "processing", "spark")
+
+
+class ScaleOutSection(SpecModel):
+    """A stage section whose job runs where its ``runner`` says (quality,
+    features, monitoring): the rules the three share, written once.
+
+    A subclass declares ``runner: Runner`` (with its stage's meaning of each
+    runner), ``processing: ProcessingSection`` and ``spark: SparkSection``
+    among its own fields, in its own order, and names its spec key in
+    :attr:`section`. It then refuses a ``spark`` section with another runner,
+    and dumps ``spark`` (into every asset's ``mdlc_config.json``) only with
+    ``runner: spark``, so a spec without it synthesizes as before it existed.
+    (The fields are declared by each stage, not here, because a base's fields
+    would come first and move each stage's own, e.g. ``monitoring.schedule``,
+    in the JSON schema and docs/spec.md.)
+    """
+
+    #: The section's key in a spec (``quality``, ``features``, ``monitoring``):
+    #: errors name its fields by it.
+    section: ClassVar[str]
+    if TYPE_CHECKING:  # each subclass declares them (see above)
+        runner: Runner
+        processing: ProcessingResources
+        spark: SparkResources
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        missing = [name for name in SCALE_OUT_FIELDS if name not in cls.model_fields]
+        if missing or not getattr(cls, "section", None):
+            raise TypeError(f"{cls.__name__}: a ScaleOutSection declares the fields "
+                            f"{list(SCALE_OUT_FIELDS)} and a `section` name; missing "
+                            f"{missing or ['section']}")
+
+    @model_validator(mode="after")
+    def _spark_only_with_its_runner(self) -> Self:
+        # A spark section that no runner reads is a spec that says one thing
+        # and deploys another (the job would run elsewhere): refuse it.
+        if "spark" in self.model_fields_set and self.runner != "spark":
+            section = self.section
+            raise ValueError(
+                f"{section}.spark is set but {section}.runner is {self.runner!r}: the spark "
+                "section configures the EMR Serverless job of runner spark only; set "
+                f"{section}.runner: spark, or remove {section}.spark")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unused_spark(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if self.runner != "spark":
+            data.pop("spark", None)
+        return data
+
+
 # --- data quality rules -------------------------------------------------------
 
 
@@ -270,21 +335,19 @@ QualityRule = Annotated[
 ]
 
 
-class QualitySpec(SpecModel):
+class QualitySpec(ScaleOutSection):
     """Data quality rules checked on every snapshot before it is used."""
 
-    runner: Literal["embedded", "processing", "spark"] = Field(
+    section = "quality"
+
+    runner: Runner = Field(
         default="embedded",
         description="embedded: in Lambda; processing: a SageMaker Processing job, for data "
         "that does not fit a Lambda; spark: the rules as Spark SQL on EMR Serverless, "
         "beyond one machine",
     )
-    processing: ProcessingResources = Field(
-        default_factory=ProcessingResources, description="the job, when runner is processing"
-    )
-    spark: SparkResources = Field(
-        default_factory=SparkResources, description="the application, when runner is spark"
-    )
+    processing: ProcessingSection
+    spark: SparkSection
     engine: Literal["duckdb", "embedded"] = Field(
         default="embedded",
         description="duckdb: the rules compiled to SQL, run on DuckDB with a memory limit "
@@ -297,15 +360,6 @@ class QualitySpec(SpecModel):
         description="checked in order; each rule's id (default kind_column) must be unique; "
         "see docs/quality.md",
     )
-
-    @model_serializer(mode="wrap")
-    def _without_unused_spark(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # The spark section is dumped (into every asset's mdlc_config.json) only
-        # when it is used or set: a spec without it synthesizes as before it existed.
-        data = handler(self)
-        if self.runner != "spark" and "spark" not in self.model_fields_set:
-            data.pop("spark", None)
-        return data
 
 
 
@@ -343,8 +397,10 @@ class ExpressionFeature(SpecModel):
     )
 
 
-class FeaturesSpec(SpecModel):
+class FeaturesSpec(ScaleOutSection):
     """Derived features, computed in batch and incrementally online."""
+
+    section = "features"
 
     runner: Runner = Field(
         default="embedded",
@@ -352,13 +408,8 @@ class FeaturesSpec(SpecModel):
         "Processing job, for windows of days that do not fit a Lambda; spark: the features "
         "compiled to Spark SQL on EMR Serverless, beyond one machine",
     )
-    processing: ProcessingResources = Field(
-        default_factory=ProcessingResources, description="the job, when runner is processing"
-    )
-    spark: SparkResources = Field(
-        default_factory=SparkResources,
-        description="the application, when runner is spark (set only then)",
-    )
+    processing: ProcessingSection
+    spark: SparkSection
     engine: Literal["duckdb", "embedded"] = Field(
         default="embedded",
         description="duckdb: the features compiled to SQL (mdlc_core.sql.features), run on "
@@ -385,22 +436,3 @@ class FeaturesSpec(SpecModel):
     @property
     def names(self) -> list[str]:
         return [f.name for f in self.aggregates] + [f.name for f in self.expressions]
-
-    @model_validator(mode="after")
-    def _spark_only_with_its_runner(self) -> FeaturesSpec:
-        # A spark section that no runner reads is a spec that says one thing
-        # and deploys another (a runner left at embedded): refuse it.
-        if "spark" in self.model_fields_set and self.runner != "spark":
-            raise ValueError(
-                f"features.spark is set but features.runner is {self.runner!r}; the section "
-                "configures the Spark runner only: set features.runner: spark or remove it")
-        return self
-
-    @model_serializer(mode="wrap")
-    def _without_unused_spark(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # As quality's: dumped (into every asset's mdlc_config.json) only with
-        # runner spark, so a spec without it synthesizes as before it existed.
-        data = handler(self)
-        if self.runner != "spark":
-            data.pop("spark", None)
-        return data

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
+from pydantic import Field
 
 from .base import Fraction, NonNegative, PositiveInt, Schedule, SpecModel
-from .data import ProcessingResources, SparkResources
+from .data import ProcessingResources, ProcessingSection, Runner, ScaleOutSection, SparkSection
 
 
 class ClosedLoop(SpecModel):
@@ -44,24 +44,23 @@ def _monitoring_job() -> ProcessingResources:
     return ProcessingResources(instance_type="ml.m5.2xlarge", volume_size_gb=30)
 
 
-class MonitoringSpec(SpecModel):
+class MonitoringSpec(ScaleOutSection):
     """The daily model monitoring job, its alarms and what they trigger (stage 7)."""
 
+    section = "monitoring"
+
     schedule: Schedule = Field(default="cron(0 7 * * ? *)", description="when the job runs (UTC)")
-    runner: Literal["embedded", "processing", "spark"] = Field(
+    runner: Runner = Field(
         default="embedded",
         description="embedded: the daily job in Lambda (up to about 2 million predictions a "
         "day); processing: a SageMaker Processing job running the same code, for more; "
         "spark: the same job with its metrics as Spark SQL on EMR Serverless",
     )
-    processing: ProcessingResources = Field(
+    processing: ProcessingSection = Field(
         default_factory=_monitoring_job,
         description="the job, when runner is processing (default ml.m5.2xlarge, 30 GB)",
     )
-    spark: SparkResources = Field(
-        default_factory=SparkResources,
-        description="the application, when runner is spark (python_environment required)",
-    )
+    spark: SparkSection
     engine: Literal["duckdb", "embedded"] = Field(
         default="embedded",
         description="duckdb: the join and metrics compiled to SQL, run on DuckDB with a "
@@ -75,23 +74,3 @@ class MonitoringSpec(SpecModel):
     retrain_on_alarm: bool = Field(
         default=True, description="an accuracy or drift alarm starts re-training (cooldown applies)"
     )
-
-    @model_validator(mode="after")
-    def _spark_only_with_its_runner(self) -> MonitoringSpec:
-        # A spark section that no runner uses is a spec that does not do what
-        # its author thinks (the job would run in Lambda): refuse it.
-        if "spark" in self.model_fields_set and self.runner != "spark":
-            raise ValueError(
-                f"monitoring.spark is set but monitoring.runner is {self.runner!r}: the spark "
-                "section sizes the EMR Serverless job of runner spark only; set "
-                "monitoring.runner: spark, or remove monitoring.spark")
-        return self
-
-    @model_serializer(mode="wrap")
-    def _without_unused_spark(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Dumped (into every asset's mdlc_config.json) only with runner spark:
-        # a spec without it synthesizes as before it existed.
-        data = handler(self)
-        if self.runner != "spark":
-            data.pop("spark", None)
-        return data
