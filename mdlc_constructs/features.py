@@ -16,15 +16,21 @@ from mdlc_core.layout import Layout
 
 from .compliance import acknowledge, acknowledge_objects
 from .functions import python_function
-from .processing import ProcessingRunner
 from .resources import encrypted_queue, encrypted_table
 from .scale_out import S3Access
-from .spark import SparkRunner
+from .scale_out_stage import ScaleOutJob, ScaleOutStage
 from .spec import ModelSpec
 from .storage import DataLake, grant_list, grant_read_objects
 from .tokens import minutes, seconds
 from .wheels import DUCKDB_PACKAGES
 from .workflow import invoke
+
+#: The Spark job's flag for each variable of the Processing job's environment.
+SPARK_FLAGS = {
+    "DATASETS_BUCKET": "--datasets-bucket",
+    "FEATURES_BUCKET": "--features-bucket",
+    "MODEL_NAME": "--model",
+}
 
 
 def dead_letter_payloads(function: lambda_.Function, *, bucket: s3.IBucket, model: str,
@@ -56,7 +62,7 @@ def dead_letter_payloads(function: lambda_.Function, *, bucket: s3.IBucket, mode
     return prefix
 
 
-class FeatureEngineering(Construct):
+class FeatureEngineering(ScaleOutStage, Construct):
     """Derived features from the spec, computed two ways with the same numbers.
 
     * Batch: a function that reads a day's snapshot (and the days its windows
@@ -87,15 +93,11 @@ class FeatureEngineering(Construct):
         batch_function, processing_runner (or None), spark_runner (or None),
         table (or None), update_function (or None), dead_letter_queue (or None).
 
-    Extension points: :attr:`processing_runner_class`, :attr:`spark_runner_class`.
+    Extension points: :attr:`processing_runner_class`, :attr:`spark_runner_class`
+    (:class:`~mdlc_constructs.scale_out_stage.ScaleOutStage`).
     """
 
-    #: The Processing runner's class when ``features.runner`` is ``processing``,
-    #: built as ``Processing`` with the job's reads, writes and environment.
-    processing_runner_class: type[ProcessingRunner] = ProcessingRunner
-    #: The Spark runner's class when ``features.runner`` is ``spark``, built as
-    #: ``Spark`` with the job's reads, writes and bucket arguments.
-    spark_runner_class: type[SparkRunner] = SparkRunner
+    scale_out_kind = "features"
 
     def __init__(
         self,
@@ -142,12 +144,7 @@ class FeatureEngineering(Construct):
                 pattern,
                 "Objects are named by date at run time; access is limited to this model",
             )
-        self.processing_runner: ProcessingRunner | None = None
-        self.spark_runner: SparkRunner | None = None
-        if spec.features.runner == "processing":
-            self.processing_runner = self._create_processing_runner()
-        elif spec.features.runner == "spark":
-            self.spark_runner = self._create_spark_runner()
+        self._create_scale_out_runner()
         self.table: dynamodb.ITable | None = None
         self.update_function: lambda_.Function | None = None
         self.dead_letter_queue: sqs.Queue | None = None
@@ -160,49 +157,25 @@ class FeatureEngineering(Construct):
             self.table = table or self._create_table()
             self._create_updater(stream)
 
-    def _job_access(self) -> dict[str, list[S3Access]]:
-        """What a scale-out job of the features reads (this model's snapshots)
-        and writes (this model's feature snapshots), either runner."""
-        lake, layout = self.data_lake, Layout(self.spec.name)
-        reason = "Objects are named by date at run time; access is limited to this model"
-        return {
-            "reads": [S3Access(lake.datasets, layout.everything(layout.datasets), reason)],
-            "writes": [S3Access(lake.features, layout.everything(layout.features), reason)],
-        }
+    def _scale_out_job(self) -> ScaleOutJob:
+        """What a scale-out job of the features is given: this model's snapshots
+        to read, its feature snapshots to write, the function's buckets and
+        model name. No metrics namespace: the features job publishes none.
 
-    def _create_processing_runner(self) -> ProcessingRunner:
-        """The scale-out runner: ``feature_job.run`` in a SageMaker Processing job,
-        for windows of days that do not fit the function's memory or 15 minutes."""
-        spec, lake = self.spec, self.data_lake
-        return self.processing_runner_class(
-            self,
-            "Processing",
-            spec=spec,
-            kind="features",
-            key=lake.key,
-            output_bucket=lake.artifacts,
-            **self._job_access(),
+        With Processing, ``feature_job.run`` runs for windows of days that do
+        not fit the function's memory or 15 minutes; with Spark, the features
+        as Spark SQL on EMR Serverless (``spark_job --kind features``)."""
+        spec, lake, layout = self.spec, self.data_lake, Layout(self.spec.name)
+        reason = "Objects are named by date at run time; access is limited to this model"
+        return ScaleOutJob(
+            reads=[S3Access(lake.datasets, layout.everything(layout.datasets), reason)],
+            writes=[S3Access(lake.features, layout.everything(layout.features), reason)],
             environment={
                 "DATASETS_BUCKET": lake.datasets.bucket_name,
                 "FEATURES_BUCKET": lake.features.bucket_name,
                 "MODEL_NAME": spec.name,
             },
-        )
-
-    def _create_spark_runner(self) -> SparkRunner:
-        """The runner beyond one machine: the features as Spark SQL on EMR
-        Serverless (``spark_job --kind features``), its result in the artifacts
-        bucket under ``spark/<model>/features/``. No metrics namespace: the
-        features job publishes none."""
-        spec, lake = self.spec, self.data_lake
-        return self.spark_runner_class(
-            self, "Spark", spec=spec, kind="features", key=lake.key,
-            output_bucket=lake.artifacts, **self._job_access(),
-            arguments={
-                "--datasets-bucket": lake.datasets.bucket_name,
-                "--features-bucket": lake.features.bucket_name,
-                "--model": spec.name,
-            },
+            spark_flags=SPARK_FLAGS,
         )
 
     def _create_table(self) -> dynamodb.Table:
@@ -276,21 +249,14 @@ class FeatureEngineering(Construct):
         Processing job, ``spark`` the compiled features on EMR Serverless; the
         result at ``$.data.features`` is the same.
         """
-        if self.spark_runner is not None:
-            return self.spark_runner.run(
+        runner = self._scale_out_runner
+        if runner is not None:
+            return runner.run(
                 scope,
                 construct_id,
                 arguments={"--date": "$.data.snapshot.date"},
                 result_path="$.data.features",
-                comment="Compute the batch features of the snapshot (Spark)",
-            )
-        if self.processing_runner is not None:
-            return self.processing_runner.run(
-                scope,
-                construct_id,
-                arguments={"--date": "$.data.snapshot.date"},
-                result_path="$.data.features",
-                comment="Compute the batch features of the snapshot (Processing)",
+                comment=f"Compute the batch features of the snapshot ({runner.runs_on})",
             )
         return invoke(
             scope,

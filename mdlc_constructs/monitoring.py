@@ -37,11 +37,11 @@ from .compliance import acknowledge, acknowledge_objects, iam5_resource, printed
 from .dashboard import DEFAULT_NAMESPACE, ModelDashboard, ModelMetrics, endpoint_name_of
 from .deprecation import renamed
 from .functions import python_function
-from .processing import STARTUP_ALLOWANCE, ProcessingRunner
+from .processing import STARTUP_ALLOWANCE
 from .resources import schedule_of
 from .scale_out import S3Access
+from .scale_out_stage import ScaleOutJob, ScaleOutStage
 from .spark import STARTUP_ALLOWANCE as SPARK_STARTUP_ALLOWANCE
-from .spark import SparkRunner
 from .stage import ModelStage, StageProps
 from .storage import grant_read_objects, scored_predictions_pattern
 from .tokens import days, hours, minutes
@@ -105,7 +105,7 @@ class AlarmDefinition:
     retrain: bool = False
 
 
-class ModelMonitoring(ModelStage):
+class ModelMonitoring(ScaleOutStage, ModelStage):
     """The monitoring template of one model: job, schedule, alarms, re-training, dashboard.
 
     Args:
@@ -187,18 +187,13 @@ class ModelMonitoring(ModelStage):
     Extension points (plain methods a subclass overrides): :meth:`alarm_definitions`,
     :meth:`job_environment`, :meth:`schedule_input`; and the classes of its parts,
     :attr:`dashboard_class`, :attr:`processing_runner_class` and
-    :attr:`spark_runner_class`.
+    :attr:`spark_runner_class` (:class:`~mdlc_constructs.scale_out_stage.ScaleOutStage`).
     """
 
     #: The dashboard's class, built as ``Dashboard`` with the monitor's metric
     #: factory and alarms (a subclass adds widgets in its constructor).
     dashboard_class: type[ModelDashboard] = ModelDashboard
-    #: The Processing runner's class when ``monitoring.runner`` is ``processing``,
-    #: built as ``Processing`` with the job's reads, writes and environment.
-    processing_runner_class: type[ProcessingRunner] = ProcessingRunner
-    #: The Spark runner's class when ``monitoring.runner`` is ``spark``, built as
-    #: ``Spark`` with the job's reads, writes and arguments.
-    spark_runner_class: type[SparkRunner] = SparkRunner
+    scale_out_kind = "monitoring"
 
     #: Deprecated: :attr:`schedule_rule`.
     schedule = renamed("schedule_rule")
@@ -265,14 +260,11 @@ class ModelMonitoring(ModelStage):
 
         self.dead_letter_queue = self._create_dead_letter_queue()
         self.function: lambda_.Function | None = None
-        self.processing_runner: ProcessingRunner | None = None
-        self.spark_runner: SparkRunner | None = None
         self.state_machine: sfn.StateMachine | None = None
-        if spec.monitoring.runner == "processing":
-            self.processing_runner = self._create_processing_runner()
-            self.state_machine = self._create_workflow()
-        elif spec.monitoring.runner == "spark":
-            self.spark_runner = self._create_spark_runner()
+        runner = self._create_scale_out_runner()
+        if runner is not None:
+            # The job describes the model packages that name its baselines.
+            self.grant_describe_packages(runner.role)
             self.state_machine = self._create_workflow()
         else:
             self.function = self._create_function(memory_size, timeout)
@@ -669,51 +661,21 @@ class ModelMonitoring(ModelStage):
 
     # -- the scale-out runner --------------------------------------------------------
 
-    def _create_processing_runner(self) -> ProcessingRunner:
-        """``monitor_job.run`` in a SageMaker Processing job: the same reads,
-        report and metrics as the function, without Lambda's memory and time limits."""
-        spec, lake = self.spec, self.data_lake
+    def _scale_out_job(self) -> ScaleOutJob:
+        """``monitor_job.run`` in a Processing job, or with its metrics on Spark:
+        the function's reads, reports and metrics, without Lambda's memory and
+        time limits; :meth:`job_environment` as the Processing job's environment
+        and the Spark job's flags (:data:`SPARK_FLAGS`)."""
         reads, reports = self._job_access()
-        runner = self.processing_runner_class(
-            self,
-            "Processing",
-            spec=spec,
-            kind="monitoring",
-            key=lake.key,
-            output_bucket=lake.artifacts,
-            reads=[S3Access(b, p, f"{r}; objects are named by date at run time")
-                   for b, p, r in reads],
-            writes=[S3Access(lake.artifacts, reports, "This model's monitoring reports, one "
-                             "per day; objects are named by date at run time")],
+        dated = "; objects are named by date at run time"
+        return ScaleOutJob(
+            reads=[S3Access(bucket, pattern, f"{why}{dated}") for bucket, pattern, why in reads],
+            writes=[S3Access(self.data_lake.artifacts, reports,
+                             f"This model's monitoring reports, one per day{dated}")],
             environment=self.job_environment(),
+            spark_flags=SPARK_FLAGS,
             metrics_namespace=self.metrics_namespace,
-        )  # fmt: skip
-        self.grant_describe_packages(runner.role)
-        return runner
-
-    def _create_spark_runner(self) -> SparkRunner:
-        """``monitor_job.run`` with its metrics on Spark: the function's reads,
-        reports and metrics; :meth:`job_environment`, as the job's flags."""
-        spec, lake = self.spec, self.data_lake
-        reads, reports = self._job_access()
-        arguments = {SPARK_FLAGS[name]: value for name, value in self.job_environment().items()
-                     if name in SPARK_FLAGS}
-        runner = self.spark_runner_class(
-            self,
-            "Spark",
-            spec=spec,
-            kind="monitoring",
-            key=lake.key,
-            output_bucket=lake.artifacts,
-            reads=[S3Access(b, p, f"{r}; objects are named by date at run time")
-                   for b, p, r in reads],
-            writes=[S3Access(lake.artifacts, reports, "This model's monitoring reports, one "
-                             "per day; objects are named by date at run time")],
-            arguments=arguments,
-            metrics_namespace=self.metrics_namespace,
-        )  # fmt: skip
-        self.grant_describe_packages(runner.role)
-        return runner
+        )
 
     def _create_workflow(self) -> sfn.StateMachine:
         """Schedule → this workflow → the Processing or Spark job; a failure

@@ -31,9 +31,8 @@ from .compliance import (
 )
 from .functions import python_function
 from .metrics import QUALITY_NAMESPACE, quality_violations
-from .processing import ProcessingRunner
-from .scale_out import S3Access, ScaleOutProps
-from .spark import SparkRunner
+from .scale_out import S3Access
+from .scale_out_stage import ScaleOutJob, ScaleOutStage
 from .spec import ModelSpec
 from .storage import DataLake, grant_read_objects
 from .tokens import minutes, string_at
@@ -46,10 +45,15 @@ REPORT_PREFIX = "quality-reports"
 #: DuckDB to scan, and it spills there past its memory limit (Lambda's most;
 #: /tmp beyond 512 MB is billed per GB-second, a fraction of the memory's price).
 DUCKDB_EPHEMERAL_STORAGE_MB = 10240
+#: The Spark job's flag for each variable of the Processing job's environment.
+SPARK_FLAGS = {
+    "DATASETS_BUCKET": "--datasets-bucket",
+    "REPORT_BUCKET": "--report-bucket",
+    "METRICS_NAMESPACE": "--namespace",
+}
 
 
-
-class DataQuality(Construct):
+class DataQuality(ScaleOutStage, Construct):
     """Checks a snapshot against the spec's rules; violations stop the workflow.
 
     The report (each rule, its observed value, pass/fail and a sample of
@@ -70,14 +74,11 @@ class DataQuality(Construct):
         spark_runner: the :class:`~mdlc_constructs.spark.SparkRunner` when the
             runner is ``spark`` (else None).
 
-    Extension points: :attr:`processing_runner_class`, :attr:`spark_runner_class`.
+    Extension points: :attr:`processing_runner_class`, :attr:`spark_runner_class`
+    (:class:`~mdlc_constructs.scale_out_stage.ScaleOutStage`).
     """
 
-    #: The Processing runner's class when ``quality.runner`` is ``processing``,
-    #: built as ``Processing`` with the job's reads, writes and environment.
-    processing_runner_class: type[ProcessingRunner] = ProcessingRunner
-    #: The Spark runner's class when ``quality.runner`` is ``spark``, built as ``Spark``.
-    spark_runner_class: type[SparkRunner] = SparkRunner
+    scale_out_kind = "quality"
 
     def __init__(
         self,
@@ -127,14 +128,9 @@ class DataQuality(Construct):
             "cloudwatch:PutMetricData supports no resource-level permission; it is "
             "limited to the MDLC/DataQuality namespace by condition (X-Ray also needs *)",
         )
-        self.processing_runner: ProcessingRunner | None = None
-        self.processing_role: iam.IRole | None = None
-        self.spark_runner: SparkRunner | None = None
-        if spec.quality.runner == "processing":
-            self.processing_runner = self._create_processing_runner()
-            self.processing_role = self.processing_runner.role
-        elif spec.quality.runner == "spark":
-            self.spark_runner = self._create_spark_runner()
+        self._create_scale_out_runner()
+        self.processing_role: iam.IRole | None = (
+            self.processing_runner.role if self.processing_runner is not None else None)
 
     def _grant_runner(self, grantee: iam.IGrantable) -> None:
         prefix = Layout.everything(Layout(self.spec.name).datasets)
@@ -158,15 +154,14 @@ class DataQuality(Construct):
 
     # -- the scale-out runner --------------------------------------------------
 
-    def _runner_props(self) -> ScaleOutProps:
-        """What either scale-out runner of the check takes: the data key, the
-        artifacts bucket for its result, its reads and writes, the namespace."""
+    def _scale_out_job(self) -> ScaleOutJob:
+        """What either scale-out runner of the check is given: its reads and
+        writes, the buckets and the namespace (as the function gets them)."""
         lake = self.data_lake
         layout = Layout(self.spec.name)
         reports = S3Access(lake.artifacts, Layout.everything(layout.quality_reports),
                            "One report per date, named at run time; limited to this model")
-        return ScaleOutProps(
-            spec=self.spec, kind="quality", key=lake.key, output_bucket=lake.artifacts,
+        return ScaleOutJob(
             reads=[
                 S3Access(lake.datasets, Layout.everything(layout.datasets),
                          "Snapshot objects are named at run time; limited to this model"),
@@ -175,29 +170,13 @@ class DataQuality(Construct):
                 reports,
             ],
             writes=[reports],
-            metrics_namespace=METRICS_NAMESPACE,
-        )
-
-    def _create_processing_runner(self) -> ProcessingRunner:
-        lake = self.data_lake
-        return self.processing_runner_class(
-            self, "Processing", **self._runner_props(),
             environment={
                 "DATASETS_BUCKET": lake.datasets.bucket_name,
                 "REPORT_BUCKET": lake.artifacts.bucket_name,
                 "METRICS_NAMESPACE": METRICS_NAMESPACE,
             },
-        )
-
-    def _create_spark_runner(self) -> SparkRunner:
-        lake = self.data_lake
-        return self.spark_runner_class(
-            self, "Spark", **self._runner_props(),
-            arguments={
-                "--datasets-bucket": lake.datasets.bucket_name,
-                "--report-bucket": lake.artifacts.bucket_name,
-                "--namespace": METRICS_NAMESPACE,
-            },
+            spark_flags=SPARK_FLAGS,
+            metrics_namespace=METRICS_NAMESPACE,
         )
 
     def grant_processing(self, role: iam.IRole) -> iam.Grant:
@@ -216,10 +195,12 @@ class DataQuality(Construct):
         consistency rules) into ``$.data.quality``; violations fail the
         execution with ``DataQualityViolations`` and the report's location,
         so nothing downstream sees bad data (the workflow's catch notifies)."""
-        if self.spark_runner is not None:
-            # The rules as Spark SQL on EMR Serverless; the same report, metrics
-            # and result at $.data.quality.
-            step: sfn.IChainable = self.spark_runner.run(
+        runner = self._scale_out_runner
+        if runner is not None:
+            # The same check, report and metrics in a Processing job, or the
+            # rules as Spark SQL on EMR Serverless; the result lands at
+            # $.data.quality as the function's would.
+            step: sfn.IChainable = runner.run(
                 scope,
                 construct_id,
                 arguments={
@@ -227,20 +208,8 @@ class DataQuality(Construct):
                     "--snapshot-prefix": "$.data.snapshot.snapshot_prefix",
                 },
                 result_path="$.data.quality",
-                comment="Check the snapshot against the spec's data quality rules (Spark)",
-            )
-        elif self.processing_runner is not None:
-            # The same check, report and metrics in a Processing job; its
-            # result lands at $.data.quality as the function's would.
-            step = self.processing_runner.run(
-                scope,
-                construct_id,
-                arguments={
-                    "--date": "$.data.snapshot.date",
-                    "--snapshot-prefix": "$.data.snapshot.snapshot_prefix",
-                },
-                result_path="$.data.quality",
-                comment="Check the snapshot against the spec's data quality rules (Processing)",
+                comment="Check the snapshot against the spec's data quality rules "
+                f"({runner.runs_on})",
             )
         else:
             step = invoke(
