@@ -225,7 +225,10 @@ def quality_child(engine: str, folder: str, repeat: int) -> dict[str, Any]:
         from mdlc_core import spark_job
 
         spark = common.Spark(scratch)
-        small = [pq.read_table(path).slice(0, common.WARM_UP_ROWS) for path in files]
+        # The files' first rows only (reading a whole day would stay in the
+        # driver's resident memory): the warm-up is about the code, not the data.
+        small = [pa.Table.from_batches([next(pq.ParquetFile(path).iter_batches(
+            batch_size=common.WARM_UP_ROWS))]) for path in files]
         spark.warm_up(lambda: spark_job.check(spark.session, config, *small, snapshot_date=DAY))
         del small
 
@@ -264,12 +267,13 @@ def quality_main(sizes: list[int], repeat: int, engines: list[str]) -> list[dict
             pq.write_table(orders(rows, DAY - timedelta(days=1), 0),
                            Path(folder) / "previous.parquet")
             measured = {e: run("quality", e, folder, repeat) for e in chosen}
+        failed = common.failures(measured)
         results = {e: m["works"]["quality"] for e, m in measured.items()}
         common.check_agree("quality", rows, results, lambda a, b: a == b)
         spark = measured["spark"]["spark"] if "spark" in measured else None
-        common.print_engines(rows, "quality", results, spark)
+        common.print_engines(rows, "quality", results, spark, failed)
         print(f"{rows:>11,} {'quality':<10} answer    {results['ours']['answer']}")
-        summary.append(common.summary_row(rows, "quality", results, spark))
+        summary.append(common.summary_row(rows, "quality", results, spark, failed))
     return summary
 
 

@@ -301,12 +301,13 @@ def main(sizes: list[int], repeat: int = common.DEFAULT_REPEAT,
         with tempfile.TemporaryDirectory(prefix="bench-features-") as folder:
             pq.write_table(events(rows), Path(folder) / "events.parquet")
             measured = {e: bench_engines.run("features", e, folder, repeat) for e in chosen}
+        failed = common.failures(measured)
         spark = measured["spark"]["spark"] if "spark" in measured else None
         for kind in KINDS:
             results = {e: m["works"][kind] for e, m in measured.items()}
             common.check_agree(kind, rows, results, same)
-            common.print_engines(rows, kind, results, spark)
-            summary.append(common.summary_row(rows, f"{kind} features", results, spark))
+            common.print_engines(rows, kind, results, spark, failed)
+            summary.append(common.summary_row(rows, f"{kind} features", results, spark, failed))
         print(f"{rows:>11,} {'features':<10} answers   "
               f"{measured['ours']['works']['per-event']['answer']['rows']:,} events, "
               f"{measured['ours']['works']['as-of']['answer']['rows']:,} entities as of {AS_OF}")

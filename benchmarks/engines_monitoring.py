@@ -386,13 +386,14 @@ def main(sizes: list[int], repeat: int = common.DEFAULT_REPEAT,
             label_rows = labels.num_rows
             del predictions, labels, baseline
             measured = {e: bench_engines.run("monitoring", e, folder, repeat) for e in chosen}
+        failed = common.failures(measured)
         results = {e: m["works"]["monitoring"] for e, m in measured.items()}
         common.check_agree("monitoring", rows, results, common.close)
         spark = measured["spark"]["spark"] if "spark" in measured else None
-        common.print_engines(rows, "monitoring", results, spark)
+        common.print_engines(rows, "monitoring", results, spark, failed)
         print(f"{rows:>11,} {'monitoring':<10} answer    {rows:,} predictions, {label_rows:,} "
               f"labels: {json.dumps(results['ours']['answer'], default=str)[:160]}...")
-        summary.append(common.summary_row(rows, "monitoring", results, spark))
+        summary.append(common.summary_row(rows, "monitoring", results, spark, failed))
     return summary
 
 
