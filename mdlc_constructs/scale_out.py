@@ -9,7 +9,9 @@ namespace, acknowledge the wildcards with the stage's reasons, and run a job
 as the same three steps: a unique name, the job, its small JSON result read
 back where the Lambda runner's step puts its return value. That is written
 once here (:class:`ScaleOutRunner`); each runner adds what its service needs
-(image or application, logs, PassRole, the job's state).
+(image or application, logs, PassRole, the job's state). Which runner a stage
+builds, and with what, is written once too:
+:class:`~mdlc_constructs.scale_out_stage.ScaleOutStage`.
 """
 
 from __future__ import annotations
