@@ -202,6 +202,10 @@ RAISES: dict[str, dict[str, list[Spec | NotSpec]]] = {
                         "_job_state")},
         "ScaleOutRunner.run": [NotSpec(ARGUMENT + " (result_path)")],
     },
+    "scale_out_stage": {
+        "ScaleOutStage._scale_out_job": [NotSpec("a stage class that does not implement this "
+                                                 "hook, not the spec")],
+    },
     "spark": {
         "SparkRunner.__init__": [
             Spec("quality.spark.python_environment", (_set("quality.runner", "spark"),)),
