@@ -3,6 +3,8 @@ the incremental form for online serving (running aggregates in DynamoDB)."""
 
 from __future__ import annotations
 
+from typing import Unpack
+
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kinesis as kinesis
@@ -19,8 +21,8 @@ from .functions import python_function
 from .resources import encrypted_queue, encrypted_table
 from .scale_out import S3Access
 from .scale_out_stage import ScaleOutJob, ScaleOutStage
-from .spec import ModelSpec
-from .storage import DataLake, grant_list, grant_read_objects
+from .stage import DataStage, DataStageProps
+from .storage import grant_list, grant_read_objects
 from .tokens import minutes, seconds
 from .wheels import DUCKDB_PACKAGES
 from .workflow import invoke
@@ -62,7 +64,7 @@ def dead_letter_payloads(function: lambda_.Function, *, bucket: s3.IBucket, mode
     return prefix
 
 
-class FeatureEngineering(ScaleOutStage, Construct):
+class FeatureEngineering(ScaleOutStage, DataStage):
     """Derived features from the spec, computed two ways with the same numbers.
 
     * Batch: a function that reads a day's snapshot (and the days its windows
@@ -104,14 +106,12 @@ class FeatureEngineering(ScaleOutStage, Construct):
         scope: Construct,
         construct_id: str,
         *,
-        spec: ModelSpec,
-        data_lake: DataLake,
         stream: kinesis.IStream | None = None,
         table: dynamodb.ITable | None = None,
+        **stage: Unpack[DataStageProps],
     ) -> None:
-        super().__init__(scope, construct_id)
-        self.spec = spec
-        self.data_lake = data_lake
+        super().__init__(scope, construct_id, **stage)
+        spec, data_lake = self.spec, self.data_lake
         self.batch_function: lambda_.Function = python_function(
             self,
             "Batch",

@@ -15,7 +15,7 @@ its runtime and architecture (:mod:`mdlc_constructs.wheels`, no Docker).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
@@ -33,8 +33,8 @@ from .functions import python_function
 from .metrics import QUALITY_NAMESPACE, quality_violations
 from .scale_out import S3Access
 from .scale_out_stage import ScaleOutJob, ScaleOutStage
-from .spec import ModelSpec
-from .storage import DataLake, grant_read_objects
+from .stage import DataStage, DataStageProps
+from .storage import grant_read_objects
 from .tokens import minutes, string_at
 from .wheels import DUCKDB_PACKAGES
 from .workflow import invoke
@@ -53,7 +53,7 @@ SPARK_FLAGS = {
 }
 
 
-class DataQuality(ScaleOutStage, Construct):
+class DataQuality(ScaleOutStage, DataStage):
     """Checks a snapshot against the spec's rules; violations stop the workflow.
 
     The report (each rule, its observed value, pass/fail and a sample of
@@ -84,13 +84,10 @@ class DataQuality(ScaleOutStage, Construct):
         self,
         scope: Construct,
         construct_id: str,
-        *,
-        spec: ModelSpec,
-        data_lake: DataLake,
+        **stage: Unpack[DataStageProps],
     ) -> None:
-        super().__init__(scope, construct_id)
-        self.spec = spec
-        self.data_lake = data_lake
+        super().__init__(scope, construct_id, **stage)
+        spec, data_lake = self.spec, self.data_lake
         duckdb = spec.quality.engine == "duckdb"
         storage = {"MDLC_EPHEMERAL_STORAGE_MB": str(DUCKDB_EPHEMERAL_STORAGE_MB)} if duckdb else {}
         self.function: lambda_.Function = python_function(

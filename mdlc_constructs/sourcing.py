@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Unpack
 
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -14,13 +15,13 @@ from mdlc_core.layout import Layout
 from .compliance import acknowledge_objects
 from .functions import python_function
 from .grants import combine
-from .spec import ModelSpec
-from .storage import DataLake, grant_read_objects
+from .stage import DataStage, DataStageProps
+from .storage import grant_read_objects
 from .tokens import minutes
 from .workflow import invoke
 
 
-class DataSourcing(Construct):
+class DataSourcing(DataStage):
     """The function that writes ``datasets/<model>/dt=YYYY-MM-DD/`` and its
     ``_manifest.json`` (row count, schema, content hash, source object
     versions, creation time). A committed snapshot is never overwritten: a
@@ -50,13 +51,11 @@ class DataSourcing(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        spec: ModelSpec,
-        data_lake: DataLake,
         handler: str | Path = "data_sourcing",
+        **stage: Unpack[DataStageProps],
     ) -> None:
-        super().__init__(scope, construct_id)
-        self.spec = spec
-        self.data_lake = data_lake
+        super().__init__(scope, construct_id, **stage)
+        spec, data_lake = self.spec, self.data_lake
         self.function: lambda_.Function = python_function(
             self,
             "Function",

@@ -11,6 +11,11 @@ stage adds its own props in front of ``**stage: Unpack[StageProps]``, so a
 caller still writes ``TrainingWorkflow(self, "Training", spec=spec,
 data_lake=lake, topic=topic, preparation=prep)`` and a type checker still
 checks every keyword.
+
+The parts of data preparation (sourcing, quality, features) notify through
+their parent's workflow, not a topic of their own: they are
+:class:`DataStage` s, which take and keep only the spec and the data lake
+(:class:`DataStageProps`).
 """
 
 from __future__ import annotations
@@ -24,18 +29,42 @@ from .spec import ModelSpec
 from .storage import DataLake
 
 
-class StageProps(TypedDict):
-    """The props every stage of a model takes (all required)."""
+class DataStageProps(TypedDict):
+    """The props every part of a model's data stages takes (all required)."""
 
     #: The model spec the stage is built for.
     spec: ModelSpec
     #: The model's buckets and key (which encrypts what the stage writes).
     data_lake: DataLake
+
+
+class StageProps(DataStageProps):
+    """The props every stage of a model takes (all required)."""
+
     #: Where the stage publishes failures and results.
     topic: sns.ITopic
 
 
-class ModelStage(Construct):
+class DataStage(Construct):
+    """A construct that reads and writes one model's data lake (see the module docstring).
+
+    Args:
+        spec: the model spec.
+        data_lake: the model's buckets; its ``key`` encrypts what the stage writes.
+
+    Attributes:
+        spec, data_lake, key (``data_lake.key``).
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, spec: ModelSpec,
+                 data_lake: DataLake) -> None:
+        super().__init__(scope, construct_id)
+        self.spec = spec
+        self.data_lake = data_lake
+        self.key = data_lake.key
+
+
+class ModelStage(DataStage):
     """A construct that is one stage of one model (see the module docstring).
 
     Args:
@@ -49,8 +78,5 @@ class ModelStage(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, spec: ModelSpec,
                  data_lake: DataLake, topic: sns.ITopic) -> None:
-        super().__init__(scope, construct_id)
-        self.spec = spec
-        self.data_lake = data_lake
-        self.key = data_lake.key
+        super().__init__(scope, construct_id, spec=spec, data_lake=data_lake)
         self.topic = topic
