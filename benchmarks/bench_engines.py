@@ -289,14 +289,10 @@ SECTIONS: dict[str, str | None] = {"quality": None, "features": "engines_feature
                                    "monitoring": "engines_monitoring"}
 
 
-#: ``--spark-repeat``: Spark's runs per size when not ``--repeat`` (None: the same).
-SPARK_REPEAT: int | None = None
-
-
 def run(section: str, engine: str, folder: str, repeat: int) -> dict[str, Any]:
     """``engine`` of ``section`` in a subprocess of its own; its figures."""
-    if engine == "spark" and SPARK_REPEAT is not None:
-        repeat = SPARK_REPEAT
+    if engine == "spark" and common.SPARK_REPEAT is not None:
+        repeat = common.SPARK_REPEAT
     return common.run_engine(__file__, [section, engine, folder, str(repeat)])
 
 
@@ -335,8 +331,9 @@ def main(argv: list[str]) -> None:
                              + " (default " + ",".join(common.DEFAULT_ENGINES) + ")")
     parser.add_argument("rows", nargs="*", type=int, default=[1_000_000, 10_000_000])
     args = parser.parse_args(argv)
-    global SPARK_REPEAT
-    SPARK_REPEAT = args.spark_repeat
+    # In engines_common: this file runs as __main__, and the section modules
+    # import it again as bench_engines, a second module with globals of its own.
+    common.SPARK_REPEAT = args.spark_repeat
     spark_runs = f" (spark: {args.spark_repeat})" if args.spark_repeat else ""
     print(f"bench_engines: {', '.join(f'{r:,}' for r in args.rows)} rows, best of "
           f"{args.repeat}{spark_runs}, engines {', '.join(args.engines)}; "

@@ -61,6 +61,8 @@ TITLES = {
 #: (109 s a run per event at 10M rows).
 DEFAULT_ENGINES = ("ours", "hand", "polars", "spark", "parquet")
 DEFAULT_REPEAT = 3
+#: ``--spark-repeat``: Spark's runs per size when not ``--repeat`` (None: the same).
+SPARK_REPEAT: int | None = None
 
 #: DuckDB's memory limit for ours and the hand-written SQL;
 #: ``BENCH_MEMORY_LIMIT=256MB`` shows the spilling (the peak stays near the
