@@ -223,3 +223,28 @@ def test_a_log_group_deploys_only_with_a_key_cloudwatch_logs_may_use(tmp_path, a
     with pytest.raises(ServiceError) as raised, LocalCloud(assembly, start=start):
         pass
     assert "kms:Encrypt" in raised.value.message and "logs.us-east-1" in raised.value.message
+
+
+def test_a_named_version_needs_get_object_version_and_its_own_key():
+    """S3's GetObject reference: a request with a versionId needs
+    s3:GetObjectVersion (not s3:GetObject), and the version is decrypted with
+    the key it was written with, whatever the current version's is."""
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="data")
+        s3.put_bucket_versioning(Bucket="data", VersioningConfiguration={"Status": "Enabled"})
+        first = s3.put_object(Bucket="data", Key="a.csv", Body=b"1",
+                              ServerSideEncryption="aws:kms", SSEKMSKeyId=KEY)["VersionId"]
+        other = KEY.replace("k1", "k2")
+        s3.put_object(Bucket="data", Key="a.csv", Body=b"2", ServerSideEncryption="aws:kms",
+                      SSEKMSKeyId=other)
+        named = _as_dicts(needs(_store(), "s3", "GetObject",
+                                {"Bucket": "data", "Key": "a.csv", "VersionId": first}))
+        current = _as_dicts(needs(_store(), "s3", "GetObject", {"Bucket": "data", "Key": "a.csv"}))
+    assert [(a, r) for a, r, _ in named] == [("s3:GetObjectVersion", "arn:aws:s3:::data/a.csv"),
+                                             ("kms:Decrypt", KEY)]
+    assert [(a, r) for a, r, _ in current] == [("s3:GetObject", "arn:aws:s3:::data/a.csv"),
+                                               ("kms:Decrypt", other)]

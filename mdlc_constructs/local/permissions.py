@@ -237,12 +237,13 @@ def _via(service: str) -> dict[str, Any]:
 _ABSENT = object()
 
 
-def _s3_object(bucket: str, key: str) -> Any:
-    """moto's object, or ``_ABSENT`` (no such object or bucket)."""
+def _s3_object(bucket: str, key: str, version_id: str | None = None) -> Any:
+    """moto's object (of ``version_id``, else the current one), or ``_ABSENT``
+    (no such object, version or bucket)."""
     try:
         from moto.s3.models import s3_backends
 
-        found = s3_backends[ACCOUNT][PARTITION].get_object(bucket, key)
+        found = s3_backends[ACCOUNT][PARTITION].get_object(bucket, key, version_id=version_id)
     except Exception:
         return _ABSENT
     return _ABSENT if found is None else found
@@ -270,8 +271,12 @@ def _s3(store: PolicyStore, operation: str, params: Mapping[str, Any]) -> list[N
                         kind="kms", kms=True)]
 
     if operation in ("GetObject", "HeadObject"):
-        needs = [Need.of("s3:GetObject", object_arn, secure, kind="s3")]
-        found = _s3_object(bucket, str(params.get("Key", "")))
+        # A named version needs s3:GetObjectVersion instead of s3:GetObject (the
+        # GetObject reference, versionId), and is decrypted with its own key.
+        version = params.get("VersionId") or None
+        action = "s3:GetObjectVersion" if version else "s3:GetObject"
+        needs = [Need.of(action, object_arn, secure, kind="s3")]
+        found = _s3_object(bucket, str(params.get("Key", "")), version)
         if found is _ABSENT:
             # S3 says "no such key" (404) only to a caller that may list the bucket
             # there; to any other it answers AccessDenied (403), as for a hidden key.
