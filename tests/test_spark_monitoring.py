@@ -445,10 +445,9 @@ def test_the_monitoring_workflow_runs_on_local_spark_and_its_metrics_drive_the_a
     scheduled workflow runs the job on the EMR Serverless stand-in (local
     PySpark, as the job role), reads its result back and succeeds; the
     reports are the monitored days', and the alarms evaluated on the metrics
-    the job published fire where the reports cross the spec's caps.
-
-    (The simulation lands labels where a function's LABELS_PREFIX says, which
-    only the Lambda runner has: the closed loop on Spark is the moto test's.)"""
+    the job published fire where the reports cross the spec's caps, and the
+    second day's closed loop reads the labels the simulation landed where the
+    Spark job's arguments say."""
     from mdlc_constructs.local.simulation import simulate
     from mdlc_constructs.sampling import sample, write_csv
 
@@ -480,6 +479,9 @@ def test_the_monitoring_workflow_runs_on_local_spark_and_its_metrics_drive_the_a
         assert result["alarms"] == [a["message"] for a in day["alarms"]]
     # The second run judged the accuracy of the day before it (label_delay_days 1).
     assert reports["2026-11-02"]["closed_loop_date"] == "2026-11-01"
+    # Day 1's labels, landed where the Spark job reads them (day 1 was not
+    # scored: the first version serves from day 2, so they match nothing yet).
+    assert reports["2026-11-02"]["closed_loop"]["labels"] == 120
     # The alarms read what the job published: each share alarm that fired is
     # an action whose share in a report is above its cap, and one fired.
     caps = spec.monitoring.open_loop.max_action_share

@@ -27,6 +27,7 @@ import base64
 import csv
 import io
 import json
+import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -137,6 +138,25 @@ class Simulation:
                 return function.environment
         return {}
 
+    def _labels_location(self) -> dict[str, str]:
+        """Where the monitoring job reads labels (``LABELS_BUCKET``,
+        ``LABELS_PREFIX``), whichever runner runs it: the function's environment
+        (embedded), the Processing job's (its state machine's
+        ``CreateProcessingJob`` parameters), or the Spark job's arguments
+        (``--labels-bucket``, ``--labels-prefix``), as deployed."""
+        env = self._function_env("LABELS_PREFIX")
+        if env:
+            return env
+        client = self.cloud.client("stepfunctions")
+        for logical_id in self.cloud.deployed[self.stack].stack.of_type(
+                "AWS::StepFunctions::StateMachine"):
+            arn = self.cloud.physical(self.stack, logical_id)
+            found = _labels_in(json.loads(
+                client.describe_state_machine(stateMachineArn=arn)["definition"]))
+            if found:
+                return found
+        return {}
+
     def _physical(self, resource_type: str, path_fragment: str) -> Any:
         logical_id = self._resource(resource_type, path_fragment)
         return None if logical_id is None else self.cloud.physical(self.stack, logical_id)
@@ -163,7 +183,7 @@ class Simulation:
         closed = self.spec.monitoring.closed_loop
         label_day = day - timedelta(days=closed.label_delay_days)
         rows = self.orders.by_day.get(label_day, [])
-        env = self._function_env("LABELS_PREFIX")
+        env = self._labels_location()
         if not rows or not env:
             return
         data = self.spec.data
@@ -752,3 +772,30 @@ def simulate(spec: Any, orders: Path, *, start: date | None = None, days: int | 
         if out is not None:
             run.write(out)
     return run
+
+
+_SPARK_LABELS = re.compile(r"'--labels-(bucket|prefix)', '([^']*)'")
+
+
+def _labels_in(node: Any) -> dict[str, str]:
+    """The labels location in a state machine definition: a Processing job's
+    ``Environment`` (``LABELS_BUCKET``/``LABELS_PREFIX``), or a Spark job's
+    ``EntryPointArguments`` (``States.Array(..., '--labels-bucket', 'b', ...)``)."""
+    if isinstance(node, dict):
+        if "LABELS_PREFIX" in node and "LABELS_BUCKET" in node:
+            return {"LABELS_BUCKET": str(node["LABELS_BUCKET"]),
+                    "LABELS_PREFIX": str(node["LABELS_PREFIX"])}
+        for value in node.values():
+            found = _labels_in(value)
+            if found:
+                return found
+    elif isinstance(node, list):
+        for value in node:
+            found = _labels_in(value)
+            if found:
+                return found
+    elif isinstance(node, str) and "'--labels-prefix'" in node:
+        pairs = dict(_SPARK_LABELS.findall(node))
+        if {"bucket", "prefix"} <= set(pairs):
+            return {"LABELS_BUCKET": pairs["bucket"], "LABELS_PREFIX": pairs["prefix"]}
+    return {}
