@@ -26,6 +26,11 @@ from mdlc_core.sql import quality as sql_quality
 from mdlc_core.sql import rules as sql_rules
 
 from mdlc_constructs.cli import main
+from tests.template_queries import actions as _actions
+from tests.template_queries import only as _only
+from tests.template_queries import statements as _statements
+from tests.template_queries import synthesized_or_fail
+from tests.template_queries import text as _text
 
 from .test_quality_engine import COLUMNS, DAY, SPEC, orders_csv, read, spec_with, write
 
@@ -295,33 +300,13 @@ def synthesized_spark(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any
     outdir = tmp_path_factory.mktemp("spark.out")
     app = make_app(outdir=str(outdir))
     stack = MdlcModelStack(app, "Mdlc-fraudspark", spec=parse_spec(data, "fraudspark.yaml"))
-    try:
-        assembly = app.synth()
-    except Exception as error:  # jsii raises with the report's path
-        pytest.fail(f"synthesis failed: {error}\n"
-                    + "\n".join(str(f) for f in read_findings(outdir)))
+    assembly = synthesized_or_fail(outdir, app.synth)
     template = Template.from_json(assembly.get_stack_by_name(stack.stack_name).template)
     return {"stack": stack, "template": template, "findings": read_findings(outdir)}
 
 
-def _only(template: Any, kind: str, part: str) -> tuple[str, dict[str, Any]]:
-    (found,) = [(k, v) for k, v in template.find_resources(kind).items() if part in k]
-    return found
 
 
-def _statements(template: Any, role_id: str) -> list[dict[str, Any]]:
-    return [s for p in template.find_resources("AWS::IAM::Policy").values()
-            if {"Ref": role_id} in p["Properties"]["Roles"]
-            for s in p["Properties"]["PolicyDocument"]["Statement"]]
-
-
-def _actions(statement: dict[str, Any]) -> list[str]:
-    actions = statement["Action"]
-    return actions if isinstance(actions, list) else [actions]
-
-
-def _text(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
 
 
 def test_the_spark_stack_has_no_unacknowledged_findings(synthesized_spark: dict[str, Any]) -> None:

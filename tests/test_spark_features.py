@@ -32,6 +32,12 @@ from moto import mock_aws
 from mdlc_constructs.spec import SpecError, parse_spec
 from tests.conftest import FRAUD_SPEC
 from tests.lambda_loader import load_handler
+from tests.template_queries import actions as _actions
+from tests.template_queries import listed as _listed
+from tests.template_queries import only as _only
+from tests.template_queries import statements as _statements
+from tests.template_queries import synthesized_or_fail
+from tests.template_queries import text as _text
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -341,39 +347,15 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     starter = iam.Role(stack, "Starter", assumed_by=iam.ServicePrincipal(
         "states.amazonaws.com"))
     grant = runner.grant_start(starter)
-    try:
-        assembly = app.synth()
-    except Exception as error:  # jsii raises with the report's path
-        pytest.fail(f"synthesis failed: {error}\n"
-                    + "\n".join(str(f) for f in read_findings(outdir)))
+    assembly = synthesized_or_fail(outdir, app.synth)
     template = Template.from_json(assembly.get_stack_by_name(stack.stack_name).template)
     return {"spec": spec, "stack": stack, "template": template, "outdir": outdir,
             "findings": read_findings(outdir), "grant": grant, "starter": starter}
 
 
-def _only(template: Any, kind: str, part: str) -> tuple[str, dict[str, Any]]:
-    (found,) = [(k, v) for k, v in template.find_resources(kind).items() if part in k]
-    return found
 
 
-def _statements(template: Any, role_id: str) -> list[dict[str, Any]]:
-    return [s for p in template.find_resources("AWS::IAM::Policy").values()
-            if {"Ref": role_id} in p["Properties"]["Roles"]
-            for s in p["Properties"]["PolicyDocument"]["Statement"]]
 
-
-def _actions(statement: dict[str, Any]) -> list[str]:
-    actions = statement["Action"]
-    return actions if isinstance(actions, list) else [actions]
-
-
-def _resources(statement: dict[str, Any]) -> list[Any]:
-    found = statement["Resource"]
-    return found if isinstance(found, list) else [found]
-
-
-def _text(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
 
 
 def test_the_stack_has_no_unacknowledged_findings(synthesized: dict[str, Any]) -> None:
@@ -400,7 +382,7 @@ def test_the_job_role_reads_the_snapshots_and_writes_the_features_only(
     reads, writes = set(), set()
     for statement in statements:
         actions = _actions(statement)
-        for resource in _resources(statement):
+        for resource in _listed(statement["Resource"]):
             if not isinstance(resource, dict) or "Fn::Join" not in resource:
                 continue
             parts = resource["Fn::Join"][1]

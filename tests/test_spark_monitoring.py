@@ -28,6 +28,11 @@ import pytest
 from mdlc_core import monitor_job, spark_job
 
 from mdlc_constructs.spec import load_spec
+from tests.template_queries import actions as _actions
+from tests.template_queries import listed as _listed
+from tests.template_queries import only as _only
+from tests.template_queries import statements as _statements
+from tests.template_queries import synthesized_or_fail
 
 from .test_sql_monitoring import assert_same
 
@@ -304,34 +309,14 @@ def assembly(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     spec = parse_spec(spark_spec_data(), "fraud.yaml")
     outdir = tmp_path_factory.mktemp("spark-monitoring") / "cdk.out"
-    try:
-        stack = synthesize(spec, outdir)
-    except Exception as error:  # jsii raises with the report's path
-        pytest.fail(f"synthesis failed: {error}\n"
-                    + "\n".join(str(f) for f in read_findings(outdir)))
+    stack = synthesized_or_fail(outdir, lambda: synthesize(spec, outdir))
     template = json.loads((outdir / f"{stack}.template.json").read_text())["Resources"]
     return {"spec": spec, "outdir": outdir, "stack": stack, "resources": template,
             "findings": read_findings(outdir)}
 
 
-def _only(resources: dict[str, Any], kind: str, part: str) -> tuple[str, dict[str, Any]]:
-    (found,) = [(k, v) for k, v in resources.items() if v["Type"] == kind and part in k]
-    return found
 
 
-def _statements(resources: dict[str, Any], role_id: str) -> list[dict[str, Any]]:
-    return [s for p in resources.values() if p["Type"] == "AWS::IAM::Policy"
-            and {"Ref": role_id} in p["Properties"]["Roles"]
-            for s in p["Properties"]["PolicyDocument"]["Statement"]]
-
-
-def _actions(statement: dict[str, Any]) -> list[str]:
-    actions = statement["Action"]
-    return actions if isinstance(actions, list) else [actions]
-
-
-def _listed(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
 
 
 def test_the_spark_stack_has_no_unacknowledged_findings(assembly: dict[str, Any]) -> None:
