@@ -106,6 +106,20 @@ METRICS_REASON = ("cloudwatch:PutMetricData has no resource-level permission; it
                   "by a namespace condition")
 
 
+def require_overrides(cls: type, base: type, hooks: Sequence[str], *, marker: str) -> None:
+    """Refuse, when ``cls`` is defined, a concrete subclass of ``base`` (one that
+    sets the class attribute ``marker``) that leaves one of ``hooks`` as
+    ``base`` wrote it: the mistake shows where the class is written, not deep
+    in a synthesis. (No ``abc``: jsii's metaclass of ``Construct`` does not mix
+    with ``ABCMeta``.)"""
+    if not hasattr(cls, marker):
+        return
+    missing = [hook for hook in hooks if getattr(cls, hook) is getattr(base, hook)]
+    if missing:
+        raise TypeError(f"{cls.__qualname__} sets {marker} but does not implement "
+                        f"{', '.join(missing)} ({base.__name__}'s hooks)")
+
+
 class ScaleOutRunner(Construct):
     """The common part of :class:`~mdlc_constructs.processing.ProcessingRunner`
     and :class:`~mdlc_constructs.spark.SparkRunner`: one kind of job of one
@@ -140,6 +154,14 @@ class ScaleOutRunner(Construct):
     start_intent: ClassVar[str] = "start the jobs"
 
     role: iam.Role
+
+    #: What a concrete runner (one that sets :attr:`kinds`) must implement.
+    HOOKS: ClassVar[tuple[str, ...]] = (
+        "_grant_service", "_job_state", "start_statements", "acknowledge_start_resources")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        require_overrides(cls, ScaleOutRunner, cls.HOOKS, marker="kinds")
 
     def __init__(self, scope: Construct, construct_id: str, *, resources: Any = None,
                  **props: Unpack[ScaleOutProps]) -> None:
@@ -192,18 +214,20 @@ class ScaleOutRunner(Construct):
 
     def _grant_service(self, role: iam.Role) -> Mapping[str, str]:
         """The service's own grants to the job role (code, logs, keys); returns
-        the acknowledgments of their wildcards, ``{rule: reason}``."""
-        raise NotImplementedError
+        the acknowledgments of their wildcards, ``{rule: reason}``. Abstract:
+        a concrete runner is refused at its definition without it."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement _grant_service")
 
     # -- the workflow side ------------------------------------------------------------
 
     def start_statements(self) -> list[iam.PolicyStatement]:
-        """What a state machine needs to start a job and wait for it."""
-        raise NotImplementedError
+        """What a state machine needs to start a job and wait for it (abstract)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement start_statements")
 
     def acknowledge_start_resources(self, scope: Construct) -> None:
-        """The wildcards of :meth:`start_statements` (job names or run ids)."""
-        raise NotImplementedError
+        """The wildcards of :meth:`start_statements` (job names or run ids; abstract)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement acknowledge_start_resources")
 
     def grant_start(self, role: iam.IRole) -> iam.Grant:
         """Let ``role`` (a state machine's) start the jobs and read their results
@@ -242,8 +266,8 @@ class ScaleOutRunner(Construct):
         """The task that starts the job named at ``job_name`` (a JSONPath) with
         the run's ``arguments`` and waits for it; its result, at
         ``<result_path>.job``, is not used. ``result_key`` is the intrinsic of
-        the result object's key."""
-        raise NotImplementedError
+        the result object's key (abstract)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement _job_state")
 
     def run(
         self,

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .processing import ProcessingRunner
-from .scale_out import S3Access, ScaleOutProps, ScaleOutRunner
+from .scale_out import S3Access, ScaleOutProps, ScaleOutRunner, require_overrides
 from .spark import SparkRunner
 from .spec import ModelSpec
 from .storage import DataLake
@@ -89,10 +89,15 @@ class ScaleOutStage:
     processing_runner: ProcessingRunner | None
     spark_runner: SparkRunner | None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        require_overrides(cls, ScaleOutStage, ("_scale_out_job",), marker="scale_out_kind")
+
     def _scale_out_job(self) -> ScaleOutJob:
         """What the stage's job reads, writes and is passed (called only when the
-        spec chooses a scale-out runner)."""
-        raise NotImplementedError
+        spec chooses a scale-out runner). Abstract: a stage that sets
+        :attr:`scale_out_kind` is refused at its definition without it."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement _scale_out_job")
 
     def _create_scale_out_runner(self) -> ScaleOutRunner | None:
         """Build the runner the spec section chooses, set :attr:`processing_runner`

@@ -154,3 +154,34 @@ def test_a_run_names_the_job_and_reads_its_result_back_where_the_lambda_step_put
     assert read["Retry"] and read["TimeoutSeconds"] == 60
     assert states[f"{check}Result"]["InputPath"] == "$.data.quality.result"
     assert states[f"{check}Result"]["ResultPath"] == "$.data.quality"
+
+
+def test_a_runner_or_stage_without_its_hooks_is_refused_where_it_is_written() -> None:
+    """The bases' abstract hooks: a concrete runner (it sets ``kinds``) or stage
+    (it sets ``scale_out_kind``) that leaves one as the base wrote it is a
+    TypeError naming the hook at class definition, not a failure mid-synthesis;
+    a subclass of a complete class (a team's runner) inherits its hooks."""
+    from mdlc_constructs.scale_out_stage import ScaleOutStage
+
+    with pytest.raises(TypeError, match=r"GlueRunner sets kinds but does not implement "
+                                        r"_grant_service, _job_state, start_statements, "
+                                        r"acknowledge_start_resources"):
+        class GlueRunner(ScaleOutRunner):
+            kinds = ("quality",)
+
+    with pytest.raises(TypeError, match=r"HalfRunner .* does not implement _job_state \("):
+        class HalfRunner(SparkRunner):
+            _job_state = ScaleOutRunner._job_state
+
+    with pytest.raises(TypeError, match=r"Stage sets scale_out_kind but does not implement "
+                                        r"_scale_out_job"):
+        class Stage(ScaleOutStage):
+            scale_out_kind = "quality"
+
+    class TeamSpark(SparkRunner):  # inherits every hook: accepted
+        pass
+
+    class Base(ScaleOutRunner):  # not concrete (no kinds): accepted
+        pass
+
+    assert TeamSpark.kinds == SparkRunner.kinds and not hasattr(Base, "kinds")

@@ -197,10 +197,13 @@ RAISES: dict[str, dict[str, list[Spec | NotSpec]]] = {
                                     NotSpec(ARGUMENT + " (a kind the runner's entry point "
                                             "does not run)")],
         **{f"ScaleOutRunner.{hook}": [NotSpec("a runner subclass that does not implement "
-                                              "this hook, not the spec")]
+                                              "this hook (refused where the class is "
+                                              "written when it sets kinds), not the spec")]
            for hook in ("_grant_service", "start_statements", "acknowledge_start_resources",
                         "_job_state")},
         "ScaleOutRunner.run": [NotSpec(ARGUMENT + " (result_path)")],
+        "require_overrides": [NotSpec("a runner or stage class defined without its hooks "
+                                      "(when the class is written), not the spec")],
     },
     "scale_out_stage": {
         "ScaleOutStage._scale_out_job": [NotSpec("a stage class that does not implement this "
