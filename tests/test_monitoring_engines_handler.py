@@ -53,38 +53,51 @@ def test_the_spec_chooses_the_engine_and_a_wrong_one_is_named(env, monkeypatch):
     assert limited.memory_limit.endswith("MB") or limited.memory_limit.endswith("GB")
 
 
-def test_mdlc_monitor_prints_the_same_report_on_both_engines(tmp_path, capsys):
+def write_cli_day(folder, n: int, baseline_rows: int) -> int:
+    """A day for ``mdlc monitor``: ``n`` predictions of two versions with tied
+    scores and three actions, labels for every other one, a baseline of the
+    score and a feature; Parquet files in ``folder``. Returns the label count."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mdlc_constructs.cli import main
-
     rng = np.random.default_rng(8)
-    n = 3000
     scores = np.round(rng.uniform(size=n), 2)  # ties on purpose
     pq.write_table(pa.table({
         "event_id": [f"e{i}" for i in range(n)], "score": scores,
         "prediction_ts": ["2026-11-02T10:00:00Z"] * n,
         "model_version": [("v1", "v2")[i % 2] for i in range(n)],
         "action": [("approve", "review", "block")[i % 3] for i in range(n)],
-        "order_amount": rng.gamma(2, 50, n)}), tmp_path / "predictions.parquet")
+        "order_amount": rng.gamma(2, 50, n)}), folder / "predictions.parquet")
+    labelled = range(0, n, 2)
     pq.write_table(pa.table({
-        "event_id": [f"e{i}" for i in range(0, n, 2)],
-        "label": (rng.uniform(size=len(range(0, n, 2))) < 0.3).astype(int),
-        "label_ts": ["2026-11-20T00:00:00Z"] * len(range(0, n, 2))}), tmp_path / "labels.parquet")
-    pq.write_table(pa.table({"score": rng.uniform(size=5000),
-                             "order_amount": rng.gamma(2, 40, 5000)}),
-                   tmp_path / "baseline.parquet")
-    reports = {}
-    for engine in ("embedded", "duckdb"):
-        out = tmp_path / f"{engine}.json"
-        code = main(["monitor", "models/fraud.yaml", "--predictions",
-                     str(tmp_path / "predictions.parquet"), "--labels",
-                     str(tmp_path / "labels.parquet"), "--baseline",
-                     str(tmp_path / "baseline.parquet"), "--engine", engine,
+        "event_id": [f"e{i}" for i in labelled],
+        "label": (rng.uniform(size=len(labelled)) < 0.3).astype(int),
+        "label_ts": ["2026-11-20T00:00:00Z"] * len(labelled)}), folder / "labels.parquet")
+    pq.write_table(pa.table({"score": rng.uniform(size=baseline_rows),
+                             "order_amount": rng.gamma(2, 40, baseline_rows)}),
+                   folder / "baseline.parquet")
+    return len(labelled)
+
+
+def monitor_on(engines, folder, capsys, spec: str = "models/fraud.yaml"):
+    """``mdlc monitor`` of :func:`write_cli_day`'s files on each engine:
+    ``{engine: (exit code, printed text, the --report file's JSON)}``."""
+    from mdlc_constructs.cli import main
+
+    outputs = {}
+    for engine in engines:
+        out = folder / f"{engine}.json"
+        code = main(["monitor", spec, "--predictions", str(folder / "predictions.parquet"),
+                     "--labels", str(folder / "labels.parquet"),
+                     "--baseline", str(folder / "baseline.parquet"), "--engine", engine,
                      "--report", str(out)])
-        printed = capsys.readouterr().out
-        reports[engine] = (code, printed, json.loads(out.read_text()))
+        outputs[engine] = (code, capsys.readouterr().out, json.loads(out.read_text()))
+    return outputs
+
+
+def test_mdlc_monitor_prints_the_same_report_on_both_engines(tmp_path, capsys):
+    labels = write_cli_day(tmp_path, 3000, 5000)
+    reports = monitor_on(("embedded", "duckdb"), tmp_path, capsys)
     assert reports["embedded"] == reports["duckdb"]
-    assert reports["duckdb"][2]["closed_loop"]["labels"] == len(range(0, n, 2))
+    assert reports["duckdb"][2]["closed_loop"]["labels"] == labels

@@ -34,6 +34,7 @@ from tests.template_queries import only as _only
 from tests.template_queries import statements as _statements
 from tests.template_queries import synthesized_or_fail
 
+from .test_monitoring_engines_handler import monitor_on, write_cli_day
 from .test_sql_monitoring import assert_same
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,37 +235,12 @@ def test_spark_is_a_runner_not_a_monitoring_engine() -> None:
 def test_the_cli_prints_and_writes_the_same_report_on_spark(
     spark: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from mdlc_constructs.cli import main
-
-    rng = np.random.default_rng(8)
-    n = 400
-    scores = np.round(rng.uniform(size=n), 2)  # ties on purpose
-    pq.write_table(pa.table({
-        "event_id": [f"e{i}" for i in range(n)], "score": scores,
-        "prediction_ts": ["2026-11-02T10:00:00Z"] * n,
-        "model_version": [("v1", "v2")[i % 2] for i in range(n)],
-        "action": [("approve", "review", "block")[i % 3] for i in range(n)],
-        "order_amount": rng.gamma(2, 50, n)}), tmp_path / "predictions.parquet")
-    labelled = range(0, n, 2)
-    pq.write_table(pa.table({
-        "event_id": [f"e{i}" for i in labelled],
-        "label": (rng.uniform(size=len(labelled)) < 0.3).astype(int),
-        "label_ts": ["2026-11-20T00:00:00Z"] * len(labelled)}), tmp_path / "labels.parquet")
-    pq.write_table(pa.table({"score": rng.uniform(size=1000),
-                             "order_amount": rng.gamma(2, 40, 1000)}),
-                   tmp_path / "baseline.parquet")
-    outputs = {}
-    for engine in ("duckdb", "spark"):
-        out = tmp_path / f"{engine}.json"
-        code = main(["monitor", FRAUD, "--predictions", str(tmp_path / "predictions.parquet"),
-                     "--labels", str(tmp_path / "labels.parquet"),
-                     "--baseline", str(tmp_path / "baseline.parquet"), "--engine", engine,
-                     "--report", str(out)])
-        outputs[engine] = (code, capsys.readouterr().out, json.loads(out.read_text()))
+    labelled = write_cli_day(tmp_path, 400, 1000)
+    outputs = monitor_on(("duckdb", "spark"), tmp_path, capsys, spec=FRAUD)
     assert outputs["spark"][:2] == outputs["duckdb"][:2]
     assert_same(outputs["spark"][2], outputs["duckdb"][2])
-    code, printed, report = outputs["spark"]
-    assert report["closed_loop"]["labels"] == len(labelled) and "model version v2" in printed
+    _, printed, report = outputs["spark"]
+    assert report["closed_loop"]["labels"] == labelled and "model version v2" in printed
     assert [g["model_version"] for g in report["open_loop"]["by_version"]] == ["all", "v1", "v2"]
 
 
