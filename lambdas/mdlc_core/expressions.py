@@ -19,7 +19,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-FUNCTIONS: dict[str, Any] = {"abs": abs, "min": min, "max": max, "log1p": math.log1p}
+
+def log1p(x: Any) -> float:
+    """``math.log1p`` extended as NumPy's ``log1p`` is: ``-inf`` at -1 and NaN
+    below it (a null feature, as every result that is not finite), where
+    ``math.log1p`` raises "math domain error", which failed every event of a
+    batch for one odd value. The compiled SQL gives the same nulls."""
+    number = float(x)
+    if number > -1.0 or math.isnan(number):
+        return math.log1p(number)
+    return -math.inf if number == -1.0 else math.nan
+
+
+FUNCTIONS: dict[str, Any] = {"abs": abs, "min": min, "max": max, "log1p": log1p}
 
 _ARITHMETIC_NODES = (
     ast.Expression,
