@@ -44,9 +44,11 @@ the embedded engine's null rules: a null operand gives null, a division by
 zero gives null (``NULLIF``), a result that is not finite is null, and
 ``min``/``max``/``abs`` of a null are null (SQL's ``LEAST`` would skip it);
 ``%`` and ``//`` round as Python and NumPy do (the sign of the divisor, the
-floor), spelled out from SQL's truncated remainder. ``log1p`` is not
-compiled yet (DuckDB has no function of its precision near zero): a feature
-using it raises :class:`NotCompiled` naming it.
+floor), spelled out from SQL's truncated remainder; ``log1p`` keeps its
+precision near zero (Goldberg's form, :func:`_log1p`: DuckDB has no
+``log1p``) and is null at and below -1. What does not compile (a constant
+beyond any double, ``min`` of one argument) raises :class:`NotCompiled`
+naming the feature.
 
 Floats may differ from the embedded engine in the last bits (another
 summation order), as the incremental engine's do: compare with a relative
@@ -338,6 +340,33 @@ def _python_floordiv(a: exp.Expression, b: exp.Expression) -> exp.Expression:
             .when(integral, div.copy()).else_(rounded))
 
 
+def _log1p(x: exp.Expression) -> exp.Expression:
+    """``log1p(x)`` to a few ulps, in both dialects: Goldberg's form
+    ``LN(u) * (x / (u - 1))`` with ``u = 1 + x``, or ``x`` itself where ``u``
+    rounds to 1 (``|x|`` under 2**-53, where ``log1p(x) = x`` in doubles).
+
+    ``u - 1`` is exact, and the rounding error of ``u`` cancels in
+    ``LN(u) / (u - 1)``, which varies slowly (Goldberg, "What every computer
+    scientist should know about floating-point arithmetic", theorem 4), where
+    ``LN(1 + x)`` loses every digit near 0 (1e-18 gives 0). DuckDB 2.0.1 has no
+    ``log1p``; Spark's ``LOG1P`` is Java's, which this matches to 1e-15, and
+    one spelling gives both dialects the same bits. ``x / (u - 1)`` is taken
+    first, so a large ``x`` does not overflow ``LN(u) * x``. ``x <= -1`` is
+    null, as ``log1p`` there is -inf or NaN (not finite: the embedded
+    engine's null), and so is a null ``x``; NaN and infinities come out NaN,
+    which the expression's layer nulls.
+    """
+    u = exp.paren(exp.Add(this=_double(1.0), expression=exp.paren(x.copy())))
+    ratio = exp.Div(this=exp.paren(x.copy()),
+                    expression=exp.paren(exp.Sub(this=u.copy(), expression=_double(1.0))),
+                    typed=False, safe=False)
+    goldberg = exp.Mul(this=exp.Ln(this=u.copy()), expression=exp.paren(ratio))
+    return (exp.case()
+            .when(exp.paren(x.copy()) <= _double(-1.0), exp.null())
+            .when(u.copy().eq(_double(1.0)), x.copy())
+            .else_(goldberg))
+
+
 def _expression(name: str, source: str, scope: Mapping[str, exp.Expression]) -> exp.Expression:
     """One feature expression as SQL over ``scope`` (its names' SQL values)."""
     tree = ast.parse(source.strip(), mode="eval").body
@@ -384,6 +413,8 @@ def _expression(name: str, source: str, scope: Mapping[str, exp.Expression]) -> 
             args = [build(a) for a in node.args]
             if function == "abs" and len(args) == 1:
                 return exp.Abs(this=args[0])
+            if function == "log1p" and len(args) == 1:
+                return _log1p(args[0])
             if function in ("min", "max") and len(args) >= 2:
                 # LEAST/GREATEST skip nulls; Python's min(None, 1) is a null feature.
                 combined = (exp.Least if function == "min" else exp.Greatest)(
