@@ -16,7 +16,7 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: simulate synth test install lambda-wheels java lint cfn-lint bench clean test-lowest test-newest test-spark checkov
+.PHONY: simulate synth test install lambda-wheels binutils java lint cfn-lint bench clean test-lowest test-newest test-spark checkov
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,16 +37,32 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 .cdk-cli/node_modules/.bin/cdk:
 	npm install --silent --no-audit --no-fund --prefix .cdk-cli aws-cdk@$(CDK_CLI_VERSION)
 
-## The wheels the Lambda assets carry (DuckDB for the quality function),
-## downloaded once for the functions' runtime and architecture; synthesis
-## installs them from here, without the network (docs/engines.md).
+## The wheels of the data functions' layer (NumPy, PyArrow, DuckDB, sqlglot,
+## Powertools) for the functions' runtime and architecture, and DuckDB for the
+## Processing image, downloaded once; the layer is installed and trimmed here
+## too (binutils' strip), so synthesis needs neither the network nor a tool
+## (docs/engines.md, "The data layer").
 LAMBDA_WHEELS := build/lambda-wheels
-$(LAMBDA_WHEELS)/.complete: mdlc_constructs/wheels.py | $(VENV)/.installed
+$(LAMBDA_WHEELS)/.complete: mdlc_constructs/wheels.py mdlc_constructs/layer_trim.py | $(VENV)/.installed binutils
 	rm -rf $(LAMBDA_WHEELS)
 	$(BIN)/python -m mdlc_constructs.wheels $(LAMBDA_WHEELS)
 	touch $@
 
 lambda-wheels: $(LAMBDA_WHEELS)/.complete
+
+## binutils' strip trims the data layer: the system's, else binutils from
+## apt-get on Debian/Ubuntu (with sudo when not root), else what to install.
+binutils:
+	@if command -v strip >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  echo "no strip on PATH: installing binutils with apt-get (the data layer needs it)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq binutils; \
+	else \
+	  echo "the data layer needs binutils' strip and there is none on PATH nor apt-get" \
+	    "to install it: install binutils" >&2; \
+	  exit 1; \
+	fi
 
 ## A Java runtime for PySpark (the Spark engine's tests, `mdlc quality --engine
 ## spark`): the system's `java` when there is one; else, on Debian/Ubuntu,

@@ -24,7 +24,6 @@ from .scale_out_stage import ScaleOutJob, ScaleOutStage
 from .stage import DataStage, DataStageProps
 from .storage import grant_list, grant_read_objects
 from .tokens import minutes, seconds
-from .wheels import DUCKDB_PACKAGES
 from .workflow import invoke
 
 #: The Spark job's flag for each variable of the Processing job's environment.
@@ -127,9 +126,6 @@ class FeatureEngineering(ScaleOutStage, DataStage):
             memory_size=3008,
             timeout=minutes(15),
             data_layer=True,
-            # features.engine: duckdb runs the compiled SQL, whose wheels the
-            # Lambda runtime and the pandas layer do not have (docs/engines.md).
-            packages=DUCKDB_PACKAGES if spec.features.engine == "duckdb" else (),
         )
         layout = Layout(spec.name)
         datasets, features = (layout.everything(layout.datasets),

@@ -19,7 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import Duration, RemovalPolicy, Size, Stack
+from aws_cdk import Annotations, Duration, RemovalPolicy, Size, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -29,6 +29,7 @@ from constructs import Construct
 
 from . import wheels
 from .compliance import acknowledge_all, acknowledge_grant_actions, iam5_resource
+from .data_layer import DataLayer
 from .network import ModelNetwork
 from .tokens import seconds, stack_of
 
@@ -43,11 +44,10 @@ POWERTOOLS_LAYER_ACCOUNT = "017000801446"
 POWERTOOLS_LAYER_VERSION = 27
 POWERTOOLS_CONTEXT_KEY = "mdlc:powertoolsLayerVersion"
 
-#: The AWS SDK for pandas layer brings NumPy and PyArrow, which the data
-#: engines (quality, features, monitoring) need for speed.
-DATA_LAYER_ACCOUNT = "336392948345"
-DATA_LAYER_VERSION = 1
-DATA_CONTEXT_KEY = "mdlc:dataLayerVersion"
+#: The context key that picked the AWS SDK for pandas layer's version, before
+#: the data functions got their own layer (:mod:`mdlc_constructs.data_layer`);
+#: setting it now only warns.
+RETIRED_DATA_CONTEXT_KEY = "mdlc:dataLayerVersion"
 
 CONFIG_FILE_NAME = "mdlc_config.json"
 #: Key of the config file's list of the sections left out (mdlc_core.runtime_config).
@@ -219,7 +219,10 @@ def python_function(
         timeout: Default: 60 seconds.
         reserved_concurrent_executions: cap (and reserve) concurrency. Default:
             unreserved; the caller decides where a cap protects a downstream.
-        data_layer: add the AWS SDK for pandas layer (NumPy, PyArrow).
+        data_layer: give the function the stack's data layer
+            (:class:`~mdlc_constructs.data_layer.DataLayer`: NumPy, PyArrow,
+            DuckDB, sqlglot and Powertools) instead of the Powertools layer, and
+            check at synthesis that code and layer fit Lambda's unzipped limit.
             Default: no.
         log_retention: Default one year.
         dead_letter_queue: for asynchronously invoked functions. Default: none
@@ -228,7 +231,8 @@ def python_function(
             network of the function's stack (``ModelNetwork.of(scope)``: its
             subnets and the functions' security group) when it has one, else
             no VPC.
-        layers: more layers, after Powertools.
+        layers: more layers, after Powertools or the data layer (their size is
+            not known at synthesis: a data function has about 50 MB to spare).
         extra_code: files or package folders copied to the code root, e.g. a
             team's custom action module. Default: none.
         packages: third-party packages the asset carries, installed for the
@@ -239,7 +243,8 @@ def python_function(
     stack = stack_of(scope)
     network = ModelNetwork.of(scope) if vpc is None else None
     source = _handler_folder(handler)
-    code = lambda_.Code.from_asset(stage_code(source, config, extra_code, packages))
+    code_path = stage_code(source, config, extra_code, packages)
+    code = lambda_.Code.from_asset(code_path)
     log_group = logs.LogGroup(
         scope,
         f"{construct_id}Logs",
@@ -247,24 +252,24 @@ def python_function(
         encryption_key=key,
         removal_policy=RemovalPolicy.RETAIN,
     )
-    powertools = lambda_.LayerVersion.from_layer_version_arn(
-        scope,
-        f"{construct_id}Powertools",
-        f"arn:{stack.partition}:lambda:{stack.region}:{POWERTOOLS_LAYER_ACCOUNT}:layer:"
-        f"AWSLambdaPowertoolsPythonV3-{_runtime_tag()}-{ARCHITECTURE.name}:"
-        f"{_layer_version(scope, POWERTOOLS_CONTEXT_KEY, POWERTOOLS_LAYER_VERSION)}",
-    )
-    all_layers = [powertools]
     if data_layer:
-        all_layers.append(
-            lambda_.LayerVersion.from_layer_version_arn(
-                scope,
-                f"{construct_id}DataLayer",
-                f"arn:{stack.partition}:lambda:{stack.region}:{DATA_LAYER_ACCOUNT}:layer:"
-                f"AWSSDKPandas-{_runtime_tag().capitalize()}:"
-                f"{_layer_version(scope, DATA_CONTEXT_KEY, DATA_LAYER_VERSION)}",
-            )
-        )
+        if scope.node.try_get_context(RETIRED_DATA_CONTEXT_KEY) is not None:
+            Annotations.of(stack).add_warning_v2(
+                "mdlc:retiredContext",
+                f"{RETIRED_DATA_CONTEXT_KEY} is no longer read: the data functions use the "
+                "library's own data layer (docs/upgrading.md); remove the key")
+        # The data layer carries Powertools: one layer, measured whole.
+        data = DataLayer.of(scope)
+        data.check_fits(f"{scope.node.path}/{construct_id}", Path(code_path))
+        all_layers: list[lambda_.ILayerVersion] = [data.layer]
+    else:
+        all_layers = [lambda_.LayerVersion.from_layer_version_arn(
+            scope,
+            f"{construct_id}Powertools",
+            f"arn:{stack.partition}:lambda:{stack.region}:{POWERTOOLS_LAYER_ACCOUNT}:layer:"
+            f"AWSLambdaPowertoolsPythonV3-{_runtime_tag()}-{ARCHITECTURE.name}:"
+            f"{_layer_version(scope, POWERTOOLS_CONTEXT_KEY, POWERTOOLS_LAYER_VERSION)}",
+        )]
     all_layers.extend(layers)
     function = lambda_.Function(
         scope,

@@ -45,7 +45,6 @@ from .spark import STARTUP_ALLOWANCE as SPARK_STARTUP_ALLOWANCE
 from .stage import ModelStage, StageProps
 from .storage import grant_read_objects, scored_predictions_pattern
 from .tokens import days, hours, minutes
-from .wheels import DUCKDB_PACKAGES
 from .workflow import error_boundary, state_machine
 
 #: Where the job writes ``dt=<date>/report.json`` (in the artifacts bucket).
@@ -553,9 +552,6 @@ class ModelMonitoring(ScaleOutStage, ModelStage):
             timeout=timeout,
             data_layer=True,
             dead_letter_queue=self.dead_letter_queue,
-            # monitoring.engine: duckdb runs the compiled SQL, whose wheels the
-            # Lambda runtime and the pandas layer do not have (docs/engines.md).
-            packages=DUCKDB_PACKAGES if spec.monitoring.engine == "duckdb" else (),
         )
         # EventBridge invokes asynchronously: Lambda retries a failed run twice
         # (a rerun overwrites the report and republishes the same values), then

@@ -36,7 +36,6 @@ from .scale_out_stage import ScaleOutJob, ScaleOutStage
 from .stage import DataStage, DataStageProps
 from .storage import grant_read_objects
 from .tokens import minutes, string_at
-from .wheels import DUCKDB_PACKAGES
 from .workflow import invoke
 
 METRICS_NAMESPACE = QUALITY_NAMESPACE
@@ -106,7 +105,6 @@ class DataQuality(ScaleOutStage, DataStage):
             memory_size=3008,
             timeout=minutes(15),
             data_layer=True,
-            packages=DUCKDB_PACKAGES if duckdb else (),
             ephemeral_storage_size=DUCKDB_EPHEMERAL_STORAGE_MB if duckdb else None,
         )
         self._grant_runner(self.function)

@@ -1,26 +1,29 @@
-"""Third-party packages a function's code asset carries, built for Lambda without Docker.
+"""Third-party packages for Lambda and Processing, built without Docker.
 
-The quality function runs its rules on DuckDB (``quality.engine: duckdb``),
-which neither the Lambda runtime nor the AWS SDK for pandas layer provides.
-Its asset therefore carries the DuckDB and sqlglot wheels for the function's
-runtime and architecture, installed by pip's cross-platform options::
+Two things are built here from pinned wheels (:data:`PINS`, equal to
+``constraints.txt``'s, which a test asserts), so the cloud runs the versions
+the repository's tests ran:
+
+* the data functions' layer (:mod:`mdlc_constructs.data_layer`): NumPy,
+  PyArrow, DuckDB, sqlglot and Powertools for the functions' runtime and
+  architecture, installed under ``layer/python`` and trimmed
+  (:mod:`mdlc_constructs.layer_trim`);
+* DuckDB and sqlglot in a Processing job's code, for the image's CPython
+  (:data:`PROCESSING_TARGET`), when its stage's engine is DuckDB.
+
+Both come from pip's cross-platform options::
 
     pip install --no-index --find-links build/lambda-wheels --only-binary=:all: \\
         --platform manylinux_2_28_x86_64 --python-version 3.14 --implementation cp \\
-        --no-compile --target <asset> duckdb==2.0.1 sqlglot==30.31.0
+        --no-compile --target <folder> duckdb==2.0.1 ...
 
 from a wheelhouse that ``make lambda-wheels`` downloads once (``python -m
-mdlc_constructs.wheels DIR``), so synthesis never needs the network. The
-versions are pinned here (:data:`PINS`, equal to ``constraints.txt``'s, which
-a test asserts): the Lambda runs the DuckDB the repository's tests ran. Each install is
-kept under the wheelhouse (``installed/<key>/``) and linked into the assets,
-so a synthesis after the first costs a copy of links, not a pip run.
-
-Only the assets whose construct asks get them (``python_function(...,
-packages=DUCKDB_PACKAGES)``: the quality function when its engine is
-DuckDB); the local execution imports the host's own build
-instead of the asset's (:data:`MANIFEST_NAME` names what was vendored; see
-``mdlc_constructs.local.functions.prefer_host_packages``).
+mdlc_constructs.wheels DIR``, which also builds the layer), so synthesis never
+needs the network. Each install is kept under the wheelhouse
+(``installed/<key>/``) and linked where it is used, so a synthesis after the
+first costs a tree of links, not a pip run. The local execution imports the
+host's own builds instead (:data:`MANIFEST_NAME` names what a code folder
+vendored; see ``mdlc_constructs.local.functions.prefer_host_packages``).
 """
 
 from __future__ import annotations
@@ -42,11 +45,18 @@ WHEELHOUSE_ENV = "MDLC_LAMBDA_WHEELHOUSE"
 MAKE_TARGET = "make lambda-wheels"
 #: The file in an asset listing what it vendors, for the local execution.
 MANIFEST_NAME = "mdlc_vendored.json"
-#: DuckDB runs the compiled SQL; sqlglot renders it.
+#: DuckDB runs the compiled SQL; sqlglot renders it (the Processing jobs'
+#: code carries them: the image has NumPy and PyArrow).
 DUCKDB_PACKAGES = ("duckdb", "sqlglot")
-#: The versions the assets carry. Bumping one: edit it here and in
-#: constraints.txt, then ``make lambda-wheels``.
-PINS = {"duckdb": "2.0.1", "sqlglot": "30.31.0"}
+#: The data functions' layer (:mod:`mdlc_constructs.data_layer`): the engines,
+#: the Arrow and NumPy they run on, and Powertools with its two dependencies.
+DATA_LAYER_PACKAGES = ("numpy", "pyarrow", "duckdb", "sqlglot", "aws-lambda-powertools",
+                       "jmespath", "typing-extensions")
+#: The versions the assets and the layer carry, the ones the repository's
+#: tests run. Bumping one: edit it here and in constraints.txt, then ``make
+#: lambda-wheels``.
+PINS = {"numpy": "2.4.6", "pyarrow": "26.0.1", "duckdb": "2.0.1", "sqlglot": "30.31.0",
+        "aws-lambda-powertools": "3.37.0", "jmespath": "1.1.0", "typing-extensions": "4.16.0"}
 #: Lambda's unzipped limit for a function's code and layers together, bytes.
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
 
@@ -119,7 +129,32 @@ def _pip(*args: str) -> subprocess.CompletedProcess[str]:
                            *args], capture_output=True, text=True, check=False)
 
 
-def installed(packages: Sequence[str], target: Target, house: Path | None = None) -> Path:
+#: Where a layer's packages go inside its folder: Lambda puts ``/opt/python``
+#: on ``sys.path``.
+LAYER_SITE = Path("layer") / "python"
+
+
+def _recipe() -> str:
+    """What a layer's trimming removes, so a changed rule re-installs it."""
+    from . import layer_trim
+
+    return json.dumps([[r.package, r.pattern] for r in layer_trim.RULES]
+                      + [list(layer_trim.STRIPPED_PACKAGES)])
+
+
+def content_hash(folder: Path) -> str:
+    """SHA-256 of the relative paths and bytes of every file under ``folder``."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda handle=handle: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def installed(packages: Sequence[str], target: Target, house: Path | None = None, *,
+              layer: bool = False) -> Path:
     """A folder with ``packages`` installed for ``target`` from the wheelhouse.
 
     Installed once per (requirements, target, wheels) and kept under
@@ -127,36 +162,53 @@ def installed(packages: Sequence[str], target: Target, house: Path | None = None
     install into a fresh folder and rename it into place. Raises
     :class:`WheelhouseError` naming :data:`MAKE_TARGET` when the wheelhouse is
     missing or lacks a wheel.
+
+    ``layer``: install under :data:`LAYER_SITE` and trim the tree
+    (:func:`mdlc_constructs.layer_trim.trim`); the manifest then also holds
+    the tree's unzipped ``bytes`` and its ``sha256`` (:func:`content_hash`),
+    computed once here so that a synthesis neither walks nor hashes 200 MB.
     """
+    from . import layer_trim
+
     house = house or wheelhouse()
     requirements = pinned(packages)
     wheels = sorted(house.glob("*.whl")) if house.is_dir() else []
     if not wheels:
         raise WheelhouseError(
-            f"the Lambda wheelhouse {house} has no wheels; the quality function's DuckDB "
-            f"engine ({', '.join(requirements)}) is installed from it at synthesis: "
-            f"{_how_to_build(house)}; or set quality.engine: embedded in the spec")
+            f"the Lambda wheelhouse {house} has no wheels; the data functions' packages "
+            f"({', '.join(requirements)}) are installed from it at synthesis: "
+            f"{_how_to_build(house)}")
     key = hashlib.sha256(json.dumps(
         [requirements, target.platform, target.python,
-         [(w.name, w.stat().st_size) for w in wheels]]).encode()).hexdigest()[:16]
+         [(w.name, w.stat().st_size) for w in wheels]]
+        + ([_recipe()] if layer else [])).encode()).hexdigest()[:16]
     folder = house / "installed" / key
     if (folder / MANIFEST_NAME).is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))
+    site = scratch / LAYER_SITE if layer else scratch
     try:
         result = _pip("install", "--quiet", "--no-index", "--find-links", str(house),
                       "--only-binary=:all:", "--platform", target.platform,
                       "--python-version", target.python, "--implementation", "cp",
-                      "--no-compile", "--no-deps", "--target", str(scratch), *requirements)
+                      "--no-compile", "--no-deps", "--target", str(site), *requirements)
         if result.returncode:
             raise WheelhouseError(
                 f"the Lambda wheelhouse {house} lacks a wheel of {', '.join(requirements)} "
                 f"for CPython {target.python} on {target.platform}: {_how_to_build(house)} "
                 f"(pip said: {result.stderr.strip().splitlines()[-1:]})")
-        (scratch / MANIFEST_NAME).write_text(json.dumps(
-            {"packages": requirements, "platform": target.platform, "python": target.python,
-             "modules": sorted(_top_level(scratch))}, indent=1) + "\n")
+        manifest: dict[str, object] = {
+            "packages": requirements, "platform": target.platform, "python": target.python,
+            "modules": sorted(_top_level(site))}
+        if layer:
+            try:
+                manifest["removed"] = layer_trim.trim(site)
+            except layer_trim.TrimError as error:
+                raise WheelhouseError(str(error)) from error
+            manifest["bytes"] = folder_size(scratch / LAYER_SITE.parent)
+            manifest["sha256"] = content_hash(scratch / LAYER_SITE.parent)
+        (scratch / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
         try:
             scratch.rename(folder)
         except OSError:  # another process installed it meanwhile
@@ -225,8 +277,14 @@ def _main(argv: list[str]) -> None:
 
     if len(argv) != 1:
         raise SystemExit("usage: python -m mdlc_constructs.wheels WHEELHOUSE_DIR")
-    download(Path(argv[0]), [lambda_target(RUNTIME.name, ARCHITECTURE.name), PROCESSING_TARGET],
-             DUCKDB_PACKAGES)
+    house = Path(argv[0])
+    functions = lambda_target(RUNTIME.name, ARCHITECTURE.name)
+    download(house, [functions], DATA_LAYER_PACKAGES)
+    download(house, [PROCESSING_TARGET], DUCKDB_PACKAGES)
+    # Trimmed once here, so that no synthesis pays for it.
+    layer = installed(DATA_LAYER_PACKAGES, functions, house, layer=True)
+    size = json.loads((layer / MANIFEST_NAME).read_text())["bytes"]
+    print(f"{layer}: the data layer, {size:,} bytes unzipped")
 
 
 if __name__ == "__main__":

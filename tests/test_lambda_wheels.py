@@ -1,11 +1,9 @@
-"""DuckDB in the quality function's asset: for Lambda's platform, from the wheelhouse.
+"""The wheelhouse: DuckDB in a Processing job's code, none in a function's,
+and a synthesis without the wheelhouse failing with what to run.
 
-The asset is synthesized as ``cdk synth`` does and unpacked as Lambda would
-see it: the wheel must be the one for the function's runtime and
-architecture (an x86-64 ELF extension of the CPython stable ABI), only the
-quality function (and the quality Processing job) carries it, the whole
-stays under Lambda's unzipped limit, and a synthesis without the wheelhouse
-fails naming the make target.
+The functions get their packages from the stack's data layer
+(tests/test_data_layer.py); the assets here are synthesized as ``cdk synth``
+does and unpacked as Lambda or SageMaker would see them.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ from aws_cdk import Stack
 from aws_cdk.assertions import Template
 
 from mdlc_constructs import wheels
-from mdlc_constructs.functions import ARCHITECTURE, RUNTIME, stage_code
+from mdlc_constructs.functions import stage_code
 from mdlc_constructs.spec import ModelSpec, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,42 +56,47 @@ def function_assets(template: Any, outdir: Path) -> dict[str, tuple[dict[str, An
     return found
 
 
-def test_the_quality_asset_carries_duckdb_for_the_functions_platform(tmp_path: Path) -> None:
-    template, outdir = synthesize(tmp_path, "duckdb")
-    assets = function_assets(template, outdir)
-    quality = {k: v for k, v in assets.items() if k.startswith("QualityFunction")}
-    (properties, folder), = quality.values()
-    vendored = json.loads((folder / wheels.MANIFEST_NAME).read_text())
-    assert vendored["platform"] == f"manylinux_2_28_{ARCHITECTURE.name}"
-    assert vendored["python"] == RUNTIME.name.removeprefix("python")
-    assert vendored["packages"] == [f"{n}=={v}" for n, v in wheels.PINS.items()]
-    extension = folder / "_duckdb.abi3.so"  # the stable ABI: CPython 3.12 and later
+def test_the_quality_functions_code_carries_no_wheels_the_data_layer_does(
+        tmp_path: Path) -> None:
+    """DuckDB and sqlglot reach the quality function through the stack's data
+    layer (tests/test_data_layer.py), so its own asset stays the handler, the
+    library's core and its config, whatever the engine."""
+    for engine in ("duckdb", "embedded"):
+        template, outdir = synthesize(tmp_path, engine)
+        (properties, folder), = [v for k, v in function_assets(template, outdir).items()
+                                 if k.startswith("QualityFunction")]
+        assert (folder / "index.py").is_file() and (folder / "mdlc_core").is_dir()
+        assert not (folder / wheels.MANIFEST_NAME).exists()
+        assert not (folder / "duckdb").exists() and not (folder / "sqlglot").exists()
+        assert wheels.folder_size(folder) < 2_000_000, engine
+        (layer,) = template.find_resources("AWS::Lambda::LayerVersion")
+        assert properties["Layers"] == [{"Ref": layer}]
+        if engine == "duckdb":
+            # Its /tmp takes the Parquet objects and DuckDB's spill; the handler knows its size.
+            assert properties["EphemeralStorage"] == {"Size": 10240}
+            assert properties["Environment"]["Variables"]["MDLC_EPHEMERAL_STORAGE_MB"] == "10240"
+        else:
+            assert "EphemeralStorage" not in properties
+
+
+def test_the_processing_jobs_code_carries_duckdb_for_the_images_python() -> None:
+    """The Processing image has NumPy and PyArrow but not DuckDB: a job on the
+    DuckDB engine vendors it, built for the image's CPython (3.12), whose
+    wheel is not the functions'."""
+    config = load_spec(ROOT / "models" / "fraud.yaml").as_config()
+    job = Path(stage_code("processing_job", config, packages=wheels.DUCKDB_PACKAGES,
+                          target=wheels.PROCESSING_TARGET))
+    vendored = json.loads((job / wheels.MANIFEST_NAME).read_text())
+    assert vendored["python"] == "3.12"
+    assert vendored["packages"] == wheels.pinned(wheels.DUCKDB_PACKAGES)
+    extension = job / "_duckdb.abi3.so"  # the stable ABI: CPython 3.12 and later
     header = extension.read_bytes()[:20]
     assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == ELF_X86_64
-    tag = (folder / f"duckdb-{wheels.PINS['duckdb']}.dist-info" / "WHEEL").read_text()
+    tag = (job / f"duckdb-{wheels.PINS['duckdb']}.dist-info" / "WHEEL").read_text()
     assert "Tag: cp312-abi3-manylinux_2_28_x86_64" in tag
-    assert (folder / "sqlglot" / "__init__.py").is_file()
-    assert not list(folder.rglob("*.pyc"))  # no compiled files: a deterministic hash
-    # Lambda's 250 MB counts the code and the layers unzipped; the asset is a third.
-    assert wheels.folder_size(folder) < wheels.LAMBDA_UNZIPPED_LIMIT / 3
-    # Its /tmp takes the Parquet objects and DuckDB's spill; the handler knows its size.
-    assert properties["EphemeralStorage"] == {"Size": 10240}
-    assert properties["Environment"]["Variables"]["MDLC_EPHEMERAL_STORAGE_MB"] == "10240"
-
-
-def test_only_duckdb_assets_carry_the_wheels(tmp_path: Path) -> None:
-    template, outdir = synthesize(tmp_path, "embedded")
-    for _, (properties, folder) in function_assets(template, outdir).items():
-        assert (folder / "index.py").is_file()
-        assert not (folder / wheels.MANIFEST_NAME).exists()
-        assert not (folder / "duckdb").exists()
-        assert "EphemeralStorage" not in properties
-    # The Processing runner: its quality job gets the wheel, other jobs do not.
-    config = load_spec(ROOT / "models" / "fraud.yaml").as_config()
-    quality = Path(stage_code("processing_job", config, packages=wheels.DUCKDB_PACKAGES))
-    features = Path(stage_code("processing_job", config))
-    assert (quality / wheels.MANIFEST_NAME).is_file()
-    assert not (features / "duckdb").exists()
+    assert (job / "sqlglot" / "__init__.py").is_file()
+    assert not list(job.rglob("*.pyc"))  # no compiled files: a deterministic hash
+    assert not (Path(stage_code("processing_job", config)) / "duckdb").exists()
 
 
 def test_synthesis_without_the_wheelhouse_names_the_make_target(
@@ -115,9 +118,9 @@ def test_synthesis_without_the_wheelhouse_names_the_make_target(
 
 
 def test_the_pins_are_the_versions_the_tests_run() -> None:
-    pins = dict(re.findall(r"^(duckdb|sqlglot)==(\S+)$",
+    pins = dict(re.findall(r"^([a-z0-9-]+)==(\S+)$",
                            (ROOT / "constraints.txt").read_text(), re.MULTILINE))
-    assert pins == wheels.PINS
+    assert {name: pins.get(name) for name in wheels.PINS} == wheels.PINS
 
 
 def test_an_installed_library_looks_for_the_wheelhouse_in_the_apps_folder(
@@ -132,45 +135,3 @@ def test_an_installed_library_looks_for_the_wheelhouse_in_the_apps_folder(
     with pytest.raises(wheels.WheelhouseError,
                        match=r"`python -m mdlc_constructs.wheels .*build/lambda-wheels` once"):
         wheels.installed(wheels.DUCKDB_PACKAGES, wheels.Target("3.14", "x86_64"))
-
-
-def test_features_and_monitoring_on_duckdb_carry_the_wheels_in_both_runners(
-        tmp_path: Path) -> None:
-    """features.engine and monitoring.engine: duckdb vendor the wheels into the
-    stage's function asset, and into its Processing job's code built for the
-    image's Python (wheels.PROCESSING_TARGET); an embedded stage's do not."""
-    from aws_cdk import aws_kinesis as kinesis
-    from aws_cdk import aws_sns as sns
-
-    from mdlc_constructs.features import FeatureEngineering
-    from mdlc_constructs.monitoring import ModelMonitoring
-    from mdlc_constructs.processing import stage_engine
-    from mdlc_constructs.storage import DataLake
-    from mdlc_constructs.testing import make_app
-
-    raw = copy.deepcopy(load_spec(ROOT / "models" / "fraud.yaml").model_dump(
-        mode="json", by_alias=True, exclude_unset=True))
-    raw.setdefault("features", {})["engine"] = "duckdb"
-    raw.setdefault("monitoring", {})["engine"] = "duckdb"
-    spec = ModelSpec.model_validate(raw)
-    assert stage_engine(spec, "features") == stage_engine(spec, "monitoring") == "duckdb"
-    assert stage_engine(spec, "quality") == "embedded"
-    outdir = tmp_path / "engines.out"
-    app = make_app(compliance=False, outdir=str(outdir))
-    stack = Stack(app, "Engines")
-    lake = DataLake(stack, "DataLake")
-    stream = kinesis.Stream(stack, "Events", encryption=kinesis.StreamEncryption.KMS,
-                            encryption_key=lake.key)
-    FeatureEngineering(stack, "Features", spec=spec, data_lake=lake, stream=stream)
-    ModelMonitoring(stack, "Monitoring", spec=spec, data_lake=lake,
-                    topic=sns.Topic(stack, "Topic", master_key=lake.key, enforce_ssl=True))
-    app.synth()
-    assets = function_assets(Template.from_stack(stack), outdir)
-    for prefix in ("FeaturesBatch", "MonitoringJob"):
-        (_, folder), = [v for k, v in assets.items() if k.startswith(prefix)]
-        vendored = json.loads((folder / wheels.MANIFEST_NAME).read_text())
-        assert vendored["python"] == RUNTIME.name.removeprefix("python"), prefix
-        assert (folder / "sqlglot" / "__init__.py").is_file()
-    job = Path(stage_code("processing_job", spec.as_config(), packages=wheels.DUCKDB_PACKAGES,
-                          target=wheels.PROCESSING_TARGET))
-    assert json.loads((job / wheels.MANIFEST_NAME).read_text())["python"] == "3.12"

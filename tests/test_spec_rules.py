@@ -232,7 +232,8 @@ RAISES: dict[str, dict[str, list[Spec | NotSpec]]] = {
         "lambda_target": [NotSpec("the library's own RUNTIME and ARCHITECTURE constants")] * 2,
         "pinned": [NotSpec("the library's own DUCKDB_PACKAGES, all in PINS")],
         "installed": [NotSpec("the machine's wheelhouse: not built (make lambda-wheels), or "
-                              "without the pinned wheel")] * 2,
+                              "without the pinned wheel")] * 2
+        + [NotSpec("the machine building the data layer has no binutils strip")],
         "vendor_into": [NotSpec("a team's extra_code named like a vendored package")],
         "download": [NotSpec("make lambda-wheels: pip download failed (network)")],
         "_main": [NotSpec("python -m mdlc_constructs.wheels called without its folder")],
