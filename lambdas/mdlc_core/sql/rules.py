@@ -502,6 +502,8 @@ _COMPILERS: dict[str, Callable[[Mapping[str, Any], Inputs], CompiledRule]] = {
     "freshness": _freshness,
     "consistency": _consistency,
 }
+#: Every rule kind ``quality.rules`` may hold: the one table of them.
+RULE_KINDS = tuple(_COMPILERS)
 
 
 def compile_rules(rules: Sequence[Mapping[str, Any]], inputs: Inputs) -> list[CompiledRule]:
