@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from .base import (
     Fraction,
@@ -348,11 +354,11 @@ class QualitySpec(ScaleOutSection):
     )
     processing: ProcessingSection
     spark: SparkSection
-    engine: Literal["duckdb", "embedded"] = Field(
-        default="embedded",
-        description="duckdb: the rules compiled to SQL, run on DuckDB with a memory limit "
-        "and spilling to disk; embedded: the pyarrow/NumPy engine, all in memory. The same "
-        "report either way (docs/engines.md)",
+    engine: Literal["duckdb"] = Field(
+        default="duckdb",
+        description="the rules compiled to SQL, run on DuckDB with a memory limit and "
+        "spilling to disk (docs/engines.md); the only engine since the pyarrow one was "
+        "retired",
     )
     sample_size: PositiveInt = Field(default=20, description="offending keys kept per failed rule")
     rules: list[QualityRule] = Field(
@@ -360,6 +366,19 @@ class QualitySpec(ScaleOutSection):
         description="checked in order; each rule's id (default kind_column) must be unique; "
         "see docs/quality.md",
     )
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _retired_engine(cls, value: Any) -> Any:
+        # A spec written for the retired engine must say what to change, not
+        # only that 'duckdb' is expected.
+        if value == "embedded":
+            raise ValueError(
+                "the embedded (pyarrow) quality engine was retired (issue #18): remove "
+                "quality.engine, or set it to duckdb, the engine every runner uses now; "
+                "the reports are the same (docs/upgrading.md)"
+            )
+        return value
 
 
 
