@@ -177,12 +177,15 @@ def test_row_count_without_a_maximum_reads_at_least(
     assert line.endswith("rows, expected at least 100"), line
 
 
-@pytest.mark.parametrize("file_format", ["csv", "parquet"])
-def test_both_engines_print_and_write_the_same_report(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], file_format: str
+def test_the_default_engine_is_duckdb_and_reads_csv_and_parquet_alike(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The same days as CSV (the shared reader) and as typed Parquet (scanned
+    by DuckDB itself), checked with the spec's engine and with --engine
+    duckdb: one printout, one report, one exit code."""
     import pyarrow.parquet as pq
     from mdlc_core import tabular
+    from mdlc_core.sql import quality as sql_quality
 
     from .test_quality_engine import COLUMNS
 
@@ -190,27 +193,47 @@ def test_both_engines_print_and_write_the_same_report(
             ("o1", "c2", "2026-11-01T11:00:00Z", None, 101, 3)]
     before = [("p1", "c1", "2026-10-31T10:00:00Z", 10, 364, 0),
               ("p2", "c2", "2026-10-31T11:00:00Z", 20, 100, 0)]
-    paths = []
-    for day, day_rows in (("2026-11-01", rows), ("2026-10-31", before)):
-        folder = tmp_path / f"dt={day}"
-        if file_format == "csv":
-            write(folder, orders_csv(day_rows), "part-0000.csv")
-        else:
-            folder.mkdir()
-            table = tabular.read_bytes(orders_csv(day_rows).encode(), "d.csv", COLUMNS)
-            pq.write_table(table.replace_schema_metadata(None), folder / "part-0000.parquet")
-        paths.append(str(folder))
     outputs = {}
-    for engine in ("embedded", "duckdb"):
-        report_file = tmp_path / f"{engine}.json"
-        code = main(["quality", SPEC, paths[0], "--previous", paths[1], "--engine", engine,
-                     "--report", str(report_file)])
-        report = json.loads(report_file.read_text())
-        report.pop("checked_at")
-        outputs[engine] = (code, capsys.readouterr().out, report)
-    assert outputs["duckdb"] == outputs["embedded"]
-    code, out, _ = outputs["duckdb"]
+    for file_format in ("csv", "parquet"):
+        paths = []
+        for day, day_rows in (("2026-11-01", rows), ("2026-10-31", before)):
+            folder = tmp_path / file_format / f"dt={day}"
+            if file_format == "csv":
+                write(folder, orders_csv(day_rows), "part-0000.csv")
+            else:
+                folder.mkdir(parents=True)
+                table = tabular.read_bytes(orders_csv(day_rows).encode(), "d.csv", COLUMNS)
+                pq.write_table(table.replace_schema_metadata(None), folder / "part-0000.parquet")
+            paths.append(str(folder))
+        scanned = sql_quality.parquet_files(paths[0], COLUMNS) is not None
+        assert scanned == (file_format == "parquet")
+        for engine in ([], ["--engine", "duckdb"]):
+            report_file = tmp_path / f"{file_format}{len(engine)}.json"
+            code = main(["quality", SPEC, paths[0], "--previous", paths[1], *engine,
+                         "--report", str(report_file)])
+            text = report_file.read_text().replace(str(tmp_path / file_format), "DAYS")
+            report = json.loads(text)
+            report.pop("checked_at")
+            out = capsys.readouterr().out.replace(str(tmp_path / file_format), "DAYS")
+            outputs[(file_format, len(engine))] = (code, out, report)
+    assert len({json.dumps(output, sort_keys=True) for output in outputs.values()}) == 1, outputs
+    code, out, report = outputs[("csv", 0)]
     assert code == 1 and "FAIL  unique_order_id" in out and "FAIL  tenure_grows_daily" in out
+    assert sorted(r["id"] for r in report["rules"] if r["status"] == "fail") == [
+        "allowed_values_fraud_status", "completeness_order_amount", "range_order_amount",
+        "tenure_grows_daily", "unique_order_id"]
+    assert report["source"] == "DAYS/dt=2026-11-01"
+
+
+def test_the_retired_engine_is_not_an_engine_choice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = snapshot(tmp_path, "2026-11-01", orders_csv())
+    with pytest.raises(SystemExit) as exited:
+        main(["quality", SPEC, str(data), "--engine", "embedded"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.replace("'", "")  # Python 3.12 quotes the choices
+    assert "--engine: invalid choice: embedded (choose from duckdb, spark)" in err, err
 
 
 def test_a_memory_limit_duckdb_refuses_is_a_usage_error(

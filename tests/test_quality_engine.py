@@ -1,7 +1,10 @@
-"""The data quality engine and the tabular reader, without AWS.
+"""The data quality engine (the rules compiled to SQL, on DuckDB) and the
+tabular reader, without AWS.
 
 Each rule kind is checked passing and failing; the talk's tenure example
-(364, 365, 366, 367 good; 364, 54, 54, 54 bad) must name the customer.
+(364, 365, 366, 367 good; 364, 54, 54, 54 bad) must name the customer. These
+cases were written for the retired pyarrow engine and kept, every
+expectation as it was, when DuckDB became the only engine (issue #18).
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from mdlc_core import quality, tabular
+from mdlc_core import quality_baseline, tabular
 from mdlc_core.quality import RuleError
+from mdlc_core.sql import quality as sql_quality
+from mdlc_core.sql import rules as sql_rules
 
+from mdlc_constructs.cli import EXIT_OK, EXIT_USAGE, main
 from mdlc_constructs.spec import load_spec
 from mdlc_constructs.spec.data import QualitySpec
 
@@ -63,8 +69,14 @@ def only(report: dict[str, Any]) -> dict[str, Any]:
     return report["rules"][0]
 
 
+def check(table: pa.Table, spec: dict[str, Any], *, previous: pa.Table | None = None,
+          **kwargs: Any) -> dict[str, Any]:
+    """The quality report of ``table`` (and ``previous``) on DuckDB."""
+    return sql_quality.check(spec, table, previous, threads=1, **kwargs)
+
+
 def run_rule(table: pa.Table, rule: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-    return only(quality.check(table, spec_with(rule), snapshot_date=DAY, **kwargs))
+    return only(check(table, spec_with(rule), snapshot_date=DAY, **kwargs))
 
 
 # --- the example spec on clean data ------------------------------------------------
@@ -73,7 +85,7 @@ def run_rule(table: pa.Table, rule: dict[str, Any], **kwargs: Any) -> dict[str, 
 def test_clean_snapshot_passes_every_rule_of_the_example_spec(tmp_path: Path) -> None:
     previous = read(tmp_path, orders_csv(day=date(2026, 10, 31), tenure=99), "p.csv")
     table = read(tmp_path, orders_csv())
-    report = quality.check(table, SPEC, snapshot_date=DAY, previous=previous)
+    report = check(table, SPEC, snapshot_date=DAY, previous=previous)
     failures = [r["message"] for r in report["rules"] if not r["passed"]]
     assert failures == []
     assert report["summary"] == {
@@ -84,7 +96,7 @@ def test_clean_snapshot_passes_every_rule_of_the_example_spec(tmp_path: Path) ->
 
 def test_report_shape_is_plain_json(tmp_path: Path) -> None:
     table = read(tmp_path, orders_csv([("o1", "c1", "2026-11-01T10:00:00Z", -5, 1, 0)]))
-    report = quality.check(table, SPEC, snapshot_date=DAY, source="orders.csv")
+    report = check(table, SPEC, snapshot_date=DAY, source="orders.csv")
     json.dumps(report, allow_nan=False)  # strict JSON: no NaN, no datetimes
     assert set(report) == {
         "report_version", "model", "snapshot_date", "previous_date", "source",
@@ -177,7 +189,7 @@ def test_range_counts_nan_as_outside() -> None:
         "order_id": ["a", "b"], "order_amount": pa.array([1.0, float("nan")]),
     })
     spec = spec_with({"kind": "range", "column": "order_amount", "min": 0, "max": 10})
-    result = only(quality.check(table, spec, snapshot_date=DAY))
+    result = only(check(table, spec, snapshot_date=DAY))
     assert result["violations"] == 1 and result["sample"][0]["order_id"] == "b"
     json.dumps(result, allow_nan=False)
 
@@ -246,7 +258,7 @@ def test_freshness_passes_for_recent_data_and_fails_for_stale(tmp_path: Path) ->
     rule = {"kind": "freshness", "column": "order_ts", "max_age_hours": 12}
     fresh = run_rule(table, rule)
     assert fresh["passed"] and fresh["observed"]["age_hours"] == 9.0
-    stale = only(quality.check(table, spec_with(rule), snapshot_date=date(2026, 11, 2)))
+    stale = only(check(table, spec_with(rule), snapshot_date=date(2026, 11, 2)))
     assert stale["status"] == "fail" and stale["observed"]["age_hours"] == 33.0
     assert stale["expected"] == {"max_age_hours": 12.0, "as_of": "2026-11-03T00:00:00+00:00"}
 
@@ -272,7 +284,7 @@ def tenure_snapshots(tmp_path: Path, values: list[int]) -> list[pa.Table]:
 def consistency_results(tables: list[pa.Table], rule: dict[str, Any]) -> list[dict[str, Any]]:
     results = []
     for offset in range(1, len(tables)):
-        report = quality.check(
+        report = check(
             tables[offset], spec_with(rule), snapshot_date=date(2026, 11, 1 + offset),
             previous=tables[offset - 1], previous_date=date(2026, 11, offset),
         )
@@ -301,11 +313,11 @@ def test_tenure_364_54_54_54_fails_and_names_the_customer(tmp_path: Path) -> Non
 
 def test_consistency_uses_the_days_between_snapshots(tmp_path: Path) -> None:
     first, _, third, _ = tenure_snapshots(tmp_path, [364, 365, 366, 367])
-    two_days = only(quality.check(third, spec_with(TENURE_RULE), snapshot_date=date(2026, 11, 3),
+    two_days = only(check(third, spec_with(TENURE_RULE), snapshot_date=date(2026, 11, 3),
                                   previous=first, previous_date=date(2026, 11, 1)))
     assert two_days["passed"] and two_days["expected"]["days_between"] == 2
     # the previous date defaults to the day before: the same pair then fails
-    one_day = only(quality.check(third, spec_with(TENURE_RULE), snapshot_date=date(2026, 11, 3),
+    one_day = only(check(third, spec_with(TENURE_RULE), snapshot_date=date(2026, 11, 3),
                                  previous=first))
     assert one_day["status"] == "fail"
 
@@ -346,7 +358,7 @@ def test_previous_snapshot_must_be_older(tmp_path: Path) -> None:
 def test_sample_is_bounded_by_sample_size(tmp_path: Path) -> None:
     rows = [(f"o{i}", "c1", "2026-11-01T10:00:00Z", -i - 1, 1, 0) for i in range(50)]
     table = read(tmp_path, orders_csv(rows))
-    report = quality.check(
+    report = check(
         table, spec_with({"kind": "range", "column": "order_amount", "min": 0}, sample_size=5),
         snapshot_date=DAY,
     )
@@ -355,12 +367,31 @@ def test_sample_is_bounded_by_sample_size(tmp_path: Path) -> None:
     assert report["summary"]["violations"] == 50 and report["summary"]["failed"] == 1
 
 
-def test_every_rule_kind_of_the_spec_schema_has_a_check() -> None:
+def test_every_rule_kind_of_the_spec_schema_is_compiled() -> None:
     kinds = {
         cls.model_fields["kind"].annotation.__args__[0]
         for cls in QualitySpec.model_fields["rules"].annotation.__args__[0].__args__[0].__args__
     }
-    assert kinds == set(quality._CHECKS)
+    assert kinds == set(sql_rules.RULE_KINDS)
+
+
+def test_a_spec_naming_the_retired_engine_fails_validation_saying_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (ROOT / "models" / "fraud.yaml").read_text(encoding="utf-8")
+    assert "\nquality:\n" in text
+    for engine, code in (("embedded", EXIT_USAGE), ("duckdb", EXIT_OK), (None, EXIT_OK)):
+        path = tmp_path / f"fraud-{engine}.yaml"
+        line = f"\nquality:\n  engine: {engine}\n" if engine else "\nquality:\n"
+        path.write_text(text.replace("\nquality:\n", line), encoding="utf-8")
+        assert main(["validate", str(path)]) == code, engine
+        err = capsys.readouterr().err
+        if engine == "embedded":
+            assert f"{path}: quality.engine: the embedded (pyarrow) quality engine was " \
+                   "retired" in err, err
+            assert "remove quality.engine, or set it to duckdb" in err
+        else:
+            assert load_spec(path).quality.engine == "duckdb"
 
 
 # --- baseline -------------------------------------------------------------------------
@@ -368,7 +399,7 @@ def test_every_rule_kind_of_the_spec_schema_has_a_check() -> None:
 
 def test_suggested_baseline_is_a_valid_rule_list_that_passes_on_its_data(tmp_path: Path) -> None:
     table = read(tmp_path, orders_csv())
-    baseline = quality.suggest_baseline(table, SPEC)
+    baseline = quality_baseline.suggest_baseline(table, SPEC)
     stats = baseline["statistics"]
     assert stats["order_amount"] == {
         "type": "float", "null_share": 0.0, "distinct": 6, "min": 10.0, "max": 60.0, "mean": 35.0,
@@ -382,7 +413,7 @@ def test_suggested_baseline_is_a_valid_rule_list_that_passes_on_its_data(tmp_pat
     assert {"kind": "range", "column": "order_amount", "min": 0, "max": 60} in rules
     assert {"kind": "unique", "columns": ["order_id"]} in rules
     assert any(r.get("id") == "tenure_grows_daily" for r in rules)
-    report = quality.check(table, spec_with(*rules), snapshot_date=DAY)
+    report = check(table, spec_with(*rules), snapshot_date=DAY)
     assert report["summary"]["passed"], [r["message"] for r in report["rules"] if not r["passed"]]
 
 

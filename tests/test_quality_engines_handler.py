@@ -1,11 +1,14 @@
-"""The quality_check handler on DuckDB writes what it writes on the embedded engine.
+"""The quality_check handler on DuckDB, the only engine: from S3 to report and metrics.
 
-The same snapshots (CSV, and Parquet that DuckDB scans from disk), the same
-previous day, checked once per ``quality.engine``: the report the handler
-writes to S3 and the metrics it sends must be equal but for the clock. The
-DuckDB run is bounded by the function's memory and ephemeral storage (the
-variables Lambda and the construct set), and a day larger than DuckDB's
-memory limit is checked by spilling, its peak memory bounded.
+The same days as CSV and as Parquet that DuckDB scans from disk: the report
+the handler writes to S3 must be the engine's report of the same days read
+locally, but for the clock and the source, whether the configuration names
+the engine or predates the field; the metrics it sends are the report's
+violations. The run is bounded by the function's memory and ephemeral
+storage (the variables Lambda and the construct set), and a day larger than
+DuckDB's memory limit is checked by spilling, its peak memory bounded. A
+configuration synthesized for the retired pyarrow engine is refused saying
+what to do.
 """
 
 from __future__ import annotations
@@ -40,9 +43,13 @@ CURRENT = [("o1", "c1", "2026-11-02T10:00:00Z", -5, 54, 0),     # range, tenure
            ("o4", None, "2026-11-02T13:00:00Z", 8, 5, 0)]      # null customer
 
 
-def spec_for(engine: str, file_format: str) -> dict[str, Any]:
+def spec_for(engine: str | None, file_format: str) -> dict[str, Any]:
+    """The example spec's configuration with ``quality.engine`` set, or without
+    the field (a function synthesized before there was a choice)."""
     spec = copy.deepcopy(SPEC)
-    spec["quality"]["engine"] = engine
+    spec["quality"].pop("engine", None)
+    if engine is not None:
+        spec["quality"]["engine"] = engine
     spec["data"]["sources"][0]["format"] = file_format
     return spec
 
@@ -72,7 +79,7 @@ def run_handler(s3: Any, spec: dict[str, Any], tmp_path: Path, monkeypatch: pyte
     """The handler's result, the report it wrote and the metric data it sent."""
     from mdlc_core.runtime_config import load_config
 
-    config = tmp_path / f"{spec['quality']['engine']}.json"
+    config = tmp_path / f"{spec['quality'].get('engine')}.json"
     config.write_text(json.dumps(spec))
     monkeypatch.setenv("MDLC_CONFIG_FILE", str(config))
     load_config.cache_clear()
@@ -93,7 +100,7 @@ def without_clock(report: dict[str, Any], metrics: list[Any]) -> tuple[Any, Any]
 
 
 @pytest.mark.parametrize("file_format", ["csv", "parquet"])
-def test_both_engines_write_the_same_report_and_metrics(
+def test_the_handler_writes_the_engines_report_and_its_metrics(
     aws: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, file_format: str  # noqa: F811
 ) -> None:
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
@@ -106,49 +113,71 @@ def test_both_engines_write_the_same_report_and_metrics(
         return original(spec, table, previous, **kwargs)
 
     monkeypatch.setattr(sql_quality, "check", spy)
-    spec = spec_for("embedded", file_format)
+    spec = spec_for("duckdb", file_format)
     previous = drop(aws, spec, date(2026, 11, 1), PREVIOUS)
     prefix = drop(aws, spec, date(2026, 11, 2), CURRENT)
     event = {"bucket": DATA, "snapshot_prefix": prefix, "previous_prefix": previous}
-    runs = {engine: run_handler(aws, spec_for(engine, file_format), tmp_path, monkeypatch,
-                                event) for engine in ("embedded", "duckdb")}
-    (embedded_result, embedded_report, embedded_metrics) = runs["embedded"]
-    (duckdb_result, duckdb_report, duckdb_metrics) = runs["duckdb"]
+    runs = [run_handler(aws, spec_for(engine, file_format), tmp_path, monkeypatch, event)
+            for engine in ("duckdb", None)]
+    (result, report, metrics), unnamed = runs
+    assert without_clock(*unnamed[1:]) == without_clock(report, metrics)
+    assert unnamed[0] == result
     # The case exercises failing rules, samples and the consistency rule.
-    assert sorted(embedded_result["failed_rules"]) == [
+    assert sorted(result["failed_rules"]) == [
         "allowed_values_fraud_status", "completeness_customer_id", "completeness_order_amount",
         "range_order_amount", "tenure_grows_daily", "unique_order_id"]
-    assert any(rule["sample"] for rule in embedded_report["rules"])
-    assert duckdb_result == embedded_result
-    assert without_clock(duckdb_report, duckdb_metrics) == \
-        without_clock(embedded_report, embedded_metrics)
-    # Only the DuckDB run went through SQL, bounded by the function's resources;
-    # typed Parquet was scanned from disk, CSV read by the shared reader.
-    (call,) = calls
-    scanned = isinstance(call["table"], sql_quality.ParquetFiles)
-    assert scanned == (file_format == "parquet")
-    assert isinstance(call["previous"], sql_quality.ParquetFiles) == scanned
-    loaded = 0 if scanned else call["table"].nbytes + call["previous"].nbytes
-    assert call["memory_limit"] == sql_quality.memory_limit_for(1024, loaded)
-    assert call["max_temp_directory_size"].endswith("MB")
-    assert int(call["max_temp_directory_size"][:-2]) < 512
+    assert any(rule["sample"] for rule in report["rules"])
+    assert report["source"] == f"s3://{DATA}/{prefix}"
+    # What the engine gives for the same days read locally, but for where they came from.
+    local = original(spec, tabular.read_bytes(orders_csv(CURRENT, day=date(2026, 11, 2))
+                                              .encode(), "c.csv", spec["data"]["columns"]),
+                     tabular.read_bytes(orders_csv(PREVIOUS, day=date(2026, 11, 1)).encode(),
+                                        "p.csv", spec["data"]["columns"]),
+                     snapshot_date=date(2026, 11, 2), source=report["source"],
+                     previous_source=report["previous_source"])
+    assert without_clock(report, [])[0] == without_clock(local, [])[0]
+    # One metric per rule and the total, each the report's violations.
+    by_rule = {next((d["Value"] for d in m["Dimensions"] if d["Name"] == "Rule"), "total"):
+               m["Value"] for m in metrics}
+    assert by_rule == {**{r["id"]: float(r["violations"]) for r in report["rules"]},
+                       "total": float(report["summary"]["violations"])}
+    # Each run went through SQL bounded by the function's resources; typed
+    # Parquet was scanned from disk, CSV read by the shared reader.
+    assert len(calls) == 2
+    for call in calls:
+        scanned = isinstance(call["table"], sql_quality.ParquetFiles)
+        assert scanned == (file_format == "parquet")
+        assert isinstance(call["previous"], sql_quality.ParquetFiles) == scanned
+        loaded = 0 if scanned else call["table"].nbytes + call["previous"].nbytes
+        assert call["memory_limit"] == sql_quality.memory_limit_for(1024, loaded)
+        assert call["max_temp_directory_size"].endswith("MB")
+        assert int(call["max_temp_directory_size"][:-2]) < 512
 
 
-def test_duckdb_names_a_bad_object_as_the_embedded_engine_does(
+def test_a_configuration_for_the_retired_engine_is_refused_saying_what_to_do(
+    aws: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    """A function synthesized before the pyarrow engine was retired carries
+    ``engine: embedded`` in its configuration: the check fails naming it."""
+    spec = spec_for("embedded", "csv")
+    prefix = drop(aws, spec, date(2026, 11, 2), CURRENT)
+    with pytest.raises(ValueError, match=r"quality.engine must be one of \('duckdb',\), got "
+                       r"'embedded': the embedded \(pyarrow\) engine was retired; synthesize "
+                       "and deploy the stack again with quality.engine removed or set to duckdb"):
+        run_handler(aws, spec, tmp_path, monkeypatch, {"bucket": DATA, "snapshot_prefix": prefix})
+
+
+def test_an_object_that_is_not_its_manifest_is_named_by_its_uri(
     aws: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
 ) -> None:
     spec = spec_for("duckdb", "csv")
     prefix = drop(aws, spec, date(2026, 11, 2), CURRENT)
     key = f"{prefix}orders/part-0000.csv"
     aws.put_object(Bucket=DATA, Key=key, Body=b"order_id\no1\n")  # not what the manifest says
-    errors = []
-    for engine in ("embedded", "duckdb"):
-        with pytest.raises(sourcing.SnapshotError) as raised:
-            run_handler(aws, spec_for(engine, "csv"), tmp_path, monkeypatch,
-                        {"bucket": DATA, "snapshot_prefix": prefix})
-        errors.append(str(raised.value))
-    assert errors[0] == errors[1]
-    assert f"s3://{DATA}/{key}" in errors[0]
+    with pytest.raises(sourcing.SnapshotError) as raised:
+        run_handler(aws, spec, tmp_path, monkeypatch, {"bucket": DATA, "snapshot_prefix": prefix})
+    assert f"s3://{DATA}/{key}" in str(raised.value)
+    assert "manifest" in str(raised.value)
 
 
 SPILL = textwrap.dedent('''
@@ -210,7 +239,7 @@ def test_a_day_larger_than_the_memory_limit_spills_with_bounded_memory() -> None
     starved = spill_run(rows, "1MB")
     assert "error" in starved and "Out of Memory" in starved["error"], starved
     # ...with the disk it checks the day, and its memory stays near the limit
-    # (the keys alone are ~75 MB as Arrow; the embedded engine holds them all).
+    # (the keys alone are ~75 MB as Arrow).
     checked = spill_run(rows, "2GB")
     assert checked["rows"] == rows + 7 and checked["violations"] == 7, checked
     assert checked["peak_mib"] < 64 * 2.5, checked

@@ -275,10 +275,26 @@ def test_rules_that_do_not_fit_fail_alike(tmp_path: Path, rule: dict[str, Any],
         sql_quality.check(spec_with(rule), table, table, snapshot_date=DAY, previous_date=DAY)
 
 
-def test_what_is_not_compiled_yet_says_so(tmp_path: Path) -> None:
-    rule = {"kind": "type", "column": "order_id", "type": "timestamp"}
-    with pytest.raises(RuleError, match=r"type_order_id: re-parsing .* not compiled to SQL"):
+@pytest.mark.parametrize(("rule", "declared"), [
+    ({"kind": "type", "column": "order_id", "type": "timestamp"}, "string"),
+    ({"kind": "type", "column": "order_amount", "type": "int"}, "double"),
+])
+def test_what_is_not_compiled_says_what_to_do(tmp_path: Path, rule: dict[str, Any],
+                                              declared: str) -> None:
+    """Re-parsing text as a timestamp, or a typed column as another type, is
+    not compiled (the spec's validation refuses such a rule first)."""
+    with pytest.raises(RuleError, match=rf"{rule_id(rule)}: re-parsing column "
+                       rf"'{rule['column']}' \({declared}\) as {rule['type']} is not compiled "
+                       rf"to SQL; declare the column as {rule['type']} in data.columns"):
         sql_quality.check(spec_with(rule), read(tmp_path, orders_csv()), snapshot_date=DAY)
+
+
+def test_a_consistency_rule_on_text_names_the_rule(tmp_path: Path) -> None:
+    table = read(tmp_path, orders_csv())
+    rule = {**TENURE_RULE, "column": "order_id", "change": "constant"}
+    with pytest.raises(RuleError, match=r"tenure_grows_daily: column 'order_id' is string, "
+                       "not a number"):
+        sql_quality.check(spec_with(rule), table, table, snapshot_date=DAY)
 
 
 def test_files_are_read_by_the_shared_reader_and_the_engine_is_bounded(tmp_path: Path) -> None:

@@ -13,14 +13,14 @@ its report: :func:`latest_passed_before`), the same report at
 ``QualityViolations`` metrics. ``tests/test_processing.py`` runs both on the
 same snapshot and compares.
 
-The engine is the spec's ``quality.engine``: ``duckdb`` (the default) runs
-the rules compiled to SQL (:mod:`mdlc_core.sql.quality`); Parquet objects
-that store the declared types stay on disk for DuckDB to scan, so memory is
-DuckDB's limit (from the runner's memory, :func:`~mdlc_core.sql.quality.memory_limit_for`)
-and it spills next to them, within the runner's disk
-(:func:`~mdlc_core.sql.quality.temp_size_for`). ``embedded`` runs
-:mod:`mdlc_core.quality` on the snapshot read into memory. Both write the
-same report (``tests/test_quality_engines_handler.py``).
+The engine is DuckDB (``quality.engine: duckdb``, the only one since the
+pyarrow engine was retired): the rules compiled to SQL
+(:mod:`mdlc_core.sql.quality`). Parquet objects that store the declared
+types stay on disk for DuckDB to scan, so memory is DuckDB's limit (from the
+runner's memory, :func:`~mdlc_core.sql.quality.memory_limit_for`) and it
+spills next to them, within the runner's disk
+(:func:`~mdlc_core.sql.quality.temp_size_for`); anything else is read by the
+shared reader (:func:`snapshot_relation`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from . import quality, tabular
+from . import tabular
 from .layout import Layout
 from .sourcing import committed_manifest, download_snapshot_object, object_format
 
@@ -46,7 +46,7 @@ REPORT_PREFIX = "quality-reports"
 LOOKBACK_DAYS = 31
 #: ``quality.engine`` values; a config without one (synthesized before there
 #: was a choice) gets the default.
-ENGINES = ("duckdb", "embedded")
+ENGINES = ("duckdb",)
 DEFAULT_ENGINE = "duckdb"
 _BATCH = 200
 
@@ -82,10 +82,13 @@ def run(
     without them DuckDB gets its default limit and 90% of the free disk.
     """
     model = config["name"]
-    columns = config["data"]["columns"]
     engine = engine or config["quality"].get("engine") or DEFAULT_ENGINE
     if engine not in ENGINES:
-        raise ValueError(f"quality.engine must be one of {ENGINES}, got {engine!r}")
+        # A configuration synthesized for the retired pyarrow engine: the spec
+        # now refuses it, so only an old deployed function can carry one.
+        raise ValueError(f"quality.engine must be one of {ENGINES}, got {engine!r}: the "
+                         "embedded (pyarrow) engine was retired; synthesize and deploy the "
+                         "stack again with quality.engine removed or set to duckdb")
     if previous_prefix == "latest":
         found = latest_passed_before(s3, bucket, report_bucket, model, day)
         previous_prefix, previous_date = (
@@ -96,20 +99,9 @@ def run(
     source = f"s3://{bucket}/{snapshot_prefix}"
     previous_source = f"s3://{bucket}/{previous_prefix}" if previous_prefix else None
     with tempfile.TemporaryDirectory(prefix="mdlc-quality-", dir=scratch) as folder:
-        if engine == "embedded":
-            table = read_snapshot(s3, bucket, snapshot_prefix, Path(folder, "current"), columns)
-            previous = None
-            if previous_prefix:
-                previous = read_snapshot(s3, bucket, previous_prefix, Path(folder, "previous"),
-                                         columns)
-            report = quality.check(
-                table, config, snapshot_date=day, previous=previous,
-                previous_date=previous_date, source=source, previous_source=previous_source,
-            )
-        else:
-            report = _check_sql(config, day, s3, bucket, snapshot_prefix, previous_prefix,
-                                previous_date, Path(folder), source, previous_source,
-                                memory_mb, storage_mb)
+        report = _check_sql(config, day, s3, bucket, snapshot_prefix, previous_prefix,
+                            previous_date, Path(folder), source, previous_source,
+                            memory_mb, storage_mb)
     report_key = report_key_of(model, day)
     s3.put_object(
         Bucket=report_bucket, Key=report_key, ContentType="application/json",
@@ -179,27 +171,6 @@ def latest_passed_before(
     return None
 
 
-def read_snapshot(s3: Any, bucket: str, prefix: str, into: Path, columns: Any) -> Any:
-    """The snapshot at ``prefix`` as one typed table: the objects its committed
-    manifest lists, downloaded to ``into`` one by one (large objects stay on
-    disk, not in memory), each named by its ``s3://`` URI in any error.
-
-    Raises ``sourcing.SnapshotError`` when the prefix has no committed manifest
-    or an object is not what the manifest recorded, ``tabular.DataError`` when
-    an object cannot be read as the spec declares.
-    """
-    manifest = committed_manifest(s3, bucket, prefix)
-    into.mkdir(parents=True)
-    tables = []
-    for index, entry in enumerate(manifest["objects"]):
-        path = download_snapshot_object(s3, bucket, entry, into / f"{index:06d}")
-        tables.append(tabular.read_file(path, columns, name=f"s3://{bucket}/{entry['key']}",
-                                        file_format=object_format(entry)))
-        path.unlink()  # typed in memory now; the disk holds one object at a time
-    logger.info("read %d objects of s3://%s/%s (its manifest)", len(tables), bucket, prefix)
-    return tabular.combine(tables, f"s3://{bucket}/{prefix}")
-
-
 def _check_sql(config: Mapping[str, Any], day: date, s3: Any, bucket: str, prefix: str,
                previous_prefix: str | None, previous_date: date | None, folder: Path,
                source: str, previous_source: str | None, memory_mb: int | None,
@@ -229,11 +200,17 @@ def _check_sql(config: Mapping[str, Any], day: date, s3: Any, bucket: str, prefi
 
 
 def snapshot_relation(s3: Any, bucket: str, prefix: str, into: Path, columns: Any) -> Any:
-    """The snapshot at ``prefix`` for the SQL engine: its Parquet objects left on
-    disk in manifest order (``ParquetFiles``, which DuckDB scans without
-    loading them) when every object stores the declared types; else the
-    typed table :func:`read_snapshot` reads (the same objects, checks and
-    errors), each object removed from disk once read."""
+    """The snapshot at ``prefix`` for the SQL engine: exactly the objects its
+    committed manifest lists, each checked against its SHA-256 and named by its
+    ``s3://`` URI in any error. Its Parquet objects are left on disk in
+    manifest order (``ParquetFiles``, which DuckDB scans without loading them)
+    when every object stores the declared types; else every object is read by
+    the shared reader into one typed table, each removed from disk once read.
+
+    Raises ``sourcing.SnapshotError`` when the prefix has no committed manifest
+    or an object is not what the manifest recorded, ``tabular.DataError`` when
+    an object cannot be read as the spec declares.
+    """
     from .sql import quality as sql_quality
 
     manifest = committed_manifest(s3, bucket, prefix)

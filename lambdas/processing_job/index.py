@@ -11,9 +11,9 @@ the same whichever runner ran; only the memory, disk and time limits differ.
 Environment (set by :class:`mdlc_constructs.processing.ProcessingRunner`):
 
 * quality: DATASETS_BUCKET, REPORT_BUCKET, METRICS_NAMESPACE (default
-  ``MDLC/DataQuality``); on DuckDB (``quality.engine``, from the wheel the
-  code asset carries) its memory limit follows the instance's memory and it
-  spills to ``/opt/ml/processing/scratch``, within the volume's free space;
+  ``MDLC/DataQuality``); the rules run on DuckDB, whose memory limit follows
+  the instance's memory and which spills to ``/opt/ml/processing/scratch``,
+  within the volume's free space;
 * features: DATASETS_BUCKET, FEATURES_BUCKET, MODEL_NAME;
 * monitoring: the ``model_monitor`` handler's (PREDICTIONS_BUCKET, ...).
 

@@ -27,9 +27,9 @@ a failure. The snapshot is exactly the objects its manifest lists.
 The work is ``mdlc_core.quality_job.run``, the same code the SageMaker
 Processing runner executes, so both runners write the same report and the
 same ``QualityViolations`` metrics (per rule: Model, Rule; in total: Model).
-The engine is the spec's ``quality.engine`` (DuckDB by default, from the
-wheel the asset carries; docs/engines.md); its memory limit follows the
-function's memory size and it spills under /tmp, within the ephemeral storage.
+The engine is DuckDB (the rules compiled to SQL, docs/engines.md), from the
+stack's data layer; its memory limit follows the function's memory size and
+it spills under /tmp, within the ephemeral storage.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import argparse
 from typing import Any
 
 import yaml
-from mdlc_core import quality
+from mdlc_core import quality_baseline
 
 from . import EXIT_OK
 from .quality import load_spec_or_fail, read_or_fail
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     spec = load_spec_or_fail(args.spec)
     table = read_or_fail(args.data, spec)
-    baseline = quality.suggest_baseline(table, spec.as_config())
+    baseline = quality_baseline.suggest_baseline(table, spec.as_config())
     print(format_baseline(baseline, args.data))
     return EXIT_OK
 

@@ -4,10 +4,10 @@ DATA is a CSV or Parquet file or a snapshot folder (``dt=YYYY-MM-DD/``),
 with the spec's columns (a header of their names for CSV). The snapshot's
 date, which the freshness rules compare with, is --date, else the dt= in
 DATA's path, else today (UTC): give --date for older data.
-The engine is --engine, else the spec's quality.engine (duckdb: the rules
-compiled to SQL on DuckDB; embedded: pyarrow in memory; spark: the same SQL
-on PySpark in local mode, which needs pyspark and a Java runtime); all give
-the same report.
+The engine is --engine, else the spec's quality.engine: duckdb (the rules
+compiled to SQL, on DuckDB in process) or spark (the same SQL on PySpark in
+local mode, which needs pyspark and a Java runtime); both give the same
+report.
 Prints one line per rule, writes the JSON report with ``--report``, and
 exits 0 when every rule passes, 1 on any violation, 2 on unusable input.
 """
@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mdlc_core import quality, spark_job, tabular
+from mdlc_core import spark_job, tabular
 from mdlc_core.quality_job import ENGINES
 from mdlc_core.sql import quality as sql_quality
 
@@ -65,9 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--engine",
         choices=(*ENGINES, "spark"),
-        help="duckdb (SQL on DuckDB, Parquet scanned from disk), embedded (pyarrow) or "
-        "spark (the same SQL on local PySpark, as the Spark runner runs it); "
-        "default: the spec's quality.engine",
+        help="duckdb (SQL on DuckDB, Parquet scanned from disk) or spark (the same SQL "
+        "on local PySpark, as the Spark runner runs it); default: the spec's quality.engine",
     )
     parser.add_argument(
         "--memory-limit",
@@ -97,11 +96,7 @@ def run(args: argparse.Namespace) -> int:
             "source": str(args.data),
             "previous_source": str(args.previous) if args.previous else None}
     try:
-        if engine == "embedded":
-            table = read_or_fail(args.data, spec)
-            previous = read_or_fail(args.previous, spec) if args.previous else None
-            report = quality.check(table, config, previous=previous, **days)
-        elif engine == "spark":
+        if engine == "spark":
             report = spark_job.check(local_spark("mdlc-quality"), config, args.data,
                                      args.previous, **days)
         else:

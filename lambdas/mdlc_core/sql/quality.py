@@ -1,7 +1,8 @@
 """The spec's quality rules run as SQL on DuckDB, in process.
 
-The same report as :func:`mdlc_core.quality.check`, from the SQL that
-:mod:`mdlc_core.sql.rules` compiles::
+The quality stage's engine in every runner (the quality Lambda, the
+Processing job, ``mdlc quality``, the local execution): the report of
+docs/quality.md, from the SQL that :mod:`mdlc_core.sql.rules` compiles::
 
     report = check(spec, "datasets/fraud/dt=2026-11-02/", previous=yesterday,
                    snapshot_date=date(2026, 11, 2))
@@ -33,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlglot import exp
 
-from .. import quality as embedded
+from .. import quality as reports
 from .. import tabular
 from ..quality import Report
 from . import rules as compiled
@@ -67,7 +68,7 @@ def check(
     max_temp_directory_size: str | None = None,
     threads: int | None = None,
 ) -> Report:
-    """Evaluate ``spec_config['quality']`` as SQL and return the embedded engine's report.
+    """Evaluate ``spec_config['quality']`` as SQL on DuckDB and return the report.
 
     ``memory_limit`` is DuckDB's (``"1GB"``, ``"512MB"``); past it DuckDB
     spills to ``temp_directory`` (default: a fresh folder under the system's
@@ -126,13 +127,13 @@ class Plan:
         fetch_detail = detail or fetch
         results = []
         for rule, scanned in zip(self.rules, self.scan(fetch, dialect), strict=True):
-            rows = {name: fetch(query.sql(dialect=dialect)) for name, query in rule.queries.items()}
+            rows = {name: fetch(rule.sql(name, dialect)) for name in rule.queries}
 
             def run_detail(name: str, rule: compiled.CompiledRule = rule
                            ) -> list[dict[str, Any]]:
-                return fetch_detail(rule.details[name].sql(dialect=dialect))
+                return fetch_detail(rule.sql(name, dialect))
 
-            results.append(rule.finish({"scan": scanned, **rows}, run_detail))
+            results.append(rule.finish(self.inputs, {"scan": scanned, **rows}, run_detail))
         compared = PREVIOUS in self.relations
         return _report(self.spec_config, results, self.inputs.rows, self.inputs.snapshot_date,
                        self.inputs.previous_date if compared else None, source,
@@ -144,13 +145,13 @@ class Plan:
         """Every rule's scan aggregates, from one pass over the snapshot."""
         if not any(rule.scan for rule in self.rules):
             return [{} for _ in self.rules]
-        (row,) = fetch(compiled.scan_query(self.rules).sql(dialect=dialect))
+        (row,) = fetch(compiled.scan_sql(self.rules, dialect))
         return compiled.scan_values(self.rules, row)
 
     def sql(self, dialect: str) -> list[str]:
         """Every statement the plan can run, as text of ``dialect``: the fused
         scan, then each rule's queries and detail queries."""
-        texts = [compiled.scan_query(self.rules).sql(dialect=dialect)] \
+        texts = [compiled.scan_sql(self.rules, dialect)] \
             if any(rule.scan for rule in self.rules) else []
         for rule in self.rules:
             texts += [text for name, text in rule.render(dialect).items() if name != "scan"]
@@ -344,8 +345,8 @@ def _fetch(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
 def _report(spec_config: Mapping[str, Any], results: list[dict[str, Any]], rows: int,
             snapshot_date: date, previous_date: date | None, source: str | None,
             previous_source: str | None) -> Report:
-    """The envelope :func:`mdlc_core.quality.check` puts around its rule results."""
-    return embedded.report(spec_config, results, rows=rows, snapshot_date=snapshot_date,
+    """The envelope of the rule results (:func:`mdlc_core.quality.report`)."""
+    return reports.report(spec_config, results, rows=rows, snapshot_date=snapshot_date,
                            previous_date=previous_date, source=source,
                            previous_source=previous_source)
 
