@@ -13,7 +13,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 import yaml
-from mdlc_core import quality, tabular
+from mdlc_core import tabular
+from mdlc_core.sql import quality as sql_quality
 
 from mdlc_constructs import sampling
 from mdlc_constructs.cli import main
@@ -85,8 +86,7 @@ def reports(spec: ModelSpec, days: list[sampling.SampleDay], tmp_path: Path) -> 
     config = spec.as_config()
     read = tables(spec, days, tmp_path)
     return [
-        quality.check(table, config, snapshot_date=day.date,
-                      previous=read[i - 1] if i else None)
+        sql_quality.check(config, table, read[i - 1] if i else None, snapshot_date=day.date)
         for i, (day, table) in enumerate(zip(days, read, strict=True))
     ]
 
