@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from mdlc_core import quality, quality_job, spark_job, tabular
+from mdlc_core import quality_job, spark_job, tabular
 from mdlc_core.sql import quality as sql_quality
 from mdlc_core.sql import rules as sql_rules
 
@@ -67,7 +67,7 @@ def test_every_rule_kind_gives_duckdbs_report_on_spark(spark: Any, tmp_path: Pat
     duck = sql_quality.check(spec, table, previous, snapshot_date=DAY)
     assert_same(report, duck)
     kinds = {r["kind"] for r in report["rules"]}
-    assert kinds == set(quality._CHECKS)
+    assert kinds == set(sql_rules.RULE_KINDS)
     assert {r["id"] for r in report["rules"] if r["status"] == "fail"} >= {
         "numeric_id", "unique_order_id", "tenure_grows_daily", "range_order_amount"}
 
@@ -88,8 +88,9 @@ def test_typed_parquet_is_read_by_spark_with_positions_across_files(
     plan = sql_quality.prepare(spec, folder, before, snapshot_date=DAY)
     assert isinstance(plan.relations["snapshot"], sql_quality.ParquetFiles)
     report = spark_job.check(spark, spec, folder, before, snapshot_date=DAY)
-    ours = quality.check(tabular.read_table(folder, COLUMNS), spec, snapshot_date=DAY,
-                         previous=tabular.read_table(before, COLUMNS))
+    # DuckDB over the reader's tables: another read path, another engine
+    ours = sql_quality.check(spec, tabular.read_table(folder, COLUMNS),
+                             tabular.read_table(before, COLUMNS), snapshot_date=DAY)
     assert_same(report, ours)
     failed = {r["id"]: r for r in report["rules"] if r["status"] == "fail"}
     # rows of the second file carry their position in the snapshot, not in the file
@@ -107,7 +108,7 @@ def test_nan_in_parquet_is_not_pruned_by_statistics(spark: Any, tmp_path: Path) 
     pq.write_table(table, tmp_path / "nan.parquet", row_group_size=2)
     report = spark_job.check(spark, spec, tmp_path / "nan.parquet", snapshot_date=DAY)
     assert report["rules"][0]["sample"] == [{"order_id": "o3", "row": 3, "value": "nan"}]
-    assert_same(report, quality.check(table, spec, snapshot_date=DAY))
+    assert_same(report, sql_quality.check(spec, table, snapshot_date=DAY))
 
 
 def test_the_sql_of_a_plan_is_what_spark_runs(spark: Any, tmp_path: Path) -> None:
