@@ -96,7 +96,7 @@ def check(spark: Any, spec_config: Mapping[str, Any], current: Any, previous: An
     folder). ``uris`` names, per relation (``snapshot``, ``previous``), the
     locations Spark reads its Parquet files from instead of their local paths
     (the ``s3://`` objects on a cluster), in the same order. The same report
-    as :func:`mdlc_core.quality.check` and the DuckDB engine, exactly.
+    as the DuckDB engine (:func:`mdlc_core.sql.quality.check`), exactly.
     """
     from mdlc_core.sql import quality as sql_quality
 
