@@ -314,6 +314,60 @@ def test_files_are_read_by_the_shared_reader_and_the_engine_is_bounded(tmp_path:
         sql_quality.check(SPEC, path, snapshot_date=DAY, engine="spark")
 
 
+# --- compiled once per process -------------------------------------------------------------
+
+
+def test_compiled_rules_are_shared_by_checks_of_one_shape_only(tmp_path: Path) -> None:
+    """A warm process reuses a rule's compiled SQL for every check of the same
+    shape; what differs per day (the reader's unparseable record, the row
+    count, the dates, a consistency rule's step) must still reach each
+    report: every warm report equals the one compiled from scratch."""
+    spec = spec_with(*SPEC["quality"]["rules"], sample_size=3)
+    tables = tenure_snapshots(tmp_path, [364, 365, 54, 57])
+    bad = read(tmp_path, orders_csv([("o1", "c-x", "2026-11-04T09:00:00Z", "lots", 367, 0),
+                                     ("o2", "c-ok", "2026-11-04T10:00:00Z", 5, "old", 1)]),
+               "bad.csv")
+    checks = [  # (today, yesterday, day, previous day)
+        (tables[1], tables[0], date(2026, 11, 2), None),
+        (tables[2], tables[1], date(2026, 11, 3), None),           # c-x jumps back
+        (tables[3], tables[1], date(2026, 11, 4), date(2026, 11, 2)),  # two days: step 2
+        (bad, tables[2], date(2026, 11, 4), None),                 # unparseable values
+        (tables[3], None, date(2026, 11, 4), None),                # nothing to compare
+        (tables[1], tables[0], date(2026, 11, 2), None),           # the first again
+    ]
+
+    def reports(cold: bool) -> list[dict[str, Any]]:
+        found = []
+        for today, yesterday, day, before in checks:
+            if cold:
+                sql_rules.cache_clear()
+            report = sql_quality.check(spec, today, yesterday, snapshot_date=day,
+                                       previous_date=before, threads=1)
+            report.pop("checked_at")
+            found.append(report)
+        return found
+
+    sql_rules.cache_clear()
+    warm = reports(cold=False)
+    hits = sql_rules._compiled.cache_info().hits
+    cold = reports(cold=True)
+    assert hits >= 3 * len(spec["quality"]["rules"]), hits
+    for number, (ours, fresh) in enumerate(zip(warm, cold, strict=True)):
+        assert ours == fresh, number
+    tenure = [next(r for r in report["rules"] if r["id"] == "tenure_grows_daily")
+              for report in warm]
+    assert [r["status"] for r in tenure] == ["pass", "fail", "fail", "fail", "skipped", "pass"]
+    assert tenure[2]["expected"]["step"] == 2 and tenure[1]["expected"]["step"] == 1
+    assert [s["expected"] for s in tenure[2]["sample"]] == [367]
+    assert warm[3]["rules"][9]["sample"] == [{"order_id": "o1", "row": 0, "value": "lots"}]
+    # The cache holds its own copy of each rule: the caller's may change.
+    rule = {"kind": "range", "column": "order_amount", "min": 0, "max": 100}
+    before = sql_quality.check(spec_with(rule), tables[0], snapshot_date=DAY)
+    rule["max"] = 10
+    after = sql_quality.check(spec_with(rule), tables[0], snapshot_date=DAY)
+    assert (before["rules"][0]["status"], after["rules"][0]["status"]) == ("pass", "fail")
+
+
 # --- the Spark dialect ----------------------------------------------------------------------
 
 
