@@ -31,8 +31,10 @@ per size as Parquet and read back before the timing) and the example spec's
   rules' Spark SQL over the **Parquet files** (Spark reads them itself, as on
   a cluster: no Arrow tables in the driver, nothing pushed through it);
 - ``parquet``: ours with DuckDB scanning the Parquet files itself (nothing
-  loaded first: its peak is over the bare process);
-- ``embedded`` (``--engines`` only): ``mdlc_core.quality.check``, pyarrow/NumPy.
+  loaded first: its peak is over the bare process).
+
+(The hand-written pyarrow quality engine, once ``embedded`` here, is retired:
+ours is the quality stage's engine in every runner.)
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ import engines_common as common
 ROOT = Path(__file__).resolve().parents[1]
 DAY = date(2026, 11, 1)
 #: The engines of the quality section, in print order.
-ENGINES = ("ours", "hand", "polars", "spark", "parquet", "embedded")
+ENGINES = ("ours", "hand", "polars", "spark", "parquet")
 MEMORY_LIMIT = common.MEMORY_LIMIT
 
 
@@ -208,9 +210,11 @@ def _polars(current: pa.Table, previous: pa.Table) -> dict[str, Any]:
 
 def quality_child(engine: str, folder: str, repeat: int) -> dict[str, Any]:
     """Load the two days, warm Spark up if it is the engine, time ``repeat`` runs."""
-    from mdlc_core import quality
     from mdlc_core.sql import quality as sql_quality
 
+    if engine not in ENGINES:
+        raise ValueError(f"the quality section has no engine {engine!r}; expected one of "
+                         f"{ENGINES}")
     files = (Path(folder) / "current.parquet", Path(folder) / "previous.parquet")
     config = spec()
     spark = None
@@ -242,12 +246,9 @@ def quality_child(engine: str, folder: str, repeat: int) -> dict[str, Any]:
             return _hand(current, previous, spill)
         if engine == "polars":
             return _polars(current, previous)
-        if engine == "spark":
-            assert spark is not None
-            return _counts_from_report(spark_job.check(spark.session, config, current,
-                                                       previous, snapshot_date=DAY))
-        return _counts_from_report(quality.check(current, config, snapshot_date=DAY,
-                                                 previous=previous))
+        assert engine == "spark" and spark is not None
+        return _counts_from_report(spark_job.check(spark.session, config, current,
+                                                   previous, snapshot_date=DAY))
 
     figures = common.measure(work, repeat, scratch=scratch, spark=spark)
     return {"works": {"quality": figures}, "spark": spark.info() if spark else None}
@@ -257,7 +258,7 @@ def quality_main(sizes: list[int], repeat: int, engines: list[str]) -> list[dict
     """The quality row at every size; its summary rows."""
     chosen = [e for e in ENGINES if e in engines]
     print(f"\nquality: the example spec's {len(spec()['quality']['rules'])} rules, today + "
-          f"yesterday (ours, hand, polars, embedded: Arrow in memory; spark, parquet: the "
+          f"yesterday (ours, hand, polars: Arrow in memory; spark, parquet: the "
           f"Parquet files); DuckDB memory_limit {MEMORY_LIMIT}, threads = cores")
     print(common.HEADER)
     summary = []

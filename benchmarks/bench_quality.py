@@ -1,16 +1,23 @@
-"""Quality: the engine on 1,000,000 rows against 10 rules, and the handler path.
+"""Quality: the engine on 1,000,000 rows against 10 rules, a small day's fixed
+cost, and the handler path.
 
-Prints rows per second of ``mdlc_core.quality.check`` on an in-memory table
-(the reader's cost is printed separately), and the ratio against a naive
-per-row Python implementation of the same rules run in this process on a
-smaller sample.
+Prints rows per second of the quality engine (``mdlc_core.sql.quality.check``:
+the rules compiled to SQL, on DuckDB) on in-memory tables (the reader's cost
+is printed separately), and the ratio against a naive per-row Python
+implementation of the same rules run in this process on a smaller sample.
 
-Then the handler path on both engines in the same run: ``quality_job.run``
-(what the quality Lambda and the Processing runner execute) on a day and its
-previous day as data sourcing builds them in S3 (moto), as Parquet and as
-CSV, with the example spec's 19 rules and the Lambda's 3008 MB: download,
-check, report and metrics, the reports asserted equal. Seconds are the best
-of two; ratios embedded/duckdb.
+Then the fixed cost of one check of a 1,000-row day and its previous day
+with the example spec's 19 rules, what a warm Lambda pays per invocation:
+the process's first check, then the median of 20 with the compiled rules
+cached (as a warm function runs them) and of 20 with the cache cleared
+before each (what every check cost before the cache).
+
+Then the handler path: ``quality_job.run`` (what the quality Lambda and the
+Processing runner execute) on a day and its previous day as data sourcing
+builds them in S3 (moto), as Parquet (scanned by DuckDB from disk) and as
+CSV (read by the shared reader), with the example spec's 19 rules and the
+Lambda's 3008 MB: download, check, report and metrics, the two formats'
+reports asserted equal but for their sources. Seconds are the best of two.
 Run: ``.venv/bin/python benchmarks/bench_quality.py [rows] [handler rows]``.
 """
 
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -29,6 +37,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from mdlc_core import quality, tabular
+from mdlc_core.sql import quality as sql_quality
+from mdlc_core.sql import rules as sql_rules
 
 from mdlc_constructs.spec import load_spec
 
@@ -114,15 +124,15 @@ def main() -> None:
     spec["quality"]["rules"] = RULES
     current, previous = orders(rows, DAY, 1), orders(rows, date(2026, 10, 31), 0)
 
-    seconds, report = timed(lambda: quality.check(
-        current, spec, snapshot_date=DAY, previous=previous))
+    seconds, report = timed(lambda: sql_quality.check(
+        spec, current, previous, snapshot_date=DAY))
     assert report["summary"]["passed"], [r["message"] for r in report["rules"] if not r["passed"]]
     print(f"engine   {rows:>9,} rows x {len(RULES)} rules: {seconds:6.3f} s "
           f"= {rows / seconds:,.0f} rows/s")
     for rule in RULES:
         single = dict(spec, quality=dict(spec["quality"], rules=[rule]))
-        rule_seconds, _ = timed(lambda single=single: quality.check(
-            current, single, snapshot_date=DAY, previous=previous), repeat=1)
+        rule_seconds, _ = timed(lambda single=single: sql_quality.check(
+            single, current, previous, snapshot_date=DAY), repeat=1)
         print(f"    {quality.rule_id(rule):<28} {rule_seconds * 1000:7.1f} ms")
 
     with tempfile.TemporaryDirectory() as folder:
@@ -135,8 +145,8 @@ def main() -> None:
 
     sample = min(rows, 100_000)
     small, small_previous = current.slice(0, sample), previous.slice(0, sample)
-    engine_small, _ = timed(lambda: quality.check(
-        small, spec, snapshot_date=DAY, previous=small_previous))
+    engine_small, _ = timed(lambda: sql_quality.check(
+        spec, small, small_previous, snapshot_date=DAY))
     as_rows, before_rows = small.to_pylist(), small_previous.to_pylist()
     naive_seconds, naive_violations = timed(lambda: naive_check(as_rows, before_rows), repeat=1)
     assert naive_violations == 0
@@ -149,8 +159,33 @@ def main() -> None:
           f"{(rows / seconds) / (sample / naive_seconds):.1f}x")
 
 
+def fixed_cost() -> None:
+    """One check of a small day, cold, warm and warm without the compile cache."""
+    spec = load_spec(ROOT / "models" / "fraud.yaml").as_config()
+    current, previous = orders(1000, DAY, 1), orders(1000, date(2026, 10, 31), 0)
+
+    def once(clear: bool) -> float:
+        if clear:
+            sql_rules.cache_clear()
+        start = time.perf_counter()
+        report = sql_quality.check(spec, current, previous, snapshot_date=DAY, threads=1)
+        elapsed = time.perf_counter() - start
+        assert report["summary"]["passed"], report["summary"]
+        return elapsed
+
+    sql_rules.cache_clear()
+    first = once(False)
+    cached = [once(False) for _ in range(20)]
+    uncached = [once(True) for _ in range(20)]
+    print(f"small    1,000 rows + previous day x {len(spec['quality']['rules'])} rules, one "
+          f"check: first {first * 1000:.1f} ms; then median {statistics.median(cached) * 1000:.1f}"
+          f" ms cached (min {min(cached) * 1000:.1f}), "
+          f"{statistics.median(uncached) * 1000:.1f} ms recompiling each time "
+          f"(min {min(uncached) * 1000:.1f})")
+
+
 def handler_path(rows: int) -> None:
-    """Both engines through ``quality_job.run`` on the same S3 snapshots."""
+    """``quality_job.run`` on the same days in S3, as Parquet and as CSV."""
     import io
     import os
 
@@ -163,6 +198,8 @@ def handler_path(rows: int) -> None:
                       AWS_SECRET_ACCESS_KEY="bench")
     base = load_spec(ROOT / "models" / "fraud.yaml").as_config()
     days = {DAY: orders(rows, DAY, 1), date(2026, 10, 31): orders(rows, date(2026, 10, 31), 0)}
+    seconds: dict[str, float] = {}
+    reports: dict[str, dict[str, Any]] = {}
     with mock_aws():
         s3, cloudwatch = boto3.client("s3"), boto3.client("cloudwatch")
         for bucket in ("raw", "data", "reports"):
@@ -184,30 +221,29 @@ def handler_path(rows: int) -> None:
                 prefixes[day] = sourcing.create_snapshot(
                     s3, sources=sources, bucket="data", model="fraud", spec_name="fraud",
                     day=day)["snapshot_prefix"]
-            seconds, reports = {}, {}
-            for engine in ("embedded", "duckdb"):
-                def run(engine: str = engine, spec: dict[str, Any] = spec,
-                        prefixes: dict[date, str] = prefixes) -> dict[str, Any]:
-                    quality_job.run(
-                        spec, DAY, s3=s3, cloudwatch=cloudwatch, bucket="data",
-                        snapshot_prefix=prefixes[DAY], report_bucket="reports",
-                        namespace="Bench", previous_prefix=prefixes[date(2026, 10, 31)],
-                        engine=engine, memory_mb=3008, storage_mb=10240)
-                    body = s3.get_object(Bucket="reports",
-                                         Key=quality_job.report_key_of("fraud", DAY))["Body"]
-                    return json.loads(body.read())
-                seconds[engine], reports[engine] = timed(run, repeat=2)
-                reports[engine].pop("checked_at")
-            assert reports["duckdb"] == reports["embedded"], "the engines disagree"
-            summary = reports["duckdb"]["summary"]
+            def run(spec: dict[str, Any] = spec,
+                    prefixes: dict[date, str] = prefixes) -> dict[str, Any]:
+                quality_job.run(
+                    spec, DAY, s3=s3, cloudwatch=cloudwatch, bucket="data",
+                    snapshot_prefix=prefixes[DAY], report_bucket="reports",
+                    namespace="Bench", previous_prefix=prefixes[date(2026, 10, 31)],
+                    memory_mb=3008, storage_mb=10240)
+                body = s3.get_object(Bucket="reports",
+                                     Key=quality_job.report_key_of("fraud", DAY))["Body"]
+                return json.loads(body.read())
+            seconds[file_format], reports[file_format] = timed(run, repeat=2)
+            for key in ("checked_at", "source", "previous_source"):
+                reports[file_format].pop(key)
+            summary = reports[file_format]["summary"]
             assert summary["rows"] == rows, summary
             print(f"handler  {rows:>9,} rows x {len(spec['quality']['rules'])} rules, "
-                  f"{file_format:<7}: embedded {seconds['embedded']:6.3f} s, "
-                  f"duckdb {seconds['duckdb']:6.3f} s, "
-                  f"embedded/duckdb {seconds['embedded'] / seconds['duckdb']:.2f}x "
+                  f"{file_format:<7}: {seconds[file_format]:6.3f} s "
                   f"({summary['failed']} rules failed)")
+        assert reports["parquet"] == reports["csv"], "Parquet and CSV days disagree"
+        print(f"handler  csv/parquet {seconds['csv'] / seconds['parquet']:.2f}x, same report")
 
 
 if __name__ == "__main__":
     main()
+    fixed_cost()
     handler_path(int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000)
