@@ -30,12 +30,25 @@ Environment (``environ``):
     METRICS_NAMESPACE    default ``MDLC``
     CLOSED_LOOP_LAG_DAYS default 0
 
-The engine is the spec's ``monitoring.engine``: ``embedded`` (the default,
-``mdlc_core.monitoring``) or ``duckdb`` (``mdlc_core.sql.monitoring``, the
-same report from SQL, with DuckDB's memory limit set from the Lambda's memory
-when it runs in one); with ``monitoring.runner: spark`` the same SQL rendered
-for Spark, on the job's session (``mdlc_core.spark_monitoring``). The inputs
-are read the same way for all three.
+The engine is the spec's ``monitoring.engine``: ``duckdb`` (the default:
+``mdlc_core.sql.monitoring``'s queries, with DuckDB reading the day's files
+itself, ``mdlc_core.sql.monitoring_files``) or ``embedded``
+(``mdlc_core.monitoring``, the day read into Arrow by the shared reader);
+with ``monitoring.runner: spark`` the same SQL rendered for Spark, on the
+job's session (``mdlc_core.spark_monitoring``, the shared reader's Arrow).
+The same report, metrics and summary from each; the same errors for a bad
+file, naming it.
+
+On DuckDB the day's prediction and label objects are downloaded to a scratch
+folder (``scratch``: the Processing job's volume; default the system's
+temporary folder, ``/tmp`` in Lambda) and typed into DuckDB's own tables, so
+what the day costs in memory is DuckDB's ``memory_limit``, spilling to that
+folder past it, not the size of the day: the limit is
+``sql.quality.memory_limit_for`` of the runner's memory (``memory_mb``,
+default the Lambda's ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``, else the machine's),
+less the baselines it holds in Arrow; the spill at most
+``temp_size_for(storage_mb)`` (default ``MDLC_EPHEMERAL_STORAGE_MB``, the
+function's ephemeral storage).
 
 Metrics: see :func:`metric_data` and docs/monitoring.md.
 """
@@ -44,8 +57,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,6 +92,9 @@ def run(
     sagemaker: Any = None,
     engine: str | None = None,
     spark: Any = None,
+    scratch: str | os.PathLike[str] | None = None,
+    memory_mb: int | None = None,
+    storage_mb: int | None = None,
 ) -> dict[str, Any]:
     """Monitor one day; returns the summary (the full report goes to S3).
 
@@ -81,17 +102,30 @@ def run(
     (default: a boto3 client, made only when a package is described).
     ``engine`` overrides ``monitoring.engine``; ``"spark"`` runs the compiled
     SQL on ``spark`` (a SparkSession: the ``monitoring.runner: spark`` job,
-    ``mdlc_core.spark_monitoring``), everything else unchanged.
+    ``mdlc_core.spark_monitoring``), everything else unchanged. ``scratch``,
+    ``memory_mb`` and ``storage_mb`` bound DuckDB (module docstring).
     """
+    spec = config.get("monitoring", {})
+    metrics = engine_module(engine or spec.get("engine") or DEFAULT_ENGINE, environ,
+                            spark=spark, scratch=scratch, memory_mb=memory_mb,
+                            storage_mb=storage_mb)
+    reading = metrics.reader(s3) if isinstance(metrics, _DuckDB) else nullcontext(_Reader(s3))
+    with reading as reader:
+        return _monitor(event, config, reader, metrics, s3=s3, cloudwatch=cloudwatch,
+                        environ=environ, sagemaker=sagemaker)
+
+
+def _monitor(event: Mapping[str, Any], config: Mapping[str, Any], reader: _Reader, metrics: Any,
+             *, s3: Any, cloudwatch: Any, environ: Mapping[str, str], sagemaker: Any
+             ) -> dict[str, Any]:
+    """:func:`run` with its engine and reader chosen."""
     model = config["name"]
     spec = config.get("monitoring", {})
-    metrics = engine_module(engine or spec.get("engine") or "embedded", environ, spark=spark)
     day = parse_date(event.get("date"))
     lag = int(event.get("closed_loop_lag_days", environ.get("CLOSED_LOOP_LAG_DAYS", 0)))
     closed_day = day - timedelta(days=lag)
     predictions_bucket = environ["PREDICTIONS_BUCKET"]
     features = feature_columns(config)
-    reader = _Reader(s3)
 
     today = reader.predictions(predictions_bucket, model, day, features)
     baseline_bucket = environ.get("BASELINE_BUCKET", predictions_bucket)
@@ -163,22 +197,65 @@ def run(
 
 #: ``monitoring.engine`` values.
 ENGINES = ("embedded", "duckdb")
+#: The engine of a spec that names none (``MonitoringSpec.engine``'s default).
+DEFAULT_ENGINE = "duckdb"
 
 
 class _DuckDB:
-    """``mdlc_core.sql.monitoring``'s open and closed loop with one memory limit."""
+    """The day read by DuckDB from its downloaded files, and the metrics computed
+    there (``mdlc_core.sql.monitoring_files``): memory bounded by the limit."""
 
-    def __init__(self, memory_limit: str) -> None:
-        from .sql import monitoring as sql_monitoring
+    def __init__(self, memory_mb: int | None, storage_mb: int | None,
+                 scratch: str | os.PathLike[str] | None) -> None:
+        from .sql import monitoring_files
+        from .sql.quality import memory_limit_for, temp_size_for
 
-        self._sql = sql_monitoring
-        self.memory_limit = memory_limit
+        self._files = monitoring_files
+        self._limit_for = memory_limit_for
+        self._temp_size_for = temp_size_for
+        self.memory_mb = memory_mb or _physical_memory_mb()
+        self.storage_mb = storage_mb
+        self.scratch = scratch
+        # 80% of the runner's memory after Python's share: the day is DuckDB's.
+        self.memory_limit = memory_limit_for(self.memory_mb) if self.memory_mb else "2GB"
 
-    def open_loop(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return self._sql.open_loop(*args, memory_limit=self.memory_limit, **kwargs)
+    @contextmanager
+    def reader(self, s3: Any) -> Iterator[_FileReader]:
+        """A reader whose days DuckDB holds, for the length of one run."""
+        if self.scratch is not None:
+            Path(self.scratch).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="mdlc-monitor-", dir=self.scratch) as folder:
+            temp_size = self._temp_size_for(self.storage_mb) if self.storage_mb else None
+            logger.info("DuckDB: memory limit %s, spilling to %s (at most %s)",
+                        self.memory_limit, folder, temp_size or "90% of the free disk")
+            with self._files.DaySession(memory_limit=self.memory_limit,
+                                        temp_directory=Path(folder, "spill"),
+                                        max_temp_directory_size=temp_size) as session:
+                yield _FileReader(s3, session, Path(folder, "files"))
 
-    def closed_loop(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return self._sql.closed_loop(*args, memory_limit=self.memory_limit, **kwargs)
+    def open_loop(self, predictions: Any, baseline: pa.Table | None, bins: int = 10,
+                  feature_columns: Any = (), *,
+                  baselines: Mapping[str, pa.Table | None] | None = None) -> dict[str, Any]:
+        session = predictions.session
+        tables = {id(t): t for t in (baseline, *(baselines or {}).values()) if t is not None}
+        held = sum(t.nbytes for t in tables.values())
+        if held and self.memory_mb:
+            # The baselines are Arrow, outside DuckDB's accounting.
+            session.set_memory_limit(self._limit_for(self.memory_mb, held))
+        return session.open_loop(predictions, baseline, bins, feature_columns,
+                                 baselines=baselines)
+
+    def closed_loop(self, predictions: Any, labels: Any, decision_threshold: float
+                    ) -> dict[str, Any]:
+        return predictions.session.closed_loop(predictions, labels, decision_threshold)
+
+
+def _physical_memory_mb() -> int | None:
+    """The machine's memory (a Processing instance, a laptop), when Lambda's is not known."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 class _Spark:
@@ -208,12 +285,17 @@ class _Spark:
                                    self.spark)
 
 
-def engine_module(engine: str, environ: Mapping[str, str], *, spark: Any = None) -> Any:
+def engine_module(engine: str, environ: Mapping[str, str], *, spark: Any = None,
+                  scratch: str | os.PathLike[str] | None = None, memory_mb: int | None = None,
+                  storage_mb: int | None = None) -> Any:
     """The metrics engine: ``mdlc_core.monitoring``, DuckDB's or, given a Spark
     session, Spark's (the same functions, the same report).
 
     ``spark`` is not a ``monitoring.engine``: it is what ``monitoring.runner:
-    spark`` runs, the job handing its session in.
+    spark`` runs, the job handing its session in. DuckDB's memory is
+    ``memory_mb`` (default: ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE`` in ``environ``,
+    else the machine's), its spill at most what ``storage_mb`` (default
+    ``MDLC_EPHEMERAL_STORAGE_MB``) allows, under ``scratch``.
     """
     if engine == "spark" and spark is not None:
         return _Spark(spark)
@@ -224,16 +306,23 @@ def engine_module(engine: str, environ: Mapping[str, str], *, spark: Any = None)
     if engine == "embedded":
         return monitoring
     try:
-        from .sql.quality import memory_limit_for
-        memory_mb = environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
-        # In Lambda: 80% of the function's memory after Python's share (the
-        # predictions are already in memory, outside DuckDB's accounting).
-        return _DuckDB(memory_limit_for(int(memory_mb)) if memory_mb else "2GB")
+        return _DuckDB(memory_mb or _megabytes(environ, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"),
+                       storage_mb or _megabytes(environ, "MDLC_EPHEMERAL_STORAGE_MB"), scratch)
     except ImportError as error:
         raise ValueError(
             f"monitoring.engine is duckdb but this runtime cannot import DuckDB ({error}); "
             "install duckdb and sqlglot where the job runs, or set monitoring.engine: "
             "embedded") from error
+
+
+def _megabytes(environ: Mapping[str, str], name: str) -> int | None:
+    value = environ.get(name)
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError as error:
+        raise ValueError(f"{name} must be a whole number of MB, got {value!r}") from error
 
 
 def parse_date(value: Any) -> date:
@@ -246,10 +335,13 @@ def parse_date(value: Any) -> date:
         raise ValueError(f"event 'date' must be YYYY-MM-DD, got {value!r}") from error
 
 
-def _versions(predictions: monitoring.Predictions) -> dict[str, int]:
-    """Each model version in the day's predictions, with its number of predictions."""
+def _versions(predictions: Any) -> dict[str, int]:
+    """Each model version in the day's predictions, with its number of predictions
+    (in order of first appearance)."""
     if not len(predictions):
         return {}
+    if hasattr(predictions, "version_counts"):  # a day DuckDB holds
+        return predictions.version_counts()
     codes, counts = np.unique(predictions.version_codes, return_counts=True)
     return {predictions.versions[c]: int(n) for c, n in zip(codes, counts, strict=True)}
 
@@ -291,11 +383,11 @@ class _Reader:
         self.s3 = s3
         self.duplicates: dict[date, int] = {}
 
-    def prefix(self, bucket: str, prefix: str) -> list[pa.Table]:
-        """Every CSV (.csv, .csv.gz) and Parquet (.parquet, .pq) file under ``prefix``;
-        anything else (markers such as _SUCCESS, manifests, a transform's .out,
-        JSON lines) is skipped, and logged."""
-        tables = []
+    def keys(self, bucket: str, prefix: str) -> list[str]:
+        """Every CSV (.csv, .csv.gz) and Parquet (.parquet, .pq) object under ``prefix``,
+        in listing order; anything else (markers such as _SUCCESS, manifests, a
+        transform's .out, JSON lines) is skipped, and logged."""
+        keys = []
         skipped = []
         paginator = self.s3.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
@@ -306,12 +398,16 @@ class _Reader:
                 if not is_prediction_file(key):
                     skipped.append(key)
                     continue
-                body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-                tables.append(monitoring.read_table_bytes(body, f"s3://{bucket}/{key}"))
+                keys.append(key)
         if skipped:
             logger.info("skipped %d object(s) under s3://%s/%s that are not CSV or Parquet, "
                         "e.g. %s", len(skipped), bucket, prefix, skipped[0])
-        return tables
+        return keys
+
+    def prefix(self, bucket: str, prefix: str) -> list[pa.Table]:
+        """The tables of :meth:`keys`, read into Arrow by the shared reader."""
+        return [monitoring.read_table_bytes(self.s3.get_object(Bucket=bucket, Key=key)[
+            "Body"].read(), f"s3://{bucket}/{key}") for key in self.keys(bucket, prefix)]
 
     def predictions(
         self, bucket: str, model: str, day: date, features: list[str]
@@ -362,6 +458,57 @@ class _Reader:
             return monitoring.concat_tables(tables, f"s3://{bucket}/{key}")
         body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         return monitoring.read_table_bytes(body, f"s3://{bucket}/{key}")
+
+
+class _FileReader(_Reader):
+    """Reads a day's predictions and labels into one DuckDB session, from files.
+
+    Each object is streamed to ``folder`` (never whole in memory) and DuckDB
+    reads it (``mdlc_core.sql.monitoring_files``), removing it once its rows
+    are in DuckDB's tables. Baselines are read into Arrow, as :class:`_Reader` does.
+    """
+
+    def __init__(self, s3: Any, session: Any, folder: Path) -> None:
+        super().__init__(s3)
+        self.session = session
+        self.folder = folder
+        self._downloads = 0
+
+    def files(self, bucket: str, prefix: str) -> list[Any]:
+        """The objects of :meth:`keys`, downloaded: ``DataFile`` (local path, ``s3://`` name)."""
+        from .sql.monitoring_files import DataFile
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        files = []
+        for key in self.keys(bucket, prefix):
+            self._downloads += 1
+            name = key.rsplit("/", 1)[-1].lower()
+            suffix = ".csv.gz" if name.endswith(".csv.gz") else Path(name).suffix
+            target = self.folder / f"{self._downloads:06d}{suffix}"
+            body = self.s3.get_object(Bucket=bucket, Key=key)["Body"]
+            try:
+                with target.open("wb") as handle:
+                    shutil.copyfileobj(body, handle, 1 << 20)
+            finally:
+                getattr(body, "close", lambda: None)()
+            files.append(DataFile(target, f"s3://{bucket}/{key}"))
+        return files
+
+    def predictions(self, bucket: str, model: str, day: date, features: list[str]) -> Any:
+        prefix = scored_prefix(model, day.isoformat())
+        files = self.files(bucket, prefix)
+        if not files:
+            logger.warning("no predictions under s3://%s/%s", bucket, prefix)
+        read = self.session.read_predictions(files, features, what=f"s3://{bucket}/{prefix}")
+        self.duplicates[day] = read.duplicates
+        return read
+
+    def labels(self, bucket: str, prefix: str, day: date) -> Any:
+        prefix = f"{prefix.rstrip('/')}/dt={day.isoformat()}/"
+        files = self.files(bucket, prefix)
+        if not files:
+            return None
+        return self.session.read_labels(files, what=f"s3://{bucket}/{prefix}")
 
 
 def first_per_event(table: pa.Table) -> tuple[pa.Table, int]:

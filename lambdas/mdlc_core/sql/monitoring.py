@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -341,7 +341,8 @@ class Reference:
 class Plan:
     """The relations to register and what to compute; :meth:`metrics` runs it."""
 
-    relations: dict[str, pa.Table]
+    #: Arrow tables to register, or views over tables DuckDB holds (:class:`View`).
+    relations: dict[str, pa.Table | View]
     decision_threshold: float
     bins: int
     #: The reference of the ``all`` group and of every version not in ``by_version``.
@@ -565,7 +566,7 @@ def _group_stats(predictions: int, accuracy: Mapping[str, int] | None) -> dict[s
     }
 
 
-def _reference(baseline: pa.Table | None, relation: str, predictions: Predictions,
+def _reference(baseline: pa.Table | None, relation: str, present: Collection[str],
                feature_columns: Sequence[str]) -> Reference:
     if baseline is None:
         return Reference(None, 0, (), False, tuple(feature_columns))
@@ -574,7 +575,7 @@ def _reference(baseline: pa.Table | None, relation: str, predictions: Prediction
     compared = [SCORE_COLUMN] if has_score else []
     not_compared = []
     for name in feature_columns:
-        if name in names and name in predictions.features:
+        if name in names and name in present:
             compared.append(name)
         else:
             not_compared.append(name)
@@ -594,6 +595,42 @@ def prepare(predictions: Predictions, labels: Labels | None, baseline: pa.Table 
     :func:`mdlc_core.monitoring.open_loop`. Each distinct baseline table is
     one relation, ``mdlc_baseline_<k>``.
     """
+    return _assemble(
+        present=set(predictions.features), rows=len(predictions),
+        has_actions=predictions.action_codes is not None, has_labels=labels is not None,
+        predictions=lambda names: predictions_relation(predictions, names),
+        labels=labels_relation(labels), baseline=baseline, monitoring_spec=monitoring_spec,
+        feature_columns=feature_columns, baselines=baselines,
+        decision_threshold=decision_threshold, bins=bins)
+
+
+def prepare_day(predictions: Any, labels: Any, baseline: pa.Table | None,
+                monitoring_spec: Any = None, feature_columns: Sequence[str] = (), *,
+                baselines: Mapping[str, pa.Table | None] | None = None,
+                decision_threshold: float | None = None, bins: int | None = None) -> Plan:
+    """:func:`prepare` of a day DuckDB read itself: ``predictions`` a
+    :class:`~mdlc_core.sql.monitoring_files.DayPredictions`, ``labels`` its
+    ``DayLabels`` or None. The predictions and labels relations are views of
+    the session's tables (:class:`View`); only the baselines are Arrow."""
+    empty_labels = labels_relation(None)
+    return _assemble(
+        present=set(predictions.features), rows=len(predictions),
+        has_actions=predictions.has_actions, has_labels=labels is not None,
+        predictions=predictions.view,
+        labels=labels.view() if labels is not None else empty_labels, baseline=baseline,
+        monitoring_spec=monitoring_spec, feature_columns=feature_columns, baselines=baselines,
+        decision_threshold=decision_threshold, bins=bins)
+
+
+def _assemble(*, present: Collection[str], rows: int, has_actions: bool, has_labels: bool,
+              predictions: Callable[[list[str]], pa.Table | View],
+              labels: pa.Table | View, baseline: pa.Table | None, monitoring_spec: Any,
+              feature_columns: Sequence[str],
+              baselines: Mapping[str, pa.Table | None] | None,
+              decision_threshold: float | None, bins: int | None) -> Plan:
+    """The plan of :func:`prepare` and :func:`prepare_day`: ``present`` the
+    features the predictions have, ``predictions(names)`` their relation with
+    the compared columns ``names`` as ``m<i>``."""
     spec = embedded._as_mapping(monitoring_spec)
     closed = spec.get("closed_loop") or {}
     opened = spec.get("open_loop") or {}
@@ -606,7 +643,7 @@ def prepare(predictions: Predictions, labels: Labels | None, baseline: pa.Table 
         if table is not None and id(table) not in tables:
             tables[id(table)] = (f"{BASELINE}_{len(tables)}", table)
         relation = tables[id(table)][0] if table is not None else ""
-        return _reference(table, relation, predictions, feature_columns)
+        return _reference(table, relation, present, feature_columns)
 
     overall = reference(baseline)
     by_version = {version: reference(table) for version, table in (baselines or {}).items()}
@@ -615,18 +652,40 @@ def prepare(predictions: Predictions, labels: Labels | None, baseline: pa.Table 
     names += [n for n in feature_columns
               if any(n in r.compared for r in (overall, *by_version.values()))]
     columns = {name: index for index, name in enumerate(names)}
-    relations = {
-        PREDICTIONS: predictions_relation(predictions, names),
-        LABELS: labels_relation(labels),
-    }
+    relations: dict[str, pa.Table | View] = {PREDICTIONS: predictions(names), LABELS: labels}
     for relation, table in tables.values():
         compared = next(r.compared for r in (overall, *by_version.values())
                         if r.relation == relation)
         relations[relation] = baseline_relation(table, compared, columns)
     return Plan(relations=relations, decision_threshold=threshold, bins=bin_count,
                 overall=overall, by_version=by_version, columns=columns,
-                has_labels=labels is not None,
-                has_actions=predictions.action_codes is not None, rows=len(predictions))
+                has_labels=has_labels, has_actions=has_actions, rows=rows)
+
+
+@dataclass(frozen=True)
+class View:
+    """A relation that is a query over tables one DuckDB connection holds (a
+    day it read from its files, :mod:`mdlc_core.sql.monitoring_files`)."""
+
+    sql: str
+
+
+def register(con: Any, relations: Mapping[str, pa.Table | View]) -> None:
+    """Make ``relations`` visible to ``con`` under their names."""
+    for name, relation in relations.items():
+        if isinstance(relation, View):
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {relation.sql}")
+        else:
+            con.register(name, relation)
+
+
+def unregister(con: Any, relations: Mapping[str, pa.Table | View]) -> None:
+    """Undo :func:`register` (the session's tables stay)."""
+    for name, relation in relations.items():
+        if isinstance(relation, View):
+            con.execute(f"DROP VIEW IF EXISTS {name}")
+        else:
+            con.unregister(name)
 
 
 # ------------------------------------------------------------------------------ DuckDB
@@ -640,8 +699,7 @@ def _duckdb_run(plan: Plan, work: Callable[[Fetch], Any], *, memory_limit: str,
         spill = Path(temp_directory) if temp_directory is not None else Path(scratch)
         with sql_quality.connect(memory_limit=memory_limit, temp_directory=spill,
                                  threads=threads) as con:
-            for name, relation in plan.relations.items():
-                con.register(name, relation)
+            register(con, plan.relations)
 
             def fetch(sql: str) -> list[dict[str, Any]]:
                 cursor = con.execute(sql)
@@ -671,6 +729,9 @@ def spark_run(plan: Plan, work: Callable[[Fetch], Any], spark: Any) -> Any:
     views = []
     try:
         for name, relation in plan.relations.items():
+            if isinstance(relation, View):
+                raise TypeError(f"relation {name} is a view of a DuckDB session; Spark takes "
+                                "the Arrow relations of prepare()")
             _arrow_frame(spark, relation).createOrReplaceTempView(name)
             views.append(name)
 
@@ -714,5 +775,6 @@ def open_loop(predictions: Predictions, baseline: pa.Table | None, bins: int = 1
                        memory_limit=memory_limit, temp_directory=None, threads=threads)
 
 
-__all__ = ["BASELINE", "DIALECTS", "LABELS", "PREDICTIONS", "Plan", "Reference", "closed_loop",
-           "compute_metrics", "open_loop", "prepare", "spark_run"]
+__all__ = ["BASELINE", "DIALECTS", "LABELS", "PREDICTIONS", "Plan", "Reference", "View",
+           "closed_loop", "compute_metrics", "open_loop", "prepare", "prepare_day", "register",
+           "spark_run", "unregister"]
