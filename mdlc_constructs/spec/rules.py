@@ -201,6 +201,11 @@ _NUMERIC = ("int", "float")
 #: What a rule kind needs of its column's declared type (the quality engine
 #: refuses anything else on every run, as unusable input).
 _RULE_TYPES = {"range": _NUMERIC, "freshness": ("timestamp",)}
+#: The types a type rule may demand of a string column besides ``string``: the
+#: SQL engine re-parses its text with the reader's own patterns (sql.rules).
+_REPARSED = ("int", "float", "bool")
+#: A declared type that is not one of these is data.columns' error, reported there.
+_COLUMN_TYPES = ("string", "int", "float", "bool", "timestamp")
 
 
 def _rule_types(types: Mapping[str, Any], rules: list[tuple[int, Mapping[str, Any]]],
@@ -212,12 +217,21 @@ def _rule_types(types: Mapping[str, Any], rules: list[tuple[int, Mapping[str, An
             continue
         path = f"quality.rules[{index}]"
         needed = _RULE_TYPES.get(kind)  # type: ignore[arg-type]
-        if kind == "consistency" and rule.get("change", "days") == "days":
-            needed = _NUMERIC
+        if kind == "consistency":
+            # change: constant compares numbers too (true/false as 1/0).
+            needed = _NUMERIC if rule.get("change", "days") == "days" else (*_NUMERIC, "bool")
         if needed and declared not in needed:
             yield (f"{path}.column",
                    f"{column!r} is a {declared} column; a {kind} rule needs "
                    f"{' or '.join(needed)}")
+        wanted = rule.get("type")
+        if kind == "type" and isinstance(wanted, str) and wanted != declared \
+                and declared in _COLUMN_TYPES and not (declared == "string"
+                                                       and wanted in _REPARSED):
+            yield (f"{path}.type",
+                   f"{column!r} is a {declared} column; a type rule checks the declared type, "
+                   f"or {', '.join(_REPARSED)} in a string column: to check {wanted} values, "
+                   f"declare the column as {wanted} (its reader records what does not parse)")
         values = rule.get("values")
         if kind == "allowed_values" and isinstance(values, list) and values:
             wrong = _uncastable(values, declared)
