@@ -529,8 +529,18 @@ def sample_orders(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ({"kind": "allowed_values", "id": "flags", "column": "fraud_status",
           "values": ["no", "yes"]},
          "values", "['no', 'yes'] are not int values, the type of column 'fraud_status'"),
+        ({"kind": "consistency", "id": "id_fixed", "column": "order_id", "entity": "customer_id",
+          "change": "constant"},
+         "column", "'order_id' is a string column; a consistency rule needs int or float or bool"),
+        ({"kind": "type", "id": "ts_text", "column": "order_id", "type": "timestamp"},
+         "type", "'order_id' is a string column; a type rule checks the declared type, or int, "
+                 "float, bool in a string column: to check timestamp values, declare the column "
+                 "as timestamp (its reader records what does not parse)"),
+        ({"kind": "type", "id": "whole_amounts", "column": "order_amount", "type": "int"},
+         "type", "'order_amount' is a float column; a type rule checks the declared type"),
     ],
-    ids=["range-on-text", "freshness-on-number", "consistency-on-timestamp", "values-type"],
+    ids=["range-on-text", "freshness-on-number", "consistency-on-timestamp", "values-type",
+         "constant-on-text", "type-reparse-as-timestamp", "type-reparse-non-text"],
 )
 def test_a_quality_rule_the_engine_refuses_fails_validation(rule, field, message,
                                                             sample_orders, tmp_path, capsys):
