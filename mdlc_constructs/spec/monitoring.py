@@ -39,8 +39,12 @@ class OpenLoop(SpecModel):
 
 
 def _monitoring_job() -> ProcessingResources:
-    # 10 million predictions take about 3.5 GiB in the engine
-    # (benchmarks/bench_monitoring.py): 32 GiB leaves room for several times that.
+    # On DuckDB (the default engine) a day takes DuckDB's memory limit, 80% of
+    # the instance's memory, spilling to the volume past it: 1.5 million
+    # predictions peaked at 545 MiB unbounded and at 230 MiB under a 128 MB
+    # limit (tests/test_monitoring_files.py); the embedded engine holds the day
+    # (825 MiB there, about 3.5 GiB at 10 million, benchmarks/bench_monitoring.py).
+    # 32 GiB and 30 GB of volume leave room for days many times that.
     return ProcessingResources(instance_type="ml.m5.2xlarge", volume_size_gb=30)
 
 
@@ -62,10 +66,10 @@ class MonitoringSpec(ScaleOutSection):
     )
     spark: SparkSection
     engine: Literal["duckdb", "embedded"] = Field(
-        default="embedded",
-        description="duckdb: the join and metrics compiled to SQL, run on DuckDB with a "
-        "memory limit; embedded: the NumPy engine. The same report either way "
-        "(docs/engines.md)",
+        default="duckdb",
+        description="duckdb: DuckDB reads the day's files and runs the join and metrics "
+        "compiled to SQL, within a memory limit, spilling to disk past it; embedded: the "
+        "NumPy engine, the day in memory. The same report either way (docs/engines.md)",
     )
     closed_loop: ClosedLoop = Field(
         default=ClosedLoop(), description="accuracy against labels that arrive later"
