@@ -19,8 +19,9 @@ import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from mdlc_core import feature_job, quality, tabular
+from mdlc_core import feature_job, tabular
 from mdlc_core.features import FeatureError, FeatureSet, IncrementalEngine, MemoryStore, to_micros
+from mdlc_core.sql import quality as sql_quality
 from mdlc_core.timestamps import TimestampError, epoch_micros
 
 from mdlc_constructs.spec import load_spec
@@ -223,7 +224,7 @@ def test_the_type_rule_names_the_reason_for_out_of_range_text(tmp_path: Path) ->
     path.write_text("\n".join([header, *rows]) + "\n")
     table = tabular.read_table(path, config["data"]["columns"])
     assert table.column("order_ts").to_pylist()[0] == MOMENT.replace(microsecond=0)
-    report = quality.check(table, config, snapshot_date=date(2026, 11, 17))
+    report = sql_quality.check(config, table, snapshot_date=date(2026, 11, 17))
     rule = next(r for r in report["rules"] if r["id"] == "type_order_ts")
     assert rule["violations"] == 1 and rule["observed"]["examples"] == [str(SECONDS)]
     assert f"{SECONDS} as epoch ms is outside 1971-01-01..2200-01-01" in rule["message"]
