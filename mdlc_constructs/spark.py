@@ -52,7 +52,7 @@ from .functions import core_root
 from .network import ModelNetwork
 from .scale_out import ScaleOutProps, ScaleOutRunner
 from .spec.data import SparkResources
-from .storage import grant_read_objects
+from .storage import grant_read_objects, grant_read_write_objects
 from .tokens import minutes, seconds
 from .workflow import retry_transient
 
@@ -66,6 +66,14 @@ SERVICE = "emr-serverless.amazonaws.com"
 #: Time to start the application and its workers, on top of the job's own limit.
 STARTUP_ALLOWANCE = minutes(15)
 CONFIG_FILE_NAME = "mdlc_config.json"
+#: The kinds whose executors write their tables under the run's folder of the
+#: output prefix first (``<run>/staging/``), which the driver then copies to
+#: their keys and deletes (``mdlc_core.spark_io.write_parquet``).
+STAGED_KINDS = ("features",)
+#: The EMRFS settings that encrypt every object Spark writes with the data key
+#: (``mdlc_core.spark_io.EMRFS_SSE``, ``EMRFS_SSE_KEY``: the local stand-in reads the same).
+EMRFS_SSE = "spark.hadoop.fs.s3.enableServerSideEncryption"
+EMRFS_SSE_KEY = "spark.hadoop.fs.s3.serverSideEncryption.kms.keyId"
 
 
 class SparkRunner(ScaleOutRunner):
@@ -227,6 +235,11 @@ class SparkRunner(ScaleOutRunner):
             actions=["s3:GetObject"],
             resources=[f"arn:{stack.partition}:s3:::{environment_bucket}/{environment_key}"],
         ))
+        if self.kind in STAGED_KINDS:
+            # The executors write under the run's staging folder (EMRFS's
+            # committer reads and lists what it wrote); the driver copies from
+            # it and deletes it. Only this kind's own output prefix.
+            grant_read_write_objects(self.output_bucket, role, f"{self.output_prefix}*")
         # Results, logs and the Spark UI's logs are encrypted with the data key.
         self.key.grant_encrypt_decrypt(role)
         self.log_group.grant_write(role)
@@ -279,8 +292,9 @@ class SparkRunner(ScaleOutRunner):
 
     def submit_parameters(self) -> str:
         """``SparkSubmitParameters``: the code archive, the Python environment
-        (the driver's and executors' interpreter) and Spark's own catalog (no
-        Glue Data Catalog: the job registers temporary views only)."""
+        (the driver's and executors' interpreter), Spark's own catalog (no
+        Glue Data Catalog: the job registers temporary views only) and EMRFS's
+        SSE-KMS with the data key on every object the executors write."""
         python = "./environment/bin/python"
         conf = {
             "spark.submit.pyFiles": self.code.s3_object_url,
@@ -290,6 +304,8 @@ class SparkRunner(ScaleOutRunner):
             "spark.executorEnv.PYSPARK_PYTHON": python,
             "spark.sql.catalogImplementation": "in-memory",
             "spark.sql.session.timeZone": "UTC",
+            EMRFS_SSE: "true",
+            EMRFS_SSE_KEY: self.key.key_arn,
         }
         return " ".join(f"--conf {name}={value}" for name, value in conf.items())
 

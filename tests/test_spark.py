@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from mdlc_core import quality_job, spark_job, tabular
+from mdlc_core.spark_io import Downloaded
 from mdlc_core.sql import quality as sql_quality
 from mdlc_core.sql import rules as sql_rules
 
@@ -255,7 +256,8 @@ def test_an_object_that_is_not_its_manifest_fails_the_job(
         with pytest.raises(SnapshotError, match=entry["key"]):
             spark_job.run(copy.deepcopy(spec), date(2026, 11, 2), spark=spark, s3=s3,
                           cloudwatch=_Recorder([]), bucket=DATA, snapshot_prefix=prefix,
-                          report_bucket=REPORTS, namespace="MDLC/DQ", previous_prefix=None)
+                          report_bucket=REPORTS, namespace="MDLC/DQ", previous_prefix=None,
+                          store=Downloaded(boto3.client("s3"), tmp_path / "emrfs"))
         assert "Contents" not in s3.list_objects_v2(Bucket=REPORTS)  # no report written
 
 
@@ -507,36 +509,62 @@ def test_an_application_network_must_exist_in_one_vpc() -> None:
                                       "SecurityGroupIds": ["sg-1"]})
 
 
-def test_on_a_cluster_spark_reads_the_verified_objects_from_s3(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_executors_read_the_snapshots_the_driver_reads_only_manifests(
+    spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """--read-from s3: the driver checks each manifest object, then hands Spark
-    their s3:// URIs in manifest order (positions follow that order) and keeps
-    no copy; anything but typed Parquet is read on the driver as before."""
+    """The quality kind on CSV and on Parquet with its previous day: the same
+    report as the Lambda runner's, while in the driver's process every reader
+    of snapshot data raises and the job's S3 client reads no object of either
+    manifest; Spark is handed each manifest object, in manifest order, at the
+    location the store gives (``s3://bucket/key`` on EMR, EMRFS)."""
     import boto3
+    from mdlc_core.spark_io import Downloaded, Emrfs
     from moto import mock_aws
 
-    from .test_quality_engines_handler import CURRENT, drop, spec_for
+    from .spark_driver import RecordingS3, data_keys_read, forbid_driver_reads
+    from .test_quality_engines_handler import CURRENT, PREVIOUS, drop, spec_for
     from .test_quality_handler import DATA, RAW, REPORTS
+
+    class Locations(Downloaded):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.asked: list[str] = []
+
+        def read_location(self, bucket: str, key: str) -> str:
+            self.asked.append(Emrfs().read_location(bucket, key))
+            return super().read_location(bucket, key)
 
     for name, value in (("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_ACCESS_KEY_ID", "testing"),
                         ("AWS_SECRET_ACCESS_KEY", "testing")):
         monkeypatch.setenv(name, value)
-    with mock_aws():
-        s3 = boto3.client("s3")
-        for bucket in (DATA, REPORTS, RAW):
-            s3.create_bucket(Bucket=bucket)
-        parquet = spec_for("duckdb", "parquet")
-        prefix = drop(s3, parquet, date(2026, 11, 2), CURRENT)
-        manifest = json.loads(s3.get_object(Bucket=DATA, Key=f"{prefix}_manifest.json")["Body"]
-                              .read())
-        relation, uris = spark_job._snapshot(s3, DATA, prefix, tmp_path / "p",
-                                             parquet["data"]["columns"], "s3")
-        assert isinstance(relation, sql_quality.ParquetFiles)
-        assert uris == [f"s3://{DATA}/{entry['key']}" for entry in manifest["objects"]]
-        assert not any(Path(path).exists() for path in relation.files)
-        csv = spec_for("duckdb", "csv")
-        prefix = drop(s3, csv, date(2026, 11, 3), CURRENT)
-        relation, uris = spark_job._snapshot(s3, DATA, prefix, tmp_path / "c",
-                                             csv["data"]["columns"], "s3")
-        assert isinstance(relation, pa.Table) and uris is None
+    for file_format in ("csv", "parquet"):
+        spec = spec_for("duckdb", file_format)
+        with mock_aws(), monkeypatch.context() as patched:
+            s3 = boto3.client("s3")
+            for bucket in (DATA, REPORTS, RAW):
+                s3.create_bucket(Bucket=bucket)
+            before = drop(s3, spec, date(2026, 11, 1), PREVIOUS)
+            prefix = drop(s3, spec, date(2026, 11, 2), CURRENT)
+            manifests = [json.loads(s3.get_object(Bucket=DATA, Key=f"{p}_manifest.json")
+                                    ["Body"].read()) for p in (prefix, before)]
+            expected = quality_job.run(copy.deepcopy(spec), date(2026, 11, 2), s3=s3,
+                                       cloudwatch=_Recorder([]), bucket=DATA,
+                                       snapshot_prefix=prefix, report_bucket=REPORTS,
+                                       namespace="MDLC/DQ", previous_prefix=before)
+            report_key = quality_job.report_key_of("fraud", date(2026, 11, 2))
+            theirs = without_clock(json.loads(s3.get_object(Bucket=REPORTS, Key=report_key)
+                                              ["Body"].read()))
+            forbid_driver_reads(patched)
+            job_s3 = RecordingS3(s3)
+            store = Locations(boto3.client("s3"), tmp_path / file_format)
+            result = spark_job.run(copy.deepcopy(spec), date(2026, 11, 2), spark=spark,
+                                   s3=job_s3, cloudwatch=_Recorder([]), bucket=DATA,
+                                   snapshot_prefix=prefix, report_bucket=REPORTS,
+                                   namespace="MDLC/DQ", previous_prefix=before, store=store)
+            mine = without_clock(json.loads(s3.get_object(Bucket=REPORTS, Key=report_key)
+                                            ["Body"].read()))
+        assert data_keys_read(job_s3, manifests) == [], file_format
+        assert store.asked == [f"s3://{DATA}/{entry['key']}"
+                               for manifest in manifests for entry in manifest["objects"]]
+        assert result == expected and mine == theirs, file_format
+        assert "tenure_grows_daily" in result["failed_rules"]  # the previous day was read

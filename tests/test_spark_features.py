@@ -27,11 +27,13 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from mdlc_core import feature_job, spark_job
+from mdlc_core.spark_io import EMRFS_SSE, EMRFS_SSE_KEY, Downloaded
 from moto import mock_aws
 
 from mdlc_constructs.spec import SpecError, parse_spec
 from tests.conftest import FRAUD_SPEC
 from tests.lambda_loader import load_handler
+from tests.spark_driver import RecordingS3, data_keys_read, forbid_driver_reads
 from tests.template_queries import actions as _actions
 from tests.template_queries import listed as _listed
 from tests.template_queries import only as _only
@@ -161,12 +163,15 @@ class _NoMetrics:
 
 
 def test_the_spark_job_writes_what_the_embedded_and_duckdb_engines_write(
-    spark: Any, lake: Any, tmp_path: Path
+    spark: Any, lake: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """spark_job.main --kind features against feature_job.run (embedded, what
     the Lambda function runs; and duckdb) on the same snapshots: the same
-    result, the same two files (schema, rows, order); the result object is
-    SSE-KMS with the key given."""
+    result, the same two files (schema, rows, order), while no row goes
+    through the driver: in its process every reader of snapshot data raises,
+    its S3 client reads no snapshot object, and the executors write the
+    tables (copied to their keys, SSE-KMS with the key given, the staging
+    folder emptied). The result object is SSE-KMS too."""
     s3, config, config_path, day = lake
     key = boto3.client("kms").create_key()["KeyMetadata"]["Arn"]
     results, files = {}, {}
@@ -176,12 +181,25 @@ def test_the_spark_job_writes_what_the_embedded_and_duckdb_engines_write(
                                           features_bucket=FEATURES, engine=engine)
         files[engine] = _files(s3, results[engine])
     result_key = "spark/fraud/features/fraud-features-0123456789ab/result.json"
+    manifests = [json.loads(s3.get_object(Bucket=DATASETS, Key=k)["Body"].read())
+                 for k in results["duckdb"]["snapshots"]]
+    forbid_driver_reads(monkeypatch)
+    job_s3 = RecordingS3(s3)
     assert spark_job.main([
         "--kind", "features", "--date", day.isoformat(), "--datasets-bucket", DATASETS,
         "--features-bucket", FEATURES, "--model", "fraud", "--result-bucket", ARTIFACTS,
         "--result-key", result_key, "--kms-key", key, "--read-from", "s3",
         "--config", str(config_path),
-    ], spark=spark, s3=s3, cloudwatch=_NoMetrics(), scratch=tmp_path) == 0
+    ], spark=spark, s3=job_s3, cloudwatch=_NoMetrics(), scratch=tmp_path,
+        store=Downloaded(boto3.client("s3"), tmp_path / "emrfs", kms_key=key)) == 0
+    monkeypatch.undo()
+    assert data_keys_read(job_s3, manifests) == [] and len(manifests) == 3
+    for name in ("features", "entities"):
+        written = s3.head_object(Bucket=FEATURES,
+                                 Key=f"features/fraud/dt={day.isoformat()}/{name}.parquet")
+        assert (written["ServerSideEncryption"], written["SSEKMSKeyId"]) == ("aws:kms", key)
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=ARTIFACTS).get("Contents", [])] == [
+        result_key]  # the staged parts deleted
     stored = s3.get_object(Bucket=ARTIFACTS, Key=result_key)
     assert (stored["ServerSideEncryption"], stored["SSEKMSKeyId"]) == ("aws:kms", key)
     results["spark"] = json.loads(stored["Body"].read())
@@ -222,7 +240,8 @@ def test_an_object_that_is_not_its_manifest_fails_the_spark_job(
                         DATASETS, "--features-bucket", FEATURES, "--result-bucket", ARTIFACTS,
                         "--result-key", "spark/fraud/features/x/result.json",
                         "--config", str(config_path)],
-                       spark=spark, s3=s3, cloudwatch=_NoMetrics(), scratch=tmp_path)
+                       spark=spark, s3=s3, cloudwatch=_NoMetrics(), scratch=tmp_path,
+                       store=Downloaded(boto3.client("s3"), tmp_path / "emrfs"))
     assert "Contents" not in s3.list_objects_v2(Bucket=FEATURES)
     assert "Contents" not in s3.list_objects_v2(Bucket=ARTIFACTS)
 
@@ -379,7 +398,7 @@ def test_the_job_role_reads_the_snapshots_and_writes_the_features_only(
     buckets = {name: {"Fn::GetAtt": [_only(template, "AWS::S3::Bucket", f"DataLake{name}")[0],
                                      "Arn"]}
                for name in ("Datasets", "Features", "Artifacts")}
-    reads, writes = set(), set()
+    reads, writes, deletes = set(), set(), set()
     for statement in statements:
         actions = _actions(statement)
         for resource in _listed(statement["Resource"]):
@@ -391,13 +410,17 @@ def test_the_job_role_reads_the_snapshots_and_writes_the_features_only(
                 reads.add(where)
             if any(a.startswith("s3:PutObject") for a in actions):
                 writes.add(where)
+            if any(a.startswith("s3:DeleteObject") for a in actions):
+                deletes.add(where)
     assets = {w for w in reads if re.fullmatch(r"/[0-9a-f]{64}\.(py|zip)", w[1])}
     assert len(assets) == 2  # the entry point and the code archive
-    # This model's snapshots and the job's Python environment; no more.
+    # This model's snapshots, the job's Python environment and its own runs'
+    # folders (the executors' staged tables, which the driver copies); no more.
+    staging = (_text(buckets["Artifacts"]), "/spark/fraud/features/*")
     assert reads - assets == {(_text(buckets["Datasets"]), "/datasets/fraud/*"),
-                              ('"arn:"', ":s3:::mdlc-envs-123/py311/env.tar.gz")}
-    assert writes == {(_text(buckets["Features"]), "/features/fraud/*"),
-                      (_text(buckets["Artifacts"]), "/spark/fraud/features/*")}
+                              ('"arn:"', ":s3:::mdlc-envs-123/py311/env.tar.gz"), staging}
+    assert writes == {(_text(buckets["Features"]), "/features/fraud/*"), staging}
+    assert deletes == {staging}  # never the features or the snapshots
     text = _text(statements)
     assert "quality-reports" not in text and "cloudwatch:PutMetricData" not in text
     assert not [s for s in statements if s["Resource"] == "*"]  # no metrics, no wildcard
@@ -444,6 +467,11 @@ def test_the_workflows_start_the_job_and_read_its_result_into_data_features(
         assert '\\"ExecutionTimeoutMinutes\\":45' in definition
         assert '\\"InputPath\\":\\"$.data.features.result\\"' in definition
         assert "feature_batch" not in definition and "FeaturesBatch" not in definition
+        # EMRFS encrypts what the executors write with the data key (SSE-KMS).
+        key_arn = _text({"Fn::GetAtt": [_only(template, "AWS::KMS::Key", "DataLakeKey")[0],
+                                        "Arn"]})
+        assert f"--conf {EMRFS_SSE}=true --conf {EMRFS_SSE_KEY}=" in definition
+        assert definition.count(key_arn) >= 2  # the EMRFS key and --kms-key
         statements = _statements(template, machine["Properties"]["RoleArn"]["Fn::GetAtt"][0])
         text = _text(statements)
         for needed in ('"emr-serverless:StartJobRun"', "/jobruns/*",

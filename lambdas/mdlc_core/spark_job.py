@@ -35,6 +35,7 @@ trap DuckDB fell into, docs/engines.md).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -74,8 +75,13 @@ def local_session(app_name: str = "mdlc", threads: int = 1) -> Any:
     with :data:`SESSION_CONF`, no UI and one shuffle partition per thread: what
     ``mdlc quality --engine spark``, the local execution and the tests run on.
     An existing session is reused (one JVM per process)."""
+    import os
+
     from pyspark.sql import SparkSession
 
+    # The executors' Python (they parse the objects: spark_io) is this one, with
+    # its packages; PySpark reads it from the environment when the context starts.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (SparkSession.builder.master(f"local[{threads}]").appName(app_name)
                .config("spark.ui.enabled", "false")
                .config("spark.ui.showConsoleProgress", "false")
@@ -166,15 +172,20 @@ def _spark_schema(schema: Any) -> Any:
 def run(config: Mapping[str, Any], day: date, *, spark: Any, s3: Any, cloudwatch: Any,
         bucket: str, snapshot_prefix: str, report_bucket: str, namespace: str,
         previous_prefix: str | None = "latest", previous_date: date | None = None,
-        read_from: str = "local", scratch: str | Path | None = None) -> dict[str, Any]:
+        store: Any = None) -> dict[str, Any]:
     """Check the snapshot under ``snapshot_prefix`` of ``day`` on Spark; returns
     ``{"passed", "violations", "rows", "failed_rules", "report_uri"}``, what
     :func:`mdlc_core.quality_job.run` returns, after writing the same report
-    and metrics. ``previous_prefix``: as there (``"latest"``, a prefix, None)."""
-    if read_from not in READ_FROM:
-        raise ValueError(f"read_from must be one of {READ_FROM}, got {read_from!r}")
+    and metrics. ``previous_prefix``: as there (``"latest"``, a prefix, None).
+
+    The snapshots are read by the executors (:func:`read_snapshot`): the
+    driver reads the manifests, the reports and the rules' small results.
+    ``store``: where the executors find the objects (default: EMRFS).
+    """
+    from mdlc_core import spark_io
+
+    store = store or spark_io.Emrfs()
     model = config["name"]
-    columns = config["data"]["columns"]
     if previous_prefix == "latest":
         found = quality_job.latest_passed_before(s3, bucket, report_bucket, model, day)
         previous_prefix, previous_date = (
@@ -183,18 +194,18 @@ def run(config: Mapping[str, Any], day: date, *, spark: Any, s3: Any, cloudwatch
         previous_date = day - timedelta(days=1)
     source = f"s3://{bucket}/{snapshot_prefix}"
     previous_source = f"s3://{bucket}/{previous_prefix}" if previous_prefix else None
-    with tempfile.TemporaryDirectory(prefix="mdlc-spark-", dir=scratch) as folder:
-        current, current_uris = _snapshot(s3, bucket, snapshot_prefix,
-                                          Path(folder, "current"), columns, read_from)
-        previous = previous_uris = None
+    current = read_snapshot(spark, store, s3, bucket, snapshot_prefix, config)
+    previous = None
+    try:
         if previous_prefix:
-            previous, previous_uris = _snapshot(s3, bucket, previous_prefix,
-                                                Path(folder, "previous"), columns, read_from)
-        uris = {name: found for name, found in (("snapshot", current_uris),
-                                                ("previous", previous_uris)) if found}
-        report = check(spark, config, current, previous, snapshot_date=day,
-                       previous_date=previous_date, source=source,
-                       previous_source=previous_source, uris=uris)
+            previous = read_snapshot(spark, store, s3, bucket, previous_prefix, config)
+        report = check_read(spark, config, current, previous, snapshot_date=day,
+                            previous_date=previous_date, source=source,
+                            previous_source=previous_source)
+    finally:
+        for read in (current, previous):
+            if read is not None:
+                read.release()
     report_key = quality_job.report_key_of(model, day)
     s3.put_object(Bucket=report_bucket, Key=report_key, ContentType="application/json",
                   Body=json.dumps(report, indent=2).encode("utf-8"))
@@ -208,25 +219,125 @@ def run(config: Mapping[str, Any], day: date, *, spark: Any, s3: Any, cloudwatch
             "report_uri": f"s3://{report_bucket}/{report_key}"}
 
 
-def _snapshot(s3: Any, bucket: str, prefix: str, into: Path, columns: Any,
-              read_from: str) -> tuple[Any, list[str] | None]:
-    """The snapshot as the SQL engines take it (quality_job.snapshot_relation:
-    the manifest's objects, each checked against its SHA-256), and, reading
-    from S3, the objects' URIs Spark reads instead of the local copies."""
-    from mdlc_core.sourcing import committed_manifest
-    from mdlc_core.sql import quality as sql_quality
+def read_snapshot(spark: Any, store: Any, s3: Any, bucket: str, prefix: str,
+                  config: Mapping[str, Any]) -> Any:
+    """The snapshot at ``prefix`` read by the executors
+    (:func:`mdlc_core.spark_io.read_objects`): exactly the objects its
+    committed manifest lists, each checked against its SHA-256 and read by the
+    shared reader as the spec declares (the reader's types, and its record of
+    unparseable values, which each object's summary brings back).
 
-    relation = quality_job.snapshot_relation(s3, bucket, prefix, into, columns)
-    if read_from != "s3" or not isinstance(relation, sql_quality.ParquetFiles):
-        return relation, None
-    # Verified on the driver; the executors read the same objects from S3. The
-    # snapshot is immutable (the manifest is never rewritten), so the object
-    # read is the one checked.
+    Raises ``sourcing.SnapshotError`` (no committed manifest, an object that
+    is not what it recorded) and ``tabular.DataError`` (an object that cannot
+    be read as declared), naming the object."""
+    import pyarrow as pa
+    from mdlc_core import spark_io, tabular
+    from mdlc_core.sourcing import committed_manifest
+
+    columns = config["data"]["columns"]
     manifest = committed_manifest(s3, bucket, prefix)
-    uris = [f"s3://{bucket}/{entry['key']}" for entry in manifest["objects"]]
-    for path in relation.files:
-        Path(path).unlink(missing_ok=True)
-    return relation, uris
+    schema = pa.schema([pa.field(c["name"], tabular.ARROW_TYPES[c["type"]]) for c in columns])
+    read = spark_io.read_objects(spark, store, spark_io.manifest_objects(manifest, bucket),
+                                 schema, _quality_parser(columns))
+    logger.info("the executors read %d objects of s3://%s/%s (its manifest), %d rows",
+                len(read.objects), bucket, prefix, read.rows)
+    return read
+
+
+def _quality_parser(columns: Sequence[Mapping[str, Any]]) -> Any:
+    """On an executor: one object read as the spec declares, and the reader's
+    record of its unparseable values (positions in the object)."""
+    def parse(body: bytes, stored: Any) -> tuple[Any, dict[str, Any]]:
+        from dataclasses import asdict
+
+        from mdlc_core import tabular
+
+        table = tabular.read_bytes(body, stored.name, columns, file_format=stored.format)
+        records = {name: asdict(record) for name, record in tabular.unparseable(table).items()}
+        return table.replace_schema_metadata(None), {"unparseable": records}
+
+    return parse
+
+
+def _unparseable(read: Any) -> dict[str, Any]:
+    """The objects' unparseable records as the shared reader combines a
+    snapshot's (``tabular.combine``): counts added, positions offset by each
+    object's first row, at most ``tabular.TRACK_LIMIT`` kept per column."""
+    from mdlc_core import tabular
+
+    if len(read.summaries) == 1:  # one object: its table as read, reason included
+        return {name: tabular.Unparseable(**record)
+                for name, record in read.summaries[0]["unparseable"].items()}
+    # As tabular.combine concatenates several: the reasons are not carried over.
+    merged: dict[str, dict[str, Any]] = {}
+    for summary, offset in zip(read.summaries, read.offsets(), strict=True):
+        for name, record in summary["unparseable"].items():
+            into = merged.setdefault(name, {"count": 0, "rows": [], "values": []})
+            into["count"] += record["count"]
+            room = tabular.TRACK_LIMIT - len(into["rows"])
+            into["rows"] += [offset + row for row in record["rows"][:room]]
+            into["values"] += record["values"][:room]
+    return {name: tabular.Unparseable(**record) for name, record in merged.items()}
+
+
+def check_read(spark: Any, spec_config: Mapping[str, Any], current: Any, previous: Any = None,
+               *, snapshot_date: date, previous_date: date | None = None,
+               source: str | None = None, previous_source: str | None = None
+               ) -> dict[str, Any]:
+    """The quality report of snapshots the executors read (:func:`read_snapshot`):
+    the rules compiled as :func:`mdlc_core.sql.quality.prepare` compiles them
+    for a snapshot read whole (its types, row count and unparseable record),
+    run on views of the executors' frames, each row at its position in the
+    snapshot. The same report as :func:`check` of the same data."""
+    from mdlc_core import spark_io
+    from mdlc_core.sql import quality as sql_quality
+    from mdlc_core.sql import rules as compiled
+
+    for key, value in SESSION_CONF.items():
+        spark.conf.set(key, value)
+    columns = spec_config["data"]["columns"]
+    if previous is not None and previous_date is None:
+        previous_date = snapshot_date - timedelta(days=1)
+    types = {c["name"]: _arrow_type(c["type"]) for c in columns}
+    records = _unparseable(current)
+    quality = spec_config["quality"]
+    inputs = compiled.Inputs(
+        key=spec_config["data"]["event_id"],
+        units={c["name"]: c.get("unit") for c in columns},
+        sample_size=int(quality.get("sample_size", 20)),
+        types=types, unparseable=records, rows=current.rows, snapshot_date=snapshot_date,
+        previous_types=None if previous is None else dict(types),
+        previous_date=previous_date if previous is not None else None,
+    )
+    names = [c["name"] for c in columns]
+    unparseable_rows = [(name, row, str(value)) for name, record in records.items()
+                        for row, value in zip(record.rows, record.values, strict=True)]
+    frames = {
+        compiled.SNAPSHOT: spark_io.with_positions(spark, current, compiled.ROW)
+        .select(*[f"`{n}`" for n in names], compiled.ROW),
+        compiled.UNPARSEABLE: spark.createDataFrame(
+            unparseable_rows, "column_name string, row_index long, raw_value string"),
+    }
+    if previous is not None:
+        frames[compiled.PREVIOUS] = spark_io.with_positions(spark, previous, compiled.ROW) \
+            .select(*[f"`{n}`" for n in names], compiled.ROW)
+    plan = sql_quality.Plan(spec_config, compiled.compile_rules(quality["rules"], inputs),
+                            frames, inputs)
+    for name, frame in frames.items():
+        frame.createOrReplaceTempView(name)
+    try:
+        with spark_io.executor_errors():
+            return plan.report(lambda text: [row.asDict() for row in spark.sql(text).collect()],
+                               "spark", source=source, previous_source=previous_source)
+    finally:
+        for name in frames:
+            spark.catalog.dropTempView(name)
+
+
+def _arrow_type(type_name: str) -> Any:
+    from mdlc_core import tabular
+
+    return tabular.ARROW_TYPES[type_name]
 
 
 def load_config(path: str | None = None) -> dict[str, Any]:
@@ -250,6 +361,9 @@ def load_config(path: str | None = None) -> dict[str, Any]:
 class Job(NamedTuple):
     """One ``--kind`` of the entry point: its own arguments (added to the common
     ones) and what it runs, returning the small JSON result the workflow reads.
+    ``run(args, config, *, spark, s3, cloudwatch, scratch, store)``; ``store``
+    (a :class:`mdlc_core.spark_io.ObjectStore`) is where its executors read
+    and write objects.
 
     A NamedTuple, not a dataclass: the local stand-in runs this file with
     ``runpy`` under a module name absent from ``sys.modules``, where
@@ -267,11 +381,11 @@ def _quality_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _quality(args: argparse.Namespace, config: Mapping[str, Any], *, spark: Any, s3: Any,
-             cloudwatch: Any, scratch: str | Path | None) -> dict[str, Any]:
+             cloudwatch: Any, scratch: str | Path | None, store: Any) -> dict[str, Any]:
+    del scratch  # the executors read; nothing is downloaded by the job
     return run(config, args.date, spark=spark, s3=s3, cloudwatch=cloudwatch,
                bucket=args.datasets_bucket, snapshot_prefix=args.snapshot_prefix,
-               report_bucket=args.report_bucket, namespace=args.namespace,
-               read_from=args.read_from, scratch=scratch)
+               report_bucket=args.report_bucket, namespace=args.namespace, store=store)
 
 
 #: The kinds the entry point runs, by ``--kind``. A kind's module adds its
@@ -293,16 +407,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--result-bucket", required=True)
     parser.add_argument("--result-key", required=True, help="where the small JSON result goes")
     parser.add_argument("--kms-key", help="SSE-KMS key of the result object")
-    parser.add_argument("--read-from", choices=READ_FROM, default="s3")
+    parser.add_argument("--read-from", choices=READ_FROM, default="s3",
+                        help="where the executors find the objects: s3 (EMRFS, s3:// URIs) "
+                        "or local (copied to a local folder for local Spark, which has no S3 "
+                        "file system)")
     parser.add_argument("--config", help="the spec as JSON; default: in the code archive")
     JOBS[known.kind].arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None, *, spark: Any = None, s3: Any = None,
-         cloudwatch: Any = None, scratch: str | Path | None = None) -> int:
+         cloudwatch: Any = None, scratch: str | Path | None = None, store: Any = None) -> int:
     """Run one job; writes the result to ``--result-bucket``/``--result-key``.
 
+    ``store``: where the executors read and write objects (default: by
+    ``--read-from``, :class:`~mdlc_core.spark_io.Emrfs` or, for ``local``,
+    :class:`~mdlc_core.spark_io.Downloaded` through ``s3`` into a folder under
+    ``scratch``, SSE-KMS with ``--kms-key``; the local runtime passes its own).
     An unusable input raises (the driver exits non-zero, the job run FAILS and
     so does the workflow step), as an exception fails the Lambda runner."""
     logging.basicConfig(level=logging.INFO,
@@ -318,8 +439,17 @@ def main(argv: Sequence[str] | None = None, *, spark: Any = None, s3: Any = None
         from pyspark.sql import SparkSession
 
         spark = SparkSession.builder.appName(f"mdlc-{config['name']}-{args.kind}").getOrCreate()
-    result = JOBS[args.kind].run(args, config, spark=spark, s3=s3, cloudwatch=cloudwatch,
-                                 scratch=scratch)
+    with contextlib.ExitStack() as stack:
+        if store is None:
+            from mdlc_core import spark_io
+
+            store = spark_io.Emrfs()
+            if args.read_from == "local":
+                folder = stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="mdlc-spark-objects-", dir=scratch))
+                store = spark_io.Downloaded(s3, folder, kms_key=args.kms_key)
+        result = JOBS[args.kind].run(args, config, spark=spark, s3=s3, cloudwatch=cloudwatch,
+                                     scratch=scratch, store=store)
     encryption = ({"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": args.kms_key}
                   if args.kms_key else {})
     s3.put_object(Bucket=args.result_bucket, Key=args.result_key,

@@ -105,16 +105,17 @@ def environment(args: argparse.Namespace) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace, config: Mapping[str, Any], *, spark: Any, s3: Any,
-        cloudwatch: Any, scratch: str | Path | None = None, sagemaker: Any = None
-        ) -> dict[str, Any]:
+        cloudwatch: Any, scratch: str | Path | None = None, sagemaker: Any = None,
+        store: Any = None) -> dict[str, Any]:
     """Monitor the day on Spark; returns :func:`mdlc_core.monitor_job.run`'s
     summary (the small JSON result the workflow reads back).
 
     ``sagemaker`` describes the versions' model packages (default: a boto3
     client as the job's role, made when a package is first described).
-    ``scratch`` is unused: nothing is written locally.
+    ``scratch`` is unused: nothing is written locally. ``store`` is unused:
+    this kind's driver still reads the day (the module docstring says so).
     """
-    del scratch
+    del scratch, store
     return monitor_job.run(event_of(args), config, s3=s3, cloudwatch=cloudwatch,
                            environ=environment(args), sagemaker=sagemaker, engine="spark",
                            spark=spark)

@@ -26,11 +26,20 @@ Step Functions optimized integration documents it:
 The run itself is the entry-point asset (``mdlc_core/spark_job.py`` from
 ``cdk.out``) with the code archive's folder on ``sys.path``, called in process
 with a PySpark session in local mode, calling S3 and CloudWatch as the
-execution role. Differences, by necessity: the host's Python and PySpark run
-the job, not the release's Spark with ``spark.archives`` (the archive is only
-checked to be readable); ``--read-from s3`` is read as ``local`` (local Spark
-has no S3 file system; the same objects, downloaded and checked); logs go to
-the run's log, not the application's log group.
+execution role. EMRFS, through which the executors read and write ``s3://``
+objects on EMR Serverless, is :class:`mdlc_core.spark_io.Downloaded` here
+(local Spark has no S3 file system): the objects the job hands Spark are
+copied to a folder of the run as the execution role (its ``s3:GetObject``
+is checked, as EMRFS's would be), and what the executors write there is
+uploaded as that role, SSE-KMS with the key the submit parameters give EMRFS
+(``spark.hadoop.fs.s3.serverSideEncryption.kms.keyId``, when
+``spark.hadoop.fs.s3.enableServerSideEncryption`` is true; without them,
+the bucket's default encryption), its ``s3:PutObject`` and ``kms:*`` checked.
+The job's own S3 client is another one, so what the driver reads is only
+what the job asks for. Differences, by necessity: the host's Python and
+PySpark run the job, not the release's Spark with ``spark.archives`` (the
+archive is only checked to be readable); logs go to the run's log, not the
+application's log group.
 """
 
 from __future__ import annotations
@@ -173,7 +182,8 @@ def run_job(cloud: LocalCloud, params: dict[str, Any],
     arguments = list(submit.get("EntryPointArguments", []))
     try:
         with cloud.principals.acting_as(role, source=application):
-            _run(cloud, _asset(cloud, entry, "entry point"), code, arguments)
+            _run(cloud, _asset(cloud, entry, "entry point"), code, arguments,
+                 emrfs_key=_emrfs_key(conf), run_id=run_id)
     except FunctionError:
         raise
     except BaseException as error:  # a failed driver fails the run, and the task
@@ -200,15 +210,29 @@ def _check_network(cloud: LocalCloud, application_id: str, network: dict[str, An
                            f"and security groups are in different VPCs {sorted(vpcs)}")
 
 
-def _run(cloud: LocalCloud, entry: Path, code: list[Path], arguments: list[str]) -> None:
-    """The entry point's ``main`` in process, the code folders on ``sys.path``."""
+def _emrfs_key(conf: dict[str, str]) -> str | None:
+    """The KMS key EMRFS encrypts what Spark writes with (the submit parameters'
+    ``spark.hadoop.fs.s3.*``), or None: the bucket's default encryption."""
+    from mdlc_core.spark_io import EMRFS_SSE, EMRFS_SSE_KEY
+
+    if conf.get(EMRFS_SSE, "").lower() != "true":
+        return None
+    return conf.get(EMRFS_SSE_KEY) or None
+
+
+def _run(cloud: LocalCloud, entry: Path, code: list[Path], arguments: list[str], *,
+         emrfs_key: str | None = None, run_id: str = "run") -> None:
+    """The entry point's ``main`` in process, the code folders on ``sys.path``,
+    EMRFS stood in for by a folder of the run (see the module docstring)."""
+    import tempfile
+
+    from mdlc_core.spark_io import Downloaded
     from mdlc_core.spark_job import local_session
 
     for folder in code:
         prefer_host_packages(folder)
-    arguments = ["local" if previous == "--read-from" and value == "s3" else value
-                 for previous, value in zip(["", *arguments[:-1]], arguments, strict=True)]
     sys.path[:0] = [str(folder) for folder in code]
+    objects = tempfile.TemporaryDirectory(prefix=f"mdlc-emrfs-{run_id}-", dir=cloud.scratch)
     try:
         spec = importlib.util.spec_from_file_location(
             f"mdlc_local_spark_{abs(hash(entry))}", entry)
@@ -218,8 +242,11 @@ def _run(cloud: LocalCloud, entry: Path, code: list[Path], arguments: list[str])
         with contextlib.redirect_stdout(sys.stderr):
             status = module.main(arguments, spark=local_session("mdlc-local"),
                                  s3=cloud.client("s3"), cloudwatch=cloud.client("cloudwatch"),
-                                 scratch=cloud.scratch)
+                                 scratch=cloud.scratch,
+                                 store=Downloaded(cloud.client("s3"), objects.name,
+                                                  kms_key=emrfs_key))
     finally:
+        objects.cleanup()
         for folder in code:
             with contextlib.suppress(ValueError):
                 sys.path.remove(str(folder))
