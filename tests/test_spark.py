@@ -261,6 +261,44 @@ def test_an_object_that_is_not_its_manifest_fails_the_job(
         assert "Contents" not in s3.list_objects_v2(Bucket=REPORTS)  # no report written
 
 
+def test_an_object_the_reader_refuses_fails_the_job_naming_it(
+    spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A committed object (its SHA-256 right) that lacks a declared column: the
+    executor's DataError is the driver's, naming the object; no report."""
+    import hashlib
+
+    import boto3
+    from moto import mock_aws
+
+    from .test_quality_engines_handler import CURRENT, drop, spec_for
+    from .test_quality_handler import DATA, RAW, REPORTS
+
+    for name, value in (("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_ACCESS_KEY_ID", "testing"),
+                        ("AWS_SECRET_ACCESS_KEY", "testing")):
+        monkeypatch.setenv(name, value)
+    spec = spec_for("duckdb", "csv")
+    with mock_aws():
+        s3 = boto3.client("s3")
+        for bucket in (DATA, REPORTS, RAW):
+            s3.create_bucket(Bucket=bucket)
+        prefix = drop(s3, spec, date(2026, 11, 2), CURRENT)
+        key = f"{prefix}_manifest.json"
+        manifest = json.loads(s3.get_object(Bucket=DATA, Key=key)["Body"].read())
+        entry = manifest["objects"][-1]
+        body = b"order_id,customer_id\no-1,c-1\n"
+        s3.put_object(Bucket=DATA, Key=entry["key"], Body=body)
+        entry["sha256"] = hashlib.sha256(body).hexdigest()
+        entry.pop("version_id", None)
+        s3.put_object(Bucket=DATA, Key=key, Body=json.dumps(manifest).encode())
+        with pytest.raises(tabular.DataError, match=re.escape(f"s3://{DATA}/{entry['key']}")):
+            spark_job.run(copy.deepcopy(spec), date(2026, 11, 2), spark=spark, s3=s3,
+                          cloudwatch=_Recorder([]), bucket=DATA, snapshot_prefix=prefix,
+                          report_bucket=REPORTS, namespace="MDLC/DQ", previous_prefix=None,
+                          store=Downloaded(boto3.client("s3"), tmp_path / "emrfs"))
+        assert "Contents" not in s3.list_objects_v2(Bucket=REPORTS)
+
+
 class _Recorder:
     """A CloudWatch client that keeps the metric data it is sent."""
 

@@ -16,16 +16,22 @@ the same previous snapshot (the newest of the 31 days before that passed,
 ``QualityViolations`` metrics, and the same small JSON result, written to
 ``--result-key`` (SSE-KMS with ``--kms-key``) for the workflow to read back.
 
-What differs is only the engine: :func:`check` registers the relations of
-:func:`mdlc_core.sql.quality.prepare`'s plan in Spark and runs the plan's
-Spark-dialect SQL there. Typed Parquet is read by Spark itself (never loaded
-into the driver): from the downloaded, verified files in local mode
-(``--read-from local``), from the same objects' ``s3://`` URIs on a cluster
-(``--read-from s3``), with the row positions the rules report taken from
-Parquet's ``_metadata.row_index`` plus each file's offset in manifest order.
-CSV and Parquet of other stored types go through the shared reader
-(:mod:`mdlc_core.tabular`) into Arrow on the driver, the same parsing as every
-other engine, then into Spark.
+What differs is the engine, and who reads: :func:`run` hands Spark the
+locations of the manifest's objects and the executors check and read them
+(:func:`read_snapshot`, :mod:`mdlc_core.spark_io`: the SHA-256 and the
+shared reader, on each object, in one pass); the driver gets one summary
+per object (its rows, the reader's unparseable values), from which
+:func:`check_read` compiles the rules exactly as
+:func:`mdlc_core.sql.quality.prepare` does for the snapshot read whole, and
+runs the plan's Spark-dialect SQL over the executors' frames, each row at its
+position in the snapshot (its object's offset in manifest order plus its row
+in the object). ``--read-from`` says where the executors find the objects:
+``s3`` (EMRFS, ``s3://`` URIs: EMR Serverless) or ``local`` (copied to a
+local folder through the job's S3 client, for local Spark, which has no S3
+file system). :func:`check` runs the same rules on tables or local files
+(the CLI's ``mdlc quality --engine spark``): typed Parquet files are read by
+Spark itself with ``_metadata.row_index`` positions, anything else through
+the shared reader on the driver.
 
 Parquet filter pushdown is off: Parquet's min/max statistics leave NaN out,
 so a pushed-down ``x > 50000`` would skip row groups that hold NaN (the same

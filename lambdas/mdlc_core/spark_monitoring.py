@@ -20,7 +20,10 @@ to Spark as the plan's relations; the joins, sorts and window sums of the
 metrics run on the executors and only small results (counts per version,
 order statistics, bin counts) come back. The driver's memory therefore
 bounds one day's predictions and labels (``spark.driver.memory``); see
-docs/monitoring.md, "Scale".
+docs/monitoring.md, "Scale". (The quality and features kinds read on the
+executors, :mod:`mdlc_core.spark_io`; this kind's reading is
+:mod:`mdlc_core.monitor_job`'s, shared with the other runners, and has not
+moved there yet.)
 
 Arguments (beside the entry point's common ones): the buckets and prefixes
 the Lambda runner takes from its environment (``--predictions-bucket``,
