@@ -145,8 +145,9 @@ class SparkResources(SpecModel):
     python_environment: str | None = Field(
         default=None, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+\.(tar\.gz|tgz)$",
         description="s3://.../env.tar.gz: a packed Python 3.11+ with pyarrow, numpy, duckdb, "
-        "sqlglot and boto3 for the driver (the release's own Python is older than mdlc_core "
-        "needs); required with runner spark, see docs/engines.md",
+        "sqlglot and boto3 for the driver and the executors (they check and parse the "
+        "snapshot objects with mdlc_core's reader; the release's own Python is older than "
+        "mdlc_core needs); required with runner spark, see docs/engines.md",
     )
     max_vcpu: int = Field(default=64, ge=1, le=4000, description="the application's most vCPU")
     max_memory_gb: int = Field(
