@@ -60,8 +60,9 @@ def test_the_quality_functions_code_carries_no_wheels_the_data_layer_does(
         tmp_path: Path) -> None:
     """DuckDB and sqlglot reach the quality function through the stack's data
     layer (tests/test_data_layer.py), so its own asset stays the handler, the
-    library's core and its config, whatever the engine."""
-    for engine in ("duckdb", "embedded"):
+    library's core and its config (DuckDB, the only quality engine since the
+    pyarrow one was retired)."""
+    for engine in ("duckdb",):
         template, outdir = synthesize(tmp_path, engine)
         (properties, folder), = [v for k, v in function_assets(template, outdir).items()
                                  if k.startswith("QualityFunction")]
@@ -71,12 +72,9 @@ def test_the_quality_functions_code_carries_no_wheels_the_data_layer_does(
         assert wheels.folder_size(folder) < 2_000_000, engine
         (layer,) = template.find_resources("AWS::Lambda::LayerVersion")
         assert properties["Layers"] == [{"Ref": layer}]
-        if engine == "duckdb":
-            # Its /tmp takes the Parquet objects and DuckDB's spill; the handler knows its size.
-            assert properties["EphemeralStorage"] == {"Size": 10240}
-            assert properties["Environment"]["Variables"]["MDLC_EPHEMERAL_STORAGE_MB"] == "10240"
-        else:
-            assert "EphemeralStorage" not in properties
+        # Its /tmp takes the Parquet objects and DuckDB's spill; the handler knows its size.
+        assert properties["EphemeralStorage"] == {"Size": 10240}
+        assert properties["Environment"]["Variables"]["MDLC_EPHEMERAL_STORAGE_MB"] == "10240"
 
 
 def test_the_processing_jobs_code_carries_duckdb_for_the_images_python() -> None:
