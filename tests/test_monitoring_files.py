@@ -267,6 +267,49 @@ def test_a_dropped_copy_cannot_fail_the_day(env: Any) -> None:  # noqa: F811
     assert assert_same_day(env)["duplicate_predictions"] == 1
 
 
+def test_a_warm_process_reuses_the_database_and_queries_and_no_day(env: Any) -> None:  # noqa: F811
+    """What a warm Lambda keeps between runs (the DuckDB database, the parsed
+    queries) carries nothing of a day: a run that failed on a bad file, then two
+    other days, each give the report a fresh process gives."""
+    from mdlc_core.runtime_config import load_config
+    from mdlc_core.sql import monitoring as sql_monitoring
+    from mdlc_core.sql import monitoring_files
+
+    baseline(env)
+
+    def day(rows: int, bad: bool = False) -> None:
+        for item in env.list_objects_v2(Bucket=BUCKET, Prefix=SCORED).get("Contents", []):
+            env.delete_object(Bucket=BUCKET, Key=item["Key"])
+        lines = [f"d{rows}-{i},{i / rows:.3f},{DAY}T10:00:00Z,v{1 + i % 2},approve,{i},{i}"
+                 for i in range(rows)]
+        put(env, f"{SCORED}p.csv", HEADER + "\n" + "\n".join(lines) + "\n")
+        if bad:
+            put(env, f"{SCORED}q.csv", "event_id,score,prediction_ts\nx,high,2024-05-01\n")
+
+    def duckdb_report() -> dict[str, Any]:
+        monitor_job.run({"date": DAY}, load_config(), s3=env,
+                        cloudwatch=boto3.client("cloudwatch"), environ=os.environ,
+                        engine="duckdb")
+        key = f"monitoring/fraud/dt={DAY}/report.json"
+        return json.loads(env.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+
+    load_handler("model_monitor")
+    day(50, bad=True)
+    with pytest.raises(MonitoringInputError, match="score is not numeric"):
+        duckdb_report()
+    warm = []
+    for rows in (40, 30):
+        day(rows)
+        hits = sql_monitoring._parse.cache_info().hits
+        warm.append(duckdb_report())
+        assert monitoring_files._DATABASES  # the database was kept...
+    assert sql_monitoring._parse.cache_info().hits > hits  # ...and the second day's queries
+    assert [r["predictions"] for r in warm] == [40, 30]
+    sql_monitoring.clear_cache()
+    monitoring_files.close_databases()
+    assert duckdb_report() == warm[1]  # a cold process's report of the same day
+
+
 BAD = [
     # (files under scored/ or labels, the phrase both engines give, the key named)
     ("missing", {"a.csv": "event_id,prediction_ts\ne1,2024-05-01\n"},

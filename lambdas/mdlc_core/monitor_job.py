@@ -224,14 +224,16 @@ class _DuckDB:
         """A reader whose days DuckDB holds, for the length of one run."""
         if self.scratch is not None:
             Path(self.scratch).mkdir(parents=True, exist_ok=True)
+        # The spill folder is the database's, kept with it for the process (a
+        # warm run reuses both); the downloads are this run's.
+        spill = Path(self.scratch or tempfile.gettempdir(), "mdlc-monitor-spill")
         with tempfile.TemporaryDirectory(prefix="mdlc-monitor-", dir=self.scratch) as folder:
             temp_size = self._temp_size_for(self.storage_mb) if self.storage_mb else None
             logger.info("DuckDB: memory limit %s, spilling to %s (at most %s)",
-                        self.memory_limit, folder, temp_size or "90% of the free disk")
-            with self._files.DaySession(memory_limit=self.memory_limit,
-                                        temp_directory=Path(folder, "spill"),
+                        self.memory_limit, spill, temp_size or "90% of the free disk")
+            with self._files.DaySession(memory_limit=self.memory_limit, temp_directory=spill,
                                         max_temp_directory_size=temp_size) as session:
-                yield _FileReader(s3, session, Path(folder, "files"))
+                yield _FileReader(s3, session, Path(folder))
 
     def open_loop(self, predictions: Any, baseline: pa.Table | None, bins: int = 10,
                   feature_columns: Any = (), *,

@@ -55,6 +55,7 @@ Values are normalized with ``+ 0.0`` where they are grouped or ordered, so
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -141,8 +142,22 @@ def baseline_relation(baseline: pa.Table, compared: Sequence[str],
 # ------------------------------------------------------------------------------- queries
 
 
+@functools.lru_cache(maxsize=64)
 def _parse(sql: str) -> exp.Expression:
+    """The query's tree, parsed once per process: the text names every value the
+    query depends on (literals included), so the same text is the same query.
+    A tree takes a few hundred KiB: 64 hold a run's queries several times over
+    (the data-independent ones hit every run, those with a day's sizes do not).
+
+    The trees are shared (a warm Lambda reuses them, and their renderings, see
+    :meth:`Plan.render`): copy one before changing it.
+    """
     return sqlglot.parse_one(sql, read="duckdb")
+
+
+def clear_cache() -> None:
+    """Forget the parsed queries and their renderings (to measure a cold run)."""
+    _parse.cache_clear()
 
 
 def _double(value: float) -> str:
@@ -356,10 +371,15 @@ class Plan:
     rows: int
 
     def render(self, query: exp.Expression, dialect: str) -> str:
-        """``query`` as SQL text of ``dialect`` (``duckdb`` or ``spark``)."""
+        """``query`` as SQL text of ``dialect`` (``duckdb`` or ``spark``), rendered
+        once per tree and dialect (the tree keeps it in its ``meta``)."""
         if dialect not in DIALECTS:
             raise ValueError(f"dialect {dialect!r} is not one of {DIALECTS}")
-        return query.sql(dialect=dialect)
+        key = f"mdlc_sql_{dialect}"
+        text = query.meta.get(key)
+        if text is None:
+            text = query.meta[key] = query.sql(dialect=dialect)
+        return text
 
     def metrics(self, fetch: Fetch, dialect: str) -> dict[str, Any]:
         """The report of :func:`mdlc_core.monitoring.compute_metrics`."""
@@ -776,5 +796,5 @@ def open_loop(predictions: Predictions, baseline: pa.Table | None, bins: int = 1
 
 
 __all__ = ["BASELINE", "DIALECTS", "LABELS", "PREDICTIONS", "Plan", "Reference", "View",
-           "closed_loop", "compute_metrics", "open_loop", "prepare", "prepare_day", "register",
-           "spark_run", "unregister"]
+           "clear_cache", "closed_loop", "compute_metrics", "open_loop", "prepare", "prepare_day",
+           "register", "spark_run", "unregister"]

@@ -56,9 +56,13 @@ file and as integers in another, fails there and is read value by value here.
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
 import logging
 import re
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,16 +213,20 @@ class DayPredictions:
     has_actions: bool
     #: Feature name -> its column in :attr:`table`.
     feature_columns: dict[str, str] = field(default_factory=dict)
+    _versions: dict[str, int] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return self.rows
 
     def version_counts(self) -> dict[str, int]:
-        """Each model version and its predictions, in order of first appearance."""
-        rows = self.session.con.execute(
-            f"SELECT model_version, MIN(rowid) AS first_row, COUNT(*) AS n FROM {self.table} "
-            "GROUP BY model_version ORDER BY first_row").fetchall()
-        return {str(version): int(n) for version, _, n in rows}
+        """Each model version and its predictions, in order of first appearance
+        (counted once: the table does not change)."""
+        if self._versions is None:
+            rows = self.session.con.execute(
+                f"SELECT model_version, MIN(rowid) AS first_row, COUNT(*) AS n "
+                f"FROM {self.table} GROUP BY model_version ORDER BY first_row").fetchall()
+            self._versions = {str(version): int(n) for version, _, n in rows}
+        return dict(self._versions)
 
     def view(self, names: Sequence[str]) -> sql_monitoring.View:
         """The predictions relation of :mod:`mdlc_core.sql.monitoring` (compared
@@ -250,12 +258,44 @@ class DayLabels:
             f"rowid AS {sql_monitoring.ROW} FROM {self.table}")
 
 
+#: One DuckDB database per spill folder and thread count, kept for the process:
+#: a warm Lambda's next run opens a cursor on it instead of a new database.
+_DATABASES: dict[tuple[str, int | None], duckdb.DuckDBPyConnection] = {}
+_DATABASES_LOCK = threading.Lock()
+
+
+def _database(temp_directory: Path, threads: int | None) -> duckdb.DuckDBPyConnection:
+    from . import quality as sql_quality  # connect(): the shared DuckDB settings
+
+    key = (str(temp_directory), threads)
+    with _DATABASES_LOCK:
+        database = _DATABASES.get(key)
+        if database is None:
+            database = _DATABASES[key] = sql_quality.connect(
+                temp_directory=temp_directory, threads=threads)
+        return database
+
+
+def close_databases() -> None:
+    """Close the databases kept for the process (a cold start's cost, measured)."""
+    with _DATABASES_LOCK:
+        for database in _DATABASES.values():
+            database.close()
+        _DATABASES.clear()
+
+
 class DaySession:
     """One DuckDB connection that reads a day's files and computes its metrics.
 
     ``memory_limit`` bounds everything DuckDB holds (the day's tables, the
     joins and sorts); past it DuckDB spills to ``temp_directory`` (at most
-    ``max_temp_directory_size``). The tables are dropped with the session.
+    ``max_temp_directory_size``). The connection is a cursor of a database
+    kept for the process (one per ``temp_directory`` and ``threads``), which
+    is what is safe to keep warm: the tables, views and registered baselines
+    are the cursor's own (DuckDB's temporary objects are per connection) and
+    go with it at the end of the session, so nothing of a day outlives its
+    run. The limits are the database's and set by each session (runs in one
+    process share them, as they share its memory).
     """
 
     def __init__(self, *, memory_limit: str, temp_directory: str | Path,
@@ -268,17 +308,25 @@ class DaySession:
         self._con: duckdb.DuckDBPyConnection | None = None
 
     def __enter__(self) -> DaySession:
-        from . import quality as sql_quality  # connect(): the shared DuckDB settings
-
         self.temp_directory.mkdir(parents=True, exist_ok=True)
-        self._con = sql_quality.connect(
-            memory_limit=self.memory_limit, temp_directory=self.temp_directory,
-            threads=self.threads, max_temp_directory_size=self.max_temp_directory_size)
+        self._con = _database(self.temp_directory, self.threads).cursor()
+        try:
+            self.set_memory_limit(self.memory_limit)
+            if self.max_temp_directory_size:
+                self._con.execute("SET max_temp_directory_size = "
+                                  f"{_literal(self.max_temp_directory_size)}")
+            else:  # DuckDB's default: 90% of the free disk
+                self._con.execute("RESET max_temp_directory_size")
+        except duckdb.Error as error:
+            self.__exit__()
+            raise ValueError(f"DuckDB rejected memory_limit {self.memory_limit!r} or "
+                             f"max_temp_directory_size {self.max_temp_directory_size!r}: "
+                             f"{error}") from error
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._con is not None:
-            self._con.close()
+            self._con.close()  # its temporary tables, views and registrations with it
             self._con = None
 
     @property
@@ -299,15 +347,18 @@ class DaySession:
             head = handle.read(4)
         fmt = embedded.table_format(file.name, head)
         path = _literal(str(file.path))
-        if fmt == "parquet":
-            relation = f"read_parquet({path}, can_have_nan = true)"
-        else:
+        if fmt == "csv":
+            # Nothing is sniffed: the header is the first line, as pyarrow reads
+            # it, every column text, typed by the SQL of _Source.
+            header = _csv_header(file)
             compression = "gzip" if file.name.lower().endswith(".gz") else "none"
-            # Only the line ending is left to DuckDB's sniffer: the header is the
-            # first line (no rows skipped), as pyarrow reads it.
-            relation = (f"read_csv({path}, header = true, skip = 0, all_varchar = true, "
-                        f"delim = ',', quote = '\"', escape = '\"', strict_mode = true, "
-                        f"null_padding = false, compression = '{compression}')")
+            columns = "{" + ", ".join(f"{_literal(n)}: 'VARCHAR'" for n in header) + "}"
+            relation = (f"read_csv({path}, header = true, auto_detect = false, "
+                        f"columns = {columns}, delim = ',', quote = '\"', escape = '\"', "
+                        f"strict_mode = true, null_padding = false, "
+                        f"compression = '{compression}')")
+            return _Source(file, index, fmt, relation, dict.fromkeys(header, "VARCHAR"))
+        relation = f"read_parquet({path}, can_have_nan = true)"
         try:
             described = self.con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
         except duckdb.Error as error:
@@ -323,22 +374,24 @@ class DaySession:
         return f"mdlc_{kind}_{self._tables}"
 
     def _load(self, table: str, columns: str, sources: Sequence[_Source],
-              select: Any) -> None:
+              select: Callable[[_Source], tuple[str, str]]) -> None:
         """Create ``table`` and insert every file's typed rows, in file order (rowid:
-        the position as the shared reader concatenates them)."""
+        the position as the shared reader concatenates them). ``select(source)``
+        is the inner (typed values) and outer (the row) select lists."""
         self.con.execute(f"CREATE TEMP TABLE {table} ({columns})")
-        self.con.execute("SET preserve_insertion_order = true")
+        self.con.execute("SET SESSION preserve_insertion_order = true")
         try:
             for source in sources:
+                inner, outer = select(source)
                 try:
-                    self.con.execute(f"INSERT INTO {table} SELECT {select(source)} "
-                                     f"FROM {source.relation}")
+                    self.con.execute(f"INSERT INTO {table} SELECT {outer} FROM "
+                                     f"(SELECT {inner} FROM {source.relation}) AS typed")
                 except duckdb.Error as error:
                     raise MonitoringInputError(
                         f"{source.file.name}: cannot read as {source.format}: "
                         f"{_first_line(error)}") from error
         finally:
-            self.con.execute("SET preserve_insertion_order = false")
+            self.con.execute("SET SESSION preserve_insertion_order = false")
 
     def read_predictions(self, files: Sequence[DataFile], feature_columns: Sequence[str] = (),
                          *, what: str = "predictions") -> DayPredictions:
@@ -361,50 +414,53 @@ class DaySession:
         columns = {name: f"f{index}" for index, name in enumerate(features)}
         table = self._new_table("predictions")
 
-        def select(s: _Source) -> str:
-            score, micros = s.number("score"), s.micros("prediction_ts")
-            parts = [
-                str(s.index), s.text("event_id"), score,
-                # floor(us / day), exact in integers (// truncates towards zero).
-                f"(({micros}) - ((({micros}) % {_DAY_US}) + {_DAY_US}) % {_DAY_US}) "
-                f"// {_DAY_US}",
-                f"COALESCE({s.text('model_version')}, {_literal(UNKNOWN_VERSION)})",
-                f"COALESCE({s.text('action')}, '')",
-            ]
-            for name in features:
+        def select(s: _Source) -> tuple[str, str]:
+            # Each raw value is parsed once (inner), the row built from that (outer).
+            inner = [f"{s.text('event_id')} AS event_id", f"{s.number('score')} AS score",
+                     f"{s.null('score')} AS score_null", f"{s.micros('prediction_ts')} AS us",
+                     f"{s.null('prediction_ts')} AS us_null",
+                     f"{s.text('model_version')} AS model_version",
+                     f"{s.text('action')} AS action"]
+            outer = [str(s.index), "event_id", "score",
+                     # floor(us / day), exact in integers (// truncates towards zero).
+                     f"(us - ((us % {_DAY_US}) + {_DAY_US}) % {_DAY_US}) // {_DAY_US}",
+                     f"COALESCE(model_version, {_literal(UNKNOWN_VERSION)})",
+                     "COALESCE(action, '')"]
+            for j, name in enumerate(features):
+                inner += [f"{s.null(name)} AS n{j}", f"{s.number(name)} AS v{j}"]
                 # NaN where the reader has a null (missing to every metric, as
                 # NaN is), NULL where the value is not a number.
-                parts.append(f"CASE WHEN {s.null(name)} THEN CAST('NaN' AS DOUBLE) "
-                             f"ELSE {s.number(name)} END")
-            parts.append(_bits(
-                (_ID_NULL, f"({s.text('event_id')}) IS NULL"),
-                (_VALUE_NULL, s.null("score")),
-                (_VALUE_BAD, f"NOT {s.null('score')} AND ({score}) IS NULL"),
-                (_SCORE_NAN, f"isnan({score})"),
-                (_TS_NULL, s.null("prediction_ts")),
-                (_TS_BAD, f"NOT {s.null('prediction_ts')} AND ({micros}) IS NULL")))
-            return ", ".join(parts)
+                outer.append(f"CASE WHEN n{j} THEN CAST('NaN' AS DOUBLE) ELSE v{j} END")
+            outer.append(_bits(
+                (_ID_NULL, "event_id IS NULL"), (_VALUE_NULL, "score_null"),
+                (_VALUE_BAD, "NOT score_null AND score IS NULL"), (_SCORE_NAN, "isnan(score)"),
+                (_TS_NULL, "us_null"), (_TS_BAD, "NOT us_null AND us IS NULL")))
+            return ", ".join(inner), ", ".join(outer)
 
         declared = ", ".join(["_file INTEGER", "event_id VARCHAR", "score DOUBLE", "day BIGINT",
                               "model_version VARCHAR", "action VARCHAR",
                               *(f"{c} DOUBLE" for c in columns.values()), "_bad UTINYINT"])
         self._load(table, declared, sources, select)
+        checks = [(f"_bad & {_ID_NULL} <> 0", "null", "event_id"),
+                  (f"_bad & {_VALUE_NULL} <> 0", "null", "score"),
+                  (f"_bad & {_VALUE_BAD} <> 0", "number", "score"),
+                  (f"_bad & {_SCORE_NAN} <> 0", "nan", "score"),
+                  (f"_bad & {_TS_NULL} <> 0", "null", "prediction_ts"),
+                  (f"_bad & {_TS_BAD} <> 0", "timestamp", "prediction_ts"),
+                  *((f"{c} IS NULL", "number", name) for name, c in columns.items())]
         # The shared reader's order: ids first (no first-per-event without them)...
-        self._refuse(table, sources, [(_ID_NULL, "null", "event_id")])
+        counts = self._counts(table, checks)
+        self._refuse(counts, sources, checks[:1])
         (dropped,) = self.con.execute(
             f"DELETE FROM {table} WHERE rowid NOT IN "
             f"(SELECT MIN(rowid) FROM {table} GROUP BY event_id)").fetchone() or (0,)
         if dropped:
             logger.warning("%d duplicate prediction row(s) of the same event ids counted once",
                            dropped)
-        # ...then the rows that count: a dropped copy cannot fail the day.
-        self._refuse(table, sources, [
-            (_VALUE_NULL, "null", "score"), (_VALUE_BAD, "bad", "score"),
-            (_SCORE_NAN, "nan", "score"), (_TS_NULL, "null", "prediction_ts"),
-            (_TS_BAD, "bad", "prediction_ts")])
-        self._refuse_features(table, sources, columns)
-        (rows,) = self.con.execute(f"SELECT COUNT(*) FROM {table}").fetchone() or (0,)
-        return DayPredictions(self, table, int(rows), int(dropped or 0), features,
+            # ...then the rows that count: a dropped copy cannot fail the day.
+            counts = self._counts(table, checks)
+        rows = self._refuse(counts, sources, checks)
+        return DayPredictions(self, table, rows, int(dropped or 0), features,
                               "action" in found, columns)
 
     def read_labels(self, files: Sequence[DataFile], *, what: str = "labels") -> DayLabels:
@@ -420,40 +476,46 @@ class DaySession:
         _require(_union(sources), LABEL_COLUMNS, what)
         table = self._new_table("labels")
 
-        def select(s: _Source) -> str:
-            label, micros = s.number("label"), s.micros("label_ts")
-            return ", ".join([
-                str(s.index), s.text("event_id"), label, micros,
-                _bits((_ID_NULL, f"({s.text('event_id')}) IS NULL"),
-                      (_VALUE_NULL, s.null("label")),
-                      (_VALUE_BAD, f"NOT {s.null('label')} AND ({label}) IS NULL"),
-                      (_TS_NULL, s.null("label_ts")),
-                      (_TS_BAD, f"NOT {s.null('label_ts')} AND ({micros}) IS NULL"))])
+        def select(s: _Source) -> tuple[str, str]:
+            inner = ", ".join([
+                f"{s.text('event_id')} AS event_id", f"{s.number('label')} AS label",
+                f"{s.null('label')} AS label_null", f"{s.micros('label_ts')} AS us",
+                f"{s.null('label_ts')} AS us_null"])
+            outer = ", ".join([str(s.index), "event_id", "label", "us", _bits(
+                (_ID_NULL, "event_id IS NULL"), (_VALUE_NULL, "label_null"),
+                (_VALUE_BAD, "NOT label_null AND label IS NULL"), (_TS_NULL, "us_null"),
+                (_TS_BAD, "NOT us_null AND us IS NULL"))])
+            return inner, outer
 
         self._load(table, "_file INTEGER, event_id VARCHAR, label DOUBLE, label_ts BIGINT, "
                    "_bad UTINYINT", sources, select)
-        self._refuse(table, sources, [(_ID_NULL, "null", "event_id"),
-                                      (_VALUE_NULL, "null", "label"), (_VALUE_BAD, "bad", "label")])
-        self._refuse_labels(table, sources)
-        self._refuse(table, sources, [(_TS_NULL, "null", "label_ts"),
-                                      (_TS_BAD, "bad", "label_ts")])
-        (rows,) = self.con.execute(f"SELECT COUNT(*) FROM {table}").fetchone() or (0,)
-        return DayLabels(self, table, int(rows))
+        checks = [(f"_bad & {_ID_NULL} <> 0", "null", "event_id"),
+                  (f"_bad & {_VALUE_NULL} <> 0", "null", "label"),
+                  (f"_bad & {_VALUE_BAD} <> 0", "number", "label"),
+                  ("label IS NOT NULL AND (isnan(label) OR label NOT IN (0, 1))", "label",
+                   "label"),
+                  (f"_bad & {_TS_NULL} <> 0", "null", "label_ts"),
+                  (f"_bad & {_TS_BAD} <> 0", "timestamp", "label_ts")]
+        rows = self._refuse(self._counts(table, checks), sources, checks, table=table)
+        return DayLabels(self, table, rows)
 
     # ------------------------------------------------------------------- checks
 
-    def _refuse(self, table: str, sources: Sequence[_Source],
-                checks: Sequence[tuple[int, str, str]]) -> None:
-        """Raise for the first of ``checks`` (bit, kind, column) that a row fails,
-        naming the first file with such rows, how many, and examples."""
-        counts = ", ".join(f"COUNT(*) FILTER (WHERE _bad & {bit} <> 0) AS b{bit}"
-                           for bit, _, _ in checks)
-        found = self.con.execute(
-            f"SELECT _file, {counts} FROM {table} WHERE _bad <> 0 GROUP BY _file "
-            "ORDER BY _file").fetchall()
+    def _counts(self, table: str, checks: Sequence[tuple[str, str, str]]
+                ) -> list[tuple[Any, ...]]:
+        """Per file: its rows, then how many fail each check (one scan of ``table``)."""
+        parts = "".join(f", COUNT(*) FILTER (WHERE {condition})" for condition, _, _ in checks)
+        return self.con.execute(f"SELECT _file, COUNT(*){parts} FROM {table} GROUP BY _file "
+                                "ORDER BY _file").fetchall()
+
+    def _refuse(self, counts: Sequence[tuple[Any, ...]], sources: Sequence[_Source],
+                checks: Sequence[tuple[str, str, str]], table: str | None = None) -> int:
+        """Raise for the first of ``checks`` (condition, kind, column) that a row
+        fails, naming the first file with such rows, how many, and examples;
+        else return the rows."""
         for i, (_, kind, column) in enumerate(checks):
-            for row in found:
-                count = int(row[i + 1])
+            for row in counts:
+                count = int(row[i + 2])
                 if not count:
                     continue
                 source = sources[int(row[0])]
@@ -461,12 +523,15 @@ class DaySession:
                     text = f"{count} row(s) without {column}"
                 elif kind == "nan":
                     text = f"{count} {column}(s) are NaN"
-                elif column.endswith("_ts"):
+                elif kind == "label":
+                    text = self._labels_not_0_or_1(str(table), source, count)
+                elif kind == "timestamp":
                     text = (f"{column} is not an ISO-8601 timestamp: "
                             f"{self._examples(source, column, count)}")
                 else:
                     text = f"{column} is not numeric: {self._examples(source, column, count)}"
                 raise MonitoringInputError(f"{source.file.name}: {text}")
+        return sum(int(row[1]) for row in counts)
 
     def _examples(self, source: _Source, name: str, count: int) -> str:
         """``count`` value(s) of ``name`` the reader refuses in the file, with a few."""
@@ -478,32 +543,13 @@ class DaySession:
         return (f"{count} value(s) are not {kind}, e.g. {values} "
                 f"(stored as {source.types[name]})")
 
-    def _refuse_features(self, table: str, sources: Sequence[_Source],
-                         columns: Mapping[str, str]) -> None:
-        if not columns:
-            return
-        counts = ", ".join(f"COUNT(*) FILTER (WHERE {c} IS NULL)" for c in columns.values())
-        found = self.con.execute(f"SELECT _file, {counts} FROM {table} GROUP BY _file "
-                                 "ORDER BY _file").fetchall()
-        for i, name in enumerate(columns):
-            for row in found:
-                if row[i + 1]:
-                    source = sources[int(row[0])]
-                    raise MonitoringInputError(
-                        f"{source.file.name}: {name} is not numeric: "
-                        f"{self._examples(source, name, int(row[i + 1]))}")
-
-    def _refuse_labels(self, table: str, sources: Sequence[_Source]) -> None:
-        found = self.con.execute(
-            f"SELECT _file, COUNT(*), list(label ORDER BY rowid)[1:5] FROM {table} "
-            "WHERE label IS NOT NULL AND (isnan(label) OR label NOT IN (0, 1)) "
-            "GROUP BY _file ORDER BY _file").fetchall()
-        if found:
-            file, count, values = found[0]
-            examples = sorted({str(np.float64(v)) for v in values})
-            raise MonitoringInputError(
-                f"{sources[int(file)].file.name}: label must be 0 or 1; {count} row(s) are "
-                f"not, e.g. {examples}")
+    def _labels_not_0_or_1(self, table: str, source: _Source, count: int) -> str:
+        """The shared reader's refusal of labels other than 0 and 1, with five of them."""
+        (values,) = self.con.execute(
+            f"SELECT list(label ORDER BY rowid)[1:5] FROM {table} WHERE _file = {source.index} "
+            "AND label IS NOT NULL AND (isnan(label) OR label NOT IN (0, 1))").fetchone() or ([],)
+        examples = sorted({str(np.float64(v)) for v in values or []})
+        return f"label must be 0 or 1; {count} row(s) are not, e.g. {examples}"
 
     # ------------------------------------------------------------------ metrics
 
@@ -520,14 +566,36 @@ class DaySession:
         """:func:`mdlc_core.monitoring.open_loop` of the day DuckDB holds."""
         plan = sql_monitoring.prepare_day(predictions, None, baseline, None, feature_columns,
                                           baselines=baselines, bins=bins)
-        return self._run(plan, lambda fetch: plan.open_loop(fetch, "duckdb"))
+        versions = list(predictions.version_counts().items())
+        return self._run(plan, lambda fetch: plan.open_loop(fetch, "duckdb", versions=versions))
 
     def closed_loop(self, predictions: DayPredictions, labels: DayLabels | None,
                     decision_threshold: float) -> dict[str, Any]:
         """:func:`mdlc_core.monitoring.closed_loop` of the day DuckDB holds."""
         plan = sql_monitoring.prepare_day(predictions, labels, None,
                                           decision_threshold=decision_threshold)
-        return self._run(plan, lambda fetch: plan.closed_loop(fetch, "duckdb"))
+        versions = list(predictions.version_counts().items())
+        return self._run(plan, lambda fetch: plan.closed_loop(fetch, "duckdb",
+                                                              versions=versions))
+
+
+def _csv_header(file: DataFile) -> list[str]:
+    """The column names of a CSV file's first line (quoted as pyarrow reads them,
+    a UTF-8 byte-order mark dropped)."""
+    opener: Any = gzip.open if file.name.lower().endswith(".gz") else open
+    try:
+        with opener(file.path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8-sig",
+                                                            newline="") as text:
+            header = next(csv.reader(text), [])
+    except (OSError, UnicodeDecodeError, csv.Error, EOFError) as error:
+        raise MonitoringInputError(f"{file.name}: cannot read as csv: {error}") from error
+    if not header:
+        raise MonitoringInputError(f"{file.name}: cannot read as csv: no header line")
+    repeated = sorted({n for n in header if header.count(n) > 1})
+    if repeated:
+        raise MonitoringInputError(f"{file.name}: cannot read as csv: the header repeats "
+                                   f"column(s) {repeated}")
+    return header
 
 
 def _remove(files: Sequence[DataFile]) -> None:
@@ -570,4 +638,5 @@ __all__ = [
     "DayLabels",
     "DayPredictions",
     "DaySession",
+    "close_databases",
 ]
