@@ -14,10 +14,11 @@ The spec's own names work too: its data.event_id column for event_id (e.g.
 order_id), data.timestamp for prediction_ts and label_ts (order_ts) and
 data.label for label (fraud_status), so the spec's dataset itself (``mdlc
 sample``'s CSV) serves as labels. The engine is --engine, else the spec's
-monitoring.engine (embedded: NumPy; duckdb: the same report from SQL on
-DuckDB; spark: the same SQL on PySpark in local mode, what monitoring.runner:
-spark runs, which needs pyspark and Java). Exit 0: no threshold crossed; 1:
-an alarm threshold of the spec is crossed; 2: unusable input.
+monitoring.engine (duckdb, the default: the report from SQL on DuckDB;
+embedded: NumPy, the same report; spark: the same SQL on PySpark in local
+mode, what monitoring.runner: spark runs, which needs pyspark and Java).
+Exit 0: no threshold crossed; 1: an alarm threshold of the spec is crossed;
+2: unusable input.
 """
 
 from __future__ import annotations
