@@ -8,8 +8,11 @@ reads the day's snapshot and the days its windows need and writes
 ``entities.parquet`` (one row per entity, for batch inference) to
 FEATURES_BUCKET.
 
-Environment: DATASETS_BUCKET, FEATURES_BUCKET, MODEL_NAME. Returns
-``{"date", "features_key", "entities_key", "rows", "entities",
+Environment: DATASETS_BUCKET, FEATURES_BUCKET, MODEL_NAME;
+MDLC_EPHEMERAL_STORAGE_MB (optional: the function's /tmp, which bounds
+DuckDB's spill; without it DuckDB may fill 90% of the free disk). DuckDB's
+memory limit follows the function's memory (AWS_LAMBDA_FUNCTION_MEMORY_SIZE).
+Returns ``{"date", "features_key", "entities_key", "rows", "entities",
 "snapshots"}`` (``snapshots``: the manifest keys read, for lineage).
 """
 
@@ -30,6 +33,7 @@ s3 = boto3.client("s3")
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     config = load_config()
+    storage = os.environ.get("MDLC_EPHEMERAL_STORAGE_MB")
     return feature_job.run(
         config,
         parse_day(event or {}),
@@ -37,4 +41,5 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         datasets_bucket=os.environ["DATASETS_BUCKET"],
         features_bucket=os.environ["FEATURES_BUCKET"],
         model=os.environ.get("MODEL_NAME", config["name"]),
+        storage_mb=int(storage) if storage else None,
     )

@@ -25,11 +25,20 @@ sourcing and the quality check use). It writes to the features bucket:
 Returns ``{"date", "features_key", "entities_key", "rows", "entities",
 "snapshots"}`` (``snapshots``: the manifest keys read, for lineage).
 
-The engine is the spec's ``features.engine``: ``embedded`` (the default, the
-NumPy batch engine) or ``duckdb`` (the features compiled to SQL,
-:mod:`mdlc_core.sql.features`); both write the same two tables. The Spark
-runner passes ``engine="spark"`` and its session: the same compiled SQL, run
-by Spark (:func:`mdlc_core.spark_features.run_plan`), the same two tables.
+The engine is the spec's ``features.engine``: ``duckdb`` (the default: the
+features compiled to SQL, :mod:`mdlc_core.sql.features`) or ``embedded``
+(the NumPy batch engine); both write the same two tables, of the same
+Parquet schema (:func:`training_schema`, :func:`entity_schema`). On DuckDB
+the window never enters Python: each object is downloaded to the job's
+scratch folder (its SHA-256 checked) and read and typed by DuckDB itself
+(:mod:`mdlc_core.sql.feature_window`), and the tables are streamed from
+DuckDB to Parquet files, so memory is DuckDB's ``memory_limit``
+(:func:`~mdlc_core.sql.quality.memory_limit_for` the runner's memory),
+spilling past it to the scratch folder (at most
+:func:`~mdlc_core.sql.quality.temp_size_for` its disk). The embedded engine
+holds the window as Python lists. The Spark runner passes
+``engine="spark"`` and its session: the same compiled SQL, run by Spark
+(:func:`mdlc_core.spark_features.run_plan`), the same two tables.
 """
 
 from __future__ import annotations
@@ -37,20 +46,27 @@ from __future__ import annotations
 import io
 import logging
 import os
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 from .features import FeatureError, FeatureSet, entity_table, training_table
 from .layout import Layout
-from .sourcing import latest_manifest, object_format, read_snapshot_object
+from .sourcing import (
+    download_snapshot_object,
+    latest_manifest,
+    object_format,
+    read_snapshot_object,
+)
 
 logger = logging.getLogger("mdlc.feature_job")
 
 #: ``features.engine`` values; a config without one (synthesized before there
-#: was a choice) runs the embedded engine.
+#: was a choice) runs the default.
 ENGINES = ("embedded", "duckdb")
-DEFAULT_ENGINE = "embedded"
+DEFAULT_ENGINE = "duckdb"
 #: The engine of the Spark runner (``features.runner: spark``): not a
 #: ``features.engine`` value, since it needs the job's Spark session.
 SPARK = "spark"
@@ -126,13 +142,66 @@ def read_object(
     return out
 
 
-def write_parquet(s3: Any, bucket: str, key: str, columns: dict[str, list[Any]]) -> None:
+def training_schema(features: FeatureSet, names: Sequence[str], label_type: str) -> Any:
+    """The training table's Parquet schema, whichever engine wrote it: ids and
+    keys as text, the timestamp as UTC microseconds, the label as ``data.columns``
+    declares it, counts as int64, everything else double (a column with no value
+    keeps its type, never Arrow's ``null``)."""
+    import pyarrow as pa
+
+    from .tabular import ARROW_TYPES
+
+    counts = {a.name for a in features.aggregates if a.function == "count"}
+    fields = []
+    for name in names:
+        if name in (features.event_id, features.entity_key):
+            kind = pa.string()
+        elif name == features.timestamp:
+            kind = pa.timestamp("us", tz="UTC")
+        elif name == features.label:
+            kind = ARROW_TYPES[label_type]
+        else:
+            kind = pa.int64() if name in counts else pa.float64()
+        fields.append(pa.field(name, kind))
+    return pa.schema(fields)
+
+
+def entity_schema(features: FeatureSet) -> Any:
+    """The entity table's Parquet schema (``features.entity_table_schema``)."""
+    return training_schema(features, features.entity_table_schema, "string")
+
+
+def write_parquet(s3: Any, bucket: str, key: str, columns: dict[str, list[Any]],
+                  schema: Any = None) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     buffer = io.BytesIO()
-    pq.write_table(pa.table(columns), buffer)
+    pq.write_table(pa.table(columns, schema=schema), buffer)
     s3.put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())
+
+
+def upload(s3: Any, bucket: str, key: str, path: Path) -> None:
+    """A local file to ``key``, streamed from disk."""
+    with path.open("rb") as body:
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+
+def window_manifests(s3: Any, bucket: str, model: str, features: FeatureSet,
+                     day: date) -> list[tuple[int, str, dict[str, Any]]]:
+    """``(days back, manifest key, manifest)`` of the snapshots the window
+    reads, oldest first (missing earlier days are skipped and logged; a
+    missing day itself is an error)."""
+    found = []
+    for back in range(max(features.horizon(), 1) - 1, -1, -1):
+        latest = latest_manifest(s3, bucket, model, day - timedelta(days=back))
+        if latest is None:
+            if back == 0:
+                raise FeatureError(f"no snapshot of {day.isoformat()} for model {model!r}")
+            logger.warning("snapshot missing: %s", (day - timedelta(days=back)).isoformat())
+            continue
+        found.append((back, *latest))
+    return found
 
 
 def run(
@@ -145,36 +214,44 @@ def run(
     model: str | None = None,
     engine: str | None = None,
     spark: Any = None,
+    scratch: str | Path | None = None,
+    memory_mb: int | None = None,
+    storage_mb: int | None = None,
+    memory_limit: str | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Compute and write the features of ``day``; see the module docstring.
 
     ``engine`` overrides ``features.engine`` (``mdlc features --engine``);
     ``"spark"`` (:data:`SPARK`) computes them on ``spark``, a SparkSession.
+    On DuckDB: ``scratch`` holds the downloaded objects and the spill
+    (default: the system's temporary folder); ``memory_mb`` (default: the
+    Lambda function's, ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``) bounds DuckDB's
+    memory limit and ``storage_mb`` (the disk under ``scratch``) its spill;
+    without them DuckDB gets its default limit and 90% of the free disk.
+    ``memory_limit`` (``"512MB"``) sets DuckDB's limit itself, ``threads``
+    its threads (default: one per core; each needs its own buffers).
     """
     features = FeatureSet.from_config(config)
     engine = engine or (config.get("features") or {}).get("engine") or DEFAULT_ENGINE
-    compute_training, compute_entities = engine_tables(engine, spark=spark)
     model = model or config["name"]
+    if engine == "duckdb":
+        return _run_duckdb(config, features, day, s3=s3, datasets_bucket=datasets_bucket,
+                           features_bucket=features_bucket, model=model, scratch=scratch,
+                           memory_mb=memory_mb, storage_mb=storage_mb,
+                           memory_limit=memory_limit, threads=threads)
+    compute_training, compute_entities = engine_tables(engine, spark=spark)
     columns = features.entity_table_columns
-    # The label is read when a snapshot object has it, typed as declared: a
-    # CSV snapshot holds text, and the training channels need numbers.
-    label = features.label if features.label not in (None, *columns) else None
-    declared = {c["name"]: c["type"] for c in config["data"].get("columns") or []}
-    optional = {label: declared.get(label, "string")} if label else {}
+    label, label_type = _label(config, features)
+    optional = {label: label_type} if label else {}
     merged: dict[str, list[Any]] = {c: [] for c in [*columns, *optional]}
     labelled_today = False
     today_ids: set[str] = set()
     earlier_ids: set[str] = set()
     manifests = []
     # Oldest first: an event id repeated in a later snapshot keeps its first row.
-    for back in range(max(features.horizon(), 1) - 1, -1, -1):
-        found = latest_manifest(s3, datasets_bucket, model, day - timedelta(days=back))
-        if found is None:
-            if back == 0:
-                raise FeatureError(f"no snapshot of {day.isoformat()} for model {model!r}")
-            logger.warning("snapshot missing: %s", (day - timedelta(days=back)).isoformat())
-            continue
-        manifest_key, manifest = found
+    for back, manifest_key, manifest in window_manifests(s3, datasets_bucket, model, features,
+                                                         day):
         manifests.append(manifest_key)
         for obj in manifest["objects"]:
             part = read_object(s3, datasets_bucket, obj, columns, optional=optional)
@@ -195,15 +272,83 @@ def run(
     rows = {name: [values[i] for i in keep] for name, values in per_event.items()}
     entities = compute_entities(merged, features, day)
     prefix = Layout(model).feature_snapshot(day.isoformat())
-    write_parquet(s3, features_bucket, prefix + "features.parquet", rows)
-    write_parquet(s3, features_bucket, prefix + "entities.parquet", entities)
+    write_parquet(s3, features_bucket, prefix + "features.parquet", rows,
+                  training_schema(features, list(rows), label_type))
+    write_parquet(s3, features_bucket, prefix + "entities.parquet", entities,
+                  entity_schema(features))
+    return _outcome(engine, day, prefix, len(keep), len(entities[features.entity_key]),
+                    manifests)
+
+
+def _label(config: Mapping[str, Any], features: FeatureSet) -> tuple[str | None, str]:
+    """The label column the training rows carry, and its declared type. It is
+    read when a snapshot object has it, typed as declared: a CSV snapshot holds
+    text, and the training channels need numbers."""
+    columns = features.entity_table_columns
+    label = features.label if features.label not in (None, *columns) else None
+    declared = {c["name"]: c["type"] for c in config["data"].get("columns") or []}
+    return label, declared.get(label, "string") if label else "string"
+
+
+def _outcome(engine: str, day: date, prefix: str, rows: int, entities: int,
+             manifests: list[str]) -> dict[str, Any]:
     outcome = {
         "date": day.isoformat(),
         "features_key": prefix + "features.parquet",
         "entities_key": prefix + "entities.parquet",
-        "rows": len(keep),
-        "entities": len(entities[features.entity_key]),
+        "rows": rows,
+        "entities": entities,
         "snapshots": manifests,
     }
     logger.info("features written (%s engine): %s", engine, outcome)
     return outcome
+
+
+def _run_duckdb(config: Mapping[str, Any], features: FeatureSet, day: date, *, s3: Any,
+                datasets_bucket: str, features_bucket: str, model: str,
+                scratch: str | Path | None, memory_mb: int | None,
+                storage_mb: int | None, memory_limit: str | None,
+                threads: int | None) -> dict[str, Any]:
+    """:func:`run` on DuckDB, the window read by DuckDB from the scratch folder."""
+    try:
+        from .sql import feature_window
+        from .sql import quality as sql_quality
+    except ImportError as error:
+        raise FeatureError(
+            f"features.engine is duckdb but this runtime cannot import DuckDB ({error}); "
+            "install duckdb and sqlglot where the job runs, or set features.engine: embedded"
+        ) from error
+    if memory_mb is None and os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"):
+        memory_mb = int(os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"])
+    label, label_type = _label(config, features)
+    manifests = window_manifests(s3, datasets_bucket, model, features, day)
+    prefix = Layout(model).feature_snapshot(day.isoformat())
+    with tempfile.TemporaryDirectory(prefix="mdlc-features-", dir=scratch) as scratch_dir:
+        folder = Path(scratch_dir)
+        (folder / "spill").mkdir()
+        limit = memory_limit or (sql_quality.memory_limit_for(memory_mb) if memory_mb
+                                 else sql_quality.DEFAULT_MEMORY_LIMIT)
+        with sql_quality.connect(memory_limit=limit, temp_directory=folder / "spill",
+                                 threads=threads) as con:
+            con.execute(f"SET disabled_optimizers = '{feature_window.NAN_UNSAFE_OPTIMIZERS}'")
+            window = feature_window.Window(con, features, folder / "staged", label=label,
+                                           label_type=label_type, inputs=features.inputs)
+            count = 0
+            for back, _, manifest in manifests:
+                for entry in manifest["objects"]:
+                    path = download_snapshot_object(s3, datasets_bucket, entry,
+                                                    folder / "objects" / f"{count:06d}")
+                    count += 1
+                    window.add(path, f"s3://{datasets_bucket}/{entry['key']}",
+                               object_format(entry), today=back == 0)
+            if storage_mb:
+                used = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+                size = sql_quality.temp_size_for(storage_mb, used)
+                con.execute(f"SET max_temp_directory_size = '{size}'")
+            logger.info("DuckDB: memory_limit %s, spilling to %s; %d objects, %d rows in the "
+                        "window", limit, folder / "spill", count, window.rows)
+            rows = window.training_table(folder / "features.parquet")
+            entities = window.entity_table(folder / "entities.parquet", day)
+        upload(s3, features_bucket, prefix + "features.parquet", folder / "features.parquet")
+        upload(s3, features_bucket, prefix + "entities.parquet", folder / "entities.parquet")
+    return _outcome("duckdb", day, prefix, rows, entities, [key for _, key, _ in manifests])

@@ -2,8 +2,10 @@
 
 Prints one row per entity as of the end of DATE (UTC): the entity key, the
 spec's aggregates, then its expressions. Every engine prints the same table
-for the same events: ``batch`` is the embedded NumPy engine; ``incremental``
-replays the events one by one through the online engine (in file order,
+for the same events. Without ``--engine``, the spec's ``features.engine``
+(``duckdb`` by default; ``embedded`` is ``batch``). ``batch`` is the
+embedded NumPy engine; ``incremental`` replays the events one by one
+through the online engine (in file order,
 duplicates and late events included); ``duckdb`` runs the features compiled
 to SQL (``mdlc_core.sql.features``) on DuckDB, and ``spark`` the same SQL on
 PySpark in local mode (which needs pyspark and a Java runtime).
@@ -54,9 +56,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--engine",
         choices=ENGINES,
-        default="batch",
-        help="batch (the embedded engine, the default), incremental (the online engine), "
-        "duckdb (the compiled SQL on DuckDB) or spark (the same SQL on local PySpark)",
+        default=None,
+        help="batch (the embedded engine), incremental (the online engine), duckdb (the "
+        "compiled SQL on DuckDB) or spark (the same SQL on local PySpark); default: the "
+        "spec's features.engine (duckdb, or batch for embedded)",
     )
     parser.set_defaults(run=run)
 
@@ -142,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
         needed = set(features.required_columns)
         declared = [c for c in spec.as_config()["data"]["columns"] if c["name"] in needed]
         events = read_events(Path(args.events), declared)
-        rows = compute(args.engine, events, features, args.as_of)
+        engine = args.engine or ("batch" if spec.features.engine == "embedded" else "duckdb")
+        rows = compute(engine, events, features, args.as_of)
     except FeatureError as error:
         raise UsageError(f"{args.events}: {error}") from error
     print(render(rows, [features.entity_key, *features.names]))
