@@ -431,9 +431,11 @@ class FeaturesSpec(ScaleOutSection):
     processing: ProcessingSection
     spark: SparkSection
     engine: Literal["duckdb", "embedded"] = Field(
-        default="embedded",
+        default="duckdb",
         description="duckdb: the features compiled to SQL (mdlc_core.sql.features), run on "
-        "DuckDB; embedded: the NumPy engine. The same tables either way (docs/engines.md)",
+        "DuckDB, which reads the window's objects itself within its memory limit, spilling "
+        "to disk; embedded: the NumPy engine, the window in memory. The same tables either "
+        "way (docs/engines.md)",
     )
     aggregates: list[AggregateFeature] = Field(
         default_factory=list, description="windowed aggregates per entity"
