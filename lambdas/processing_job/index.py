@@ -15,7 +15,10 @@ Environment (set by :class:`mdlc_constructs.processing.ProcessingRunner`):
   the instance's memory and which spills to ``/opt/ml/processing/scratch``,
   within the volume's free space;
 * features: DATASETS_BUCKET, FEATURES_BUCKET, MODEL_NAME;
-* monitoring: the ``model_monitor`` handler's (PREDICTIONS_BUCKET, ...).
+* monitoring: the ``model_monitor`` handler's (PREDICTIONS_BUCKET, ...); on
+  DuckDB (``monitoring.engine``'s default) the day's files are downloaded to
+  the scratch folder and DuckDB, its memory limit from the instance's memory,
+  spills there, within the volume's free space.
 
 The job writes what the Lambda runner would have returned to
 ``<base>/output/result.json`` (SageMaker uploads it, KMS-encrypted, to the
@@ -90,7 +93,9 @@ def run(
     event = json.loads(args.event or "{}")
     if not isinstance(event, dict):
         raise ValueError(f"--event must be a JSON object, got {args.event!r}")
-    return monitor_job.run(event, config, s3=s3, cloudwatch=cloudwatch, environ=environ)
+    # On DuckDB the day's files and DuckDB's spill go to the job's volume.
+    return monitor_job.run(event, config, s3=s3, cloudwatch=cloudwatch, environ=environ,
+                           scratch=scratch, memory_mb=_memory_mb(), storage_mb=_free_mb(scratch))
 
 
 def _memory_mb() -> int | None:
