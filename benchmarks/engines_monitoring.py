@@ -14,6 +14,10 @@ baseline of up to 1M rows), on the same tables:
   (``plan.metrics(fetch, "spark")``, as
   ``tests/test_sql_monitoring.py::test_spark_gives_the_same_report`` runs it:
   every relation into the JVM as Arrow, inside the timing);
+- ``parquet``: ours with DuckDB reading the Parquet files itself
+  (``mdlc_core.sql.monitoring_files.DaySession``, what ``monitor_job`` runs on
+  DuckDB): the reading and typing are inside the timing, nothing but the
+  baseline is loaded before it;
 - ``embedded`` (``--engines`` only): ``mdlc_core.monitoring.compute_metrics``.
 
 Every engine reports the closed loop (label counts; per version and in all:
@@ -31,6 +35,7 @@ Run alone: ``.venv/bin/python benchmarks/engines_monitoring.py [rows ...]``
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -45,7 +50,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lambdas"))
 
-ENGINES = ("ours", "hand", "polars", "spark", "embedded")
+ENGINES = ("ours", "hand", "polars", "spark", "parquet", "embedded")
 MEMORY_LIMIT = common.MEMORY_LIMIT
 THRESHOLD = 0.5
 BINS = 10
@@ -319,6 +324,30 @@ def spark_metrics(session: Any, predictions: Any, labels: Any,
             session.catalog.dropTempView(name)
 
 
+def files_metrics(folder: Path, baseline: pa.Table, spill: Path) -> dict[str, Any]:
+    """The report's loops with DuckDB reading the day's Parquet files itself, as
+    ``monitor_job`` does on DuckDB (a hard link of each file per run: the
+    session removes what it has read)."""
+    from mdlc_core.sql import monitoring_files
+
+    links = folder / "day-links"  # beside the files (a hard link), not in the spill folder
+    links.mkdir(parents=True, exist_ok=True)
+
+    def linked(name: str) -> monitoring_files.DataFile:
+        target = links / name
+        target.unlink(missing_ok=True)
+        os.link(folder / name, target)
+        return monitoring_files.DataFile(target, str(folder / name))
+
+    with monitoring_files.DaySession(memory_limit=MEMORY_LIMIT,
+                                     temp_directory=spill / "duckdb") as session:
+        day = session.read_predictions([linked("predictions.parquet")], FEATURES,
+                                       what=str(folder))
+        labels = session.read_labels([linked("labels.parquet")], what=str(folder))
+        return {"closed_loop": session.closed_loop(day, labels, THRESHOLD),
+                "open_loop": session.open_loop(day, baseline, BINS, FEATURES)}
+
+
 # --- one engine, in its own process ---------------------------------------------------------
 
 
@@ -328,10 +357,14 @@ def child(engine: str, folder: str, repeat: int) -> dict[str, Any]:
     from mdlc_core import monitoring
     from mdlc_core.sql import monitoring as sql_monitoring
 
-    predictions = pq.read_table(Path(folder) / "predictions.parquet")
-    labels = pq.read_table(Path(folder) / "labels.parquet")
     baseline = pq.read_table(Path(folder) / "baseline.parquet")
     scratch = Path(tempfile.mkdtemp(prefix="bench-spill-", dir=folder))
+    if engine == "parquet":  # the files stay on disk: DuckDB reads them in the timing
+        figures = common.measure(lambda spill: digest_of_report(files_metrics(
+            Path(folder), baseline, spill or scratch)), repeat, scratch=scratch, spark=None)
+        return {"works": {"monitoring": figures}, "spark": None}
+    predictions = pq.read_table(Path(folder) / "predictions.parquet")
+    labels = pq.read_table(Path(folder) / "labels.parquet")
     if engine in ("embedded", "ours", "spark"):
         typed_p = monitoring.Predictions.from_table(predictions, FEATURES)
         typed_l = monitoring.Labels.from_table(labels)
