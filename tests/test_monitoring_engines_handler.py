@@ -1,4 +1,5 @@
-"""monitoring.engine: the monitor handler and ``mdlc monitor`` give one report on both engines.
+"""monitoring.engine: the monitor handler and ``mdlc monitor`` give one report on both engines
+(DuckDB the default).
 
 The handler on moto S3 and CloudWatch reads the same day (two versions,
 labels, a fixed baseline) with ``embedded`` and with ``duckdb``; the
@@ -50,7 +51,20 @@ def test_the_spec_chooses_the_engine_and_a_wrong_one_is_named(env, monkeypatch):
         monitor_job.engine_module("spark", {})
     assert monitor_job.engine_module("embedded", {}).__name__ == "mdlc_core.monitoring"
     limited = monitor_job.engine_module("duckdb", {"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "4096"})
-    assert limited.memory_limit.endswith("MB") or limited.memory_limit.endswith("GB")
+    from mdlc_core.sql.quality import memory_limit_for
+
+    assert limited.memory_limit == memory_limit_for(4096)  # the day is DuckDB's, not Python's
+    with pytest.raises(ValueError, match="AWS_LAMBDA_FUNCTION_MEMORY_SIZE must be a whole"):
+        monitor_job.engine_module("duckdb", {"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "4 GB"})
+
+
+def test_duckdb_is_the_default_wherever_a_spec_names_no_engine() -> None:
+    """The spec's default and the job's, for a config that has no engine, agree."""
+    from mdlc_core import monitor_job
+
+    from mdlc_constructs.spec.monitoring import MonitoringSpec
+
+    assert MonitoringSpec().engine == monitor_job.DEFAULT_ENGINE == "duckdb"
 
 
 def write_cli_day(folder, n: int, baseline_rows: int) -> int:
