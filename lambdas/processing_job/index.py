@@ -86,7 +86,8 @@ def run(
         return feature_job.run(
             config, args.date, s3=s3, datasets_bucket=environ["DATASETS_BUCKET"],
             features_bucket=environ["FEATURES_BUCKET"],
-            model=environ.get("MODEL_NAME", config["name"]),
+            model=environ.get("MODEL_NAME", config["name"]), scratch=scratch,
+            memory_mb=_memory_mb(), storage_mb=_free_mb(scratch),
         )  # fmt: skip
     from mdlc_core import monitor_job
 
