@@ -498,11 +498,19 @@ def cli_tables(path: Any, capsys: Any, *engines: str) -> int:
     return len(outputs)
 
 
-def test_mdlc_features_engines_print_the_same_table(tmp_path: Any, capsys: Any) -> None:
+def test_mdlc_features_engines_print_the_same_table(tmp_path: Any, capsys: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from mdlc_constructs.cli import main
 
     path = cli_events(tmp_path)
     assert cli_tables(path, capsys, "batch", "incremental", "duckdb") == 1
+    # Without --engine: the spec's features.engine, duckdb by default.
+    used: list[str] = []
+    real = sql_features.as_of
+    monkeypatch.setattr(sql_features, "as_of",
+                        lambda *a, **k: used.append("duckdb") or real(*a, **k))
+    assert main(["features", "models/fraud.yaml", str(path), "--as-of", "2026-04-05"]) == 0
+    assert used == ["duckdb"] and len(capsys.readouterr().out.splitlines()) == 21
     spec = tmp_path / "odd.yaml"
     spec.write_text(Path("models/fraud.yaml").read_text().replace(
         '"order_amount / (order_total_30d / order_count_30d)"', '"order_amount * 1e999"'))
