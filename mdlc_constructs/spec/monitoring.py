@@ -39,12 +39,13 @@ class OpenLoop(SpecModel):
 
 
 def _monitoring_job() -> ProcessingResources:
-    # On DuckDB (the default engine) a day takes DuckDB's memory limit, 80% of
-    # the instance's memory, spilling to the volume past it: 1.5 million
-    # predictions peaked at 545 MiB unbounded and at 230 MiB under a 128 MB
-    # limit (tests/test_monitoring_files.py); the embedded engine holds the day
-    # (825 MiB there, about 3.5 GiB at 10 million, benchmarks/bench_monitoring.py).
-    # 32 GiB and 30 GB of volume leave room for days many times that.
+    # On DuckDB (the default engine) a day takes at most DuckDB's memory limit,
+    # 80% of the instance's memory, spilling to the volume past it: 10 million
+    # predictions and 6 million labels peaked at 3.0 GiB unbounded, 2.3 GiB
+    # under a 3 GB function's limit (2.2 GB), where the embedded engine, which
+    # holds the day, took 4.8 GiB (the same report; tests/test_monitoring_files.py
+    # runs the job, 1.5 million under a 128 MB limit). 32 GiB and 30 GB of
+    # volume leave room for days many times that.
     return ProcessingResources(instance_type="ml.m5.2xlarge", volume_size_gb=30)
 
 
@@ -56,9 +57,10 @@ class MonitoringSpec(ScaleOutSection):
     schedule: Schedule = Field(default="cron(0 7 * * ? *)", description="when the job runs (UTC)")
     runner: Runner = Field(
         default="embedded",
-        description="embedded: the daily job in Lambda (up to about 2 million predictions a "
-        "day); processing: a SageMaker Processing job running the same code, for more; "
-        "spark: the same job with its metrics as Spark SQL on EMR Serverless",
+        description="embedded: the daily job in Lambda (on DuckDB 10 million predictions a "
+        "day peaked at 2.3 GiB, within the function's memory); processing: a SageMaker "
+        "Processing job running the same code, for more; spark: the same job with its "
+        "metrics as Spark SQL on EMR Serverless",
     )
     processing: ProcessingSection = Field(
         default_factory=_monitoring_job,
