@@ -180,6 +180,25 @@ def test_parquet_of_the_declared_types_is_scanned_not_typed_in_python(
     assert out["rows"] == 2 and out["entities"] == 1
 
 
+def test_text_in_the_common_forms_never_reaches_the_converters(
+        aws: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """A Python call a value would cost more than the SQL around it: the
+    converters run only for text SQL does not parse (here: one amount)."""
+    s3, _ = aws
+    config = spec()
+    rows = [(f"o{i}", f"c{i % 7}", f"2026-04-05T{i % 24:02d}:00:00+00:00", f"{i}.25", "3", "1")
+            for i in range(200)] + [("o999", "c1", "2026-04-05 01:00", "1_000", "", "0")]
+    snapshot(s3, config, DAY, {"orders/part.csv": csv_text(rows)})
+    calls: list[Any] = []
+    real_float, real_micros = embedded._as_float, embedded.to_micros
+    monkeypatch.setattr(embedded, "_as_float", lambda v, c: calls.append(v) or real_float(v, c))
+    monkeypatch.setattr(embedded, "to_micros", lambda v, u=None: calls.append(v) or
+                        real_micros(v, u))
+    out = feature_job.run(config, DAY, s3=s3, datasets_bucket=DATASETS, features_bucket=FEATURES)
+    assert out["rows"] == 201
+    assert calls and set(calls) == {"1_000"}, calls[:5]
+
+
 # --- errors --------------------------------------------------------------------------------
 
 
