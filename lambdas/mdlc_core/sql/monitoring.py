@@ -309,7 +309,8 @@ def ks_query(relation: str, index: int, groups: Sequence[str | None], sizes: Seq
     A current value weighs ``+n2`` in the columns of its groups, a baseline
     value ``-n1`` in every column; the running sum over the values in order,
     peers included (``RANGE``: ties are read at their end), is
-    ``c1 * n2 - c2 * n1``.
+    ``c1 * n2 - c2 * n1``. Nested subqueries, no ``WITH``: the query is also a
+    part of :func:`union_query`'s.
     """
     c = _column(index)
     current = [f"CASE WHEN {_in_group(v)} THEN {int(baseline_size)} ELSE 0 END AS w{i}"
@@ -319,14 +320,27 @@ def ks_query(relation: str, index: int, groups: Sequence[str | None], sizes: Seq
                f"CURRENT ROW) AS s{i}" for i in range(len(groups))]
     gaps = [f"MAX(ABS(s{i})) AS gap{i}" for i in range(len(groups))]
     return _parse(f"""
-        WITH weights AS (
-            SELECT {c} + 0.0 AS value, {', '.join(current)}
-            FROM {PREDICTIONS} WHERE {_finite(c)}
-            UNION ALL
-            SELECT {c} + 0.0 AS value, {', '.join(baseline)}
-            FROM {relation} WHERE {_finite(c)}),
-        running AS (SELECT {', '.join(running)} FROM weights)
-        SELECT {', '.join(gaps)} FROM running""")
+        SELECT {', '.join(gaps)} FROM (
+            SELECT {', '.join(running)} FROM (
+                SELECT {c} + 0.0 AS value, {', '.join(current)}
+                FROM {PREDICTIONS} WHERE {_finite(c)}
+                UNION ALL
+                SELECT {c} + 0.0 AS value, {', '.join(baseline)}
+                FROM {relation} WHERE {_finite(c)}) AS weights) AS running""")
+
+
+def union_query(parts: Sequence[tuple[int, exp.Expression]], columns: Sequence[str],
+                constants: Sequence[str] = ()) -> exp.Expression:
+    """The rows of several per-column queries in one query (one round trip, one
+    plan), each tagged with its column's index as ``column_``; ``constants``
+    are extra leading select items of each part (text with ``{i}`` for the
+    part's index)."""
+    selects = []
+    for i, query in parts:
+        extra = "".join(f"{item.format(i=i)}, " for item in constants)
+        selects.append(f"SELECT {int(i)} AS column_, {extra}{', '.join(columns)} "
+                       f"FROM ({query.sql(dialect='duckdb')}) AS part_{int(i)}")
+    return _parse(" UNION ALL ".join(selects))
 
 
 def actions_query() -> exp.Expression:
@@ -487,59 +501,83 @@ class Plan:
     def _drift(self, run: Run, reference: Reference, groups: Sequence[str | None],
                group_rows: Mapping[str | None, int]
                ) -> dict[tuple[str | None, str], dict[str, Any]]:
-        """PSI and KS of every column ``reference`` compares, for ``groups``."""
+        """PSI and KS of every column ``reference`` compares, for ``groups``: four
+        queries whatever the number of columns (counts, order statistics, bins,
+        KS gaps), each a :func:`union_query` of the columns' queries."""
         if reference.relation is None or not reference.compared:
             return {}
         relation = reference.relation
         indexes = [self.columns[name] for name in reference.compared]
         (counts,) = run(baseline_counts_query(relation, indexes))
+        finite = {i: int(counts[f"finite_{i}"]) for i in indexes}
+        edges = self._edges(run, relation, finite)
+        baseline_counts = {i: np.zeros(len(edges[i]) + 1, dtype=np.int64) for i in indexes}
+        current = {i: {g: np.zeros(len(edges[i]) + 1, dtype=np.int64) for g in groups}
+                   for i in indexes}
+        parts = [(i, baseline_bins_query(relation, i, edges[i])) for i in indexes if finite[i]]
+        binned = [*(run(union_query(parts, ["bin", "n"], ["'b' AS side_",
+                                                          "CAST(NULL AS VARCHAR) AS version"]))
+                    if parts else []),
+                  *run(union_query([(i, current_bins_query(i, edges[i])) for i in indexes],
+                                   ["bin", "n"], ["'c' AS side_", "version"]))]
+        for r in binned:
+            i = int(r["column_"])
+            if r["side_"] == "b":
+                baseline_counts[i][int(r["bin"])] = int(r["n"])
+            elif r["version"] in current[i]:
+                current[i][r["version"]][int(r["bin"])] = int(r["n"])
+        sizes = {i: [int(current[i][g].sum()) for g in groups] for i in indexes}
+        tested = [(i, ks_query(relation, i, groups, sizes[i], finite[i]))
+                  for i in indexes if finite[i] and any(sizes[i])]
+        gaps = {int(r["column_"]): r for r in run(union_query(
+            tested, [f"gap{k}" for k in range(len(groups))]))} if tested else {}
         result = {}
         for name, index in zip(reference.compared, indexes, strict=True):
-            baseline_finite = int(counts[f"finite_{index}"])
-            edges = self._edges(run, relation, index, baseline_finite)
-            baseline_counts = np.zeros(len(edges) + 1, dtype=np.int64)
-            if baseline_finite:
-                for r in run(baseline_bins_query(relation, index, edges)):
-                    baseline_counts[int(r["bin"])] = int(r["n"])
-            baseline_proportions = embedded._proportions(baseline_counts)
-            current = {g: np.zeros(len(edges) + 1, dtype=np.int64) for g in groups}
-            for r in run(current_bins_query(index, edges)):
-                if r["version"] in current:
-                    current[r["version"]][int(r["bin"])] = int(r["n"])
-            sizes = [int(current[g].sum()) for g in groups]
-            gaps = (run(ks_query(relation, index, groups, sizes, baseline_finite))[0]
-                    if baseline_finite and any(sizes) else {})
-            for i, group in enumerate(groups):
-                finite = sizes[i]
-                entry: dict[str, Any] = {"rows": finite, "missing": group_rows[group] - finite,
-                                         "baseline_rows": baseline_finite, "psi": None,
+            baseline_proportions = embedded._proportions(baseline_counts[index])
+            for k, group in enumerate(groups):
+                rows = sizes[index][k]
+                entry: dict[str, Any] = {"rows": rows, "missing": group_rows[group] - rows,
+                                         "baseline_rows": finite[index], "psi": None,
                                          "ks_statistic": None, "ks_pvalue": None}
-                if finite and baseline_finite:
-                    entry["psi"] = embedded._psi(embedded._proportions(current[group]),
+                if rows and finite[index]:
+                    entry["psi"] = embedded._psi(embedded._proportions(current[index][group]),
                                                  baseline_proportions)
                     entry["ks_statistic"], entry["ks_pvalue"] = kolmogorov.ks_2samp_counts(
-                        finite, baseline_finite, int(gaps[f"gap{i}"]))
+                        rows, finite[index], int(gaps[index][f"gap{k}"]))
                 result[group, name] = entry
         return result
 
-    def _edges(self, run: Run, relation: str, index: int, n: int) -> np.ndarray:
-        """``numpy.unique(numpy.quantile(sorted_baseline, q))``, from two order statistics a q."""
+    def _edges(self, run: Run, relation: str, finite: Mapping[int, int]
+               ) -> dict[int, np.ndarray]:
+        """Per column: ``numpy.unique(numpy.quantile(sorted_baseline, q))``, from two
+        order statistics a q (one query for every column)."""
         q = np.linspace(0, 1, self.bins + 1)[1:-1]
-        if not n or not len(q):
-            return np.zeros(0)
-        virtual = (n - 1) * q  # numpy's 'linear' method
-        low = np.floor(virtual).astype(np.int64)
-        high = np.minimum(low + 1, n - 1)
-        values = {int(r["position_"]): float(r["value"]) for r in run(
-            order_statistics_query(relation, index, sorted({*low.tolist(), *high.tolist()})))}
-        quantiles = [
-            # The same interpolation (numpy's _lerp) on the two neighbours.
-            float(np.quantile(np.array([values[lo], values[hi]]), g)) if hi > lo
-            else float(np.quantile(np.array([values[lo]]), p))  # one value (n = 1)
-            for lo, hi, g, p in zip(low.tolist(), high.tolist(), (virtual - low).tolist(),
-                                    q.tolist(), strict=True)
-        ]
-        return np.unique(np.array(quantiles, dtype=np.float64))
+        edges = {i: np.zeros(0) for i in finite}
+        wanted = {}
+        for i, n in finite.items():
+            if n and len(q):
+                virtual = (n - 1) * q  # numpy's 'linear' method
+                low = np.floor(virtual).astype(np.int64)
+                high = np.minimum(low + 1, n - 1)
+                wanted[i] = (low, high, virtual - low)
+        if not wanted:
+            return edges
+        parts = [(i, order_statistics_query(relation, i, sorted({*lo.tolist(), *hi.tolist()})))
+                 for i, (lo, hi, _) in wanted.items()]
+        values: dict[int, dict[int, float]] = {i: {} for i in wanted}
+        for r in run(union_query(parts, ["position_", "value"])):
+            values[int(r["column_"])][int(r["position_"])] = float(r["value"])
+        for i, (low, high, fraction) in wanted.items():
+            at = values[i]
+            quantiles = [
+                # The same interpolation (numpy's _lerp) on the two neighbours.
+                float(np.quantile(np.array([at[lo], at[hi]]), g)) if hi > lo
+                else float(np.quantile(np.array([at[lo]]), p))  # one value (n = 1)
+                for lo, hi, g, p in zip(low.tolist(), high.tolist(), fraction.tolist(),
+                                        q.tolist(), strict=True)
+            ]
+            edges[i] = np.unique(np.array(quantiles, dtype=np.float64))
+        return edges
 
     def _action_shares(self, run: Run, groups: Sequence[str | None]
                        ) -> dict[str | None, dict[str, float]]:
@@ -797,4 +835,4 @@ def open_loop(predictions: Predictions, baseline: pa.Table | None, bins: int = 1
 
 __all__ = ["BASELINE", "DIALECTS", "LABELS", "PREDICTIONS", "Plan", "Reference", "View",
            "clear_cache", "closed_loop", "compute_metrics", "open_loop", "prepare", "prepare_day",
-           "register", "spark_run", "unregister"]
+           "register", "spark_run", "union_query", "unregister"]
