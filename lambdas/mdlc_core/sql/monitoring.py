@@ -155,6 +155,16 @@ def _parse(sql: str) -> exp.Expression:
     return sqlglot.parse_one(sql, read="duckdb")
 
 
+def _rendered(query: exp.Expression, dialect: str) -> str:
+    """``query.sql(dialect=...)``, kept in the (shared, cached) tree's ``meta``:
+    sqlglot copies the whole tree to render it."""
+    key = f"mdlc_sql_{dialect}"
+    text = query.meta.get(key)
+    if text is None:
+        text = query.meta[key] = query.sql(dialect=dialect)
+    return text
+
+
 def clear_cache() -> None:
     """Forget the parsed queries and their renderings (to measure a cold run)."""
     _parse.cache_clear()
@@ -339,7 +349,7 @@ def union_query(parts: Sequence[tuple[int, exp.Expression]], columns: Sequence[s
     for i, query in parts:
         extra = "".join(f"{item.format(i=i)}, " for item in constants)
         selects.append(f"SELECT {int(i)} AS column_, {extra}{', '.join(columns)} "
-                       f"FROM ({query.sql(dialect='duckdb')}) AS part_{int(i)}")
+                       f"FROM ({_rendered(query, 'duckdb')}) AS part_{int(i)}")
     return _parse(" UNION ALL ".join(selects))
 
 
@@ -389,11 +399,7 @@ class Plan:
         once per tree and dialect (the tree keeps it in its ``meta``)."""
         if dialect not in DIALECTS:
             raise ValueError(f"dialect {dialect!r} is not one of {DIALECTS}")
-        key = f"mdlc_sql_{dialect}"
-        text = query.meta.get(key)
-        if text is None:
-            text = query.meta[key] = query.sql(dialect=dialect)
-        return text
+        return _rendered(query, dialect)
 
     def metrics(self, fetch: Fetch, dialect: str) -> dict[str, Any]:
         """The report of :func:`mdlc_core.monitoring.compute_metrics`."""
