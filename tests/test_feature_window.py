@@ -199,6 +199,46 @@ def test_text_in_the_common_forms_never_reaches_the_converters(
     assert calls and set(calls) == {"1_000"}, calls[:5]
 
 
+def test_a_warm_process_reuses_its_database_and_no_run_leaks_into_the_next(
+        aws: Any) -> None:  # noqa: F811
+    """The DuckDB database outlives a run (feature_window.session); a run that
+    failed halfway, then a good one, give a fresh process's tables, and the
+    runs' functions do not pile up in it."""
+    s3, _ = aws
+    config = spec()
+    good = [("o1", "c1", "2026-04-05T01:00:00+00:00", "2", "1", "1"),
+            ("o2", "c1", "2026-04-05T02:00:00+00:00", "3", "1", "0")]
+    bad_day = DAY - timedelta(days=1)
+    snapshot(s3, config, bad_day, {"orders/part.csv": csv_text([("o0", "c1", "x", "1", "1",
+                                                                "1")])})
+    with pytest.raises(FeatureError, match="is not an ISO 8601 timestamp"):
+        feature_job.run(config, bad_day, s3=s3, datasets_bucket=DATASETS,
+                        features_bucket=FEATURES)
+    databases = dict(feature_window._DATABASES)
+    snapshot(s3, config, DAY, {"orders/part.csv": csv_text(good)})
+    # The bad day is in the window: it fails again, then without it the day computes.
+    with pytest.raises(FeatureError, match="is not an ISO 8601 timestamp"):
+        feature_job.run(config, DAY, s3=s3, datasets_bucket=DATASETS, features_bucket=FEATURES)
+    s3.delete_object(Bucket=DATASETS, Key=f"datasets/fraud/dt={bad_day}/_manifest.json")
+    warm = feature_job.run(config, DAY, s3=s3, datasets_bucket=DATASETS,
+                           features_bucket=FEATURES)
+    assert databases == feature_window._DATABASES  # the same database, not a new one
+    [database] = databases.values()
+    functions = database.execute("SELECT count(*) FROM duckdb_functions() "
+                                 "WHERE function_name LIKE 'mdlc_%'").fetchone()
+    assert functions == (0,)
+    key = warm["features_key"]
+    warm_table = pq.read_table(io.BytesIO(s3.get_object(Bucket=FEATURES, Key=key)["Body"]
+                                          .read()))
+    feature_window.close_databases()
+    cold = feature_job.run(config, DAY, s3=s3, datasets_bucket=DATASETS,
+                           features_bucket=FEATURES)
+    assert cold == warm
+    cold_table = pq.read_table(io.BytesIO(s3.get_object(Bucket=FEATURES, Key=key)["Body"]
+                                          .read()))
+    assert cold_table.equals(warm_table) and warm_table.num_rows == 2
+
+
 # --- errors --------------------------------------------------------------------------------
 
 

@@ -343,32 +343,35 @@ def _run_duckdb(config: Mapping[str, Any], features: FeatureSet, day: date, *, s
     label, label_type = _label(config, features)
     manifests = window_manifests(s3, datasets_bucket, model, features, day)
     prefix = Layout(model).feature_snapshot(day.isoformat())
+    # DuckDB's spill folder is the process's (its database is kept for the
+    # next run, feature_window.session); the run's files are in its own folder.
+    spill = Path(scratch or tempfile.gettempdir()) / f"mdlc-features-spill-{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="mdlc-features-", dir=scratch) as scratch_dir:
         folder = Path(scratch_dir)
-        (folder / "spill").mkdir()
         limit = memory_limit or (sql_quality.memory_limit_for(memory_mb) if memory_mb
                                  else sql_quality.DEFAULT_MEMORY_LIMIT)
-        with sql_quality.connect(memory_limit=limit, temp_directory=folder / "spill",
-                                 threads=threads) as con:
-            con.execute(f"SET disabled_optimizers = '{feature_window.NAN_UNSAFE_OPTIMIZERS}'")
+        with feature_window.session(spill, memory_limit=limit, threads=threads) as con:
             window = feature_window.Window(con, features, folder / "staged", label=label,
                                            label_type=label_type, inputs=features.inputs)
-            count = 0
-            for back, _, manifest in manifests:
-                for entry in manifest["objects"]:
-                    path = download(s3, datasets_bucket, entry,
-                                    folder / "objects" / f"{count:06d}")
-                    count += 1
-                    window.add(path, f"s3://{datasets_bucket}/{entry['key']}",
-                               object_format(entry), today=back == 0)
-            if storage_mb:
-                used = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-                size = sql_quality.temp_size_for(storage_mb, used)
-                con.execute(f"SET max_temp_directory_size = '{size}'")
-            logger.info("DuckDB: memory_limit %s, spilling to %s; %d objects, %d rows in the "
-                        "window", limit, folder / "spill", count, window.rows)
-            rows = window.training_table(folder / "features.parquet")
-            entities = window.entity_table(folder / "entities.parquet", day)
+            try:
+                count = 0
+                for back, _, manifest in manifests:
+                    for entry in manifest["objects"]:
+                        path = download(s3, datasets_bucket, entry,
+                                        folder / "objects" / f"{count:06d}")
+                        count += 1
+                        window.add(path, f"s3://{datasets_bucket}/{entry['key']}",
+                                   object_format(entry), today=back == 0)
+                if storage_mb:
+                    used = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+                    size = sql_quality.temp_size_for(storage_mb, used)
+                    con.execute(f"SET max_temp_directory_size = '{size}'")
+                logger.info("DuckDB: memory_limit %s, spilling to %s; %d objects in the window",
+                            limit, spill, count)
+                rows = window.training_table(folder / "features.parquet")
+                entities = window.entity_table(folder / "entities.parquet", day)
+            finally:
+                window.close()
         upload(s3, features_bucket, prefix + "features.parquet", folder / "features.parquet")
         upload(s3, features_bucket, prefix + "entities.parquet", folder / "entities.parquet")
     return _outcome("duckdb", day, prefix, rows, entities, [key for _, key, _ in manifests])
