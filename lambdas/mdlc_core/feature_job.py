@@ -10,8 +10,9 @@ Reads the newest version of the snapshot of ``date`` and of the days before
 it that the longest window needs (missing earlier days are skipped and
 logged; a missing day itself is an error): exactly the objects each
 committed manifest lists, at the versions it names, checked against their
-SHA-256, CSV plain or compressed (``mdlc_core.tabular``'s reader, the one
-sourcing and the quality check use). It writes to the features bucket:
+SHA-256, CSV plain or compressed, or Parquet (read by DuckDB itself on the
+DuckDB engine, below; by ``mdlc_core.tabular``'s reader, the one sourcing
+uses, on the others). It writes to the features bucket:
 
 * ``features/<model>/dt=<date>/features.parquet``: one row per event of the
   day's snapshot (training rows; earlier days are history only), with what a

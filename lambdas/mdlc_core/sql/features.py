@@ -28,7 +28,10 @@ integers, everything else floats), the same nulls, the same row order.
   condition, the other entity columns' joined on the latest event's value.
 
 Both read one relation, ``events`` (:data:`EVENTS`), built by
-:func:`events_relation`: the event id and entity columns as text, each
+:func:`events_relation` from events in memory, or by DuckDB itself from the
+feature job's snapshot objects (:mod:`mdlc_core.sql.feature_window`: the
+same typing, a :class:`Relation` without a table): the event id and entity
+columns as text, each
 event's UTC microseconds (:data:`MICROS`) and day number (:data:`DAY`),
 the numeric columns as doubles (null where null or not finite), and the
 input position (:data:`ROW`). A redelivered event id counts once, its first
