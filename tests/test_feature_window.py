@@ -223,7 +223,7 @@ def test_a_warm_process_reuses_its_database_and_no_run_leaks_into_the_next(
     warm = feature_job.run(config, DAY, s3=s3, datasets_bucket=DATASETS,
                            features_bucket=FEATURES)
     assert databases == feature_window._DATABASES  # the same database, not a new one
-    [database] = databases.values()
+    [(database, _)] = databases.values()
     functions = database.execute("SELECT count(*) FROM duckdb_functions() "
                                  "WHERE function_name LIKE 'mdlc_%'").fetchone()
     assert functions == (0,)

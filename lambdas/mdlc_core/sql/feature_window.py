@@ -57,7 +57,7 @@ import itertools
 import logging
 import shutil
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -647,43 +647,49 @@ _WINDOWS = itertools.count()
 #: a warm function's next run opens a cursor on it (0.2 ms) instead of a new
 #: database (15-20 ms). A run's views, registered tables and functions belong
 #: to its cursor and go with it; its files are in its own scratch folder.
-_DATABASES: dict[tuple[str, int | None], duckdb.DuckDBPyConnection] = {}
+_DATABASES: dict[tuple[str, int | None], tuple[duckdb.DuckDBPyConnection, threading.Lock]] = {}
 _DATABASES_LOCK = threading.Lock()
 
 
+@contextlib.contextmanager
 def session(spill: Path, *, memory_limit: str, threads: int | None = None,
-            max_temp_directory_size: str | None = None) -> duckdb.DuckDBPyConnection:
+            max_temp_directory_size: str | None = None
+            ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A cursor for one run of the feature job, on the process's database for
     ``spill`` (created by :func:`mdlc_core.sql.quality.connect`: no extensions
     from the network), with the run's memory limit and spill bound; the
-    optimizers blind to NaN in Parquet statistics off. Close it after the run."""
+    optimizers blind to NaN in Parquet statistics off; closed afterwards.
+
+    One run at a time per database: those settings (and the insertion order
+    the staging switches on) are the database's, not the cursor's, so a
+    second thread's run waits for the first."""
     from . import quality as sql_quality
 
     key = (str(spill), threads)
     with _DATABASES_LOCK:
-        database = _DATABASES.get(key)
-        if database is None:
+        if key not in _DATABASES:
             spill.mkdir(parents=True, exist_ok=True)
-            database = _DATABASES[key] = sql_quality.connect(
-                memory_limit=memory_limit, temp_directory=spill, threads=threads)
-    con = database.cursor()
-    try:
-        con.execute(f"SET memory_limit = {_s(memory_limit)}")
-        con.execute(f"SET max_temp_directory_size = {_s(max_temp_directory_size)}"
-                    if max_temp_directory_size else "RESET max_temp_directory_size")
-        con.execute(f"SET disabled_optimizers = {_s(NAN_UNSAFE_OPTIMIZERS)}")
-    except duckdb.Error as error:
-        con.close()
-        raise ValueError(f"DuckDB rejected memory_limit {memory_limit!r} or "
-                         f"max_temp_directory_size {max_temp_directory_size!r}: {error}") \
-            from error
-    return con
+            _DATABASES[key] = (sql_quality.connect(memory_limit=memory_limit,
+                                                   temp_directory=spill, threads=threads),
+                               threading.Lock())
+        database, running = _DATABASES[key]
+    with running, database.cursor() as con:
+        try:
+            con.execute(f"SET memory_limit = {_s(memory_limit)}")
+            con.execute(f"SET max_temp_directory_size = {_s(max_temp_directory_size)}"
+                        if max_temp_directory_size else "RESET max_temp_directory_size")
+            con.execute(f"SET disabled_optimizers = {_s(NAN_UNSAFE_OPTIMIZERS)}")
+        except duckdb.Error as error:
+            raise ValueError(f"DuckDB rejected memory_limit {memory_limit!r} or "
+                             f"max_temp_directory_size {max_temp_directory_size!r}: "
+                             f"{error}") from error
+        yield con
 
 
 def close_databases() -> None:
     """Close the databases kept for the process (a cold start, for measuring)."""
     with _DATABASES_LOCK:
-        for database in _DATABASES.values():
+        for database, _ in _DATABASES.values():
             database.close()
         _DATABASES.clear()
 
