@@ -17,7 +17,7 @@ from constructs import Construct
 from mdlc_core.layout import Layout
 
 from .compliance import acknowledge, acknowledge_objects
-from .functions import python_function
+from .functions import DUCKDB_EPHEMERAL_STORAGE_MB, python_function
 from .resources import encrypted_queue, encrypted_table
 from .scale_out import S3Access
 from .scale_out_stage import ScaleOutJob, ScaleOutStage
@@ -126,6 +126,8 @@ class FeatureEngineering(ScaleOutStage, DataStage):
             memory_size=3008,
             timeout=minutes(15),
             data_layer=True,
+            ephemeral_storage_size=(DUCKDB_EPHEMERAL_STORAGE_MB
+                                    if spec.features.engine == "duckdb" else None),
         )
         layout = Layout(spec.name)
         datasets, features = (layout.everything(layout.datasets),

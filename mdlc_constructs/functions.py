@@ -49,6 +49,11 @@ POWERTOOLS_CONTEXT_KEY = "mdlc:powertoolsLayerVersion"
 #: setting it now only warns.
 RETIRED_DATA_CONTEXT_KEY = "mdlc:dataLayerVersion"
 
+#: /tmp of a function running DuckDB: the objects it reads stay there for
+#: DuckDB to scan, and it spills there past its memory limit (Lambda's most;
+#: /tmp beyond 512 MB is billed per GB-second, a fraction of the memory's price).
+DUCKDB_EPHEMERAL_STORAGE_MB = 10240
+
 CONFIG_FILE_NAME = "mdlc_config.json"
 #: Key of the config file's list of the sections left out (mdlc_core.runtime_config).
 OMITTED_KEY = "_omitted"
@@ -238,7 +243,8 @@ def python_function(
         packages: third-party packages the asset carries, installed for the
             function's runtime and architecture from the Lambda wheelhouse
             (:mod:`mdlc_constructs.wheels`). Default: none.
-        ephemeral_storage_size: MB of ``/tmp`` (512-10240). Default: Lambda's 512.
+        ephemeral_storage_size: MB of ``/tmp`` (512-10240), also given to the
+            handler as ``MDLC_EPHEMERAL_STORAGE_MB``. Default: Lambda's 512.
     """
     stack = stack_of(scope)
     network = ModelNetwork.of(scope) if vpc is None else None
@@ -288,6 +294,9 @@ def python_function(
         environment={
             "POWERTOOLS_SERVICE_NAME": source.name,
             "POWERTOOLS_LOG_LEVEL": "INFO",
+            # The handler bounds its scratch (DuckDB's spill) by what it has.
+            **({"MDLC_EPHEMERAL_STORAGE_MB": str(ephemeral_storage_size)}
+               if ephemeral_storage_size is not None else {}),
             **dict(environment or {}),
         },
         environment_encryption=key,

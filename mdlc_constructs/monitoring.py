@@ -36,7 +36,7 @@ from mdlc_core.layout import VARIANT_NAME, Layout, package_group_name
 from .compliance import acknowledge, acknowledge_objects, iam5_resource, printed_arn
 from .dashboard import DEFAULT_NAMESPACE, ModelDashboard, ModelMetrics, endpoint_name_of
 from .deprecation import renamed
-from .functions import python_function
+from .functions import DUCKDB_EPHEMERAL_STORAGE_MB, python_function
 from .processing import STARTUP_ALLOWANCE
 from .resources import schedule_of
 from .scale_out import S3Access
@@ -552,6 +552,8 @@ class ModelMonitoring(ScaleOutStage, ModelStage):
             timeout=timeout,
             data_layer=True,
             dead_letter_queue=self.dead_letter_queue,
+            ephemeral_storage_size=(DUCKDB_EPHEMERAL_STORAGE_MB
+                                    if spec.monitoring.engine == "duckdb" else None),
         )
         # EventBridge invokes asynchronously: Lambda retries a failed run twice
         # (a rerun overwrites the report and republishes the same values), then

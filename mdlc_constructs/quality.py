@@ -29,7 +29,7 @@ from .compliance import (
     acknowledge_objects,
     iam5_resource,
 )
-from .functions import python_function
+from .functions import DUCKDB_EPHEMERAL_STORAGE_MB, python_function
 from .metrics import QUALITY_NAMESPACE, quality_violations
 from .scale_out import S3Access
 from .scale_out_stage import ScaleOutJob, ScaleOutStage
@@ -40,10 +40,6 @@ from .workflow import invoke
 
 METRICS_NAMESPACE = QUALITY_NAMESPACE
 REPORT_PREFIX = "quality-reports"
-#: The function's /tmp with DuckDB: the day's Parquet objects stay there for
-#: DuckDB to scan, and it spills there past its memory limit (Lambda's most;
-#: /tmp beyond 512 MB is billed per GB-second, a fraction of the memory's price).
-DUCKDB_EPHEMERAL_STORAGE_MB = 10240
 #: The Spark job's flag for each variable of the Processing job's environment.
 SPARK_FLAGS = {
     "DATASETS_BUCKET": "--datasets-bucket",
@@ -87,8 +83,6 @@ class DataQuality(ScaleOutStage, DataStage):
     ) -> None:
         super().__init__(scope, construct_id, **stage)
         spec, data_lake = self.spec, self.data_lake
-        duckdb = spec.quality.engine == "duckdb"
-        storage = {"MDLC_EPHEMERAL_STORAGE_MB": str(DUCKDB_EPHEMERAL_STORAGE_MB)} if duckdb else {}
         self.function: lambda_.Function = python_function(
             self,
             "Function",
@@ -100,12 +94,11 @@ class DataQuality(ScaleOutStage, DataStage):
                 "REPORT_BUCKET": data_lake.artifacts.bucket_name,
                 "DATASETS_BUCKET": data_lake.datasets.bucket_name,
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
-                **storage,
             },
             memory_size=3008,
             timeout=minutes(15),
             data_layer=True,
-            ephemeral_storage_size=DUCKDB_EPHEMERAL_STORAGE_MB if duckdb else None,
+            ephemeral_storage_size=DUCKDB_EPHEMERAL_STORAGE_MB,
         )
         self._grant_runner(self.function)
         # PutMetricData has no resource-level permissions; the namespace

@@ -254,3 +254,20 @@ def test_the_engines_on_a_trimmed_tree_print_what_they_print_untrimmed(tmp_path:
     reports = trimmed["reports"]
     assert reports["quality"][0] == reports["features"][0] == 0
     assert reports["monitor"][2]["closed_loop"]["labels"] == 1000  # every other event
+
+
+def test_every_duckdb_function_gets_the_scratch_it_spills_to_and_knows_it(synthesized) -> None:
+    """DuckDB keeps the objects it scans and its spill in /tmp: the quality,
+    features and monitoring functions (DuckDB by default) get Lambda's most,
+    and the handler bounds its spill by the figure in its environment."""
+    from mdlc_constructs.functions import DUCKDB_EPHEMERAL_STORAGE_MB
+
+    template, _, _ = synthesized
+    for properties in (r["Properties"] for r in
+                       template.find_resources("AWS::Lambda::Function").values()):
+        if _service(properties) in DATA_HANDLERS:
+            assert properties["EphemeralStorage"] == {"Size": DUCKDB_EPHEMERAL_STORAGE_MB}
+            assert properties["Environment"]["Variables"]["MDLC_EPHEMERAL_STORAGE_MB"] == \
+                str(DUCKDB_EPHEMERAL_STORAGE_MB)
+        else:
+            assert "EphemeralStorage" not in properties
