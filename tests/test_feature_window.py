@@ -239,6 +239,19 @@ def test_a_warm_process_reuses_its_database_and_no_run_leaks_into_the_next(
     assert cold_table.equals(warm_table) and warm_table.num_rows == 2
 
 
+def test_a_day_of_no_rows_writes_empty_typed_tables_as_the_embedded_engine(
+        aws: Any) -> None:  # noqa: F811
+    s3, _ = aws
+    config = spec()
+    snapshot(s3, config, DAY, {"orders/part.csv": csv_text([])})  # the header alone
+    written = run_both(s3, config)
+    (out, expected), (got_out, got) = written["embedded"], written["duckdb"]
+    assert got_out == out and out["rows"] == 0 and out["entities"] == 0
+    for key, table in expected.items():
+        assert got[key].schema == table.schema and got[key].num_rows == 0, key
+    assert got["features_key"].schema.field("order_ts").type == pa.timestamp("us", tz="UTC")
+
+
 # --- errors --------------------------------------------------------------------------------
 
 
