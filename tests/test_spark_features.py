@@ -538,6 +538,8 @@ def test_training_and_batch_inference_run_on_what_the_local_spark_job_wrote(
                for p in s3.glob("*/spark/fraud/features/fraud-features-*/result.json")]
     # Training, data preparation and batch inference: one run each at least.
     assert len(results) == spark_runs["invocations"] >= 3
+    # The executors' staged parts were copied to their keys and deleted.
+    assert [p for p in s3.glob("*/spark/fraud/features/*/staging/**/*") if p.is_file()] == []
     for result in results:
         assert result["date"] == "2026-11-01"
         assert result["snapshots"] == ["datasets/fraud/dt=2026-11-01/_manifest.json"]
