@@ -479,3 +479,23 @@ def test_a_day_larger_than_the_memory_limit_is_monitored_in_bounded_memory(
     # embedded engine 825).
     assert bounded["peak_mib"] < 128 + 160, (bounded, written)
     assert bounded["peak_mib"] * 1.5 < unbounded["peak_mib"], (bounded, unbounded)
+
+
+def test_empty_version_and_action_cells_still_publish(env: Any) -> None:  # noqa: F811
+    """A careless producer's CSV with empty model_version and action cells:
+    both engines report the groups as read, and the CloudWatch data is
+    publishable (CloudWatch refuses an empty dimension value; botocore checks
+    it before the call), the empty value named ``monitor_job.EMPTY_DIMENSION``."""
+    baseline(env)
+    rows = "".join(f"e{i},{(i % 10) / 10},{DAY}T10:00:00Z,{'v1' if i % 2 else ''},"
+                   f"{'approve' if i % 3 else ''},{40 + i},{i}\n" for i in range(60))
+    put(env, f"{SCORED}careless.csv", f"{HEADER}\n{rows}")
+    put(env, f"{TRUTH}labels.csv", labels_csv([(f"e{i}", i % 2, f"{DAY}T12:00:00Z")
+                                              for i in range(0, 60, 3)]), LABELS)
+    report = assert_same_day(env)
+    versions = {g["model_version"] for g in report["closed_loop"]["by_version"]}
+    assert "" in versions and "v1" in versions
+    data = monitor_job.metric_data("fraud", report)
+    values = {d["Value"] for datum in data for d in datum["Dimensions"]}
+    assert "" not in values and monitor_job.EMPTY_DIMENSION in values
+    boto3.client("cloudwatch").put_metric_data(Namespace="Mdlc/Test", MetricData=data[:20])

@@ -533,6 +533,12 @@ def first_per_event(table: pa.Table) -> tuple[pa.Table, int]:
     return table.take(pa.array(np.sort(first))), dropped
 
 
+#: The dimension value of an empty version or action: CloudWatch refuses an
+#: empty one (and botocore before the call), which would lose the whole day's
+#: metrics for one careless producer's blank cell.
+EMPTY_DIMENSION = "(empty)"
+
+
 def metric_data(model: str, report: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The CloudWatch datums for a report; None values are left out.
 
@@ -546,8 +552,9 @@ def metric_data(model: str, report: Mapping[str, Any]) -> list[dict[str, Any]]:
     def add(name: str, value: Any, version: str, unit: str = "None", **extra: str) -> None:
         if value is None:
             return
-        dimensions = [{"Name": "Model", "Value": model}, {"Name": "ModelVersion", "Value": version}]
-        dimensions += [{"Name": k, "Value": v} for k, v in extra.items()]
+        dimensions = [{"Name": "Model", "Value": model},
+                      {"Name": "ModelVersion", "Value": version or EMPTY_DIMENSION}]
+        dimensions += [{"Name": k, "Value": v or EMPTY_DIMENSION} for k, v in extra.items()]
         data.append(
             {"MetricName": name, "Dimensions": dimensions, "Value": float(value), "Unit": unit}
         )
