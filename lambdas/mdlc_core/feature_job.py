@@ -90,14 +90,8 @@ def engine_tables(engine: str, *, spark: Any = None) -> tuple[Any, Any]:
         raise ValueError(f"features.engine must be one of {ENGINES}, got {engine!r}")
     if engine == "embedded":
         return training_table, entity_table
-    try:
-        from .sql import features as sql_features
-        from .sql.quality import memory_limit_for
-    except ImportError as error:
-        raise FeatureError(
-            f"features.engine is duckdb but this runtime cannot import DuckDB ({error}); "
-            "install duckdb and sqlglot where the job runs, or set features.engine: embedded"
-        ) from error
+    sql_features, _, sql_quality = _duckdb_modules()
+    memory_limit_for = sql_quality.memory_limit_for
     # A Lambda function's memory, when the job runs in one: DuckDB's limit
     # leaves room for Python and the events held as lists.
     memory_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
@@ -206,6 +200,21 @@ def download(s3: Any, bucket: str, entry: Mapping[str, Any], target: Path) -> Pa
             out.write(block)
     _check_hash(bucket, entry, digest.hexdigest())
     return target
+
+
+def _duckdb_modules() -> tuple[Any, Any, Any]:
+    """``mdlc_core.sql``'s features, feature_window and quality modules, or the
+    error saying this runtime has no DuckDB (they import it at once)."""
+    try:
+        from .sql import feature_window
+        from .sql import features as sql_features
+        from .sql import quality as sql_quality
+    except ImportError as error:
+        raise FeatureError(
+            f"features.engine is duckdb but this runtime cannot import DuckDB ({error}); "
+            "install duckdb and sqlglot where the job runs, or set features.engine: embedded"
+        ) from error
+    return sql_features, feature_window, sql_quality
 
 
 def window_manifests(s3: Any, bucket: str, model: str, features: FeatureSet,
@@ -331,14 +340,7 @@ def _run_duckdb(config: Mapping[str, Any], features: FeatureSet, day: date, *, s
                 storage_mb: int | None, memory_limit: str | None,
                 threads: int | None) -> dict[str, Any]:
     """:func:`run` on DuckDB, the window read by DuckDB from the scratch folder."""
-    try:
-        from .sql import feature_window
-        from .sql import quality as sql_quality
-    except ImportError as error:
-        raise FeatureError(
-            f"features.engine is duckdb but this runtime cannot import DuckDB ({error}); "
-            "install duckdb and sqlglot where the job runs, or set features.engine: embedded"
-        ) from error
+    _, feature_window, sql_quality = _duckdb_modules()
     if memory_mb is None and os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"):
         memory_mb = int(os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"])
     label, label_type = _label(config, features)

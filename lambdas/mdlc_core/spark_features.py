@@ -43,7 +43,7 @@ import argparse
 import logging
 import posixpath
 from collections.abc import Callable, Mapping
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,6 @@ import pyarrow as pa
 from . import spark_io
 from .batch_features import FeatureError, FeatureSet
 from .layout import Layout
-from .sourcing import latest_manifest
 
 logger = logging.getLogger("mdlc.spark_features")
 
@@ -204,17 +203,13 @@ def _window(s3: Any, bucket: str, model: str, day: date, features: FeatureSet
             ) -> tuple[list[spark_io.StoredObject], list[str]]:
     """The objects of the window's committed manifests, oldest day first (the
     input order), ``group`` 0 for the day itself; and the manifests' keys."""
+    from .feature_job import window_manifests
+
     objects: list[spark_io.StoredObject] = []
     manifests = []
-    for back in range(max(features.horizon(), 1) - 1, -1, -1):
-        found = latest_manifest(s3, bucket, model, day - timedelta(days=back))
-        if found is None:
-            if back == 0:
-                raise FeatureError(f"no snapshot of {day.isoformat()} for model {model!r}")
-            logger.warning("snapshot missing: %s", (day - timedelta(days=back)).isoformat())
-            continue
-        manifests.append(found[0])
-        objects += spark_io.manifest_objects(found[1], bucket, group=0 if back == 0 else 1)
+    for back, key, manifest in window_manifests(s3, bucket, model, features, day):
+        manifests.append(key)
+        objects += spark_io.manifest_objects(manifest, bucket, group=0 if back == 0 else 1)
     return objects, manifests
 
 
