@@ -726,6 +726,21 @@ def _assemble(*, present: Collection[str], rows: int, has_actions: bool, has_lab
                 has_labels=has_labels, has_actions=has_actions, rows=rows)
 
 
+def prepare_frames(predictions: Any, labels: Any, baseline: pa.Table | None,
+                   monitoring_spec: Any = None, feature_columns: Sequence[str] = (), *,
+                   baselines: Mapping[str, pa.Table | None] | None = None,
+                   decision_threshold: float | None = None, bins: int | None = None) -> Plan:
+    """:func:`prepare` of a day Spark's executors read (the monitoring job of
+    ``monitoring.runner: spark``, :mod:`mdlc_core.spark_monitoring`):
+    ``predictions`` and ``labels`` (or None) are that module's
+    ``ExecutorPredictions``/``ExecutorLabels``, whose ``view`` is a Spark
+    DataFrame of the same columns as :func:`predictions_relation` and
+    :func:`labels_relation` give (so no row of the day is on the driver);
+    the baselines, small, stay Arrow. Only :func:`spark_run` runs it."""
+    return prepare_day(predictions, labels, baseline, monitoring_spec, feature_columns,
+                       baselines=baselines, decision_threshold=decision_threshold, bins=bins)
+
+
 @dataclass(frozen=True)
 class View:
     """A relation that is a query over tables one DuckDB connection holds (a
@@ -785,6 +800,10 @@ def spark_run(plan: Plan, work: Callable[[Fetch], Any], spark: Any) -> Any:
     settings (``mdlc_core.spark_job.SESSION_CONF``); ``fetch`` collects a
     query's rows to the driver as dicts. The queries' results are small (counts
     per version, order statistics); the joins and sorts run on the executors.
+
+    A relation is an Arrow table (:func:`prepare`: made a frame from the
+    driver's memory) or already a Spark DataFrame (:func:`prepare_frames`: the
+    executors' rows, used as they are); a DuckDB :class:`View` is refused.
     """
     from ..spark_job import SESSION_CONF, _arrow_frame  # lazily: spark_job imports its kinds
 
@@ -795,8 +814,10 @@ def spark_run(plan: Plan, work: Callable[[Fetch], Any], spark: Any) -> Any:
         for name, relation in plan.relations.items():
             if isinstance(relation, View):
                 raise TypeError(f"relation {name} is a view of a DuckDB session; Spark takes "
-                                "the Arrow relations of prepare()")
-            _arrow_frame(spark, relation).createOrReplaceTempView(name)
+                                "the Arrow relations of prepare() or the DataFrames of "
+                                "prepare_frames()")
+            frame = relation if _is_frame(relation) else _arrow_frame(spark, relation)
+            frame.createOrReplaceTempView(name)
             views.append(name)
 
         def fetch(sql: str) -> list[dict[str, Any]]:
@@ -806,6 +827,12 @@ def spark_run(plan: Plan, work: Callable[[Fetch], Any], spark: Any) -> Any:
     finally:
         for name in views:
             spark.catalog.dropTempView(name)
+
+
+def _is_frame(relation: Any) -> bool:
+    """Whether ``relation`` is a Spark DataFrame (classic or Connect), without
+    importing PySpark where it is not."""
+    return not isinstance(relation, pa.Table) and hasattr(relation, "createOrReplaceTempView")
 
 
 def compute_metrics(predictions: Predictions, labels: Labels | None, baseline: pa.Table | None,
@@ -841,4 +868,5 @@ def open_loop(predictions: Predictions, baseline: pa.Table | None, bins: int = 1
 
 __all__ = ["BASELINE", "DIALECTS", "LABELS", "PREDICTIONS", "Plan", "Reference", "View",
            "clear_cache", "closed_loop", "compute_metrics", "open_loop", "prepare", "prepare_day",
+           "prepare_frames",
            "register", "spark_run", "union_query", "unregister"]
