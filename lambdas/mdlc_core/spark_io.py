@@ -3,8 +3,9 @@
 On EMR Serverless the driver's memory is one machine's: a window or a day
 that passes through it (downloaded, parsed, handed to Spark as an Arrow
 frame, collected back and written) is bounded by it. So the Spark kinds
-(:mod:`mdlc_core.spark_job`, :mod:`mdlc_core.spark_features`) read and
-write their data here, where only metadata reaches the driver:
+(:mod:`mdlc_core.spark_job`, :mod:`mdlc_core.spark_features`,
+:mod:`mdlc_core.spark_monitoring`) read and write their data here, where only
+metadata reaches the driver:
 
 * **Reading** (:func:`read_objects`): the driver reads the committed
   manifest (small JSON) and hands Spark the objects' locations. The
@@ -195,6 +196,9 @@ class Objects:
     frame: Any
     summaries: list[dict[str, Any]]
     objects: list[StoredObject]
+    #: The frame Spark persisted (``frame`` is a filter of it, which
+    #: ``unpersist`` would not match): what :meth:`release` frees.
+    persisted: Any = None
 
     @property
     def rows(self) -> int:
@@ -209,17 +213,21 @@ class Objects:
         return out
 
     def release(self) -> None:
-        self.frame.unpersist()
+        (self.persisted if self.persisted is not None else self.frame).unpersist()
 
 
 #: The errors an executor's parse raises that the driver raises again as
-#: themselves (the same types the other runners raise), by class name.
+#: themselves (the same types the other runners raise), by class name: the
+#: snapshot kinds' and the monitoring kind's (a prediction or label object
+#: that cannot be read).
 def _known_errors() -> dict[str, type[Exception]]:
     from .batch_features import FeatureError
+    from .monitoring import MonitoringInputError
     from .sourcing import SnapshotError
     from .tabular import DataError
 
-    return {cls.__name__: cls for cls in (SnapshotError, DataError, FeatureError)}
+    return {cls.__name__: cls for cls in (SnapshotError, DataError, FeatureError,
+                                          MonitoringInputError)}
 
 
 _RAISED = re.compile(r"^(?:[\w.]+\.)?(\w+): (.+)$", re.MULTILINE)
@@ -227,7 +235,8 @@ _RAISED = re.compile(r"^(?:[\w.]+\.)?(\w+): (.+)$", re.MULTILINE)
 
 def executor_error(error: BaseException) -> BaseException | None:
     """The mdlc error an executor raised (a :class:`SnapshotError`,
-    :class:`DataError` or :class:`FeatureError` naming the object) out of
+    :class:`DataError`, :class:`FeatureError` or :class:`MonitoringInputError`
+    naming the object) out of
     Spark's wrapping of it, or None when ``error`` is not one."""
     known = _known_errors()
     found = None
@@ -381,7 +390,7 @@ def read_objects(spark: Any, store: ObjectStore, objects: Sequence[StoredObject]
         frame.unpersist()
         raise ValueError(f"Spark did not read {unread}")
     data = frame.where(F.col(SUMMARY).isNull()).drop(SUMMARY)
-    return Objects(data, [s for s in summaries if s is not None], listed)
+    return Objects(data, [s for s in summaries if s is not None], listed, frame)
 
 
 def with_positions(spark: Any, read: Objects, column: str) -> Any:
