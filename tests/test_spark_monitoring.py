@@ -28,12 +28,14 @@ import pytest
 from mdlc_core import monitor_job, spark_job
 
 from mdlc_constructs.spec import load_spec
+from tests.spark_driver import RecordingS3, forbid_driver_reads
 from tests.template_queries import actions as _actions
 from tests.template_queries import listed as _listed
 from tests.template_queries import only as _only
 from tests.template_queries import statements as _statements
 from tests.template_queries import synthesized_or_fail
 
+from .test_model_monitor_handler import env  # noqa: F401 (fixture)
 from .test_monitoring_engines_handler import monitor_on, write_cli_day
 from .test_sql_monitoring import assert_same
 
@@ -151,18 +153,54 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Any:
         yield s3, sagemaker, boto3.client("kms").create_key()["KeyMetadata"]["Arn"]
 
 
+def forbid_day_reads(monkeypatch: pytest.MonkeyPatch, day_prefixes: tuple[str, ...]) -> None:
+    """In this process (the job's driver; the executors are PySpark's Python
+    workers, other processes), every reader of the day's predictions and
+    labels raises: the snapshot readers, ``monitor_job``'s concatenation,
+    first-per-event and typing, and the shared object reader on any object
+    under ``day_prefixes`` (it still reads the baselines, which stay on the
+    driver)."""
+    from mdlc_core import monitoring
+
+    forbid_driver_reads(monkeypatch)
+    read_table_bytes = monitoring.read_table_bytes
+
+    def refuse(what: str) -> Any:
+        def reader(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError(f"the driver called {what}: the day went through the driver")
+        return reader
+
+    def baselines_only(data: bytes, name: str) -> Any:
+        if any(prefix in name for prefix in day_prefixes):
+            raise AssertionError(f"the driver read {name}: the day went through the driver")
+        return read_table_bytes(data, name)
+
+    monkeypatch.setattr(monitoring, "read_table_bytes", baselines_only)
+    monkeypatch.setattr(monitoring, "concat_tables", refuse("monitoring.concat_tables"))
+    monkeypatch.setattr(monitoring.Predictions, "from_table",
+                        refuse("Predictions.from_table"))
+    monkeypatch.setattr(monitoring.Labels, "from_table", refuse("Labels.from_table"))
+    monkeypatch.setattr(monitor_job, "first_per_event", refuse("monitor_job.first_per_event"))
+    monkeypatch.setattr(monitor_job._Reader, "prefix", refuse("monitor_job._Reader.prefix"))
+
+
 def _report(s3: Any) -> dict[str, Any]:
     key = f"monitoring/fraud/dt={DAY}/report.json"
     return json.loads(s3.get_object(Bucket=ARTIFACTS, Key=key)["Body"].read())
 
 
 def test_the_job_writes_what_the_lambda_runner_writes(
-    spark: Any, aws: Any, tmp_path: Path
+    spark: Any, aws: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """spark_job.main --kind monitoring against monitor_job.run (embedded and
     DuckDB) on the same moto day: the same summary, report and metric data;
     the result object is SSE-KMS; each version was described and compared
-    with its own training data."""
+    with its own training data. No prediction or label row went through the
+    driver: in its process every reader of them raises and its S3 client
+    read none of their objects (the executors did, through the EMRFS
+    stand-in's own client), and nothing the executors persisted outlives the run."""
+    from mdlc_core.spark_io import Downloaded
+
     s3, sagemaker, key = aws
     packages = _seed_day(s3, sagemaker)
     config_file = tmp_path / "config.json"
@@ -173,13 +211,26 @@ def test_the_job_writes_what_the_lambda_runner_writes(
         cloudwatch = _Recorder()
         if engine == "spark":
             result_key = "spark/fraud/monitoring/run-1/result.json"
+            forbid_day_reads(monkeypatch, (SCORED, LABELS_PREFIX))
+            job_s3 = RecordingS3(s3)
+            spark.catalog.clearCache()
             # A backfill of DAY: the event's date wins over the day before --date.
             assert spark_job.main([
                 "--kind", "monitoring", "--date", "2026-12-01",
                 "--event", json.dumps({"date": DAY, "trigger": "backfill"}), *JOB_ARGUMENTS,
                 "--result-bucket", ARTIFACTS, "--result-key", result_key, "--kms-key", key,
                 "--read-from", "s3", "--config", str(config_file),
-            ], spark=spark, s3=s3, cloudwatch=cloudwatch, scratch=tmp_path) == 0
+            ], spark=spark, s3=job_s3, cloudwatch=cloudwatch, scratch=tmp_path,
+                store=Downloaded(boto3_s3(), tmp_path / "emrfs")) == 0
+            monkeypatch.undo()
+            # What the executors persisted for the run is freed (the session is shared).
+            assert spark._jsparkSession.sharedState().cacheManager().isEmpty()
+            day_objects = [k for k in job_s3.read if k.startswith((SCORED, LABELS_PREFIX))]
+            assert day_objects == [], day_objects
+            # The baselines (small) are read by the driver, as the other runners read them.
+            assert {k for k in job_s3.read if k.startswith("baselines/")} == {
+                "baselines/fraud/jobs/j1/features.parquet",
+                "baselines/fraud/jobs/j2/features.parquet", "baselines/fraud/features.parquet"}
             stored = s3.get_object(Bucket=ARTIFACTS, Key=result_key)
             assert (stored["ServerSideEncryption"], stored["SSEKMSKeyId"]) == ("aws:kms", key)
             summary = json.loads(stored["Body"].read())
@@ -206,6 +257,128 @@ def test_the_job_writes_what_the_lambda_runner_writes(
     assert by_version[packages[0]]["baseline_rows"] == 800
     assert by_version[packages[1]]["features"]["order_amount"]["psi"] is not None
     assert {g["auc"] is not None for g in report["closed_loop"]["by_version"]} == {True}
+
+
+def boto3_s3() -> Any:
+    """Another client of the same (moto) S3: the EMRFS stand-in's, not the job's."""
+    import boto3
+
+    return boto3.client("s3")
+
+
+# --- the executors type each object as the shared reader and DuckDB do -----------------------
+
+
+def _spark_day(s3: Any, spark: Any, folder: Path) -> tuple[dict[str, Any], dict[str, Any],
+                                                           list[dict[str, Any]]]:
+    """(summary, report, metric data) of the monitoring job on Spark for the
+    day ``tests.test_monitoring_files`` lays out (its environment as flags),
+    the executors reading through the EMRFS stand-in."""
+    import os
+
+    from mdlc_core import spark_monitoring
+    from mdlc_core.runtime_config import load_config
+    from mdlc_core.spark_io import Downloaded
+
+    from .test_monitoring_files import BUCKET as DAY_BUCKET
+    from .test_monitoring_files import DAY as FILES_DAY
+
+    args = spark_job.parse_args([
+        "--kind", "monitoring", "--date", "2026-12-01", "--event",
+        json.dumps({"date": FILES_DAY}), "--predictions-bucket", DAY_BUCKET,
+        "--labels-bucket", os.environ["LABELS_BUCKET"],
+        "--labels-prefix", os.environ["LABELS_PREFIX"], "--baseline-bucket", DAY_BUCKET,
+        "--baseline-key", os.environ["BASELINE_KEY"], "--report-bucket", DAY_BUCKET,
+        "--result-bucket", DAY_BUCKET, "--result-key", "unused.json"])
+    cloudwatch = _Recorder()
+    summary = spark_monitoring.run(args, load_config(), spark=spark, s3=s3,
+                                   cloudwatch=cloudwatch, store=Downloaded(s3, folder))
+    key = f"monitoring/fraud/dt={FILES_DAY}/report.json"
+    report = json.loads(s3.get_object(Bucket=DAY_BUCKET, Key=key)["Body"].read())
+    sent = [datum for call in cloudwatch.calls for datum in call["MetricData"]]
+    assert len(sent) == summary["metrics_published"]
+    # As run_both gives them: of the report as stored (its keys sorted).
+    return json.loads(json.dumps(summary)), report, monitor_job.metric_data("fraud", report)
+
+
+@pytest.mark.parametrize("case", ["csv text, zoned", "csv text, zone-less", "csv dates",
+                                  "parquet of other stored types", "parquet timestamps",
+                                  "parquet text", "a dropped copy"])
+def test_the_executors_type_the_day_as_the_shared_reader_and_duckdb(
+    spark: Any, env: Any, tmp_path: Path, case: str  # noqa: F811
+) -> None:
+    """tests.test_monitoring_files' days (pyarrow's CSV inference value by
+    value, Parquet's stored types, timestamps zoned and not, text numbers,
+    booleans, a header-only file, a redelivered copy that would fail the day
+    were it not dropped first): the job on Spark gives the summary, report
+    and metric data of the embedded and DuckDB engines."""
+    from .test_monitoring_files import (
+        DAYS,
+        HEADER,
+        SCORED,
+        baseline,
+        parquet,
+        put,
+        put_day,
+        run_both,
+        ts_ms,
+    )
+
+    baseline(env)
+    if case == "a dropped copy":
+        put(env, f"{SCORED}a.csv", HEADER + "\ne1,0.5,2024-05-01T10:00:00Z,v1,approve,1,1\n")
+        put(env, f"{SCORED}b.parquet", parquet(pa.table({
+            "event_id": ["e1", "e2"], "score": [np.nan, 0.25],
+            "prediction_ts": ts_ms("2024-05-01T10:00:00", "2024-05-01T11:00:00")})))
+    else:
+        put_day(env, DAYS[case])
+    theirs = run_both(env)
+    mine = _spark_day(env, spark, tmp_path / "emrfs")
+    for engine in ("embedded", "duckdb"):
+        assert mine[0] == json.loads(json.dumps(theirs[engine][0])), engine
+        assert_same(mine[1], theirs[engine][1], f"{engine} report")
+        assert_same(mine[2], theirs[engine][2], f"{engine} metric data")
+    assert mine[1]["predictions"] > 0
+    if case == "a dropped copy":
+        assert mine[1]["duplicate_predictions"] == 1
+
+
+#: tests.test_monitoring_files' bad days the executors must refuse as the others do.
+BAD_CASES = ("missing", "null id", "no score", "text score", "NaN score", "bad time",
+             "text feature", "not parquet", "label 2", "label text", "no label_ts")
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_a_bad_object_fails_the_job_naming_it(spark: Any, env: Any, tmp_path: Path,  # noqa: F811
+                                              case: str) -> None:
+    """Each bad day fails the job with MonitoringInputError, saying what the
+    shared reader says and naming the object as DuckDB does (the day's prefix
+    for a column no object has, in the shared reader's words exactly)."""
+    from mdlc_core.monitoring import MonitoringInputError
+
+    from .test_monitoring_files import BAD, LABELS, SCORED, TRUTH, put, put_day
+    from .test_monitoring_files import BUCKET as DAY_BUCKET
+
+    _, files, phrase, named = next(b for b in BAD if b[0] == case)
+    if all(name.startswith("labels:") for name in files):
+        put(env, f"{SCORED}ok.csv", "event_id,score,prediction_ts\ne1,0.5,2024-05-01\n")
+    put_day(env, files)
+    with pytest.raises(MonitoringInputError) as raised:
+        _spark_day(env, spark, tmp_path / "emrfs")
+    message = str(raised.value)
+    assert phrase in message, message
+    if named is None:
+        from mdlc_core.runtime_config import load_config
+
+        with pytest.raises(MonitoringInputError) as embedded:
+            monitor_job.run({"date": "2024-05-01"}, load_config(), s3=env,
+                            cloudwatch=_Recorder(), environ=__import__("os").environ,
+                            engine="embedded")
+        assert message == str(embedded.value)
+    else:
+        labels = any(n.startswith("labels:") for n in files)
+        where = f"s3://{LABELS}/{TRUTH}" if labels else f"s3://{DAY_BUCKET}/{SCORED}"
+        assert message.startswith(f"{where}{named}: "), message
 
 
 def test_an_event_that_is_not_an_object_fails_the_job_naming_the_flag(spark: Any) -> None:
