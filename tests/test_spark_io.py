@@ -13,6 +13,7 @@ import boto3
 import pytest
 from mdlc_core import spark_io
 from mdlc_core.batch_features import FeatureError
+from mdlc_core.monitoring import MonitoringInputError
 from mdlc_core.sourcing import SnapshotError
 from mdlc_core.tabular import DataError
 from moto import mock_aws
@@ -69,6 +70,9 @@ def test_downloaded_refuses_a_key_that_leaves_its_folder(s3: Any, tmp_path: Path
                   "manifest recorded cd)"),
     DataError("s3://lake/k.csv: missing column(s) ['order_id']"),
     FeatureError("s3://lake/k.csv has no column(s) ['customer_id']"),
+    # The monitoring kind's executors: a prediction or label object the shared reader refuses.
+    MonitoringInputError("s3://lake/predictions/m/dt=2026-11-02/scored/a.parquet: cannot "
+                         "read as parquet: Parquet magic bytes not found in footer"),
 ])
 def test_an_executors_error_is_raised_again_as_itself(error: Exception) -> None:
     """Spark wraps the Python worker's traceback in its own exception: the
