@@ -71,6 +71,10 @@ def main() -> None:
     print(f"executions: {len(report['executions'])}, failed {len(failed)}; versions "
           f"{len(report['model_versions'])}; stream decisions {events}; batch decisions "
           f"{report['decisions']['batch']['total']}")
+    # Where the time goes: the functions that took the most, in the handlers.
+    slowest = sorted(report["functions"].items(), key=lambda kv: -kv[1]["seconds"])[:8]
+    print("functions: " + "; ".join(
+        f"{name} {entry['seconds']:.1f} s / {entry['invocations']}" for name, entry in slowest))
     if events:
         print(f"stream: {1000 * stream_seconds / events:.2f} ms per event inside the handlers "
               f"(feature update + consumer), {1000 * seconds / events:.2f} ms per event "
