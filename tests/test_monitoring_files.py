@@ -499,3 +499,42 @@ def test_empty_version_and_action_cells_still_publish(env: Any) -> None:  # noqa
     values = {d["Value"] for datum in data for d in datum["Dimensions"]}
     assert "" not in values and monitor_job.EMPTY_DIMENSION in values
     boto3.client("cloudwatch").put_metric_data(Namespace="Mdlc/Test", MetricData=data[:20])
+
+
+def test_many_small_files_of_one_shape_read_in_one_statement_each_kind(
+        env: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """A stream consumer's day: many small CSV files of one header, then a
+    Parquet run. Each run of one shape is one INSERT (rows and files in the
+    shared reader's order, so first-per-event across files still holds); a
+    bad file inside a run still fails the day naming that file."""
+    from mdlc_core.runtime_config import load_config
+    from mdlc_core.sql import monitoring_files
+
+    baseline(env)
+    statements: list[int] = []
+    grouped = monitoring_files._group_insert
+    monkeypatch.setattr(monitoring_files, "_group_insert", lambda table, group, select: (
+        statements.append(len(group)), grouped(table, group, select))[1])
+    for n in range(7):  # event e3 recurs: its first delivery (file 0) counts
+        rows = "".join(f"e{n * 5 + i if i else 3},{((n + i) % 10) / 10},{DAY}T1{n}:00:00Z,"
+                       f"v{1 + n % 2},approve,{10 + i},{n}\n" for i in range(5))
+        put(env, f"{SCORED}batch-{n:02d}.csv", f"{HEADER}\n{rows}")
+    from datetime import datetime
+
+    stamp = pa.array([datetime.fromisoformat(f"{DAY}T20:00:00+00:00")] * 2,
+                     pa.timestamp("s", tz="UTC"))
+    put(env, f"{SCORED}zz-0.parquet", parquet(pa.table({
+        "event_id": ["p1", "p2"], "score": [0.1, 0.9], "prediction_ts": stamp})))
+    put(env, f"{SCORED}zz-1.parquet", parquet(pa.table({
+        "event_id": ["p3", "e3"], "score": [0.4, 0.2], "prediction_ts": stamp})))
+    put(env, f"{TRUTH}labels.csv", labels_csv([(f"e{i}", i % 2, f"{DAY}T23:00:00Z")
+                                              for i in range(35)]), LABELS)
+    report = assert_same_day(env)
+    assert report["closed_loop"]["labels"] > 0
+    assert 7 in statements and 2 in statements  # the CSV run and the Parquet run, once each
+    put(env, f"{SCORED}batch-01.csv", f"{HEADER}\nx9,high,{DAY}T10:00:00Z,v1,approve,1,1\n")
+    with pytest.raises(MonitoringInputError, match=rf"s3://{BUCKET}/{SCORED}batch-01.csv: "
+                       r"score is not numeric: 1 value\(s\) are not numbers, e.g. \[.high.\]"):
+        monitor_job.run({"date": DAY}, load_config(), s3=env,
+                        cloudwatch=boto3.client("cloudwatch"), environ=os.environ,
+                        engine="duckdb")
