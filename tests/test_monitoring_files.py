@@ -538,3 +538,21 @@ def test_many_small_files_of_one_shape_read_in_one_statement_each_kind(
         monitor_job.run({"date": DAY}, load_config(), s3=env,
                         cloudwatch=boto3.client("cloudwatch"), environ=os.environ,
                         engine="duckdb")
+
+
+@pytest.mark.parametrize("text", ["plain", "it's", "''", 'say "hi"', "back\\slash", "día ✓",
+                                  "semi;colon -- not a comment", "new\nline", ""])
+def test_literals_and_identifiers_are_what_sqlglot_renders_for_duckdb(text: str) -> None:
+    """The reader writes file paths and column names into its SQL; its quoting
+    must be DuckDB's, which sqlglot's renderer is the reference for, and a
+    value must come back from DuckDB as it went in."""
+    import duckdb
+    from mdlc_core.sql import monitoring_files
+    from sqlglot import exp
+
+    literal = monitoring_files._literal(text)
+    assert literal == exp.Literal.string(text).sql(dialect="duckdb")
+    assert monitoring_files._identifier(text or "x") == \
+        exp.to_identifier(text or "x", quoted=True).sql(dialect="duckdb")
+    assert duckdb.sql(f"SELECT {literal} AS {monitoring_files._identifier(text or 'x')}"
+                      ).fetchall() == [(text,)]
