@@ -35,7 +35,9 @@ The engine is the spec's ``monitoring.engine``: ``duckdb`` (the default:
 itself, ``mdlc_core.sql.monitoring_files``) or ``embedded``
 (``mdlc_core.monitoring``, the day read into Arrow by the shared reader);
 with ``monitoring.runner: spark`` the same SQL rendered for Spark, on the
-job's session (``mdlc_core.spark_monitoring``, the shared reader's Arrow).
+job's session (``mdlc_core.spark_monitoring``: the executors read and type
+the day's objects, the driver holds only the baselines; it calls
+:func:`monitor` with its own reader).
 The same report, metrics and summary from each; the same errors for a bad
 file, naming it.
 
@@ -111,14 +113,15 @@ def run(
                             storage_mb=storage_mb)
     reading = metrics.reader(s3) if isinstance(metrics, _DuckDB) else nullcontext(_Reader(s3))
     with reading as reader:
-        return _monitor(event, config, reader, metrics, s3=s3, cloudwatch=cloudwatch,
+        return monitor(event, config, reader, metrics, s3=s3, cloudwatch=cloudwatch,
                         environ=environ, sagemaker=sagemaker)
 
 
-def _monitor(event: Mapping[str, Any], config: Mapping[str, Any], reader: _Reader, metrics: Any,
-             *, s3: Any, cloudwatch: Any, environ: Mapping[str, str], sagemaker: Any
-             ) -> dict[str, Any]:
-    """:func:`run` with its engine and reader chosen."""
+def monitor(event: Mapping[str, Any], config: Mapping[str, Any], reader: _Reader, metrics: Any,
+            *, s3: Any, cloudwatch: Any, environ: Mapping[str, str], sagemaker: Any
+            ) -> dict[str, Any]:
+    """:func:`run` with its engine and reader chosen: the part every runner
+    shares (the Spark job passes the executors' reader)."""
     model = config["name"]
     spec = config.get("monitoring", {})
     day = parse_date(event.get("date"))

@@ -155,7 +155,7 @@ def run(args: argparse.Namespace, config: Mapping[str, Any], *, spark: Any, s3: 
     reader = ExecutorReader(s3, spark, store or spark_io.Emrfs(),
                             monitor_job.feature_columns(config))
     try:
-        return monitor_job._monitor(event_of(args), config, reader, ExecutorMetrics(spark),
+        return monitor_job.monitor(event_of(args), config, reader, ExecutorMetrics(spark),
                                     s3=s3, cloudwatch=cloudwatch, environ=environment(args),
                                     sagemaker=sagemaker)
     finally:
