@@ -14,6 +14,9 @@ CHECKOV := $(CHECKOV_VENV)/bin/checkov
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 # jsii names the Node.js major versions whose end-of-life banner it keeps quiet.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+# The CDK CLI's AWS SDK warns on Node.js 20 that its releases after January
+# 2027 need 22 (aws/aws-sdk-js-v3#7983), whenever it builds an SDK client.
+export AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED := true
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: simulate synth test install lambda-wheels binutils java lint cfn-lint bench clean test-lowest test-newest test-spark checkov

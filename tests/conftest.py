@@ -12,6 +12,8 @@ import pytest
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")  # jsii's banner
+# The CDK CLI's AWS SDK on Node.js 20 (aws/aws-sdk-js-v3#7983), as the Makefile.
+os.environ.setdefault("AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED", "true")
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAUD_SPEC = ROOT / "models" / "fraud.yaml"

@@ -41,6 +41,7 @@ def _env(**extra: str) -> dict[str, str]:
            if not k.startswith(("PYTEST_", "VIRTUAL_ENV", "PYTHONPATH", "CDK_"))}
     env.update(JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION="1",
                JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION="20",
+               AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED="true",
                PIP_DISABLE_PIP_VERSION_CHECK="1",
                # The Lambda wheels a team builds once (docs/engines.md); here the
                # checkout's, which make install built, so synthesis stays offline.

@@ -575,11 +575,15 @@ def test_the_feature_job_writes_the_same_tables_on_both_engines(
 def test_a_runtime_without_duckdb_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
+    import mdlc_core.sql
     from mdlc_core import feature_job
 
     monkeypatch.setitem(sys.modules, "duckdb", None)  # any import of DuckDB now fails
-    for name in ("mdlc_core.sql.quality", "mdlc_core.sql.features"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
+    # Forget the modules that import it, and the package's attributes naming
+    # them (``from .sql import features`` finds an attribute before sys.modules).
+    for name in ("quality", "features", "feature_window"):
+        monkeypatch.delitem(sys.modules, f"mdlc_core.sql.{name}", raising=False)
+        monkeypatch.delattr(mdlc_core.sql, name, raising=False)
     with pytest.raises(FeatureError, match=r"cannot import DuckDB.*features\.engine: embedded"):
         feature_job.engine_tables("duckdb")
     assert feature_job.engine_tables("embedded") == (embedded.training_table,
