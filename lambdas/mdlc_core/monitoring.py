@@ -64,6 +64,38 @@ ALL_VERSIONS = "all"
 UNKNOWN_VERSION = "unknown"
 PREDICTION_COLUMNS = ("event_id", "score", "prediction_ts")
 LABEL_COLUMNS = ("event_id", "label", "label_ts")
+
+#: The bits of a row's bad-value mask, as the SQL readers of the day's files
+#: (DuckDB's ``sql.monitoring_files``, the Spark job's executors) mark what
+#: the shared reader would refuse.
+ID_NULL, VALUE_NULL, VALUE_BAD, SCORE_NAN, TS_NULL, TS_BAD = 1, 2, 4, 8, 16, 32
+#: ``(SQL condition, kind, column)``: a row failing the condition is refused.
+Check = tuple[str, str, str]
+
+
+def prediction_checks(bad: str, feature_columns: Mapping[str, str]) -> list[Check]:
+    """The shared reader's refusals of prediction rows, in its order, over the
+    mask column ``bad`` and each monitored feature's column
+    (``{feature: column}``; a feature value that is not a number is null).
+    One definition for both SQL readers, so their errors cannot drift apart."""
+    return [(f"{bad} & {ID_NULL} <> 0", "null", "event_id"),
+            (f"{bad} & {VALUE_NULL} <> 0", "null", "score"),
+            (f"{bad} & {VALUE_BAD} <> 0", "number", "score"),
+            (f"{bad} & {SCORE_NAN} <> 0", "nan", "score"),
+            (f"{bad} & {TS_NULL} <> 0", "null", "prediction_ts"),
+            (f"{bad} & {TS_BAD} <> 0", "timestamp", "prediction_ts"),
+            *((f"{column} IS NULL", "number", name) for name, column in feature_columns.items())]
+
+
+def label_checks(bad: str) -> list[Check]:
+    """The shared reader's refusals of label rows, in its order (as
+    :func:`prediction_checks`)."""
+    return [(f"{bad} & {ID_NULL} <> 0", "null", "event_id"),
+            (f"{bad} & {VALUE_NULL} <> 0", "null", "label"),
+            (f"{bad} & {VALUE_BAD} <> 0", "number", "label"),
+            ("label IS NOT NULL AND (isnan(label) OR label NOT IN (0, 1))", "label", "label"),
+            (f"{bad} & {TS_NULL} <> 0", "null", "label_ts"),
+            (f"{bad} & {TS_BAD} <> 0", "timestamp", "label_ts")]
 SCORE_COLUMN = "score"
 
 _DAY_US = 86_400_000_000

@@ -73,11 +73,20 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from mdlc_core import monitor_job, monitoring, spark_io
 from mdlc_core.monitoring import (
+    ID_NULL,
     LABEL_COLUMNS,
     PREDICTION_COLUMNS,
     SCORE_COLUMN,
+    SCORE_NAN,
+    TS_BAD,
+    TS_NULL,
     UNKNOWN_VERSION,
+    VALUE_BAD,
+    VALUE_NULL,
+    Check,
     MonitoringInputError,
+    label_checks,
+    prediction_checks,
 )
 from mdlc_core.predictions import scored_prefix
 
@@ -164,9 +173,9 @@ def run(args: argparse.Namespace, config: Mapping[str, Any], *, spark: Any, s3: 
 
 # --------------------------------------------------------------------------- executors
 
-#: Bits of a row's :data:`BAD`: what the shared reader would refuse in it
-#: (the same bits as :mod:`mdlc_core.sql.monitoring_files`).
-ID_NULL, VALUE_NULL, VALUE_BAD, SCORE_NAN, TS_NULL, TS_BAD = 1, 2, 4, 8, 16, 32
+#: The column of a row's bad-value mask (its bits: ``mdlc_core.monitoring``'s
+#: ID_NULL ... TS_BAD, shared with DuckDB's reader): what the shared reader
+#: would refuse in the row.
 BAD = "_mdlc_bad"
 #: Each object's rows at their place in the day, file order: ``object * 2**32 + row``.
 ROW = "_mdlc_row"
@@ -442,7 +451,6 @@ class ExecutorLabels:
 
 
 #: (condition on a row, kind, column named) in the shared reader's order.
-Check = tuple[str, str, str]
 
 
 class ExecutorReader(monitor_job._Reader):
@@ -503,14 +511,7 @@ class ExecutorReader(monitor_job._Reader):
         columns = {name: f"f{self.features.index(name)}" for name in present}
         frame = read.frame.withColumn(
             ROW, F.col(spark_io.OBJECT) * (2 ** 32) + F.col(spark_io.LOCAL_ROW))
-        checks: list[Check] = [
-            (f"{BAD} & {ID_NULL} <> 0", "null", "event_id"),
-            (f"{BAD} & {VALUE_NULL} <> 0", "null", "score"),
-            (f"{BAD} & {VALUE_BAD} <> 0", "number", "score"),
-            (f"{BAD} & {SCORE_NAN} <> 0", "nan", "score"),
-            (f"{BAD} & {TS_NULL} <> 0", "null", "prediction_ts"),
-            (f"{BAD} & {TS_BAD} <> 0", "timestamp", "prediction_ts"),
-            *((f"{c} IS NULL", "number", name) for name, c in columns.items())]
+        checks = prediction_checks(BAD, columns)
         with spark_io.executor_errors():
             # The shared reader's order: ids first (no first-per-event without them)...
             self._refuse(read, frame, _counts(frame, checks[:1]), checks[:1], columns)
@@ -544,13 +545,7 @@ class ExecutorReader(monitor_job._Reader):
         _require(_found(read), LABEL_COLUMNS, f"s3://{bucket}/{prefix}")
         frame = read.frame.withColumn(
             ROW, F.col(spark_io.OBJECT) * (2 ** 32) + F.col(spark_io.LOCAL_ROW))
-        checks: list[Check] = [
-            (f"{BAD} & {ID_NULL} <> 0", "null", "event_id"),
-            (f"{BAD} & {VALUE_NULL} <> 0", "null", "label"),
-            (f"{BAD} & {VALUE_BAD} <> 0", "number", "label"),
-            ("label IS NOT NULL AND (isnan(label) OR label NOT IN (0, 1))", "label", "label"),
-            (f"{BAD} & {TS_NULL} <> 0", "null", "label_ts"),
-            (f"{BAD} & {TS_BAD} <> 0", "timestamp", "label_ts")]
+        checks = label_checks(BAD)
         with spark_io.executor_errors():
             rows = self._refuse(read, frame, _counts(frame, checks), checks, {})
         return ExecutorLabels(frame, rows)

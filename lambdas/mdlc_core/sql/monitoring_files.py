@@ -102,7 +102,9 @@ _TIMESTAMP_TYPES = ("TIMESTAMP WITH TIME ZONE", "TIMESTAMP", "TIMESTAMP_S", "TIM
                     "TIMESTAMP_NS")
 
 # Bits of a row's ``_bad``: what the shared reader would refuse in it.
-_ID_NULL, _VALUE_NULL, _VALUE_BAD, _SCORE_NAN, _TS_NULL, _TS_BAD = 1, 2, 4, 8, 16, 32
+_ID_NULL, _VALUE_NULL, _VALUE_BAD, _SCORE_NAN, _TS_NULL, _TS_BAD = (
+    embedded.ID_NULL, embedded.VALUE_NULL, embedded.VALUE_BAD, embedded.SCORE_NAN,
+    embedded.TS_NULL, embedded.TS_BAD)
 
 
 def _shapes(sources: Sequence[_Source]) -> list[list[_Source]]:
@@ -497,13 +499,7 @@ class DaySession:
                               "model_version VARCHAR", "action VARCHAR",
                               *(f"{c} DOUBLE" for c in columns.values()), "_bad UTINYINT"])
         self._load(table, declared, sources, select)
-        checks = [(f"_bad & {_ID_NULL} <> 0", "null", "event_id"),
-                  (f"_bad & {_VALUE_NULL} <> 0", "null", "score"),
-                  (f"_bad & {_VALUE_BAD} <> 0", "number", "score"),
-                  (f"_bad & {_SCORE_NAN} <> 0", "nan", "score"),
-                  (f"_bad & {_TS_NULL} <> 0", "null", "prediction_ts"),
-                  (f"_bad & {_TS_BAD} <> 0", "timestamp", "prediction_ts"),
-                  *((f"{c} IS NULL", "number", name) for name, c in columns.items())]
+        checks = embedded.prediction_checks("_bad", columns)
         # The shared reader's order: ids first (no first-per-event without them)...
         counts = self._counts(table, checks)
         self._refuse(counts, sources, checks[:1])
@@ -545,13 +541,7 @@ class DaySession:
 
         self._load(table, "_file INTEGER, event_id VARCHAR, label DOUBLE, label_ts BIGINT, "
                    "_bad UTINYINT", sources, select)
-        checks = [(f"_bad & {_ID_NULL} <> 0", "null", "event_id"),
-                  (f"_bad & {_VALUE_NULL} <> 0", "null", "label"),
-                  (f"_bad & {_VALUE_BAD} <> 0", "number", "label"),
-                  ("label IS NOT NULL AND (isnan(label) OR label NOT IN (0, 1))", "label",
-                   "label"),
-                  (f"_bad & {_TS_NULL} <> 0", "null", "label_ts"),
-                  (f"_bad & {_TS_BAD} <> 0", "timestamp", "label_ts")]
+        checks = embedded.label_checks("_bad")
         rows = self._refuse(self._counts(table, checks), sources, checks, table=table)
         return DayLabels(self, table, rows)
 
