@@ -64,7 +64,6 @@ from .compliance import (
     resource_token,
 )
 from .deprecation import renamed
-from .functions import python_function
 from .network import ModelNetwork
 from .preparation import PreparationSteps
 from .resources import encrypted_table
@@ -239,17 +238,10 @@ class BatchInferenceWorkflow(ModelStage):
         if self.idempotency_table is not None:
             environment["IDEMPOTENCY_TABLE"] = self.idempotency_table.table_name
         environment.update(self.action_targets.environment())
-        self.function = python_function(
-            self,
-            "Decisions",
-            handler="batch_decisions",
+        self.function = self.stage_function(
+            "Decisions", handler="batch_decisions",
             description=f"MDLC {model}: batch transform input, and rules over its output",
-            key=self.key,
-            config=spec.as_config(),
-            environment=environment,
-            memory_size=3008,
-            timeout=minutes(10),
-            data_layer=True,
+            environment=environment, memory_size=3008, timeout=minutes(10), data_layer=True,
             extra_code=action_code,
         )
         layout = Layout(model)

@@ -17,7 +17,7 @@ from constructs import Construct
 from mdlc_core.layout import Layout
 
 from .compliance import acknowledge, acknowledge_objects
-from .functions import DUCKDB_EPHEMERAL_STORAGE_MB, python_function
+from .functions import DUCKDB_EPHEMERAL_STORAGE_MB
 from .resources import encrypted_queue, encrypted_table
 from .scale_out import S3Access
 from .scale_out_stage import ScaleOutJob, ScaleOutStage
@@ -111,21 +111,12 @@ class FeatureEngineering(ScaleOutStage, DataStage):
     ) -> None:
         super().__init__(scope, construct_id, **stage)
         spec, data_lake = self.spec, self.data_lake
-        self.batch_function: lambda_.Function = python_function(
-            self,
-            "Batch",
-            handler="feature_batch",
+        self.batch_function: lambda_.Function = self.data_function(
+            "Batch", handler="feature_batch",
             description=f"MDLC {spec.name}: compute the day's batch features",
-            key=data_lake.key,
-            config=spec.as_config(),
-            environment={
-                "DATASETS_BUCKET": data_lake.datasets.bucket_name,
-                "FEATURES_BUCKET": data_lake.features.bucket_name,
-                "MODEL_NAME": spec.name,
-            },
-            memory_size=3008,
-            timeout=minutes(15),
-            data_layer=True,
+            environment={"FEATURES_BUCKET": data_lake.features.bucket_name,
+                         "MODEL_NAME": spec.name},
+            memory_size=3008, timeout=minutes(15),
             ephemeral_storage_size=(DUCKDB_EPHEMERAL_STORAGE_MB
                                     if spec.features.engine == "duckdb" else None),
         )
@@ -183,16 +174,11 @@ class FeatureEngineering(ScaleOutStage, DataStage):
     def _create_updater(self, stream: kinesis.IStream) -> None:
         assert self.table is not None
         integration = self.spec.integration
-        self.update_function = python_function(
-            self,
-            "Update",
-            handler="feature_update",
+        self.update_function = self.stage_function(
+            "Update", handler="feature_update",
             description=f"MDLC {self.spec.name}: apply each event to the online aggregates",
-            key=self.data_lake.key,
-            config=self.spec.as_config(),
             environment={"FEATURES_TABLE": self.table.table_name, "MODEL_NAME": self.spec.name},
-            memory_size=512,
-            timeout=seconds(60),
+            memory_size=512, timeout=seconds(60),
         )
         self.table.grant_read_write_data(self.update_function)
         self.dead_letter_queue = encrypted_queue(self, "UpdateFailures", key=self.data_lake.key)

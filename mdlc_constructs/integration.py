@@ -81,7 +81,6 @@ from .compliance import (
     printed_arn,
 )
 from .features import dead_letter_payloads
-from .functions import python_function
 from .resources import encrypted_queue, encrypted_table
 from .stage import ModelStage, StageProps
 from .storage import scored_predictions_pattern
@@ -265,16 +264,11 @@ class ClientIntegration(ModelStage):
     def build_consumer(self) -> lambda_.Function:
         """The fused path: the batching consumer and its Kinesis event source."""
         integration = self.integration
-        consumer = python_function(
-            self,
-            "Consumer",
-            handler="stream_consumer",
+        consumer = self.stage_function(
+            "Consumer", handler="stream_consumer",
             description=f"MDLC {self.spec.name}: features, inference, rules and actions "
             "per batch of stream events",
-            key=self.key,
-            config=self.spec.as_config(),
-            environment=self.environment(),
-            extra_code=self.action_code,
+            environment=self.environment(), extra_code=self.action_code,
             memory_size=1024,
             # The endpoint client fails after 20 s (x3 attempts); the batch's
             # reads, actions and log writes fit well within the rest.
@@ -400,17 +394,11 @@ class ClientIntegration(ModelStage):
                                ttl_attribute=ttl)
 
     def _step_function(self) -> lambda_.Function:
-        return python_function(
-            self,
-            "Steps",
-            handler="integration_step",
+        return self.stage_function(
+            "Steps", handler="integration_step",
             description=f"MDLC {self.spec.name}: one client-integration step per invocation",
-            key=self.key,
-            config=self.spec.as_config(),
-            environment=self.environment(),
-            extra_code=self.action_code,
-            memory_size=512,
-            timeout=seconds(25),
+            environment=self.environment(), extra_code=self.action_code,
+            memory_size=512, timeout=seconds(25),
         )
 
     def _pipe(self, machine: sfn.StateMachine) -> pipes.CfnPipe:

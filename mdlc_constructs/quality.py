@@ -29,7 +29,7 @@ from .compliance import (
     acknowledge_objects,
     iam5_resource,
 )
-from .functions import DUCKDB_EPHEMERAL_STORAGE_MB, python_function
+from .functions import DUCKDB_EPHEMERAL_STORAGE_MB
 from .metrics import QUALITY_NAMESPACE, quality_violations
 from .scale_out import S3Access
 from .scale_out_stage import ScaleOutJob, ScaleOutStage
@@ -83,21 +83,12 @@ class DataQuality(ScaleOutStage, DataStage):
     ) -> None:
         super().__init__(scope, construct_id, **stage)
         spec, data_lake = self.spec, self.data_lake
-        self.function: lambda_.Function = python_function(
-            self,
-            "Function",
-            handler="quality_check",
+        self.function: lambda_.Function = self.data_function(
+            "Function", handler="quality_check",
             description=f"MDLC {spec.name}: check a snapshot against the data quality rules",
-            key=data_lake.key,
-            config=spec.as_config(),
-            environment={
-                "REPORT_BUCKET": data_lake.artifacts.bucket_name,
-                "DATASETS_BUCKET": data_lake.datasets.bucket_name,
-                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
-            },
-            memory_size=3008,
-            timeout=minutes(15),
-            data_layer=True,
+            environment={"REPORT_BUCKET": data_lake.artifacts.bucket_name,
+                         "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE},
+            memory_size=3008, timeout=minutes(15),
             ephemeral_storage_size=DUCKDB_EPHEMERAL_STORAGE_MB,
         )
         self._grant_runner(self.function)

@@ -13,7 +13,6 @@ from constructs import Construct
 from mdlc_core.layout import Layout
 
 from .compliance import acknowledge_objects
-from .functions import python_function
 from .grants import combine
 from .stage import DataStage, DataStageProps
 from .storage import grant_read_objects
@@ -56,21 +55,11 @@ class DataSourcing(DataStage):
     ) -> None:
         super().__init__(scope, construct_id, **stage)
         spec, data_lake = self.spec, self.data_lake
-        self.function: lambda_.Function = python_function(
-            self,
-            "Function",
-            handler=handler,
+        self.function: lambda_.Function = self.data_function(
+            "Function", handler=handler,
             description=f"MDLC {spec.name}: build the dated dataset snapshot",
-            key=data_lake.key,
-            config=spec.as_config(),
-            environment={
-                "DATASETS_BUCKET": data_lake.datasets.bucket_name,
-                "RAW_BUCKET": data_lake.raw.bucket_name,
-                "MODEL_NAME": spec.name,
-            },
-            memory_size=1024,
-            timeout=minutes(10),
-            data_layer=True,
+            environment={"RAW_BUCKET": data_lake.raw.bucket_name, "MODEL_NAME": spec.name},
+            memory_size=1024, timeout=minutes(10),
         )
         # Snapshots of this model only: earlier days' manifests are read to
         # find the latest version, new snapshots are written once each.

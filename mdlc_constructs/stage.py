@@ -16,15 +16,23 @@ The parts of data preparation (sourcing, quality, features) notify through
 their parent's workflow, not a topic of their own: they are
 :class:`DataStage` s, which take and keep only the spec and the data lake
 (:class:`DataStageProps`).
+
+Every stage's functions are made the same way, so the way is written here
+once: :meth:`DataStage.stage_function` (the lake's key, the whole spec as
+the function's configuration) and :meth:`DataStage.data_function` (one that
+reads the model's dated snapshots, with the data layer).
 """
 
 from __future__ import annotations
 
-from typing import TypedDict
+from pathlib import Path
+from typing import Any, TypedDict
 
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
+from .functions import python_function
 from .spec import ModelSpec
 from .storage import DataLake
 
@@ -62,6 +70,30 @@ class DataStage(Construct):
         self.spec = spec
         self.data_lake = data_lake
         self.key = data_lake.key
+
+    def stage_function(self, construct_id: str, *, handler: str | Path, description: str,
+                       **options: Any) -> lambda_.Function:
+        """The function ``lambdas/<handler>`` of this stage, a child of it.
+
+        :func:`~mdlc_constructs.functions.python_function` with the lake's key
+        (logs and environment) and the spec as the handler's configuration;
+        ``options`` are python_function's other keyword arguments.
+        """
+        return python_function(self, construct_id, handler=handler, description=description,
+                               key=self.key, config=self.spec.as_config(), **options)
+
+    def data_function(self, construct_id: str, *, handler: str | Path, description: str,
+                      environment: dict[str, str], **options: Any) -> lambda_.Function:
+        """A :meth:`stage_function` that reads the model's dated snapshots.
+
+        It gets the data layer (the engines' libraries) and ``DATASETS_BUCKET``
+        in front of ``environment``; its grants stay with the caller, which
+        knows what it reads and writes.
+        """
+        return self.stage_function(
+            construct_id, handler=handler, description=description, data_layer=True,
+            environment={"DATASETS_BUCKET": self.data_lake.datasets.bucket_name, **environment},
+            **options)
 
 
 class ModelStage(DataStage):

@@ -45,7 +45,6 @@ from mdlc_core.layout import Layout, package_group_name
 
 from .algorithms import TrainingAlgorithm, training_algorithm
 from .compliance import acknowledge_all, iam5_action, iam5_resource, printed_arn, resource_token
-from .functions import python_function
 from .lineage import code_version
 from .network import ModelNetwork
 from .preparation import PreparationSteps
@@ -220,13 +219,9 @@ class TrainingWorkflow(ModelStage):
         ``rows`` and ``lineage``.
         """
         model = self.spec.name
-        self.input_function = python_function(
-            self,
-            "TrainingInput",
-            handler="training_input",
+        self.input_function = self.stage_function(
+            "TrainingInput", handler="training_input",
             description=f"Splits {model}'s feature snapshot into training channels",
-            key=self.key,
-            config=self.spec.as_config(),
             environment={
                 "FEATURES_BUCKET": self.data_lake.features.bucket_name,
                 "ARTIFACTS_BUCKET": self.data_lake.artifacts.bucket_name,
@@ -236,9 +231,7 @@ class TrainingWorkflow(ModelStage):
                 # name one (scheduled and triggered re-trainings included).
                 "CODE_VERSION": code_version(self),
             },
-            memory_size=2048,
-            timeout=minutes(10),
-            data_layer=True,
+            memory_size=2048, timeout=minutes(10), data_layer=True,
         )
         layout = Layout(model)
         grant_read_objects(self.data_lake.features, self.input_function,
