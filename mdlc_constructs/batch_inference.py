@@ -85,7 +85,6 @@ from .workflow import (
     publish,
     retry_transient,
     scheduled_start,
-    state_machine,
 )
 
 if TYPE_CHECKING:
@@ -259,15 +258,10 @@ class BatchInferenceWorkflow(ModelStage):
             failure_id="BatchInference", subject=f"MDLC {model}: batch inference failed",
             cause="A step of the batch inference workflow failed", result_path="$.run",
         )
-        self.state_machine = state_machine(
-            self,
-            "StateMachine",
-            definition=body,
-            key=self.key,
-            timeout=hours(12),
+        self.state_machine = self.stage_workflow(
+            "StateMachine", definition=body, timeout=hours(12),
             comment=f"MDLC {model}: daily batch inference with the latest approved model",
-            notifies=[topic],
-            timed_out=f"Notify when a batch inference run of {model} times out",
+            run="batch inference",
         )
         preparation.grant_to(self.state_machine)
         self._grant_workflow(stack)

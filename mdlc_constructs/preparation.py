@@ -17,7 +17,7 @@ from .quality import DataQuality
 from .sourcing import DataSourcing
 from .stage import ModelStage, StageProps
 from .tokens import hours
-from .workflow import error_boundary, scheduled_start, state_machine
+from .workflow import error_boundary, scheduled_start
 
 
 class PreparationSteps(Protocol):
@@ -90,15 +90,10 @@ class DataPreparation(ModelStage):
             cause="Data preparation failed; see the execution",
             result_path="$.prepared",
         )
-        self.state_machine = state_machine(
-            self,
-            "Workflow",
-            definition=workflow,
-            key=data_lake.key,
-            timeout=hours(2),
+        self.state_machine = self.stage_workflow(
+            "Workflow", definition=workflow, timeout=hours(2),
             comment=f"MDLC {spec.name}: source, check and featurize the day's snapshot",
-            notifies=[topic],
-            timed_out=f"Notify when a data preparation run of {spec.name} times out",
+            run="data preparation",
         )
         if spec.quality.runner == "processing":
             self.quality.grant_processing(self.state_machine.role)

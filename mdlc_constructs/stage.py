@@ -20,7 +20,9 @@ their parent's workflow, not a topic of their own: they are
 Every stage's functions are made the same way, so the way is written here
 once: :meth:`DataStage.stage_function` (the lake's key, the whole spec as
 the function's configuration) and :meth:`DataStage.data_function` (one that
-reads the model's dated snapshots, with the data layer).
+reads the model's dated snapshots, with the data layer); likewise a stage's
+workflow: :meth:`ModelStage.stage_workflow` (the lake's key, the stage's
+topic told of failures and timeouts).
 """
 
 from __future__ import annotations
@@ -28,13 +30,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, TypedDict
 
+from aws_cdk import Duration
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from .functions import python_function
 from .spec import ModelSpec
 from .storage import DataLake
+from .workflow import state_machine
 
 
 class DataStageProps(TypedDict):
@@ -112,3 +117,16 @@ class ModelStage(DataStage):
                  data_lake: DataLake, topic: sns.ITopic) -> None:
         super().__init__(scope, construct_id, spec=spec, data_lake=data_lake)
         self.topic = topic
+
+    def stage_workflow(self, construct_id: str, *, definition: sfn.IChainable,
+                       timeout: Duration, comment: str, run: str) -> sfn.StateMachine:
+        """This stage's state machine (:func:`~mdlc_constructs.workflow.state_machine`).
+
+        Encrypted with the lake's key; it publishes to the stage's topic, which
+        also hears of a run that times out ("Notify when a ``run`` run of
+        <model> times out" describes that rule).
+        """
+        return state_machine(
+            self, construct_id, definition=definition, key=self.key, timeout=timeout,
+            comment=comment, notifies=[self.topic],
+            timed_out=f"Notify when a {run} run of {self.spec.name} times out")

@@ -57,7 +57,7 @@ from .sagemaker_access import (
 from .stage import ModelStage, StageProps
 from .storage import grant_read_objects, grant_read_write_objects
 from .tokens import minutes, seconds, string_at, task_timeout
-from .workflow import invoke, notify_and_fail, publish, retry_transient, state_machine
+from .workflow import invoke, notify_and_fail, publish, retry_transient
 
 #: Deprecated (use ``preparation=``): builds the data preparation chain.
 PrepareData = Callable[[Construct, str], sfn.IChainable]
@@ -193,16 +193,10 @@ class TrainingWorkflow(ModelStage):
             preparation = _ChainOnly(prepare_data)
         self.preparation = preparation
         chain = self._definition(preparation)
-        self.state_machine = state_machine(
-            self,
-            "StateMachine",
-            definition=chain,
-            key=self.key,
-            timeout=self.machine_timeout(),
-            comment=f"Train, evaluate and register {spec.name!r}",
-            notifies=[topic],
-            # A timed-out run cannot catch its own timeout: EventBridge reports it.
-            timed_out=f"Notify when a training run of {spec.name} times out",
+        # A timed-out run cannot catch its own timeout: EventBridge reports it.
+        self.state_machine = self.stage_workflow(
+            "StateMachine", definition=chain, timeout=self.machine_timeout(),
+            comment=f"Train, evaluate and register {spec.name!r}", run="training",
         )
         self._grant_workflow()
         if preparation is not None:
