@@ -11,7 +11,7 @@ the dashboard works before those stages exist and grows with the stack.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -42,6 +42,17 @@ _HEIGHT = 6
 def endpoint_name_of(spec: ModelSpec) -> str:
     """The real-time endpoint's name: ``mdlc-<model>``."""
     return endpoint_name(spec.name)
+
+
+def _job_metric(metric_name: str, statistic: str) -> Callable[..., cloudwatch.Metric]:
+    """A :class:`ModelMetrics` method ``(statistic=<statistic>)`` that returns the
+    monitoring job's metric ``metric_name`` (:meth:`ModelMetrics.model_metric`)."""
+
+    def metric(self: ModelMetrics, statistic: str = statistic) -> cloudwatch.Metric:
+        return self.model_metric(metric_name, statistic=statistic)
+
+    metric.__doc__ = f"The monitoring job's ``{metric_name}`` (default statistic {statistic})."
+    return metric
 
 
 class ModelMetrics:
@@ -97,33 +108,21 @@ class ModelMetrics:
             label=label,
         )
 
-    def predictions(self, statistic: str = "Maximum") -> cloudwatch.Metric:
-        return self.model_metric("Predictions", statistic=statistic)
-
-    def precision(self, statistic: str = "Minimum") -> cloudwatch.Metric:
-        return self.model_metric("Precision", statistic=statistic)
-
-    def recall(self, statistic: str = "Minimum") -> cloudwatch.Metric:
-        return self.model_metric("Recall", statistic=statistic)
-
-    def f1(self, statistic: str = "Minimum") -> cloudwatch.Metric:
-        return self.model_metric("F1", statistic=statistic)
-
-    def auc(self, statistic: str = "Minimum") -> cloudwatch.Metric:
-        return self.model_metric("AUC", statistic=statistic)
-
-    def label_coverage(self, statistic: str = "Minimum") -> cloudwatch.Metric:
-        return self.model_metric("LabelCoverage", statistic=statistic)
+    # The job's metrics without a dimension of their own: name and default
+    # statistic, the one their alarm watches (Minimum for a floor, Maximum
+    # for a ceiling).
+    predictions = _job_metric("Predictions", "Maximum")
+    precision = _job_metric("Precision", "Minimum")
+    recall = _job_metric("Recall", "Minimum")
+    f1 = _job_metric("F1", "Minimum")
+    auc = _job_metric("AUC", "Minimum")
+    label_coverage = _job_metric("LabelCoverage", "Minimum")
+    score_psi = _job_metric("ScorePSI", "Maximum")
+    ks_pvalue = _job_metric("KSPValue", "Minimum")
 
     def unmatched_labels(self, statistic: str = "Maximum") -> cloudwatch.Metric:
         # Published with ModelVersion=all only, whatever model_version is.
         return self.model_metric("UnmatchedLabels", statistic=statistic, ModelVersion=ALL_VERSIONS)
-
-    def score_psi(self, statistic: str = "Maximum") -> cloudwatch.Metric:
-        return self.model_metric("ScorePSI", statistic=statistic)
-
-    def ks_pvalue(self, statistic: str = "Minimum") -> cloudwatch.Metric:
-        return self.model_metric("KSPValue", statistic=statistic)
 
     def feature_psi(self, feature: str, statistic: str = "Maximum") -> cloudwatch.Metric:
         return self.model_metric("FeaturePSI", statistic=statistic, Feature=feature)
