@@ -483,21 +483,20 @@ class ClientIntegration(ModelStage):
         prefix = f"{name}-v"
         function.add_to_role_policy(iam.PolicyStatement(
             actions=["sagemaker:DescribeEndpoint"], resources=[self.endpoint_arn]))
-        function.add_to_role_policy(iam.PolicyStatement(
-            actions=["sagemaker:DescribeEndpointConfig"],
-            resources=[stack.format_arn(service="sagemaker", resource="endpoint-config",
-                                        resource_name=f"{prefix}*")]))
-        function.add_to_role_policy(iam.PolicyStatement(
-            actions=["sagemaker:DescribeModel"],
-            resources=[stack.format_arn(service="sagemaker", resource="model",
-                                        resource_name=f"{prefix}*")]))
+        # Configurations and models: one of each per deployed version, so
+        # their names are known by prefix only.
+        versioned = (("DescribeEndpointConfig", "endpoint-config", "configurations"),
+                     ("DescribeModel", "model", "models"))
+        for action, resource, _ in versioned:
+            function.add_to_role_policy(iam.PolicyStatement(
+                actions=[f"sagemaker:{action}"],
+                resources=[stack.format_arn(service="sagemaker", resource=resource,
+                                            resource_name=f"{prefix}*")]))
         acknowledge_all(function, {
-            iam5_resource(printed_arn("sagemaker", f"endpoint-config/{prefix}*")):
-            "Describe only, on this endpoint's configurations: one per deployed version, "
-            "named per deployment",
-            iam5_resource(printed_arn("sagemaker", f"model/{prefix}*")):
-            "Describe only, on this endpoint's models: one per deployed version, named per "
-            "deployment",
+            iam5_resource(printed_arn("sagemaker", f"{resource}/{prefix}*")):
+            f"Describe only, on this endpoint's {what}: one per deployed version, named per "
+            "deployment"
+            for _, resource, what in versioned
         })
 
     def _grant(self, function: lambda_.Function) -> None:
