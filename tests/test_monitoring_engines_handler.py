@@ -33,10 +33,11 @@ def _run_with(engine: str, s3) -> tuple[dict, dict, list]:
     return summary, report, datums
 
 
-def test_the_handler_reports_the_same_day_the_same_on_both_engines(env):  # noqa: F811
+def test_the_handler_reports_the_same_day_the_same_on_both_engines(env, snapshot):  # noqa: F811
     seed(env)
     load_handler("model_monitor")  # mdlc_core on the path as the function has it
     embedded = _run_with("embedded", env)
+    assert embedded == snapshot  # the embedded engine's summary, report and metric data
     duckdb = _run_with("duckdb", env)
     assert embedded[0] == duckdb[0]
     assert embedded[1] == duckdb[1]
@@ -110,8 +111,9 @@ def monitor_on(engines, folder, capsys, spec: str = "models/fraud.yaml"):
     return outputs
 
 
-def test_mdlc_monitor_prints_the_same_report_on_both_engines(tmp_path, capsys):
+def test_mdlc_monitor_prints_the_same_report_on_both_engines(tmp_path, capsys, snapshot):
     labels = write_cli_day(tmp_path, 3000, 5000)
     reports = monitor_on(("embedded", "duckdb"), tmp_path, capsys)
+    assert reports["embedded"] == snapshot  # exit code, printed text, report
     assert reports["embedded"] == reports["duckdb"]
     assert reports["duckdb"][2]["closed_loop"]["labels"] == labels

@@ -56,8 +56,10 @@ def parquet(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
-def run_both(s3: Any, event: dict[str, Any] | None = None) -> dict[str, tuple[Any, Any, Any]]:
-    """``engine: (summary, report, metric data)`` of the day on both engines."""
+def run_both(s3: Any, event: dict[str, Any] | None = None, snapshot: Any = None
+             ) -> dict[str, tuple[Any, Any, Any]]:
+    """``engine: (summary, report, metric data)`` of the day on both engines
+    (the embedded engine's asserted equal to ``snapshot``, which records it)."""
     from mdlc_core.runtime_config import load_config
 
     load_handler("model_monitor")  # mdlc_core as the function imports it
@@ -70,11 +72,14 @@ def run_both(s3: Any, event: dict[str, Any] | None = None) -> dict[str, tuple[An
         report = json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
         s3.delete_object(Bucket=BUCKET, Key=key)
         results[engine] = (summary, report, monitor_job.metric_data("fraud", report))
+        if engine == "embedded" and snapshot is not None:
+            assert results[engine] == snapshot
     return results
 
 
-def assert_same_day(s3: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
-    results = run_both(s3, event)
+def assert_same_day(s3: Any, snapshot: Any, event: dict[str, Any] | None = None
+                    ) -> dict[str, Any]:
+    results = run_both(s3, event, snapshot)
     assert results["duckdb"][0] == results["embedded"][0]
     assert results["duckdb"][1] == results["embedded"][1]
     assert results["duckdb"][2] == results["embedded"][2]
@@ -92,7 +97,7 @@ def labels_csv(rows: list[tuple[str, Any, str]]) -> str:
     return "event_id,label,label_ts\n" + "".join(f"{e},{v},{t}\n" for e, v, t in rows)
 
 
-def test_the_writers_files_read_the_same(env: Any) -> None:  # noqa: F811
+def test_the_writers_files_read_the_same(env: Any, snapshot: Any) -> None:  # noqa: F811
     """What the decide step and the stream consumer write (predictions.to_csv,
     to_parquet), gzip, two versions, actions, redelivered events, labels
     reversed later and labels of no prediction."""
@@ -121,7 +126,7 @@ def test_the_writers_files_read_the_same(env: Any) -> None:  # noqa: F811
               ("nobody", 1, "2024-05-20T00:00:00Z")]
     put(env, f"{TRUTH}part-0.csv", labels_csv(truth[:60]), LABELS)
     put(env, f"{TRUTH}part-1.csv", labels_csv(truth[60:]), LABELS)
-    report = assert_same_day(env)
+    report = assert_same_day(env, snapshot)
     assert report["duplicate_predictions"] == 20 and report["predictions"] == 240
     assert report["closed_loop"]["unmatched_labels"] == 1
     assert report["closed_loop"]["duplicate_labels"] == 2
@@ -227,10 +232,10 @@ def put_day(s3: Any, files: Mapping[str, Any]) -> None:
 
 @pytest.mark.parametrize("case", list(DAYS))
 def test_what_the_shared_reader_types_duckdb_types_the_same(env: Any,  # noqa: F811
-                                                            case: str) -> None:
+                                                            case: str, snapshot: Any) -> None:
     baseline(env)
     put_day(env, DAYS[case])
-    report = assert_same_day(env)
+    report = assert_same_day(env, snapshot)
     assert report["predictions"] > 0
     if case == "csv text, zoned":
         days = {g["date"] for g in report["closed_loop"]["by_day"]}
@@ -240,7 +245,7 @@ def test_what_the_shared_reader_types_duckdb_types_the_same(env: Any,  # noqa: F
         assert report["closed_loop"]["matched_predictions"] == 5
 
 
-def test_a_closed_loop_lag_reads_two_days_in_one_session(env: Any) -> None:  # noqa: F811
+def test_a_closed_loop_lag_reads_two_days_in_one_session(env: Any, snapshot: Any) -> None:  # noqa: F811
     baseline(env)
     for day in ("2024-04-30", DAY):
         rows = [f"{day}-{i},{i / 10},{day}T10:00:00Z,v1,approve,{i},{i}" for i in range(10)]
@@ -248,23 +253,23 @@ def test_a_closed_loop_lag_reads_two_days_in_one_session(env: Any) -> None:  # n
     put(env, "truth/fraud/dt=2024-04-30/l.csv",
         labels_csv([(f"2024-04-30-{i}", i % 2, "2024-05-01T00:00:00Z") for i in range(10)]),
         LABELS)
-    report = assert_same_day(env, {"closed_loop_lag_days": 1})
+    report = assert_same_day(env, snapshot, {"closed_loop_lag_days": 1})
     assert report["closed_loop"]["matched_predictions"] == 10
 
 
-def test_an_empty_day_reads_the_same(env: Any) -> None:  # noqa: F811
+def test_an_empty_day_reads_the_same(env: Any, snapshot: Any) -> None:  # noqa: F811
     baseline(env)
-    report = assert_same_day(env)
+    report = assert_same_day(env, snapshot)
     assert report["predictions"] == 0 and report["closed_loop"]["labels"] == 0
 
 
-def test_a_dropped_copy_cannot_fail_the_day(env: Any) -> None:  # noqa: F811
+def test_a_dropped_copy_cannot_fail_the_day(env: Any, snapshot: Any) -> None:  # noqa: F811
     """A redelivered copy of an event is dropped before the checks, in both."""
     put(env, f"{SCORED}a.csv", HEADER + "\ne1,0.5,2024-05-01T10:00:00Z,v1,approve,1,1\n")
     put(env, f"{SCORED}b.parquet", parquet(pa.table({
         "event_id": ["e1", "e2"], "score": [np.nan, 0.25],
         "prediction_ts": ts_ms("2024-05-01T10:00:00", "2024-05-01T11:00:00")})))
-    assert assert_same_day(env)["duplicate_predictions"] == 1
+    assert assert_same_day(env, snapshot)["duplicate_predictions"] == 1
 
 
 def test_a_warm_process_reuses_the_database_and_queries_and_no_day(env: Any) -> None:  # noqa: F811
@@ -347,7 +352,7 @@ BAD = [
 @pytest.mark.parametrize(("case", "files", "phrase", "named"), BAD, ids=[b[0] for b in BAD])
 def test_a_bad_file_fails_both_engines_naming_it(env: Any, case: str,  # noqa: F811
                                                  files: dict[str, Any], phrase: str,
-                                                 named: str | None) -> None:
+                                                 named: str | None, snapshot: Any) -> None:
     if all(name.startswith("labels:") for name in files):
         put(env, f"{SCORED}ok.csv", "event_id,score,prediction_ts\ne1,0.5,2024-05-01\n")
     put_day(env, files)
@@ -363,6 +368,7 @@ def test_a_bad_file_fails_both_engines_naming_it(env: Any, case: str,  # noqa: F
     assert phrase in messages["embedded"], messages
     assert phrase in messages["duckdb"], messages
     if named is None:  # about the day, not one file: the prefix, as the shared reader says
+        assert messages["embedded"] == snapshot  # the shared reader's words
         assert messages["duckdb"] == messages["embedded"], messages
     else:
         bucket = LABELS if any(n.startswith("labels:") for n in files) else BUCKET
@@ -481,7 +487,7 @@ def test_a_day_larger_than_the_memory_limit_is_monitored_in_bounded_memory(
     assert bounded["peak_mib"] * 1.5 < unbounded["peak_mib"], (bounded, unbounded)
 
 
-def test_empty_version_and_action_cells_still_publish(env: Any) -> None:  # noqa: F811
+def test_empty_version_and_action_cells_still_publish(env: Any, snapshot: Any) -> None:  # noqa: F811
     """A careless producer's CSV with empty model_version and action cells:
     both engines report the groups as read, and the CloudWatch data is
     publishable (CloudWatch refuses an empty dimension value; botocore checks
@@ -492,7 +498,7 @@ def test_empty_version_and_action_cells_still_publish(env: Any) -> None:  # noqa
     put(env, f"{SCORED}careless.csv", f"{HEADER}\n{rows}")
     put(env, f"{TRUTH}labels.csv", labels_csv([(f"e{i}", i % 2, f"{DAY}T12:00:00Z")
                                               for i in range(0, 60, 3)]), LABELS)
-    report = assert_same_day(env)
+    report = assert_same_day(env, snapshot)
     versions = {g["model_version"] for g in report["closed_loop"]["by_version"]}
     assert "" in versions and "v1" in versions
     data = monitor_job.metric_data("fraud", report)
@@ -502,7 +508,7 @@ def test_empty_version_and_action_cells_still_publish(env: Any) -> None:  # noqa
 
 
 def test_many_small_files_of_one_shape_read_in_one_statement_each_kind(
-        env: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        env: Any, monkeypatch: pytest.MonkeyPatch, snapshot: Any) -> None:  # noqa: F811
     """A stream consumer's day: many small CSV files of one header, then a
     Parquet run. Each run of one shape is one INSERT (rows and files in the
     shared reader's order, so first-per-event across files still holds); a
@@ -529,7 +535,7 @@ def test_many_small_files_of_one_shape_read_in_one_statement_each_kind(
         "event_id": ["p3", "e3"], "score": [0.4, 0.2], "prediction_ts": stamp})))
     put(env, f"{TRUTH}labels.csv", labels_csv([(f"e{i}", i % 2, f"{DAY}T23:00:00Z")
                                               for i in range(35)]), LABELS)
-    report = assert_same_day(env)
+    report = assert_same_day(env, snapshot)
     assert report["closed_loop"]["labels"] > 0
     assert 7 in statements and 2 in statements  # the CSV run and the Parquet run, once each
     put(env, f"{SCORED}batch-01.csv", f"{HEADER}\nx9,high,{DAY}T10:00:00Z,v1,approve,1,1\n")

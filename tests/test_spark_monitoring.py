@@ -190,7 +190,7 @@ def _report(s3: Any) -> dict[str, Any]:
 
 
 def test_the_job_writes_what_the_lambda_runner_writes(
-    spark: Any, aws: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    spark: Any, aws: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, snapshot: Any
 ) -> None:
     """spark_job.main --kind monitoring against monitor_job.run (embedded and
     DuckDB) on the same moto day: the same summary, report and metric data;
@@ -239,6 +239,7 @@ def test_the_job_writes_what_the_lambda_runner_writes(
                                       environ=ENVIRON, sagemaker=sagemaker, engine=engine)
             summary = json.loads(json.dumps(summary, sort_keys=True))  # as the result is
         runs[engine] = (summary, _report(s3), cloudwatch.calls)
+    assert runs["embedded"] == snapshot  # the embedded engine's summary, report, metric calls
     for engine in ("embedded", "duckdb"):
         summary, report, calls = runs[engine]
         assert runs["spark"][0] == summary, engine
@@ -305,7 +306,7 @@ def _spark_day(s3: Any, spark: Any, folder: Path) -> tuple[dict[str, Any], dict[
                                   "parquet of other stored types", "parquet timestamps",
                                   "parquet text", "a dropped copy", "an empty day"])
 def test_the_executors_type_the_day_as_the_shared_reader_and_duckdb(
-    spark: Any, env: Any, tmp_path: Path, case: str  # noqa: F811
+    spark: Any, env: Any, tmp_path: Path, case: str, snapshot: Any  # noqa: F811
 ) -> None:
     """tests.test_monitoring_files' days (pyarrow's CSV inference value by
     value, Parquet's stored types, timestamps zoned and not, text numbers,
@@ -332,7 +333,7 @@ def test_the_executors_type_the_day_as_the_shared_reader_and_duckdb(
             "prediction_ts": ts_ms("2024-05-01T10:00:00", "2024-05-01T11:00:00")})))
     elif case != "an empty day":
         put_day(env, DAYS[case])
-    theirs = run_both(env)
+    theirs = run_both(env, snapshot=snapshot)
     mine = _spark_day(env, spark, tmp_path / "emrfs")
     for engine in ("embedded", "duckdb"):
         assert mine[0] == json.loads(json.dumps(theirs[engine][0])), engine
@@ -350,7 +351,7 @@ BAD_CASES = ("missing", "null id", "no score", "text score", "NaN score", "bad t
 
 @pytest.mark.parametrize("case", BAD_CASES)
 def test_a_bad_object_fails_the_job_naming_it(spark: Any, env: Any, tmp_path: Path,  # noqa: F811
-                                              case: str) -> None:
+                                              case: str, snapshot: Any) -> None:
     """Each bad day fails the job with MonitoringInputError, saying what the
     shared reader says and naming the object as DuckDB does (the day's prefix
     for a column no object has, in the shared reader's words exactly)."""
@@ -374,6 +375,7 @@ def test_a_bad_object_fails_the_job_naming_it(spark: Any, env: Any, tmp_path: Pa
             monitor_job.run({"date": "2024-05-01"}, load_config(), s3=env,
                             cloudwatch=_Recorder(), environ=__import__("os").environ,
                             engine="embedded")
+        assert str(embedded.value) == snapshot
         assert message == str(embedded.value)
     else:
         labels = any(n.startswith("labels:") for n in files)

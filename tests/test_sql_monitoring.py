@@ -49,14 +49,16 @@ def assert_same(mine: Any, theirs: Any, path: str = "report") -> None:
         assert type(mine) is type(theirs) and mine == theirs, f"{path}: {mine!r} != {theirs!r}"
 
 
-def both(p: m.Predictions, lab: m.Labels | None, baseline: pa.Table | None, spec: Any,
-         features: list[str], **kwargs: Any) -> dict[str, Any]:
-    """The SQL report, asserted equal to the embedded engine's; returned."""
+def both(snapshot: Any, p: m.Predictions, lab: m.Labels | None, baseline: pa.Table | None,
+         spec: Any, features: list[str], **kwargs: Any) -> dict[str, Any]:
+    """The SQL report, asserted equal to the embedded engine's, which ``snapshot``
+    records (``__snapshots__/test_sql_monitoring.ambr``); returned."""
     embedded = m.compute_metrics(p, lab, baseline, spec, features)
     if "baselines" in kwargs:
         opened = (spec or {}).get("open_loop") or {}
         embedded["open_loop"] = m.open_loop(p, baseline, int(opened.get("bins", 10)), features,
                                             baselines=kwargs["baselines"])
+    assert embedded == snapshot
     mine = sql.compute_metrics(p, lab, baseline, spec, features, threads=1, **kwargs)
     assert_same(mine, embedded)
     return mine
@@ -122,25 +124,28 @@ KNOWN = {
 
 
 @pytest.mark.parametrize("case", sorted(KNOWN))
-def test_known_answers_are_the_embedded_engines(case: str) -> None:
-    both(*KNOWN[case]())
+def test_known_answers_are_the_embedded_engines(snapshot: Any, case: str) -> None:
+    both(snapshot, *KNOWN[case]())
 
 
-def test_alarm_data_gives_the_same_report_and_alarms() -> None:
+def test_alarm_data_gives_the_same_report_and_alarms(snapshot: Any) -> None:
     """The alarm test's day (inverted truth, drift, a block share): same report, same alarms."""
     rng = np.random.default_rng(3)
     n = 400
     scores = rng.uniform(size=n)
     p = predictions(list(scores), actions=["block"] * 40 + ["approve"] * (n - 40))
     truth = labels([(f"e{i}", int(s < 0.5)) for i, s in enumerate(scores[:300])])
-    report = both(p, truth, pa.table({"score": rng.uniform(size=2000) * 0.5}), SPEC, [])
+    report = both(snapshot, p, truth, pa.table({"score": rng.uniform(size=2000) * 0.5}), SPEC,
+                  [])
     assert len(m.evaluate_alarms(report, SPEC)) == 7
 
 
-def test_closed_and_open_loop_alone() -> None:
+def test_closed_and_open_loop_alone(snapshot: Any) -> None:
     p, lab, baseline, _, features = KNOWN["psi_and_ks_and_actions"]()
     lab = labels([("e0", 0), ("e2", 1)])
+    assert m.closed_loop(p, lab, 0.5) == snapshot
     assert_same(sql.closed_loop(p, lab, 0.5), m.closed_loop(p, lab, 0.5))
+    assert m.open_loop(p, baseline, 2, features) == snapshot
     assert_same(sql.open_loop(p, baseline, 2, features), m.open_loop(p, baseline, 2, features))
 
 
@@ -151,7 +156,7 @@ def test_a_fault_in_the_sql_is_caught() -> None:
     mine = sql._duckdb_run(plan, lambda fetch: plan.closed_loop(fetch, "duckdb"),
                            memory_limit="256MB", temp_directory=None, threads=1)
     with pytest.raises(AssertionError, match="predicted_positive: 0 != 1"):
-        assert_same(mine, m.closed_loop(p, lab, 0.5))
+        assert_same(mine, sql.closed_loop(p, lab, 0.5))
 
 
 # --- random days ----------------------------------------------------------------------------
@@ -209,14 +214,14 @@ def random_day(seed: int, n: int = 300) -> tuple[m.Predictions, m.Labels | None,
 
 
 @pytest.mark.parametrize("seed", range(24))
-def test_random_days_give_the_embedded_engines_report(seed: int) -> None:
-    both(*random_day(seed))
+def test_random_days_give_the_embedded_engines_report(snapshot: Any, seed: int) -> None:
+    both(snapshot, *random_day(seed))
 
 
-def test_per_version_baselines() -> None:
+def test_per_version_baselines(snapshot: Any) -> None:
     p, lab, baseline, spec, features = random_day(1)
     other = pa.table({"score": np.linspace(0, 1, 50), "account_tenure": np.arange(50.0)})
-    report = both(p, lab, baseline, spec, features, baselines={"v2": other, "v1": None})
+    report = both(snapshot, p, lab, baseline, spec, features, baselines={"v2": other, "v1": None})
     groups = {g["model_version"]: g for g in report["open_loop"]["by_version"]}
     assert groups["v1"]["score"] is None and groups["v1"]["baseline_rows"] == 0
     assert groups["v2"]["baseline_rows"] == 50
@@ -245,11 +250,11 @@ def reference_groups(p: m.Predictions, lab: m.Labels) -> dict[str, tuple[np.ndar
 
 
 @pytest.mark.parametrize("seed", [1, 2, 6, 9, 13])
-def test_accuracy_equals_scikit_learn(seed: int) -> None:
+def test_accuracy_equals_scikit_learn(snapshot: Any, seed: int) -> None:
     from sklearn import metrics  # the dev extra's reference implementation
     p, lab, baseline, spec, features = random_day(seed, n=2000)
     assert lab is not None
-    report = both(p, lab, baseline, spec, features)
+    report = both(snapshot, p, lab, baseline, spec, features)
     threshold = spec["closed_loop"]["decision_threshold"]
     groups = reference_groups(p, lab)
     checked = 0
@@ -270,10 +275,10 @@ def test_accuracy_equals_scikit_learn(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 4, 5])
-def test_ks_equals_scipy_for_every_group_and_column(seed: int) -> None:
+def test_ks_equals_scipy_for_every_group_and_column(snapshot: Any, seed: int) -> None:
     stats = pytest.importorskip("scipy.stats")
     p, lab, baseline, spec, features = random_day(seed, n=3000)
-    report = both(p, lab, baseline, spec, features)
+    report = both(snapshot, p, lab, baseline, spec, features)
     masks = {"all": np.ones(len(p), dtype=bool)}
     masks.update({v: p.version_codes == i for i, v in enumerate(p.versions)})
     compared = 0
@@ -294,7 +299,7 @@ def test_ks_equals_scipy_for_every_group_and_column(seed: int) -> None:
     assert compared >= 3
 
 
-def test_ks_pvalues_near_ks_alpha_decide_as_scipy() -> None:
+def test_ks_pvalues_near_ks_alpha_decide_as_scipy(snapshot: Any) -> None:
     """Scores shifted so that SciPy's p-value falls on both sides of ks_alpha (0.01),
     exact (both samples up to 10,000) and asymptotic (above): the same alarm."""
     stats = pytest.importorskip("scipy.stats")
@@ -308,7 +313,7 @@ def test_ks_pvalues_near_ks_alpha_decide_as_scipy() -> None:
                               "prediction_ts": ["2024-05-01T00:00:00Z"] * n})
             p = m.Predictions.from_table(table)
             spec = {"open_loop": {"ks_alpha": 0.01}}
-            report = both(p, None, baseline, spec, [])
+            report = both(snapshot, p, None, baseline, spec, [])
             got = report["open_loop"]["by_version"][0]["score"]["ks_pvalue"]
             expected = float(stats.ks_2samp(scores, baseline.column("score").to_numpy()).pvalue)
             if expected > 1e-10:
@@ -349,11 +354,11 @@ def test_every_query_renders_as_spark_sql_that_spark_parses() -> None:
         plan.render(sqlglot.parse_one("SELECT 1"), "trino")
 
 
-def test_a_version_name_is_a_literal_not_sql() -> None:
+def test_a_version_name_is_a_literal_not_sql(snapshot: Any) -> None:
     injected = "v1' OR TRUE OR model_version = '"
     p = predictions([0.9, 0.1, 0.8], versions=[injected, "v2", injected])
-    both(p, labels([("e0", 1), ("e1", 0), ("e2", 0)]), pa.table({"score": [0.2, 0.5, 0.7]}),
-         {}, [])
+    both(snapshot, p, labels([("e0", 1), ("e1", 0), ("e2", 0)]),
+         pa.table({"score": [0.2, 0.5, 0.7]}), {}, [])
 
 
 # A random day with several versions, one with a baseline of its own, ties and
