@@ -459,22 +459,31 @@ class XGBoostPredictor:
         return _format_scores(scores)
 
 
-class XGBoostStandIn(AlgorithmStandIn):
+class _BuiltInStandIn(AlgorithmStandIn):
+    """A built-in algorithm's stand-in: :meth:`fit` gets the hyperparameters as
+    the container reads them, strings (SageMaker passes strings; a direct
+    caller of :meth:`train` may pass numbers), and ``model_dir`` as a Path."""
+
+    def train(self, *, channels: Mapping[str, Path], hyperparameters: Mapping[str, str],
+              content_type: str, model_dir: Path) -> dict[str, float]:
+        hp = {str(k): str(v) for k, v in hyperparameters.items()}
+        return self.fit(channels, hp, content_type, Path(model_dir))
+
+    @abstractmethod
+    def fit(self, channels: Mapping[str, Path], hp: Mapping[str, str], content_type: str,
+            model_dir: Path) -> dict[str, float]:
+        """:meth:`AlgorithmStandIn.train`, the hyperparameters as strings."""
+
+
+class XGBoostStandIn(_BuiltInStandIn):
     """SageMaker's built-in XGBoost (``sagemaker-xgboost``), trained by real xgboost."""
 
     name = "xgboost"
 
-    def train(
-        self,
-        *,
-        channels: Mapping[str, Path],
-        hyperparameters: Mapping[str, str],
-        content_type: str,
-        model_dir: Path,
-    ) -> dict[str, float]:
+    def fit(self, channels: Mapping[str, Path], hp: Mapping[str, str], content_type: str,
+            model_dir: Path) -> dict[str, float]:
         import xgboost
 
-        hp = {str(k): str(v) for k, v in hyperparameters.items()}
         num_round = _positive_int(hp, "num_round", None)
         csv_weights = hp.get("csv_weights", "0").strip() == "1"
         if csv_weights and _media_type(content_type) != CSV:
@@ -516,7 +525,6 @@ class XGBoostStandIn(AlgorithmStandIn):
             # The container reports xgboost's complaint as the job's failure reason.
             raise ValueError(f"XGB train call failed with exception: {error}") from error
 
-        model_dir = Path(model_dir)
         model_dir.mkdir(parents=True, exist_ok=True)
         # The container calls Booster.save_model('xgboost-model'); with no file
         # extension xgboost writes UBJSON. save_raw does the same without its warning.
@@ -648,7 +656,7 @@ def _float_hp(hp: Mapping[str, str], name: str, default: float, minimum: float =
     return value
 
 
-class LinearLearnerStandIn(AlgorithmStandIn):
+class LinearLearnerStandIn(_BuiltInStandIn):
     """SageMaker's built-in Linear Learner (``linear-learner``), as a NumPy fit.
 
     Hyperparameters used: ``predictor_type`` (binary_classifier or
@@ -665,15 +673,8 @@ class LinearLearnerStandIn(AlgorithmStandIn):
 
     name = "linear-learner"
 
-    def train(
-        self,
-        *,
-        channels: Mapping[str, Path],
-        hyperparameters: Mapping[str, str],
-        content_type: str,
-        model_dir: Path,
-    ) -> dict[str, float]:
-        hp = {str(k): str(v) for k, v in hyperparameters.items()}
+    def fit(self, channels: Mapping[str, Path], hp: Mapping[str, str], content_type: str,
+            model_dir: Path) -> dict[str, float]:
         predictor_type = hp.get("predictor_type")
         if predictor_type not in _LL_PREDICTORS:
             raise ValueError(
@@ -728,7 +729,6 @@ class LinearLearnerStandIn(AlgorithmStandIn):
             selection = data.get("validation", train)
             model = _with_threshold(model, selection, hp)
 
-        model_dir = Path(model_dir)
         model_dir.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(model_dir / LINEAR_LEARNER_MODEL, "w") as archive:
             archive.writestr(_LL_PARAMS, json.dumps(model.to_json(), indent=1))
