@@ -38,6 +38,7 @@ from mdlc_core.features import FeatureError, FeatureSet
 from mdlc_core.sql import feature_window
 
 from mdlc_constructs.spec import load_spec
+from tests.feature_answers import Answers, recorded_answers  # noqa: F401 - the fixture
 from tests.test_feature_handlers import DATASETS, FEATURES, RAW, aws  # noqa: F401 - fixture
 from tests.test_sql_features import same_columns
 
@@ -105,7 +106,8 @@ def errors_of_both(s3: Any, config: dict[str, Any]) -> tuple[str, str]:
 # --- every kind of object -------------------------------------------------------------------
 
 
-def test_every_kind_of_object_gives_the_embedded_engines_tables(aws: Any) -> None:  # noqa: F811
+def test_every_kind_of_object_gives_the_embedded_engines_tables(
+        answers: Answers, aws: Any) -> None:  # noqa: F811
     s3, _ = aws
     config = spec()
     earlier = DAY - timedelta(days=3)
@@ -147,10 +149,10 @@ def test_every_kind_of_object_gives_the_embedded_engines_tables(aws: Any) -> Non
     snapshot(s3, config, DAY, {**today, "other/part.parquet": parquet(other)})
     written = run_both(s3, config)
     (out, expected), (got_out, got) = written["embedded"], written["duckdb"]
-    assert got_out == out and out["rows"] == 5 and out["entities"] == 7, (out, got_out)
+    answers(out, got_out)
+    assert got_out["rows"] == 5 and got_out["entities"] == 7, got_out
     for key, table in expected.items():
-        assert got[key].schema == table.schema, key
-        same_columns(table.to_pydict(), got[key].to_pydict())
+        answers(table, got[key])
     training = got["features_key"].to_pydict()
     # The day's first deliveries in manifest order (orders/, other/, typed/).
     assert training["order_id"] == ["o14", "o12", "o13", "o9", "o11"]
@@ -240,15 +242,17 @@ def test_a_warm_process_reuses_its_database_and_no_run_leaks_into_the_next(
 
 
 def test_a_day_of_no_rows_writes_empty_typed_tables_as_the_embedded_engine(
-        aws: Any) -> None:  # noqa: F811
+        answers: Answers, aws: Any) -> None:  # noqa: F811
     s3, _ = aws
     config = spec()
     snapshot(s3, config, DAY, {"orders/part.csv": csv_text([])})  # the header alone
     written = run_both(s3, config)
     (out, expected), (got_out, got) = written["embedded"], written["duckdb"]
-    assert got_out == out and out["rows"] == 0 and out["entities"] == 0
+    answers(out, got_out)
+    assert got_out["rows"] == 0 and got_out["entities"] == 0
     for key, table in expected.items():
-        assert got[key].schema == table.schema and got[key].num_rows == 0, key
+        answers(table, got[key])
+        assert got[key].num_rows == 0, key
     assert got["features_key"].schema.field("order_ts").type == pa.timestamp("us", tz="UTC")
 
 

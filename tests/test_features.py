@@ -28,6 +28,7 @@ from mdlc_core.features import (
 
 from mdlc_constructs.cli import main
 from mdlc_constructs.spec import load_spec
+from tests.feature_answers import Answers, recorded_answers  # noqa: F401 - the fixture
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -286,7 +287,7 @@ def test_batch_and_incremental_agree_on_random_streams(
         assert all(same(a, b) for a, b in zip(got, expected[name], strict=True)), name
 
 
-def test_in_order_stream_serving_matches_training_rows() -> None:
+def test_in_order_stream_serving_matches_training_rows(answers: Answers) -> None:
     """Scoring each event right after recording it reads its training features."""
     fs = fraud()
     rng = random.Random(7)
@@ -295,7 +296,9 @@ def test_in_order_stream_serving_matches_training_rows() -> None:
                rng.randrange(1, 500) / 10) for i in range(300)),
         key=lambda e: (e["order_ts"], e["order_id"]),
     )
-    training = compute_per_event(events, fs)
+    from mdlc_core.sql import features as sql_features
+
+    training = answers(compute_per_event(events, fs), sql_features.per_event(events, fs))
     engine = IncrementalEngine(fs, MemoryStore())
     for index, e in enumerate(events):
         engine.apply(e)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import math
 import re
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -32,6 +31,7 @@ from moto import mock_aws
 
 from mdlc_constructs.spec import SpecError, parse_spec
 from tests.conftest import FRAUD_SPEC
+from tests.feature_answers import Answers, recorded_answers  # noqa: F401 - the fixture
 from tests.lambda_loader import load_handler
 from tests.spark_driver import RecordingS3, data_keys_read, forbid_driver_reads
 from tests.template_queries import actions as _actions
@@ -139,22 +139,6 @@ def _files(s3: Any, result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _assert_close(mine: Any, theirs: Any, what: str) -> None:
-    """The same schema, rows in the same order, equal values (floats to 1e-9
-    relative: another summation order may differ in the last bits)."""
-    assert mine.schema == theirs.schema, what
-    mine_rows, their_rows = mine.to_pylist(), theirs.to_pylist()
-    assert len(mine_rows) == len(their_rows), what
-    for index, (a, b) in enumerate(zip(mine_rows, their_rows, strict=True)):
-        assert a.keys() == b.keys()
-        for name in a:
-            x, y = a[name], b[name]
-            if isinstance(x, float) and isinstance(y, float):
-                assert math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12), (what, index, name, x, y)
-            else:
-                assert x == y, (what, index, name, x, y)
-
-
 class _NoMetrics:
     """A CloudWatch client the features job must not call."""
 
@@ -163,7 +147,7 @@ class _NoMetrics:
 
 
 def test_the_spark_job_writes_what_the_embedded_and_duckdb_engines_write(
-    spark: Any, lake: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    answers: Answers, spark: Any, lake: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """spark_job.main --kind features against feature_job.run (embedded, what
     the Lambda function runs; and duckdb) on the same snapshots: the same
@@ -208,8 +192,7 @@ def test_the_spark_job_writes_what_the_embedded_and_duckdb_engines_write(
     # Day 6's rows less the redelivered order; 30 days back: days 0, 5 and 6.
     assert results["spark"]["rows"] == 120 and len(results["spark"]["snapshots"]) == 3
     for name in ("features_key", "entities_key"):
-        _assert_close(files["spark"][name], files["duckdb"][name], f"duckdb {name}")
-        _assert_close(files["spark"][name], files["embedded"][name], f"embedded {name}")
+        answers(files["embedded"][name], files["duckdb"][name], files["spark"][name])
     training = files["spark"]["features_key"]
     assert training.column_names[:4] == ["order_id", "customer_id", "order_ts", "fraud_status"]
     assert {"amount_mean_7d", "tenure_weeks", "amount_cents"} <= set(training.column_names)
@@ -260,7 +243,7 @@ def test_the_spark_engine_needs_its_session_and_its_arguments(
 
 @pytest.mark.parametrize("version", ["4.1.1", "3.5.6"])
 def test_the_tables_on_spark_are_the_embedded_engines_with_nulls(
-    spark: Any, version: str, monkeypatch: pytest.MonkeyPatch
+    answers: Answers, spark: Any, version: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """spark_features.tables, the Spark engine of feature_job, against the
     embedded engine's training and entity tables, with null amounts, a
@@ -288,13 +271,7 @@ def test_the_tables_on_spark_are_the_embedded_engines_with_nulls(
     for mine, theirs in ((training(events, features), embedded.training_table(events, features)),
                          (entities(events, features, date(2026, 3, 2)),
                           embedded.entity_table(events, features, date(2026, 3, 2)))):
-        assert list(mine) == list(theirs)
-        for name, values in theirs.items():
-            for index, (a, b) in enumerate(zip(values, mine[name], strict=True)):
-                if isinstance(a, float) and isinstance(b, float):
-                    assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12), (name, index)
-                else:
-                    assert a == b and type(a) is type(b), (name, index, a, b)
+        answers(theirs, mine)
         assert any(v is None for values in mine.values() for v in values)  # nulls compared
     assert "events" not in [t.name for t in spark.catalog.listTables()]  # the view dropped
 

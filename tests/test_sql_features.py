@@ -30,6 +30,7 @@ from mdlc_core.features import FeatureError, FeatureSet
 from mdlc_core.sql import features as sql_features
 
 from mdlc_constructs.spec import load_spec
+from tests.feature_answers import Answers, recorded_answers  # noqa: F401 - the fixture
 from tests.test_feature_handlers import aws  # noqa: F401 - the moto fixture, shared
 from tests.test_features import START, event, fraud, rich, rich_config
 
@@ -64,27 +65,37 @@ def same_rows(expected: list[dict[str, Any]], got: list[dict[str, Any]]) -> None
             same_value(a[name], b[name], (index, name))
 
 
-def check_per_event(events: Any, features: FeatureSet, inputs: tuple[str, ...] = ()) -> None:
-    same_columns(embedded.compute_per_event(events, features, inputs=inputs),
-                 sql_features.per_event(events, features, inputs=inputs))
+def check_per_event(answers: Answers, events: Any, features: FeatureSet,
+                    inputs: tuple[str, ...] = ()) -> None:
+    answers(embedded.compute_per_event(events, features, inputs=inputs),
+            sql_features.per_event(events, features, inputs=inputs))
 
 
-def check_as_of(events: Any, features: FeatureSet, day: date | str,
+def check_as_of(answers: Answers, events: Any, features: FeatureSet, day: date | str,
                 inputs: tuple[str, ...] = ()) -> None:
-    same_rows(embedded.compute_batch(events, features, day, inputs=inputs),
-              sql_features.as_of(events, features, day, inputs=inputs))
+    answers(embedded.compute_batch(events, features, day, inputs=inputs),
+            sql_features.as_of(events, features, day, inputs=inputs))
 
 
-def check_all(events: Any, features: FeatureSet, days: list[str]) -> None:
-    check_per_event(events, features)
+def check_all(answers: Answers, events: Any, features: FeatureSet, days: list[str]) -> None:
+    check_per_event(answers, events, features)
     for day in days:
-        check_as_of(events, features, day)
+        check_as_of(answers, events, features, day)
+
+
+def check_embedded(events: Any, features: FeatureSet, days: list[str]) -> None:
+    """Random events (no recorded answer): DuckDB against the embedded engine."""
+    same_columns(embedded.compute_per_event(events, features),
+                 sql_features.per_event(events, features))
+    for day in days:
+        same_rows(embedded.compute_batch(events, features, day),
+                  sql_features.as_of(events, features, day))
 
 
 # --- the embedded engine's own test data ----------------------------------------------------
 
 
-def test_whole_utc_days_and_the_latest_event_as_in_the_embedded_tests() -> None:
+def test_whole_utc_days_and_the_latest_event_as_in_the_embedded_tests(answers: Answers) -> None:
     events = [
         event(1, "c1", datetime(2026, 3, 1, 0, 0, tzinfo=UTC), 1.0),
         event(2, "c1", datetime(2026, 3, 30, 23, 59, 59, tzinfo=UTC), 2.0),
@@ -95,11 +106,11 @@ def test_whole_utc_days_and_the_latest_event_as_in_the_embedded_tests() -> None:
     assert row["order_total_30d"] == 3.0 and row["order_count_30d"] == 2
     [row] = sql_features.as_of(events, fraud(), "2026-03-31")
     assert row["order_total_30d"] == 10.0
-    check_all(events, fraud(), ["2026-02-28", "2026-03-30", "2026-03-31", "2026-04-29"])
-    check_all(events, rich(), ["2026-03-01", "2026-03-30", "2026-04-02"])
+    check_all(answers, events, fraud(), ["2026-02-28", "2026-03-30", "2026-03-31", "2026-04-29"])
+    check_all(answers, events, rich(), ["2026-03-01", "2026-03-30", "2026-04-02"])
 
 
-def test_redelivered_event_counts_once_first_delivery_wins() -> None:
+def test_redelivered_event_counts_once_first_delivery_wins(answers: Answers) -> None:
     first = event(1, "c1", START, 10.0)
     later = {**first, "order_amount": 99.0}  # a redelivery whose values changed
     events = [first, dict(first), later, event(2, "c1", START + timedelta(hours=1), 5.0)]
@@ -108,20 +119,20 @@ def test_redelivered_event_counts_once_first_delivery_wins() -> None:
     per_event = sql_features.per_event(events, fraud())
     assert per_event["order_id"] == ["o1", "o2"]
     assert per_event["order_total_30d"] == [10.0, 15.0]
-    check_all(events, rich(), ["2026-03-01"])
+    check_all(answers, events, rich(), ["2026-03-01"])
 
 
-def test_nulls_and_division_by_zero_give_null_features() -> None:
+def test_nulls_and_division_by_zero_give_null_features(answers: Answers) -> None:
     events = [event(1, "c1", START, 0.0), event(2, "c2", START, None)]
     rows = sql_features.as_of(events, fraud(), "2026-03-01")
     assert rows[1] == {"customer_id": "c2", "order_total_30d": 0.0, "order_count_30d": 1,
                        "amount_to_30d_mean": None}
     assert rows[0]["amount_to_30d_mean"] is None
-    check_all(events, fraud(), ["2026-03-01"])
-    check_all(events, rich(), ["2026-03-01"])
+    check_all(answers, events, fraud(), ["2026-03-01"])
+    check_all(answers, events, rich(), ["2026-03-01"])
 
 
-def test_same_instant_orders_by_event_id_and_the_event_is_included() -> None:
+def test_same_instant_orders_by_event_id_and_the_event_is_included(answers: Answers) -> None:
     at = START + timedelta(hours=5)
     events = [event(3, "c1", at, 3.0), event(1, "c1", at, 1.0), event(2, "c1", at, 2.0),
               event(0, "c1", at - timedelta(days=1), 8.0)]
@@ -130,10 +141,10 @@ def test_same_instant_orders_by_event_id_and_the_event_is_included() -> None:
     assert per_event["order_id"] == ["o3", "o1", "o2", "o0"]
     assert per_event["count_1d"] == [3, 1, 2, 1]
     assert per_event["total_3d"] == [14.0, 9.0, 11.0, 8.0]
-    check_all(events, rich(), ["2026-03-01", "2026-03-02"])
+    check_all(answers, events, rich(), ["2026-03-01", "2026-03-02"])
 
 
-def test_tables_training_reads_and_batch_inference_scores() -> None:
+def test_tables_training_reads_and_batch_inference_scores(answers: Answers) -> None:
     features = fraud()
     rows = [
         {**event(1, "c1", START, 10.0), "account_tenure": 100, "fraud_status": 1},
@@ -146,18 +157,17 @@ def test_tables_training_reads_and_batch_inference_scores() -> None:
         {**event(4, "c2", START, None), "account_tenure": None, "fraud_status": 0},
         {**event(1, "c1", START, 99.0), "account_tenure": 5, "fraud_status": 0},
     ]
-    same_columns(embedded.training_table(rows, features),
-                 sql_features.training_table(rows, features))
+    answers(embedded.training_table(rows, features), sql_features.training_table(rows, features))
     for day in ("2026-03-01", "2026-03-03", "2026-04-15"):
-        same_columns(embedded.entity_table(rows, features, day),
-                     sql_features.entity_table(rows, features, day))
+        answers(embedded.entity_table(rows, features, day),
+                sql_features.entity_table(rows, features, day))
     unlabelled = [{k: v for k, v in r.items() if k != "fraud_status"} for r in rows]
     assert "fraud_status" not in sql_features.training_table(unlabelled, features)
     assert sql_features.entity_table([], features, "2026-03-01") == \
         {name: [] for name in features.entity_table_schema}
 
 
-def test_inputs_that_also_key_an_aggregate_and_bool_inputs() -> None:
+def test_inputs_that_also_key_an_aggregate_and_bool_inputs(answers: Answers) -> None:
     config = rich_config()
     config["data"]["columns"] += [{"name": "store", "type": "int"},
                                   {"name": "is_guest", "type": "bool"}]
@@ -171,12 +181,12 @@ def test_inputs_that_also_key_an_aggregate_and_bool_inputs() -> None:
              "store": rng.choice([1, 2.0, None, "3"]), "account_tenure": rng.randrange(9),
              "is_guest": rng.choice([True, False, "true", "False", None])}
             for i in range(60)]
-    check_per_event(rows, features, inputs=features.inputs)
+    check_per_event(answers, rows, features, inputs=features.inputs)
     for day in ("2026-03-02", "2026-03-04"):
-        check_as_of(rows, features, day, inputs=features.inputs)
+        check_as_of(answers, rows, features, day, inputs=features.inputs)
 
 
-def test_bad_input_fails_with_the_embedded_engines_error() -> None:
+def test_bad_input_fails_with_the_embedded_engines_error(answers: Answers) -> None:
     features = fraud()
     cases: list[Any] = [
         [{"order_id": "x", "customer_id": "c1"}],  # no timestamp column
@@ -194,12 +204,11 @@ def test_bad_input_fails_with_the_embedded_engines_error() -> None:
     for events in cases:
         with pytest.raises(FeatureError) as expected:
             embedded.compute_per_event(events, features)
-        with pytest.raises(FeatureError) as got:
+        with pytest.raises(FeatureError) as per_event:
             sql_features.per_event(events, features)
-        assert str(got.value) == str(expected.value)
-        with pytest.raises(FeatureError) as got:
+        with pytest.raises(FeatureError) as as_of:
             sql_features.as_of(events, features, "2026-03-01")
-        assert str(got.value) == str(expected.value)
+        answers(str(expected.value), str(per_event.value), str(as_of.value))
     with pytest.raises(FeatureError, match="YYYY-MM-DD"):
         sql_features.as_of([], features, "03/01/2026")
     with pytest.raises(FeatureError, match="also the entity key or feature names"):
@@ -259,14 +268,15 @@ def assert_log1p(per_event: dict[str, list[Any]]) -> None:
               ("log_log", x))
 
 
-def test_log1p_compiles_with_its_precision_near_zero_and_nulls_below_minus_one() -> None:
+def test_log1p_compiles_with_its_precision_near_zero_and_nulls_below_minus_one(
+        answers: Answers) -> None:
     rows, features = log1p_case()
     per_event = sql_features.per_event(rows, features)
     assert_log1p(per_event)
     assert per_event["log_amount"][:2] == [1e-18, -1.0000000000005e-12]  # LN(1 + x) gives 0
     # The embedded engine gives the same (its log1p is math.log1p, -1 and below null).
     assert_log1p(embedded.compute_per_event(rows, features))
-    check_all(rows, features, ["2026-03-01"])
+    check_all(answers, rows, features, ["2026-03-01"])
 
 
 def test_log1p_on_spark_matches_math_log1p(spark: Any) -> None:
@@ -297,15 +307,15 @@ def operator_case() -> tuple[list[dict[str, Any]], FeatureSet]:
     return rows, features
 
 
-def test_every_compiled_operator_agrees_with_the_embedded_engine() -> None:
+def test_every_compiled_operator_agrees_with_the_embedded_engine(answers: Answers) -> None:
     rows, features = operator_case()
-    check_all(rows, features, ["2026-03-02", "2026-03-03"])
+    check_all(answers, rows, features, ["2026-03-02", "2026-03-03"])
     per_event = sql_features.per_event(rows, features)
     assert set(per_event["ninth"]) == {9.0}  # not floor(1 / 0.1), which is 10
     assert set(per_event["by_zero"]) == {None}
 
 
-def test_floor_division_and_modulo_round_as_python_on_a_grid() -> None:
+def test_floor_division_and_modulo_round_as_python_on_a_grid(answers: Answers) -> None:
     """Python's // and % (NumPy's for columns) against the SQL spelling, on
     values where truncation, floor and rounding part: negative operands,
     fractions that are not binary, halves, quotients near and above 2**52."""
@@ -318,17 +328,17 @@ def test_floor_division_and_modulo_round_as_python_on_a_grid() -> None:
     values = [*np.linspace(-10, 10, 161).tolist(), 0.5, -0.5, 2.5, -2.5, 4503599627370497.0,
               -4503599627370497.0, 2.0**52 + 1, 1e17, -1e300, 0.30000000000000004]
     rows = [event(i, f"c{i}", START, v) for i, v in enumerate(values)]
-    check_per_event(rows, features)
+    check_per_event(answers, rows, features)
 
 
-def test_empty_input_and_days_with_nothing_in_the_window() -> None:
+def test_empty_input_and_days_with_nothing_in_the_window(answers: Answers) -> None:
     for features in (fraud(), rich()):
-        check_all([], features, ["2026-03-01"])
+        check_all(answers, [], features, ["2026-03-01"])
         empty = pa.table({c: pa.array([], pa.string()) for c in
                           ["order_id", "customer_id", "merchant_id"]}).append_column(
             "order_ts", pa.array([], pa.timestamp("us", "UTC"))).append_column(
             "order_amount", pa.array([], pa.float64()))
-        check_all(empty, features, ["2026-03-01"])
+        check_all(answers, empty, features, ["2026-03-01"])
         events = [event(1, "c1", START, 1.0)]
         assert sql_features.as_of(events, features, "2026-02-28") == []  # before any event
         assert sql_features.as_of(events, features, "2026-06-01") == []  # out of every window
@@ -369,7 +379,7 @@ def test_random_streams_agree(raw: list[tuple[str, str | None, int, float | None
                               ("order_ts", pa.timestamp("us", "UTC")),
                               ("order_amount", pa.float64()), ("merchant_id", pa.string())]))
     day = (START + timedelta(days=as_of_day)).date().isoformat()
-    check_all(stream, rich(), [day])
+    check_embedded(stream, rich(), [day])
 
 
 def numpy_day(n: int, seed: int) -> pa.Table:
@@ -391,14 +401,14 @@ def numpy_day(n: int, seed: int) -> pa.Table:
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_a_numpy_day_agrees_typed_and_as_text(seed: int) -> None:
+def test_a_numpy_day_agrees_typed_and_as_text(answers: Answers, seed: int) -> None:
     table = numpy_day(3_000, seed)
     features = rich()
-    check_all(table, features, ["2026-03-05", "2026-03-31", "2026-04-09", "2026-04-20"])
+    check_all(answers, table, features, ["2026-03-05", "2026-03-31", "2026-04-09", "2026-04-20"])
     # The same events as CSV text (dict rows of strings): parsed value by value.
     text = [{k: (None if v is None else v.isoformat() if isinstance(v, datetime) else str(v))
              for k, v in row.items()} for row in table.to_pylist()[:600]]
-    check_all(text, features, ["2026-03-20"])
+    check_all(answers, text, features, ["2026-03-20"])
 
 
 # --- the SQL, per dialect --------------------------------------------------------------------
@@ -423,11 +433,11 @@ def test_the_queries_render_for_spark_and_parse_back() -> None:
         sample_plans()[0].sql("oracle")
 
 
-def test_duckdb_options_bound_the_run(tmp_path: Any) -> None:
+def test_duckdb_options_bound_the_run(answers: Answers, tmp_path: Any) -> None:
     table = numpy_day(2_000, 3)
     options = sql_features.DuckDB(memory_limit="64MB", temp_directory=tmp_path, threads=1)
-    same_columns(embedded.compute_per_event(table, rich()),
-                 sql_features.per_event(table, rich(), duckdb_options=options))
+    answers(embedded.compute_per_event(table, rich()),
+            sql_features.per_event(table, rich(), duckdb_options=options))
     with pytest.raises(ValueError, match="DuckDB rejected"):
         sql_features.per_event(table, rich(),
                                duckdb_options=sql_features.DuckDB(memory_limit="lots"))
@@ -439,7 +449,7 @@ def on_spark(spark: Any, plan: sql_features.Plan) -> Any:
     return plan.finish(sql_features.run_spark(plan, spark))
 
 
-def test_spark_gives_the_embedded_engines_answers(spark: Any) -> None:
+def test_spark_gives_the_embedded_engines_answers(answers: Answers, spark: Any) -> None:
     """The plans' Spark SQL: the rich spec on a typed NumPy day, on dict rows
     with a redelivery, a shared instant and a null merchant, and on nothing;
     every compiled operator (Spark's own % and NULLIF) on its test's events
@@ -451,15 +461,15 @@ def test_spark_gives_the_embedded_engines_answers(spark: Any) -> None:
     operators, with_operators = operator_case()
     # The typed NumPy day once (as of a day): how events are typed is shared
     # by both engines and tested on DuckDB; the SQL is what differs.
-    same_rows(embedded.compute_batch(table, rich(), "2026-03-20"),
-              on_spark(spark, sql_features.prepare_as_of(table, rich(), "2026-03-20")))
+    answers(embedded.compute_batch(table, rich(), "2026-03-20"),
+            on_spark(spark, sql_features.prepare_as_of(table, rich(), "2026-03-20")))
     cases = [(rows, rich(), "2026-03-02"), ([], rich(), "2026-03-02"),
              (operators, with_operators, "2026-03-03")]
     for events, features, day in cases:
-        same_columns(embedded.compute_per_event(events, features),
-                     on_spark(spark, sql_features.prepare_per_event(events, features)))
-        same_rows(embedded.compute_batch(events, features, day),
-                  on_spark(spark, sql_features.prepare_as_of(events, features, day)))
+        answers(embedded.compute_per_event(events, features),
+                on_spark(spark, sql_features.prepare_per_event(events, features)))
+        answers(embedded.compute_batch(events, features, day),
+                on_spark(spark, sql_features.prepare_as_of(events, features, day)))
 
 
 def test_mdlc_features_on_spark_prints_the_batch_table(spark: Any, tmp_path: Any,
@@ -520,7 +530,7 @@ def test_mdlc_features_engines_print_the_same_table(tmp_path: Any, capsys: Any,
 
 
 def test_the_feature_job_writes_the_same_tables_on_both_engines(
-        aws: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        answers: Answers, aws: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     """``feature_job.run`` (the feature_batch function and the Processing
     runner) with ``features.engine: duckdb`` writes the embedded engine's
     training rows and entity table from the same snapshots."""
@@ -564,8 +574,7 @@ def test_the_feature_job_writes_the_same_tables_on_both_engines(
     (out, embedded_tables), (sql_out, sql_tables) = written["embedded"], written["duckdb"]
     assert sql_out == out and out["rows"] == 3 and out["entities"] == 3
     for key, table in embedded_tables.items():
-        assert sql_tables[key].schema == table.schema, key
-        same_columns(table.to_pydict(), sql_tables[key].to_pydict())
+        answers(table, sql_tables[key])
     with pytest.raises(ValueError, match=r"features\.engine must be one of"):
         feature_job.run(config, date(2026, 4, 5), s3=s3, datasets_bucket=DATASETS,
                         features_bucket=FEATURES, engine="polars")
