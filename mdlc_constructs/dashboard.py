@@ -12,6 +12,7 @@ the dashboard works before those stages exist and grows with the stack.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -264,7 +265,8 @@ class ModelDashboard(Construct):
             _floor(closed.min_auc, "min AUC"),
         ]
         self.add_row(
-            cloudwatch.GraphWidget(
+            _graph(
+                _HALF,
                 title="Closed loop: accuracy (labelled predictions)",
                 left=[
                     _label(m.precision(), "precision"),
@@ -274,10 +276,9 @@ class ModelDashboard(Construct):
                 ],
                 left_annotations=[a for a in annotations if a],
                 left_y_axis=cloudwatch.YAxisProps(min=0, max=1, show_units=False),
-                width=_HALF,
-                height=_HEIGHT,
             ),
-            cloudwatch.GraphWidget(
+            _graph(
+                _HALF,
                 title="Closed loop: label coverage and unmatched labels",
                 left=[_label(m.label_coverage(), "label coverage")],
                 right=[_label(m.unmatched_labels(), "unmatched labels")],
@@ -285,8 +286,6 @@ class ModelDashboard(Construct):
                     a for a in [_floor(closed.min_label_coverage, "min coverage")] if a
                 ],
                 left_y_axis=cloudwatch.YAxisProps(min=0, max=1, show_units=False),
-                width=_HALF,
-                height=_HEIGHT,
             ),
         )
 
@@ -294,24 +293,23 @@ class ModelDashboard(Construct):
         """Drift against the baseline and the share of each action."""
         m, opened = self.metrics, self.spec.monitoring.open_loop
         psi = cloudwatch.HorizontalAnnotation(value=opened.max_psi)
-        score = cloudwatch.GraphWidget(
+        score = _graph(
+            _THIRD,
             title="Open loop: score drift",
             left=[_label(m.score_psi(), "score PSI")],
             right=[_label(m.ks_pvalue(), "score KS p-value")],
             left_annotations=[psi],
             right_y_axis=cloudwatch.YAxisProps(min=0, max=1, show_units=False),
-            width=_THIRD,
-            height=_HEIGHT,
         )
-        features = cloudwatch.GraphWidget(
+        features = _graph(
+            _THIRD,
             title="Open loop: feature PSI",
             left=[_label(m.feature_psi(f), f) for f in self.spec.feature_columns],
             left_annotations=[psi],
-            width=_THIRD,
-            height=_HEIGHT,
         )
         caps = opened.max_action_share
-        actions = cloudwatch.GraphWidget(
+        actions = _graph(
+            _THIRD,
             title="Open loop: action shares",
             left=[_label(m.action_share(a), a) for a in m.actions()],
             left_annotations=[
@@ -320,19 +318,16 @@ class ModelDashboard(Construct):
             ],
             right=[_label(m.predictions(), "predictions")],
             left_y_axis=cloudwatch.YAxisProps(min=0, max=1, show_units=False),
-            width=_THIRD,
-            height=_HEIGHT,
         )
         self.add_row(score, features, actions)
 
     def add_data_quality(self) -> None:
         """Violations per snapshot check (stage 2)."""
         self.add_row(
-            cloudwatch.GraphWidget(
+            _graph(
+                _FULL,
                 title="Data quality: violations per snapshot",
                 left=[_label(self.metrics.quality_violations(), "violations (all rules)")],
-                width=_FULL,
-                height=_HEIGHT,
             )
         )
 
@@ -353,14 +348,14 @@ class ModelDashboard(Construct):
         invocations = metric("Invocations")
         errors_4xx, errors_5xx = metric("Invocation4XXErrors"), metric("Invocation5XXErrors")
         self.add_row(
-            cloudwatch.GraphWidget(
+            _graph(
+                _THIRD,
                 title=f"Endpoint {name}: invocations",
                 left=[invocations],
                 right=[metric("InvocationsPerInstance")],
-                width=_THIRD,
-                height=_HEIGHT,
             ),
-            cloudwatch.GraphWidget(
+            _graph(
+                _THIRD,
                 title=f"Endpoint {name}: errors",
                 left=[errors_4xx, errors_5xx],
                 right=[
@@ -372,10 +367,9 @@ class ModelDashboard(Construct):
                     )
                 ],
                 right_annotations=[cloudwatch.HorizontalAnnotation(value=guard.max_error_rate)],
-                width=_THIRD,
-                height=_HEIGHT,
             ),
-            cloudwatch.GraphWidget(
+            _graph(
+                _THIRD,
                 title=f"Endpoint {name}: latency (ms)",
                 # SageMaker reports latency in microseconds.
                 left=[
@@ -397,8 +391,6 @@ class ModelDashboard(Construct):
                         value=guard.max_p99_latency_ms, label="rollback p99"
                     )
                 ],
-                width=_THIRD,
-                height=_HEIGHT,
             ),
         )
 
@@ -409,7 +401,8 @@ class ModelDashboard(Construct):
         ``IteratorAge`` (how far behind it reads)."""
         period = minutes(5)
         widgets: list[cloudwatch.IWidget] = [
-            cloudwatch.GraphWidget(
+            _graph(
+                _HALF,
                 title="Event stream: iterator age (ms)",
                 left=[
                     stream.metric_get_records_iterator_age_milliseconds(
@@ -420,10 +413,9 @@ class ModelDashboard(Construct):
                         for fn in consumers
                     ],
                 ],
-                width=_HALF,
-                height=_HEIGHT,
             ),
-            cloudwatch.GraphWidget(
+            _graph(
+                _HALF,
                 title="Event stream: records",
                 left=[stream.metric_incoming_records(statistic="Sum", period=period)],
                 right=[
@@ -431,8 +423,6 @@ class ModelDashboard(Construct):
                         statistic="Sum", period=period
                     )
                 ],
-                width=_HALF,
-                height=_HEIGHT,
             ),
         ]
         self.add_row(*widgets)
@@ -442,22 +432,12 @@ class ModelDashboard(Construct):
         period = minutes(5)
         name = title or function.node.path
         self.add_row(
-            cloudwatch.GraphWidget(
-                title=f"{name}: invocations and errors",
-                left=[function.metric_invocations(period=period)],
-                right=[
-                    function.metric_errors(period=period),
-                    function.metric_throttles(period=period),
-                ],
-                width=_HALF,
-                height=_HEIGHT,
-            ),
-            cloudwatch.GraphWidget(
-                title=f"{name}: duration",
-                left=[function.metric_duration(statistic="p99", period=period)],
-                width=_HALF,
-                height=_HEIGHT,
-            ),
+            _graph(_HALF, title=f"{name}: invocations and errors",
+                   left=[function.metric_invocations(period=period)],
+                   right=[function.metric_errors(period=period),
+                          function.metric_throttles(period=period)]),
+            _graph(_HALF, title=f"{name}: duration",
+                   left=[function.metric_duration(statistic="p99", period=period)]),
         )
 
     def add_workflow(self, machine: sfn.IStateMachine, *, title: str | None = None) -> None:
@@ -470,26 +450,19 @@ class ModelDashboard(Construct):
         period = hours(1)
         name = title or machine.node.path
         self.add_row(
-            cloudwatch.GraphWidget(
-                title=f"Workflow {name}: executions",
-                left=[
-                    machine.metric_started(period=period),
-                    machine.metric_succeeded(period=period),
-                ],
-                width=_HALF,
-                height=_HEIGHT,
-            ),
-            cloudwatch.GraphWidget(
-                title=f"Workflow {name}: failures",
-                left=[
-                    machine.metric_failed(period=period),
-                    machine.metric_timed_out(period=period),
-                    machine.metric_aborted(period=period),
-                ],
-                width=_HALF,
-                height=_HEIGHT,
-            ),
+            _graph(_HALF, title=f"Workflow {name}: executions",
+                   left=[machine.metric_started(period=period),
+                         machine.metric_succeeded(period=period)]),
+            _graph(_HALF, title=f"Workflow {name}: failures",
+                   left=[machine.metric_failed(period=period),
+                         machine.metric_timed_out(period=period),
+                         machine.metric_aborted(period=period)]),
         )
+
+
+def _graph(width: int, **props: Any) -> cloudwatch.GraphWidget:
+    """A graph ``width`` columns wide (of 24) and of the dashboard's one height."""
+    return cloudwatch.GraphWidget(width=width, height=_HEIGHT, **props)
 
 
 def _floor(value: float | None, label: str) -> cloudwatch.HorizontalAnnotation | None:
