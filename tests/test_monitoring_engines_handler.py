@@ -1,10 +1,10 @@
-"""monitoring.engine: the monitor handler and ``mdlc monitor`` give one report on both engines
-(DuckDB the default).
+"""monitoring.engine: the monitor handler and ``mdlc monitor`` on DuckDB give the report
+the retired NumPy engine gave (recorded in ``__snapshots__/``), and the retired
+engine is refused, by the spec and by the job, saying what to change.
 
-The handler on moto S3 and CloudWatch reads the same day (two versions,
-labels, a fixed baseline) with ``embedded`` and with ``duckdb``; the
-reports, summaries and published metrics are equal. ``mdlc monitor
---engine`` likewise on local files.
+The handler on moto S3 and CloudWatch reads a day (two versions, labels, a
+fixed baseline); the summary, report and published metrics are the recorded
+ones. ``mdlc monitor --engine duckdb`` likewise on local files.
 """
 
 from __future__ import annotations
@@ -33,15 +33,12 @@ def _run_with(engine: str, s3) -> tuple[dict, dict, list]:
     return summary, report, datums
 
 
-def test_the_handler_reports_the_same_day_the_same_on_both_engines(env, snapshot):  # noqa: F811
+def test_the_handler_reports_the_day_as_the_numpy_engine_did(env, snapshot):  # noqa: F811
     seed(env)
     load_handler("model_monitor")  # mdlc_core on the path as the function has it
-    embedded = _run_with("embedded", env)
-    assert embedded == snapshot  # the embedded engine's summary, report and metric data
     duckdb = _run_with("duckdb", env)
-    assert embedded[0] == duckdb[0]
-    assert embedded[1] == duckdb[1]
-    assert embedded[2] == duckdb[2] and len(embedded[2]) > 20
+    assert duckdb == snapshot  # the NumPy engine's summary, report and metric data
+    assert len(duckdb[2]) > 20
     assert duckdb[1]["open_loop"]["by_version"][0]["features"]  # drift was compared
 
 
@@ -50,13 +47,46 @@ def test_the_spec_chooses_the_engine_and_a_wrong_one_is_named(env, monkeypatch):
 
     with pytest.raises(ValueError, match=r"monitoring.engine must be one of .*'spark'"):
         monitor_job.engine_module("spark", {})
-    assert monitor_job.engine_module("embedded", {}).__name__ == "mdlc_core.monitoring"
     limited = monitor_job.engine_module("duckdb", {"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "4096"})
     from mdlc_core.sql.quality import memory_limit_for
 
     assert limited.memory_limit == memory_limit_for(4096)  # the day is DuckDB's, not Python's
     with pytest.raises(ValueError, match="AWS_LAMBDA_FUNCTION_MEMORY_SIZE must be a whole"):
         monitor_job.engine_module("duckdb", {"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "4 GB"})
+
+
+def test_a_config_naming_the_retired_engine_is_refused_with_what_to_do(env):  # noqa: F811
+    """A function deployed from a spec of the NumPy engine's days."""
+    import os
+
+    from mdlc_core import monitor_job
+    from mdlc_core.runtime_config import load_config
+
+    config = load_config()
+    config["monitoring"] = {**config.get("monitoring", {}), "engine": "embedded"}
+    with pytest.raises(ValueError, match=r"monitoring.engine must be one of \('duckdb',\), "
+                       r"got 'embedded': the embedded \(NumPy\) engine was retired .* "
+                       r"monitoring.engine removed or set to duckdb"):
+        monitor_job.run({"date": DAY}, config, s3=env, cloudwatch=None, environ=os.environ)
+
+
+def test_a_spec_naming_the_retired_engine_fails_naming_the_file_and_field(tmp_path):
+    from pathlib import Path
+
+    import yaml
+
+    from mdlc_constructs.spec import SpecError, load_spec
+
+    data = yaml.safe_load(Path("models/fraud.yaml").read_text(encoding="utf-8"))
+    data.setdefault("monitoring", {})["engine"] = "embedded"
+    path = tmp_path / "fraud.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError) as raised:
+        load_spec(str(path))
+    (problem,) = raised.value.problems
+    assert problem.startswith(f"{path}: monitoring.engine: the embedded (NumPy) monitoring "
+                              "engine was retired (issue #18): remove monitoring.engine, or "
+                              "set it to duckdb"), problem
 
 
 def test_duckdb_is_the_default_wherever_a_spec_names_no_engine() -> None:
@@ -111,9 +141,8 @@ def monitor_on(engines, folder, capsys, spec: str = "models/fraud.yaml"):
     return outputs
 
 
-def test_mdlc_monitor_prints_the_same_report_on_both_engines(tmp_path, capsys, snapshot):
+def test_mdlc_monitor_prints_the_numpy_engines_report(tmp_path, capsys, snapshot):
     labels = write_cli_day(tmp_path, 3000, 5000)
-    reports = monitor_on(("embedded", "duckdb"), tmp_path, capsys)
-    assert reports["embedded"] == snapshot  # exit code, printed text, report
-    assert reports["embedded"] == reports["duckdb"]
+    reports = monitor_on(("duckdb",), tmp_path, capsys)
+    assert reports["duckdb"] == snapshot  # exit code, printed text, report
     assert reports["duckdb"][2]["closed_loop"]["labels"] == labels

@@ -1,13 +1,13 @@
 """DuckDB reading the day itself (mdlc_core.sql.monitoring_files) against the shared reader.
 
 Each case writes a day's objects to moto S3 as the writers (or a careless
-producer) would, then runs the whole monitoring job, ``monitor_job.run``,
-once with ``engine="embedded"`` (pyarrow reads, concatenates and types the
-files in memory) and once with ``engine="duckdb"`` (the files are downloaded
-and DuckDB's ``read_csv``/``read_parquet`` type them into its own tables):
-the summary, the report written to S3 and the CloudWatch data must be equal.
-Bad files must fail both engines with :class:`MonitoringInputError`, the
-DuckDB one naming the object and saying what the shared reader says.
+producer) would, then runs the whole monitoring job, ``monitor_job.run``, on
+DuckDB (the files are downloaded and DuckDB's ``read_csv``/``read_parquet``
+type them into its own tables): the summary, the report written to S3 and the
+CloudWatch data must be what the retired NumPy engine gave from pyarrow's
+reading of the same files (recorded in ``__snapshots__/``). Bad files must
+fail with :class:`MonitoringInputError`, naming the object and saying what
+the shared reader says.
 
 The subprocess test at the end is the point of reading the files in DuckDB:
 a day larger than DuckDB's memory limit is monitored with bounded memory
@@ -56,34 +56,29 @@ def parquet(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
-def run_both(s3: Any, event: dict[str, Any] | None = None, snapshot: Any = None
-             ) -> dict[str, tuple[Any, Any, Any]]:
-    """``engine: (summary, report, metric data)`` of the day on both engines
-    (the embedded engine's asserted equal to ``snapshot``, which records it)."""
+def run_day(s3: Any, event: dict[str, Any] | None = None, snapshot: Any = None
+            ) -> tuple[Any, Any, Any]:
+    """``(summary, report, metric data)`` of the day on DuckDB, asserted equal to
+    ``snapshot`` (the retired NumPy engine's, recorded) when given."""
     from mdlc_core.runtime_config import load_config
 
     load_handler("model_monitor")  # mdlc_core as the function imports it
-    results = {}
-    for engine in ("embedded", "duckdb"):
-        summary = monitor_job.run({"date": DAY, **(event or {})}, load_config(), s3=s3,
-                                  cloudwatch=boto3.client("cloudwatch"), environ=os.environ,
-                                  engine=engine)
-        key = f"monitoring/fraud/dt={DAY}/report.json"
-        report = json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
-        s3.delete_object(Bucket=BUCKET, Key=key)
-        results[engine] = (summary, report, monitor_job.metric_data("fraud", report))
-        if engine == "embedded" and snapshot is not None:
-            assert results[engine] == snapshot
-    return results
+    summary = monitor_job.run({"date": DAY, **(event or {})}, load_config(), s3=s3,
+                              cloudwatch=boto3.client("cloudwatch"), environ=os.environ,
+                              engine="duckdb")
+    key = f"monitoring/fraud/dt={DAY}/report.json"
+    report = json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    s3.delete_object(Bucket=BUCKET, Key=key)
+    result = (summary, report, monitor_job.metric_data("fraud", report))
+    if snapshot is not None:
+        assert result == snapshot
+    return result
 
 
 def assert_same_day(s3: Any, snapshot: Any, event: dict[str, Any] | None = None
                     ) -> dict[str, Any]:
-    results = run_both(s3, event, snapshot)
-    assert results["duckdb"][0] == results["embedded"][0]
-    assert results["duckdb"][1] == results["embedded"][1]
-    assert results["duckdb"][2] == results["embedded"][2]
-    return results["duckdb"][1]
+    """The day's report on DuckDB, which the recorded NumPy report must equal."""
+    return run_day(s3, event, snapshot)[1]
 
 
 def baseline(s3: Any, rows: int = 300) -> None:
@@ -316,7 +311,7 @@ def test_a_warm_process_reuses_the_database_and_queries_and_no_day(env: Any) -> 
 
 
 BAD = [
-    # (files under scored/ or labels, the phrase both engines give, the key named)
+    # (files under scored/ or labels, the phrase the shared reader gives, the key named)
     ("missing", {"a.csv": "event_id,prediction_ts\ne1,2024-05-01\n"},
      "missing column(s) ['score']", None),
     ("null id", {"b.parquet": pa.table({"event_id": ["e1", None], "score": [0.1, 0.2],
@@ -358,22 +353,18 @@ def test_a_bad_file_fails_both_engines_naming_it(env: Any, case: str,  # noqa: F
     put_day(env, files)
     from mdlc_core.runtime_config import load_config
 
-    messages = {}
-    for engine in ("embedded", "duckdb"):
-        with pytest.raises(MonitoringInputError) as raised:
-            monitor_job.run({"date": DAY}, load_config(), s3=env,
-                            cloudwatch=boto3.client("cloudwatch"), environ=os.environ,
-                            engine=engine)
-        messages[engine] = str(raised.value)
-    assert phrase in messages["embedded"], messages
-    assert phrase in messages["duckdb"], messages
+    with pytest.raises(MonitoringInputError) as raised:
+        monitor_job.run({"date": DAY}, load_config(), s3=env,
+                        cloudwatch=boto3.client("cloudwatch"), environ=os.environ,
+                        engine="duckdb")
+    message = str(raised.value)
+    assert phrase in message, message
     if named is None:  # about the day, not one file: the prefix, as the shared reader says
-        assert messages["embedded"] == snapshot  # the shared reader's words
-        assert messages["duckdb"] == messages["embedded"], messages
+        assert message == snapshot  # the NumPy engine's (the shared reader's) words
     else:
         bucket = LABELS if any(n.startswith("labels:") for n in files) else BUCKET
         folder = TRUTH if bucket == LABELS else SCORED
-        assert messages["duckdb"].startswith(f"s3://{bucket}/{folder}{named}: "), messages
+        assert message.startswith(f"s3://{bucket}/{folder}{named}: "), message
 
 
 # ------------------------------------------------------------------ memory
@@ -489,7 +480,7 @@ def test_a_day_larger_than_the_memory_limit_is_monitored_in_bounded_memory(
 
 def test_empty_version_and_action_cells_still_publish(env: Any, snapshot: Any) -> None:  # noqa: F811
     """A careless producer's CSV with empty model_version and action cells:
-    both engines report the groups as read, and the CloudWatch data is
+    the groups are reported as read, and the CloudWatch data is
     publishable (CloudWatch refuses an empty dimension value; botocore checks
     it before the call), the empty value named ``monitor_job.EMPTY_DIMENSION``."""
     baseline(env)

@@ -3,7 +3,7 @@
 Every Spark test of the monitoring stage is in this one file, so ``pytest
 --dist loadfile`` runs them on one worker's JVM (the session-wide ``spark``
 fixture): the job entry point (``spark_job --kind monitoring``) against the
-Lambda runner's code, embedded and DuckDB, on the same moto S3 day (two
+Lambda runner's code on DuckDB, on the same moto S3 day (two
 package versions with their own drift baselines described through
 SageMaker, a version without a package, a redelivered prediction, duplicate
 and unmatched labels, ties in scores); ``mdlc monitor --engine spark``
@@ -192,8 +192,9 @@ def _report(s3: Any) -> dict[str, Any]:
 def test_the_job_writes_what_the_lambda_runner_writes(
     spark: Any, aws: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, snapshot: Any
 ) -> None:
-    """spark_job.main --kind monitoring against monitor_job.run (embedded and
-    DuckDB) on the same moto day: the same summary, report and metric data;
+    """spark_job.main --kind monitoring against monitor_job.run on DuckDB (whose
+    answers are the retired NumPy engine's, recorded) on the same moto day: the
+    same summary, report and metric data;
     the result object is SSE-KMS; each version was described and compared
     with its own training data. No prediction or label row went through the
     driver: in its process every reader of them raises and its S3 client
@@ -207,7 +208,7 @@ def test_the_job_writes_what_the_lambda_runner_writes(
     config_file.write_text(json.dumps(load_spec(FRAUD).as_config()))
     config = spark_job.load_config(str(config_file))
     runs: dict[str, tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]] = {}
-    for engine in ("embedded", "duckdb", "spark"):
+    for engine in ("duckdb", "spark"):
         cloudwatch = _Recorder()
         if engine == "spark":
             result_key = "spark/fraud/monitoring/run-1/result.json"
@@ -239,14 +240,13 @@ def test_the_job_writes_what_the_lambda_runner_writes(
                                       environ=ENVIRON, sagemaker=sagemaker, engine=engine)
             summary = json.loads(json.dumps(summary, sort_keys=True))  # as the result is
         runs[engine] = (summary, _report(s3), cloudwatch.calls)
-    assert runs["embedded"] == snapshot  # the embedded engine's summary, report, metric calls
-    for engine in ("embedded", "duckdb"):
-        summary, report, calls = runs[engine]
-        assert runs["spark"][0] == summary, engine
-        assert_same(runs["spark"][1], report, f"{engine} report")
-        assert [c["Namespace"] for c in runs["spark"][2]] == [c["Namespace"] for c in calls]
-        assert_same([c["MetricData"] for c in runs["spark"][2]],
-                    [c["MetricData"] for c in calls], f"{engine} metric data")
+    assert runs["duckdb"] == snapshot  # the NumPy engine's summary, report, metric calls
+    summary, report, calls = runs["duckdb"]
+    assert runs["spark"][0] == summary
+    assert_same(runs["spark"][1], report, "report")
+    assert [c["Namespace"] for c in runs["spark"][2]] == [c["Namespace"] for c in calls]
+    assert_same([c["MetricData"] for c in runs["spark"][2]],
+                [c["MetricData"] for c in calls], "metric data")
     summary, report, calls = runs["spark"]
     assert summary["predictions"] == 600 and report["duplicate_predictions"] == 10
     assert summary["unmatched_labels"] == 1 and report["closed_loop"]["duplicate_labels"] == 2
@@ -312,7 +312,7 @@ def test_the_executors_type_the_day_as_the_shared_reader_and_duckdb(
     value, Parquet's stored types, timestamps zoned and not, text numbers,
     booleans, a header-only file, a redelivered copy that would fail the day
     were it not dropped first, a day of no objects): the job on Spark gives
-    the summary, report and metric data of the embedded and DuckDB engines."""
+    the summary, report and metric data of DuckDB (the NumPy engine's, recorded)."""
     from .test_monitoring_files import (
         DAYS,
         HEADER,
@@ -321,7 +321,7 @@ def test_the_executors_type_the_day_as_the_shared_reader_and_duckdb(
         parquet,
         put,
         put_day,
-        run_both,
+        run_day,
         ts_ms,
     )
 
@@ -333,12 +333,11 @@ def test_the_executors_type_the_day_as_the_shared_reader_and_duckdb(
             "prediction_ts": ts_ms("2024-05-01T10:00:00", "2024-05-01T11:00:00")})))
     elif case != "an empty day":
         put_day(env, DAYS[case])
-    theirs = run_both(env, snapshot=snapshot)
+    theirs = run_day(env, snapshot=snapshot)  # DuckDB's, the NumPy engine's recorded
     mine = _spark_day(env, spark, tmp_path / "emrfs")
-    for engine in ("embedded", "duckdb"):
-        assert mine[0] == json.loads(json.dumps(theirs[engine][0])), engine
-        assert_same(mine[1], theirs[engine][1], f"{engine} report")
-        assert_same(mine[2], theirs[engine][2], f"{engine} metric data")
+    assert mine[0] == json.loads(json.dumps(theirs[0]))
+    assert_same(mine[1], theirs[1], "report")
+    assert_same(mine[2], theirs[2], "metric data")
     assert (mine[1]["predictions"] > 0) is (case != "an empty day")
     if case == "a dropped copy":
         assert mine[1]["duplicate_predictions"] == 1
@@ -371,12 +370,12 @@ def test_a_bad_object_fails_the_job_naming_it(spark: Any, env: Any, tmp_path: Pa
     if named is None:
         from mdlc_core.runtime_config import load_config
 
-        with pytest.raises(MonitoringInputError) as embedded:
+        with pytest.raises(MonitoringInputError) as duckdb:
             monitor_job.run({"date": "2024-05-01"}, load_config(), s3=env,
                             cloudwatch=_Recorder(), environ=__import__("os").environ,
-                            engine="embedded")
-        assert str(embedded.value) == snapshot
-        assert message == str(embedded.value)
+                            engine="duckdb")
+        assert str(duckdb.value) == snapshot  # the NumPy engine's (shared reader's) words
+        assert message == str(duckdb.value)
     else:
         labels = any(n.startswith("labels:") for n in files)
         where = f"s3://{LABELS}/{TRUTH}" if labels else f"s3://{DAY_BUCKET}/{SCORED}"

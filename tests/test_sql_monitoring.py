@@ -1,8 +1,9 @@
-"""The monitoring metrics as SQL (mdlc_core.sql.monitoring): the embedded engine's report.
+"""The monitoring metrics as SQL (mdlc_core.sql.monitoring): the retired NumPy engine's report.
 
-Every case runs ``mdlc_core.monitoring`` and the compiled SQL on DuckDB over
-the same inputs and asserts the same report (keys, counts exactly, floats
-to 1e-12, None where the embedded engine gives None): the known answers of
+Every case runs the compiled SQL on DuckDB and asserts the report the NumPy
+engine gave on the same inputs, recorded in
+``__snapshots__/test_sql_monitoring.ambr`` while it existed (keys, counts,
+floats and None exactly: the two agreed bit for bit): the known answers of
 ``test_monitoring_metrics``, and random days with ties in scores, nulls,
 NaN, infinities and signed zeros, duplicate labels and predictions,
 unlabelled predictions, labels of no prediction, days without labels and
@@ -51,20 +52,14 @@ def assert_same(mine: Any, theirs: Any, path: str = "report") -> None:
 
 def both(snapshot: Any, p: m.Predictions, lab: m.Labels | None, baseline: pa.Table | None,
          spec: Any, features: list[str], **kwargs: Any) -> dict[str, Any]:
-    """The SQL report, asserted equal to the embedded engine's, which ``snapshot``
-    records (``__snapshots__/test_sql_monitoring.ambr``); returned."""
-    embedded = m.compute_metrics(p, lab, baseline, spec, features)
-    if "baselines" in kwargs:
-        opened = (spec or {}).get("open_loop") or {}
-        embedded["open_loop"] = m.open_loop(p, baseline, int(opened.get("bins", 10)), features,
-                                            baselines=kwargs["baselines"])
-    assert embedded == snapshot
+    """The SQL report, asserted equal to the retired NumPy engine's, which
+    ``snapshot`` recorded (``__snapshots__/test_sql_monitoring.ambr``); returned."""
     mine = sql.compute_metrics(p, lab, baseline, spec, features, threads=1, **kwargs)
-    assert_same(mine, embedded)
+    assert mine == snapshot
     return mine
 
 
-# --- the embedded engine's known answers ---------------------------------------------------
+# --- the known answers ---------------------------------------------------
 
 KNOWN = {
     "auc_with_a_tie": lambda: (predictions([0.8, 0.4, 0.4, 0.3, 0.1]),
@@ -124,7 +119,7 @@ KNOWN = {
 
 
 @pytest.mark.parametrize("case", sorted(KNOWN))
-def test_known_answers_are_the_embedded_engines(snapshot: Any, case: str) -> None:
+def test_known_answers_are_the_numpy_engines(snapshot: Any, case: str) -> None:
     both(snapshot, *KNOWN[case]())
 
 
@@ -143,10 +138,8 @@ def test_alarm_data_gives_the_same_report_and_alarms(snapshot: Any) -> None:
 def test_closed_and_open_loop_alone(snapshot: Any) -> None:
     p, lab, baseline, _, features = KNOWN["psi_and_ks_and_actions"]()
     lab = labels([("e0", 0), ("e2", 1)])
-    assert m.closed_loop(p, lab, 0.5) == snapshot
-    assert_same(sql.closed_loop(p, lab, 0.5), m.closed_loop(p, lab, 0.5))
-    assert m.open_loop(p, baseline, 2, features) == snapshot
-    assert_same(sql.open_loop(p, baseline, 2, features), m.open_loop(p, baseline, 2, features))
+    assert sql.closed_loop(p, lab, 0.5) == snapshot
+    assert sql.open_loop(p, baseline, 2, features) == snapshot
 
 
 def test_a_fault_in_the_sql_is_caught() -> None:
@@ -214,7 +207,7 @@ def random_day(seed: int, n: int = 300) -> tuple[m.Predictions, m.Labels | None,
 
 
 @pytest.mark.parametrize("seed", range(24))
-def test_random_days_give_the_embedded_engines_report(snapshot: Any, seed: int) -> None:
+def test_random_days_give_the_numpy_engines_report(snapshot: Any, seed: int) -> None:
     both(snapshot, *random_day(seed))
 
 

@@ -4,7 +4,8 @@ The S3 and CloudWatch side of stage 7, shared by every runner: the
 ``model_monitor`` Lambda handler, the ``processing_job`` entry and the Spark
 job (``--kind monitoring`` of each) call :func:`run` with their own boto3
 clients and the same environment, so a day monitored by any runner has the
-same report and the same metrics. The numbers come from ``mdlc_core.monitoring``.
+same report and the same metrics. The numbers come from the compiled SQL of
+``mdlc_core.sql.monitoring``.
 
 Event: ``{"date": "YYYY-MM-DD"}`` (absent: yesterday, UTC). Optional keys:
 ``closed_loop_lag_days`` (evaluate accuracy on the predictions of that many
@@ -30,11 +31,11 @@ Environment (``environ``):
     METRICS_NAMESPACE    default ``MDLC``
     CLOSED_LOOP_LAG_DAYS default 0
 
-The engine is the spec's ``monitoring.engine``: ``duckdb`` (the default:
-``mdlc_core.sql.monitoring``'s queries, with DuckDB reading the day's files
-itself, ``mdlc_core.sql.monitoring_files``) or ``embedded``
-(``mdlc_core.monitoring``, the day read into Arrow by the shared reader);
-with ``monitoring.runner: spark`` the same SQL rendered for Spark, on the
+The engine is the spec's ``monitoring.engine``, ``duckdb`` (the only one
+since the NumPy engine was retired, issue #18): ``mdlc_core.sql.monitoring``'s
+queries, with DuckDB reading the day's files itself,
+``mdlc_core.sql.monitoring_files``. With ``monitoring.runner: spark`` the
+same SQL rendered for Spark, on the
 job's session (``mdlc_core.spark_monitoring``: the executors read and type
 the day's objects, the driver holds only the baselines; it calls
 :func:`monitor` with its own reader).
@@ -198,8 +199,10 @@ def monitor(event: Mapping[str, Any], config: Mapping[str, Any], reader: _Reader
     return summary
 
 
-#: ``monitoring.engine`` values.
-ENGINES = ("embedded", "duckdb")
+#: ``monitoring.engine`` values (``spark`` is a runner's, given its session).
+ENGINES = ("duckdb",)
+#: Engines a configuration synthesized before their retirement may still name.
+RETIRED_ENGINES = ("embedded",)
 #: The engine of a spec that names none (``MonitoringSpec.engine``'s default).
 DEFAULT_ENGINE = "duckdb"
 
@@ -293,8 +296,8 @@ class _Spark:
 def engine_module(engine: str, environ: Mapping[str, str], *, spark: Any = None,
                   scratch: str | os.PathLike[str] | None = None, memory_mb: int | None = None,
                   storage_mb: int | None = None) -> Any:
-    """The metrics engine: ``mdlc_core.monitoring``, DuckDB's or, given a Spark
-    session, Spark's (the same functions, the same report).
+    """The metrics engine: DuckDB's or, given a Spark session, Spark's (the
+    same queries, the same report).
 
     ``spark`` is not a ``monitoring.engine``: it is what ``monitoring.runner:
     spark`` runs, the job handing its session in. DuckDB's memory is
@@ -304,20 +307,25 @@ def engine_module(engine: str, environ: Mapping[str, str], *, spark: Any = None,
     """
     if engine == "spark" and spark is not None:
         return _Spark(spark)
+    if engine in RETIRED_ENGINES:
+        # A configuration synthesized for the retired NumPy engine: the spec
+        # now refuses it, so only an old deployed function can carry one.
+        raise ValueError(f"monitoring.engine must be one of {ENGINES}, got {engine!r}: the "
+                         "embedded (NumPy) engine was retired (issue #18); synthesize and "
+                         "deploy the stack again with monitoring.engine removed or set to "
+                         "duckdb (the same report)")
     if engine not in ENGINES:
         hint = (" (Spark runs the job with monitoring.runner: spark, which brings its own "
                 "session)" if engine == "spark" else "")
         raise ValueError(f"monitoring.engine must be one of {ENGINES}, got {engine!r}{hint}")
-    if engine == "embedded":
-        return monitoring
     try:
         return _DuckDB(memory_mb or _megabytes(environ, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"),
                        storage_mb or _megabytes(environ, "MDLC_EPHEMERAL_STORAGE_MB"), scratch)
     except ImportError as error:
         raise ValueError(
             f"monitoring.engine is duckdb but this runtime cannot import DuckDB ({error}); "
-            "install duckdb and sqlglot where the job runs, or set monitoring.engine: "
-            "embedded") from error
+            "install duckdb and sqlglot where the job runs (the data layer has them)"
+            ) from error
 
 
 def _megabytes(environ: Mapping[str, str], name: str) -> int | None:

@@ -1,50 +1,49 @@
-"""Model monitoring metrics (MDLC stage 7), shared by the Lambda handler,
-``mdlc monitor`` and the scale-out Processing job.
+"""Model monitoring (MDLC stage 7): the definitions every engine shares.
+
+The metrics are computed by one engine, the queries of
+:mod:`mdlc_core.sql.monitoring`, on DuckDB (the Lambda handler, the
+Processing job and ``mdlc monitor``: :mod:`mdlc_core.sql.monitoring_files`
+reads the day's files) or on Spark (``monitoring.runner: spark``,
+:mod:`mdlc_core.spark_monitoring`). The NumPy engine that used to live here
+was retired (issue #18); its answers are the tests' recorded snapshots.
+What stays is what the engines share:
+
+- **Inputs.** The columns (:data:`PREDICTION_COLUMNS`, :data:`LABEL_COLUMNS`,
+  :data:`SCORE_COLUMN`), the shared reader (:func:`read_table_bytes`,
+  :func:`read_table_path`, :func:`concat_tables`) and the typed inputs it
+  gives (:class:`Predictions`, :class:`Labels`: ids as text, timestamps to UTC
+  days, labels 0/1, nulls refused), which ``mdlc monitor`` and the Spark
+  driver's path hand to the SQL; the Spark executors type each object with
+  the same functions. :class:`MonitoringInputError` is every reader's refusal.
+- **Refusals as SQL.** The bits of a row's bad-value mask and the checks over
+  it (:func:`prediction_checks`, :func:`label_checks`), in the shared reader's
+  order, so DuckDB's and Spark's readers refuse a day in the same words.
+- **The report's arithmetic.** Ratios that are ``None`` when undefined
+  (:func:`_ratio`), PSI's proportions with :data:`PSI_EPSILON` for an empty
+  bin (:func:`_proportions`, :func:`_psi`), a day's date (:func:`_date`).
+- **Alarms.** :func:`evaluate_alarms`: the spec's thresholds a report crosses.
+
+Semantics of the report (docs/monitoring.md):
 
 Closed loop
-    Predictions (``event_id``, ``score``, ``prediction_ts`` and optionally
-    ``model_version`` and ``action``) are joined with labels (``event_id``,
-    ``label`` 0/1, ``label_ts``) by event id. Per day of ``prediction_ts``
-    and per model version (plus the version ``"all"``): precision, recall
-    and F1 at the spec's decision threshold, AUC (Mann-Whitney, ties get
-    their average rank), label coverage and the confusion counts.
-
-    - Precision, recall, F1 and AUC use only the predictions that have a
-      label yet; label coverage says how many that is.
-    - A metric that is undefined for the data (no labelled prediction, no
-      positive label, nothing predicted positive, an empty day) is ``None``,
-      never 0: a day without fraud is not a day of zero recall.
-    - Several labels for one event id: the one with the latest ``label_ts``
-      wins (a chargeback reversed later is the truth); equal ``label_ts``
-      fall back to the later row. The extra rows are counted as
-      ``duplicate_labels``.
-    - A label whose event id matches no prediction is counted in
-      ``unmatched_labels`` (distinct event ids), never silently dropped.
-    - An event scored twice (e.g. batch and real time) gets its label on
-      each prediction row.
+    Predictions are joined with labels by event id; per day and per model
+    version (plus ``"all"``): precision, recall and F1 at the decision
+    threshold, AUC (Mann-Whitney, ties count half), label coverage and the
+    confusion counts, over the predictions that have a label yet. A metric
+    that is undefined for the data is ``None``, never 0. Several labels for
+    one event: the latest ``label_ts`` wins (ties: the later row); extra rows
+    are ``duplicate_labels``; labels of no prediction are ``unmatched_labels``.
 
 Open loop
-    Today's scores and each input feature against a baseline (the training
-    snapshot): population stability index and the two-sample
-    Kolmogorov-Smirnov test, plus the share of each action.
-
-    - PSI bins are the baseline's quantiles (``bins`` equal-population bins;
-      edges that coincide, e.g. for a discrete feature, are merged). A bin
-      that is empty on either side gets the proportion ``PSI_EPSILON``
-      instead of 0, so the logarithm stays finite and one empty bin costs
-      a bounded, large-but-not-infinite amount.
-    - KS p-values are those of ``scipy.stats.ks_2samp`` (two-sided, method
-      ``auto``: exact up to 10,000 values a sample, asymptotic above), from
-      :mod:`mdlc_core.kolmogorov`, without SciPy; the SQL engine shares it.
-
-Everything is vectorized with numpy/pyarrow: a join is a pyarrow hash
-lookup, every per-group count is a ``bincount``, AUC is one sort.
+    Scores and features against a baseline: PSI over the baseline's
+    quantile bins (equal edges merged; an empty bin counts as
+    :data:`PSI_EPSILON`), the two-sample KS test (:mod:`mdlc_core.kolmogorov`,
+    SciPy's ``ks_2samp`` without SciPy), and each action's share.
 """
 
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,8 +55,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-
-from . import kolmogorov
 
 PSI_EPSILON = 1e-4
 ALL_VERSIONS = "all"
@@ -328,244 +325,11 @@ class Labels:
         return cls(event_id, np.asarray(values, dtype=np.int8), label_ts)
 
 
-# ---------------------------------------------------------------------- closed loop
-
-
-def join_labels(predictions: Predictions, labels: Labels | None) -> tuple[np.ndarray, dict]:
-    """Each prediction's label (-1 when none arrived yet) and label counts."""
-    joined = np.full(len(predictions), -1, dtype=np.int8)
-    if labels is None or len(labels) == 0:
-        return joined, {"labels": 0, "duplicate_labels": 0, "unmatched_labels": 0}
-    # Newest first, so the first occurrence index_in finds is the label that wins.
-    order = np.lexsort((np.arange(len(labels)), labels.label_ts))[::-1]
-    newest_first = labels.event_id.take(pa.array(order))
-    position = pc.index_in(predictions.event_id, value_set=newest_first.combine_chunks())
-    found = position.is_valid().to_numpy(zero_copy_only=False)
-    if found.any():
-        index = position.filter(position.is_valid()).to_numpy().astype(np.int64)
-        joined[found] = labels.label[order][index]
-    distinct = pc.unique(labels.event_id)
-    matched = pc.sum(pc.is_in(distinct, value_set=predictions.event_id.combine_chunks())).as_py()
-    return joined, {
-        "labels": len(labels),
-        "duplicate_labels": len(labels) - len(distinct),
-        "unmatched_labels": len(distinct) - int(matched or 0),
-    }
+# ------------------------------------------------------------ the report's arithmetic
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
     return float(numerator) / float(denominator) if denominator else None
-
-
-def grouped_auc(codes: np.ndarray, scores: np.ndarray, labels: np.ndarray, groups: int) -> list:
-    """AUC per group (Mann-Whitney U / (n_pos * n_neg)); None without both classes."""
-    result: list[float | None] = [None] * groups
-    if len(codes) == 0:
-        return result
-    # Quicksort by score, then a stable (radix) sort by the small integer
-    # group code: the same order as lexsort, several times faster.
-    order = np.argsort(scores)
-    order = order[np.argsort(codes[order], kind="stable")]
-    c, s, y = codes[order], scores[order], labels[order]
-    m = len(c)
-    new_run = np.empty(m, dtype=bool)
-    new_run[0] = True
-    new_run[1:] = (c[1:] != c[:-1]) | (s[1:] != s[:-1])
-    run_start = np.flatnonzero(new_run)
-    run_end = np.append(run_start[1:], m) - 1
-    # Tied scores share the mean of the positions they span.
-    mean_position = ((run_start + run_end) / 2.0)[np.cumsum(new_run) - 1]
-    group_start = np.searchsorted(c, np.arange(groups), side="left")
-    rank = mean_position - group_start[c] + 1.0
-    positive = y == 1
-    rank_sum = np.bincount(c[positive], weights=rank[positive], minlength=groups)
-    n_pos = np.bincount(c[positive], minlength=groups).astype(np.float64)
-    n_neg = np.bincount(c[~positive], minlength=groups).astype(np.float64)
-    for g in np.flatnonzero((n_pos > 0) & (n_neg > 0)):
-        result[g] = float((rank_sum[g] - n_pos[g] * (n_pos[g] + 1) / 2) / (n_pos[g] * n_neg[g]))
-    return result
-
-
-def _group_stats(
-    codes: np.ndarray, groups: int, score: np.ndarray, label: np.ndarray, threshold: float
-) -> list[dict[str, Any]]:
-    predictions = np.bincount(codes, minlength=groups)
-    has_label = label >= 0
-    lc, ls, ly = codes[has_label], score[has_label], label[has_label]
-    predicted = ls >= threshold
-    actual = ly == 1
-
-    def count(mask: np.ndarray) -> np.ndarray:
-        return np.bincount(lc[mask], minlength=groups)
-
-    tp, fp = count(predicted & actual), count(predicted & ~actual)
-    fn, tn = count(~predicted & actual), count(~predicted & ~actual)
-    auc = grouped_auc(lc, ls, ly, groups)
-    stats = []
-    for g in range(groups):
-        labelled = int(tp[g] + fp[g] + fn[g] + tn[g])
-        precision = _ratio(tp[g], tp[g] + fp[g])
-        recall = _ratio(tp[g], tp[g] + fn[g])
-        if precision is None or recall is None:
-            f1 = None
-        else:
-            f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
-        stats.append(
-            {
-                "predictions": int(predictions[g]),
-                "labelled": labelled,
-                "positives": int(tp[g] + fn[g]),
-                "predicted_positive": int(tp[g] + fp[g]),
-                "tp": int(tp[g]),
-                "fp": int(fp[g]),
-                "fn": int(fn[g]),
-                "tn": int(tn[g]),
-                "precision": precision,
-                "recall": recall,
-                "f1": f1,
-                "auc": auc[g],
-                "label_coverage": _ratio(labelled, predictions[g]),
-            }
-        )
-    return stats
-
-
-def _version_groups(predictions: Predictions) -> list[tuple[str, np.ndarray | None]]:
-    """("all", None) then each version with its row mask (skipped if it is the only one)."""
-    groups: list[tuple[str, np.ndarray | None]] = [(ALL_VERSIONS, None)]
-    present = np.unique(predictions.version_codes) if len(predictions) else []
-    if len(present) > 1 or (
-        len(present) == 1 and predictions.versions[present[0]] != UNKNOWN_VERSION
-    ):
-        for code in present:
-            groups.append((predictions.versions[code], predictions.version_codes == code))
-    return groups
-
-
-def closed_loop(
-    predictions: Predictions, labels: Labels | None, decision_threshold: float
-) -> dict[str, Any]:
-    """Accuracy per model version (over all days) and per day and version."""
-    joined, counts = join_labels(predictions, labels)
-    score = predictions.score
-    versions = predictions.versions
-    n_versions = len(versions)
-    # Version "all" is code n_versions, so per-version and all-version stats
-    # come out of one bincount pass.
-    version_codes = np.concatenate([predictions.version_codes, np.full(len(score), n_versions)])
-    both_scores = np.concatenate([score, score])
-    both_labels = np.concatenate([joined, joined])
-    by_version_stats = _group_stats(
-        version_codes, n_versions + 1, both_scores, both_labels, decision_threshold
-    )
-    present = set(np.unique(predictions.version_codes).tolist()) if len(score) else set()
-    names = [*versions, ALL_VERSIONS]
-    by_version = [
-        {"model_version": names[g], **by_version_stats[g]}
-        for g in [n_versions, *sorted(present)]
-        if g == n_versions or names[g] != UNKNOWN_VERSION or len(present) > 1
-    ]
-    by_day: list[dict[str, Any]] = []
-    if len(score):
-        days, day_index = np.unique(predictions.day, return_inverse=True)
-        day_codes = day_index.ravel() * (n_versions + 1) + version_codes.reshape(2, -1)
-        day_codes = day_codes.ravel()
-        day_stats = _group_stats(
-            day_codes, len(days) * (n_versions + 1), both_scores, both_labels, decision_threshold
-        )
-        for d, day in enumerate(days):
-            date = _date(int(day))
-            for g in [n_versions, *sorted(present)]:
-                if g != n_versions and names[g] == UNKNOWN_VERSION and len(present) == 1:
-                    continue
-                stats = day_stats[d * (n_versions + 1) + g]
-                if stats["predictions"]:
-                    by_day.append({"date": date, "model_version": names[g], **stats})
-    return {
-        "decision_threshold": decision_threshold,
-        **counts,
-        "matched_predictions": int((joined >= 0).sum()),
-        "by_version": by_version,
-        "by_day": by_day,
-    }
-
-
-def _date(day: int) -> str:
-    return datetime.fromtimestamp(day * 86_400, tz=UTC).strftime("%Y-%m-%d")
-
-
-# ------------------------------------------------------------------------ open loop
-
-
-def kolmogorov_sf(x: float) -> float:
-    """P(K > x) for the Kolmogorov distribution (the KS test's limit)."""
-    if x <= 0:
-        return 1.0
-    if x < 1.18:
-        # Jacobi-theta form: the alternating series converges too slowly here.
-        y = math.exp(-(math.pi**2) / (8 * x * x))
-        total = sum(y ** ((2 * j - 1) ** 2) for j in range(1, 8))
-        return min(1.0, max(0.0, 1.0 - math.sqrt(2 * math.pi) / x * total))
-    total = sum((-1) ** (j - 1) * math.exp(-2 * j * j * x * x) for j in range(1, 101))
-    return min(1.0, max(0.0, 2.0 * total))
-
-
-def ks_2samp(
-    a: np.ndarray, b: np.ndarray, *, sorted_input: bool = False
-) -> tuple[float | None, float | None]:
-    """Two-sample KS statistic D = max |F_a - F_b| and its p-value, as SciPy's.
-
-    The gap is counted in integers (:func:`mdlc_core.kolmogorov.max_gap`), so
-    ties are handled and the statistic is exact; the p-value is
-    :func:`mdlc_core.kolmogorov.ks_2samp_counts` (``scipy.stats.ks_2samp``,
-    two-sided, ``method="auto"``). ``(None, None)`` when a sample is empty.
-    """
-    if len(a) == 0 or len(b) == 0:
-        return None, None
-    if not sorted_input:
-        a, b = np.sort(a), np.sort(b)
-    return kolmogorov.ks_2samp_counts(len(a), len(b), kolmogorov.max_gap(a, b))
-
-
-class Reference:
-    """A baseline column prepared once (sorted, quantile bin edges)."""
-
-    def __init__(self, values: np.ndarray, bins: int) -> None:
-        finite = values[~np.isnan(values)]
-        self.sorted = np.sort(finite)
-        self.missing = int(len(values) - len(finite))
-        if len(self.sorted):
-            quantiles = np.quantile(self.sorted, np.linspace(0, 1, bins + 1)[1:-1])
-            self.edges = np.unique(quantiles)
-        else:
-            self.edges = np.zeros(0)
-        counts = np.diff(
-            np.concatenate(
-                [[0], np.searchsorted(self.sorted, self.edges, side="left"), [len(self.sorted)]]
-            )
-        )
-        self.proportions = _proportions(counts)
-
-    def compare(self, values: np.ndarray) -> dict[str, Any]:
-        finite = np.sort(values[~np.isnan(values)])
-        result: dict[str, Any] = {
-            "rows": len(finite),
-            "missing": int(len(values) - len(finite)),
-            "baseline_rows": len(self.sorted),
-            "psi": None,
-            "ks_statistic": None,
-            "ks_pvalue": None,
-        }
-        if len(finite) == 0 or len(self.sorted) == 0:
-            return result
-        counts = np.diff(
-            np.concatenate([[0], np.searchsorted(finite, self.edges, side="left"), [len(finite)]])
-        )
-        result["psi"] = _psi(_proportions(counts), self.proportions)
-        result["ks_statistic"], result["ks_pvalue"] = ks_2samp(
-            finite, self.sorted, sorted_input=True
-        )
-        return result
 
 
 def _proportions(counts: np.ndarray) -> np.ndarray:
@@ -579,135 +343,11 @@ def _psi(current: np.ndarray, baseline: np.ndarray) -> float:
     return float(np.sum((current - baseline) * np.log(current / baseline)))
 
 
-def psi(current: np.ndarray, baseline: np.ndarray, bins: int = 10) -> float | None:
-    """Population stability index of ``current`` against ``baseline``.
-
-    Bins: ``bins`` quantiles of the baseline (a value equal to an edge falls
-    in the upper bin); empty bins count as ``PSI_EPSILON``.
-    """
-    reference = Reference(np.asarray(baseline, dtype=np.float64), bins)
-    return reference.compare(np.asarray(current, dtype=np.float64))["psi"]
+def _date(day: int) -> str:
+    return datetime.fromtimestamp(day * 86_400, tz=UTC).strftime("%Y-%m-%d")
 
 
-class _References:
-    """The prepared columns of one baseline table (score, then each compared feature)."""
-
-    def __init__(self, baseline: pa.Table | None, bins: int, predictions: Predictions,
-                 feature_columns: Sequence[str]) -> None:
-        self.rows = baseline.num_rows if baseline is not None else 0
-        self.score: Reference | None = None
-        self.features: dict[str, Reference] = {}
-        self.not_compared: list[str] = []
-        if baseline is None:
-            self.not_compared = list(feature_columns)
-            return
-        names = baseline.column_names
-        if SCORE_COLUMN in names:
-            self.score = Reference(_floats(baseline.column(SCORE_COLUMN), "score", "baseline"),
-                                   bins)
-        for name in feature_columns:
-            if name in names and name in predictions.features:
-                values = _floats(baseline.column(name), name, "baseline")
-                self.features[name] = Reference(values, bins)
-            else:
-                self.not_compared.append(name)
-
-
-def open_loop(
-    predictions: Predictions,
-    baseline: pa.Table | None,
-    bins: int = 10,
-    feature_columns: Sequence[str] = (),
-    *,
-    baselines: Mapping[str, pa.Table | None] | None = None,
-) -> dict[str, Any]:
-    """Score and feature drift against the baseline, and action shares, per version.
-
-    ``baseline`` is the reference of the ``all`` group and of every version
-    ``baselines`` does not name; ``baselines`` maps a model version to the
-    data it was trained on (None: that version has none, so its drift is not
-    compared). Each group's entry says how many baseline rows it was
-    compared with and which features were not compared.
-    """
-    prepared: dict[int, _References] = {}
-
-    def references(table: pa.Table | None) -> _References:
-        # One preparation per distinct table: versions often share one.
-        key = id(table)
-        if key not in prepared:
-            prepared[key] = _References(table, bins, predictions, feature_columns)
-        return prepared[key]
-
-    overall = references(baseline)
-    by_version = []
-    for version, mask in _version_groups(predictions):
-        chosen = baseline
-        if baselines is not None and version != ALL_VERSIONS and version in baselines:
-            chosen = baselines[version]
-        refs = references(chosen)
-
-        def rows(values: np.ndarray, mask: np.ndarray | None = mask) -> np.ndarray:
-            return values if mask is None else values[mask]
-
-        entry: dict[str, Any] = {
-            "model_version": version,
-            "rows": int(len(predictions) if mask is None else mask.sum()),
-            "baseline_rows": refs.rows,
-            "score": refs.score.compare(rows(predictions.score)) if refs.score else None,
-            "features": {
-                name: ref.compare(rows(predictions.features[name]))
-                for name, ref in refs.features.items()
-            },
-            "features_not_compared": list(refs.not_compared),
-            "actions": _action_shares(predictions, mask),
-        }
-        by_version.append(entry)
-    return {
-        "bins": bins,
-        "baseline_rows": overall.rows,
-        "baseline_has_score": overall.score is not None,
-        "features_not_compared": list(overall.not_compared),
-        "by_version": by_version,
-    }
-
-
-def _action_shares(predictions: Predictions, mask: np.ndarray | None) -> dict[str, float]:
-    if predictions.action_codes is None:
-        return {}
-    codes = predictions.action_codes if mask is None else predictions.action_codes[mask]
-    counts = np.bincount(codes, minlength=len(predictions.actions))
-    # Rows without an action (encoded as "") are left out of the denominator.
-    keep = [i for i, name in enumerate(predictions.actions) if name]
-    total = sum(int(counts[i]) for i in keep)
-    if not total:
-        return {}
-    return {predictions.actions[i]: int(counts[i]) / total for i in keep}
-
-
-# ------------------------------------------------------------------------ together
-
-
-def compute_metrics(
-    predictions: Predictions,
-    labels: Labels | None,
-    baseline: pa.Table | None,
-    monitoring_spec: Any,
-    feature_columns: Sequence[str] = (),
-) -> dict[str, Any]:
-    """The report ``mdlc monitor`` prints and the handler publishes."""
-    spec = _as_mapping(monitoring_spec)
-    closed = spec.get("closed_loop") or {}
-    opened = spec.get("open_loop") or {}
-    return {
-        "predictions": len(predictions),
-        "dates": sorted({_date(int(d)) for d in np.unique(predictions.day)}),
-        "closed_loop": (
-            closed_loop(predictions, labels, float(closed.get("decision_threshold", 0.5)))
-            if labels is not None
-            else None
-        ),
-        "open_loop": open_loop(predictions, baseline, int(opened.get("bins", 10)), feature_columns),
-    }
+# ------------------------------------------------------------------------ alarms
 
 
 def _as_mapping(spec: Any) -> Mapping[str, Any]:

@@ -14,9 +14,9 @@ The spec's own names work too: its data.event_id column for event_id (e.g.
 order_id), data.timestamp for prediction_ts and label_ts (order_ts) and
 data.label for label (fraud_status), so the spec's dataset itself (``mdlc
 sample``'s CSV) serves as labels. The engine is --engine, else the spec's
-monitoring.engine (duckdb, the default: the report from SQL on DuckDB;
-embedded: NumPy, the same report; spark: the same SQL on PySpark in local
-mode, what monitoring.runner: spark runs, which needs pyspark and Java).
+monitoring.engine (duckdb: the report from SQL on DuckDB), or spark: the
+same SQL on PySpark in local mode, what monitoring.runner: spark runs, which
+needs pyspark and Java.
 Exit 0: no threshold crossed; 1: an alarm threshold of the spec is crossed;
 2: unusable input.
 """
@@ -55,9 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--baseline", metavar="FILE", help="baseline file (open loop drift)")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
     parser.add_argument("--report", metavar="FILE", help="also write the JSON report here")
-    parser.add_argument("--engine", choices=["embedded", "duckdb", "spark"],
-                        help="the metrics engine (default: the spec's monitoring.engine); "
-                        "all give the same report")
+    parser.add_argument("--engine", choices=["duckdb", "spark"],
+                        help="the metrics engine (default: the spec's monitoring.engine, "
+                        "duckdb); both give the same report")
     parser.set_defaults(run=run)
 
 
@@ -104,15 +104,10 @@ def run(args: argparse.Namespace) -> int:
     if engine == "spark":
         report.update(_on_spark(predictions, labels, baseline, spec))
     else:
-        if engine == "duckdb":
-            from mdlc_core.sql import monitoring as sql_monitoring
+        from mdlc_core.sql import monitoring as sql_monitoring
 
-            compute = sql_monitoring.compute_metrics
-        else:
-            compute = monitoring.compute_metrics
-        report.update(
-            compute(predictions, labels, baseline, spec.monitoring, spec.feature_columns)
-        )
+        report.update(sql_monitoring.compute_metrics(
+            predictions, labels, baseline, spec.monitoring, spec.feature_columns))
     alarms = monitoring.evaluate_alarms(report, spec.monitoring)
     report["alarms"] = alarms
     if args.report:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .base import Fraction, NonNegative, PositiveInt, Schedule, SpecModel
 from .data import ProcessingResources, ProcessingSection, Runner, ScaleOutSection, SparkSection
@@ -43,7 +43,7 @@ def _monitoring_job() -> ProcessingResources:
     # 80% of the instance's memory, spilling to the volume past it: 10 million
     # predictions and 6 million labels peaked at 3.0 GiB unbounded, 2.3 GiB
     # under a 3 GB function's limit (2.2 GB), where the embedded engine, which
-    # holds the day, took 4.8 GiB (the same report; tests/test_monitoring_files.py
+    # held the day, took 4.8 GiB (the same report; tests/test_monitoring_files.py
     # runs the job, 1.5 million under a 128 MB limit). 32 GiB and 30 GB of
     # volume leave room for days many times that.
     return ProcessingResources(instance_type="ml.m5.2xlarge", volume_size_gb=30)
@@ -67,11 +67,11 @@ class MonitoringSpec(ScaleOutSection):
         description="the job, when runner is processing (default ml.m5.2xlarge, 30 GB)",
     )
     spark: SparkSection
-    engine: Literal["duckdb", "embedded"] = Field(
+    engine: Literal["duckdb"] = Field(
         default="duckdb",
-        description="duckdb: DuckDB reads the day's files and runs the join and metrics "
-        "compiled to SQL, within a memory limit, spilling to disk past it; embedded: the "
-        "NumPy engine, the day in memory. The same report either way (docs/engines.md)",
+        description="DuckDB reads the day's files and baselines and runs the join and "
+        "metrics compiled to SQL, within a memory limit, spilling to disk past it "
+        "(docs/engines.md); the only engine since the NumPy one was retired",
     )
     closed_loop: ClosedLoop = Field(
         default=ClosedLoop(), description="accuracy against labels that arrive later"
@@ -80,3 +80,16 @@ class MonitoringSpec(ScaleOutSection):
     retrain_on_alarm: bool = Field(
         default=True, description="an accuracy or drift alarm starts re-training (cooldown applies)"
     )
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _retired_engine(cls, value: Any) -> Any:
+        # A spec written for the retired engine must say what to change, not
+        # only that 'duckdb' is expected.
+        if value == "embedded":
+            raise ValueError(
+                "the embedded (NumPy) monitoring engine was retired (issue #18): remove "
+                "monitoring.engine, or set it to duckdb, the engine every runner uses now; "
+                "the reports are the same (docs/upgrading.md)"
+            )
+        return value

@@ -1,26 +1,31 @@
-"""Model monitoring (stage 7) as SQL: the embedded engine's metrics, from DuckDB or Spark.
+"""Model monitoring (stage 7) as SQL: the metrics engine, on DuckDB or Spark.
 
-The same report as :func:`mdlc_core.monitoring.compute_metrics` (and its
-parts :func:`~mdlc_core.monitoring.closed_loop` and
-:func:`~mdlc_core.monitoring.open_loop`), with the same keys, the same
-values to the last bit for counts and ratios, ``None`` where it gives
-``None``, computed by queries that sqlglot builds once and renders for
-DuckDB and Spark SQL::
+The monitoring report (closed loop, open loop, per model version), computed
+by queries that sqlglot builds once and renders for DuckDB and Spark SQL::
 
     metrics = compute_metrics(predictions, labels, baseline, spec["monitoring"],
                               feature_columns)
 
-The inputs are what the embedded engine takes: :class:`~mdlc_core.monitoring.Predictions`
-and :class:`~mdlc_core.monitoring.Labels` as the shared reader typed them
-(one definition of parsing: ids as text, timestamps to UTC days, labels 0/1,
-nulls), and the baseline table (and per-version baselines, as
-``monitoring.open_loop(..., baselines=)`` takes them). :func:`prepare`
-turns them into the Arrow relations every engine scans (:data:`PREDICTIONS`,
-:data:`LABELS`, one ``mdlc_baseline_<k>`` per distinct baseline table) and
-a :class:`Plan`; :meth:`Plan.metrics` runs the queries through any engine's
-``fetch`` (SQL text -> rows as dicts). Queries that depend on the data
-(the version groups, the PSI edges, the sample sizes) are built once those
-are known, as sqlglot trees with the values as literal nodes.
+It is the only engine: the NumPy one it was proven equal to, bit for bit,
+was retired (issue #18), and the tests hold these queries to its recorded
+answers (``tests/__snapshots__/``), to scikit-learn and to SciPy. The
+semantics (joins, ``None`` where a metric is undefined, PSI bins, KS) are
+in :mod:`mdlc_core.monitoring`'s docstring, with the definitions the engines
+share.
+
+The inputs are typed by the shared reader: :class:`~mdlc_core.monitoring.Predictions`
+and :class:`~mdlc_core.monitoring.Labels` (one definition of parsing: ids as
+text, timestamps to UTC days, labels 0/1, nulls), and the baseline (a table,
+and per-version baselines, ``baselines=``: version -> its table or None).
+:func:`prepare` turns them into the relations every engine scans
+(:data:`PREDICTIONS`, :data:`LABELS`, one ``mdlc_baseline_<k>`` per distinct
+baseline) and a :class:`Plan`; :meth:`Plan.metrics` runs the queries through
+any engine's ``fetch`` (SQL text -> rows as dicts). Queries that depend on
+the data (the version groups, the PSI edges, the sample sizes) are built once
+those are known, as sqlglot trees with the values as literal nodes. A day
+DuckDB read itself (:mod:`mdlc_core.sql.monitoring_files`, :func:`prepare_day`)
+or Spark's executors read (:func:`prepare_frames`) is the same plan over
+views of their tables; a baseline DuckDB holds is a view too.
 
 What is SQL and what is Python:
 
@@ -34,19 +39,19 @@ What is SQL and what is Python:
   ``>= threshold``; a running ``SUM() OVER`` gives the negatives at or
   below each score, and the doubled Mann-Whitney ``U``,
   ``sum(pos * (2 * le - neg))``, is an exact integer (ties count half), so
-  ``AUC = U2 / (2 P N)`` is rounded once, as the embedded engine's exact
-  rank sums are. Precision, recall, F1 and coverage are the embedded
-  engine's ratios of the same integers.
+  ``AUC = U2 / (2 P N)`` is rounded once (the exact rank sums of the
+  retired NumPy engine, bit for bit). Precision, recall, F1 and coverage
+  are :func:`~mdlc_core.monitoring._ratio` of the same integers.
 - **PSI**: the baseline's order statistics at the quantile positions come
   from SQL (``ROW_NUMBER() OVER (ORDER BY value)``); the edges are
   interpolated in Python by ``numpy.quantile`` on the two neighbours, which
-  is bit for bit what the embedded engine's ``numpy.quantile`` of the whole
+  is bit for bit what ``numpy.quantile`` of the whole
   column gives; bin counts are ``SUM(CASE ...)`` over the edges (literals).
 - **KS** (:func:`ks_query`): the integer gap ``max |c1 * n2 - c2 * n1|``
   per version group from one sort of both samples (weights ``+n2`` and
   ``-n1``, a running sum with peers); statistic and p-value from
-  :func:`mdlc_core.kolmogorov.ks_2samp_counts`, shared with the embedded
-  engine (SciPy's ``ks_2samp``, without SciPy).
+  :func:`mdlc_core.kolmogorov.ks_2samp_counts`, shared with Spark
+  (SciPy's ``ks_2samp``, without SciPy).
 - **Action shares**: counts per version and action.
 
 Values are normalized with ``+ 0.0`` where they are grouped or ordered, so
@@ -70,7 +75,7 @@ import sqlglot
 from sqlglot import exp
 
 from .. import kolmogorov
-from .. import monitoring as embedded
+from .. import monitoring as shared
 from ..monitoring import ALL_VERSIONS, SCORE_COLUMN, UNKNOWN_VERSION, Labels, Predictions
 
 PREDICTIONS = "mdlc_predictions"
@@ -131,9 +136,9 @@ def labels_relation(labels: Labels | None) -> pa.Table:
 
 def baseline_relation(baseline: pa.Table, compared: Sequence[str],
                       columns: Mapping[str, int]) -> pa.Table:
-    """The baseline's compared columns as floats (the embedded engine's conversion),
+    """The baseline's compared columns as floats (the shared reader's conversion),
     named as in the predictions relation."""
-    data = {_column(columns[name]): _as_arrow(embedded._floats(baseline.column(name), name,
+    data = {_column(columns[name]): _as_arrow(shared._floats(baseline.column(name), name,
                                                                 "baseline"))
             for name in compared}
     return pa.table(data or {"_no_column": pa.array(np.zeros(baseline.num_rows))})
@@ -186,7 +191,7 @@ def _finite(column: str) -> str:
 
 
 def versions_query() -> exp.Expression:
-    """Each version and its first row: the embedded engine's order (first appearance)."""
+    """Each version and its first row: the report's order (first appearance)."""
     return _parse(f"SELECT model_version, MIN({ROW}) AS first_row, COUNT(*) AS n "
                   f"FROM {PREDICTIONS} GROUP BY model_version")
 
@@ -365,7 +370,7 @@ def actions_query() -> exp.Expression:
 
 @dataclass(frozen=True)
 class Reference:
-    """One baseline relation and what it compares (the embedded ``_References``)."""
+    """One baseline relation and what it compares."""
 
     #: The relation's name; None: no baseline (nothing is compared).
     relation: str | None
@@ -386,7 +391,7 @@ class Plan:
     bins: int
     #: The reference of the ``all`` group and of every version not in ``by_version``.
     overall: Reference
-    #: Per model version, its own reference (``baselines=`` of the embedded engine).
+    #: Per model version, its own reference (``baselines=``).
     by_version: dict[str, Reference]
     #: Column name -> its index in the relations (``m<index>``).
     columns: dict[str, int]
@@ -402,13 +407,14 @@ class Plan:
         return _rendered(query, dialect)
 
     def metrics(self, fetch: Fetch, dialect: str) -> dict[str, Any]:
-        """The report of :func:`mdlc_core.monitoring.compute_metrics`."""
+        """The whole report: ``predictions``, ``dates``, ``closed_loop`` (None
+        without labels) and ``open_loop``."""
         run = self._runner(fetch, dialect)
         days = sorted(int(r["day"]) for r in run(days_query()))
         versions = self._versions(run)
         return {
             "predictions": self.rows,
-            "dates": [embedded._date(d) for d in days],
+            "dates": [shared._date(d) for d in days],
             "closed_loop": (self.closed_loop(fetch, dialect, versions=versions)
                             if self.has_labels else None),
             "open_loop": self.open_loop(fetch, dialect, versions=versions),
@@ -419,13 +425,13 @@ class Plan:
 
     @staticmethod
     def _versions(run: Run) -> list[tuple[str, int]]:
-        """(version, rows) in the embedded engine's order: first appearance."""
+        """(version, rows) in the report's order: first appearance."""
         rows = sorted(run(versions_query()), key=lambda r: int(r["first_row"]))
         return [(r["model_version"], int(r["n"])) for r in rows]
 
     def closed_loop(self, fetch: Fetch, dialect: str, *,
                     versions: list[tuple[str, int]] | None = None) -> dict[str, Any]:
-        """The report of :func:`mdlc_core.monitoring.closed_loop` (``versions``:
+        """The closed loop's report (``versions``:
         :meth:`_versions` when the caller has it already)."""
         run = self._runner(fetch, dialect)
         names = [v for v, _ in (versions if versions is not None else self._versions(run))]
@@ -453,7 +459,7 @@ class Plan:
             for version in listed:
                 group = stats(day, version)
                 if group["predictions"]:
-                    by_day.append({"date": embedded._date(int(day)),
+                    by_day.append({"date": shared._date(int(day)),
                                    "model_version": ALL_VERSIONS if version is None else version,
                                    **group})
         labels, distinct = int(counts["labels"]), int(counts["distinct_ids"])
@@ -469,7 +475,7 @@ class Plan:
 
     def open_loop(self, fetch: Fetch, dialect: str, *,
                   versions: list[tuple[str, int]] | None = None) -> dict[str, Any]:
-        """The report of :func:`mdlc_core.monitoring.open_loop`."""
+        """The open loop's report: drift per version group against its baseline."""
         run = self._runner(fetch, dialect)
         versions = versions if versions is not None else self._versions(run)
         group_rows: dict[str | None, int] = {None: self.rows, **dict(versions)}
@@ -539,14 +545,14 @@ class Plan:
             tested, [f"gap{k}" for k in range(len(groups))]))} if tested else {}
         result = {}
         for name, index in zip(reference.compared, indexes, strict=True):
-            baseline_proportions = embedded._proportions(baseline_counts[index])
+            baseline_proportions = shared._proportions(baseline_counts[index])
             for k, group in enumerate(groups):
                 rows = sizes[index][k]
                 entry: dict[str, Any] = {"rows": rows, "missing": group_rows[group] - rows,
                                          "baseline_rows": finite[index], "psi": None,
                                          "ks_statistic": None, "ks_pvalue": None}
                 if rows and finite[index]:
-                    entry["psi"] = embedded._psi(embedded._proportions(current[index][group]),
+                    entry["psi"] = shared._psi(shared._proportions(current[index][group]),
                                                  baseline_proportions)
                     entry["ks_statistic"], entry["ks_pvalue"] = kolmogorov.ks_2samp_counts(
                         rows, finite[index], int(gaps[index][f"gap{k}"]))
@@ -601,20 +607,20 @@ class Plan:
 
 
 def _group_stats(predictions: int, accuracy: Mapping[str, int] | None) -> dict[str, Any]:
-    """One group's entry, shaped exactly as the embedded engine's ``_group_stats``."""
+    """One group's entry of the closed loop."""
     a = accuracy or {}
     positives, negatives = a.get("p", 0), a.get("n", 0)
     tp, fp = a.get("tp", 0), a.get("fp", 0)
     fn, tn = positives - tp, negatives - fp
     labelled = positives + negatives
-    precision = embedded._ratio(tp, tp + fp)
-    recall = embedded._ratio(tp, tp + fn)
+    precision = shared._ratio(tp, tp + fp)
+    recall = shared._ratio(tp, tp + fn)
     if precision is None or recall is None:
         f1 = None
     else:
         f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
-    # U2 / (2 P N) is exact rational arithmetic rounded once, as the embedded
-    # engine's (exact, half-integer) rank sums are.
+    # U2 / (2 P N) is exact rational arithmetic rounded once, as the retired
+    # engine's (exact, half-integer) rank sums were.
     auc = a["u"] / (2 * positives * negatives) if positives and negatives else None
     return {
         "predictions": predictions,
@@ -626,7 +632,7 @@ def _group_stats(predictions: int, accuracy: Mapping[str, int] | None) -> dict[s
         "recall": recall,
         "f1": f1,
         "auc": auc,
-        "label_coverage": embedded._ratio(labelled, predictions),
+        "label_coverage": shared._ratio(labelled, predictions),
     }
 
 
@@ -656,7 +662,7 @@ def prepare(predictions: Predictions, labels: Labels | None, baseline: pa.Table 
     ``monitoring_spec``: the spec's ``monitoring`` section (a mapping or the
     pydantic model); ``baseline`` the reference of the ``all`` group and of
     every version ``baselines`` does not name, as in
-    :func:`mdlc_core.monitoring.open_loop`. Each distinct baseline table is
+    in the open loop. Each distinct baseline table is
     one relation, ``mdlc_baseline_<k>``.
     """
     return _assemble(
@@ -695,7 +701,7 @@ def _assemble(*, present: Collection[str], rows: int, has_actions: bool, has_lab
     """The plan of :func:`prepare` and :func:`prepare_day`: ``present`` the
     features the predictions have, ``predictions(names)`` their relation with
     the compared columns ``names`` as ``m<i>``."""
-    spec = embedded._as_mapping(monitoring_spec)
+    spec = shared._as_mapping(monitoring_spec)
     closed = spec.get("closed_loop") or {}
     opened = spec.get("open_loop") or {}
     threshold = float(decision_threshold if decision_threshold is not None
@@ -840,7 +846,7 @@ def compute_metrics(predictions: Predictions, labels: Labels | None, baseline: p
                     baselines: Mapping[str, pa.Table | None] | None = None,
                     memory_limit: str = "1GB", temp_directory: str | None = None,
                     threads: int | None = None) -> dict[str, Any]:
-    """:func:`mdlc_core.monitoring.compute_metrics`, computed by DuckDB."""
+    """The whole report (:meth:`Plan.metrics`), computed by DuckDB."""
     plan = prepare(predictions, labels, baseline, monitoring_spec, feature_columns,
                    baselines=baselines)
     return _duckdb_run(plan, lambda fetch: plan.metrics(fetch, "duckdb"),
@@ -849,7 +855,7 @@ def compute_metrics(predictions: Predictions, labels: Labels | None, baseline: p
 
 def closed_loop(predictions: Predictions, labels: Labels | None, decision_threshold: float, *,
                 memory_limit: str = "1GB", threads: int | None = None) -> dict[str, Any]:
-    """:func:`mdlc_core.monitoring.closed_loop`, computed by DuckDB."""
+    """The closed loop alone (:meth:`Plan.closed_loop`), computed by DuckDB."""
     plan = prepare(predictions, labels, None, decision_threshold=decision_threshold)
     return _duckdb_run(plan, lambda fetch: plan.closed_loop(fetch, "duckdb"),
                        memory_limit=memory_limit, temp_directory=None, threads=threads)
@@ -859,7 +865,7 @@ def open_loop(predictions: Predictions, baseline: pa.Table | None, bins: int = 1
               feature_columns: Sequence[str] = (), *,
               baselines: Mapping[str, pa.Table | None] | None = None,
               memory_limit: str = "1GB", threads: int | None = None) -> dict[str, Any]:
-    """:func:`mdlc_core.monitoring.open_loop`, computed by DuckDB."""
+    """The open loop alone (:meth:`Plan.open_loop`), computed by DuckDB."""
     plan = prepare(predictions, None, baseline, None, feature_columns, baselines=baselines,
                    bins=bins)
     return _duckdb_run(plan, lambda fetch: plan.open_loop(fetch, "duckdb"),

@@ -72,7 +72,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from .. import monitoring as embedded
+from .. import monitoring as shared
 from ..monitoring import LABEL_COLUMNS, PREDICTION_COLUMNS, UNKNOWN_VERSION, MonitoringInputError
 from . import monitoring as sql_monitoring
 
@@ -103,8 +103,8 @@ _TIMESTAMP_TYPES = ("TIMESTAMP WITH TIME ZONE", "TIMESTAMP", "TIMESTAMP_S", "TIM
 
 # Bits of a row's ``_bad``: what the shared reader would refuse in it.
 _ID_NULL, _VALUE_NULL, _VALUE_BAD, _SCORE_NAN, _TS_NULL, _TS_BAD = (
-    embedded.ID_NULL, embedded.VALUE_NULL, embedded.VALUE_BAD, embedded.SCORE_NAN,
-    embedded.TS_NULL, embedded.TS_BAD)
+    shared.ID_NULL, shared.VALUE_NULL, shared.VALUE_BAD, shared.SCORE_NAN,
+    shared.TS_NULL, shared.TS_BAD)
 
 
 def _shapes(sources: Sequence[_Source]) -> list[list[_Source]]:
@@ -279,7 +279,7 @@ class DayPredictions:
         if self.has_actions:
             parts.append("action")
         for index, name in enumerate(names):
-            source = "score" if name == embedded.SCORE_COLUMN else self.feature_columns[name]
+            source = "score" if name == shared.SCORE_COLUMN else self.feature_columns[name]
             parts.append(f"{source} AS {sql_monitoring._column(index)}")
         return sql_monitoring.View(f"SELECT {', '.join(parts)} FROM {self.table}")
 
@@ -388,7 +388,7 @@ class DaySession:
     def _source(self, file: DataFile, index: int) -> _Source:
         with file.path.open("rb") as handle:
             head = handle.read(4)
-        fmt = embedded.table_format(file.name, head)
+        fmt = shared.table_format(file.name, head)
         path = _literal(str(file.path))
         if fmt == "csv":
             # Nothing is sniffed: the header is the first line, as pyarrow reads
@@ -468,7 +468,7 @@ class DaySession:
         if sources:
             _require(found, PREDICTION_COLUMNS, what)
         features = tuple(n for n in feature_columns
-                         if n in found and n != embedded.SCORE_COLUMN)
+                         if n in found and n != shared.SCORE_COLUMN)
         columns = {name: f"f{index}" for index, name in enumerate(features)}
         table = self._new_table("predictions")
 
@@ -499,7 +499,7 @@ class DaySession:
                               "model_version VARCHAR", "action VARCHAR",
                               *(f"{c} DOUBLE" for c in columns.values()), "_bad UTINYINT"])
         self._load(table, declared, sources, select)
-        checks = embedded.prediction_checks("_bad", columns)
+        checks = shared.prediction_checks("_bad", columns)
         # The shared reader's order: ids first (no first-per-event without them)...
         counts = self._counts(table, checks)
         self._refuse(counts, sources, checks[:1])
@@ -541,7 +541,7 @@ class DaySession:
 
         self._load(table, "_file INTEGER, event_id VARCHAR, label DOUBLE, label_ts BIGINT, "
                    "_bad UTINYINT", sources, select)
-        checks = embedded.label_checks("_bad")
+        checks = shared.label_checks("_bad")
         rows = self._refuse(self._counts(table, checks), sources, checks, table=table)
         return DayLabels(self, table, rows)
 
@@ -609,7 +609,7 @@ class DaySession:
     def open_loop(self, predictions: DayPredictions, baseline: pa.Table | None, bins: int = 10,
                   feature_columns: Sequence[str] = (), *,
                   baselines: Mapping[str, pa.Table | None] | None = None) -> dict[str, Any]:
-        """:func:`mdlc_core.monitoring.open_loop` of the day DuckDB holds."""
+        """The open loop (``Plan.open_loop``) of the day DuckDB holds."""
         plan = sql_monitoring.prepare_day(predictions, None, baseline, None, feature_columns,
                                           baselines=baselines, bins=bins)
         versions = list(predictions.version_counts().items())
@@ -617,7 +617,7 @@ class DaySession:
 
     def closed_loop(self, predictions: DayPredictions, labels: DayLabels | None,
                     decision_threshold: float) -> dict[str, Any]:
-        """:func:`mdlc_core.monitoring.closed_loop` of the day DuckDB holds."""
+        """The closed loop (``Plan.closed_loop``) of the day DuckDB holds."""
         plan = sql_monitoring.prepare_day(predictions, labels, None,
                                           decision_threshold=decision_threshold)
         versions = list(predictions.version_counts().items())
