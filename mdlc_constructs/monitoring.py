@@ -36,7 +36,7 @@ from mdlc_core.layout import VARIANT_NAME, Layout, package_group_name
 from .compliance import acknowledge, acknowledge_objects, iam5_resource, printed_arn
 from .dashboard import DEFAULT_NAMESPACE, ModelDashboard, ModelMetrics, endpoint_name_of
 from .deprecation import renamed
-from .functions import DUCKDB_EPHEMERAL_STORAGE_MB, python_function
+from .functions import DUCKDB_EPHEMERAL_STORAGE_MB
 from .processing import STARTUP_ALLOWANCE
 from .resources import schedule_of
 from .scale_out import S3Access
@@ -45,7 +45,7 @@ from .spark import STARTUP_ALLOWANCE as SPARK_STARTUP_ALLOWANCE
 from .stage import ModelStage, StageProps
 from .storage import grant_read_objects, scored_predictions_pattern
 from .tokens import days, hours, minutes
-from .workflow import error_boundary, state_machine
+from .workflow import error_boundary
 
 #: Where the job writes ``dt=<date>/report.json`` (in the artifacts bucket).
 REPORT_PREFIX = "monitoring"
@@ -540,13 +540,13 @@ class ModelMonitoring(ScaleOutStage, ModelStage):
 
     def _create_function(self, memory_size: int, timeout: Duration) -> lambda_.Function:
         spec, lake = self.spec, self.data_lake
-        function = python_function(
-            self,
+        # Not data_function: the job reads predictions, labels and baselines,
+        # never the dated snapshots, so it has no DATASETS_BUCKET; it still
+        # needs the data layer (the engines' libraries).
+        function = self.stage_function(
             "Job",
             handler="model_monitor",
             description=f"MDLC {spec.name}: daily closed- and open-loop monitoring metrics",
-            key=lake.key,
-            config=spec.as_config(),
             environment=self.job_environment(),
             memory_size=memory_size,
             timeout=timeout,
@@ -724,17 +724,13 @@ class ModelMonitoring(ScaleOutStage, ModelStage):
             result_path="$.result",
             result_selector={"summary.$": "$[0].summary"},
         )
-        machine = state_machine(
-            self,
+        return self.stage_workflow(
             "Workflow",
             definition=event.next(boundary),
-            key=self.data_lake.key,
             timeout=runtime.plus(minutes(10)),
             comment=f"MDLC {spec.name}: daily model monitoring as {runs_as}",
-            notifies=[self.topic],
-            timed_out=f"Notify when a monitoring run of {spec.name} times out",
+            run="monitoring",
         )
-        return machine
 
     def _create_alarm(
         self,
