@@ -553,3 +553,115 @@ def test_literals_and_identifiers_are_what_sqlglot_renders_for_duckdb(text: str)
         exp.to_identifier(text or "x", quoted=True).sql(dialect="duckdb")
     assert duckdb.sql(f"SELECT {literal} AS {monitoring_files._identifier(text or 'x')}"
                       ).fetchall() == [(text,)]
+
+
+# -------------------------------------------------------------- baselines in DuckDB
+
+
+def test_a_baseline_larger_than_the_memory_limit_is_read_and_mixed_by_duckdb(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A version's baseline larger than DuckDB's memory limit: the training
+    job's features, 250,000 rows of 29 columns (58 MB in Arrow, where the
+    pyarrow path held all of it) under a 32 MB limit, and another version's
+    (a prefix of two CSV objects). DuckDB reads them into its tables, only
+    the compared columns (nothing through pyarrow), mixes them for the
+    ``all`` group, and the drift is what the pyarrow path gives of the same
+    files read into Arrow (``drift_baselines.mixture``, the Arrow relations of
+    ``sql.monitoring.open_loop``), PSI and KS exactly.
+
+    (What bounds a baseline's rows is then each compared column's sort and
+    running sum, one column at a time: about 30 bytes a row within the limit.)"""
+    import pyarrow.csv as pacsv
+    from mdlc_core import drift_baselines, monitoring
+    from mdlc_core.sql import monitoring as sql_monitoring
+    from mdlc_core.sql import monitoring_files
+
+    rng = np.random.default_rng(21)
+    n = 250_000
+    names = ["order_amount", "account_tenure", "order_count_30d", "order_total_30d"]
+
+    def features_of(size: int, shift: float) -> dict[str, np.ndarray]:
+        return {name: np.round(rng.gamma(2 + k, 50 * (1 + shift), size), 1 + k % 2)
+                for k, name in enumerate(names)}
+
+    first = tmp_path / "v1.parquet"
+    # The training job's whole feature table: the monitored columns and many others.
+    others = {f"unmonitored_{k}": rng.uniform(size=n) for k in range(24)}
+    pq.write_table(pa.table({"score": np.round(rng.beta(2, 5, n), 3),
+                             **features_of(n, 0.0), **others}), first)
+    parts = [tmp_path / f"v2-{i}.csv" for i in range(2)]
+    m = 60_000
+    for path in parts:  # a prefix of two CSV objects, another column order
+        pacsv.write_csv(pa.table({**features_of(m, 0.2),
+                                  "entity": pa.array(np.full(m, "c").astype(object)),
+                                  "score": np.round(rng.beta(2, 4, m), 3)}), path)
+    rows = 4_000
+    today = pa.table({"event_id": [f"e{i}" for i in range(rows)],
+                      "score": np.round(rng.beta(2, 4.5, rows), 3),
+                      "prediction_ts": ["2026-11-02T10:00:00Z"] * rows,
+                      "model_version": [("v1", "v2", "v2")[i % 3] for i in range(rows)],
+                      **features_of(rows, 0.1)})
+    pq.write_table(today, tmp_path / "today.parquet")
+    features = [*names, "not_in_the_baselines"]
+    limit_mb = 32
+
+    # Today's path: the same files in Arrow, the same mixture, the Arrow relations.
+    arrow = {"v1": pq.read_table(first),
+             "v2": monitoring.concat_tables([pacsv.read_csv(p) for p in parts], "v2")}
+    counts = {"v1": rows // 3 + 1, "v2": rows - rows // 3 - 1}
+    assert sum(v == "v1" for v in today.column("model_version").to_pylist()) == counts["v1"]
+    # Today's path held the whole baseline in Arrow, outside DuckDB's limit.
+    assert arrow["v1"].nbytes > 1.5 * limit_mb * 10**6, arrow["v1"].nbytes  # MB: 10**6
+    weighted = [(arrow[v], counts[v]) for v in ("v1", "v2")]
+    expected = sql_monitoring.open_loop(
+        monitoring.Predictions.from_table(today, features), drift_baselines.mixture(weighted),
+        10, features, baselines=arrow)
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a baseline went through pyarrow")
+
+    monkeypatch.setattr(pq, "read_table", refuse)
+    monkeypatch.setattr(pacsv, "read_csv", refuse)
+    monkeypatch.setattr(monitoring, "read_table_bytes", refuse)
+    files = lambda *paths: [  # noqa: E731 - copies: the session removes what it read
+        monitoring_files.DataFile(Path(tmp_path / "copy" / p.name), str(p)) for p in paths]
+    (tmp_path / "copy").mkdir()
+    for path in (first, *parts, tmp_path / "today.parquet"):
+        (tmp_path / "copy" / path.name).write_bytes(path.read_bytes())
+    with monitoring_files.DaySession(memory_limit=f"{limit_mb}MB",
+                                     temp_directory=tmp_path / "spill", threads=1) as session:
+        day = session.read_predictions(files(tmp_path / "today.parquet"), features)
+        compared = ["score", *features]
+        held = {"v1": session.read_baseline(files(first), compared, what="v1"),
+                "v2": session.read_baseline(files(*parts), compared, what="v2")}
+        assert [held[v].num_rows for v in held] == [n, 2 * m]
+        assert held["v2"].column_names == [*names, "entity", "score"]
+        (setting,) = session.con.execute("SELECT current_setting('memory_limit')").fetchone()
+        assert setting.replace(" ", "") in ("30.5MiB", "32.0MB"), setting
+        mixed = session.mixture([(held[v], counts[v]) for v in ("v1", "v2")])
+        assert mixed is not None
+        assert mixed.num_rows == drift_baselines.mixture(weighted).num_rows
+        got = session.open_loop(day, mixed, 10, features, baselines=held)
+    assert got == expected
+    by_version = {g["model_version"]: g for g in got["by_version"]}
+    assert by_version["v2"]["score"]["psi"] is not None
+    assert by_version["all"]["features"]["order_total_30d"]["ks_pvalue"] is not None
+    assert got["features_not_compared"] == ["not_in_the_baselines"]
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 10, 11, 97, 1000, 4097])
+def test_duckdbs_mixture_takes_the_rows_numpy_takes(rows: int) -> None:
+    """``DaySession.mixture``'s positions in SQL are ``drift_baselines.positions``
+    (numpy's linspace, rounded half to even) for every share of a table."""
+    import duckdb
+    from mdlc_core import drift_baselines
+    from mdlc_core.sql import monitoring_files
+
+    con = duckdb.connect()
+    for take in sorted({1, 2, 3, rows // 3, rows // 2, rows - 1, rows} - {0}):
+        if take > rows:
+            continue
+        sql = monitoring_files._positions(rows, take)
+        got = [r[0] for r in con.execute(f"SELECT position_ FROM ({sql}) ORDER BY ALL")
+               .fetchall()]
+        assert got == drift_baselines.positions(rows, take).tolist(), (rows, take)

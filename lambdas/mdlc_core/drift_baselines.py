@@ -16,7 +16,11 @@ data. The ``all`` group (the one alarms watch) is compared with the mixture
 the day's traffic would show without drift: each version's baseline in
 proportion to that version's share of the predictions (evenly spaced rows of
 each, so the mixture is deterministic), on the columns they all have. With
-one version that is simply its baseline.
+one version that is simply its baseline. The mixture is chosen once
+(:func:`mixture_plan`) and made by the reader that holds the tables: pyarrow
+for the Spark runner's driver (:func:`mixture`), DuckDB for the other runners,
+which read every baseline into DuckDB's tables, within its memory limit
+(``mdlc_core.sql.monitoring_files.DaySession.mixture``, the same rows).
 
 Fallbacks, each reported in ``open_loop.baselines``:
 
@@ -38,9 +42,9 @@ hold Model Monitor's statistics and constraints JSON, not a table of features.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -49,6 +53,19 @@ logger = logging.getLogger("mdlc.drift_baselines")
 
 #: The model package property that names a version's drift baseline (an ``s3://`` URI).
 DRIFT_BASELINE_PROPERTY = "mdlc:drift-baseline"
+
+
+class BaselineTable(Protocol):
+    """What this module needs of a baseline: a ``pyarrow.Table``, or a table a
+    DuckDB session holds (``mdlc_core.sql.monitoring_files.DayBaseline``)."""
+
+    @property
+    def num_rows(self) -> int: ...
+
+    @property
+    def column_names(self) -> list[str]: ...
+
+
 #: Describe errors that mean "this package is gone", not "we may not look".
 _GONE = {"ValidationException", "ResourceNotFound", "ResourceNotFoundException"}
 
@@ -72,7 +89,7 @@ def split_uri(uri: str, default_bucket: str) -> tuple[str, str]:
 class Baseline:
     """One version's reference: the table, where it came from and why."""
 
-    table: pa.Table | None
+    table: BaselineTable | None
     uri: str | None
     #: ``model-package``, ``legacy`` (the one file older runs replaced) or ``none``
     source: str
@@ -93,25 +110,29 @@ class VersionBaselines:
     """Finds and reads each version's baseline, each package and object once per run.
 
     ``read(bucket, key)`` returns the table, or None when the object does not
-    exist; ``describe(arn)`` is SageMaker's DescribeModelPackage.
+    exist; ``describe(arn)`` is SageMaker's DescribeModelPackage; ``mix``
+    makes the ``all`` group's mixture of the tables ``read`` returns (default
+    :func:`mixture`, for pyarrow tables).
     """
 
     def __init__(
         self,
         *,
-        read: Callable[[str, str], pa.Table | None],
+        read: Callable[[str, str], BaselineTable | None],
         describe: Callable[[str], dict[str, Any]],
         default_bucket: str,
         legacy_key: str | None,
+        mix: Callable[[list[tuple[Any, int]]], Any] | None = None,
     ) -> None:
         self._read = read
         self._describe = describe
+        self._mix = mix or mixture
         self.default_bucket = default_bucket
         self.legacy_key = legacy_key
-        self._tables: dict[tuple[str, str], pa.Table | None] = {}
+        self._tables: dict[tuple[str, str], BaselineTable | None] = {}
         self._found: dict[str, Baseline] = {}
 
-    def table(self, bucket: str, key: str) -> pa.Table | None:
+    def table(self, bucket: str, key: str) -> BaselineTable | None:
         if (bucket, key) not in self._tables:
             self._tables[(bucket, key)] = self._read(bucket, key)
         return self._tables[(bucket, key)]
@@ -155,8 +176,8 @@ class VersionBaselines:
             return Baseline(None, uri, "none", number)
         return Baseline(table, uri, "model-package", number)
 
-    def resolve(self, counts: Mapping[str, int]) -> tuple[dict[str, pa.Table | None],
-                                                          pa.Table | None, list[dict[str, Any]]]:
+    def resolve(self, counts: Mapping[str, int]) -> tuple[dict[str, Any], Any,
+                                                          list[dict[str, Any]]]:
         """Per version its table, the ``all`` group's table, and the report's entries.
 
         ``counts``: each version's number of predictions that day.
@@ -165,7 +186,7 @@ class VersionBaselines:
         entries = [b.describe(v) for v, b in found.items()]
         weighted = [(found[v].table, n) for v, n in counts.items()
                     if found[v].table is not None and n > 0]
-        overall = mixture(weighted)
+        overall = self._mix(weighted)
         if len({id(t) for t, _ in weighted}) > 1 and overall is not None:
             entries.append({"model_version": "all", "source": "mixture",
                             "uri": sorted({e["uri"] for e in entries
@@ -174,29 +195,47 @@ class VersionBaselines:
         return {v: b.table for v, b in found.items()}, overall, entries
 
 
-def mixture(weighted: list[tuple[pa.Table, int]]) -> pa.Table | None:
-    """The tables mixed in proportion to their weights, on their common columns.
+def mixture_plan(weighted: Sequence[tuple[Any, int]]
+                 ) -> tuple[list[str], list[tuple[Any, int]]] | None:
+    """How the tables are mixed in proportion to their weights: the common
+    columns (in the first table's order) and how many rows of each, or None
+    when there is one table (the mixture is that table).
 
     The largest mixture the tables allow: ``total = min(rows / share)``, and
-    ``round(share * total)`` evenly spaced rows of each (deterministic, and as
-    representative as the table's own order).
+    ``round(share * total)`` rows of each (at least one), evenly spaced
+    (:func:`positions`). Every reader makes the mixture from this plan.
     """
-    if not weighted:
-        return None
     tables = list(dict.fromkeys(id(t) for t, _ in weighted))
     if len(tables) == 1:
-        return weighted[0][0]
+        return None
     weight = sum(n for _, n in weighted)
     common = [c for c in weighted[0][0].column_names
               if all(c in t.column_names for t, _ in weighted)]
     total = min(t.num_rows * weight / n for t, n in weighted)
-    parts = []
-    for table, n in weighted:
-        take = min(table.num_rows, max(1, round(total * n / weight)))
-        rows = np.linspace(0, table.num_rows - 1, take).round().astype(np.int64)
-        parts.append(table.select(common).take(pa.array(rows)))
-    return pa.concat_tables(parts)
+    return common, [(table, min(table.num_rows, max(1, round(total * n / weight))))
+                    for table, n in weighted]
 
 
-__all__ = ["DRIFT_BASELINE_PROPERTY", "Baseline", "VersionBaselines", "is_package_arn",
-           "mixture", "split_uri"]
+def positions(rows: int, take: int) -> np.ndarray:
+    """The 0-based rows of a table of ``rows`` that the mixture takes ``take`` of:
+    evenly spaced, first and last included (deterministic, and as
+    representative as the table's own order). DuckDB's mixture computes the
+    same integers in SQL (``DaySession.mixture``; a test holds them equal)."""
+    return np.linspace(0, rows - 1, take).round().astype(np.int64)
+
+
+def mixture(weighted: list[tuple[pa.Table, int]]) -> pa.Table | None:
+    """The pyarrow tables mixed in proportion to their weights, on their common
+    columns (:func:`mixture_plan`)."""
+    if not weighted:
+        return None
+    plan = mixture_plan(weighted)
+    if plan is None:
+        return weighted[0][0]
+    common, parts = plan
+    return pa.concat_tables([table.select(common).take(pa.array(positions(table.num_rows, take)))
+                             for table, take in parts])
+
+
+__all__ = ["DRIFT_BASELINE_PROPERTY", "Baseline", "BaselineTable", "VersionBaselines",
+           "is_package_arn", "mixture", "mixture_plan", "positions", "split_uri"]

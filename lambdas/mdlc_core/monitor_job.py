@@ -42,14 +42,15 @@ the day's objects, the driver holds only the baselines; it calls
 The same report, metrics and summary from each; the same errors for a bad
 file, naming it.
 
-On DuckDB the day's prediction and label objects are downloaded to a scratch
-folder (``scratch``: the Processing job's volume; default the system's
-temporary folder, ``/tmp`` in Lambda) and typed into DuckDB's own tables, so
-what the day costs in memory is DuckDB's ``memory_limit``, spilling to that
-folder past it, not the size of the day: the limit is
-``sql.quality.memory_limit_for`` of the runner's memory (``memory_mb``,
-default the Lambda's ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``, else the machine's),
-less the baselines it holds in Arrow; the spill at most
+On DuckDB the day's prediction and label objects, and the drift baselines,
+are downloaded to a scratch folder (``scratch``: the Processing job's volume;
+default the system's temporary folder, ``/tmp`` in Lambda) and typed into
+DuckDB's own tables (a per-version mixture is a query over them, the rows
+``drift_baselines.mixture`` takes), so what the day costs in memory is
+DuckDB's ``memory_limit``, spilling to that folder past it, not the size of
+the day or of its baselines: the limit is ``sql.quality.memory_limit_for`` of
+the runner's memory (``memory_mb``, default the Lambda's
+``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``, else the machine's); the spill at most
 ``temp_size_for(storage_mb)`` (default ``MDLC_EPHEMERAL_STORAGE_MB``, the
 function's ephemeral storage).
 
@@ -74,8 +75,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import monitoring
-from .drift_baselines import VersionBaselines, split_uri
+from .drift_baselines import VersionBaselines, mixture, split_uri
 from .layout import Layout
+from .monitoring import SCORE_COLUMN
 from .predictions import is_prediction_file, scored_prefix
 
 logger = logging.getLogger("mdlc.monitor_job")
@@ -112,7 +114,8 @@ def run(
     metrics = engine_module(engine or spec.get("engine") or DEFAULT_ENGINE, environ,
                             spark=spark, scratch=scratch, memory_mb=memory_mb,
                             storage_mb=storage_mb)
-    reading = metrics.reader(s3) if isinstance(metrics, _DuckDB) else nullcontext(_Reader(s3))
+    reading = (metrics.reader(s3, feature_columns(config)) if isinstance(metrics, _DuckDB)
+               else nullcontext(_Reader(s3)))
     with reading as reader:
         return monitor(event, config, reader, metrics, s3=s3, cloudwatch=cloudwatch,
                         environ=environ, sagemaker=sagemaker)
@@ -146,6 +149,7 @@ def monitor(event: Mapping[str, Any], config: Mapping[str, Any], reader: _Reader
             describe=_describer(sagemaker),
             default_bucket=baseline_bucket,
             legacy_key=Layout(model).baseline_features,
+            mix=reader.mixture,
         )
         per_version, baseline, baselines = packages.resolve(_versions(today))
     report: dict[str, Any] = {
@@ -217,7 +221,6 @@ class _DuckDB:
         from .sql.quality import memory_limit_for, temp_size_for
 
         self._files = monitoring_files
-        self._limit_for = memory_limit_for
         self._temp_size_for = temp_size_for
         self.memory_mb = memory_mb or _physical_memory_mb()
         self.storage_mb = storage_mb
@@ -226,8 +229,9 @@ class _DuckDB:
         self.memory_limit = memory_limit_for(self.memory_mb) if self.memory_mb else "2GB"
 
     @contextmanager
-    def reader(self, s3: Any) -> Iterator[_FileReader]:
-        """A reader whose days DuckDB holds, for the length of one run."""
+    def reader(self, s3: Any, features: list[str]) -> Iterator[_FileReader]:
+        """A reader whose days and baselines DuckDB holds, for the length of one
+        run (``features``: the monitored ones, which a baseline is read for)."""
         if self.scratch is not None:
             Path(self.scratch).mkdir(parents=True, exist_ok=True)
         # The spill folder is the database's, kept with it for the process (a
@@ -239,19 +243,14 @@ class _DuckDB:
                         self.memory_limit, spill, temp_size or "90% of the free disk")
             with self._files.DaySession(memory_limit=self.memory_limit, temp_directory=spill,
                                         max_temp_directory_size=temp_size) as session:
-                yield _FileReader(s3, session, Path(folder))
+                yield _FileReader(s3, session, Path(folder), features)
 
-    def open_loop(self, predictions: Any, baseline: pa.Table | None, bins: int = 10,
+    def open_loop(self, predictions: Any, baseline: Any, bins: int = 10,
                   feature_columns: Any = (), *,
-                  baselines: Mapping[str, pa.Table | None] | None = None) -> dict[str, Any]:
-        session = predictions.session
-        tables = {id(t): t for t in (baseline, *(baselines or {}).values()) if t is not None}
-        held = sum(t.nbytes for t in tables.values())
-        if held and self.memory_mb:
-            # The baselines are Arrow, outside DuckDB's accounting.
-            session.set_memory_limit(self._limit_for(self.memory_mb, held))
-        return session.open_loop(predictions, baseline, bins, feature_columns,
-                                 baselines=baselines)
+                  baselines: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        # The baselines are the session's tables (_FileReader): inside its limit.
+        return predictions.session.open_loop(predictions, baseline, bins, feature_columns,
+                                             baselines=baselines)
 
     def closed_loop(self, predictions: Any, labels: Any, decision_threshold: float
                     ) -> dict[str, Any]:
@@ -456,6 +455,10 @@ class _Reader:
             raise
         return monitoring.read_table_bytes(body, f"s3://{bucket}/{key}")
 
+    def mixture(self, weighted: list[tuple[Any, int]]) -> Any:
+        """The ``all`` group's mixture of the versions' baselines (Arrow)."""
+        return mixture(weighted)
+
     def baseline(self, location: str | None, default_bucket: str) -> pa.Table | None:
         if not location:
             return None
@@ -474,38 +477,43 @@ class _Reader:
 
 
 class _FileReader(_Reader):
-    """Reads a day's predictions and labels into one DuckDB session, from files.
+    """Reads a day's predictions and labels, and the baselines, into one DuckDB
+    session, from files.
 
     Each object is streamed to ``folder`` (never whole in memory) and DuckDB
     reads it (``mdlc_core.sql.monitoring_files``), removing it once its rows
-    are in DuckDB's tables. Baselines are read into Arrow, as :class:`_Reader` does.
+    are in DuckDB's tables. A baseline keeps only the score and ``features``
+    (the monitored ones), the columns drift compares.
     """
 
-    def __init__(self, s3: Any, session: Any, folder: Path) -> None:
+    def __init__(self, s3: Any, session: Any, folder: Path, features: list[str]) -> None:
         super().__init__(s3)
         self.session = session
         self.folder = folder
+        self.compared = [SCORE_COLUMN, *features]
         self._downloads = 0
 
-    def files(self, bucket: str, prefix: str) -> list[Any]:
-        """The objects of :meth:`keys`, downloaded: ``DataFile`` (local path, ``s3://`` name)."""
+    def download(self, bucket: str, key: str) -> Any:
+        """One object streamed to :attr:`folder`: its ``DataFile`` (local path,
+        ``s3://`` name). Raises what ``get_object`` raises."""
         from .sql.monitoring_files import DataFile
 
         self.folder.mkdir(parents=True, exist_ok=True)
-        files = []
-        for key in self.keys(bucket, prefix):
-            self._downloads += 1
-            name = key.rsplit("/", 1)[-1].lower()
-            suffix = ".csv.gz" if name.endswith(".csv.gz") else Path(name).suffix
-            target = self.folder / f"{self._downloads:06d}{suffix}"
-            body = self.s3.get_object(Bucket=bucket, Key=key)["Body"]
-            try:
-                with target.open("wb") as handle:
-                    shutil.copyfileobj(body, handle, 1 << 20)
-            finally:
-                getattr(body, "close", lambda: None)()
-            files.append(DataFile(target, f"s3://{bucket}/{key}"))
-        return files
+        self._downloads += 1
+        name = key.rsplit("/", 1)[-1].lower()
+        suffix = ".csv.gz" if name.endswith(".csv.gz") else Path(name).suffix
+        target = self.folder / f"{self._downloads:06d}{suffix}"
+        body = self.s3.get_object(Bucket=bucket, Key=key)["Body"]
+        try:
+            with target.open("wb") as handle:
+                shutil.copyfileobj(body, handle, 1 << 20)
+        finally:
+            getattr(body, "close", lambda: None)()
+        return DataFile(target, f"s3://{bucket}/{key}")
+
+    def files(self, bucket: str, prefix: str) -> list[Any]:
+        """The objects of :meth:`keys`, downloaded (:meth:`download`)."""
+        return [self.download(bucket, key) for key in self.keys(bucket, prefix)]
 
     def predictions(self, bucket: str, model: str, day: date, features: list[str]) -> Any:
         prefix = scored_prefix(model, day.isoformat())
@@ -522,6 +530,37 @@ class _FileReader(_Reader):
         if not files:
             return None
         return self.session.read_labels(files, what=f"s3://{bucket}/{prefix}")
+
+    def optional_table(self, bucket: str, key: str) -> Any:
+        """The baseline at ``s3://bucket/key`` in DuckDB, or None when there is no
+        such object."""
+        try:
+            file = self.download(bucket, key)
+        except Exception as error:
+            if getattr(error, "response", {}).get("Error", {}).get("Code") in (
+                    "NoSuchKey", "404"):
+                return None
+            raise
+        return self.session.read_baseline([file], self.compared, what=file.name)
+
+    def baseline(self, location: str | None, default_bucket: str) -> Any:
+        if not location:
+            return None
+        bucket, key = split_uri(location, default_bucket)
+        if key.endswith("/"):
+            files = self.files(bucket, key)
+            if not files:
+                logger.warning("no baseline files under s3://%s/%s; drift is not compared",
+                               bucket, key)
+                return None
+            return self.session.read_baseline(files, self.compared,
+                                              what=f"s3://{bucket}/{key}")
+        file = self.download(bucket, key)
+        return self.session.read_baseline([file], self.compared, what=file.name)
+
+    def mixture(self, weighted: list[tuple[Any, int]]) -> Any:
+        """The ``all`` group's mixture, a query over the session's baselines."""
+        return self.session.mixture(weighted)
 
 
 def first_per_event(table: pa.Table) -> tuple[pa.Table, int]:

@@ -14,8 +14,8 @@ reads the predictions, labels and baseline, writes the report to
 ``monitoring/<model>/dt=<date>/report.json``, publishes the metrics of
 docs/monitoring.md and returns the summary ``{model, date, closed_loop_date,
 predictions, labels, unmatched_labels, metrics_published, report, alarms,
-status}``. On DuckDB (``monitoring.engine``'s default) the day's objects are
-downloaded to ``/tmp`` and DuckDB types them into its own tables, within a
+status}``. On DuckDB (``monitoring.engine``) the day's objects and the drift
+baselines are downloaded to ``/tmp`` and DuckDB types them into its own tables, within a
 memory limit from the function's memory (``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``),
 spilling to ``/tmp`` past it (at most what ``MDLC_EPHEMERAL_STORAGE_MB``
 allows, when set): the day is bounded by the function's ephemeral storage and

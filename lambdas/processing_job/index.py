@@ -16,7 +16,7 @@ Environment (set by :class:`mdlc_constructs.processing.ProcessingRunner`):
   within the volume's free space;
 * features: DATASETS_BUCKET, FEATURES_BUCKET, MODEL_NAME;
 * monitoring: the ``model_monitor`` handler's (PREDICTIONS_BUCKET, ...); on
-  DuckDB (``monitoring.engine``'s default) the day's files are downloaded to
+  DuckDB (``monitoring.engine``) the day's files and baselines are downloaded to
   the scratch folder and DuckDB, its memory limit from the instance's memory,
   spills there, within the volume's free space.
 

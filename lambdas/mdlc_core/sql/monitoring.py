@@ -134,10 +134,13 @@ def labels_relation(labels: Labels | None) -> pa.Table:
     })
 
 
-def baseline_relation(baseline: pa.Table, compared: Sequence[str],
-                      columns: Mapping[str, int]) -> pa.Table:
+def baseline_relation(baseline: Any, compared: Sequence[str],
+                      columns: Mapping[str, int]) -> pa.Table | View:
     """The baseline's compared columns as floats (the shared reader's conversion),
-    named as in the predictions relation."""
+    named as in the predictions relation: an Arrow table of a ``pa.Table``, or a
+    view of a baseline a DuckDB session holds (``monitoring_files.DayBaseline``)."""
+    if not isinstance(baseline, pa.Table):
+        return baseline.view({name: _column(columns[name]) for name in compared})
     data = {_column(columns[name]): _as_arrow(shared._floats(baseline.column(name), name,
                                                                 "baseline"))
             for name in compared}
@@ -398,6 +401,21 @@ class Plan:
     has_labels: bool
     has_actions: bool
     rows: int
+    #: Run each column's part of a :func:`union_query` as its own query: one
+    #: column's sort or window at a time within a memory limit (DuckDB's day
+    #: session, whose baselines may be larger than the limit), not every
+    #: column's at once (what one round trip saves on Spark).
+    column_at_a_time: bool = False
+
+    def _unions(self, run: Run, parts: Sequence[tuple[int, exp.Expression]],
+                columns: Sequence[str], constants: Sequence[str] = ()
+                ) -> list[dict[str, Any]]:
+        """The rows of :func:`union_query` of ``parts`` (see :attr:`column_at_a_time`)."""
+        if not parts:
+            return []
+        if not self.column_at_a_time:
+            return run(union_query(parts, columns, constants))
+        return [row for part in parts for row in run(union_query([part], columns, constants))]
 
     def render(self, query: exp.Expression, dialect: str) -> str:
         """``query`` as SQL text of ``dialect`` (``duckdb`` or ``spark``), rendered
@@ -515,7 +533,8 @@ class Plan:
                ) -> dict[tuple[str | None, str], dict[str, Any]]:
         """PSI and KS of every column ``reference`` compares, for ``groups``: four
         queries whatever the number of columns (counts, order statistics, bins,
-        KS gaps), each a :func:`union_query` of the columns' queries."""
+        KS gaps), each a :func:`union_query` of the columns' queries (one
+        query a column and kind with :attr:`column_at_a_time`)."""
         if reference.relation is None or not reference.compared:
             return {}
         relation = reference.relation
@@ -527,11 +546,10 @@ class Plan:
         current = {i: {g: np.zeros(len(edges[i]) + 1, dtype=np.int64) for g in groups}
                    for i in indexes}
         parts = [(i, baseline_bins_query(relation, i, edges[i])) for i in indexes if finite[i]]
-        binned = [*(run(union_query(parts, ["bin", "n"], ["'b' AS side_",
-                                                          "CAST(NULL AS VARCHAR) AS version"]))
-                    if parts else []),
-                  *run(union_query([(i, current_bins_query(i, edges[i])) for i in indexes],
-                                   ["bin", "n"], ["'c' AS side_", "version"]))]
+        binned = [*self._unions(run, parts, ["bin", "n"],
+                                ["'b' AS side_", "CAST(NULL AS VARCHAR) AS version"]),
+                  *self._unions(run, [(i, current_bins_query(i, edges[i])) for i in indexes],
+                                ["bin", "n"], ["'c' AS side_", "version"])]
         for r in binned:
             i = int(r["column_"])
             if r["side_"] == "b":
@@ -541,8 +559,8 @@ class Plan:
         sizes = {i: [int(current[i][g].sum()) for g in groups] for i in indexes}
         tested = [(i, ks_query(relation, i, groups, sizes[i], finite[i]))
                   for i in indexes if finite[i] and any(sizes[i])]
-        gaps = {int(r["column_"]): r for r in run(union_query(
-            tested, [f"gap{k}" for k in range(len(groups))]))} if tested else {}
+        gaps = {int(r["column_"]): r for r in self._unions(
+            run, tested, [f"gap{k}" for k in range(len(groups))])}
         result = {}
         for name, index in zip(reference.compared, indexes, strict=True):
             baseline_proportions = shared._proportions(baseline_counts[index])
@@ -577,7 +595,7 @@ class Plan:
         parts = [(i, order_statistics_query(relation, i, sorted({*lo.tolist(), *hi.tolist()})))
                  for i, (lo, hi, _) in wanted.items()]
         values: dict[int, dict[int, float]] = {i: {} for i in wanted}
-        for r in run(union_query(parts, ["position_", "value"])):
+        for r in self._unions(run, parts, ["position_", "value"]):
             values[int(r["column_"])][int(r["position_"])] = float(r["value"])
         for i, (low, high, fraction) in wanted.items():
             at = values[i]
@@ -636,7 +654,7 @@ def _group_stats(predictions: int, accuracy: Mapping[str, int] | None) -> dict[s
     }
 
 
-def _reference(baseline: pa.Table | None, relation: str, present: Collection[str],
+def _reference(baseline: Any, relation: str, present: Collection[str],
                feature_columns: Sequence[str]) -> Reference:
     if baseline is None:
         return Reference(None, 0, (), False, tuple(feature_columns))
@@ -674,14 +692,15 @@ def prepare(predictions: Predictions, labels: Labels | None, baseline: pa.Table 
         decision_threshold=decision_threshold, bins=bins)
 
 
-def prepare_day(predictions: Any, labels: Any, baseline: pa.Table | None,
+def prepare_day(predictions: Any, labels: Any, baseline: Any,
                 monitoring_spec: Any = None, feature_columns: Sequence[str] = (), *,
-                baselines: Mapping[str, pa.Table | None] | None = None,
+                baselines: Mapping[str, Any] | None = None,
                 decision_threshold: float | None = None, bins: int | None = None) -> Plan:
     """:func:`prepare` of a day DuckDB read itself: ``predictions`` a
     :class:`~mdlc_core.sql.monitoring_files.DayPredictions`, ``labels`` its
     ``DayLabels`` or None. The predictions and labels relations are views of
-    the session's tables (:class:`View`); only the baselines are Arrow."""
+    the session's tables (:class:`View`), as are baselines it read
+    (``DayBaseline``); an Arrow baseline is registered as it is."""
     empty_labels = labels_relation(None)
     return _assemble(
         present=set(predictions.features), rows=len(predictions),
@@ -694,9 +713,9 @@ def prepare_day(predictions: Any, labels: Any, baseline: pa.Table | None,
 
 def _assemble(*, present: Collection[str], rows: int, has_actions: bool, has_labels: bool,
               predictions: Callable[[list[str]], pa.Table | View],
-              labels: pa.Table | View, baseline: pa.Table | None, monitoring_spec: Any,
+              labels: pa.Table | View, baseline: Any, monitoring_spec: Any,
               feature_columns: Sequence[str],
-              baselines: Mapping[str, pa.Table | None] | None,
+              baselines: Mapping[str, Any] | None,
               decision_threshold: float | None, bins: int | None) -> Plan:
     """The plan of :func:`prepare` and :func:`prepare_day`: ``present`` the
     features the predictions have, ``predictions(names)`` their relation with
@@ -709,7 +728,7 @@ def _assemble(*, present: Collection[str], rows: int, has_actions: bool, has_lab
     bin_count = int(bins if bins is not None else opened.get("bins", 10))
     tables: dict[int, tuple[str, pa.Table]] = {}
 
-    def reference(table: pa.Table | None) -> Reference:
+    def reference(table: Any) -> Reference:
         if table is not None and id(table) not in tables:
             tables[id(table)] = (f"{BASELINE}_{len(tables)}", table)
         relation = tables[id(table)][0] if table is not None else ""

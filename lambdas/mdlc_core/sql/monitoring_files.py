@@ -1,19 +1,28 @@
-"""The day's predictions and labels read by DuckDB itself, from their CSV and Parquet files.
+"""The day's predictions and labels, and the drift baselines, read by DuckDB itself.
 
 :mod:`mdlc_core.sql.monitoring` computes the monitoring report from
-relations; with the embedded reader those are Arrow tables in Python memory
-(every file of the day read, concatenated and typed by
-:mod:`mdlc_core.monitoring` first), so a day larger than the process's
-memory fails whatever DuckDB's ``memory_limit``. A :class:`DaySession`
-instead has DuckDB read the downloaded files (``read_csv``,
-``read_parquet``) into its own tables, which live under its memory limit and
-spill to its temporary directory past it, and runs the same queries on them:
+relations; read by the shared reader (``mdlc monitor``, the Spark driver's
+path) those are Arrow tables in Python memory (every file read, concatenated
+and typed by :mod:`mdlc_core.monitoring` first), so a day or a baseline
+larger than the process's memory fails whatever DuckDB's ``memory_limit``. A
+:class:`DaySession` instead has DuckDB read the downloaded files
+(``read_csv``, ``read_parquet``) into its own tables, which live under its
+memory limit and spill to its temporary directory past it, and runs the same
+queries on them:
 
     with DaySession(memory_limit="2GB", temp_directory=spill) as session:
         today = session.read_predictions(files, feature_columns, what="s3://.../scored/")
         labels = session.read_labels(label_files, what="s3://.../labels/fraud/dt=.../")
+        baseline = session.read_baseline(baseline_files, ["score", *feature_columns])
         open_loop = session.open_loop(today, baseline, bins, feature_columns)
         closed_loop = session.closed_loop(today, labels, decision_threshold)
+
+A baseline keeps only its compared columns (the training job's whole table
+is not held), and the ``all`` group's mixture of several versions' baselines
+is a query over their tables (:meth:`DaySession.mixture`, the rows
+``drift_baselines.mixture`` takes). The drift queries then run one column at
+a time (``Plan.column_at_a_time``): each column's sort and running sum must
+fit the limit (about 30 bytes a baseline row), not the whole baseline.
 
 **The same types as the shared reader** (``monitoring.read_table_bytes`` and
 ``Predictions.from_table``/``Labels.from_table``), written as SQL over the
@@ -301,6 +310,30 @@ class DayLabels:
             f"rowid AS {sql_monitoring.ROW} FROM {self.table}")
 
 
+@dataclass
+class DayBaseline:
+    """A drift baseline held by DuckDB: its compared columns as doubles, rows in
+    file order (``rowid``). What ``mdlc_core.drift_baselines`` and
+    :mod:`mdlc_core.sql.monitoring` need of a baseline table: ``num_rows``,
+    ``column_names`` (every column of its files, as pyarrow's permissive
+    concatenation lists them) and :meth:`view`."""
+
+    session: DaySession
+    #: A table of the session, or a parenthesized query over its tables (a mixture).
+    relation: str
+    num_rows: int
+    column_names: list[str]
+    #: Compared column name -> its column in :attr:`relation` (NULL: null, as NaN is).
+    columns: dict[str, str] = field(default_factory=dict)
+
+    def view(self, names: Mapping[str, str]) -> sql_monitoring.View:
+        """The baseline relation of :mod:`mdlc_core.sql.monitoring`: column
+        ``name`` as ``names[name]`` (``m<i>``)."""
+        parts = [f"{self.columns[name]} AS {alias}" for name, alias in names.items()]
+        return sql_monitoring.View(
+            f"SELECT {', '.join(parts) or '0.0 AS _no_column'} FROM {self.relation}")
+
+
 #: One DuckDB database per spill folder and thread count, kept for the process:
 #: a warm Lambda's next run opens a cursor on it instead of a new database.
 _DATABASES: dict[tuple[str, int | None], duckdb.DuckDBPyConnection] = {}
@@ -545,6 +578,75 @@ class DaySession:
         rows = self._refuse(self._counts(table, checks), sources, checks, table=table)
         return DayLabels(self, table, rows)
 
+    def read_baseline(self, files: Sequence[DataFile], compared: Sequence[str], *,
+                      what: str = "baseline") -> DayBaseline | None:
+        """A drift baseline from ``files`` (several: a prefix's objects, in the
+        order the shared reader concatenates them), into a table of the session,
+        so it counts against the memory limit and spills past it as the day
+        does. Only the ``compared`` columns (the score and the monitored
+        features) are read, as doubles typed as the shared reader's
+        ``_floats`` types them (a null, in CSV a null marker, is missing, as
+        NaN is); a value that is not a number raises
+        :class:`MonitoringInputError` naming the file. None without files.
+        The files are removed once read."""
+        try:
+            if not files:
+                return None
+            return self._read_baseline(self._sources(files), compared, what)
+        finally:
+            _remove(files)
+
+    def _read_baseline(self, sources: Sequence[_Source], compared: Sequence[str],
+                       what: str) -> DayBaseline:
+        found = _union(sources)
+        names = [n for n in dict.fromkeys(compared) if n in found]
+        columns = {name: f"c{j}" for j, name in enumerate(names)}
+        table = self._new_table("reference")  # not mdlc_baseline_<k>, the plan's views
+
+        def select(s: _Source) -> tuple[str, str]:
+            inner = [f"{s.number(name)} AS v{j}, {s.null(name)} AS n{j}"
+                     for j, name in enumerate(names)]
+            outer = [str(s.index)]
+            for j in range(len(names)):
+                outer += [f"CASE WHEN n{j} THEN NULL ELSE v{j} END",
+                          f"NOT n{j} AND v{j} IS NULL"]
+            return ", ".join(inner) or "1 AS _one", ", ".join(outer)
+
+        declared = ", ".join(["_file INTEGER", *(f"{c} DOUBLE, {c}_bad BOOLEAN"
+                                                  for c in columns.values())])
+        self._load(table, declared, sources, select)
+        checks = [(f"{c}_bad", "number", name) for name, c in columns.items()]
+        rows = self._refuse(self._counts(table, checks), sources, checks)
+        logger.info("DuckDB read the baseline %s: %d rows, columns %s", what, rows, names)
+        return DayBaseline(self, table, rows, found, columns)
+
+    def mixture(self, weighted: list[tuple[DayBaseline, int]]) -> DayBaseline | None:
+        """``mdlc_core.drift_baselines.mixture`` of baselines this session holds:
+        the same plan (:func:`~mdlc_core.drift_baselines.mixture_plan`) and the
+        same rows (``positions``' evenly spaced ``numpy.linspace(0, rows - 1,
+        take).round()``, computed here in SQL: the same double products, rounded
+        half to even), as a query over their tables, within the memory limit."""
+        from ..drift_baselines import mixture_plan
+
+        if not weighted:
+            return None
+        plan = mixture_plan(weighted)
+        if plan is None:
+            return weighted[0][0]
+        common, parts = plan
+        compared = [name for name in common if all(name in b.columns for b, _ in parts)]
+        selects = []
+        for k, (baseline, take) in enumerate(parts):
+            items = ", ".join(f"b.{baseline.columns[name]} AS c{j}"
+                              for j, name in enumerate(compared)) or "0.0 AS _no_column"
+            selects.append(f"SELECT {items} FROM (SELECT *, rowid AS _r FROM "
+                           f"{baseline.relation}) AS b JOIN ({_positions(baseline.num_rows, take)}"
+                           f") AS p{k} ON b._r = p{k}.position_")
+        relation = "(" + " UNION ALL ".join(selects) + ") AS mixture"
+        rows = sum(take for _, take in parts)
+        return DayBaseline(self, relation, rows, common,
+                           {name: f"c{j}" for j, name in enumerate(compared)})
+
     # ------------------------------------------------------------------- checks
 
     def _counts(self, table: str, checks: Sequence[tuple[str, str, str]]
@@ -612,6 +714,8 @@ class DaySession:
         """The open loop (``Plan.open_loop``) of the day DuckDB holds."""
         plan = sql_monitoring.prepare_day(predictions, None, baseline, None, feature_columns,
                                           baselines=baselines, bins=bins)
+        # A baseline may be larger than the memory limit: one column's sorts at a time.
+        plan.column_at_a_time = True
         versions = list(predictions.version_counts().items())
         return self._run(plan, lambda fetch: plan.open_loop(fetch, "duckdb", versions=versions))
 
@@ -623,6 +727,19 @@ class DaySession:
         versions = list(predictions.version_counts().items())
         return self._run(plan, lambda fetch: plan.closed_loop(fetch, "duckdb",
                                                               versions=versions))
+
+
+def _positions(rows: int, take: int) -> str:
+    """The rows ``mdlc_core.drift_baselines.positions(rows, take)`` gives, as a
+    query of one column ``position_``: ``k * step`` for ``k`` in ``range(take)``
+    (numpy's linspace: the same double product), rounded half to even, the
+    last one ``rows - 1`` exactly."""
+    if take <= 1:
+        return "SELECT CAST(0 AS BIGINT) AS position_"
+    step = float(rows - 1) / (take - 1)
+    return (f"SELECT CASE WHEN k = {take - 1} THEN CAST({rows - 1} AS BIGINT) ELSE "
+            f"CAST(round_even(k * CAST('{step!r}' AS DOUBLE), 0) AS BIGINT) END AS position_ "
+            f"FROM range({take}) AS steps(k)")
 
 
 def _csv_header(file: DataFile) -> list[str]:
@@ -681,6 +798,7 @@ __all__ = [
     "NULL_MARKERS",
     "NUMBER",
     "DataFile",
+    "DayBaseline",
     "DayLabels",
     "DayPredictions",
     "DaySession",
