@@ -1,12 +1,13 @@
 """The feature job on DuckDB reads the window's objects itself (mdlc_core.sql.feature_window).
 
 The job (``feature_job.run``, which the feature_batch function and the
-Processing runner execute) on both engines over the same moto snapshots, made
-by data sourcing: CSV plain and compressed with text in the forms SQL parses
-and in those only the engine's converters do, typed Parquet scanned in place,
-Parquet of other stored types typed by the engine's code; the same files and
-results. A bad value fails with the engine's message naming the object and
-row; a changed object with the same SHA-256 error. The text forms SQL
+Processing runner execute) over moto snapshots made by data sourcing: CSV
+plain and compressed with text in the forms SQL parses and in those only
+the shared converters do, typed Parquet scanned in place, Parquet of other
+stored types typed by the converters; the files and results the retired
+NumPy engine wrote (recorded, ``tests/feature_answers.py``). A bad value
+fails with the converters' message naming the object and row; a changed
+object with the SHA-256 error. The text forms SQL
 parses agree with the converters on generated text. And a window larger than
 DuckDB's memory limit is computed within it, in a subprocess whose peak
 memory is measured, with the tables of an unlimited run.
@@ -32,7 +33,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mdlc_core import batch_features as embedded
+from mdlc_core import batch_features as shared
 from mdlc_core import feature_job, sourcing
 from mdlc_core.features import FeatureError, FeatureSet
 from mdlc_core.sql import feature_window
@@ -81,26 +82,20 @@ def snapshot(s3: Any, config: dict[str, Any], day: date, objects: dict[str, byte
     return made["snapshot_prefix"]
 
 
-def run_both(s3: Any, config: dict[str, Any]) -> dict[str, tuple[dict[str, Any], Any]]:
-    written = {}
-    for engine in ("embedded", "duckdb"):
-        out = feature_job.run(config, DAY, s3=s3, datasets_bucket=DATASETS,
-                              features_bucket=FEATURES, engine=engine)
-        tables = {key: pq.read_table(io.BytesIO(s3.get_object(
-            Bucket=FEATURES, Key=out[key])["Body"].read())) for key in
-            ("features_key", "entities_key")}
-        written[engine] = (out, tables)
-    return written
+def run_job(s3: Any, config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The job's result and the two tables it wrote."""
+    out = feature_job.run(config, DAY, s3=s3, datasets_bucket=DATASETS,
+                          features_bucket=FEATURES)
+    tables = {key: pq.read_table(io.BytesIO(s3.get_object(
+        Bucket=FEATURES, Key=out[key])["Body"].read())) for key in
+        ("features_key", "entities_key")}
+    return out, tables
 
 
-def errors_of_both(s3: Any, config: dict[str, Any]) -> tuple[str, str]:
-    messages = []
-    for engine in ("embedded", "duckdb"):
-        with pytest.raises((ValueError, sourcing.SnapshotError)) as raised:
-            feature_job.run(config, DAY, s3=s3, datasets_bucket=DATASETS,
-                            features_bucket=FEATURES, engine=engine)
-        messages.append(str(raised.value))
-    return messages[0], messages[1]
+def job_error(s3: Any, config: dict[str, Any]) -> str:
+    with pytest.raises((ValueError, sourcing.SnapshotError)) as raised:
+        feature_job.run(config, DAY, s3=s3, datasets_bucket=DATASETS, features_bucket=FEATURES)
+    return str(raised.value)
 
 
 # --- every kind of object -------------------------------------------------------------------
@@ -147,12 +142,11 @@ def test_every_kind_of_object_gives_the_embedded_engines_tables(
                                        ("o2", "c2", "2026-04-05T12:00:00+00:00", "5", "4", "0")]),
              "typed/part.parquet": parquet(typed)}
     snapshot(s3, config, DAY, {**today, "other/part.parquet": parquet(other)})
-    written = run_both(s3, config)
-    (out, expected), (got_out, got) = written["embedded"], written["duckdb"]
-    answers(out, got_out)
+    got_out, got = run_job(s3, config)
+    answers(got_out)
     assert got_out["rows"] == 5 and got_out["entities"] == 7, got_out
-    for key, table in expected.items():
-        answers(table, got[key])
+    for key in ("features_key", "entities_key"):
+        answers(got[key])
     training = got["features_key"].to_pydict()
     # The day's first deliveries in manifest order (orders/, other/, typed/).
     assert training["order_id"] == ["o14", "o12", "o13", "o9", "o11"]
@@ -192,9 +186,9 @@ def test_text_in_the_common_forms_never_reaches_the_converters(
             for i in range(200)] + [("o999", "c1", "2026-04-05 01:00", "1_000", "", "0")]
     snapshot(s3, config, DAY, {"orders/part.csv": csv_text(rows)})
     calls: list[Any] = []
-    real_float, real_micros = embedded._as_float, embedded.to_micros
-    monkeypatch.setattr(embedded, "_as_float", lambda v, c: calls.append(v) or real_float(v, c))
-    monkeypatch.setattr(embedded, "to_micros", lambda v, u=None: calls.append(v) or
+    real_float, real_micros = shared._as_float, shared.to_micros
+    monkeypatch.setattr(shared, "_as_float", lambda v, c: calls.append(v) or real_float(v, c))
+    monkeypatch.setattr(shared, "to_micros", lambda v, u=None: calls.append(v) or
                         real_micros(v, u))
     out = feature_job.run(config, DAY, s3=s3, datasets_bucket=DATASETS, features_bucket=FEATURES)
     assert out["rows"] == 201
@@ -246,12 +240,11 @@ def test_a_day_of_no_rows_writes_empty_typed_tables_as_the_embedded_engine(
     s3, _ = aws
     config = spec()
     snapshot(s3, config, DAY, {"orders/part.csv": csv_text([])})  # the header alone
-    written = run_both(s3, config)
-    (out, expected), (got_out, got) = written["embedded"], written["duckdb"]
-    answers(out, got_out)
+    got_out, got = run_job(s3, config)
+    answers(got_out)
     assert got_out["rows"] == 0 and got_out["entities"] == 0
-    for key, table in expected.items():
-        answers(table, got[key])
+    for key in ("features_key", "entities_key"):
+        answers(got[key])
         assert got[key].num_rows == 0, key
     assert got["features_key"].schema.field("order_ts").type == pa.timestamp("us", tz="UTC")
 
@@ -277,13 +270,9 @@ def test_a_bad_csv_value_names_the_object_the_row_and_the_engines_reason(
     config = spec()
     good = ("o1", "c1", "2026-04-05T00:00:00", "1", "1", "0")
     prefix = snapshot(s3, config, DAY, {"orders/part.csv": csv_text([good, row])})
-    embedded_error, error = errors_of_both(s3, config)
-    assert error.startswith(f"s3://{DATASETS}/{prefix}orders/part.csv, row 1 (line 3): "), error
-    assert error.endswith(reason), error
-    if reason == "event has no order_id":
-        assert embedded_error == "event 1 has no order_id"  # the window's position
-    else:
-        assert error.endswith(": " + embedded_error), (error, embedded_error)
+    error = job_error(s3, config)
+    # The object, the row and line, then the reason the retired engine gave.
+    assert error == f"s3://{DATASETS}/{prefix}orders/part.csv, row 1 (line 3): {reason}", error
 
 
 def test_a_bad_parquet_object_names_itself(aws: Any) -> None:  # noqa: F811
@@ -295,9 +284,8 @@ def test_a_bad_parquet_object_names_itself(aws: Any) -> None:  # noqa: F811
                       "order_amount": [1.0, 2.0], "account_tenure": [1, 2],
                       "fraud_status": [0, 1]})
     prefix = snapshot(s3, config, DAY, {"typed/part.parquet": parquet(table)})
-    embedded_error, error = errors_of_both(s3, config)
-    assert error == f"s3://{DATASETS}/{prefix}typed/part.parquet, row 1: {embedded_error}"
-    assert embedded_error == "event 'o2' has no order_ts"
+    error = job_error(s3, config)
+    assert error == f"s3://{DATASETS}/{prefix}typed/part.parquet, row 1: event 'o2' has no order_ts"
 
 
 def test_a_missing_column_and_a_changed_object_fail_as_on_the_embedded_engine(
@@ -308,9 +296,9 @@ def test_a_missing_column_and_a_changed_object_fail_as_on_the_embedded_engine(
                       "order_ts": pa.array([datetime(2026, 4, 5, tzinfo=UTC)],
                                            pa.timestamp("us", "UTC"))})
     prefix = snapshot(s3, config, DAY, {"typed/part.parquet": parquet(table)})
-    embedded_error, error = errors_of_both(s3, config)
-    assert error == embedded_error == (f"s3://{DATASETS}/{prefix}typed/part.parquet has no "
-                                       "column(s) ['order_amount', 'account_tenure']")
+    error = job_error(s3, config)
+    assert error == (f"s3://{DATASETS}/{prefix}typed/part.parquet has no "
+                     "column(s) ['order_amount', 'account_tenure']")
     # Overwritten after the snapshot was committed: the SHA-256 check, as before.
     key = f"{prefix}typed/part.parquet"
     s3.put_object(Bucket=DATASETS, Key=key, Body=csv_text([("o1", "c1", "x", "1", "1", "0")]))
@@ -322,8 +310,8 @@ def test_a_missing_column_and_a_changed_object_fail_as_on_the_embedded_engine(
         entry.pop("version_id", None)  # an older manifest: the newest version is read
     s3.put_object(Bucket=DATASETS, Key=prefix + "_manifest.json",
                   Body=json.dumps(manifest).encode())
-    embedded_error, error = errors_of_both(s3, config)
-    assert error == embedded_error and "content differs from its manifest" in error
+    error = job_error(s3, config)
+    assert "content differs from its manifest" in error
     assert f"s3://{DATASETS}/{key}" in error
 
 
@@ -373,12 +361,12 @@ def test_the_text_forms_sql_parses_agree_with_the_engines_converters(
         fast_micros, fast_number = con.execute(
             f"SELECT {window.micros_fast('t')}, {window.number_fast('v')} FROM t").fetchone()
     try:
-        micros: int | None = embedded.to_micros(stamp, unit)
+        micros: int | None = shared.to_micros(stamp, unit)
     except FeatureError:
         micros = None
     assert fast_micros is None or fast_micros == micros, (stamp, fast_micros, micros)
     try:
-        value: float | None = embedded._as_float(number, "v")
+        value: float | None = shared._as_float(number, "v")
     except FeatureError:
         value = None
     if fast_number is not None:
@@ -396,7 +384,7 @@ def test_the_common_forms_are_parsed_by_sql() -> None:
         con.register("t", pa.table({"t": stamps_, "v": ["1", "-2.5", "1e3", ".5", "true"]}))
         rows = con.execute(f"SELECT {window.micros_fast('t')}, {window.number_fast('v')} "
                            "FROM t").fetchall()
-    assert [m for m, _ in rows] == [embedded.to_micros(s) for s in stamps_]
+    assert [m for m, _ in rows] == [shared.to_micros(s) for s in stamps_]
     assert [v for _, v in rows] == [1.0, -2.5, 1000.0, 0.5, 1.0]
 
 
@@ -466,7 +454,7 @@ BOUNDED = textwrap.dedent('''
 def test_a_window_larger_than_duckdbs_memory_limit_is_computed_within_it(
         tmp_path: Path) -> None:
     """1.5M events over 15 daily snapshots (79 MiB as Arrow, several times that
-    as the embedded engine's lists) with a 64 MB limit: the process grows by
+    as the retired NumPy engine's Python lists) with a 64 MB limit: the process grows by
     less than the window, and writes the tables of an unlimited run."""
     env = {"PYTHONPATH": f"{ROOT}/lambdas:{ROOT}", "PATH": "/usr/bin:/bin",
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",

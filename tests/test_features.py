@@ -1,4 +1,4 @@
-"""Feature engines: window semantics, batch == incremental, exactly once, late events."""
+"""Feature engines: window semantics, batch (DuckDB) == incremental, exactly once, late events."""
 
 from __future__ import annotations
 
@@ -21,16 +21,18 @@ from mdlc_core.features import (
     Outcome,
     Write,
     WriteConflict,
-    compute_batch,
-    compute_per_event,
     incremental_table,
 )
+from mdlc_core.sql import features as sql_features
 
 from mdlc_constructs.cli import main
 from mdlc_constructs.spec import load_spec
 from tests.feature_answers import Answers, recorded_answers  # noqa: F401 - the fixture
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
+#: The batch engine: the features compiled to SQL, on DuckDB (the NumPy one was retired).
+compute_batch = sql_features.as_of
+compute_per_event = sql_features.per_event
 
 
 def fraud() -> FeatureSet:
@@ -213,29 +215,43 @@ def test_division_by_zero_and_nulls_give_null_features() -> None:
 
 
 def reference_per_event(events: list[dict[str, Any]], fs: FeatureSet) -> dict[str, list[Any]]:
-    """Brute force: every event re-reads its whole window."""
+    """Brute force: every event re-reads its whole window. The event id, then
+    each feature, one row per event id (its first delivery), in input order.
+    Timestamps are ISO text or datetimes; a null or non-finite number counts
+    as null; keys compare as text."""
     seen: dict[str, dict[str, Any]] = {}
     for e in events:
         seen.setdefault(e["order_id"], e)
     unique = list(seen.values())
 
     def key(e: dict[str, Any]) -> tuple[datetime, str]:
-        return datetime.fromisoformat(e["order_ts"]), e["order_id"]
+        at = e["order_ts"]
+        at = at if isinstance(at, datetime) else datetime.fromisoformat(at)
+        return (at if at.tzinfo else at.replace(tzinfo=UTC)), e["order_id"]
 
-    out: dict[str, list[Any]] = {name: [] for name in fs.names}
+    def number(value: Any) -> float | None:
+        return None if value is None or not math.isfinite(value) else float(value)
+
+    def entity(e: dict[str, Any], column: str) -> str | None:
+        value = e.get(column)
+        return None if value is None or value == "" else str(value)
+
+    out: dict[str, list[Any]] = {"order_id": [], **{name: [] for name in fs.names}}
     for row in unique:
         day = key(row)[0].date()
-        scope: dict[str, Any] = {"order_amount": row["order_amount"]}
+        scope: dict[str, Any] = {"order_amount": number(row["order_amount"])}
         for agg in fs.aggregates:
             window = [
                 e for e in unique
-                if e[agg.entity] is not None and e[agg.entity] == row[agg.entity]
+                if entity(e, agg.entity) is not None
+                and entity(e, agg.entity) == entity(row, agg.entity)
                 and key(e) <= key(row)
                 and (day - key(e)[0].date()).days < agg.window_days
             ]
-            values = [e[agg.column] for e in window if agg.column and e[agg.column] is not None]
+            values = [v for v in (number(e[agg.column]) for e in window if agg.column)
+                      if v is not None]
             scope[agg.name] = {
-                "sum": sum(values),
+                "sum": float(sum(values)),
                 "count": len(values) if agg.column else len(window),
                 "mean": sum(values) / len(values) if values else None,
                 "min": min(values, default=None),
@@ -244,6 +260,7 @@ def reference_per_event(events: list[dict[str, Any]], fs: FeatureSet) -> dict[st
         for name, expression in fs.expressions:
             value = expression.evaluate(scope)
             scope[name] = None if isinstance(value, float) and not math.isfinite(value) else value
+        out["order_id"].append(row["order_id"])
         for name in fs.names:
             out[name].append(scope[name])
     return out
@@ -296,9 +313,7 @@ def test_in_order_stream_serving_matches_training_rows(answers: Answers) -> None
                rng.randrange(1, 500) / 10) for i in range(300)),
         key=lambda e: (e["order_ts"], e["order_id"]),
     )
-    from mdlc_core.sql import features as sql_features
-
-    training = answers(compute_per_event(events, fs), sql_features.per_event(events, fs))
+    training = answers(compute_per_event(events, fs))
     engine = IncrementalEngine(fs, MemoryStore())
     for index, e in enumerate(events):
         engine.apply(e)
@@ -327,7 +342,7 @@ def test_cli_engines_print_identical_tables(tmp_path: Any, capsys: Any) -> None:
     path = tmp_path / "events.csv"
     write_events(path, rows)
     outputs = []
-    for engine in ("batch", "incremental"):
+    for engine in ("duckdb", "incremental"):
         assert main(["features", "models/fraud.yaml", str(path), "--as-of", "2026-04-05",
                      "--engine", engine]) == 0
         outputs.append(capsys.readouterr().out)
@@ -406,8 +421,7 @@ print("ok")
 
 
 def test_entity_table_carries_each_entitys_raw_inputs_from_its_latest_event() -> None:
-    from mdlc_core.features import entity_table
-
+    entity_table = sql_features.entity_table
     fs = fraud()
     spec = load_spec("models/fraud.yaml")
     assert list(fs.inputs) == [c for c in spec.feature_columns if c not in fs.names]
@@ -435,8 +449,7 @@ def test_entity_table_carries_each_entitys_raw_inputs_from_its_latest_event() ->
 
 
 def test_training_table_carries_timestamp_label_and_inputs_of_each_event() -> None:
-    from mdlc_core.features import training_table
-
+    training_table = sql_features.training_table
     fs = fraud()
     spec = load_spec("models/fraud.yaml")
     assert fs.training_table_schema == ["order_id", "customer_id", "order_ts", "fraud_status",
@@ -463,8 +476,7 @@ def test_training_table_carries_timestamp_label_and_inputs_of_each_event() -> No
 
 
 def test_entity_table_has_every_column_without_rows_and_needs_the_inputs() -> None:
-    from mdlc_core.features import entity_table
-
+    entity_table = sql_features.entity_table
     fs = fraud()
     assert entity_table([], fs, "2026-03-01") == {name: [] for name in fs.entity_table_schema}
     with pytest.raises(FeatureError, match="no column 'account_tenure'"):
@@ -482,3 +494,27 @@ def test_bool_inputs_read_from_csv_text_are_numbers() -> None:
             {**event(2, "c2", START, 1.0), "account_tenure": "5", "is_guest": "false"}]
     [first, second] = compute_batch(rows, fs, "2026-03-01", inputs=fs.inputs)
     assert (first["is_guest"], second["is_guest"]) == (1.0, 0.0)
+
+
+def test_a_spec_naming_the_retired_engine_fails_validation_saying_what_to_do(
+        tmp_path: Any, capsys: Any) -> None:
+    from pathlib import Path
+
+    from mdlc_constructs.cli import EXIT_OK, EXIT_USAGE
+
+    text = (Path(__file__).resolve().parents[1] / "models" / "fraud.yaml").read_text(
+        encoding="utf-8")
+    assert "\nfeatures:\n" in text
+    for engine, code in (("embedded", EXIT_USAGE), ("duckdb", EXIT_OK), (None, EXIT_OK)):
+        path = tmp_path / f"fraud-{engine}.yaml"
+        line = f"\nfeatures:\n  engine: {engine}\n" if engine else "\nfeatures:\n"
+        path.write_text(text.replace("\nfeatures:\n", line), encoding="utf-8")
+        assert main(["validate", str(path)]) == code, engine
+        err = capsys.readouterr().err
+        if engine == "embedded":
+            assert f"{path}: features.engine: the embedded (NumPy) feature engine was " \
+                   "retired" in err, err
+            assert "remove features.engine, or set it to duckdb" in err
+            assert "docs/upgrading.md" in err
+        else:
+            assert load_spec(path).features.engine == "duckdb"

@@ -1,12 +1,14 @@
 """Online features equal training features, whatever the updater does (issue #15).
 
-The vector scored for an event must be ``compute_per_event``'s row for it (the
-training row: its window as of itself, the event included, redeliveries once,
-ordered by (timestamp, event id)). Nothing here re-implements the online path:
+The vector scored for an event must be the batch engine's row for it
+(``mdlc_core.sql.features.per_event`` on DuckDB, the training row: its
+window as of itself, the event included, redeliveries once, ordered by
+(timestamp, event id)). Nothing here re-implements the online path:
 the rows come from ``IncrementalEngine.read_events`` (the function the
 consumer's ``OnlineFeatureReader.read_events`` runs on DynamoDB items) or from
 the real ``stream_consumer`` and ``feature_update`` handlers on moto, and the
-expected rows from the batch engine.
+expected rows from the batch engine (the features compiled to SQL, on DuckDB;
+the NumPy engine they were proven against was retired, issue #18).
 
 A stream here is in arrival order. The updater is a separate reader of it:
 before each consumer batch it has applied some prefix of the stream, behind
@@ -16,7 +18,7 @@ as Kinesis does after a partial batch failure.
 
 An event can only be counted once it exists online: arrived with or before
 the scored event's batch, or applied by the updater. The expected row of an
-event is therefore its ``compute_per_event`` row over those events; for a
+event is therefore its batch row over those events; for a
 stream whose earlier events never arrive after later ones across batches
 (what the simulation produces) that is its row over the whole stream.
 """
@@ -30,15 +32,36 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import duckdb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mdlc_core.features import (
     FeatureSet,
     IncrementalEngine,
     MemoryStore,
-    compute_per_event,
     parse_event,
 )
+from mdlc_core.sql import features as sql_features
+
+# At import, not inside a Hypothesis test: that module defines @given tests.
+from tests.test_features import rich_config
+
+#: One in-memory DuckDB for the module: the oracle runs once per consumer
+#: batch of every example, and a fresh database costs more than the query.
+_DUCKDB = duckdb.connect()
+
+
+def compute_per_event(events: list[dict[str, Any]], fs: FeatureSet) -> dict[str, list[Any]]:
+    """The batch engine's training rows (``sql_features.per_event``: the compiled
+    SQL on DuckDB), on the module's database."""
+    plan = sql_features.prepare_per_event(events, fs)
+    _DUCKDB.register(sql_features.EVENTS, plan.relation.table)
+    try:
+        result = _DUCKDB.sql(plan.sql("duckdb"))
+        # duckdb 2 names it to_arrow_table; 1.x arrow() (as sql_features.run).
+        return plan.columns((getattr(result, "to_arrow_table", None) or result.arrow)())
+    finally:
+        _DUCKDB.unregister(sql_features.EVENTS)
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 #: The engine's clock: after every generated event (none is from the future).
@@ -47,8 +70,6 @@ CLOCK = (START + timedelta(days=30)).timestamp()
 
 def rich() -> FeatureSet:
     """Every function, windows of 1 to 7 days, and an aggregate over a second entity."""
-    from tests.test_features import rich_config
-
     return FeatureSet.from_config(rich_config(bounded=False))
 
 
@@ -81,6 +102,7 @@ def replay(fs: FeatureSet, stream: list[dict[str, Any]], rng: random.Random, *,
     applied: set[str] = set()
     full = compute_per_event(stream, fs)
     full_at = {o: i for i, o in enumerate(full["order_id"])}
+    every_id = set(full_at)
     run = Run()
     updated, position = 0, 0
     while position < len(stream):
@@ -95,7 +117,9 @@ def replay(fs: FeatureSet, stream: list[dict[str, Any]], rng: random.Random, *,
         batch = stream[position:end]
         found = updater.read_events([parse_event(fs, e) for e in batch])
         exists = {e["order_id"] for e in stream[:end]} | applied
-        known = compute_per_event([e for e in stream if e["order_id"] in exists], fs)
+        # Every event exists once the updater ran ahead: the full rows, not a query.
+        known = full if exists >= every_id else compute_per_event(
+            [e for e in stream if e["order_id"] in exists], fs)
         known_at = {o: i for i, o in enumerate(known["order_id"])}
         for event, row in zip(batch, found.rows, strict=True):
             assert row is not None
@@ -268,9 +292,9 @@ def test_the_consumer_scores_training_rows_with_a_lagging_failing_updater(aws, m
     """The real stream_consumer and feature_update handlers: random batches, shuffled
     within each batch, redeliveries, and an updater that lags behind or runs ahead
     of the consumer and loses some records for good. Every row the endpoint got
-    is the event's training row (``training_table``, the feature job's table)."""
-    from mdlc_core.features import training_table
+    is the event's training row (``training_table``, the feature job's table, on DuckDB)."""
     from mdlc_core.scoring import feature_columns
+    from mdlc_core.sql.features import training_table
 
     from tests.lambda_loader import load_handler
 

@@ -3,7 +3,8 @@
 Every Spark test of the features runner is in this one file, so ``pytest -n 2
 --dist loadfile`` keeps them on one worker's JVM (the session-wide ``spark``
 fixture): the job entry point (``spark_job --kind features``) against the
-embedded and the DuckDB engines on the same moto snapshots, a snapshot object
+DuckDB engine and the retired NumPy engine's recorded tables on the same
+moto snapshots, a snapshot object
 that is not its manifest, the spec's validation, the EMR Serverless runner
 synthesized with both cdk-nag packs (its role's exact prefixes, KMS, the
 state machine's IAM, ``grant_start``), and the data preparation and training
@@ -149,9 +150,10 @@ class _NoMetrics:
 def test_the_spark_job_writes_what_the_embedded_and_duckdb_engines_write(
     answers: Answers, spark: Any, lake: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """spark_job.main --kind features against feature_job.run (embedded, what
-    the Lambda function runs; and duckdb) on the same snapshots: the same
-    result, the same two files (schema, rows, order), while no row goes
+    """spark_job.main --kind features against feature_job.run (duckdb, what
+    the Lambda function runs) on the same snapshots: the same result, the
+    same two files (schema, rows, order), the retired NumPy engine's
+    (recorded, tests/feature_answers.py), while no row goes
     through the driver: in its process every reader of snapshot data raises,
     its S3 client reads no snapshot object, and the executors write the
     tables (copied to their keys, SSE-KMS with the key given, the staging
@@ -160,10 +162,9 @@ def test_the_spark_job_writes_what_the_embedded_and_duckdb_engines_write(
     key = boto3.client("kms").create_key()["KeyMetadata"]["Arn"]
     results, files = {}, {}
     lambda_result = load_handler("feature_batch").handler({"date": day.isoformat()}, None)
-    for engine in ("embedded", "duckdb"):
-        results[engine] = feature_job.run(config, day, s3=s3, datasets_bucket=DATASETS,
-                                          features_bucket=FEATURES, engine=engine)
-        files[engine] = _files(s3, results[engine])
+    results["duckdb"] = feature_job.run(config, day, s3=s3, datasets_bucket=DATASETS,
+                                        features_bucket=FEATURES, engine="duckdb")
+    files["duckdb"] = _files(s3, results["duckdb"])
     result_key = "spark/fraud/features/fraud-features-0123456789ab/result.json"
     manifests = [json.loads(s3.get_object(Bucket=DATASETS, Key=k)["Body"].read())
                  for k in results["duckdb"]["snapshots"]]
@@ -188,11 +189,11 @@ def test_the_spark_job_writes_what_the_embedded_and_duckdb_engines_write(
     assert (stored["ServerSideEncryption"], stored["SSEKMSKeyId"]) == ("aws:kms", key)
     results["spark"] = json.loads(stored["Body"].read())
     files["spark"] = _files(s3, results["spark"])
-    assert results["spark"] == results["duckdb"] == results["embedded"] == lambda_result
+    assert results["spark"] == results["duckdb"] == lambda_result
     # Day 6's rows less the redelivered order; 30 days back: days 0, 5 and 6.
     assert results["spark"]["rows"] == 120 and len(results["spark"]["snapshots"]) == 3
     for name in ("features_key", "entities_key"):
-        answers(files["embedded"][name], files["duckdb"][name], files["spark"][name])
+        answers(files["duckdb"][name], files["spark"][name])
     training = files["spark"]["features_key"]
     assert training.column_names[:4] == ["order_id", "customer_id", "order_ts", "fraud_status"]
     assert {"amount_mean_7d", "tenure_weeks", "amount_cents"} <= set(training.column_names)
@@ -246,13 +247,12 @@ def test_the_tables_on_spark_are_the_embedded_engines_with_nulls(
     answers: Answers, spark: Any, version: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """spark_features.tables, the Spark engine of feature_job, against the
-    embedded engine's training and entity tables, with null amounts, a
+    retired NumPy engine's training and entity tables (recorded), with null amounts, a
     division by zero and an event id delivered twice; once as Spark 4 runs it
     (Arrow both ways) and once taking Spark 3.5's path (EMR 7's release:
     frames through pandas, where a null double is NaN, which must come back
     as null, not as a NaN feature)."""
     import pyspark
-    from mdlc_core import features as embedded
     from mdlc_core import spark_features
 
     from tests.test_features import START as DAY0
@@ -268,10 +268,8 @@ def test_the_tables_on_spark_are_the_embedded_engines_with_nulls(
                   (4, "c3", DAY0 + timedelta(days=1, hours=4), None, 3))]
     features = rich()
     training, entities = spark_features.tables(spark)
-    for mine, theirs in ((training(events, features), embedded.training_table(events, features)),
-                         (entities(events, features, date(2026, 3, 2)),
-                          embedded.entity_table(events, features, date(2026, 3, 2)))):
-        answers(theirs, mine)
+    for mine in (training(events, features), entities(events, features, date(2026, 3, 2))):
+        answers(mine)
         assert any(v is None for values in mine.values() for v in values)  # nulls compared
     assert "events" not in [t.name for t in spark.catalog.listTables()]  # the view dropped
 

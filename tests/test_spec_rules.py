@@ -566,7 +566,8 @@ def test_a_quality_rule_the_engine_refuses_fails_validation(rule, field, message
 def test_an_aggregate_of_a_text_column_fails_validation_as_the_engine_fails(sample_orders,
                                                                             tmp_path, capsys):
     from mdlc_core import tabular
-    from mdlc_core.features import FeatureError, FeatureSet, compute_batch
+    from mdlc_core.features import FeatureError, FeatureSet
+    from mdlc_core.sql import features as sql_features
 
     code, err = _validate(
         tmp_path, _spec(_set("features.aggregates.0.column", "customer_id")), capsys)
@@ -576,6 +577,6 @@ def test_an_aggregate_of_a_text_column_fails_validation_as_the_engine_fails(samp
     config = load_spec(FRAUD).as_config()
     config["features"]["aggregates"][0]["column"] = "customer_id"
     table = tabular.read_table(sample_orders, config["data"]["columns"])
-    # The batch engine does not even say why (a KeyError, mdlc_core/features.py).
-    with pytest.raises((FeatureError, KeyError)):
-        compute_batch(table, FeatureSet.from_config(config), "2026-11-02")
+    # The batch engine (the compiled SQL on DuckDB) refuses the text as a number.
+    with pytest.raises(FeatureError, match="customer_id"):
+        sql_features.as_of(table, FeatureSet.from_config(config), "2026-11-02")

@@ -1,14 +1,17 @@
-"""The features compiled to SQL give the embedded engine's answers, on DuckDB and on Spark.
+"""The features compiled to SQL give the retired NumPy engine's answers, on DuckDB and Spark.
 
-Every test computes the same features twice, with the embedded batch engine
-(``compute_per_event``, ``compute_batch``, ``training_table``,
-``entity_table``) and with :mod:`mdlc_core.sql.features` on DuckDB, and
-asserts the same columns, order, types and nulls, floats to 1e-9 relative
-(the engines add in other orders): on the embedded engine's own test data,
-and on random days (Hypothesis, NumPy) with redeliveries, shuffles, nulls,
+The hand-written NumPy batch engine (``compute_per_event``,
+``compute_batch``, ``training_table``, ``entity_table``) was retired (issue
+#18) after these tests proved the SQL engines equal to it; its answers were
+recorded (``tests/feature_answers.py``, the ``answers`` fixture), and every
+test holds :mod:`mdlc_core.sql.features` on DuckDB to them: the same
+columns, order, types and nulls, floats to 1e-9 relative (the engines add
+in other orders), on the NumPy engine's own test data and on NumPy days
+with redeliveries, nulls and NaN. Random days (Hypothesis) with shuffles,
 NaN and infinities, shared timestamps and as-of days with nothing in the
-window. The Spark part runs the very same plans' Spark SQL on local PySpark
-(one session for the module) whenever pyspark and a Java runtime are there.
+window are held to the online engine (as of a day) and to a brute-force
+reference (as of each event). The Spark part runs the very same plans'
+Spark SQL on local PySpark (one session for the module).
 """
 
 from __future__ import annotations
@@ -25,14 +28,22 @@ import pytest
 import sqlglot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mdlc_core import features as embedded
-from mdlc_core.features import FeatureError, FeatureSet
+from mdlc_core.features import FeatureError, FeatureSet, incremental_table
 from mdlc_core.sql import features as sql_features
 
 from mdlc_constructs.spec import load_spec
 from tests.feature_answers import Answers, recorded_answers  # noqa: F401 - the fixture
 from tests.test_feature_handlers import aws  # noqa: F401 - the moto fixture, shared
-from tests.test_features import START, event, fraud, rich, rich_config
+from tests.test_features import (
+    START,
+    assert_tables_equal,
+    event,
+    fraud,
+    reference_per_event,
+    rich,
+    rich_config,
+    same,
+)
 
 SECONDS_PER_DAY = 86_400
 
@@ -57,24 +68,14 @@ def same_columns(expected: dict[str, list[Any]], got: dict[str, list[Any]]) -> N
             same_value(a, b, (name, index))
 
 
-def same_rows(expected: list[dict[str, Any]], got: list[dict[str, Any]]) -> None:
-    assert len(got) == len(expected)
-    for index, (a, b) in enumerate(zip(expected, got, strict=True)):
-        assert list(b) == list(a), index
-        for name in a:
-            same_value(a[name], b[name], (index, name))
-
-
 def check_per_event(answers: Answers, events: Any, features: FeatureSet,
                     inputs: tuple[str, ...] = ()) -> None:
-    answers(embedded.compute_per_event(events, features, inputs=inputs),
-            sql_features.per_event(events, features, inputs=inputs))
+    answers(sql_features.per_event(events, features, inputs=inputs))
 
 
 def check_as_of(answers: Answers, events: Any, features: FeatureSet, day: date | str,
                 inputs: tuple[str, ...] = ()) -> None:
-    answers(embedded.compute_batch(events, features, day, inputs=inputs),
-            sql_features.as_of(events, features, day, inputs=inputs))
+    answers(sql_features.as_of(events, features, day, inputs=inputs))
 
 
 def check_all(answers: Answers, events: Any, features: FeatureSet, days: list[str]) -> None:
@@ -83,13 +84,19 @@ def check_all(answers: Answers, events: Any, features: FeatureSet, days: list[st
         check_as_of(answers, events, features, day)
 
 
-def check_embedded(events: Any, features: FeatureSet, days: list[str]) -> None:
-    """Random events (no recorded answer): DuckDB against the embedded engine."""
-    same_columns(embedded.compute_per_event(events, features),
-                 sql_features.per_event(events, features))
+def check_references(events: Any, features: FeatureSet, days: list[str]) -> None:
+    """Random events (no recorded answer): DuckDB as of each event against the
+    brute-force reference, as of each day against the online engine's replay."""
+    rows = events.to_pylist() if hasattr(events, "to_pylist") else list(events)
+    per_event = sql_features.per_event(events, features)
+    expected = reference_per_event(rows, features)
+    assert per_event[features.event_id] == expected[features.event_id]
+    for name in features.names:
+        got, want = per_event[name], expected[name]
+        assert all(same(a, b) for a, b in zip(got, want, strict=True)), (name, got, want)
     for day in days:
-        same_rows(embedded.compute_batch(events, features, day),
-                  sql_features.as_of(events, features, day))
+        assert_tables_equal(sql_features.as_of(events, features, day),
+                            incremental_table(rows, features, day))
 
 
 # --- the embedded engine's own test data ----------------------------------------------------
@@ -157,10 +164,9 @@ def test_tables_training_reads_and_batch_inference_scores(answers: Answers) -> N
         {**event(4, "c2", START, None), "account_tenure": None, "fraud_status": 0},
         {**event(1, "c1", START, 99.0), "account_tenure": 5, "fraud_status": 0},
     ]
-    answers(embedded.training_table(rows, features), sql_features.training_table(rows, features))
+    answers(sql_features.training_table(rows, features))
     for day in ("2026-03-01", "2026-03-03", "2026-04-15"):
-        answers(embedded.entity_table(rows, features, day),
-                sql_features.entity_table(rows, features, day))
+        answers(sql_features.entity_table(rows, features, day))
     unlabelled = [{k: v for k, v in r.items() if k != "fraud_status"} for r in rows]
     assert "fraud_status" not in sql_features.training_table(unlabelled, features)
     assert sql_features.entity_table([], features, "2026-03-01") == \
@@ -187,6 +193,7 @@ def test_inputs_that_also_key_an_aggregate_and_bool_inputs(answers: Answers) -> 
 
 
 def test_bad_input_fails_with_the_embedded_engines_error(answers: Answers) -> None:
+    """Each message is the retired engine's (recorded), on both queries."""
     features = fraud()
     cases: list[Any] = [
         [{"order_id": "x", "customer_id": "c1"}],  # no timestamp column
@@ -202,13 +209,11 @@ def test_bad_input_fails_with_the_embedded_engines_error(answers: Answers) -> No
                   "order_ts": pa.array([None], pa.timestamp("us", "UTC"))}),
     ]
     for events in cases:
-        with pytest.raises(FeatureError) as expected:
-            embedded.compute_per_event(events, features)
         with pytest.raises(FeatureError) as per_event:
             sql_features.per_event(events, features)
         with pytest.raises(FeatureError) as as_of:
             sql_features.as_of(events, features, "2026-03-01")
-        answers(str(expected.value), str(per_event.value), str(as_of.value))
+        answers(str(per_event.value), str(as_of.value))
     with pytest.raises(FeatureError, match="YYYY-MM-DD"):
         sql_features.as_of([], features, "03/01/2026")
     with pytest.raises(FeatureError, match="also the entity key or feature names"):
@@ -222,7 +227,7 @@ def test_an_expression_not_compiled_yet_names_its_feature(source: str) -> None:
     features = FeatureSet.from_config(config)
     with pytest.raises(sql_features.NotCompiled, match=r"feature 'odd_one'.*not compiled"):
         sql_features.per_event([event(1, "c1", START, 1.0)], features)
-    with pytest.raises(sql_features.NotCompiled, match=r"features\.engine: embedded"):
+    with pytest.raises(sql_features.NotCompiled, match=r"rewrite the expression in features"):
         sql_features.as_of([event(1, "c1", START, 1.0)], features, "2026-03-01")
 
 
@@ -274,8 +279,6 @@ def test_log1p_compiles_with_its_precision_near_zero_and_nulls_below_minus_one(
     per_event = sql_features.per_event(rows, features)
     assert_log1p(per_event)
     assert per_event["log_amount"][:2] == [1e-18, -1.0000000000005e-12]  # LN(1 + x) gives 0
-    # The embedded engine gives the same (its log1p is math.log1p, -1 and below null).
-    assert_log1p(embedded.compute_per_event(rows, features))
     check_all(answers, rows, features, ["2026-03-01"])
 
 
@@ -379,7 +382,7 @@ def test_random_streams_agree(raw: list[tuple[str, str | None, int, float | None
                               ("order_ts", pa.timestamp("us", "UTC")),
                               ("order_amount", pa.float64()), ("merchant_id", pa.string())]))
     day = (START + timedelta(days=as_of_day)).date().isoformat()
-    check_embedded(stream, rich(), [day])
+    check_references(stream, rich(), [day])
 
 
 def numpy_day(n: int, seed: int) -> pa.Table:
@@ -436,8 +439,7 @@ def test_the_queries_render_for_spark_and_parse_back() -> None:
 def test_duckdb_options_bound_the_run(answers: Answers, tmp_path: Any) -> None:
     table = numpy_day(2_000, 3)
     options = sql_features.DuckDB(memory_limit="64MB", temp_directory=tmp_path, threads=1)
-    answers(embedded.compute_per_event(table, rich()),
-            sql_features.per_event(table, rich(), duckdb_options=options))
+    answers(sql_features.per_event(table, rich(), duckdb_options=options))
     with pytest.raises(ValueError, match="DuckDB rejected"):
         sql_features.per_event(table, rich(),
                                duckdb_options=sql_features.DuckDB(memory_limit="lots"))
@@ -461,21 +463,18 @@ def test_spark_gives_the_embedded_engines_answers(answers: Answers, spark: Any) 
     operators, with_operators = operator_case()
     # The typed NumPy day once (as of a day): how events are typed is shared
     # by both engines and tested on DuckDB; the SQL is what differs.
-    answers(embedded.compute_batch(table, rich(), "2026-03-20"),
-            on_spark(spark, sql_features.prepare_as_of(table, rich(), "2026-03-20")))
+    answers(on_spark(spark, sql_features.prepare_as_of(table, rich(), "2026-03-20")))
     cases = [(rows, rich(), "2026-03-02"), ([], rich(), "2026-03-02"),
              (operators, with_operators, "2026-03-03")]
     for events, features, day in cases:
-        answers(embedded.compute_per_event(events, features),
-                on_spark(spark, sql_features.prepare_per_event(events, features)))
-        answers(embedded.compute_batch(events, features, day),
-                on_spark(spark, sql_features.prepare_as_of(events, features, day)))
+        answers(on_spark(spark, sql_features.prepare_per_event(events, features)))
+        answers(on_spark(spark, sql_features.prepare_as_of(events, features, day)))
 
 
 def test_mdlc_features_on_spark_prints_the_batch_table(spark: Any, tmp_path: Any,
                                                        capsys: Any) -> None:
     path = cli_events(tmp_path)
-    assert cli_tables(path, capsys, "batch", "spark") == 1
+    assert cli_tables(path, capsys, "duckdb", "spark") == 1
 
 
 # --- the runners: mdlc features and the batch feature job --------------------------------------
@@ -513,7 +512,12 @@ def test_mdlc_features_engines_print_the_same_table(tmp_path: Any, capsys: Any,
     from mdlc_constructs.cli import main
 
     path = cli_events(tmp_path)
-    assert cli_tables(path, capsys, "batch", "incremental", "duckdb") == 1
+    assert cli_tables(path, capsys, "duckdb", "incremental") == 1
+    with pytest.raises(SystemExit) as exited:  # the retired engine is no choice
+        main(["features", "models/fraud.yaml", str(path), "--as-of", "2026-04-05",
+              "--engine", "batch"])
+    assert exited.value.code == 2
+    assert "invalid choice: 'batch'" in capsys.readouterr().err
     # Without --engine: the spec's features.engine, duckdb by default.
     used: list[str] = []
     real = sql_features.as_of
@@ -532,8 +536,9 @@ def test_mdlc_features_engines_print_the_same_table(tmp_path: Any, capsys: Any,
 def test_the_feature_job_writes_the_same_tables_on_both_engines(
         answers: Answers, aws: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     """``feature_job.run`` (the feature_batch function and the Processing
-    runner) with ``features.engine: duckdb`` writes the embedded engine's
-    training rows and entity table from the same snapshots."""
+    runner) with ``features.engine: duckdb`` writes the retired NumPy engine's
+    training rows and entity table (recorded) from the snapshots, and refuses
+    a configuration synthesized for that engine, saying what to do."""
     import io
     import json
 
@@ -555,26 +560,25 @@ def test_the_feature_job_writes_the_same_tables_on_both_engines(
                       Body=csv(orders(day, rows)))
         sourcing.handler({"date": date_text}, None)
     config = load_spec("models/fraud.yaml").as_config()
-    written = {}
     def no_python(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the DuckDB engine read an object into Python")
 
-    for engine in ("embedded", "duckdb"):
-        config["features"]["engine"] = engine
-        with monkeypatch.context() as patch:
-            if engine == "duckdb":  # the window never enters Python: DuckDB reads the objects
-                patch.setattr(feature_job, "read_object", no_python)
-                patch.setattr(feature_job, "engine_tables", no_python)
-            out = feature_job.run(config, date(2026, 4, 5), s3=s3, datasets_bucket=DATASETS,
-                                  features_bucket=FEATURES)
-        tables = {key: pq.read_table(io.BytesIO(s3.get_object(
-            Bucket=FEATURES, Key=out[key])["Body"].read())) for key in
-            ("features_key", "entities_key")}
-        written[engine] = (out, tables)
-    (out, embedded_tables), (sql_out, sql_tables) = written["embedded"], written["duckdb"]
-    assert sql_out == out and out["rows"] == 3 and out["entities"] == 3
-    for key, table in embedded_tables.items():
-        answers(table, sql_tables[key])
+    config["features"]["engine"] = "duckdb"
+    with monkeypatch.context() as patch:
+        # The window never enters Python: DuckDB reads the objects.
+        patch.setattr(feature_job, "read_object", no_python)
+        patch.setattr(feature_job, "engine_tables", no_python)
+        out = feature_job.run(config, date(2026, 4, 5), s3=s3, datasets_bucket=DATASETS,
+                              features_bucket=FEATURES)
+    assert out["rows"] == 3 and out["entities"] == 3
+    for key in ("features_key", "entities_key"):
+        answers(pq.read_table(io.BytesIO(s3.get_object(
+            Bucket=FEATURES, Key=out[key])["Body"].read())))
+    config["features"]["engine"] = "embedded"  # synthesized before the engine was retired
+    with pytest.raises(ValueError, match=r"embedded \(NumPy\) engine was retired: synthesize "
+                       r"and deploy the stack again with features\.engine removed"):
+        feature_job.run(config, date(2026, 4, 5), s3=s3, datasets_bucket=DATASETS,
+                        features_bucket=FEATURES)
     with pytest.raises(ValueError, match=r"features\.engine must be one of"):
         feature_job.run(config, date(2026, 4, 5), s3=s3, datasets_bucket=DATASETS,
                         features_bucket=FEATURES, engine="polars")
@@ -593,7 +597,5 @@ def test_a_runtime_without_duckdb_says_what_to_do(monkeypatch: pytest.MonkeyPatc
     for name in ("quality", "features", "feature_window"):
         monkeypatch.delitem(sys.modules, f"mdlc_core.sql.{name}", raising=False)
         monkeypatch.delattr(mdlc_core.sql, name, raising=False)
-    with pytest.raises(FeatureError, match=r"cannot import DuckDB.*features\.engine: embedded"):
+    with pytest.raises(FeatureError, match=r"cannot import DuckDB.*install duckdb and sqlglot"):
         feature_job.engine_tables("duckdb")
-    assert feature_job.engine_tables("embedded") == (embedded.training_table,
-                                                     embedded.entity_table)

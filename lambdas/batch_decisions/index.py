@@ -5,7 +5,7 @@ Two operations, picked by ``event["step"]``:
 ``prepare_input``
     in:  ``{"step", "date", "entities_key"}`` (``entities_key``: the day's
     ``entities.parquet`` in FEATURES_BUCKET, written by the features step
-    with ``mdlc_core.features.entity_table``: one row per entity, its raw
+    with ``mdlc_core.sql.features.entity_table``: one row per entity, its raw
     model inputs from its latest event on or before the day, and its
     features). Writes the transform input as CSV parts without a header,
     every column of ``ModelSpec.feature_columns`` in training order (a null
@@ -149,7 +149,7 @@ def prepare_input(event: dict[str, Any]) -> dict[str, Any]:
         # An absent input column would be scored as missing for every entity.
         raise ValueError(f"s3://{os.environ['FEATURES_BUCKET']}/{key} has no column(s) "
                          f"{missing}; the model's inputs are {columns} (features step: "
-                         "mdlc_core.features.entity_table)")
+                         "mdlc_core.sql.features.entity_table)")
     ids = [str(v) for v in table.column(entity).to_pylist()]
     values = {c: table.column(c).to_pylist() for c in columns}
     bucket = os.environ["PREDICTIONS_BUCKET"]

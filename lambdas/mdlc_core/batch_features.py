@@ -1,20 +1,26 @@
-"""The feature definition and the batch engine (split from :mod:`mdlc_core.features`).
+"""The feature definition and what every feature engine shares (split from
+:mod:`mdlc_core.features`).
 
-:class:`FeatureSet` (the spec's ``features`` section), the time, column and
-expression helpers both engines share, and the batch engine:
-:func:`compute_batch` / :func:`entity_table` (one row per entity as of a day)
-and :func:`compute_per_event` / :func:`training_table` (every event as of
-itself). :mod:`mdlc_core.incremental_features` and
-:mod:`mdlc_core.feature_store` build on it; :mod:`mdlc_core.features`
-re-exports all three. The rules both engines follow are in that module's
-docstring.
+:class:`FeatureSet` (the spec's ``features`` section) and the time, column,
+value and expression helpers shared by the batch engines (the features
+compiled to SQL, :mod:`mdlc_core.sql.features`, on DuckDB or Spark) and the
+incremental online engine (:mod:`mdlc_core.incremental_features`,
+:mod:`mdlc_core.feature_store`): the converters here are the one definition
+of how an id, a key, a timestamp or a number is read, so every engine
+accepts and refuses the same values with the same :class:`FeatureError`.
+:mod:`mdlc_core.features` re-exports them; the rules every engine follows
+are in that module's docstring.
+
+The hand-written NumPy batch engine (``compute_batch``, ``entity_table``,
+``compute_per_event``, ``training_table``) was retired (issue #18): its
+answers are recorded in the tests (``tests/feature_answers.py``), which hold
+the SQL engines to them.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -22,21 +28,6 @@ from typing import Any
 
 from .expressions import Expression, parse
 from .timestamps import TimestampError, epoch_micros
-
-
-class _NumPy:
-    """NumPy, imported on first use. The batch engines need it; the online
-    path (:class:`IncrementalEngine`, :class:`OnlineFeatureReader`) is pure
-    Python, so the stream functions run without the data layer and start fast."""
-
-    def __getattr__(self, name: str) -> Any:
-        import numpy
-
-        globals()["np"] = numpy  # later lookups skip this proxy
-        return getattr(numpy, name)
-
-
-np: Any = _NumPy()
 
 EPOCH = date(1970, 1, 1)
 _US_PER_DAY = 86_400_000_000
@@ -207,20 +198,22 @@ class FeatureSet:
 
     @property
     def entity_table_columns(self) -> list[str]:
-        """What :func:`entity_table` reads: ``required_columns`` and the model's raw inputs."""
+        """What :func:`mdlc_core.sql.features.entity_table` reads: ``required_columns``
+        and the model's raw inputs."""
         return list(dict.fromkeys([*self.required_columns, *self.inputs]))
 
     @property
     def entity_table_schema(self) -> list[str]:
-        """The columns of :func:`entity_table`, in order: the entity key, the raw
-        inputs, then the features (so every model input is present)."""
+        """The columns of :func:`mdlc_core.sql.features.entity_table`, in order:
+        the entity key, the raw inputs, then the features (so every model input
+        is present)."""
         return [self.entity_key, *self.inputs, *self.names]
 
     @property
     def training_table_schema(self) -> list[str]:
-        """The columns of :func:`training_table`, in order: the event id, the entity
-        key, the timestamp, the label, the raw inputs, then the features (the
-        label only when the events have it)."""
+        """The columns of :func:`mdlc_core.sql.features.training_table`, in order:
+        the event id, the entity key, the timestamp, the label, the raw inputs,
+        then the features (the label only when the events have it)."""
         label = [self.label] if self.label else []
         return [self.event_id, self.entity_key, self.timestamp, *label, *self.inputs,
                 *self.names]
@@ -284,32 +277,6 @@ def day_string(number: int) -> str:
     return (EPOCH + timedelta(days=number)).isoformat()
 
 
-# --- events as columns --------------------------------------------------------------
-
-
-@dataclass
-class EventColumns:
-    """Events as NumPy columns, deduplicated on the event id (first delivery wins)."""
-
-    event_id: np.ndarray  # object (str)
-    micros: np.ndarray  # int64
-    day: np.ndarray  # int64
-    keys: dict[str, np.ndarray]  # entity column -> object (str or None)
-    values: dict[str, np.ndarray]  # numeric column -> float64, NaN for null
-    positions: np.ndarray  # index of each kept row in the input
-
-    def __len__(self) -> int:
-        return len(self.event_id)
-
-    def take(self, index: np.ndarray) -> EventColumns:
-        return EventColumns(
-            self.event_id[index], self.micros[index], self.day[index],
-            {k: v[index] for k, v in self.keys.items()},
-            {k: v[index] for k, v in self.values.items()},
-            self.positions[index],
-        )
-
-
 def _column_list(events: Any, name: str) -> list[Any]:
     if hasattr(events, "column_names"):  # a pyarrow Table
         if name not in events.column_names:
@@ -360,42 +327,6 @@ def _as_key(value: Any) -> str | None:
     return str(value)
 
 
-def event_columns(events: Any, features: FeatureSet,
-                  extra: Sequence[str] = ()) -> EventColumns:
-    """Columns the engines need from a pyarrow Table or a sequence of dict rows,
-    plus the numeric columns ``extra`` (as floats, NaN for null)."""
-    ids = [_as_key(v) for v in _column_list(events, features.event_id)]
-    raw_ts = _column_list(events, features.timestamp)
-    for index, (event_id, ts) in enumerate(zip(ids, raw_ts, strict=True)):
-        if event_id is None:
-            raise FeatureError(f"event {index} has no {features.event_id}")
-        if ts is None:
-            raise FeatureError(f"event {event_id!r} has no {features.timestamp}")
-    try:
-        unit = features.timestamp_unit
-        micros = np.array([to_micros(v, unit) for v in raw_ts], dtype=np.int64)
-    except FeatureError as error:
-        raise FeatureError(f"column {features.timestamp!r}: {error}") from error
-    keys = {c: np.array([_as_key(v) for v in _column_list(events, c)], dtype=object)
-            for c in features.entity_columns}
-    missing = np.flatnonzero(keys[features.entity_key] == None)  # noqa: E711 - elementwise
-    if missing.size:
-        raise FeatureError(f"event {ids[missing[0]]!r} has no {features.entity_key}")
-    numeric = sorted(set(features.value_columns) | set(features.raw_columns) | set(extra))
-    values = {c: np.array([_as_float(v, c) for v in _column_list(events, c)], dtype=np.float64)
-              for c in numeric if c not in keys}
-    for c in extra:
-        if c in keys:  # a numeric input that also keys an aggregate
-            values[c] = np.array([_as_float(v, c) for v in keys[c]], dtype=np.float64)
-    id_array = np.array(ids, dtype=object)
-    # Redelivered events count once: keep each id's first row.
-    _, first = np.unique(id_array.astype(str), return_index=True)
-    first.sort()
-    columns = EventColumns(id_array, micros, micros // _US_PER_DAY, keys, values,
-                           np.arange(len(ids)))
-    return columns.take(first) if len(first) != len(ids) else columns
-
-
 # --- expressions ------------------------------------------------------------------------
 
 
@@ -415,116 +346,11 @@ def evaluate_expressions(features: FeatureSet, scope: dict[str, Any]) -> dict[st
     return out
 
 
-# min/max/log1p are Python scalar functions: expressions calling them run per row.
-_SCALAR_ONLY = re.compile(r"\b(min|max|log1p)\s*\(")
-
-
-def _evaluate_vector(expression: Expression, scope: dict[str, np.ndarray], n: int) -> np.ndarray:
-    # NumPy gives inf/NaN where Python raises ZeroDivisionError; both become null
-    # (NaN), so the vector and scalar forms agree.
-    if _SCALAR_ONLY.search(expression.source):
-        rows = [
-            _finite_or_none(expression.evaluate({k: _py(scope[k][i]) for k in expression.names}))
-            for i in range(n)
-        ]
-        return np.array([math.nan if v is None else v for v in rows], dtype=np.float64)
-    with np.errstate(all="ignore"):
-        result = np.asarray(expression.evaluate({k: scope[k] for k in expression.names}),
-                            dtype=np.float64)
-    result = np.broadcast_to(result, (n,)).copy()
-    result[~np.isfinite(result)] = math.nan
-    return result
-
-
 def _py(value: Any) -> Any:
     # numbers.Real minus Integral: floats and NumPy floats, without importing NumPy.
     if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
         return None if math.isnan(value) else float(value)
     return value
-
-
-# --- batch engine ---------------------------------------------------------------------------
-
-
-def _null_float(values: np.ndarray) -> list[float | None]:
-    return [None if math.isnan(v) else float(v) for v in values.tolist()]
-
-
-def _range_reduce(values: np.ndarray, start: np.ndarray, end: np.ndarray, op: Any,
-                  identity: float) -> np.ndarray:
-    """``op`` over ``values[start[i]:end[i]+1]`` for every i, vectorized.
-
-    A table of power-of-two blocks (sparse table); each range is split into
-    at most log2(n) blocks, so sums are pairwise-accurate and nothing loops
-    per row in Python.
-    """
-    result = np.full(len(start), identity, dtype=np.float64)
-    if len(values) == 0:
-        return result
-    length = end - start + 1
-    levels = [values.astype(np.float64)]
-    while (1 << len(levels)) <= int(length.max()):
-        previous, width = levels[-1], 1 << (len(levels) - 1)
-        levels.append(op(previous[:-width], previous[width:]))
-    position = start.copy()
-    for k in range(len(levels) - 1, -1, -1):
-        selected = (length >> k) & 1 == 1
-        if selected.any():
-            result[selected] = op(result[selected], levels[k][position[selected]])
-            position[selected] += 1 << k
-    return result
-
-
-def _window_bounds(keys: np.ndarray, day: np.ndarray, micros: np.ndarray, ids: np.ndarray,
-                   window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sort by (key, time, id); for each sorted row, the first row of its window."""
-    order = np.lexsort((ids.astype(str), micros, keys.astype(str)))
-    sorted_keys = keys[order].astype(str)
-    _, group = np.unique(sorted_keys, return_inverse=True)
-    # Keys are sorted, so (group, day) combined is non-decreasing: one searchsorted
-    # finds every window start.
-    sorted_day = day[order]
-    offset = int(sorted_day.min()) - window - 1 if len(sorted_day) else 0
-    span = int(sorted_day.max()) - offset + 1 if len(sorted_day) else 1
-    combined = group.astype(np.int64) * span + (sorted_day - offset)
-    first_day = group.astype(np.int64) * span + (sorted_day - window + 1 - offset)
-    start = np.searchsorted(combined, first_day, side="left")
-    return order, start, np.arange(len(order))
-
-
-def _aggregate_ranges(agg: Aggregate, ev: EventColumns, order: np.ndarray, start: np.ndarray,
-                      end: np.ndarray) -> np.ndarray:
-    """The aggregate over sorted ranges [start, end]; NaN for null."""
-    if agg.column is None:
-        return (end - start + 1).astype(np.float64)
-    raw = ev.values[agg.column][order]
-    present = ~np.isnan(raw)
-    counts = np.concatenate([[0], np.cumsum(present)])
-    n = (counts[end + 1] - counts[start]).astype(np.float64)
-    if agg.function == "count":
-        return n
-    if agg.function in ("sum", "mean"):
-        total = _range_reduce(np.where(present, raw, 0.0), start, end, np.add, 0.0)
-        if agg.function == "sum":
-            return total
-        with np.errstate(all="ignore"):
-            return np.where(n > 0, total / np.where(n > 0, n, 1), math.nan)
-    op, identity = (np.minimum, math.inf) if agg.function == "min" else (np.maximum, -math.inf)
-    extreme = _range_reduce(np.where(present, raw, identity), start, end, op, identity)
-    return np.where(n > 0, extreme, math.nan)
-
-
-def compute_per_event(events: Any, features: FeatureSet, *,
-                      inputs: Sequence[str] = ()) -> dict[str, list[Any]]:
-    """Every event's features as of itself (training rows), in input order.
-
-    Returns columns: the event id, the entity key, the ``inputs`` (raw
-    numeric columns of the event itself, as floats, null where it has none;
-    default none), then every feature. Duplicated event ids appear once
-    (first delivery).
-    """
-    inputs = _checked_inputs(features, inputs)
-    return _per_event(event_columns(events, features, extra=inputs), features, inputs)
 
 
 def _checked_inputs(features: FeatureSet, inputs: Sequence[str]) -> list[str]:
@@ -533,64 +359,6 @@ def _checked_inputs(features: FeatureSet, inputs: Sequence[str]) -> list[str]:
     if clash:
         raise FeatureError(f"inputs {clash} are also the entity key or feature names")
     return inputs
-
-
-def _per_event(ev: EventColumns, features: FeatureSet,
-               inputs: Sequence[str]) -> dict[str, list[Any]]:
-    n = len(ev)
-    out: dict[str, Any] = {features.event_id: ev.event_id.tolist(),
-                           features.entity_key: ev.keys[features.entity_key].tolist()}
-    for c in inputs:
-        out[c] = _null_float(ev.values[c])
-    scope: dict[str, np.ndarray] = dict(ev.values)
-    for agg in features.aggregates:
-        keys = ev.keys[agg.entity]
-        result = np.full(n, math.nan)
-        has_key = np.flatnonzero(keys != None)  # noqa: E711 - elementwise
-        if has_key.size:
-            sub = ev.take(has_key)
-            order, start, end = _window_bounds(sub.keys[agg.entity], sub.day, sub.micros,
-                                               sub.event_id, agg.window_days)
-            values = _aggregate_ranges(agg, sub, order, start, end)
-            result[has_key[order]] = values
-        if agg.function in ("sum", "count"):
-            result[np.isnan(result)] = 0.0
-        scope[agg.name] = result
-        out[agg.name] = result
-    for name, expression in features.expressions:
-        scope[name] = _evaluate_vector(expression, scope, n)
-        out[name] = scope[name]
-    for agg in features.aggregates:
-        out[agg.name] = _format_aggregate(agg, out[agg.name])
-    for name, _ in features.expressions:
-        out[name] = _null_float(out[name])
-    return out
-
-
-def training_table(events: Any, features: FeatureSet) -> dict[str, list[Any]]:
-    """The per-event table training reads, as columns (``features.training_table_schema``).
-
-    :func:`compute_per_event` with everything a training run needs from the
-    event itself: its timestamp (UTC ``datetime``), its label as given (the
-    column is left out when the events have none: scoring data has no
-    label) and the model's raw inputs (``features.inputs``, as floats, the
-    same values :func:`entity_table` gives batch inference), so that every
-    column of ``ModelSpec.feature_columns`` is present, not only the derived
-    features. One row per event id (first delivery), in input order.
-    """
-    inputs = _checked_inputs(features, features.inputs)
-    ev = event_columns(events, features, extra=inputs)
-    out = _per_event(ev, features, inputs)
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    carried: dict[str, list[Any]] = {
-        features.timestamp: [epoch + timedelta(microseconds=m) for m in ev.micros.tolist()],
-    }
-    label = features.label
-    labels = _optional_column(events, label) if label else None
-    if label and labels is not None:
-        carried[label] = [labels[p] for p in ev.positions.tolist()]
-    columns = {**out, **carried}
-    return {name: columns[name] for name in features.training_table_schema if name in columns}
 
 
 def _optional_column(events: Any, name: str) -> list[Any] | None:
@@ -603,96 +371,3 @@ def _optional_column(events: Any, name: str) -> list[Any] | None:
     if not any(name in row for row in rows):
         return None
     return [row.get(name) for row in rows]
-
-
-def _format_aggregate(agg: Aggregate, values: np.ndarray) -> list[Any]:
-    if agg.function == "count":
-        return [int(v) for v in values.tolist()]
-    return _null_float(values)
-
-
-def _latest_per_entity(ev: EventColumns, entity: str) -> tuple[np.ndarray, np.ndarray]:
-    """(entity values, row index of each entity's latest event by (time, id))."""
-    keys = ev.keys[entity].astype(str)
-    order = np.lexsort((ev.event_id.astype(str), ev.micros, keys))
-    sorted_keys = keys[order]
-    last = np.flatnonzero(np.append(sorted_keys[1:] != sorted_keys[:-1], True))
-    return sorted_keys[last], order[last]
-
-
-def compute_batch(events: Any, features: FeatureSet, as_of: date | str, *,
-                  inputs: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """One row per entity as of the end of day ``as_of``, sorted by entity.
-
-    An entity appears when its latest event on or before ``as_of`` lies within
-    the longest window (every entity, when there are no aggregates). Raw
-    columns for expressions, and the keys of aggregates over other entities,
-    come from that latest event. Events after ``as_of`` are ignored.
-
-    ``inputs``: raw numeric columns to carry from that same latest event into
-    the row, after the entity key (null where the event has none). Default:
-    none, so the row is exactly what :meth:`IncrementalEngine.read` returns.
-    """
-    inputs = _checked_inputs(features, inputs)
-    ev = event_columns(events, features, extra=inputs)
-    today = day_number(as_of)
-    ev = ev.take(np.flatnonzero(ev.day <= today))
-    if len(ev) == 0:
-        return []
-    entities, latest = _latest_per_entity(ev, features.entity_key)
-    horizon = features.horizon()
-    if horizon:
-        keep = ev.day[latest] > today - horizon
-        entities, latest = entities[keep], latest[keep]
-    n = len(entities)
-    scope: dict[str, np.ndarray] = {c: v[latest] for c, v in ev.values.items()}
-    for agg in features.aggregates:
-        in_window = np.flatnonzero((ev.day > today - agg.window_days)
-                                   & (ev.keys[agg.entity] != None))  # noqa: E711
-        window = ev.take(in_window)
-        wanted = ev.keys[agg.entity][latest]
-        result = np.full(n, math.nan)
-        if len(window):
-            order, start, end = _group_ranges(window.keys[agg.entity].astype(str))
-            values = _aggregate_ranges(agg, window, order, start, end)
-            group_keys = window.keys[agg.entity].astype(str)[order][end]
-            position = np.searchsorted(group_keys, wanted.astype(str))
-            position = np.minimum(position, len(group_keys) - 1)
-            found = (group_keys[position] == wanted.astype(str)) & (wanted != None)  # noqa: E711
-            result[found] = values[position[found]]
-        if agg.function in ("sum", "count"):
-            result[np.isnan(result)] = 0.0
-        scope[agg.name] = result
-    for name, expression in features.expressions:
-        scope[name] = _evaluate_vector(expression, scope, n)
-    columns = {c: _null_float(ev.values[c][latest]) for c in inputs}
-    columns |= {a.name: _format_aggregate(a, scope[a.name]) for a in features.aggregates}
-    columns |= {name: _null_float(scope[name]) for name, _ in features.expressions}
-    names = [*inputs, *features.names]
-    return [
-        {features.entity_key: entity, **{name: columns[name][i] for name in names}}
-        for i, entity in enumerate(entities.tolist())
-    ]
-
-
-def entity_table(events: Any, features: FeatureSet, as_of: date | str) -> dict[str, list[Any]]:
-    """The per-entity table batch inference scores, as columns
-    (``features.entity_table_schema``): :func:`compute_batch` with the model's
-    raw inputs (``features.inputs``) taken from each entity's latest event on
-    or before ``as_of`` (the "as of its latest event" rule of the entity row
-    :meth:`IncrementalEngine.read` gives online), so every model input is
-    present, not only the derived features. ``events`` must have ``features.entity_table_columns``.
-    Every column is present even when there are no rows.
-    """
-    rows = compute_batch(events, features, as_of, inputs=features.inputs)
-    return {name: [row[name] for row in rows] for name in features.entity_table_schema}
-
-
-def _group_ranges(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sort by key; one (start, end) range per distinct key."""
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    boundary = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
-    start = np.concatenate([[0], boundary])
-    end = np.concatenate([boundary - 1, [len(keys) - 1]])
-    return order, start, end

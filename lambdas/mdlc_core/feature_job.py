@@ -10,9 +10,9 @@ Reads the newest version of the snapshot of ``date`` and of the days before
 it that the longest window needs (missing earlier days are skipped and
 logged; a missing day itself is an error): exactly the objects each
 committed manifest lists, at the versions it names, checked against their
-SHA-256, CSV plain or compressed, or Parquet (read by DuckDB itself on the
-DuckDB engine, below; by ``mdlc_core.tabular``'s reader, the one sourcing
-uses, on the others). It writes to the features bucket:
+SHA-256, CSV plain or compressed, or Parquet (read by DuckDB itself, below;
+by ``mdlc_core.tabular``'s reader, the one sourcing uses, on the Spark
+engine's driver path). It writes to the features bucket:
 
 * ``features/<model>/dt=<date>/features.parquet``: one row per event of the
   day's snapshot (training rows; earlier days are history only), with what a
@@ -26,20 +26,22 @@ uses, on the others). It writes to the features bucket:
 Returns ``{"date", "features_key", "entities_key", "rows", "entities",
 "snapshots"}`` (``snapshots``: the manifest keys read, for lineage).
 
-The engine is the spec's ``features.engine``: ``duckdb`` (the default: the
-features compiled to SQL, :mod:`mdlc_core.sql.features`) or ``embedded``
-(the NumPy batch engine); both write the same two tables, of the same
-Parquet schema (:func:`training_schema`, :func:`entity_schema`). On DuckDB
-the window never enters Python: each object is downloaded to the job's
-scratch folder (its SHA-256 checked) and read and typed by DuckDB itself
-(:mod:`mdlc_core.sql.feature_window`), and the tables are streamed from
-DuckDB to Parquet files, so memory is DuckDB's ``memory_limit``
+The engine is the spec's ``features.engine``: ``duckdb``, the only one since
+the NumPy batch engine was retired (issue #18; a configuration synthesized
+for it is refused, saying what to do): the features compiled to SQL
+(:mod:`mdlc_core.sql.features`). The window never enters Python: each
+object is downloaded to the job's scratch folder (its SHA-256 checked) and
+read and typed by DuckDB itself (:mod:`mdlc_core.sql.feature_window`), and
+the tables are streamed from DuckDB to Parquet files of the same schema
+whichever engine wrote them (:func:`training_schema`, :func:`entity_schema`),
+so memory is DuckDB's ``memory_limit``
 (:func:`~mdlc_core.sql.quality.memory_limit_for` the runner's memory),
 spilling past it to the scratch folder (at most
-:func:`~mdlc_core.sql.quality.temp_size_for` its disk). The embedded engine
-holds the window as Python lists. The Spark runner passes
-``engine="spark"`` and its session: the same compiled SQL, run by Spark
-(:func:`mdlc_core.spark_features.run_plan`), the same two tables.
+:func:`~mdlc_core.sql.quality.temp_size_for` its disk). ``engine="spark"``
+with a session is the same compiled SQL run by Spark
+(:func:`mdlc_core.spark_features.run_plan`) with the window read on the
+driver as Python lists, the same two tables; the Spark job itself reads on
+its executors (:mod:`mdlc_core.spark_features`).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from .features import FeatureError, FeatureSet, entity_table, training_table
+from .features import FeatureError, FeatureSet
 from .layout import Layout
 from .sourcing import (
     _check_hash,
@@ -66,30 +68,38 @@ from .sourcing import (
 logger = logging.getLogger("mdlc.feature_job")
 
 #: ``features.engine`` values; a config without one (synthesized before there
-#: was a choice) runs the default.
-ENGINES = ("embedded", "duckdb")
+#: was a choice) runs the default. ``embedded`` (the NumPy engine) was retired.
+ENGINES = ("duckdb",)
 DEFAULT_ENGINE = "duckdb"
 #: The engine of the Spark runner (``features.runner: spark``): not a
 #: ``features.engine`` value, since it needs the job's Spark session.
 SPARK = "spark"
 
 
+def checked_engine(engine: str) -> str:
+    """``engine`` when it is one of :data:`ENGINES` or :data:`SPARK`; else the
+    error saying what to do (a configuration synthesized for the retired
+    NumPy engine: the spec now refuses it, so only an old deployed function
+    can carry one)."""
+    if engine in (*ENGINES, SPARK):
+        return engine
+    retired = ("; the embedded (NumPy) engine was retired: synthesize and deploy the stack "
+               "again with features.engine removed or set to duckdb, which writes the same "
+               "tables") if engine == "embedded" else ""
+    raise ValueError(f"features.engine must be one of {ENGINES}, got {engine!r}{retired}")
+
+
 def engine_tables(engine: str, *, spark: Any = None) -> tuple[Any, Any]:
-    """``(training_table, entity_table)`` of ``engine``: the embedded engine's,
-    or the same two functions computed by DuckDB, or by ``spark`` (a
-    SparkSession) for :data:`SPARK`. A runtime without DuckDB (a function whose
-    asset was built for the embedded engine) says so."""
-    if engine == SPARK:
+    """``(training_table, entity_table)`` computed by DuckDB, or by ``spark``
+    (a SparkSession) for :data:`SPARK`, on events in memory. A runtime without
+    DuckDB says so."""
+    if checked_engine(engine) == SPARK:
         if spark is None:
             raise ValueError("the spark engine needs a Spark session (spark=...); it is "
                              "the Spark runner's (spark_job --kind features)")
         from .spark_features import tables
 
         return tables(spark)
-    if engine not in ENGINES:
-        raise ValueError(f"features.engine must be one of {ENGINES}, got {engine!r}")
-    if engine == "embedded":
-        return training_table, entity_table
     sql_features, _, sql_quality = _duckdb_modules()
     memory_limit_for = sql_quality.memory_limit_for
     # A Lambda function's memory, when the job runs in one: DuckDB's limit
@@ -212,7 +222,7 @@ def _duckdb_modules() -> tuple[Any, Any, Any]:
     except ImportError as error:
         raise FeatureError(
             f"features.engine is duckdb but this runtime cannot import DuckDB ({error}); "
-            "install duckdb and sqlglot where the job runs, or set features.engine: embedded"
+            "install duckdb and sqlglot where the job runs (the data layer has them)"
         ) from error
     return sql_features, feature_window, sql_quality
 
@@ -253,7 +263,8 @@ def run(
     """Compute and write the features of ``day``; see the module docstring.
 
     ``engine`` overrides ``features.engine`` (``mdlc features --engine``);
-    ``"spark"`` (:data:`SPARK`) computes them on ``spark``, a SparkSession.
+    ``"spark"`` (:data:`SPARK`) computes them on ``spark``, a SparkSession,
+    the window read into the driver.
     On DuckDB: ``scratch`` holds the downloaded objects and the spill
     (default: the system's temporary folder); ``memory_mb`` (default: the
     Lambda function's, ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``) bounds DuckDB's
@@ -263,7 +274,8 @@ def run(
     its threads (default: one per core; each needs its own buffers).
     """
     features = FeatureSet.from_config(config)
-    engine = engine or (config.get("features") or {}).get("engine") or DEFAULT_ENGINE
+    engine = checked_engine(engine or (config.get("features") or {}).get("engine")
+                            or DEFAULT_ENGINE)
     model = model or config["name"]
     if engine == "duckdb":
         return _run_duckdb(config, features, day, s3=s3, datasets_bucket=datasets_bucket,

@@ -5,8 +5,8 @@ and the batch engine and re-exports every name here. An item per entity
 value holds day buckets of the window's aggregates and its newest events one
 by one; :class:`IncrementalEngine` updates it in constant work per event,
 exactly once per event id, and :func:`rows_as_of_events` reads it as of each
-event of a batch (the :func:`~mdlc_core.features.compute_per_event` row the
-stream consumer scores). The store is a :class:`FeatureStore`: memory here,
+event of a batch (the training row, :func:`mdlc_core.sql.features.per_event`'s,
+that the stream consumer scores). The store is a :class:`FeatureStore`: memory here,
 DynamoDB in :mod:`mdlc_core.feature_store`.
 """
 
@@ -243,7 +243,7 @@ class IncrementalEngine:
 
     def read(self, entity_value: str, as_of: date | str) -> dict[str, Any] | None:
         """The entity's features as of the end of day ``as_of`` (same row as
-        :func:`compute_batch`); None when the entity has no event in the
+        :func:`mdlc_core.sql.features.as_of`); None when the entity has no event in the
         longest window. ``as_of`` must not be before the entity's newest event
         day (older days may already have been dropped)."""
         fs = self.features
@@ -536,8 +536,8 @@ def _event_item_keys(fs: FeatureSet, events: Sequence[ParsedEvent | None]) -> li
 
 def rows_as_of_events(fs: FeatureSet, events: Sequence[ParsedEvent | None],
                       items: Mapping[str, Mapping[str, Any] | None]) -> EventRows:
-    """Each event's features as of itself, as :func:`compute_per_event` gives its
-    training row, from the store items read once for the batch and the batch itself.
+    """Each event's features as of itself, as :func:`mdlc_core.sql.features.per_event`
+    gives its training row, from the store items read once for the batch and the batch itself.
 
     For an event ``e`` and an aggregate over entity column ``c``: the store's
     events of ``e``'s window (the days ``day(e)-N+1 .. day(e)``) at or before
@@ -644,7 +644,7 @@ def replay(engine: IncrementalEngine, events: Iterable[Mapping[str, Any]]) -> di
 
 def incremental_table(events: Sequence[Mapping[str, Any]] | Any, features: FeatureSet,
                       as_of: date | str) -> list[dict[str, Any]]:
-    """The :func:`compute_batch` table built by replaying events through a
+    """The :func:`mdlc_core.sql.features.as_of` table built by replaying events through a
     fresh in-memory incremental engine (events after ``as_of`` are not fed)."""
     rows = events.to_pylist() if hasattr(events, "to_pylist") else list(events)
     today = day_number(as_of)

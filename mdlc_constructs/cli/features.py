@@ -1,14 +1,14 @@
-"""``mdlc features SPEC EVENTS --as-of DATE [--engine batch|incremental|duckdb|spark]``.
+"""``mdlc features SPEC EVENTS --as-of DATE [--engine duckdb|spark|incremental]``.
 
 Prints one row per entity as of the end of DATE (UTC): the entity key, the
 spec's aggregates, then its expressions. Every engine prints the same table
-for the same events. Without ``--engine``, the spec's ``features.engine``
-(``duckdb`` by default; ``embedded`` is ``batch``). ``batch`` is the
-embedded NumPy engine; ``incremental`` replays the events one by one
-through the online engine (in file order,
-duplicates and late events included); ``duckdb`` runs the features compiled
-to SQL (``mdlc_core.sql.features``) on DuckDB, and ``spark`` the same SQL on
-PySpark in local mode (which needs pyspark and a Java runtime).
+for the same events. ``duckdb`` (the default, the spec's ``features.engine``)
+runs the features compiled to SQL (``mdlc_core.sql.features``) on DuckDB,
+and ``spark`` the same SQL on PySpark in local mode (which needs pyspark and
+a Java runtime); ``incremental`` replays the events one by one through the
+online engine (in file order, duplicates and late events included). The
+embedded NumPy engine (``--engine batch``) was retired: ``duckdb`` prints
+the same table.
 """
 
 from __future__ import annotations
@@ -18,20 +18,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mdlc_core.features import (
-    FeatureError,
-    FeatureSet,
-    compute_batch,
-    day_number,
-    incremental_table,
-)
+from mdlc_core.features import FeatureError, FeatureSet, day_number, incremental_table
 
 from mdlc_constructs.spec import SpecError, load_spec
 
 from . import EXIT_OK, UsageError
 from .spark_session import local_spark
 
-ENGINES = ("batch", "incremental", "duckdb", "spark")
+ENGINES = ("duckdb", "spark", "incremental")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,9 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--engine",
         choices=ENGINES,
         default=None,
-        help="batch (the embedded engine), incremental (the online engine), duckdb (the "
-        "compiled SQL on DuckDB) or spark (the same SQL on local PySpark); default: the "
-        "spec's features.engine (duckdb, or batch for embedded)",
+        help="duckdb (the compiled SQL on DuckDB, the default), spark (the same SQL on "
+        "local PySpark) or incremental (the online engine, event by event)",
     )
     parser.set_defaults(run=run)
 
@@ -145,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         needed = set(features.required_columns)
         declared = [c for c in spec.as_config()["data"]["columns"] if c["name"] in needed]
         events = read_events(Path(args.events), declared)
-        engine = args.engine or ("batch" if spec.features.engine == "embedded" else "duckdb")
+        engine = args.engine or spec.features.engine
         rows = compute(engine, events, features, args.as_of)
     except FeatureError as error:
         raise UsageError(f"{args.events}: {error}") from error
@@ -155,8 +148,6 @@ def run(args: argparse.Namespace) -> int:
 
 def compute(engine: str, events: Any, features: FeatureSet, as_of: str) -> list[dict[str, Any]]:
     """The per-entity rows of ``engine`` (one of :data:`ENGINES`)."""
-    if engine == "batch":
-        return compute_batch(events, features, as_of)
     if engine == "incremental":
         return incremental_table(events, features, as_of)
     from mdlc_core.sql import features as sql_features

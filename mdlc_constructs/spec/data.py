@@ -430,12 +430,11 @@ class FeaturesSpec(ScaleOutSection):
     )
     processing: ProcessingSection
     spark: SparkSection
-    engine: Literal["duckdb", "embedded"] = Field(
+    engine: Literal["duckdb"] = Field(
         default="duckdb",
-        description="duckdb: the features compiled to SQL (mdlc_core.sql.features), run on "
-        "DuckDB, which reads the window's objects itself within its memory limit, spilling "
-        "to disk; embedded: the NumPy engine, the window in memory. The same tables either "
-        "way (docs/engines.md)",
+        description="the features compiled to SQL (mdlc_core.sql.features), run on DuckDB, "
+        "which reads the window's objects itself within its memory limit, spilling to disk "
+        "(docs/engines.md); the only engine since the NumPy one was retired",
     )
     aggregates: list[AggregateFeature] = Field(
         default_factory=list, description="windowed aggregates per entity"
@@ -454,6 +453,19 @@ class FeaturesSpec(ScaleOutSection):
         "clock; the online updater and the stream consumer dead-letter events further ahead "
         "(default 900: 15 minutes; at most one day)",
     )
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _retired_engine(cls, value: Any) -> Any:
+        # A spec written for the retired engine must say what to change, not
+        # only that 'duckdb' is expected.
+        if value == "embedded":
+            raise ValueError(
+                "the embedded (NumPy) feature engine was retired (issue #18): remove "
+                "features.engine, or set it to duckdb, the engine every runner uses now; "
+                "the training and entity tables are the same (docs/upgrading.md)"
+            )
+        return value
 
     @property
     def names(self) -> list[str]:

@@ -10,9 +10,10 @@ queries read, and the two tables the job writes are streamed from DuckDB to
 Parquet files in record batches. Memory is DuckDB's limit, past which it
 spills to the job's scratch folder, plus one batch.
 
-Each object is typed as the embedded engine types it (its
-``events_relation``, value by value in :mod:`mdlc_core.batch_features`), to
-the same values and the same errors, now naming the object and the row:
+Each object is typed as :func:`~mdlc_core.sql.features.events_relation`
+types events in memory (value by value through the shared converters of
+:mod:`mdlc_core.batch_features`), to the same values and the same errors,
+now naming the object and the row:
 
 * **Parquet** whose columns are stored as strings, integers, floats,
   booleans or microsecond timestamps is scanned in place (``read_parquet``,
@@ -32,7 +33,7 @@ the same values and the same errors, now naming the object and the row:
   dates and times with an optional ``Z`` or ``+HH:MM``; epoch integers in
   the column's unit) and by the engine's own converters (``to_micros``,
   ``_as_float``), as DuckDB Python functions, for every other form, so the
-  values and the verdicts are the embedded engine's: an amount ``1_000`` is
+  values and the verdicts are the converters': an amount ``1_000`` is
   1000, ``ten`` fails, a timestamp ``2026-02-30`` fails with Python's
   reason. ``tests/test_feature_window.py`` checks the SQL forms against the
   converters on generated text.
@@ -68,7 +69,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from sqlglot import exp
 
-from .. import batch_features as embedded
+from .. import batch_features as shared
 from .. import tabular
 from ..batch_features import FeatureError, FeatureSet
 from ..feature_job import entity_schema, training_schema
@@ -188,7 +189,8 @@ class Window:
         #: The columns of EVENTS, in order (ROW first).
         self.columns = [ROW, f.event_id, MICROS, DAY, *self.keys,
                         *self.values.values(), LABEL]
-        # In the embedded engine's order, so a missing column is named alike.
+        # In the order the job reads them (FeatureSet.entity_table_columns),
+        # so a missing column is named as the other readers name it.
         self.needed = list(dict.fromkeys([*f.entity_table_columns, *self.numeric]))
         self._functions()
 
@@ -458,20 +460,20 @@ class Window:
 
         def micros(text: str | None) -> int | None:
             try:
-                return embedded.to_micros("" if text is None else text, unit)
+                return shared.to_micros("" if text is None else text, unit)
             except FeatureError:
                 return None
 
         def number(text: str | None) -> float | None:
             try:
-                value = embedded._as_float(text, "")
+                value = shared._as_float(text, "")
             except FeatureError:
                 return None
             return None if value != value else value  # NaN: null
 
         def number_ok(text: str | None) -> bool:
             try:
-                embedded._as_float(text, "")
+                shared._as_float(text, "")
             except FeatureError:
                 return False
             return True
@@ -564,11 +566,11 @@ class Window:
         elif problem == "no_key":
             message = f"event {ident!r} has no {f.entity_key}"
         elif problem == "bad_ts":
-            message = _failure(lambda: embedded.to_micros(text or "", f.timestamp_unit),
+            message = _failure(lambda: shared.to_micros(text or "", f.timestamp_unit),
                                f"column {f.timestamp!r}: ")
         else:
             column = problem.split(":", 1)[1]
-            message = _failure(lambda: embedded._as_float(text, column), "")
+            message = _failure(lambda: shared._as_float(text, column), "")
         raise FeatureError(f"{where}: {message}")
 
     # --- the relation and the tables -------------------------------------------------------
@@ -619,7 +621,7 @@ class Window:
         row redelivered into the day stays a row of its first day)."""
         f = self.features
         relation = self.relation()
-        inputs = tuple(embedded._checked_inputs(f, self.inputs))
+        inputs = tuple(shared._checked_inputs(f, self.inputs))
         carry = [LABEL] if self.labelled_today else []
         first = self.today_row if self.today_row is not None else self.rows
         query = sql_features.per_event_query(f, relation, inputs, positions=True,
@@ -635,7 +637,7 @@ class Window:
         Parquet file; returns the rows."""
         f = self.features
         relation = self.relation()
-        inputs = tuple(embedded._checked_inputs(f, self.inputs))
+        inputs = tuple(shared._checked_inputs(f, self.inputs))
         query = sql_features.as_of_query(f, relation, day, inputs)
         return write_batches(self.con, query.sql(dialect="duckdb"), path,
                              entity_schema(f), {})

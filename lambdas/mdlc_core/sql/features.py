@@ -1,12 +1,13 @@
 """The spec's features compiled to SQL: one definition, DuckDB in process, Spark beyond.
 
 Two queries, built once as sqlglot syntax trees from a :class:`FeatureSet`
-and rendered for DuckDB or Spark SQL (:data:`DIALECTS`), give exactly what
-the embedded engine (:mod:`mdlc_core.batch_features`) gives for the same
-events: the same columns in the same order, the same types (counts as
-integers, everything else floats), the same nulls, the same row order.
+and rendered for DuckDB or Spark SQL (:data:`DIALECTS`), are the batch
+feature engines: the same columns in the same order, the same types (counts
+as integers, everything else floats), the same nulls and row order in both
+dialects, and what the retired hand-written NumPy engine gave for the same
+events (its answers are recorded in the tests, ``tests/feature_answers.py``).
 
-* :func:`per_event_query` is :func:`~mdlc_core.batch_features.compute_per_event`:
+* :func:`per_event_query` (:func:`per_event`, :func:`training_table`):
   each event's features as of itself, in input order. An aggregate with an
   ``N``-day window covers the entity's events of the days ``D-N+1 .. D`` at
   or before the event in (timestamp, event id) order, the event included.
@@ -20,7 +21,7 @@ integers, everything else floats), the same nulls, the same row order.
   CURRENT ROW``), combined (sums and counts added, the mean divided, min/max
   the least/greatest). Exact, also for min and max, and the same in both
   dialects.
-* :func:`as_of_query` is :func:`~mdlc_core.batch_features.compute_batch`:
+* :func:`as_of_query` (:func:`as_of`, :func:`entity_table`):
   one row per entity whose latest event on or before the day lies inside
   the longest window, sorted by entity; raw columns from that latest event
   (by timestamp, then id, as the ``MAX`` of a struct led by both); one
@@ -36,16 +37,17 @@ event's UTC microseconds (:data:`MICROS`) and day number (:data:`DAY`),
 the numeric columns as doubles (null where null or not finite), and the
 input position (:data:`ROW`). A redelivered event id counts once, its first
 delivery in input order (the rows whose position is their id's lowest). Typing is
-one definition shared with the embedded engine: columns already of the
+one definition shared with the online engine: columns already of the
 right Arrow type (typed Parquet, the shared reader's tables) are converted
 column-wise, anything else (CSV text, dict rows) value by value through the
-embedded engine's own converters, so a bad timestamp or number fails with
-the same :class:`~mdlc_core.batch_features.FeatureError` in both.
+converters of :mod:`mdlc_core.batch_features`, so a bad timestamp or number
+fails with the same :class:`~mdlc_core.batch_features.FeatureError` in both.
 
 Expressions (:mod:`mdlc_core.expressions`) compile to SQL arithmetic with
-the embedded engine's null rules: a null operand gives null, a division by
-zero gives null (``NULLIF``), a result that is not finite is null, and
-``min``/``max``/``abs`` of a null are null (SQL's ``LEAST`` would skip it);
+the null rules every engine follows (:mod:`mdlc_core.features`): a null
+operand gives null, a division by zero gives null (``NULLIF``), a result
+that is not finite is null, and ``min``/``max``/``abs`` of a null are null
+(SQL's ``LEAST`` would skip it);
 ``%`` and ``//`` round as Python and NumPy do (the sign of the divisor, the
 floor), spelled out from SQL's truncated remainder; ``log1p`` keeps its
 precision near zero (Goldberg's form, :func:`_log1p`: DuckDB has no
@@ -53,9 +55,9 @@ precision near zero (Goldberg's form, :func:`_log1p`: DuckDB has no
 beyond any double, ``min`` of one argument) raises :class:`NotCompiled`
 naming the feature.
 
-Floats may differ from the embedded engine in the last bits (another
-summation order), as the incremental engine's do: compare with a relative
-tolerance of 1e-9.
+Floats may differ from the incremental engine's (and the retired NumPy
+engine's) in the last bits (another summation order): compare with a
+relative tolerance of 1e-9.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp, select
 
-from .. import batch_features as embedded
+from .. import batch_features as shared
 from ..batch_features import Aggregate, FeatureError, FeatureSet
 
 #: The relation both queries read (:func:`events_relation`).
@@ -92,7 +94,7 @@ _MAX_DOUBLE = 1.7976931348623157e308
 
 
 class NotCompiled(FeatureError):
-    """A feature the SQL engines cannot compute yet; the embedded engine can."""
+    """A feature expression the SQL engines cannot compute (yet): rewrite it."""
 
 
 # --- the relation -------------------------------------------------------------------
@@ -124,10 +126,10 @@ class Relation:
 def events_relation(events: Any, features: FeatureSet, extra: Sequence[str] = ()) -> Relation:
     """The events typed as both queries read them (see the module docstring).
 
-    ``events`` is anything the embedded engine takes: a pyarrow Table, a
+    ``events``: a pyarrow Table, a
     mapping of column lists, or a sequence of dict rows. ``extra``: more
-    numeric columns (the model's raw inputs). Raises the embedded engine's
-    :class:`FeatureError` (same messages) for missing columns, ids,
+    numeric columns (the model's raw inputs). Raises the shared converters'
+    :class:`FeatureError` (the online engine's messages) for missing columns, ids,
     timestamps or entity keys and for values that do not parse.
     """
     numeric = sorted(set(features.value_columns) | set(features.raw_columns) | set(extra))
@@ -168,7 +170,7 @@ def events_relation(events: Any, features: FeatureSet, extra: Sequence[str] = ()
 
 class _Columns:
     """One column at a time, column-wise when it is already typed, else value
-    by value through the embedded engine's converters (the same errors)."""
+    by value through the shared converters (the same errors)."""
 
     def __init__(self, events: Any) -> None:
         self.events = events
@@ -177,17 +179,17 @@ class _Columns:
     def length(self, name: str) -> int:
         if self.table is not None:
             return self.table.num_rows
-        return len(embedded._column_list(self.events, name))
+        return len(shared._column_list(self.events, name))
 
     def arrow(self, name: str) -> pa.ChunkedArray | None:
         if self.table is None:
             return None
         if name not in self.table.column_names:
-            embedded._column_list(self.events, name)  # raises the engine's error
+            shared._column_list(self.events, name)  # raises the engine's error
         return self.table.column(name)
 
     def values(self, name: str) -> list[Any]:
-        return embedded._column_list(self.events, name)
+        return shared._column_list(self.events, name)
 
     def raw(self, name: str) -> pa.Array:
         """Only for null checks: the column as given (None stays None)."""
@@ -207,17 +209,17 @@ class _Columns:
                 return pc.if_else(empty, pa.scalar(None, pa.string()), text)
             if pa.types.is_integer(typed.type):
                 return typed.combine_chunks().cast(pa.string())
-        return pa.array([embedded._as_key(v) for v in self.values(name)], pa.string())
+        return pa.array([shared._as_key(v) for v in self.values(name)], pa.string())
 
     def micros(self, name: str, unit: str | None) -> pa.Array:
         typed = self.arrow(name)
         if typed is not None and pa.types.is_timestamp(typed.type):
-            # The embedded engine's own cast (a moment whatever its unit).
+            # The shared reader's cast (a moment whatever its unit).
             moments = typed.cast(pa.timestamp("us", typed.type.tz or "UTC")).combine_chunks()
             return moments.cast(pa.int64())
         values = typed.to_pylist() if typed is not None else self.values(name)
         try:
-            return pa.array([embedded.to_micros(v, unit) for v in values], pa.int64())
+            return pa.array([shared.to_micros(v, unit) for v in values], pa.int64())
         except FeatureError as error:
             raise FeatureError(f"column {name!r}: {error}") from error
 
@@ -228,7 +230,7 @@ class _Columns:
                                   or pa.types.is_boolean(typed.type)):
             numbers = typed.combine_chunks().cast(pa.float64())
         else:
-            numbers = pa.array([embedded._as_float(v, name) for v in self.values(name)],
+            numbers = pa.array([shared._as_float(v, name) for v in self.values(name)],
                                pa.float64())
         finite = pc.is_finite(numbers)
         if numbers.null_count == 0 and pc.all(finite).as_py():
@@ -285,7 +287,7 @@ def _null_if(condition: exp.Expression, value: exp.Expression) -> exp.Expression
 
 
 def _finite(value: exp.Expression) -> exp.Expression:
-    """``value`` when it is a finite number, else null (the embedded engine's rule)."""
+    """``value`` when it is a finite number, else null (every engine's rule)."""
     inside = exp.Between(this=value, low=_double(-_MAX_DOUBLE), high=_double(_MAX_DOUBLE))
     return exp.case().when(inside, value.copy())
 
@@ -367,7 +369,7 @@ def _log1p(x: exp.Expression) -> exp.Expression:
     ``log1p``; Spark's ``LOG1P`` is Java's, which this matches to 1e-15, and
     one spelling gives both dialects the same bits. ``x / (u - 1)`` is taken
     first, so a large ``x`` does not overflow ``LN(u) * x``. ``x <= -1`` is
-    null, as ``log1p`` there is -inf or NaN (not finite: the embedded
+    null, as ``log1p`` there is -inf or NaN (not finite: every
     engine's null), and so is a null ``x``; NaN and infinities come out NaN,
     which the expression's layer nulls.
     """
@@ -388,8 +390,8 @@ def _expression(name: str, source: str, scope: Mapping[str, exp.Expression]) -> 
 
     def fail(what: str) -> NotCompiled:
         return NotCompiled(f"feature {name!r}: {source!r} uses {what}, which is not compiled "
-                           "to SQL yet; compute it with the embedded engine "
-                           "(features.engine: embedded)")
+                           "to SQL; rewrite the expression in features.expressions (min and "
+                           "max take two arguments or more, constants fit a double)")
 
     def build(node: ast.AST) -> exp.Expression:
         if isinstance(node, ast.Constant):  # a number or a bool (True is 1.0)
@@ -414,8 +416,8 @@ def _expression(name: str, source: str, scope: Mapping[str, exp.Expression]) -> 
             if isinstance(node.op, ast.Mult):
                 return exp.Mul(this=left, expression=right)
             if isinstance(node.op, ast.Div):
-                # x / 0 is null (the embedded engine's ZeroDivisionError and
-                # NumPy's inf), never Spark's ANSI error or DuckDB's inf.
+                # x / 0 is null (the online engine's ZeroDivisionError), never
+                # Spark's ANSI error or DuckDB's inf.
                 return exp.Div(this=left, expression=exp.func("NULLIF", right, _double(0.0)),
                                typed=False, safe=False)
             if isinstance(node.op, ast.Mod):
@@ -519,7 +521,7 @@ def _with_expressions(query: exp.Select, carried: Sequence[str], features: Featu
 def per_event_query(features: FeatureSet, relation: Relation,
                     inputs: Sequence[str] = (), *, positions: bool = False,
                     carry: Sequence[str] = (), since_row: int | None = None) -> exp.Select:
-    """:func:`~mdlc_core.batch_features.compute_per_event` as one query over
+    """:func:`per_event` as one query over
     :data:`EVENTS`: the event id, the entity key, ``inputs``, then every
     feature, in input order of first deliveries; with ``positions``, first
     ``ROW`` and ``MICROS`` (what the training table takes its labels and
@@ -557,7 +559,7 @@ def per_event_query(features: FeatureSet, relation: Relation,
 
 def as_of_query(features: FeatureSet, relation: Relation, as_of: date | str,
                 inputs: Sequence[str] = ()) -> exp.Select:
-    """:func:`~mdlc_core.batch_features.compute_batch` as one query over
+    """:func:`as_of` as one query over
     :data:`EVENTS`: the entity key, ``inputs`` (from the entity's latest event
     on or before ``as_of``), then every feature; sorted by entity.
 
@@ -569,7 +571,7 @@ def as_of_query(features: FeatureSet, relation: Relation, as_of: date | str,
     entity column are a ``GROUP BY`` of that column, joined on the latest
     event's value of it.
     """
-    today = embedded.day_number(as_of)
+    today = shared.day_number(as_of)
     values = relation.values
     upto = _deduplicated(relation, features)
     upto = select(*[_col(c) for c in relation.column_names]) \
@@ -681,7 +683,7 @@ class Plan:
 
     @property
     def names(self) -> list[str]:
-        """The result's columns, as the embedded engine names them."""
+        """The result's columns, in order."""
         f = self.features
         if self.kind == "per_event":
             return [f.event_id, f.entity_key, *self.inputs, *f.names]
@@ -704,7 +706,7 @@ class Plan:
         return out
 
     def finish(self, result: pa.Table) -> dict[str, list[Any]] | list[dict[str, Any]]:
-        """What the embedded engine returns: columns (per event) or rows (as of a day)."""
+        """Columns (per event) or rows (as of a day), Python values."""
         columns = self.columns(result)
         if self.kind == "per_event":
             return columns
@@ -717,7 +719,7 @@ def prepare_per_event(events: Any, features: FeatureSet, *,
                       inputs: Sequence[str] = (), positions: bool = False) -> Plan:
     """The plan of :func:`per_event`; raises :class:`FeatureError` / :class:`NotCompiled`.
     ``positions``: the result also has :data:`ROW` and :data:`MICROS`."""
-    inputs = tuple(embedded._checked_inputs(features, inputs))
+    inputs = tuple(shared._checked_inputs(features, inputs))
     relation = events_relation(events, features, extra=inputs)
     query = per_event_query(features, relation, inputs, positions=positions)
     return Plan(features, relation, query, "per_event", inputs)
@@ -726,8 +728,8 @@ def prepare_per_event(events: Any, features: FeatureSet, *,
 def prepare_as_of(events: Any, features: FeatureSet, as_of: date | str, *,
                   inputs: Sequence[str] = ()) -> Plan:
     """The plan of :func:`as_of`; raises :class:`FeatureError` / :class:`NotCompiled`."""
-    inputs = tuple(embedded._checked_inputs(features, inputs))
-    embedded.day_number(as_of)  # a bad date fails before any reading
+    inputs = tuple(shared._checked_inputs(features, inputs))
+    shared.day_number(as_of)  # a bad date fails before any reading
     relation = events_relation(events, features, extra=inputs)
     return Plan(features, relation, as_of_query(features, relation, as_of, inputs), "as_of",
                 inputs)
@@ -772,14 +774,23 @@ def run_spark(plan: Plan, spark: Any) -> pa.Table:
 
 def per_event(events: Any, features: FeatureSet, *, inputs: Sequence[str] = (),
               duckdb_options: DuckDB | None = None) -> dict[str, list[Any]]:
-    """:func:`~mdlc_core.batch_features.compute_per_event`, computed by DuckDB."""
+    """Every event's features as of itself (training rows), in input order,
+    computed by DuckDB: the event id, the entity key, the ``inputs`` (raw
+    numeric columns of the event itself, as floats, null where it has none),
+    then every feature. A redelivered event id appears once (first delivery)."""
     plan = prepare_per_event(events, features, inputs=inputs)
     return plan.columns(run(plan, duckdb_options))
 
 
 def as_of(events: Any, features: FeatureSet, day: date | str, *, inputs: Sequence[str] = (),
           duckdb_options: DuckDB | None = None) -> list[dict[str, Any]]:
-    """:func:`~mdlc_core.batch_features.compute_batch`, computed by DuckDB."""
+    """One row per entity as of the end of day ``day``, sorted by entity,
+    computed by DuckDB: an entity appears when its latest event on or before
+    the day lies within the longest window (every entity, when there are no
+    aggregates); raw columns for expressions, the keys of aggregates over
+    other entities and the ``inputs`` come from that latest event; events
+    after the day are ignored. Without ``inputs`` the row is exactly what
+    :meth:`~mdlc_core.features.IncrementalEngine.read` returns."""
     plan = prepare_as_of(events, features, day, inputs=inputs)
     rows = plan.finish(run(plan, duckdb_options))
     assert isinstance(rows, list)
@@ -789,8 +800,11 @@ def as_of(events: Any, features: FeatureSet, day: date | str, *, inputs: Sequenc
 def training_table(events: Any, features: FeatureSet, *,
                    duckdb_options: DuckDB | None = None,
                    engine: Callable[[Plan], pa.Table] | None = None) -> dict[str, list[Any]]:
-    """:func:`~mdlc_core.batch_features.training_table`, the features computed by
-    DuckDB: the same columns (``features.training_table_schema``), values and order.
+    """The per-event table training reads (``features.training_table_schema``):
+    :func:`per_event` with the event's timestamp (UTC ``datetime``), its label
+    as given (left out when the events have no label column: scoring data)
+    and the model's raw inputs (``features.inputs``), so every column of
+    ``ModelSpec.feature_columns`` is present; computed by DuckDB.
     ``engine``: runs the plan instead of DuckDB (e.g. on Spark,
     :func:`mdlc_core.spark_features.run_plan`), returning its Arrow result."""
     plan = prepare_per_event(events, features, inputs=features.inputs, positions=True)
@@ -800,7 +814,7 @@ def training_table(events: Any, features: FeatureSet, *,
     out[features.timestamp] = [epoch + timedelta(microseconds=m)
                                for m in result.column(MICROS).to_pylist()]
     label = features.label
-    labels = embedded._optional_column(events, label) if label else None
+    labels = shared._optional_column(events, label) if label else None
     if label and labels is not None:
         out[label] = [labels[p] for p in result.column(ROW).to_pylist()]
     return {name: out[name] for name in features.training_table_schema if name in out}
@@ -809,8 +823,10 @@ def training_table(events: Any, features: FeatureSet, *,
 def entity_table(events: Any, features: FeatureSet, day: date | str, *,
                  duckdb_options: DuckDB | None = None,
                  engine: Callable[[Plan], pa.Table] | None = None) -> dict[str, list[Any]]:
-    """:func:`~mdlc_core.batch_features.entity_table`, computed by DuckDB (or by
-    ``engine``, as in :func:`training_table`)."""
+    """The per-entity table batch inference scores (``features.entity_table_schema``):
+    :func:`as_of` with the model's raw inputs (``features.inputs``) from each
+    entity's latest event on or before ``day``; every column present even
+    without rows. Computed by DuckDB (or by ``engine``, as in :func:`training_table`)."""
     plan = prepare_as_of(events, features, day, inputs=features.inputs)
     columns = plan.columns(engine(plan) if engine is not None else run(plan, duckdb_options))
     return {name: columns[name] for name in features.entity_table_schema}
