@@ -288,8 +288,10 @@ def test_every_stream_decision_scored_its_events_training_row(lifecycle):
 
 def test_batch_decisions_scored_each_entitys_row_as_of_their_day(lifecycle):
     """Batch inference's input rows (the features each batch decision recorded)
-    are compute_batch's rows as of the day, from the orders themselves."""
-    from mdlc_core.features import FeatureSet, compute_batch
+    are the batch engine's rows as of the day (the compiled SQL on DuckDB),
+    computed here from the orders themselves, not from the snapshots."""
+    from mdlc_core.features import FeatureSet
+    from mdlc_core.sql import features as sql_features
 
     run, out, _ = lifecycle
     features = FeatureSet.from_config(run.spec.as_config())
@@ -301,7 +303,7 @@ def test_batch_decisions_scored_each_entitys_row_as_of_their_day(lifecycle):
     assert len(by_day) == 21
     columns = run.spec.feature_columns
     for day, decided in by_day.items():
-        expected = {row["customer_id"]: row for row in compute_batch(
+        expected = {row["customer_id"]: row for row in sql_features.as_of(
             [o for o in orders if o["order_ts"][:10] <= day], features, day,
             inputs=features.inputs)}
         assert set(decided) <= set(expected), day
