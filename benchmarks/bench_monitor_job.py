@@ -1,20 +1,20 @@
-"""The fixed cost of one monitoring run on each engine: a small day through
+"""The fixed cost of one monitoring run on DuckDB: a small day through
 ``mdlc_core.monitor_job.run``, as the ``model_monitor`` function runs it.
 
     .venv/bin/python benchmarks/bench_monitor_job.py [PREDICTIONS] [BASELINE_ROWS] [REPEAT]
     (defaults 1,000 predictions, a 1,000-row baseline, 15 warm runs)
 
-Each engine runs in a fresh process (so its first run pays its imports, as a
-cold Lambda does) over the same day: one CSV and one Parquet file of
+The run is in a fresh process (so its first run pays its imports, as a
+cold Lambda does) over one day: one CSV and one Parquet file of
 predictions of two versions with an action and two features, labels for 60%
 of them and a fixed Parquet baseline, served from a local folder by an S3
-stand-in (no moto: its cost is not the engine's). Printed per engine: the
-first run, the median of the warm runs, and on DuckDB the median of warm runs
+stand-in (no moto: its cost is not the engine's). Printed: the first run,
+the median of the warm runs, and the median of warm runs
 with the parsed queries forgotten before each
 (:func:`mdlc_core.sql.monitoring.clear_cache`), and with the DuckDB database
 closed as well (:func:`mdlc_core.sql.monitoring_files.close_databases`): what
-a run costs without what a warm process keeps. The reports of both engines
-are asserted equal.
+a run costs without what a warm process keeps. (The NumPy engine it was
+compared with was retired, issue #18.)
 """
 
 from __future__ import annotations
@@ -150,14 +150,13 @@ def main(argv: list[str]) -> None:
         root = Path(folder)
         write_day(root, n, baseline_rows)
         results = {}
-        for engine in ("embedded", "duckdb"):
+        for engine in ("duckdb",):
             done = subprocess.run(
                 [sys.executable, __file__, "--engine", str(root), engine, str(repeat)],
                 capture_output=True, text=True, check=True)
             results[engine] = json.loads(done.stdout.strip().splitlines()[-1])
-    assert results["embedded"]["report"] == results["duckdb"]["report"], "reports differ"
     print(f"monitor_job.run of {n:,} predictions ({n * 6 // 10:,} labels), a "
-          f"{baseline_rows:,}-row baseline; median of {repeat} warm runs; same report")
+          f"{baseline_rows:,}-row baseline; median of {repeat} warm runs")
     print(f"{'engine':<10} {'first run':>10} {'warm':>9} {'no query cache':>15} "
           f"{'nothing cached':>15}")
     for engine, r in results.items():
@@ -165,8 +164,6 @@ def main(argv: list[str]) -> None:
         nothing = f"{r['uncached_ms']:.1f} ms" if "uncached_ms" in r else "-"
         print(f"{engine:<10} {r['first_ms']:>7.1f} ms {r['warm_ms']:>6.1f} ms {queries:>15} "
               f"{nothing:>15}")
-    extra = results["duckdb"]["warm_ms"] - results["embedded"]["warm_ms"]
-    print(f"duckdb - embedded, warm: {extra:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""Speed of the embedded monitoring runner (mdlc_core.monitoring).
+"""Speed of the monitoring metrics: the compiled SQL on DuckDB (mdlc_core.sql.monitoring).
 
     .venv/bin/python benchmarks/bench_monitoring.py [N]   (default N = 2,000,000)
 
-Prints rows/second of the vectorized closed + open loop on N predictions
+The engine every runner uses since the NumPy one was retired (issue #18), on
+inputs the shared reader typed (``mdlc_core.monitoring.Predictions``, as
+``mdlc monitor`` hands them over). Prints rows/second of the closed + open loop on N predictions
 (labels for 60% of them, one feature, two model versions), the ratio against
 a naive pure-Python implementation of the same metrics on a smaller sample in
 this process, and time and peak memory at 10 million rows.
@@ -22,6 +24,7 @@ import pyarrow.compute as pc
 
 sys.path.insert(0, "lambdas")
 from mdlc_core import monitoring
+from mdlc_core.sql import monitoring as sql_monitoring
 
 SPEC = {
     "closed_loop": {"decision_threshold": 0.5, "min_precision": 0.5, "min_auc": 0.75},
@@ -63,10 +66,11 @@ def make(n: int, seed: int = 0) -> tuple[pa.Table, pa.Table, pa.Table]:
     return predictions, labels, baseline
 
 
-def embedded(predictions: pa.Table, labels: pa.Table, baseline: pa.Table) -> dict:
+def duckdb(predictions: pa.Table, labels: pa.Table, baseline: pa.Table) -> dict:
     p = monitoring.Predictions.from_table(predictions, ["order_amount"])
     lab = monitoring.Labels.from_table(labels)
-    metrics = monitoring.compute_metrics(p, lab, baseline, SPEC, ["order_amount"])
+    metrics = sql_monitoring.compute_metrics(p, lab, baseline, SPEC, ["order_amount"],
+                                             memory_limit="4GB")
     monitoring.evaluate_alarms(metrics, SPEC)
     return metrics
 
@@ -133,27 +137,27 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2_000_000
     small = 100_000
     predictions, labels, baseline = make(n)
-    embedded(*(t.slice(0, 1000) for t in (predictions, labels, baseline)))  # warm-up
-    seconds, _ = rate(embedded, predictions, labels, baseline)
+    duckdb(*(t.slice(0, 1000) for t in (predictions, labels, baseline)))  # warm-up
+    seconds, _ = rate(duckdb, predictions, labels, baseline)
     fast = n / seconds
     print(
-        f"embedded runner: {n:,} predictions + {labels.num_rows:,} labels in "
+        f"DuckDB (compiled SQL): {n:,} predictions + {labels.num_rows:,} labels in "
         f"{seconds:.2f} s = {fast:,.0f} rows/s"
     )
     sp, sl, sb = make(small, seed=1)
     naive_seconds, _ = rate(naive, sp, sl, sb)
-    embedded_small, _ = rate(embedded, sp, sl, sb)
+    duckdb_small, _ = rate(duckdb, sp, sl, sb)
     slow = small / naive_seconds
     print(f"naive pure Python: {small:,} predictions in {naive_seconds:.2f} s = {slow:,.0f} rows/s")
-    print(f"embedded on the same {small:,}: {small / embedded_small:,.0f} rows/s")
-    print(f"ratio embedded/naive: {fast / slow:.1f}x")
+    print(f"DuckDB on the same {small:,}: {small / duckdb_small:,.0f} rows/s")
+    print(f"ratio DuckDB/naive: {fast / slow:.1f}x")
 
     del predictions, labels, baseline
     big = 10_000_000
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     predictions, labels, baseline = make(big, seed=2)
     data_mb = sum(t.nbytes for t in (predictions, labels, baseline)) / 2**20
-    seconds, _ = rate(embedded, predictions, labels, baseline)
+    seconds, _ = rate(duckdb, predictions, labels, baseline)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(
         f"10M rows: {seconds:.2f} s = {big / seconds:,.0f} rows/s; "

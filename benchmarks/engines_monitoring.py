@@ -17,15 +17,17 @@ baseline of up to 1M rows), on the same tables:
 - ``parquet``: ours with DuckDB reading the Parquet files itself
   (``mdlc_core.sql.monitoring_files.DaySession``, what ``monitor_job`` runs on
   DuckDB): the reading and typing are inside the timing, nothing but the
-  baseline is loaded before it;
-- ``embedded`` (``--engines`` only): ``mdlc_core.monitoring.compute_metrics``.
+  baseline is loaded before it.
+
+(The NumPy engine, ``embedded``, was retired, issue #18: ours is what every
+runner computes; its answers are the tests' recorded snapshots.)
 
 Every engine reports the closed loop (label counts; per version and in all:
 the confusion counts and AUC) and the open loop (PSI and KS of score and
 feature, action shares) of every version group; the run stops unless all
 agree with ours (counts exactly, metrics to 1e-9; the KS p-value always
 comes from ``mdlc_core.kolmogorov``). The tables are loaded and typed (the
-shared reader's typing for ours, Spark and the embedded engine; positions
+shared reader's typing for ours and Spark; positions
 for the hand-written SQL and polars) before the timing.
 
 Run alone: ``.venv/bin/python benchmarks/engines_monitoring.py [rows ...]``
@@ -50,7 +52,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lambdas"))
 
-ENGINES = ("ours", "hand", "polars", "spark", "parquet", "embedded")
+ENGINES = ("ours", "hand", "polars", "spark", "parquet")
 MEMORY_LIMIT = common.MEMORY_LIMIT
 THRESHOLD = 0.5
 BINS = 10
@@ -91,7 +93,7 @@ def make(n: int, seed: int = 0) -> tuple[pa.Table, pa.Table, pa.Table]:
 
 
 def digest_of_report(report: dict[str, Any]) -> dict[str, Any]:
-    """The numbers the four engines must agree on, from the embedded report shape."""
+    """The numbers the engines must agree on, from the report's shape (ours)."""
     closed = report["closed_loop"]
     out: dict[str, Any] = {k: closed[k] for k in ("labels", "duplicate_labels",
                                                   "unmatched_labels", "matched_predictions")}
@@ -365,7 +367,7 @@ def child(engine: str, folder: str, repeat: int) -> dict[str, Any]:
         return {"works": {"monitoring": figures}, "spark": None}
     predictions = pq.read_table(Path(folder) / "predictions.parquet")
     labels = pq.read_table(Path(folder) / "labels.parquet")
-    if engine in ("embedded", "ours", "spark"):
+    if engine in ("ours", "spark"):
         typed_p = monitoring.Predictions.from_table(predictions, FEATURES)
         typed_l = monitoring.Labels.from_table(labels)
         del predictions, labels
@@ -382,9 +384,6 @@ def child(engine: str, folder: str, repeat: int) -> dict[str, Any]:
         del small, small_p, small_l, small_b
 
     def work(spill: Path | None) -> dict[str, Any]:
-        if engine == "embedded":
-            return digest_of_report(monitoring.compute_metrics(
-                typed_p, typed_l, baseline, SPEC, FEATURES))
         if engine == "ours":
             return digest_of_report(sql_monitoring.compute_metrics(
                 typed_p, typed_l, baseline, SPEC, FEATURES, memory_limit=MEMORY_LIMIT,
