@@ -33,8 +33,8 @@ per size as Parquet and read back before the timing) and the example spec's
 - ``parquet``: ours with DuckDB scanning the Parquet files itself (nothing
   loaded first: its peak is over the bare process).
 
-(The hand-written pyarrow quality engine, once ``embedded`` here, is retired:
-ours is the quality stage's engine in every runner.)
+(The hand-written pyarrow quality engine and NumPy feature engine, once
+``embedded`` here, are retired: ours is their stage's engine in every runner.)
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ import copy
 import importlib
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -261,21 +262,38 @@ def quality_main(sizes: list[int], repeat: int, engines: list[str]) -> list[dict
           f"yesterday (ours, hand, polars: Arrow in memory; spark, parquet: the "
           f"Parquet files); DuckDB memory_limit {MEMORY_LIMIT}, threads = cores")
     print(common.HEADER)
+    def write(folder: Path, rows: int) -> None:
+        pq.write_table(orders(rows, DAY, 1), folder / "current.parquet")
+        pq.write_table(orders(rows, DAY - timedelta(days=1), 0), folder / "previous.parquet")
+
     summary = []
     for rows in sizes:
-        with tempfile.TemporaryDirectory(prefix="bench-engines-") as folder:
-            pq.write_table(orders(rows, DAY, 1), Path(folder) / "current.parquet")
-            pq.write_table(orders(rows, DAY - timedelta(days=1), 0),
-                           Path(folder) / "previous.parquet")
-            measured = {e: run("quality", e, folder, repeat) for e in chosen}
-        failed = common.failures(measured)
-        results = {e: m["works"]["quality"] for e, m in measured.items()}
-        common.check_agree("quality", rows, results, lambda a, b: a == b)
-        spark = measured["spark"]["spark"] if "spark" in measured else None
-        common.print_engines(rows, "quality", results, spark, failed)
+        measured = measure_size("quality", rows, chosen, repeat, write)
+        results, row = report_work(measured, "quality", rows, "quality", lambda a, b: a == b)
         print(f"{rows:>11,} {'quality':<10} answer    {results['ours']['answer']}")
-        summary.append(common.summary_row(rows, "quality", results, spark, failed))
+        summary.append(row)
     return summary
+
+
+def measure_size(section: str, rows: int, engines: list[str], repeat: int,
+                 write: Callable[[Path, int], None]) -> dict[str, Any]:
+    """Every engine of ``section`` on the data ``write`` puts in a fresh folder
+    for ``rows`` (the folder is removed after): their figures, by engine."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-{section}-") as folder:
+        write(Path(folder), rows)
+        return {e: run(section, e, folder, repeat) for e in engines}
+
+
+def report_work(measured: dict[str, Any], work: str, rows: int, label: str,
+                same: Callable[[Any, Any], bool]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One piece of ``work`` of a size: the engines' answers checked against
+    ours (``same``), their lines printed; ``(results by engine, summary row)``."""
+    failed = common.failures(measured)
+    spark = measured["spark"]["spark"] if "spark" in measured else None
+    results = {e: m["works"][work] for e, m in measured.items()}
+    common.check_agree(work, rows, results, same)
+    common.print_engines(rows, work, results, spark, failed)
+    return results, common.summary_row(rows, label, results, spark, failed)
 
 
 # --- the run --------------------------------------------------------------------------
