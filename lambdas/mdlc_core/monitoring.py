@@ -14,7 +14,8 @@ What stays is what the engines share:
   gives (:class:`Predictions`, :class:`Labels`: ids as text, timestamps to UTC
   days, labels 0/1, nulls refused), which ``mdlc monitor`` and the Spark
   driver's path hand to the SQL; the Spark executors type each object with
-  the same functions. :class:`MonitoringInputError` is every reader's refusal.
+  the same functions. :class:`MonitoringInputError` is every reader's refusal;
+  :class:`ReadDay` what a day read by DuckDB or by the executors carries.
 - **Refusals as SQL.** The bits of a row's bad-value mask and the checks over
   it (:func:`prediction_checks`, :func:`label_checks`), in the shared reader's
   order, so DuckDB's and Spark's readers refuse a day in the same words.
@@ -323,6 +324,27 @@ class Labels:
             )
         label_ts = _timestamps_us(table, "label_ts", what)
         return cls(event_id, np.asarray(values, dtype=np.int8), label_ts)
+
+
+@dataclass(kw_only=True)
+class ReadDay:
+    """A day's predictions an engine read itself, one row per event (DuckDB's
+    ``sql.monitoring_files.DayPredictions``, the Spark executors'
+    ``spark_monitoring.ExecutorPredictions``): what ``sql.monitoring``'s
+    ``prepare_day`` and ``prepare_frames`` need beside the relation, which
+    each engine's ``view(names)`` gives."""
+
+    rows: int
+    #: Extra copies of an event's prediction, dropped (the first row counts).
+    duplicates: int
+    #: The monitored features some file has, in the spec's order.
+    features: tuple[str, ...]
+    has_actions: bool
+    #: Feature name -> its column in the engine's table or frame.
+    feature_columns: dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.rows
 
 
 # ------------------------------------------------------------ the report's arithmetic

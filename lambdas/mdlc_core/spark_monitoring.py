@@ -85,6 +85,7 @@ from mdlc_core.monitoring import (
     VALUE_NULL,
     Check,
     MonitoringInputError,
+    ReadDay,
     label_checks,
     prediction_checks,
 )
@@ -394,24 +395,13 @@ def labels_parser() -> spark_io.Parser:
 # ------------------------------------------------------------------------------ driver
 
 
-@dataclass
-class ExecutorPredictions:
+@dataclass(kw_only=True)
+class ExecutorPredictions(ReadDay):
     """A day's predictions on the executors, one row per event (the first in
     file order), persisted: what ``sql.monitoring.prepare_frames`` takes."""
 
     frame: Any
-    rows: int
-    #: Extra copies of an event's prediction, dropped (the first row counts).
-    duplicates: int
-    #: The monitored features some object has, in the spec's order.
-    features: tuple[str, ...]
-    has_actions: bool
-    #: Feature name -> its column in :attr:`frame`.
-    feature_columns: dict[str, str] = field(default_factory=dict)
     versions: dict[str, int] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return self.rows
 
     def version_counts(self) -> dict[str, int]:
         """Each model version and its predictions, in order of first appearance."""
@@ -504,7 +494,8 @@ class ExecutorReader(monitor_job._Reader):
             self.duplicates[day] = 0
             empty = self.spark.createDataFrame([], spark_io.spark_schema(
                 pa.schema([*schema, pa.field(ROW, pa.int64())])))
-            return ExecutorPredictions(empty, 0, 0, (), False)
+            return ExecutorPredictions(frame=empty, rows=0, duplicates=0, features=(),
+                                       has_actions=False)
         found = _found(read)
         _require(found, PREDICTION_COLUMNS, what)
         present = tuple(n for n in self.features if n in found)
@@ -532,8 +523,9 @@ class ExecutorReader(monitor_job._Reader):
             logger.warning("%d duplicate prediction row(s) of the same event ids counted once",
                            dropped)
         self.duplicates[day] = dropped
-        return ExecutorPredictions(kept, rows, dropped, present, "action" in found, columns,
-                                   {str(v): n for v, n in versions})
+        return ExecutorPredictions(frame=kept, rows=rows, duplicates=dropped, features=present,
+                                   has_actions="action" in found, feature_columns=columns,
+                                   versions={str(v): n for v, n in versions})
 
     def labels(self, bucket: str, prefix: str, day: date) -> ExecutorLabels | None:
         from pyspark.sql import functions as F

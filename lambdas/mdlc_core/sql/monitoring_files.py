@@ -251,24 +251,13 @@ def _bits(*parts: tuple[int, str]) -> str:
     return " + ".join(f"CASE WHEN {condition} THEN {bit} ELSE 0 END" for bit, condition in parts)
 
 
-@dataclass
-class DayPredictions:
+@dataclass(kw_only=True)
+class DayPredictions(shared.ReadDay):
     """A day's predictions held by DuckDB (one row per event), as the engine reads them."""
 
     session: DaySession
     table: str
-    rows: int
-    #: Extra copies of an event's prediction, dropped (the first row counts).
-    duplicates: int
-    #: The monitored features some file has, in the spec's order.
-    features: tuple[str, ...]
-    has_actions: bool
-    #: Feature name -> its column in :attr:`table`.
-    feature_columns: dict[str, str] = field(default_factory=dict)
     _versions: dict[str, int] | None = field(default=None, repr=False)
-
-    def __len__(self) -> int:
-        return self.rows
 
     def version_counts(self) -> dict[str, int]:
         """Each model version and its predictions, in order of first appearance
@@ -545,8 +534,9 @@ class DaySession:
             # ...then the rows that count: a dropped copy cannot fail the day.
             counts = self._counts(table, checks)
         rows = self._refuse(counts, sources, checks)
-        return DayPredictions(self, table, rows, int(dropped or 0), features,
-                              "action" in found, columns)
+        return DayPredictions(session=self, table=table, rows=rows,
+                              duplicates=int(dropped or 0), features=features,
+                              has_actions="action" in found, feature_columns=columns)
 
     def read_labels(self, files: Sequence[DataFile], *, what: str = "labels") -> DayLabels:
         """Labels from ``files``, every row kept (the latest ``label_ts`` of an event
