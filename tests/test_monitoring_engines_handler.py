@@ -146,3 +146,15 @@ def test_mdlc_monitor_prints_the_numpy_engines_report(tmp_path, capsys, snapshot
     reports = monitor_on(("duckdb",), tmp_path, capsys)
     assert reports["duckdb"] == snapshot  # exit code, printed text, report
     assert reports["duckdb"][2]["closed_loop"]["labels"] == labels
+
+
+def test_mdlc_monitor_refuses_the_retired_engine(tmp_path, capsys):
+    from mdlc_constructs.cli import main
+
+    write_cli_day(tmp_path, 10, 10)
+    with pytest.raises(SystemExit) as exited:
+        main(["monitor", "models/fraud.yaml", "--predictions",
+              str(tmp_path / "predictions.parquet"), "--engine", "embedded"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.replace("'", "")  # Python 3.12 quotes the choices
+    assert "--engine: invalid choice: embedded (choose from duckdb, spark)" in err, err
