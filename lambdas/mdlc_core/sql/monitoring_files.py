@@ -27,7 +27,7 @@ fit the limit (about 30 bytes a baseline row), not the whole baseline.
 **The same types as the shared reader** (``monitoring.read_table_bytes`` and
 ``Predictions.from_table``/``Labels.from_table``), written as SQL over the
 files' raw values: CSV is read as text (``all_varchar``) and typed here, so
-one definition of parsing holds for both engines:
+one definition of parsing holds for both readers:
 
 - ``event_id``, ``model_version``, ``action``: text as written (in CSV an
   empty field is the empty string, not null, as pyarrow's string columns
