@@ -1,7 +1,8 @@
 """Stage 7, model monitoring: the scheduled job, its alarms, re-training and a dashboard.
 
-The job is ``lambdas/model_monitor`` (engine ``mdlc_core.monitoring``, also
-``mdlc monitor``; or the same code in a SageMaker Processing job when
+The job is ``lambdas/model_monitor`` (its metrics compiled to SQL and run on
+DuckDB, ``mdlc_core.sql.monitoring``, also ``mdlc monitor``; or the same code
+in a SageMaker Processing job when
 ``monitoring.runner`` is ``processing``, or with its metrics as Spark SQL on
 EMR Serverless when it is ``spark``): once per ``monitoring.schedule`` it computes the open loop
 (score and feature drift against the baseline, action shares) for yesterday
