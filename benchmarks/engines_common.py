@@ -45,9 +45,10 @@ ROOT = Path(__file__).resolve().parents[1]
 #: The issue's target: the compiled SQL within 1.2x of the hand-written DuckDB query.
 TARGET = 1.2
 #: Every engine a section may offer, in the order they print. ``ours`` is the
-#: compiled SQL on DuckDB, the embedded engine from now on, and the answer
-#: every other engine must agree with.
-ENGINES = ("ours", "hand", "polars", "spark", "parquet", "embedded")
+#: compiled SQL on DuckDB, the engine every runner uses (the hand-written
+#: pyarrow/NumPy engines are retired, issue #18), and the answer every other
+#: engine must agree with.
+ENGINES = ("ours", "hand", "polars", "spark", "parquet")
 #: What each engine is, for the headers.
 TITLES = {
     "ours": "the spec compiled to SQL (sqlglot), on DuckDB",
@@ -55,11 +56,9 @@ TITLES = {
     "polars": "polars, idiomatically",
     "spark": "the same compiled SQL, Spark dialect, on local PySpark",
     "parquet": "ours with DuckDB scanning the Parquet files itself (quality only)",
-    "embedded": "the hand-written pyarrow/NumPy engine being retired (opt-in: slow)",
 }
-#: What runs without ``--engines``: all but the retiring embedded engine
-#: (109 s a run per event at 10M rows).
-DEFAULT_ENGINES = ("ours", "hand", "polars", "spark", "parquet")
+#: What runs without ``--engines``: every engine.
+DEFAULT_ENGINES = ENGINES
 DEFAULT_REPEAT = 3
 #: ``--spark-repeat``: Spark's runs per size when not ``--repeat`` (None: the same).
 SPARK_REPEAT: int | None = None
@@ -312,8 +311,7 @@ def print_engines(rows: int, work: str, results: dict[str, dict[str, Any]],
         cpu = min(results["ours"]["cpu"]) / min(results["hand"]["cpu"])
         parts.append(f"ours/hand {ratio:.2f}x (target <= {TARGET}x: "
                      f"{'pass' if ratio <= TARGET else 'MISS'}; CPU {cpu:.2f}x)")
-    for other, base in (("polars", "hand"), ("spark", "ours"), ("parquet", "ours"),
-                        ("embedded", "ours")):
+    for other, base in (("polars", "hand"), ("spark", "ours"), ("parquet", "ours")):
         if other in best and base in best:
             parts.append(f"{other}/{base} {best[other] / best[base]:.2f}x")
     print(f"{rows:>11,} {work:<10} ratios    {', '.join(parts) or 'none'}; all "

@@ -117,8 +117,7 @@ class FeatureEngineering(ScaleOutStage, DataStage):
             environment={"FEATURES_BUCKET": data_lake.features.bucket_name,
                          "MODEL_NAME": spec.name},
             memory_size=3008, timeout=minutes(15),
-            ephemeral_storage_size=(DUCKDB_EPHEMERAL_STORAGE_MB
-                                    if spec.features.engine == "duckdb" else None),
+            ephemeral_storage_size=DUCKDB_EPHEMERAL_STORAGE_MB,
         )
         layout = Layout(spec.name)
         datasets, features = (layout.everything(layout.datasets),

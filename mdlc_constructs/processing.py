@@ -70,8 +70,9 @@ STARTUP_ALLOWANCE = minutes(20)
 
 
 def stage_engine(spec: ModelSpec, kind: str) -> str:
-    """The engine (``embedded`` or ``duckdb``) of the spec section ``kind`` names."""
-    return str(getattr(getattr(spec, kind), "engine", "embedded"))
+    """The engine of the spec section ``kind`` names: ``duckdb`` for the batch
+    stages (the only engine since issue #18), ``""`` for a section without one."""
+    return str(getattr(getattr(spec, kind), "engine", ""))
 
 
 class ProcessingRunner(ScaleOutRunner):
