@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from .schedule import validate_schedule
 
@@ -53,3 +53,22 @@ Schedule = Annotated[str, AfterValidator(validate_schedule)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 NonNegative = Annotated[float, Field(ge=0.0)]
 PositiveInt = Annotated[int, Field(ge=1)]
+
+
+def duckdb_engine(section: str, retired: str, same: str) -> Any:
+    """The ``engine`` field of a batch stage: ``duckdb`` only, and the retired
+    hand-written engine's value (``embedded``, issue #18) refused saying what to
+    change, not only that ``duckdb`` is expected. ``section`` is the spec
+    section; ``retired`` names the engine as the message says it (``(pyarrow)
+    quality``); ``same`` what stays the same on DuckDB."""
+
+    def refuse_retired(value: Any) -> Any:
+        if value == "embedded":
+            raise ValueError(
+                f"the embedded {retired} engine was retired (issue #18): remove "
+                f"{section}.engine, or set it to duckdb, the engine every runner uses now; "
+                f"{same} (docs/upgrading.md)"
+            )
+        return value
+
+    return Annotated[Literal["duckdb"], BeforeValidator(refuse_retired)]

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 from pydantic import (
     Field,
     SerializerFunctionWrapHandler,
-    field_validator,
     model_serializer,
     model_validator,
 )
@@ -20,10 +19,14 @@ from .base import (
     PositiveInt,
     Schedule,
     SpecModel,
+    duckdb_engine,
 )
 
 ColumnType = Literal["string", "int", "float", "bool", "timestamp"]
 TimestampUnit = Literal["s", "ms", "us", "ns"]
+QualityEngine = duckdb_engine("quality", "(pyarrow) quality", "the reports are the same")
+FeaturesEngine = duckdb_engine("features", "(NumPy) feature",
+                               "the training and entity tables are the same")
 
 
 class Column(SpecModel):
@@ -355,7 +358,7 @@ class QualitySpec(ScaleOutSection):
     )
     processing: ProcessingSection
     spark: SparkSection
-    engine: Literal["duckdb"] = Field(
+    engine: QualityEngine = Field(
         default="duckdb",
         description="the rules compiled to SQL, run on DuckDB with a memory limit and "
         "spilling to disk (docs/engines.md); the only engine since the pyarrow one was "
@@ -367,19 +370,6 @@ class QualitySpec(ScaleOutSection):
         description="checked in order; each rule's id (default kind_column) must be unique; "
         "see docs/quality.md",
     )
-
-    @field_validator("engine", mode="before")
-    @classmethod
-    def _retired_engine(cls, value: Any) -> Any:
-        # A spec written for the retired engine must say what to change, not
-        # only that 'duckdb' is expected.
-        if value == "embedded":
-            raise ValueError(
-                "the embedded (pyarrow) quality engine was retired (issue #18): remove "
-                "quality.engine, or set it to duckdb, the engine every runner uses now; "
-                "the reports are the same (docs/upgrading.md)"
-            )
-        return value
 
 
 
@@ -430,7 +420,7 @@ class FeaturesSpec(ScaleOutSection):
     )
     processing: ProcessingSection
     spark: SparkSection
-    engine: Literal["duckdb"] = Field(
+    engine: FeaturesEngine = Field(
         default="duckdb",
         description="the features compiled to SQL (mdlc_core.sql.features), run on DuckDB, "
         "which reads the window's objects itself within its memory limit, spilling to disk "
@@ -453,19 +443,6 @@ class FeaturesSpec(ScaleOutSection):
         "clock; the online updater and the stream consumer dead-letter events further ahead "
         "(default 900: 15 minutes; at most one day)",
     )
-
-    @field_validator("engine", mode="before")
-    @classmethod
-    def _retired_engine(cls, value: Any) -> Any:
-        # A spec written for the retired engine must say what to change, not
-        # only that 'duckdb' is expected.
-        if value == "embedded":
-            raise ValueError(
-                "the embedded (NumPy) feature engine was retired (issue #18): remove "
-                "features.engine, or set it to duckdb, the engine every runner uses now; "
-                "the training and entity tables are the same (docs/upgrading.md)"
-            )
-        return value
 
     @property
     def names(self) -> list[str]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from pydantic import Field
 
-from pydantic import Field, field_validator
-
-from .base import Fraction, NonNegative, PositiveInt, Schedule, SpecModel
+from .base import Fraction, NonNegative, PositiveInt, Schedule, SpecModel, duckdb_engine
 from .data import ProcessingResources, ProcessingSection, Runner, ScaleOutSection, SparkSection
+
+MonitoringEngine = duckdb_engine("monitoring", "(NumPy) monitoring",
+                                 "the reports are the same")
 
 
 class ClosedLoop(SpecModel):
@@ -67,7 +68,7 @@ class MonitoringSpec(ScaleOutSection):
         description="the job, when runner is processing (default ml.m5.2xlarge, 30 GB)",
     )
     spark: SparkSection
-    engine: Literal["duckdb"] = Field(
+    engine: MonitoringEngine = Field(
         default="duckdb",
         description="DuckDB reads the day's files and baselines and runs the join and "
         "metrics compiled to SQL, within a memory limit, spilling to disk past it "
@@ -80,16 +81,3 @@ class MonitoringSpec(ScaleOutSection):
     retrain_on_alarm: bool = Field(
         default=True, description="an accuracy or drift alarm starts re-training (cooldown applies)"
     )
-
-    @field_validator("engine", mode="before")
-    @classmethod
-    def _retired_engine(cls, value: Any) -> Any:
-        # A spec written for the retired engine must say what to change, not
-        # only that 'duckdb' is expected.
-        if value == "embedded":
-            raise ValueError(
-                "the embedded (NumPy) monitoring engine was retired (issue #18): remove "
-                "monitoring.engine, or set it to duckdb, the engine every runner uses now; "
-                "the reports are the same (docs/upgrading.md)"
-            )
-        return value
