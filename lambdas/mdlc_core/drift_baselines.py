@@ -224,18 +224,26 @@ def positions(rows: int, take: int) -> np.ndarray:
     return np.linspace(0, rows - 1, take).round().astype(np.int64)
 
 
-def mixture(weighted: list[tuple[pa.Table, int]]) -> pa.Table | None:
-    """The pyarrow tables mixed in proportion to their weights, on their common
-    columns (:func:`mixture_plan`)."""
+def mixed(weighted: Sequence[tuple[Any, int]],
+          take: Callable[[list[str], list[tuple[Any, int]]], Any]) -> Any:
+    """The mixture of ``weighted``: None for no tables, the table itself for
+    one, else what ``take`` (the reader's, given :func:`mixture_plan`'s common
+    columns and rows per table) makes of the plan."""
     if not weighted:
         return None
     plan = mixture_plan(weighted)
     if plan is None:
         return weighted[0][0]
-    common, parts = plan
-    return pa.concat_tables([table.select(common).take(pa.array(positions(table.num_rows, take)))
-                             for table, take in parts])
+    return take(*plan)
+
+
+def mixture(weighted: list[tuple[pa.Table, int]]) -> pa.Table | None:
+    """The pyarrow tables mixed in proportion to their weights, on their common
+    columns (:func:`mixed`)."""
+    return mixed(weighted, lambda common, parts: pa.concat_tables(
+        [table.select(common).take(pa.array(positions(table.num_rows, take)))
+         for table, take in parts]))
 
 
 __all__ = ["DRIFT_BASELINE_PROPERTY", "Baseline", "BaselineTable", "VersionBaselines",
-           "is_package_arn", "mixture", "mixture_plan", "positions", "split_uri"]
+           "is_package_arn", "mixed", "mixture", "mixture_plan", "positions", "split_uri"]

@@ -416,10 +416,20 @@ class _Reader:
                         "e.g. %s", len(skipped), bucket, prefix, skipped[0])
         return keys
 
-    def prefix(self, bucket: str, prefix: str) -> list[pa.Table]:
-        """The tables of :meth:`keys`, read into Arrow by the shared reader."""
-        return [monitoring.read_table_bytes(self.s3.get_object(Bucket=bucket, Key=key)[
-            "Body"].read(), f"s3://{bucket}/{key}") for key in self.keys(bucket, prefix)]
+    def fetch(self, bucket: str, key: str) -> Any:
+        """One object, read into Arrow by the shared reader. Raises what
+        ``get_object`` raises."""
+        body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return monitoring.read_table_bytes(body, f"s3://{bucket}/{key}")
+
+    def prefix(self, bucket: str, prefix: str) -> list[Any]:
+        """The objects of :meth:`keys`, each :meth:`fetch` ed."""
+        return [self.fetch(bucket, key) for key in self.keys(bucket, prefix)]
+
+    def combine(self, parts: list[Any], what: str) -> Any:
+        """One baseline of a location's fetched objects (Arrow; several
+        concatenated)."""
+        return parts[0] if len(parts) == 1 else monitoring.concat_tables(parts, what)
 
     def predictions(
         self, bucket: str, model: str, day: date, features: list[str]
@@ -444,36 +454,35 @@ class _Reader:
         table = monitoring.concat_tables(tables, f"s3://{bucket}/{prefix}")
         return monitoring.Labels.from_table(table, what=f"s3://{bucket}/{prefix}")
 
-    def optional_table(self, bucket: str, key: str) -> pa.Table | None:
-        """The table at ``s3://bucket/key``, or None when there is no such object."""
+    def optional_table(self, bucket: str, key: str) -> Any:
+        """The baseline at ``s3://bucket/key``, or None when there is no such object."""
         try:
-            body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            part = self.fetch(bucket, key)
         except Exception as error:
             if getattr(error, "response", {}).get("Error", {}).get("Code") in (
                     "NoSuchKey", "404"):
                 return None
             raise
-        return monitoring.read_table_bytes(body, f"s3://{bucket}/{key}")
+        return self.combine([part], f"s3://{bucket}/{key}")
 
     def mixture(self, weighted: list[tuple[Any, int]]) -> Any:
         """The ``all`` group's mixture of the versions' baselines (Arrow)."""
         return mixture(weighted)
 
-    def baseline(self, location: str | None, default_bucket: str) -> pa.Table | None:
+    def baseline(self, location: str | None, default_bucket: str) -> Any:
+        """The baseline at ``location`` (``s3://bucket/key``, a key, or a prefix
+        ending in ``/``), or None when none is given or the prefix is empty."""
         if not location:
             return None
         bucket, key = split_uri(location, default_bucket)
-        if key.endswith("/"):
-            tables = self.prefix(bucket, key)
-            if not tables:
-                # A model's first days come before any baseline exists: the
-                # closed loop and action shares still run; drift is not compared.
-                logger.warning("no baseline files under s3://%s/%s; drift is not compared",
-                               bucket, key)
-                return None
-            return monitoring.concat_tables(tables, f"s3://{bucket}/{key}")
-        body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        return monitoring.read_table_bytes(body, f"s3://{bucket}/{key}")
+        parts = self.prefix(bucket, key) if key.endswith("/") else [self.fetch(bucket, key)]
+        if not parts:
+            # A model's first days come before any baseline exists: the
+            # closed loop and action shares still run; drift is not compared.
+            logger.warning("no baseline files under s3://%s/%s; drift is not compared",
+                           bucket, key)
+            return None
+        return self.combine(parts, f"s3://{bucket}/{key}")
 
 
 class _FileReader(_Reader):
@@ -493,7 +502,7 @@ class _FileReader(_Reader):
         self.compared = [SCORE_COLUMN, *features]
         self._downloads = 0
 
-    def download(self, bucket: str, key: str) -> Any:
+    def fetch(self, bucket: str, key: str) -> Any:
         """One object streamed to :attr:`folder`: its ``DataFile`` (local path,
         ``s3://`` name). Raises what ``get_object`` raises."""
         from .sql.monitoring_files import DataFile
@@ -511,13 +520,9 @@ class _FileReader(_Reader):
             getattr(body, "close", lambda: None)()
         return DataFile(target, f"s3://{bucket}/{key}")
 
-    def files(self, bucket: str, prefix: str) -> list[Any]:
-        """The objects of :meth:`keys`, downloaded (:meth:`download`)."""
-        return [self.download(bucket, key) for key in self.keys(bucket, prefix)]
-
     def predictions(self, bucket: str, model: str, day: date, features: list[str]) -> Any:
         prefix = scored_prefix(model, day.isoformat())
-        files = self.files(bucket, prefix)
+        files = self.prefix(bucket, prefix)
         if not files:
             logger.warning("no predictions under s3://%s/%s", bucket, prefix)
         read = self.session.read_predictions(files, features, what=f"s3://{bucket}/{prefix}")
@@ -526,37 +531,15 @@ class _FileReader(_Reader):
 
     def labels(self, bucket: str, prefix: str, day: date) -> Any:
         prefix = f"{prefix.rstrip('/')}/dt={day.isoformat()}/"
-        files = self.files(bucket, prefix)
+        files = self.prefix(bucket, prefix)
         if not files:
             return None
         return self.session.read_labels(files, what=f"s3://{bucket}/{prefix}")
 
-    def optional_table(self, bucket: str, key: str) -> Any:
-        """The baseline at ``s3://bucket/key`` in DuckDB, or None when there is no
-        such object."""
-        try:
-            file = self.download(bucket, key)
-        except Exception as error:
-            if getattr(error, "response", {}).get("Error", {}).get("Code") in (
-                    "NoSuchKey", "404"):
-                return None
-            raise
-        return self.session.read_baseline([file], self.compared, what=file.name)
-
-    def baseline(self, location: str | None, default_bucket: str) -> Any:
-        if not location:
-            return None
-        bucket, key = split_uri(location, default_bucket)
-        if key.endswith("/"):
-            files = self.files(bucket, key)
-            if not files:
-                logger.warning("no baseline files under s3://%s/%s; drift is not compared",
-                               bucket, key)
-                return None
-            return self.session.read_baseline(files, self.compared,
-                                              what=f"s3://{bucket}/{key}")
-        file = self.download(bucket, key)
-        return self.session.read_baseline([file], self.compared, what=file.name)
+    def combine(self, parts: list[Any], what: str) -> Any:
+        """One baseline of a location's downloaded objects, in DuckDB (only
+        the compared columns)."""
+        return self.session.read_baseline(parts, self.compared, what=what)
 
     def mixture(self, weighted: list[tuple[Any, int]]) -> Any:
         """The ``all`` group's mixture, a query over the session's baselines."""

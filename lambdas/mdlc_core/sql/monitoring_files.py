@@ -616,14 +616,11 @@ class DaySession:
         same rows (``positions``' evenly spaced ``numpy.linspace(0, rows - 1,
         take).round()``, computed here in SQL: the same double products, rounded
         half to even), as a query over their tables, within the memory limit."""
-        from ..drift_baselines import mixture_plan
+        from ..drift_baselines import mixed
 
-        if not weighted:
-            return None
-        plan = mixture_plan(weighted)
-        if plan is None:
-            return weighted[0][0]
-        common, parts = plan
+        return mixed(weighted, self._mixture)
+
+    def _mixture(self, common: list[str], parts: list[tuple[DayBaseline, int]]) -> DayBaseline:
         compared = [name for name in common if all(name in b.columns for b, _ in parts)]
         selects = []
         for k, (baseline, take) in enumerate(parts):
