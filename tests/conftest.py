@@ -1,13 +1,19 @@
 """Shared fixtures. The example stack is synthesized once per test session
-(jsii synthesis takes seconds) and every template test reads that one result."""
+(jsii synthesis takes seconds), for both xdist workers, and every template test
+reads that one result. Also how `make test` spreads the suite over its workers
+(tests/_shared_units.py) and the hooks that apply it."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests import _shared_units
 
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 
@@ -34,32 +40,86 @@ def fraud_config_file(tmp_path_factory, fraud_spec) -> Path:
     return path
 
 
+class SessionStack:
+    """The session's fraud stack as the tests read it: its name and spec, and,
+    for anything else, the construct itself.
+
+    Under xdist one worker synthesizes the app and the other reads the cloud
+    assembly it wrote, so this worker may have no construct tree: one is then
+    built on first use (``MdlcModelStack`` from the same spec, not synthesized;
+    its logical ids and tokens are those of the assembly's). The worker that
+    synthesized holds the stack it synthesized.
+    """
+
+    def __init__(self, stack_name: str, spec: Any, stack: Any = None) -> None:
+        self.stack_name = stack_name
+        self.spec = spec
+        self._stack = stack
+
+    def __getattr__(self, name: str) -> Any:  # only for what __init__ did not set
+        if name.startswith("__") or name == "_stack":
+            raise AttributeError(name)
+        if self._stack is None:
+            from mdlc_constructs.model_stack import MdlcModelStack
+            from mdlc_constructs.testing import make_app
+
+            app = make_app(context={"aws:cdk:enable-path-metadata": True})
+            self._stack = MdlcModelStack(app, self.stack_name, spec=self.spec)
+        return getattr(self._stack, name)
+
+
+def _shared_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A folder every xdist worker of this session sees (the session's base
+    temporary folder, whose popen-gwN children are the workers'); without xdist,
+    one of this run's own."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        path = tmp_path_factory.getbasetemp().parent / name
+        path.mkdir(exist_ok=True)
+        return path
+    return tmp_path_factory.mktemp(name)
+
+
 @pytest.fixture(scope="session")
-def synthesized(tmp_path_factory, fraud_spec):
-    """The example app (fraud stack, both cdk-nag packs), synthesized once.
+def synthesized(tmp_path_factory, fraud_spec) -> tuple[SessionStack, Any]:
+    """The example app (fraud stack, both cdk-nag packs), synthesized once per
+    session: the first worker that needs it synthesizes into a folder both
+    workers share, under a lock; the other waits for it and reads the cloud
+    assembly written there (synthesis and cdk-nag cost seconds of jsii each).
 
     Synthesis fails here, naming the findings, if cdk-nag reports anything
-    that is not acknowledged.
+    that is not acknowledged (on both workers: the first writes its message).
     """
-    from mdlc_constructs.compliance import read_findings
-    from mdlc_constructs.model_stack import MdlcModelStack
-    from mdlc_constructs.testing import make_app
+    from aws_cdk import cx_api
 
-    outdir = tmp_path_factory.mktemp("cdk.out")
-    # Path metadata as `cdk synth` writes it: the local simulation finds each
-    # stage's resources by construct path (normalized templates drop it).
-    app = make_app(outdir=str(outdir), context={"aws:cdk:enable-path-metadata": True})
-    stack = MdlcModelStack(app, "Mdlc-fraud", spec=fraud_spec)
-    try:
-        assembly = app.synth()
-    except Exception as error:  # jsii raises RuntimeError with the report path
-        findings = "\n".join(str(f) for f in read_findings(outdir))
-        pytest.fail(f"synthesis failed: {error}\n{findings}")
-    return stack, assembly
+    shared = _shared_dir(tmp_path_factory, "fraud-synthesized")
+    outdir, failed = shared / "cdk.out", shared / "failed.txt"
+    name = "Mdlc-fraud"
+    with (shared / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if failed.exists():
+            pytest.fail(failed.read_text())
+        if (shared / "done").exists():
+            return SessionStack(name, fraud_spec), cx_api.CloudAssembly(str(outdir))
+        from mdlc_constructs.compliance import read_findings
+        from mdlc_constructs.model_stack import MdlcModelStack
+        from mdlc_constructs.testing import make_app
+
+        # Path metadata as `cdk synth` writes it: the local simulation finds each
+        # stage's resources by construct path (normalized templates drop it).
+        app = make_app(outdir=str(outdir), context={"aws:cdk:enable-path-metadata": True})
+        stack = MdlcModelStack(app, name, spec=fraud_spec)
+        try:
+            assembly = app.synth()
+        except Exception as error:  # jsii raises RuntimeError with the report path
+            findings = "\n".join(str(f) for f in read_findings(outdir))
+            failed.write_text(f"synthesis failed: {error}\n{findings}")
+            pytest.fail(failed.read_text())
+        (shared / "done").touch()
+        return SessionStack(name, fraud_spec, stack), assembly
 
 
 @pytest.fixture(scope="session")
-def fraud_stack(synthesized):
+def fraud_stack(synthesized) -> SessionStack:
     return synthesized[0]
 
 
@@ -90,3 +150,39 @@ def spark():
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+def _session_temp(config: pytest.Config) -> Path:
+    """The folder of this session's temporary files that the controller and
+    both workers see: the controller's base temporary folder, whose popen-gwN
+    children are the workers' (xdist's workermanage makes them so; pytest has no
+    public accessor for it outside fixtures)."""
+    base = config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup`` (make test): each worker orders the items
+    longest unit first and writes their units for the controller's scheduler
+    (both workers collect, order and write the same; xdist checks that the
+    collections are equal). Without it, the collection is left as it is."""
+    # A worker runs with dist "no" and this flag set from the controller's
+    # --dist (xdist's setup_config); absent without xdist.
+    if getattr(config.option, "loadgroup", False):
+        units = _shared_units.assign(items, config.rootpath)
+        path = _session_temp(config) / _shared_units.UNITS_FILE
+        partial = path.with_name(f"{path.name}.{os.getpid()}")
+        partial.write_text(json.dumps(units))
+        partial.replace(path)  # whole, whichever worker writes last
+
+
+# tryfirst: before xdist's own, which would pick loadgroup; optional: the hook
+# is xdist's, unknown under -p no:xdist.
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """The controller's scheduler under ``--dist loadgroup``: by the workers'
+    units (tests/_shared_units.py)."""
+    if config.getoption("dist") != "loadgroup":
+        return None
+    return _shared_units.UnitScheduling(
+        config, log, units_file=_session_temp(config) / _shared_units.UNITS_FILE)

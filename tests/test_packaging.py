@@ -28,17 +28,23 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parents[1]
 CDK_CLI = ROOT / ".cdk-cli" / "node_modules" / ".bin" / "cdk"
 
-# One xdist group: the environment and the three syntheses are built once and
-# shared by this module's tests, on one worker.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("wheel")]
+# The environment and the three syntheses are module fixtures, built once and
+# shared by this module's tests: make test runs the module on one worker
+# (tests/_shared_units.py keeps a module whole unless it is listed there).
+pytestmark = pytest.mark.slow
 
 
 def _env(**extra: str) -> dict[str, str]:
     """The environment of a step run in the team's app: ours, less pytest's
     (the inner pytest must not think it is an xdist worker) and any
     virtual environment, with jsii's Node.js banner silenced as the Makefile does."""
+    # Nor PYTHONDONTWRITEBYTECODE: a team's Python writes the bytecode of what
+    # it imports, so each later step of the app (three syntheses, two test runs)
+    # reuses what the first compiled instead of compiling aws-cdk-lib's modules
+    # again (seconds of CPU each; uv installs without bytecode).
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTEST_", "VIRTUAL_ENV", "PYTHONPATH", "CDK_"))}
+           if not k.startswith(("PYTEST_", "VIRTUAL_ENV", "PYTHONPATH", "CDK_",
+                                "PYTHONDONTWRITEBYTECODE"))}
     env.update(JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION="1",
                JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION="20",
                AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED="true",
@@ -231,6 +237,10 @@ def team(built_wheel, tmp_path_factory):
     wheel = built_wheel[0]
     _run([sys.executable, "-m", "uv", "pip", "install", "--quiet", "--python", str(python),
           "-c", str(ROOT / "constraints.txt"), f"{wheel}[testing]"])
+    # What the app imports, compiled once before the three syntheses start
+    # together (each would compile it again while there is no bytecode yet).
+    _run([str(python), "-c", "import aws_cdk, cdk_nag, mdlc_constructs.platform, "
+          "mdlc_constructs.compliance, mdlc_constructs.testing"])
     init_output, _ = init.communicate()
     assert init.returncode == 0, init_output
     (app / "app.py").write_text(TEAM_APP)
