@@ -35,7 +35,6 @@ UNITS_FILE = "mdlc-test-units.json"
 #: Modules whose tests are split into units by the fixtures they share.
 SPLIT = frozenset({
     "tests/test_simulation.py",
-    "tests/test_feature_window.py",
     "tests/test_quality_engines_handler.py",
     "tests/test_monitoring_files.py",
     "tests/test_feature_flags.py",
