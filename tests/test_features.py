@@ -494,27 +494,3 @@ def test_bool_inputs_read_from_csv_text_are_numbers() -> None:
             {**event(2, "c2", START, 1.0), "account_tenure": "5", "is_guest": "false"}]
     [first, second] = compute_batch(rows, fs, "2026-03-01", inputs=fs.inputs)
     assert (first["is_guest"], second["is_guest"]) == (1.0, 0.0)
-
-
-def test_a_spec_naming_the_retired_engine_fails_validation_saying_what_to_do(
-        tmp_path: Any, capsys: Any) -> None:
-    from pathlib import Path
-
-    from mdlc_constructs.cli import EXIT_OK, EXIT_USAGE
-
-    text = (Path(__file__).resolve().parents[1] / "models" / "fraud.yaml").read_text(
-        encoding="utf-8")
-    assert "\nfeatures:\n" in text
-    for engine, code in (("embedded", EXIT_USAGE), ("duckdb", EXIT_OK), (None, EXIT_OK)):
-        path = tmp_path / f"fraud-{engine}.yaml"
-        line = f"\nfeatures:\n  engine: {engine}\n" if engine else "\nfeatures:\n"
-        path.write_text(text.replace("\nfeatures:\n", line), encoding="utf-8")
-        assert main(["validate", str(path)]) == code, engine
-        err = capsys.readouterr().err
-        if engine == "embedded":
-            assert f"{path}: features.engine: the embedded (NumPy) feature engine was " \
-                   "retired" in err, err
-            assert "remove features.engine, or set it to duckdb" in err
-            assert "docs/upgrading.md" in err
-        else:
-            assert load_spec(path).features.engine == "duckdb"

@@ -70,25 +70,6 @@ def test_a_config_naming_the_retired_engine_is_refused_with_what_to_do(env):  # 
         monitor_job.run({"date": DAY}, config, s3=env, cloudwatch=None, environ=os.environ)
 
 
-def test_a_spec_naming_the_retired_engine_fails_naming_the_file_and_field(tmp_path):
-    from pathlib import Path
-
-    import yaml
-
-    from mdlc_constructs.spec import SpecError, load_spec
-
-    data = yaml.safe_load(Path("models/fraud.yaml").read_text(encoding="utf-8"))
-    data.setdefault("monitoring", {})["engine"] = "embedded"
-    path = tmp_path / "fraud.yaml"
-    path.write_text(yaml.safe_dump(data))
-    with pytest.raises(SpecError) as raised:
-        load_spec(str(path))
-    (problem,) = raised.value.problems
-    assert problem.startswith(f"{path}: monitoring.engine: the embedded (NumPy) monitoring "
-                              "engine was retired (issue #18): remove monitoring.engine, or "
-                              "set it to duckdb"), problem
-
-
 def test_duckdb_is_the_default_wherever_a_spec_names_no_engine() -> None:
     """The spec's default and the job's, for a config that has no engine, agree."""
     from mdlc_core import monitor_job

@@ -23,7 +23,6 @@ from mdlc_core.quality import RuleError
 from mdlc_core.sql import quality as sql_quality
 from mdlc_core.sql import rules as sql_rules
 
-from mdlc_constructs.cli import EXIT_OK, EXIT_USAGE, main
 from mdlc_constructs.spec import load_spec
 from mdlc_constructs.spec.data import QualitySpec
 
@@ -373,25 +372,6 @@ def test_every_rule_kind_of_the_spec_schema_is_compiled() -> None:
         for cls in QualitySpec.model_fields["rules"].annotation.__args__[0].__args__[0].__args__
     }
     assert kinds == set(sql_rules.RULE_KINDS)
-
-
-def test_a_spec_naming_the_retired_engine_fails_validation_saying_what_to_do(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    text = (ROOT / "models" / "fraud.yaml").read_text(encoding="utf-8")
-    assert "\nquality:\n" in text
-    for engine, code in (("embedded", EXIT_USAGE), ("duckdb", EXIT_OK), (None, EXIT_OK)):
-        path = tmp_path / f"fraud-{engine}.yaml"
-        line = f"\nquality:\n  engine: {engine}\n" if engine else "\nquality:\n"
-        path.write_text(text.replace("\nquality:\n", line), encoding="utf-8")
-        assert main(["validate", str(path)]) == code, engine
-        err = capsys.readouterr().err
-        if engine == "embedded":
-            assert f"{path}: quality.engine: the embedded (pyarrow) quality engine was " \
-                   "retired" in err, err
-            assert "remove quality.engine, or set it to duckdb" in err
-        else:
-            assert load_spec(path).quality.engine == "duckdb"
 
 
 # --- baseline -------------------------------------------------------------------------

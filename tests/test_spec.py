@@ -200,3 +200,29 @@ def test_validate_refuses_two_specs_of_one_name(tmp_path: Path, capsys):
 
         (tmp_path / "fraud.yaml").write_text(FRAUD_SPEC.read_text())
         load_specs(tmp_path)
+
+
+@pytest.mark.parametrize(("section", "retired"), [
+    ("quality", "(pyarrow) quality"), ("features", "(NumPy) feature"),
+    ("monitoring", "(NumPy) monitoring")])
+def test_a_spec_naming_a_retired_engine_fails_validation_saying_what_to_do(
+        section: str, retired: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each batch stage's hand-written engine was retired (issue #18): its
+    ``engine: embedded`` fails ``mdlc validate`` naming the file and field and
+    what to set instead; ``duckdb``, or no engine, validates."""
+    from mdlc_constructs.cli import EXIT_OK, EXIT_USAGE
+
+    text = FRAUD_SPEC.read_text(encoding="utf-8")
+    assert f"\n{section}:\n" in text
+    for engine, code in (("embedded", EXIT_USAGE), ("duckdb", EXIT_OK), (None, EXIT_OK)):
+        path = tmp_path / f"fraud-{engine}.yaml"
+        line = f"\n{section}:\n  engine: {engine}\n" if engine else f"\n{section}:\n"
+        path.write_text(text.replace(f"\n{section}:\n", line), encoding="utf-8")
+        assert main(["validate", str(path)]) == code, engine
+        err = capsys.readouterr().err
+        if engine == "embedded":
+            assert (f"{path}: {section}.engine: the embedded {retired} engine was retired "
+                    f"(issue #18): remove {section}.engine, or set it to duckdb") in err, err
+            assert "docs/upgrading.md" in err
+        else:
+            assert getattr(load_spec(path), section).engine == "duckdb"
