@@ -30,9 +30,6 @@ from mdlc_constructs.spec import load_spec
 from tests.feature_answers import Answers, recorded_answers  # noqa: F401 - the fixture
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
-#: The batch engine: the features compiled to SQL, on DuckDB (the NumPy one was retired).
-compute_batch = sql_features.as_of
-compute_per_event = sql_features.per_event
 
 
 def fraud() -> FeatureSet:
@@ -112,12 +109,12 @@ def test_window_covers_whole_utc_days_ending_on_as_of() -> None:
         event(3, "c1", datetime(2026, 2, 28, 23, 59, 59, tzinfo=UTC), 4.0),  # day 0
         event(4, "c1", datetime(2026, 3, 31, 0, 0, tzinfo=UTC), 8.0),  # after as_of
     ]
-    [row] = compute_batch(events, fs, "2026-03-30")
+    [row] = sql_features.as_of(events, fs, "2026-03-30")
     assert row["order_total_30d"] == 3.0 and row["order_count_30d"] == 2
     # The raw column of the expression comes from the latest event up to as_of.
     assert row["amount_to_30d_mean"] == pytest.approx(2.0 / 1.5)
     # A day later, March 1st has left the window and the March 31st event entered.
-    [row] = compute_batch(events, fs, "2026-03-31")
+    [row] = sql_features.as_of(events, fs, "2026-03-31")
     assert row["order_total_30d"] == 10.0
 
 
@@ -143,7 +140,7 @@ def test_redelivered_event_is_counted_once() -> None:
     assert engine.apply(first) is Outcome.APPLIED
     assert engine.apply(dict(first)) is Outcome.DUPLICATE
     assert engine.read("c1", "2026-03-01")["order_count_30d"] == 1
-    [row] = compute_batch([first, first], fs, "2026-03-01")
+    [row] = sql_features.as_of([first, first], fs, "2026-03-01")
     assert row["order_count_30d"] == 1
 
 
@@ -158,7 +155,7 @@ def test_late_event_inside_window_lands_in_its_day_and_older_is_ignored() -> Non
     too_late = event(3, "c1", START + timedelta(days=10), 4.0)  # day 40 - 30 + 1 is the oldest
     assert engine.apply(too_late) is Outcome.LATE
     assert engine.read("c1", "2026-04-10")["order_total_30d"] == 3.0
-    assert compute_batch([event(1, "c1", START + timedelta(days=40), 1.0), late, too_late],
+    assert sql_features.as_of([event(1, "c1", START + timedelta(days=40), 1.0), late, too_late],
                          fs, "2026-04-10")[0]["order_total_30d"] == 3.0
 
 
@@ -198,13 +195,13 @@ def test_malformed_events_are_rejected_with_a_reason() -> None:
         engine.apply({"order_id": "x", "customer_id": "c1", "order_ts": START.isoformat(),
                       "order_amount": "ten"})
     with pytest.raises(FeatureError, match="no column 'order_ts'"):
-        compute_batch([{"order_id": "x", "customer_id": "c1"}], fraud(), "2026-03-01")
+        sql_features.as_of([{"order_id": "x", "customer_id": "c1"}], fraud(), "2026-03-01")
 
 
 def test_division_by_zero_and_nulls_give_null_features() -> None:
     fs = fraud()
     rows = [event(1, "c1", START, 0.0), event(2, "c2", START, None)]
-    batch = compute_batch(rows, fs, "2026-03-01")
+    batch = sql_features.as_of(rows, fs, "2026-03-01")
     assert batch == incremental_table(rows, fs, "2026-03-01")
     assert batch[0]["amount_to_30d_mean"] is None  # 0 / (0 / 1)
     assert batch[1] == {"customer_id": "c2", "order_total_30d": 0.0, "order_count_30d": 1,
@@ -292,10 +289,10 @@ def test_batch_and_incremental_agree_on_random_streams(
     stream = events + [dict(rng.choice(events)) for _ in range(duplicates)]
     rng.shuffle(stream)  # out of order, redelivered
     as_of = (START + timedelta(days=as_of_day)).date().isoformat()
-    batch = compute_batch(stream, fs, as_of)
+    batch = sql_features.as_of(stream, fs, as_of)
     assert_tables_equal(batch, incremental_table(stream, fs, as_of))
 
-    per_event = compute_per_event(stream, fs)
+    per_event = sql_features.per_event(stream, fs)
     ordered = sorted(per_event["order_id"], key=lambda o: int(o[1:]))
     expected = reference_per_event(sorted(stream, key=lambda e: int(e["order_id"][1:])), fs)
     position = {o: i for i, o in enumerate(per_event["order_id"])}
@@ -313,7 +310,7 @@ def test_in_order_stream_serving_matches_training_rows(answers: Answers) -> None
                rng.randrange(1, 500) / 10) for i in range(300)),
         key=lambda e: (e["order_ts"], e["order_id"]),
     )
-    training = answers(compute_per_event(events, fs))
+    training = answers(sql_features.per_event(events, fs))
     engine = IncrementalEngine(fs, MemoryStore())
     for index, e in enumerate(events):
         engine.apply(e)
@@ -441,8 +438,8 @@ def test_entity_table_carries_each_entitys_raw_inputs_from_its_latest_event() ->
     assert table["customer_id"] == ["c1", "c2"]
     assert table["order_amount"] == [30.0, None]
     assert table["account_tenure"] == [102.0, None]
-    # The features are compute_batch's, unchanged.
-    batch = compute_batch(rows, fs, as_of)
+    # The features are the batch engine's (as_of), unchanged.
+    batch = sql_features.as_of(rows, fs, as_of)
     for name in fs.names:
         assert table[name] == [row[name] for row in batch], name
     assert table["amount_to_30d_mean"][0] == pytest.approx(30.0 / (139.0 / 3))
@@ -466,8 +463,8 @@ def test_training_table_carries_timestamp_label_and_inputs_of_each_event() -> No
     assert table["order_ts"] == [START, START + timedelta(hours=1)]
     assert table["fraud_status"] == [1, None]  # as given; the first delivery wins
     assert table["order_amount"] == [10.0, None] and table["account_tenure"] == [100.0, 100.0]
-    # The features are compute_per_event's, unchanged.
-    per_event = compute_per_event(rows, fs)
+    # The features are the batch engine's (per_event), unchanged.
+    per_event = sql_features.per_event(rows, fs)
     for name in fs.names:
         assert table[name] == per_event[name], name
     # Events without a label column (scoring data) give no label column.
@@ -482,7 +479,7 @@ def test_entity_table_has_every_column_without_rows_and_needs_the_inputs() -> No
     with pytest.raises(FeatureError, match="no column 'account_tenure'"):
         entity_table([event(1, "c1", START, 1.0)], fs, "2026-03-01")
     with pytest.raises(FeatureError, match="also the entity key or feature names"):
-        compute_batch([], fs, "2026-03-01", inputs=["order_total_30d"])
+        sql_features.as_of([], fs, "2026-03-01", inputs=["order_total_30d"])
 
 
 def test_bool_inputs_read_from_csv_text_are_numbers() -> None:
@@ -492,5 +489,5 @@ def test_bool_inputs_read_from_csv_text_are_numbers() -> None:
     assert fs.inputs[-1] == "is_guest"
     rows = [{**event(1, "c1", START, 1.0), "account_tenure": "5", "is_guest": "True"},
             {**event(2, "c2", START, 1.0), "account_tenure": "5", "is_guest": "false"}]
-    [first, second] = compute_batch(rows, fs, "2026-03-01", inputs=fs.inputs)
+    [first, second] = sql_features.as_of(rows, fs, "2026-03-01", inputs=fs.inputs)
     assert (first["is_guest"], second["is_guest"]) == (1.0, 0.0)

@@ -80,14 +80,6 @@ def ks_2samp_counts(n1: int, n2: int, gap: int) -> tuple[float, float]:
     return statistic, kstwo_sf(round(effective), statistic)
 
 
-def max_gap(sorted_a: np.ndarray, sorted_b: np.ndarray) -> int:
-    """``max |c_a * n_b - c_b * n_a|`` over the values of two sorted float arrays."""
-    values = np.concatenate([sorted_a, sorted_b])
-    below_a = np.searchsorted(sorted_a, values, side="right").astype(np.int64)
-    below_b = np.searchsorted(sorted_b, values, side="right").astype(np.int64)
-    return int(np.max(np.abs(below_a * len(sorted_b) - below_b * len(sorted_a))))
-
-
 # ------------------------------------------------------------------- exact, two samples
 
 
