@@ -100,12 +100,11 @@ synth: install
 
 ## Run the whole test suite, the linters and the template checks; the slowest
 ## tests are listed at the end (the suite's budget is about 6 minutes). Two
-## workers; tests/conftest.py gives every test its work unit (a module, or in
-## the long modules the tests sharing a fixture) and orders them longest first,
-## which --no-loadscope-reorder keeps (tests/_shared_units.py).
+## workers, a module each at a time (its module fixtures built once); the
+## example stack is synthesized once for both (tests/conftest.py).
 test: install $(CHECKOV)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder -q --durations=12
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q --durations=12
 
 ## The synthesis tests on the lowest versions pyproject.toml allows
 ## (constraints-lowest.txt) and on the newest, each in a virtual environment of

@@ -1,7 +1,6 @@
 """Shared fixtures. The example stack is synthesized once per test session
 (jsii synthesis takes seconds), for both xdist workers, and every template test
-reads that one result. Also how `make test` spreads the suite over its workers
-(tests/_shared_units.py) and the hooks that apply it."""
+reads that one result."""
 
 from __future__ import annotations
 
@@ -12,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests import _shared_units
 
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 
@@ -151,38 +148,3 @@ def spark():
     yield session
     session.stop()
 
-
-def _session_temp(config: pytest.Config) -> Path:
-    """The folder of this session's temporary files that the controller and
-    both workers see: the controller's base temporary folder, whose popen-gwN
-    children are the workers' (xdist's workermanage makes them so; pytest has no
-    public accessor for it outside fixtures)."""
-    base = config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under ``--dist loadgroup`` (make test): each worker orders the items
-    longest unit first and writes their units for the controller's scheduler
-    (both workers collect, order and write the same; xdist checks that the
-    collections are equal). Without it, the collection is left as it is."""
-    # A worker runs with dist "no" and this flag set from the controller's
-    # --dist (xdist's setup_config); absent without xdist.
-    if getattr(config.option, "loadgroup", False):
-        units = _shared_units.assign(items, config.rootpath)
-        path = _session_temp(config) / _shared_units.UNITS_FILE
-        partial = path.with_name(f"{path.name}.{os.getpid()}")
-        partial.write_text(json.dumps(units))
-        partial.replace(path)  # whole, whichever worker writes last
-
-
-# tryfirst: before xdist's own, which would pick loadgroup; optional: the hook
-# is xdist's, unknown under -p no:xdist.
-@pytest.hookimpl(tryfirst=True, optionalhook=True)
-def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """The controller's scheduler under ``--dist loadgroup``: by the workers'
-    units (tests/_shared_units.py)."""
-    if config.getoption("dist") != "loadgroup":
-        return None
-    return _shared_units.UnitScheduling(
-        config, log, units_file=_session_temp(config) / _shared_units.UNITS_FILE)

@@ -30,7 +30,7 @@ CDK_CLI = ROOT / ".cdk-cli" / "node_modules" / ".bin" / "cdk"
 
 # The environment and the three syntheses are module fixtures, built once and
 # shared by this module's tests: make test runs the module on one worker
-# (tests/_shared_units.py keeps a module whole unless it is listed there).
+# (--dist loadfile).
 pytestmark = pytest.mark.slow
 
 
