@@ -40,11 +40,11 @@ class OpenLoop(SpecModel):
 
 
 def _monitoring_job() -> ProcessingResources:
-    # On DuckDB (the default engine) a day takes at most DuckDB's memory limit,
+    # On DuckDB (the only engine) a day takes at most DuckDB's memory limit,
     # 80% of the instance's memory, spilling to the volume past it: 10 million
     # predictions and 6 million labels peaked at 3.0 GiB unbounded, 2.3 GiB
-    # under a 3 GB function's limit (2.2 GB), where the embedded engine, which
-    # held the day, took 4.8 GiB (the same report; tests/test_monitoring_files.py
+    # under a 3 GB function's limit (2.2 GB), where the retired NumPy engine,
+    # which held the day, took 4.8 GiB (the same report; tests/test_monitoring_files.py
     # runs the job, 1.5 million under a 128 MB limit). 32 GiB and 30 GB of
     # volume leave room for days many times that.
     return ProcessingResources(instance_type="ml.m5.2xlarge", volume_size_gb=30)

@@ -695,10 +695,13 @@ class DaySession:
         finally:
             sql_monitoring.unregister(self.con, plan.relations)
 
-    def open_loop(self, predictions: DayPredictions, baseline: pa.Table | None, bins: int = 10,
-                  feature_columns: Sequence[str] = (), *,
-                  baselines: Mapping[str, pa.Table | None] | None = None) -> dict[str, Any]:
-        """The open loop (``Plan.open_loop``) of the day DuckDB holds."""
+    def open_loop(self, predictions: DayPredictions, baseline: DayBaseline | pa.Table | None,
+                  bins: int = 10, feature_columns: Sequence[str] = (), *,
+                  baselines: Mapping[str, DayBaseline | pa.Table | None] | None = None
+                  ) -> dict[str, Any]:
+        """The open loop (``Plan.open_loop``) of the day DuckDB holds, against
+        baselines this session read (:meth:`read_baseline`, :meth:`mixture`) or
+        Arrow tables."""
         plan = sql_monitoring.prepare_day(predictions, None, baseline, None, feature_columns,
                                           baselines=baselines, bins=bins)
         # A baseline may be larger than the memory limit: one column's sorts at a time.
