@@ -26,8 +26,6 @@ workflow reads:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -55,6 +53,7 @@ from constructs import Construct
 
 from .compliance import acknowledge_all, iam5_action, iam5_resource, printed_arn
 from .grants import combine
+from .images import fast_endpoint_resolver
 from .spec.training import (
     BUILTIN_ALGORITHMS,
     BuiltinAlgorithm,
@@ -94,24 +93,6 @@ _SCOPE = "training"
 # -- the SDK's data ---------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _fast_endpoint_resolver() -> Iterator[None]:
-    """Reuse one botocore endpoint resolver while we ask the SDK about many regions.
-
-    ``image_uris.retrieve`` builds a new resolver (parsing botocore's 1 MB
-    endpoints.json) on every call: 80 ms a region, seconds per algorithm.
-    The answers are the same; only the repeated parsing goes away.
-    """
-    from sagemaker.core import common_utils
-
-    original = common_utils._botocore_resolver
-    common_utils._botocore_resolver = cache(original)  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        common_utils._botocore_resolver = original  # type: ignore[assignment]
-
-
 def _versions(config: dict[str, Any]) -> dict[str, Any]:
     # Most built-ins have one config for both scopes; xgboost has one per scope.
     return (config.get(_SCOPE) or config)["versions"]
@@ -146,7 +127,7 @@ def builtin_image_uris(name: str, version: str) -> dict[str, str]:
             f"{version!r}; it knows {list(versions)}"
         )
     regions = sorted(versions[version].get("registries", {}))
-    with _fast_endpoint_resolver():
+    with fast_endpoint_resolver():
         return {
             region: image_uris.retrieve(name, region=region, version=version, image_scope=_SCOPE)
             for region in regions
