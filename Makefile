@@ -100,11 +100,12 @@ synth: install
 
 ## Run the whole test suite, the linters and the template checks; the slowest
 ## tests are listed at the end (the suite's budget is about 6 minutes). Two
-## workers, a module each at a time (its module fixtures built once); the
-## example stack is synthesized once for both (tests/conftest.py).
+## workers, a module each at a time (its module fixtures built once), the Spark
+## modules together on one JVM, slowest first; the example stack is synthesized
+## once for both (tests/conftest.py).
 test: install $(CHECKOV)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q --durations=12
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder -q --durations=12
 
 ## The synthesis tests on the lowest versions pyproject.toml allows
 ## (constraints-lowest.txt) and on the newest, each in a virtual environment of

@@ -1,15 +1,29 @@
 """Shared fixtures. The example stack is synthesized once per test session
 (jsii synthesis takes seconds), for both xdist workers, and every template test
-reads that one result."""
+reads that one result.
+
+``make test`` runs ``pytest -n 2 --dist loadfile --no-loadscope-reorder``: each
+module is one work unit (its module fixtures built once), except that the
+modules using the ``spark`` fixture are one unit, so a run starts one JVM, not
+one per worker; and the units start slowest first (the Spark unit, then the
+modules with a test marked ``slow``, then the rest in collection order), so the
+small ones fill the end and both workers finish together. (xdist's own order,
+by the number of tests, left single long tests such as the lagging-updater
+simulation for the very end.)
+"""
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
+import botocore.loaders
+import botocore.session
 import pytest
 
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
@@ -20,6 +34,62 @@ os.environ.setdefault("AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED", "true"
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAUD_SPEC = ROOT / "models" / "fraud.yaml"
+
+# Every test's mock_aws() starts from a new boto3 session, and each new botocore
+# session parses botocore's endpoints.json (1 MB) and the model of each service
+# it makes a client for again: about a tenth of the workers' Python time. One
+# loader per process keeps what it parsed; botocore treats that data as
+# read-only (the clients of one session already share it).
+botocore.session.create_loader = functools.cache(botocore.loaders.create_loader)
+
+#: The work unit of the modules that run SQL on the session's local Spark: every
+#: module whose tests take the ``spark`` fixture is named like one of these.
+SPARK_UNIT = "spark"
+SPARK_MODULES = ("tests/test_spark*.py", "tests/test_sql_*.py")
+
+
+def _module(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def _unit(nodeid: str) -> str:
+    module = _module(nodeid)
+    return SPARK_UNIT if any(fnmatch(module, p) for p in SPARK_MODULES) else module
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's; absent under -p no:xdist
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile``, with the Spark modules as one unit (xdist's
+    ``--dist loadgroup`` would do it from marks, but does not group under
+    pytest 9.2: pytest-dev/pytest-xdist#1386)."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ModulesAndSpark(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(nodeid)
+
+    return ModulesAndSpark(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Order the units slowest first (see the module's docstring); within a
+    unit, tests keep their order. A module using ``spark`` outside
+    :data:`SPARK_MODULES` would start a second JVM: it is refused."""
+    strays = sorted({_module(item.nodeid) for item in items
+                     if "spark" in getattr(item, "fixturenames", ())
+                     and _unit(item.nodeid) != SPARK_UNIT})
+    if strays:
+        raise pytest.UsageError(f"{strays} use the spark fixture: name them like one of "
+                                f"{SPARK_MODULES} (tests/conftest.py), so they share its JVM")
+    slow = {_module(item.nodeid) for item in items if item.get_closest_marker("slow")}
+
+    def rank(item: pytest.Item) -> int:
+        return 0 if _unit(item.nodeid) == SPARK_UNIT else 1 if _module(item.nodeid) in slow else 2
+
+    items.sort(key=rank)  # stable: the collection's order within each rank
 
 
 @pytest.fixture(scope="session")
@@ -145,6 +215,14 @@ def spark():
                           "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
     session = spark_job.local_session("mdlc-tests")
     session.sparkContext.setLogLevel("ERROR")
+    # The tests' queries run on a few hundred rows, where compiling each plan to
+    # Java (whole-stage code generation, through Janino and then the JIT) and
+    # re-planning at each shuffle (adaptive execution) cost the JVM about a fifth
+    # of its CPU for nothing. The answers do not depend on either: the deployed
+    # jobs keep Spark's defaults (docs/engines.md, "Tests").
+    session.conf.set("spark.sql.codegen.wholeStage", "false")
+    session.conf.set("spark.sql.adaptive.enabled", "false")
     yield session
     session.stop()
+
 

@@ -70,6 +70,7 @@ def good_orders(prefix: str, stack: Stack, count: int) -> tuple[list[bytes], dic
             {e["order_id"]: expected_action(e["order_amount"]) for e in events})
 
 
+@pytest.mark.slow
 def test_bad_records_of_every_kind_are_dead_lettered_once_over_reordered_redeliveries(
         run: ConsumerRun) -> None:
     """Every malformed kind, mixed with good records, delivered three times in three

@@ -454,6 +454,7 @@ BOUNDED = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_a_window_larger_than_duckdbs_memory_limit_is_computed_within_it(
         tmp_path: Path) -> None:
     """1.5M events over 15 daily snapshots (79 MiB as Arrow, several times that

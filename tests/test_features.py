@@ -275,6 +275,7 @@ raw_events = st.lists(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(raw=raw_events, seed=st.integers(0, 2**32 - 1), as_of_day=st.integers(0, 18),
        duplicates=st.integers(0, 10))

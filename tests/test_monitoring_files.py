@@ -456,6 +456,7 @@ def job(root: Path, mode: str, memory_mb: int, n: int) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_a_day_larger_than_the_memory_limit_is_monitored_in_bounded_memory(
         tmp_path: Path) -> None:
     n = 1_500_000

@@ -173,6 +173,7 @@ def lifecycle(tmp_path_factory):
     return run, root / "out", retrain_requests
 
 
+@pytest.mark.slow  # the 21-day lifecycle fixture
 def test_every_scheduled_run_of_the_lifecycle_succeeds(lifecycle):
     run, _, _ = lifecycle
     failed = [e for e in run.report["executions"]

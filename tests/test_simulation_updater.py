@@ -1,7 +1,7 @@
 """The stream path with a lagging, failing feature updater, run for real.
 
-Its own module (not tests/test_simulation.py) so that `pytest --dist loadfile`
-can run it beside the 21-day lifecycle on the other worker: each is one of the
+Its own module (not tests/test_simulation.py) so that `make test` (one module
+per work unit) can run it beside the 21-day lifecycle on the other worker: each is one of the
 suite's two longest simulations.
 
 Sixteen days: the updater's four days off (Nov 10-13) fall between the weekly

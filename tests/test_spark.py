@@ -1,12 +1,13 @@
 """The Spark engine of the quality stage, on PySpark in local mode.
 
-Every Spark test of the suite is in this one file, so ``pytest -n 2 --dist
-loadfile`` runs them in one worker on one JVM (starting Spark costs seconds
-on 2 cores): the compiled rules' Spark SQL against DuckDB's report, Parquet
-read by Spark itself (row positions across files, NaN the statistics leave
-out), ``mdlc quality --engine spark``, the job entry point against the
-Lambda runner's code on the same S3 snapshot, the EMR Serverless construct's
-template, and the quality workflow with ``runner: spark`` executed locally.
+Every Spark test of the quality stage is in this one file; ``make test`` runs
+it with the other modules that use the ``spark`` fixture on one worker and one
+JVM (tests/conftest.py; starting Spark costs seconds on 2 cores): the compiled
+rules' Spark SQL against DuckDB's report, Parquet read by Spark itself (row
+positions across files, NaN the statistics leave out), ``mdlc quality --engine
+spark``, the job entry point against the Lambda runner's code on the same S3
+snapshot, the EMR Serverless construct's template, and the quality workflow
+with ``runner: spark`` executed locally.
 """
 
 from __future__ import annotations

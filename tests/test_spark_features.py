@@ -1,15 +1,14 @@
 """``features.runner: spark``: the day's batch features as Spark SQL.
 
-Every Spark test of the features runner is in this one file, so ``pytest -n 2
---dist loadfile`` keeps them on one worker's JVM (the session-wide ``spark``
-fixture): the job entry point (``spark_job --kind features``) against the
-DuckDB engine and the retired NumPy engine's recorded tables on the same
-moto snapshots, a snapshot object
-that is not its manifest, the spec's validation, the EMR Serverless runner
-synthesized with both cdk-nag packs (its role's exact prefixes, KMS, the
-state machine's IAM, ``grant_start``), and the data preparation and training
-workflows of a ``runner: spark`` spec executed locally, training on what the
-Spark job wrote.
+Every Spark test of the features runner is in this one file, which ``make
+test`` runs with the other Spark modules on one worker's JVM (the session-wide
+``spark`` fixture; tests/conftest.py): the job entry point (``spark_job --kind
+features``) against the DuckDB engine and the retired NumPy engine's recorded
+tables on the same moto snapshots, a snapshot object that is not its manifest,
+the spec's validation, the EMR Serverless runner synthesized with both cdk-nag
+packs (its role's exact prefixes, KMS, the state machine's IAM,
+``grant_start``), and the data preparation and training workflows of a
+``runner: spark`` spec executed locally, training on what the Spark job wrote.
 """
 
 from __future__ import annotations

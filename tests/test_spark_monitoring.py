@@ -1,15 +1,15 @@
 """``monitoring.runner: spark``: the monitoring job with its metrics on Spark SQL (issue #18).
 
-Every Spark test of the monitoring stage is in this one file, so ``pytest
---dist loadfile`` runs them on one worker's JVM (the session-wide ``spark``
-fixture): the job entry point (``spark_job --kind monitoring``) against the
-Lambda runner's code on DuckDB, on the same moto S3 day (two
-package versions with their own drift baselines described through
-SageMaker, a version without a package, a redelivered prediction, duplicate
-and unmatched labels, ties in scores); ``mdlc monitor --engine spark``
-against ``--engine duckdb``; the synthesized runner (cdk-nag, the role's
-prefixes, KMS, the state machine's IAM); and the scheduled workflow run
-locally on PySpark, whose published metrics the alarms then evaluate.
+Every Spark test of the monitoring stage is in this one file, which ``make
+test`` runs with the other Spark modules on one worker's JVM (the session-wide
+``spark`` fixture; tests/conftest.py): the job entry point (``spark_job --kind
+monitoring``) against the Lambda runner's code on DuckDB, on the same moto S3
+day (two package versions with their own drift baselines described through
+SageMaker, a version without a package, a redelivered prediction, duplicate and
+unmatched labels, ties in scores); ``mdlc monitor --engine spark`` against
+``--engine duckdb``; the synthesized runner (cdk-nag, the role's prefixes, KMS,
+the state machine's IAM); and the scheduled workflow run locally on PySpark,
+whose published metrics the alarms then evaluate.
 """
 
 from __future__ import annotations
