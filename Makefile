@@ -101,8 +101,8 @@ synth: install
 ## Run the whole test suite, the linters and the template checks; the slowest
 ## tests are listed at the end (the suite's budget is about 6 minutes). Two
 ## workers, a module each at a time (its module fixtures built once), the Spark
-## modules together on one JVM, slowest first; the example stack is synthesized
-## once for both (tests/conftest.py).
+## modules together on one JVM, slowest first (tests/work_units.py); the example
+## stack is synthesized once for both (tests/conftest.py).
 test: install $(CHECKOV)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder -q --durations=12

@@ -27,7 +27,6 @@ workflow reads:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +52,7 @@ from constructs import Construct
 
 from .compliance import acknowledge_all, iam5_action, iam5_resource, printed_arn
 from .grants import combine
-from .images import fast_endpoint_resolver
+from .images import region_image_uris
 from .spec.training import (
     BUILTIN_ALGORITHMS,
     BuiltinAlgorithm,
@@ -105,7 +104,6 @@ def known_versions(name: str) -> list[str]:
     return list(_versions(image_uris.config_for_framework(name)))
 
 
-@cache
 def builtin_image_uris(name: str, version: str) -> dict[str, str]:
     """Region -> training image URI of a built-in, every region the SDK knows for it.
 
@@ -126,12 +124,7 @@ def builtin_image_uris(name: str, version: str) -> dict[str, str]:
             f"training.algorithm.version: the SageMaker SDK knows no {name} version "
             f"{version!r}; it knows {list(versions)}"
         )
-    regions = sorted(versions[version].get("registries", {}))
-    with fast_endpoint_resolver():
-        return {
-            region: image_uris.retrieve(name, region=region, version=version, image_scope=_SCOPE)
-            for region in regions
-        }
+    return region_image_uris(name, version, _SCOPE)
 
 
 # -- what the training workflow reads ----------------------------------------------

@@ -60,7 +60,8 @@ def image_regions(framework: str, version: str, scope: str = "training") -> list
 def region_image_uris(framework: str, version: str, image_scope: str = "training"
                       ) -> dict[str, str]:
     """Region -> URI of the image, for every region the SDK lists for it (see
-    :func:`image_regions`, whose errors it raises)."""
+    :func:`image_regions`, whose errors it raises). Cached: the dict is shared,
+    copy it before changing it."""
     from sagemaker.core import image_uris
 
     regions = image_regions(framework, version, image_scope)

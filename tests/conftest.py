@@ -1,15 +1,7 @@
 """Shared fixtures. The example stack is synthesized once per test session
 (jsii synthesis takes seconds), for both xdist workers, and every template test
-reads that one result.
-
-``make test`` runs ``pytest -n 2 --dist loadfile --no-loadscope-reorder``: each
-module is one work unit (its module fixtures built once), except that the
-modules using the ``spark`` fixture are one unit, so a run starts one JVM, not
-one per worker; and the units start slowest first (the Spark unit, then the
-modules with a test marked ``slow``, then the rest in collection order), so the
-small ones fill the end and both workers finish together. (xdist's own order,
-by the number of tests, left single long tests such as the lagging-updater
-simulation for the very end.)
+reads that one result. How the suite is split between the workers is
+``tests/work_units.py``; its two hooks are installed here.
 """
 
 from __future__ import annotations
@@ -19,13 +11,14 @@ import functools
 import gc
 import json
 import os
-from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 import botocore.loaders
 import botocore.session
 import pytest
+
+from tests import work_units
 
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 
@@ -49,54 +42,14 @@ botocore.session.create_loader = functools.cache(botocore.loaders.create_loader)
 # lifecycle's 54.7 s, 1.4 s of 51.1 s at these. Cycles are still collected.
 gc.set_threshold(50_000, 20, 20)
 
-#: The work unit of the modules that run SQL on the session's local Spark: every
-#: module whose tests take the ``spark`` fixture is named like one of these.
-SPARK_UNIT = "spark"
-SPARK_MODULES = ("tests/test_spark*.py", "tests/test_sql_*.py")
-
-
-def _module(nodeid: str) -> str:
-    return nodeid.split("::", 1)[0]
-
-
-def _unit(nodeid: str) -> str:
-    module = _module(nodeid)
-    return SPARK_UNIT if any(fnmatch(module, p) for p in SPARK_MODULES) else module
-
-
 @pytest.hookimpl(optionalhook=True)  # xdist's; absent under -p no:xdist
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """``--dist loadfile``, with the Spark modules as one unit (xdist's
-    ``--dist loadgroup`` would do it from marks, but does not group under
-    pytest 9.2: pytest-dev/pytest-xdist#1386)."""
-    if config.getoption("dist") != "loadfile":
-        return None
-    from xdist.scheduler import LoadFileScheduling
-
-    class ModulesAndSpark(LoadFileScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return _unit(nodeid)
-
-    return ModulesAndSpark(config, log)
+    return work_units.scheduler(config, log)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Order the units slowest first (see the module's docstring); within a
-    unit, tests keep their order. A module using ``spark`` outside
-    :data:`SPARK_MODULES` would start a second JVM: it is refused."""
-    strays = sorted({_module(item.nodeid) for item in items
-                     if "spark" in getattr(item, "fixturenames", ())
-                     and _unit(item.nodeid) != SPARK_UNIT})
-    if strays:
-        raise pytest.UsageError(f"{strays} use the spark fixture: name them like one of "
-                                f"{SPARK_MODULES} (tests/conftest.py), so they share its JVM")
-    slow = {_module(item.nodeid) for item in items if item.get_closest_marker("slow")}
-
-    def rank(item: pytest.Item) -> int:
-        return 0 if _unit(item.nodeid) == SPARK_UNIT else 1 if _module(item.nodeid) in slow else 2
-
-    items.sort(key=rank)  # stable: the collection's order within each rank
+    work_units.order(items)
 
 
 @pytest.fixture(scope="session")
@@ -208,7 +161,7 @@ def fraud_template(synthesized):
 @pytest.fixture(scope="session")
 def spark():
     """One local PySpark session per test worker, shared by every module that runs
-    SQL on Spark (tests/test_spark.py, test_sql_features.py, test_sql_monitoring.py):
+    SQL on Spark (``work_units.SPARK_MODULES``, one work unit, so one JVM per run):
     starting Spark costs seconds. pyspark is in the dev extra and `make install`
     provides Java (`make java`), so a missing one is an error here, not a skip."""
     import os

@@ -30,7 +30,7 @@ CDK_CLI = ROOT / ".cdk-cli" / "node_modules" / ".bin" / "cdk"
 
 # The environment and the three syntheses are module fixtures, built once and
 # shared by this module's tests: make test runs the module on one worker
-# (one work unit per module: tests/conftest.py).
+# (one work unit per module: tests/work_units.py).
 pytestmark = pytest.mark.slow
 
 

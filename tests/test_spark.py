@@ -2,7 +2,7 @@
 
 Every Spark test of the quality stage is in this one file; ``make test`` runs
 it with the other modules that use the ``spark`` fixture on one worker and one
-JVM (tests/conftest.py; starting Spark costs seconds on 2 cores): the compiled
+JVM (tests/work_units.py; starting Spark costs seconds on 2 cores): the compiled
 rules' Spark SQL against DuckDB's report, Parquet read by Spark itself (row
 positions across files, NaN the statistics leave out), ``mdlc quality --engine
 spark``, the job entry point against the Lambda runner's code on the same S3

@@ -2,7 +2,7 @@
 
 Every Spark test of the features runner is in this one file, which ``make
 test`` runs with the other Spark modules on one worker's JVM (the session-wide
-``spark`` fixture; tests/conftest.py): the job entry point (``spark_job --kind
+``spark`` fixture; tests/work_units.py): the job entry point (``spark_job --kind
 features``) against the DuckDB engine and the retired NumPy engine's recorded
 tables on the same moto snapshots, a snapshot object that is not its manifest,
 the spec's validation, the EMR Serverless runner synthesized with both cdk-nag

@@ -2,7 +2,7 @@
 
 Every Spark test of the monitoring stage is in this one file, which ``make
 test`` runs with the other Spark modules on one worker's JVM (the session-wide
-``spark`` fixture; tests/conftest.py): the job entry point (``spark_job --kind
+``spark`` fixture; tests/work_units.py): the job entry point (``spark_job --kind
 monitoring``) against the Lambda runner's code on DuckDB, on the same moto S3
 day (two package versions with their own drift baselines described through
 SageMaker, a version without a package, a redelivered prediction, duplicate and
