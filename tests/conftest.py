@@ -17,8 +17,10 @@ from typing import Any
 import botocore.loaders
 import botocore.session
 import pytest
+from syrupy.assertion import SnapshotAssertion
 
 from tests import work_units
+from tests.tolerant_snapshots import TolerantAmber
 
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 
@@ -42,6 +44,7 @@ botocore.session.create_loader = functools.cache(botocore.loaders.create_loader)
 # lifecycle's 54.7 s, 1.4 s of 51.1 s at these. Cycles are still collected.
 gc.set_threshold(50_000, 20, 20)
 
+
 @pytest.hookimpl(optionalhook=True)  # xdist's; absent under -p no:xdist
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return work_units.scheduler(config, log)
@@ -50,6 +53,13 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     work_units.order(items)
+
+
+@pytest.fixture
+def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
+    """syrupy's snapshot, its floats compared to 1e-12 relative: NumPy's log and
+    exp give another last bit on another CPU (tests/tolerant_snapshots.py)."""
+    return snapshot.use_extension(TolerantAmber)
 
 
 @pytest.fixture(scope="session")

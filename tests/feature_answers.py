@@ -20,7 +20,6 @@ and a third of the file.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from itertools import count
@@ -28,40 +27,14 @@ from typing import Any
 
 import pytest
 from syrupy.assertion import SnapshotAssertion
-from syrupy.extensions.amber import AmberSnapshotExtension
 
-REL_TOL = ABS_TOL = 1e-9
-
-#: A float as repr writes it (an int never matches: it has no point nor exponent).
-_FLOAT = re.compile(r"(-?(?:\d+\.\d*(?:e[+-]?\d+)?|\d+e[+-]?\d+|inf)|nan)")
+from .tolerant_snapshots import TolerantAmber
 
 
-def _same_line(recorded: str, received: str) -> bool:
-    """Equal, but for floats within the tolerance (and of the same kind: a
-    float never matches an int)."""
-    if recorded == received:
-        return True
-    mine, theirs = _FLOAT.split(recorded), _FLOAT.split(received)
-    if len(mine) != len(theirs):
-        return False
-    for index, (a, b) in enumerate(zip(mine, theirs, strict=True)):
-        if index % 2 == 0:  # the text between floats
-            if a != b:
-                return False
-        elif not math.isclose(float(a), float(b), rel_tol=REL_TOL, abs_tol=ABS_TOL):
-            return False
-    return True
-
-
-class FeatureAnswers(AmberSnapshotExtension):
+class FeatureAnswers(TolerantAmber):
     """Amber snapshots compared with the engines' float tolerance."""
 
-    def matches(self, *, serialized_data: Any, snapshot_data: Any) -> bool:
-        if not isinstance(serialized_data, str) or not isinstance(snapshot_data, str):
-            return bool(serialized_data == snapshot_data)
-        mine, theirs = snapshot_data.splitlines(), serialized_data.splitlines()
-        return len(mine) == len(theirs) and all(
-            _same_line(a, b) for a, b in zip(mine, theirs, strict=True))
+    REL_TOL = ABS_TOL = 1e-9
 
 
 def _cell(value: Any) -> str:
