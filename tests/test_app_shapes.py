@@ -4,7 +4,8 @@ cdk-nag prints a finding's resource in the form its stack sees it: a
 platform bucket as the export of *its own stage's* platform, an ARN with the
 literal account and region of a stack with an explicit environment. One app
 here holds the library in four shapes at once, next to each other, and must
-synthesize with no unacknowledged finding in any of them.
+synthesize with no unacknowledged finding in any of them, and nothing that
+aws-cdk-lib's own template rules report (tests/template_rules.py).
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ def test_every_shape_in_one_app_is_cdk_nag_clean(tmp_path):
     from mdlc_constructs.compliance import read_findings
     from mdlc_constructs.pipeline import MdlcStage
     from mdlc_constructs.platform import build_app
-    from mdlc_constructs.testing import make_app
+    from tests.template_rules import rules_app
 
-    app = make_app(outdir=str(tmp_path))
+    app = rules_app(outdir=str(tmp_path))
     models = ROOT / "models"
     # At the app's root, environment-agnostic, on a shared platform.
     build_app(app, models, shared_platform=True)
