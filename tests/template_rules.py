@@ -3,17 +3,17 @@ family of templates is clean.
 
 aws-cdk-lib runs its CloudFormation validation plugin (a WebAssembly engine
 and its default rules) in every synthesis. Under the library's flags its
-findings are warnings, which no in-process test reads, and across the suite
-it cost about 22 s of CPU (858 s with it, 836 s without, the whole suite
-measured by /usr/bin/time), so conftest turns it off for the suite's own
-syntheses (``CDK_VALIDATION=false``). The apps made here register the plugin
+findings are only warnings, which no in-process test reads, so conftest turns
+the automatic plugin off for the suite's own syntheses (``CDK_VALIDATION=false``;
+what it cost is in docs/testing.md). The apps made here register the plugin
 explicitly (the variable turns off only the automatic one) with
 ``validateAgainstDefaultRules`` and ``strictCfnValidateErrors``, so an error
 or a warning of those rules fails synthesis: the example model stack (the
 session's synthesis), every shape in one app, and the pipeline with its
-stages. A ``cdk synth`` run as a subprocess (tests/test_feature_flags.py,
-tests/test_cli_output.py, the team's app in tests/test_packaging.py) keeps the
-automatic plugin, as a user's does.
+stages. A ``cdk synth`` run as a subprocess keeps the automatic plugin, as a
+user's does: tests/test_feature_flags.py drops the variable from its
+environment, and the team's app in tests/test_packaging.py drops every
+``CDK_*`` variable.
 """
 
 from __future__ import annotations

@@ -31,7 +31,10 @@ def test_a_rules_app_fails_on_a_template_outside_cloudformations_limits(tmp_path
 def test_the_suites_other_syntheses_skip_the_automatic_validation(tmp_path: Path) -> None:
     from mdlc_constructs.testing import make_app
 
-    assert os.environ["CDK_VALIDATION"] == "false"  # conftest, before the kernel started
+    value = os.environ.get("CDK_VALIDATION")
+    assert value is not None, "conftest sets CDK_VALIDATION before the jsii kernel starts"
+    if value != "false":
+        pytest.skip(f"CDK_VALIDATION={value} was set for this run: the automatic plugin runs")
     app = make_app(compliance=False, outdir=str(tmp_path))
     _queue_outside_its_limits(app)
     app.synth()
