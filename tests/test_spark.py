@@ -158,6 +158,14 @@ def test_the_cli_prints_and_writes_the_same_report_on_spark(
     assert code == 1 and "FAIL  unique_order_id" in out and "FAIL  tenure_grows_daily" in out
 
 
+def test_a_local_session_keeps_its_warehouse_out_of_the_working_directory(spark: Any) -> None:
+    """Spark's default warehouse is ``spark-warehouse/`` where the command runs:
+    ``mdlc quality --engine spark`` in a team's checkout would leave it there."""
+    warehouse = Path(spark.conf.get("spark.sql.warehouse.dir").removeprefix("file:"))
+    assert warehouse == spark_job.local_warehouse()
+    assert not warehouse.is_relative_to(Path.cwd()), warehouse
+
+
 def test_the_cli_says_what_spark_needs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

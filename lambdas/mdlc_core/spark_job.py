@@ -44,6 +44,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 import tempfile
 import zipfile
@@ -76,13 +77,23 @@ SESSION_CONF = {
 }
 
 
+def local_warehouse() -> Path:
+    """The folder a local session's SQL warehouse is in: one per user under the
+    system's temporary folder, shared by every session. Spark makes it the
+    first time a session touches its catalog, and no job saves a table in it."""
+    user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    return Path(tempfile.gettempdir()) / f"mdlc-spark-warehouse-{user}"
+
+
 def local_session(app_name: str = "mdlc", threads: int = 1) -> Any:
     """A PySpark session in local mode (one JVM in this process's machine),
     with :data:`SESSION_CONF`, no UI and one shuffle partition per thread: what
     ``mdlc quality --engine spark``, the local execution and the tests run on.
-    An existing session is reused (one JVM per process)."""
-    import os
+    An existing session is reused (one JVM per process).
 
+    Its SQL warehouse is :func:`local_warehouse`, not Spark's default of
+    ``spark-warehouse/`` in the working directory: the runner keeps no tables,
+    and a command run in a team's checkout must not leave a folder in it."""
     from pyspark.sql import SparkSession
 
     # The executors' Python (they parse the objects: spark_io) is this one, with
@@ -91,7 +102,8 @@ def local_session(app_name: str = "mdlc", threads: int = 1) -> Any:
     builder = (SparkSession.builder.master(f"local[{threads}]").appName(app_name)
                .config("spark.ui.enabled", "false")
                .config("spark.ui.showConsoleProgress", "false")
-               .config("spark.sql.shuffle.partitions", str(threads)))
+               .config("spark.sql.shuffle.partitions", str(threads))
+               .config("spark.sql.warehouse.dir", str(local_warehouse())))
     for key, value in SESSION_CONF.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
