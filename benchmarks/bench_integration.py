@@ -44,7 +44,7 @@ from mdlc_core.features import (  # noqa: E402
     IncrementalEngine,
     MemoryStore,
     OnlineFeatureReader,
-    _to_dynamo,
+    to_dynamo,
 )
 from mdlc_core.scoring import (  # noqa: E402
     BatchScorer,
@@ -122,7 +122,7 @@ def make_records(n: int, config: dict[str, Any],
                           "account_tenure": rng.randint(0, 3000)})
     serialize = TypeSerializer().serialize
     items = {
-        key: {k: serialize(_to_dynamo(v)) for k, v in {**json.loads(text), "pk": key}.items()}
+        key: {k: serialize(to_dynamo(v)) for k, v in {**json.loads(text), "pk": key}.items()}
         for key, (text, _) in store.items.items()
     }
     return records, items

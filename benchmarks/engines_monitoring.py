@@ -113,7 +113,7 @@ def digest_of_report(report: dict[str, Any]) -> dict[str, Any]:
 def _psi(current: np.ndarray, baseline: np.ndarray) -> float:
     from mdlc_core import monitoring
 
-    return monitoring._psi(monitoring._proportions(current), monitoring._proportions(baseline))
+    return monitoring.psi(monitoring.proportions(current), monitoring.proportions(baseline))
 
 
 def _finish(labels: dict[str, int], closed: dict[str, dict[str, int]],

@@ -30,12 +30,12 @@ def fast_endpoint_resolver() -> Iterator[None]:
     """
     from sagemaker.core import common_utils
 
-    original = common_utils._botocore_resolver
-    common_utils._botocore_resolver = cache(original)  # type: ignore[assignment]
+    original = common_utils._botocore_resolver  # noqa: SLF001
+    common_utils._botocore_resolver = cache(original)  # type: ignore[assignment]  # noqa: SLF001
     try:
         yield
     finally:
-        common_utils._botocore_resolver = original  # type: ignore[assignment]
+        common_utils._botocore_resolver = original  # type: ignore[assignment]  # noqa: SLF001
 
 
 def image_regions(framework: str, version: str, scope: str = "training") -> list[str]:

@@ -186,8 +186,8 @@ def test_text_in_the_common_forms_never_reaches_the_converters(
             for i in range(200)] + [("o999", "c1", "2026-04-05 01:00", "1_000", "", "0")]
     snapshot(s3, config, DAY, {"orders/part.csv": csv_text(rows)})
     calls: list[Any] = []
-    real_float, real_micros = shared._as_float, shared.to_micros
-    monkeypatch.setattr(shared, "_as_float", lambda v, c: calls.append(v) or real_float(v, c))
+    real_float, real_micros = shared.as_float, shared.to_micros
+    monkeypatch.setattr(shared, "as_float", lambda v, c: calls.append(v) or real_float(v, c))
     monkeypatch.setattr(shared, "to_micros", lambda v, u=None: calls.append(v) or
                         real_micros(v, u))
     out = feature_job.run(config, DAY, s3=s3, datasets_bucket=DATASETS, features_bucket=FEATURES)
@@ -369,7 +369,7 @@ def test_the_text_forms_sql_parses_agree_with_the_engines_converters(
         micros = None
     assert fast_micros is None or fast_micros == micros, (stamp, fast_micros, micros)
     try:
-        value: float | None = shared._as_float(number, "v")
+        value: float | None = shared.as_float(number, "v")
     except FeatureError:
         value = None
     if fast_number is not None:

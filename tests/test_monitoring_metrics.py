@@ -244,8 +244,8 @@ def test_timestamps_with_and_without_zone():
         {"event_id": ["a"], "score": [0.1], "prediction_ts": ["2024-05-01T23:30:00-02:00"]}
     )
     b = m.Predictions.from_table(table)
-    assert m._date(int(a.day[0])) == "2024-05-01"
-    assert m._date(int(b.day[0])) == "2024-05-02"  # 01:30 UTC
+    assert m.iso_date(int(a.day[0])) == "2024-05-01"
+    assert m.iso_date(int(b.day[0])) == "2024-05-02"  # 01:30 UTC
 
 
 # ------------------------------------------------------------------------- PSI

@@ -181,7 +181,7 @@ def forbid_day_reads(monkeypatch: pytest.MonkeyPatch, day_prefixes: tuple[str, .
                         refuse("Predictions.from_table"))
     monkeypatch.setattr(monitoring.Labels, "from_table", refuse("Labels.from_table"))
     monkeypatch.setattr(monitor_job, "first_per_event", refuse("monitor_job.first_per_event"))
-    monkeypatch.setattr(monitor_job._Reader, "prefix", refuse("monitor_job._Reader.prefix"))
+    monkeypatch.setattr(monitor_job.DayReader, "prefix", refuse("monitor_job.DayReader.prefix"))
 
 
 def _report(s3: Any) -> dict[str, Any]:

@@ -285,7 +285,7 @@ def test_ks_equals_scipy_for_every_group_and_column(snapshot: Any, seed: int) ->
         for name, (values, drift) in columns.items():
             current = values[mask]
             current = current[~np.isnan(current)]
-            reference = m._floats(baseline.column(name), name, "baseline")
+            reference = m.floats(baseline.column(name), name, "baseline")
             reference = reference[~np.isnan(reference)]
             expected = stats.ks_2samp(current, reference)
             assert drift["ks_statistic"] == pytest.approx(float(expected.statistic), rel=1e-12)

@@ -30,7 +30,7 @@ from .expressions import Expression, parse
 from .timestamps import TimestampError, epoch_micros
 
 EPOCH = date(1970, 1, 1)
-_US_PER_DAY = 86_400_000_000
+US_PER_DAY = 86_400_000_000
 
 
 class FeatureError(ValueError):
@@ -258,7 +258,7 @@ def to_micros(value: Any, unit: str | None = None) -> int:
 
 
 def day_of(micros: int) -> int:
-    return micros // _US_PER_DAY
+    return micros // US_PER_DAY
 
 
 def day_number(day: date | str) -> int:
@@ -277,7 +277,9 @@ def day_string(number: int) -> str:
     return (EPOCH + timedelta(days=number)).isoformat()
 
 
-def _column_list(events: Any, name: str) -> list[Any]:
+def column_list(events: Any, name: str) -> list[Any]:
+    """The values of column ``name`` of the events (a pyarrow Table or dict rows),
+    typed timestamps as UTC datetimes; a missing column is a :class:`FeatureError`."""
     if hasattr(events, "column_names"):  # a pyarrow Table
         if name not in events.column_names:
             raise FeatureError(
@@ -305,7 +307,10 @@ def _column_list(events: Any, name: str) -> list[Any]:
     return [row[name] for row in rows]
 
 
-def _as_float(value: Any, column: str) -> float:
+def as_float(value: Any, column: str) -> float:
+    """A feature input as a float: null, empty and non-finite are NaN, booleans
+    (and their CSV text) 0/1; anything else that is not a number is a
+    :class:`FeatureError` naming ``column``."""
     if value is None or value == "":
         return math.nan
     if isinstance(value, bool):
@@ -319,7 +324,9 @@ def _as_float(value: Any, column: str) -> float:
     return number if math.isfinite(number) else math.nan
 
 
-def _as_key(value: Any) -> str | None:
+def as_key(value: Any) -> str | None:
+    """An entity key as text (a float read for an integer id loses its ``.0``);
+    null or empty is None."""
     if value is None or value == "":
         return None
     if isinstance(value, float) and value.is_integer():
@@ -346,14 +353,17 @@ def evaluate_expressions(features: FeatureSet, scope: dict[str, Any]) -> dict[st
     return out
 
 
-def _py(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
+    """A computed value as JSON has it: floats as ``float``, NaN as None."""
     # numbers.Real minus Integral: floats and NumPy floats, without importing NumPy.
     if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
         return None if math.isnan(value) else float(value)
     return value
 
 
-def _checked_inputs(features: FeatureSet, inputs: Sequence[str]) -> list[str]:
+def checked_inputs(features: FeatureSet, inputs: Sequence[str]) -> list[str]:
+    """``inputs`` without repeats; one named like the entity key or a feature is a
+    :class:`FeatureError` (it would be written twice to a row)."""
     inputs = list(dict.fromkeys(inputs))
     clash = sorted(set(inputs) & {features.entity_key, *features.names})
     if clash:
@@ -361,12 +371,12 @@ def _checked_inputs(features: FeatureSet, inputs: Sequence[str]) -> list[str]:
     return inputs
 
 
-def _optional_column(events: Any, name: str) -> list[Any] | None:
+def optional_column(events: Any, name: str) -> list[Any] | None:
     """The raw values of ``name``, or None when the events do not have the column
     (for dict rows: when no row has it; a row without it is null)."""
     if hasattr(events, "column_names") or isinstance(events, Mapping):
         present = name in (events.column_names if hasattr(events, "column_names") else events)
-        return _column_list(events, name) if present else None
+        return column_list(events, name) if present else None
     rows: Sequence[Mapping[str, Any]] = events
     if not any(name in row for row in rows):
         return None

@@ -58,11 +58,11 @@ from typing import Any
 from .features import FeatureError, FeatureSet
 from .layout import Layout
 from .sourcing import (
-    _check_hash,
-    _version_args,
+    check_hash,
     latest_manifest,
     object_format,
     read_snapshot_object,
+    version_args,
 )
 
 logger = logging.getLogger("mdlc.feature_job")
@@ -202,13 +202,13 @@ def download(s3: Any, bucket: str, entry: Mapping[str, Any], target: Path) -> Pa
     import hashlib
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    body = s3.get_object(Bucket=bucket, Key=entry["key"], **_version_args(entry))["Body"]
+    body = s3.get_object(Bucket=bucket, Key=entry["key"], **version_args(entry))["Body"]
     digest = hashlib.sha256()
     with target.open("wb") as out:
         for block in body.iter_chunks(1 << 20):
             digest.update(block)
             out.write(block)
-    _check_hash(bucket, entry, digest.hexdigest())
+    check_hash(bucket, entry, digest.hexdigest())
     return target
 
 

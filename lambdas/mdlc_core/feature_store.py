@@ -26,7 +26,7 @@ from .incremental_features import (
     ParsedEvent,
     Write,
     WriteConflict,
-    _event_item_keys,
+    event_item_keys,
     features_as_of,
     item_key,
     parse_event,
@@ -36,24 +36,26 @@ from .incremental_features import (
 # --- DynamoDB ------------------------------------------------------------------------------
 
 
-def _to_dynamo(value: Any) -> Any:
+def to_dynamo(value: Any) -> Any:
+    """A value as DynamoDB's serializer takes it: floats as exact Decimals."""
     if isinstance(value, float):
         return Decimal(repr(value))  # repr round-trips the float exactly
     if isinstance(value, dict):
-        return {k: _to_dynamo(v) for k, v in value.items()}
+        return {k: to_dynamo(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_to_dynamo(v) for v in value]
+        return [to_dynamo(v) for v in value]
     return value
 
 
-def _from_dynamo(value: Any) -> Any:
+def from_dynamo(value: Any) -> Any:
+    """A value read from DynamoDB as written: Decimals back to int or float."""
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() and "." not in str(value) \
             else float(value)
     if isinstance(value, dict):
-        return {k: _from_dynamo(v) for k, v in value.items()}
+        return {k: from_dynamo(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_from_dynamo(v) for v in value]
+        return [from_dynamo(v) for v in value]
     return value
 
 
@@ -79,13 +81,13 @@ class DynamoDBStore:
         raw = response.get("Item")
         if raw is None:
             return None, 0
-        item = {k: _from_dynamo(self._deserialize(v)) for k, v in raw.items()}
+        item = {k: from_dynamo(self._deserialize(v)) for k, v in raw.items()}
         version = int(item.pop("version"))
         item.pop("pk")
         return item, version
 
     def _marshal(self, item: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: self._serialize(_to_dynamo(v)) for k, v in item.items()}
+        return {k: self._serialize(to_dynamo(v)) for k, v in item.items()}
 
     def commit(self, event_id: str, writes: list[Write], marker_expires_at: int) -> None:
         marker = {"pk": f"{self.model}#event#{event_id}", "expires_at": marker_expires_at,
@@ -208,7 +210,7 @@ class OnlineFeatureReader:
                 parsed.append(None)
                 continue
             parsed.append(ev)
-        keys = _event_item_keys(fs, parsed)
+        keys = event_item_keys(fs, parsed)
         items = self._get_many(keys, consistent=True) if keys else {}
         found = rows_as_of_events(fs, parsed, {key: items.get(key) for key in keys})
         found.rejected = rejected
@@ -228,7 +230,7 @@ class OnlineFeatureReader:
             for attempt in range(self.RETRIES):
                 response = self.client.batch_get_item(RequestItems=request)
                 for raw in response.get("Responses", {}).get(self.table_name, []):
-                    item = {k: _from_dynamo(self._deserialize(v)) for k, v in raw.items()}
+                    item = {k: from_dynamo(self._deserialize(v)) for k, v in raw.items()}
                     items[item.pop("pk")] = item
                 request = response.get("UnprocessedKeys") or {}
                 if not request:

@@ -46,5 +46,4 @@ reads a null is null.
 from .batch_features import *  # noqa: F403
 from .batch_features import EPOCH, FeatureError, FutureEvent, MalformedEvent  # noqa: F401
 from .feature_store import *  # noqa: F403
-from .feature_store import _from_dynamo, _to_dynamo  # noqa: F401
 from .incremental_features import *  # noqa: F403

@@ -23,21 +23,21 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from .batch_features import (
-    _US_PER_DAY,
     RECENT_EVENTS,
+    US_PER_DAY,
     Aggregate,
     FeatureError,
     FeatureSet,
     FutureEvent,
     MalformedEvent,
-    _as_float,
-    _as_key,
-    _py,
+    as_float,
+    as_key,
     clock_skew_reason,
     day_number,
     day_of,
     day_string,
     evaluate_expressions,
+    plain_value,
     to_micros,
 )
 
@@ -116,19 +116,19 @@ class ParsedEvent:
 def parse_event(fs: FeatureSet, event: Mapping[str, Any]) -> ParsedEvent:
     """One event as the online engines use it; :class:`MalformedEvent` says what is wrong."""
     try:
-        event_id = _as_key(event.get(fs.event_id))
+        event_id = as_key(event.get(fs.event_id))
         if event_id is None:
             raise MalformedEvent(f"no {fs.event_id}")
         if event.get(fs.timestamp) is None:
             raise MalformedEvent(f"event {event_id!r} has no {fs.timestamp}")
         micros = to_micros(event[fs.timestamp], fs.timestamp_unit)
-        keys = {c: _as_key(event.get(c)) for c in fs.entity_columns}
+        keys = {c: as_key(event.get(c)) for c in fs.entity_columns}
         if keys[fs.entity_key] is None:
             raise MalformedEvent(f"event {event_id!r} has no {fs.entity_key}")
-        values = {c: _as_float(event.get(c), c) for c in fs.value_columns}
+        values = {c: as_float(event.get(c), c) for c in fs.value_columns}
         last = {}
         for c in fs.last_columns:
-            last[c] = keys[c] if c in keys else _py(_as_float(event.get(c), c))
+            last[c] = keys[c] if c in keys else plain_value(as_float(event.get(c), c))
     except MalformedEvent:
         raise
     except FeatureError as error:
@@ -234,7 +234,7 @@ class IncrementalEngine:
                     changed = True
             if changed:
                 newest = max(day_number(item["watermark"]) if item.get("watermark") else ev.day,
-                             item["last"]["micros"] // _US_PER_DAY if item.get("last") else ev.day)
+                             item["last"]["micros"] // US_PER_DAY if item.get("last") else ev.day)
                 item["expires_at"] = (newest + fs.horizon() + 2) * 86_400
                 writes.append(Write(key, item, version))
         # Late for every window: nothing added (batch ignores it too); the
@@ -257,7 +257,7 @@ class IncrementalEngine:
         """Each event's features as of itself (:func:`rows_as_of_events`) from this
         engine's store: what :meth:`OnlineFeatureReader.read_events` computes from
         DynamoDB, for the in-memory store."""
-        keys = _event_item_keys(self.features, events)
+        keys = event_item_keys(self.features, events)
         return rows_as_of_events(self.features, events,
                                  {key: self.store.get(key)[0] for key in keys})
 
@@ -284,7 +284,7 @@ def features_as_of(
         return None
     last = item["last"]
     horizon = fs.horizon()
-    if horizon and last["micros"] // _US_PER_DAY <= today - horizon:
+    if horizon and last["micros"] // US_PER_DAY <= today - horizon:
         return None
     scope: dict[str, Any] = dict(last["values"])
     items: dict[str, Mapping[str, Any]] = {fs.entity_key: item}
@@ -328,14 +328,14 @@ def _bucket_hi(day: str, bucket: Mapping[str, Any]) -> tuple[int, str]:
     hi = bucket.get("hi")
     if hi:
         return int(hi[0]), str(hi[1])
-    return (day_number(day) + 1) * _US_PER_DAY - 1, _LAST_ID
+    return (day_number(day) + 1) * US_PER_DAY - 1, _LAST_ID
 
 
 def _bucket_add(days: dict[str, Any], micros: int, event_id: str, values: Sequence[Any],
                 columns: Sequence[str]) -> None:
     """Add one event (``values`` in ``columns`` order, None or NaN for null) to its
     day's bucket, whose ``hi`` is the newest (micros, event id) it holds."""
-    day = day_string(micros // _US_PER_DAY)
+    day = day_string(micros // US_PER_DAY)
     bucket = days.get(day)
     if bucket is None:
         bucket = days[day] = {"n": 0, "v": {}, "hi": [micros, event_id]}
@@ -393,7 +393,7 @@ def _record_in_item(item: dict[str, Any], ev: ParsedEvent, columns: list[str],
     every bucket event is older than every ``recent`` one."""
     days = item.setdefault("days", {})
     recent = _recent_of(item, columns)
-    values = [_py(ev.values[c]) for c in columns]
+    values = [plain_value(ev.values[c]) for c in columns]
     position = (ev.micros, ev.event_id)
     newer_bucket = any(_bucket_hi(day, bucket) > position for day, bucket in days.items())
     if limit > 0 and not newer_bucket and (len(recent) < limit
@@ -418,9 +418,9 @@ def _drop_before(item: dict[str, Any], cutoff: int) -> None:
         del item["days"][day]
     recent = _recent_field(item)
     if recent.get("events"):
-        kept = [e for e in recent["events"] if e[0] // _US_PER_DAY > cutoff]
-        gone += [day_string(e[0] // _US_PER_DAY) for e in recent["events"]
-                 if e[0] // _US_PER_DAY <= cutoff]
+        kept = [e for e in recent["events"] if e[0] // US_PER_DAY > cutoff]
+        gone += [day_string(e[0] // US_PER_DAY) for e in recent["events"]
+                 if e[0] // US_PER_DAY <= cutoff]
         if len(kept) < len(recent["events"]):
             item["recent"] = _recent_text(list(recent.get("columns") or []), kept)
     if gone:
@@ -501,7 +501,7 @@ class _ItemView:
             window.bucket(bucket, agg.column)
         column = self.columns.get(agg.column) if agg.column is not None else None
         for micros, event_id, values in self.recent:
-            if low < micros // _US_PER_DAY <= high and (until is None
+            if low < micros // US_PER_DAY <= high and (until is None
                                                         or (micros, event_id) <= until):
                 window.event(values[column] if column is not None else None)
         return reason
@@ -527,7 +527,7 @@ class EventRows:
     rejected: dict[int, str] = field(default_factory=dict)
 
 
-def _event_item_keys(fs: FeatureSet, events: Sequence[ParsedEvent | None]) -> list[str]:
+def event_item_keys(fs: FeatureSet, events: Sequence[ParsedEvent | None]) -> list[str]:
     """The store items a batch's rows read: each event's item per aggregated entity column."""
     keys = {item_key(fs.model, c, ev.keys[c]) for ev in events if ev is not None
             for c in fs.entity_columns if ev.keys[c] is not None and fs.horizon(c)}
@@ -554,7 +554,7 @@ def rows_as_of_events(fs: FeatureSet, events: Sequence[ParsedEvent | None],
     of expressions are ``e``'s own, as in a training row.
 
     ``items`` maps :func:`item_key` to the item (or None); it must hold every
-    key of :func:`_event_item_keys`, read after the batch's earlier events were
+    key of :func:`event_item_keys`, read after the batch's earlier events were
     recorded (the consumer records what ``unrecorded`` names before its next
     batch, so nothing before a batch is missing from the store).
     """

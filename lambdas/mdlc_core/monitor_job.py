@@ -115,13 +115,13 @@ def run(
                             spark=spark, scratch=scratch, memory_mb=memory_mb,
                             storage_mb=storage_mb)
     reading = (metrics.reader(s3, feature_columns(config)) if isinstance(metrics, _DuckDB)
-               else nullcontext(_Reader(s3)))
+               else nullcontext(DayReader(s3)))
     with reading as reader:
         return monitor(event, config, reader, metrics, s3=s3, cloudwatch=cloudwatch,
                         environ=environ, sagemaker=sagemaker)
 
 
-def monitor(event: Mapping[str, Any], config: Mapping[str, Any], reader: _Reader, metrics: Any,
+def monitor(event: Mapping[str, Any], config: Mapping[str, Any], reader: DayReader, metrics: Any,
             *, s3: Any, cloudwatch: Any, environ: Mapping[str, str], sagemaker: Any
             ) -> dict[str, Any]:
     """:func:`run` with its engine and reader chosen: the part every runner
@@ -388,7 +388,7 @@ def feature_columns(config: Mapping[str, Any]) -> list[str]:
     return raw + derived
 
 
-class _Reader:
+class DayReader:
     """Reads the day's tables from S3 with one client."""
 
     def __init__(self, s3: Any) -> None:
@@ -485,7 +485,7 @@ class _Reader:
         return self.combine(parts, f"s3://{bucket}/{key}")
 
 
-class _FileReader(_Reader):
+class _FileReader(DayReader):
     """Reads a day's predictions and labels, and the baselines, into one DuckDB
     session, from files.
 

@@ -20,8 +20,8 @@ What stays is what the engines share:
   it (:func:`prediction_checks`, :func:`label_checks`), in the shared reader's
   order, so DuckDB's and Spark's readers refuse a day in the same words.
 - **The report's arithmetic.** Ratios that are ``None`` when undefined
-  (:func:`_ratio`), PSI's proportions with :data:`PSI_EPSILON` for an empty
-  bin (:func:`_proportions`, :func:`_psi`), a day's date (:func:`_date`).
+  (:func:`ratio`), PSI's proportions with :data:`PSI_EPSILON` for an empty
+  bin (:func:`proportions`, :func:`psi`), a day's date (:func:`iso_date`).
 - **Alarms.** :func:`evaluate_alarms`: the spec's thresholds a report crosses.
 
 Semantics of the report (docs/monitoring.md):
@@ -189,7 +189,9 @@ def _no_nulls(column: pa.ChunkedArray, name: str, what: str) -> None:
         raise MonitoringInputError(f"{what}: {column.null_count} row(s) without {name}")
 
 
-def _text(table: pa.Table, name: str, what: str) -> pa.ChunkedArray:
+def text_column(table: pa.Table, name: str, what: str) -> pa.ChunkedArray:
+    """Column ``name`` of ``table`` as text; one that cannot be is a
+    :class:`MonitoringInputError` naming ``what``."""
     column = table.column(name)
     try:
         return pc.cast(column, pa.string()) if column.type != pa.string() else column
@@ -209,7 +211,7 @@ def _timestamps_us(table: pa.Table, name: str, what: str) -> np.ndarray:
             tz = getattr(kind, "tz", None)
             column = pc.cast(column, pa.timestamp("us", tz=tz))
         elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
-            column = _parse_timestamps(column)
+            column = parse_timestamps(column)
         else:
             raise MonitoringInputError(
                 f"{what}: {name} must be an ISO-8601 timestamp, got type {kind}"
@@ -221,14 +223,17 @@ def _timestamps_us(table: pa.Table, name: str, what: str) -> np.ndarray:
         ) from error
 
 
-def _parse_timestamps(column: pa.ChunkedArray) -> pa.ChunkedArray:
+def parse_timestamps(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """ISO 8601 text as microsecond timestamps: zone-less as is, zoned as UTC."""
     try:
         return pc.cast(column, pa.timestamp("us"))
     except pa.ArrowInvalid:
         return pc.cast(column, pa.timestamp("us", tz="UTC"))
 
 
-def _floats(column: pa.ChunkedArray, name: str, what: str) -> np.ndarray:
+def floats(column: pa.ChunkedArray, name: str, what: str) -> np.ndarray:
+    """``column`` as doubles, nulls as NaN; text that is not a number is a
+    :class:`MonitoringInputError` naming ``what`` (the file or table) and ``name``."""
     try:
         values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
     except pa.ArrowException as error:
@@ -268,26 +273,26 @@ class Predictions:
         cls, table: pa.Table, feature_columns: Iterable[str] = (), what: str = "predictions"
     ) -> Predictions:
         _require(table, PREDICTION_COLUMNS, what)
-        event_id = _text(table, "event_id", what)
+        event_id = text_column(table, "event_id", what)
         _no_nulls(event_id, "event_id", what)
         score_column = table.column("score")
         _no_nulls(score_column, "score", what)
-        score = _floats(score_column, "score", what)
+        score = floats(score_column, "score", what)
         if np.isnan(score).any():
             raise MonitoringInputError(f"{what}: {int(np.isnan(score).sum())} score(s) are NaN")
         day = _timestamps_us(table, "prediction_ts", what) // _DAY_US
         names = table.column_names
         version_codes, versions = _codes(
-            _text(table, "model_version", what) if "model_version" in names else None,
+            text_column(table, "model_version", what) if "model_version" in names else None,
             len(score),
             UNKNOWN_VERSION,
         )
         action_codes, actions = (None, [])
         if "action" in names:
-            action = _text(table, "action", what)
+            action = text_column(table, "action", what)
             action_codes, actions = _codes(action, len(score), "")
         features = {
-            name: _floats(table.column(name), name, what)
+            name: floats(table.column(name), name, what)
             for name in feature_columns
             if name in names and name != "score"
         }
@@ -308,14 +313,14 @@ class Labels:
     @classmethod
     def from_table(cls, table: pa.Table, what: str = "labels") -> Labels:
         _require(table, LABEL_COLUMNS, what)
-        event_id = _text(table, "event_id", what)
+        event_id = text_column(table, "event_id", what)
         _no_nulls(event_id, "event_id", what)
         column = table.column("label")
         _no_nulls(column, "label", what)
         if pa.types.is_boolean(column.type):
             values = column.cast(pa.int8()).to_numpy()
         else:
-            values = _floats(column, "label", what) if len(column) else np.zeros(0)
+            values = floats(column, "label", what) if len(column) else np.zeros(0)
         bad = ~np.isin(values, (0, 1))
         if bad.any():
             examples = sorted({str(v) for v in np.asarray(values)[bad][:5]})
@@ -350,29 +355,37 @@ class ReadDay:
 # ------------------------------------------------------------ the report's arithmetic
 
 
-def _ratio(numerator: float, denominator: float) -> float | None:
+def ratio(numerator: float, denominator: float) -> float | None:
+    """``numerator / denominator``, or None where it is undefined (a zero
+    denominator): the report says "no value", never 0 or NaN."""
     return float(numerator) / float(denominator) if denominator else None
 
 
-def _proportions(counts: np.ndarray) -> np.ndarray:
+def proportions(counts: np.ndarray) -> np.ndarray:
+    """Bin counts as PSI's proportions: an empty bin is :data:`PSI_EPSILON`, so
+    :func:`psi` stays finite; no rows at all is all zeros."""
     total = counts.sum()
     if total == 0:
         return np.zeros(len(counts))
     return np.maximum(counts / total, PSI_EPSILON)
 
 
-def _psi(current: np.ndarray, baseline: np.ndarray) -> float:
+def psi(current: np.ndarray, baseline: np.ndarray) -> float:
+    """The population stability index of two :func:`proportions` arrays."""
     return float(np.sum((current - baseline) * np.log(current / baseline)))
 
 
-def _date(day: int) -> str:
+def iso_date(day: int) -> str:
+    """A day number (days since 1970-01-01, UTC) as ``YYYY-MM-DD``."""
     return datetime.fromtimestamp(day * 86_400, tz=UTC).strftime("%Y-%m-%d")
 
 
 # ------------------------------------------------------------------------ alarms
 
 
-def _as_mapping(spec: Any) -> Mapping[str, Any]:
+def as_mapping(spec: Any) -> Mapping[str, Any]:
+    """The ``monitoring`` section as a plain mapping, from the spec's pydantic
+    model or from the dict a handler's configuration carries (None: empty)."""
     if hasattr(spec, "model_dump"):
         return spec.model_dump(mode="json")
     return spec or {}
@@ -386,7 +399,7 @@ def evaluate_alarms(metrics: Mapping[str, Any], monitoring_spec: Any) -> list[di
     publishes. A metric that is ``None`` crosses nothing. ``ks_alpha: 0``
     disables the KS check.
     """
-    spec = _as_mapping(monitoring_spec)
+    spec = as_mapping(monitoring_spec)
     closed = spec.get("closed_loop") or {}
     opened = spec.get("open_loop") or {}
     crossed: list[dict[str, Any]] = []

@@ -441,12 +441,14 @@ def committed_manifest(s3: Any, bucket: str, prefix: str) -> dict[str, Any]:
     return manifest
 
 
-def _version_args(entry: Mapping[str, Any]) -> dict[str, str]:
+def version_args(entry: Mapping[str, Any]) -> dict[str, str]:
+    """The ``VersionId`` argument of a manifest entry's ``GetObject`` (none without one)."""
     version = entry.get("version_id")
     return {"VersionId": version} if version else {}
 
 
-def _check_hash(bucket: str, entry: Mapping[str, Any], actual: str) -> None:
+def check_hash(bucket: str, entry: Mapping[str, Any], actual: str) -> None:
+    """A :class:`SnapshotError` when an object's SHA-256 is not its manifest's."""
     if entry.get("sha256") and actual != entry["sha256"]:
         raise SnapshotError(
             f"s3://{bucket}/{entry['key']}: content differs from its manifest (sha256 "
@@ -456,8 +458,8 @@ def _check_hash(bucket: str, entry: Mapping[str, Any], actual: str) -> None:
 def read_snapshot_object(s3: Any, bucket: str, entry: Mapping[str, Any]) -> bytes:
     """The bytes of one manifest entry: the version the manifest names (if any),
     checked against its SHA-256."""
-    body = s3.get_object(Bucket=bucket, Key=entry["key"], **_version_args(entry))["Body"].read()
-    _check_hash(bucket, entry, hashlib.sha256(body).hexdigest())
+    body = s3.get_object(Bucket=bucket, Key=entry["key"], **version_args(entry))["Body"].read()
+    check_hash(bucket, entry, hashlib.sha256(body).hexdigest())
     return body
 
 
@@ -465,12 +467,12 @@ def download_snapshot_object(s3: Any, bucket: str, entry: Mapping[str, Any],
                              target: Path) -> Path:
     """:func:`read_snapshot_object` to a local file (large objects stay on disk)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    s3.download_file(bucket, entry["key"], str(target), ExtraArgs=_version_args(entry) or None)
+    s3.download_file(bucket, entry["key"], str(target), ExtraArgs=version_args(entry) or None)
     digest = hashlib.sha256()
     with target.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    _check_hash(bucket, entry, digest.hexdigest())
+    check_hash(bucket, entry, digest.hexdigest())
     return target
 
 

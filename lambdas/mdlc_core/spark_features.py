@@ -68,12 +68,12 @@ def run_plan(plan: Any, spark: Any) -> Any:
     dropped afterwards; the session gets the runner's settings
     (``spark_job.SESSION_CONF``: UTC, no NaN-blind pushdown, Arrow).
     """
-    from mdlc_core.spark_job import SESSION_CONF, _arrow_frame
+    from mdlc_core.spark_job import SESSION_CONF, arrow_frame
     from mdlc_core.sql import features as sql_features
 
     for key, value in SESSION_CONF.items():
         spark.conf.set(key, value)
-    _arrow_frame(spark, plan.relation.table).createOrReplaceTempView(sql_features.EVENTS)
+    arrow_frame(spark, plan.relation.table).createOrReplaceTempView(sql_features.EVENTS)
     try:
         return _to_arrow(spark.sql(plan.sql("spark")))
     finally:
@@ -85,7 +85,7 @@ def _to_arrow(frame: Any) -> Any:
     ``toArrow``; Spark 3.5 (EMR 7's) ``toPandas`` (Arrow-backed with
     SESSION_CONF), whose NaN of a nullable double column is a null again in
     Arrow (the features' values are never NaN: not finite is null in the SQL).
-    The same version switch as ``spark_job._arrow_frame``."""
+    The same version switch as ``spark_job.arrow_frame``."""
     import pyarrow as pa
     import pyspark
 

@@ -133,7 +133,7 @@ def check(spark: Any, spec_config: Mapping[str, Any], current: Any, previous: An
         if isinstance(relation, sql_quality.ParquetFiles):
             frame = _parquet_frame(spark, relation, (uris or {}).get(name))
         else:
-            frame = _arrow_frame(spark, relation)
+            frame = arrow_frame(spark, relation)
         # Views named after the plan's relations, local to this session.
         frame.createOrReplaceTempView(name)
         views.append(name)
@@ -145,7 +145,7 @@ def check(spark: Any, spec_config: Mapping[str, Any], current: Any, previous: An
             spark.catalog.dropTempView(name)
 
 
-def _arrow_frame(spark: Any, table: Any) -> Any:
+def arrow_frame(spark: Any, table: Any) -> Any:
     """An Arrow table as a Spark frame: as is from Spark 4 (nulls, zoned
     timestamps), through pandas before (Spark 3.5, EMR 7's)."""
     import pyspark

@@ -242,7 +242,7 @@ def _converted(column: pa.Array, convert: Callable[[pa.Array], pa.Array], out: p
 
 
 def _numbers(column: pa.Array, csv: bool) -> tuple[pa.Array, np.ndarray, np.ndarray]:
-    """A column as the shared reader's doubles (``monitoring._floats``)."""
+    """A column as the shared reader's doubles (``monitoring.floats``)."""
     return _converted(column, lambda a: pc.cast(a, pa.float64()), pa.float64(), csv=csv,
                       booleans=True)
 
@@ -255,7 +255,7 @@ def _parse_micros(column: pa.Array) -> pa.Array:
     if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
         cast = pc.cast(column, pa.timestamp("us", tz=getattr(kind, "tz", None)))
     elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        cast = monitoring._parse_timestamps(pa.chunked_array([column])).combine_chunks()
+        cast = monitoring.parse_timestamps(pa.chunked_array([column])).combine_chunks()
     else:
         raise TypeError(f"not a timestamp type: {kind}")
     return cast.cast(pa.int64())
@@ -273,10 +273,10 @@ def _micros(column: pa.Array, csv: bool) -> tuple[pa.Array, np.ndarray, np.ndarr
 
 
 def _text(table: pa.Table, name: str, what: str) -> pa.Array:
-    """``monitoring._text``: the column as text (null where the object has no such column)."""
+    """``monitoring.text_column``: the column as text (null where the object has no such column)."""
     if name not in table.column_names:
         return pa.nulls(table.num_rows, pa.string())
-    return monitoring._text(table, name, what).combine_chunks().cast(pa.string())
+    return monitoring.text_column(table, name, what).combine_chunks().cast(pa.string())
 
 
 def _column(table: pa.Table, name: str, kind: pa.DataType) -> pa.Array:
@@ -418,7 +418,7 @@ class ExecutorPredictions(ReadDay):
             columns.append(F.coalesce(F.col("action"), F.lit("")).alias("action"))
         for index, name in enumerate(names):
             source = "score" if name == SCORE_COLUMN else self.feature_columns[name]
-            columns.append(F.col(source).alias(sql_monitoring._column(index)))
+            columns.append(F.col(source).alias(sql_monitoring.relation_column(index)))
         return self.frame.select(*columns)
 
 
@@ -443,7 +443,7 @@ class ExecutorLabels:
 #: (condition on a row, kind, column named) in the shared reader's order.
 
 
-class ExecutorReader(monitor_job._Reader):
+class ExecutorReader(monitor_job.DayReader):
     """``monitor_job``'s reader with the day's objects read by Spark's executors.
 
     :meth:`keys` (the listing) is the shared one, so the same objects are

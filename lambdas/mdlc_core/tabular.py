@@ -73,10 +73,12 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 TRACK_LIMIT = 1000
 _METADATA_KEY = b"mdlc.unparseable"
 
-_INT = r"^\s*[+-]?\d{1,18}\s*$"
-_FLOAT = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$|^\s*[+-]?(inf|infinity|nan)\s*$"
-_TRUE = ["true", "t", "yes", "y", "1"]
-_FALSE = ["false", "f", "no", "n", "0"]
+#: The text an ``int`` or ``float`` column parses (the SQL rules' text checks too).
+INT_PATTERN = r"^\s*[+-]?\d{1,18}\s*$"
+FLOAT_PATTERN = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$|^\s*[+-]?(inf|infinity|nan)\s*$"
+#: The texts of a ``bool`` column, compared in lower case.
+TRUE_TEXTS = ("true", "t", "yes", "y", "1")
+FALSE_TEXTS = ("false", "f", "no", "n", "0")
 # Naive timestamps are taken as UTC; these are tried in order after ISO 8601.
 _TIME_FORMATS = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d")
 # A zoned ISO 8601 timestamp whose fields are in range (a day that its month
@@ -122,7 +124,7 @@ def read_table(path: str | Path, columns: Sequence[Any] | None = None) -> pa.Tab
     if root.is_dir():
         listed = manifest_files(root)
         if listed is not None:
-            return combine([_read(_Object(str(file), path=file, declared=kind), specs)
+            return combine([_read(TableSource(str(file), path=file, declared=kind), specs)
                             for file, kind in listed], str(root))
         files = data_files(root)
         if not files:
@@ -131,7 +133,7 @@ def read_table(path: str | Path, columns: Sequence[Any] | None = None) -> pa.Tab
         files = [root]
     else:
         raise DataError(f"{root}: no such file or folder")
-    return combine([_read(_Object(str(file), path=file), specs) for file in files], str(root))
+    return combine([_read(TableSource(str(file), path=file), specs) for file in files], str(root))
 
 
 def manifest_files(folder: Path) -> list[tuple[Path, str | None]] | None:
@@ -180,7 +182,7 @@ def read_file(path: str | Path, columns: Sequence[Any] | None = None, *,
     file = Path(path)
     if not file.is_file():
         raise DataError(f"{name or file}: no such file")
-    return _read(_Object(name or str(file), path=file, declared=file_format), specs)
+    return _read(TableSource(name or str(file), path=file, declared=file_format), specs)
 
 
 def read_bytes(data: bytes, name: str, columns: Sequence[Any] | None = None, *,
@@ -194,7 +196,7 @@ def read_bytes(data: bytes, name: str, columns: Sequence[Any] | None = None, *,
     keep their stored types. For engines that parse values themselves.
     """
     specs = None if columns is None else [_column_spec(column) for column in columns]
-    return _read(_Object(name, data=data, declared=file_format), specs, text=text)
+    return _read(TableSource(name, data=data, declared=file_format), specs, text=text)
 
 
 def combine(tables: Sequence[pa.Table], what: str) -> pa.Table:
@@ -206,7 +208,7 @@ def combine(tables: Sequence[pa.Table], what: str) -> pa.Table:
     try:
         return _concat(list(tables))
     except pa.ArrowException as error:  # only untyped reads can disagree between files
-        raise DataError(f"{what}: files have different schemas: {_first_line(error)}") from error
+        raise DataError(f"{what}: files have different schemas: {first_line(error)}") from error
 
 
 def data_files(folder: Path) -> list[Path]:
@@ -215,7 +217,7 @@ def data_files(folder: Path) -> list[Path]:
         file for file in folder.rglob("*")
         if file.is_file()
         and not any(part.startswith(("_", ".")) for part in file.relative_to(folder).parts)
-        and _format(file) is not None
+        and file_format(file) is not None
     )
 
 
@@ -245,15 +247,15 @@ def parse_strings(values: pa.Array | pa.ChunkedArray, type_name: str,
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
     if type_name == "int":
-        ok = pc.match_substring_regex(values, _INT)
+        ok = pc.match_substring_regex(values, INT_PATTERN)
         return pc.cast(pc.utf8_trim_whitespace(pc.if_else(ok, values, None)), target)
     if type_name == "float":
-        ok = pc.match_substring_regex(values, _FLOAT, ignore_case=True)
+        ok = pc.match_substring_regex(values, FLOAT_PATTERN, ignore_case=True)
         return pc.cast(pc.utf8_trim_whitespace(pc.if_else(ok, values, None)), target)
     if type_name == "bool":
         lowered = pc.utf8_lower(pc.utf8_trim_whitespace(values))
-        is_true = pc.is_in(lowered, value_set=pa.array(_TRUE))
-        is_false = pc.is_in(lowered, value_set=pa.array(_FALSE))
+        is_true = pc.is_in(lowered, value_set=pa.array(TRUE_TEXTS))
+        is_false = pc.is_in(lowered, value_set=pa.array(FALSE_TEXTS))
         return pc.if_else(is_true, True, pc.if_else(is_false, False, pa.scalar(None, pa.bool_())))
     return _parse_timestamps(values, unit)
 
@@ -295,7 +297,7 @@ def _column_spec(column: Any) -> _Spec:
                  None if unit is None else str(unit))
 
 
-def _format(file: Path) -> str | None:
+def file_format(file: Path) -> str | None:
     """A file's format by its suffix (a folder's files are chosen by it)."""
     name = file.name.lower()
     if name.endswith(CSV_SUFFIXES):
@@ -310,7 +312,7 @@ _MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\x28\xb5\x2f\xfd", "zstd"))
 
 
 @dataclass(frozen=True)
-class _Object:
+class TableSource:
     """One file or object to read: its label (for errors) and its bytes or path."""
 
     label: str
@@ -351,7 +353,7 @@ class _Object:
         return pa.BufferReader(self.data) if self.data is not None else str(self.path)
 
 
-def _read(source: _Object, specs: list[_Spec] | None, *, text: bool = False) -> pa.Table:
+def _read(source: TableSource, specs: list[_Spec] | None, *, text: bool = False) -> pa.Table:
     kind = source.format()
     if kind not in ("csv", "parquet"):
         raise DataError(
@@ -365,14 +367,14 @@ def _read(source: _Object, specs: list[_Spec] | None, *, text: bool = False) -> 
         raw = (_read_csv(source, names, text=text) if kind == "csv"
                else _read_parquet(source, names))
     except (pa.ArrowException, OSError, UnicodeDecodeError) as error:
-        reason = _first_line(error)
+        reason = first_line(error)
         raise DataError(f"{source.label}: cannot be read as {kind.upper()}: {reason}") from error
     if raw.num_columns == 0:
         raise DataError(f"{source.label}: has no columns")
     return raw if specs is None else _typed(raw, specs, source.label, text=kind == "csv")
 
 
-def _read_csv(source: _Object, names: list[str] | None, *, text: bool = False) -> pa.Table:
+def _read_csv(source: TableSource, names: list[str] | None, *, text: bool = False) -> pa.Table:
     if names is None and not text:
         return pacsv.read_csv(source.stream())
     with pacsv.open_csv(source.stream()) as reader:  # header only, to name missing columns
@@ -393,7 +395,7 @@ def _read_csv(source: _Object, names: list[str] | None, *, text: bool = False) -
     return pacsv.read_csv(source.stream(), convert_options=options)
 
 
-def _read_parquet(source: _Object, names: list[str] | None) -> pa.Table:
+def _read_parquet(source: TableSource, names: list[str] | None) -> pa.Table:
     if names is None:
         return pq.read_table(source.parquet_source())
     schema = pq.read_schema(source.parquet_source())
@@ -447,7 +449,7 @@ def _typed(raw: pa.Table, specs: list[_Spec], file: str, *, text: bool) -> pa.Ta
     try:
         return pa.Table.from_arrays(arrays, schema=schema)
     except pa.ArrowException as error:  # pragma: no cover - _convert guarantees the types
-        raise DataError(f"{file}: {_first_line(error)}") from error
+        raise DataError(f"{file}: {first_line(error)}") from error
 
 
 def _convert(source: pa.ChunkedArray, type_name: str, unit: str | None = None) -> pa.ChunkedArray:
@@ -573,7 +575,9 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
     return combined.replace_schema_metadata({_METADATA_KEY: json.dumps(merged)} if merged else None)
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none),
+    for a reason that names the file without the reader's whole trace."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 

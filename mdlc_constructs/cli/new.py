@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from mdlc_constructs.spec import SpecError, load_spec, parse_spec
-from mdlc_constructs.spec.base import _NAME
+from mdlc_constructs.spec.base import NAME_PATTERN
 from mdlc_constructs.spec.loader import load_yaml
 
 from . import EXIT_OK, UsageError
@@ -56,7 +56,7 @@ def scaffold(name: str, source: Path, owner: str | None = None) -> str:
         UsageError: a bad name, an unreadable or invalid source, a source
             without a top-level ``name:`` line.
     """
-    if not _NAME.match(name):
+    if not NAME_PATTERN.match(name):
         raise UsageError(
             f"invalid NAME {name!r}: expected 1-20 lower-case letters, digits or '-', "
             "starting with a letter (it becomes part of AWS resource names)"

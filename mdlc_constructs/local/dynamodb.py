@@ -298,7 +298,7 @@ class FastItems:
         if key is None:
             return False
         with _as_service_errors():
-            table._validate_item_types(item)  # moto's value checks, before the write
+            table._validate_item_types(item)  # moto's value checks, before the write  # noqa: SLF001
         self._items.setdefault(name, {})[key] = text
         self._dirty.setdefault(name, set()).add(key)
         return True

@@ -112,7 +112,7 @@ def _sqs_standard_queue_sends() -> None:
     from moto.sqs.models import Queue, SQSBackend
 
     _check("moto.sqs.models.SQSBackend.send_message", SQSBackend.send_message)
-    _check("moto.sqs.models.SQSBackend._validate_message", SQSBackend._validate_message)
+    _check("moto.sqs.models.SQSBackend._validate_message", SQSBackend._validate_message)  # noqa: SLF001
     _check("moto.sqs.models.Queue.add_message", Queue.add_message)
     attributes = Queue.__dict__.get("attributes")
     if not isinstance(attributes, property) or attributes.fget is None:

@@ -75,10 +75,10 @@ class Principals:
             original_start(thread)
 
         threading.Thread.start = start  # type: ignore[method-assign]
-        self._original_logic = original_logic = ExecutionWorker._execution_logic
+        self._original_logic = original_logic = ExecutionWorker._execution_logic  # noqa: SLF001
 
         def execution_logic(worker: Any) -> None:
-            role = worker._evaluation_details.aws_execution_details.role_arn
+            role = worker._evaluation_details.aws_execution_details.role_arn  # noqa: SLF001
             try:
                 with principals.acting_as(role or None):
                     original_logic(worker)
@@ -87,7 +87,7 @@ class Principals:
                     principals.ended += 1
                     principals.execution_ended.notify_all()
 
-        ExecutionWorker._execution_logic = execution_logic  # type: ignore[method-assign]
+        ExecutionWorker._execution_logic = execution_logic  # type: ignore[method-assign]  # noqa: SLF001
 
     def uninstall(self) -> None:
         if self._original_start is not None:
@@ -96,5 +96,5 @@ class Principals:
         if self._original_logic is not None:
             from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 
-            ExecutionWorker._execution_logic = self._original_logic  # type: ignore[method-assign]
+            ExecutionWorker._execution_logic = self._original_logic  # type: ignore[method-assign]  # noqa: SLF001
             self._original_logic = None

@@ -84,7 +84,7 @@ class FastObjects:
             raise ServiceError("NoSuchKey", error["Message"], status=404,
                                extra={"Error": error})
         # A missing version (or a delete marker) is moto's NoSuchVersion or 405, as S3's.
-        if (not isinstance(key, FakeKey) or key.multipart or key._expiry is not None
+        if (not isinstance(key, FakeKey) or key.multipart or key._expiry is not None  # noqa: SLF001
                 or key.storage_class in ("GLACIER", "DEEP_ARCHIVE")):
             return None  # a restore, an archived object: moto's answer (and errors)
         headers = HeadersDict()

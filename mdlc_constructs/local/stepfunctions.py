@@ -164,18 +164,18 @@ def install_aws_semantics() -> None:
     clients.update(SERVICE_CLIENT_NAMES)
     if _INSTALLED:
         return
-    original = decl._eval_body
+    original = decl._eval_body  # noqa: SLF001
     runtime = StatesErrorName(typ=StatesErrorNameType.StatesRuntime)
 
     def eval_body(self: Any, env: Any) -> None:
         error_name = env.stack[-1]
-        if error_name == runtime and decl._STATE_ALL_ERROR in self.error_names:
+        if error_name == runtime and decl._STATE_ALL_ERROR in self.error_names:  # noqa: SLF001
             env.stack.pop()
             env.stack.append(False)
             return
         original(self, env)
 
-    decl._eval_body = eval_body
+    decl._eval_body = eval_body  # noqa: SLF001
     _report_sync_failures_as_task_failed()
     _propagate_states_errors()
     _definite_paths_select_one_value()
@@ -196,7 +196,7 @@ def _context_start_time_as_text() -> None:
 
     from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
 
-    original = ExecutionWorker._get_evaluation_environment
+    original = ExecutionWorker._get_evaluation_environment  # noqa: SLF001
 
     def environment(self: Any) -> Any:
         env = original(self)
@@ -208,7 +208,7 @@ def _context_start_time_as_text() -> None:
                 "+00:00", "Z")
         return env
 
-    ExecutionWorker._get_evaluation_environment = environment
+    ExecutionWorker._get_evaluation_environment = environment  # noqa: SLF001
 
 
 #: Source digest of moto 5.2.5's ``boto_client_for``, which ignores ``state_credentials``.
@@ -284,13 +284,13 @@ def _sdk_timestamps_as_text(task: Any) -> None:
             return [text(v) for v in value]
         return value
 
-    original = task._eval_service_task
+    original = task._eval_service_task  # noqa: SLF001
 
     def eval_service_task(self: Any, env: Any, *args: Any, **kwargs: Any) -> None:
         original(self, env, *args, **kwargs)
         env.stack.append(text(env.stack.pop()))
 
-    task._eval_service_task = eval_service_task
+    task._eval_service_task = eval_service_task  # noqa: SLF001
 
 
 def _definite_paths_select_one_value() -> None:
@@ -391,7 +391,7 @@ def _report_sync_failures_as_task_failed() -> None:
     from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 
     task = state_task_lambda.StateTaskLambda
-    original = task._from_error
+    original = task._from_error  # noqa: SLF001
 
     def from_error(self: Any, env: Any, ex: Exception) -> Any:
         if isinstance(ex, lambda_eval_utils.LambdaFunctionErrorException):
@@ -411,7 +411,7 @@ def _report_sync_failures_as_task_failed() -> None:
                 )
         return original(self, env, ex)
 
-    task._from_error = from_error
+    task._from_error = from_error  # noqa: SLF001
 
 
 def definition_json(definition: dict[str, Any]) -> str:

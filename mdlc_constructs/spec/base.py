@@ -18,7 +18,7 @@ class SpecModel(BaseModel):
 
 
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-_NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 
 
 def _identifier(value: str) -> str:
@@ -30,7 +30,7 @@ def _identifier(value: str) -> str:
 
 
 def _model_name(value: str) -> str:
-    if not _NAME.match(value):
+    if not NAME_PATTERN.match(value):
         raise ValueError(
             "expected 1-20 lower-case letters, digits or '-', starting with a letter "
             f"(it becomes part of AWS resource names), got {value!r}"

@@ -147,7 +147,8 @@ def parse_spec(
         found = list(rules.source_problems(rules.View(data, spec), Path(folder)))
         if found:
             raise SpecError(source, [f"{source}: {path}: {message}" for path, message in found])
-    spec._source = Path(source)
+    # The file a spec came from is set by its loader only: read-only to everyone else.
+    spec._source = Path(source)  # noqa: SLF001
     return spec
 
 

@@ -32,7 +32,7 @@ now naming the object and the row:
   whose SQL parse is known to equal the engine's (plain decimals; ISO 8601
   dates and times with an optional ``Z`` or ``+HH:MM``; epoch integers in
   the column's unit) and by the engine's own converters (``to_micros``,
-  ``_as_float``), as DuckDB Python functions, for every other form, so the
+  ``as_float``), as DuckDB Python functions, for every other form, so the
   values and the verdicts are the converters': an amount ``1_000`` is
   1000, ``ten`` fails, a timestamp ``2026-02-30`` fails with Python's
   reason. ``tests/test_feature_window.py`` checks the SQL forms against the
@@ -101,7 +101,6 @@ _NAIVE = f"{_DATE}([T ]{_TIME})?"
 _ZONED = f"{_DATE}[T ]{_TIME}(Z|[+-]([01]\\d|2[0-3]):[0-5]\\d)"
 _EPOCH = r"[+-]?\d{1,18}"
 _INTEGER = r"[+-]?\d{1,18}"
-_TRUE, _FALSE = ("true", "t", "yes", "y", "1"), ("false", "f", "no", "n", "0")
 
 #: DuckDB's name of each declared type (``tabular.ARROW_TYPES``).
 _DUCKDB_TYPES = {"string": "VARCHAR", "int": "BIGINT", "float": "DOUBLE", "bool": "BOOLEAN",
@@ -206,7 +205,7 @@ class Window:
         format, header and columns are checked now; its rows when it is
         staged (:meth:`flush`, at the latest by :meth:`relation`)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        source = tabular._Object(name, path=path, declared=file_format)
+        source = tabular.TableSource(name, path=path, declared=file_format)
         kind = source.format()
         if kind not in ("csv", "parquet"):
             raise FeatureError(f"{name}: not a CSV or Parquet file (expected one of "
@@ -237,16 +236,16 @@ class Window:
                     shutil.copyfileobj(stream, out, 1 << 20)
                 except (OSError, pa.ArrowException) as error:
                     raise FeatureError(f"{name}: cannot be read as CSV: "
-                                       f"{tabular._first_line(error)}") from error
+                                       f"{tabular.first_line(error)}") from error
             path.unlink()
             path = plain
-            source = tabular._Object(name, path=path, declared="csv")
+            source = tabular.TableSource(name, path=path, declared="csv")
         try:
             with pacsv.open_csv(source.stream()) as reader:  # the header, as the reader has it
                 header = reader.schema.names
         except (pa.ArrowException, OSError, UnicodeDecodeError) as error:
             raise FeatureError(f"{name}: cannot be read as CSV: "
-                               f"{tabular._first_line(error)}") from error
+                               f"{tabular.first_line(error)}") from error
         self._require(name, header)
         label = self._label_wanted(header, today)
         kinds: dict[str, str | None] = {c: "csv" for c in header}
@@ -259,7 +258,7 @@ class Window:
             schema = parquet.schema_arrow
         except (OSError, pa.ArrowException) as error:
             raise FeatureError(f"{name}: cannot be read as PARQUET: "
-                               f"{tabular._first_line(error)}") from error
+                               f"{tabular.first_line(error)}") from error
         self._require(name, schema.names)
         label = self._label_wanted(schema.names, today)
         kinds = {c: _stored_kind(schema.field(c).type) for c in self.needed}
@@ -311,7 +310,7 @@ class Window:
             names = ", ".join(p.name for p in run)
             kind = "CSV" if csv else "PARQUET"
             raise FeatureError(f"{_culprit(error, run) or names}: cannot be read as {kind}: "
-                               f"{tabular._first_line(error)}") from error
+                               f"{tabular.first_line(error)}") from error
         finally:
             self.con.execute("SET preserve_insertion_order = false")
         counted = dict(self.con.execute(
@@ -448,8 +447,8 @@ class Window:
             return f"COALESCE(CASE WHEN {_matches(v, pattern)} THEN TRY_CAST({v} AS {cast}) END, " \
                    f"{slow})"
         if self.label_type == "bool":
-            true = ", ".join(_s(t) for t in _TRUE)
-            false = ", ".join(_s(t) for t in _FALSE)
+            true = ", ".join(_s(t) for t in tabular.TRUE_TEXTS)
+            false = ", ".join(_s(t) for t in tabular.FALSE_TEXTS)
             return (f"CASE WHEN lower({v}) IN ({true}) THEN true WHEN lower({v}) IN ({false}) "
                     f"THEN false ELSE {slow} END")
         return slow
@@ -466,14 +465,14 @@ class Window:
 
         def number(text: str | None) -> float | None:
             try:
-                value = shared._as_float(text, "")
+                value = shared.as_float(text, "")
             except FeatureError:
                 return None
             return None if value != value else value  # NaN: null
 
         def number_ok(text: str | None) -> bool:
             try:
-                shared._as_float(text, "")
+                shared.as_float(text, "")
             except FeatureError:
                 return False
             return True
@@ -514,7 +513,7 @@ class Window:
             table = parquet.read(columns=list(dict.fromkeys(wanted)))
         except (OSError, pa.ArrowException) as error:
             raise FeatureError(f"{name}: cannot be read as PARQUET: "
-                               f"{tabular._first_line(error)}") from error
+                               f"{tabular.first_line(error)}") from error
         try:
             relation = sql_features.events_relation(table, f, extra=self.inputs)
         except FeatureError as error:
@@ -570,7 +569,7 @@ class Window:
                                f"column {f.timestamp!r}: ")
         else:
             column = problem.split(":", 1)[1]
-            message = _failure(lambda: shared._as_float(text, column), "")
+            message = _failure(lambda: shared.as_float(text, column), "")
         raise FeatureError(f"{where}: {message}")
 
     # --- the relation and the tables -------------------------------------------------------
@@ -621,7 +620,7 @@ class Window:
         row redelivered into the day stays a row of its first day)."""
         f = self.features
         relation = self.relation()
-        inputs = tuple(shared._checked_inputs(f, self.inputs))
+        inputs = tuple(shared.checked_inputs(f, self.inputs))
         carry = [LABEL] if self.labelled_today else []
         first = self.today_row if self.today_row is not None else self.rows
         query = sql_features.per_event_query(f, relation, inputs, positions=True,
@@ -637,7 +636,7 @@ class Window:
         Parquet file; returns the rows."""
         f = self.features
         relation = self.relation()
-        inputs = tuple(shared._checked_inputs(f, self.inputs))
+        inputs = tuple(shared.checked_inputs(f, self.inputs))
         query = sql_features.as_of_query(f, relation, day, inputs)
         return write_batches(self.con, query.sql(dialect="duckdb"), path,
                              entity_schema(f), {})
@@ -711,8 +710,8 @@ def _stored_kind(stored: pa.DataType) -> str | None:
 
 
 def _finite(value: str) -> str:
-    return f"CASE WHEN ({value}) BETWEEN {-sql_features._MAX_DOUBLE!r} AND " \
-           f"{sql_features._MAX_DOUBLE!r} THEN ({value}) END"
+    return f"CASE WHEN ({value}) BETWEEN {-sql_features.MAX_DOUBLE!r} AND " \
+           f"{sql_features.MAX_DOUBLE!r} THEN ({value}) END"
 
 
 def _culprit(error: Exception, run: Sequence[_Pending]) -> str | None:

@@ -90,7 +90,7 @@ DIALECTS = ("duckdb", "spark")
 _US_PER_DAY = 86_400_000_000
 #: The largest finite double: ``x BETWEEN -MAX AND MAX`` is false for
 #: infinities and NaN in DuckDB and in Spark (both order NaN above every number).
-_MAX_DOUBLE = 1.7976931348623157e308
+MAX_DOUBLE = 1.7976931348623157e308
 
 
 class NotCompiled(FeatureError):
@@ -179,17 +179,17 @@ class _Columns:
     def length(self, name: str) -> int:
         if self.table is not None:
             return self.table.num_rows
-        return len(shared._column_list(self.events, name))
+        return len(shared.column_list(self.events, name))
 
     def arrow(self, name: str) -> pa.ChunkedArray | None:
         if self.table is None:
             return None
         if name not in self.table.column_names:
-            shared._column_list(self.events, name)  # raises the engine's error
+            shared.column_list(self.events, name)  # raises the engine's error
         return self.table.column(name)
 
     def values(self, name: str) -> list[Any]:
-        return shared._column_list(self.events, name)
+        return shared.column_list(self.events, name)
 
     def raw(self, name: str) -> pa.Array:
         """Only for null checks: the column as given (None stays None)."""
@@ -209,7 +209,7 @@ class _Columns:
                 return pc.if_else(empty, pa.scalar(None, pa.string()), text)
             if pa.types.is_integer(typed.type):
                 return typed.combine_chunks().cast(pa.string())
-        return pa.array([shared._as_key(v) for v in self.values(name)], pa.string())
+        return pa.array([shared.as_key(v) for v in self.values(name)], pa.string())
 
     def micros(self, name: str, unit: str | None) -> pa.Array:
         typed = self.arrow(name)
@@ -230,7 +230,7 @@ class _Columns:
                                   or pa.types.is_boolean(typed.type)):
             numbers = typed.combine_chunks().cast(pa.float64())
         else:
-            numbers = pa.array([shared._as_float(v, name) for v in self.values(name)],
+            numbers = pa.array([shared.as_float(v, name) for v in self.values(name)],
                                pa.float64())
         finite = pc.is_finite(numbers)
         if numbers.null_count == 0 and pc.all(finite).as_py():
@@ -288,7 +288,7 @@ def _null_if(condition: exp.Expression, value: exp.Expression) -> exp.Expression
 
 def _finite(value: exp.Expression) -> exp.Expression:
     """``value`` when it is a finite number, else null (every engine's rule)."""
-    inside = exp.Between(this=value, low=_double(-_MAX_DOUBLE), high=_double(_MAX_DOUBLE))
+    inside = exp.Between(this=value, low=_double(-MAX_DOUBLE), high=_double(MAX_DOUBLE))
     return exp.case().when(inside, value.copy())
 
 
@@ -719,7 +719,7 @@ def prepare_per_event(events: Any, features: FeatureSet, *,
                       inputs: Sequence[str] = (), positions: bool = False) -> Plan:
     """The plan of :func:`per_event`; raises :class:`FeatureError` / :class:`NotCompiled`.
     ``positions``: the result also has :data:`ROW` and :data:`MICROS`."""
-    inputs = tuple(shared._checked_inputs(features, inputs))
+    inputs = tuple(shared.checked_inputs(features, inputs))
     relation = events_relation(events, features, extra=inputs)
     query = per_event_query(features, relation, inputs, positions=positions)
     return Plan(features, relation, query, "per_event", inputs)
@@ -728,7 +728,7 @@ def prepare_per_event(events: Any, features: FeatureSet, *,
 def prepare_as_of(events: Any, features: FeatureSet, as_of: date | str, *,
                   inputs: Sequence[str] = ()) -> Plan:
     """The plan of :func:`as_of`; raises :class:`FeatureError` / :class:`NotCompiled`."""
-    inputs = tuple(shared._checked_inputs(features, inputs))
+    inputs = tuple(shared.checked_inputs(features, inputs))
     shared.day_number(as_of)  # a bad date fails before any reading
     relation = events_relation(events, features, extra=inputs)
     return Plan(features, relation, as_of_query(features, relation, as_of, inputs), "as_of",
@@ -814,7 +814,7 @@ def training_table(events: Any, features: FeatureSet, *,
     out[features.timestamp] = [epoch + timedelta(microseconds=m)
                                for m in result.column(MICROS).to_pylist()]
     label = features.label
-    labels = shared._optional_column(events, label) if label else None
+    labels = shared.optional_column(events, label) if label else None
     if label and labels is not None:
         out[label] = [labels[p] for p in result.column(ROW).to_pylist()]
     return {name: out[name] for name in features.training_table_schema if name in out}

@@ -41,7 +41,7 @@ What is SQL and what is Python:
   ``sum(pos * (2 * le - neg))``, is an exact integer (ties count half), so
   ``AUC = U2 / (2 P N)`` is rounded once (the exact rank sums of the
   retired NumPy engine, bit for bit). Precision, recall, F1 and coverage
-  are :func:`~mdlc_core.monitoring._ratio` of the same integers.
+  are :func:`~mdlc_core.monitoring.ratio` of the same integers.
 - **PSI**: the baseline's order statistics at the quantile positions come
   from SQL (``ROW_NUMBER() OVER (ORDER BY value)``); the edges are
   interpolated in Python by ``numpy.quantile`` on the two neighbours, which
@@ -91,7 +91,7 @@ Run = Callable[[exp.Expression], list[dict[str, Any]]]
 # ----------------------------------------------------------------------------- relations
 
 
-def _column(index: int) -> str:
+def relation_column(index: int) -> str:
     """The relations' name of the ``index``-th compared column (score, then features):
     internal names, so a feature called ``day`` or ``label`` collides with nothing."""
     return f"m{index}"
@@ -117,7 +117,7 @@ def predictions_relation(predictions: Predictions, columns: Sequence[str]) -> pa
                                  pa.array(predictions.action_codes, pa.int64()))
     for index, name in enumerate(columns):
         values = predictions.score if name == SCORE_COLUMN else predictions.features[name]
-        data[_column(index)] = _as_arrow(values)
+        data[relation_column(index)] = _as_arrow(values)
     return pa.table(data)
 
 
@@ -140,8 +140,8 @@ def baseline_relation(baseline: Any, compared: Sequence[str],
     named as in the predictions relation: an Arrow table of a ``pa.Table``, or a
     view of a baseline a DuckDB session holds (``monitoring_files.DayBaseline``)."""
     if not isinstance(baseline, pa.Table):
-        return baseline.view({name: _column(columns[name]) for name in compared})
-    data = {_column(columns[name]): _as_arrow(shared._floats(baseline.column(name), name,
+        return baseline.view({name: relation_column(columns[name]) for name in compared})
+    data = {relation_column(columns[name]): _as_arrow(shared.floats(baseline.column(name), name,
                                                                 "baseline"))
             for name in compared}
     return pa.table(data or {"_no_column": pa.array(np.zeros(baseline.num_rows))})
@@ -280,14 +280,14 @@ def accuracy_query(threshold: float, groups: Sequence[str | None], *, one_day: b
 def baseline_counts_query(relation: str, indexes: Sequence[int]) -> exp.Expression:
     """Rows and finite values of each compared column of a baseline relation."""
     parts = ["COUNT(*) AS rows_"] + [
-        f"COUNT(CASE WHEN {_finite(_column(i))} THEN 1 END) AS finite_{i}" for i in indexes]
+        f"COUNT(CASE WHEN {_finite(relation_column(i))} THEN 1 END) AS finite_{i}" for i in indexes]
     return _parse(f"SELECT {', '.join(parts)} FROM {relation}")
 
 
 def order_statistics_query(relation: str, index: int, positions: Sequence[int]
                            ) -> exp.Expression:
     """The baseline column's values at 0-based ``positions`` of its sorted finite values."""
-    c = _column(index)
+    c = relation_column(index)
     wanted = ", ".join(str(int(p)) for p in positions)
     return _parse(f"""
         SELECT position_, value FROM (
@@ -304,14 +304,14 @@ def _bin(column: str, edges: Sequence[float]) -> str:
 
 
 def baseline_bins_query(relation: str, index: int, edges: Sequence[float]) -> exp.Expression:
-    c = _column(index)
+    c = relation_column(index)
     return _parse(f"SELECT {_bin(c, edges)} AS bin, COUNT(*) AS n FROM {relation} "
                   f"WHERE {_finite(c)} GROUP BY 1")
 
 
 def current_bins_query(index: int, edges: Sequence[float]) -> exp.Expression:
     """Rows, finite values and bin counts per version (NULL: every version)."""
-    c = _column(index)
+    c = relation_column(index)
     return _parse(f"""
         SELECT version, bin, COUNT(*) AS n FROM (
             SELECT model_version AS version, {_bin(c, edges)} AS bin
@@ -330,7 +330,7 @@ def ks_query(relation: str, index: int, groups: Sequence[str | None], sizes: Seq
     ``c1 * n2 - c2 * n1``. Nested subqueries, no ``WITH``: the query is also a
     part of :func:`union_query`'s.
     """
-    c = _column(index)
+    c = relation_column(index)
     current = [f"CASE WHEN {_in_group(v)} THEN {int(baseline_size)} ELSE 0 END AS w{i}"
                for i, v in enumerate(groups)]
     baseline = [f"{-int(n)} AS w{i}" for i, n in enumerate(sizes)]
@@ -432,7 +432,7 @@ class Plan:
         versions = self._versions(run)
         return {
             "predictions": self.rows,
-            "dates": [shared._date(d) for d in days],
+            "dates": [shared.iso_date(d) for d in days],
             "closed_loop": (self.closed_loop(fetch, dialect, versions=versions)
                             if self.has_labels else None),
             "open_loop": self.open_loop(fetch, dialect, versions=versions),
@@ -477,7 +477,7 @@ class Plan:
             for version in listed:
                 group = stats(day, version)
                 if group["predictions"]:
-                    by_day.append({"date": shared._date(int(day)),
+                    by_day.append({"date": shared.iso_date(int(day)),
                                    "model_version": ALL_VERSIONS if version is None else version,
                                    **group})
         labels, distinct = int(counts["labels"]), int(counts["distinct_ids"])
@@ -563,14 +563,14 @@ class Plan:
             run, tested, [f"gap{k}" for k in range(len(groups))])}
         result = {}
         for name, index in zip(reference.compared, indexes, strict=True):
-            baseline_proportions = shared._proportions(baseline_counts[index])
+            baseline_proportions = shared.proportions(baseline_counts[index])
             for k, group in enumerate(groups):
                 rows = sizes[index][k]
                 entry: dict[str, Any] = {"rows": rows, "missing": group_rows[group] - rows,
                                          "baseline_rows": finite[index], "psi": None,
                                          "ks_statistic": None, "ks_pvalue": None}
                 if rows and finite[index]:
-                    entry["psi"] = shared._psi(shared._proportions(current[index][group]),
+                    entry["psi"] = shared.psi(shared.proportions(current[index][group]),
                                                  baseline_proportions)
                     entry["ks_statistic"], entry["ks_pvalue"] = kolmogorov.ks_2samp_counts(
                         rows, finite[index], int(gaps[index][f"gap{k}"]))
@@ -631,8 +631,8 @@ def _group_stats(predictions: int, accuracy: Mapping[str, int] | None) -> dict[s
     tp, fp = a.get("tp", 0), a.get("fp", 0)
     fn, tn = positives - tp, negatives - fp
     labelled = positives + negatives
-    precision = shared._ratio(tp, tp + fp)
-    recall = shared._ratio(tp, tp + fn)
+    precision = shared.ratio(tp, tp + fp)
+    recall = shared.ratio(tp, tp + fn)
     if precision is None or recall is None:
         f1 = None
     else:
@@ -650,7 +650,7 @@ def _group_stats(predictions: int, accuracy: Mapping[str, int] | None) -> dict[s
         "recall": recall,
         "f1": f1,
         "auc": auc,
-        "label_coverage": shared._ratio(labelled, predictions),
+        "label_coverage": shared.ratio(labelled, predictions),
     }
 
 
@@ -720,7 +720,7 @@ def _assemble(*, present: Collection[str], rows: int, has_actions: bool, has_lab
     """The plan of :func:`prepare` and :func:`prepare_day`: ``present`` the
     features the predictions have, ``predictions(names)`` their relation with
     the compared columns ``names`` as ``m<i>``."""
-    spec = shared._as_mapping(monitoring_spec)
+    spec = shared.as_mapping(monitoring_spec)
     closed = spec.get("closed_loop") or {}
     opened = spec.get("open_loop") or {}
     threshold = float(decision_threshold if decision_threshold is not None
@@ -830,7 +830,7 @@ def spark_run(plan: Plan, work: Callable[[Fetch], Any], spark: Any) -> Any:
     driver's memory) or already a Spark DataFrame (:func:`prepare_frames`: the
     executors' rows, used as they are); a DuckDB :class:`View` is refused.
     """
-    from ..spark_job import SESSION_CONF, _arrow_frame  # lazily: spark_job imports its kinds
+    from ..spark_job import SESSION_CONF, arrow_frame  # lazily: spark_job imports its kinds
 
     for key, value in SESSION_CONF.items():
         spark.conf.set(key, value)
@@ -841,7 +841,7 @@ def spark_run(plan: Plan, work: Callable[[Fetch], Any], spark: Any) -> Any:
                 raise TypeError(f"relation {name} is a view of a DuckDB session; Spark takes "
                                 "the Arrow relations of prepare() or the DataFrames of "
                                 "prepare_frames()")
-            frame = relation if _is_frame(relation) else _arrow_frame(spark, relation)
+            frame = relation if _is_frame(relation) else arrow_frame(spark, relation)
             frame.createOrReplaceTempView(name)
             views.append(name)
 

@@ -278,7 +278,7 @@ class DayPredictions(shared.ReadDay):
             parts.append("action")
         for index, name in enumerate(names):
             source = "score" if name == shared.SCORE_COLUMN else self.feature_columns[name]
-            parts.append(f"{source} AS {sql_monitoring._column(index)}")
+            parts.append(f"{source} AS {sql_monitoring.relation_column(index)}")
         return sql_monitoring.View(f"SELECT {', '.join(parts)} FROM {self.table}")
 
 
@@ -575,7 +575,7 @@ class DaySession:
         so it counts against the memory limit and spills past it as the day
         does. Only the ``compared`` columns (the score and the monitored
         features) are read, as doubles typed as the shared reader's
-        ``_floats`` types them (a null, in CSV a null marker, is missing, as
+        ``monitoring.floats`` types them (a null, in CSV a null marker, is missing, as
         NaN is); a value that is not a number raises
         :class:`MonitoringInputError` naming the file. None without files.
         The files are removed once read."""

@@ -251,7 +251,7 @@ def parquet_files_of(files: Sequence[tuple[Path, str | None]], columns: Sequence
         return None
     offsets, total = [], 0
     for file, declared in files:
-        if (declared or tabular._format(file)) != "parquet":
+        if (declared or tabular.file_format(file)) != "parquet":
             return None
         try:
             parquet = pq.ParquetFile(file)

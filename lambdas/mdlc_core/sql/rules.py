@@ -44,7 +44,7 @@ from sqlglot import exp, select
 
 from .. import quality as reports
 from ..quality import RuleError, RuleResult, consistency_step, json_value, rule_id
-from ..tabular import _FALSE, _FLOAT, _INT, _TRUE, ARROW_TYPES, Unparseable
+from ..tabular import ARROW_TYPES, FALSE_TEXTS, FLOAT_PATTERN, INT_PATTERN, TRUE_TEXTS, Unparseable
 
 #: The column holding each row's position in its snapshot as read.
 ROW = "_mdlc_row"
@@ -314,7 +314,7 @@ def _completeness(rule: Mapping[str, Any], shape: Shape, step: int | None) -> Co
     return CompiledRule(rule, finish, scan=scan, details=details)
 
 
-_TEXT_PATTERNS = {"int": _INT, "float": "(?i)" + _FLOAT}
+_TEXT_PATTERNS = {"int": INT_PATTERN, "float": "(?i)" + FLOAT_PATTERN}
 
 
 def _type(rule: Mapping[str, Any], shape: Shape, step: int | None) -> CompiledRule:
@@ -345,7 +345,7 @@ def _type(rule: Mapping[str, Any], shape: Shape, step: int | None) -> CompiledRu
                 "data.columns, whose reader then records what does not parse")
         if wanted == "bool":
             lowered = exp.Lower(this=exp.Trim(this=column))
-            parses: exp.Expression = lowered.isin(*[_literal(v) for v in _TRUE + _FALSE])
+            parses: exp.Expression = lowered.isin(*[_literal(v) for v in TRUE_TEXTS + FALSE_TEXTS])
         else:
             parses = exp.RegexpLike(this=column, expression=_literal(_TEXT_PATTERNS[wanted]))
         mask = exp.and_(column.is_(exp.null()).not_(), exp.not_(exp.paren(parses)))
