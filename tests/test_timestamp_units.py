@@ -19,7 +19,7 @@ import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from mdlc_core import feature_job, tabular
+from mdlc_core import feature_job, spark_io, spark_job, tabular, timestamps
 from mdlc_core.features import FeatureError, FeatureSet, IncrementalEngine, MemoryStore, to_micros
 from mdlc_core.sql import quality as sql_quality
 from mdlc_core.timestamps import TimestampError, epoch_micros
@@ -289,6 +289,39 @@ def test_a_parquet_float_timestamp_is_rejected_with_the_reason() -> None:
     assert table.column("order_ts").to_pylist() == [None]
     assert "stored as double: an integer timestamp is stored as an integer" in (
         tabular.unparseable(table)["order_ts"].reason or "")
+
+
+def test_a_day_of_several_files_gives_the_reasons_one_file_gives(tmp_path: Path) -> None:
+    """The type rule's reason does not depend on how a day is split into files:
+    each kind of number (an integer without a unit, a fraction) is explained
+    once, by its first example, whether the shared reader combines the files or
+    the Spark executors read each object and the driver merges their records."""
+    columns = config_of(tmp_path, None)["data"]["columns"]
+    header = "order_id,customer_id,order_ts,order_amount,account_tenure,fraud_status"
+    files = [[str(SECONDS), "2026-11-17T10:00:00Z"], ["1.5", "noon", str(SECONDS + 1)],
+             ["2026-11-17T11:00:00Z", "2.5"]]
+    folder, lines = tmp_path / "dt=2026-11-17", []
+    folder.mkdir()
+    for index, stamps in enumerate(files):
+        rows = [f"o{len(lines) + i},c1,{stamp},5,10,0" for i, stamp in enumerate(stamps)]
+        lines += rows
+        (folder / f"part-{index:04d}.csv").write_text("\n".join([header, *rows]) + "\n")
+    (tmp_path / "one.csv").write_text("\n".join([header, *lines]) + "\n")
+
+    one_file = tabular.unparseable(tabular.read_table(tmp_path / "one.csv", columns))["order_ts"]
+    assert one_file.count == 5 and one_file.rows == [0, 2, 3, 4, 6]
+    assert list(one_file.reasons) == ["integer", "fraction"]
+    assert one_file.reason == (f"{timestamps.no_unit_reason()}; "
+                               f"{timestamps.fraction_reason('1.5', None)}")
+    assert tabular.unparseable(tabular.read_table(folder, columns))["order_ts"] == one_file
+
+    parse = spark_job._quality_parser(columns)
+    summaries = []
+    for path in sorted(folder.glob("*.csv")):
+        table, extra = parse(path.read_bytes(), spark_io.StoredObject("b", path.name, None, "csv"))
+        summaries.append({"rows": table.num_rows, **json.loads(json.dumps(extra))})
+    read = spark_io.Objects(frame=None, summaries=summaries, objects=[])
+    assert spark_job._unparseable(read)["order_ts"] == one_file
 
 
 def test_a_unit_on_a_column_that_is_not_a_timestamp_is_refused() -> None:

@@ -278,24 +278,15 @@ def _quality_parser(columns: Sequence[Mapping[str, Any]]) -> Any:
 
 
 def _unparseable(read: Any) -> dict[str, Any]:
-    """The objects' unparseable records as the shared reader combines a
-    snapshot's (``tabular.combine``): counts added, positions offset by each
-    object's first row, at most ``tabular.TRACK_LIMIT`` kept per column."""
+    """The objects' unparseable records merged as the shared reader merges a
+    snapshot's files (``tabular.merge_unparseable``): counts added, positions
+    offset by each object's first row, each kind's reason said once."""
     from mdlc_core import tabular
 
-    if len(read.summaries) == 1:  # one object: its table as read, reason included
-        return {name: tabular.Unparseable(**record)
-                for name, record in read.summaries[0]["unparseable"].items()}
-    # As tabular.combine concatenates several: the reasons are not carried over.
-    merged: dict[str, dict[str, Any]] = {}
-    for summary, offset in zip(read.summaries, read.offsets(), strict=True):
-        for name, record in summary["unparseable"].items():
-            into = merged.setdefault(name, {"count": 0, "rows": [], "values": []})
-            into["count"] += record["count"]
-            room = tabular.TRACK_LIMIT - len(into["rows"])
-            into["rows"] += [offset + row for row in record["rows"][:room]]
-            into["values"] += record["values"][:room]
-    return {name: tabular.Unparseable(**record) for name, record in merged.items()}
+    return tabular.merge_unparseable(
+        (offset, {name: tabular.Unparseable(**record)
+                  for name, record in summary["unparseable"].items()})
+        for summary, offset in zip(read.summaries, read.offsets(), strict=True))
 
 
 def check_read(spark: Any, spec_config: Mapping[str, Any], current: Any, previous: Any = None,

@@ -47,7 +47,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -101,8 +101,13 @@ class Unparseable:
     rows: list[int] = field(default_factory=list)  # first TRACK_LIMIT row positions
     values: list[str] = field(default_factory=list)  # the raw text, same order as rows
     #: Why, when more can be said than "does not parse" (an integer timestamp
-    #: without a unit, or out of range for it); None otherwise.
+    #: without a unit, or out of range for it): :attr:`reasons` as one text;
+    #: None otherwise.
     reason: str | None = None
+    #: The reason of each kind of value (``integer``, ``fraction``, ``stored``:
+    #: a Parquet float column) for its first example: what :func:`merge_unparseable`
+    #: keeps across a snapshot's files, so a reason is said once, not once a file.
+    reasons: dict[str, str] = field(default_factory=dict)
 
 
 def read_table(path: str | Path, columns: Sequence[Any] | None = None) -> pa.Table:
@@ -440,7 +445,9 @@ def _typed(raw: pa.Table, specs: list[_Spec], file: str, *, text: bool) -> pa.Ta
             values = pc.take(written, pa.array(tracked)).to_pylist()
             problems[name] = {"count": len(rows), "rows": tracked.tolist(), "values": values}
             if type_name == "timestamp":
-                problems[name]["reason"] = _timestamp_reason(values, spec.unit, source.type)
+                reasons = _timestamp_reasons(values, spec.unit, source.type)
+                problems[name]["reasons"] = reasons
+                problems[name]["reason"] = "; ".join(reasons.values()) or None
         arrays.append(typed)
     schema = pa.schema(
         [pa.field(spec.name, ARROW_TYPES[spec.type]) for spec in specs],
@@ -489,13 +496,14 @@ def _from_epoch(counts: pa.ChunkedArray, unit: str) -> pa.ChunkedArray:
     return pc.cast(moments, ARROW_TYPES["timestamp"], safe=False)
 
 
-def _timestamp_reason(values: Sequence[Any], unit: str | None, stored: pa.DataType) -> str | None:
+def _timestamp_reasons(values: Sequence[Any], unit: str | None,
+                       stored: pa.DataType) -> dict[str, str]:
     """Why these values of a timestamp column are not timestamps, when they are
-    numbers (distinct reasons, the first example of each), for the type rule's
-    report; None when they are only text that is no date."""
+    numbers: per kind of value, the reason of its first example, for the type
+    rule's report; empty when they are only text that is no date."""
     if pa.types.is_floating(stored):
-        return (f"stored as {stored}: an integer timestamp is stored as an integer "
-                f"({'epoch ' + unit if unit else 'with its column unit'})")
+        return {"stored": f"stored as {stored}: an integer timestamp is stored as an integer "
+                          f"({'epoch ' + unit if unit else 'with its column unit'})"}
     reasons: dict[str, str] = {}
     for value in values:
         text = str(value).strip()
@@ -508,7 +516,7 @@ def _timestamp_reason(values: Sequence[Any], unit: str | None, stored: pa.DataTy
         else:  # text that is no date: "does not parse" says it all
             continue
         reasons.setdefault(kind, reason)
-    return "; ".join(reasons.values()) or None
+    return reasons
 
 
 def _parse_timestamps(values: pa.ChunkedArray, unit: str | None = None) -> pa.ChunkedArray:
@@ -558,21 +566,38 @@ def _cast_each(values: pa.Array, target: pa.DataType) -> pa.Array:
                                  _cast_each(values.slice(middle), target)])
 
 
+def merge_unparseable(
+    parts: Iterable[tuple[int, Mapping[str, Unparseable]]],
+) -> dict[str, Unparseable]:
+    """The unparseable records of a dataset's files, each given with the
+    position of its first row in the dataset, as one record per column: counts
+    added, positions offset, at most :data:`TRACK_LIMIT` kept, and each kind's
+    reason from the first file that has it (what one file of all the rows would
+    say). :func:`combine` and the Spark executors' reads both merge with it."""
+    merged: dict[str, Unparseable] = {}
+    for offset, records in parts:
+        for name, record in records.items():
+            into = merged.setdefault(name, Unparseable())
+            into.count += record.count
+            room = TRACK_LIMIT - len(into.rows)
+            into.rows += [offset + row for row in record.rows[:room]]
+            into.values += record.values[:room]
+            for kind, reason in record.reasons.items():
+                into.reasons.setdefault(kind, reason)
+    for record in merged.values():
+        record.reason = "; ".join(record.reasons.values()) or None
+    return merged
+
+
 def _concat(tables: list[pa.Table]) -> pa.Table:
-    merged: dict[str, dict[str, Any]] = {}
-    offset = 0
-    for table in tables:
-        for name, record in unparseable(table).items():
-            into = merged.setdefault(name, {"count": 0, "rows": [], "values": []})
-            into["count"] += record.count
-            room = TRACK_LIMIT - len(into["rows"])
-            into["rows"] += [offset + row for row in record.rows[:room]]
-            into["values"] += record.values[:room]
-        offset += table.num_rows
+    offsets = np.cumsum([0] + [t.num_rows for t in tables[:-1]]).tolist()
+    merged = merge_unparseable(zip(offsets, map(unparseable, tables), strict=True))
     combined = pa.concat_tables(
         [t.replace_schema_metadata(None) for t in tables], promote_options="default"
     )
-    return combined.replace_schema_metadata({_METADATA_KEY: json.dumps(merged)} if merged else None)
+    metadata = {name: asdict(record) for name, record in merged.items()}
+    return combined.replace_schema_metadata(
+        {_METADATA_KEY: json.dumps(metadata)} if metadata else None)
 
 
 def first_line(error: BaseException) -> str:
