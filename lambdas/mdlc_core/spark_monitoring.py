@@ -33,8 +33,9 @@ timestamp) naming the ``s3://`` object, as the DuckDB engine
 (:mod:`mdlc_core.sql.monitoring_files`) does. The metrics' queries
 (:func:`mdlc_core.sql.monitoring.prepare_frames`) run on those frames; only
 small results come back (counts per version, order statistics, bin counts).
-The baselines (training features, a sample: small) are read on the driver as
-the other runners read them, and handed to Spark from there.
+The baselines (each version's training features, which the training input
+function wrote from its own memory: small next to a day) are read on the
+driver as the other runners read them, and handed to Spark from there.
 
 What bounds a day is therefore the executors' memory and disk (the typed day
 is persisted, spilling to disk), not the driver's; one object is held by one
