@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import math
 import random
@@ -32,14 +34,20 @@ from tests.feature_answers import Answers, recorded_answers  # noqa: F401 - the 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 
 
+@functools.cache
+def _fraud_config() -> dict[str, Any]:
+    # Parsed and validated once: Hypothesis' examples ask for it hundreds of times.
+    return load_spec("models/fraud.yaml").as_config()
+
+
 def fraud() -> FeatureSet:
-    return FeatureSet.from_config(load_spec("models/fraud.yaml").as_config())
+    return FeatureSet.from_config(copy.deepcopy(_fraud_config()))
 
 
 def rich_config(*, bounded: bool = True) -> dict[str, Any]:
     """Every function, several windows, and an aggregate over a second entity
     (tests/test_online_parity.py uses it without the ``bounded`` expression)."""
-    config = load_spec("models/fraud.yaml").as_config()
+    config = copy.deepcopy(_fraud_config())
     config["data"]["columns"].append({"name": "merchant_id", "type": "string"})
     config["features"] = {
         "aggregates": [
