@@ -746,7 +746,26 @@ def simulate(spec: Any, orders: Path, *, start: date | None = None, days: int | 
     if days < 1:
         raise SimulationInputError(f"--days: expected at least 1, got {days} (the file's days "
                                    f"are {first} to {max(data.by_day)})")
-    work = Path(tempfile.mkdtemp(prefix="mdlc-simulate-")) if scratch is None else scratch
+    if scratch is not None:
+        return _simulate_in(scratch, spec, data, start=start, days=days, approve=approve,
+                            assembly=assembly, stack=stack, stack_class=stack_class,
+                            initial_training=initial_training, configure=configure,
+                            progress=progress, out=out, on_day=on_day)
+    # A scratch folder of its own lives as long as the run: a command run day
+    # after day must not fill the temporary folder (the report is in ``out``).
+    with tempfile.TemporaryDirectory(prefix="mdlc-simulate-") as work:
+        return _simulate_in(Path(work), spec, data, start=start, days=days, approve=approve,
+                            assembly=assembly, stack=stack, stack_class=stack_class,
+                            initial_training=initial_training, configure=configure,
+                            progress=progress, out=out, on_day=on_day)
+
+
+def _simulate_in(work: Path, spec: Any, data: Orders, *, start: date, days: int, approve: str,
+                 assembly: Path | None, stack: str | None, stack_class: type | None,
+                 initial_training: bool, configure: Callable[[LocalCloud], None] | None,
+                 progress: Callable[[str], None] | None, out: Path | None,
+                 on_day: Callable[[Simulation, date], None] | None) -> Simulation:
+    """:func:`simulate` with its scratch folder ``work``."""
     if assembly is None:
         if progress:
             progress(f"synthesizing Mdlc-{spec.name}")
