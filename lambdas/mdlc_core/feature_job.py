@@ -55,6 +55,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from . import spill as spill_folders
 from .features import FeatureError, FeatureSet
 from .layout import Layout
 from .sourcing import (
@@ -360,7 +361,7 @@ def _run_duckdb(config: Mapping[str, Any], features: FeatureSet, day: date, *, s
     prefix = Layout(model).feature_snapshot(day.isoformat())
     # DuckDB's spill folder is the process's (its database is kept for the
     # next run, feature_window.session); the run's files are in its own folder.
-    spill = Path(scratch or tempfile.gettempdir()) / f"mdlc-features-spill-{os.getpid()}"
+    spill = spill_folders.folder("features", scratch)
     with tempfile.TemporaryDirectory(prefix="mdlc-features-", dir=scratch) as scratch_dir:
         folder = Path(scratch_dir)
         limit = memory_limit or (sql_quality.memory_limit_for(memory_mb) if memory_mb

@@ -75,6 +75,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import monitoring
+from . import spill as spill_folders
 from .drift_baselines import VersionBaselines, mixture, split_uri
 from .layout import Layout
 from .monitoring import SCORE_COLUMN
@@ -236,7 +237,7 @@ class _DuckDB:
             Path(self.scratch).mkdir(parents=True, exist_ok=True)
         # The spill folder is the database's, kept with it for the process (a
         # warm run reuses both); the downloads are this run's.
-        spill = Path(self.scratch or tempfile.gettempdir(), "mdlc-monitor-spill")
+        spill = spill_folders.folder("monitor", self.scratch)
         with tempfile.TemporaryDirectory(prefix="mdlc-monitor-", dir=self.scratch) as folder:
             temp_size = self._temp_size_for(self.storage_mb) if self.storage_mb else None
             logger.info("DuckDB: memory limit %s, spilling to %s (at most %s)",
