@@ -18,6 +18,7 @@ import io
 import json
 import subprocess
 import sys
+import tempfile
 import textwrap
 from datetime import date
 from pathlib import Path
@@ -181,7 +182,7 @@ def test_an_object_that_is_not_its_manifest_is_named_by_its_uri(
 
 
 SPILL = textwrap.dedent('''
-    import json, sys, tempfile
+    import json, sys
     from datetime import date
     from pathlib import Path
     import numpy as np, pyarrow as pa, pyarrow.parquet as pq
@@ -189,10 +190,9 @@ SPILL = textwrap.dedent('''
     from mdlc_core.sql import quality as sql_quality
 
     spec = json.loads(sys.argv[1]); rows = int(sys.argv[2]); temp_size = sys.argv[3]
-    limit = sys.argv[4]
+    limit = sys.argv[4]; folder = Path(sys.argv[5])
     spec["quality"]["rules"] = [{"kind": "unique", "columns": ["order_id"]},
                                 {"kind": "completeness", "column": "customer_id", "min": 1.0}]
-    folder = Path(tempfile.mkdtemp())
     ids = pa.array(np.char.add("order-with-a-long-identifier-",
                                np.arange(rows).astype(str)).astype(object))
     ids = pa.concat_arrays([ids, ids.slice(0, 7)])  # seven keys repeated
@@ -226,9 +226,10 @@ SPILL = textwrap.dedent('''
 
 
 def spill_run(rows: int, temp_size: str, limit: str = "64MB") -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-c", SPILL, json.dumps(SPEC), str(rows), temp_size,
-                           limit],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300, check=True)
+    with tempfile.TemporaryDirectory(prefix="mdlc-spill-day-") as folder:  # the day's Parquet
+        done = subprocess.run([sys.executable, "-c", SPILL, json.dumps(SPEC), str(rows),
+                               temp_size, limit, folder],
+                              capture_output=True, text=True, cwd=ROOT, timeout=300, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
