@@ -570,8 +570,8 @@ def test_a_baseline_larger_than_the_memory_limit_is_read_and_mixed_by_duckdb(
     files read into Arrow (``drift_baselines.mixture``, the Arrow relations of
     ``sql.monitoring.open_loop``), PSI and KS exactly.
 
-    (What bounds a baseline's rows is then each compared column's sort and
-    running sum, one column at a time: about 30 bytes a row within the limit.)"""
+    (Each compared column's sort and running sum, one column at a time,
+    spills past the limit too: the next test.)"""
     import pyarrow.csv as pacsv
     from mdlc_core import drift_baselines, monitoring
     from mdlc_core.sql import monitoring as sql_monitoring
@@ -666,3 +666,40 @@ def test_duckdbs_mixture_takes_the_rows_numpy_takes(rows: int) -> None:
         got = [r[0] for r in con.execute(f"SELECT position_ FROM ({sql}) ORDER BY ALL")
                .fetchall()]
         assert got == drift_baselines.positions(rows, take).tolist(), (rows, take)
+
+
+def test_a_baseline_column_whose_sort_outgrows_the_limit_is_compared_within_it(
+        tmp_path: Path) -> None:
+    """The KS statistic's running sum over the day and the baseline in order
+    spills past DuckDB's limit: 1.5M baseline values (about 45 MB to sort)
+    under a 32 MB limit give the report of a 2 GB limit. (The window read its
+    UNION ALL straight from both sides and did not spill: Out of Memory.)"""
+    from mdlc_core.sql import monitoring_files
+
+    rng = np.random.default_rng(5)
+    n, rows = 1_500_000, 3_000
+    pq.write_table(pa.table({"score": rng.uniform(size=n),
+                             "order_amount": rng.gamma(2, 50, n)}), tmp_path / "baseline.parquet")
+    pq.write_table(pa.table({"event_id": [f"e{i}" for i in range(rows)],
+                             "score": rng.uniform(size=rows),
+                             "prediction_ts": ["2026-11-02T10:00:00Z"] * rows,
+                             "model_version": ["v1"] * rows,
+                             "order_amount": rng.gamma(2, 55, rows)}), tmp_path / "today.parquet")
+
+    def report(limit: str) -> dict[str, Any]:
+        copy = tmp_path / limit  # the session removes the files it read
+        copy.mkdir()
+        files = {}
+        for name in ("baseline", "today"):
+            (copy / f"{name}.parquet").write_bytes((tmp_path / f"{name}.parquet").read_bytes())
+            files[name] = [monitoring_files.DataFile(copy / f"{name}.parquet", name)]
+        with monitoring_files.DaySession(memory_limit=limit, temp_directory=copy / "spill",
+                                         threads=1) as session:
+            day = session.read_predictions(files["today"], ["order_amount"])
+            held = session.read_baseline(files["baseline"], ["score", "order_amount"], what="v1")
+            return session.open_loop(day, held, 10, ["order_amount"], baselines={"v1": held})
+
+    bounded = report("32MB")
+    assert bounded == report("2GB")
+    (group,) = [g for g in bounded["by_version"] if g["model_version"] == "v1"]
+    assert group["features"]["order_amount"]["ks_pvalue"] < 1e-6  # the shift is seen

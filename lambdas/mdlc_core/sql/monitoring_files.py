@@ -21,8 +21,9 @@ A baseline keeps only its compared columns (the training job's whole table
 is not held), and the ``all`` group's mixture of several versions' baselines
 is a query over their tables (:meth:`DaySession.mixture`, the rows
 ``drift_baselines.mixture`` takes). The drift queries then run one column at
-a time (``Plan.column_at_a_time``): each column's sort and running sum must
-fit the limit (about 30 bytes a baseline row), not the whole baseline.
+a time (``Plan.column_at_a_time``), and each column's sort and running sum
+spills past the limit (``sql.monitoring.ks_query``), so neither a baseline
+nor a day has to fit it.
 
 **The same types as the shared reader** (``monitoring.read_table_bytes`` and
 ``Predictions.from_table``/``Labels.from_table``), written as SQL over the
