@@ -225,7 +225,9 @@ class ScaleOutSection(SpecModel):
                 f"{section}.runner: spark, or remove {section}.spark")
         return self
 
-    @model_serializer(mode="wrap")
+    # return_type given: pydantic before 2.11 resolves a base's serializer
+    # annotations in each subclass's module, which need not import Any.
+    @model_serializer(mode="wrap", return_type=dict)
     def _without_unused_spark(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)
         if self.runner != "spark":
