@@ -118,7 +118,9 @@ COMPAT_SKIP := not cfn_lint and not (prints_nothing_but_its_result and shared-pl
 COMPAT_TESTS := tests/test_spec.py tests/test_compliance.py tests/test_storage.py \
 	tests/test_model_stack.py tests/test_platform.py tests/test_cross_stack_references.py \
 	tests/test_permissions_templates.py tests/test_quality_engine.py tests/test_features.py \
-	tests/test_feature_flags.py
+	tests/test_feature_flags.py tests/test_monitoring_files.py tests/test_feature_window.py \
+	tests/test_quality_engines_handler.py tests/test_model_monitor_handler.py \
+	tests/test_monitoring_metrics.py
 COMPAT_REPORT := ^(aws-cdk-lib|cdk-nag|constructs|jsii|pydantic|pyyaml|numpy|pyarrow|sagemaker[-_]core|boto3|syrupy)==
 build/venv-%/bin/python:
 	$(PYTHON) -m venv build/venv-$*
