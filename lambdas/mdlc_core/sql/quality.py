@@ -205,17 +205,21 @@ class ParquetFiles:
     schema: pa.Schema
 
     def view(self, name: str) -> str:
-        """DuckDB's ``CREATE VIEW`` of the files, with :data:`ROW` as the position."""
+        """DuckDB's ``CREATE VIEW`` of the files, with :data:`ROW` as the position.
+
+        One ``read_parquet`` of the list, each row's position its file's offset
+        (by ``file_index``, the file's place in the list) plus its row number in
+        the file. Not a ``UNION ALL`` of one scan a file: DuckDB's hash
+        aggregates and windows over a ``UNION ALL`` do not spill (a two-file
+        day's ``unique`` rule ran Out of Memory at a limit one file passes)."""
         names = ", ".join(exp.to_identifier(n, quoted=True).sql("duckdb")
                           for n in self.schema.names)
-        parts = [
-            f"SELECT {names}, CAST(file_row_number AS BIGINT) + {offset} AS {ROW} "
-            f"FROM read_parquet({exp.Literal.string(str(file)).sql('duckdb')}, "
-            "file_row_number = true)"
-            for file, offset in zip(self.files, self.offsets, strict=True)
-        ]
+        files = ", ".join(exp.Literal.string(str(f)).sql("duckdb") for f in self.files)
+        offsets = ", ".join(str(int(o)) for o in self.offsets)
         return (f"CREATE VIEW {exp.to_identifier(name, quoted=True).sql('duckdb')} AS "
-                + " UNION ALL ".join(parts))
+                f"SELECT {names}, CAST(file_row_number AS BIGINT) "
+                f"+ list_extract([{offsets}], CAST(file_index AS BIGINT) + 1) AS {ROW} "
+                f"FROM read_parquet([{files}], file_row_number = true, union_by_name = true)")
 
 
 Relation = pa.Table | ParquetFiles
@@ -258,6 +262,8 @@ def parquet_files_of(files: Sequence[tuple[Path, str | None]], columns: Sequence
         except (OSError, pa.ArrowException):
             return None
         stored = parquet.schema_arrow
+        if {"file_row_number", "file_index"} & set(stored.names):
+            return None  # they would hide DuckDB's columns of the same names (see view)
         for field in wanted:
             index = stored.get_field_index(field.name)
             if index < 0 or stored.field(index).type != field.type:
