@@ -49,10 +49,16 @@ def fraud_assembly(synthesized) -> Path:
 
 
 def test_the_tenure_anomaly_blocks_its_day_at_the_quality_gate(fraud_spec, fraud_assembly,
-                                                                  tmp_path):
+                                                                  tmp_path, monkeypatch):
+    import tempfile
+
     orders = _orders(fraud_spec, tmp_path / "orders.csv", days=4,
                      anomaly="account_tenure@2026-11-03")
+    temp = tmp_path / "temp"  # where the run makes its scratch folder
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     run = _run(fraud_spec, orders, fraud_assembly, out=tmp_path / "out")
+    assert not list(temp.glob("mdlc-simulate-*"))  # removed with the run; the report is in out
     report = run.report
     prepared = {e["date"]: e for e in _by_workflow(report, "data_preparation")}
     assert prepared["2026-11-01"]["status"] == "SUCCEEDED"

@@ -434,6 +434,27 @@ def test_typed_parquet_is_scanned_by_duckdb_not_loaded(snapshot: SnapshotAsserti
     assert {"allowed_values_fraud_status", "tenure_grows_daily"} <= set(failed)
 
 
+def test_a_file_with_duckdbs_own_column_names_is_read_not_scanned(tmp_path: Path) -> None:
+    """A stored column named ``file_index`` or ``file_row_number`` would hide the
+    columns the scan numbers its rows by: such a day goes through the shared
+    reader, and its positions are still the snapshot's."""
+    rows = [(f"o{i % 4}", f"c{i % 3}", f"2026-11-01T{i:02d}:00:00Z", 10.0 * i - 30, 100, 0)
+            for i in range(8)]
+    whole = read(tmp_path, orders_csv(rows))
+    for extra in ("file_index", "file_row_number"):
+        folder = tmp_path / extra
+        folder.mkdir()
+        for part, table in enumerate((whole.slice(0, 5), whole.slice(5))):
+            table = table.append_column(extra, pa.array([99] * table.num_rows, pa.int64()))
+            pq.write_table(table, folder / f"part-{part:04d}.parquet")
+        plan = sql_quality.prepare(SPEC, folder, snapshot_date=DAY)
+        assert not isinstance(plan.relations["snapshot"], sql_quality.ParquetFiles), extra
+        spec = spec_with(*SPEC["quality"]["rules"], sample_size=5)
+        report = sql_quality.check(spec, folder, snapshot_date=DAY)
+        (rule,) = [r for r in report["rules"] if r["id"] == "range_order_amount"]
+        assert [s["row"] for s in rule["sample"]] == [0, 1, 2], extra
+
+
 def test_nan_in_scanned_parquet_is_in_the_sample(snapshot: SnapshotAssertion,
                                                   tmp_path: Path) -> None:
     """DuckDB's Parquet statistics leave NaN out; the engine must not prune by them."""

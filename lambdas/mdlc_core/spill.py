@@ -19,16 +19,22 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
-#: The modules whose ``close_databases()`` closes the databases spilling here.
-_DATABASE_MODULES = ("mdlc_core.sql.feature_window", "mdlc_core.sql.monitoring_files")
-
 _MADE: set[tuple[int, Path]] = set()
+_CLOSERS: list[Callable[[], None]] = []
 _LOCK = threading.Lock()
+
+
+def close_at_exit(close: Callable[[], None]) -> None:
+    """Have :func:`remove_folders` call ``close`` (a module's ``close_databases``,
+    registered when the module is imported) before it removes the folders."""
+    with _LOCK:
+        if close not in _CLOSERS:
+            _CLOSERS.append(close)
 
 
 def folder(kind: str, scratch: str | os.PathLike[str] | None = None) -> Path:
@@ -47,10 +53,10 @@ def folder(kind: str, scratch: str | os.PathLike[str] | None = None) -> Path:
 def remove_folders() -> None:
     """Close the databases kept for the process and remove the spill folders it
     made (what runs at exit; a forked child removes none of its parent's)."""
-    for name in _DATABASE_MODULES:
-        module = sys.modules.get(name)
-        if module is not None:
-            module.close_databases()
+    with _LOCK:
+        closers = list(_CLOSERS)
+    for close in closers:
+        close()
     with _LOCK:
         mine = {entry for entry in _MADE if entry[0] == os.getpid()}
         _MADE.difference_update(mine)

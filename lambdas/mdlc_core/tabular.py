@@ -43,6 +43,7 @@ stale).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -447,7 +448,7 @@ def _typed(raw: pa.Table, specs: list[_Spec], file: str, *, text: bool) -> pa.Ta
             if type_name == "timestamp":
                 reasons = _timestamp_reasons(values, spec.unit, source.type)
                 problems[name]["reasons"] = reasons
-                problems[name]["reason"] = "; ".join(reasons.values()) or None
+                problems[name]["reason"] = _reason_text(reasons)
         arrays.append(typed)
     schema = pa.schema(
         [pa.field(spec.name, ARROW_TYPES[spec.type]) for spec in specs],
@@ -585,12 +586,17 @@ def merge_unparseable(
             for kind, reason in record.reasons.items():
                 into.reasons.setdefault(kind, reason)
     for record in merged.values():
-        record.reason = "; ".join(record.reasons.values()) or None
+        record.reason = _reason_text(record.reasons)
     return merged
 
 
+def _reason_text(reasons: Mapping[str, str]) -> str | None:
+    """:attr:`Unparseable.reason` of its ``reasons``: each once, in order."""
+    return "; ".join(reasons.values()) or None
+
+
 def _concat(tables: list[pa.Table]) -> pa.Table:
-    offsets = np.cumsum([0] + [t.num_rows for t in tables[:-1]]).tolist()
+    offsets = itertools.accumulate((t.num_rows for t in tables[:-1]), initial=0)
     merged = merge_unparseable(zip(offsets, map(unparseable, tables), strict=True))
     combined = pa.concat_tables(
         [t.replace_schema_metadata(None) for t in tables], promote_options="default"

@@ -31,6 +31,7 @@ import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -746,50 +747,36 @@ def simulate(spec: Any, orders: Path, *, start: date | None = None, days: int | 
     if days < 1:
         raise SimulationInputError(f"--days: expected at least 1, got {days} (the file's days "
                                    f"are {first} to {max(data.by_day)})")
-    if scratch is not None:
-        return _simulate_in(scratch, spec, data, start=start, days=days, approve=approve,
-                            assembly=assembly, stack=stack, stack_class=stack_class,
-                            initial_training=initial_training, configure=configure,
-                            progress=progress, out=out, on_day=on_day)
     # A scratch folder of its own lives as long as the run: a command run day
-    # after day must not fill the temporary folder (the report is in ``out``).
-    with tempfile.TemporaryDirectory(prefix="mdlc-simulate-") as work:
-        return _simulate_in(Path(work), spec, data, start=start, days=days, approve=approve,
-                            assembly=assembly, stack=stack, stack_class=stack_class,
-                            initial_training=initial_training, configure=configure,
-                            progress=progress, out=out, on_day=on_day)
-
-
-def _simulate_in(work: Path, spec: Any, data: Orders, *, start: date, days: int, approve: str,
-                 assembly: Path | None, stack: str | None, stack_class: type | None,
-                 initial_training: bool, configure: Callable[[LocalCloud], None] | None,
-                 progress: Callable[[str], None] | None, out: Path | None,
-                 on_day: Callable[[Simulation, date], None] | None) -> Simulation:
-    """:func:`simulate` with its scratch folder ``work``."""
-    if assembly is None:
-        if progress:
-            progress(f"synthesizing Mdlc-{spec.name}")
-        assembly = work / "cdk.out"
-        stack = synthesize(spec, assembly, stack_class=stack_class)
-    stack = stack or f"Mdlc-{spec.name}"
-    # The clock starts as the first day's rows land (its schedules then have data).
-    clock_start = datetime.combine(start + timedelta(days=1), datetime.min.time(), UTC)
-    cloud = LocalCloud(assembly, start=clock_start, stacks=[stack], scratch=work / "local")
-    (work / "local").mkdir(parents=True, exist_ok=True)
-    with cloud:
-        network = getattr(spec, "network", None)
-        if network is not None and network.vpc_id:
-            # A team's existing VPC is not in the template: it exists already.
-            cloud.authorizer.add_network(network.vpc_id, [*network.private_subnet_ids,
-                                                          *network.security_group_ids])
-        if configure:
-            configure(cloud)
-        run = Simulation(cloud=cloud, spec=spec, stack=stack, orders=data, start=start,
-                         days=days, approve=approve, initial_training=initial_training,
-                         progress=progress, on_day=on_day)
-        run.run()
-        if out is not None:
-            run.write(out)
+    # after day must not fill the temporary folder (the report is in ``out``);
+    # one the caller passes is kept.
+    with (nullcontext(scratch) if scratch is not None
+          else tempfile.TemporaryDirectory(prefix="mdlc-simulate-")) as folder:
+        work = Path(folder)
+        if assembly is None:
+            if progress:
+                progress(f"synthesizing Mdlc-{spec.name}")
+            assembly = work / "cdk.out"
+            stack = synthesize(spec, assembly, stack_class=stack_class)
+        stack = stack or f"Mdlc-{spec.name}"
+        # The clock starts as the first day's rows land (its schedules then have data).
+        clock_start = datetime.combine(start + timedelta(days=1), datetime.min.time(), UTC)
+        cloud = LocalCloud(assembly, start=clock_start, stacks=[stack], scratch=work / "local")
+        (work / "local").mkdir(parents=True, exist_ok=True)
+        with cloud:
+            network = getattr(spec, "network", None)
+            if network is not None and network.vpc_id:
+                # A team's existing VPC is not in the template: it exists already.
+                cloud.authorizer.add_network(network.vpc_id, [*network.private_subnet_ids,
+                                                              *network.security_group_ids])
+            if configure:
+                configure(cloud)
+            run = Simulation(cloud=cloud, spec=spec, stack=stack, orders=data, start=start,
+                             days=days, approve=approve, initial_training=initial_training,
+                             progress=progress, on_day=on_day)
+            run.run()
+            if out is not None:
+                run.write(out)
     return run
 
 

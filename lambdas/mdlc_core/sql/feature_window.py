@@ -70,7 +70,7 @@ import pyarrow.parquet as pq
 from sqlglot import exp
 
 from .. import batch_features as shared
-from .. import tabular
+from .. import spill, tabular
 from ..batch_features import FeatureError, FeatureSet
 from ..feature_job import entity_schema, training_schema
 from . import features as sql_features
@@ -693,6 +693,10 @@ def close_databases() -> None:
         for database, _ in _DATABASES.values():
             database.close()
         _DATABASES.clear()
+
+
+# Before the spill folders go at exit: DuckDB removes its files on closing.
+spill.close_at_exit(close_databases)
 
 
 def _stored_kind(stored: pa.DataType) -> str | None:

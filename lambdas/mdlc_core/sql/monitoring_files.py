@@ -83,6 +83,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from .. import monitoring as shared
+from .. import spill
 from ..monitoring import LABEL_COLUMNS, PREDICTION_COLUMNS, UNKNOWN_VERSION, MonitoringInputError
 from . import monitoring as sql_monitoring
 
@@ -348,6 +349,10 @@ def close_databases() -> None:
         for database in _DATABASES.values():
             database.close()
         _DATABASES.clear()
+
+
+# Before the spill folders go at exit: DuckDB removes its files on closing.
+spill.close_at_exit(close_databases)
 
 
 class DaySession:
